@@ -1,0 +1,179 @@
+//! The chart document: one automerge document per inpatient encounter, schema
+//! `chartsync/chart@1` (docs/chart-schema.md), and the typed API that is the only way this
+//! code base writes it.
+//!
+//! Every write takes the [`Staff`] acting and the time, checks its input and the chart's rules
+//! first, and commits one automerge change authored by that person (so conflicts can say who
+//! wrote what). A refused write returns a [`ChartError`] and changes nothing. Changes that
+//! arrive from elsewhere are checked by [`validate::validate_changes`].
+
+mod conflicts;
+pub mod error;
+mod keys;
+mod read;
+mod signing;
+pub mod types;
+pub mod validate;
+pub mod view;
+mod write;
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+
+pub use conflicts::{Conflict, ConflictingValue, Resolution};
+pub use error::ChartError;
+pub use keys::SCHEMA_V1;
+pub use types::*;
+pub use view::*;
+pub use write::*;
+
+use read::Reader;
+
+/// One patient's chart for one encounter.
+#[derive(Debug, Clone)]
+pub struct Chart {
+    doc: Automerge,
+}
+
+impl Chart {
+    /// Loads a chart saved with [`Chart::save`] (or any automerge save of a chart document).
+    /// Bytes that are not an automerge document, or a document that is not a chart, are refused.
+    pub fn load(bytes: &[u8]) -> Result<Chart, ChartError> {
+        let doc = Automerge::load(bytes).map_err(|e| ChartError::Corrupt(e.to_string()))?;
+        Chart::from_automerge(doc)
+    }
+
+    /// Wraps a document after checking it is a chart of the schema this version reads.
+    pub fn from_automerge(doc: Automerge) -> Result<Chart, ChartError> {
+        let schema = Reader::new(&doc).schema()?;
+        if schema != keys::SCHEMA_V1 {
+            return Err(ChartError::UnsupportedSchema { found: schema });
+        }
+        Ok(Chart { doc })
+    }
+
+    /// The whole document, compressed.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The changes made since `heads`, for appending to a store.
+    pub fn save_after(&self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    /// Applies bytes from [`Chart::save_after`] or [`Chart::save`] of another replica.
+    /// These bypass the API's checks: use [`validate::validate_changes`] first on data from
+    /// anywhere untrusted.
+    pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), ChartError> {
+        self.doc
+            .load_incremental(bytes)
+            .map_err(|e| ChartError::Corrupt(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Merges another replica of the same chart into this one.
+    pub fn merge(&mut self, other: &Chart) -> Result<(), ChartError> {
+        let mut other = other.doc.clone();
+        self.doc.merge(&mut other)?;
+        Ok(())
+    }
+
+    /// The document's current heads.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The underlying document, for the store and the sync protocol.
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The chart as plain data.
+    pub fn view(&self) -> Result<ChartView, ChartError> {
+        let r = Reader::new(&self.doc);
+        let signatures = r.log(keys::SIGNATURES, |r, o, p| r.signature(o, p))?;
+        let amendments = r.log(keys::AMENDMENTS, |r, o, p| r.amendment(o, p))?;
+        let mut entries = r.records(keys::ENTRIES, |r, id, o| r.entry(id, o))?;
+        for e in &mut entries {
+            signing::derive_entry_state(e, &signatures, &amendments)?;
+        }
+        entries.sort_by(|a, b| (a.content.recorded_at, &a.id).cmp(&(b.content.recorded_at, &b.id)));
+        let mut coding = r.records(keys::CODING, |r, id, o| r.coding(id, o))?;
+        coding
+            .sort_by(|a, b| (a.sequence, a.coded_at, &a.id).cmp(&(b.sequence, b.coded_at, &b.id)));
+        let mut queries = r.records(keys::QUERIES, |r, id, o| r.query(id, o))?;
+        queries.sort_by(|a, b| (a.asked_at, &a.id).cmp(&(b.asked_at, &b.id)));
+        let mut forms = r.records(keys::FORMS, |r, id, o| r.form(id, o))?;
+        forms.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let mut roi_requests = r.records(keys::ROI_REQUESTS, |r, id, o| r.roi_request(id, o))?;
+        roi_requests.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+        Ok(ChartView {
+            schema: r.schema()?,
+            patient: r.patient()?,
+            encounter: r.encounter()?,
+            events: r.log(keys::EVENTS, |r, o, p| r.event(o, p))?,
+            entries,
+            signatures,
+            amendments,
+            coding,
+            queries,
+            forms,
+            roi_requests,
+            disclosures: r.log(keys::DISCLOSURES, |r, o, p| r.disclosure(o, p))?,
+            case_log: r.log(keys::CASE_LOG, |r, o, p| r.case_log(o, p))?,
+            handovers: r.log(keys::HANDOVERS, |r, o, p| r.handover(o, p))?,
+            conflicts: self.conflicts(),
+        })
+    }
+
+    /// One entry, with its signed and amended state.
+    pub fn entry(&self, entry_id: &str) -> Result<EntryView, ChartError> {
+        let r = Reader::new(&self.doc);
+        let obj = self.record(keys::ENTRIES, "entry", entry_id)?;
+        let mut entry = r.entry(entry_id, &obj)?;
+        let signatures = r.log(keys::SIGNATURES, |r, o, p| r.signature(o, p))?;
+        let amendments = r.log(keys::AMENDMENTS, |r, o, p| r.amendment(o, p))?;
+        signing::derive_entry_state(&mut entry, &signatures, &amendments)?;
+        Ok(entry)
+    }
+
+    /// The entry's content as its most recent signer saw it: the authoritative version of a
+    /// signed entry, whatever concurrent edits merged in afterwards.
+    pub fn signed_content(&self, entry_id: &str) -> Result<Option<EntryContent>, ChartError> {
+        let r = Reader::new(&self.doc);
+        let signatures = r.log(keys::SIGNATURES, |r, o, p| r.signature(o, p))?;
+        let Some(sig) = signatures.iter().rev().find(|s| s.entry_id == entry_id) else {
+            return Ok(None);
+        };
+        signing::content_at(&self.doc, entry_id, &sig.heads).map(Some)
+    }
+
+    /// Entries whose content changed concurrently with a signature.
+    pub fn edited_after_signing(&self) -> Result<Vec<String>, ChartError> {
+        Ok(self
+            .view()?
+            .entries
+            .into_iter()
+            .filter(|e| e.edited_after_signing)
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// The object of a record in a section keyed by id.
+    fn record(
+        &self,
+        section: &str,
+        what: &'static str,
+        id: &str,
+    ) -> Result<automerge::ObjId, ChartError> {
+        let r = Reader::new(&self.doc);
+        let map = r.section(section)?;
+        match self.doc.get(&map, id)? {
+            Some((automerge::Value::Object(automerge::ObjType::Map), obj)) => Ok(obj),
+            _ => Err(ChartError::NotFound {
+                what,
+                id: id.to_string(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! Reading the document into views. The readers are strict: a field of the wrong automerge
+//! type, an unknown token or a malformed time is a [`ChartError::Schema`] naming the path. The
+//! same readers are the schema check that validation runs on records a change touched.
+
+use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+
+use super::error::ChartError;
+use super::keys;
+use super::types::*;
+use super::view::*;
+
+/// Reads a document at its current heads, or as it was at some earlier heads.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'a, D: ReadDoc = Automerge> {
+    pub doc: &'a D,
+    pub heads: Option<&'a [ChangeHash]>,
+}
+
+fn schema_err(path: &str, reason: impl Into<String>) -> ChartError {
+    ChartError::Schema {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl<'a, D: ReadDoc> Reader<'a, D> {
+    pub fn new(doc: &'a D) -> Self {
+        Reader { doc, heads: None }
+    }
+
+    pub fn at(doc: &'a D, heads: &'a [ChangeHash]) -> Self {
+        Reader {
+            doc,
+            heads: Some(heads),
+        }
+    }
+
+    fn get(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'a>, ObjId)>, ChartError> {
+        Ok(match self.heads {
+            None => self.doc.get(obj, key)?,
+            Some(h) => self.doc.get_at(obj, key, h)?,
+        })
+    }
+
+    fn object(&self, obj: &ObjId, key: &str, ty: ObjType, path: &str) -> Result<ObjId, ChartError> {
+        match self.get(obj, key)? {
+            Some((Value::Object(t), id)) if t == ty => Ok(id),
+            Some(_) => Err(schema_err(path, format!("{key} must be a {ty:?}"))),
+            None => Err(schema_err(path, format!("{key} is missing"))),
+        }
+    }
+
+    pub fn map(&self, obj: &ObjId, key: &str, path: &str) -> Result<ObjId, ChartError> {
+        self.object(obj, key, ObjType::Map, path)
+    }
+
+    pub fn list(&self, obj: &ObjId, key: &str, path: &str) -> Result<ObjId, ChartError> {
+        self.object(obj, key, ObjType::List, path)
+    }
+
+    /// An optional string register: absent and null both read as None.
+    pub fn opt_str(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<String>, ChartError> {
+        match self.get(obj, key)? {
+            None => Ok(None),
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(s) => Ok(Some(s.to_string())),
+                ScalarValue::Null => Ok(None),
+                _ => Err(schema_err(path, format!("{key} must be a string"))),
+            },
+            Some(_) => Err(schema_err(
+                path,
+                format!("{key} must be a string, not an object"),
+            )),
+        }
+    }
+
+    pub fn str(&self, obj: &ObjId, key: &str, path: &str) -> Result<String, ChartError> {
+        self.opt_str(obj, key, path)?
+            .ok_or_else(|| schema_err(path, format!("{key} is missing")))
+    }
+
+    /// A required, non-empty string.
+    pub fn nonempty(&self, obj: &ObjId, key: &str, path: &str) -> Result<String, ChartError> {
+        let s = self.str(obj, key, path)?;
+        if s.trim().is_empty() {
+            return Err(schema_err(path, format!("{key} is empty")));
+        }
+        Ok(s)
+    }
+
+    pub fn token<T>(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+        parse: fn(&str) -> Result<T, ChartError>,
+    ) -> Result<T, ChartError> {
+        let s = self.str(obj, key, path)?;
+        parse(&s).map_err(|e| schema_err(path, format!("{key}: {e}")))
+    }
+
+    pub fn opt_token<T>(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+        parse: fn(&str) -> Result<T, ChartError>,
+    ) -> Result<Option<T>, ChartError> {
+        match self.opt_str(obj, key, path)? {
+            None => Ok(None),
+            Some(s) => parse(&s)
+                .map(Some)
+                .map_err(|e| schema_err(path, format!("{key}: {e}"))),
+        }
+    }
+
+    pub fn time(&self, obj: &ObjId, key: &str, path: &str) -> Result<Timestamp, ChartError> {
+        self.token(obj, key, path, Timestamp::parse)
+    }
+
+    pub fn opt_time(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<Timestamp>, ChartError> {
+        self.opt_token(obj, key, path, Timestamp::parse)
+    }
+
+    /// The object of a collaborative text field.
+    pub fn text_obj(&self, obj: &ObjId, key: &str) -> Result<ObjId, ChartError> {
+        self.object(obj, key, ObjType::Text, key)
+    }
+
+    /// A collaborative text field (automerge Text).
+    pub fn text(&self, obj: &ObjId, key: &str, path: &str) -> Result<String, ChartError> {
+        let id = self.object(obj, key, ObjType::Text, path)?;
+        Ok(match self.heads {
+            None => self.doc.text(&id)?,
+            Some(h) => self.doc.text_at(&id, h)?,
+        })
+    }
+
+    /// The elements of a list, which must all be maps.
+    pub fn map_items(&self, list: &ObjId, path: &str) -> Result<Vec<ObjId>, ChartError> {
+        let items: Vec<_> = match self.heads {
+            None => self
+                .doc
+                .list_range(list, ..)
+                .map(|i| {
+                    let id = i.id();
+                    (i.value.into_value(), id)
+                })
+                .collect(),
+            Some(h) => self
+                .doc
+                .list_range_at(list, .., h)
+                .map(|i| {
+                    let id = i.id();
+                    (i.value.into_value(), id)
+                })
+                .collect(),
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(n, (v, id))| match v {
+                Value::Object(ObjType::Map) => Ok(id),
+                _ => Err(schema_err(
+                    &format!("{path}/{n}"),
+                    "list items must be maps",
+                )),
+            })
+            .collect()
+    }
+
+    /// A list of strings.
+    pub fn str_list(&self, obj: &ObjId, key: &str, path: &str) -> Result<Vec<String>, ChartError> {
+        let list = self.list(obj, key, path)?;
+        let items: Vec<_> = match self.heads {
+            None => self
+                .doc
+                .list_range(&list, ..)
+                .map(|i| i.value.into_value())
+                .collect(),
+            Some(h) => self
+                .doc
+                .list_range_at(&list, .., h)
+                .map(|i| i.value.into_value())
+                .collect(),
+        };
+        items
+            .into_iter()
+            .map(|v| match v.as_str() {
+                Some(s) => Ok(s.to_string()),
+                None => Err(schema_err(path, format!("{key} must hold strings"))),
+            })
+            .collect()
+    }
+
+    /// The keys and values of a map whose values must all be maps (a section keyed by id).
+    pub fn map_entries(&self, map: &ObjId, path: &str) -> Result<Vec<(String, ObjId)>, ChartError> {
+        let items: Vec<_> = match self.heads {
+            None => self
+                .doc
+                .map_range(map, ..)
+                .map(|i| {
+                    let id = i.id();
+                    (i.key.to_string(), i.value.into_value(), id)
+                })
+                .collect(),
+            Some(h) => self
+                .doc
+                .map_range_at(map, .., h)
+                .map(|i| {
+                    let id = i.id();
+                    (i.key.to_string(), i.value.into_value(), id)
+                })
+                .collect(),
+        };
+        items
+            .into_iter()
+            .map(|(k, v, id)| match v {
+                Value::Object(ObjType::Map) => Ok((k, id)),
+                _ => Err(schema_err(&format!("{path}/{k}"), "must be a map")),
+            })
+            .collect()
+    }
+
+    /// A map of string values (form fields).
+    pub fn str_map(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, ChartError> {
+        let map = self.map(obj, key, path)?;
+        let items: Vec<_> = match self.heads {
+            None => self
+                .doc
+                .map_range(&map, ..)
+                .map(|i| (i.key.to_string(), i.value.into_value()))
+                .collect(),
+            Some(h) => self
+                .doc
+                .map_range_at(&map, .., h)
+                .map(|i| (i.key.to_string(), i.value.into_value()))
+                .collect(),
+        };
+        items
+            .into_iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k, s.to_string())),
+                None => Err(schema_err(path, format!("{key}/{k} must be a string"))),
+            })
+            .collect()
+    }
+
+    pub fn section(&self, key: &str) -> Result<ObjId, ChartError> {
+        let ty = keys::section_type(key).unwrap_or(ObjType::Map);
+        self.object(&ROOT, key, ty, key)
+    }
+
+    // ----- records -----
+
+    pub fn schema(&self) -> Result<String, ChartError> {
+        match self.get(&ROOT, keys::SCHEMA)? {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(s) => Ok(s.to_string()),
+                _ => Err(ChartError::NotAChart("schema is not a string".into())),
+            },
+            Some((Value::Object(t), _)) => Err(ChartError::NotAChart(format!(
+                "schema is a {t:?}, not a string"
+            ))),
+            None => Err(ChartError::NotAChart("no schema key".into())),
+        }
+    }
+
+    pub fn patient(&self) -> Result<PatientView, ChartError> {
+        let p = self.section(keys::PATIENT)?;
+        let path = keys::PATIENT;
+        let mrn = self.str(&p, "mrn", path)?;
+        check_identifier("mrn", &mrn).map_err(|e| schema_err(path, e.to_string()))?;
+        let birth_date = self.opt_str(&p, "birth_date", path)?;
+        if let Some(d) = &birth_date {
+            check_date(d).map_err(|e| schema_err(path, e.to_string()))?;
+        }
+        Ok(PatientView {
+            mrn,
+            family_name: self.str(&p, "family_name", path)?,
+            given_names: self.str(&p, "given_names", path)?,
+            birth_date,
+            sex: self.opt_token(&p, "sex", path, Sex::from_token)?,
+            address: self.opt_str(&p, "address", path)?,
+            phone: self.opt_str(&p, "phone", path)?,
+        })
+    }
+
+    pub fn encounter(&self) -> Result<EncounterView, ChartError> {
+        let e = self.section(keys::ENCOUNTER)?;
+        let path = keys::ENCOUNTER;
+        Ok(EncounterView {
+            ward: self.nonempty(&e, "ward", path)?,
+            bed: self.opt_str(&e, "bed", path)?,
+            class: self.token(&e, "class", path, EncounterClass::from_token)?,
+            admitted_at: self.time(&e, "admitted_at", path)?,
+            admit_source: self.opt_str(&e, "admit_source", path)?,
+            attending: self.opt_str(&e, "attending", path)?,
+            discharged_at: self.opt_time(&e, "discharged_at", path)?,
+            discharge_disposition: self.opt_str(&e, "discharge_disposition", path)?,
+            status: self.token(&e, "status", path, EncounterStatus::from_token)?,
+        })
+    }
+
+    pub fn event(&self, obj: &ObjId, path: &str) -> Result<EventView, ChartError> {
+        let changed_fields = match self.get(obj, "changed_fields")? {
+            None => Vec::new(),
+            Some(_) => self.str_list(obj, "changed_fields", path)?,
+        };
+        Ok(EventView {
+            id: self.token(obj, "id", path, |s| {
+                check_record_id(s).map(|_| s.to_string())
+            })?,
+            kind: self.token(obj, "kind", path, EventKind::from_token)?,
+            at: self.time(obj, "at", path)?,
+            by: self.nonempty(obj, "by", path)?,
+            ward: self.opt_str(obj, "ward", path)?,
+            bed: self.opt_str(obj, "bed", path)?,
+            from_ward: self.opt_str(obj, "from_ward", path)?,
+            from_bed: self.opt_str(obj, "from_bed", path)?,
+            disposition: self.opt_str(obj, "disposition", path)?,
+            changed_fields,
+        })
+    }
+
+    pub fn codes(&self, obj: &ObjId, key: &str, path: &str) -> Result<Vec<CodeRef>, ChartError> {
+        let list = self.list(obj, key, path)?;
+        let mut out = Vec::new();
+        for (n, item) in self.map_items(&list, path)?.iter().enumerate() {
+            let p = format!("{path}/{key}/{n}");
+            // Codes are checked when written and when a change arrives, not on every read:
+            // a later code-set year must not make an older chart unreadable.
+            out.push(CodeRef {
+                system: self.str(item, "system", &p)?,
+                code: self.str(item, "code", &p)?,
+                display: self.opt_str(item, "display", &p)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The signed part of an entry.
+    pub fn entry_content(&self, obj: &ObjId, path: &str) -> Result<EntryContent, ChartError> {
+        Ok(EntryContent {
+            kind: self.token(obj, "kind", path, EntryKind::from_token)?,
+            author: self.nonempty(obj, "author", path)?,
+            role: self.token(obj, "role", path, Role::from_token)?,
+            recorded_at: self.time(obj, "recorded_at", path)?,
+            effective_at: self.opt_time(obj, "effective_at", path)?,
+            codes: self.codes(obj, "codes", path)?,
+            value: self.opt_str(obj, "value", path)?,
+            unit: self.opt_str(obj, "unit", path)?,
+            body: self.text(obj, "body", path)?,
+        })
+    }
+
+    /// An entry without the parts derived from signatures and amendments.
+    pub fn entry(&self, id: &str, obj: &ObjId) -> Result<EntryView, ChartError> {
+        let path = format!("{}/{id}", keys::ENTRIES);
+        check_record_id(id).map_err(|e| schema_err(&path, e.to_string()))?;
+        Ok(EntryView {
+            id: id.to_string(),
+            content: self.entry_content(obj, &path)?,
+            device: self.nonempty(obj, "device", &path)?,
+            shift: self.opt_token(obj, "shift", &path, Shift::from_token)?,
+            status: self.token(obj, "status", &path, EntryStatus::from_token)?,
+            signed: false,
+            edited_after_signing: false,
+        })
+    }
+
+    pub fn signature(&self, obj: &ObjId, path: &str) -> Result<SignatureView, ChartError> {
+        let heads = self.str_list(obj, "heads", path)?;
+        for h in &heads {
+            h.parse::<ChangeHash>()
+                .map_err(|_| schema_err(path, "heads must be hex change hashes"))?;
+        }
+        let content_hash = self.str(obj, "content_hash", path)?;
+        if content_hash.len() != 64
+            || !content_hash
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(schema_err(
+                path,
+                "content_hash must be 64 lowercase hex digits",
+            ));
+        }
+        Ok(SignatureView {
+            entry_id: self.nonempty(obj, "entry_id", path)?,
+            signer: self.nonempty(obj, "signer", path)?,
+            role: self.token(obj, "role", path, Role::from_token)?,
+            meaning: self.token(obj, "meaning", path, SignatureMeaning::from_token)?,
+            signed_at: self.time(obj, "signed_at", path)?,
+            heads,
+            content_hash,
+        })
+    }
+
+    pub fn amendment(&self, obj: &ObjId, path: &str) -> Result<AmendmentView, ChartError> {
+        Ok(AmendmentView {
+            id: self.token(obj, "id", path, |s| {
+                check_record_id(s).map(|_| s.to_string())
+            })?,
+            target_entry_id: self.nonempty(obj, "target_entry_id", path)?,
+            target_hash: self.nonempty(obj, "target_hash", path)?,
+            kind: self.token(obj, "kind", path, AmendmentKind::from_token)?,
+            reason: self.nonempty(obj, "reason", path)?,
+            body: self.str(obj, "body", path)?,
+            author: self.nonempty(obj, "author", path)?,
+            role: self.token(obj, "role", path, Role::from_token)?,
+            at: self.time(obj, "at", path)?,
+        })
+    }
+
+    pub fn coding(&self, id: &str, obj: &ObjId) -> Result<CodingView, ChartError> {
+        let path = format!("{}/{id}", keys::CODING);
+        check_record_id(id).map_err(|e| schema_err(&path, e.to_string()))?;
+        let system = self.str(obj, "system", &path)?;
+        let code = self.str(obj, "code", &path)?;
+        Ok(CodingView {
+            id: id.to_string(),
+            system,
+            code,
+            display: self.opt_str(obj, "display", &path)?,
+            sequence: self.token(obj, "sequence", &path, CodingSequence::from_token)?,
+            poa: self.opt_token(obj, "poa", &path, PresentOnAdmission::from_token)?,
+            status: self.token(obj, "status", &path, CodingStatus::from_token)?,
+            supporting_entries: self.str_list(obj, "supporting_entries", &path)?,
+            coded_by: self.nonempty(obj, "coded_by", &path)?,
+            coded_at: self.time(obj, "coded_at", &path)?,
+        })
+    }
+
+    pub fn query(&self, id: &str, obj: &ObjId) -> Result<QueryView, ChartError> {
+        let path = format!("{}/{id}", keys::QUERIES);
+        check_record_id(id).map_err(|e| schema_err(&path, e.to_string()))?;
+        let list = self.list(obj, "responses", &path)?;
+        let mut responses = Vec::new();
+        for (n, r) in self.map_items(&list, &path)?.iter().enumerate() {
+            let p = format!("{path}/responses/{n}");
+            responses.push(QueryResponseView {
+                by: self.nonempty(r, "by", &p)?,
+                at: self.time(r, "at", &p)?,
+                text: self.nonempty(r, "text", &p)?,
+            });
+        }
+        Ok(QueryView {
+            id: id.to_string(),
+            question: self.nonempty(obj, "question", &path)?,
+            to: self.nonempty(obj, "to", &path)?,
+            asked_by: self.nonempty(obj, "asked_by", &path)?,
+            asked_at: self.time(obj, "asked_at", &path)?,
+            about: self.opt_str(obj, "about", &path)?,
+            status: self.token(obj, "status", &path, QueryStatus::from_token)?,
+            responses,
+        })
+    }
+
+    pub fn form(&self, id: &str, obj: &ObjId) -> Result<FormView, ChartError> {
+        let path = format!("{}/{id}", keys::FORMS);
+        check_record_id(id).map_err(|e| schema_err(&path, e.to_string()))?;
+        let list = self.list(obj, "signatures", &path)?;
+        let mut signatures = Vec::new();
+        for (n, s) in self.map_items(&list, &path)?.iter().enumerate() {
+            let p = format!("{path}/signatures/{n}");
+            signatures.push(FormSignatureView {
+                signer: self.nonempty(s, "signer", &p)?,
+                role: self.nonempty(s, "role", &p)?,
+                at: self.time(s, "at", &p)?,
+            });
+        }
+        let required_signers = self.str_list(obj, "required_signers", &path)?;
+        let missing_signers = required_signers
+            .iter()
+            .filter(|r| !signatures.iter().any(|s| &s.role == *r))
+            .cloned()
+            .collect();
+        Ok(FormView {
+            id: id.to_string(),
+            form_type: self.token(obj, "type", &path, FormType::from_token)?,
+            fields: self.str_map(obj, "fields", &path)?,
+            required_signers,
+            signatures,
+            created_by: self.nonempty(obj, "created_by", &path)?,
+            created_at: self.time(obj, "created_at", &path)?,
+            completed_at: self.opt_time(obj, "completed_at", &path)?,
+            missing_signers,
+        })
+    }
+
+    pub fn roi_request(&self, id: &str, obj: &ObjId) -> Result<RoiRequestView, ChartError> {
+        let path = format!("{}/{id}", keys::ROI_REQUESTS);
+        check_record_id(id).map_err(|e| schema_err(&path, e.to_string()))?;
+        Ok(RoiRequestView {
+            id: id.to_string(),
+            requester: self.nonempty(obj, "requester", &path)?,
+            recipient: self.nonempty(obj, "recipient", &path)?,
+            recipient_address: self.nonempty(obj, "recipient_address", &path)?,
+            purpose: self.nonempty(obj, "purpose", &path)?,
+            scope: self.nonempty(obj, "scope", &path)?,
+            received_at: self.time(obj, "received_at", &path)?,
+            due_at: self.time(obj, "due_at", &path)?,
+            authorization: self.opt_str(obj, "authorization", &path)?,
+            status: self.token(obj, "status", &path, RoiStatus::from_token)?,
+            status_reason: self.opt_str(obj, "status_reason", &path)?,
+            status_by: self.nonempty(obj, "status_by", &path)?,
+            status_at: self.time(obj, "status_at", &path)?,
+        })
+    }
+
+    pub fn disclosure(&self, obj: &ObjId, path: &str) -> Result<DisclosureView, ChartError> {
+        Ok(DisclosureView {
+            id: self.token(obj, "id", path, |s| {
+                check_record_id(s).map(|_| s.to_string())
+            })?,
+            request_id: self.opt_str(obj, "request_id", path)?,
+            at: self.time(obj, "at", path)?,
+            recipient: self.nonempty(obj, "recipient", path)?,
+            recipient_address: self.nonempty(obj, "recipient_address", path)?,
+            description: self.nonempty(obj, "description", path)?,
+            purpose: self.nonempty(obj, "purpose", path)?,
+            by: self.nonempty(obj, "by", path)?,
+        })
+    }
+
+    pub fn case_log(&self, obj: &ObjId, path: &str) -> Result<CaseLogView, ChartError> {
+        Ok(CaseLogView {
+            at: self.time(obj, "at", path)?,
+            by: self.nonempty(obj, "by", path)?,
+            text: self.nonempty(obj, "text", path)?,
+        })
+    }
+
+    pub fn handover(&self, obj: &ObjId, path: &str) -> Result<HandoverView, ChartError> {
+        Ok(HandoverView {
+            from: self.nonempty(obj, "from", path)?,
+            to: self.nonempty(obj, "to", path)?,
+            shift: self.token(obj, "shift", path, Shift::from_token)?,
+            at: self.time(obj, "at", path)?,
+            summary: self.nonempty(obj, "summary", path)?,
+        })
+    }
+
+    /// Reads every element of an append-only section with `read`.
+    pub fn log<T>(
+        &self,
+        key: &str,
+        read: impl Fn(&Self, &ObjId, &str) -> Result<T, ChartError>,
+    ) -> Result<Vec<T>, ChartError> {
+        let list = self.section(key)?;
+        self.map_items(&list, key)?
+            .iter()
+            .enumerate()
+            .map(|(n, item)| read(self, item, &format!("{key}/{n}")))
+            .collect()
+    }
+
+    /// Reads every record of a section keyed by id with `read`.
+    pub fn records<T>(
+        &self,
+        key: &str,
+        read: impl Fn(&Self, &str, &ObjId) -> Result<T, ChartError>,
+    ) -> Result<Vec<T>, ChartError> {
+        let map = self.section(key)?;
+        self.map_entries(&map, key)?
+            .iter()
+            .map(|(id, obj)| read(self, id, obj))
+            .collect()
+    }
+}
+
+/// Validates a stored (system token, code) pair.
+pub(crate) fn check_code(system: &str, code: &str, path: &str) -> Result<(), ChartError> {
+    crate::codes::CodeSystem::from_token(system)
+        .and_then(|system| crate::codes::validate(system, code))
+        .map(|_| ())
+        .map_err(|error| ChartError::InvalidCodeAt {
+            path: path.to_string(),
+            error,
+        })
+}

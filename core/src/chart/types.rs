@@ -1,0 +1,361 @@
+//! The vocabulary of a chart: who acts on it, when, and the closed sets of values its fields
+//! take. Every enumeration here is stored in the document as its snake_case token, so a web
+//! client writes the same strings (docs/chart-schema.md lists them).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use super::error::ChartError;
+
+/// Declares a closed set of string tokens: the enum, its token, parsing, and serde as the token.
+macro_rules! token_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $token:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $token)] $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The token stored in the chart document.
+            pub fn token(self) -> &'static str {
+                match self { $($name::$variant => $token),+ }
+            }
+
+            /// Parses a stored token.
+            pub fn from_token(token: &str) -> Result<Self, ChartError> {
+                match token {
+                    $($token => Ok($name::$variant),)+
+                    _ => Err(ChartError::InvalidValue {
+                        field: $what,
+                        reason: format!("not a known {} (got {} characters); expected one of: {}", $what, token.chars().count(),
+                            [$($token),+].join(", ")),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.token())
+            }
+        }
+    };
+}
+
+token_enum!(
+    /// The roles a bearer token names; they decide what a person may write.
+    Role, "role" {
+        Technician => "technician",
+        Nurse => "nurse",
+        Physician => "physician",
+        Coder => "coder",
+        RecordsSupervisor => "records_supervisor",
+        Admin => "admin",
+    }
+);
+
+token_enum!(
+    /// A ward's three nursing shifts.
+    Shift, "shift" { Day => "day", Evening => "evening", Night => "night" }
+);
+
+token_enum!(
+    /// FHIR administrative gender.
+    Sex, "sex" { Female => "female", Male => "male", Other => "other", Unknown => "unknown" }
+);
+
+token_enum!(
+    /// What kind of stay this chart records.
+    EncounterClass, "encounter class" {
+        Inpatient => "inpatient",
+        Observation => "observation",
+        Emergency => "emergency",
+        DayCase => "day_case",
+    }
+);
+
+token_enum!(
+    /// Whether the patient is still on the ward.
+    EncounterStatus, "encounter status" { Active => "active", Discharged => "discharged" }
+);
+
+token_enum!(
+    /// Events of the stay; the events list is append-only.
+    EventKind, "event kind" {
+        Admit => "admit",
+        Transfer => "transfer",
+        Discharge => "discharge",
+        ChangeOfInformation => "change_of_information",
+    }
+);
+
+token_enum!(
+    /// What an entry records.
+    EntryKind, "entry kind" {
+        Observation => "observation",
+        Intervention => "intervention",
+        Treatment => "treatment",
+        Medication => "medication",
+        LabResult => "lab_result",
+        ImagingResult => "imaging_result",
+        HistoryPhysical => "history_physical",
+        ProgressNote => "progress_note",
+        NursingNote => "nursing_note",
+        ConsultNote => "consult_note",
+        OperativeNote => "operative_note",
+        ProcedureNote => "procedure_note",
+        DischargeSummary => "discharge_summary",
+    }
+);
+
+token_enum!(
+    /// The stored status of an entry. `amended` and `entered_in_error` are also derived from the
+    /// amendments list when reading, because a signed entry itself can no longer change.
+    EntryStatus, "entry status" {
+        Draft => "draft",
+        Final => "final",
+        Amended => "amended",
+        EnteredInError => "entered_in_error",
+    }
+);
+
+token_enum!(
+    /// What a signature attests.
+    SignatureMeaning, "signature meaning" {
+        Author => "author",
+        Cosign => "cosign",
+        Verify => "verify",
+    }
+);
+
+token_enum!(
+    /// How an amendment relates to the entry it references.
+    AmendmentKind, "amendment kind" {
+        Addendum => "addendum",
+        Correction => "correction",
+        LateEntry => "late_entry",
+        EnteredInError => "entered_in_error",
+        PatientRequested => "patient_requested",
+    }
+);
+
+token_enum!(
+    /// Where a code sits on the claim.
+    CodingSequence, "coding sequence" {
+        Principal => "principal",
+        Secondary => "secondary",
+        Admitting => "admitting",
+    }
+);
+
+token_enum!(
+    /// Present-on-admission indicator (CMS UB-04 values; `exempt` is reported as "1").
+    PresentOnAdmission, "present-on-admission indicator" {
+        Yes => "Y",
+        No => "N",
+        Unknown => "U",
+        ClinicallyUndetermined => "W",
+        Exempt => "exempt",
+    }
+);
+
+token_enum!(
+    /// Where a code assignment is in the coding workflow.
+    CodingStatus, "coding status" { Proposed => "proposed", Queried => "queried", Final => "final" }
+);
+
+token_enum!(
+    /// A physician query's state.
+    QueryStatus, "query status" { Open => "open", Answered => "answered", Withdrawn => "withdrawn" }
+);
+
+token_enum!(
+    /// The forms a records office processes.
+    FormType, "form type" {
+        Admission => "admission",
+        Discharge => "discharge",
+        ChangeOfInformation => "change_of_information",
+        Consent => "consent",
+        RoiAuthorization => "roi_authorization",
+    }
+);
+
+token_enum!(
+    /// Release-of-information request lifecycle.
+    RoiStatus, "release-of-information status" {
+        Received => "received",
+        AuthorizationVerified => "authorization_verified",
+        Fulfilled => "fulfilled",
+        Denied => "denied",
+    }
+);
+
+impl RoiStatus {
+    /// The lifecycle allows received → authorization_verified → fulfilled, and denial from
+    /// either open state; fulfilled and denied are final.
+    pub fn may_become(self, next: RoiStatus) -> bool {
+        use RoiStatus::*;
+        matches!(
+            (self, next),
+            (Received, AuthorizationVerified)
+                | (Received, Denied)
+                | (AuthorizationVerified, Fulfilled)
+                | (AuthorizationVerified, Denied)
+        )
+    }
+}
+
+/// A point in time, stored as RFC 3339 in UTC (`2026-11-27T21:04:05Z`, fractions allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+impl Timestamp {
+    /// Now, from the system clock.
+    pub fn now() -> Self {
+        Timestamp(OffsetDateTime::now_utc())
+    }
+
+    /// Parses RFC 3339; errors do not echo the input (it may be a birth date). The offset must be UTC (`Z` or `+00:00`) so that stored times compare
+    /// as strings and no local-time ambiguity enters the record.
+    pub fn parse(s: &str) -> Result<Self, ChartError> {
+        let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| ChartError::InvalidValue {
+            field: "timestamp",
+            reason: "not an RFC 3339 timestamp".into(),
+        })?;
+        if t.offset() != UtcOffset::UTC {
+            return Err(ChartError::InvalidValue {
+                field: "timestamp",
+                reason: "not in UTC; write it with a Z offset".into(),
+            });
+        }
+        Ok(Timestamp(t))
+    }
+
+    /// From seconds since the Unix epoch.
+    pub fn from_unix(secs: i64) -> Result<Self, ChartError> {
+        OffsetDateTime::from_unix_timestamp(secs)
+            .map(Timestamp)
+            .map_err(|_| ChartError::InvalidValue {
+                field: "timestamp",
+                reason: format!("{secs} seconds is out of range"),
+            })
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix(self) -> i64 {
+        self.0.unix_timestamp()
+    }
+
+    /// This time plus a number of seconds (negative goes back).
+    pub fn plus_seconds(self, secs: i64) -> Self {
+        Timestamp(self.0 + time::Duration::seconds(secs))
+    }
+
+    /// The stored form.
+    pub fn to_rfc3339(self) -> String {
+        // Formatting a UTC OffsetDateTime with Rfc3339 cannot fail for years 0..=9999.
+        self.0
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| self.0.unix_timestamp().to_string())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Checks a calendar date written `YYYY-MM-DD` (birth dates).
+pub fn check_date(s: &str) -> Result<(), ChartError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    Date::parse(s, &format)
+        .map(|_| ())
+        .map_err(|_| ChartError::InvalidValue {
+            field: "date",
+            reason: "not a date written YYYY-MM-DD".into(),
+        })
+}
+
+/// The person acting on a chart, and the device they act from. Every change a [`Chart`]
+/// commits carries this as its automerge author, which is how `conflicts()` names who wrote
+/// each value.
+///
+/// [`Chart`]: super::Chart
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Staff {
+    pub user: String,
+    pub role: Role,
+    pub device: String,
+}
+
+impl Staff {
+    pub fn new(user: impl Into<String>, role: Role, device: impl Into<String>) -> Self {
+        Staff {
+            user: user.into(),
+            role,
+            device: device.into(),
+        }
+    }
+
+    /// User and device ids go into every change; they must be short, printable identifiers
+    /// (never a person's name), so that audit logs can show them.
+    pub(crate) fn check(&self) -> Result<(), ChartError> {
+        check_identifier("user", &self.user)?;
+        check_identifier("device", &self.device)
+    }
+}
+
+/// Ids of users, devices and MRNs: 1 to 64 characters of letters, digits and `._-@:`.
+pub fn check_identifier(field: &'static str, s: &str) -> Result<(), ChartError> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ChartError::InvalidValue {
+            field,
+            reason: format!(
+                "a {field} id is 1 to 64 letters, digits or . _ - @ : (got {} characters)",
+                s.chars().count()
+            ),
+        })
+    }
+}
+
+/// A new random record id (entries, codings, queries, forms, requests, events): a lowercase
+/// hyphenated UUID v4, which a browser makes with `crypto.randomUUID()`.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Checks a record id is a lowercase hyphenated UUID.
+pub fn check_record_id(s: &str) -> Result<(), ChartError> {
+    match uuid::Uuid::try_parse(s) {
+        Ok(u) if u.to_string() == s => Ok(()),
+        _ => Err(ChartError::InvalidValue {
+            field: "record id",
+            reason: "not a lowercase hyphenated UUID".into(),
+        }),
+    }
+}

@@ -1,0 +1,460 @@
+//! The check the server runs on every incoming change before applying it, and a tablet may run
+//! on what it receives: given the chart before and after the changes, reject any change that
+//! edits a signed entry or form causally after its signature, rewrites an immutable field,
+//! changes an append-only list other than by appending, replaces a section or record, breaks
+//! the schema, or carries an invalid code.
+//!
+//! The check works per operation: each operation of each new change is located in the
+//! document by its object's path, so the rules apply whichever client wrote the change.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, ChangeHash, ObjId, Prop, ReadDoc, ROOT};
+
+use super::error::ChartError;
+use super::keys;
+use super::read::{check_code, Reader};
+use super::signing;
+
+/// Why a set of changes was refused. Paths and ids only: never a value from the chart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("change {change} edits entry {entry_id} after it was signed")]
+    EditAfterSignature { change: String, entry_id: String },
+    #[error("change {change} edits form {form_id} after it was signed")]
+    FormEditAfterSignature { change: String, form_id: String },
+    #[error("change {change} changes {field}, which never changes after the chart is created")]
+    ImmutableField { change: String, field: String },
+    #[error("change {change} alters {list}, which may only be appended to")]
+    AppendOnly { change: String, list: String },
+    #[error("change {change} replaces or deletes {path}")]
+    Replaced { change: String, path: String },
+    #[error("change {change} writes {path}, which is not part of the chart schema")]
+    UnknownSection { change: String, path: String },
+    #[error("schema violation: {0}")]
+    Schema(ChartError),
+    #[error("invalid code at {path}: {error}")]
+    InvalidCode {
+        path: String,
+        error: crate::codes::CodeError,
+    },
+    #[error("signature on entry {entry_id} does not match the entry at its heads")]
+    SignatureMismatch { entry_id: String },
+    #[error("not a chart: {0}")]
+    NotAChart(ChartError),
+}
+
+/// Every violation found in a set of changes; any one rejects them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} violation(s), first: {}", .violations.len(), .violations[0])]
+pub struct Rejection {
+    pub violations: Vec<Violation>,
+}
+
+fn schema_violation(e: ChartError) -> Violation {
+    match e {
+        ChartError::InvalidCodeAt { path, error } => Violation::InvalidCode { path, error },
+        other => Violation::Schema(other),
+    }
+}
+
+/// A record touched by a change: (section, record key) — the key is an id for sections keyed
+/// by id, and empty for patient and encounter.
+type RecordRef = (String, String);
+
+struct Located {
+    /// Keys from the root to the object, and the ids of the objects along the way.
+    path: Vec<(ObjId, String)>,
+}
+
+/// Checks the changes that `after` has and `before` does not. `before` may be an empty
+/// document, when a device sends a chart it created.
+pub fn validate_changes(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
+    let reject = |v: Vec<Violation>| Err(Rejection { violations: v });
+    let schema = Reader::new(after).schema();
+    match schema {
+        Ok(s) if s == keys::SCHEMA_V1 => {}
+        Ok(s) => {
+            return reject(vec![Violation::NotAChart(ChartError::UnsupportedSchema {
+                found: s,
+            })])
+        }
+        Err(e) => return reject(vec![Violation::NotAChart(e)]),
+    }
+    let is_new_chart = before.get_heads().is_empty();
+    let changes = after.get_changes(&before.get_heads());
+    let new_hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+    let mut violations = Vec::new();
+    let mut touched: BTreeSet<RecordRef> = BTreeSet::new();
+    let mut touched_lists: BTreeSet<String> = BTreeSet::new();
+    // (change, section, record id) for records of signable sections.
+    let mut signable_edits: Vec<(ChangeHash, &'static str, String)> = Vec::new();
+    let mut located: HashMap<String, Option<Located>> = HashMap::new();
+
+    for change in &changes {
+        let hash = change.hash();
+        let short = hash.to_string();
+        let expanded = change.decode();
+        for op in &expanded.operations {
+            let obj_key = match &op.obj {
+                ObjectId::Root => None,
+                ObjectId::Id(id) => Some(format!("{}@{}", id.counter(), id.actor())),
+            };
+            let loc = match &obj_key {
+                None => Some(Located { path: Vec::new() }),
+                Some(k) => located
+                    .entry(k.clone())
+                    .or_insert_with(|| locate(after, k))
+                    .as_ref()
+                    .map(|l| Located {
+                        path: l.path.clone(),
+                    }),
+            };
+            // An object no longer reachable (inside something deleted) is judged by the
+            // operation that deleted it.
+            let Some(loc) = loc else { continue };
+            let key = match &op.key {
+                Key::Map(k) => Some(k.to_string()),
+                Key::Seq(_) => None,
+            };
+            let mut keys_path: Vec<String> = loc.path.iter().map(|(_, k)| k.clone()).collect();
+            if let Some(k) = &key {
+                keys_path.push(k.clone());
+            }
+            let Some(section) = keys_path.first().cloned() else {
+                continue;
+            };
+
+            // Root: the schema key and the sections are written once, by the chart's creation.
+            if loc.path.is_empty() {
+                if section != keys::SCHEMA && keys::section_type(&section).is_none() {
+                    violations.push(Violation::UnknownSection {
+                        change: short.clone(),
+                        path: section.clone(),
+                    });
+                } else if !is_new_chart
+                    || before.get(ROOT, section.as_str()).ok().flatten().is_some()
+                {
+                    if section == keys::SCHEMA {
+                        violations.push(Violation::ImmutableField {
+                            change: short.clone(),
+                            field: section.clone(),
+                        });
+                    } else {
+                        violations.push(Violation::Replaced {
+                            change: short.clone(),
+                            path: section.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
+
+            // The MRN is set once.
+            if keys_path == [keys::PATIENT, "mrn"]
+                && Reader::new(before)
+                    .patient()
+                    .map(|p| !p.mrn.is_empty())
+                    .unwrap_or(false)
+            {
+                violations.push(Violation::ImmutableField {
+                    change: short.clone(),
+                    field: "patient/mrn".into(),
+                });
+            }
+
+            // Append-only lists, at the top level and nested in records.
+            if let Some(list_depth) = append_only_depth(&keys_path) {
+                let list_path = keys_path[..=list_depth].join("/");
+                // Nested lists are read with their record, which is marked touched below.
+                if list_depth == 0 {
+                    touched_lists.insert(keys_path[0].clone());
+                }
+                if loc.path.len() == list_depth + 1 {
+                    // An operation on the list itself: only inserts.
+                    if !op.insert || matches!(op.action, OpType::Delete) {
+                        violations.push(Violation::AppendOnly {
+                            change: short.clone(),
+                            list: list_path,
+                        });
+                    }
+                } else if loc.path.len() > list_depth + 1 {
+                    // Inside an element: only while the element is being created.
+                    let element = &loc.path[list_depth + 1].0;
+                    let created_now = after
+                        .hash_for_opid(element)
+                        .map(|h| new_hashes.contains(&h))
+                        .unwrap_or(false);
+                    if !created_now {
+                        violations.push(Violation::AppendOnly {
+                            change: short.clone(),
+                            list: list_path,
+                        });
+                    }
+                }
+            }
+
+            // Sections keyed by id: a record is created once and never replaced or deleted.
+            if is_keyed(&section) {
+                let Some(record) = keys_path.get(1).cloned() else {
+                    continue;
+                };
+                if loc.path.len() == 1 {
+                    let existed = Reader::new(before)
+                        .section(&section)
+                        .ok()
+                        .and_then(|m| before.get(&m, record.as_str()).ok().flatten())
+                        .is_some();
+                    if existed || matches!(op.action, OpType::Delete) {
+                        violations.push(Violation::Replaced {
+                            change: short.clone(),
+                            path: format!("{section}/{record}"),
+                        });
+                    }
+                }
+                if section == keys::ENTRIES {
+                    signable_edits.push((hash, keys::ENTRIES, record.clone()));
+                }
+                // A signed form's content is frozen; its signatures list grows and the last
+                // signature stamps completed_at.
+                let form_content = matches!(
+                    keys_path.get(2).map(String::as_str),
+                    Some("fields" | "type" | "required_signers")
+                );
+                if section == keys::FORMS && form_content {
+                    signable_edits.push((hash, keys::FORMS, record.clone()));
+                }
+                touched.insert((section, record));
+            } else if section == keys::PATIENT || section == keys::ENCOUNTER {
+                touched.insert((section, String::new()));
+            }
+        }
+    }
+
+    check_signatures(after, &new_hashes, &signable_edits, &mut violations);
+
+    // Schema: every record and list the changes touched must read cleanly.
+    let r = Reader::new(after);
+    for (section, record) in &touched {
+        let path = if record.is_empty() {
+            vec![section.clone()]
+        } else {
+            vec![section.clone(), record.clone()]
+        };
+        if let Err(e) = check_path(&r, &path) {
+            violations.push(schema_violation(e));
+        }
+    }
+    for list in &touched_lists {
+        if let Err(e) = check_path(&r, std::slice::from_ref(list)) {
+            violations.push(schema_violation(e));
+        }
+    }
+    if is_new_chart {
+        let mut all: Vec<Vec<String>> = keys::SECTIONS
+            .iter()
+            .map(|(k, _)| vec![k.to_string()])
+            .collect();
+        for (section, _) in keys::SECTIONS
+            .iter()
+            .filter(|(_, t)| *t == automerge::ObjType::Map)
+        {
+            if let Ok(map) = r.section(section) {
+                for (id, _) in r.map_entries(&map, section).unwrap_or_default() {
+                    all.push(vec![section.to_string(), id]);
+                }
+            }
+        }
+        for path in all.iter().filter(|p| p.len() == 2 || !is_keyed(&p[0])) {
+            if let Err(e) = check_path(&r, path) {
+                violations.push(schema_violation(e));
+            }
+        }
+    }
+
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        reject(violations)
+    }
+}
+
+/// Sections whose records are maps keyed by id.
+fn is_keyed(section: &str) -> bool {
+    matches!(
+        section,
+        keys::ENTRIES | keys::CODING | keys::QUERIES | keys::FORMS | keys::ROI_REQUESTS
+    )
+}
+
+/// Finds where an object sits in the document: the keys from the root.
+fn locate(doc: &Automerge, obj: &str) -> Option<Located> {
+    let id = doc.import_obj(obj).ok()?;
+    let parents = doc.parents(&id).ok()?;
+    let path = parents.visible_path()?;
+    // `path` pairs each parent object with the key of the next object inside it; shift it so
+    // each key pairs with the object that key leads to.
+    let mut out = Vec::with_capacity(path.len());
+    let mut next_objs: Vec<ObjId> = path.iter().skip(1).map(|(o, _)| o.clone()).collect();
+    next_objs.push(id);
+    for ((_, prop), obj) in path.into_iter().zip(next_objs) {
+        let key = match prop {
+            Prop::Map(k) => k,
+            Prop::Seq(i) => i.to_string(),
+        };
+        out.push((obj, key));
+    }
+    Some(Located { path: out })
+}
+
+/// If `path` is inside an append-only list, the index in `path` of the list's key.
+fn append_only_depth(path: &[String]) -> Option<usize> {
+    if keys::is_append_only(&path[0]) {
+        return Some(0);
+    }
+    keys::NESTED_APPEND_ONLY
+        .iter()
+        .find(|(section, list)| {
+            path[0] == *section && path.get(2).map(String::as_str) == Some(*list)
+        })
+        .map(|_| 2)
+}
+
+/// Edits of a signed entry or form are refused when the signature is in their causal past;
+/// edits concurrent with the signature are kept (the reader reports them). New signatures
+/// must match the entry at the heads they name.
+fn check_signatures(
+    after: &Automerge,
+    new_hashes: &HashSet<ChangeHash>,
+    edits: &[(ChangeHash, &'static str, String)],
+    violations: &mut Vec<Violation>,
+) {
+    let r = Reader::new(after);
+    // (section, record) -> the changes that signed it.
+    let mut signed_by: HashMap<(&'static str, String), Vec<ChangeHash>> = HashMap::new();
+    if let Ok(list) = r.section(keys::SIGNATURES) {
+        if let Ok(items) = r.map_items(&list, keys::SIGNATURES) {
+            for (n, item) in items.iter().enumerate() {
+                let Ok(sig) = r.signature(item, &format!("{}/{n}", keys::SIGNATURES)) else {
+                    continue; // reported by the schema check
+                };
+                if let Some(h) = after.hash_for_opid(item) {
+                    if new_hashes.contains(&h) {
+                        match signing::content_at(after, &sig.entry_id, &sig.heads) {
+                            Ok(content) if signing::content_hash(&content) == sig.content_hash => {}
+                            _ => violations.push(Violation::SignatureMismatch {
+                                entry_id: sig.entry_id.clone(),
+                            }),
+                        }
+                    }
+                    signed_by
+                        .entry((keys::ENTRIES, sig.entry_id))
+                        .or_default()
+                        .push(h);
+                }
+            }
+        }
+    }
+    if let Ok(forms) = r.section(keys::FORMS) {
+        if let Ok(records) = r.map_entries(&forms, keys::FORMS) {
+            for (id, obj) in records {
+                let Ok(list) = r.list(&obj, "signatures", keys::FORMS) else {
+                    continue;
+                };
+                let Ok(items) = r.map_items(&list, keys::FORMS) else {
+                    continue;
+                };
+                for item in items {
+                    if let Some(h) = after.hash_for_opid(&item) {
+                        signed_by
+                            .entry((keys::FORMS, id.clone()))
+                            .or_default()
+                            .push(h);
+                    }
+                }
+            }
+        }
+    }
+    let mut reported = HashSet::new();
+    for (change, section, record) in edits {
+        let Some(signers) = signed_by.get(&(*section, record.clone())) else {
+            continue;
+        };
+        let after_signing = signers
+            .iter()
+            .any(|s| s != change && signing::is_ancestor(after, s, change));
+        if after_signing && reported.insert((*change, record.clone())) {
+            let change = change.to_string();
+            violations.push(if *section == keys::ENTRIES {
+                Violation::EditAfterSignature {
+                    change,
+                    entry_id: record.clone(),
+                }
+            } else {
+                Violation::FormEditAfterSignature {
+                    change,
+                    form_id: record.clone(),
+                }
+            });
+        }
+    }
+}
+
+/// Reads the record or section a path points into, as the schema requires.
+pub(crate) fn check_path<D: ReadDoc>(r: &Reader<'_, D>, path: &[String]) -> Result<(), ChartError> {
+    let section = path.first().map(String::as_str).unwrap_or_default();
+    let record = path.get(1).map(String::as_str);
+    let find = |key: &str| -> Result<ObjId, ChartError> {
+        let map = r.section(key)?;
+        let id = record.unwrap_or_default();
+        r.map_entries(&map, key)?
+            .into_iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, o)| o)
+            .ok_or(ChartError::NotFound {
+                what: "record",
+                id: id.to_string(),
+            })
+    };
+    match section {
+        keys::ENTRIES => {
+            let entry = r.entry(record.unwrap_or_default(), &find(section)?)?;
+            let path = format!("{section}/{}", entry.id);
+            for c in &entry.content.codes {
+                check_code(&c.system, &c.code, &path)?;
+            }
+            Ok(())
+        }
+        keys::CODING => {
+            let coding = r.coding(record.unwrap_or_default(), &find(section)?)?;
+            check_code(
+                &coding.system,
+                &coding.code,
+                &format!("{section}/{}", coding.id),
+            )
+        }
+        keys::SCHEMA => r.schema().map(|_| ()),
+        keys::PATIENT => r.patient().map(|_| ()),
+        keys::ENCOUNTER => r.encounter().map(|_| ()),
+        keys::QUERIES => r
+            .query(record.unwrap_or_default(), &find(section)?)
+            .map(|_| ()),
+        keys::FORMS => r
+            .form(record.unwrap_or_default(), &find(section)?)
+            .map(|_| ()),
+        keys::ROI_REQUESTS => r
+            .roi_request(record.unwrap_or_default(), &find(section)?)
+            .map(|_| ()),
+        keys::EVENTS => r.log(section, |r, o, p| r.event(o, p)).map(|_| ()),
+        keys::SIGNATURES => r.log(section, |r, o, p| r.signature(o, p)).map(|_| ()),
+        keys::AMENDMENTS => r.log(section, |r, o, p| r.amendment(o, p)).map(|_| ()),
+        keys::DISCLOSURES => r.log(section, |r, o, p| r.disclosure(o, p)).map(|_| ()),
+        keys::CASE_LOG => r.log(section, |r, o, p| r.case_log(o, p)).map(|_| ()),
+        keys::HANDOVERS => r.log(section, |r, o, p| r.handover(o, p)).map(|_| ()),
+        other => Err(ChartError::Schema {
+            path: other.to_string(),
+            reason: "not part of the chart schema".into(),
+        }),
+    }
+}

@@ -1,0 +1,233 @@
+//! Plain serde structs a chart reads into. A [`ChartView`] serializes to the JSON the REST API
+//! and the bindings hand out; nothing here refers to automerge.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::*;
+
+/// The whole chart as it stands at the document's current heads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChartView {
+    pub schema: String,
+    pub patient: PatientView,
+    pub encounter: EncounterView,
+    pub events: Vec<EventView>,
+    /// Sorted by `recorded_at`, then id.
+    pub entries: Vec<EntryView>,
+    pub signatures: Vec<SignatureView>,
+    pub amendments: Vec<AmendmentView>,
+    pub coding: Vec<CodingView>,
+    pub queries: Vec<QueryView>,
+    pub forms: Vec<FormView>,
+    pub roi_requests: Vec<RoiRequestView>,
+    pub disclosures: Vec<DisclosureView>,
+    pub case_log: Vec<CaseLogView>,
+    pub handovers: Vec<HandoverView>,
+    /// Registers written concurrently and not yet resolved.
+    pub conflicts: Vec<super::Conflict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientView {
+    pub mrn: String,
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: Option<String>,
+    pub sex: Option<Sex>,
+    pub address: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncounterView {
+    pub ward: String,
+    pub bed: Option<String>,
+    pub class: EncounterClass,
+    pub admitted_at: Timestamp,
+    pub admit_source: Option<String>,
+    pub attending: Option<String>,
+    pub discharged_at: Option<Timestamp>,
+    pub discharge_disposition: Option<String>,
+    pub status: EncounterStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventView {
+    pub id: String,
+    pub kind: EventKind,
+    pub at: Timestamp,
+    pub by: String,
+    pub ward: Option<String>,
+    pub bed: Option<String>,
+    pub from_ward: Option<String>,
+    pub from_bed: Option<String>,
+    pub disposition: Option<String>,
+    /// For change_of_information: the patient fields that changed (names, not values).
+    pub changed_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    /// The code system's token: icd10cm, icd10pcs, cpt, hcpcs, loinc, snomed.
+    pub system: String,
+    pub code: String,
+    pub display: Option<String>,
+}
+
+/// What a signature covers: the fields whose hash it records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryContent {
+    pub kind: EntryKind,
+    pub author: String,
+    pub role: Role,
+    pub recorded_at: Timestamp,
+    pub effective_at: Option<Timestamp>,
+    pub codes: Vec<CodeRef>,
+    pub value: Option<String>,
+    pub unit: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryView {
+    pub id: String,
+    #[serde(flatten)]
+    pub content: EntryContent,
+    pub device: String,
+    pub shift: Option<Shift>,
+    /// The stored status, or `amended` / `entered_in_error` when an amendment says so.
+    pub status: EntryStatus,
+    pub signed: bool,
+    /// Content changed concurrently with a signature: the author should turn the change
+    /// into an addendum. The signed content is what [`super::Chart::signed_content`] returns.
+    pub edited_after_signing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureView {
+    pub entry_id: String,
+    pub signer: String,
+    pub role: Role,
+    pub meaning: SignatureMeaning,
+    pub signed_at: Timestamp,
+    /// Hex change hashes: the document as the signer saw it.
+    pub heads: Vec<String>,
+    /// Hex SHA-256 of the entry's content at `heads`.
+    pub content_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmendmentView {
+    pub id: String,
+    pub target_entry_id: String,
+    pub target_hash: String,
+    pub kind: AmendmentKind,
+    pub reason: String,
+    pub body: String,
+    pub author: String,
+    pub role: Role,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodingView {
+    pub id: String,
+    pub system: String,
+    pub code: String,
+    pub display: Option<String>,
+    pub sequence: CodingSequence,
+    pub poa: Option<PresentOnAdmission>,
+    pub status: CodingStatus,
+    pub supporting_entries: Vec<String>,
+    pub coded_by: String,
+    pub coded_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryResponseView {
+    pub by: String,
+    pub at: Timestamp,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryView {
+    pub id: String,
+    pub question: String,
+    pub to: String,
+    pub asked_by: String,
+    pub asked_at: Timestamp,
+    /// The coding assignment or entry the query is about, if any.
+    pub about: Option<String>,
+    pub status: QueryStatus,
+    pub responses: Vec<QueryResponseView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormSignatureView {
+    pub signer: String,
+    /// The role in which the form was signed: a staff role or "patient", "witness", ...
+    pub role: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormView {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub form_type: FormType,
+    pub fields: std::collections::BTreeMap<String, String>,
+    pub required_signers: Vec<String>,
+    pub signatures: Vec<FormSignatureView>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    /// Required signer roles that have not signed yet.
+    pub missing_signers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoiRequestView {
+    pub id: String,
+    pub requester: String,
+    pub recipient: String,
+    pub recipient_address: String,
+    pub purpose: String,
+    pub scope: String,
+    pub received_at: Timestamp,
+    pub due_at: Timestamp,
+    /// The roi_authorization form that authorizes the release.
+    pub authorization: Option<String>,
+    pub status: RoiStatus,
+    pub status_reason: Option<String>,
+    pub status_by: String,
+    pub status_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisclosureView {
+    pub id: String,
+    pub request_id: Option<String>,
+    pub at: Timestamp,
+    pub recipient: String,
+    pub recipient_address: String,
+    pub description: String,
+    pub purpose: String,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseLogView {
+    pub at: Timestamp,
+    pub by: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverView {
+    pub from: String,
+    pub to: String,
+    pub shift: Shift,
+    pub at: Timestamp,
+    pub summary: String,
+}
