@@ -20,7 +20,10 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
     // The log line says where it listens.
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let addr = loop {
-        let line = lines.next().expect("server exited before listening").unwrap();
+        let line = lines
+            .next()
+            .expect("server exited before listening")
+            .unwrap();
         if let Some(i) = line.find("127.0.0.1:") {
             let rest = &line[i..];
             let end = rest
@@ -40,7 +43,11 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
     assert!(data.is_dir(), "the data directory is created");
 
     let pid = server.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = server.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     let _ = std::fs::remove_dir_all(&data);

@@ -152,12 +152,14 @@ pub fn validate_changes(before: &Automerge, after: &Automerge) -> Result<(), Rej
             }
 
             // The MRN is set once.
-            if keys_path == [keys::PATIENT, "mrn"]
-                && Reader::new(before)
-                    .patient()
-                    .map(|p| !p.mrn.is_empty())
-                    .unwrap_or(false)
-            {
+            let had_mrn = || {
+                Reader::new(before)
+                    .section(keys::PATIENT)
+                    .ok()
+                    .and_then(|p| before.get(&p, "mrn").ok().flatten())
+                    .is_some()
+            };
+            if keys_path == [keys::PATIENT, "mrn"] && had_mrn() {
                 violations.push(Violation::ImmutableField {
                     change: short.clone(),
                     field: "patient/mrn".into(),
