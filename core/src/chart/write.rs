@@ -681,18 +681,15 @@ impl Chart {
                 reason: "only ICD-10-CM diagnoses carry a present-on-admission indicator".into(),
             });
         }
-        let view = self.view()?;
+        // Only the records this needs are read: a full view of a large chart is costly.
         for e in &c.supporting_entries {
-            if !view.entries.iter().any(|v| &v.id == e) {
-                return Err(ChartError::NotFound {
-                    what: "supporting entry",
-                    id: e.clone(),
-                });
-            }
+            self.record(keys::ENTRIES, "supporting entry", e)?;
         }
+        let coding = self
+            .reader()
+            .records(keys::CODING, |r, id, o| r.coding(id, o))?;
         if c.sequence == CodingSequence::Principal
-            && view
-                .coding
+            && coding
                 .iter()
                 .any(|k| k.sequence == CodingSequence::Principal && k.system == code.system)
         {
