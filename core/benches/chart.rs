@@ -94,6 +94,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("load", |b| b.iter(|| Chart::load(&bytes).unwrap()));
     let loaded = Chart::load(&bytes).unwrap();
     g.bench_function("view", |b| b.iter(|| loaded.view().unwrap()));
+    g.bench_function("conflicts", |b| b.iter(|| loaded.conflicts()));
     g.bench_function("add_observation", |b| {
         let nurse = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
         let mut c = Chart::load(&bytes).unwrap();
