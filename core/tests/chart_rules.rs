@@ -303,6 +303,23 @@ fn the_mrn_never_changes_after_admission() {
         .violations
         .iter()
         .any(|v| matches!(v, Violation::ImmutableField { field, .. } if field == "patient/mrn")));
+    // The rule holds even when the chart's patient section was already malformed.
+    let malformed = raw_edit(&chart, |tx| {
+        use automerge::transaction::Transactable;
+        let p = obj(tx, &["patient"]);
+        tx.put_object(&p, "family_name", automerge::ObjType::Text)
+            .unwrap();
+    });
+    let tampered = raw_edit(&malformed, |tx| {
+        use automerge::transaction::Transactable;
+        let p = obj(tx, &["patient"]);
+        tx.put(&p, "mrn", "MRN-9999").unwrap();
+    });
+    let err = validate_changes(malformed.doc(), tampered.doc()).unwrap_err();
+    assert!(err
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::ImmutableField { field, .. } if field == "patient/mrn")));
     // Nor is it in the change-of-information form.
     let fields = PatientUpdate::default();
     assert!(matches!(
@@ -820,6 +837,14 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
             None,
         )
         .unwrap();
+    // Fulfilling names no form: the verified authorization stays the one on record.
+    assert!(matches!(
+        chart.set_roi_status(&tech, t(5), &r, RoiStatus::Fulfilled, Some(&r), None),
+        Err(ChartError::InvalidValue {
+            field: "authorization form",
+            ..
+        })
+    ));
     chart
         .set_roi_status(&tech, t(5), &r, RoiStatus::Fulfilled, None, None)
         .unwrap();

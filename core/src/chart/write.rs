@@ -977,6 +977,14 @@ impl Chart {
                 )));
             }
         }
+        if status != RoiStatus::AuthorizationVerified && authorization_form.is_some() {
+            return Err(ChartError::InvalidValue {
+                field: "authorization form",
+                reason: format!(
+                    "an authorization form is named only when verifying it, not for {status}"
+                ),
+            });
+        }
         if status == RoiStatus::Denied {
             nonempty("reason", reason.unwrap_or(""))?;
         }
