@@ -97,8 +97,13 @@ fn writer_of(doc: &Automerge, id: &ObjId) -> (Option<String>, Option<Role>, Opti
 impl Chart {
     /// Every register with concurrent values, whichever section it is in.
     pub fn conflicts(&self) -> Vec<Conflict> {
+        self.conflicts_under(ROOT, Vec::new())
+    }
+
+    /// The conflicts inside one object, whose keys from the root are `path`.
+    pub(crate) fn conflicts_under(&self, start: ObjId, path: Vec<String>) -> Vec<Conflict> {
         let mut out = Vec::new();
-        let mut stack: Vec<(ObjId, Vec<String>)> = vec![(ROOT, Vec::new())];
+        let mut stack: Vec<(ObjId, Vec<String>)> = vec![(start, path)];
         while let Some((obj, path)) = stack.pop() {
             let ty = match &obj {
                 ObjId::Root => ObjType::Map,

@@ -8,10 +8,13 @@
 //! arrive from elsewhere are checked by [`validate::validate_changes`].
 
 mod conflicts;
+mod deficiency;
 pub mod error;
+mod id;
 mod keys;
 mod read;
 mod signing;
+mod touched;
 pub mod types;
 pub mod validate;
 pub mod view;
@@ -20,13 +23,21 @@ mod write;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 pub use conflicts::{Conflict, ConflictingValue, Resolution};
+pub use deficiency::Deficiency;
 pub use error::ChartError;
+pub use id::ChartId;
 pub use keys::SCHEMA_V1;
+pub use touched::{RecordRef, Touched};
 pub use types::*;
 pub use view::*;
 pub use write::*;
 
 use read::Reader;
+
+/// The chart's top-level sections, in the order a new chart creates them.
+pub fn section_names() -> impl Iterator<Item = &'static str> {
+    keys::SECTIONS.iter().map(|(k, _)| *k)
+}
 
 /// One patient's chart for one encounter.
 #[derive(Debug, Clone)]
@@ -64,10 +75,24 @@ impl Chart {
     /// Applies bytes from [`Chart::save_after`] or [`Chart::save`] of another replica.
     /// These bypass the API's checks: use [`validate::validate_changes`] first on data from
     /// anywhere untrusted.
+    /// Bytes that do not parse completely are refused whole, and nothing is applied
+    /// (automerge's own `load_incremental` applies what parses and skips the rest).
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<(), ChartError> {
-        self.doc
-            .load_incremental(bytes)
-            .map_err(|e| ChartError::Corrupt(e.to_string()))?;
+        let corrupt = |e: &dyn std::fmt::Display| ChartError::Corrupt(e.to_string());
+        let mut changes = Vec::new();
+        let mut documents = Vec::new();
+        for chunk in chunks(bytes)? {
+            if chunk.kind == CHUNK_DOCUMENT {
+                documents.push(Automerge::load(chunk.bytes).map_err(|e| corrupt(&e))?);
+            } else {
+                changes.push(automerge::Change::try_from(chunk.bytes).map_err(|e| corrupt(&e))?);
+            }
+        }
+        for mut d in documents {
+            self.doc.merge(&mut d)?;
+        }
+        // Changes whose dependencies have not arrived wait in automerge's queue.
+        self.doc.apply_changes(changes)?;
         Ok(())
     }
 
@@ -126,6 +151,16 @@ impl Chart {
         })
     }
 
+    /// Who the chart is about, without reading the rest of it.
+    pub fn patient(&self) -> Result<PatientView, ChartError> {
+        Reader::new(&self.doc).patient()
+    }
+
+    /// Where the patient is and whether the stay is over, without reading the rest.
+    pub fn encounter(&self) -> Result<EncounterView, ChartError> {
+        Reader::new(&self.doc).encounter()
+    }
+
     /// One entry, with its signed and amended state.
     pub fn entry(&self, entry_id: &str) -> Result<EntryView, ChartError> {
         let r = Reader::new(&self.doc);
@@ -176,4 +211,50 @@ impl Chart {
             }),
         }
     }
+}
+
+const CHUNK_DOCUMENT: u8 = 0;
+
+struct Chunk<'a> {
+    kind: u8,
+    bytes: &'a [u8],
+}
+
+/// Splits automerge's storage format into its chunks: magic (4 bytes), checksum (4), type (1),
+/// body length (unsigned LEB128), body. automerge parses one chunk strictly but a sequence of
+/// them only leniently, so the store splits them itself.
+fn chunks(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, ChartError> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let bad = |what: &str| ChartError::Corrupt(format!("not automerge data: {what}"));
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 10 || bytes[..4] != MAGIC {
+            return Err(bad("no chunk header"));
+        }
+        let kind = bytes[8];
+        let (mut len, mut shift, mut at) = (0u64, 0u32, 9usize);
+        loop {
+            let b = *bytes.get(at).ok_or_else(|| bad("truncated chunk length"))?;
+            at += 1;
+            if shift > 56 {
+                return Err(bad("chunk length too long"));
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| bad("truncated chunk"))?;
+        out.push(Chunk {
+            kind,
+            bytes: &bytes[..end],
+        });
+        bytes = &bytes[end..];
+    }
+    Ok(out)
 }

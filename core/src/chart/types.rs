@@ -60,6 +60,17 @@ token_enum!(
 );
 
 token_enum!(
+    /// What is missing or wrong in a chart, as a records technician's audit finds it.
+    DeficiencyKind, "deficiency kind" {
+        UnsignedEntry => "unsigned_entry",
+        FormMissingSignature => "form_missing_signature",
+        OpenQuery => "open_query",
+        UnresolvedConflict => "unresolved_conflict",
+        EditedAfterSigning => "edited_after_signing",
+    }
+);
+
+token_enum!(
     /// A ward's three nursing shifts.
     Shift, "shift" { Day => "day", Evening => "evening", Night => "night" }
 );
@@ -244,6 +255,21 @@ impl Timestamp {
                 field: "timestamp",
                 reason: format!("{secs} seconds is out of range"),
             })
+    }
+
+    /// From milliseconds since the Unix epoch.
+    pub fn from_unix_millis(ms: i64) -> Result<Self, ChartError> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map(Timestamp)
+            .map_err(|_| ChartError::InvalidValue {
+                field: "timestamp",
+                reason: format!("{ms} milliseconds is out of range"),
+            })
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn unix_millis(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000_000) as i64
     }
 
     /// Seconds since the Unix epoch.

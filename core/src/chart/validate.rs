@@ -16,6 +16,7 @@ use super::error::ChartError;
 use super::keys;
 use super::read::{check_code, Reader};
 use super::signing;
+use super::touched::RecordRef;
 
 /// Why a set of changes was refused. Paths and ids only: never a value from the chart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,13 +60,9 @@ fn schema_violation(e: ChartError) -> Violation {
     }
 }
 
-/// A record touched by a change: (section, record key) — the key is an id for sections keyed
-/// by id, and empty for patient and encounter.
-type RecordRef = (String, String);
-
-struct Located {
+pub(super) struct Located {
     /// Keys from the root to the object, and the ids of the objects along the way.
-    path: Vec<(ObjId, String)>,
+    pub(super) path: Vec<(ObjId, String)>,
 }
 
 /// Checks the changes that `after` has and `before` does not. `before` may be an empty
@@ -291,7 +288,7 @@ fn is_keyed(section: &str) -> bool {
 }
 
 /// Finds where an object sits in the document: the keys from the root.
-fn locate(doc: &Automerge, obj: &str) -> Option<Located> {
+pub(super) fn locate(doc: &Automerge, obj: &str) -> Option<Located> {
     let id = doc.import_obj(obj).ok()?;
     let parents = doc.parents(&id).ok()?;
     let path = parents.visible_path()?;

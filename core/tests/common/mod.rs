@@ -59,3 +59,38 @@ pub fn admitted() -> Chart {
 pub fn replica(chart: &mut Chart) -> Chart {
     Chart::load(&chart.save()).unwrap()
 }
+
+/// The `n`th patient of a ward's census, each with their own MRN and bed.
+pub fn admission_to(ward: &str, n: usize) -> (NewPatient, NewEncounter) {
+    let (mut p, mut e) = admission();
+    p.mrn = format!("MRN-{ward}-{n:05}");
+    p.family_name = format!("Patient{n}");
+    e.ward = ward.to_string();
+    e.bed = Some(format!(
+        "{:02}{}",
+        n / 2 + 1,
+        if n.is_multiple_of(2) { 'A' } else { 'B' }
+    ));
+    (p, e)
+}
+
+pub fn admitted_to(ward: &str, n: usize) -> Chart {
+    let (p, e) = admission_to(ward, n);
+    Chart::create(p, e, &technician(), t(0)).unwrap()
+}
+
+/// A nurse's heart-rate observation.
+pub fn heart_rate(bpm: u32) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(
+            chartsync_core::codes::CodeSystem::Loinc,
+            "8867-4",
+        )],
+        value: Some(bpm.to_string()),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}

@@ -1,0 +1,111 @@
+//! What a set of changes touched: the sections, and the records inside them. The store uses it
+//! to refresh only the index rows those records feed, and its change feed reports the
+//! sections to the UI.
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::legacy::{Key, ObjectId};
+use automerge::{ChangeHash, ReadDoc};
+
+use super::keys;
+use super::read::Reader;
+use super::validate::{locate, Located};
+use super::Chart;
+
+/// A record: its section and id. Patient and encounter are records with an empty id.
+pub type RecordRef = (String, String);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Top-level sections written, e.g. `entries`, `signatures`.
+    pub sections: BTreeSet<String>,
+    /// Records whose derived state may have changed: records written in sections keyed by
+    /// id, the entries that new signatures and amendments name, and the patient and encounter
+    /// when written.
+    pub records: BTreeSet<RecordRef>,
+}
+
+fn keyed_section(section: &str) -> bool {
+    section_is(section, automerge::ObjType::Map)
+        && section != keys::PATIENT
+        && section != keys::ENCOUNTER
+}
+
+fn section_is(section: &str, ty: automerge::ObjType) -> bool {
+    keys::section_type(section) == Some(ty)
+}
+
+impl Chart {
+    /// What the changes after `heads` touched (everything, when `heads` is empty).
+    pub fn touched_since(&self, heads: &[ChangeHash]) -> Touched {
+        let mut out = Touched::default();
+        let mut located: HashMap<String, Option<Located>> = HashMap::new();
+        // (list section, item index) of new items in signatures and amendments.
+        let mut items: BTreeSet<(String, usize)> = BTreeSet::new();
+        for change in self.doc.get_changes(heads) {
+            for op in change.decode().operations {
+                let path: Vec<String> = match &op.obj {
+                    ObjectId::Root => Vec::new(),
+                    ObjectId::Id(id) => {
+                        let key = format!("{}@{}", id.counter(), id.actor());
+                        match located
+                            .entry(key)
+                            .or_insert_with_key(|k| locate(&self.doc, k))
+                        {
+                            Some(l) => l.path.iter().map(|(_, k)| k.clone()).collect(),
+                            // Inside something no longer reachable: nothing to index.
+                            None => continue,
+                        }
+                    }
+                };
+                let mut full = path;
+                if let Key::Map(k) = &op.key {
+                    full.push(k.to_string());
+                }
+                let Some(section) = full.first().cloned() else {
+                    continue;
+                };
+                if keys::section_type(&section).is_none() {
+                    continue;
+                }
+                match full.get(1) {
+                    _ if section == keys::PATIENT || section == keys::ENCOUNTER => {
+                        out.records.insert((section.clone(), String::new()));
+                    }
+                    Some(id) if keyed_section(&section) => {
+                        out.records.insert((section.clone(), id.clone()));
+                    }
+                    Some(index) if section == keys::SIGNATURES || section == keys::AMENDMENTS => {
+                        if let Ok(n) = index.parse() {
+                            items.insert((section.clone(), n));
+                        }
+                    }
+                    _ => {}
+                }
+                out.sections.insert(section);
+            }
+        }
+        // A signature or amendment changes the state of the entry it names.
+        let r = Reader::new(&self.doc);
+        for (section, n) in items {
+            let field = if section == keys::SIGNATURES {
+                "entry_id"
+            } else {
+                "target_entry_id"
+            };
+            let entry = r
+                .section(&section)
+                .ok()
+                .and_then(|list| match self.doc.get(&list, n) {
+                    Ok(Some((automerge::Value::Object(_), item))) => {
+                        r.opt_str(&item, field, &section).ok().flatten()
+                    }
+                    _ => None,
+                });
+            if let Some(entry_id) = entry {
+                out.records.insert((keys::ENTRIES.to_string(), entry_id));
+            }
+        }
+        out
+    }
+}

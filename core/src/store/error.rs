@@ -1,0 +1,65 @@
+//! Why a store operation failed. Messages carry chart ids, versions and SQLite's own words,
+//! never a value from a chart: they are logged and shown on screens.
+
+use crate::chart::{ChartError, ChartId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the file is not a SQLite database, or it is encrypted and no key was given; it was left untouched")]
+    NotADatabase,
+
+    #[error("the file is a SQLite database of another application (application id {application_id:#x}); it was left untouched")]
+    ForeignDatabase { application_id: i32 },
+
+    #[error("the encryption key does not open this store (or the file is not a chartsync store); it was left untouched")]
+    WrongKey,
+
+    #[error(
+        "encryption was asked for, but this build's SQLite has no encryption (SQLCipher) support"
+    )]
+    EncryptionUnavailable,
+
+    #[error("the store is at version {found}, newer than this app's {supported}: update the app; the file was left untouched")]
+    NewerVersion { found: i64, supported: i64 },
+
+    #[error("the store is damaged: {0}; it was left untouched for recovery")]
+    Corrupt(String),
+
+    #[error("no chart {0} in this store")]
+    NotFound(ChartId),
+
+    #[error("chart {0} is already in this store")]
+    AlreadyExists(ChartId),
+
+    #[error("chart {id}: {error}")]
+    Chart { id: ChartId, error: ChartError },
+
+    #[error("chart {id}: what the store holds does not load: {reason}")]
+    Unloadable { id: ChartId, reason: String },
+
+    #[error("sync state for chart {0} could not be decoded")]
+    BadSyncState(ChartId),
+
+    #[error("import stopped at item {index}: {error}; nothing was imported")]
+    Import {
+        index: usize,
+        error: Box<StoreError>,
+    },
+
+    #[error("SQLite: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => StoreError::NotADatabase,
+            Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}

@@ -1,0 +1,870 @@
+//! The embedded chart store: every chart a tablet (or the server) holds, in one SQLite file.
+//!
+//! A chart is a snapshot (automerge `save()`) plus the changes committed since (incremental
+//! saves, one row per commit). Each commit appends its changes and refreshes the chart's index
+//! rows (census fields, deficiencies) in one SQLite transaction, and returns only once that
+//! transaction is durable. Listings read the index rows and never load a document. Charts load
+//! on demand into a cache bounded by memory; a background thread folds a chart's changes into
+//! a new snapshot once they outgrow the old one. docs/store.md has the file format and why.
+
+mod cache;
+mod error;
+mod feed;
+mod options;
+pub mod schema;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use automerge::{Automerge, ChangeHash};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::chart::{
+    Chart, ChartError, ChartId, Deficiency, DeficiencyKind, EncounterStatus, RecordRef, Timestamp,
+};
+
+pub use error::StoreError;
+pub use feed::{ChartChanged, Subscription};
+pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
+
+use cache::{Cache, Slot};
+
+/// A chart as a listing shows it, read from the index alone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChartSummary {
+    pub id: ChartId,
+    pub mrn: String,
+    pub family_name: String,
+    pub given_names: String,
+    pub ward: String,
+    pub bed: Option<String>,
+    pub status: EncounterStatus,
+    pub admitted_at: Timestamp,
+    pub discharged_at: Option<Timestamp>,
+    pub open_deficiencies: u32,
+    /// When this store last committed a change to the chart.
+    pub modified_at: Timestamp,
+}
+
+/// Which charts a listing returns; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct ChartFilter {
+    pub ward: Option<String>,
+    pub mrn: Option<String>,
+    pub status: Option<EncounterStatus>,
+    /// Only charts committed to at or after this time.
+    pub modified_since: Option<Timestamp>,
+    pub limit: Option<u32>,
+}
+
+/// Progress of a bulk import, reported after each chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportProgress {
+    pub done: usize,
+    /// How many the caller said are coming, if it knows.
+    pub total: Option<usize>,
+    pub bytes: u64,
+}
+
+/// What compacting one chart did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Snapshot plus changes before.
+    pub bytes_before: u64,
+    /// The new snapshot (plus changes that arrived meanwhile).
+    pub bytes_after: u64,
+    pub changes_folded: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub charts: u64,
+    pub charts_cached: usize,
+    pub cache_bytes: usize,
+    /// Documents loaded from disk since the store opened.
+    pub documents_loaded: u64,
+}
+
+/// Locks a mutex, carrying on if a panicking thread held it: every critical section here
+/// leaves its data consistent or is followed by a reload from disk.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Inner {
+    path: PathBuf,
+    options: StoreOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    cache: Mutex<Cache>,
+    feed: Arc<feed::Feed>,
+    loads: std::sync::atomic::AtomicU64,
+    /// One compaction at a time, whoever asks.
+    compacting: Mutex<()>,
+}
+
+pub struct ChartStore {
+    inner: Arc<Inner>,
+    compactor: Option<(mpsc::Sender<ChartId>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for ChartStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChartStore").finish_non_exhaustive()
+    }
+}
+
+impl ChartStore {
+    /// Opens the store at `path`, creating it (and its folder) if there is no file there.
+    /// A file that is not a chartsync store, is damaged, is encrypted with another key or was
+    /// written by a newer version is refused with a typed error and left as it was.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<ChartStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut writer = schema::connect(&path, &options, true)?;
+        schema::prepare(&mut writer)?;
+        let inner = Arc::new(Inner {
+            path,
+            cache: Mutex::new(Cache::new(options.cache_bytes)),
+            options,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            feed: Arc::default(),
+            loads: Default::default(),
+            compacting: Mutex::new(()),
+        });
+        let compactor = match inner.options.compaction {
+            Compaction::Manual => None,
+            Compaction::Background => {
+                let (tx, rx) = mpsc::channel::<ChartId>();
+                let worker = inner.clone();
+                let handle = std::thread::Builder::new()
+                    .name("chartsync-compactor".into())
+                    .spawn(move || {
+                        // Requests are deduplicated: a chart is compacted once per burst.
+                        while let Ok(first) = rx.recv() {
+                            let mut batch: HashSet<ChartId> = HashSet::from([first]);
+                            batch.extend(rx.try_iter());
+                            for id in batch {
+                                // A failure leaves the chart as it was; the next commit asks again.
+                                let _ = worker.compact(id);
+                            }
+                        }
+                    })?;
+                Some((tx, handle))
+            }
+        };
+        Ok(ChartStore { inner, compactor })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Adds a chart made on this device, under a new id.
+    pub fn create(&self, chart: Chart) -> Result<ChartId, StoreError> {
+        let id = ChartId::random();
+        self.insert(id, chart)?;
+        Ok(id)
+    }
+
+    /// Adds a chart under a given id (one received from a peer, or imported).
+    pub fn insert(&self, id: ChartId, mut chart: Chart) -> Result<(), StoreError> {
+        let row = NewChartRow::of(id, &mut chart)?;
+        {
+            let mut conn = lock(&self.inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            row.insert(&tx)?;
+            tx.commit()?;
+        }
+        let heads = chart.heads();
+        lock(&self.inner.cache).insert(id, chart);
+        self.inner.feed.publish(&ChartChanged {
+            id,
+            heads,
+            sections: all_sections(),
+            created: true,
+        });
+        Ok(())
+    }
+
+    /// Adds many charts in one transaction: all of them, or (on any error) none. `progress`
+    /// hears after each chart.
+    pub fn import<I>(
+        &self,
+        charts: I,
+        total: Option<usize>,
+        mut progress: impl FnMut(ImportProgress),
+    ) -> Result<Vec<ChartId>, StoreError>
+    where
+        I: IntoIterator<Item = (ChartId, Chart)>,
+    {
+        let mut events = Vec::new();
+        {
+            let mut conn = lock(&self.inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut bytes = 0u64;
+            for (index, (id, mut chart)) in charts.into_iter().enumerate() {
+                let row = NewChartRow::of(id, &mut chart)
+                    .and_then(|row| row.insert(&tx).map(|()| row))
+                    .map_err(|error| StoreError::Import {
+                        index,
+                        error: Box::new(error),
+                    })?;
+                bytes += row.snapshot.len() as u64;
+                events.push(ChartChanged {
+                    id,
+                    heads: chart.heads(),
+                    sections: all_sections(),
+                    created: true,
+                });
+                progress(ImportProgress {
+                    done: index + 1,
+                    total,
+                    bytes,
+                });
+            }
+            tx.commit()?;
+        }
+        for e in &events {
+            self.inner.feed.publish(e);
+        }
+        Ok(events.into_iter().map(|e| e.id).collect())
+    }
+
+    /// Changes a chart: `write` runs on the chart (a chart API write, or changes received
+    /// from a peer) and whatever it changed is committed durably, with the index, before this
+    /// returns. If `write` fails, or the commit does, nothing it did is kept: the chart is as
+    /// it was before the call, in memory and on disk.
+    pub fn update<T>(
+        &self,
+        id: ChartId,
+        write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+    ) -> Result<T, StoreError> {
+        let slot = self.inner.slot(id)?;
+        let mut cached = lock(&slot);
+        let before = cached.chart.heads();
+        let result = write(&mut cached.chart);
+        let changed = cached.chart.heads() != before;
+        let outcome = match result {
+            Err(error) => Err(StoreError::Chart { id, error }),
+            Ok(v) if !changed => return Ok(v),
+            Ok(v) => self
+                .inner
+                .persist(id, &cached.chart, &before)
+                .map(|e| (v, e)),
+        };
+        match outcome {
+            Ok((v, (event, compact))) => {
+                lock(&self.inner.cache).reweigh(&id, &cached.chart);
+                self.inner.feed.publish(&event);
+                if compact {
+                    if let Some((tx, _)) = &self.compactor {
+                        let _ = tx.send(id);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if changed {
+                    // Back to what is on disk; if even that fails, drop the chart from memory
+                    // so the next use loads it afresh.
+                    match self.inner.load(id) {
+                        Ok(chart) => cached.chart = chart,
+                        Err(_) => lock(&self.inner.cache).remove(&id),
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies changes received from elsewhere (automerge change bytes) and commits them.
+    /// Check untrusted bytes with [`crate::chart::validate::validate_changes`] first.
+    pub fn receive(&self, id: ChartId, changes: &[u8]) -> Result<(), StoreError> {
+        self.update(id, |chart| chart.load_incremental(changes))
+    }
+
+    /// Reads a chart without copying it.
+    pub fn read<T>(&self, id: ChartId, read: impl FnOnce(&Chart) -> T) -> Result<T, StoreError> {
+        let slot = self.inner.slot(id)?;
+        let cached = lock(&slot);
+        Ok(read(&cached.chart))
+    }
+
+    /// A copy of a chart, to work on away from the store; bring changes back with
+    /// [`ChartStore::merge`].
+    pub fn chart(&self, id: ChartId) -> Result<Chart, StoreError> {
+        self.read(id, Chart::clone)
+    }
+
+    /// Merges a copy (from [`ChartStore::chart`], or a peer's replica) into the stored chart.
+    pub fn merge(&self, id: ChartId, other: &Chart) -> Result<(), StoreError> {
+        self.update(id, |chart| chart.merge(other))
+    }
+
+    pub fn contains(&self, id: ChartId) -> Result<bool, StoreError> {
+        self.inner.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM charts WHERE id = ?1",
+                    [id.to_string()],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    /// A ward's census: the charts of patients on the ward now, by bed.
+    pub fn census(&self, ward: &str) -> Result<Vec<ChartSummary>, StoreError> {
+        self.list(&ChartFilter {
+            ward: Some(ward.to_string()),
+            status: Some(EncounterStatus::Active),
+            ..ChartFilter::default()
+        })
+    }
+
+    /// Every chart of one patient, newest admission first.
+    pub fn charts_of_patient(&self, mrn: &str) -> Result<Vec<ChartSummary>, StoreError> {
+        self.list(&ChartFilter {
+            mrn: Some(mrn.to_string()),
+            ..ChartFilter::default()
+        })
+    }
+
+    /// Charts matching `filter`, from the index alone: by bed within a ward, else newest
+    /// admission first.
+    pub fn list(&self, filter: &ChartFilter) -> Result<Vec<ChartSummary>, StoreError> {
+        let mut sql = String::from(
+            "SELECT id, mrn, family_name, given_names, ward, bed, status, admitted_at,
+                    discharged_at, open_deficiencies, modified_at
+             FROM charts WHERE 1 = 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(w) = &filter.ward {
+            arg(&mut sql, "ward =", w.clone().into());
+        }
+        if let Some(m) = &filter.mrn {
+            arg(&mut sql, "mrn =", m.clone().into());
+        }
+        if let Some(s) = filter.status {
+            arg(&mut sql, "status =", s.token().to_string().into());
+        }
+        if let Some(t) = filter.modified_since {
+            arg(&mut sql, "modified_at >=", t.unix_millis().into());
+        }
+        sql.push_str(if filter.ward.is_some() {
+            " ORDER BY bed IS NULL, bed, family_name, id"
+        } else {
+            " ORDER BY admitted_at DESC, id"
+        });
+        if let Some(n) = filter.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), summary_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The open deficiencies of one chart, from the index.
+    pub fn deficiencies(&self, id: ChartId) -> Result<Vec<Deficiency>, StoreError> {
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, section, record_id, responsible, detail FROM deficiencies
+                 WHERE chart_id = ?1 ORDER BY kind, section, record_id, detail",
+            )?;
+            let rows = stmt.query_map([id.to_string()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Deficiency {
+                        kind: DeficiencyKind::UnsignedEntry,
+                        section: r.get(1)?,
+                        record_id: r.get(2)?,
+                        responsible: r.get(3)?,
+                        detail: r.get(4)?,
+                    },
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (kind, mut d) = row?;
+                d.kind = DeficiencyKind::from_token(&kind)
+                    .map_err(|_| StoreError::Corrupt("unknown deficiency kind in index".into()))?;
+                out.push(d);
+            }
+            Ok(out)
+        })
+    }
+
+    /// What `peer` was last known to have of a chart, for the automerge sync protocol.
+    pub fn sync_state(
+        &self,
+        peer: &str,
+        id: ChartId,
+    ) -> Result<Option<automerge::sync::State>, StoreError> {
+        let bytes: Option<Vec<u8>> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT state FROM sync_states WHERE peer = ?1 AND chart_id = ?2",
+                    params![peer, id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        })?;
+        bytes
+            .map(|b| automerge::sync::State::decode(&b).map_err(|_| StoreError::BadSyncState(id)))
+            .transpose()
+    }
+
+    pub fn save_sync_state(
+        &self,
+        peer: &str,
+        id: ChartId,
+        state: &automerge::sync::State,
+    ) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached(
+            "INSERT INTO sync_states (peer, chart_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (peer, chart_id) DO UPDATE SET state = ?3, updated_at = ?4",
+        )?
+        .execute(params![peer, id.to_string(), state.encode(), now_millis()])?;
+        Ok(())
+    }
+
+    /// Hears about every commit from now on, until the returned subscription is dropped.
+    /// Listeners run on the committing thread, after the commit: keep them short.
+    pub fn subscribe(
+        &self,
+        listener: impl Fn(&ChartChanged) + Send + Sync + 'static,
+    ) -> Subscription {
+        self.inner.feed.subscribe(Arc::new(listener))
+    }
+
+    /// Folds a chart's changes into a new snapshot now.
+    pub fn compact(&self, id: ChartId) -> Result<CompactionReport, StoreError> {
+        self.inner.compact(id)
+    }
+
+    /// SQLite's full integrity check: `Ok(())`, or what it found.
+    pub fn verify(&self) -> Result<(), StoreError> {
+        let problems: Vec<String> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        if problems.len() == 1 && problems[0] == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(problems.join("; ")))
+        }
+    }
+
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let charts = self.inner.with_reader(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM charts", [], |r| r.get::<_, i64>(0))?)
+        })? as u64;
+        let cache = lock(&self.inner.cache);
+        Ok(StoreStats {
+            charts,
+            charts_cached: cache.len(),
+            cache_bytes: cache.bytes(),
+            documents_loaded: self.inner.loads.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
+    /// Bytes a chart takes in the store: (snapshot, changes since).
+    pub fn chart_bytes(&self, id: ChartId) -> Result<(u64, u64), StoreError> {
+        self.inner.with_reader(|conn| {
+            conn.query_row(
+                "SELECT snapshot_bytes, incremental_bytes FROM charts WHERE id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound(id))
+        })
+    }
+}
+
+impl Drop for ChartStore {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.compactor.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+fn all_sections() -> BTreeSet<String> {
+    crate::chart::section_names().map(String::from).collect()
+}
+
+fn now_millis() -> i64 {
+    Timestamp::now().unix_millis()
+}
+
+fn heads_blob(heads: &[ChangeHash]) -> Vec<u8> {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    sorted.iter().flat_map(|h| h.0).collect()
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChartSummary, StoreError>> {
+    let id: String = r.get(0)?;
+    let status: String = r.get(6)?;
+    let admitted: String = r.get(7)?;
+    let discharged: Option<String> = r.get(8)?;
+    let modified: i64 = r.get(10)?;
+    let (mrn, family_name, given_names, ward, bed, open) = (
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(9)?,
+    );
+    let bad = |what: &str| StoreError::Corrupt(format!("chart index row with an invalid {what}"));
+    let build = || -> Result<ChartSummary, StoreError> {
+        Ok(ChartSummary {
+            id: id.parse().map_err(|_| bad("id"))?,
+            mrn,
+            family_name,
+            given_names,
+            ward,
+            bed,
+            status: EncounterStatus::from_token(&status).map_err(|_| bad("status"))?,
+            admitted_at: Timestamp::parse(&admitted).map_err(|_| bad("admission time"))?,
+            discharged_at: discharged
+                .map(|d| Timestamp::parse(&d))
+                .transpose()
+                .map_err(|_| bad("discharge time"))?,
+            open_deficiencies: open,
+            modified_at: Timestamp::from_unix_millis(modified).map_err(|_| bad("modified time"))?,
+        })
+    };
+    Ok(build())
+}
+
+/// Everything a chart's first rows hold, computed before the transaction opens.
+struct NewChartRow {
+    id: ChartId,
+    snapshot: Vec<u8>,
+    heads: Vec<u8>,
+    index: IndexFields,
+    deficiencies: Vec<Deficiency>,
+}
+
+impl NewChartRow {
+    fn of(id: ChartId, chart: &mut Chart) -> Result<NewChartRow, StoreError> {
+        let chart_err = |error| StoreError::Chart { id, error };
+        Ok(NewChartRow {
+            id,
+            snapshot: chart.save(),
+            heads: heads_blob(&chart.heads()),
+            index: IndexFields::of(chart).map_err(chart_err)?,
+            deficiencies: chart.deficiencies().map_err(chart_err)?,
+        })
+    }
+
+    fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let key = self.id.to_string();
+        let f = &self.index;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status,
+                     admitted_at, discharged_at, open_deficiencies, heads, modified_at,
+                     snapshot_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![
+                key,
+                f.mrn,
+                f.family_name,
+                f.given_names,
+                f.ward,
+                f.bed,
+                f.status,
+                f.admitted_at,
+                f.discharged_at,
+                self.deficiencies.len() as i64,
+                self.heads,
+                now_millis(),
+                self.snapshot.len() as i64,
+            ])?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists(self.id));
+        }
+        tx.prepare_cached("INSERT INTO chart_snapshots (chart_id, data) VALUES (?1, ?2)")?
+            .execute(params![key, self.snapshot])?;
+        insert_deficiencies(tx, &key, &self.deficiencies)?;
+        Ok(())
+    }
+}
+
+/// The census fields of a chart's index row.
+struct IndexFields {
+    mrn: String,
+    family_name: String,
+    given_names: String,
+    ward: String,
+    bed: Option<String>,
+    status: &'static str,
+    admitted_at: String,
+    discharged_at: Option<String>,
+}
+
+impl IndexFields {
+    fn of(chart: &Chart) -> Result<IndexFields, ChartError> {
+        let p = chart.patient()?;
+        let e = chart.encounter()?;
+        Ok(IndexFields {
+            mrn: p.mrn,
+            family_name: p.family_name,
+            given_names: p.given_names,
+            ward: e.ward,
+            bed: e.bed,
+            status: e.status.token(),
+            admitted_at: e.admitted_at.to_rfc3339(),
+            discharged_at: e.discharged_at.map(Timestamp::to_rfc3339),
+        })
+    }
+}
+
+fn insert_deficiencies(
+    tx: &Transaction<'_>,
+    key: &str,
+    deficiencies: &[Deficiency],
+) -> Result<(), StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO deficiencies (chart_id, section, record_id, kind, responsible, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for d in deficiencies {
+        stmt.execute(params![
+            key,
+            d.section,
+            d.record_id,
+            d.kind.token(),
+            d.responsible,
+            d.detail
+        ])?;
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Runs `f` on a read-only connection from the pool.
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = lock(&self.readers).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = schema::connect(&self.path, &self.options, false)?;
+                c.execute_batch("PRAGMA query_only = ON;")?;
+                c
+            }
+        };
+        let result = f(&mut conn);
+        lock(&self.readers).push(conn);
+        result
+    }
+
+    /// The chart's cache slot, loading it from disk if it is not open.
+    fn slot(&self, id: ChartId) -> Result<Slot, StoreError> {
+        if let Some(slot) = lock(&self.cache).get(&id) {
+            return Ok(slot);
+        }
+        // Load outside the cache lock: other charts stay reachable meanwhile. Two threads
+        // may both load; the cache keeps the first.
+        let chart = self.load(id)?;
+        Ok(lock(&self.cache).insert(id, chart))
+    }
+
+    /// Reads a chart's snapshot and changes in one read transaction and loads them.
+    fn load(&self, id: ChartId) -> Result<Chart, StoreError> {
+        let bytes = self.with_reader(|conn| read_document(conn, id))?.bytes;
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let doc = Automerge::load(&bytes).map_err(|e| StoreError::Unloadable {
+            id,
+            reason: e.to_string(),
+        })?;
+        Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })
+    }
+
+    /// Appends the changes made since `before` and refreshes the index, in one durable
+    /// transaction. Returns the feed event and whether the chart is due for compaction.
+    fn persist(
+        &self,
+        id: ChartId,
+        chart: &Chart,
+        before: &[ChangeHash],
+    ) -> Result<(ChartChanged, bool), StoreError> {
+        let chart_err = |error| StoreError::Chart { id, error };
+        let changes = chart.save_after(before);
+        let touched = chart.touched_since(before);
+        let index = IndexFields::of(chart).map_err(chart_err)?;
+        let scopes: BTreeSet<RecordRef> = touched.records.clone();
+        let deficiencies = chart.deficiencies_in(&scopes).map_err(chart_err)?;
+        let heads = chart.heads();
+        let key = id.to_string();
+
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.prepare_cached("INSERT INTO chart_changes (chart_id, data) VALUES (?1, ?2)")?
+            .execute(params![key, changes])?;
+        {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM deficiencies WHERE chart_id = ?1 AND section = ?2 AND record_id = ?3",
+            )?;
+            for (section, record) in &scopes {
+                delete.execute(params![key, section, record])?;
+            }
+        }
+        insert_deficiencies(&tx, &key, &deficiencies)?;
+        let updated = tx
+            .prepare_cached(
+                "UPDATE charts SET mrn = ?2, family_name = ?3, given_names = ?4, ward = ?5,
+                     bed = ?6, status = ?7, admitted_at = ?8, discharged_at = ?9, heads = ?10,
+                     modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
+                     open_deficiencies =
+                         (SELECT count(*) FROM deficiencies WHERE chart_id = ?1)
+                 WHERE id = ?1
+                 RETURNING snapshot_bytes, incremental_bytes",
+            )?
+            .query_row(
+                params![
+                    key,
+                    index.mrn,
+                    index.family_name,
+                    index.given_names,
+                    index.ward,
+                    index.bed,
+                    index.status,
+                    index.admitted_at,
+                    index.discharged_at,
+                    heads_blob(&heads),
+                    now_millis(),
+                    changes.len() as i64,
+                ],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        let Some((snapshot, incremental)) = updated else {
+            return Err(StoreError::NotFound(id));
+        };
+        tx.commit()?;
+        let due = incremental as u64 > (snapshot as u64).max(self.options.compact_min_bytes);
+        Ok((
+            ChartChanged {
+                id,
+                heads,
+                sections: touched.sections,
+                created: false,
+            },
+            due,
+        ))
+    }
+
+    /// Replaces a chart's snapshot and the changes folded into it, in one transaction; the
+    /// new snapshot is loaded back and checked before anything is deleted.
+    fn compact(&self, id: ChartId) -> Result<CompactionReport, StoreError> {
+        let _one_at_a_time = lock(&self.compacting);
+        let stored = self.with_reader(|conn| read_document(conn, id))?;
+        let doc = Automerge::load(&stored.bytes).map_err(|e| StoreError::Unloadable {
+            id,
+            reason: e.to_string(),
+        })?;
+        let snapshot = doc.save();
+        let reloaded = Automerge::load(&snapshot).map_err(|e| StoreError::Unloadable {
+            id,
+            reason: format!("the new snapshot does not load: {e}"),
+        })?;
+        if reloaded.get_heads() != doc.get_heads() {
+            return Err(StoreError::Unloadable {
+                id,
+                reason: "the new snapshot lost changes; kept the old one".into(),
+            });
+        }
+        let key = id.to_string();
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE chart_snapshots SET data = ?2 WHERE chart_id = ?1",
+            params![key, snapshot],
+        )?;
+        let folded = tx.execute(
+            "DELETE FROM chart_changes WHERE chart_id = ?1 AND seq <= ?2",
+            params![key, stored.last_seq],
+        )?;
+        let after: i64 = tx.query_row(
+            "UPDATE charts SET snapshot_bytes = ?2, incremental_bytes =
+                 (SELECT coalesce(sum(length(data)), 0) FROM chart_changes WHERE chart_id = ?1)
+             WHERE id = ?1 RETURNING snapshot_bytes + incremental_bytes",
+            params![key, snapshot.len() as i64],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        Ok(CompactionReport {
+            bytes_before: stored.bytes.len() as u64,
+            bytes_after: after as u64,
+            changes_folded: folded as u64,
+        })
+    }
+}
+
+/// A chart's stored bytes: snapshot then changes, and the last change's sequence number.
+struct StoredDocument {
+    bytes: Vec<u8>,
+    last_seq: i64,
+}
+
+fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, StoreError> {
+    let key = id.to_string();
+    // One read transaction: the snapshot and the changes are of the same moment.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let snapshot: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT data FROM chart_snapshots WHERE chart_id = ?1")?
+        .query_row([&key], |r| r.get(0))
+        .optional()?;
+    let Some(mut bytes) = snapshot else {
+        return Err(StoreError::NotFound(id));
+    };
+    let mut last_seq = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, data FROM chart_changes WHERE chart_id = ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([&key])?;
+        while let Some(row) = rows.next()? {
+            last_seq = row.get(0)?;
+            let data = row
+                .get_ref(1)?
+                .as_blob()
+                .map_err(|_| StoreError::Corrupt("a stored change is not a blob".into()))?;
+            bytes.extend_from_slice(data);
+        }
+    }
+    tx.finish()?;
+    Ok(StoredDocument { bytes, last_seq })
+}

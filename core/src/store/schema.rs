@@ -1,0 +1,113 @@
+//! The store's file: how a connection is set up (the pragmas, chosen in docs/store.md), how a
+//! file is recognised as ours, and the numbered migrations that bring it to this version.
+//!
+//! Nothing is written to a file until it is known to be empty or ours: a foreign, corrupt or
+//! newer file is refused and left exactly as it was.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::error::StoreError;
+use super::options::{Durability, StoreOptions};
+
+/// `PRAGMA application_id` of a chartsync store: "CHSY".
+pub const APPLICATION_ID: i32 = 0x4348_5359;
+
+/// The migrations, in order; the store's version is how many have run. Released files are
+/// never edited (a test pins their hashes): change the schema with a new file.
+pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+
+/// The version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens one connection with the per-connection settings. `create`: make the file if it does
+/// not exist (only the writer does).
+pub(crate) fn connect(
+    path: &Path,
+    options: &StoreOptions,
+    create: bool,
+) -> Result<Connection, StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    if let Some(key) = &options.encryption_key {
+        // SQLCipher answers cipher_version; plain SQLite ignores both pragmas, which would
+        // leave a file the app believes encrypted in plain text.
+        let cipher: Option<String> = conn
+            .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+            .ok();
+        if cipher.is_none_or(|v| v.is_empty()) {
+            return Err(StoreError::EncryptionUnavailable);
+        }
+        // SQLCipher logs a failed decryption (a wrong key) to stderr; the error says it.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;")?;
+        conn.execute_batch(&format!("PRAGMA key = {};", key.pragma_literal()))?;
+    }
+    let wrong_key = |e: StoreError| match (e, options.encryption_key.is_some()) {
+        (StoreError::NotADatabase, true) => StoreError::WrongKey,
+        (e, _) => e,
+    };
+    // The first read of the file: a wrong key or a file that is not SQLite fails here.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| wrong_key(e.into()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;"
+    ))?;
+    Ok(conn)
+}
+
+/// Recognises the file, runs the migrations it lacks, and switches it to WAL.
+pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+    let application_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    let fresh = application_id == 0 && version == 0 && objects == 0;
+    if !fresh && application_id != APPLICATION_ID {
+        return Err(StoreError::ForeignDatabase { application_id });
+    }
+    if version > VERSION {
+        return Err(StoreError::NewerVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if version < VERSION {
+        migrate(conn, version, VERSION)?;
+    }
+    // Readers never block the writer, and a commit is one append to the log.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery));
+    }
+    // After a checkpoint, shrink the log back to this size rather than keep its largest.
+    conn.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
+    Ok(())
+}
+
+/// Runs migrations `from+1 ..= to` in one transaction: a crash or error part-way leaves the
+/// store at `from`.
+pub(crate) fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for v in from..to {
+        tx.execute_batch(MIGRATIONS[v as usize])?;
+    }
+    tx.execute_batch(&format!(
+        "PRAGMA user_version = {to}; PRAGMA application_id = {APPLICATION_ID};"
+    ))?;
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The store's file: what is refused and left untouched (another app's database, a damaged
+//! file, a newer version, the wrong key), encryption at rest, and upgrades from every earlier
+//! version.
+
+mod common;
+
+use chartsync_core::chart::*;
+use chartsync_core::store::schema::{APPLICATION_ID, MIGRATIONS, VERSION};
+use chartsync_core::store::*;
+use common::*;
+use sha2::{Digest, Sha256};
+
+fn opts(key: Option<EncryptionKey>) -> StoreOptions {
+    StoreOptions {
+        encryption_key: key,
+        compaction: Compaction::Manual,
+        ..StoreOptions::default()
+    }
+}
+
+fn key(byte: u8) -> EncryptionKey {
+    EncryptionKey::new([byte; 32])
+}
+
+/// The file and any WAL beside it, to prove a refused open changed nothing.
+fn files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let dir = path.parent().unwrap();
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A store with one chart in it, closed.
+fn store_with_a_chart(path: &std::path::Path, key: Option<EncryptionKey>) -> ChartId {
+    let store = ChartStore::open(path, opts(key)).unwrap();
+    let id = store.create(admitted()).unwrap();
+    store
+        .update(id, |c| c.add_entry(&night_nurse(), t(10), heart_rate(72)))
+        .unwrap();
+    id
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    std::fs::write(
+        &path,
+        b"these are the ward's handover notes, not a database at all....",
+    )
+    .unwrap();
+    let before = files(&path);
+    let err = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(matches!(err, StoreError::NotADatabase), "{err}");
+    assert_eq!(files(&path), before);
+}
+
+#[test]
+fn another_applications_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE pharmacy_orders (id INTEGER PRIMARY KEY, drug TEXT);")
+            .unwrap();
+    }
+    let before = files(&path);
+    let err = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::ForeignDatabase { application_id: 0 }),
+        "{err}"
+    );
+    assert_eq!(files(&path), before);
+}
+
+#[test]
+fn a_store_from_a_newer_app_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    store_with_a_chart(&path, None);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {};", VERSION + 1))
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let before = files(&path);
+    let err = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerVersion { found, supported } if found == VERSION + 1 && supported == VERSION),
+        "{err}"
+    );
+    assert_eq!(files(&path), before);
+    assert!(err.to_string().contains("update the app"));
+}
+
+#[test]
+fn a_damaged_store_is_reported_and_kept_for_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    let store = ChartStore::open(&path, opts(None)).unwrap();
+    let ids = store
+        .import(
+            (0..200).map(|n| (ChartId::random(), admitted_to("4west", n))),
+            None,
+            |_| {},
+        )
+        .unwrap();
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    // Scribble over the middle of the file, as a failing flash chip might.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 64 * 1024);
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 8192] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+
+    let outcome = ChartStore::open(&path, opts(None)).and_then(|store| {
+        store.verify()?;
+        for id in &ids {
+            store.read(*id, |c| c.heads())?;
+        }
+        Ok(())
+    });
+    assert!(
+        matches!(outcome, Err(StoreError::Corrupt(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the damaged file is kept as it was"
+    );
+}
+
+#[test]
+fn an_encrypted_store_opens_only_with_its_key_and_hides_the_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    let id = store_with_a_chart(&path, Some(key(7)));
+
+    let on_disk: Vec<u8> = files(&path).into_iter().flat_map(|(_, b)| b).collect();
+    for secret in [
+        &b"Rivera"[..],
+        b"MRN-0042",
+        b"Heart rate",
+        b"SQLite format 3",
+    ] {
+        assert!(
+            !on_disk.windows(secret.len()).any(|w| w == secret),
+            "found {:?} in the encrypted files",
+            String::from_utf8_lossy(secret)
+        );
+    }
+
+    let before = files(&path);
+    let wrong = ChartStore::open(&path, opts(Some(key(8)))).unwrap_err();
+    assert!(matches!(wrong, StoreError::WrongKey), "{wrong}");
+    let none = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(matches!(none, StoreError::NotADatabase), "{none}");
+    assert_eq!(files(&path), before);
+
+    let store = ChartStore::open(&path, opts(Some(key(7)))).unwrap();
+    assert_eq!(
+        store
+            .read(id, |c| c.patient().unwrap().family_name)
+            .unwrap(),
+        "Rivera"
+    );
+    assert_eq!(store.census("4west").unwrap().len(), 1);
+    store.verify().unwrap();
+}
+
+#[test]
+fn a_plain_store_is_not_opened_as_if_it_were_encrypted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    store_with_a_chart(&path, None);
+    let err = ChartStore::open(&path, opts(Some(key(1)))).unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey), "{err}");
+    ChartStore::open(&path, opts(None)).unwrap();
+}
+
+/// Released migrations are never edited: an edit would leave stores already upgraded by the
+/// old text different from new ones. Add a file instead.
+#[test]
+fn released_migrations_are_unchanged() {
+    const RELEASED: &[&str] = &["1bdaf7776d199e47cc5bce4bc47246293e53e89071d86e484d09a208eed97d82"];
+    for (n, sql) in MIGRATIONS.iter().enumerate() {
+        let hash = hex::encode(Sha256::digest(sql.as_bytes()));
+        if let Some(pinned) = RELEASED.get(n) {
+            assert_eq!(
+                &hash,
+                pinned,
+                "migration {} was edited after release",
+                n + 1
+            );
+        }
+    }
+    assert_eq!(
+        RELEASED.len(),
+        MIGRATIONS.len(),
+        "pin the new migration's hash here"
+    );
+}
+
+/// A database as version `v` of the app left it: migrations 1..=v applied by hand.
+fn database_at_version(path: &std::path::Path, v: usize) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..v] {
+        conn.execute_batch(sql).unwrap();
+    }
+    if v > 0 {
+        conn.execute_batch(&format!(
+            "PRAGMA user_version = {v}; PRAGMA application_id = {APPLICATION_ID};"
+        ))
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
+    for v in 0..VERSION as usize {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("charts.db");
+        database_at_version(&path, v);
+        let store = ChartStore::open(&path, opts(None)).unwrap();
+        let id = store.create(admitted()).unwrap();
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION, "from version {v}");
+        drop(conn);
+        let store = ChartStore::open(&path, opts(None)).unwrap();
+        assert!(store.contains(id).unwrap());
+    }
+}
