@@ -4,75 +4,10 @@
 //! Run: `cargo bench -p chartsync-core --bench chart`
 
 use chartsync_core::chart::*;
-use chartsync_core::codes::CodeSystem;
+use common::busy_chart;
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn busy_chart() -> Chart {
-    let t0 = Timestamp::parse("2026-10-01T00:00:00Z").unwrap();
-    let tech = Staff::new("him.jones", Role::Technician, "records-pc-1");
-    let nurse = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
-    let dr = Staff::new("dr.okafor", Role::Physician, "tablet-4west-02");
-    let mut chart = Chart::create(
-        NewPatient {
-            mrn: "MRN-0042".into(),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            birth_date: Some("1957-03-14".into()),
-            sex: Some(Sex::Female),
-            address: None,
-            phone: None,
-        },
-        NewEncounter {
-            ward: "4west".into(),
-            bed: Some("12A".into()),
-            class: EncounterClass::Inpatient,
-            admit_source: None,
-            attending: Some("dr.okafor".into()),
-        },
-        &tech,
-        t0,
-    )
-    .unwrap();
-    for i in 0..2000i64 {
-        let at = t0.plus_seconds(i * 900);
-        if i % 10 == 0 {
-            let id = chart
-                .add_entry(
-                    &dr,
-                    at,
-                    NewEntry::note(
-                        EntryKind::ProgressNote,
-                        format!(
-                            "Day {}: afebrile, chest clear, tolerating diet. Continue current plan; \
-                             review bloods in the morning. Mobilising with physiotherapy.",
-                            i / 96
-                        ),
-                    ),
-                )
-                .unwrap();
-            chart
-                .sign_entry(&dr, at.plus_seconds(60), &id, SignatureMeaning::Author)
-                .unwrap();
-        } else {
-            chart
-                .add_entry(
-                    &nurse,
-                    at,
-                    NewEntry {
-                        kind: EntryKind::Observation,
-                        shift: Some(Shift::Day),
-                        effective_at: Some(at),
-                        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
-                        value: Some(format!("{}", 60 + i % 40)),
-                        unit: Some("/min".into()),
-                        body: "Heart rate".into(),
-                    },
-                )
-                .unwrap();
-        }
-    }
-    chart
-}
+mod common;
 
 fn bench(c: &mut Criterion) {
     let mut chart = busy_chart();

@@ -1,1 +1,420 @@
-fn main() {}
+//! The store's numbers, from one run, measured side by side so that a noisy machine moves both
+//! sides of each ratio alike:
+//! - committing one observation to a chart of 2,000 entries (p50/p99), beside the floor: a raw
+//!   SQLite INSERT of the same bytes, same pragmas, same disk; plain and encrypted, interleaved;
+//! - opening a store of 2,000 charts and listing one ward's census;
+//! - bytes on disk per chart after compaction, against automerge's save();
+//! - heap per automerge op when a chart is loaded (the cache's memory estimate).
+//!
+//! Run: `cargo bench -p chartsync-core --bench store`
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use automerge::ReadDoc;
+use chartsync_core::chart::*;
+use chartsync_core::codes::CodeSystem;
+use chartsync_core::store::schema::PAGE_SIZE;
+use chartsync_core::store::*;
+use common::busy_chart;
+
+/// Counts live heap bytes, to measure what a loaded chart costs.
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const COMMITS: usize = 1000;
+
+fn nurse() -> Staff {
+    Staff::new("rn.park", Role::Nurse, "tablet-4west-02")
+}
+
+fn observation(n: usize) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
+        value: Some(format!("{}", 60 + n % 40)),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}
+
+fn at(n: usize) -> Timestamp {
+    Timestamp::parse("2026-12-01T00:00:00Z")
+        .unwrap()
+        .plus_seconds(n as i64 * 60)
+}
+
+/// The floor: one INSERT of `bytes` in its own transaction, on a file set up as the store's.
+struct Floor(rusqlite::Connection);
+impl Floor {
+    fn open(path: &std::path::Path, key: Option<&str>) -> Floor {
+        let c = rusqlite::Connection::open(path).unwrap();
+        // The store's page size, set as the store sets it.
+        match key {
+            Some(k) => c.execute_batch(&format!(
+                "PRAGMA key = \"x'{k}'\"; PRAGMA cipher_page_size = {PAGE_SIZE};"
+            )),
+            None => c.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};")),
+        }
+        .unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+             CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, chart_id TEXT, data BLOB);",
+        )
+        .unwrap();
+        Floor(c)
+    }
+    fn insert(&mut self, bytes: &[u8]) -> Duration {
+        let start = Instant::now();
+        let tx = self.0.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO changes (chart_id, data) VALUES ('x', ?1)",
+            [bytes],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        start.elapsed()
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn row(name: &str, mut d: Vec<Duration>) -> (f64, f64) {
+    d.sort();
+    let (p50, p99) = (pct(&d, 0.5), pct(&d, 0.99));
+    println!("| {name} | {p50:.3} | {p99:.3} |");
+    (p50, p99)
+}
+
+fn commit_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = EncryptionKey::new([42; 32]);
+    let hex_key = "2a".repeat(32);
+    let open = |name: &str, key: Option<EncryptionKey>| {
+        ChartStore::open(
+            dir.path().join(name),
+            StoreOptions {
+                encryption_key: key,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let plain = open("plain.db", None);
+    let encrypted = open("encrypted.db", Some(key));
+    let busy = busy_chart();
+    let id = ChartId::random();
+    plain.insert(id, busy.clone()).unwrap();
+    encrypted.insert(id, busy).unwrap();
+    let mut floor = Floor::open(&dir.path().join("floor.db"), None);
+    let mut floor_enc = Floor::open(&dir.path().join("floor-enc.db"), Some(&hex_key));
+
+    let (mut t_plain, mut t_floor, mut t_enc, mut t_floor_enc, mut t_write) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut scratch = plain.chart(id).unwrap();
+    for n in 0..COMMITS {
+        // The chart API write alone, on a copy, for the breakdown.
+        let start = Instant::now();
+        let before = scratch.heads();
+        scratch.add_entry(&nurse(), at(n), observation(n)).unwrap();
+        t_write.push(start.elapsed());
+        let bytes = scratch.save_after(&before);
+
+        let start = Instant::now();
+        plain
+            .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
+            .unwrap();
+        t_plain.push(start.elapsed());
+        t_floor.push(floor.insert(&bytes));
+
+        let start = Instant::now();
+        encrypted
+            .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
+            .unwrap();
+        t_enc.push(start.elapsed());
+        t_floor_enc.push(floor_enc.insert(&bytes));
+    }
+    println!("\n## Commit one observation to a chart of 2,000 entries ({COMMITS} commits each, interleaved; ms)\n");
+    println!("| measure | p50 | p99 |\n|---|---|---|");
+    let (_, w99) = row("chart API write alone (in memory, no store)", t_write);
+    let (p50, p99) = row("store.update: write + durable commit + index", t_plain);
+    let (f50, f99) = row("floor: raw INSERT of the same bytes, same pragmas", t_floor);
+    let (e50, e99) = row("store.update, encrypted (SQLCipher)", t_enc);
+    let (g50, g99) = row("floor, encrypted", t_floor_enc);
+    println!(
+        "\nratios: store/floor p50 {:.2}x, p99 {:.2}x; store minus in-memory write p99 / floor p99 {:.2}x; \
+         encrypted/plain store p50 {:.2}x, p99 {:.2}x; encrypted/plain floor p50 {:.2}x",
+        p50 / f50,
+        p99 / f99,
+        (p99 - w99) / f99,
+        e50 / p50,
+        e99 / p99,
+        g50 / f50
+    );
+    let _ = g99;
+}
+
+fn small_chart(ward: &str, n: usize) -> Chart {
+    let tech = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let dr = Staff::new("dr.okafor", Role::Physician, "tablet-01");
+    let mut c = Chart::create(
+        NewPatient {
+            mrn: format!("MRN-{n:06}"),
+            family_name: format!("Family{n}"),
+            given_names: "Sam".into(),
+            birth_date: Some("1960-01-01".into()),
+            sex: Some(Sex::Unknown),
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: ward.into(),
+            bed: Some(format!("{:03}", n % 500)),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: Some("dr.okafor".into()),
+        },
+        &tech,
+        at(0),
+    )
+    .unwrap();
+    for i in 0..9 {
+        c.add_entry(&nurse(), at(i), observation(i)).unwrap();
+    }
+    let note = c
+        .add_entry(
+            &dr,
+            at(10),
+            NewEntry::note(EntryKind::ProgressNote, "Stable. Continue current plan."),
+        )
+        .unwrap();
+    c.sign_entry(&dr, at(11), &note, SignatureMeaning::Author)
+        .unwrap();
+    c
+}
+
+fn census_and_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.db");
+    let wards = [
+        "4west",
+        "5east",
+        "icu",
+        "maternity",
+        "oncology",
+        "cardiology",
+        "surgical",
+        "renal",
+    ];
+    let mut saved = 0u64;
+    let start = Instant::now();
+    {
+        let store = ChartStore::open(
+            &path,
+            StoreOptions {
+                compaction: Compaction::Manual,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let charts: Vec<_> = (0..2000)
+            .map(|n| {
+                let mut c = small_chart(wards[n % wards.len()], n);
+                saved += c.save().len() as u64;
+                (ChartId::random(), c)
+            })
+            .collect();
+        let mut last = 0;
+        store
+            .import(charts, Some(2000), |p| {
+                if p.done - last >= 500 {
+                    last = p.done;
+                }
+            })
+            .unwrap();
+    }
+    let built = start.elapsed();
+    // Fold the WAL into the file so its size is the store's.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let file = std::fs::metadata(&path).unwrap().len();
+
+    let mut open_list = Vec::new();
+    let mut listed = 0;
+    for _ in 0..20 {
+        let start = Instant::now();
+        let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+        listed = store.census("icu").unwrap().len();
+        open_list.push(start.elapsed());
+        assert_eq!(store.stats().unwrap().documents_loaded, 0);
+    }
+    let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+    let mut list_only = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        store.census("icu").unwrap();
+        list_only.push(start.elapsed());
+    }
+    println!(
+        "\n## A store of 2,000 charts (10 entries each; built and imported in {:.1} s)\n",
+        built.as_secs_f64()
+    );
+    println!("| measure | p50 | p99 |\n|---|---|---|");
+    row(
+        &format!("open the store and list one ward's census ({listed} charts)"),
+        open_list,
+    );
+    row("list the census on an open store", list_only);
+    println!(
+        "\nbytes on disk: {file} for 2,000 charts = {} per chart; automerge save() {} per chart; ratio {:.2}x",
+        file / 2000,
+        saved / 2000,
+        file as f64 / saved as f64
+    );
+}
+
+fn busy_chart_size_and_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let mut busy = busy_chart();
+    let id = ChartId::random();
+    let compacted;
+    {
+        let store = ChartStore::open(
+            &path,
+            StoreOptions {
+                compaction: Compaction::Manual,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        store.insert(id, busy.clone()).unwrap();
+        for n in 0..200 {
+            store
+                .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
+                .unwrap();
+        }
+        let (s, i) = store.chart_bytes(id).unwrap();
+        compacted = store.read(id, |c| c.clone().save().len() as u64).unwrap();
+        let start = Instant::now();
+        let report = store.compact(id).unwrap();
+        println!(
+            "\n## The busy chart in the store\n\nafter 200 commits: snapshot {s} + changes {i} bytes; compaction folded {} changes into {} bytes in {:.1} ms",
+            report.changes_folded,
+            report.bytes_after,
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let vacuumed_size = |path: &std::path::Path| {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+            .unwrap();
+        std::fs::metadata(path).unwrap().len()
+    };
+    // What the chart adds to a store: the file less an empty store's (a root page per table
+    // and index).
+    let empty = dir.path().join("empty.db");
+    drop(ChartStore::open(&empty, StoreOptions::default()).unwrap());
+    let file = vacuumed_size(&path) - vacuumed_size(&empty);
+    println!(
+        "bytes on disk for the chart after compaction and VACUUM (file less an empty store): {file}; automerge save() {}; ratio {:.2}x",
+        compacted,
+        file as f64 / compacted as f64
+    );
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let loaded = Chart::load(&busy.save()).unwrap();
+    let heap = LIVE.load(Ordering::Relaxed) - before;
+    let stats = loaded.doc().stats();
+    println!(
+        "heap of the loaded chart: {heap} bytes for {} ops and {} changes = {:.0} bytes per op (all in)",
+        stats.num_ops,
+        stats.num_changes,
+        heap as f64 / stats.num_ops as f64
+    );
+    drop(loaded);
+}
+
+/// Where a commit's time goes, beyond the SQLite transaction.
+fn commit_breakdown() {
+    let mut chart = busy_chart();
+    let mut parts: Vec<(&str, Vec<Duration>)> = [
+        "save_after",
+        "touched_since",
+        "patient + encounter",
+        "deficiencies_after",
+    ]
+    .into_iter()
+    .map(|n| (n, Vec::new()))
+    .collect();
+    for n in 0..100 {
+        let before = chart.heads();
+        chart.add_entry(&nurse(), at(n), observation(n)).unwrap();
+        let t = Instant::now();
+        let _ = chart.save_after(&before);
+        parts[0].1.push(t.elapsed());
+        let t = Instant::now();
+        let touched = chart.touched_since(&before);
+        parts[1].1.push(t.elapsed());
+        let t = Instant::now();
+        let _ = (chart.patient().unwrap(), chart.encounter().unwrap());
+        parts[2].1.push(t.elapsed());
+        let t = Instant::now();
+        let _ = chart.deficiencies_after(&touched).unwrap();
+        parts[3].1.push(t.elapsed());
+    }
+    println!("\n## Where a commit's time goes (busy chart, 100 observations; ms)\n");
+    println!("| step | p50 | p99 |\n|---|---|---|");
+    for (name, d) in parts {
+        row(name, d);
+    }
+}
+
+fn main() {
+    // `cargo test --benches` runs this with --bench absent; do the work only for `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let only = std::env::var("STORE_BENCH").unwrap_or_default();
+    if !only.is_empty() && only != "all" {
+        // STORE_BENCH=breakdown (or commit, census, busy) runs one part.
+        match only.as_str() {
+            "breakdown" => commit_breakdown(),
+            "commit" => commit_latency(),
+            "census" => census_and_size(),
+            _ => busy_chart_size_and_memory(),
+        }
+        return;
+    }
+    commit_breakdown();
+    commit_latency();
+    census_and_size();
+    busy_chart_size_and_memory();
+}

@@ -1,11 +1,12 @@
-//! chartsync-server: the sync server. This first version serves its health check and the
-//! code-set it validates against; the WebSocket sync endpoint, the store, auth and audit come
-//! with the sync issue.
+//! chartsync-server: the sync server. So far it opens its chart store and serves its health
+//! check; the WebSocket sync endpoint, auth and audit come with the sync issue.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use axum::{routing::get, Json, Router};
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use chartsync_core::store::{ChartStore, StoreOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -47,7 +48,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     std::fs::create_dir_all(&args.data_dir)?;
-    let app = Router::new().route("/healthz", get(healthz));
+    let path = args.data_dir.join("charts.db");
+    let store = match ChartStore::open(&path, StoreOptions::default()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(store = %path.display(), error = %e, "cannot open the chart store");
+            return Err(e.into());
+        }
+    };
+    tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(store);
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
     axum::serve(listener, app)
@@ -57,12 +69,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "schema": chartsync_core::chart::SCHEMA_V1,
-        "icd10cm": chartsync_core::codes::ICD10CM_CODE_SET,
-    }))
+async fn healthz(
+    State(store): State<Arc<ChartStore>>,
+) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match stats {
+        Ok(stats) => Ok(Json(serde_json::json!({
+            "status": "ok",
+            "schema": chartsync_core::chart::SCHEMA_V1,
+            "icd10cm": chartsync_core::codes::ICD10CM_CODE_SET,
+            "store": {
+                "version": chartsync_core::store::schema::VERSION,
+                "charts": stats.charts,
+                "charts_open": stats.charts_cached,
+            },
+        }))),
+        Err(error) => {
+            tracing::error!(%error, "health check: the store does not answer");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "store unavailable", "error": error })),
+            ))
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop accepting, finish what is in flight, exit.

@@ -40,7 +40,11 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"status\":\"ok\""));
     assert!(response.contains("chartsync/chart@1"));
-    assert!(data.is_dir(), "the data directory is created");
+    assert!(response.contains("\"charts\":0"), "{response}");
+    assert!(
+        data.join("charts.db").is_file(),
+        "the store is created in the data directory"
+    );
 
     let pid = server.id().to_string();
     assert!(Command::new("kill")
@@ -50,5 +54,30 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
         .success());
     let status = server.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn the_server_refuses_a_data_directory_whose_store_is_not_a_chart_store() {
+    let data = std::env::temp_dir().join(format!("chartsync-refuse-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let store = data.join("charts.db");
+    let junk = b"a backup script wrote this here by mistake; it is not a database".to_vec();
+    std::fs::write(&store, &junk).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chartsync-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not a SQLite database"), "{said}");
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        junk,
+        "the file is left as it was"
+    );
     let _ = std::fs::remove_dir_all(&data);
 }

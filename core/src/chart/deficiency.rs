@@ -1,7 +1,7 @@
 //! The deficiencies a chart audit finds, record by record, so that the store can keep a count
 //! per chart and refresh only the records a change touched.
 //!
-//! The record-level rules so far: an entry not signed by its author, an entry edited
+//! The record-level rules so far: a note or summary not signed by its author, an entry edited
 //! concurrently with its signature, a form missing a required signer, an open physician query,
 //! and a register with unresolved concurrent values.
 
@@ -14,7 +14,7 @@ use super::error::ChartError;
 use super::keys;
 use super::read::Reader;
 use super::signing;
-use super::touched::RecordRef;
+use super::touched::{RecordRef, Touched};
 use super::types::{DeficiencyKind, EntryStatus, QueryStatus, SignatureMeaning};
 use super::view::{AmendmentView, SignatureView};
 use super::Chart;
@@ -55,23 +55,73 @@ impl Chart {
         self.deficiencies_in(&scopes)
     }
 
-    /// The deficiencies of the given records only (see [`Chart::touched_since`]). Records
-    /// that do not exist have none.
+    /// The deficiencies of the given records only. Records that do not exist have none.
     pub fn deficiencies_in(
         &self,
         records: &BTreeSet<RecordRef>,
     ) -> Result<Vec<Deficiency>, ChartError> {
-        let r = Reader::new(&self.doc);
         let entry_ids: BTreeSet<&str> = records
             .iter()
             .filter(|(s, _)| s == keys::ENTRIES)
             .map(|(_, id)| id.as_str())
             .collect();
-        let (signatures, amendments) = if entry_ids.is_empty() {
-            (BTreeMap::new(), BTreeMap::new())
+        let signing = if entry_ids.is_empty() {
+            Signing::default()
         } else {
             self.signing_records_of(&entry_ids)?
         };
+        self.deficiencies_with(records, &signing)
+    }
+
+    /// The deficiencies of the records some changes touched (see [`Chart::touched_since`]).
+    /// The same answer as [`Chart::deficiencies_in`] of `touched.records`, faster when the
+    /// changes only add entries: the signatures of an entry are causally after it, so an
+    /// entry the changes created can only be named by signatures the changes added, and the
+    /// long signatures list need not be read.
+    pub fn deficiencies_after(&self, touched: &Touched) -> Result<Vec<Deficiency>, ChartError> {
+        let older_entries: BTreeSet<&str> = touched
+            .records
+            .iter()
+            .filter(|r| r.0 == keys::ENTRIES && !touched.created.contains(*r))
+            .map(|(_, id)| id.as_str())
+            .collect();
+        if !older_entries.is_empty() {
+            return self.deficiencies_in(&touched.records);
+        }
+        let r = Reader::new(&self.doc);
+        let mut signing = Signing::default();
+        for (section, n) in &touched.new_items {
+            let list = r.section(section)?;
+            let Some((automerge::Value::Object(_), item)) = self.doc.get(&list, *n)? else {
+                continue;
+            };
+            let path = format!("{section}/{n}");
+            if section == keys::SIGNATURES {
+                let s = r.signature(&item, &path)?;
+                signing
+                    .signatures
+                    .entry(s.entry_id.clone())
+                    .or_default()
+                    .push(s);
+            } else {
+                let a = r.amendment(&item, &path)?;
+                signing
+                    .amendments
+                    .entry(a.target_entry_id.clone())
+                    .or_default()
+                    .push(a);
+            }
+        }
+        self.deficiencies_with(&touched.records, &signing)
+    }
+
+    fn deficiencies_with(
+        &self,
+        records: &BTreeSet<RecordRef>,
+        signing: &Signing,
+    ) -> Result<Vec<Deficiency>, ChartError> {
+        let r = Reader::new(&self.doc);
+        let (signatures, amendments) = (&signing.signatures, &signing.amendments);
         let mut out = Vec::new();
         for (section, id) in records {
             let obj = if id.is_empty() {
@@ -112,7 +162,7 @@ impl Chart {
                             s.meaning == SignatureMeaning::Author
                                 && s.signer == entry.content.author
                         });
-                        if !author_signed {
+                        if !author_signed && entry.content.kind.requires_signature() {
                             out.push(deficiency(
                                 DeficiencyKind::UnsignedEntry,
                                 author.clone(),
@@ -159,17 +209,7 @@ impl Chart {
 
     /// The signatures and amendments that name the given entries, read without reading the
     /// rest of those lists' items.
-    #[allow(clippy::type_complexity)]
-    fn signing_records_of(
-        &self,
-        entry_ids: &BTreeSet<&str>,
-    ) -> Result<
-        (
-            BTreeMap<String, Vec<SignatureView>>,
-            BTreeMap<String, Vec<AmendmentView>>,
-        ),
-        ChartError,
-    > {
+    fn signing_records_of(&self, entry_ids: &BTreeSet<&str>) -> Result<Signing, ChartError> {
         let r = Reader::new(&self.doc);
         let matching = |section: &str, field: &str| -> Result<Vec<(ObjId, String)>, ChartError> {
             let list = r.section(section)?;
@@ -197,6 +237,16 @@ impl Chart {
                 .or_default()
                 .push(a);
         }
-        Ok((signatures, amendments))
+        Ok(Signing {
+            signatures,
+            amendments,
+        })
     }
+}
+
+/// Signatures and amendments by the entry they name.
+#[derive(Default)]
+struct Signing {
+    signatures: BTreeMap<String, Vec<SignatureView>>,
+    amendments: BTreeMap<String, Vec<AmendmentView>>,
 }

@@ -103,6 +103,15 @@ impl Chart {
         Ok(())
     }
 
+    /// A replica of this chart to write on elsewhere: the same content under a new automerge
+    /// actor id. (A `clone()` keeps the actor id; two copies writing under one actor id would
+    /// make changes that cannot be merged.)
+    pub fn fork(&self) -> Chart {
+        Chart {
+            doc: self.doc.fork(),
+        }
+    }
+
     /// The document's current heads.
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.doc.get_heads()

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use automerge::legacy::{Key, ObjectId};
+use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{ChangeHash, ReadDoc};
 
 use super::keys;
@@ -23,6 +23,10 @@ pub struct Touched {
     /// id, the entries that new signatures and amendments name, and the patient and encounter
     /// when written.
     pub records: BTreeSet<RecordRef>,
+    /// Records these changes created (the record did not exist before them).
+    pub created: BTreeSet<RecordRef>,
+    /// New items of the signatures and amendments lists: (section, index).
+    pub(crate) new_items: BTreeSet<(String, usize)>,
 }
 
 fn keyed_section(section: &str) -> bool {
@@ -40,8 +44,6 @@ impl Chart {
     pub fn touched_since(&self, heads: &[ChangeHash]) -> Touched {
         let mut out = Touched::default();
         let mut located: HashMap<String, Option<Located>> = HashMap::new();
-        // (list section, item index) of new items in signatures and amendments.
-        let mut items: BTreeSet<(String, usize)> = BTreeSet::new();
         for change in self.doc.get_changes(heads) {
             for op in change.decode().operations {
                 let path: Vec<String> = match &op.obj {
@@ -73,11 +75,19 @@ impl Chart {
                         out.records.insert((section.clone(), String::new()));
                     }
                     Some(id) if keyed_section(&section) => {
-                        out.records.insert((section.clone(), id.clone()));
+                        let record = (section.clone(), id.clone());
+                        // The operation that makes the record's map, replacing nothing.
+                        let makes_record = full.len() == 2
+                            && op.pred.is_empty()
+                            && matches!(op.action, OpType::Make(automerge::ObjType::Map));
+                        if makes_record {
+                            out.created.insert(record.clone());
+                        }
+                        out.records.insert(record);
                     }
                     Some(index) if section == keys::SIGNATURES || section == keys::AMENDMENTS => {
                         if let Ok(n) = index.parse() {
-                            items.insert((section.clone(), n));
+                            out.new_items.insert((section.clone(), n));
                         }
                     }
                     _ => {}
@@ -87,18 +97,18 @@ impl Chart {
         }
         // A signature or amendment changes the state of the entry it names.
         let r = Reader::new(&self.doc);
-        for (section, n) in items {
+        for (section, n) in &out.new_items {
             let field = if section == keys::SIGNATURES {
                 "entry_id"
             } else {
                 "target_entry_id"
             };
             let entry = r
-                .section(&section)
+                .section(section)
                 .ok()
-                .and_then(|list| match self.doc.get(&list, n) {
+                .and_then(|list| match self.doc.get(&list, *n) {
                     Ok(Some((automerge::Value::Object(_), item))) => {
-                        r.opt_str(&item, field, &section).ok().flatten()
+                        r.opt_str(&item, field, section).ok().flatten()
                     }
                     _ => None,
                 });

@@ -221,6 +221,25 @@ impl RoiStatus {
     }
 }
 
+impl EntryKind {
+    /// Documents the author must authenticate with a signature (42 CFR 482.24(c)(1)): the
+    /// notes and summaries a records technician holds a chart open for. Observations, results,
+    /// medications, interventions and treatments are authenticated when recorded: the change
+    /// that records them carries its author.
+    pub fn requires_signature(self) -> bool {
+        matches!(
+            self,
+            EntryKind::HistoryPhysical
+                | EntryKind::ProgressNote
+                | EntryKind::NursingNote
+                | EntryKind::ConsultNote
+                | EntryKind::OperativeNote
+                | EntryKind::ProcedureNote
+                | EntryKind::DischargeSummary
+        )
+    }
+}
+
 /// A point in time, stored as RFC 3339 in UTC (`2026-11-27T21:04:05Z`, fractions allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(OffsetDateTime);

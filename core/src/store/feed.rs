@@ -1,8 +1,13 @@
 //! The change feed: after every commit, each subscriber hears which chart changed, its new
 //! heads and which sections the change touched.
+//!
+//! Subscribers get a channel rather than a callback: events are sent in commit order while
+//! the chart is still locked, and whoever reads them may call back into the store (read the
+//! chart, write to it) without deadlocking the committing thread.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Mutex;
 
 use automerge::ChangeHash;
 
@@ -18,50 +23,20 @@ pub struct ChartChanged {
     pub created: bool,
 }
 
-type Listener = Arc<dyn Fn(&ChartChanged) + Send + Sync>;
-
 #[derive(Default)]
 pub(crate) struct Feed {
-    listeners: Mutex<Vec<(u64, Listener)>>,
-    next: Mutex<u64>,
+    subscribers: Mutex<Vec<Sender<ChartChanged>>>,
 }
 
 impl Feed {
-    pub fn subscribe(self: &Arc<Self>, f: Listener) -> Subscription {
-        let id = {
-            let mut next = super::lock(&self.next);
-            *next += 1;
-            *next
-        };
-        super::lock(&self.listeners).push((id, f));
-        Subscription {
-            feed: Arc::downgrade(self),
-            id,
-        }
+    pub fn subscribe(&self) -> Receiver<ChartChanged> {
+        let (tx, rx) = channel();
+        super::lock(&self.subscribers).push(tx);
+        rx
     }
 
     pub fn publish(&self, event: &ChartChanged) {
-        // Call outside the lock, so a listener may subscribe or unsubscribe.
-        let listeners: Vec<Listener> = super::lock(&self.listeners)
-            .iter()
-            .map(|(_, f)| f.clone())
-            .collect();
-        for f in listeners {
-            f(event);
-        }
-    }
-}
-
-/// Keeps a listener subscribed; dropping it unsubscribes.
-pub struct Subscription {
-    feed: Weak<Feed>,
-    id: u64,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some(feed) = self.feed.upgrade() {
-            super::lock(&feed.listeners).retain(|(id, _)| *id != self.id);
-        }
+        // A subscriber that dropped its receiver is forgotten.
+        super::lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
     }
 }

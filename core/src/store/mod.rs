@@ -27,7 +27,7 @@ use crate::chart::{
 };
 
 pub use error::StoreError;
-pub use feed::{ChartChanged, Subscription};
+pub use feed::ChartChanged;
 pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
 
 use cache::{Cache, Slot};
@@ -100,7 +100,7 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     cache: Mutex<Cache>,
-    feed: Arc<feed::Feed>,
+    feed: feed::Feed,
     loads: std::sync::atomic::AtomicU64,
     /// One compaction at a time, whoever asks.
     compacting: Mutex<()>,
@@ -134,7 +134,7 @@ impl ChartStore {
             options,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
-            feed: Arc::default(),
+            feed: feed::Feed::default(),
             loads: Default::default(),
             compacting: Mutex::new(()),
         });
@@ -176,14 +176,15 @@ impl ChartStore {
     /// Adds a chart under a given id (one received from a peer, or imported).
     pub fn insert(&self, id: ChartId, mut chart: Chart) -> Result<(), StoreError> {
         let row = NewChartRow::of(id, &mut chart)?;
-        {
+        let key = {
             let mut conn = lock(&self.inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            row.insert(&tx)?;
+            let key = row.insert(&tx)?;
             tx.commit()?;
-        }
+            key
+        };
         let heads = chart.heads();
-        lock(&self.inner.cache).insert(id, chart);
+        lock(&self.inner.cache).insert(id, key, chart);
         self.inner.feed.publish(&ChartChanged {
             id,
             heads,
@@ -211,7 +212,7 @@ impl ChartStore {
             let mut bytes = 0u64;
             for (index, (id, mut chart)) in charts.into_iter().enumerate() {
                 let row = NewChartRow::of(id, &mut chart)
-                    .and_then(|row| row.insert(&tx).map(|()| row))
+                    .and_then(|row| row.insert(&tx).map(|_| row))
                     .map_err(|error| StoreError::Import {
                         index,
                         error: Box::new(error),
@@ -256,7 +257,7 @@ impl ChartStore {
             Ok(v) if !changed => return Ok(v),
             Ok(v) => self
                 .inner
-                .persist(id, &cached.chart, &before)
+                .persist(id, cached.key, &cached.chart, &before)
                 .map(|e| (v, e)),
         };
         match outcome {
@@ -275,7 +276,7 @@ impl ChartStore {
                     // Back to what is on disk; if even that fails, drop the chart from memory
                     // so the next use loads it afresh.
                     match self.inner.load(id) {
-                        Ok(chart) => cached.chart = chart,
+                        Ok((_, chart)) => cached.chart = chart,
                         Err(_) => lock(&self.inner.cache).remove(&id),
                     }
                 }
@@ -297,10 +298,10 @@ impl ChartStore {
         Ok(read(&cached.chart))
     }
 
-    /// A copy of a chart, to work on away from the store; bring changes back with
-    /// [`ChartStore::merge`].
+    /// A copy of a chart, to work on away from the store (a replica with its own actor id);
+    /// bring its changes back with [`ChartStore::merge`].
     pub fn chart(&self, id: ChartId) -> Result<Chart, StoreError> {
-        self.read(id, Chart::clone)
+        self.read(id, Chart::fork)
     }
 
     /// Merges a copy (from [`ChartStore::chart`], or a peer's replica) into the stored chart.
@@ -387,7 +388,7 @@ impl ChartStore {
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT kind, section, record_id, responsible, detail FROM deficiencies
-                 WHERE chart_id = ?1 ORDER BY kind, section, record_id, detail",
+                 WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
             )?;
             let rows = stmt.query_map([id.to_string()], |r| {
                 Ok((
@@ -408,6 +409,8 @@ impl ChartStore {
                     .map_err(|_| StoreError::Corrupt("unknown deficiency kind in index".into()))?;
                 out.push(d);
             }
+            // In the order a full audit gives them.
+            out.sort();
             Ok(out)
         })
     }
@@ -447,13 +450,11 @@ impl ChartStore {
         Ok(())
     }
 
-    /// Hears about every commit from now on, until the returned subscription is dropped.
-    /// Listeners run on the committing thread, after the commit: keep them short.
-    pub fn subscribe(
-        &self,
-        listener: impl Fn(&ChartChanged) + Send + Sync + 'static,
-    ) -> Subscription {
-        self.inner.feed.subscribe(Arc::new(listener))
+    /// Every commit from now on, in commit order, as a channel: receive on any thread, at
+    /// any pace (events wait in the channel), and drop the receiver to unsubscribe. Each event
+    /// is sent before the commit's `update` returns.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<ChartChanged> {
+        self.inner.feed.subscribe()
     }
 
     /// Folds a chart's changes into a new snapshot now.
@@ -582,39 +583,45 @@ impl NewChartRow {
         })
     }
 
-    fn insert(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    /// Inserts the rows; returns the chart's key.
+    fn insert(&self, tx: &Transaction<'_>) -> Result<i64, StoreError> {
         let key = self.id.to_string();
         let f = &self.index;
-        let inserted = tx
+        let chart: Option<i64> = tx
             .prepare_cached(
                 "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status,
                      admitted_at, discharged_at, open_deficiencies, heads, modified_at,
                      snapshot_bytes)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING key",
             )?
-            .execute(params![
-                key,
-                f.mrn,
-                f.family_name,
-                f.given_names,
-                f.ward,
-                f.bed,
-                f.status,
-                f.admitted_at,
-                f.discharged_at,
-                self.deficiencies.len() as i64,
-                self.heads,
-                now_millis(),
-                self.snapshot.len() as i64,
-            ])?;
-        if inserted == 0 {
+            .query_row(
+                params![
+                    key,
+                    f.mrn,
+                    f.family_name,
+                    f.given_names,
+                    f.ward,
+                    f.bed,
+                    f.status,
+                    f.admitted_at,
+                    f.discharged_at,
+                    self.deficiencies.len() as i64,
+                    self.heads,
+                    now_millis(),
+                    self.snapshot.len() as i64,
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(chart) = chart else {
             return Err(StoreError::AlreadyExists(self.id));
-        }
-        tx.prepare_cached("INSERT INTO chart_snapshots (chart_id, data) VALUES (?1, ?2)")?
-            .execute(params![key, self.snapshot])?;
-        insert_deficiencies(tx, &key, &self.deficiencies)?;
-        Ok(())
+        };
+        tx.prepare_cached("INSERT INTO chart_snapshots (chart, data) VALUES (?1, ?2)")?
+            .execute(params![chart, self.snapshot])?;
+        insert_deficiencies(tx, chart, &self.deficiencies)?;
+        Ok(chart)
     }
 }
 
@@ -649,16 +656,16 @@ impl IndexFields {
 
 fn insert_deficiencies(
     tx: &Transaction<'_>,
-    key: &str,
+    chart: i64,
     deficiencies: &[Deficiency],
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO deficiencies (chart_id, section, record_id, kind, responsible, detail)
+        "INSERT INTO deficiencies (chart, section, record_id, kind, responsible, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for d in deficiencies {
         stmt.execute(params![
-            key,
+            chart,
             d.section,
             d.record_id,
             d.kind.token(),
@@ -696,20 +703,21 @@ impl Inner {
         }
         // Load outside the cache lock: other charts stay reachable meanwhile. Two threads
         // may both load; the cache keeps the first.
-        let chart = self.load(id)?;
-        Ok(lock(&self.cache).insert(id, chart))
+        let (key, chart) = self.load(id)?;
+        Ok(lock(&self.cache).insert(id, key, chart))
     }
 
     /// Reads a chart's snapshot and changes in one read transaction and loads them.
-    fn load(&self, id: ChartId) -> Result<Chart, StoreError> {
-        let bytes = self.with_reader(|conn| read_document(conn, id))?.bytes;
+    fn load(&self, id: ChartId) -> Result<(i64, Chart), StoreError> {
+        let StoredDocument { key, bytes, .. } = self.with_reader(|conn| read_document(conn, id))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc = Automerge::load(&bytes).map_err(|e| StoreError::Unloadable {
             id,
             reason: e.to_string(),
         })?;
-        Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })
+        let chart = Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })?;
+        Ok((key, chart))
     }
 
     /// Appends the changes made since `before` and refreshes the index, in one durable
@@ -717,6 +725,7 @@ impl Inner {
     fn persist(
         &self,
         id: ChartId,
+        key: i64,
         chart: &Chart,
         before: &[ChangeHash],
     ) -> Result<(ChartChanged, bool), StoreError> {
@@ -724,32 +733,31 @@ impl Inner {
         let changes = chart.save_after(before);
         let touched = chart.touched_since(before);
         let index = IndexFields::of(chart).map_err(chart_err)?;
-        let scopes: BTreeSet<RecordRef> = touched.records.clone();
-        let deficiencies = chart.deficiencies_in(&scopes).map_err(chart_err)?;
+        let scopes: &BTreeSet<RecordRef> = &touched.records;
+        let deficiencies = chart.deficiencies_after(&touched).map_err(chart_err)?;
         let heads = chart.heads();
-        let key = id.to_string();
 
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("INSERT INTO chart_changes (chart_id, data) VALUES (?1, ?2)")?
+        tx.prepare_cached("INSERT INTO chart_changes (chart, data) VALUES (?1, ?2)")?
             .execute(params![key, changes])?;
         {
             let mut delete = tx.prepare_cached(
-                "DELETE FROM deficiencies WHERE chart_id = ?1 AND section = ?2 AND record_id = ?3",
+                "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
             )?;
-            for (section, record) in &scopes {
+            for (section, record) in scopes {
                 delete.execute(params![key, section, record])?;
             }
         }
-        insert_deficiencies(&tx, &key, &deficiencies)?;
+        insert_deficiencies(&tx, key, &deficiencies)?;
         let updated = tx
             .prepare_cached(
                 "UPDATE charts SET mrn = ?2, family_name = ?3, given_names = ?4, ward = ?5,
                      bed = ?6, status = ?7, admitted_at = ?8, discharged_at = ?9, heads = ?10,
                      modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
                      open_deficiencies =
-                         (SELECT count(*) FROM deficiencies WHERE chart_id = ?1)
-                 WHERE id = ?1
+                         (SELECT count(*) FROM deficiencies WHERE chart = ?1)
+                 WHERE key = ?1
                  RETURNING snapshot_bytes, incremental_bytes",
             )?
             .query_row(
@@ -779,7 +787,7 @@ impl Inner {
             ChartChanged {
                 id,
                 heads,
-                sections: touched.sections,
+                sections: touched.sections.clone(),
                 created: false,
             },
             due,
@@ -806,21 +814,21 @@ impl Inner {
                 reason: "the new snapshot lost changes; kept the old one".into(),
             });
         }
-        let key = id.to_string();
+        let key = stored.key;
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
-            "UPDATE chart_snapshots SET data = ?2 WHERE chart_id = ?1",
+            "UPDATE chart_snapshots SET data = ?2 WHERE chart = ?1",
             params![key, snapshot],
         )?;
         let folded = tx.execute(
-            "DELETE FROM chart_changes WHERE chart_id = ?1 AND seq <= ?2",
+            "DELETE FROM chart_changes WHERE chart = ?1 AND seq <= ?2",
             params![key, stored.last_seq],
         )?;
         let after: i64 = tx.query_row(
             "UPDATE charts SET snapshot_bytes = ?2, incremental_bytes =
-                 (SELECT coalesce(sum(length(data)), 0) FROM chart_changes WHERE chart_id = ?1)
-             WHERE id = ?1 RETURNING snapshot_bytes + incremental_bytes",
+                 (SELECT coalesce(sum(length(data)), 0) FROM chart_changes WHERE chart = ?1)
+             WHERE key = ?1 RETURNING snapshot_bytes + incremental_bytes",
             params![key, snapshot.len() as i64],
             |r| r.get(0),
         )?;
@@ -835,27 +843,29 @@ impl Inner {
 
 /// A chart's stored bytes: snapshot then changes, and the last change's sequence number.
 struct StoredDocument {
+    key: i64,
     bytes: Vec<u8>,
     last_seq: i64,
 }
 
 fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, StoreError> {
-    let key = id.to_string();
     // One read transaction: the snapshot and the changes are of the same moment.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let snapshot: Option<Vec<u8>> = tx
-        .prepare_cached("SELECT data FROM chart_snapshots WHERE chart_id = ?1")?
-        .query_row([&key], |r| r.get(0))
+    let snapshot: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT chart, data FROM chart_snapshots
+             WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
+        )?
+        .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(mut bytes) = snapshot else {
+    let Some((key, mut bytes)) = snapshot else {
         return Err(StoreError::NotFound(id));
     };
     let mut last_seq = 0;
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, data FROM chart_changes WHERE chart_id = ?1 ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([&key])?;
+        let mut stmt =
+            tx.prepare_cached("SELECT seq, data FROM chart_changes WHERE chart = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([key])?;
         while let Some(row) = rows.next()? {
             last_seq = row.get(0)?;
             let data = row
@@ -866,5 +876,9 @@ fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, S
         }
     }
     tx.finish()?;
-    Ok(StoredDocument { bytes, last_seq })
+    Ok(StoredDocument {
+        key,
+        bytes,
+        last_seq,
+    })
 }

@@ -4,7 +4,8 @@
 -- One row per chart: where its bytes are and the fields a listing needs, so that a ward's
 -- census never loads a document. Kept in the same transaction as every change to the chart.
 CREATE TABLE charts (
-    id                TEXT PRIMARY KEY NOT NULL,  -- automerge-repo document id (base58check)
+    key               INTEGER PRIMARY KEY,        -- what the other tables refer to: 8 bytes, not 28
+    id                TEXT NOT NULL UNIQUE,       -- automerge-repo document id (base58check)
     mrn               TEXT NOT NULL,
     family_name       TEXT NOT NULL,
     given_names       TEXT NOT NULL,
@@ -27,24 +28,24 @@ CREATE INDEX charts_by_modified ON charts (modified_at);
 
 -- The compacted document (automerge save()).
 CREATE TABLE chart_snapshots (
-    chart_id TEXT PRIMARY KEY NOT NULL REFERENCES charts (id),
-    data     BLOB NOT NULL
+    chart INTEGER PRIMARY KEY REFERENCES charts (key),
+    data  BLOB NOT NULL
 ) STRICT;
 
 -- Changes appended since the snapshot (automerge incremental saves), one row per commit.
 -- AUTOINCREMENT: sequence numbers are never reused, so compaction can delete "everything up to
 -- the sequence number it read" while new commits arrive.
 CREATE TABLE chart_changes (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
-    chart_id TEXT NOT NULL REFERENCES charts (id),
-    data     BLOB NOT NULL
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,
+    chart INTEGER NOT NULL REFERENCES charts (key),
+    data  BLOB NOT NULL
 ) STRICT;
 
-CREATE INDEX chart_changes_by_chart ON chart_changes (chart_id, seq);
+CREATE INDEX chart_changes_by_chart ON chart_changes (chart, seq);
 
 -- What each deficiency rule found, per record, so counts and worklists need no document.
 CREATE TABLE deficiencies (
-    chart_id    TEXT NOT NULL REFERENCES charts (id),
+    chart       INTEGER NOT NULL REFERENCES charts (key),
     section     TEXT NOT NULL,
     record_id   TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -52,11 +53,12 @@ CREATE TABLE deficiencies (
     detail      TEXT
 ) STRICT;
 
-CREATE INDEX deficiencies_by_record ON deficiencies (chart_id, section, record_id);
-CREATE INDEX deficiencies_by_kind ON deficiencies (kind, chart_id);
+CREATE INDEX deficiencies_by_record ON deficiencies (chart, section, record_id);
+CREATE INDEX deficiencies_by_kind ON deficiencies (kind, chart);
 
 -- automerge sync state per (peer, chart): what the peer is known to have, so a reconnect
 -- sends only what changed. `peer` is the peer's storage id, or its peer id if it has none.
+-- Keyed by document id: a peer may announce a chart before this store has it.
 CREATE TABLE sync_states (
     peer       TEXT NOT NULL,
     chart_id   TEXT NOT NULL,
