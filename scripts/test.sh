@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test, on a fresh machine: installs what the build needs beyond the Rust toolchain (when
+# it is missing and this is a Debian machine we may install on), then runs the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The store's encryption (SQLCipher, built by rusqlite) links the system OpenSSL's libcrypto.
+if ! echo '#include <openssl/evp.h>' | cc -E - >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "installing libssl-dev (OpenSSL headers, for SQLCipher)" >&2
+        apt-get update -qq && apt-get install -y -qq libssl-dev >/dev/null
+    else
+        echo "the build needs OpenSSL's headers: install libssl-dev (Debian, Ubuntu) or openssl-devel (Fedora)" >&2
+        exit 1
+    fi
+fi
+
+exec cargo test --workspace --locked "$@"
