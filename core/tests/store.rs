@@ -347,6 +347,62 @@ fn changes_from_another_replica_are_received_and_kept() {
 }
 
 #[test]
+fn changes_that_depend_on_changes_the_store_lacks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let mut tablet = store.chart(id).unwrap();
+    let base = tablet.heads();
+    tablet
+        .add_entry(&day_nurse(), t(1), heart_rate(70))
+        .unwrap();
+    let middle = tablet.heads();
+    tablet
+        .add_entry(&day_nurse(), t(2), heart_rate(71))
+        .unwrap();
+    let second_only = tablet.save_after(&middle);
+    let err = store.receive(id, &second_only).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Chart {
+                error: ChartError::Corrupt(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.read(id, |c| c.heads()).unwrap(), base);
+    // With what it depends on, it is taken.
+    store.receive(id, &tablet.save_after(&base)).unwrap();
+    assert_eq!(store.read(id, |c| c.heads()).unwrap(), tablet.heads());
+}
+
+#[test]
+fn a_write_that_panics_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let before = store.read(id, |c| c.heads()).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = store.update(id, |c| -> Result<(), ChartError> {
+            c.add_entry(&night_nurse(), t(1), heart_rate(88))?;
+            panic!("the app's code failed half-way");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(store.read(id, |c| c.heads()).unwrap(), before);
+    // And the chart takes writes again.
+    store
+        .update(id, |c| c.add_entry(&night_nurse(), t(2), heart_rate(90)))
+        .unwrap();
+    assert_eq!(
+        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        1
+    );
+}
+
+#[test]
 fn compaction_folds_the_changes_into_a_snapshot_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let id;

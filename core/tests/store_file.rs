@@ -22,21 +22,25 @@ fn key(byte: u8) -> EncryptionKey {
     EncryptionKey::new([byte; 32])
 }
 
-/// The file and any WAL beside it, to prove a refused open changed nothing.
-fn files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let dir = path.parent().unwrap();
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
+/// What a refused open must not change: the file and its write-ahead log (an absent log and
+/// an empty one hold the same: nothing), as hashes so a failure prints briefly. The
+/// shared-memory index (`-shm`) is a cache any reader rebuilds and is left out.
+fn files(path: &std::path::Path) -> Vec<String> {
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
+    let wal = path.with_file_name(format!(
+        "{}-wal",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    [read(path), read(&wal)]
+        .iter()
+        .map(|b| {
+            format!(
+                "{} bytes, sha256 {}",
+                b.len(),
+                hex::encode(Sha256::digest(b))
             )
         })
-        .collect();
-    out.sort();
-    out
+        .collect()
 }
 
 /// A store with one chart in it, closed.
@@ -105,6 +109,94 @@ fn a_store_from_a_newer_app_is_refused_and_left_alone() {
 }
 
 #[test]
+fn a_newer_store_killed_before_its_log_was_checkpointed_is_left_alone_log_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    store_with_a_chart(&path, None);
+    {
+        // The newer app's last act lives only in the write-ahead log when it dies.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA wal_checkpoint(TRUNCATE); PRAGMA user_version = {};",
+            VERSION + 1
+        ))
+        .unwrap();
+    }
+    let wal = path.with_extension("db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    let before = files(&path);
+    let err = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(matches!(err, StoreError::NewerVersion { .. }), "{err}");
+    assert_eq!(
+        files(&path),
+        before,
+        "neither the file nor its log was touched"
+    );
+}
+
+#[test]
+fn a_store_with_a_nonsense_version_is_reported_as_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    store_with_a_chart(&path, None);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA user_version = -1; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    let before = files(&path);
+    let err = ChartStore::open(&path, opts(None)).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert_eq!(files(&path), before);
+}
+
+#[test]
+fn a_lost_change_is_reported_and_compaction_does_not_make_the_loss_permanent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    let store = ChartStore::open(&path, opts(None)).unwrap();
+    let id = store.create(admitted()).unwrap();
+    for n in 0..3 {
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(n), heart_rate(70)))
+            .unwrap();
+    }
+    drop(store);
+    let rows = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM chart_changes", [], |r| r.get(0))
+            .unwrap()
+    };
+    {
+        // A damaged page took the middle commit with it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DELETE FROM chart_changes WHERE seq = (SELECT min(seq) + 1 FROM chart_changes);",
+        )
+        .unwrap();
+        assert_eq!(rows(&conn), 2);
+    }
+    let store = ChartStore::open(&path, opts(None)).unwrap();
+    let read = store.read(id, |c| c.heads());
+    assert!(
+        matches!(read, Err(StoreError::Unloadable { .. })),
+        "{read:?}"
+    );
+    let compacted = store.compact(id);
+    assert!(
+        matches!(compacted, Err(StoreError::Unloadable { .. })),
+        "{compacted:?}"
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(rows(&conn), 2, "the surviving changes are all still there");
+}
+
+#[test]
 fn a_damaged_store_is_reported_and_kept_for_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("charts.db");
@@ -155,7 +247,10 @@ fn an_encrypted_store_opens_only_with_its_key_and_hides_the_chart() {
     let path = dir.path().join("charts.db");
     let id = store_with_a_chart(&path, Some(key(7)));
 
-    let on_disk: Vec<u8> = files(&path).into_iter().flat_map(|(_, b)| b).collect();
+    let on_disk: Vec<u8> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
     for secret in [
         &b"Rivera"[..],
         b"MRN-0042",

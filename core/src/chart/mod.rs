@@ -88,10 +88,25 @@ impl Chart {
                 changes.push(automerge::Change::try_from(chunk.bytes).map_err(|e| corrupt(&e))?);
             }
         }
+        // A change whose dependencies are neither here nor in the same bytes would wait in
+        // automerge's queue, invisible and unsaved: refuse the bytes instead.
+        let arriving: std::collections::HashSet<ChangeHash> =
+            changes.iter().map(|c| c.hash()).collect();
+        let known = |h: &ChangeHash| {
+            arriving.contains(h)
+                || self.doc.get_change_meta_by_hash(h).is_some()
+                || documents
+                    .iter()
+                    .any(|d| d.get_change_meta_by_hash(h).is_some())
+        };
+        if let Some(missing) = changes.iter().flat_map(|c| c.deps()).find(|h| !known(h)) {
+            return Err(ChartError::Corrupt(format!(
+                "a change depends on change {missing}, which this chart does not have"
+            )));
+        }
         for mut d in documents {
             self.doc.merge(&mut d)?;
         }
-        // Changes whose dependencies have not arrived wait in automerge's queue.
         self.doc.apply_changes(changes)?;
         Ok(())
     }

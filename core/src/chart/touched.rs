@@ -44,6 +44,7 @@ impl Chart {
     pub fn touched_since(&self, heads: &[ChangeHash]) -> Touched {
         let mut out = Touched::default();
         let mut located: HashMap<String, Option<Located>> = HashMap::new();
+        let mut candidates: BTreeSet<RecordRef> = BTreeSet::new();
         for change in self.doc.get_changes(heads) {
             for op in change.decode().operations {
                 let path: Vec<String> = match &op.obj {
@@ -81,7 +82,7 @@ impl Chart {
                             && op.pred.is_empty()
                             && matches!(op.action, OpType::Make(automerge::ObjType::Map));
                         if makes_record {
-                            out.created.insert(record.clone());
+                            candidates.insert(record.clone());
                         }
                         out.records.insert(record);
                     }
@@ -95,8 +96,18 @@ impl Chart {
                 out.sections.insert(section);
             }
         }
-        // A signature or amendment changes the state of the entry it names.
         let r = Reader::new(&self.doc);
+        // Created: made by these changes and absent before them (a record deleted and made
+        // again, which validation refuses, would otherwise pass for new).
+        for (section, id) in candidates {
+            let absent_before = heads.is_empty()
+                || r.section(&section)
+                    .is_ok_and(|map| matches!(self.doc.get_at(&map, id.as_str(), heads), Ok(None)));
+            if absent_before {
+                out.created.insert((section, id));
+            }
+        }
+        // A signature or amendment changes the state of the entry it names.
         for (section, n) in &out.new_items {
             let field = if section == keys::SIGNATURES {
                 "entry_id"

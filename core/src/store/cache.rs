@@ -1,12 +1,13 @@
 //! Open charts, least recently used first out, bounded by an estimate of their memory.
 //!
-//! Each chart sits behind its own mutex, which is also what serialises writes to it: the cache
-//! holds the one in-memory copy of a chart, and a chart in use is never dropped (a second copy
-//! could commit beside the first).
+//! The cache holds the one slot of each chart in use, and the slot's mutex serialises
+//! everything done to the chart: loading it, writing it, committing it. A slot is created
+//! empty and filled by whoever locks it first, so two threads never load two copies; a slot
+//! someone holds is never dropped.
 
 use std::sync::{Arc, Mutex};
 
-use automerge::ReadDoc;
+use automerge::{ChangeHash, ReadDoc};
 use hashlink::LruCache;
 
 use crate::chart::{Chart, ChartId};
@@ -17,10 +18,17 @@ use crate::chart::{Chart, ChartId};
 const BYTES_PER_OP: usize = 24;
 const BYTES_PER_CHANGE: usize = 300;
 
+#[derive(Default)]
 pub(crate) struct Cached {
-    pub chart: Chart,
+    /// The chart as it is on disk (plus, during a write, that write's changes). `None` until
+    /// loaded, and again after a write or commit failed, so the next use reloads from disk.
+    pub chart: Option<Chart>,
     /// The chart's row key in the store.
     pub key: i64,
+    /// The heads the store holds for the chart.
+    pub stored_heads: Vec<ChangeHash>,
+    /// A write is under way; a slot found still dirty (its writer panicked) reloads.
+    pub dirty: bool,
 }
 
 pub(crate) type Slot = Arc<Mutex<Cached>>;
@@ -45,62 +53,61 @@ impl Cache {
         }
     }
 
-    pub fn get(&mut self, id: &ChartId) -> Option<Slot> {
-        self.slots.get(id).map(|(slot, _)| slot.clone())
-    }
-
-    /// Adds a loaded chart, unless another thread loaded it first: returns the slot to use.
-    pub fn insert(&mut self, id: ChartId, key: i64, chart: Chart) -> Slot {
-        if let Some(slot) = self.get(&id) {
-            return slot;
+    /// The chart's slot, created empty if it has none.
+    pub fn slot(&mut self, id: ChartId) -> Slot {
+        if let Some((slot, _)) = self.slots.get(&id) {
+            return slot.clone();
         }
-        let w = weight(&chart);
-        let slot = Arc::new(Mutex::new(Cached { chart, key }));
-        self.slots.insert(id, (slot.clone(), w));
-        self.total += w;
+        let slot = Slot::default();
+        self.slots.insert(id, (slot.clone(), 0));
         self.evict();
         slot
     }
 
-    /// Records a chart's new size after a commit.
-    pub fn reweigh(&mut self, id: &ChartId, chart: &Chart) {
+    /// Records a chart's size after it loaded or changed (`None`: it was unloaded).
+    pub fn reweigh(&mut self, id: &ChartId, chart: Option<&Chart>) {
         if let Some((_, w)) = self.slots.peek_mut(id) {
-            let new = weight(chart);
+            let new = chart.map(weight).unwrap_or(0);
             self.total = self.total - *w + new;
             *w = new;
         }
         self.evict();
     }
 
-    fn evict(&mut self) {
-        if self.total <= self.limit {
-            return;
-        }
-        // Oldest first; a slot someone holds stays.
-        let idle: Vec<ChartId> = self
+    /// Drops the slot of a chart that failed to load, if no one else holds it (the caller
+    /// holds one reference, the cache another). Under the cache lock no one can take it.
+    pub fn forget_unloaded(&mut self, id: &ChartId, slot: &Slot) {
+        let ours = self
             .slots
-            .iter()
-            .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in idle {
-            if self.total <= self.limit {
-                break;
-            }
-            if let Some((_, w)) = self.slots.remove(&id) {
+            .peek(id)
+            .is_some_and(|(s, _)| Arc::ptr_eq(s, slot) && Arc::strong_count(s) == 2);
+        if ours {
+            if let Some((_, w)) = self.slots.remove(id) {
                 self.total -= w;
             }
         }
     }
 
-    pub fn remove(&mut self, id: &ChartId) {
-        if let Some((_, w)) = self.slots.remove(id) {
+    fn evict(&mut self) {
+        // Empty slots of charts no one holds go too, whatever the total.
+        let idle: Vec<(ChartId, usize)> = self
+            .slots
+            .iter()
+            .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
+            .map(|(id, (_, w))| (*id, *w))
+            .collect();
+        for (id, w) in idle {
+            if self.total <= self.limit && w > 0 {
+                continue;
+            }
+            self.slots.remove(&id);
             self.total -= w;
         }
     }
 
+    /// Charts loaded in memory.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.iter().filter(|(_, (_, w))| *w > 0).count()
     }
 
     pub fn bytes(&self) -> usize {

@@ -31,6 +31,9 @@ pub enum StoreError {
     #[error("chart {0} is already in this store")]
     AlreadyExists(ChartId),
 
+    #[error("chart {0} changed in the store under this copy; it will reload, try again")]
+    ChangedElsewhere(ChartId),
+
     #[error("chart {id}: {error}")]
     Chart { id: ChartId, error: ChartError },
 

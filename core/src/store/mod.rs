@@ -19,18 +19,18 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::chart::{
-    Chart, ChartError, ChartId, Deficiency, DeficiencyKind, EncounterStatus, RecordRef, Timestamp,
+    Chart, ChartError, ChartId, Deficiency, DeficiencyKind, EncounterStatus, Timestamp,
 };
 
 pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
 
-use cache::{Cache, Slot};
+use cache::{Cache, Cached, Slot};
 
 /// A chart as a listing shows it, read from the index alone.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -175,27 +175,48 @@ impl ChartStore {
 
     /// Adds a chart under a given id (one received from a peer, or imported).
     pub fn insert(&self, id: ChartId, mut chart: Chart) -> Result<(), StoreError> {
+        let slot = lock(&self.inner.cache).slot(id);
+        let mut cached = lock(&slot);
+        if cached.chart.is_some() {
+            return Err(StoreError::AlreadyExists(id));
+        }
         let row = NewChartRow::of(id, &mut chart)?;
-        let key = {
+        let heads = chart.heads();
+        let inserted = {
             let mut conn = lock(&self.inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let key = row.insert(&tx)?;
-            tx.commit()?;
-            key
+            row.insert(&tx).and_then(|key| {
+                tx.commit()?;
+                // Announced before the writer is free: before any change to the chart.
+                self.inner.feed.publish(&ChartChanged {
+                    id,
+                    heads: heads.clone(),
+                    sections: all_sections(),
+                    created: true,
+                });
+                Ok(key)
+            })
         };
-        let heads = chart.heads();
-        lock(&self.inner.cache).insert(id, key, chart);
-        self.inner.feed.publish(&ChartChanged {
-            id,
-            heads,
-            sections: all_sections(),
-            created: true,
-        });
+        let key = match inserted {
+            Ok(key) => key,
+            Err(e) => {
+                drop(cached);
+                lock(&self.inner.cache).forget_unloaded(&id, &slot);
+                return Err(e);
+            }
+        };
+        *cached = Cached {
+            chart: Some(chart),
+            key,
+            stored_heads: heads,
+            dirty: false,
+        };
+        lock(&self.inner.cache).reweigh(&id, cached.chart.as_ref());
         Ok(())
     }
 
     /// Adds many charts in one transaction: all of them, or (on any error) none. `progress`
-    /// hears after each chart.
+    /// hears after each chart, from inside the transaction: it must not call the store.
     pub fn import<I>(
         &self,
         charts: I,
@@ -206,32 +227,31 @@ impl ChartStore {
         I: IntoIterator<Item = (ChartId, Chart)>,
     {
         let mut events = Vec::new();
-        {
-            let mut conn = lock(&self.inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut bytes = 0u64;
-            for (index, (id, mut chart)) in charts.into_iter().enumerate() {
-                let row = NewChartRow::of(id, &mut chart)
-                    .and_then(|row| row.insert(&tx).map(|_| row))
-                    .map_err(|error| StoreError::Import {
-                        index,
-                        error: Box::new(error),
-                    })?;
-                bytes += row.snapshot.len() as u64;
-                events.push(ChartChanged {
-                    id,
-                    heads: chart.heads(),
-                    sections: all_sections(),
-                    created: true,
-                });
-                progress(ImportProgress {
-                    done: index + 1,
-                    total,
-                    bytes,
-                });
-            }
-            tx.commit()?;
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut bytes = 0u64;
+        for (index, (id, mut chart)) in charts.into_iter().enumerate() {
+            let row = NewChartRow::of(id, &mut chart)
+                .and_then(|row| row.insert(&tx).map(|_| row))
+                .map_err(|error| StoreError::Import {
+                    index,
+                    error: Box::new(error),
+                })?;
+            bytes += row.snapshot.len() as u64;
+            events.push(ChartChanged {
+                id,
+                heads: chart.heads(),
+                sections: all_sections(),
+                created: true,
+            });
+            progress(ImportProgress {
+                done: index + 1,
+                total,
+                bytes,
+            });
         }
+        tx.commit()?;
+        // Announced before the writer is free: before any change to these charts.
         for e in &events {
             self.inner.feed.publish(e);
         }
@@ -240,31 +260,34 @@ impl ChartStore {
 
     /// Changes a chart: `write` runs on the chart (a chart API write, or changes received
     /// from a peer) and whatever it changed is committed durably, with the index, before this
-    /// returns. If `write` fails, or the commit does, nothing it did is kept: the chart is as
-    /// it was before the call, in memory and on disk.
+    /// returns. If `write` fails (or panics), or the commit does, nothing it did is kept: the
+    /// chart is reloaded from disk on its next use. `write` must not call the store.
     pub fn update<T>(
         &self,
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        let slot = self.inner.slot(id)?;
-        let mut cached = lock(&slot);
-        let before = cached.chart.heads();
-        let result = write(&mut cached.chart);
-        let changed = cached.chart.heads() != before;
+        let slot = lock(&self.inner.cache).slot(id);
+        let mut cached = self.inner.ready(id, &slot)?;
+        cached.dirty = true;
+        let Some(chart) = cached.chart.as_mut() else {
+            return Err(StoreError::NotFound(id));
+        };
+        let result = write(chart);
+        let changed = chart.heads() != cached.stored_heads;
         let outcome = match result {
             Err(error) => Err(StoreError::Chart { id, error }),
-            Ok(v) if !changed => return Ok(v),
-            Ok(v) => self
-                .inner
-                .persist(id, cached.key, &cached.chart, &before)
-                .map(|e| (v, e)),
+            Ok(v) if !changed => {
+                cached.dirty = false;
+                return Ok(v);
+            }
+            Ok(v) => self.inner.persist(id, &mut cached).map(|due| (v, due)),
         };
         match outcome {
-            Ok((v, (event, compact))) => {
-                lock(&self.inner.cache).reweigh(&id, &cached.chart);
-                self.inner.feed.publish(&event);
-                if compact {
+            Ok((v, due)) => {
+                cached.dirty = false;
+                lock(&self.inner.cache).reweigh(&id, cached.chart.as_ref());
+                if due {
                     if let Some((tx, _)) = &self.compactor {
                         let _ = tx.send(id);
                     }
@@ -273,29 +296,31 @@ impl ChartStore {
             }
             Err(e) => {
                 if changed {
-                    // Back to what is on disk; if even that fails, drop the chart from memory
-                    // so the next use loads it afresh.
-                    match self.inner.load(id) {
-                        Ok((_, chart)) => cached.chart = chart,
-                        Err(_) => lock(&self.inner.cache).remove(&id),
-                    }
+                    // Memory must not hold what the file does not: reload on next use.
+                    cached.chart = None;
+                    lock(&self.inner.cache).reweigh(&id, None);
                 }
+                cached.dirty = false;
                 Err(e)
             }
         }
     }
 
     /// Applies changes received from elsewhere (automerge change bytes) and commits them.
-    /// Check untrusted bytes with [`crate::chart::validate::validate_changes`] first.
+    /// Changes whose dependencies the chart lacks are refused. Check untrusted bytes with
+    /// [`crate::chart::validate::validate_changes`] first.
     pub fn receive(&self, id: ChartId, changes: &[u8]) -> Result<(), StoreError> {
         self.update(id, |chart| chart.load_incremental(changes))
     }
 
-    /// Reads a chart without copying it.
+    /// Reads a chart without copying it. `read` must not call the store.
     pub fn read<T>(&self, id: ChartId, read: impl FnOnce(&Chart) -> T) -> Result<T, StoreError> {
-        let slot = self.inner.slot(id)?;
-        let cached = lock(&slot);
-        Ok(read(&cached.chart))
+        let slot = lock(&self.inner.cache).slot(id);
+        let cached = self.inner.ready(id, &slot)?;
+        match cached.chart.as_ref() {
+            Some(chart) => Ok(read(chart)),
+            None => Err(StoreError::NotFound(id)),
+        }
     }
 
     /// A copy of a chart, to work on away from the store (a replica with its own actor id);
@@ -526,6 +551,16 @@ fn heads_blob(heads: &[ChangeHash]) -> Vec<u8> {
     sorted.iter().flat_map(|h| h.0).collect()
 }
 
+/// The sorted heads a `heads` column holds.
+fn parse_heads_blob(blob: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !blob.len().is_multiple_of(32) {
+        return None;
+    }
+    blob.chunks(32)
+        .map(|c| ChangeHash::try_from(c).ok())
+        .collect()
+}
+
 fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChartSummary, StoreError>> {
     let id: String = r.get(0)?;
     let status: String = r.get(6)?;
@@ -696,46 +731,63 @@ impl Inner {
         result
     }
 
-    /// The chart's cache slot, loading it from disk if it is not open.
-    fn slot(&self, id: ChartId) -> Result<Slot, StoreError> {
-        if let Some(slot) = lock(&self.cache).get(&id) {
-            return Ok(slot);
+    /// Locks a chart's slot, loading the chart from disk if it is not in memory (or its last
+    /// writer failed or panicked part-way).
+    fn ready<'a>(&self, id: ChartId, slot: &'a Slot) -> Result<MutexGuard<'a, Cached>, StoreError> {
+        let mut cached = lock(slot);
+        if cached.chart.is_some() && !cached.dirty {
+            return Ok(cached);
         }
-        // Load outside the cache lock: other charts stay reachable meanwhile. Two threads
-        // may both load; the cache keeps the first.
-        let (key, chart) = self.load(id)?;
-        Ok(lock(&self.cache).insert(id, key, chart))
+        match self.load(id) {
+            Ok(stored) => {
+                *cached = Cached {
+                    chart: Some(stored.chart),
+                    key: stored.key,
+                    stored_heads: stored.heads,
+                    dirty: false,
+                };
+                lock(&self.cache).reweigh(&id, cached.chart.as_ref());
+                Ok(cached)
+            }
+            Err(e) => {
+                *cached = Cached::default();
+                drop(cached);
+                lock(&self.cache).forget_unloaded(&id, slot);
+                Err(e)
+            }
+        }
     }
 
-    /// Reads a chart's snapshot and changes in one read transaction and loads them.
-    fn load(&self, id: ChartId) -> Result<(i64, Chart), StoreError> {
-        let StoredDocument { key, bytes, .. } = self.with_reader(|conn| read_document(conn, id))?;
+    /// Reads a chart's snapshot and changes in one read transaction and loads them; the
+    /// result must have exactly the heads the index row records.
+    fn load(&self, id: ChartId) -> Result<LoadedChart, StoreError> {
+        let stored = self.with_reader(|conn| read_document(conn, id))?;
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let doc = Automerge::load(&bytes).map_err(|e| StoreError::Unloadable {
-            id,
-            reason: e.to_string(),
-        })?;
+        let doc = stored.load(id)?;
         let chart = Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })?;
-        Ok((key, chart))
+        Ok(LoadedChart {
+            key: stored.key,
+            heads: stored.heads,
+            chart,
+        })
     }
 
-    /// Appends the changes made since `before` and refreshes the index, in one durable
-    /// transaction. Returns the feed event and whether the chart is due for compaction.
-    fn persist(
-        &self,
-        id: ChartId,
-        key: i64,
-        chart: &Chart,
-        before: &[ChangeHash],
-    ) -> Result<(ChartChanged, bool), StoreError> {
+    /// Appends the chart's changes since the heads on disk and refreshes its index rows, in
+    /// one durable transaction, and announces the commit before the writer is free (so the
+    /// feed is in commit order). Returns whether the chart is due for compaction.
+    fn persist(&self, id: ChartId, cached: &mut Cached) -> Result<bool, StoreError> {
         let chart_err = |error| StoreError::Chart { id, error };
+        let Some(chart) = cached.chart.as_ref() else {
+            return Err(StoreError::NotFound(id));
+        };
+        let before = &cached.stored_heads;
         let changes = chart.save_after(before);
         let touched = chart.touched_since(before);
         let index = IndexFields::of(chart).map_err(chart_err)?;
-        let scopes: &BTreeSet<RecordRef> = &touched.records;
         let deficiencies = chart.deficiencies_after(&touched).map_err(chart_err)?;
         let heads = chart.heads();
+        let key = cached.key;
 
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -745,11 +797,13 @@ impl Inner {
             let mut delete = tx.prepare_cached(
                 "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
             )?;
-            for (section, record) in scopes {
+            for (section, record) in &touched.records {
                 delete.execute(params![key, section, record])?;
             }
         }
         insert_deficiencies(&tx, key, &deficiencies)?;
+        // Only on top of the heads this copy was loaded with: anything else means the file
+        // changed under it, and writing would index a chart that is not the one on disk.
         let updated = tx
             .prepare_cached(
                 "UPDATE charts SET mrn = ?2, family_name = ?3, given_names = ?4, ward = ?5,
@@ -757,7 +811,7 @@ impl Inner {
                      modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
                      open_deficiencies =
                          (SELECT count(*) FROM deficiencies WHERE chart = ?1)
-                 WHERE key = ?1
+                 WHERE key = ?1 AND heads = ?13
                  RETURNING snapshot_bytes, incremental_bytes",
             )?
             .query_row(
@@ -774,24 +828,24 @@ impl Inner {
                     heads_blob(&heads),
                     now_millis(),
                     changes.len() as i64,
+                    heads_blob(before),
                 ],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()?;
         let Some((snapshot, incremental)) = updated else {
-            return Err(StoreError::NotFound(id));
+            return Err(StoreError::ChangedElsewhere(id));
         };
         tx.commit()?;
-        let due = incremental as u64 > (snapshot as u64).max(self.options.compact_min_bytes);
-        Ok((
-            ChartChanged {
-                id,
-                heads,
-                sections: touched.sections.clone(),
-                created: false,
-            },
-            due,
-        ))
+        self.feed.publish(&ChartChanged {
+            id,
+            heads: heads.clone(),
+            sections: touched.sections,
+            created: false,
+        });
+        drop(conn);
+        cached.stored_heads = heads;
+        Ok(incremental as u64 > (snapshot as u64).max(self.options.compact_min_bytes))
     }
 
     /// Replaces a chart's snapshot and the changes folded into it, in one transaction; the
@@ -799,10 +853,7 @@ impl Inner {
     fn compact(&self, id: ChartId) -> Result<CompactionReport, StoreError> {
         let _one_at_a_time = lock(&self.compacting);
         let stored = self.with_reader(|conn| read_document(conn, id))?;
-        let doc = Automerge::load(&stored.bytes).map_err(|e| StoreError::Unloadable {
-            id,
-            reason: e.to_string(),
-        })?;
+        let doc = stored.load(id)?;
         let snapshot = doc.save();
         let reloaded = Automerge::load(&snapshot).map_err(|e| StoreError::Unloadable {
             id,
@@ -841,26 +892,59 @@ impl Inner {
     }
 }
 
-/// A chart's stored bytes: snapshot then changes, and the last change's sequence number.
+/// A chart as loaded from the store.
+struct LoadedChart {
+    key: i64,
+    heads: Vec<ChangeHash>,
+    chart: Chart,
+}
+
+/// A chart's stored bytes: snapshot then changes, the heads its index row records, and the
+/// last change's sequence number.
 struct StoredDocument {
     key: i64,
+    heads: Vec<ChangeHash>,
     bytes: Vec<u8>,
     last_seq: i64,
 }
 
+impl StoredDocument {
+    /// Loads the bytes, checking that they make exactly the chart the index row describes: a
+    /// change row lost or damaged would otherwise load quietly without it (automerge queues
+    /// changes whose dependencies are missing), and compaction would make the loss permanent.
+    fn load(&self, id: ChartId) -> Result<Automerge, StoreError> {
+        let unloadable = |reason: String| StoreError::Unloadable { id, reason };
+        let doc = Automerge::load(&self.bytes).map_err(|e| unloadable(e.to_string()))?;
+        if !doc.get_missing_deps(&[]).is_empty() {
+            return Err(unloadable("changes are missing from the store".into()));
+        }
+        let mut heads = doc.get_heads();
+        heads.sort();
+        if heads != self.heads {
+            return Err(unloadable(
+                "the stored changes do not reach the heads the index records".into(),
+            ));
+        }
+        Ok(doc)
+    }
+}
+
 fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, StoreError> {
-    // One read transaction: the snapshot and the changes are of the same moment.
+    // One read transaction: the row, the snapshot and the changes are of the same moment.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let snapshot: Option<(i64, Vec<u8>)> = tx
+    let row: Option<(i64, Vec<u8>, Vec<u8>)> = tx
         .prepare_cached(
-            "SELECT chart, data FROM chart_snapshots
-             WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
+            "SELECT c.key, c.heads, s.data FROM charts c JOIN chart_snapshots s ON s.chart = c.key
+             WHERE c.id = ?1",
         )?
-        .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((key, mut bytes)) = snapshot else {
+    let Some((key, heads, mut bytes)) = row else {
         return Err(StoreError::NotFound(id));
     };
+    let heads = parse_heads_blob(&heads).ok_or_else(|| {
+        StoreError::Corrupt(format!("chart {id}: malformed heads in its index row"))
+    })?;
     let mut last_seq = 0;
     {
         let mut stmt =
@@ -878,6 +962,7 @@ fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, S
     tx.finish()?;
     Ok(StoredDocument {
         key,
+        heads,
         bytes,
         last_seq,
     })

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::error::StoreError;
@@ -41,6 +42,9 @@ pub(crate) fn connect(
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
     let conn = Connection::open_with_flags(path, flags)?;
+    // Until the file is known to be ours, closing must not checkpoint a write-ahead log into
+    // it (SQLite does so on the last close). `prepare` lifts this for the writer.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     if let Some(key) = &options.encryption_key {
         // SQLCipher answers cipher_version; plain SQLite ignores both pragmas, which would
         // leave a file the app believes encrypted in plain text.
@@ -74,7 +78,8 @@ pub(crate) fn connect(
     conn.execute_batch(&format!(
         "PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
-         PRAGMA temp_store = MEMORY;"
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cell_size_check = ON;"
     ))?;
     Ok(conn)
 }
@@ -87,6 +92,11 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     let fresh = application_id == 0 && version == 0 && objects == 0;
     if !fresh && application_id != APPLICATION_ID {
         return Err(StoreError::ForeignDatabase { application_id });
+    }
+    if version < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "the store's version is {version}"
+        )));
     }
     if version > VERSION {
         return Err(StoreError::NewerVersion {
@@ -108,6 +118,7 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     }
     // After a checkpoint, shrink the log back to this size rather than keep its largest.
     conn.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
     Ok(())
 }
 
