@@ -178,6 +178,18 @@ fn commit_latency() {
     let _ = g99;
 }
 
+/// A store that compacts only when asked, so that the bench decides when.
+fn manual_store(path: &std::path::Path) -> ChartStore {
+    ChartStore::open(
+        path,
+        StoreOptions {
+            compaction: Compaction::Manual,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 fn small_chart(ward: &str, n: usize) -> Chart {
     let tech = Staff::new("him.jones", Role::Technician, "records-pc-1");
     let dr = Staff::new("dr.okafor", Role::Physician, "tablet-01");
@@ -233,14 +245,7 @@ fn census_and_size() {
     let mut saved = 0u64;
     let start = Instant::now();
     {
-        let store = ChartStore::open(
-            &path,
-            StoreOptions {
-                compaction: Compaction::Manual,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store = manual_store(&path);
         let charts: Vec<_> = (0..2000)
             .map(|n| {
                 let mut c = small_chart(wards[n % wards.len()], n);
@@ -306,14 +311,7 @@ fn busy_chart_size_and_memory() {
     let id = ChartId::random();
     let compacted;
     {
-        let store = ChartStore::open(
-            &path,
-            StoreOptions {
-                compaction: Compaction::Manual,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store = manual_store(&path);
         store.insert(id, busy.clone()).unwrap();
         for n in 0..200 {
             store

@@ -60,6 +60,28 @@ fn a_chart_written_on_the_tablet_is_there_after_the_app_restarts() {
 }
 
 #[test]
+fn once_the_app_closes_the_store_file_alone_holds_every_chart() {
+    // An IT backup that copies only `charts.db` after the app has closed must get everything.
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(&dir);
+        let id = store.create(admitted()).unwrap();
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(5), heart_rate(64)))
+            .unwrap();
+        store.census("4west").unwrap(); // a reader connection, closed after the writer
+        id
+    };
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("charts.db"), copy.path().join("charts.db")).unwrap();
+    let store = open(&copy);
+    assert_eq!(
+        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        1
+    );
+}
+
+#[test]
 fn the_census_lists_a_ward_by_bed_without_loading_any_chart() {
     let dir = tempfile::tempdir().unwrap();
     {

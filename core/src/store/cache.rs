@@ -4,6 +4,8 @@
 //! everything done to the chart: loading it, writing it, committing it. A slot is created
 //! empty and filled by whoever locks it first, so two threads never load two copies; a slot
 //! someone holds is never dropped.
+//!
+//! Lock order: a slot, then the cache. Nothing locks a slot while holding the cache lock.
 
 use std::sync::{Arc, Mutex};
 
@@ -75,31 +77,45 @@ impl Cache {
     }
 
     /// Drops the slot of a chart that failed to load, if no one else holds it (the caller
-    /// holds one reference, the cache another). Under the cache lock no one can take it.
+    /// holds one reference, the cache another; under the cache lock no one can take another)
+    /// and no one filled it meanwhile. Otherwise it stays, weighing nothing until refilled.
     pub fn forget_unloaded(&mut self, id: &ChartId, slot: &Slot) {
-        let ours = self
-            .slots
-            .peek(id)
-            .is_some_and(|(s, _)| Arc::ptr_eq(s, slot) && Arc::strong_count(s) == 2);
-        if ours {
-            if let Some((_, w)) = self.slots.remove(id) {
-                self.total -= w;
-            }
+        let Some((s, w)) = self.slots.peek_mut(id) else {
+            return;
+        };
+        if !Arc::ptr_eq(s, slot) {
+            return;
+        }
+        // try_lock: the slot is unlocked by its one other holder, the caller, by now.
+        let still_empty = slot.try_lock().is_ok_and(|c| c.chart.is_none());
+        if !still_empty {
+            return;
+        }
+        self.total -= *w;
+        *w = 0;
+        if Arc::strong_count(slot) == 2 {
+            self.slots.remove(id);
         }
     }
 
     fn evict(&mut self) {
-        // Empty slots of charts no one holds go too, whatever the total.
+        if self.total <= self.limit {
+            return;
+        }
+        // Least recently used first, only slots no one holds, only until under the limit.
+        let mut over = self.total - self.limit;
         let idle: Vec<(ChartId, usize)> = self
             .slots
             .iter()
             .filter(|(_, (slot, _))| Arc::strong_count(slot) == 1)
             .map(|(id, (_, w))| (*id, *w))
+            .take_while(|(_, w)| {
+                let go = over > 0;
+                over = over.saturating_sub(*w);
+                go
+            })
             .collect();
         for (id, w) in idle {
-            if self.total <= self.limit && w > 0 {
-                continue;
-            }
             self.slots.remove(&id);
             self.total -= w;
         }

@@ -151,8 +151,12 @@ impl ChartStore {
                             let mut batch: HashSet<ChartId> = HashSet::from([first]);
                             batch.extend(rx.try_iter());
                             for id in batch {
-                                // A failure leaves the chart as it was; the next commit asks again.
-                                let _ = worker.compact(id);
+                                // A failure (even a panic) leaves the chart as it was; the next
+                                // commit asks again.
+                                let _ =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        worker.compact(id)
+                                    }));
                             }
                         }
                     })?;
@@ -269,12 +273,15 @@ impl ChartStore {
     ) -> Result<T, StoreError> {
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = self.inner.ready(id, &slot)?;
-        cached.dirty = true;
-        let Some(chart) = cached.chart.as_mut() else {
+        let c = &mut *cached;
+        let Some(chart) = c.chart.as_mut() else {
             return Err(StoreError::NotFound(id));
         };
+        // Until the outcome is known; a panic in `write` leaves it set, and the next use of
+        // the chart reloads it from disk.
+        c.dirty = true;
         let result = write(chart);
-        let changed = chart.heads() != cached.stored_heads;
+        let changed = chart.heads() != c.stored_heads;
         let outcome = match result {
             Err(error) => Err(StoreError::Chart { id, error }),
             Ok(v) if !changed => {
@@ -723,6 +730,12 @@ impl Inner {
             None => {
                 let c = schema::connect(&self.path, &self.options, false)?;
                 c.execute_batch("PRAGMA query_only = ON;")?;
+                // The file is known to be ours by now; whichever connection closes last
+                // folds the log into the file, so the file alone is the store once closed.
+                c.set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                    false,
+                )?;
                 c
             }
         };
@@ -932,16 +945,19 @@ impl StoredDocument {
 fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, StoreError> {
     // One read transaction: the row, the snapshot and the changes are of the same moment.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-    let row: Option<(i64, Vec<u8>, Vec<u8>)> = tx
+    let row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = tx
         .prepare_cached(
-            "SELECT c.key, c.heads, s.data FROM charts c JOIN chart_snapshots s ON s.chart = c.key
+            "SELECT c.key, c.heads, s.data FROM charts c
+             LEFT JOIN chart_snapshots s ON s.chart = c.key
              WHERE c.id = ?1",
         )?
         .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((key, heads, mut bytes)) = row else {
+    let Some((key, heads, snapshot)) = row else {
         return Err(StoreError::NotFound(id));
     };
+    let mut bytes =
+        snapshot.ok_or_else(|| StoreError::Corrupt(format!("chart {id} has no snapshot row")))?;
     let heads = parse_heads_blob(&heads).ok_or_else(|| {
         StoreError::Corrupt(format!("chart {id}: malformed heads in its index row"))
     })?;
