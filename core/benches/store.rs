@@ -105,36 +105,41 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 fn row(name: &str, mut d: Vec<Duration>) -> (f64, f64) {
     d.sort();
-    let (p50, p99) = (pct(&d, 0.5), pct(&d, 0.99));
-    println!("| {name} | {p50:.3} | {p99:.3} |");
+    let (p50, p95, p99) = (pct(&d, 0.5), pct(&d, 0.95), pct(&d, 0.99));
+    println!("| {name} | {p50:.3} | {p95:.3} | {p99:.3} |");
     (p50, p99)
 }
+
+const HEADER: &str = "| measure | p50 | p95 | p99 |\n|---|---|---|---|";
 
 fn commit_latency() {
     let dir = tempfile::tempdir().unwrap();
     let key = EncryptionKey::new([42; 32]);
     let hex_key = "2a".repeat(32);
-    let open = |name: &str, key: Option<EncryptionKey>| {
+    let open = |name: &str, key: Option<EncryptionKey>, compaction: Compaction| {
         ChartStore::open(
             dir.path().join(name),
             StoreOptions {
                 encryption_key: key,
+                compaction,
                 ..StoreOptions::default()
             },
         )
         .unwrap()
     };
-    let plain = open("plain.db", None);
-    let encrypted = open("encrypted.db", Some(key));
+    let plain = open("plain.db", None, Compaction::Background);
+    let encrypted = open("encrypted.db", Some(key), Compaction::Background);
+    let quiet = open("quiet.db", None, Compaction::Manual);
     let busy = busy_chart();
     let id = ChartId::random();
     plain.insert(id, busy.clone()).unwrap();
-    encrypted.insert(id, busy).unwrap();
+    encrypted.insert(id, busy.clone()).unwrap();
+    quiet.insert(id, busy).unwrap();
     let mut floor = Floor::open(&dir.path().join("floor.db"), None);
     let mut floor_enc = Floor::open(&dir.path().join("floor-enc.db"), Some(&hex_key));
 
-    let (mut t_plain, mut t_floor, mut t_enc, mut t_floor_enc, mut t_write) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut t_plain, mut t_floor, mut t_enc, mut t_floor_enc, mut t_write, mut t_quiet) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut scratch = plain.chart(id).unwrap();
     for n in 0..COMMITS {
         // The chart API write alone, on a copy, for the breakdown.
@@ -152,6 +157,12 @@ fn commit_latency() {
         t_floor.push(floor.insert(&bytes));
 
         let start = Instant::now();
+        quiet
+            .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
+            .unwrap();
+        t_quiet.push(start.elapsed());
+
+        let start = Instant::now();
         encrypted
             .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
             .unwrap();
@@ -159,17 +170,27 @@ fn commit_latency() {
         t_floor_enc.push(floor_enc.insert(&bytes));
     }
     println!("\n## Commit one observation to a chart of 2,000 entries ({COMMITS} commits each, interleaved; ms)\n");
-    println!("| measure | p50 | p99 |\n|---|---|---|");
+    println!("{HEADER}");
     let (_, w99) = row("chart API write alone (in memory, no store)", t_write);
-    let (p50, p99) = row("store.update: write + durable commit + index", t_plain);
+    let (p50, p99) = row(
+        "store.update: write + durable commit + index (background compaction on)",
+        t_plain,
+    );
+    let (q50, q99) = row(
+        "store.update, compaction off (no background work competing)",
+        t_quiet,
+    );
     let (f50, f99) = row("floor: raw INSERT of the same bytes, same pragmas", t_floor);
     let (e50, e99) = row("store.update, encrypted (SQLCipher)", t_enc);
     let (g50, g99) = row("floor, encrypted", t_floor_enc);
     println!(
-        "\nratios: store/floor p50 {:.2}x, p99 {:.2}x; store minus in-memory write p99 / floor p99 {:.2}x; \
+        "\nratios: store/floor p50 {:.2}x, p99 {:.2}x; compaction off: p50 {:.2}x, p99 {:.2}x; \
+         store minus in-memory write p99 / floor p99 {:.2}x; \
          encrypted/plain store p50 {:.2}x, p99 {:.2}x; encrypted/plain floor p50 {:.2}x",
         p50 / f50,
         p99 / f99,
+        q50 / f50,
+        q99 / f99,
         (p99 - w99) / f99,
         e50 / p50,
         e99 / p99,
@@ -290,7 +311,7 @@ fn census_and_size() {
         "\n## A store of 2,000 charts (10 entries each; built and imported in {:.1} s)\n",
         built.as_secs_f64()
     );
-    println!("| measure | p50 | p99 |\n|---|---|---|");
+    println!("{HEADER}");
     row(
         &format!("open the store and list one ward's census ({listed} charts)"),
         open_list,
@@ -389,7 +410,7 @@ fn commit_breakdown() {
         parts[3].1.push(t.elapsed());
     }
     println!("\n## Where a commit's time goes (busy chart, 100 observations; ms)\n");
-    println!("| step | p50 | p99 |\n|---|---|---|");
+    println!("| step | p50 | p95 | p99 |\n|---|---|---|---|");
     for (name, d) in parts {
         row(name, d);
     }

@@ -82,6 +82,29 @@ fn once_the_app_closes_the_store_file_alone_holds_every_chart() {
 }
 
 #[test]
+fn the_log_is_folded_into_the_file_in_the_background_while_the_app_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let file = dir.path().join("charts.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let initial = size();
+    for n in 0..250 {
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(n), heart_rate(70)))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size() <= initial {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never checkpointed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn the_census_lists_a_ward_by_bed_without_loading_any_chart() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -457,6 +480,26 @@ fn compaction_folds_the_changes_into_a_snapshot_and_loses_nothing() {
     let store = open(&dir);
     assert_eq!(store.read(id, |c| c.view().unwrap()).unwrap(), view);
     assert_eq!(view.entries.len(), 150);
+    drop(store);
+
+    // A chart not in memory is compacted from what is on disk.
+    let store = open(&dir);
+    for n in 0..10 {
+        store
+            .update(id, |c| {
+                c.add_entry(&night_nurse(), t(200 + n), heart_rate(70))
+            })
+            .unwrap();
+    }
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.compact(id).unwrap().changes_folded, 10);
+    assert_eq!(store.stats().unwrap().documents_loaded, 0);
+    assert_eq!(store.chart_bytes(id).unwrap().1, 0);
+    assert_eq!(
+        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        160
+    );
 }
 
 #[test]

@@ -66,6 +66,11 @@ impl Cache {
         slot
     }
 
+    /// The chart's slot if it has one, without making it more recently used.
+    pub fn existing(&self, id: &ChartId) -> Option<Slot> {
+        self.slots.peek(id).map(|(slot, _)| slot.clone())
+    }
+
     /// Records a chart's size after it loaded or changed (`None`: it was unloaded).
     pub fn reweigh(&mut self, id: &ChartId, chart: Option<&Chart>) {
         if let Some((_, w)) = self.slots.peek_mut(id) {

@@ -104,11 +104,75 @@ struct Inner {
     loads: std::sync::atomic::AtomicU64,
     /// One compaction at a time, whoever asks.
     compacting: Mutex<()>,
+    /// Work for the maintenance thread.
+    jobs: Mutex<mpsc::Sender<Job>>,
+    commits_since_checkpoint: std::sync::atomic::AtomicU32,
+}
+
+/// Checkpoint the write-ahead log into the file after this many commits, on the maintenance
+/// thread rather than inside a commit (SQLite's automatic checkpoint would stall the commit
+/// that crosses its threshold).
+const CHECKPOINT_EVERY: u32 = 100;
+
+enum Job {
+    Compact(ChartId),
+    Checkpoint,
+    Stop,
+}
+
+/// The background thread: compactions and checkpoints, off the committing threads. It holds
+/// the store weakly, so the store's last owner decides when the store closes.
+fn spawn_maintenance(
+    inner: std::sync::Weak<Inner>,
+    queue: mpsc::Receiver<Job>,
+) -> Result<JoinHandle<()>, StoreError> {
+    let handle = std::thread::Builder::new()
+        .name("chartsync-store".into())
+        .spawn(move || {
+            let mut checkpointer: Option<Connection> = None;
+            while let Ok(first) = queue.recv() {
+                // A burst of requests is done once: each chart compacted once, one checkpoint.
+                let mut compact: HashSet<ChartId> = HashSet::new();
+                let mut checkpoint = false;
+                for job in std::iter::once(first).chain(queue.try_iter()) {
+                    match job {
+                        Job::Compact(id) => {
+                            compact.insert(id);
+                        }
+                        Job::Checkpoint => checkpoint = true,
+                        Job::Stop => return,
+                    }
+                }
+                let Some(inner) = inner.upgrade() else { return };
+                for id in compact {
+                    // A failure (even a panic) leaves the chart as it was; the next commit
+                    // asks again.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        inner.compact(id)
+                    }));
+                }
+                if checkpoint {
+                    // PASSIVE: copies what it can without waiting for, or blocking, anyone.
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if checkpointer.is_none() {
+                            checkpointer = schema::connect(&inner.path, &inner.options, false).ok();
+                        }
+                        checkpointer
+                            .as_ref()
+                            .map(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);"))
+                    }));
+                    if !matches!(result, Ok(Some(Ok(())))) {
+                        checkpointer = None;
+                    }
+                }
+            }
+        })?;
+    Ok(handle)
 }
 
 pub struct ChartStore {
     inner: Arc<Inner>,
-    compactor: Option<(mpsc::Sender<ChartId>, JoinHandle<()>)>,
+    maintenance: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ChartStore {
@@ -128,6 +192,7 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
+        let (jobs, queue) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             path,
             cache: Mutex::new(Cache::new(options.cache_bytes)),
@@ -137,33 +202,14 @@ impl ChartStore {
             feed: feed::Feed::default(),
             loads: Default::default(),
             compacting: Mutex::new(()),
+            jobs: Mutex::new(jobs),
+            commits_since_checkpoint: Default::default(),
         });
-        let compactor = match inner.options.compaction {
-            Compaction::Manual => None,
-            Compaction::Background => {
-                let (tx, rx) = mpsc::channel::<ChartId>();
-                let worker = inner.clone();
-                let handle = std::thread::Builder::new()
-                    .name("chartsync-compactor".into())
-                    .spawn(move || {
-                        // Requests are deduplicated: a chart is compacted once per burst.
-                        while let Ok(first) = rx.recv() {
-                            let mut batch: HashSet<ChartId> = HashSet::from([first]);
-                            batch.extend(rx.try_iter());
-                            for id in batch {
-                                // A failure (even a panic) leaves the chart as it was; the next
-                                // commit asks again.
-                                let _ =
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        worker.compact(id)
-                                    }));
-                            }
-                        }
-                    })?;
-                Some((tx, handle))
-            }
-        };
-        Ok(ChartStore { inner, compactor })
+        let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
+        Ok(ChartStore {
+            inner,
+            maintenance: Some(maintenance),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -202,7 +248,10 @@ impl ChartStore {
             })
         };
         let key = match inserted {
-            Ok(key) => key,
+            Ok(key) => {
+                self.inner.committed(1);
+                key
+            }
             Err(e) => {
                 drop(cached);
                 lock(&self.inner.cache).forget_unloaded(&id, &slot);
@@ -259,6 +308,8 @@ impl ChartStore {
         for e in &events {
             self.inner.feed.publish(e);
         }
+        drop(conn);
+        self.inner.committed(CHECKPOINT_EVERY);
         Ok(events.into_iter().map(|e| e.id).collect())
     }
 
@@ -294,10 +345,8 @@ impl ChartStore {
             Ok((v, due)) => {
                 cached.dirty = false;
                 lock(&self.inner.cache).reweigh(&id, cached.chart.as_ref());
-                if due {
-                    if let Some((tx, _)) = &self.compactor {
-                        let _ = tx.send(id);
-                    }
+                if due && self.inner.options.compaction == Compaction::Background {
+                    self.inner.schedule(Job::Compact(id));
                 }
                 Ok(v)
             }
@@ -537,8 +586,8 @@ impl ChartStore {
 
 impl Drop for ChartStore {
     fn drop(&mut self) {
-        if let Some((tx, handle)) = self.compactor.take() {
-            drop(tx);
+        if let Some(handle) = self.maintenance.take() {
+            self.inner.schedule(Job::Stop);
             let _ = handle.join();
         }
     }
@@ -719,6 +768,24 @@ fn insert_deficiencies(
 }
 
 impl Inner {
+    fn schedule(&self, job: Job) {
+        // The thread outlives every send but the last (Stop, from Drop).
+        let _ = lock(&self.jobs).send(job);
+    }
+
+    /// Counts a commit; every so many, asks for a checkpoint.
+    fn committed(&self, commits: u32) {
+        use std::sync::atomic::Ordering;
+        let n = self
+            .commits_since_checkpoint
+            .fetch_add(commits, Ordering::Relaxed)
+            + commits;
+        if n >= CHECKPOINT_EVERY {
+            self.commits_since_checkpoint.store(0, Ordering::Relaxed);
+            self.schedule(Job::Checkpoint);
+        }
+    }
+
     /// Runs `f` on a read-only connection from the pool.
     fn with_reader<T>(
         &self,
@@ -857,6 +924,7 @@ impl Inner {
             created: false,
         });
         drop(conn);
+        self.committed(1);
         cached.stored_heads = heads;
         Ok(incremental as u64 > (snapshot as u64).max(self.options.compact_min_bytes))
     }
@@ -865,44 +933,107 @@ impl Inner {
     /// new snapshot is loaded back and checked before anything is deleted.
     fn compact(&self, id: ChartId) -> Result<CompactionReport, StoreError> {
         let _one_at_a_time = lock(&self.compacting);
-        let stored = self.with_reader(|conn| read_document(conn, id))?;
-        let doc = stored.load(id)?;
-        let snapshot = doc.save();
-        let reloaded = Automerge::load(&snapshot).map_err(|e| StoreError::Unloadable {
+        let plan = match self.snapshot_from_memory(id)? {
+            Some(plan) => plan,
+            None => self.snapshot_from_disk(id)?,
+        };
+        // Off every lock but ours: the check costs a load.
+        let reloaded = Automerge::load(&plan.snapshot).map_err(|e| StoreError::Unloadable {
             id,
             reason: format!("the new snapshot does not load: {e}"),
         })?;
-        if reloaded.get_heads() != doc.get_heads() {
+        let mut heads = reloaded.get_heads();
+        heads.sort();
+        if heads != plan.heads {
             return Err(StoreError::Unloadable {
                 id,
                 reason: "the new snapshot lost changes; kept the old one".into(),
             });
         }
-        let key = stored.key;
         let mut conn = lock(&self.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE chart_snapshots SET data = ?2 WHERE chart = ?1",
-            params![key, snapshot],
+            params![plan.key, plan.snapshot],
         )?;
+        // Commits made since the snapshot have later sequence numbers and stay.
         let folded = tx.execute(
             "DELETE FROM chart_changes WHERE chart = ?1 AND seq <= ?2",
-            params![key, stored.last_seq],
+            params![plan.key, plan.last_seq],
         )?;
         let after: i64 = tx.query_row(
             "UPDATE charts SET snapshot_bytes = ?2, incremental_bytes =
                  (SELECT coalesce(sum(length(data)), 0) FROM chart_changes WHERE chart = ?1)
              WHERE key = ?1 RETURNING snapshot_bytes + incremental_bytes",
-            params![key, snapshot.len() as i64],
+            params![plan.key, plan.snapshot.len() as i64],
             |r| r.get(0),
         )?;
         tx.commit()?;
         Ok(CompactionReport {
-            bytes_before: stored.bytes.len() as u64,
+            bytes_before: plan.bytes_before,
             bytes_after: after as u64,
             changes_folded: folded as u64,
         })
     }
+
+    /// A new snapshot of a chart that is in memory: saved from the copy there (a load
+    /// cheaper), under the chart's lock so that no commit lands between reading the last
+    /// sequence number and saving. `None` when the chart is not loaded or mid-write.
+    fn snapshot_from_memory(&self, id: ChartId) -> Result<Option<NewSnapshot>, StoreError> {
+        let Some(slot) = lock(&self.cache).existing(&id) else {
+            return Ok(None);
+        };
+        let mut cached = lock(&slot);
+        let key = cached.key;
+        if cached.dirty {
+            return Ok(None);
+        }
+        let Some(chart) = cached.chart.as_mut() else {
+            return Ok(None);
+        };
+        let (last_seq, bytes_before): (i64, i64) = self.with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM chart_changes WHERE chart = ?1),
+                        snapshot_bytes + incremental_bytes
+                 FROM charts WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })?;
+        let mut heads = chart.heads();
+        heads.sort();
+        Ok(Some(NewSnapshot {
+            key,
+            snapshot: chart.save(),
+            heads,
+            last_seq,
+            bytes_before: bytes_before as u64,
+        }))
+    }
+
+    /// A new snapshot of a chart read from disk (checked against its index row as any load).
+    fn snapshot_from_disk(&self, id: ChartId) -> Result<NewSnapshot, StoreError> {
+        let stored = self.with_reader(|conn| read_document(conn, id))?;
+        let snapshot = stored.load(id)?.save();
+        Ok(NewSnapshot {
+            key: stored.key,
+            snapshot,
+            heads: stored.heads,
+            last_seq: stored.last_seq,
+            bytes_before: stored.bytes.len() as u64,
+        })
+    }
+}
+
+/// A compaction's new snapshot and what it covers.
+struct NewSnapshot {
+    key: i64,
+    snapshot: Vec<u8>,
+    /// Sorted.
+    heads: Vec<ChangeHash>,
+    /// The last change the snapshot includes.
+    last_seq: i64,
+    bytes_before: u64,
 }
 
 /// A chart as loaded from the store.

@@ -119,6 +119,8 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     // After a checkpoint, shrink the log back to this size rather than keep its largest.
     conn.execute_batch("PRAGMA journal_size_limit = 67108864;")?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)?;
+    // Checkpoints run on the store's maintenance thread, not inside commits.
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
     Ok(())
 }
 
