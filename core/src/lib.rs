@@ -3,4 +3,5 @@
 
 pub mod chart;
 pub mod codes;
+pub mod protocol;
 pub mod store;

@@ -1,0 +1,96 @@
+//! One document kept in sync with one remote peer: automerge's sync state, wrapped in the
+//! protocol's `request` / `sync` / `doc-unavailable` messages.
+
+use automerge::sync::{self, SyncDoc};
+use automerge::Automerge;
+
+use super::error::ProtocolError;
+use super::message::{DocumentId, Message};
+
+#[derive(Debug, Clone)]
+pub struct DocSync {
+    document_id: DocumentId,
+    state: sync::State,
+    unavailable: bool,
+}
+
+impl DocSync {
+    /// `state`: what was stored for this peer's storage after the last session, so that the
+    /// first exchange sends only what changed since.
+    pub fn new(document_id: DocumentId, state: Option<sync::State>) -> DocSync {
+        DocSync {
+            document_id,
+            state: state.unwrap_or_default(),
+            unavailable: false,
+        }
+    }
+
+    pub fn document_id(&self) -> DocumentId {
+        self.document_id
+    }
+
+    /// The state to store when the session ends (or after each exchange).
+    pub fn state(&self) -> &sync::State {
+        &self.state
+    }
+
+    /// The peer has said it has not got the document (or may not share it).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+
+    pub fn mark_unavailable(&mut self) {
+        self.unavailable = true;
+    }
+
+    /// The next message to send, if automerge has anything to say. While we hold nothing of
+    /// the document it goes out as a `request`, so the peer answers `doc-unavailable` rather
+    /// than wait for a document neither side has.
+    pub fn generate(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
+        let data = doc.generate_sync_message(&mut self.state)?.encode();
+        let (document_id, sender_id, target_id) =
+            (self.document_id, from.to_string(), to.to_string());
+        Some(if doc.get_heads().is_empty() {
+            Message::Request {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        } else {
+            Message::Sync {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+            }
+        })
+    }
+
+    /// Reads the automerge sync message a `request` or `sync` carries.
+    pub fn decode(&self, data: &[u8]) -> Result<sync::Message, ProtocolError> {
+        sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
+            document: self.document_id.to_string(),
+        })
+    }
+
+    /// Applies a decoded sync message to `doc`. Check what it carries first
+    /// ([`changes_of`]) where the document has rules to keep.
+    pub fn receive(
+        &mut self,
+        doc: &mut Automerge,
+        message: sync::Message,
+    ) -> Result<(), ProtocolError> {
+        self.unavailable = false;
+        doc.receive_sync_message(&mut self.state, message)
+            .map_err(|_| ProtocolError::BadSyncMessage {
+                document: self.document_id.to_string(),
+            })
+    }
+}
+
+/// The changes a sync message carries, as bytes `Chart::load_incremental` reads, so that they
+/// can be checked on a copy of the document before the real one takes them.
+pub fn changes_of(message: &sync::Message) -> Vec<u8> {
+    message.changes.iter().flatten().copied().collect()
+}

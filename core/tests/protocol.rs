@@ -1,0 +1,491 @@
+//! The wire protocol: every message survives a round trip, frames from automerge-repo's
+//! JavaScript encoder decode, bad frames are typed errors (never panics), the handshake holds
+//! to the spec, and a tablet and the server converge through encoded frames across dropped
+//! connections.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use automerge::Automerge;
+use chartsync_core::chart::*;
+use chartsync_core::protocol::*;
+use common::*;
+use proptest::prelude::*;
+
+fn id_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9-]{1,40}"
+}
+
+fn doc_id() -> impl Strategy<Value = DocumentId> {
+    any::<[u8; 16]>().prop_map(DocumentId::from_bytes)
+}
+
+fn metadata() -> impl Strategy<Value = Option<PeerMetadata>> {
+    proptest::option::of((proptest::option::of(id_text()), any::<bool>()).prop_map(
+        |(storage_id, is_ephemeral)| PeerMetadata {
+            storage_id,
+            is_ephemeral,
+        },
+    ))
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let bytes = proptest::collection::vec(any::<u8>(), 0..200);
+    let ids = || proptest::collection::vec(id_text(), 0..4);
+    prop_oneof![
+        (
+            id_text(),
+            proptest::collection::vec(id_text(), 1..3),
+            metadata()
+        )
+            .prop_map(|(s, v, m)| {
+                Message::Join {
+                    sender_id: s,
+                    supported_protocol_versions: v,
+                    peer_metadata: m,
+                }
+            }),
+        (id_text(), id_text(), id_text(), metadata()).prop_map(|(s, v, t, m)| Message::Peer {
+            sender_id: s,
+            selected_protocol_version: v,
+            target_id: t,
+            peer_metadata: m
+        }),
+        id_text().prop_map(|s| Message::Leave { sender_id: s }),
+        (doc_id(), id_text(), id_text(), bytes.clone()).prop_map(|(d, s, t, b)| Message::Request {
+            document_id: d,
+            sender_id: s,
+            target_id: t,
+            data: b
+        }),
+        (doc_id(), id_text(), id_text(), bytes.clone()).prop_map(|(d, s, t, b)| Message::Sync {
+            document_id: d,
+            sender_id: s,
+            target_id: t,
+            data: b
+        }),
+        (doc_id(), id_text(), id_text()).prop_map(|(d, s, t)| Message::DocUnavailable {
+            document_id: d,
+            sender_id: s,
+            target_id: t
+        }),
+        (
+            doc_id(),
+            id_text(),
+            id_text(),
+            any::<u64>(),
+            id_text(),
+            bytes
+        )
+            .prop_map(|(d, s, t, c, sess, b)| Message::Ephemeral {
+                document_id: d,
+                sender_id: s,
+                target_id: t,
+                // JavaScript numbers: exact up to 2^53.
+                count: c % (1 << 53),
+                session_id: sess,
+                data: b
+            }),
+        (
+            "[ -~]{0,60}",
+            proptest::option::of(id_text()),
+            proptest::option::of(id_text())
+        )
+            .prop_map(|(m, s, t)| Message::Error {
+                message: m,
+                sender_id: s,
+                target_id: t
+            }),
+        (id_text(), id_text(), ids(), ids()).prop_map(|(s, t, a, r)| {
+            Message::RemoteSubscriptionChange {
+                sender_id: s,
+                target_id: t,
+                add: a,
+                remove: r,
+            }
+        }),
+        (
+            doc_id(),
+            id_text(),
+            id_text(),
+            proptest::collection::btree_map(id_text(), (ids(), 0u64..(1 << 53)), 0..3)
+        )
+            .prop_map(|(d, s, t, h)| Message::RemoteHeadsChanged {
+                document_id: d,
+                sender_id: s,
+                target_id: t,
+                new_heads: h
+                    .into_iter()
+                    .map(|(k, (heads, timestamp))| (k, RemoteHeads { heads, timestamp }))
+                    .collect::<BTreeMap<_, _>>()
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_message_survives_the_wire(m in message()) {
+        prop_assert_eq!(Message::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn random_bytes_are_an_error_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Message::decode(&bytes);
+    }
+
+    #[test]
+    fn every_cut_of_a_valid_frame_is_an_error(m in message(), cut in any::<prop::sample::Index>()) {
+        let frame = m.encode();
+        let at = cut.index(frame.len());
+        prop_assert!(Message::decode(&frame[..at]).is_err());
+        let mut longer = frame.clone();
+        longer.push(0);
+        prop_assert_eq!(Message::decode(&longer), Err(ProtocolError::TrailingBytes));
+    }
+}
+
+/// A `join` as automerge-repo's JavaScript client encodes it (cbor-x: 16-bit map headers, and
+/// `undefined` for a peer with no storage).
+const JS_JOIN: &[u8] = &[
+    0xb9, 0x00, 0x04, //
+    0x64, b't', b'y', b'p', b'e', 0x64, b'j', b'o', b'i', b'n', //
+    0x68, b's', b'e', b'n', b'd', b'e', b'r', b'I', b'd', //
+    0x67, b'b', b'r', b'o', b'w', b's', b'e', b'r', //
+    0x6c, b'p', b'e', b'e', b'r', b'M', b'e', b't', b'a', b'd', b'a', b't', b'a', //
+    0xb9, 0x00, 0x02, //
+    0x69, b's', b't', b'o', b'r', b'a', b'g', b'e', b'I', b'd', 0xf7, //
+    0x6b, b'i', b's', b'E', b'p', b'h', b'e', b'm', b'e', b'r', b'a', b'l', 0xf5, //
+    0x78, 0x19, b's', b'u', b'p', b'p', b'o', b'r', b't', b'e', b'd', b'P', b'r', b'o', b't', b'o',
+    b'c', b'o', b'l', b'V', b'e', b'r', b's', b'i', b'o', b'n', b's', //
+    0x81, 0x61, b'1',
+];
+
+#[test]
+fn a_join_from_automerge_repos_javascript_client_decodes() {
+    assert_eq!(
+        Message::decode(JS_JOIN).unwrap(),
+        Message::Join {
+            sender_id: "browser".into(),
+            supported_protocol_versions: vec!["1".into()],
+            peer_metadata: Some(PeerMetadata {
+                storage_id: None,
+                is_ephemeral: true
+            }),
+        }
+    );
+}
+
+#[test]
+fn a_timestamp_javascript_wrote_as_a_float_reads_as_milliseconds() {
+    let m = Message::RemoteHeadsChanged {
+        document_id: DocumentId::from_bytes([7; 16]),
+        sender_id: "server".into(),
+        target_id: "tablet".into(),
+        new_heads: BTreeMap::from([(
+            "storage-1".to_string(),
+            RemoteHeads {
+                heads: vec![],
+                timestamp: 1_720_000_000_000,
+            },
+        )]),
+    };
+    let frame = m.encode();
+    // JavaScript's encoder writes Date.now() as float64, and so do we, for JavaScript's sake.
+    let float = [0xfb, 0x42, 0x79, 0x07, 0x7f, 0xd3, 0x00, 0x00, 0x00];
+    assert!(frame.windows(float.len()).any(|w| w == float));
+    assert_eq!(Message::decode(&frame).unwrap(), m);
+}
+
+#[test]
+fn bad_frames_are_refused_with_a_reason() {
+    let sync = Message::Sync {
+        document_id: DocumentId::from_bytes([1; 16]),
+        sender_id: "a".into(),
+        target_id: "b".into(),
+        data: vec![1, 2, 3],
+    };
+    // An oversized frame is refused before it is read.
+    let huge = vec![0u8; MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        Message::decode(&huge),
+        Err(ProtocolError::TooLarge { .. })
+    ));
+    // A claimed 2^32-element array (automerge-repo's own test of a hostile frame).
+    let hostile = [0x9b, 0, 0, 0, 1, 0, 0, 0, 0];
+    assert_eq!(Message::decode(&hostile), Err(ProtocolError::NotAMap));
+    // Unknown type, with the type's text cleaned before it reaches a log.
+    let mut unknown = sync.encode();
+    let at = unknown.windows(4).position(|w| w == b"sync").unwrap();
+    unknown[at..at + 4].copy_from_slice(b"s\ny!");
+    assert_eq!(
+        Message::decode(&unknown),
+        Err(ProtocolError::UnknownType("s?y?".into()))
+    );
+    // A sync without its data.
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.map(4).unwrap();
+    e.str("type").unwrap().str("sync").unwrap();
+    e.str("documentId")
+        .unwrap()
+        .str(&DocumentId::from_bytes([1; 16]).to_string())
+        .unwrap();
+    e.str("senderId").unwrap().str("a").unwrap();
+    e.str("targetId").unwrap().str("b").unwrap();
+    assert_eq!(
+        Message::decode(e.writer()),
+        Err(ProtocolError::MissingField {
+            message: "sync",
+            field: "data"
+        })
+    );
+    // Data as an array of numbers rather than bytes.
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.map(2).unwrap();
+    e.str("type").unwrap().str("sync").unwrap();
+    e.str("data").unwrap().array(1).unwrap().u8(1).unwrap();
+    assert!(matches!(
+        Message::decode(e.writer()),
+        Err(ProtocolError::WrongType { field: "data", .. })
+    ));
+    // A document id with a bad checksum.
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.map(2).unwrap();
+    e.str("type").unwrap().str("doc-unavailable").unwrap();
+    e.str("documentId")
+        .unwrap()
+        .str("2j9knpCseyhnK8izDmLpGP5WMdZR")
+        .unwrap();
+    assert_eq!(
+        Message::decode(e.writer()),
+        Err(ProtocolError::BadDocumentId)
+    );
+}
+
+fn peer(id: &str, storage: Option<&str>) -> LocalPeer {
+    LocalPeer {
+        peer_id: id.into(),
+        metadata: PeerMetadata {
+            storage_id: storage.map(String::from),
+            is_ephemeral: storage.is_none(),
+        },
+    }
+}
+
+#[test]
+fn the_handshake_follows_the_spec() {
+    let (mut tablet, join) = Connection::initiate(peer("tablet-4west-01", Some("store-1")));
+    let mut server = Connection::accept(peer("server", Some("server-store")));
+    let Incoming::Established { remote, reply } = server.receive(&join.encode()).unwrap() else {
+        panic!("the server did not accept the join");
+    };
+    assert_eq!(remote.peer_id, "tablet-4west-01");
+    assert_eq!(remote.storage_id(), Some("store-1"));
+    let Incoming::Established {
+        remote,
+        reply: none,
+    } = tablet.receive(&reply.unwrap().encode()).unwrap()
+    else {
+        panic!("the tablet did not accept the peer message");
+    };
+    assert_eq!((remote.peer_id.as_str(), none), ("server", None));
+
+    // Document messages must come from the peer that joined, addressed to us.
+    let sync = |from: &str, to: &str| Message::Sync {
+        document_id: DocumentId::from_bytes([3; 16]),
+        sender_id: from.into(),
+        target_id: to.into(),
+        data: vec![0x42],
+    };
+    assert!(matches!(
+        server.receive(&sync("tablet-4west-01", "server").encode()),
+        Ok(Incoming::Document(_))
+    ));
+    let spoofed = server
+        .receive(&sync("tablet-icu-07", "server").encode())
+        .unwrap_err();
+    assert!(matches!(spoofed.error, ProtocolError::WrongSender { .. }));
+    assert!(matches!(
+        spoofed.reply.as_deref(),
+        Some(Message::Error { .. })
+    ));
+    assert!(server.is_closed(), "a violation closes the connection");
+}
+
+#[test]
+fn a_peer_without_version_1_is_told_so_and_dropped() {
+    let mut server = Connection::accept(peer("server", None));
+    let join = Message::Join {
+        sender_id: "old-client".into(),
+        supported_protocol_versions: vec!["0".into()],
+        peer_metadata: None,
+    };
+    let v = server.receive(&join.encode()).unwrap_err();
+    assert_eq!(v.error, ProtocolError::UnsupportedVersion);
+    assert_eq!(
+        v.reply.as_deref(),
+        Some(&Message::Error {
+            message: "unsupported protocol version".into(),
+            sender_id: Some("server".into()),
+            target_id: Some("old-client".into()),
+        })
+    );
+}
+
+#[test]
+fn anything_before_the_join_or_a_second_join_ends_the_connection() {
+    let mut server = Connection::accept(peer("server", None));
+    let sync = Message::Sync {
+        document_id: DocumentId::from_bytes([3; 16]),
+        sender_id: "x".into(),
+        target_id: "server".into(),
+        data: vec![],
+    };
+    let v = server.receive(&sync.encode()).unwrap_err();
+    assert!(matches!(
+        v.error,
+        ProtocolError::Unexpected {
+            expected: "a join message",
+            got: "sync"
+        }
+    ));
+
+    let mut server = Connection::accept(peer("server", None));
+    let (_, join) = Connection::initiate(peer("tablet", None));
+    server.receive(&join.encode()).unwrap();
+    let again = server.receive(&join.encode()).unwrap_err();
+    assert!(matches!(
+        again.error,
+        ProtocolError::Unexpected { got: "join", .. }
+    ));
+}
+
+/// Sends every message `from` has for `to` through encoded frames until both are quiet.
+/// Returns the bytes sent each way.
+fn exchange(
+    tablet: (&mut Automerge, &mut DocSync),
+    server: (&mut Automerge, &mut DocSync),
+) -> (usize, usize) {
+    let (t_doc, t_sync) = tablet;
+    let (s_doc, s_sync) = server;
+    let (mut up, mut down) = (0, 0);
+    for _ in 0..20 {
+        let a = t_sync.generate(t_doc, "tablet", "server");
+        if let Some(m) = &a {
+            let frame = m.encode();
+            up += frame.len();
+            let (Message::Sync { data, .. } | Message::Request { data, .. }) =
+                Message::decode(&frame).unwrap()
+            else {
+                panic!("not a sync message")
+            };
+            let msg = s_sync.decode(&data).unwrap();
+            s_sync.receive(s_doc, msg).unwrap();
+        }
+        let b = s_sync.generate(s_doc, "server", "tablet");
+        if let Some(m) = &b {
+            let frame = m.encode();
+            down += frame.len();
+            let (Message::Sync { data, .. } | Message::Request { data, .. }) =
+                Message::decode(&frame).unwrap()
+            else {
+                panic!("not a sync message")
+            };
+            let msg = t_sync.decode(&data).unwrap();
+            t_sync.receive(t_doc, msg).unwrap();
+        }
+        if a.is_none() && b.is_none() {
+            break;
+        }
+    }
+    (up, down)
+}
+
+#[test]
+fn a_tablet_that_lacks_a_chart_requests_it_and_receives_it_whole() {
+    let mut chart = admitted();
+    chart
+        .add_entry(&night_nurse(), t(5), heart_rate(70))
+        .unwrap();
+    let id = DocumentId::random();
+    let mut server = chart.doc().clone();
+    let mut tablet = Automerge::new();
+    let (mut s, mut t) = (DocSync::new(id, None), DocSync::new(id, None));
+    let first = t.generate(&tablet, "tablet", "server").unwrap();
+    assert_eq!(
+        first.kind(),
+        "request",
+        "asking for a chart the tablet lacks"
+    );
+    exchange((&mut tablet, &mut t), (&mut server, &mut s));
+    assert_eq!(tablet.get_heads(), server.get_heads());
+    let received = Chart::from_automerge(tablet).unwrap();
+    assert_eq!(received.view().unwrap().entries.len(), 1);
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    TabletWrites,
+    ServerWrites,
+    Exchange,
+    /// The connection drops: both sides start again from what they stored.
+    Reconnect,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Offline writes on both sides and dropped connections in any order: once the network
+    /// holds long enough, tablet and server hold the same chart, and no write is lost.
+    #[test]
+    fn tablet_and_server_converge_across_dropped_connections(
+        steps in proptest::collection::vec(prop_oneof![
+            3 => Just(Step::TabletWrites),
+            2 => Just(Step::ServerWrites),
+            2 => Just(Step::Exchange),
+            1 => Just(Step::Reconnect),
+        ], 1..30)
+    ) {
+        let mut chart = admitted();
+        let id = DocumentId::random();
+        let mut server = chart.doc().clone();
+        let mut tablet = Chart::load(&chart.save()).unwrap();
+        let (mut s, mut ts) = (DocSync::new(id, None), DocSync::new(id, None));
+        // What each side stored of its sync state at the end of its last exchange.
+        let (mut s_saved, mut t_saved) = (s.state().clone(), ts.state().clone());
+        let mut written = 0;
+        for (n, step) in steps.into_iter().enumerate() {
+            match step {
+                Step::TabletWrites => {
+                    tablet.add_entry(&night_nurse(), t(n as i64), heart_rate(60 + n as u32)).unwrap();
+                    written += 1;
+                }
+                Step::ServerWrites => {
+                    let mut c = Chart::from_automerge(server.clone()).unwrap();
+                    c.add_entry(&physician(), t(n as i64), NewEntry::note(EntryKind::ProgressNote, "Seen.")).unwrap();
+                    server = c.doc().clone();
+                    written += 1;
+                }
+                Step::Exchange => {
+                    let mut t_doc = tablet.doc().clone();
+                    exchange((&mut t_doc, &mut ts), (&mut server, &mut s));
+                    tablet = Chart::from_automerge(t_doc).unwrap();
+                    s_saved = s.state().clone();
+                    t_saved = ts.state().clone();
+                }
+                Step::Reconnect => {
+                    // Stored state survives a reconnect (automerge keeps only the shared heads).
+                    s = DocSync::new(id, Some(automerge::sync::State::decode(&s_saved.encode()).unwrap()));
+                    ts = DocSync::new(id, Some(automerge::sync::State::decode(&t_saved.encode()).unwrap()));
+                }
+            }
+        }
+        let mut t_doc = tablet.doc().clone();
+        exchange((&mut t_doc, &mut ts), (&mut server, &mut s));
+        prop_assert_eq!(t_doc.get_heads(), server.get_heads());
+        let entries = Chart::from_automerge(server).unwrap().view().unwrap().entries.len();
+        prop_assert_eq!(entries, written);
+    }
+}
