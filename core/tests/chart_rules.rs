@@ -1161,3 +1161,60 @@ fn a_signed_consent_form_cannot_be_rewritten_by_another_client() {
         matches!(&err.violations[0], Violation::FormEditAfterSignature { form_id, .. } if *form_id == f)
     );
 }
+
+#[test]
+fn the_server_accepts_changes_only_from_the_signed_in_user_within_their_role() {
+    use chartsync_core::chart::validate::{check_writer, Violation};
+    use chartsync_core::codes::CodeSystem;
+    let chart = admitted();
+    let base = chart.heads();
+
+    // A technician's new chart, checked as the technician who made it.
+    assert!(check_writer(&[], &chart, "him.jones", Role::Technician).is_ok());
+    // The same chart from a nurse's connection names another author.
+    let err = check_writer(&[], &chart, "rn.silva", Role::Nurse).unwrap_err();
+    assert!(err
+        .violations
+        .iter()
+        .all(|v| matches!(v, Violation::NotTheAuthor { .. })));
+
+    // A physician answering a coder's query writes to the queries section: allowed.
+    let mut c = replica(&mut chart.clone());
+    let q = c
+        .ask_query(
+            &coder(),
+            t(1),
+            NewQuery {
+                question: "Type 1 or type 2?".into(),
+                to: "dr.okafor".into(),
+                about: None,
+            },
+        )
+        .unwrap();
+    let asked = c.heads();
+    c.respond_to_query(&physician(), t(2), &q, "Type 2.")
+        .unwrap();
+    assert!(check_writer(&asked, &c, "dr.okafor", Role::Physician).is_ok());
+
+    // A coding assignment arriving on a nurse's connection, written as the nurse herself: the
+    // role may not write coding.
+    let mut tampered = Chart::load(&chart.clone().save()).unwrap();
+    let nurse_as_coder = Staff::new("rn.silva", Role::Coder, "tablet-4west-01");
+    tampered
+        .assign_code(
+            &nurse_as_coder,
+            t(3),
+            NewCoding {
+                code: CodeInput::new(CodeSystem::Icd10Cm, "E11.9"),
+                sequence: CodingSequence::Principal,
+                poa: Some(PresentOnAdmission::Yes),
+                supporting_entries: vec![],
+            },
+        )
+        .unwrap();
+    let err = check_writer(&base, &tampered, "rn.silva", Role::Nurse).unwrap_err();
+    assert!(err
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::RoleMayNotWrite { role: Role::Nurse, section } if section == "coding")));
+}

@@ -1,13 +1,28 @@
-//! chartsync-server: the sync server. So far it opens its chart store and serves its health
-//! check; the WebSocket sync endpoint, auth and audit come with the sync issue.
+//! chartsync-server: the sync server. It keeps charts in its store, syncs them with devices
+//! over `GET /sync` (automerge-repo's WebSocket protocol) under bearer tokens it issues
+//! (`chartsync-server token`), and answers `GET /healthz`.
 
+mod auth;
+mod sync;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{routing::get, Json, Router};
+use chartsync_core::chart::Role;
+use chartsync_core::protocol::{LocalPeer, PeerMetadata, MAX_MESSAGE_BYTES};
 use chartsync_core::store::{ChartStore, StoreOptions};
+
+use auth::{AuthError, Keys};
 use clap::{Parser, Subcommand};
+use sync::Hub;
 
 #[derive(Parser)]
 #[command(name = "chartsync-server", version, about = "chartsync sync server")]
@@ -20,6 +35,31 @@ struct Cli {
 enum Command {
     /// Serve the sync endpoint (also what runs with no subcommand).
     Serve(ServeArgs),
+    /// Print a bearer token for a device or a person, signed with the data directory's key.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The server's data directory (its key is made there on first use).
+    #[arg(long, default_value = "./chartsync-data")]
+    data_dir: PathBuf,
+    /// The user the token speaks for.
+    #[arg(long)]
+    user: String,
+    /// technician, nurse, physician, coder, records_supervisor or admin.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// A ward the token covers; repeat for more; `*` for every ward (the records office).
+    #[arg(long = "ward", required = true)]
+    wards: Vec<String>,
+    /// How long the token lasts: 90s, 30m, 12h, 7d (at most 30 days).
+    #[arg(long, default_value = "12h", value_parser = auth::parse_ttl)]
+    ttl: std::time::Duration,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::from_token(s).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -42,6 +82,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Token(t)) => {
+            std::fs::create_dir_all(&t.data_dir)?;
+            let keys = Keys::load_or_create(&t.data_dir)?;
+            println!("{}", keys.issue(&t.user, t.role, &t.wards, t.ttl));
+            return Ok(());
+        }
         None => ServeArgs {
             listen: "127.0.0.1:8080".parse()?,
             data_dir: "./chartsync-data".into(),
@@ -57,20 +103,118 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
+    let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
+    let (changes, _) = tokio::sync::broadcast::channel(1024);
+    forward_commits(&store, changes.clone());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let hub = Arc::new(Hub {
+        store: store.clone(),
+        local: LocalPeer {
+            peer_id: "chartsync-server".into(),
+            metadata: PeerMetadata {
+                storage_id: Some(storage_id(&args.data_dir)?),
+                is_ephemeral: false,
+            },
+        },
+        changes,
+        shutdown,
+    });
     let app = Router::new()
         .route("/healthz", get(healthz))
-        .with_state(store);
+        .route("/sync", get(sync_endpoint))
+        .with_state(AppState { store, keys, hub });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open sync connections close too, saving their sync state.
+            let _ = stop.send(true);
+        })
         .await?;
     tracing::info!("chartsync-server stopped");
     Ok(())
 }
 
+#[derive(Clone)]
+struct AppState {
+    store: Arc<ChartStore>,
+    keys: Arc<Keys>,
+    hub: Arc<Hub>,
+}
+
+/// The store's change feed, onto a channel every connection listens to.
+fn forward_commits(
+    store: &ChartStore,
+    changes: tokio::sync::broadcast::Sender<chartsync_core::store::ChartChanged>,
+) {
+    let feed = store.subscribe();
+    std::thread::Builder::new()
+        .name("chartsync-feed".into())
+        .spawn(move || {
+            // Ends when the store closes.
+            for event in feed {
+                let _ = changes.send(event);
+            }
+        })
+        .ok();
+}
+
+/// The server's storage id: what devices key their sync state for this server by.
+fn storage_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("storage-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// `GET /sync`: the token from `Authorization: Bearer` or `?token=` (browsers cannot set
+/// headers on a WebSocket), checked before the upgrade.
+async fn sync_endpoint(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let token = bearer.or(query.get("token").map(String::as_str));
+    let access = match token.map(|t| app.keys.verify(t)) {
+        Some(Ok(access)) => access,
+        Some(Err(e)) => return unauthorized(e),
+        None => return unauthorized(AuthError::Missing),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let hub = app.hub.clone();
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access))
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
 async fn healthz(
-    State(store): State<Arc<ChartStore>>,
+    State(AppState { store, .. }): State<AppState>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
     let stats = tokio::task::spawn_blocking(move || store.stats())
         .await

@@ -1,38 +1,18 @@
 //! The README's run command: the server starts with its defaults, answers its health check, and
 //! stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 #[test]
 fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
-    let data = std::env::temp_dir().join(format!("chartsync-serve-{}", std::process::id()));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_chartsync-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The log line says where it listens.
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("server exited before listening")
-            .unwrap();
-        if let Some(i) = line.find("127.0.0.1:") {
-            let rest = &line[i..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                .unwrap_or(rest.len());
-            break rest[..end].to_string();
-        }
-    };
-    let mut conn = TcpStream::connect(&addr).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("chartsync-data");
+    let server = common::Server::start(&data);
+    let mut conn = TcpStream::connect(&server.addr).unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut response = String::new();
@@ -45,16 +25,8 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
         data.join("charts.db").is_file(),
         "the store is created in the data directory"
     );
-
-    let pid = server.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = server.wait().unwrap();
+    let status = server.stop();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
-    let _ = std::fs::remove_dir_all(&data);
 }
 
 #[test]
@@ -64,7 +36,7 @@ fn the_server_refuses_a_data_directory_whose_store_is_not_a_chart_store() {
     let store = data.join("charts.db");
     let junk = b"a backup script wrote this here by mistake; it is not a database".to_vec();
     std::fs::write(&store, &junk).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_chartsync-server"))
+    let out = Command::new(common::BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("NO_COLOR", "1")

@@ -47,6 +47,9 @@ pub enum ChartError {
 
     #[error("the chart could not be decoded: {0}")]
     Corrupt(String),
+
+    #[error("changes refused: {0}")]
+    Rejected(Box<super::validate::Rejection>),
 }
 
 impl From<automerge::AutomergeError> for ChartError {

@@ -137,6 +137,11 @@ impl Chart {
         &self.doc
     }
 
+    /// For the sync protocol, which applies received changes itself.
+    pub(crate) fn doc_mut(&mut self) -> &mut Automerge {
+        &mut self.doc
+    }
+
     /// The chart as plain data.
     pub fn view(&self) -> Result<ChartView, ChartError> {
         let r = Reader::new(&self.doc);

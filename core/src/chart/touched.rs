@@ -27,6 +27,8 @@ pub struct Touched {
     pub created: BTreeSet<RecordRef>,
     /// New items of the signatures and amendments lists: (section, index).
     pub(crate) new_items: BTreeSet<(String, usize)>,
+    /// Sections written inside (not just created at the root, as a new chart creates them).
+    pub(crate) written: BTreeSet<String>,
 }
 
 fn keyed_section(section: &str) -> bool {
@@ -61,6 +63,7 @@ impl Chart {
                         }
                     }
                 };
+                let inside = !path.is_empty();
                 let mut full = path;
                 if let Key::Map(k) = &op.key {
                     full.push(k.to_string());
@@ -92,6 +95,9 @@ impl Chart {
                         }
                     }
                     _ => {}
+                }
+                if inside {
+                    out.written.insert(section.clone());
                 }
                 out.sections.insert(section);
             }

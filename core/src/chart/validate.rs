@@ -44,6 +44,13 @@ pub enum Violation {
     SignatureMismatch { entry_id: String },
     #[error("not a chart: {0}")]
     NotAChart(ChartError),
+    #[error("a {role} may not write {section}")]
+    RoleMayNotWrite {
+        role: super::types::Role,
+        section: String,
+    },
+    #[error("change {change} names someone other than the signed-in user as its author")]
+    NotTheAuthor { change: String },
 }
 
 /// Every violation found in a set of changes; any one rejects them all.
@@ -455,5 +462,48 @@ pub(crate) fn check_path<D: ReadDoc>(r: &Reader<'_, D>, path: &[String]) -> Resu
             path: other.to_string(),
             reason: "not part of the chart schema".into(),
         }),
+    }
+}
+
+/// The server's check of who wrote the changes `after` has beyond `before`, against the
+/// signed-in user (from the bearer token): each section they touch must be one the user's role
+/// writes, and a change that names an author must name this user in this role. (Changes with
+/// no author, from clients that set none, are the signed-in user's.)
+pub fn check_writer(
+    before: &[ChangeHash],
+    after: &super::Chart,
+    user: &str,
+    role: super::types::Role,
+) -> Result<(), Rejection> {
+    let mut violations = Vec::new();
+    for change in after.doc().get_changes(before) {
+        let author = after
+            .doc()
+            .get_author_for_actor(change.actor_id())
+            .and_then(|a| serde_json::from_slice::<super::types::Staff>(a.as_bytes()).ok());
+        if let Some(staff) = author {
+            if staff.user != user || staff.role != role {
+                violations.push(Violation::NotTheAuthor {
+                    change: change.hash().to_string(),
+                });
+            }
+        }
+    }
+    // Creating the sections is part of creating a chart (validate_changes allows it only
+    // then); what counts is what is written inside them.
+    for section in after.touched_since(before).written {
+        let mut writers = super::write::section_writers(&section).to_vec();
+        if section == keys::QUERIES {
+            // Physicians answer queries: their responses are appended to the query.
+            writers.push(super::types::Role::Physician);
+        }
+        if !writers.contains(&role) {
+            violations.push(Violation::RoleMayNotWrite { role, section });
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection { violations })
     }
 }

@@ -89,6 +89,18 @@ impl DocSync {
     }
 }
 
+impl DocSync {
+    /// [`DocSync::receive`] into a chart (check the changes first, as the server does with
+    /// `validate::validate_changes` and `validate::check_writer` on a fork).
+    pub fn receive_chart(
+        &mut self,
+        chart: &mut crate::chart::Chart,
+        message: sync::Message,
+    ) -> Result<(), ProtocolError> {
+        self.receive(chart.doc_mut(), message)
+    }
+}
+
 /// The changes a sync message carries, as bytes `Chart::load_incremental` reads, so that they
 /// can be checked on a copy of the document before the real one takes them.
 pub fn changes_of(message: &sync::Message) -> Vec<u8> {

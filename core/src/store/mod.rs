@@ -403,6 +403,19 @@ impl ChartStore {
         })
     }
 
+    /// One chart's summary from the index, or `None` if the store has no such chart.
+    pub fn summary(&self, id: ChartId) -> Result<Option<ChartSummary>, StoreError> {
+        let sql = "SELECT id, mrn, family_name, given_names, ward, bed, status, admitted_at,
+                          discharged_at, open_deficiencies, modified_at
+                   FROM charts WHERE id = ?1";
+        self.inner.with_reader(|conn| {
+            conn.prepare_cached(sql)?
+                .query_row([id.to_string()], summary_row)
+                .optional()?
+                .transpose()
+        })
+    }
+
     /// A ward's census: the charts of patients on the ward now, by bed.
     pub fn census(&self, ward: &str) -> Result<Vec<ChartSummary>, StoreError> {
         self.list(&ChartFilter {

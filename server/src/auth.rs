@@ -1,0 +1,235 @@
+//! Bearer tokens: HS256 JWTs naming a user, a role and the wards they may see, signed with a
+//! key the server makes in its data directory on first use (`token.key`, 32 random bytes,
+//! readable by the server's user only). The key never leaves the data directory; rotating it
+//! (deleting the file) invalidates every token.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chartsync_core::chart::Role;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Wards: `*` grants every ward (the records office).
+pub const ALL_WARDS: &str = "*";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: String,
+    wards: Vec<String>,
+    iat: u64,
+    exp: u64,
+}
+
+/// Who a verified token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub user: String,
+    pub role: Role,
+    pub wards: Vec<String>,
+}
+
+impl Access {
+    pub fn may_see_ward(&self, ward: &str) -> bool {
+        self.wards.iter().any(|w| w == ward || w == ALL_WARDS)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the token key {path} is not 32 bytes; it was left as it is (delete it to make a new one, which invalidates every token)")]
+    BadKey { path: String },
+    #[error("the token key could not be made: {0}")]
+    Random(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl Keys {
+    /// The data directory's key, made if there is none.
+    pub fn load_or_create(data_dir: &Path) -> Result<Keys, KeyError> {
+        let path = data_dir.join("token.key");
+        let secret = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(&path) {
+                    Ok(mut f) => {
+                        f.write_all(&secret)?;
+                        f.sync_all()?;
+                        secret.to_vec()
+                    }
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        std::fs::read(&path)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if secret.len() != 32 {
+            return Err(KeyError::BadKey {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(Keys {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+        })
+    }
+
+    /// A token for `user` in `role` on `wards`, valid for `ttl`.
+    pub fn issue(&self, user: &str, role: Role, wards: &[String], ttl: Duration) -> String {
+        let now = now_secs();
+        let claims = Claims {
+            sub: user.to_string(),
+            role: role.token().to_string(),
+            wards: wards.to_vec(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+        };
+        // HS256 over serialisable claims cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .unwrap_or_default()
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Access, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 30;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid,
+            },
+        )?;
+        let c = data.claims;
+        let role = Role::from_token(&c.role).map_err(|_| AuthError::Invalid)?;
+        if c.sub.trim().is_empty() || c.wards.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        Ok(Access {
+            user: c.sub,
+            role,
+            wards: c.wards,
+        })
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `90s`, `30m`, `12h`, `7d`: at most 30 days.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 12h or 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" | "" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    if secs == 0 || secs > 30 * 86_400 {
+        return Err("a token lasts between 1 second and 30 days".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_carries_its_user_role_and_wards_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        let wards = vec!["4west".to_string()];
+        let token = keys.issue("rn.park", Role::Nurse, &wards, Duration::from_secs(3600));
+        let access = keys.verify(&token).unwrap();
+        assert_eq!(
+            access,
+            Access {
+                user: "rn.park".into(),
+                role: Role::Nurse,
+                wards: wards.clone()
+            }
+        );
+        assert!(access.may_see_ward("4west") && !access.may_see_ward("icu"));
+
+        // The same key on the next start; another data directory's key refuses it.
+        let again = Keys::load_or_create(dir.path()).unwrap();
+        assert!(again.verify(&token).is_ok());
+        let other = tempfile::tempdir().unwrap();
+        let stranger = Keys::load_or_create(other.path()).unwrap();
+        assert_eq!(stranger.verify(&token), Err(AuthError::Invalid));
+
+        // Expired an hour ago (beyond the 30 s leeway).
+        let claims = Claims {
+            sub: "rn.park".into(),
+            role: "nurse".into(),
+            wards,
+            iat: now_secs() - 7200,
+            exp: now_secs() - 3600,
+        };
+        let old =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        assert_eq!(keys.verify(&old), Err(AuthError::Expired));
+        assert_eq!(keys.verify("not.a.token"), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_ttl("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_ttl("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_ttl("0h").is_err());
+        assert!(parse_ttl("31d").is_err());
+        assert!(parse_ttl("12 hours").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token.key"), b"short").unwrap();
+        assert!(matches!(
+            Keys::load_or_create(dir.path()),
+            Err(KeyError::BadKey { .. })
+        ));
+        assert_eq!(
+            std::fs::read(dir.path().join("token.key")).unwrap(),
+            b"short"
+        );
+    }
+}

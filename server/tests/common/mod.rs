@@ -1,0 +1,232 @@
+//! A real chartsync-server on an ephemeral port, tokens from its own `token` command, and
+//! simulated tablets that speak the sync protocol over a real WebSocket.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use automerge::Automerge;
+use chartsync_core::protocol::{
+    Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, PeerMetadata,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chartsync-server");
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1 with an ephemeral port, keeping its data in `data_dir`.
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server exited before listening")
+                .unwrap();
+            if line.contains("listening") {
+                if let Some(i) = line.find("127.0.0.1:") {
+                    let rest = &line[i..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                        .unwrap_or(rest.len());
+                    break rest[..end].to_string();
+                }
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe; CHARTSYNC_TEST_LOG=1 shows it.
+        let echo = std::env::var_os("CHARTSYNC_TEST_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if echo {
+                    eprintln!("[server] {line}");
+                }
+            }
+        });
+        Server {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// A token from the server's own command line.
+    pub fn token(&self, user: &str, role: &str, wards: &[&str]) -> String {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["token", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--user", user, "--role", role]);
+        for w in wards {
+            cmd.args(["--ward", w]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A tablet's end of a sync connection, handshake done.
+pub struct Tablet {
+    pub ws: Socket,
+    pub conn: Connection,
+    pub peer_id: String,
+}
+
+/// How one document's sync ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both sides have everything.
+    Synced,
+    /// The server has not got it, or may not share it.
+    Unavailable,
+    /// The server sent `error` (with its text) and closed.
+    Refused(String),
+}
+
+/// Opens `/sync` with a bearer token; `Err(status)` if the server refuses the upgrade.
+pub async fn connect(
+    addr: &str,
+    token: Option<&str>,
+    peer_id: &str,
+    storage: &str,
+) -> Result<Tablet, u16> {
+    let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
+    if let Some(t) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            return Err(response.status().as_u16())
+        }
+        Err(e) => panic!("connecting: {e}"),
+    };
+    let (mut conn, join) = Connection::initiate(LocalPeer {
+        peer_id: peer_id.to_string(),
+        metadata: PeerMetadata {
+            storage_id: Some(storage.to_string()),
+            is_ephemeral: false,
+        },
+    });
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let frame = next_binary(&mut ws).await.expect("no peer message");
+    match conn.receive(&frame).unwrap() {
+        Incoming::Established { .. } => {}
+        other => panic!("handshake: {other:?}"),
+    }
+    Ok(Tablet {
+        ws,
+        conn,
+        peer_id: peer_id.to_string(),
+    })
+}
+
+async fn next_binary(ws: &mut Socket) -> Option<Vec<u8>> {
+    loop {
+        match ws.next().await? {
+            Ok(WsMessage::Binary(b)) => return Some(b.to_vec()),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+impl Tablet {
+    /// Syncs one document until neither side has anything to say (a quiet spell of 300 ms).
+    pub async fn sync(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        state: &mut DocSync,
+    ) -> Outcome {
+        let server = self.conn.remote().unwrap().peer_id.clone();
+        loop {
+            if let Some(m) = state.generate(doc, &self.peer_id, &server) {
+                if self
+                    .ws
+                    .send(WsMessage::Binary(m.encode().into()))
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Refused("connection closed".into());
+                }
+            }
+            let frame =
+                match tokio::time::timeout(Duration::from_millis(300), next_binary(&mut self.ws))
+                    .await
+                {
+                    Err(_) => return Outcome::Synced,
+                    Ok(None) => return Outcome::Refused("connection closed".into()),
+                    Ok(Some(f)) => f,
+                };
+            match self.conn.receive(&frame) {
+                Ok(Incoming::Document(
+                    Message::Sync {
+                        document_id, data, ..
+                    }
+                    | Message::Request {
+                        document_id, data, ..
+                    },
+                )) if document_id == id => {
+                    let msg = state.decode(&data).unwrap();
+                    state.receive(doc, msg).unwrap();
+                }
+                Ok(Incoming::Document(Message::DocUnavailable { document_id, .. }))
+                    if document_id == id =>
+                {
+                    return Outcome::Unavailable
+                }
+                Ok(Incoming::Closed { .. }) => {
+                    let Message::Error { message, .. } = Message::decode(&frame).unwrap() else {
+                        return Outcome::Refused("closed".into());
+                    };
+                    return Outcome::Refused(message);
+                }
+                Ok(_) => {}
+                Err(v) => panic!("the server broke the protocol: {}", v.error),
+            }
+        }
+    }
+}
