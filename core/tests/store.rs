@@ -723,3 +723,71 @@ fn sync_state_persists_so_a_reconnect_sends_only_what_changed() {
         "with state {with_state} bytes, without {stateless}"
     );
 }
+
+#[test]
+fn the_audit_trail_names_who_did_what_to_which_chart_with_the_change_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let clerk = Actor {
+        user: "him.jones".into(),
+        role: "technician".into(),
+        device: "records-pc-1".into(),
+    };
+    let nurse = Actor {
+        user: "rn.park".into(),
+        role: "nurse".into(),
+        device: "tablet-4west-02".into(),
+    };
+    let id = ChartId::random();
+    store.insert_as(&clerk, id, admitted()).unwrap();
+    let before = store.read(id, |c| c.heads()).unwrap();
+    store
+        .update_as(&nurse, id, |c| {
+            c.add_entry(&night_nurse(), t(5), heart_rate(70))
+        })
+        .unwrap();
+    let after = store.read(id, |c| c.heads()).unwrap();
+    // A refused write leaves no row; a read and a denial are recorded as such.
+    let refused = store.update_as(&nurse, id, |c| {
+        c.add_entry(&technician(), t(6), heart_rate(71))
+    });
+    assert!(refused.is_err());
+    store
+        .record_audit(&nurse, AuditAction::Read, Some(id), None)
+        .unwrap();
+    store
+        .record_audit(
+            &clerk,
+            AuditAction::Deny,
+            Some(id),
+            Some("chart outside the token's wards"),
+        )
+        .unwrap();
+
+    let trail = store.audit_trail(id).unwrap();
+    let actions: Vec<_> = trail
+        .iter()
+        .map(|r| (r.action, r.actor.user.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            (AuditAction::Create, "him.jones"),
+            (AuditAction::Write, "rn.park"),
+            (AuditAction::Read, "rn.park"),
+            (AuditAction::Deny, "him.jones"),
+        ]
+    );
+    assert_eq!(
+        trail[0].changes,
+        before.iter().map(|h| h.to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        trail[1].changes,
+        after.iter().map(|h| h.to_string()).collect::<Vec<_>>()
+    );
+    assert!(trail
+        .windows(2)
+        .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
+    assert!(store.audit_trail(ChartId::random()).unwrap().is_empty());
+}

@@ -296,7 +296,10 @@ fn a_plain_store_is_not_opened_as_if_it_were_encrypted() {
 /// old text different from new ones. Add a file instead.
 #[test]
 fn released_migrations_are_unchanged() {
-    const RELEASED: &[&str] = &["47442a0c57165d6cdfbef4a29aba64a735b3cf8400e1dedd7c1407cfc053f786"];
+    const RELEASED: &[&str] = &[
+        "47442a0c57165d6cdfbef4a29aba64a735b3cf8400e1dedd7c1407cfc053f786",
+        "7f092c20d5e8db197d1ecb6e39e11aeee1d4cc097f3680955be001d0e992c64e",
+    ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
         if let Some(pinned) = RELEASED.get(n) {
@@ -329,14 +332,58 @@ fn database_at_version(path: &std::path::Path, v: usize) {
     }
 }
 
+/// A chart as a store of version `v` held it, written with that version's SQL. Version 0 is
+/// the empty file and holds nothing.
+fn seed_chart_at_version(path: &std::path::Path, v: usize, id: ChartId) {
+    if v == 0 {
+        return;
+    }
+    let mut chart = admitted();
+    let heads: Vec<u8> = {
+        let mut h = chart.heads();
+        h.sort();
+        h.iter().flat_map(|h| h.0).collect()
+    };
+    let snapshot = chart.save();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    // Versions 1 and 2 share these tables.
+    conn.execute(
+        "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status, admitted_at,
+             open_deficiencies, heads, modified_at, snapshot_bytes)
+         VALUES (?1, 'MRN-0042', 'Rivera', 'Ana Maria', '4west', '12A', 'active',
+             '2026-11-02T08:00:00Z', 0, ?2, 0, ?3)",
+        rusqlite::params![id.to_string(), heads, snapshot.len() as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO chart_snapshots (chart, data)
+         VALUES ((SELECT key FROM charts WHERE id = ?1), ?2)",
+        rusqlite::params![id.to_string(), snapshot],
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
     for v in 0..VERSION as usize {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("charts.db");
         database_at_version(&path, v);
+        let old = ChartId::random();
+        seed_chart_at_version(&path, v, old);
         let store = ChartStore::open(&path, opts(None)).unwrap();
+        if v > 0 {
+            assert_eq!(store.census("4west").unwrap().len(), 1, "from version {v}");
+            let name = store
+                .read(old, |c| c.patient().unwrap().family_name)
+                .unwrap();
+            assert_eq!(name, "Rivera", "from version {v}");
+        }
+        // And the upgraded store takes new charts and writes.
         let id = store.create(admitted()).unwrap();
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(5), heart_rate(70)))
+            .unwrap();
         drop(store);
         let conn = rusqlite::Connection::open(&path).unwrap();
         let version: i64 = conn

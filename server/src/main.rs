@@ -2,7 +2,9 @@
 //! over `GET /sync` (automerge-repo's WebSocket protocol) under bearer tokens it issues
 //! (`chartsync-server token`), and answers `GET /healthz`.
 
+mod api;
 mod auth;
+mod metrics;
 mod sync;
 
 use std::collections::HashMap;
@@ -13,14 +15,14 @@ use std::sync::Arc;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{routing::get, Json, Router};
 use chartsync_core::chart::Role;
 use chartsync_core::protocol::{LocalPeer, PeerMetadata, MAX_MESSAGE_BYTES};
 use chartsync_core::store::{ChartStore, StoreOptions};
 
-use auth::{AuthError, Keys};
+use auth::Keys;
 use clap::{Parser, Subcommand};
 use sync::Hub;
 
@@ -118,10 +120,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         changes,
         shutdown,
+        metrics: Arc::new(metrics::Metrics::new()),
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/sync", get(sync_endpoint))
+        .route("/api/charts", get(api::charts))
+        .route("/api/charts/{id}", get(api::chart))
+        .route("/api/audit", get(api::audit))
+        .route("/metrics", get(api::metrics))
         .with_state(AppState { store, keys, hub });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
@@ -182,16 +189,9 @@ async fn sync_endpoint(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let token = bearer.or(query.get("token").map(String::as_str));
-    let access = match token.map(|t| app.keys.verify(t)) {
-        Some(Ok(access)) => access,
-        Some(Err(e)) => return unauthorized(e),
-        None => return unauthorized(AuthError::Missing),
+    let access = match api::authenticate(&app, &headers, &query) {
+        Ok(a) => a,
+        Err(e) => return api::unauthorized(e),
     };
     let upgrade = match upgrade {
         Ok(u) => u,
@@ -202,15 +202,6 @@ async fn sync_endpoint(
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| sync::serve_socket(socket, hub, access))
-}
-
-fn unauthorized(e: AuthError) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(serde_json::json!({ "error": e.to_string() })),
-    )
-        .into_response()
 }
 
 async fn healthz(

@@ -21,7 +21,7 @@ use chartsync_core::protocol::sync::changes_of;
 use chartsync_core::protocol::{
     Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, RemotePeer,
 };
-use chartsync_core::store::{ChartChanged, ChartStore, StoreError};
+use chartsync_core::store::{Actor, AuditAction, ChartChanged, ChartStore, StoreError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, watch};
 
@@ -35,6 +35,7 @@ pub struct Hub {
     pub changes: broadcast::Sender<ChartChanged>,
     /// Set when the server is stopping: connections say goodbye and save their state.
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -69,6 +70,8 @@ struct Session {
 
 pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
     let (mut tx, mut rx) = socket.split();
+    let metrics = hub.metrics.clone();
+    metrics.connections.inc();
     let mut feed = hub.changes.subscribe();
     let mut shutdown = hub.shutdown.clone();
     let mut session = Session {
@@ -81,7 +84,12 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
         let out = tokio::select! {
             frame = rx.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
-                    tokio::task::block_in_place(|| session.on_frame(&bytes))
+                    metrics.messages_received.inc();
+                    metrics.bytes_received.inc_by(bytes.len() as u64);
+                    let started = std::time::Instant::now();
+                    let out = tokio::task::block_in_place(|| session.on_frame(&bytes));
+                    metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
+                    out
                 }
                 Some(Ok(WsMessage::Text(_))) => Output {
                     send: vec![session.error("text frames are not part of the protocol")],
@@ -102,7 +110,10 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
         };
         let mut failed = false;
         for m in out.send {
-            if tx.send(WsMessage::Binary(m.encode().into())).await.is_err() {
+            let frame = m.encode();
+            metrics.messages_sent.inc();
+            metrics.bytes_sent.inc_by(frame.len() as u64);
+            if tx.send(WsMessage::Binary(frame.into())).await.is_err() {
                 failed = true;
                 break;
             }
@@ -113,6 +124,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
         }
     }
     tokio::task::block_in_place(|| session.finish());
+    metrics.connections.dec();
 }
 
 impl Session {
@@ -122,6 +134,26 @@ impl Session {
 
     fn remote_id(&self) -> String {
         self.remote().map(|r| r.peer_id.clone()).unwrap_or_default()
+    }
+
+    /// Who is acting, for the audit trail.
+    fn actor(&self) -> Actor {
+        Actor {
+            user: self.access.user.clone(),
+            role: self.access.role.token().to_string(),
+            device: self.remote_id(),
+        }
+    }
+
+    /// Records an event in the audit trail; a failure is logged, not fatal to the session.
+    fn audit(&self, action: AuditAction, id: DocumentId, detail: Option<&str>) {
+        if let Err(e) = self
+            .hub
+            .store
+            .record_audit(&self.actor(), action, Some(id), detail)
+        {
+            tracing::error!(chart = %id, error = %e, "could not write the audit trail");
+        }
     }
 
     fn error(&self, text: &str) -> Message {
@@ -190,6 +222,11 @@ impl Session {
             }
             Ok(Some(_)) => {
                 tracing::info!(user = %self.access.user, chart = %id, "denied: chart outside the token's wards");
+                self.audit(
+                    AuditAction::Deny,
+                    id,
+                    Some("chart outside the token's wards"),
+                );
                 self.unavailable(id)
             }
             Ok(None) if is_request && !pending => self.unavailable(id),
@@ -212,10 +249,13 @@ impl Session {
 
     fn sync_chart(&mut self, id: DocumentId, data: &[u8]) -> Output {
         if !matches!(self.docs.get(&id), Some(Doc::Chart(_))) {
+            // The first exchange about this chart on this connection: the device reads it.
+            self.audit(AuditAction::Read, id, None);
             let state = self.stored_state(id);
             self.docs.insert(id, Doc::Chart(DocSync::new(id, state)));
         }
         let hub = self.hub.clone();
+        let actor = self.actor();
         let (user, role) = (self.access.user.clone(), self.access.role);
         let (local, remote) = (hub.local.peer_id.clone(), self.remote_id());
         let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
@@ -232,7 +272,7 @@ impl Session {
             }
         };
         let changes = changes_of(&message);
-        let applied = hub.store.update(id, |chart| {
+        let applied = hub.store.update_as(&actor, id, |chart| {
             if !changes.is_empty() {
                 let mut candidate = chart.fork();
                 candidate.load_incremental(&changes)?;
@@ -331,7 +371,7 @@ impl Session {
                 error: ChartError::NotPermitted("a chart on a ward outside the token".into()),
             });
         }
-        self.hub.store.insert(id, chart)
+        self.hub.store.insert_as(&self.actor(), id, chart)
     }
 
     /// Refuses what the device sent: `error`, then disconnect. Nothing of it was kept.
@@ -339,6 +379,8 @@ impl Session {
         let text = match &e {
             StoreError::Chart { error, .. } => {
                 tracing::warn!(user = %self.access.user, peer = %self.remote_id(), chart = %id, error = %error, "changes rejected; disconnecting");
+                self.audit(AuditAction::Reject, id, Some(&error.to_string()));
+                self.hub.metrics.rejections.inc();
                 format!("changes to {id} refused: {error}")
             }
             other => {

@@ -7,6 +7,7 @@
 //! on demand into a cache bounded by memory; a background thread folds a chart's changes into
 //! a new snapshot once they outgrow the old one. docs/store.md has the file format and why.
 
+mod audit;
 mod cache;
 mod error;
 mod feed;
@@ -26,6 +27,7 @@ use crate::chart::{
     Chart, ChartError, ChartId, Deficiency, DeficiencyKind, EncounterStatus, Timestamp,
 };
 
+pub use audit::{Actor, AuditAction, AuditRecord};
 pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
@@ -224,7 +226,21 @@ impl ChartStore {
     }
 
     /// Adds a chart under a given id (one received from a peer, or imported).
-    pub fn insert(&self, id: ChartId, mut chart: Chart) -> Result<(), StoreError> {
+    pub fn insert(&self, id: ChartId, chart: Chart) -> Result<(), StoreError> {
+        self.insert_inner(id, chart, None)
+    }
+
+    /// [`ChartStore::insert`], with a `create` row in the audit trail in the same transaction.
+    pub fn insert_as(&self, actor: &Actor, id: ChartId, chart: Chart) -> Result<(), StoreError> {
+        self.insert_inner(id, chart, Some(actor))
+    }
+
+    fn insert_inner(
+        &self,
+        id: ChartId,
+        mut chart: Chart,
+        actor: Option<&Actor>,
+    ) -> Result<(), StoreError> {
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = lock(&slot);
         if cached.chart.is_some() {
@@ -236,6 +252,15 @@ impl ChartStore {
             let mut conn = lock(&self.inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             row.insert(&tx).and_then(|key| {
+                if let Some(actor) = actor {
+                    let hashes: Vec<ChangeHash> = chart
+                        .doc()
+                        .get_changes(&[])
+                        .iter()
+                        .map(|c| c.hash())
+                        .collect();
+                    insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
+                }
                 tx.commit()?;
                 // Announced before the writer is free: before any change to the chart.
                 self.inner.feed.publish(&ChartChanged {
@@ -322,6 +347,26 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
+        self.update_inner(id, None, write)
+    }
+
+    /// [`ChartStore::update`], with a `write` row naming the committed changes in the audit
+    /// trail, in the same transaction (no row when nothing changed).
+    pub fn update_as<T>(
+        &self,
+        actor: &Actor,
+        id: ChartId,
+        write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+    ) -> Result<T, StoreError> {
+        self.update_inner(id, Some(actor), write)
+    }
+
+    fn update_inner<T>(
+        &self,
+        id: ChartId,
+        actor: Option<&Actor>,
+        write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+    ) -> Result<T, StoreError> {
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = self.inner.ready(id, &slot)?;
         let c = &mut *cached;
@@ -339,7 +384,10 @@ impl ChartStore {
                 cached.dirty = false;
                 return Ok(v);
             }
-            Ok(v) => self.inner.persist(id, &mut cached).map(|due| (v, due)),
+            Ok(v) => self
+                .inner
+                .persist(id, &mut cached, actor)
+                .map(|due| (v, due)),
         };
         match outcome {
             Ok((v, due)) => {
@@ -505,6 +553,68 @@ impl ChartStore {
             }
             // In the order a full audit gives them.
             out.sort();
+            Ok(out)
+        })
+    }
+
+    /// Appends a row to the audit trail: a read, a listing, a denial or a refusal. (Writes and
+    /// creations are recorded by [`ChartStore::update_as`] and [`ChartStore::insert_as`].)
+    /// `detail`: ids and reasons only, never chart content.
+    pub fn record_audit(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        chart: Option<ChartId>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        insert_audit(&tx, actor, action, chart, &[], detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A chart's audit trail, oldest first.
+    pub fn audit_trail(&self, chart: ChartId) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, user, role, device, action, chart_id, changes, detail
+                 FROM audit_events WHERE chart_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt.query_map([chart.to_string()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    Actor {
+                        user: r.get(2)?,
+                        role: r.get(3)?,
+                        device: r.get(4)?,
+                    },
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })?;
+            let bad = |what: &str| StoreError::Corrupt(format!("audit row with an invalid {what}"));
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at, actor, action, chart, changes, detail) = row?;
+                out.push(AuditRecord {
+                    seq,
+                    at: Timestamp::from_unix_millis(at).map_err(|_| bad("time"))?,
+                    actor,
+                    action: AuditAction::from_token(&action).ok_or_else(|| bad("action"))?,
+                    chart: chart
+                        .map(|c| c.parse())
+                        .transpose()
+                        .map_err(|_| bad("chart id"))?,
+                    changes: changes
+                        .map(|c| c.split_whitespace().map(String::from).collect())
+                        .unwrap_or_default(),
+                    detail,
+                });
+            }
             Ok(out)
         })
     }
@@ -758,6 +868,38 @@ impl IndexFields {
     }
 }
 
+fn insert_audit(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    action: AuditAction,
+    chart: Option<ChartId>,
+    changes: &[ChangeHash],
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    let changes = (!changes.is_empty()).then(|| {
+        changes
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    tx.prepare_cached(
+        "INSERT INTO audit_events (at, user, role, device, action, chart_id, changes, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        now_millis(),
+        actor.user,
+        actor.role,
+        actor.device,
+        action.token(),
+        chart.map(|c| c.to_string()),
+        changes,
+        detail
+    ])?;
+    Ok(())
+}
+
 fn insert_deficiencies(
     tx: &Transaction<'_>,
     chart: i64,
@@ -869,7 +1011,12 @@ impl Inner {
     /// Appends the chart's changes since the heads on disk and refreshes its index rows, in
     /// one durable transaction, and announces the commit before the writer is free (so the
     /// feed is in commit order). Returns whether the chart is due for compaction.
-    fn persist(&self, id: ChartId, cached: &mut Cached) -> Result<bool, StoreError> {
+    fn persist(
+        &self,
+        id: ChartId,
+        cached: &mut Cached,
+        actor: Option<&Actor>,
+    ) -> Result<bool, StoreError> {
         let chart_err = |error| StoreError::Chart { id, error };
         let Some(chart) = cached.chart.as_ref() else {
             return Err(StoreError::NotFound(id));
@@ -929,6 +1076,15 @@ impl Inner {
         let Some((snapshot, incremental)) = updated else {
             return Err(StoreError::ChangedElsewhere(id));
         };
+        if let Some(actor) = actor {
+            let hashes: Vec<ChangeHash> = chart
+                .doc()
+                .get_changes(before)
+                .iter()
+                .map(|c| c.hash())
+                .collect();
+            insert_audit(&tx, actor, AuditAction::Write, Some(id), &hashes, None)?;
+        }
         tx.commit()?;
         self.feed.publish(&ChartChanged {
             id,

@@ -17,7 +17,10 @@ pub const APPLICATION_ID: i32 = 0x4348_5359;
 
 /// The migrations, in order; the store's version is how many have run. Released files are
 /// never edited (a test pins their hashes): change the schema with a new file.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_init.sql"),
+    include_str!("migrations/002_audit.sql"),
+];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
 /// in one page when it fits: with 4 KiB pages a 2.2 KB snapshot takes a page of its own, with

@@ -1,0 +1,16 @@
+-- chartsync store, version 2: the audit trail (45 CFR 164.312(b)). Who read, wrote, was denied
+-- or had changes refused, on which chart, with which change hashes, when. Rows are only ever
+-- inserted: the store has no call that updates or deletes them.
+CREATE TABLE audit_events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        INTEGER NOT NULL,  -- milliseconds since the epoch, the store's clock
+    user      TEXT NOT NULL,
+    role      TEXT NOT NULL,
+    device    TEXT NOT NULL,     -- the peer id, or the client that made the request
+    action    TEXT NOT NULL,     -- read, list, write, create, deny, reject
+    chart_id  TEXT,              -- the document id, when the event is about one chart
+    changes   TEXT,              -- hex change hashes, space-separated, for writes
+    detail    TEXT               -- ids and reasons only, never chart content
+) STRICT;
+
+CREATE INDEX audit_events_by_chart ON audit_events (chart_id, seq);

@@ -1,0 +1,216 @@
+//! The REST side, with the same bearer tokens as `/sync`: chart summaries for a ward, one
+//! chart as JSON, a chart's audit trail (records supervisors and admins), and metrics. Every
+//! read of chart data is audited; a chart outside the token's wards is "not found", as one
+//! that does not exist.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chartsync_core::chart::{ChartId, EncounterStatus, Role};
+use chartsync_core::store::{Actor, AuditAction, ChartFilter};
+
+use crate::auth::{Access, AuthError};
+use crate::AppState;
+
+/// The token from `Authorization: Bearer` or `?token=`.
+pub fn authenticate(
+    app: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Access, AuthError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer.or(query.get("token").map(String::as_str)) {
+        Some(token) => app.keys.verify(token),
+        None => Err(AuthError::Missing),
+    }
+}
+
+pub fn unauthorized(e: AuthError) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({ "error": e.to_string() })),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, text: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": text }))).into_response()
+}
+
+fn actor(access: &Access, headers: &HeaderMap) -> Actor {
+    let client = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http")
+        .chars()
+        .take(80)
+        .collect();
+    Actor {
+        user: access.user.clone(),
+        role: access.role.token().to_string(),
+        device: client,
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store error");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server could not read its store",
+    )
+}
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f).await.map_err(internal)
+}
+
+/// `GET /api/charts?ward=W[&status=active|discharged]`
+pub async fn charts(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let access = match authenticate(&app, &headers, &query) {
+        Ok(a) => a,
+        Err(e) => return unauthorized(e),
+    };
+    let Some(ward) = query.get("ward").cloned() else {
+        return error(StatusCode::BAD_REQUEST, "name a ward: ?ward=");
+    };
+    if !access.may_see_ward(&ward) {
+        return error(StatusCode::FORBIDDEN, "the token does not cover that ward");
+    }
+    let status = match query.get("status").map(|s| EncounterStatus::from_token(s)) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "status is active or discharged"),
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || {
+        let list = store.list(&ChartFilter {
+            ward: Some(ward.clone()),
+            status,
+            ..ChartFilter::default()
+        })?;
+        store.record_audit(&who, AuditAction::List, None, Some(&format!("ward {ward}")))?;
+        Ok::<_, chartsync_core::store::StoreError>(list)
+    })
+    .await;
+    match result {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/charts/{id}`: the chart as JSON (its view).
+pub async fn chart(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let access = match authenticate(&app, &headers, &query) {
+        Ok(a) => a,
+        Err(e) => return unauthorized(e),
+    };
+    let Ok(id) = id.parse::<ChartId>() else {
+        return error(StatusCode::BAD_REQUEST, "not a chart id");
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(
+        move || -> Result<Option<_>, chartsync_core::store::StoreError> {
+            match store.summary(id)? {
+                Some(s) if access.may_see_ward(&s.ward) => {
+                    let view = store.read(id, |c| c.view())?;
+                    store.record_audit(&who, AuditAction::Read, Some(id), None)?;
+                    Ok(Some(view))
+                }
+                Some(_) => {
+                    store.record_audit(
+                        &who,
+                        AuditAction::Deny,
+                        Some(id),
+                        Some("chart outside the token's wards"),
+                    )?;
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        },
+    )
+    .await;
+    match result {
+        Ok(Ok(Some(Ok(view)))) => Json(view).into_response(),
+        Ok(Ok(Some(Err(e)))) => internal(e),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such chart"),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/audit?chart=ID`: records supervisors and admins only; reading it is audited too.
+pub async fn audit(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let access = match authenticate(&app, &headers, &query) {
+        Ok(a) => a,
+        Err(e) => return unauthorized(e),
+    };
+    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the audit trail is for records supervisors and admins",
+        );
+    }
+    let Some(Ok(id)) = query.get("chart").map(|c| c.parse::<ChartId>()) else {
+        return error(StatusCode::BAD_REQUEST, "name a chart: ?chart=");
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || {
+        let trail = store.audit_trail(id)?;
+        store.record_audit(&who, AuditAction::Read, Some(id), Some("audit trail"))?;
+        Ok::<_, chartsync_core::store::StoreError>(trail)
+    })
+    .await;
+    match result {
+        Ok(Ok(trail)) => Json(trail).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    if let Ok(stats) = app.store.stats() {
+        app.hub
+            .metrics
+            .charts_loaded
+            .set(stats.charts_cached as i64);
+        app.hub.metrics.charts_stored.set(stats.charts as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.hub.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,85 @@
+//! `GET /metrics`: Prometheus text. Counts and timings only, no ids or names.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub messages_received: Counter,
+    pub messages_sent: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub rejections: Counter,
+    /// Time to handle one incoming frame, checks and durable commit included.
+    pub sync_seconds: Histogram,
+    pub charts_loaded: Gauge,
+    pub charts_stored: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chartsync");
+        let m = Metrics {
+            connections: Gauge::default(),
+            messages_received: Counter::default(),
+            messages_sent: Counter::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            rejections: Counter::default(),
+            // 0.25 ms to about 4 s.
+            sync_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+            charts_loaded: Gauge::default(),
+            charts_stored: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open sync connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Protocol messages received",
+            m.messages_received.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Protocol messages sent",
+            m.messages_sent.clone(),
+        );
+        registry.register(
+            "bytes_received",
+            "Protocol bytes received",
+            m.bytes_received.clone(),
+        );
+        registry.register("bytes_sent", "Protocol bytes sent", m.bytes_sent.clone());
+        registry.register(
+            "rejected_changes",
+            "Incoming changes refused by the chart's rules or the writer's role",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "sync_message_seconds",
+            "Time to handle one incoming sync frame, checks and durable commit included",
+            m.sync_seconds.clone(),
+        );
+        registry.register(
+            "charts_loaded",
+            "Charts open in the store's memory",
+            m.charts_loaded.clone(),
+        );
+        registry.register("charts", "Charts in the store", m.charts_stored.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,209 @@
+//! The REST side with the same tokens: a ward's charts, one chart as JSON, the audit trail of
+//! every read, write, denial and refusal, and metrics.
+
+mod common;
+
+use automerge::Automerge;
+use chartsync_core::chart::*;
+use chartsync_core::codes::CodeSystem;
+use chartsync_core::protocol::{DocSync, DocumentId};
+use common::*;
+
+fn at(minutes: i64) -> Timestamp {
+    Timestamp::parse("2026-11-27T20:00:00Z")
+        .unwrap()
+        .plus_seconds(minutes * 60)
+}
+
+fn admit() -> Chart {
+    Chart::create(
+        NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: None,
+            sex: None,
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: None,
+        },
+        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
+        at(0),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to_it() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let id = DocumentId::random();
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let icu = server.token("tech.icu", "technician", &["icu"]);
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+
+    // Admitted, an observation recorded, a tampered coding refused, an ICU request denied.
+    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc")
+        .await
+        .unwrap();
+    let mut doc = admit().doc().clone();
+    assert_eq!(
+        pc.sync(id, &mut doc, &mut DocSync::new(id, None)).await,
+        Outcome::Synced
+    );
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let mut doc = Automerge::new();
+    let mut state = DocSync::new(id, None);
+    assert_eq!(tablet.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    let mut chart = Chart::from_automerge(doc).unwrap();
+    let nurse_staff = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+    chart
+        .add_entry(
+            &nurse_staff,
+            at(5),
+            NewEntry::note(EntryKind::Observation, "Resp 16"),
+        )
+        .unwrap();
+    let mut doc = chart.doc().clone();
+    assert_eq!(tablet.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    let written = doc.get_heads();
+    chart
+        .assign_code(
+            &Staff::new("rn.park", Role::Coder, "tablet-4west-02"),
+            at(6),
+            NewCoding {
+                code: CodeInput::new(CodeSystem::Icd10Cm, "J18.9"),
+                sequence: CodingSequence::Principal,
+                poa: Some(PresentOnAdmission::Yes),
+                supporting_entries: vec![],
+            },
+        )
+        .unwrap();
+    let mut doc = chart.doc().clone();
+    assert!(matches!(
+        tablet.sync(id, &mut doc, &mut state).await,
+        Outcome::Refused(_)
+    ));
+    let mut stranger = connect(&server.addr, Some(&icu), "records-pc-9", "icu")
+        .await
+        .unwrap();
+    let mut nothing = Automerge::new();
+    assert_eq!(
+        stranger
+            .sync(id, &mut nothing, &mut DocSync::new(id, None))
+            .await,
+        Outcome::Unavailable
+    );
+
+    let addr = server.addr.clone();
+    let get = move |path: String, token: Option<String>| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&addr, &path, token.as_deref()))
+                .await
+                .unwrap()
+        }
+    };
+
+    // The ward's charts, for a token that covers the ward and for one that does not.
+    let (status, body) = get("/api/charts?ward=4west".into(), Some(nurse.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["mrn"], "MRN-0042");
+    assert_eq!(list[0]["id"], id.to_string());
+    assert_eq!(
+        get("/api/charts?ward=4west".into(), Some(icu.clone()))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(get("/api/charts?ward=4west".into(), None).await.0, 401);
+
+    // One chart: found for the ward, "not found" outside it (as a chart that does not exist).
+    let (status, body) = get(format!("/api/charts/{id}"), Some(nurse.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["entries"][0]["body"], "Resp 16");
+    assert!(
+        view["coding"].as_array().unwrap().is_empty(),
+        "the refused coding is not there"
+    );
+    assert_eq!(
+        get(format!("/api/charts/{id}"), Some(icu.clone())).await.0,
+        404
+    );
+    assert_eq!(
+        get(
+            format!("/api/charts/{}", DocumentId::random()),
+            Some(nurse.clone())
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        get("/api/charts/not-an-id".into(), Some(nurse.clone()))
+            .await
+            .0,
+        400
+    );
+
+    // The audit trail: for supervisors only, and every event is in it.
+    assert_eq!(
+        get(format!("/api/audit?chart={id}"), Some(nurse.clone()))
+            .await
+            .0,
+        403
+    );
+    let (status, body) = get(format!("/api/audit?chart={id}"), Some(supervisor.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let events: Vec<(String, String)> = trail
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["user"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("create", "him.jones"),
+        ("read", "rn.park"),
+        ("write", "rn.park"),
+        ("reject", "rn.park"),
+        ("deny", "tech.icu"),
+    ] {
+        assert!(
+            events.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} missing from {events:?}"
+        );
+    }
+    let write = trail.iter().find(|r| r["action"] == "write").unwrap();
+    let hashes: Vec<String> = written.iter().map(|h| h.to_string()).collect();
+    assert_eq!(write["changes"], serde_json::json!(hashes));
+    assert!(
+        !body.contains("Rivera") && !body.contains("J18.9"),
+        "no chart data in the trail"
+    );
+
+    // Metrics: counts only.
+    let (status, metrics) = get("/metrics".into(), None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("chartsync_connections "), "{metrics}");
+    assert!(
+        metrics.contains("chartsync_rejected_changes_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("chartsync_sync_message_seconds_bucket"));
+    assert!(!metrics.contains("4west") && !metrics.contains(&id.to_string()));
+}
