@@ -2,6 +2,8 @@
 //! the embedded store and the sync protocol.
 
 pub mod chart;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod codes;
 pub mod protocol;
 pub mod store;

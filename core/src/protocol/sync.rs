@@ -34,6 +34,19 @@ impl DocSync {
         &self.state
     }
 
+    /// Whether the peer has said its heads are exactly `heads` (sorted or not): it has
+    /// everything we have and nothing we lack.
+    pub fn peer_has(&self, heads: &[automerge::ChangeHash]) -> bool {
+        let Some(theirs) = &self.state.their_heads else {
+            return false;
+        };
+        let mut a = theirs.clone();
+        let mut b = heads.to_vec();
+        a.sort();
+        b.sort();
+        a == b
+    }
+
     /// The peer has said it has not got the document (or may not share it).
     pub fn is_unavailable(&self) -> bool {
         self.unavailable

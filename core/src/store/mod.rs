@@ -557,6 +557,33 @@ impl ChartStore {
         })
     }
 
+    /// This store's storage id: a UUID made on first use and kept in the store, which sync
+    /// peers key what they know of this store by.
+    pub fn storage_id(&self) -> Result<String, StoreError> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'storage_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                tx.execute(
+                    "INSERT INTO store_meta (key, value) VALUES ('storage_id', ?1)",
+                    [&id],
+                )?;
+                id
+            }
+        };
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// Appends a row to the audit trail: a read, a listing, a denial or a refusal. (Writes and
     /// creations are recorded by [`ChartStore::update_as`] and [`ChartStore::insert_as`].)
     /// `detail`: ids and reasons only, never chart content.

@@ -26,8 +26,13 @@ pub struct Server {
 impl Server {
     /// Starts the server on 127.0.0.1 with an ephemeral port, keeping its data in `data_dir`.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts the server on a given address (to restart it where devices expect it).
+    pub fn start_on(data_dir: &Path, listen: &str) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -83,6 +88,12 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// SIGKILL: the server dies mid-whatever, as in a power cut.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, and the exit status.

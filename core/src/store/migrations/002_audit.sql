@@ -1,6 +1,7 @@
--- chartsync store, version 2: the audit trail (45 CFR 164.312(b)). Who read, wrote, was denied
--- or had changes refused, on which chart, with which change hashes, when. Rows are only ever
--- inserted: the store has no call that updates or deletes them.
+-- chartsync store, version 2: the audit trail (45 CFR 164.312(b)), and the store's own facts.
+-- The trail: who read, wrote, was denied or had changes refused, on which chart, with which
+-- change hashes, when. Rows are only ever inserted: the store has no call that updates or
+-- deletes them.
 CREATE TABLE audit_events (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     at        INTEGER NOT NULL,  -- milliseconds since the epoch, the store's clock
@@ -14,3 +15,10 @@ CREATE TABLE audit_events (
 ) STRICT;
 
 CREATE INDEX audit_events_by_chart ON audit_events (chart_id, seq);
+
+-- Facts about the store itself, e.g. its storage id: what sync peers key their state for this
+-- store by (automerge-repo's `storageId`).
+CREATE TABLE store_meta (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT, WITHOUT ROWID;

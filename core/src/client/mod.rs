@@ -1,0 +1,557 @@
+//! The device sync client: keeps a tablet's store in sync with a chartsync server (or any
+//! automerge-repo v1 server) over a WebSocket.
+//!
+//! It connects with a bearer token and syncs every chart in the store (plus any asked for with
+//! [`SyncClient::fetch`]). It pushes each local commit as it lands and takes the server's pushes
+//! into the store. When the network drops it reconnects with exponential backoff and jitter.
+//! Sync state is kept per (server storage, chart), so a reconnect after a shift offline sends
+//! only what changed. Status — offline, connecting, syncing, up to date, and how many charts
+//! hold changes the server has not acknowledged — is a `watch` channel; per-chart changes are
+//! the store's own change feed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::{Automerge, ChangeHash};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::chart::{Chart, ChartId};
+use crate::protocol::{Connection, DocSync, Incoming, LocalPeer, Message, PeerMetadata};
+use crate::store::{ChartChanged, ChartFilter, ChartStore};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server's sync endpoint, e.g. `ws://127.0.0.1:8080/sync`.
+    pub url: String,
+    /// A bearer token from `chartsync-server token`.
+    pub token: String,
+    /// This device's peer id (stable across restarts is best).
+    pub peer_id: String,
+    /// Waits between reconnection attempts: doubling from `min` to `max`, with jitter.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(
+        url: impl Into<String>,
+        token: impl Into<String>,
+        peer_id: impl Into<String>,
+    ) -> Self {
+        ClientConfig {
+            url: url.into(),
+            token: token.into(),
+            peer_id: peer_id.into(),
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncState {
+    /// Not connected; the next attempt is due in `retry_in`.
+    Offline {
+        reason: String,
+        retry_in: Duration,
+    },
+    Connecting,
+    /// Connected, with messages in flight.
+    Syncing,
+    /// Connected, and the server has everything this device has (and the other way round).
+    UpToDate,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub state: SyncState,
+    /// Charts with local changes the server has not yet acknowledged.
+    pub unacknowledged: usize,
+}
+
+enum Command {
+    Fetch(ChartId),
+    Stop,
+}
+
+pub struct SyncClient {
+    commands: mpsc::UnboundedSender<Command>,
+    /// Fetches asked for and not yet taken up by the session: until then, not up to date.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    status: watch::Receiver<SyncStatus>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SyncClient {
+    /// Starts syncing `store`. Call from within a multi-threaded tokio runtime.
+    pub fn start(store: Arc<ChartStore>, config: ClientConfig) -> SyncClient {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(SyncStatus {
+            state: SyncState::Connecting,
+            unacknowledged: 0,
+        });
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = tokio::spawn(run(store, config, rx, status_tx, pending.clone()));
+        SyncClient {
+            commands,
+            pending,
+            status,
+            task,
+        }
+    }
+
+    /// Status changes, as they happen.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// Asks the server for a chart this device has not got (it arrives in the store).
+    pub fn fetch(&self, id: ChartId) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.commands.send(Command::Fetch(id)).is_err() {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Waits until the server and this device hold the same charts, or `timeout` passes.
+    pub async fn wait_until_up_to_date(&self, timeout: Duration) -> bool {
+        let mut status = self.status.clone();
+        tokio::time::timeout(timeout, async {
+            loop {
+                let fetching = self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                if !fetching && matches!(status.borrow_and_update().state, SyncState::UpToDate) {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Saves the sync state and disconnects.
+    pub async fn stop(self) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = self.task.await;
+    }
+}
+
+/// Why a session ended.
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+async fn run(
+    store: Arc<ChartStore>,
+    config: ClientConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    status: watch::Sender<SyncStatus>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    // Local commits, from the store's feed (a std channel) onto this task.
+    let (feed_tx, mut feed) = mpsc::unbounded_channel::<ChartChanged>();
+    let store_feed = store.subscribe();
+    std::thread::spawn(move || {
+        for event in store_feed {
+            if feed_tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    let mut wanted: HashSet<ChartId> = HashSet::new();
+    let mut backoff = config.backoff_min;
+    let mut attempt: u64 = 0;
+    loop {
+        status.send_modify(|s| s.state = SyncState::Connecting);
+        let ended = session(
+            &store,
+            &config,
+            &mut Links {
+                commands: &mut commands,
+                feed: &mut feed,
+                status: &status,
+                pending: &pending,
+            },
+            &mut wanted,
+            &mut backoff,
+        )
+        .await;
+        match ended {
+            Ended::Stopped => break,
+            Ended::Lost(reason) => {
+                attempt += 1;
+                let wait = jitter(backoff, attempt);
+                status.send_modify(|s| {
+                    s.state = SyncState::Offline {
+                        reason: reason.clone(),
+                        retry_in: wait,
+                    }
+                });
+                backoff = (backoff * 2).min(config.backoff_max);
+                let sleep = tokio::time::sleep(wait);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        command = commands.recv() => match command {
+                            Some(Command::Fetch(id)) => {
+                                wanted.insert(id);
+                                pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            Some(Command::Stop) | None => {
+                                status.send_modify(|s| s.state = SyncState::Stopped);
+                                return;
+                            }
+                        },
+                        // Local commits while offline wait in the store; note the count.
+                        Some(_) = feed.recv() => {}
+                    }
+                }
+            }
+        }
+    }
+    status.send_modify(|s| s.state = SyncState::Stopped);
+}
+
+/// Between half and all of `base`, so that a ward's tablets do not reconnect in step.
+fn jitter(base: Duration, attempt: u64) -> Duration {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0)
+        ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let fraction = 0.5 + (seed % 1000) as f64 / 2000.0;
+    base.mul_f64(fraction)
+}
+
+/// One document on this connection.
+enum Doc {
+    Chart(DocSync),
+    /// Asked for and not here yet.
+    Wanted {
+        sync: DocSync,
+        doc: Box<Automerge>,
+    },
+}
+
+struct Session<'a> {
+    store: &'a ChartStore,
+    conn: Connection,
+    server: String,
+    server_storage: Option<String>,
+    docs: HashMap<ChartId, Doc>,
+}
+
+/// The session's lines to the app: commands in, local commits in, status out.
+struct Links<'a> {
+    commands: &'a mut mpsc::UnboundedReceiver<Command>,
+    feed: &'a mut mpsc::UnboundedReceiver<ChartChanged>,
+    status: &'a watch::Sender<SyncStatus>,
+    pending: &'a std::sync::atomic::AtomicUsize,
+}
+
+async fn session(
+    store: &ChartStore,
+    config: &ClientConfig,
+    links: &mut Links<'_>,
+    wanted: &mut HashSet<ChartId>,
+    backoff: &mut Duration,
+) -> Ended {
+    let Links {
+        commands,
+        feed,
+        status,
+        pending,
+    } = links;
+    let mut request = match config.url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(_) => return Ended::Lost("the server URL is not a WebSocket URL".into()),
+    };
+    match format!("Bearer {}", config.token).parse() {
+        Ok(v) => {
+            request.headers_mut().insert("authorization", v);
+        }
+        Err(_) => return Ended::Lost("the token is not a valid header value".into()),
+    }
+    let connected = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await;
+    let mut ws = match connected {
+        Err(_) => return Ended::Lost("timed out connecting".into()),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
+            return Ended::Lost(format!(
+                "the server refused the connection ({})",
+                r.status()
+            ))
+        }
+        Ok(Err(e)) => return Ended::Lost(format!("could not connect: {e}")),
+        Ok(Ok((ws, _))) => ws,
+    };
+    let storage_id = store.storage_id().ok();
+    let (mut conn, join) = Connection::initiate(LocalPeer {
+        peer_id: config.peer_id.clone(),
+        metadata: PeerMetadata {
+            storage_id,
+            is_ephemeral: false,
+        },
+    });
+    if ws
+        .send(WsMessage::Binary(join.encode().into()))
+        .await
+        .is_err()
+    {
+        return Ended::Lost("the connection closed during the handshake".into());
+    }
+    let remote = loop {
+        let frame = match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+            Ok(Some(Ok(WsMessage::Binary(b)))) => b,
+            Ok(Some(Ok(_))) => continue,
+            _ => return Ended::Lost("no answer to the handshake".into()),
+        };
+        match conn.receive(&frame) {
+            Ok(Incoming::Established { remote, .. }) => break remote,
+            Ok(Incoming::Closed { reason }) => return Ended::Lost(reason),
+            Ok(_) => continue,
+            Err(v) => return Ended::Lost(v.error.to_string()),
+        }
+    };
+    // Connected: the next loss starts the backoff again from the bottom.
+    *backoff = config.backoff_min;
+    let mut s = Session {
+        store,
+        server: remote.peer_id.clone(),
+        server_storage: remote.storage_id().map(String::from),
+        conn,
+        docs: HashMap::new(),
+    };
+    let mut out = Vec::new();
+    let mut taken_up = 0usize;
+    let local: Vec<ChartId> = tokio::task::block_in_place(|| {
+        store
+            .list(&ChartFilter::default())
+            .map(|l| l.into_iter().map(|c| c.id).collect())
+            .unwrap_or_default()
+    });
+    for id in local.into_iter().chain(wanted.iter().copied()) {
+        out.extend(tokio::task::block_in_place(|| s.open(id)));
+    }
+    loop {
+        for m in out.drain(..) {
+            if ws.send(WsMessage::Binary(m.encode().into())).await.is_err() {
+                s.save_all();
+                return Ended::Lost("the connection dropped".into());
+            }
+        }
+        let (state, unacknowledged) = tokio::task::block_in_place(|| s.progress());
+        status.send_modify(|st| {
+            st.state = state;
+            st.unacknowledged = unacknowledged;
+        });
+        // Fetches taken up count in the status from now on, and no longer as pending: only
+        // after the status that includes them is published, or a waiter could see the old
+        // "up to date" with nothing pending.
+        if taken_up > 0 {
+            pending.fetch_sub(taken_up, std::sync::atomic::Ordering::SeqCst);
+            taken_up = 0;
+        }
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    match tokio::task::block_in_place(|| s.on_frame(&bytes)) {
+                        Ok(replies) => out.extend(replies),
+                        Err(reason) => {
+                            tokio::task::block_in_place(|| s.save_all());
+                            return Ended::Lost(reason);
+                        }
+                    }
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
+                    tokio::task::block_in_place(|| s.save_all());
+                    return Ended::Lost("the connection dropped".into());
+                }
+                Some(Ok(_)) => {}
+            },
+            Some(event) = feed.recv() => {
+                out.extend(tokio::task::block_in_place(|| s.on_local_commit(event.id)));
+            }
+            command = commands.recv() => match command {
+                Some(Command::Fetch(id)) => {
+                    wanted.insert(id);
+                    out.extend(tokio::task::block_in_place(|| s.open(id)));
+                    taken_up += 1;
+                }
+                Some(Command::Stop) | None => {
+                    tokio::task::block_in_place(|| s.save_all());
+                    let _ = ws.send(WsMessage::Close(None)).await;
+                    return Ended::Stopped;
+                }
+            },
+        }
+    }
+}
+
+impl Session<'_> {
+    fn stored_state(&self, id: ChartId) -> Option<automerge::sync::State> {
+        let storage = self.server_storage.as_deref()?;
+        self.store.sync_state(storage, id).ok().flatten()
+    }
+
+    /// Starts syncing a chart (one in the store, or one to ask for).
+    fn open(&mut self, id: ChartId) -> Option<Message> {
+        if self.docs.contains_key(&id) {
+            return None;
+        }
+        let me = self.conn.local().peer_id.clone();
+        if self.store.contains(id).unwrap_or(false) {
+            let mut sync = DocSync::new(id, self.stored_state(id));
+            let m = self
+                .store
+                .read(id, |c| sync.generate(c.doc(), &me, &self.server))
+                .ok()
+                .flatten();
+            self.docs.insert(id, Doc::Chart(sync));
+            m
+        } else {
+            let mut sync = DocSync::new(id, None);
+            let doc = Box::<Automerge>::default();
+            let m = sync.generate(&doc, &me, &self.server);
+            self.docs.insert(id, Doc::Wanted { sync, doc });
+            m
+        }
+    }
+
+    fn on_local_commit(&mut self, id: ChartId) -> Vec<Message> {
+        match self.docs.get(&id) {
+            Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
+            Some(Doc::Wanted { .. }) => Vec::new(),
+            // A chart made on this device.
+            None => self.open(id).into_iter().collect(),
+        }
+    }
+
+    fn next(&mut self, id: ChartId) -> Option<Message> {
+        let me = self.conn.local().peer_id.clone();
+        let server = self.server.clone();
+        let storage = self.server_storage.clone();
+        let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
+            return None;
+        };
+        let m = self
+            .store
+            .read(id, |c| sync.generate(c.doc(), &me, &server))
+            .ok()
+            .flatten();
+        if m.is_none() {
+            if let Some(storage) = storage {
+                let _ = self.store.save_sync_state(&storage, id, sync.state());
+            }
+        }
+        m
+    }
+
+    fn on_frame(&mut self, frame: &[u8]) -> Result<Vec<Message>, String> {
+        match self.conn.receive(frame) {
+            Err(v) => Err(v.error.to_string()),
+            Ok(Incoming::Closed { reason }) => Err(reason),
+            Ok(Incoming::Established { .. }) => Ok(Vec::new()),
+            Ok(Incoming::Document(m)) => match m {
+                Message::Sync {
+                    document_id, data, ..
+                }
+                | Message::Request {
+                    document_id, data, ..
+                } => self.on_sync(document_id, &data),
+                Message::DocUnavailable { document_id, .. } => {
+                    match self.docs.get_mut(&document_id) {
+                        Some(Doc::Chart(sync)) | Some(Doc::Wanted { sync, .. }) => {
+                            sync.mark_unavailable()
+                        }
+                        None => {}
+                    }
+                    Ok(Vec::new())
+                }
+                _ => Ok(Vec::new()),
+            },
+        }
+    }
+
+    fn on_sync(&mut self, id: ChartId, data: &[u8]) -> Result<Vec<Message>, String> {
+        let me = self.conn.local().peer_id.clone();
+        let server = self.server.clone();
+        match self.docs.get_mut(&id) {
+            Some(Doc::Chart(sync)) => {
+                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                self.store
+                    .update(id, |chart| {
+                        sync.receive_chart(chart, msg)
+                            .map_err(|e| crate::chart::ChartError::Corrupt(e.to_string()))
+                    })
+                    .map_err(|e| e.to_string())?;
+                Ok(self.next(id).into_iter().collect())
+            }
+            Some(Doc::Wanted { sync, doc }) => {
+                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                sync.receive(doc, msg).map_err(|e| e.to_string())?;
+                if doc.get_heads().is_empty() {
+                    return Ok(sync.generate(doc, &me, &server).into_iter().collect());
+                }
+                let chart = Chart::from_automerge((**doc).clone()).map_err(|e| e.to_string())?;
+                let state = sync.state().clone();
+                self.store.insert(id, chart).map_err(|e| e.to_string())?;
+                self.docs
+                    .insert(id, Doc::Chart(DocSync::new(id, Some(state))));
+                Ok(self.next(id).into_iter().collect())
+            }
+            // A push for a chart this device does not sync: take it only if asked for.
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Up to date when every chart's sync has gone quiet with the server holding our heads.
+    fn progress(&self) -> (SyncState, usize) {
+        let mut unacknowledged = 0;
+        let mut busy = false;
+        for (id, doc) in &self.docs {
+            match doc {
+                Doc::Chart(sync) => {
+                    let ours: Vec<ChangeHash> =
+                        self.store.read(*id, |c| c.heads()).unwrap_or_default();
+                    if !sync.peer_has(&ours) {
+                        unacknowledged += 1;
+                        busy = true;
+                    }
+                }
+                Doc::Wanted { sync, .. } => busy |= !sync.is_unavailable(),
+            }
+        }
+        let state = if busy {
+            SyncState::Syncing
+        } else {
+            SyncState::UpToDate
+        };
+        (state, unacknowledged)
+    }
+
+    fn save_all(&self) {
+        let Some(storage) = &self.server_storage else {
+            return;
+        };
+        for (id, doc) in &self.docs {
+            if let Doc::Chart(sync) = doc {
+                let _ = self.store.save_sync_state(storage, *id, sync.state());
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Tablets with their own stores and the device sync client against a real server: offline
+//! work on three tablets converges when they reconnect, and a server killed mid-sync and
+//! restarted loses nothing it acknowledged.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_core::chart::*;
+use chartsync_core::client::{ClientConfig, SyncClient};
+use chartsync_core::codes::CodeSystem;
+use chartsync_core::store::{ChartStore, Compaction, Durability, StoreOptions};
+use common::*;
+
+fn at(minutes: i64) -> Timestamp {
+    Timestamp::parse("2026-11-27T20:00:00Z")
+        .unwrap()
+        .plus_seconds(minutes * 60)
+}
+
+fn tablet_store(dir: &tempfile::TempDir, name: &str) -> Arc<ChartStore> {
+    Arc::new(
+        ChartStore::open(
+            dir.path().join(format!("{name}.db")),
+            StoreOptions {
+                durability: Durability::Normal,
+                compaction: Compaction::Manual,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn admit() -> Chart {
+    Chart::create(
+        NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: None,
+            sex: None,
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: None,
+        },
+        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
+        at(0),
+    )
+    .unwrap()
+}
+
+fn heart_rate(bpm: u32) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
+        value: Some(bpm.to_string()),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}
+
+fn client(server: &Server, token: &str, peer: &str, store: &Arc<ChartStore>) -> SyncClient {
+    let mut config = ClientConfig::new(format!("ws://{}/sync", server.addr), token, peer);
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(800);
+    SyncClient::start(store.clone(), config)
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tablets_work_offline_through_a_shift_and_converge_on_reconnect() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+
+    // Admitted at the registration PC.
+    let pc_store = tablet_store(&devices, "pc");
+    let id = pc_store.create(admit()).unwrap();
+    let pc = client(
+        &server,
+        &server.token("him.jones", "technician", &["4west"]),
+        "records-pc-1",
+        &pc_store,
+    );
+    assert!(
+        pc.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        pc.status().borrow()
+    );
+
+    // Three tablets on the ward fetch it.
+    let staff = [
+        ("rn.park", "nurse", Role::Nurse),
+        ("rn.silva", "nurse", Role::Nurse),
+        ("dr.okafor", "physician", Role::Physician),
+    ];
+    let mut tablets = Vec::new();
+    for (n, (user, role, _)) in staff.iter().enumerate() {
+        let store = tablet_store(&devices, &format!("tablet-{n}"));
+        let token = server.token(user, role, &["4west"]);
+        let c = client(&server, &token, &format!("tablet-4west-0{n}"), &store);
+        c.fetch(id);
+        tablets.push((store, token, c));
+    }
+    for (store, _, c) in &tablets {
+        assert!(
+            c.wait_until_up_to_date(WAIT).await,
+            "{:?}",
+            c.status().borrow()
+        );
+        assert!(store.contains(id).unwrap());
+    }
+
+    // The Wi-Fi goes: each tablet records on its own.
+    let mut offline = Vec::new();
+    for (store, token, c) in tablets {
+        c.stop().await;
+        offline.push((store, token));
+    }
+    for (n, (store, _)) in offline.iter().enumerate() {
+        let (user, _, role) = staff[n];
+        let who = Staff::new(user, role, &format!("tablet-4west-0{n}"));
+        for k in 0..2 {
+            store
+                .update(id, |c| {
+                    c.add_entry(&who, at(60 + 10 * n as i64 + k), heart_rate(70 + k as u32))
+                })
+                .unwrap();
+        }
+    }
+
+    // It comes back.
+    let mut clients = Vec::new();
+    for (n, (store, token)) in offline.iter().enumerate() {
+        clients.push(client(&server, token, &format!("tablet-4west-0{n}"), store));
+    }
+    for c in &clients {
+        assert!(
+            c.wait_until_up_to_date(WAIT).await,
+            "{:?}",
+            c.status().borrow()
+        );
+    }
+    // Pushes from the others arrive after each tablet's own exchange: settle, then compare.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let heads: Vec<_> = offline
+            .iter()
+            .map(|(s, _)| s.read(id, |c| c.heads()).unwrap())
+            .chain(std::iter::once(pc_store.read(id, |c| c.heads()).unwrap()))
+            .collect();
+        if heads.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tablets did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (store, _) in &offline {
+        assert_eq!(
+            store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+            6
+        );
+    }
+    for c in clients {
+        c.stop().await;
+    }
+    pc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_sync_loses_nothing_it_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    // A fixed port, so that the restarted server is where the tablet looks for it.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let server = Server::start_on(data.path(), &addr);
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+
+    let store = tablet_store(&devices, "tablet");
+    let id = store.create(admit()).unwrap();
+    let nurse_staff = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    // The chart arrives under the clerk who admitted the patient.
+    let pc = client(&server, &clerk, "records-pc-1", &store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+    // A night's observations, made offline.
+    for n in 0..40 {
+        store
+            .update(id, |c| {
+                c.add_entry(&nurse_staff, at(n), heart_rate(60 + n as u32))
+            })
+            .unwrap();
+    }
+    let c = client(&server, &nurse, "tablet-4west-01", &store);
+    // Kill the server as the sync starts.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = Server::start_on(data.path(), &addr);
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    c.stop().await;
+
+    // Another tablet fetching from the server gets all forty.
+    let other = tablet_store(&devices, "other");
+    let c2 = client(&server, &nurse, "tablet-4west-09", &other);
+    c2.fetch(id);
+    assert!(c2.wait_until_up_to_date(WAIT).await);
+    assert_eq!(
+        other.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        40
+    );
+    c2.stop().await;
+}
