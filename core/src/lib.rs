@@ -1,6 +1,7 @@
 //! chartsync-core: what a tablet and the server share: chart documents, code validation,
 //! the embedded store and the sync protocol.
 
+pub mod census;
 pub mod chart;
 #[cfg(feature = "client")]
 pub mod client;

@@ -19,7 +19,9 @@ const CHARTS: usize = 200;
 const EDITS: usize = 10;
 
 fn at(minutes: i64) -> Timestamp {
-    Timestamp::parse("2026-11-27T20:00:00Z").unwrap().plus_seconds(minutes * 60)
+    Timestamp::parse("2026-11-27T20:00:00Z")
+        .unwrap()
+        .plus_seconds(minutes * 60)
 }
 
 fn metric(addr: &str, name: &str) -> f64 {
@@ -35,7 +37,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let data = tempfile::tempdir().unwrap();
         let devices = tempfile::tempdir().unwrap();

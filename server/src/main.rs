@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod census;
 mod metrics;
 mod sync;
 
@@ -107,7 +108,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
     let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
     let (changes, _) = tokio::sync::broadcast::channel(1024);
-    forward_commits(&store, changes.clone());
+    let keeper = census::Keeper::start(store.clone())?;
+    let censuses = keeper.censuses();
+    forward_commits(&store, keeper, changes.clone());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let hub = Arc::new(Hub {
         store: store.clone(),
@@ -121,6 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         changes,
         shutdown,
         metrics: Arc::new(metrics::Metrics::new()),
+        censuses,
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -150,9 +154,11 @@ struct AppState {
     hub: Arc<Hub>,
 }
 
-/// The store's change feed, onto a channel every connection listens to.
+/// The store's change feed, onto a channel every connection listens to; the ward censuses
+/// follow each commit, and their own changes go out on the same channel.
 fn forward_commits(
     store: &ChartStore,
+    mut keeper: census::Keeper,
     changes: tokio::sync::broadcast::Sender<chartsync_core::store::ChartChanged>,
 ) {
     let feed = store.subscribe();
@@ -161,7 +167,11 @@ fn forward_commits(
         .spawn(move || {
             // Ends when the store closes.
             for event in feed {
+                let census_events = keeper.on_change(&event);
                 let _ = changes.send(event);
+                for e in census_events {
+                    let _ = changes.send(e);
+                }
             }
         })
         .ok();

@@ -36,6 +36,7 @@ pub struct Hub {
     /// Set when the server is stopping: connections say goodbye and save their state.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub censuses: crate::census::Censuses,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -57,6 +58,8 @@ impl Output {
 enum Doc {
     /// A chart in the store.
     Chart(DocSync),
+    /// A ward census, which devices read and never write.
+    Census(DocSync),
     /// A chart the device is sending that the store has not got yet.
     Pending { sync: DocSync, doc: Box<Automerge> },
 }
@@ -215,6 +218,20 @@ impl Session {
     }
 
     fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Output {
+        let census_ward = crate::census::lock(&self.hub.censuses)
+            .get(&id)
+            .map(|(ward, _)| ward.clone());
+        if let Some(ward) = census_ward {
+            if !self.access.may_see_ward(&ward) {
+                self.audit(
+                    AuditAction::Deny,
+                    id,
+                    Some("census of a ward outside the token"),
+                );
+                return self.unavailable(id);
+            }
+            return self.sync_census(id, data);
+        }
         let pending = matches!(self.docs.get(&id), Some(Doc::Pending { .. }));
         match self.hub.store.summary(id) {
             Ok(Some(summary)) if self.access.may_see_ward(&summary.ward) => {
@@ -238,6 +255,70 @@ impl Session {
                     close: true,
                 }
             }
+        }
+    }
+
+    /// A ward census: read-only for devices.
+    fn sync_census(&mut self, id: DocumentId, data: &[u8]) -> Output {
+        if !matches!(self.docs.get(&id), Some(Doc::Census(_))) {
+            self.audit(AuditAction::List, id, Some("ward census"));
+            let state = self.stored_state(id);
+            self.docs.insert(id, Doc::Census(DocSync::new(id, state)));
+        }
+        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
+        let hub = self.hub.clone();
+        let Some(Doc::Census(sync)) = self.docs.get_mut(&id) else {
+            return Output::default();
+        };
+        let message = match sync.decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                let text = e.to_string();
+                return Output {
+                    send: vec![self.error(&text)],
+                    close: true,
+                };
+            }
+        };
+        if !changes_of(&message).is_empty() {
+            self.hub.metrics.rejections.inc();
+            self.audit(AuditAction::Reject, id, Some("changes to a ward census"));
+            return Output {
+                send: vec![self.error("ward censuses are written by the server only")],
+                close: true,
+            };
+        }
+        let mut all = crate::census::lock(&hub.censuses);
+        let Some((_, census)) = all.get_mut(&id) else {
+            return Output::default();
+        };
+        if sync.receive_census(census, message).is_err() {
+            drop(all);
+            return Output {
+                send: vec![self.error("the sync message could not be applied")],
+                close: true,
+            };
+        }
+        let reply = sync.generate(census.doc(), &local, &remote);
+        Output {
+            send: reply.into_iter().collect(),
+            close: false,
+        }
+    }
+
+    fn census_reply(&mut self, id: DocumentId) -> Output {
+        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
+        let hub = self.hub.clone();
+        let Some(Doc::Census(sync)) = self.docs.get_mut(&id) else {
+            return Output::default();
+        };
+        let all = crate::census::lock(&hub.censuses);
+        let reply = all
+            .get(&id)
+            .and_then(|(_, census)| sync.generate(census.doc(), &local, &remote));
+        Output {
+            send: reply.into_iter().collect(),
+            close: false,
         }
     }
 
@@ -419,6 +500,9 @@ impl Session {
     }
 
     fn on_chart_changed(&mut self, id: DocumentId) -> Output {
+        if matches!(self.docs.get(&id), Some(Doc::Census(_))) {
+            return self.census_reply(id);
+        }
         if !matches!(self.docs.get(&id), Some(Doc::Chart(_))) || self.remote().is_none() {
             return Output::default();
         }
@@ -448,7 +532,7 @@ impl Session {
             return;
         };
         for (id, doc) in &self.docs {
-            if let Doc::Chart(sync) = doc {
+            if let Doc::Chart(sync) | Doc::Census(sync) = doc {
                 let _ = self.hub.store.save_sync_state(&storage, *id, sync.state());
             }
         }

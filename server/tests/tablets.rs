@@ -130,7 +130,7 @@ async fn three_tablets_work_offline_through_a_shift_and_converge_on_reconnect() 
     }
     for (n, (store, _)) in offline.iter().enumerate() {
         let (user, _, role) = staff[n];
-        let who = Staff::new(user, role, &format!("tablet-4west-0{n}"));
+        let who = Staff::new(user, role, format!("tablet-4west-0{n}"));
         for k in 0..2 {
             store
                 .update(id, |c| {
@@ -232,4 +232,78 @@ async fn a_server_killed_mid_sync_loses_nothing_it_acknowledged() {
         40
     );
     c2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_finds_its_wards_charts_through_the_census_and_follows_admissions_and_transfers() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk_token = server.token("him.jones", "technician", &["4west", "icu"]);
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+
+    // Admissions at the registration PC: three to 4west, one to the ICU.
+    let pc_store = tablet_store(&devices, "pc");
+    let mut west = Vec::new();
+    for n in 0..3 {
+        let mut chart = admit();
+        chart
+            .transfer(&clerk, at(1), "4west", Some(&format!("{n}")))
+            .unwrap();
+        west.push(pc_store.create(chart).unwrap());
+    }
+    let mut icu_chart = admit();
+    icu_chart.transfer(&clerk, at(1), "icu", Some("7")).unwrap();
+    let icu = pc_store.create(icu_chart).unwrap();
+    let pc = client(&server, &clerk_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    // A 4west tablet that knows no chart ids: it follows its ward's census.
+    let tablet = tablet_store(&devices, "tablet");
+    let mut config = ClientConfig::new(
+        format!("ws://{}/sync", server.addr),
+        server.token("rn.park", "nurse", &["4west"]),
+        "tablet-4west-01",
+    );
+    config.wards = vec!["4west".into()];
+    config.backoff_min = Duration::from_millis(100);
+    let c = SyncClient::start(tablet.clone(), config);
+    let has =
+        |ids: &[chartsync_core::chart::ChartId]| ids.iter().all(|id| tablet.contains(*id).unwrap());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !has(&west) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ward's charts did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!tablet.contains(icu).unwrap(), "nothing of another ward");
+
+    // A new admission to 4west arrives by itself; a transfer out leaves the ward's census.
+    let newcomer = pc_store.create(admit()).unwrap();
+    pc_store
+        .update(west[0], |ch| ch.transfer(&clerk, at(90), "icu", Some("8")))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listed: Vec<_> = tablet
+            .census_doc("4west")
+            .unwrap()
+            .map(|c| c.entries().into_iter().map(|e| e.id).collect())
+            .unwrap_or_default();
+        if tablet.contains(newcomer).unwrap()
+            && !listed.contains(&west[0])
+            && listed.contains(&newcomer)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the census did not follow: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    pc.stop().await;
 }

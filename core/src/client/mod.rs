@@ -31,6 +31,8 @@ pub struct ClientConfig {
     pub token: String,
     /// This device's peer id (stable across restarts is best).
     pub peer_id: String,
+    /// Wards whose census to follow: every chart a ward's census lists is fetched.
+    pub wards: Vec<String>,
     /// Waits between reconnection attempts: doubling from `min` to `max`, with jitter.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -46,6 +48,7 @@ impl ClientConfig {
             url: url.into(),
             token: token.into(),
             peer_id: peer_id.into(),
+            wards: Vec::new(),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
         }
@@ -242,6 +245,11 @@ enum Doc {
         sync: DocSync,
         doc: Box<Automerge>,
     },
+    /// A ward's census, read-only: what to fetch.
+    Census {
+        sync: DocSync,
+        doc: Box<Automerge>,
+    },
 }
 
 struct Session<'a> {
@@ -347,6 +355,9 @@ async fn session(
     for id in local.into_iter().chain(wanted.iter().copied()) {
         out.extend(tokio::task::block_in_place(|| s.open(id)));
     }
+    for ward in &config.wards {
+        out.extend(tokio::task::block_in_place(|| s.open_census(ward)));
+    }
     loop {
         for m in out.drain(..) {
             if ws.send(WsMessage::Binary(m.encode().into())).await.is_err() {
@@ -432,10 +443,31 @@ impl Session<'_> {
         }
     }
 
+    /// Starts following a ward's census, from the copy kept in the store if there is one.
+    fn open_census(&mut self, ward: &str) -> Option<Message> {
+        let id = crate::census::census_id(ward);
+        if self.docs.contains_key(&id) {
+            return None;
+        }
+        let me = self.conn.local().peer_id.clone();
+        let doc: Box<Automerge> = Box::new(
+            self.store
+                .census_doc(ward)
+                .ok()
+                .flatten()
+                .map(|c| c.doc().clone())
+                .unwrap_or_default(),
+        );
+        let mut sync = DocSync::new(id, self.stored_state(id));
+        let m = sync.generate(&doc, &me, &self.server);
+        self.docs.insert(id, Doc::Census { sync, doc });
+        m
+    }
+
     fn on_local_commit(&mut self, id: ChartId) -> Vec<Message> {
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
-            Some(Doc::Wanted { .. }) => Vec::new(),
+            Some(Doc::Wanted { .. }) | Some(Doc::Census { .. }) => Vec::new(),
             // A chart made on this device.
             None => self.open(id).into_iter().collect(),
         }
@@ -475,9 +507,9 @@ impl Session<'_> {
                 } => self.on_sync(document_id, &data),
                 Message::DocUnavailable { document_id, .. } => {
                     match self.docs.get_mut(&document_id) {
-                        Some(Doc::Chart(sync)) | Some(Doc::Wanted { sync, .. }) => {
-                            sync.mark_unavailable()
-                        }
+                        Some(Doc::Chart(sync))
+                        | Some(Doc::Wanted { sync, .. })
+                        | Some(Doc::Census { sync, .. }) => sync.mark_unavailable(),
                         None => {}
                     }
                     Ok(Vec::new())
@@ -514,6 +546,23 @@ impl Session<'_> {
                     .insert(id, Doc::Chart(DocSync::new(id, Some(state))));
                 Ok(self.next(id).into_iter().collect())
             }
+            Some(Doc::Census { sync, doc }) => {
+                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                sync.receive(doc, msg).map_err(|e| e.to_string())?;
+                let mut out: Vec<Message> = sync.generate(doc, &me, &server).into_iter().collect();
+                let Ok(census) = crate::census::Census::from_automerge((**doc).clone()) else {
+                    // Not arrived yet.
+                    return Ok(out);
+                };
+                let _ = self.store.save_census_doc(&census);
+                // Fetch every chart the ward lists that this device has not got.
+                for entry in census.entries() {
+                    if !self.docs.contains_key(&entry.id) {
+                        out.extend(self.open(entry.id));
+                    }
+                }
+                Ok(out)
+            }
             // A push for a chart this device does not sync: take it only if asked for.
             None => Ok(Vec::new()),
         }
@@ -534,6 +583,9 @@ impl Session<'_> {
                     }
                 }
                 Doc::Wanted { sync, .. } => busy |= !sync.is_unavailable(),
+                Doc::Census { sync, doc } => {
+                    busy |= !sync.is_unavailable() && !sync.peer_has(&doc.get_heads())
+                }
             }
         }
         let state = if busy {
@@ -549,7 +601,7 @@ impl Session<'_> {
             return;
         };
         for (id, doc) in &self.docs {
-            if let Doc::Chart(sync) = doc {
+            if let Doc::Chart(sync) | Doc::Census { sync, .. } = doc {
                 let _ = self.store.save_sync_state(storage, *id, sync.state());
             }
         }

@@ -114,6 +114,18 @@ impl DocSync {
     }
 }
 
+impl DocSync {
+    /// [`DocSync::receive`] into a ward census (a device does this; the server refuses census
+    /// changes from devices).
+    pub fn receive_census(
+        &mut self,
+        census: &mut crate::census::Census,
+        message: sync::Message,
+    ) -> Result<(), ProtocolError> {
+        self.receive(census.doc_mut(), message)
+    }
+}
+
 /// The changes a sync message carries, as bytes `Chart::load_incremental` reads, so that they
 /// can be checked on a copy of the document before the real one takes them.
 pub fn changes_of(message: &sync::Message) -> Vec<u8> {

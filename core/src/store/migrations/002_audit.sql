@@ -22,3 +22,11 @@ CREATE TABLE store_meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
 ) STRICT, WITHOUT ROWID;
+
+-- Ward census documents: automerge documents the server writes (and devices only read) that
+-- list a ward's charts, so that a tablet discovers them over its sync connection.
+CREATE TABLE census_docs (
+    ward  TEXT PRIMARY KEY NOT NULL,
+    id    TEXT NOT NULL UNIQUE,  -- the census's document id, derived from the ward
+    data  BLOB NOT NULL          -- automerge save()
+) STRICT;
