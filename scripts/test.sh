@@ -15,4 +15,18 @@ if ! echo '#include <openssl/evp.h>' | cc -E - >/dev/null 2>&1; then
     fi
 fi
 
+# The interoperability test's automerge-repo client (Node.js), pinned by its package-lock.json.
+if ! command -v npm >/dev/null; then
+    echo "the interoperability test needs Node.js and npm (Debian: apt-get install nodejs npm)" >&2
+    exit 1
+fi
+stamp=tests/interop/node_modules/.installed-from-lock
+if ! cmp -s tests/interop/package-lock.json "$stamp" 2>/dev/null; then
+    # `npm install` (which follows the lock) rather than `npm ci`: npm ci also demands lock
+    # entries for cbor-extract's optional per-platform builds, which the registry this project
+    # installs from does not serve; they are optional, and cbor-x falls back to JavaScript.
+    npm install --prefix tests/interop --no-audit --no-fund --no-save --loglevel=error
+    cp tests/interop/package-lock.json "$stamp"
+fi
+
 exec cargo test --workspace --locked "$@"

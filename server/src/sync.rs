@@ -69,6 +69,8 @@ struct Session {
     access: Access,
     conn: Connection,
     docs: HashMap<DocumentId, Doc>,
+    /// Documents the device asked for that were unavailable: offered when they appear.
+    asked: std::collections::HashSet<DocumentId>,
 }
 
 pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
@@ -82,6 +84,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
         hub,
         access,
         docs: HashMap::new(),
+        asked: Default::default(),
     };
     loop {
         let out = tokio::select! {
@@ -167,7 +170,8 @@ impl Session {
         }
     }
 
-    fn unavailable(&self, id: DocumentId) -> Output {
+    fn unavailable(&mut self, id: DocumentId) -> Output {
+        self.asked.insert(id);
         Output::send(Message::DocUnavailable {
             document_id: id,
             sender_id: self.hub.local.peer_id.clone(),
@@ -500,6 +504,9 @@ impl Session {
     }
 
     fn on_chart_changed(&mut self, id: DocumentId) -> Output {
+        if !self.docs.contains_key(&id) && self.asked.contains(&id) && self.remote().is_some() {
+            return self.offer(id);
+        }
         if matches!(self.docs.get(&id), Some(Doc::Census(_))) {
             return self.census_reply(id);
         }
@@ -516,6 +523,33 @@ impl Session {
         }
         let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
         self.reply(id, &local, &remote)
+    }
+
+    /// A document the device asked for earlier, now here: offer it if the token covers it.
+    fn offer(&mut self, id: DocumentId) -> Output {
+        let census_ward = crate::census::lock(&self.hub.censuses)
+            .get(&id)
+            .map(|(ward, _)| ward.clone());
+        let ward = match census_ward {
+            Some(w) => Some(w),
+            None => self.hub.store.summary(id).ok().flatten().map(|s| s.ward),
+        };
+        let Some(ward) = ward.filter(|w| self.access.may_see_ward(w)) else {
+            return Output::default();
+        };
+        self.asked.remove(&id);
+        let state = self.stored_state(id);
+        if crate::census::lock(&self.hub.censuses).contains_key(&id) {
+            self.audit(AuditAction::List, id, Some("ward census"));
+            self.docs.insert(id, Doc::Census(DocSync::new(id, state)));
+            self.census_reply(id)
+        } else {
+            tracing::debug!(%ward, chart = %id, "offering a chart asked for earlier");
+            self.audit(AuditAction::Read, id, None);
+            self.docs.insert(id, Doc::Chart(DocSync::new(id, state)));
+            let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
+            self.reply(id, &local, &remote)
+        }
     }
 
     fn on_lagged(&mut self) -> Output {

@@ -1,0 +1,132 @@
+//! automerge-repo 2.5 (JavaScript, its own WebSocket client adapter, pinned by
+//! tests/interop/package-lock.json) creates a chart by following docs/chart-schema.md, our
+//! device client sees it, and edits flow both ways. `bash scripts/test.sh` installs the
+//! packages.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_core::chart::*;
+use chartsync_core::client::{ClientConfig, SyncClient};
+use chartsync_core::store::{ChartStore, Durability, StoreOptions};
+use common::*;
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
+    let dir = interop_dir();
+    assert!(
+        dir.join("node_modules/@automerge/automerge-repo").is_dir(),
+        "the JavaScript packages are missing: run `bash scripts/test.sh` (it runs `npm ci` in tests/interop)"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let mut node = Command::new("node")
+        .arg(dir.join("interop.mjs"))
+        .arg(format!("ws://{}/sync", server.addr))
+        .arg(&clerk)
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is needed for the interoperability test");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut expect = async |prefix: &str| -> String {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {prefix} from the JavaScript client"))
+                .unwrap_or_else(|| panic!("the JavaScript client exited before {prefix}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+            assert!(!line.starts_with("TIMEOUT"), "{line}");
+        }
+    };
+
+    // The chart it made, fetched by our device client.
+    let id: ChartId = expect("CREATED").await.parse().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        ChartStore::open(
+            devices.path().join("tablet.db"),
+            StoreOptions {
+                durability: Durability::Normal,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let mut config = ClientConfig::new(
+        format!("ws://{}/sync", server.addr),
+        server.token("rn.park", "nurse", &["4west"]),
+        "tablet-4west-01",
+    );
+    config.wards = vec!["4west".into()];
+    let client = SyncClient::start(store.clone(), config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !store.contains(id).unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the JavaScript chart never reached the tablet"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = store.read(id, |c| c.view().unwrap()).unwrap();
+    assert_eq!(view.patient.mrn, "MRN-7001");
+    assert_eq!(view.encounter.ward, "4west");
+
+    // Our nurse records an observation; the JavaScript client sees it.
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    store
+        .update(id, |c| {
+            c.add_entry(
+                &nurse,
+                Timestamp::now(),
+                NewEntry {
+                    kind: EntryKind::Observation,
+                    shift: Some(Shift::Night),
+                    effective_at: None,
+                    codes: vec![],
+                    value: Some("38.4".into()),
+                    unit: Some("Cel".into()),
+                    body: "Temp axillary".into(),
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(expect("SAW_ENTRY").await, "38.4");
+
+    // Its change of phone number reaches our tablet.
+    expect("CHANGED").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let phone = store.read(id, |c| c.patient().unwrap().phone).unwrap();
+        if phone.as_deref() == Some("555-0199") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the JavaScript edit never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.stop().await;
+    let status = node.wait().unwrap();
+    assert!(status.success(), "the JavaScript client failed: {status}");
+}
