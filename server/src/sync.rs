@@ -162,6 +162,14 @@ impl Session {
         }
     }
 
+    /// Tells the device what was wrong, then closes the connection.
+    fn violation(&self, text: &str) -> Output {
+        Output {
+            send: vec![self.error(text)],
+            close: true,
+        }
+    }
+
     fn error(&self, text: &str) -> Message {
         Message::Error {
             message: text.to_string(),
@@ -276,13 +284,7 @@ impl Session {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => {
-                let text = e.to_string();
-                return Output {
-                    send: vec![self.error(&text)],
-                    close: true,
-                };
-            }
+            Err(e) => return self.violation(&e.to_string()),
         };
         if !changes_of(&message).is_empty() {
             self.hub.metrics.rejections.inc();
@@ -348,13 +350,7 @@ impl Session {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => {
-                let text = e.to_string();
-                return Output {
-                    send: vec![self.error(&text)],
-                    close: true,
-                };
-            }
+            Err(e) => return self.violation(&e.to_string()),
         };
         let changes = changes_of(&message);
         let applied = hub.store.update_as(&actor, id, |chart| {
@@ -390,13 +386,7 @@ impl Session {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => {
-                let text = e.to_string();
-                return Output {
-                    send: vec![self.error(&text)],
-                    close: true,
-                };
-            }
+            Err(e) => return self.violation(&e.to_string()),
         };
         if sync.receive(doc, message).is_err() {
             return Output {

@@ -9,36 +9,6 @@ use chartsync_core::codes::CodeSystem;
 use chartsync_core::protocol::{DocSync, DocumentId};
 use common::*;
 
-fn at(minutes: i64) -> Timestamp {
-    Timestamp::parse("2026-11-27T20:00:00Z")
-        .unwrap()
-        .plus_seconds(minutes * 60)
-}
-
-fn admit() -> Chart {
-    Chart::create(
-        NewPatient {
-            mrn: "MRN-0042".into(),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            birth_date: None,
-            sex: None,
-            address: None,
-            phone: None,
-        },
-        NewEncounter {
-            ward: "4west".into(),
-            bed: Some("12A".into()),
-            class: EncounterClass::Inpatient,
-            admit_source: None,
-            attending: None,
-        },
-        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
-        at(0),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to_it() {
     let data = tempfile::tempdir().unwrap();

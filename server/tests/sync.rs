@@ -10,54 +10,8 @@ use chartsync_core::codes::CodeSystem;
 use chartsync_core::protocol::{DocSync, DocumentId};
 use common::*;
 
-fn at(minutes: i64) -> Timestamp {
-    Timestamp::parse("2026-11-27T20:00:00Z")
-        .unwrap()
-        .plus_seconds(minutes * 60)
-}
-
-fn registration_clerk() -> Staff {
-    Staff::new("him.jones", Role::Technician, "records-pc-1")
-}
-
 fn night_nurse() -> Staff {
     Staff::new("rn.park", Role::Nurse, "tablet-4west-02")
-}
-
-fn admit() -> Chart {
-    Chart::create(
-        NewPatient {
-            mrn: "MRN-0042".into(),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            birth_date: Some("1957-03-14".into()),
-            sex: Some(Sex::Female),
-            address: None,
-            phone: None,
-        },
-        NewEncounter {
-            ward: "4west".into(),
-            bed: Some("12A".into()),
-            class: EncounterClass::Inpatient,
-            admit_source: None,
-            attending: Some("dr.okafor".into()),
-        },
-        &registration_clerk(),
-        at(0),
-    )
-    .unwrap()
-}
-
-fn heart_rate(bpm: u32) -> NewEntry {
-    NewEntry {
-        kind: EntryKind::Observation,
-        shift: Some(Shift::Night),
-        effective_at: None,
-        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
-        value: Some(bpm.to_string()),
-        unit: Some("/min".into()),
-        body: "Heart rate".into(),
-    }
 }
 
 /// A tablet's copy of a chart, fetched from the server.

@@ -9,15 +9,8 @@ use std::time::Duration;
 
 use chartsync_core::chart::*;
 use chartsync_core::client::{ClientConfig, SyncClient};
-use chartsync_core::codes::CodeSystem;
 use chartsync_core::store::{ChartStore, Compaction, Durability, StoreOptions};
 use common::*;
-
-fn at(minutes: i64) -> Timestamp {
-    Timestamp::parse("2026-11-27T20:00:00Z")
-        .unwrap()
-        .plus_seconds(minutes * 60)
-}
 
 fn tablet_store(dir: &tempfile::TempDir, name: &str) -> Arc<ChartStore> {
     Arc::new(
@@ -31,42 +24,6 @@ fn tablet_store(dir: &tempfile::TempDir, name: &str) -> Arc<ChartStore> {
         )
         .unwrap(),
     )
-}
-
-fn admit() -> Chart {
-    Chart::create(
-        NewPatient {
-            mrn: "MRN-0042".into(),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            birth_date: None,
-            sex: None,
-            address: None,
-            phone: None,
-        },
-        NewEncounter {
-            ward: "4west".into(),
-            bed: Some("12A".into()),
-            class: EncounterClass::Inpatient,
-            admit_source: None,
-            attending: None,
-        },
-        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
-        at(0),
-    )
-    .unwrap()
-}
-
-fn heart_rate(bpm: u32) -> NewEntry {
-    NewEntry {
-        kind: EntryKind::Observation,
-        shift: Some(Shift::Night),
-        effective_at: None,
-        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
-        value: Some(bpm.to_string()),
-        unit: Some("/min".into()),
-        body: "Heart rate".into(),
-    }
 }
 
 fn client(server: &Server, token: &str, peer: &str, store: &Arc<ChartStore>) -> SyncClient {

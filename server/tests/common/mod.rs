@@ -282,3 +282,53 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     };
     (status, body)
 }
+
+/// 2026-11-27T20:00:00Z plus `minutes`.
+pub fn at(minutes: i64) -> chartsync_core::chart::Timestamp {
+    chartsync_core::chart::Timestamp::parse("2026-11-27T20:00:00Z")
+        .unwrap()
+        .plus_seconds(minutes * 60)
+}
+
+/// Ana Rivera, admitted to 4west bed 12A by the registration clerk him.jones.
+pub fn admit() -> chartsync_core::chart::Chart {
+    use chartsync_core::chart::*;
+    Chart::create(
+        NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: Some("1957-03-14".into()),
+            sex: Some(Sex::Female),
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: Some("dr.okafor".into()),
+        },
+        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
+        at(0),
+    )
+    .unwrap()
+}
+
+/// A night-shift heart-rate observation.
+pub fn heart_rate(bpm: u32) -> chartsync_core::chart::NewEntry {
+    use chartsync_core::chart::*;
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(
+            chartsync_core::codes::CodeSystem::Loinc,
+            "8867-4",
+        )],
+        value: Some(bpm.to_string()),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}
