@@ -1,7 +1,6 @@
-//! automerge-repo 2.5 (JavaScript, its own WebSocket client adapter, pinned by
-//! tests/interop/package-lock.json) creates a chart by following docs/chart-schema.md, our
-//! device client sees it, and edits flow both ways. `bash scripts/test.sh` installs the
-//! packages.
+//! automerge-repo 2.5 in Node (pinned by tests/interop/package-lock.json; `bash
+//! scripts/test.sh` installs it), as a client of our server and as a server for our device
+//! client: charts written from docs/chart-schema.md alone, with edits flowing both ways.
 
 mod common;
 
@@ -129,4 +128,94 @@ async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
     client.stop().await;
     let status = node.wait().unwrap();
     assert!(status.success(), "the JavaScript client failed: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_tablet_syncs_with_automerge_repos_own_server() {
+    let dir = interop_dir();
+    assert!(
+        dir.join("node_modules/ws").is_dir(),
+        "the JavaScript packages are missing: run `bash scripts/test.sh`"
+    );
+    let mut node = Command::new("node")
+        .arg(dir.join("serve.mjs"))
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is needed for the interoperability test");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let stdout = node.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut expect = async |prefix: &str| -> String {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {prefix} from automerge-repo's server"))
+                .unwrap_or_else(|| panic!("automerge-repo's server exited before {prefix}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+            assert!(!line.starts_with("TIMEOUT"), "{line}");
+        }
+    };
+    let port = expect("LISTENING").await;
+    let id: ChartId = expect("CHART").await.parse().unwrap();
+
+    let devices = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        ChartStore::open(
+            devices.path().join("tablet.db"),
+            StoreOptions {
+                durability: Durability::Normal,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    // automerge-repo's server takes no token; ours sends one anyway.
+    let client = SyncClient::start(
+        store.clone(),
+        ClientConfig::new(
+            format!("ws://127.0.0.1:{port}"),
+            "no-token-needed",
+            "tablet-5east-01",
+        ),
+    );
+    client.fetch(id);
+    assert!(
+        client.wait_until_up_to_date(Duration::from_secs(60)).await,
+        "{:?}",
+        client.status().borrow()
+    );
+    assert_eq!(
+        store.read(id, |c| c.patient().unwrap().mrn).unwrap(),
+        "MRN-8002"
+    );
+
+    let nurse = Staff::new("rn.haddad", Role::Nurse, "tablet-5east-01");
+    store
+        .update(id, |c| {
+            c.add_entry(
+                &nurse,
+                Timestamp::now(),
+                NewEntry {
+                    kind: EntryKind::Observation,
+                    shift: Some(Shift::Day),
+                    effective_at: None,
+                    codes: vec![],
+                    value: Some("96".into()),
+                    unit: Some("%".into()),
+                    body: "SpO2 on room air".into(),
+                },
+            )
+        })
+        .unwrap();
+    assert_eq!(expect("SAW_ENTRY").await, "96");
+    client.stop().await;
+    assert!(node.wait().unwrap().success());
 }
