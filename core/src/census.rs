@@ -13,12 +13,22 @@ use crate::chart::{ChartError, ChartId};
 
 pub const CENSUS_SCHEMA: &str = "chartsync/census@1";
 
+/// The first bytes of every census id, which no chart id has ([`ChartId::random`] avoids
+/// them), so that a device cannot take a census's id for a chart.
+const CENSUS_MARK: [u8; 4] = *b"cnss";
+
 /// The census document of a ward: the same id on every server and device.
 pub fn census_id(ward: &str) -> ChartId {
     let digest = Sha256::digest(format!("{CENSUS_SCHEMA}:{ward}").as_bytes());
     let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
+    bytes[..4].copy_from_slice(&CENSUS_MARK);
+    bytes[4..].copy_from_slice(&digest[..12]);
     ChartId::from_bytes(bytes)
+}
+
+/// Whether an id is of the kind census documents have.
+pub fn is_census_id(id: &ChartId) -> bool {
+    id.as_bytes()[..4] == CENSUS_MARK
 }
 
 /// One chart on a ward, as the census lists it.
@@ -180,6 +190,8 @@ mod tests {
     #[test]
     fn a_wards_census_has_the_same_id_everywhere_and_lists_its_charts() {
         assert_eq!(census_id("4west"), census_id("4west"));
+        assert!(is_census_id(&census_id("4west")));
+        assert!((0..1000).all(|_| !is_census_id(&ChartId::random())));
         assert_ne!(census_id("4west"), census_id("icu"));
         let mut census = Census::new("4west");
         assert!(census.set(&[entry(1, "12A"), entry(2, "12B")]).unwrap());

@@ -1171,12 +1171,16 @@ fn the_server_accepts_changes_only_from_the_signed_in_user_within_their_role() {
 
     // A technician's new chart, checked as the technician who made it.
     assert!(check_writer(&[], &chart, "him.jones", Role::Technician).is_ok());
-    // The same chart from a nurse's connection names another author.
+    // The same chart from a nurse's connection names another author, and another writer.
     let err = check_writer(&[], &chart, "rn.silva", Role::Nurse).unwrap_err();
     assert!(err
         .violations
         .iter()
-        .all(|v| matches!(v, Violation::NotTheAuthor { .. })));
+        .any(|v| matches!(v, Violation::NotTheAuthor { .. })));
+    assert!(err.violations.iter().all(|v| matches!(
+        v,
+        Violation::NotTheAuthor { .. } | Violation::ForgedWriter { .. }
+    )));
 
     // A physician answering a coder's query writes to the queries section: allowed.
     let mut c = replica(&mut chart.clone());
@@ -1217,4 +1221,44 @@ fn the_server_accepts_changes_only_from_the_signed_in_user_within_their_role() {
         .violations
         .iter()
         .any(|v| matches!(v, Violation::RoleMayNotWrite { role: Role::Nurse, section } if section == "coding")));
+}
+
+#[test]
+fn a_cosignature_forged_by_a_client_that_sets_no_author_is_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::{ObjType, ReadDoc, ROOT};
+    use chartsync_core::chart::validate::{check_writer, Violation};
+    let mut chart = admitted();
+    let entry = chart
+        .add_entry(
+            &day_nurse(),
+            t(1),
+            NewEntry::note(EntryKind::NursingNote, "Settled."),
+        )
+        .unwrap();
+    let before = chart.heads();
+    // A tampered client, signed in as the nurse, appends a physician's cosignature and sets no
+    // change author.
+    let mut doc = chart.doc().fork();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        let (_, sigs) = tx.get(ROOT, "signatures")?.unwrap();
+        let s = tx.insert_object(&sigs, 0, ObjType::Map)?;
+        tx.put(&s, "entry_id", entry.as_str())?;
+        tx.put(&s, "signer", "dr.okafor")?;
+        tx.put(&s, "role", "physician")?;
+        tx.put(&s, "meaning", "cosign")?;
+        Ok(())
+    })
+    .unwrap();
+    let tampered = Chart::from_automerge(doc).unwrap();
+    let err = check_writer(&before, &tampered, "rn.silva", Role::Nurse).unwrap_err();
+    let forged: Vec<_> = err
+        .violations
+        .iter()
+        .filter_map(|v| match v {
+            Violation::ForgedWriter { field, .. } => Some(field.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forged, vec!["signer", "role"]);
 }

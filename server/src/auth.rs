@@ -29,9 +29,16 @@ pub struct Access {
     pub user: String,
     pub role: Role,
     pub wards: Vec<String>,
+    /// When the token expires (seconds since the epoch): a sync session ends then.
+    pub expires_at: u64,
 }
 
 impl Access {
+    /// How long until the token expires.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_secs(self.expires_at.saturating_sub(now_secs()))
+    }
+
     pub fn may_see_ward(&self, ward: &str) -> bool {
         self.wards.iter().any(|w| w == ward || w == ALL_WARDS)
     }
@@ -135,6 +142,7 @@ impl Keys {
             user: c.sub,
             role,
             wards: c.wards,
+            expires_at: c.exp,
         })
     }
 }
@@ -178,13 +186,10 @@ mod tests {
         let token = keys.issue("rn.park", Role::Nurse, &wards, Duration::from_secs(3600));
         let access = keys.verify(&token).unwrap();
         assert_eq!(
-            access,
-            Access {
-                user: "rn.park".into(),
-                role: Role::Nurse,
-                wards: wards.clone()
-            }
+            (access.user.as_str(), access.role, &access.wards),
+            ("rn.park", Role::Nurse, &wards)
         );
+        assert!(access.expires_at > now_secs() + 3500);
         assert!(access.may_see_ward("4west") && !access.may_see_ward("icu"));
 
         // The same key on the next start; another data directory's key refuses it.

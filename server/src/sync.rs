@@ -17,7 +17,7 @@ use automerge::Automerge;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chartsync_core::chart::validate::{check_writer, validate_changes};
 use chartsync_core::chart::{Chart, ChartError};
-use chartsync_core::protocol::sync::changes_of;
+use chartsync_core::protocol::sync::{applicable, changes_of, unknown_changes};
 use chartsync_core::protocol::{
     Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, RemotePeer,
 };
@@ -79,6 +79,9 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
     metrics.connections.inc();
     let mut feed = hub.changes.subscribe();
     let mut shutdown = hub.shutdown.clone();
+    // The session lasts no longer than its token.
+    let expiry = tokio::time::sleep(access.remaining());
+    tokio::pin!(expiry);
     let mut session = Session {
         conn: Connection::accept(hub.local.clone()),
         hub,
@@ -113,6 +116,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = shutdown.changed() => Output { send: Vec::new(), close: true },
+            _ = &mut expiry => session.violation("the token has expired"),
         };
         let mut failed = false;
         for m in out.send {
@@ -259,6 +263,7 @@ impl Session {
                 self.unavailable(id)
             }
             Ok(None) if is_request && !pending => self.unavailable(id),
+            Ok(None) if chartsync_core::census::is_census_id(&id) => self.unavailable(id),
             Ok(None) => self.sync_new(id, data),
             Err(e) => {
                 tracing::error!(chart = %id, error = %e, "store error");
@@ -286,7 +291,14 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.violation(&e.to_string()),
         };
-        if !changes_of(&message).is_empty() {
+        let novel = {
+            let all = crate::census::lock(&hub.censuses);
+            all.get(&id)
+                .map(|(_, census)| unknown_changes(census.doc(), &message))
+                .unwrap_or(Some(0))
+        };
+        // Changes the server already has (a device's copy of the census) are harmless.
+        if novel != Some(0) {
             self.hub.metrics.rejections.inc();
             self.audit(AuditAction::Reject, id, Some("changes to a ward census"));
             return Output {
@@ -352,9 +364,19 @@ impl Session {
             Ok(m) => m,
             Err(e) => return self.violation(&e.to_string()),
         };
-        let changes = changes_of(&message);
+        let access = self.access.clone();
+        let mut changed = false;
         let applied = hub.store.update_as(&actor, id, |chart| {
-            if !changes.is_empty() {
+            // Access is decided on the chart as it stands now: a transfer may have just moved it.
+            if !access.may_see_ward(&chart.encounter()?.ward) {
+                return Err(ChartError::NotPermitted(
+                    "the chart is on a ward outside the token".into(),
+                ));
+            }
+            let message = applicable(chart.doc(), message);
+            let changes = changes_of(&message);
+            changed = !changes.is_empty();
+            if changed {
                 let mut candidate = chart.fork();
                 candidate.load_incremental(&changes)?;
                 let reject = |r| ChartError::Rejected(Box::new(r));
@@ -365,9 +387,11 @@ impl Session {
                 .map_err(|e| ChartError::Corrupt(e.to_string()))
         });
         if let Err(e) = applied {
+            // The sync state may have moved past what was stored: forget it.
+            self.docs.remove(&id);
             return self.refuse(id, e);
         }
-        if !changes.is_empty() {
+        if changed {
             tracing::info!(user = %self.access.user, chart = %id, "changes accepted");
         }
         self.reply(id, &local, &remote)
@@ -453,10 +477,18 @@ impl Session {
     fn refuse(&self, id: DocumentId, e: StoreError) -> Output {
         let text = match &e {
             StoreError::Chart { error, .. } => {
-                tracing::warn!(user = %self.access.user, peer = %self.remote_id(), chart = %id, error = %error, "changes rejected; disconnecting");
-                self.audit(AuditAction::Reject, id, Some(&error.to_string()));
+                // Summaries only: a violation's own text can quote a code from the chart.
+                let reason = match error {
+                    ChartError::Rejected(r) => r.summary(),
+                    ChartError::InvalidCode(_) | ChartError::InvalidCodeAt { .. } => {
+                        "an invalid code".to_string()
+                    }
+                    other => other.to_string(),
+                };
+                tracing::warn!(user = %self.access.user, peer = %self.remote_id(), chart = %id, %reason, "changes rejected; disconnecting");
+                self.audit(AuditAction::Reject, id, Some(&reason));
                 self.hub.metrics.rejections.inc();
-                format!("changes to {id} refused: {error}")
+                format!("changes to {id} refused: {reason}")
             }
             other => {
                 tracing::error!(chart = %id, error = %other, "store error");
@@ -476,10 +508,16 @@ impl Session {
         let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
             return Output::default();
         };
+        let access = &self.access;
         let reply = self
             .hub
             .store
-            .read(id, |c| sync.generate(c.doc(), local, remote))
+            .read(id, |c| {
+                let permitted = c.encounter().is_ok_and(|e| access.may_see_ward(&e.ward));
+                permitted
+                    .then(|| sync.generate(c.doc(), local, remote))
+                    .flatten()
+            })
             .ok()
             .flatten();
         if reply.is_none() {
@@ -507,8 +545,9 @@ impl Session {
         match self.hub.store.summary(id) {
             Ok(Some(s)) if self.access.may_see_ward(&s.ward) => {}
             _ => {
+                // Transferred off the token's wards: tell the device it is no longer shared.
                 self.docs.remove(&id);
-                return Output::default();
+                return self.unavailable(id);
             }
         }
         let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
@@ -543,7 +582,7 @@ impl Session {
     }
 
     fn on_lagged(&mut self) -> Output {
-        let ids: Vec<DocumentId> = self.docs.keys().copied().collect();
+        let ids: Vec<DocumentId> = self.docs.keys().chain(self.asked.iter()).copied().collect();
         let mut out = Output::default();
         for id in ids {
             out.send.extend(self.on_chart_changed(id).send);

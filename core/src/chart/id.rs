@@ -14,7 +14,13 @@ pub struct ChartId([u8; 16]);
 impl ChartId {
     /// A new random id (the bytes of a UUID v4, as automerge-repo makes them).
     pub fn random() -> ChartId {
-        ChartId(*uuid::Uuid::new_v4().as_bytes())
+        loop {
+            let id = ChartId(*uuid::Uuid::new_v4().as_bytes());
+            // Census ids are marked; a random id that looks like one (2^-32) is drawn again.
+            if !crate::census::is_census_id(&id) {
+                return id;
+            }
+        }
     }
 
     pub fn from_bytes(bytes: [u8; 16]) -> ChartId {

@@ -242,17 +242,17 @@ impl Chart {
     }
 }
 
-const CHUNK_DOCUMENT: u8 = 0;
+pub(crate) const CHUNK_DOCUMENT: u8 = 0;
 
-struct Chunk<'a> {
-    kind: u8,
-    bytes: &'a [u8],
+pub(crate) struct Chunk<'a> {
+    pub(crate) kind: u8,
+    pub(crate) bytes: &'a [u8],
 }
 
 /// Splits automerge's storage format into its chunks: magic (4 bytes), checksum (4), type (1),
 /// body length (unsigned LEB128), body. automerge parses one chunk strictly but a sequence of
 /// them only leniently, so the store splits them itself.
-fn chunks(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, ChartError> {
+pub(crate) fn chunks(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, ChartError> {
     const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
     let bad = |what: &str| ChartError::Corrupt(format!("not automerge data: {what}"));
     let mut out = Vec::new();

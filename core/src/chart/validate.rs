@@ -51,6 +51,36 @@ pub enum Violation {
     },
     #[error("change {change} names someone other than the signed-in user as its author")]
     NotTheAuthor { change: String },
+    #[error("change {change} writes {field} at {path} as someone other than the signed-in user")]
+    ForgedWriter {
+        change: String,
+        field: String,
+        path: String,
+    },
+}
+
+impl Violation {
+    /// The violation without any value from the chart (a code's text included): for logs.
+    pub fn summary(&self) -> String {
+        match self {
+            Violation::InvalidCode { path, .. } => format!("invalid code at {path}"),
+            Violation::Schema(_) => "a record does not follow the schema".to_string(),
+            Violation::NotAChart(_) => "not a chart".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl Rejection {
+    /// [`Violation::summary`] of each violation, for logs and the audit trail.
+    pub fn summary(&self) -> String {
+        let first = self
+            .violations
+            .first()
+            .map(Violation::summary)
+            .unwrap_or_default();
+        format!("{} violation(s), first: {first}", self.violations.len())
+    }
 }
 
 /// Every violation found in a set of changes; any one rejects them all.
@@ -491,6 +521,55 @@ pub fn check_writer(
     }
     // Creating the sections is part of creating a chart (validate_changes allows it only
     // then); what counts is what is written inside them.
+    // The people a record names as its writer: the signed-in user, in their role. (A form's
+    // signatures name the patient or a witness, whom the user records.)
+    const WRITER_FIELDS: [&str; 7] = [
+        "author",
+        "signer",
+        "by",
+        "coded_by",
+        "asked_by",
+        "created_by",
+        "from",
+    ];
+    const ROLE_SECTIONS: [&str; 3] = [keys::ENTRIES, keys::SIGNATURES, keys::AMENDMENTS];
+    let mut located: HashMap<String, Option<Located>> = HashMap::new();
+    for change in after.doc().get_changes(before) {
+        for op in change.decode().operations {
+            let (OpType::Put(automerge::ScalarValue::Str(value)), Key::Map(key)) =
+                (&op.action, &op.key)
+            else {
+                continue;
+            };
+            let ObjectId::Id(id) = &op.obj else { continue };
+            let obj = format!("{}@{}", id.counter(), id.actor());
+            let Some(loc) = located
+                .entry(obj)
+                .or_insert_with_key(|k| locate(after.doc(), k))
+            else {
+                continue;
+            };
+            let path: Vec<&str> = loc.path.iter().map(|(_, k)| k.as_str()).collect();
+            let Some(section) = path.first().copied() else {
+                continue;
+            };
+            let in_form_signature = section == keys::FORMS && path.get(2) == Some(&"signatures");
+            let forged = if WRITER_FIELDS.contains(&key.as_str()) && !in_form_signature {
+                value.as_str() != user
+            } else if key.as_str() == "role" && ROLE_SECTIONS.contains(&section) {
+                value.as_str() != role.token()
+            } else {
+                false
+            };
+            if forged {
+                violations.push(Violation::ForgedWriter {
+                    change: change.hash().to_string(),
+                    field: key.to_string(),
+                    path: path.join("/"),
+                });
+            }
+        }
+    }
     for section in after.touched_since(before).written {
         let mut writers = super::write::section_writers(&section).to_vec();
         if section == keys::QUERIES {

@@ -237,6 +237,29 @@ fn jitter(base: Duration, attempt: u64) -> Duration {
     base.mul_f64(fraction)
 }
 
+/// Fetches the session has taken up, counted out of `pending` once a status that includes them
+/// is published, or when the session ends.
+struct TakenUp<'a> {
+    pending: &'a std::sync::atomic::AtomicUsize,
+    n: usize,
+}
+
+impl TakenUp<'_> {
+    fn release(&mut self) {
+        if self.n > 0 {
+            self.pending
+                .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for TakenUp<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// One document on this connection.
 enum Doc {
     Chart(DocSync),
@@ -345,7 +368,8 @@ async fn session(
         docs: HashMap::new(),
     };
     let mut out = Vec::new();
-    let mut taken_up = 0usize;
+    // Fetches taken up but not yet in a published status; released however the session ends.
+    let mut taken_up = TakenUp { pending, n: 0 };
     let local: Vec<ChartId> = tokio::task::block_in_place(|| {
         store
             .list(&ChartFilter::default())
@@ -373,10 +397,7 @@ async fn session(
         // Fetches taken up count in the status from now on, and no longer as pending: only
         // after the status that includes them is published, or a waiter could see the old
         // "up to date" with nothing pending.
-        if taken_up > 0 {
-            pending.fetch_sub(taken_up, std::sync::atomic::Ordering::SeqCst);
-            taken_up = 0;
-        }
+        taken_up.release();
         tokio::select! {
             frame = ws.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
@@ -401,7 +422,7 @@ async fn session(
                 Some(Command::Fetch(id)) => {
                     wanted.insert(id);
                     out.extend(tokio::task::block_in_place(|| s.open(id)));
-                    taken_up += 1;
+                    taken_up.n += 1;
                 }
                 Some(Command::Stop) | None => {
                     tokio::task::block_in_place(|| s.save_all());
@@ -480,6 +501,10 @@ impl Session<'_> {
         let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
             return None;
         };
+        // The server no longer shares it (a transfer off this device's wards): keep it local.
+        if sync.is_unavailable() {
+            return None;
+        }
         let m = self
             .store
             .read(id, |c| sync.generate(c.doc(), &me, &server))
@@ -563,8 +588,12 @@ impl Session<'_> {
                 }
                 Ok(out)
             }
-            // A push for a chart this device does not sync: take it only if asked for.
-            None => Ok(Vec::new()),
+            // Not one this device syncs: say so, so that a peer looking for it does not wait.
+            None => Ok(vec![Message::DocUnavailable {
+                document_id: id,
+                sender_id: me,
+                target_id: server,
+            }]),
         }
     }
 
@@ -574,6 +603,7 @@ impl Session<'_> {
         let mut busy = false;
         for (id, doc) in &self.docs {
             match doc {
+                Doc::Chart(sync) if sync.is_unavailable() => {}
                 Doc::Chart(sync) => {
                     let ours: Vec<ChangeHash> =
                         self.store.read(*id, |c| c.heads()).unwrap_or_default();

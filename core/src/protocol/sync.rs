@@ -131,3 +131,86 @@ impl DocSync {
 pub fn changes_of(message: &sync::Message) -> Vec<u8> {
     message.changes.iter().flatten().copied().collect()
 }
+
+/// The parsed contents of a sync message: whole documents, and single changes with their bytes.
+struct Contents {
+    documents: Vec<(Automerge, Vec<u8>)>,
+    changes: Vec<(automerge::Change, Vec<u8>)>,
+}
+
+fn contents(message: &sync::Message) -> Option<Contents> {
+    let joined = changes_of(message);
+    let mut out = Contents {
+        documents: Vec::new(),
+        changes: Vec::new(),
+    };
+    for chunk in crate::chart::chunks(&joined).ok()? {
+        if chunk.kind == crate::chart::CHUNK_DOCUMENT {
+            out.documents
+                .push((Automerge::load(chunk.bytes).ok()?, chunk.bytes.to_vec()));
+        } else {
+            let change = automerge::Change::try_from(chunk.bytes).ok()?;
+            out.changes.push((change, chunk.bytes.to_vec()));
+        }
+    }
+    Some(out)
+}
+
+/// The message with only the changes `doc` can apply now. automerge's bloom filter can
+/// mistake a change for one the receiver has (about 1 in 100) and send the changes after it
+/// without it; those are dropped here, and automerge asks for the missing one on the next round,
+/// where refusing the whole message would refuse it again on every reconnect. Bytes that do not
+/// parse are left for the checks to refuse.
+pub fn applicable(doc: &Automerge, mut message: sync::Message) -> sync::Message {
+    let Some(c) = contents(&message) else {
+        return message;
+    };
+    let mut known: std::collections::HashSet<automerge::ChangeHash> = c
+        .documents
+        .iter()
+        .flat_map(|(d, _)| d.get_changes(&[]).into_iter().map(|ch| ch.hash()))
+        .collect();
+    let mut waiting = c.changes;
+    let mut kept: Vec<Vec<u8>> = c.documents.into_iter().map(|(_, b)| b).collect();
+    loop {
+        let before = waiting.len();
+        waiting.retain(|(change, bytes)| {
+            let ready = change
+                .deps()
+                .iter()
+                .all(|h| known.contains(h) || doc.get_change_meta_by_hash(h).is_some());
+            if ready {
+                known.insert(change.hash());
+                kept.push(bytes.clone());
+            }
+            !ready
+        });
+        if waiting.len() == before {
+            break;
+        }
+    }
+    if !waiting.is_empty() {
+        message.changes = kept.into();
+    }
+    message
+}
+
+/// How many of the message's changes `doc` does not already have (`None`: unreadable).
+pub fn unknown_changes(doc: &Automerge, message: &sync::Message) -> Option<usize> {
+    let c = contents(message)?;
+    let hashes = c
+        .documents
+        .iter()
+        .flat_map(|(d, _)| {
+            d.get_changes(&[])
+                .into_iter()
+                .map(|ch| ch.hash())
+                .collect::<Vec<_>>()
+        })
+        .chain(c.changes.iter().map(|(ch, _)| ch.hash()));
+    Some(
+        hashes
+            .filter(|h| doc.get_change_meta_by_hash(h).is_none())
+            .count(),
+    )
+}
