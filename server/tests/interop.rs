@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,47 +19,64 @@ fn interop_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
-    let dir = interop_dir();
-    assert!(
-        dir.join("node_modules/@automerge/automerge-repo").is_dir(),
-        "the JavaScript packages are missing: run `bash scripts/test.sh` (it runs `npm ci` in tests/interop)"
-    );
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
-    let clerk = server.token("him.jones", "technician", &["4west"]);
-    let mut node = Command::new("node")
-        .arg(dir.join("interop.mjs"))
-        .arg(format!("ws://{}/sync", server.addr))
-        .arg(&clerk)
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is needed for the interoperability test");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let stdout = node.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut expect = async |prefix: &str| -> String {
+/// One of the Node scripts in tests/interop, and the lines it prints.
+struct Node {
+    child: Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Node {
+    fn run(script: &str, args: &[String]) -> Node {
+        let dir = interop_dir();
+        assert!(
+            dir.join("node_modules/@automerge/automerge-repo").is_dir(),
+            "the JavaScript packages are missing: run `bash scripts/test.sh` (it installs them in tests/interop)"
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join(script))
+            .args(args)
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is needed for the interoperability test");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Node { child, lines }
+    }
+
+    /// The rest of the next line that starts with `prefix` (60 s at most).
+    async fn expect(&mut self, prefix: &str) -> String {
         loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv())
                 .await
-                .unwrap_or_else(|_| panic!("no {prefix} from the JavaScript client"))
-                .unwrap_or_else(|| panic!("the JavaScript client exited before {prefix}"));
+                .unwrap_or_else(|_| panic!("no {prefix} from the Node script"))
+                .unwrap_or_else(|| panic!("the Node script exited before {prefix}"));
             if let Some(rest) = line.strip_prefix(prefix) {
                 return rest.trim().to_string();
             }
             assert!(!line.starts_with("TIMEOUT"), "{line}");
         }
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let mut node = Node::run(
+        "interop.mjs",
+        &[format!("ws://{}/sync", server.addr), clerk],
+    );
 
     // The chart it made, fetched by our device client.
-    let id: ChartId = expect("CREATED").await.parse().unwrap();
+    let id: ChartId = node.expect("CREATED").await.parse().unwrap();
     let devices = tempfile::tempdir().unwrap();
     let store = Arc::new(
         ChartStore::open(
@@ -109,10 +126,10 @@ async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
             )
         })
         .unwrap();
-    assert_eq!(expect("SAW_ENTRY").await, "38.4");
+    assert_eq!(node.expect("SAW_ENTRY").await, "38.4");
 
     // Its change of phone number reaches our tablet.
-    expect("CHANGED").await;
+    node.expect("CHANGED").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let phone = store.read(id, |c| c.patient().unwrap().phone).unwrap();
@@ -126,45 +143,15 @@ async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     client.stop().await;
-    let status = node.wait().unwrap();
+    let status = node.child.wait().unwrap();
     assert!(status.success(), "the JavaScript client failed: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_tablet_syncs_with_automerge_repos_own_server() {
-    let dir = interop_dir();
-    assert!(
-        dir.join("node_modules/ws").is_dir(),
-        "the JavaScript packages are missing: run `bash scripts/test.sh`"
-    );
-    let mut node = Command::new("node")
-        .arg(dir.join("serve.mjs"))
-        .current_dir(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node is needed for the interoperability test");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let stdout = node.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut expect = async |prefix: &str| -> String {
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no {prefix} from automerge-repo's server"))
-                .unwrap_or_else(|| panic!("automerge-repo's server exited before {prefix}"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_string();
-            }
-            assert!(!line.starts_with("TIMEOUT"), "{line}");
-        }
-    };
-    let port = expect("LISTENING").await;
-    let id: ChartId = expect("CHART").await.parse().unwrap();
+    let mut node = Node::run("serve.mjs", &[]);
+    let port = node.expect("LISTENING").await;
+    let id: ChartId = node.expect("CHART").await.parse().unwrap();
 
     let devices = tempfile::tempdir().unwrap();
     let store = Arc::new(
@@ -215,7 +202,7 @@ async fn our_tablet_syncs_with_automerge_repos_own_server() {
             )
         })
         .unwrap();
-    assert_eq!(expect("SAW_ENTRY").await, "96");
+    assert_eq!(node.expect("SAW_ENTRY").await, "96");
     client.stop().await;
-    assert!(node.wait().unwrap().success());
+    assert!(node.child.wait().unwrap().success());
 }
