@@ -15,18 +15,20 @@ use chartsync_core::store::{Actor, AuditAction, ChartFilter};
 use crate::auth::{Access, AuthError};
 use crate::AppState;
 
-/// The token from `Authorization: Bearer` or `?token=`.
+/// The token from `Authorization: Bearer`, or from `?token=` where `query` is given: only the
+/// WebSocket, which browsers cannot give headers, takes it from the URL (URLs end up in proxy
+/// and server logs).
 pub fn authenticate(
     app: &AppState,
     headers: &HeaderMap,
-    query: &HashMap<String, String>,
+    query: Option<&HashMap<String, String>>,
 ) -> Result<Access, AuthError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    match bearer.or(query.get("token").map(String::as_str)) {
+    match bearer.or(query.and_then(|q| q.get("token")).map(String::as_str)) {
         Some(token) => app.keys.verify(token),
         None => Err(AuthError::Missing),
     }
@@ -81,7 +83,7 @@ pub async fn charts(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, &query) {
+    let access = match authenticate(&app, &headers, None) {
         Ok(a) => a,
         Err(e) => return unauthorized(e),
     };
@@ -120,9 +122,8 @@ pub async fn chart(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, &query) {
+    let access = match authenticate(&app, &headers, None) {
         Ok(a) => a,
         Err(e) => return unauthorized(e),
     };
@@ -168,7 +169,7 @@ pub async fn audit(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, &query) {
+    let access = match authenticate(&app, &headers, None) {
         Ok(a) => a,
         Err(e) => return unauthorized(e),
     };

@@ -199,7 +199,7 @@ async fn sync_endpoint(
     Query(query): Query<HashMap<String, String>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let access = match api::authenticate(&app, &headers, &query) {
+    let access = match api::authenticate(&app, &headers, Some(&query)) {
         Ok(a) => a,
         Err(e) => return api::unauthorized(e),
     };

@@ -97,6 +97,13 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
         403
     );
     assert_eq!(get("/api/charts?ward=4west".into(), None).await.0, 401);
+    // Tokens in URLs end up in logs: REST takes them from the header only.
+    assert_eq!(
+        get(format!("/api/charts?ward=4west&token={nurse}"), None)
+            .await
+            .0,
+        401
+    );
 
     // One chart: found for the ward, "not found" outside it (as a chart that does not exist).
     let (status, body) = get(format!("/api/charts/{id}"), Some(nurse.clone())).await;
