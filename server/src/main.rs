@@ -106,6 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
+    let checkpoint_store = store.clone();
     let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
     let (changes, _) = tokio::sync::broadcast::channel(1024);
     let keeper = census::Keeper::start(store.clone())?;
@@ -143,6 +144,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = stop.send(true);
         })
         .await?;
+    // The change-feed thread still holds the store; leave the file whole all the same.
+    if let Err(e) = checkpoint_store.checkpoint() {
+        tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
+    }
     tracing::info!("chartsync-server stopped");
     Ok(())
 }

@@ -27,6 +27,11 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
     );
     let status = server.stop();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    // Stopped cleanly, the store is its one file: the log is folded in.
+    let wal = std::fs::metadata(data.join("charts.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "the write-ahead log was left with {wal} bytes");
 }
 
 #[test]

@@ -229,6 +229,11 @@ async fn a_restarted_server_keeps_every_change_it_acknowledged() {
         .expect("the server did not stop within 20 s")
         .unwrap();
     assert!(status.success(), "SIGTERM stops the server cleanly");
+    // And leaves the store whole in its one file, the write-ahead log folded in.
+    let wal = std::fs::metadata(data.path().join("charts.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal, 0, "the write-ahead log was left with {wal} bytes");
 
     let server = Server::start(data.path());
     // The old tokens still work: the key is the data directory's.

@@ -742,6 +742,15 @@ impl ChartStore {
         self.inner.compact(id)
     }
 
+    /// Folds the write-ahead log into the file now (the last connection to close does it too).
+    /// A process that stops while other threads still hold the store calls this on the way out,
+    /// so that the file alone is the store.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// SQLite's full integrity check: `Ok(())`, or what it found.
     pub fn verify(&self) -> Result<(), StoreError> {
         let problems: Vec<String> = self.inner.with_reader(|conn| {
