@@ -34,6 +34,19 @@ pub fn authenticate(
     }
 }
 
+/// REST handlers take the signed-in user as an argument; a missing or bad token is a 401
+/// before the handler runs.
+impl axum::extract::FromRequestParts<AppState> for Access {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &AppState,
+    ) -> Result<Access, Response> {
+        authenticate(app, &parts.headers, None).map_err(unauthorized)
+    }
+}
+
 pub fn unauthorized(e: AuthError) -> Response {
     (
         StatusCode::UNAUTHORIZED,
@@ -80,13 +93,10 @@ async fn blocking<T: Send + 'static>(
 /// `GET /api/charts?ward=W[&status=active|discharged]`
 pub async fn charts(
     State(app): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, None) {
-        Ok(a) => a,
-        Err(e) => return unauthorized(e),
-    };
     let Some(ward) = query.get("ward").cloned() else {
         return error(StatusCode::BAD_REQUEST, "name a ward: ?ward=");
     };
@@ -120,13 +130,10 @@ pub async fn charts(
 /// `GET /api/charts/{id}`: the chart as JSON (its view).
 pub async fn chart(
     State(app): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, None) {
-        Ok(a) => a,
-        Err(e) => return unauthorized(e),
-    };
     let Ok(id) = id.parse::<ChartId>() else {
         return error(StatusCode::BAD_REQUEST, "not a chart id");
     };
@@ -166,13 +173,10 @@ pub async fn chart(
 /// `GET /api/audit?chart=ID`: records supervisors and admins only; reading it is audited too.
 pub async fn audit(
     State(app): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let access = match authenticate(&app, &headers, None) {
-        Ok(a) => a,
-        Err(e) => return unauthorized(e),
-    };
     if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
         return error(
             StatusCode::FORBIDDEN,

@@ -7,12 +7,10 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chartsync_core::chart::*;
 use chartsync_core::client::{ClientConfig, SyncClient};
-use chartsync_core::store::{ChartStore, Durability, StoreOptions};
 use common::*;
 
 fn interop_dir() -> PathBuf {
@@ -78,16 +76,7 @@ async fn an_automerge_repo_client_and_our_tablet_share_a_chart() {
     // The chart it made, fetched by our device client.
     let id: ChartId = node.expect("CREATED").await.parse().unwrap();
     let devices = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        ChartStore::open(
-            devices.path().join("tablet.db"),
-            StoreOptions {
-                durability: Durability::Normal,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = tablet_store(&devices, "tablet");
     let mut config = ClientConfig::new(
         format!("ws://{}/sync", server.addr),
         server.token("rn.park", "nurse", &["4west"]),
@@ -154,16 +143,7 @@ async fn our_tablet_syncs_with_automerge_repos_own_server() {
     let id: ChartId = node.expect("CHART").await.parse().unwrap();
 
     let devices = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        ChartStore::open(
-            devices.path().join("tablet.db"),
-            StoreOptions {
-                durability: Durability::Normal,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = tablet_store(&devices, "tablet");
     // automerge-repo's server takes no token; ours sends one anyway.
     let client = SyncClient::start(
         store.clone(),

@@ -9,22 +9,8 @@ use std::time::Duration;
 
 use chartsync_core::chart::*;
 use chartsync_core::client::{ClientConfig, SyncClient};
-use chartsync_core::store::{ChartStore, Compaction, Durability, StoreOptions};
+use chartsync_core::store::ChartStore;
 use common::*;
-
-fn tablet_store(dir: &tempfile::TempDir, name: &str) -> Arc<ChartStore> {
-    Arc::new(
-        ChartStore::open(
-            dir.path().join(format!("{name}.db")),
-            StoreOptions {
-                durability: Durability::Normal,
-                compaction: Compaction::Manual,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap(),
-    )
-}
 
 fn client(server: &Server, token: &str, peer: &str, store: &Arc<ChartStore>) -> SyncClient {
     let mut config = ClientConfig::new(format!("ws://{}/sync", server.addr), token, peer);

@@ -332,3 +332,22 @@ pub fn heart_rate(bpm: u32) -> chartsync_core::chart::NewEntry {
         body: "Heart rate".into(),
     }
 }
+
+/// A tablet's own store (fast durability; compaction only when asked).
+pub fn tablet_store(
+    dir: &tempfile::TempDir,
+    name: &str,
+) -> std::sync::Arc<chartsync_core::store::ChartStore> {
+    use chartsync_core::store::{ChartStore, Compaction, Durability, StoreOptions};
+    std::sync::Arc::new(
+        ChartStore::open(
+            dir.path().join(format!("{name}.db")),
+            StoreOptions {
+                durability: Durability::Normal,
+                compaction: Compaction::Manual,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}
