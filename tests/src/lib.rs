@@ -1,1 +1,256 @@
-//! End-to-end tests live in tests/; this library holds nothing yet.
+//! What the end-to-end tests share: simulated tablets that speak the sync protocol over a
+//! real WebSocket, a plain HTTP client, and the patients and entries the scenarios use.
+//!
+//! The server itself is started by `tests/common` (it needs `CARGO_BIN_EXE_e2e-server`,
+//! which Cargo gives to the integration tests only).
+
+use std::time::Duration;
+
+use automerge::Automerge;
+use chartsync_core::protocol::{
+    Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, PeerMetadata,
+};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A tablet's end of a sync connection, handshake done.
+pub struct Tablet {
+    pub ws: Socket,
+    pub conn: Connection,
+    pub peer_id: String,
+}
+
+/// How one document's sync ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both sides have everything.
+    Synced,
+    /// The server has not got it, or may not share it.
+    Unavailable,
+    /// The server sent `error` (with its text) and closed.
+    Refused(String),
+}
+
+/// Opens `/sync` with a bearer token; `Err(status)` if the server refuses the upgrade.
+pub async fn connect(
+    addr: &str,
+    token: Option<&str>,
+    peer_id: &str,
+    storage: &str,
+) -> Result<Tablet, u16> {
+    let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
+    if let Some(t) = token {
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            return Err(response.status().as_u16())
+        }
+        Err(e) => panic!("connecting: {e}"),
+    };
+    let (mut conn, join) = Connection::initiate(LocalPeer {
+        peer_id: peer_id.to_string(),
+        metadata: PeerMetadata {
+            storage_id: Some(storage.to_string()),
+            is_ephemeral: false,
+        },
+    });
+    ws.send(WsMessage::Binary(join.encode().into()))
+        .await
+        .unwrap();
+    let frame = next_binary(&mut ws).await.expect("no peer message");
+    match conn.receive(&frame).unwrap() {
+        Incoming::Established { .. } => {}
+        other => panic!("handshake: {other:?}"),
+    }
+    Ok(Tablet {
+        ws,
+        conn,
+        peer_id: peer_id.to_string(),
+    })
+}
+
+async fn next_binary(ws: &mut Socket) -> Option<Vec<u8>> {
+    loop {
+        match ws.next().await? {
+            Ok(WsMessage::Binary(b)) => return Some(b.to_vec()),
+            Ok(WsMessage::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+impl Tablet {
+    /// Syncs one document until neither side has anything to say (a quiet spell of 300 ms).
+    pub async fn sync(
+        &mut self,
+        id: DocumentId,
+        doc: &mut Automerge,
+        state: &mut DocSync,
+    ) -> Outcome {
+        let server = self.conn.remote().unwrap().peer_id.clone();
+        loop {
+            if let Some(m) = state.generate(doc, &self.peer_id, &server) {
+                if self
+                    .ws
+                    .send(WsMessage::Binary(m.encode().into()))
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Refused("connection closed".into());
+                }
+            }
+            let frame =
+                match tokio::time::timeout(Duration::from_millis(300), next_binary(&mut self.ws))
+                    .await
+                {
+                    Err(_) => return Outcome::Synced,
+                    Ok(None) => return Outcome::Refused("connection closed".into()),
+                    Ok(Some(f)) => f,
+                };
+            match self.conn.receive(&frame) {
+                Ok(Incoming::Document(
+                    Message::Sync {
+                        document_id, data, ..
+                    }
+                    | Message::Request {
+                        document_id, data, ..
+                    },
+                )) if document_id == id => {
+                    let msg = state.decode(&data).unwrap();
+                    state.receive(doc, msg).unwrap();
+                }
+                Ok(Incoming::Document(Message::DocUnavailable { document_id, .. }))
+                    if document_id == id =>
+                {
+                    return Outcome::Unavailable
+                }
+                Ok(Incoming::Closed { .. }) => {
+                    let Message::Error { message, .. } = Message::decode(&frame).unwrap() else {
+                        return Outcome::Refused("closed".into());
+                    };
+                    return Outcome::Refused(message);
+                }
+                Ok(_) => {}
+                Err(v) => panic!("the server broke the protocol: {}", v.error),
+            }
+        }
+    }
+}
+
+/// A plain HTTP GET; (status, body).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies: keep the JSON or text between the chunk sizes.
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body
+    };
+    (status, body)
+}
+
+/// 2026-11-27T20:00:00Z plus `minutes`.
+pub fn at(minutes: i64) -> chartsync_core::chart::Timestamp {
+    chartsync_core::chart::Timestamp::parse("2026-11-27T20:00:00Z")
+        .unwrap()
+        .plus_seconds(minutes * 60)
+}
+
+/// Ana Rivera, admitted to 4west bed 12A by the registration clerk him.jones.
+pub fn admit() -> chartsync_core::chart::Chart {
+    use chartsync_core::chart::*;
+    Chart::create(
+        NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: Some("1957-03-14".into()),
+            sex: Some(Sex::Female),
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: Some("dr.okafor".into()),
+        },
+        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
+        at(0),
+    )
+    .unwrap()
+}
+
+/// A night-shift heart-rate observation.
+pub fn heart_rate(bpm: u32) -> chartsync_core::chart::NewEntry {
+    use chartsync_core::chart::*;
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(
+            chartsync_core::codes::CodeSystem::Loinc,
+            "8867-4",
+        )],
+        value: Some(bpm.to_string()),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}
+
+/// A tablet's own store (fast durability; compaction only when asked).
+pub fn tablet_store(
+    dir: &tempfile::TempDir,
+    name: &str,
+) -> std::sync::Arc<chartsync_core::store::ChartStore> {
+    use chartsync_core::store::{ChartStore, Compaction, Durability, StoreOptions};
+    std::sync::Arc::new(
+        ChartStore::open(
+            dir.path().join(format!("{name}.db")),
+            StoreOptions {
+                durability: Durability::Normal,
+                compaction: Compaction::Manual,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    )
+}

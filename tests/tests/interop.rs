@@ -14,7 +14,7 @@ use chartsync_core::client::{ClientConfig, SyncClient};
 use common::*;
 
 fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
 }
 
 /// One of the Node scripts in tests/interop, and the lines it prints.

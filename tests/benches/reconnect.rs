@@ -2,7 +2,7 @@
 //! long until it and the server agree, and how many bytes went each way (from the server's
 //! own metrics). Against a real server binary on loopback.
 //!
-//! Run: `cargo bench -p chartsync-server --bench reconnect`
+//! Run: `cargo bench -p chartsync-tests --bench reconnect`
 
 #[path = "../tests/common/mod.rs"]
 mod common;

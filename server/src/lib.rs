@@ -1,0 +1,279 @@
+//! chartsync-server: the sync server. It keeps charts in its store, syncs them with devices
+//! over `GET /sync` (automerge-repo's WebSocket protocol) under bearer tokens it issues
+//! (`chartsync-server token`), and answers `GET /healthz`.
+//!
+//! The binary is `src/main.rs`, which calls [`main`]. The end-to-end tests (the workspace's
+//! `tests/` crate) build the same entry point into a binary of their own, so they run the
+//! real server as a separate process that they can kill.
+
+mod api;
+mod auth;
+mod census;
+mod metrics;
+mod sync;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{routing::get, Json, Router};
+use chartsync_core::chart::Role;
+use chartsync_core::protocol::{LocalPeer, PeerMetadata, MAX_MESSAGE_BYTES};
+use chartsync_core::store::{ChartStore, StoreOptions};
+
+use auth::Keys;
+use clap::{Parser, Subcommand};
+use sync::Hub;
+
+#[derive(Parser)]
+#[command(name = "chartsync-server", version, about = "chartsync sync server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the sync endpoint (also what runs with no subcommand).
+    Serve(ServeArgs),
+    /// Print a bearer token for a device or a person, signed with the data directory's key.
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// The server's data directory (its key is made there on first use).
+    #[arg(long, default_value = "./chartsync-data")]
+    data_dir: PathBuf,
+    /// The user the token speaks for.
+    #[arg(long)]
+    user: String,
+    /// technician, nurse, physician, coder, records_supervisor or admin.
+    #[arg(long, value_parser = parse_role)]
+    role: Role,
+    /// A ward the token covers; repeat for more; `*` for every ward (the records office).
+    #[arg(long = "ward", required = true)]
+    wards: Vec<String>,
+    /// How long the token lasts: 90s, 30m, 12h, 7d (at most 30 days).
+    #[arg(long, default_value = "12h", value_parser = auth::parse_ttl)]
+    ttl: std::time::Duration,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::from_token(s).map_err(|e| e.to_string())
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the server keeps its store.
+    #[arg(long, default_value = "./chartsync-data")]
+    data_dir: PathBuf,
+}
+
+/// The command line: `serve` (the default) or `token`. Returns when the server has stopped.
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(a)) => a,
+        Some(Command::Token(t)) => {
+            std::fs::create_dir_all(&t.data_dir)?;
+            let keys = Keys::load_or_create(&t.data_dir)?;
+            println!("{}", keys.issue(&t.user, t.role, &t.wards, t.ttl));
+            return Ok(());
+        }
+        None => ServeArgs {
+            listen: "127.0.0.1:8080".parse()?,
+            data_dir: "./chartsync-data".into(),
+        },
+    };
+    std::fs::create_dir_all(&args.data_dir)?;
+    let path = args.data_dir.join("charts.db");
+    let store = match ChartStore::open(&path, StoreOptions::default()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(store = %path.display(), error = %e, "cannot open the chart store");
+            return Err(e.into());
+        }
+    };
+    tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
+    let checkpoint_store = store.clone();
+    let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
+    let (changes, _) = tokio::sync::broadcast::channel(1024);
+    let keeper = census::Keeper::start(store.clone())?;
+    let censuses = keeper.censuses();
+    forward_commits(&store, keeper, changes.clone());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let hub = Arc::new(Hub {
+        store: store.clone(),
+        local: LocalPeer {
+            peer_id: "chartsync-server".into(),
+            metadata: PeerMetadata {
+                storage_id: Some(storage_id(&args.data_dir)?),
+                is_ephemeral: false,
+            },
+        },
+        changes,
+        shutdown,
+        metrics: Arc::new(metrics::Metrics::new()),
+        censuses,
+    });
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/sync", get(sync_endpoint))
+        .route("/api/charts", get(api::charts))
+        .route("/api/charts/{id}", get(api::chart))
+        .route("/api/audit", get(api::audit))
+        .route("/metrics", get(api::metrics))
+        .with_state(AppState { store, keys, hub });
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Open sync connections close too, saving their sync state.
+            let _ = stop.send(true);
+        })
+        .await?;
+    // The change-feed thread still holds the store; leave the file whole all the same.
+    if let Err(e) = checkpoint_store.checkpoint() {
+        tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
+    }
+    tracing::info!("chartsync-server stopped");
+    Ok(())
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<ChartStore>,
+    keys: Arc<Keys>,
+    hub: Arc<Hub>,
+}
+
+/// The store's change feed, onto a channel every connection listens to; the ward censuses
+/// follow each commit, and their own changes go out on the same channel.
+fn forward_commits(
+    store: &ChartStore,
+    mut keeper: census::Keeper,
+    changes: tokio::sync::broadcast::Sender<chartsync_core::store::ChartChanged>,
+) {
+    let feed = store.subscribe();
+    std::thread::Builder::new()
+        .name("chartsync-feed".into())
+        .spawn(move || {
+            // Ends when the store closes.
+            for event in feed {
+                let census_events = keeper.on_change(&event);
+                let _ = changes.send(event);
+                for e in census_events {
+                    let _ = changes.send(e);
+                }
+            }
+        })
+        .ok();
+}
+
+/// The server's storage id: what devices key their sync state for this server by.
+fn storage_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("storage-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// `GET /sync`: the token from `Authorization: Bearer` or `?token=` (browsers cannot set
+/// headers on a WebSocket), checked before the upgrade.
+async fn sync_endpoint(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let access = match api::authenticate(&app, &headers, Some(&query)) {
+        Ok(a) => a,
+        Err(e) => return api::unauthorized(e),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let hub = app.hub.clone();
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access))
+}
+
+async fn healthz(
+    State(AppState { store, .. }): State<AppState>,
+) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+    let stats = tokio::task::spawn_blocking(move || store.stats())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    match stats {
+        Ok(stats) => Ok(Json(serde_json::json!({
+            "status": "ok",
+            "schema": chartsync_core::chart::SCHEMA_V1,
+            "icd10cm": chartsync_core::codes::ICD10CM_CODE_SET,
+            "store": {
+                "version": chartsync_core::store::schema::VERSION,
+                "charts": stats.charts,
+                "charts_open": stats.charts_cached,
+            },
+        }))),
+        Err(error) => {
+            tracing::error!(%error, "health check: the store does not answer");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "store unavailable", "error": error })),
+            ))
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish what is in flight, exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
