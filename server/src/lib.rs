@@ -137,7 +137,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         shutdown,
         metrics: Arc::new(metrics::Metrics::new()),
         censuses,
+        sessions: tokio::sync::watch::Sender::new(0),
     });
+    let mut sessions = hub.sessions.subscribe();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/sync", get(sync_endpoint))
@@ -155,6 +157,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             let _ = stop.send(true);
         })
         .await?;
+    // Open connections save their sync state before the store is folded and closed.
+    let closed = sessions.wait_for(|open| *open == 0);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; stopping without them");
+    }
     // The change-feed thread still holds the store; leave the file whole all the same.
     if let Err(e) = checkpoint_store.checkpoint() {
         tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");

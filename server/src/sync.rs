@@ -10,7 +10,14 @@
 //! - sync state is kept per (device storage, chart), so a reconnect sends only what changed;
 //! - commits from other devices are pushed as they land.
 
+//!
+//! Each document a device mentions gets a worker of its own (a task with a queue), so a huge
+//! chart being loaded, checked or sent does not hold up the other charts on the connection;
+//! one document's messages are still handled strictly in order. The connection's reader only
+//! checks the envelope and routes; one writer sends what every worker produces.
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use automerge::Automerge;
@@ -22,10 +29,17 @@ use chartsync_core::protocol::{
     Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, RemotePeer,
 };
 use chartsync_core::store::{Actor, AuditAction, ChartChanged, ChartStore, StoreError};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::auth::Access;
+
+/// Frames waiting for the socket, from all of a connection's documents.
+const OUTGOING_QUEUE: usize = 256;
+/// Messages waiting for one document's worker. automerge-repo waits for an answer before it
+/// sends more about a document, so this fills only when a device floods one document.
+const DOCUMENT_QUEUE: usize = 64;
 
 /// What every connection shares.
 pub struct Hub {
@@ -37,6 +51,8 @@ pub struct Hub {
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub censuses: crate::census::Censuses,
+    /// How many connections are open; the server waits for none before it stops.
+    pub sessions: watch::Sender<usize>,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -55,6 +71,13 @@ impl Output {
     }
 }
 
+/// What goes to the connection's writer.
+enum Out {
+    Frame(Message),
+    /// Send a close frame and stop.
+    Close,
+}
+
 enum Doc {
     /// A chart in the store.
     Chart(DocSync),
@@ -64,101 +87,274 @@ enum Doc {
     Pending { sync: DocSync, doc: Box<Automerge> },
 }
 
-struct Session {
+/// What a document's worker is told.
+enum Event {
+    /// `request` or `sync` from the device.
+    Sync { data: Vec<u8>, request: bool },
+    /// The device has not got the document either.
+    Unavailable,
+    /// The document changed in the store (another device, or the census keeper).
+    Changed,
+}
+
+/// A connection after its handshake: who is at the other end.
+struct Peer {
     hub: Arc<Hub>,
     access: Access,
-    conn: Connection,
-    docs: HashMap<DocumentId, Doc>,
-    /// Documents the device asked for that were unavailable: offered when they appear.
-    asked: std::collections::HashSet<DocumentId>,
+    remote: RemotePeer,
+    /// Set when the connection is being closed for a violation: workers stop taking input.
+    closing: AtomicBool,
+}
+
+/// One document on one connection.
+struct Worker {
+    peer: Arc<Peer>,
+    id: DocumentId,
+    doc: Option<Doc>,
+    /// The device asked for it while it was unavailable: offered when it appears.
+    asked: bool,
+}
+
+/// Counts an open connection until dropped.
+struct Live(Arc<Hub>);
+
+impl Live {
+    fn new(hub: &Arc<Hub>) -> Live {
+        hub.sessions.send_modify(|n| *n += 1);
+        Live(hub.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.sessions.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
-    let (mut tx, mut rx) = socket.split();
+    let _live = Live::new(&hub);
+    let (tx, mut rx) = socket.split();
     let metrics = hub.metrics.clone();
     metrics.connections.inc();
+    let (out, outgoing) = mpsc::channel(OUTGOING_QUEUE);
+    let mut writer = tokio::spawn(write_frames(tx, outgoing, metrics.clone()));
+    let mut writer_done = false;
     let mut feed = hub.changes.subscribe();
     let mut shutdown = hub.shutdown.clone();
     // The session lasts no longer than its token.
     let expiry = tokio::time::sleep(access.remaining());
     tokio::pin!(expiry);
-    let mut session = Session {
-        conn: Connection::accept(hub.local.clone()),
-        hub,
-        access,
-        docs: HashMap::new(),
-        asked: Default::default(),
+    let mut conn = Connection::accept(hub.local.clone());
+    let mut peer: Option<Arc<Peer>> = None;
+    let mut workers: HashMap<DocumentId, mpsc::Sender<Event>> = HashMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    let error = |text: &str, remote: Option<&RemotePeer>| Message::Error {
+        message: text.to_string(),
+        sender_id: Some(hub.local.peer_id.clone()),
+        target_id: remote.map(|r| r.peer_id.clone()),
     };
     loop {
-        let out = tokio::select! {
+        // The document a frame is about, and what its worker is told.
+        let (id, event) = tokio::select! {
             frame = rx.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     metrics.messages_received.inc();
                     metrics.bytes_received.inc_by(bytes.len() as u64);
-                    let started = std::time::Instant::now();
-                    let out = tokio::task::block_in_place(|| session.on_frame(&bytes));
-                    metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
-                    out
+                    match conn.receive(&bytes) {
+                        Err(v) => {
+                            tracing::warn!(user = %access.user, error = %v.error, "protocol violation; disconnecting");
+                            if let Some(reply) = v.reply {
+                                let _ = out.send(Out::Frame(*reply)).await;
+                            }
+                            let _ = out.send(Out::Close).await;
+                            break;
+                        }
+                        Ok(Incoming::Established { remote, reply }) => {
+                            tracing::info!(user = %access.user, role = %access.role, peer = %remote.peer_id, "device connected");
+                            peer = Some(Arc::new(Peer {
+                                hub: hub.clone(),
+                                access: access.clone(),
+                                remote,
+                                closing: AtomicBool::new(false),
+                            }));
+                            if let Some(m) = reply {
+                                let _ = out.send(Out::Frame(m)).await;
+                            }
+                            continue;
+                        }
+                        Ok(Incoming::Closed { reason }) => {
+                            tracing::info!(user = %access.user, %reason, "device disconnected");
+                            let _ = out.send(Out::Close).await;
+                            break;
+                        }
+                        Ok(Incoming::Document(m)) => match m {
+                            Message::Request { document_id, data, .. } => {
+                                (document_id, Event::Sync { data, request: true })
+                            }
+                            Message::Sync { document_id, data, .. } => {
+                                (document_id, Event::Sync { data, request: false })
+                            }
+                            Message::DocUnavailable { document_id, .. } => {
+                                (document_id, Event::Unavailable)
+                            }
+                            // Presence and remote-heads gossip are not used by chartsync's devices.
+                            _ => continue,
+                        },
+                    }
                 }
-                Some(Ok(WsMessage::Text(_))) => Output {
-                    send: vec![session.error("text frames are not part of the protocol")],
-                    close: true,
-                },
+                Some(Ok(WsMessage::Text(_))) => {
+                    let text = "text frames are not part of the protocol";
+                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                    let _ = out.send(Out::Close).await;
+                    break;
+                }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue, // ping and pong: answered by axum
             },
             event = feed.recv() => match event {
-                Ok(changed) => tokio::task::block_in_place(|| session.on_chart_changed(changed.id)),
-                // Missed some: offer every open chart again; automerge sends only what is new.
+                Ok(changed) => (changed.id, Event::Changed),
+                // Missed some: tell every document; automerge sends only what is new.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    tokio::task::block_in_place(|| session.on_lagged())
+                    for worker in workers.values() {
+                        let _ = worker.send(Event::Changed).await;
+                    }
+                    continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = shutdown.changed() => Output { send: Vec::new(), close: true },
-            _ = &mut expiry => session.violation("the token has expired"),
-        };
-        let mut failed = false;
-        for m in out.send {
-            let frame = m.encode();
-            metrics.messages_sent.inc();
-            metrics.bytes_sent.inc_by(frame.len() as u64);
-            if tx.send(WsMessage::Binary(frame.into())).await.is_err() {
-                failed = true;
+            _ = shutdown.changed() => {
+                let _ = out.send(Out::Close).await;
                 break;
             }
+            _ = &mut expiry => {
+                let text = "the token has expired";
+                let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                let _ = out.send(Out::Close).await;
+                break;
+            }
+            // The socket failed, or a worker closed the connection.
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
+        };
+        let Some(peer) = &peer else { continue };
+        if matches!(event, Event::Changed) && !workers.contains_key(&id) {
+            continue; // a chart this device has not mentioned
         }
-        if out.close || failed {
-            let _ = tx.send(WsMessage::Close(None)).await;
-            break;
-        }
+        let worker = workers.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(DOCUMENT_QUEUE);
+            let worker = Worker {
+                peer: peer.clone(),
+                id,
+                doc: None,
+                asked: false,
+            };
+            running.spawn(worker.run(rx, out.clone()));
+            tx
+        });
+        // Fails only when the worker has stopped, which it does when closing the connection.
+        let _ = worker.send(event).await;
     }
-    tokio::task::block_in_place(|| session.finish());
+    // Workers finish what they were given and save their sync state.
+    drop(workers);
+    while running.join_next().await.is_some() {}
+    drop(out);
+    if !writer_done {
+        let _ = writer.await;
+    }
     metrics.connections.dec();
 }
 
-impl Session {
-    fn remote(&self) -> Option<&RemotePeer> {
-        self.conn.remote()
+/// Sends what the workers produce, in the order they produce it.
+async fn write_frames(
+    mut tx: SplitSink<WebSocket, WsMessage>,
+    mut outgoing: mpsc::Receiver<Out>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    while let Some(Out::Frame(m)) = outgoing.recv().await {
+        let frame = m.encode();
+        metrics.messages_sent.inc();
+        metrics.bytes_sent.inc_by(frame.len() as u64);
+        if tx.send(WsMessage::Binary(frame.into())).await.is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(WsMessage::Close(None)).await;
+}
+
+impl Worker {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, out: mpsc::Sender<Out>) {
+        'events: while let Some(event) = events.recv().await {
+            if self.peer.closing.load(Ordering::Acquire) {
+                break;
+            }
+            let timed = matches!(event, Event::Sync { .. });
+            let started = std::time::Instant::now();
+            let output = tokio::task::block_in_place(|| self.handle(event));
+            if timed {
+                let seconds = started.elapsed().as_secs_f64();
+                self.peer.hub.metrics.sync_seconds.observe(seconds);
+            }
+            if output.close {
+                self.peer.closing.store(true, Ordering::Release);
+            }
+            for m in output.send {
+                if out.send(Out::Frame(m)).await.is_err() {
+                    break 'events;
+                }
+            }
+            if output.close {
+                let _ = out.send(Out::Close).await;
+                break;
+            }
+        }
+        tokio::task::block_in_place(|| self.finish());
     }
 
-    fn remote_id(&self) -> String {
-        self.remote().map(|r| r.peer_id.clone()).unwrap_or_default()
+    fn handle(&mut self, event: Event) -> Output {
+        match event {
+            Event::Sync { data, request } => self.on_sync(&data, request),
+            Event::Unavailable => {
+                if let Some(Doc::Chart(s)) = &mut self.doc {
+                    s.mark_unavailable();
+                }
+                Output::default()
+            }
+            Event::Changed => self.on_chart_changed(),
+        }
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.peer.hub
+    }
+
+    fn access(&self) -> &Access {
+        &self.peer.access
+    }
+
+    fn local_id(&self) -> &str {
+        &self.peer.hub.local.peer_id
+    }
+
+    fn remote_id(&self) -> &str {
+        &self.peer.remote.peer_id
     }
 
     /// Who is acting, for the audit trail.
     fn actor(&self) -> Actor {
         Actor {
-            user: self.access.user.clone(),
-            role: self.access.role.token().to_string(),
-            device: self.remote_id(),
+            user: self.access().user.clone(),
+            role: self.access().role.token().to_string(),
+            device: self.remote_id().to_string(),
         }
     }
 
     /// Records an event in the audit trail; a failure is logged, not fatal to the session.
-    fn audit(&self, action: AuditAction, id: DocumentId, detail: Option<&str>) {
+    fn audit(&self, action: AuditAction, detail: Option<&str>) {
+        let id = self.id;
         if let Err(e) = self
-            .hub
+            .hub()
             .store
             .record_audit(&self.actor(), action, Some(id), detail)
         {
@@ -177,163 +373,104 @@ impl Session {
     fn error(&self, text: &str) -> Message {
         Message::Error {
             message: text.to_string(),
-            sender_id: Some(self.hub.local.peer_id.clone()),
-            target_id: self.remote().map(|r| r.peer_id.clone()),
+            sender_id: Some(self.local_id().to_string()),
+            target_id: Some(self.remote_id().to_string()),
         }
     }
 
-    fn unavailable(&mut self, id: DocumentId) -> Output {
-        self.asked.insert(id);
+    fn unavailable(&mut self) -> Output {
+        self.asked = true;
         Output::send(Message::DocUnavailable {
-            document_id: id,
-            sender_id: self.hub.local.peer_id.clone(),
-            target_id: self.remote_id(),
+            document_id: self.id,
+            sender_id: self.local_id().to_string(),
+            target_id: self.remote_id().to_string(),
         })
     }
 
-    fn on_frame(&mut self, frame: &[u8]) -> Output {
-        match self.conn.receive(frame) {
-            Err(v) => {
-                tracing::warn!(user = %self.access.user, peer = %self.remote_id(), error = %v.error, "protocol violation; disconnecting");
-                Output {
-                    send: v.reply.map(|m| vec![*m]).unwrap_or_default(),
-                    close: true,
-                }
-            }
-            Ok(Incoming::Established { remote, reply }) => {
-                tracing::info!(user = %self.access.user, role = %self.access.role, peer = %remote.peer_id, "device connected");
-                Output {
-                    send: reply.into_iter().collect(),
-                    close: false,
-                }
-            }
-            Ok(Incoming::Closed { reason }) => {
-                tracing::info!(user = %self.access.user, peer = %self.remote_id(), %reason, "device disconnected");
-                Output {
-                    send: Vec::new(),
-                    close: true,
-                }
-            }
-            Ok(Incoming::Document(m)) => match m {
-                Message::Request {
-                    document_id, data, ..
-                } => self.on_sync(document_id, &data, true),
-                Message::Sync {
-                    document_id, data, ..
-                } => self.on_sync(document_id, &data, false),
-                Message::DocUnavailable { document_id, .. } => {
-                    if let Some(Doc::Chart(s)) = self.docs.get_mut(&document_id) {
-                        s.mark_unavailable();
-                    }
-                    Output::default()
-                }
-                // Presence and remote-heads gossip are not used by chartsync's devices.
-                _ => Output::default(),
-            },
-        }
+    /// The ward of a census document, if `id` is one.
+    fn census_ward(&self) -> Option<String> {
+        crate::census::lock(&self.hub().censuses)
+            .get(&self.id)
+            .map(|(ward, _)| ward.clone())
     }
 
-    fn on_sync(&mut self, id: DocumentId, data: &[u8], is_request: bool) -> Output {
-        let census_ward = crate::census::lock(&self.hub.censuses)
-            .get(&id)
-            .map(|(ward, _)| ward.clone());
-        if let Some(ward) = census_ward {
-            if !self.access.may_see_ward(&ward) {
+    fn on_sync(&mut self, data: &[u8], is_request: bool) -> Output {
+        let id = self.id;
+        if let Some(ward) = self.census_ward() {
+            if !self.access().may_see_ward(&ward) {
                 self.audit(
                     AuditAction::Deny,
-                    id,
                     Some("census of a ward outside the token"),
                 );
-                return self.unavailable(id);
+                return self.unavailable();
             }
-            return self.sync_census(id, data);
+            return self.sync_census(data);
         }
-        let pending = matches!(self.docs.get(&id), Some(Doc::Pending { .. }));
-        match self.hub.store.summary(id) {
-            Ok(Some(summary)) if self.access.may_see_ward(&summary.ward) => {
-                self.sync_chart(id, data)
-            }
+        let pending = matches!(self.doc, Some(Doc::Pending { .. }));
+        match self.hub().store.summary(id) {
+            Ok(Some(summary)) if self.access().may_see_ward(&summary.ward) => self.sync_chart(data),
             Ok(Some(_)) => {
-                tracing::info!(user = %self.access.user, chart = %id, "denied: chart outside the token's wards");
-                self.audit(
-                    AuditAction::Deny,
-                    id,
-                    Some("chart outside the token's wards"),
-                );
-                self.unavailable(id)
+                tracing::info!(user = %self.access().user, chart = %id, "denied: chart outside the token's wards");
+                self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
+                self.unavailable()
             }
-            Ok(None) if is_request && !pending => self.unavailable(id),
-            Ok(None) if chartsync_core::census::is_census_id(&id) => self.unavailable(id),
-            Ok(None) => self.sync_new(id, data),
+            Ok(None) if is_request && !pending => self.unavailable(),
+            Ok(None) if chartsync_core::census::is_census_id(&id) => self.unavailable(),
+            Ok(None) => self.sync_new(data),
             Err(e) => {
                 tracing::error!(chart = %id, error = %e, "store error");
-                Output {
-                    send: vec![self.error("the server could not read its store")],
-                    close: true,
-                }
+                self.violation("the server could not read its store")
             }
         }
     }
 
     /// A ward census: read-only for devices.
-    fn sync_census(&mut self, id: DocumentId, data: &[u8]) -> Output {
-        if !matches!(self.docs.get(&id), Some(Doc::Census(_))) {
-            self.audit(AuditAction::List, id, Some("ward census"));
-            let state = self.stored_state(id);
-            self.docs.insert(id, Doc::Census(DocSync::new(id, state)));
+    fn sync_census(&mut self, data: &[u8]) -> Output {
+        if !matches!(self.doc, Some(Doc::Census(_))) {
+            self.audit(AuditAction::List, Some("ward census"));
+            let state = self.stored_state();
+            self.doc = Some(Doc::Census(DocSync::new(self.id, state)));
         }
-        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
-        let hub = self.hub.clone();
-        let Some(Doc::Census(sync)) = self.docs.get_mut(&id) else {
+        let peer = self.peer.clone();
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let Some(Doc::Census(sync)) = &mut self.doc else {
             return Output::default();
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
             Err(e) => return self.violation(&e.to_string()),
         };
-        let novel = {
-            let all = crate::census::lock(&hub.censuses);
-            all.get(&id)
-                .map(|(_, census)| unknown_changes(census.doc(), &message))
-                .unwrap_or(Some(0))
-        };
-        // Changes the server already has (a device's copy of the census) are harmless.
-        if novel != Some(0) {
-            self.hub.metrics.rejections.inc();
-            self.audit(AuditAction::Reject, id, Some("changes to a ward census"));
-            return Output {
-                send: vec![self.error("ward censuses are written by the server only")],
-                close: true,
-            };
-        }
-        let mut all = crate::census::lock(&hub.censuses);
-        let Some((_, census)) = all.get_mut(&id) else {
+        let mut all = crate::census::lock(&peer.hub.censuses);
+        let Some((_, census)) = all.get_mut(&self.id) else {
             return Output::default();
         };
+        // Changes the server already has (a device's copy of the census) are harmless.
+        if unknown_changes(census.doc(), &message) != Some(0) {
+            drop(all);
+            peer.hub.metrics.rejections.inc();
+            self.audit(AuditAction::Reject, Some("changes to a ward census"));
+            return self.violation("ward censuses are written by the server only");
+        }
         if sync.receive_census(census, message).is_err() {
             drop(all);
-            return Output {
-                send: vec![self.error("the sync message could not be applied")],
-                close: true,
-            };
+            return self.violation("the sync message could not be applied");
         }
-        let reply = sync.generate(census.doc(), &local, &remote);
+        let reply = sync.generate(census.doc(), local, remote);
         Output {
             send: reply.into_iter().collect(),
             close: false,
         }
     }
 
-    fn census_reply(&mut self, id: DocumentId) -> Output {
-        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
-        let hub = self.hub.clone();
-        let Some(Doc::Census(sync)) = self.docs.get_mut(&id) else {
+    fn census_reply(&mut self) -> Output {
+        let peer = self.peer.clone();
+        let Some(Doc::Census(sync)) = &mut self.doc else {
             return Output::default();
         };
-        let all = crate::census::lock(&hub.censuses);
-        let reply = all
-            .get(&id)
-            .and_then(|(_, census)| sync.generate(census.doc(), &local, &remote));
+        let all = crate::census::lock(&peer.hub.censuses);
+        let reply = all.get(&self.id).and_then(|(_, census)| {
+            sync.generate(census.doc(), &peer.hub.local.peer_id, &peer.remote.peer_id)
+        });
         Output {
             send: reply.into_iter().collect(),
             close: false,
@@ -341,32 +478,31 @@ impl Session {
     }
 
     /// The stored sync state for this device's storage, if it has one.
-    fn stored_state(&self, id: DocumentId) -> Option<automerge::sync::State> {
-        let storage = self.remote()?.storage_id()?.to_string();
-        self.hub.store.sync_state(&storage, id).ok().flatten()
+    fn stored_state(&self) -> Option<automerge::sync::State> {
+        let storage = self.peer.remote.storage_id()?;
+        self.hub().store.sync_state(storage, self.id).ok().flatten()
     }
 
-    fn sync_chart(&mut self, id: DocumentId, data: &[u8]) -> Output {
-        if !matches!(self.docs.get(&id), Some(Doc::Chart(_))) {
+    fn sync_chart(&mut self, data: &[u8]) -> Output {
+        let id = self.id;
+        if !matches!(self.doc, Some(Doc::Chart(_))) {
             // The first exchange about this chart on this connection: the device reads it.
-            self.audit(AuditAction::Read, id, None);
-            let state = self.stored_state(id);
-            self.docs.insert(id, Doc::Chart(DocSync::new(id, state)));
+            self.audit(AuditAction::Read, None);
+            let state = self.stored_state();
+            self.doc = Some(Doc::Chart(DocSync::new(id, state)));
         }
-        let hub = self.hub.clone();
+        let peer = self.peer.clone();
         let actor = self.actor();
-        let (user, role) = (self.access.user.clone(), self.access.role);
-        let (local, remote) = (hub.local.peer_id.clone(), self.remote_id());
-        let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
+        let access = &peer.access;
+        let Some(Doc::Chart(sync)) = &mut self.doc else {
             return Output::default();
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
             Err(e) => return self.violation(&e.to_string()),
         };
-        let access = self.access.clone();
         let mut changed = false;
-        let applied = hub.store.update_as(&actor, id, |chart| {
+        let applied = peer.hub.store.update_as(&actor, id, |chart| {
             // Access is decided on the chart as it stands now: a transfer may have just moved it.
             if !access.may_see_ward(&chart.encounter()?.ward) {
                 return Err(ChartError::NotPermitted(
@@ -381,27 +517,30 @@ impl Session {
                 candidate.load_incremental(&changes)?;
                 let reject = |r| ChartError::Rejected(Box::new(r));
                 validate_changes(chart.doc(), candidate.doc()).map_err(reject)?;
-                check_writer(&chart.heads(), &candidate, &user, role).map_err(reject)?;
+                check_writer(&chart.heads(), &candidate, &access.user, access.role)
+                    .map_err(reject)?;
             }
             sync.receive_chart(chart, message)
                 .map_err(|e| ChartError::Corrupt(e.to_string()))
         });
         if let Err(e) = applied {
             // The sync state may have moved past what was stored: forget it.
-            self.docs.remove(&id);
-            return self.refuse(id, e);
+            self.doc = None;
+            return self.refuse(e);
         }
         if changed {
-            tracing::info!(user = %self.access.user, chart = %id, "changes accepted");
+            tracing::info!(user = %access.user, chart = %id, "changes accepted");
         }
-        self.reply(id, &local, &remote)
+        self.reply()
     }
 
     /// A device sends a chart the store has not got: gather it in a scratch document, and
     /// once it is a whole chart, check it as any change and store it.
-    fn sync_new(&mut self, id: DocumentId, data: &[u8]) -> Output {
-        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
-        let doc = self.docs.entry(id).or_insert_with(|| Doc::Pending {
+    fn sync_new(&mut self, data: &[u8]) -> Output {
+        let id = self.id;
+        let peer = self.peer.clone();
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let doc = self.doc.get_or_insert_with(|| Doc::Pending {
             sync: DocSync::new(id, None),
             doc: Box::default(),
         });
@@ -413,14 +552,11 @@ impl Session {
             Err(e) => return self.violation(&e.to_string()),
         };
         if sync.receive(doc, message).is_err() {
-            return Output {
-                send: vec![self.error("the sync message could not be applied")],
-                close: true,
-            };
+            return self.violation("the sync message could not be applied");
         }
         if doc.get_heads().is_empty() {
             // Nothing yet: ask for it.
-            let reply = sync.generate(doc, &local, &remote);
+            let reply = sync.generate(doc, local, remote);
             return Output {
                 send: reply.into_iter().collect(),
                 close: false,
@@ -428,53 +564,56 @@ impl Session {
         }
         let candidate = (**doc).clone();
         let state = sync.state().clone();
-        match self.admit(id, candidate) {
+        match self.admit(candidate) {
             Ok(()) => {
-                tracing::info!(user = %self.access.user, chart = %id, "new chart from a device");
+                tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
                 let mut sync = DocSync::new(id, Some(state));
-                let reply = self
+                let reply = peer
                     .hub
                     .store
-                    .read(id, |c| sync.generate(c.doc(), &local, &remote))
+                    .read(id, |c| sync.generate(c.doc(), local, remote))
                     .ok()
                     .flatten();
-                self.docs.insert(id, Doc::Chart(sync));
+                self.doc = Some(Doc::Chart(sync));
                 Output {
                     send: reply.into_iter().collect(),
                     close: false,
                 }
             }
             Err(e) => {
-                self.docs.remove(&id);
-                self.refuse(id, e)
+                self.doc = None;
+                self.refuse(e)
             }
         }
     }
 
     /// Checks a chart new to the store and stores it.
-    fn admit(&self, id: DocumentId, doc: Automerge) -> Result<(), StoreError> {
+    fn admit(&self, doc: Automerge) -> Result<(), StoreError> {
+        let id = self.id;
+        let access = self.access();
         let reject = |r| StoreError::Chart {
             id,
             error: ChartError::Rejected(Box::new(r)),
         };
         validate_changes(&Automerge::new(), &doc).map_err(reject)?;
         let chart = Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })?;
-        check_writer(&[], &chart, &self.access.user, self.access.role).map_err(reject)?;
+        check_writer(&[], &chart, &access.user, access.role).map_err(reject)?;
         let ward = chart
             .encounter()
             .map_err(|error| StoreError::Chart { id, error })?
             .ward;
-        if !self.access.may_see_ward(&ward) {
+        if !access.may_see_ward(&ward) {
             return Err(StoreError::Chart {
                 id,
                 error: ChartError::NotPermitted("a chart on a ward outside the token".into()),
             });
         }
-        self.hub.store.insert_as(&self.actor(), id, chart)
+        self.hub().store.insert_as(&self.actor(), id, chart)
     }
 
     /// Refuses what the device sent: `error`, then disconnect. Nothing of it was kept.
-    fn refuse(&self, id: DocumentId, e: StoreError) -> Output {
+    fn refuse(&self, e: StoreError) -> Output {
+        let id = self.id;
         let text = match &e {
             StoreError::Chart { error, .. } => {
                 // Summaries only: a violation's own text can quote a code from the chart.
@@ -485,9 +624,9 @@ impl Session {
                     }
                     other => other.to_string(),
                 };
-                tracing::warn!(user = %self.access.user, peer = %self.remote_id(), chart = %id, %reason, "changes rejected; disconnecting");
-                self.audit(AuditAction::Reject, id, Some(&reason));
-                self.hub.metrics.rejections.inc();
+                tracing::warn!(user = %self.access().user, peer = %self.remote_id(), chart = %id, %reason, "changes rejected; disconnecting");
+                self.audit(AuditAction::Reject, Some(&reason));
+                self.hub().metrics.rejections.inc();
                 format!("changes to {id} refused: {reason}")
             }
             other => {
@@ -495,25 +634,24 @@ impl Session {
                 "the server could not store the changes".to_string()
             }
         };
-        Output {
-            send: vec![self.error(&text)],
-            close: true,
-        }
+        self.violation(&text)
     }
 
     /// What to send next about a chart; when there is nothing, the exchange is complete and
     /// the sync state is worth keeping.
-    fn reply(&mut self, id: DocumentId, local: &str, remote: &str) -> Output {
-        let storage = self.remote().and_then(|r| r.storage_id()).map(String::from);
-        let Some(Doc::Chart(sync)) = self.docs.get_mut(&id) else {
+    fn reply(&mut self) -> Output {
+        let peer = self.peer.clone();
+        let Some(Doc::Chart(sync)) = &mut self.doc else {
             return Output::default();
         };
-        let access = &self.access;
-        let reply = self
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let reply = peer
             .hub
             .store
-            .read(id, |c| {
-                let permitted = c.encounter().is_ok_and(|e| access.may_see_ward(&e.ward));
+            .read(self.id, |c| {
+                let permitted = c
+                    .encounter()
+                    .is_ok_and(|e| peer.access.may_see_ward(&e.ward));
                 permitted
                     .then(|| sync.generate(c.doc(), local, remote))
                     .flatten()
@@ -521,8 +659,11 @@ impl Session {
             .ok()
             .flatten();
         if reply.is_none() {
-            if let Some(storage) = storage {
-                let _ = self.hub.store.save_sync_state(&storage, id, sync.state());
+            if let Some(storage) = peer.remote.storage_id() {
+                let _ = peer
+                    .hub
+                    .store
+                    .save_sync_state(storage, self.id, sync.state());
             }
         }
         Output {
@@ -531,73 +672,66 @@ impl Session {
         }
     }
 
-    fn on_chart_changed(&mut self, id: DocumentId) -> Output {
-        if !self.docs.contains_key(&id) && self.asked.contains(&id) && self.remote().is_some() {
-            return self.offer(id);
-        }
-        if matches!(self.docs.get(&id), Some(Doc::Census(_))) {
-            return self.census_reply(id);
-        }
-        if !matches!(self.docs.get(&id), Some(Doc::Chart(_))) || self.remote().is_none() {
-            return Output::default();
-        }
-        // A transfer can take the chart off this device's wards.
-        match self.hub.store.summary(id) {
-            Ok(Some(s)) if self.access.may_see_ward(&s.ward) => {}
-            _ => {
-                // Transferred off the token's wards: tell the device it is no longer shared.
-                self.docs.remove(&id);
-                return self.unavailable(id);
+    fn on_chart_changed(&mut self) -> Output {
+        match self.doc {
+            None if self.asked => self.offer(),
+            Some(Doc::Census(_)) => self.census_reply(),
+            Some(Doc::Chart(_)) => {
+                // A transfer can take the chart off this device's wards.
+                match self.hub().store.summary(self.id) {
+                    Ok(Some(s)) if self.access().may_see_ward(&s.ward) => self.reply(),
+                    _ => {
+                        // Transferred off the token's wards: tell the device it is no longer shared.
+                        self.doc = None;
+                        self.unavailable()
+                    }
+                }
             }
+            _ => Output::default(),
         }
-        let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
-        self.reply(id, &local, &remote)
     }
 
     /// A document the device asked for earlier, now here: offer it if the token covers it.
-    fn offer(&mut self, id: DocumentId) -> Output {
-        let census_ward = crate::census::lock(&self.hub.censuses)
-            .get(&id)
-            .map(|(ward, _)| ward.clone());
+    fn offer(&mut self) -> Output {
+        let census_ward = self.census_ward();
+        let is_census = census_ward.is_some();
         let ward = match census_ward {
             Some(w) => Some(w),
-            None => self.hub.store.summary(id).ok().flatten().map(|s| s.ward),
+            None => self
+                .hub()
+                .store
+                .summary(self.id)
+                .ok()
+                .flatten()
+                .map(|s| s.ward),
         };
-        let Some(ward) = ward.filter(|w| self.access.may_see_ward(w)) else {
+        let Some(ward) = ward.filter(|w| self.access().may_see_ward(w)) else {
             return Output::default();
         };
-        self.asked.remove(&id);
-        let state = self.stored_state(id);
-        if crate::census::lock(&self.hub.censuses).contains_key(&id) {
-            self.audit(AuditAction::List, id, Some("ward census"));
-            self.docs.insert(id, Doc::Census(DocSync::new(id, state)));
-            self.census_reply(id)
+        self.asked = false;
+        let state = self.stored_state();
+        if is_census {
+            self.audit(AuditAction::List, Some("ward census"));
+            self.doc = Some(Doc::Census(DocSync::new(self.id, state)));
+            self.census_reply()
         } else {
-            tracing::debug!(%ward, chart = %id, "offering a chart asked for earlier");
-            self.audit(AuditAction::Read, id, None);
-            self.docs.insert(id, Doc::Chart(DocSync::new(id, state)));
-            let (local, remote) = (self.hub.local.peer_id.clone(), self.remote_id());
-            self.reply(id, &local, &remote)
+            tracing::debug!(%ward, chart = %self.id, "offering a chart asked for earlier");
+            self.audit(AuditAction::Read, None);
+            self.doc = Some(Doc::Chart(DocSync::new(self.id, state)));
+            self.reply()
         }
     }
 
-    fn on_lagged(&mut self) -> Output {
-        let ids: Vec<DocumentId> = self.docs.keys().chain(self.asked.iter()).copied().collect();
-        let mut out = Output::default();
-        for id in ids {
-            out.send.extend(self.on_chart_changed(id).send);
-        }
-        out
-    }
-
+    /// Keeps the sync state, so the device's next connection sends only what changed.
     fn finish(&mut self) {
-        let Some(storage) = self.remote().and_then(|r| r.storage_id()).map(String::from) else {
+        let Some(storage) = self.peer.remote.storage_id() else {
             return;
         };
-        for (id, doc) in &self.docs {
-            if let Doc::Chart(sync) | Doc::Census(sync) = doc {
-                let _ = self.hub.store.save_sync_state(&storage, *id, sync.state());
-            }
+        if let Some(Doc::Chart(sync) | Doc::Census(sync)) = &self.doc {
+            let _ = self
+                .hub()
+                .store
+                .save_sync_state(storage, self.id, sync.state());
         }
     }
 }

@@ -257,3 +257,65 @@ async fn a_restarted_server_keeps_every_change_it_acknowledged() {
         5
     );
 }
+
+/// A tablet asks for a very large chart and then a small one on the same connection: the
+/// small one's answer does not wait behind the large one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_chart_does_not_hold_up_the_others_on_the_same_connection() {
+    use chartsync_core::protocol::{Incoming, Message};
+    use chartsync_core::store::{ChartStore, StoreOptions};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let data = tempfile::tempdir().unwrap();
+    let (huge, small) = {
+        let store =
+            ChartStore::open(data.path().join("charts.db"), StoreOptions::default()).unwrap();
+        let huge = store.create(admit()).unwrap();
+        let small = store.create(admit()).unwrap();
+        // A long stay: 2,000 observations on the huge chart. The server takes about ten
+        // times as long to load and send it as the small one.
+        let nurse = night_nurse();
+        store
+            .update(huge, |c| {
+                for n in 0..2000 {
+                    c.add_entry(&nurse, at(n), heart_rate(60 + (n % 40) as u32))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        (huge, small)
+    };
+    let server = Server::start(data.path());
+    let token = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(
+        &server.addr,
+        Some(&token),
+        "tablet-4west-02",
+        "tablet-store",
+    )
+    .await
+    .unwrap();
+    let remote = tablet.conn.remote().unwrap().peer_id.clone();
+    for id in [huge, small] {
+        let ask = DocSync::new(id, None)
+            .generate(&Automerge::new(), &tablet.peer_id, &remote)
+            .unwrap();
+        tablet
+            .ws
+            .send(WsMessage::Binary(ask.encode().into()))
+            .await
+            .unwrap();
+    }
+    let first = loop {
+        let Some(Ok(WsMessage::Binary(frame))) = tablet.ws.next().await else {
+            panic!("the server closed the connection");
+        };
+        if let Ok(Incoming::Document(Message::Sync { document_id, .. })) =
+            tablet.conn.receive(&frame)
+        {
+            break document_id;
+        }
+    };
+    assert_eq!(first, small, "the small chart waited for the huge one");
+}
