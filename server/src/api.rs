@@ -189,13 +189,26 @@ pub async fn audit(
     let store = app.store.clone();
     let who = actor(&access, &headers);
     let result = blocking(move || {
+        // A supervisor's wards bound the trails they read, as they bound the charts. A trail
+        // with no chart in the store (a refused new chart, a denied guess) is the records
+        // office's (`*`) to read.
+        let visible = match store.summary(id)? {
+            Some(s) => access.may_see_ward(&s.ward),
+            None => access.may_see_ward(crate::auth::ALL_WARDS),
+        };
+        if !visible {
+            let detail = Some("audit trail of a chart outside the token's wards");
+            store.record_audit(&who, AuditAction::Deny, Some(id), detail)?;
+            return Ok(None);
+        }
         let trail = store.audit_trail(id)?;
         store.record_audit(&who, AuditAction::Read, Some(id), Some("audit trail"))?;
-        Ok::<_, chartsync_core::store::StoreError>(trail)
+        Ok::<_, chartsync_core::store::StoreError>(Some(trail))
     })
     .await;
     match result {
-        Ok(Ok(trail)) => Json(trail).into_response(),
+        Ok(Ok(Some(trail))) => Json(trail).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such chart"),
         Ok(Err(e)) => internal(e),
         Err(r) => r,
     }

@@ -18,6 +18,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
     let nurse = server.token("rn.park", "nurse", &["4west"]);
     let icu = server.token("tech.icu", "technician", &["icu"]);
     let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let icu_supervisor = server.token("icu.sup", "records_supervisor", &["icu"]);
 
     // Admitted, an observation recorded, a tampered coding refused, an ICU request denied.
     let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc")
@@ -141,6 +142,16 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
             .0,
         403
     );
+    // A supervisor of another ward: as if the chart did not exist.
+    assert_eq!(
+        get(
+            format!("/api/audit?chart={id}"),
+            Some(icu_supervisor.clone())
+        )
+        .await
+        .0,
+        404
+    );
     let (status, body) = get(format!("/api/audit?chart={id}"), Some(supervisor.clone())).await;
     assert_eq!(status, 200, "{body}");
     let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
@@ -159,6 +170,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
         ("write", "rn.park"),
         ("reject", "rn.park"),
         ("deny", "tech.icu"),
+        ("deny", "icu.sup"),
     ] {
         assert!(
             events.contains(&(expected.0.to_string(), expected.1.to_string())),
