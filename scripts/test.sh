@@ -29,4 +29,7 @@ if ! cmp -s tests/interop/package-lock.json "$stamp" 2>/dev/null; then
     cp tests/interop/package-lock.json "$stamp"
 fi
 
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+
+# The bindings, from Python (and the library they load, built on its own).
+bash bindings/tests/run.sh

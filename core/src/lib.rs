@@ -1,6 +1,9 @@
 //! chartsync-core: what a tablet and the server share: chart documents, code validation,
 //! the embedded store and the sync protocol.
 
+#[cfg(feature = "uniffi")]
+uniffi::setup_scaffolding!();
+
 pub mod census;
 pub mod chart;
 #[cfg(feature = "client")]

@@ -12,6 +12,7 @@ use super::write::section_writers;
 use super::Chart;
 
 /// A register with more than one current value.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
     /// Keys from the document root, e.g. `["patient", "phone"]` or
@@ -22,14 +23,39 @@ pub struct Conflict {
 }
 
 /// One of the values of a conflicted register.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConflictingValue {
     /// The value as JSON (objects as their whole contents).
-    pub value: serde_json::Value,
+    pub value: JsonValue,
     /// Who wrote it, from the change's author; `None` for a client that records no author.
     pub user: Option<String>,
     pub role: Option<Role>,
     pub device: Option<String>,
+}
+
+/// A value as JSON. The bindings carry it as JSON text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonValue(pub serde_json::Value);
+
+#[cfg(feature = "uniffi")]
+uniffi::custom_type!(JsonValue, String, {
+    lower: |v| v.0.to_string(),
+    try_lift: |text| Ok(JsonValue(serde_json::from_str(&text)?)),
+});
+
+impl std::ops::Deref for JsonValue {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for JsonValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 /// How to settle a conflict.
@@ -148,7 +174,7 @@ impl Chart {
                         .map(|(v, id)| {
                             let (user, role, device) = writer_of(&self.doc, &id);
                             ConflictingValue {
-                                value: json_of(&self.doc, &v, &id),
+                                value: JsonValue(json_of(&self.doc, &v, &id)),
                                 user,
                                 role,
                                 device,

@@ -49,6 +49,13 @@ impl fmt::Debug for ChartId {
     }
 }
 
+// The bindings carry a chart id as its string form.
+#[cfg(feature = "uniffi")]
+uniffi::custom_type!(ChartId, String, {
+    lower: |id| id.to_string(),
+    try_lift: |text| Ok(text.parse::<ChartId>()?),
+});
+
 impl FromStr for ChartId {
     type Err = ChartError;
 

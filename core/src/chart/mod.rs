@@ -22,7 +22,7 @@ mod write;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
-pub use conflicts::{Conflict, ConflictingValue, Resolution};
+pub use conflicts::{Conflict, ConflictingValue, JsonValue, Resolution};
 pub use deficiency::Deficiency;
 pub use error::ChartError;
 pub use id::ChartId;

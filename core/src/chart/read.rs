@@ -494,7 +494,7 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         Ok(FormView {
             id: id.to_string(),
             form_type: self.token(obj, "type", &path, FormType::from_token)?,
-            fields: self.str_map(obj, "fields", &path)?,
+            fields: self.str_map(obj, "fields", &path)?.into(),
             required_signers,
             signatures,
             created_by: self.nonempty(obj, "created_by", &path)?,

@@ -15,6 +15,7 @@ macro_rules! token_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($variant:ident => $token:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
         pub enum $name { $(#[serde(rename = $token)] $variant),+ }
 
         impl $name {
@@ -244,6 +245,14 @@ impl EntryKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(OffsetDateTime);
 
+// The bindings carry a timestamp as the platform's own instant (java.time.Instant, Date,
+// datetime): no string parsing in the apps.
+#[cfg(feature = "uniffi")]
+uniffi::custom_type!(Timestamp, std::time::SystemTime, {
+    lower: |t| t.0.into(),
+    try_lift: |instant| Ok(Timestamp(OffsetDateTime::from(instant))),
+});
+
 impl Timestamp {
     /// Now, from the system clock.
     pub fn now() -> Self {
@@ -345,6 +354,7 @@ pub fn check_date(s: &str) -> Result<(), ChartError> {
 /// each value.
 ///
 /// [`Chart`]: super::Chart
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Staff {
     pub user: String,

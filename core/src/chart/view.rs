@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::*;
+use super::write::FormFields;
 
 /// The whole chart as it stands at the document's current heads.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChartView {
     pub schema: String,
@@ -27,6 +29,7 @@ pub struct ChartView {
     pub conflicts: Vec<super::Conflict>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientView {
     pub mrn: String,
@@ -38,6 +41,7 @@ pub struct PatientView {
     pub phone: Option<String>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncounterView {
     pub ward: String,
@@ -51,6 +55,7 @@ pub struct EncounterView {
     pub status: EncounterStatus,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventView {
     pub id: String,
@@ -66,6 +71,7 @@ pub struct EventView {
     pub changed_fields: Vec<String>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodeRef {
     /// The code system's token: icd10cm, icd10pcs, cpt, hcpcs, loinc, snomed.
@@ -75,6 +81,7 @@ pub struct CodeRef {
 }
 
 /// What a signature covers: the fields whose hash it records.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryContent {
     pub kind: EntryKind,
@@ -88,6 +95,7 @@ pub struct EntryContent {
     pub body: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryView {
     pub id: String,
@@ -103,6 +111,7 @@ pub struct EntryView {
     pub edited_after_signing: bool,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureView {
     pub entry_id: String,
@@ -116,6 +125,7 @@ pub struct SignatureView {
     pub content_hash: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AmendmentView {
     pub id: String,
@@ -129,6 +139,7 @@ pub struct AmendmentView {
     pub at: Timestamp,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodingView {
     pub id: String,
@@ -143,6 +154,7 @@ pub struct CodingView {
     pub coded_at: Timestamp,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryResponseView {
     pub by: String,
@@ -150,6 +162,7 @@ pub struct QueryResponseView {
     pub text: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryView {
     pub id: String,
@@ -163,6 +176,7 @@ pub struct QueryView {
     pub responses: Vec<QueryResponseView>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormSignatureView {
     pub signer: String,
@@ -171,12 +185,13 @@ pub struct FormSignatureView {
     pub at: Timestamp,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormView {
     pub id: String,
     #[serde(rename = "type")]
     pub form_type: FormType,
-    pub fields: std::collections::BTreeMap<String, String>,
+    pub fields: FormFields,
     pub required_signers: Vec<String>,
     pub signatures: Vec<FormSignatureView>,
     pub created_by: String,
@@ -186,6 +201,7 @@ pub struct FormView {
     pub missing_signers: Vec<String>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoiRequestView {
     pub id: String,
@@ -204,6 +220,7 @@ pub struct RoiRequestView {
     pub status_at: Timestamp,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisclosureView {
     pub id: String,
@@ -216,6 +233,7 @@ pub struct DisclosureView {
     pub by: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseLogView {
     pub at: Timestamp,
@@ -223,6 +241,7 @@ pub struct CaseLogView {
     pub text: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HandoverView {
     pub from: String,

@@ -16,6 +16,7 @@ use super::Chart;
 use crate::codes::{self, CodeSystem};
 
 /// A patient as registered on admission. The MRN can never change afterwards.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPatient {
     pub mrn: String,
@@ -28,6 +29,7 @@ pub struct NewPatient {
 }
 
 /// The encounter a new chart records.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEncounter {
     pub ward: String,
@@ -38,6 +40,7 @@ pub struct NewEncounter {
 }
 
 /// A change-of-information form's new values; `None` leaves a field as it is.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatientUpdate {
     pub family_name: Option<String>,
@@ -49,6 +52,7 @@ pub struct PatientUpdate {
 }
 
 /// A code to put on an entry or a coding assignment; validated before it is written.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeInput {
     pub system: CodeSystem,
@@ -75,6 +79,7 @@ impl CodeInput {
 
 /// A new observation, result, note... The author, role, device and time come from the
 /// [`Staff`] and time of the call.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
     pub kind: EntryKind,
@@ -101,6 +106,7 @@ impl NewEntry {
     }
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAmendment {
     pub target_entry_id: String,
@@ -109,6 +115,7 @@ pub struct NewAmendment {
     pub body: String,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCoding {
     pub code: CodeInput,
@@ -117,6 +124,7 @@ pub struct NewCoding {
     pub supporting_entries: Vec<String>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewQuery {
     pub question: String,
@@ -126,14 +134,67 @@ pub struct NewQuery {
     pub about: Option<String>,
 }
 
+/// A form's fields by name, kept in name order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct FormFields(pub BTreeMap<String, String>);
+
+// The bindings carry a form's fields as a plain string map.
+#[cfg(feature = "uniffi")]
+uniffi::custom_type!(FormFields, std::collections::HashMap<String, String>, {
+    lower: |f| f.0.into_iter().collect(),
+    try_lift: |map| Ok(FormFields(map.into_iter().collect())),
+});
+
+impl std::ops::Deref for FormFields {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FormFields {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for FormFields {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        FormFields(map)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for FormFields {
+    fn from(pairs: [(String, String); N]) -> Self {
+        FormFields(pairs.into())
+    }
+}
+
+impl FromIterator<(String, String)> for FormFields {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        FormFields(iter.into_iter().collect())
+    }
+}
+
+impl<'a> IntoIterator for &'a FormFields {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewForm {
     pub form_type: FormType,
-    pub fields: BTreeMap<String, String>,
+    pub fields: FormFields,
     /// Roles that must sign before the form is complete ("patient", "witness", "physician"...).
     pub required_signers: Vec<String>,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoiRequest {
     pub requester: String,
@@ -144,6 +205,7 @@ pub struct NewRoiRequest {
     pub due_at: Timestamp,
 }
 
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDisclosure {
     pub request_id: Option<String>,

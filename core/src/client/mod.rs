@@ -56,6 +56,7 @@ impl ClientConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum SyncState {
     /// Not connected; the next attempt is due in `retry_in`.
     Offline {
@@ -139,6 +140,12 @@ impl SyncClient {
         })
         .await
         .is_ok()
+    }
+
+    /// Asks the client to save its sync state and disconnect, without waiting: the status
+    /// turns `Stopped` when it has. For callers that share the client.
+    pub fn request_stop(&self) {
+        let _ = self.commands.send(Command::Stop);
     }
 
     /// Saves the sync state and disconnects.

@@ -34,6 +34,7 @@ pub use icd10cm::{icd10cm_lookup, icd10cm_table_len, Icd10CmEntry, ICD10CM_CODE_
 
 /// The code systems a chart may carry. Chart documents store the short token
 /// ([`CodeSystem::token`]).
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodeSystem {
     /// ICD-10-CM diagnoses (CDC/NCHS).

@@ -35,6 +35,7 @@ pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
 use cache::{Cache, Cached, Slot};
 
 /// A chart as a listing shows it, read from the index alone.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChartSummary {
     pub id: ChartId,

@@ -1,0 +1,148 @@
+//! The tablet's store.
+
+use std::sync::Arc;
+
+use chartsync_core::chart::{
+    Chart as CoreChart, ChartId, Deficiency, NewEncounter, NewPatient, Staff, Timestamp,
+};
+use chartsync_core::store::{self as core_store, ChartSummary, EncryptionKey, StoreOptions};
+
+use crate::chart::Chart;
+use crate::error::ChartsyncError;
+
+/// The tablet's chart store: one SQLite (SQLCipher) file.
+#[derive(uniffi::Object)]
+pub struct ChartStore {
+    pub(crate) inner: Arc<core_store::ChartStore>,
+}
+
+/// A saved chart document (automerge bytes) and its id, for bulk import.
+#[derive(uniffi::Record)]
+pub struct ChartDocument {
+    pub id: ChartId,
+    pub bytes: Vec<u8>,
+}
+
+/// How far a bulk import has got.
+#[derive(uniffi::Record)]
+pub struct ImportStatus {
+    pub done: u64,
+    pub total: u64,
+    pub bytes: u64,
+}
+
+/// Told after each chart of a bulk import (on the importing thread).
+#[uniffi::export(with_foreign)]
+pub trait ImportListener: Send + Sync {
+    fn progress(&self, status: ImportStatus);
+}
+
+#[uniffi::export]
+impl ChartStore {
+    /// Opens (or creates) the store at `path`. `encryption_key`: the 32-byte key the app keeps
+    /// in the Android Keystore or the iOS Keychain; without one the file is plain SQLite. A
+    /// file that is not a chart store, or that the key does not open, is left untouched.
+    #[uniffi::constructor]
+    pub fn open(
+        path: String,
+        encryption_key: Option<Vec<u8>>,
+    ) -> Result<Arc<Self>, ChartsyncError> {
+        let encryption_key = match encryption_key {
+            None => None,
+            Some(bytes) => {
+                let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+                    ChartsyncError::InvalidInput(format!(
+                        "an encryption key is 32 bytes, not {}",
+                        b.len()
+                    ))
+                })?;
+                Some(EncryptionKey::new(bytes))
+            }
+        };
+        let options = StoreOptions {
+            encryption_key,
+            ..StoreOptions::default()
+        };
+        let inner = core_store::ChartStore::open(path, options)?;
+        Ok(Arc::new(ChartStore {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    /// A ward's active charts, by bed. Reads the index only: fast on a full ward.
+    pub fn census(&self, ward: String) -> Result<Vec<ChartSummary>, ChartsyncError> {
+        Ok(self.inner.census(&ward)?)
+    }
+
+    /// Every chart of one patient (all their stays), newest first.
+    pub fn charts_of_patient(&self, mrn: String) -> Result<Vec<ChartSummary>, ChartsyncError> {
+        Ok(self.inner.charts_of_patient(&mrn)?)
+    }
+
+    /// One chart's summary, with its count of open deficiencies.
+    pub fn summary(&self, id: ChartId) -> Result<Option<ChartSummary>, ChartsyncError> {
+        Ok(self.inner.summary(id)?)
+    }
+
+    /// What is missing from a chart: unsigned notes, forms without signatures, open queries,
+    /// unresolved conflicts, edits after signing.
+    pub fn deficiencies(&self, id: ChartId) -> Result<Vec<Deficiency>, ChartsyncError> {
+        Ok(self.inner.deficiencies(id)?)
+    }
+
+    /// Admits a patient: a new chart, committed to the store before this returns.
+    pub fn create_chart(
+        &self,
+        patient: NewPatient,
+        encounter: NewEncounter,
+        by: Staff,
+    ) -> Result<Arc<Chart>, ChartsyncError> {
+        let chart = CoreChart::create(patient, encounter, &by, Timestamp::now())?;
+        let id = self.inner.create(chart)?;
+        Ok(Chart::new(self.inner.clone(), id, by))
+    }
+
+    /// A chart in the store, as `by` sees and writes it.
+    pub fn open_chart(&self, id: ChartId, by: Staff) -> Result<Arc<Chart>, ChartsyncError> {
+        if self.inner.summary(id)?.is_none() {
+            return Err(core_store::StoreError::NotFound(id).into());
+        }
+        Ok(Chart::new(self.inner.clone(), id, by))
+    }
+
+    /// A chart's whole document, for another store's `import_charts` (a device being set up,
+    /// a hand-carried copy when the network is down for long).
+    pub fn export_chart(&self, id: ChartId) -> Result<ChartDocument, ChartsyncError> {
+        let bytes = self.inner.read(id, |c| c.fork().save())?;
+        Ok(ChartDocument { id, bytes })
+    }
+
+    /// Imports saved chart documents in one transaction: all of them, or (on any error)
+    /// none. `listener` hears after each chart.
+    pub fn import_charts(
+        &self,
+        documents: Vec<ChartDocument>,
+        listener: Option<Arc<dyn ImportListener>>,
+    ) -> Result<Vec<ChartId>, ChartsyncError> {
+        let total = documents.len();
+        let mut charts = Vec::with_capacity(total);
+        for (index, d) in documents.into_iter().enumerate() {
+            let chart = CoreChart::load(&d.bytes).map_err(|e| {
+                ChartsyncError::InvalidInput(format!(
+                    "import item {index} is not a chart document ({}); nothing was imported",
+                    ChartsyncError::from(e)
+                ))
+            })?;
+            charts.push((d.id, chart));
+        }
+        Ok(self.inner.import(charts, Some(total), |p| {
+            if let Some(l) = &listener {
+                l.progress(ImportStatus {
+                    done: p.done as u64,
+                    total: p.total.unwrap_or(total) as u64,
+                    bytes: p.bytes,
+                });
+            }
+        })?)
+    }
+}

@@ -1,0 +1,159 @@
+"""A tablet app's flows through the Python bindings: the same library the Kotlin and Swift
+apps load, against a real chartsync-server."""
+
+import asyncio
+import threading
+
+import pytest
+
+from chartsync import chartsync_core as core
+from chartsync import chartsync_ffi as ffi
+from conftest import CLERK, NIGHT_NURSE, admit, heart_rate, key, nursing_note
+
+
+class Listener(ffi.ChartsyncListener):
+    """What an app's listener sees, kept for the test to look at."""
+
+    def __init__(self):
+        self.changed = []
+        self.states = []
+        self.lock = threading.Lock()
+
+    def chart_changed(self, id, sections):
+        with self.lock:
+            self.changed.append((id, sorted(sections)))
+
+    def sync_status_changed(self, status):
+        with self.lock:
+            self.states.append(status.state)
+
+
+def sync(store, server, staff_user, role, listener=None, device="tablet"):
+    config = ffi.SyncConfig(
+        url=server.url,
+        token=server.token(staff_user, role, "4west"),
+        device_id=device,
+        wards=["4west"],
+    )
+    return ffi.SyncClient.start(store, config, listener)
+
+
+def settle(client, seconds=20):
+    assert asyncio.run(client.wait_until_up_to_date(seconds * 1000)), client.status()
+
+
+def test_a_night_shift_observation_made_offline_reaches_the_day_tablet(server, tmp_path):
+    # Admitted at the records office, synced to the server.
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    chart_id = admit(office).id()
+    pc = sync(office, server, "him.jones", "technician", device="records-pc-1")
+    settle(pc)
+    asyncio.run(pc.stop())
+
+    # The night tablet (encrypted store) finds the chart through its ward's census.
+    night = ffi.ChartStore.open(str(tmp_path / "night.db"), key(1))
+    listener = Listener()
+    client = sync(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
+    settle(client)
+    assert [s.id for s in night.census("4west")] == [chart_id]
+    assert any(i == chart_id for i, _ in listener.changed), listener.changed
+
+    # Offline: the observation is committed on the tablet and waits there.
+    asyncio.run(client.stop())
+    assert client.status().state.is_STOPPED()
+    chart = night.open_chart(chart_id, NIGHT_NURSE)
+    entry_id = chart.add_entry(heart_rate(72))
+    assert chart.view().entries[-1].content.value == "72"
+
+    # An invalid code is refused with the typed error, and nothing is written.
+    bad = heart_rate(80)
+    bad.codes = [core.CodeInput(system=core.CodeSystem.ICD10_CM, code="ZZZ.999")]
+    with pytest.raises(ffi.ChartsyncError.InvalidCode) as refused:
+        chart.add_entry(bad)
+    assert "ZZZ" not in str(refused.value), "no chart data in error messages"
+    assert len(chart.view().entries) == 1
+
+    # Back online: the listener hears the status go up to date.
+    listener = Listener()
+    client = sync(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
+    settle(client)
+    assert client.status().unacknowledged == 0
+    assert any(s.is_UP_TO_DATE() for s in listener.states), listener.states
+    asyncio.run(client.stop())
+
+    # The day tablet, another store, receives it.
+    day = ffi.ChartStore.open(str(tmp_path / "day.db"), key(2))
+    day_client = sync(day, server, "rn.lee", "nurse", device="tablet-4west-05")
+    settle(day_client)
+    entries = day.open_chart(chart_id, CLERK).view().entries
+    assert [(e.id, e.content.value, e.content.author) for e in entries] == [
+        (entry_id, "72", "rn.park")
+    ]
+    asyncio.run(day_client.stop())
+
+
+def test_a_note_is_signed_then_corrected_by_amendment(tmp_path):
+    store = ffi.ChartStore.open(str(tmp_path / "tablet.db"), key(3))
+    chart_id = admit(store).id()
+    chart = store.open_chart(chart_id, NIGHT_NURSE)
+    note = chart.add_entry(nursing_note("Settled overnight; no complaints of pain."))
+    before = store.summary(chart_id).open_deficiencies
+    assert any(d.record_id == note for d in chart.deficiencies()), "an unsigned note is missing its signature"
+
+    chart.sign_entry(note, core.SignatureMeaning.AUTHOR)
+    assert store.summary(chart_id).open_deficiencies == before - 1
+    assert chart.view().entries[0].signed
+
+    # Signed means frozen: a correction is an amendment.
+    with pytest.raises(ffi.ChartsyncError.Signed):
+        chart.edit_entry_body(note, "Settled overnight.")
+    amendment = chart.amend(
+        core.NewAmendment(
+            target_entry_id=note,
+            kind=core.AmendmentKind.CORRECTION,
+            reason="wrong patient's pain score quoted",
+            body="Settled overnight; pain 2/10 at 03:00.",
+        )
+    )
+    view = chart.view()
+    assert [a.id for a in view.amendments] == [amendment]
+    assert view.amendments[0].target_entry_id == note
+    assert view.entries[0].content.body == "Settled overnight; no complaints of pain."
+
+
+def test_an_encrypted_store_opens_only_with_its_key(tmp_path):
+    path = str(tmp_path / "tablet.db")
+    store = ffi.ChartStore.open(path, key(4))
+    admit(store)
+    del store
+    with pytest.raises(ffi.ChartsyncError.WrongKey):
+        ffi.ChartStore.open(path, key(5))
+    with pytest.raises(ffi.ChartsyncError.WrongKey):
+        ffi.ChartStore.open(path, None)
+    with pytest.raises(ffi.ChartsyncError.InvalidInput):
+        ffi.ChartStore.open(path, b"short")
+    assert [s.bed for s in ffi.ChartStore.open(path, key(4)).census("4west")] == ["12A"]
+
+
+def test_charts_move_between_stores_by_bulk_import_all_or_nothing(tmp_path):
+    source = ffi.ChartStore.open(str(tmp_path / "source.db"), None)
+    documents = [source.export_chart(admit(source).id()) for _ in range(3)]
+
+    class Progress(ffi.ImportListener):
+        def __init__(self):
+            self.seen = []
+
+        def progress(self, status):
+            self.seen.append((status.done, status.total))
+
+    target = ffi.ChartStore.open(str(tmp_path / "target.db"), key(6))
+    broken = documents + [ffi.ChartDocument(id=documents[0].id, bytes=b"not a chart")]
+    with pytest.raises(ffi.ChartsyncError.InvalidInput):
+        target.import_charts(broken, None)
+    assert target.charts_of_patient("MRN-0042") == []
+
+    progress = Progress()
+    imported = target.import_charts(documents, progress)
+    assert imported == [d.id for d in documents]
+    assert progress.seen == [(1, 3), (2, 3), (3, 3)]
+    assert len(target.charts_of_patient("MRN-0042")) == 3
