@@ -72,6 +72,14 @@ pub struct SyncClient {
     stopped: Arc<AtomicBool>,
 }
 
+/// A client the app lets go of stops too: its threads must not outlive the app's interest.
+impl Drop for SyncClient {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+        self.client.request_stop();
+    }
+}
+
 #[uniffi::export]
 impl SyncClient {
     /// Starts syncing `store` with the server. Returns at once; the client connects, and

@@ -2,7 +2,9 @@
 apps load, against a real chartsync-server."""
 
 import asyncio
+import os
 import threading
+import time
 
 import pytest
 
@@ -28,35 +30,56 @@ class Listener(ffi.ChartsyncListener):
             self.states.append(status.state)
 
 
-def sync(store, server, staff_user, role, listener=None, device="tablet"):
-    config = ffi.SyncConfig(
-        url=server.url,
-        token=server.token(staff_user, role, "4west"),
-        device_id=device,
-        wards=["4west"],
-    )
-    return ffi.SyncClient.start(store, config, listener)
+@pytest.fixture
+def clients():
+    """Starts sync clients, and stops every one at the end of the test, passed or failed: a
+    client left running calls its listener from its own threads while Python exits."""
+    started = []
+
+    def start(store, server, staff_user, role, listener=None, device="tablet"):
+        config = ffi.SyncConfig(
+            url=server.url,
+            token=server.token(staff_user, role, "4west"),
+            device_id=device,
+            wards=["4west"],
+        )
+        client = ffi.SyncClient.start(store, config, listener)
+        started.append(client)
+        return client
+
+    yield start
+    for client in started:
+        asyncio.run(client.stop())
+
+
+def eventually(what, probe, seconds=20):
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if probe():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def settle(client, seconds=20):
     assert asyncio.run(client.wait_until_up_to_date(seconds * 1000)), client.status()
 
 
-def test_a_night_shift_observation_made_offline_reaches_the_day_tablet(server, tmp_path):
+def test_a_night_shift_observation_made_offline_reaches_the_day_tablet(server, clients, tmp_path):
     # Admitted at the records office, synced to the server.
     office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
     chart_id = admit(office).id()
-    pc = sync(office, server, "him.jones", "technician", device="records-pc-1")
+    pc = clients(office, server, "him.jones", "technician", device="records-pc-1")
     settle(pc)
     asyncio.run(pc.stop())
 
     # The night tablet (encrypted store) finds the chart through its ward's census.
     night = ffi.ChartStore.open(str(tmp_path / "night.db"), key(1))
     listener = Listener()
-    client = sync(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
+    client = clients(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
     settle(client)
     assert [s.id for s in night.census("4west")] == [chart_id]
-    assert any(i == chart_id for i, _ in listener.changed), listener.changed
+    eventually("the listener to hear of the chart", lambda: any(i == chart_id for i, _ in listener.changed))
 
     # Offline: the observation is committed on the tablet and waits there.
     asyncio.run(client.stop())
@@ -75,15 +98,15 @@ def test_a_night_shift_observation_made_offline_reaches_the_day_tablet(server, t
 
     # Back online: the listener hears the status go up to date.
     listener = Listener()
-    client = sync(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
+    client = clients(night, server, "rn.park", "nurse", listener, device="tablet-4west-02")
     settle(client)
     assert client.status().unacknowledged == 0
-    assert any(s.is_UP_TO_DATE() for s in listener.states), listener.states
+    eventually("the listener to hear up to date", lambda: any(s.is_UP_TO_DATE() for s in listener.states))
     asyncio.run(client.stop())
 
     # The day tablet, another store, receives it.
     day = ffi.ChartStore.open(str(tmp_path / "day.db"), key(2))
-    day_client = sync(day, server, "rn.lee", "nurse", device="tablet-4west-05")
+    day_client = clients(day, server, "rn.lee", "nurse", device="tablet-4west-05")
     settle(day_client)
     entries = day.open_chart(chart_id, CLERK).view().entries
     assert [(e.id, e.content.value, e.content.author) for e in entries] == [
@@ -157,3 +180,29 @@ def test_charts_move_between_stores_by_bulk_import_all_or_nothing(tmp_path):
     assert imported == [d.id for d in documents]
     assert progress.seen == [(1, 3), (2, 3), (3, 3)]
     assert len(target.charts_of_patient("MRN-0042")) == 3
+
+
+def test_a_second_store_receives_what_the_kotlin_tablet_recorded(tmp_path, clients):
+    handoff = os.environ.get("CHARTSYNC_HANDOFF")
+    if not handoff:
+        pytest.skip("bindings/tests/run.sh runs this after the Kotlin tests")
+    with open(handoff) as f:
+        chart_id, first, second = f.read().split()
+    store = ffi.ChartStore.open(str(tmp_path / "day.db"), key(9))
+    config = ffi.SyncConfig(
+        url=os.environ["CHARTSYNC_URL"],
+        token=os.environ["CHARTSYNC_TOKEN_DAY"],
+        device_id="tablet-4west-05",
+        wards=["4west"],
+    )
+    client = ffi.SyncClient.start(store, config, None)
+    try:
+        settle(client)
+    finally:
+        asyncio.run(client.stop())
+    view = store.open_chart(chart_id, CLERK).view()
+    assert view.patient.mrn == "MRN-0077"
+    assert [(e.id, e.content.value, e.content.author) for e in view.entries] == [
+        (first, "72", "rn.park"),
+        (second, "76", "rn.park"),
+    ]

@@ -1,0 +1,139 @@
+// A tablet app's flows through the Kotlin bindings on the JVM: the same generated code and
+// library an Android app uses (there through an .aar), against a real chartsync-server that
+// bindings/tests/run.sh starts. It leaves what it recorded in a hand-off file, and the Python
+// tests check that a second store receives it.
+
+import java.io.File
+import java.util.concurrent.CopyOnWriteArrayList
+import kotlinx.coroutines.runBlocking
+import uniffi.chartsync_core.*
+import uniffi.chartsync_ffi.*
+
+fun env(name: String): String = System.getenv(name) ?: error("$name is not set: run bindings/tests/run.sh")
+
+val nightNurse = Staff(user = "rn.park", role = Role.NURSE, device = "tablet-4west-02")
+
+fun key(byte: Int) = ByteArray(32) { byte.toByte() }
+
+fun heartRate(bpm: Int) = NewEntry(
+    kind = EntryKind.OBSERVATION,
+    shift = Shift.NIGHT,
+    effectiveAt = null,
+    codes = listOf(CodeInput(system = CodeSystem.LOINC, code = "8867-4")),
+    value = bpm.toString(),
+    unit = "/min",
+    body = "Heart rate",
+)
+
+fun admit(store: ChartStore, by: Staff): Chart = store.createChart(
+    NewPatient(
+        mrn = "MRN-0077",
+        familyName = "Okoye",
+        givenNames = "Chidi",
+        birthDate = "1949-08-02",
+        sex = Sex.MALE,
+        address = null,
+        phone = null,
+    ),
+    NewEncounter(ward = "4west", bed = "7B", `class` = EncounterClass.INPATIENT, admitSource = "emergency", attending = null),
+    by,
+)
+
+class Listener : ChartsyncListener {
+    val changed = CopyOnWriteArrayList<String>()
+    val states = CopyOnWriteArrayList<SyncState>()
+    override fun chartChanged(id: String, sections: List<String>) { changed.add(id) }
+    override fun syncStatusChanged(status: SyncStatus) { states.add(status.state) }
+}
+
+fun check(condition: Boolean, what: () -> String) {
+    if (!condition) throw AssertionError(what())
+}
+
+fun <T> eventually(what: String, probe: () -> T?): T {
+    val until = System.nanoTime() + 20_000_000_000L
+    while (System.nanoTime() < until) {
+        probe()?.let { return it }
+        Thread.sleep(50)
+    }
+    throw AssertionError("timed out waiting for $what")
+}
+
+fun bindingsMatchTheLibrary() {
+    // Generated code from another build of the library must fail here, not run wrong.
+    uniffi.chartsync_core.uniffiEnsureInitialized()
+    uniffi.chartsync_ffi.uniffiEnsureInitialized()
+    check(chartsyncVersion().isNotEmpty()) { "no version" }
+}
+
+fun aTabletAdmitsAndRecordsOfflineThenSyncs() {
+    val work = File(env("CHARTSYNC_WORK")).apply { mkdirs() }
+    val store = ChartStore.open(File(work, "kotlin-tablet.db").path, key(7))
+
+    // No network yet: the admission and the observation are committed on the tablet.
+    val chart = admit(store, nightNurse)
+    val first = chart.addEntry(heartRate(72))
+    check(store.census("4west").map { it.id } == listOf(chart.id())) { "the census lists the new chart" }
+
+    // An invalid code: the typed exception, and nothing written.
+    val bad = heartRate(90).copy(codes = listOf(CodeInput(system = CodeSystem.ICD10_CM, code = "ZZZ.999")))
+    val refused = runCatching { chart.addEntry(bad) }.exceptionOrNull()
+    check(refused is ChartsyncException.InvalidCode) { "expected InvalidCode, got $refused" }
+    check(refused!!.message?.contains("ZZZ") == false) { "no chart data in error messages: ${refused.message}" }
+    check(chart.view().entries.size == 1) { "the refused entry was not written" }
+
+    // The network returns: the client syncs, and the listener hears about it.
+    val listener = Listener()
+    val config = SyncConfig(url = env("CHARTSYNC_URL"), token = env("CHARTSYNC_TOKEN_NIGHT"), deviceId = "tablet-4west-02", wards = listOf("4west"))
+    val client = SyncClient.start(store, config, listener)
+    check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
+    eventually("the listener to hear the status go up to date") { listener.states.firstOrNull { it is SyncState.UpToDate } }
+
+    // Written while online: the listener hears of the chart, and it goes to the server.
+    val second = chart.addEntry(heartRate(76))
+    eventually("the listener to hear the chart change") { listener.changed.firstOrNull { it == chart.id() } }
+    check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
+    check(client.status().unacknowledged == 0uL) { "unacknowledged: ${client.status()}" }
+    runBlocking { client.stop() }
+    check(client.status().state is SyncState.Stopped) { "stopped: ${client.status()}" }
+
+    File(env("CHARTSYNC_HANDOFF")).writeText("${chart.id()}\n$first\n$second\n")
+}
+
+fun aSignedNoteIsCorrectedByAmendment() {
+    val work = File(env("CHARTSYNC_WORK"))
+    val store = ChartStore.open(File(work, "kotlin-notes.db").path, key(8))
+    val chart = admit(store, nightNurse)
+    val note = chart.addEntry(heartRate(0).copy(kind = EntryKind.NURSING_NOTE, codes = listOf(), value = null, unit = null, body = "Restless until 02:00."))
+    check(chart.deficiencies().any { it.recordId == note }) { "an unsigned note is a deficiency" }
+    chart.signEntry(note, SignatureMeaning.AUTHOR)
+    check(chart.deficiencies().none { it.recordId == note }) { "signed: no longer a deficiency" }
+    val edit = runCatching { chart.editEntryBody(note, "Restless.") }.exceptionOrNull()
+    check(edit is ChartsyncException.Signed) { "a signed note cannot be edited: $edit" }
+    chart.amend(NewAmendment(targetEntryId = note, kind = AmendmentKind.ADDENDUM, reason = "late observation", body = "Settled after analgesia."))
+    check(chart.view().amendments.single().targetEntryId == note) { "the amendment names the note" }
+}
+
+fun main() {
+    val tests = listOf(
+        "the bindings match the library" to ::bindingsMatchTheLibrary,
+        "a tablet admits and records offline, then syncs" to ::aTabletAdmitsAndRecordsOfflineThenSyncs,
+        "a signed note is corrected by amendment" to ::aSignedNoteIsCorrectedByAmendment,
+    )
+    val started = System.nanoTime()
+    var failed = 0
+    for ((name, test) in tests) {
+        try {
+            test()
+            println("ok      $name")
+        } catch (e: Throwable) {
+            failed++
+            println("FAILED  $name: $e")
+            e.printStackTrace()
+        }
+    }
+    val seconds = (System.nanoTime() - started) / 1e9
+    // The same closing line as pytest's, which .ci/run counts.
+    println("${tests.size - failed} passed, $failed failed in ${"%.2f".format(seconds)}s")
+    System.exit(if (failed == 0) 0 else 1)
+}
