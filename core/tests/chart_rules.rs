@@ -749,7 +749,7 @@ fn a_consent_form_completes_when_everyone_required_has_signed_and_then_is_frozen
             t(1),
             NewForm {
                 form_type: FormType::Consent,
-                fields,
+                fields: fields.into(),
                 required_signers: vec!["patient".into(), "physician".into()],
             },
         )

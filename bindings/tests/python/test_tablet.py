@@ -115,6 +115,46 @@ def test_a_night_shift_observation_made_offline_reaches_the_day_tablet(server, c
     asyncio.run(day_client.stop())
 
 
+def test_two_tablets_change_the_same_phone_offline_and_one_settles_it(server, clients, tmp_path):
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    chart_id = admit(office).id()
+    settle(clients(office, server, "him.jones", "technician", device="records-pc-1"))
+    tablets = {}
+    for user in ("rn.park", "rn.lee"):
+        store = ffi.ChartStore.open(str(tmp_path / f"{user}.db"), key(10))
+        client = clients(store, server, user, "nurse", device=f"tablet-{user}")
+        settle(client)
+        asyncio.run(client.stop())
+        staff = core.Staff(user=user, role=core.Role.NURSE, device=f"tablet-{user}")
+        tablets[user] = (store, store.open_chart(chart_id, staff))
+
+    # Both offline, both take a change-of-information form with a new phone number.
+    for user, phone in (("rn.park", "555-0101"), ("rn.lee", "555-0199")):
+        update = core.PatientUpdate(
+            family_name=None, given_names=None, birth_date=None, sex=None, address=None, phone=phone
+        )
+        tablets[user][1].change_information(update)
+    # Back online (each client stays connected, so each hears the other's change).
+    for user, (store, _) in tablets.items():
+        settle(clients(store, server, user, "nurse", device=f"tablet-{user}"))
+    store, chart = tablets["rn.park"]
+
+    def phone_conflicts():
+        return [c for c in chart.conflicts() if c.path == ["patient", "phone"]]
+
+    eventually("rn.lee's phone number to reach rn.park's tablet", phone_conflicts)
+    conflicts = phone_conflicts()
+    assert len(conflicts) == 1, chart.conflicts()
+    written = {(v.user, v.value) for v in conflicts[0].values}
+    assert written == {("rn.park", '"555-0101"'), ("rn.lee", '"555-0199"')}
+    assert store.summary(chart_id).open_deficiencies >= 1
+
+    keep = next(i for i, v in enumerate(conflicts[0].values) if v.user == "rn.lee")
+    chart.resolve_conflict(["patient", "phone"], ffi.ConflictChoice.KEEP(index=keep))
+    assert chart.view().patient.phone == "555-0199"
+    assert not phone_conflicts()
+
+
 def test_a_note_is_signed_then_corrected_by_amendment(tmp_path):
     store = ffi.ChartStore.open(str(tmp_path / "tablet.db"), key(3))
     chart_id = admit(store).id()
