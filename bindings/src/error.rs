@@ -37,9 +37,6 @@ pub enum ChartsyncError {
     /// The chart changed under this write; it reloads: try again.
     #[error("{0}")]
     Retry(String),
-    /// The sync client could not do what was asked.
-    #[error("{0}")]
-    Sync(String),
     /// Anything else: a bug, or the device (disk full, I/O).
     #[error("{0}")]
     Internal(String),

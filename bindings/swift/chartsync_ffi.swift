@@ -2379,11 +2379,6 @@ enum ChartsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError
     case Retry(message: String)
     
     /**
-     * The sync client could not do what was asked.
-     */
-    case Sync(message: String)
-    
-    /**
      * Anything else: a bug, or the device (disk full, I/O).
      */
     case Internal(message: String)
@@ -2453,11 +2448,7 @@ public struct FfiConverterTypeChartsyncError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .Sync(
-            message: try FfiConverterString.read(from: &buf)
-        )
-        
-        case 11: return .Internal(
+        case 10: return .Internal(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -2490,10 +2481,8 @@ public struct FfiConverterTypeChartsyncError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(8))
         case .Retry(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .Sync(_ /* message is ignored*/):
-            writeInt(&buf, Int32(10))
         case .Internal(_ /* message is ignored*/):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(10))
 
         
         }

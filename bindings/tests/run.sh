@@ -38,9 +38,10 @@ if ! cmp -s "$kotlin/package-lock.json" "$stamp" 2>/dev/null; then
 fi
 kotlinc_home=$kotlin/node_modules/kotlin-compiler
 
-# The server and the bindgen with the workspace's features (what `cargo test --workspace` has
-# built already), then the library on its own.
-cargo build --locked --workspace --bins
+# The server and the bindgen, with the features `cargo test --workspace` resolved (dev-
+# dependencies included: `--tests`), so nothing it built is built again; then the library on
+# its own.
+cargo build --locked --workspace --bins --tests
 cargo build --locked -p chartsync-ffi
 case "$(uname -s)" in
     Darwin) lib=target/debug/libchartsync_ffi.dylib ;;
