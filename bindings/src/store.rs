@@ -31,7 +31,9 @@ pub struct ImportStatus {
     pub bytes: u64,
 }
 
-/// Told after each chart of a bulk import (on the importing thread).
+/// Told after each chart of a bulk import, on the importing thread, while the import's
+/// transaction is open: update a progress bar and return; do not call into the store from it.
+/// The last call (done == total) comes just before the commit.
 #[uniffi::export(with_foreign)]
 pub trait ImportListener: Send + Sync {
     fn progress(&self, status: ImportStatus);

@@ -3,7 +3,7 @@
 //! app's listener what changed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chartsync_core::chart::ChartId;
@@ -68,8 +68,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 #[derive(uniffi::Object)]
 pub struct SyncClient {
     client: Arc<core_client::SyncClient>,
-    /// Tells the listener's threads to finish.
+    /// Tells the listener's thread to finish.
     stopped: Arc<AtomicBool>,
+    /// The thread that tells the listener of chart changes; joined by `stop`.
+    listener_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A client the app lets go of stops too: its threads must not outlive the app's interest.
@@ -112,9 +114,10 @@ impl SyncClient {
                 core_config,
             ))
         };
+        let mut listener_thread = None;
         if let (Some(listener), Some(feed)) = (listener, feed) {
             let (l, done) = (listener.clone(), stopped.clone());
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("chartsync-listener".into())
                 .spawn(move || {
                     while !done.load(Ordering::Acquire) {
@@ -128,19 +131,26 @@ impl SyncClient {
                     }
                 })
                 .map_err(|e| ChartsyncError::Internal(format!("no listener thread: {e}")))?;
+            listener_thread = Some(thread);
             let mut status = client.status();
             runtime().spawn(async move {
                 loop {
                     let now: SyncStatus = status.borrow_and_update().clone().into();
                     let last = matches!(now.state, SyncState::Stopped);
-                    listener.sync_status_changed(now);
-                    if last || status.changed().await.is_err() {
+                    // Off the sync threads: a slow listener must not slow the sync.
+                    let l = listener.clone();
+                    let told = tokio::task::spawn_blocking(move || l.sync_status_changed(now));
+                    if told.await.is_err() || last || status.changed().await.is_err() {
                         break;
                     }
                 }
             });
         }
-        Ok(Arc::new(SyncClient { client, stopped }))
+        Ok(Arc::new(SyncClient {
+            client,
+            stopped,
+            listener_thread: Mutex::new(listener_thread),
+        }))
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -163,15 +173,24 @@ impl SyncClient {
             .unwrap_or(false)
     }
 
-    /// Saves the sync state and disconnects; waits (up to 10 s) until it has.
+    /// Saves the sync state and disconnects; waits (up to 10 s) until it has. When it
+    /// returns, the listener hears nothing more of chart changes.
     pub async fn stop(&self) {
         self.client.request_stop();
         self.stopped.store(true, Ordering::Release);
         let mut status = self.client.status();
+        let thread = self
+            .listener_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let _ = runtime()
             .spawn(async move {
                 let stopped = status.wait_for(|s| matches!(s.state, SyncState::Stopped));
                 let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+                if let Some(thread) = thread {
+                    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                }
             })
             .await;
     }

@@ -1658,7 +1658,9 @@ public func FfiConverterTypeChartsyncListener_lower(_ value: ChartsyncListener) 
 
 
 /**
- * Told after each chart of a bulk import (on the importing thread).
+ * Told after each chart of a bulk import, on the importing thread, while the import's
+ * transaction is open: update a progress bar and return; do not call into the store from it.
+ * The last call (done == total) comes just before the commit.
  */
 public protocol ImportListener: AnyObject, Sendable {
     
@@ -1666,7 +1668,9 @@ public protocol ImportListener: AnyObject, Sendable {
     
 }
 /**
- * Told after each chart of a bulk import (on the importing thread).
+ * Told after each chart of a bulk import, on the importing thread, while the import's
+ * transaction is open: update a progress bar and return; do not call into the store from it.
+ * The last call (done == total) comes just before the commit.
  */
 open class ImportListenerImpl: ImportListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1871,7 +1875,8 @@ public protocol SyncClientProtocol: AnyObject, Sendable {
     func status()  -> SyncStatus
     
     /**
-     * Saves the sync state and disconnects; waits (up to 10 s) until it has.
+     * Saves the sync state and disconnects; waits (up to 10 s) until it has. When it
+     * returns, the listener hears nothing more of chart changes.
      */
     func stop() async 
     
@@ -1972,7 +1977,8 @@ open func status() -> SyncStatus  {
 }
     
     /**
-     * Saves the sync state and disconnects; waits (up to 10 s) until it has.
+     * Saves the sync state and disconnects; waits (up to 10 s) until it has. When it
+     * returns, the listener hears nothing more of chart changes.
      */
 open func stop()async   {
     return
@@ -3074,7 +3080,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_syncclient_status() != 62068) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_syncclient_stop() != 26771) {
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_stop() != 46164) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_wait_until_up_to_date() != 51256) {

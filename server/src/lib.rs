@@ -234,10 +234,11 @@ async fn sync_endpoint(
         Err(rejection) => return rejection.into_response(),
     };
     let hub = app.hub.clone();
+    let live = sync::Live::new(&hub);
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access))
+        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access, live))
 }
 
 async fn healthz(

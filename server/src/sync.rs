@@ -40,6 +40,9 @@ const OUTGOING_QUEUE: usize = 256;
 /// Messages waiting for one document's worker. automerge-repo waits for an answer before it
 /// sends more about a document, so this fills only when a device floods one document.
 const DOCUMENT_QUEUE: usize = 64;
+/// How long one frame may wait for a device that has stopped reading before the connection
+/// is given up (its workers then finish and save their sync state).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every connection shares.
 pub struct Hub {
@@ -115,11 +118,12 @@ struct Worker {
     asked: bool,
 }
 
-/// Counts an open connection until dropped.
-struct Live(Arc<Hub>);
+/// Counts an open connection until dropped. Made before the upgrade completes, so a server
+/// that is stopping waits for a connection it has accepted but not yet started.
+pub struct Live(Arc<Hub>);
 
 impl Live {
-    fn new(hub: &Arc<Hub>) -> Live {
+    pub fn new(hub: &Arc<Hub>) -> Live {
         hub.sessions.send_modify(|n| *n += 1);
         Live(hub.clone())
     }
@@ -131,8 +135,8 @@ impl Drop for Live {
     }
 }
 
-pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
-    let _live = Live::new(&hub);
+pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live: Live) {
+    let _live = live;
     let (tx, mut rx) = socket.split();
     let metrics = hub.metrics.clone();
     metrics.connections.inc();
@@ -163,6 +167,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
                     match conn.receive(&bytes) {
                         Err(v) => {
                             tracing::warn!(user = %access.user, error = %v.error, "protocol violation; disconnecting");
+                            close_for_violation(&peer);
                             if let Some(reply) = v.reply {
                                 let _ = out.send(Out::Frame(*reply)).await;
                             }
@@ -203,6 +208,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
                     }
                 }
                 Some(Ok(WsMessage::Text(_))) => {
+                    close_for_violation(&peer);
                     let text = "text frames are not part of the protocol";
                     let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
                     let _ = out.send(Out::Close).await;
@@ -212,11 +218,23 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
                 Some(Ok(_)) => continue, // ping and pong: answered by axum
             },
             event = feed.recv() => match event {
-                Ok(changed) => (changed.id, Event::Changed),
+                // A worker busy with a huge chart must not hold up the reader: a change event
+                // is dropped when its queue is full, since what is queued will answer with the
+                // chart as it then stands.
+                Ok(changed) => {
+                    if let Some(worker) = workers.get(&changed.id) {
+                        if let Err(mpsc::error::TrySendError::Closed(_)) =
+                            worker.try_send(Event::Changed)
+                        {
+                            break; // the worker is gone: see below
+                        }
+                    }
+                    continue;
+                }
                 // Missed some: tell every document; automerge sends only what is new.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     for worker in workers.values() {
-                        let _ = worker.send(Event::Changed).await;
+                        let _ = worker.try_send(Event::Changed);
                     }
                     continue;
                 }
@@ -227,6 +245,8 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
                 break;
             }
             _ = &mut expiry => {
+                // Nothing more is taken under it, queued or not.
+                close_for_violation(&peer);
                 let text = "the token has expired";
                 let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
                 let _ = out.send(Out::Close).await;
@@ -239,9 +259,6 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
             }
         };
         let Some(peer) = &peer else { continue };
-        if matches!(event, Event::Changed) && !workers.contains_key(&id) {
-            continue; // a chart this device has not mentioned
-        }
         let worker = workers.entry(id).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(DOCUMENT_QUEUE);
             let worker = Worker {
@@ -253,17 +270,32 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access) {
             running.spawn(worker.run(rx, out.clone()));
             tx
         });
-        // Fails only when the worker has stopped, which it does when closing the connection.
-        let _ = worker.send(event).await;
+        // A worker stops only to close the connection (or if it panicked): either way the
+        // device must not be left waiting on a document nobody handles.
+        if worker.send(event).await.is_err() {
+            break;
+        }
     }
     // Workers finish what they were given and save their sync state.
     drop(workers);
-    while running.join_next().await.is_some() {}
+    while let Some(ended) = running.join_next().await {
+        if let Err(e) = ended {
+            tracing::error!(user = %access.user, error = %e, "a document worker failed");
+        }
+    }
     drop(out);
     if !writer_done {
         let _ = writer.await;
     }
     metrics.connections.dec();
+}
+
+/// Stops every worker taking input: the connection is closing for a violation or an expired
+/// token, and nothing more it sent is applied.
+fn close_for_violation(peer: &Option<Arc<Peer>>) {
+    if let Some(peer) = peer {
+        peer.closing.store(true, Ordering::Release);
+    }
 }
 
 /// Sends what the workers produce, in the order they produce it.
@@ -276,11 +308,12 @@ async fn write_frames(
         let frame = m.encode();
         metrics.messages_sent.inc();
         metrics.bytes_sent.inc_by(frame.len() as u64);
-        if tx.send(WsMessage::Binary(frame.into())).await.is_err() {
+        let sent = tokio::time::timeout(SEND_TIMEOUT, tx.send(WsMessage::Binary(frame.into())));
+        if !matches!(sent.await, Ok(Ok(()))) {
             return;
         }
     }
-    let _ = tx.send(WsMessage::Close(None)).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, tx.send(WsMessage::Close(None))).await;
 }
 
 impl Worker {

@@ -250,3 +250,45 @@ async fn a_tablet_finds_its_wards_charts_through_the_census_and_follows_admissio
     c.stop().await;
     pc.stop().await;
 }
+
+/// "Up to date" counts a commit made the moment before asking: a nurse who records a value
+/// and then sees "up to date" can sign out knowing the server has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_to_date_includes_a_commit_made_just_before_asking() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let store = tablet_store(&devices, "tablet");
+    let id = store.create(admit()).unwrap();
+    let pc = client(&server, &clerk, "records-pc-1", &store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+
+    let c = client(&server, &nurse, "tablet-4west-01", &store);
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    let nurse_staff = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    for n in 0..5 {
+        store
+            .update(id, |ch| {
+                ch.add_entry(&nurse_staff, at(n), heart_rate(70 + n as u32))
+            })
+            .unwrap();
+        // Asked at once, while the status still says "up to date" from before the commit.
+        assert!(c.wait_until_up_to_date(WAIT).await);
+        let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(&nurse));
+        assert_eq!(status, 200);
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            view["entries"].as_array().unwrap().len(),
+            n as usize + 1,
+            "the server has every entry the tablet committed before asking"
+        );
+    }
+    c.stop().await;
+    // A stopped client is not up to date.
+    let stopped = client(&server, &nurse, "tablet-4west-01", &store);
+    stopped.request_stop();
+    assert!(!stopped.wait_until_up_to_date(WAIT).await);
+}

@@ -210,9 +210,16 @@ def test_charts_move_between_stores_by_bulk_import_all_or_nothing(tmp_path):
             self.seen.append((status.done, status.total))
 
     target = ffi.ChartStore.open(str(tmp_path / "target.db"), key(6))
-    broken = documents + [ffi.ChartDocument(id=documents[0].id, bytes=b"not a chart")]
     with pytest.raises(ffi.ChartsyncError.InvalidInput):
-        target.import_charts(broken, None)
+        target.import_charts(documents + [ffi.ChartDocument(id=documents[0].id, bytes=b"junk")], None)
+    # The third chart is written inside the transaction before the repeated id is refused:
+    # nothing of it stays.
+    repeated = documents + [documents[0]]
+    seen = Progress()
+    with pytest.raises(ffi.ChartsyncError.InvalidInput) as refused:
+        target.import_charts(repeated, seen)
+    assert "item 3" in str(refused.value)
+    assert seen.seen == [(1, 4), (2, 4), (3, 4)]
     assert target.charts_of_patient("MRN-0042") == []
 
     progress = Progress()

@@ -10,6 +10,7 @@
 //! the store's own change feed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,9 +85,13 @@ enum Command {
 }
 
 pub struct SyncClient {
+    store: Arc<ChartStore>,
     commands: mpsc::UnboundedSender<Command>,
     /// Fetches asked for and not yet taken up by the session: until then, not up to date.
     pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The store's feed position up to which the client has handled local commits: a commit
+    /// made after that is not yet in any status.
+    handled: Arc<AtomicU64>,
     status: watch::Receiver<SyncStatus>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -100,10 +105,25 @@ impl SyncClient {
             unacknowledged: 0,
         });
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let task = tokio::spawn(run(store, config, rx, status_tx, pending.clone()));
+        // Subscribed here, not in the task: a commit made as soon as this returns is seen.
+        let (store_feed, position) = store.subscribe_at();
+        let handled = Arc::new(AtomicU64::new(position));
+        let task = tokio::spawn(run(
+            store.clone(),
+            config,
+            Channels {
+                commands: rx,
+                feed: store_feed,
+                status: status_tx,
+                pending: pending.clone(),
+                handled: handled.clone(),
+            },
+        ));
         SyncClient {
+            store,
             commands,
             pending,
+            handled,
             status,
             task,
         }
@@ -124,22 +144,27 @@ impl SyncClient {
         }
     }
 
-    /// Waits until the server and this device hold the same charts, or `timeout` passes.
+    /// Waits until the server and this device hold the same charts, every commit to the
+    /// store before this call included; false if `timeout` passes first or the client stops.
     pub async fn wait_until_up_to_date(&self, timeout: Duration) -> bool {
         let mut status = self.status.clone();
+        let target = self.store.feed_position();
         tokio::time::timeout(timeout, async {
             loop {
                 let fetching = self.pending.load(std::sync::atomic::Ordering::SeqCst) > 0;
-                if !fetching && matches!(status.borrow_and_update().state, SyncState::UpToDate) {
-                    return;
+                let seen = self.handled.load(std::sync::atomic::Ordering::SeqCst) >= target;
+                match status.borrow_and_update().state {
+                    SyncState::UpToDate if seen && !fetching => return true,
+                    SyncState::Stopped => return false,
+                    _ => {}
                 }
                 if status.changed().await.is_err() {
-                    return;
+                    return false;
                 }
             }
         })
         .await
-        .is_ok()
+        .unwrap_or(false)
     }
 
     /// Asks the client to save its sync state and disconnect, without waiting: the status
@@ -161,16 +186,25 @@ enum Ended {
     Lost(String),
 }
 
-async fn run(
-    store: Arc<ChartStore>,
-    config: ClientConfig,
-    mut commands: mpsc::UnboundedReceiver<Command>,
+/// What the task is handed: commands in, the store's feed in, status out.
+struct Channels {
+    commands: mpsc::UnboundedReceiver<Command>,
+    feed: std::sync::mpsc::Receiver<ChartChanged>,
     status: watch::Sender<SyncStatus>,
     pending: Arc<std::sync::atomic::AtomicUsize>,
-) {
+    handled: Arc<AtomicU64>,
+}
+
+async fn run(store: Arc<ChartStore>, config: ClientConfig, channels: Channels) {
+    let Channels {
+        mut commands,
+        feed: store_feed,
+        status,
+        pending,
+        handled,
+    } = channels;
     // Local commits, from the store's feed (a std channel) onto this task.
     let (feed_tx, mut feed) = mpsc::unbounded_channel::<ChartChanged>();
-    let store_feed = store.subscribe();
     std::thread::spawn(move || {
         for event in store_feed {
             if feed_tx.send(event).is_err() {
@@ -191,6 +225,7 @@ async fn run(
                 feed: &mut feed,
                 status: &status,
                 pending: &pending,
+                handled: &handled,
             },
             &mut wanted,
             &mut backoff,
@@ -223,8 +258,11 @@ async fn run(
                                 return;
                             }
                         },
-                        // Local commits while offline wait in the store; note the count.
-                        Some(_) = feed.recv() => {}
+                        // Local commits while offline wait in the store; the next session
+                        // sends them.
+                        Some(_) = feed.recv() => {
+                            handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
                     }
                 }
             }
@@ -296,6 +334,8 @@ struct Links<'a> {
     feed: &'a mut mpsc::UnboundedReceiver<ChartChanged>,
     status: &'a watch::Sender<SyncStatus>,
     pending: &'a std::sync::atomic::AtomicUsize,
+    /// Counts each feed event once handled (see `SyncClient::handled`).
+    handled: &'a AtomicU64,
 }
 
 async fn session(
@@ -310,6 +350,7 @@ async fn session(
         feed,
         status,
         pending,
+        handled,
     } = links;
     let mut request = match config.url.as_str().into_client_request() {
         Ok(r) => r,
@@ -424,6 +465,8 @@ async fn session(
             },
             Some(event) = feed.recv() => {
                 out.extend(tokio::task::block_in_place(|| s.on_local_commit(event.id)));
+                // Counted before the next status goes out, which will include it.
+                handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             command = commands.recv() => match command {
                 Some(Command::Fetch(id)) => {

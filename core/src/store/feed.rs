@@ -6,6 +6,7 @@
 //! chart, write to it) without deadlocking the committing thread.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Mutex;
 
@@ -26,17 +27,28 @@ pub struct ChartChanged {
 #[derive(Default)]
 pub(crate) struct Feed {
     subscribers: Mutex<Vec<Sender<ChartChanged>>>,
+    /// Events published so far: the feed's position.
+    published: AtomicU64,
 }
 
 impl Feed {
-    pub fn subscribe(&self) -> Receiver<ChartChanged> {
+    /// A new subscriber, and the position it starts after: it receives every event from
+    /// the next one on.
+    pub fn subscribe(&self) -> (Receiver<ChartChanged>, u64) {
+        let mut subscribers = super::lock(&self.subscribers);
         let (tx, rx) = channel();
-        super::lock(&self.subscribers).push(tx);
-        rx
+        subscribers.push(tx);
+        (rx, self.published.load(Ordering::SeqCst))
     }
 
     pub fn publish(&self, event: &ChartChanged) {
+        let mut subscribers = super::lock(&self.subscribers);
+        self.published.fetch_add(1, Ordering::SeqCst);
         // A subscriber that dropped its receiver is forgotten.
-        super::lock(&self.subscribers).retain(|tx| tx.send(event.clone()).is_ok());
+        subscribers.retain(|tx| tx.send(event.clone()).is_ok());
+    }
+
+    pub fn position(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
     }
 }
