@@ -104,9 +104,3 @@ fn code_message(e: &CodeError) -> String {
         CodeError::TableUnavailable { .. } => e.to_string(),
     }
 }
-
-impl From<uniffi::UnexpectedUniFFICallbackError> for ChartsyncError {
-    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        ChartsyncError::Internal(format!("the app's listener failed: {}", e.reason))
-    }
-}

@@ -3,6 +3,7 @@ apps load, against a real chartsync-server."""
 
 import asyncio
 import os
+import sqlite3
 import threading
 import time
 
@@ -167,6 +168,18 @@ def test_a_note_is_signed_then_corrected_by_amendment(tmp_path):
     assert store.summary(chart_id).open_deficiencies == before - 1
     assert chart.view().entries[0].signed
 
+    # Coding is for coders and technicians, not the nurse signed in on this handle.
+    with pytest.raises(ffi.ChartsyncError.NotPermitted):
+        chart.assign_code(
+            core.NewCoding(
+                code=core.CodeInput(system=core.CodeSystem.ICD10_CM, code="J18.9"),
+                sequence=core.CodingSequence.PRINCIPAL,
+                poa=core.PresentOnAdmission.YES,
+                supporting_entries=[],
+            )
+        )
+    assert chart.view().coding == []
+
     # Signed means frozen: a correction is an amendment.
     with pytest.raises(ffi.ChartsyncError.Signed):
         chart.edit_entry_body(note, "Settled overnight.")
@@ -195,6 +208,15 @@ def test_an_encrypted_store_opens_only_with_its_key(tmp_path):
         ffi.ChartStore.open(path, None)
     with pytest.raises(ffi.ChartsyncError.InvalidInput):
         ffi.ChartStore.open(path, b"short")
+
+    # Another application's SQLite file is refused and left as it was.
+    foreign = tmp_path / "other-app.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+    before = foreign.read_bytes()
+    with pytest.raises(ffi.ChartsyncError.StoreFile):
+        ffi.ChartStore.open(str(foreign), None)
+    assert foreign.read_bytes() == before
     assert [s.bed for s in ffi.ChartStore.open(path, key(4)).census("4west")] == ["12A"]
 
 
