@@ -7,7 +7,8 @@ use std::sync::Arc;
 use chartsync_core::chart::{
     self as core_chart, ChartError, ChartId, ChartView, CodeInput, CodingStatus, Conflict,
     Deficiency, NewAmendment, NewCoding, NewDisclosure, NewEntry, NewForm, NewQuery, NewRoiRequest,
-    PatientUpdate, Resolution, RoiStatus, Shift, SignatureMeaning, Staff, Timestamp,
+    PatientUpdate, PresentOnAdmission, Resolution, RoiStatus, Shift, SignatureMeaning, Staff,
+    Timestamp,
 };
 use chartsync_core::store::ChartStore;
 
@@ -141,6 +142,15 @@ impl Chart {
         status: CodingStatus,
     ) -> Result<(), ChartsyncError> {
         self.write(|c, by, at| c.set_coding_status(by, at, &coding_id, status))
+    }
+
+    /// Sets an ICD-10-CM diagnosis's present-on-admission indicator (coders).
+    pub fn set_coding_poa(
+        &self,
+        coding_id: String,
+        poa: PresentOnAdmission,
+    ) -> Result<(), ChartsyncError> {
+        self.write(|c, by, at| c.set_coding_poa(by, at, &coding_id, poa))
     }
 
     /// Asks a physician a query; returns its id.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use chartsync_core::chart::{
     Chart as CoreChart, ChartId, Deficiency, NewEncounter, NewPatient, Staff, Timestamp,
 };
-use chartsync_core::store::{self as core_store, ChartSummary, EncryptionKey, StoreOptions};
+use chartsync_core::store::{
+    self as core_store, ChartSummary, DeficiencyFilter, EncryptionKey, StoreOptions, WorklistItem,
+};
 
 use crate::chart::Chart;
 use crate::error::ChartsyncError;
@@ -86,10 +88,29 @@ impl ChartStore {
         Ok(self.inner.summary(id)?)
     }
 
-    /// What is missing from a chart: unsigned notes, forms without signatures, open queries,
-    /// unresolved conflicts, edits after signing.
+    /// What is missing from a chart: unsigned notes, a missing or late history and physical,
+    /// a missing discharge summary, forms without signatures, coding not final, open queries,
+    /// unresolved conflicts, edits after signing; each with who must act and by when.
     pub fn deficiencies(&self, id: ChartId) -> Result<Vec<Deficiency>, ChartsyncError> {
         Ok(self.inner.deficiencies(id)?)
+    }
+
+    /// Deficiencies across the store's charts, soonest due first: a ward's (or every ward's
+    /// with `None`), one person's or role's (`responsible`), or only the overdue ones. From
+    /// the index: fast on a full ward.
+    pub fn worklist(
+        &self,
+        ward: Option<String>,
+        responsible: Option<String>,
+        overdue_only: bool,
+    ) -> Result<Vec<WorklistItem>, ChartsyncError> {
+        let filter = DeficiencyFilter {
+            ward,
+            responsible,
+            overdue_only,
+            ..DeficiencyFilter::default()
+        };
+        Ok(self.inner.worklist(&filter, Timestamp::now())?)
     }
 
     /// Admits a patient: a new chart, committed to the store before this returns.

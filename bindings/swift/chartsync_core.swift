@@ -620,6 +620,157 @@ fileprivate struct FfiConverterDuration: FfiConverterRustBuffer {
 }
 
 
+/**
+ * One line of an accounting: a disclosure and the chart it was made from.
+ */
+public struct AccountedDisclosure: Equatable, Hashable {
+    public var chart: ChartId
+    public var disclosure: DisclosureView
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, disclosure: DisclosureView) {
+        self.chart = chart
+        self.disclosure = disclosure
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AccountedDisclosure: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAccountedDisclosure: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AccountedDisclosure {
+        return
+            try AccountedDisclosure(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                disclosure: FfiConverterTypeDisclosureView.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AccountedDisclosure, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterTypeDisclosureView.write(value.disclosure, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAccountedDisclosure_lift(_ buf: RustBuffer) throws -> AccountedDisclosure {
+    return try FfiConverterTypeAccountedDisclosure.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAccountedDisclosure_lower(_ value: AccountedDisclosure) -> RustBuffer {
+    return FfiConverterTypeAccountedDisclosure.lower(value)
+}
+
+
+/**
+ * A patient's accounting of disclosures (45 CFR 164.528): every disclosure from any of their
+ * charts in the six years up to the request, less those 164.528(a)(1) exempts.
+ */
+public struct Accounting: Equatable, Hashable {
+    public var mrn: String
+    /**
+     * Six years before `to`.
+     */
+    public var from: Timestamp
+    /**
+     * When the accounting was made.
+     */
+    public var to: Timestamp
+    /**
+     * The patient's charts it covers (all of them in this store).
+     */
+    public var charts: [ChartId]
+    /**
+     * Oldest first.
+     */
+    public var disclosures: [AccountedDisclosure]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(mrn: String, 
+        /**
+         * Six years before `to`.
+         */from: Timestamp, 
+        /**
+         * When the accounting was made.
+         */to: Timestamp, 
+        /**
+         * The patient's charts it covers (all of them in this store).
+         */charts: [ChartId], 
+        /**
+         * Oldest first.
+         */disclosures: [AccountedDisclosure]) {
+        self.mrn = mrn
+        self.from = from
+        self.to = to
+        self.charts = charts
+        self.disclosures = disclosures
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Accounting: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAccounting: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Accounting {
+        return
+            try Accounting(
+                mrn: FfiConverterString.read(from: &buf), 
+                from: FfiConverterTypeTimestamp.read(from: &buf), 
+                to: FfiConverterTypeTimestamp.read(from: &buf), 
+                charts: FfiConverterSequenceTypeChartId.read(from: &buf), 
+                disclosures: FfiConverterSequenceTypeAccountedDisclosure.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Accounting, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.mrn, into: &buf)
+        FfiConverterTypeTimestamp.write(value.from, into: &buf)
+        FfiConverterTypeTimestamp.write(value.to, into: &buf)
+        FfiConverterSequenceTypeChartId.write(value.charts, into: &buf)
+        FfiConverterSequenceTypeAccountedDisclosure.write(value.disclosures, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAccounting_lift(_ buf: RustBuffer) throws -> Accounting {
+    return try FfiConverterTypeAccounting.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAccounting_lower(_ value: Accounting) -> RustBuffer {
+    return FfiConverterTypeAccounting.lower(value)
+}
+
+
 public struct AmendmentView: Equatable, Hashable {
     public var id: String
     public var targetEntryId: String
@@ -1101,6 +1252,135 @@ public func FfiConverterTypeCodeRef_lower(_ value: CodeRef) -> RustBuffer {
 }
 
 
+/**
+ * A discharged chart waiting for final coding.
+ */
+public struct CodingQueueItem: Equatable, Hashable {
+    public var chart: ChartId
+    public var mrn: String
+    public var ward: String
+    public var dischargedAt: Timestamp?
+    /**
+     * The principal ICD-10-CM diagnosis coded so far, if any.
+     */
+    public var principalDiagnosis: String?
+    /**
+     * Whether that principal diagnosis is final.
+     */
+    public var principalFinal: Bool
+    /**
+     * Code assignments still proposed or queried.
+     */
+    public var notFinal: UInt32
+    /**
+     * Inpatient diagnoses without a present-on-admission indicator.
+     */
+    public var poaMissing: UInt32
+    /**
+     * Physician queries still open.
+     */
+    public var openQueries: UInt32
+    /**
+     * 30 days after discharge, when the record must be complete.
+     */
+    public var dueAt: Timestamp?
+    public var overdue: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, mrn: String, ward: String, dischargedAt: Timestamp?, 
+        /**
+         * The principal ICD-10-CM diagnosis coded so far, if any.
+         */principalDiagnosis: String?, 
+        /**
+         * Whether that principal diagnosis is final.
+         */principalFinal: Bool, 
+        /**
+         * Code assignments still proposed or queried.
+         */notFinal: UInt32, 
+        /**
+         * Inpatient diagnoses without a present-on-admission indicator.
+         */poaMissing: UInt32, 
+        /**
+         * Physician queries still open.
+         */openQueries: UInt32, 
+        /**
+         * 30 days after discharge, when the record must be complete.
+         */dueAt: Timestamp?, overdue: Bool) {
+        self.chart = chart
+        self.mrn = mrn
+        self.ward = ward
+        self.dischargedAt = dischargedAt
+        self.principalDiagnosis = principalDiagnosis
+        self.principalFinal = principalFinal
+        self.notFinal = notFinal
+        self.poaMissing = poaMissing
+        self.openQueries = openQueries
+        self.dueAt = dueAt
+        self.overdue = overdue
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension CodingQueueItem: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCodingQueueItem: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CodingQueueItem {
+        return
+            try CodingQueueItem(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                mrn: FfiConverterString.read(from: &buf), 
+                ward: FfiConverterString.read(from: &buf), 
+                dischargedAt: FfiConverterOptionTypeTimestamp.read(from: &buf), 
+                principalDiagnosis: FfiConverterOptionString.read(from: &buf), 
+                principalFinal: FfiConverterBool.read(from: &buf), 
+                notFinal: FfiConverterUInt32.read(from: &buf), 
+                poaMissing: FfiConverterUInt32.read(from: &buf), 
+                openQueries: FfiConverterUInt32.read(from: &buf), 
+                dueAt: FfiConverterOptionTypeTimestamp.read(from: &buf), 
+                overdue: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: CodingQueueItem, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterString.write(value.mrn, into: &buf)
+        FfiConverterString.write(value.ward, into: &buf)
+        FfiConverterOptionTypeTimestamp.write(value.dischargedAt, into: &buf)
+        FfiConverterOptionString.write(value.principalDiagnosis, into: &buf)
+        FfiConverterBool.write(value.principalFinal, into: &buf)
+        FfiConverterUInt32.write(value.notFinal, into: &buf)
+        FfiConverterUInt32.write(value.poaMissing, into: &buf)
+        FfiConverterUInt32.write(value.openQueries, into: &buf)
+        FfiConverterOptionTypeTimestamp.write(value.dueAt, into: &buf)
+        FfiConverterBool.write(value.overdue, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCodingQueueItem_lift(_ buf: RustBuffer) throws -> CodingQueueItem {
+    return try FfiConverterTypeCodingQueueItem.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCodingQueueItem_lower(_ value: CodingQueueItem) -> RustBuffer {
+    return FfiConverterTypeCodingQueueItem.lower(value)
+}
+
+
 public struct CodingView: Equatable, Hashable {
     public var id: String
     public var system: String
@@ -1353,9 +1633,14 @@ public struct Deficiency: Equatable, Hashable {
      */
     public var responsible: String?
     /**
-     * What exactly: the missing signer role, or the conflicted path below the record.
+     * What exactly: the missing signer role, the conflicted path below the record, the late
+     * H&P's entry id, the coding status, `principal_diagnosis`.
      */
     public var detail: String?
+    /**
+     * When it must be put right; none while the patient is in, except for the H&P.
+     */
+    public var dueAt: Timestamp?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1370,13 +1655,18 @@ public struct Deficiency: Equatable, Hashable {
          * Who must act: a user id or a role token.
          */responsible: String?, 
         /**
-         * What exactly: the missing signer role, or the conflicted path below the record.
-         */detail: String?) {
+         * What exactly: the missing signer role, the conflicted path below the record, the late
+         * H&P's entry id, the coding status, `principal_diagnosis`.
+         */detail: String?, 
+        /**
+         * When it must be put right; none while the patient is in, except for the H&P.
+         */dueAt: Timestamp?) {
         self.kind = kind
         self.section = section
         self.recordId = recordId
         self.responsible = responsible
         self.detail = detail
+        self.dueAt = dueAt
     }
 
     
@@ -1399,7 +1689,8 @@ public struct FfiConverterTypeDeficiency: FfiConverterRustBuffer {
                 section: FfiConverterString.read(from: &buf), 
                 recordId: FfiConverterString.read(from: &buf), 
                 responsible: FfiConverterOptionString.read(from: &buf), 
-                detail: FfiConverterOptionString.read(from: &buf)
+                detail: FfiConverterOptionString.read(from: &buf), 
+                dueAt: FfiConverterOptionTypeTimestamp.read(from: &buf)
         )
     }
 
@@ -1409,6 +1700,7 @@ public struct FfiConverterTypeDeficiency: FfiConverterRustBuffer {
         FfiConverterString.write(value.recordId, into: &buf)
         FfiConverterOptionString.write(value.responsible, into: &buf)
         FfiConverterOptionString.write(value.detail, into: &buf)
+        FfiConverterOptionTypeTimestamp.write(value.dueAt, into: &buf)
     }
 }
 
@@ -1431,18 +1723,28 @@ public func FfiConverterTypeDeficiency_lower(_ value: Deficiency) -> RustBuffer 
 public struct DisclosureView: Equatable, Hashable {
     public var id: String
     public var requestId: String?
+    /**
+     * The patient's `roi_authorization` form the release was made under, if its request's
+     * authorization had been verified by then.
+     */
+    public var authorization: String?
     public var at: Timestamp
     public var recipient: String
     public var recipientAddress: String
     public var description: String
-    public var purpose: String
+    public var purpose: DisclosurePurpose
     public var by: String
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: String, requestId: String?, at: Timestamp, recipient: String, recipientAddress: String, description: String, purpose: String, by: String) {
+    public init(id: String, requestId: String?, 
+        /**
+         * The patient's `roi_authorization` form the release was made under, if its request's
+         * authorization had been verified by then.
+         */authorization: String?, at: Timestamp, recipient: String, recipientAddress: String, description: String, purpose: DisclosurePurpose, by: String) {
         self.id = id
         self.requestId = requestId
+        self.authorization = authorization
         self.at = at
         self.recipient = recipient
         self.recipientAddress = recipientAddress
@@ -1469,11 +1771,12 @@ public struct FfiConverterTypeDisclosureView: FfiConverterRustBuffer {
             try DisclosureView(
                 id: FfiConverterString.read(from: &buf), 
                 requestId: FfiConverterOptionString.read(from: &buf), 
+                authorization: FfiConverterOptionString.read(from: &buf), 
                 at: FfiConverterTypeTimestamp.read(from: &buf), 
                 recipient: FfiConverterString.read(from: &buf), 
                 recipientAddress: FfiConverterString.read(from: &buf), 
                 description: FfiConverterString.read(from: &buf), 
-                purpose: FfiConverterString.read(from: &buf), 
+                purpose: FfiConverterTypeDisclosurePurpose.read(from: &buf), 
                 by: FfiConverterString.read(from: &buf)
         )
     }
@@ -1481,11 +1784,12 @@ public struct FfiConverterTypeDisclosureView: FfiConverterRustBuffer {
     public static func write(_ value: DisclosureView, into buf: inout [UInt8]) {
         FfiConverterString.write(value.id, into: &buf)
         FfiConverterOptionString.write(value.requestId, into: &buf)
+        FfiConverterOptionString.write(value.authorization, into: &buf)
         FfiConverterTypeTimestamp.write(value.at, into: &buf)
         FfiConverterString.write(value.recipient, into: &buf)
         FfiConverterString.write(value.recipientAddress, into: &buf)
         FfiConverterString.write(value.description, into: &buf)
-        FfiConverterString.write(value.purpose, into: &buf)
+        FfiConverterTypeDisclosurePurpose.write(value.purpose, into: &buf)
         FfiConverterString.write(value.by, into: &buf)
     }
 }
@@ -2200,11 +2504,11 @@ public struct NewDisclosure: Equatable, Hashable {
     public var recipient: String
     public var recipientAddress: String
     public var description: String
-    public var purpose: String
+    public var purpose: DisclosurePurpose
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(requestId: String?, recipient: String, recipientAddress: String, description: String, purpose: String) {
+    public init(requestId: String?, recipient: String, recipientAddress: String, description: String, purpose: DisclosurePurpose) {
         self.requestId = requestId
         self.recipient = recipient
         self.recipientAddress = recipientAddress
@@ -2232,7 +2536,7 @@ public struct FfiConverterTypeNewDisclosure: FfiConverterRustBuffer {
                 recipient: FfiConverterString.read(from: &buf), 
                 recipientAddress: FfiConverterString.read(from: &buf), 
                 description: FfiConverterString.read(from: &buf), 
-                purpose: FfiConverterString.read(from: &buf)
+                purpose: FfiConverterTypeDisclosurePurpose.read(from: &buf)
         )
     }
 
@@ -2241,7 +2545,7 @@ public struct FfiConverterTypeNewDisclosure: FfiConverterRustBuffer {
         FfiConverterString.write(value.recipient, into: &buf)
         FfiConverterString.write(value.recipientAddress, into: &buf)
         FfiConverterString.write(value.description, into: &buf)
-        FfiConverterString.write(value.purpose, into: &buf)
+        FfiConverterTypeDisclosurePurpose.write(value.purpose, into: &buf)
     }
 }
 
@@ -2473,7 +2777,8 @@ public func FfiConverterTypeNewForm_lower(_ value: NewForm) -> RustBuffer {
 
 
 /**
- * A patient as registered on admission. The MRN can never change afterwards.
+ * A patient as registered on admission. The MRN can never change afterwards. In JSON (a
+ * records import) the optional fields may be left out.
  */
 public struct NewPatient: Equatable, Hashable {
     public var mrn: String
@@ -2623,13 +2928,13 @@ public struct NewRoiRequest: Equatable, Hashable {
     public var requester: String
     public var recipient: String
     public var recipientAddress: String
-    public var purpose: String
+    public var purpose: DisclosurePurpose
     public var scope: String
     public var dueAt: Timestamp
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(requester: String, recipient: String, recipientAddress: String, purpose: String, scope: String, dueAt: Timestamp) {
+    public init(requester: String, recipient: String, recipientAddress: String, purpose: DisclosurePurpose, scope: String, dueAt: Timestamp) {
         self.requester = requester
         self.recipient = recipient
         self.recipientAddress = recipientAddress
@@ -2657,7 +2962,7 @@ public struct FfiConverterTypeNewRoiRequest: FfiConverterRustBuffer {
                 requester: FfiConverterString.read(from: &buf), 
                 recipient: FfiConverterString.read(from: &buf), 
                 recipientAddress: FfiConverterString.read(from: &buf), 
-                purpose: FfiConverterString.read(from: &buf), 
+                purpose: FfiConverterTypeDisclosurePurpose.read(from: &buf), 
                 scope: FfiConverterString.read(from: &buf), 
                 dueAt: FfiConverterTypeTimestamp.read(from: &buf)
         )
@@ -2667,7 +2972,7 @@ public struct FfiConverterTypeNewRoiRequest: FfiConverterRustBuffer {
         FfiConverterString.write(value.requester, into: &buf)
         FfiConverterString.write(value.recipient, into: &buf)
         FfiConverterString.write(value.recipientAddress, into: &buf)
-        FfiConverterString.write(value.purpose, into: &buf)
+        FfiConverterTypeDisclosurePurpose.write(value.purpose, into: &buf)
         FfiConverterString.write(value.scope, into: &buf)
         FfiConverterTypeTimestamp.write(value.dueAt, into: &buf)
     }
@@ -2983,7 +3288,7 @@ public struct RoiRequestView: Equatable, Hashable {
     public var requester: String
     public var recipient: String
     public var recipientAddress: String
-    public var purpose: String
+    public var purpose: DisclosurePurpose
     public var scope: String
     public var receivedAt: Timestamp
     public var dueAt: Timestamp
@@ -2998,7 +3303,7 @@ public struct RoiRequestView: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: String, requester: String, recipient: String, recipientAddress: String, purpose: String, scope: String, receivedAt: Timestamp, dueAt: Timestamp, 
+    public init(id: String, requester: String, recipient: String, recipientAddress: String, purpose: DisclosurePurpose, scope: String, receivedAt: Timestamp, dueAt: Timestamp, 
         /**
          * The roi_authorization form that authorizes the release.
          */authorization: String?, status: RoiStatus, statusReason: String?, statusBy: String, statusAt: Timestamp) {
@@ -3037,7 +3342,7 @@ public struct FfiConverterTypeRoiRequestView: FfiConverterRustBuffer {
                 requester: FfiConverterString.read(from: &buf), 
                 recipient: FfiConverterString.read(from: &buf), 
                 recipientAddress: FfiConverterString.read(from: &buf), 
-                purpose: FfiConverterString.read(from: &buf), 
+                purpose: FfiConverterTypeDisclosurePurpose.read(from: &buf), 
                 scope: FfiConverterString.read(from: &buf), 
                 receivedAt: FfiConverterTypeTimestamp.read(from: &buf), 
                 dueAt: FfiConverterTypeTimestamp.read(from: &buf), 
@@ -3054,7 +3359,7 @@ public struct FfiConverterTypeRoiRequestView: FfiConverterRustBuffer {
         FfiConverterString.write(value.requester, into: &buf)
         FfiConverterString.write(value.recipient, into: &buf)
         FfiConverterString.write(value.recipientAddress, into: &buf)
-        FfiConverterString.write(value.purpose, into: &buf)
+        FfiConverterTypeDisclosurePurpose.write(value.purpose, into: &buf)
         FfiConverterString.write(value.scope, into: &buf)
         FfiConverterTypeTimestamp.write(value.receivedAt, into: &buf)
         FfiConverterTypeTimestamp.write(value.dueAt, into: &buf)
@@ -3230,6 +3535,89 @@ public func FfiConverterTypeStaff_lift(_ buf: RustBuffer) throws -> Staff {
 #endif
 public func FfiConverterTypeStaff_lower(_ value: Staff) -> RustBuffer {
     return FfiConverterTypeStaff.lower(value)
+}
+
+
+/**
+ * One deficiency on a worklist, with the chart it is on.
+ */
+public struct WorklistItem: Equatable, Hashable {
+    public var chart: ChartId
+    public var mrn: String
+    public var ward: String
+    public var status: EncounterStatus
+    public var dischargedAt: Timestamp?
+    public var deficiency: Deficiency
+    /**
+     * Its due date has passed.
+     */
+    public var overdue: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, mrn: String, ward: String, status: EncounterStatus, dischargedAt: Timestamp?, deficiency: Deficiency, 
+        /**
+         * Its due date has passed.
+         */overdue: Bool) {
+        self.chart = chart
+        self.mrn = mrn
+        self.ward = ward
+        self.status = status
+        self.dischargedAt = dischargedAt
+        self.deficiency = deficiency
+        self.overdue = overdue
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension WorklistItem: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeWorklistItem: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> WorklistItem {
+        return
+            try WorklistItem(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                mrn: FfiConverterString.read(from: &buf), 
+                ward: FfiConverterString.read(from: &buf), 
+                status: FfiConverterTypeEncounterStatus.read(from: &buf), 
+                dischargedAt: FfiConverterOptionTypeTimestamp.read(from: &buf), 
+                deficiency: FfiConverterTypeDeficiency.read(from: &buf), 
+                overdue: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: WorklistItem, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterString.write(value.mrn, into: &buf)
+        FfiConverterString.write(value.ward, into: &buf)
+        FfiConverterTypeEncounterStatus.write(value.status, into: &buf)
+        FfiConverterOptionTypeTimestamp.write(value.dischargedAt, into: &buf)
+        FfiConverterTypeDeficiency.write(value.deficiency, into: &buf)
+        FfiConverterBool.write(value.overdue, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWorklistItem_lift(_ buf: RustBuffer) throws -> WorklistItem {
+    return try FfiConverterTypeWorklistItem.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeWorklistItem_lower(_ value: WorklistItem) -> RustBuffer {
+    return FfiConverterTypeWorklistItem.lower(value)
 }
 
 
@@ -3602,6 +3990,11 @@ public enum DeficiencyKind: Equatable, Hashable {
     case openQuery
     case unresolvedConflict
     case editedAfterSigning
+    case historyPhysicalMissing
+    case historyPhysicalLate
+    case dischargeSummaryMissing
+    case codingNotFinal
+    case poaMissing
 
 
 
@@ -3633,6 +4026,16 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         
         case 5: return .editedAfterSigning
         
+        case 6: return .historyPhysicalMissing
+        
+        case 7: return .historyPhysicalLate
+        
+        case 8: return .dischargeSummaryMissing
+        
+        case 9: return .codingNotFinal
+        
+        case 10: return .poaMissing
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -3660,6 +4063,26 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         case .editedAfterSigning:
             writeInt(&buf, Int32(5))
         
+        
+        case .historyPhysicalMissing:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .historyPhysicalLate:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .dischargeSummaryMissing:
+            writeInt(&buf, Int32(8))
+        
+        
+        case .codingNotFinal:
+            writeInt(&buf, Int32(9))
+        
+        
+        case .poaMissing:
+            writeInt(&buf, Int32(10))
+        
         }
     }
 }
@@ -3677,6 +4100,209 @@ public func FfiConverterTypeDeficiencyKind_lift(_ buf: RustBuffer) throws -> Def
 #endif
 public func FfiConverterTypeDeficiencyKind_lower(_ value: DeficiencyKind) -> RustBuffer {
     return FfiConverterTypeDeficiencyKind.lower(value)
+}
+
+
+
+/**
+ * Why records were disclosed, in the terms of 45 CFR 164.506-164.514. The accounting of
+ * disclosures (164.528) leaves out the purposes [`DisclosurePurpose::exempt_under`] names.
+ */
+
+public enum DisclosurePurpose: Equatable, Hashable {
+    
+    case treatment
+    case payment
+    case healthCareOperations
+    case toPatient
+    case incidental
+    case directoryOrInvolvedPersons
+    case nationalSecurity
+    case correctionalCustody
+    case limitedDataSet
+    case requiredByLaw
+    case publicHealth
+    case abuseOrNeglect
+    case healthOversight
+    case judicialProceeding
+    case lawEnforcement
+    case decedent
+    case organDonation
+    case research
+    case seriousThreat
+    case specializedGovernment
+    case workersCompensation
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DisclosurePurpose: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDisclosurePurpose: FfiConverterRustBuffer {
+    typealias SwiftType = DisclosurePurpose
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DisclosurePurpose {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .treatment
+        
+        case 2: return .payment
+        
+        case 3: return .healthCareOperations
+        
+        case 4: return .toPatient
+        
+        case 5: return .incidental
+        
+        case 6: return .directoryOrInvolvedPersons
+        
+        case 7: return .nationalSecurity
+        
+        case 8: return .correctionalCustody
+        
+        case 9: return .limitedDataSet
+        
+        case 10: return .requiredByLaw
+        
+        case 11: return .publicHealth
+        
+        case 12: return .abuseOrNeglect
+        
+        case 13: return .healthOversight
+        
+        case 14: return .judicialProceeding
+        
+        case 15: return .lawEnforcement
+        
+        case 16: return .decedent
+        
+        case 17: return .organDonation
+        
+        case 18: return .research
+        
+        case 19: return .seriousThreat
+        
+        case 20: return .specializedGovernment
+        
+        case 21: return .workersCompensation
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DisclosurePurpose, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .treatment:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .payment:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .healthCareOperations:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .toPatient:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .incidental:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .directoryOrInvolvedPersons:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .nationalSecurity:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .correctionalCustody:
+            writeInt(&buf, Int32(8))
+        
+        
+        case .limitedDataSet:
+            writeInt(&buf, Int32(9))
+        
+        
+        case .requiredByLaw:
+            writeInt(&buf, Int32(10))
+        
+        
+        case .publicHealth:
+            writeInt(&buf, Int32(11))
+        
+        
+        case .abuseOrNeglect:
+            writeInt(&buf, Int32(12))
+        
+        
+        case .healthOversight:
+            writeInt(&buf, Int32(13))
+        
+        
+        case .judicialProceeding:
+            writeInt(&buf, Int32(14))
+        
+        
+        case .lawEnforcement:
+            writeInt(&buf, Int32(15))
+        
+        
+        case .decedent:
+            writeInt(&buf, Int32(16))
+        
+        
+        case .organDonation:
+            writeInt(&buf, Int32(17))
+        
+        
+        case .research:
+            writeInt(&buf, Int32(18))
+        
+        
+        case .seriousThreat:
+            writeInt(&buf, Int32(19))
+        
+        
+        case .specializedGovernment:
+            writeInt(&buf, Int32(20))
+        
+        
+        case .workersCompensation:
+            writeInt(&buf, Int32(21))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDisclosurePurpose_lift(_ buf: RustBuffer) throws -> DisclosurePurpose {
+    return try FfiConverterTypeDisclosurePurpose.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDisclosurePurpose_lower(_ value: DisclosurePurpose) -> RustBuffer {
+    return FfiConverterTypeDisclosurePurpose.lower(value)
 }
 
 
@@ -5088,6 +5714,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeAccountedDisclosure: FfiConverterRustBuffer {
+    typealias SwiftType = [AccountedDisclosure]
+
+    public static func write(_ value: [AccountedDisclosure], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeAccountedDisclosure.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [AccountedDisclosure] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [AccountedDisclosure]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeAccountedDisclosure.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeAmendmentView: FfiConverterRustBuffer {
     typealias SwiftType = [AmendmentView]
 
@@ -5505,6 +6156,31 @@ fileprivate struct FfiConverterSequenceTypeSignatureView: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeSignatureView.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeChartId: FfiConverterRustBuffer {
+    typealias SwiftType = [ChartId]
+
+    public static func write(_ value: [ChartId], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeChartId.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ChartId] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ChartId]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeChartId.read(from: &buf))
         }
         return seq
     }

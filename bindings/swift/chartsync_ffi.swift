@@ -657,6 +657,11 @@ public protocol ChartProtocol: AnyObject, Sendable {
     
     func respondToQuery(queryId: String, text: String) throws 
     
+    /**
+     * Sets an ICD-10-CM diagnosis's present-on-admission indicator (coders).
+     */
+    func setCodingPoa(codingId: String, poa: PresentOnAdmission) throws 
+    
     func setCodingStatus(codingId: String, status: CodingStatus) throws 
     
     func setEntryCodes(entryId: String, codes: [CodeInput]) throws 
@@ -942,6 +947,19 @@ open func respondToQuery(queryId: String, text: String)throws   {try rustCallWit
 }
 }
     
+    /**
+     * Sets an ICD-10-CM diagnosis's present-on-admission indicator (coders).
+     */
+open func setCodingPoa(codingId: String, poa: PresentOnAdmission)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chart_set_coding_poa(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(codingId),
+        FfiConverterTypePresentOnAdmission_lower(poa),uniffiCallStatus
+    )
+}
+}
+    
 open func setCodingStatus(codingId: String, status: CodingStatus)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_chart_set_coding_status(
@@ -1139,8 +1157,9 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
     func createChart(patient: NewPatient, encounter: NewEncounter, by: Staff) throws  -> Chart
     
     /**
-     * What is missing from a chart: unsigned notes, forms without signatures, open queries,
-     * unresolved conflicts, edits after signing.
+     * What is missing from a chart: unsigned notes, a missing or late history and physical,
+     * a missing discharge summary, forms without signatures, coding not final, open queries,
+     * unresolved conflicts, edits after signing; each with who must act and by when.
      */
     func deficiencies(id: ChartId) throws  -> [Deficiency]
     
@@ -1165,6 +1184,13 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
      * One chart's summary, with its count of open deficiencies.
      */
     func summary(id: ChartId) throws  -> ChartSummary?
+    
+    /**
+     * Deficiencies across the store's charts, soonest due first: a ward's (or every ward's
+     * with `None`), one person's or role's (`responsible`), or only the overdue ones. From
+     * the index: fast on a full ward.
+     */
+    func worklist(ward: String?, responsible: String?, overdueOnly: Bool) throws  -> [WorklistItem]
     
 }
 /**
@@ -1280,8 +1306,9 @@ open func createChart(patient: NewPatient, encounter: NewEncounter, by: Staff)th
 }
     
     /**
-     * What is missing from a chart: unsigned notes, forms without signatures, open queries,
-     * unresolved conflicts, edits after signing.
+     * What is missing from a chart: unsigned notes, a missing or late history and physical,
+     * a missing discharge summary, forms without signatures, coding not final, open queries,
+     * unresolved conflicts, edits after signing; each with who must act and by when.
      */
 open func deficiencies(id: ChartId)throws  -> [Deficiency]  {
     return try  FfiConverterSequenceTypeDeficiency.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
@@ -1345,6 +1372,23 @@ open func summary(id: ChartId)throws  -> ChartSummary?  {
     uniffi_chartsync_ffi_fn_method_chartstore_summary(
             self.uniffiCloneHandle(),
         FfiConverterTypeChartId_lower(id),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Deficiencies across the store's charts, soonest due first: a ward's (or every ward's
+     * with `None`), one person's or role's (`responsible`), or only the overdue ones. From
+     * the index: fast on a full ward.
+     */
+open func worklist(ward: String?, responsible: String?, overdueOnly: Bool)throws  -> [WorklistItem]  {
+    return try  FfiConverterSequenceTypeWorklistItem.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartstore_worklist(
+            self.uniffiCloneHandle(),
+        FfiConverterOptionString.lower(ward),
+        FfiConverterOptionString.lower(responsible),
+        FfiConverterBool.lower(overdueOnly),uniffiCallStatus
     )
 })
 }
@@ -2834,6 +2878,31 @@ fileprivate struct FfiConverterSequenceTypeDeficiency: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeWorklistItem: FfiConverterRustBuffer {
+    typealias SwiftType = [WorklistItem]
+
+    public static func write(_ value: [WorklistItem], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeWorklistItem.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [WorklistItem] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [WorklistItem]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeWorklistItem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChartDocument: FfiConverterRustBuffer {
     typealias SwiftType = [ChartDocument]
 
@@ -3008,6 +3077,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chart_respond_to_query() != 26515) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chart_set_coding_poa() != 21546) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_chart_set_coding_status() != 38240) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3050,7 +3122,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_create_chart() != 59697) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies() != 42185) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies() != 10744) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_export_chart() != 16053) {
@@ -3063,6 +3135,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 65103) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_worklist() != 51700) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_importlistener_progress() != 10213) {

@@ -378,6 +378,11 @@ void uniffi_chartsync_ffi_fn_method_chart_resolve_conflict(uint64_t ptr, RustBuf
 void uniffi_chartsync_ffi_fn_method_chart_respond_to_query(uint64_t ptr, RustBuffer query_id, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_SET_CODING_POA
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_SET_CODING_POA
+void uniffi_chartsync_ffi_fn_method_chart_set_coding_poa(uint64_t ptr, RustBuffer coding_id, RustBuffer poa, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_SET_CODING_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_SET_CODING_STATUS
 void uniffi_chartsync_ffi_fn_method_chart_set_coding_status(uint64_t ptr, RustBuffer coding_id, RustBuffer status, RustCallStatus *_Nonnull out_status
@@ -486,6 +491,11 @@ uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart(uint64_t ptr, Rust
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SUMMARY
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SUMMARY
 RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_summary(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_WORKLIST
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_WORKLIST
+RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_worklist(uint64_t ptr, RustBuffer ward, RustBuffer responsible, int8_t overdue_only, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_IMPORTLISTENER
@@ -942,6 +952,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chart_respond_to_query(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_SET_CODING_POA
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_SET_CODING_POA
+uint16_t uniffi_chartsync_ffi_checksum_method_chart_set_coding_poa(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_SET_CODING_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_SET_CODING_STATUS
 uint16_t uniffi_chartsync_ffi_checksum_method_chart_set_coding_status(void
@@ -1053,6 +1069,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_open_chart(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SUMMARY
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SUMMARY
 uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_summary(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_WORKLIST
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_WORKLIST
+uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_worklist(void
     
 );
 #endif

@@ -302,10 +302,32 @@ fn census_and_size() {
     }
     let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
     let mut list_only = Vec::new();
+    let mut worklist = Vec::new();
+    let overdue = DeficiencyFilter {
+        ward: Some("icu".into()),
+        overdue_only: true,
+        ..DeficiencyFilter::default()
+    };
+    let now = Timestamp::now();
     for _ in 0..200 {
         let start = Instant::now();
         store.census("icu").unwrap();
         list_only.push(start.elapsed());
+        let start = Instant::now();
+        store.worklist(&overdue, now).unwrap();
+        worklist.push(start.elapsed());
+    }
+    drop(store);
+    // An upgrade to newer audit rules: every chart is read once as the store opens.
+    let mut rebuild = Vec::new();
+    for _ in 0..3 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("UPDATE store_meta SET value = '0' WHERE key = 'deficiency_rules';")
+            .unwrap();
+        let start = Instant::now();
+        drop(ChartStore::open(&path, StoreOptions::default()).unwrap());
+        rebuild.push(start.elapsed());
     }
     println!(
         "\n## A store of 2,000 charts (10 entries each; built and imported in {:.1} s)\n",
@@ -317,6 +339,14 @@ fn census_and_size() {
         open_list,
     );
     row("list the census on an open store", list_only);
+    row(
+        "list the ward's overdue deficiencies on an open store",
+        worklist,
+    );
+    row(
+        "open after an audit-rules change: rebuild 2,000 charts' deficiency rows",
+        rebuild,
+    );
     println!(
         "\nbytes on disk: {file} for 2,000 charts = {} per chart; automerge save() {} per chart; ratio {:.2}x",
         file / 2000,
@@ -389,6 +419,8 @@ fn commit_breakdown() {
         "touched_since",
         "patient + encounter",
         "deficiencies_after",
+        "deficiencies_after, a code assigned (the principal-diagnosis rule)",
+        "deficiencies_after, an H&P added (the H&P rules: every entry's kind)",
     ]
     .into_iter()
     .map(|n| (n, Vec::new()))
@@ -408,6 +440,41 @@ fn commit_breakdown() {
         let t = Instant::now();
         let _ = chart.deficiencies_after(&touched).unwrap();
         parts[3].1.push(t.elapsed());
+    }
+    let coder = Staff::new("cdr.wu", Role::Coder, "records-pc-2");
+    for n in 0..20 {
+        let before = chart.heads();
+        chart
+            .assign_code(
+                &coder,
+                at(100 + n),
+                NewCoding {
+                    code: CodeInput::new(CodeSystem::Icd10Cm, "E11.9"),
+                    sequence: CodingSequence::Secondary,
+                    poa: None,
+                    supporting_entries: vec![],
+                },
+            )
+            .unwrap();
+        let touched = chart.touched_since(&before);
+        let t = Instant::now();
+        let _ = chart.deficiencies_after(&touched).unwrap();
+        parts[4].1.push(t.elapsed());
+    }
+    let physician = Staff::new("dr.okafor", Role::Physician, "tablet-4west-01");
+    for n in 0..20 {
+        let before = chart.heads();
+        chart
+            .add_entry(
+                &physician,
+                at(200 + n),
+                NewEntry::note(EntryKind::HistoryPhysical, "History and physical."),
+            )
+            .unwrap();
+        let touched = chart.touched_since(&before);
+        let t = Instant::now();
+        let _ = chart.deficiencies_after(&touched).unwrap();
+        parts[5].1.push(t.elapsed());
     }
     println!("\n## Where a commit's time goes (busy chart, 100 observations; ms)\n");
     println!("| step | p50 | p95 | p99 |\n|---|---|---|---|");

@@ -9,5 +9,6 @@ pub mod chart;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod codes;
+pub mod fhir;
 pub mod protocol;
 pub mod store;

@@ -291,6 +291,25 @@ fn an_edit_made_after_seeing_the_signature_is_rejected_by_the_server() {
 }
 
 #[test]
+fn an_unsigned_note_cannot_be_turned_into_a_history_and_physical_by_another_client() {
+    let mut chart = admitted();
+    let id = chart
+        .add_entry(&physician(), t(60), note("Pain controlled."))
+        .unwrap();
+    let tampered = raw_edit(&chart, |tx| {
+        use automerge::transaction::Transactable;
+        let entry = obj(tx, &["entries", &id]);
+        tx.put(&entry, "kind", "history_physical").unwrap();
+    });
+    let err = validate_changes(chart.doc(), tampered.doc()).unwrap_err();
+    let field = format!("entries/{id}/kind");
+    assert!(err
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::ImmutableField { field: f, .. } if *f == field)));
+}
+
+#[test]
 fn the_mrn_never_changes_after_admission() {
     let chart = admitted();
     let tampered = raw_edit(&chart, |tx| {
@@ -340,7 +359,7 @@ fn a_disclosure_once_logged_cannot_be_edited_or_removed() {
                 recipient: "County Health Dept".into(),
                 recipient_address: "1 Main St".into(),
                 description: "Immunization record".into(),
-                purpose: "public health reporting".into(),
+                purpose: DisclosurePurpose::PublicHealth,
             },
         )
         .unwrap();
@@ -791,7 +810,7 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
                 requester: "Acme Insurance".into(),
                 recipient: "Acme Insurance".into(),
                 recipient_address: "PO Box 1".into(),
-                purpose: "claim review".into(),
+                purpose: DisclosurePurpose::Payment,
                 scope: "discharge summary".into(),
                 due_at: t(60 * 24 * 30),
             },
@@ -857,7 +876,7 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
                 recipient: "Acme Insurance".into(),
                 recipient_address: "PO Box 1".into(),
                 description: "Discharge summary".into(),
-                purpose: "claim review".into(),
+                purpose: DisclosurePurpose::Payment,
             },
         )
         .unwrap();
@@ -881,7 +900,7 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
                 requester: "x".into(),
                 recipient: "x".into(),
                 recipient_address: "x".into(),
-                purpose: "x".into(),
+                purpose: DisclosurePurpose::Payment,
                 scope: "x".into(),
                 due_at: t(8)
             }
@@ -1066,7 +1085,7 @@ fn every_write_the_tablet_app_makes_passes_the_servers_validation() {
                     requester: "Patient".into(),
                     recipient: "Patient".into(),
                     recipient_address: "3 Oak Rd".into(),
-                    purpose: "personal".into(),
+                    purpose: DisclosurePurpose::ToPatient,
                     scope: "all".into(),
                     due_at: t(60 * 24 * 30),
                 },
@@ -1093,7 +1112,7 @@ fn every_write_the_tablet_app_makes_passes_the_servers_validation() {
                 recipient: "Patient".into(),
                 recipient_address: "3 Oak Rd".into(),
                 description: "Full record".into(),
-                purpose: "personal".into(),
+                purpose: DisclosurePurpose::ToPatient,
             },
         )
         .unwrap();

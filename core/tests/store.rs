@@ -169,23 +169,27 @@ fn deficiency_counts_follow_signatures_queries_and_forms() {
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let count = || store.census("4west").unwrap()[0].open_deficiencies;
-    assert_eq!(count(), 0);
+    let d = store.deficiencies(id).unwrap();
+    assert_eq!(count(), 1, "no history and physical yet");
+    assert_eq!(d[0].kind, DeficiencyKind::HistoryPhysicalMissing);
+    assert_eq!(d[0].due_at, Some(t(0).plus_seconds(24 * 3600)));
 
     let entry = note(&store, id, "Admitted with community-acquired pneumonia.");
-    assert_eq!(count(), 1, "an unsigned note");
+    assert_eq!(count(), 2, "and an unsigned note");
     let d = store.deficiencies(id).unwrap();
     assert_eq!(d[0].kind, DeficiencyKind::UnsignedEntry);
     assert_eq!(
         (d[0].record_id.as_str(), d[0].responsible.as_deref()),
         (entry.as_str(), Some("dr.okafor"))
     );
+    assert_eq!(d[0].due_at, None, "due 30 days after discharge");
 
     store
         .update(id, |c| {
             c.sign_entry(&physician(), t(40), &entry, SignatureMeaning::Author)
         })
         .unwrap();
-    assert_eq!(count(), 0);
+    assert_eq!(count(), 1);
 
     let query = store
         .update(id, |c| {
@@ -213,7 +217,7 @@ fn deficiency_counts_follow_signatures_queries_and_forms() {
             )
         })
         .unwrap();
-    assert_eq!(count(), 3, "an open query and two missing form signatures");
+    assert_eq!(count(), 4, "an open query and two missing form signatures");
     store
         .update(id, |c| {
             c.respond_to_query(&physician(), t(60), &query, "Streptococcus pneumoniae.")
@@ -225,11 +229,12 @@ fn deficiency_counts_follow_signatures_queries_and_forms() {
         })
         .unwrap();
     let left = store.deficiencies(id).unwrap();
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2);
     assert_eq!(
         (left[0].kind, left[0].detail.as_deref()),
         (DeficiencyKind::FormMissingSignature, Some("witness"))
     );
+    assert_eq!(left[1].kind, DeficiencyKind::HistoryPhysicalMissing);
     // The index agrees with a full audit of the chart.
     let full = store.read(id, |c| c.deficiencies().unwrap()).unwrap();
     assert_eq!(full, left);
@@ -253,7 +258,12 @@ fn a_conflict_merged_in_from_another_tablet_is_counted_until_resolved() {
         .unwrap();
     store.merge(id, &day).unwrap();
     store.merge(id, &night).unwrap();
-    let d = store.deficiencies(id).unwrap();
+    let conflicts = || {
+        let mut d = store.deficiencies(id).unwrap();
+        d.retain(|d| d.kind != DeficiencyKind::HistoryPhysicalMissing);
+        d
+    };
+    let d = conflicts();
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].kind, DeficiencyKind::UnresolvedConflict);
     assert_eq!(
@@ -270,7 +280,7 @@ fn a_conflict_merged_in_from_another_tablet_is_counted_until_resolved() {
             )
         })
         .unwrap();
-    assert!(store.deficiencies(id).unwrap().is_empty());
+    assert!(conflicts().is_empty());
 }
 
 #[test]
@@ -607,7 +617,8 @@ fn a_reader_lists_and_reads_while_a_writer_commits() {
         store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
         100
     );
-    assert_eq!(store.census("4west").unwrap()[0].open_deficiencies, 100);
+    // A hundred unsigned notes, and no history and physical.
+    assert_eq!(store.census("4west").unwrap()[0].open_deficiencies, 101);
 }
 
 #[test]

@@ -56,11 +56,11 @@ pub fn unauthorized(e: AuthError) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, text: &str) -> Response {
+pub(crate) fn error(status: StatusCode, text: &str) -> Response {
     (status, Json(serde_json::json!({ "error": text }))).into_response()
 }
 
-fn actor(access: &Access, headers: &HeaderMap) -> Actor {
+pub(crate) fn actor(access: &Access, headers: &HeaderMap) -> Actor {
     let client = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -75,7 +75,7 @@ fn actor(access: &Access, headers: &HeaderMap) -> Actor {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store error");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,7 +84,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response> {
     tokio::task::spawn_blocking(f).await.map_err(internal)

@@ -9,7 +9,9 @@
 mod api;
 mod auth;
 mod census;
+pub mod cli;
 mod metrics;
+mod records;
 mod sync;
 
 use std::collections::HashMap;
@@ -108,6 +110,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     std::fs::create_dir_all(&args.data_dir)?;
+    // Held until the server exits: `chartsync-records import` and `compact` wait for it, as
+    // writes from outside would bypass the server's cache and its ward censuses.
+    let lock = cli::lock_file(&args.data_dir)?;
+    if lock.try_lock().is_err() {
+        let message = format!(
+            "{} is in use by another chartsync-server or a chartsync-records import",
+            args.data_dir.display()
+        );
+        tracing::error!("{message}");
+        return Err(message.into());
+    }
     let path = args.data_dir.join("charts.db");
     let store = match ChartStore::open(&path, StoreOptions::default()) {
         Ok(s) => Arc::new(s),
@@ -145,7 +158,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/sync", get(sync_endpoint))
         .route("/api/charts", get(api::charts))
         .route("/api/charts/{id}", get(api::chart))
+        .route("/api/charts/{id}/fhir", get(records::fhir_export))
         .route("/api/audit", get(api::audit))
+        .route("/api/deficiencies", get(records::deficiencies))
+        .route("/api/coding-queue", get(records::coding_queue))
+        .route("/api/disclosures", get(records::disclosures))
         .route("/metrics", get(api::metrics))
         .with_state(AppState { store, keys, hub });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -170,6 +187,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");
     }
     tracing::info!("chartsync-server stopped");
+    drop(lock);
     Ok(())
 }
 

@@ -196,9 +196,25 @@ pub fn at(minutes: i64) -> chartsync_core::chart::Timestamp {
 /// Ana Rivera, admitted to 4west bed 12A by the registration clerk him.jones.
 pub fn admit() -> chartsync_core::chart::Chart {
     use chartsync_core::chart::*;
+    admit_at(
+        "MRN-0042",
+        "4west",
+        at(0),
+        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
+    )
+}
+
+/// Ana Rivera under another MRN, admitted to `ward` bed 12A at `when` by `clerk`.
+pub fn admit_at(
+    mrn: &str,
+    ward: &str,
+    when: chartsync_core::chart::Timestamp,
+    clerk: &chartsync_core::chart::Staff,
+) -> chartsync_core::chart::Chart {
+    use chartsync_core::chart::*;
     Chart::create(
         NewPatient {
-            mrn: "MRN-0042".into(),
+            mrn: mrn.into(),
             family_name: "Rivera".into(),
             given_names: "Ana".into(),
             birth_date: Some("1957-03-14".into()),
@@ -207,16 +223,27 @@ pub fn admit() -> chartsync_core::chart::Chart {
             phone: None,
         },
         NewEncounter {
-            ward: "4west".into(),
+            ward: ward.into(),
             bed: Some("12A".into()),
             class: EncounterClass::Inpatient,
             admit_source: None,
             attending: Some("dr.okafor".into()),
         },
-        &Staff::new("him.jones", Role::Technician, "records-pc-1"),
-        at(0),
+        clerk,
+        when,
     )
     .unwrap()
+}
+
+/// Community-acquired pneumonia as the principal diagnosis, present on admission.
+pub fn pneumonia() -> chartsync_core::chart::NewCoding {
+    use chartsync_core::chart::*;
+    NewCoding {
+        code: CodeInput::new(chartsync_core::codes::CodeSystem::Icd10Cm, "J18.9"),
+        sequence: CodingSequence::Principal,
+        poa: Some(PresentOnAdmission::Yes),
+        supporting_entries: vec![],
+    }
 }
 
 /// A night-shift heart-rate observation.

@@ -5,7 +5,6 @@ mod common;
 
 use automerge::Automerge;
 use chartsync_core::chart::*;
-use chartsync_core::codes::CodeSystem;
 use chartsync_core::protocol::{DocSync, DocumentId};
 use common::*;
 
@@ -51,12 +50,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
         .assign_code(
             &Staff::new("rn.park", Role::Coder, "tablet-4west-02"),
             at(6),
-            NewCoding {
-                code: CodeInput::new(CodeSystem::Icd10Cm, "J18.9"),
-                sequence: CodingSequence::Principal,
-                poa: Some(PresentOnAdmission::Yes),
-                supporting_entries: vec![],
-            },
+            pneumonia(),
         )
         .unwrap();
     let mut doc = chart.doc().clone();

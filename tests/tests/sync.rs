@@ -6,7 +6,6 @@ mod common;
 
 use automerge::Automerge;
 use chartsync_core::chart::*;
-use chartsync_core::codes::CodeSystem;
 use chartsync_core::protocol::{DocSync, DocumentId};
 use common::*;
 
@@ -139,18 +138,7 @@ async fn a_change_outside_the_writers_role_is_refused_and_the_device_disconnecte
     let (_, doc, mut state) = fetch(&mut tablet, id).await;
     let mut chart = Chart::from_automerge(doc).unwrap();
     let coder = Staff::new("cdr.wu", Role::Coder, "tablet-4west-02");
-    chart
-        .assign_code(
-            &coder,
-            at(40),
-            NewCoding {
-                code: CodeInput::new(CodeSystem::Icd10Cm, "J18.9"),
-                sequence: CodingSequence::Principal,
-                poa: Some(PresentOnAdmission::Yes),
-                supporting_entries: vec![],
-            },
-        )
-        .unwrap();
+    chart.assign_code(&coder, at(40), pneumonia()).unwrap();
     let mut doc = chart.doc().clone();
     match tablet.sync(id, &mut doc, &mut state).await {
         Outcome::Refused(text) => {

@@ -106,6 +106,10 @@ fun aSignedNoteIsCorrectedByAmendment() {
     val chart = admit(store, nightNurse)
     val note = chart.addEntry(heartRate(0).copy(kind = EntryKind.NURSING_NOTE, codes = listOf(), value = null, unit = null, body = "Restless until 02:00."))
     check(chart.deficiencies().any { it.recordId == note }) { "an unsigned note is a deficiency" }
+    val mine = store.worklist(null, nightNurse.user, false)
+    check(mine.map { it.deficiency.recordId } == listOf(note) && !mine.single().overdue) { "the nurse's worklist: $mine" }
+    val hp = store.worklist("4west", null, false).filter { it.deficiency.kind == DeficiencyKind.HISTORY_PHYSICAL_MISSING }
+    check(hp.single().deficiency.dueAt!!.isAfter(java.time.Instant.now())) { "the H&P is due within a day: $hp" }
     chart.signEntry(note, SignatureMeaning.AUTHOR)
     check(chart.deficiencies().none { it.recordId == note }) { "signed: no longer a deficiency" }
     val edit = runCatching { chart.editEntryBody(note, "Restless.") }.exceptionOrNull()

@@ -2,6 +2,7 @@
 apps load, against a real chartsync-server."""
 
 import asyncio
+import datetime
 import os
 import sqlite3
 import threading
@@ -163,6 +164,18 @@ def test_a_note_is_signed_then_corrected_by_amendment(tmp_path):
     note = chart.add_entry(nursing_note("Settled overnight; no complaints of pain."))
     before = store.summary(chart_id).open_deficiencies
     assert any(d.record_id == note for d in chart.deficiencies()), "an unsigned note is missing its signature"
+    # The nurse's own worklist: the note, not yet due (due 30 days after discharge).
+    mine = store.worklist(None, NIGHT_NURSE.user, False)
+    assert [(w.chart, w.deficiency.record_id, w.overdue) for w in mine] == [(chart_id, note, False)]
+    assert mine[0].deficiency.due_at is None
+    # The ward's: the history and physical is due within a day of admission.
+    ward = store.worklist("4west", None, False)
+    hp = [w for w in ward if w.deficiency.kind == core.DeficiencyKind.HISTORY_PHYSICAL_MISSING]
+    assert len(hp) == 1
+    due, now = hp[0].deficiency.due_at, datetime.datetime.now(datetime.timezone.utc)
+    if due.tzinfo is None:  # uniffi hands out UTC
+        now = now.replace(tzinfo=None)
+    assert now < due <= now + datetime.timedelta(hours=24)
 
     chart.sign_entry(note, core.SignatureMeaning.AUTHOR)
     assert store.summary(chart_id).open_deficiencies == before - 1

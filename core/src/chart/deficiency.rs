@@ -1,9 +1,27 @@
-//! The deficiencies a chart audit finds, record by record, so that the store can keep a count
-//! per chart and refresh only the records a change touched.
+//! The chart audit: what a records technician finds missing or wrong in a chart, each with who
+//! must act and by when. The store keeps what these rules find per record, so that counts and
+//! worklists need no document and a commit refreshes only the records it touched.
 //!
-//! The record-level rules so far: a note or summary not signed by its author, an entry edited
-//! concurrently with its signature, a form missing a required signer, an open physician query,
-//! and a register with unresolved concurrent values.
+//! The rules, and where they come from (docs/chart-audit.md has the same list for users):
+//! - an H&P, progress, nursing, consult, operative or procedure note, or a discharge summary,
+//!   not signed by its author: 42 CFR 482.24(c)(1), every entry authenticated by its author;
+//! - a history and physical missing, or documented more than 24 hours after admission:
+//!   42 CFR 482.22(c)(5)(i) and 482.24(c)(4)(i);
+//! - a discharge summary missing once the patient is discharged: 42 CFR 482.24(c)(4)(vii);
+//! - a form without a signature it requires, e.g. informed consent: 42 CFR 482.24(c)(4)(v);
+//! - coding not final at discharge: no final principal diagnosis, an assignment still proposed
+//!   or queried, or an inpatient diagnosis without its present-on-admission indicator (CMS POA
+//!   reporting, 42 U.S.C. 1395ww(d)(4)(D)); the final diagnosis is part of the completed record,
+//!   482.24(c)(4)(vii);
+//! - a physician query still open;
+//! - a register with unresolved concurrent values (the chart says two things at once);
+//! - an entry edited concurrently with its signature (the author turns the edit into an
+//!   addendum, 482.24(c)(1)).
+//!
+//! Due dates: the record must be complete within 30 days of discharge (42 CFR
+//! 482.24(c)(4)(viii)), so every deficiency of a discharged chart is due then; the H&P is due 24
+//! hours after admission, whether or not the patient is still in. While the patient is in,
+//! the other deficiencies have no due date. A deficiency is overdue once its due date passes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,8 +33,11 @@ use super::keys;
 use super::read::Reader;
 use super::signing;
 use super::touched::{RecordRef, Touched};
-use super::types::{DeficiencyKind, EntryStatus, QueryStatus, SignatureMeaning};
-use super::view::{AmendmentView, SignatureView};
+use super::types::{
+    AmendmentKind, CodingSequence, CodingStatus, DeficiencyKind, EncounterClass, EncounterStatus,
+    EntryKind, EntryStatus, QueryStatus, SignatureMeaning, Timestamp,
+};
+use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
 use super::Chart;
 
 /// One thing a chart is missing or has wrong. Ids, roles and paths only.
@@ -30,8 +51,81 @@ pub struct Deficiency {
     pub record_id: String,
     /// Who must act: a user id or a role token.
     pub responsible: Option<String>,
-    /// What exactly: the missing signer role, or the conflicted path below the record.
+    /// What exactly: the missing signer role, the conflicted path below the record, the late
+    /// H&P's entry id, the coding status, `principal_diagnosis`.
     pub detail: Option<String>,
+    /// When it must be put right; none while the patient is in, except for the H&P.
+    pub due_at: Option<Timestamp>,
+}
+
+impl Deficiency {
+    /// Whether the due date has passed at `now`.
+    pub fn overdue_at(&self, now: Timestamp) -> bool {
+        self.due_at.is_some_and(|due| due < now)
+    }
+}
+
+/// Days after discharge by which the record must be complete (42 CFR 482.24(c)(4)(viii)).
+pub const COMPLETE_WITHIN_DAYS: i64 = 30;
+
+/// Hours after admission by which the history and physical must be in the chart
+/// (42 CFR 482.22(c)(5)(i)).
+pub const HISTORY_PHYSICAL_WITHIN_HOURS: i64 = 24;
+
+/// The version of these rules. A store whose index an older version built rebuilds it when it
+/// opens; bump it whenever a rule changes what it finds.
+pub const RULES_VERSION: i64 = 2;
+
+/// What a commit's refresh of the index covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshScope {
+    /// Every record of the chart (a discharge moves every due date).
+    Chart,
+    /// These records only.
+    Records(BTreeSet<RecordRef>),
+}
+
+/// The deficiencies of a scope: the store replaces what it holds for the scope with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub scope: RefreshScope,
+    pub deficiencies: Vec<Deficiency>,
+}
+
+/// The due dates a chart's encounter sets.
+struct Due {
+    encounter: EncounterView,
+    /// 30 days after discharge; none while the patient is in.
+    record: Option<Timestamp>,
+    history_physical: Timestamp,
+}
+
+impl Due {
+    fn of(encounter: EncounterView) -> Due {
+        let discharged = encounter.status == EncounterStatus::Discharged;
+        Due {
+            record: encounter
+                .discharged_at
+                .filter(|_| discharged)
+                .map(|at| at.plus_seconds(COMPLETE_WITHIN_DAYS * 86_400)),
+            history_physical: encounter
+                .admitted_at
+                .plus_seconds(HISTORY_PHYSICAL_WITHIN_HOURS * 3_600),
+            encounter,
+        }
+    }
+
+    fn discharged(&self) -> bool {
+        self.encounter.status == EncounterStatus::Discharged
+    }
+
+    /// The attending physician, or the role when none is named.
+    fn physician(&self) -> String {
+        self.encounter
+            .attending
+            .clone()
+            .unwrap_or_else(|| "physician".into())
+    }
 }
 
 impl Chart {
@@ -41,6 +135,7 @@ impl Chart {
         let mut scopes: BTreeSet<RecordRef> = BTreeSet::new();
         scopes.insert((keys::PATIENT.into(), String::new()));
         scopes.insert((keys::ENCOUNTER.into(), String::new()));
+        scopes.insert((keys::CODING.into(), String::new()));
         for section in [
             keys::ENTRIES,
             keys::FORMS,
@@ -74,46 +169,90 @@ impl Chart {
         self.deficiencies_with(records, &signing)
     }
 
-    /// The deficiencies of the records some changes touched (see [`Chart::touched_since`]).
-    /// The same answer as [`Chart::deficiencies_in`] of `touched.records`, faster when the
-    /// changes only add entries: the signatures of an entry are causally after it, so an
-    /// entry the changes created can only be named by signatures the changes added, and the
-    /// long signatures list need not be read.
-    pub fn deficiencies_after(&self, touched: &Touched) -> Result<Vec<Deficiency>, ChartError> {
-        let older_entries: BTreeSet<&str> = touched
-            .records
+    /// What the index must refresh after some changes (see [`Chart::touched_since`]): the
+    /// records they touched, the chart-wide rules when the changes could move them, or the
+    /// whole chart when the encounter changed (its dates set every due date). The same answer
+    /// as [`Chart::deficiencies_in`] of the scope, faster when the changes only add entries:
+    /// the signatures of an entry are causally after it, so an entry the changes created can
+    /// only be named by signatures the changes added, and the long signatures list need not be
+    /// read.
+    pub fn deficiencies_after(&self, touched: &Touched) -> Result<Refresh, ChartError> {
+        let encounter: RecordRef = (keys::ENCOUNTER.into(), String::new());
+        if touched.records.contains(&encounter) {
+            return Ok(Refresh {
+                scope: RefreshScope::Chart,
+                deficiencies: self.deficiencies()?,
+            });
+        }
+        let mut scope = touched.records.clone();
+        if touched.sections.contains(keys::CODING) {
+            scope.insert((keys::CODING.into(), String::new()));
+        }
+        if self.moves_chart_rules(touched)? {
+            scope.insert(encounter);
+        }
+        let older_entries: BTreeSet<&str> = scope
             .iter()
             .filter(|r| r.0 == keys::ENTRIES && !touched.created.contains(*r))
             .map(|(_, id)| id.as_str())
             .collect();
-        if !older_entries.is_empty() {
-            return self.deficiencies_in(&touched.records);
-        }
+        let deficiencies = if !older_entries.is_empty() {
+            self.deficiencies_in(&scope)?
+        } else {
+            let r = Reader::new(&self.doc);
+            let mut signing = Signing::default();
+            for (section, n) in &touched.new_items {
+                let list = r.section(section)?;
+                let Some((automerge::Value::Object(_), item)) = self.doc.get(&list, *n)? else {
+                    continue;
+                };
+                let path = format!("{section}/{n}");
+                if section == keys::SIGNATURES {
+                    let s = r.signature(&item, &path)?;
+                    signing
+                        .signatures
+                        .entry(s.entry_id.clone())
+                        .or_default()
+                        .push(s);
+                } else {
+                    let a = r.amendment(&item, &path)?;
+                    signing
+                        .amendments
+                        .entry(a.target_entry_id.clone())
+                        .or_default()
+                        .push(a);
+                }
+            }
+            self.deficiencies_with(&scope, &signing)?
+        };
+        Ok(Refresh {
+            scope: RefreshScope::Records(scope),
+            deficiencies,
+        })
+    }
+
+    /// Whether the changes could change what the H&P and discharge-summary rules find: they
+    /// touched an H&P or a discharge summary (an amendment entering one in error touches it
+    /// too; an entry's kind never changes). An observation's commit reads one field here.
+    fn moves_chart_rules(&self, touched: &Touched) -> Result<bool, ChartError> {
         let r = Reader::new(&self.doc);
-        let mut signing = Signing::default();
-        for (section, n) in &touched.new_items {
-            let list = r.section(section)?;
-            let Some((automerge::Value::Object(_), item)) = self.doc.get(&list, *n)? else {
+        for (section, id) in &touched.records {
+            if section != keys::ENTRIES {
+                continue;
+            }
+            let Ok(obj) = self.record(keys::ENTRIES, "entry", id) else {
                 continue;
             };
-            let path = format!("{section}/{n}");
-            if section == keys::SIGNATURES {
-                let s = r.signature(&item, &path)?;
-                signing
-                    .signatures
-                    .entry(s.entry_id.clone())
-                    .or_default()
-                    .push(s);
-            } else {
-                let a = r.amendment(&item, &path)?;
-                signing
-                    .amendments
-                    .entry(a.target_entry_id.clone())
-                    .or_default()
-                    .push(a);
+            let path = format!("{}/{id}", keys::ENTRIES);
+            let kind = r.token(&obj, "kind", &path, EntryKind::from_token)?;
+            if matches!(
+                kind,
+                EntryKind::HistoryPhysical | EntryKind::DischargeSummary
+            ) {
+                return Ok(true);
             }
         }
-        self.deficiencies_with(&touched.records, &signing)
+        Ok(false)
     }
 
     fn deficiencies_with(
@@ -123,6 +262,7 @@ impl Chart {
     ) -> Result<Vec<Deficiency>, ChartError> {
         let r = Reader::new(&self.doc);
         let (signatures, amendments) = (&signing.signatures, &signing.amendments);
+        let due = Due::of(r.encounter()?);
         let mut out = Vec::new();
         for (section, id) in records {
             let obj = if id.is_empty() {
@@ -144,6 +284,7 @@ impl Chart {
                     record_id: id.clone(),
                     responsible,
                     detail,
+                    due_at: due.record,
                 };
             match section.as_str() {
                 keys::ENTRIES => {
@@ -190,6 +331,29 @@ impl Chart {
                         out.push(deficiency(DeficiencyKind::OpenQuery, Some(query.to), None));
                     }
                 }
+                keys::CODING if id.is_empty() => {
+                    // The coding as a whole: its records' conflicts are their own.
+                    self.principal_rule(&due, &mut out)?;
+                    continue;
+                }
+                keys::CODING if due.discharged() => {
+                    let coding = r.coding(id, &obj)?;
+                    if coding.status != CodingStatus::Final {
+                        out.push(deficiency(
+                            DeficiencyKind::CodingNotFinal,
+                            Some("coder".into()),
+                            Some(coding.status.token().into()),
+                        ));
+                    }
+                    if needs_poa(&due.encounter, &coding) {
+                        out.push(deficiency(
+                            DeficiencyKind::PoaMissing,
+                            Some("coder".into()),
+                            None,
+                        ));
+                    }
+                }
+                keys::ENCOUNTER => self.chart_rules(&due, &mut out)?,
                 _ => {}
             }
             let mut base = vec![section.clone()];
@@ -206,6 +370,134 @@ impl Chart {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The principal ICD-10-CM diagnosis: the final one, else the one coded last.
+    pub fn principal_diagnosis(&self) -> Result<Option<CodingView>, ChartError> {
+        let r = Reader::new(&self.doc);
+        let coding = r.section(keys::CODING)?;
+        let mut best: Option<CodingView> = None;
+        for (id, obj) in r.map_entries(&coding, keys::CODING)? {
+            let c = r.coding(&id, &obj)?;
+            if c.system != "icd10cm" || c.sequence != CodingSequence::Principal {
+                continue;
+            }
+            let rank = |c: &CodingView| (c.status == CodingStatus::Final, c.coded_at);
+            if best.as_ref().is_none_or(|b| rank(&c) > rank(b)) {
+                best = Some(c);
+            }
+        }
+        Ok(best)
+    }
+
+    /// The rules about the chart as a whole, kept on the encounter record: the H&P, the
+    /// discharge summary and the principal diagnosis.
+    fn chart_rules(&self, due: &Due, out: &mut Vec<Deficiency>) -> Result<(), ChartError> {
+        let r = Reader::new(&self.doc);
+        let class = due.encounter.class;
+        let chart_level = |kind, responsible: String, detail: Option<String>, due_at| Deficiency {
+            kind,
+            section: keys::ENCOUNTER.into(),
+            record_id: String::new(),
+            responsible: Some(responsible),
+            detail,
+            due_at,
+        };
+
+        // The H&Ps and discharge summaries that stand (not entered in error), read by kind.
+        let entries = r.section(keys::ENTRIES)?;
+        let mut documents: Vec<(String, EntryKind, Timestamp, String)> = Vec::new();
+        for (id, obj) in r.map_entries(&entries, keys::ENTRIES)? {
+            let path = format!("{}/{id}", keys::ENTRIES);
+            let kind = r.token(&obj, "kind", &path, EntryKind::from_token)?;
+            if !matches!(
+                kind,
+                EntryKind::HistoryPhysical | EntryKind::DischargeSummary
+            ) {
+                continue;
+            }
+            if r.token(&obj, "status", &path, EntryStatus::from_token)?
+                == EntryStatus::EnteredInError
+            {
+                continue;
+            }
+            let at = r.time(&obj, "recorded_at", &path)?;
+            let author = r.nonempty(&obj, "author", &path)?;
+            documents.push((id, kind, at, author));
+        }
+        if !documents.is_empty() {
+            let ids: BTreeSet<&str> = documents.iter().map(|d| d.0.as_str()).collect();
+            let in_error: BTreeSet<String> = self
+                .signing_records_of(&ids)?
+                .amendments
+                .into_values()
+                .flatten()
+                .filter(|a| a.kind == AmendmentKind::EnteredInError)
+                .map(|a| a.target_entry_id)
+                .collect();
+            documents.retain(|d| !in_error.contains(&d.0));
+        }
+
+        if class != EncounterClass::Emergency {
+            let first = documents
+                .iter()
+                .filter(|d| d.1 == EntryKind::HistoryPhysical)
+                .min_by_key(|d| d.2);
+            match first {
+                None => out.push(chart_level(
+                    DeficiencyKind::HistoryPhysicalMissing,
+                    due.physician(),
+                    None,
+                    Some(due.history_physical),
+                )),
+                Some((id, _, at, author)) if *at > due.history_physical => out.push(chart_level(
+                    DeficiencyKind::HistoryPhysicalLate,
+                    author.clone(),
+                    Some(id.clone()),
+                    Some(due.history_physical),
+                )),
+                Some(_) => {}
+            }
+        }
+        if !due.discharged() {
+            return Ok(());
+        }
+        let needs_summary = matches!(
+            class,
+            EncounterClass::Inpatient | EncounterClass::Observation
+        );
+        if needs_summary && !documents.iter().any(|d| d.1 == EntryKind::DischargeSummary) {
+            out.push(chart_level(
+                DeficiencyKind::DischargeSummaryMissing,
+                due.physician(),
+                None,
+                due.record,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rule about the coding as a whole, kept on the `coding` section with an empty id:
+    /// a discharged chart needs a final principal diagnosis. Apart from the H&P rules, so that
+    /// a coder's commit does not read every entry.
+    fn principal_rule(&self, due: &Due, out: &mut Vec<Deficiency>) -> Result<(), ChartError> {
+        if !due.discharged() {
+            return Ok(());
+        }
+        let principal_final = self
+            .principal_diagnosis()?
+            .is_some_and(|c| c.status == CodingStatus::Final);
+        if !principal_final {
+            out.push(Deficiency {
+                kind: DeficiencyKind::CodingNotFinal,
+                section: keys::CODING.into(),
+                record_id: String::new(),
+                responsible: Some("coder".into()),
+                detail: Some("principal_diagnosis".into()),
+                due_at: due.record,
+            });
+        }
+        Ok(())
     }
 
     /// The signatures and amendments that name the given entries, read without reading the
@@ -243,6 +535,15 @@ impl Chart {
             amendments,
         })
     }
+}
+
+/// Whether a code assignment must carry a present-on-admission indicator: every inpatient
+/// diagnosis but the admitting one (CMS POA reporting applies to inpatient claims).
+fn needs_poa(encounter: &EncounterView, coding: &CodingView) -> bool {
+    encounter.class == EncounterClass::Inpatient
+        && coding.system == "icd10cm"
+        && coding.sequence != CodingSequence::Admitting
+        && coding.poa.is_none()
 }
 
 /// Signatures and amendments by the entry they name.

@@ -7,11 +7,12 @@
 //! wrote what). A refused write returns a [`ChartError`] and changes nothing. Changes that
 //! arrive from elsewhere are checked by [`validate::validate_changes`].
 
+mod accounting;
 mod conflicts;
 mod deficiency;
 pub mod error;
 mod id;
-mod keys;
+pub(crate) mod keys;
 mod read;
 mod signing;
 mod touched;
@@ -22,8 +23,12 @@ mod write;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
+pub use accounting::ACCOUNTING_YEARS;
 pub use conflicts::{Conflict, ConflictingValue, JsonValue, Resolution};
-pub use deficiency::Deficiency;
+pub use deficiency::{
+    Deficiency, Refresh, RefreshScope, COMPLETE_WITHIN_DAYS, HISTORY_PHYSICAL_WITHIN_HOURS,
+    RULES_VERSION,
+};
 pub use error::ChartError;
 pub use id::ChartId;
 pub use keys::SCHEMA_V1;

@@ -512,7 +512,7 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
             requester: self.nonempty(obj, "requester", &path)?,
             recipient: self.nonempty(obj, "recipient", &path)?,
             recipient_address: self.nonempty(obj, "recipient_address", &path)?,
-            purpose: self.nonempty(obj, "purpose", &path)?,
+            purpose: self.token(obj, "purpose", &path, DisclosurePurpose::from_token)?,
             scope: self.nonempty(obj, "scope", &path)?,
             received_at: self.time(obj, "received_at", &path)?,
             due_at: self.time(obj, "due_at", &path)?,
@@ -530,11 +530,12 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
                 check_record_id(s).map(|_| s.to_string())
             })?,
             request_id: self.opt_str(obj, "request_id", path)?,
+            authorization: self.opt_str(obj, "authorization", path)?,
             at: self.time(obj, "at", path)?,
             recipient: self.nonempty(obj, "recipient", path)?,
             recipient_address: self.nonempty(obj, "recipient_address", path)?,
             description: self.nonempty(obj, "description", path)?,
-            purpose: self.nonempty(obj, "purpose", path)?,
+            purpose: self.token(obj, "purpose", path, DisclosurePurpose::from_token)?,
             by: self.nonempty(obj, "by", path)?,
         })
     }

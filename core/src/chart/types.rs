@@ -68,6 +68,11 @@ token_enum!(
         OpenQuery => "open_query",
         UnresolvedConflict => "unresolved_conflict",
         EditedAfterSigning => "edited_after_signing",
+        HistoryPhysicalMissing => "history_physical_missing",
+        HistoryPhysicalLate => "history_physical_late",
+        DischargeSummaryMissing => "discharge_summary_missing",
+        CodingNotFinal => "coding_not_final",
+        PoaMissing => "poa_missing",
     }
 );
 
@@ -207,6 +212,65 @@ token_enum!(
     }
 );
 
+token_enum!(
+    /// Why records were disclosed, in the terms of 45 CFR 164.506-164.514. The accounting of
+    /// disclosures (164.528) leaves out the purposes [`DisclosurePurpose::exempt_under`] names.
+    DisclosurePurpose, "disclosure purpose" {
+        Treatment => "treatment",
+        Payment => "payment",
+        HealthCareOperations => "health_care_operations",
+        ToPatient => "to_patient",
+        Incidental => "incidental",
+        DirectoryOrInvolvedPersons => "directory_or_involved_persons",
+        NationalSecurity => "national_security",
+        CorrectionalCustody => "correctional_custody",
+        LimitedDataSet => "limited_data_set",
+        RequiredByLaw => "required_by_law",
+        PublicHealth => "public_health",
+        AbuseOrNeglect => "abuse_or_neglect",
+        HealthOversight => "health_oversight",
+        JudicialProceeding => "judicial_proceeding",
+        LawEnforcement => "law_enforcement",
+        Decedent => "decedent",
+        OrganDonation => "organ_donation",
+        Research => "research",
+        SeriousThreat => "serious_threat",
+        SpecializedGovernment => "specialized_government",
+        WorkersCompensation => "workers_compensation",
+    }
+);
+
+impl DisclosurePurpose {
+    /// The paragraph of 45 CFR 164.528(a)(1) that leaves disclosures for this purpose out of
+    /// an accounting, or `None` when they must be accounted for. (A disclosure made under the
+    /// patient's authorization, 164.528(a)(1)(iv), is left out by its request, whatever the
+    /// purpose.)
+    pub fn exempt_under(self) -> Option<&'static str> {
+        use DisclosurePurpose::*;
+        match self {
+            Treatment | Payment | HealthCareOperations => Some("164.528(a)(1)(i)"),
+            ToPatient => Some("164.528(a)(1)(ii)"),
+            Incidental => Some("164.528(a)(1)(iii)"),
+            DirectoryOrInvolvedPersons => Some("164.528(a)(1)(v)"),
+            NationalSecurity => Some("164.528(a)(1)(vi)"),
+            CorrectionalCustody => Some("164.528(a)(1)(vii)"),
+            LimitedDataSet => Some("164.528(a)(1)(viii)"),
+            RequiredByLaw
+            | PublicHealth
+            | AbuseOrNeglect
+            | HealthOversight
+            | JudicialProceeding
+            | LawEnforcement
+            | Decedent
+            | OrganDonation
+            | Research
+            | SeriousThreat
+            | SpecializedGovernment
+            | WorkersCompensation => None,
+        }
+    }
+}
+
 impl RoiStatus {
     /// The lifecycle allows received → authorization_verified → fulfilled, and denial from
     /// either open state; fulfilled and denied are final.
@@ -308,6 +372,17 @@ impl Timestamp {
     /// This time plus a number of seconds (negative goes back).
     pub fn plus_seconds(self, secs: i64) -> Self {
         Timestamp(self.0 + time::Duration::seconds(secs))
+    }
+
+    /// The same instant `years` calendar years earlier (29 February becomes 28 February).
+    pub fn years_before(self, years: i32) -> Self {
+        let year = self.0.year() - years;
+        let moved = self
+            .0
+            .replace_year(year)
+            .or_else(|_| self.0.replace_day(28).and_then(|t| t.replace_year(year)));
+        // Only 29 February can fail to move, and the 28th always exists.
+        Timestamp(moved.unwrap_or(self.0))
     }
 
     /// The stored form.

@@ -200,6 +200,22 @@ pub fn validate_changes(before: &Automerge, after: &Automerge) -> Result<(), Rej
                 });
             }
 
+            // An entry's kind is set once: what it is decides which rules apply to it (the
+            // chart audit finds a chart's H&P by it).
+            if keys_path.len() == 3 && keys_path[0] == keys::ENTRIES && keys_path[2] == "kind" {
+                let existed = Reader::new(before)
+                    .section(keys::ENTRIES)
+                    .ok()
+                    .and_then(|m| before.get(&m, keys_path[1].as_str()).ok().flatten())
+                    .is_some();
+                if existed {
+                    violations.push(Violation::ImmutableField {
+                        change: short.clone(),
+                        field: format!("entries/{}/kind", keys_path[1]),
+                    });
+                }
+            }
+
             // Append-only lists, at the top level and nested in records.
             if let Some(list_depth) = append_only_depth(&keys_path) {
                 let list_path = keys_path[..=list_depth].join("/");

@@ -208,7 +208,7 @@ pub struct RoiRequestView {
     pub requester: String,
     pub recipient: String,
     pub recipient_address: String,
-    pub purpose: String,
+    pub purpose: DisclosurePurpose,
     pub scope: String,
     pub received_at: Timestamp,
     pub due_at: Timestamp,
@@ -225,11 +225,14 @@ pub struct RoiRequestView {
 pub struct DisclosureView {
     pub id: String,
     pub request_id: Option<String>,
+    /// The patient's `roi_authorization` form the release was made under, if its request's
+    /// authorization had been verified by then.
+    pub authorization: Option<String>,
     pub at: Timestamp,
     pub recipient: String,
     pub recipient_address: String,
     pub description: String,
-    pub purpose: String,
+    pub purpose: DisclosurePurpose,
     pub by: String,
 }
 

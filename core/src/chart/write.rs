@@ -15,9 +15,11 @@ use super::view::CodeRef;
 use super::Chart;
 use crate::codes::{self, CodeSystem};
 
-/// A patient as registered on admission. The MRN can never change afterwards.
+/// A patient as registered on admission. The MRN can never change afterwards. In JSON (a
+/// records import) the optional fields may be left out.
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPatient {
     pub mrn: String,
     pub family_name: String,
@@ -30,7 +32,8 @@ pub struct NewPatient {
 
 /// The encounter a new chart records.
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewEncounter {
     pub ward: String,
     pub bed: Option<String>,
@@ -200,7 +203,7 @@ pub struct NewRoiRequest {
     pub requester: String,
     pub recipient: String,
     pub recipient_address: String,
-    pub purpose: String,
+    pub purpose: DisclosurePurpose,
     pub scope: String,
     pub due_at: Timestamp,
 }
@@ -212,7 +215,7 @@ pub struct NewDisclosure {
     pub recipient: String,
     pub recipient_address: String,
     pub description: String,
-    pub purpose: String,
+    pub purpose: DisclosurePurpose,
 }
 
 /// Who may write what. Records staff do not author clinical content; clinicians do not code.
@@ -801,6 +804,32 @@ impl Chart {
         })
     }
 
+    /// Sets an ICD-10-CM diagnosis's present-on-admission indicator, as the coder reads the
+    /// record at final coding.
+    pub fn set_coding_poa(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        coding_id: &str,
+        poa: PresentOnAdmission,
+    ) -> Result<(), ChartError> {
+        require(by, CODING, "change coding")?;
+        let obj = self.record(keys::CODING, "coding assignment", coding_id)?;
+        let current = self.reader().coding(coding_id, &obj)?;
+        if current.system != CodeSystem::Icd10Cm.token() {
+            return Err(ChartError::InvalidValue {
+                field: "poa",
+                reason: "only ICD-10-CM diagnoses carry a present-on-admission indicator".into(),
+            });
+        }
+        self.commit(by, at, "coding poa", |tx| {
+            put_str(tx, &obj, "poa", poa.token())?;
+            put_str(tx, &obj, "coded_by", &by.user)?;
+            put_str(tx, &obj, "coded_at", &at.to_rfc3339())?;
+            Ok(())
+        })
+    }
+
     // ----- physician queries -----
 
     /// Asks a physician to clarify documentation.
@@ -979,7 +1008,6 @@ impl Chart {
             ("requester", &r.requester),
             ("recipient", &r.recipient),
             ("recipient_address", &r.recipient_address),
-            ("purpose", &r.purpose),
             ("scope", &r.scope),
         ] {
             nonempty(field, v)?;
@@ -991,7 +1019,7 @@ impl Chart {
             put_str(tx, &m, "requester", &r.requester)?;
             put_str(tx, &m, "recipient", &r.recipient)?;
             put_str(tx, &m, "recipient_address", &r.recipient_address)?;
-            put_str(tx, &m, "purpose", &r.purpose)?;
+            put_str(tx, &m, "purpose", r.purpose.token())?;
             put_str(tx, &m, "scope", &r.scope)?;
             put_str(tx, &m, "received_at", &at.to_rfc3339())?;
             put_str(tx, &m, "due_at", &r.due_at.to_rfc3339())?;
@@ -1072,24 +1100,36 @@ impl Chart {
             ("recipient", &d.recipient),
             ("recipient_address", &d.recipient_address),
             ("description", &d.description),
-            ("purpose", &d.purpose),
         ] {
             nonempty(field, v)?;
         }
-        if let Some(r) = &d.request_id {
-            self.record(keys::ROI_REQUESTS, "release-of-information request", r)?;
-        }
+        // A release under the patient's verified authorization carries the authorization's
+        // form id, as it stood at the time: that is what leaves it out of an accounting.
+        let authorization = match &d.request_id {
+            Some(r) => {
+                let obj = self.record(keys::ROI_REQUESTS, "release-of-information request", r)?;
+                let request = self.reader().roi_request(r, &obj)?;
+                match request.status {
+                    RoiStatus::AuthorizationVerified | RoiStatus::Fulfilled => {
+                        request.authorization
+                    }
+                    RoiStatus::Received | RoiStatus::Denied => None,
+                }
+            }
+            None => None,
+        };
         let id = new_id();
         self.commit(by, at, "disclosure", |tx| {
             let list = section(tx, keys::DISCLOSURES)?;
             let m = append(tx, &list)?;
             put_str(tx, &m, "id", &id)?;
             put_opt(tx, &m, "request_id", d.request_id.as_deref())?;
+            put_opt(tx, &m, "authorization", authorization.as_deref())?;
             put_str(tx, &m, "at", &at.to_rfc3339())?;
             put_str(tx, &m, "recipient", &d.recipient)?;
             put_str(tx, &m, "recipient_address", &d.recipient_address)?;
             put_str(tx, &m, "description", &d.description)?;
-            put_str(tx, &m, "purpose", &d.purpose)?;
+            put_str(tx, &m, "purpose", d.purpose.token())?;
             put_str(tx, &m, "by", &by.user)?;
             Ok(())
         })?;

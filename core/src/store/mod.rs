@@ -12,6 +12,7 @@ mod cache;
 mod error;
 mod feed;
 mod options;
+mod records;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashSet};
@@ -24,13 +25,16 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::chart::{
-    Chart, ChartError, ChartId, Deficiency, DeficiencyKind, EncounterStatus, Timestamp,
+    Chart, ChartError, ChartId, Deficiency, EncounterStatus, RefreshScope, Timestamp,
 };
 
 pub use audit::{Actor, AuditAction, AuditRecord};
 pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
+pub use records::{
+    AccountedDisclosure, Accounting, CodingQueueItem, DeficiencyFilter, WorklistItem,
+};
 
 use cache::{Cache, Cached, Slot};
 
@@ -195,6 +199,7 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
+        records::rebuild_if_rules_changed(&mut writer)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             path,
@@ -254,12 +259,7 @@ impl ChartStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             row.insert(&tx).and_then(|key| {
                 if let Some(actor) = actor {
-                    let hashes: Vec<ChangeHash> = chart
-                        .doc()
-                        .get_changes(&[])
-                        .iter()
-                        .map(|c| c.hash())
-                        .collect();
+                    let hashes = change_hashes(&chart, &[]);
                     insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
                 }
                 tx.commit()?;
@@ -300,6 +300,34 @@ impl ChartStore {
         &self,
         charts: I,
         total: Option<usize>,
+        progress: impl FnMut(ImportProgress),
+    ) -> Result<Vec<ChartId>, StoreError>
+    where
+        I: IntoIterator<Item = (ChartId, Chart)>,
+    {
+        self.import_inner(None, charts, total, progress)
+    }
+
+    /// [`ChartStore::import`], with a `create` row in the audit trail for each chart, in the
+    /// same transaction.
+    pub fn import_as<I>(
+        &self,
+        actor: &Actor,
+        charts: I,
+        total: Option<usize>,
+        progress: impl FnMut(ImportProgress),
+    ) -> Result<Vec<ChartId>, StoreError>
+    where
+        I: IntoIterator<Item = (ChartId, Chart)>,
+    {
+        self.import_inner(Some(actor), charts, total, progress)
+    }
+
+    fn import_inner<I>(
+        &self,
+        actor: Option<&Actor>,
+        charts: I,
+        total: Option<usize>,
         mut progress: impl FnMut(ImportProgress),
     ) -> Result<Vec<ChartId>, StoreError>
     where
@@ -312,6 +340,13 @@ impl ChartStore {
         for (index, (id, mut chart)) in charts.into_iter().enumerate() {
             let row = NewChartRow::of(id, &mut chart)
                 .and_then(|row| row.insert(&tx).map(|_| row))
+                .and_then(|row| {
+                    if let Some(actor) = actor {
+                        let hashes = change_hashes(&chart, &[]);
+                        insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
+                    }
+                    Ok(row)
+                })
                 .map_err(|error| StoreError::Import {
                     index,
                     error: Box::new(error),
@@ -530,27 +565,13 @@ impl ChartStore {
     pub fn deficiencies(&self, id: ChartId) -> Result<Vec<Deficiency>, StoreError> {
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT kind, section, record_id, responsible, detail FROM deficiencies
+                "SELECT kind, section, record_id, responsible, detail, due_at FROM deficiencies
                  WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
             )?;
-            let rows = stmt.query_map([id.to_string()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Deficiency {
-                        kind: DeficiencyKind::UnsignedEntry,
-                        section: r.get(1)?,
-                        record_id: r.get(2)?,
-                        responsible: r.get(3)?,
-                        detail: r.get(4)?,
-                    },
-                ))
-            })?;
+            let rows = stmt.query_map([id.to_string()], |r| records::deficiency_row(r, 0))?;
             let mut out = Vec::new();
             for row in rows {
-                let (kind, mut d) = row?;
-                d.kind = DeficiencyKind::from_token(&kind)
-                    .map_err(|_| StoreError::Corrupt("unknown deficiency kind in index".into()))?;
-                out.push(d);
+                out.push(row??);
             }
             // In the order a full audit gives them.
             out.sort();
@@ -881,6 +902,7 @@ struct NewChartRow {
     heads: Vec<u8>,
     index: IndexFields,
     deficiencies: Vec<Deficiency>,
+    principal_diagnosis: Option<String>,
 }
 
 impl NewChartRow {
@@ -892,6 +914,7 @@ impl NewChartRow {
             heads: heads_blob(&chart.heads()),
             index: IndexFields::of(chart).map_err(chart_err)?,
             deficiencies: chart.deficiencies().map_err(chart_err)?,
+            principal_diagnosis: principal_code(chart).map_err(chart_err)?,
         })
     }
 
@@ -903,8 +926,8 @@ impl NewChartRow {
             .prepare_cached(
                 "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status,
                      admitted_at, discharged_at, open_deficiencies, heads, modified_at,
-                     snapshot_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     snapshot_bytes, principal_diagnosis)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING key",
             )?
@@ -923,6 +946,7 @@ impl NewChartRow {
                     self.heads,
                     now_millis(),
                     self.snapshot.len() as i64,
+                    self.principal_diagnosis,
                 ],
                 |r| r.get(0),
             )
@@ -966,6 +990,21 @@ impl IndexFields {
     }
 }
 
+/// The hashes of the chart's changes after `heads`, for the audit trail.
+fn change_hashes(chart: &Chart, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    chart
+        .doc()
+        .get_changes(heads)
+        .iter()
+        .map(|c| c.hash())
+        .collect()
+}
+
+/// The principal ICD-10-CM code as the coding queue lists it.
+fn principal_code(chart: &Chart) -> Result<Option<String>, ChartError> {
+    Ok(chart.principal_diagnosis()?.map(|c| c.code))
+}
+
 fn insert_audit(
     tx: &Transaction<'_>,
     actor: &Actor,
@@ -1004,8 +1043,8 @@ fn insert_deficiencies(
     deficiencies: &[Deficiency],
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO deficiencies (chart, section, record_id, kind, responsible, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO deficiencies (chart, section, record_id, kind, responsible, detail, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for d in deficiencies {
         stmt.execute(params![
@@ -1014,7 +1053,8 @@ fn insert_deficiencies(
             d.record_id,
             d.kind.token(),
             d.responsible,
-            d.detail
+            d.detail,
+            d.due_at.map(Timestamp::to_rfc3339),
         ])?;
     }
     Ok(())
@@ -1123,7 +1163,13 @@ impl Inner {
         let changes = chart.save_after(before);
         let touched = chart.touched_since(before);
         let index = IndexFields::of(chart).map_err(chart_err)?;
-        let deficiencies = chart.deficiencies_after(&touched).map_err(chart_err)?;
+        let refresh = chart.deficiencies_after(&touched).map_err(chart_err)?;
+        // The coding queue's principal diagnosis: read again only when coding changed.
+        let principal = if touched.sections.contains(crate::chart::keys::CODING) {
+            Some(principal_code(chart).map_err(chart_err)?)
+        } else {
+            None
+        };
         let heads = chart.heads();
         let key = cached.key;
 
@@ -1131,15 +1177,21 @@ impl Inner {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.prepare_cached("INSERT INTO chart_changes (chart, data) VALUES (?1, ?2)")?
             .execute(params![key, changes])?;
-        {
-            let mut delete = tx.prepare_cached(
-                "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
-            )?;
-            for (section, record) in &touched.records {
-                delete.execute(params![key, section, record])?;
+        match &refresh.scope {
+            RefreshScope::Chart => {
+                tx.prepare_cached("DELETE FROM deficiencies WHERE chart = ?1")?
+                    .execute([key])?;
+            }
+            RefreshScope::Records(records) => {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
+                )?;
+                for (section, record) in records {
+                    delete.execute(params![key, section, record])?;
+                }
             }
         }
-        insert_deficiencies(&tx, key, &deficiencies)?;
+        insert_deficiencies(&tx, key, &refresh.deficiencies)?;
         // Only on top of the heads this copy was loaded with: anything else means the file
         // changed under it, and writing would index a chart that is not the one on disk.
         let updated = tx
@@ -1148,7 +1200,8 @@ impl Inner {
                      bed = ?6, status = ?7, admitted_at = ?8, discharged_at = ?9, heads = ?10,
                      modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
                      open_deficiencies =
-                         (SELECT count(*) FROM deficiencies WHERE chart = ?1)
+                         (SELECT count(*) FROM deficiencies WHERE chart = ?1),
+                     principal_diagnosis = CASE WHEN ?15 THEN ?14 ELSE principal_diagnosis END
                  WHERE key = ?1 AND heads = ?13
                  RETURNING snapshot_bytes, incremental_bytes",
             )?
@@ -1167,6 +1220,8 @@ impl Inner {
                     now_millis(),
                     changes.len() as i64,
                     heads_blob(before),
+                    principal.clone().flatten(),
+                    principal.is_some(),
                 ],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
@@ -1175,12 +1230,7 @@ impl Inner {
             return Err(StoreError::ChangedElsewhere(id));
         };
         if let Some(actor) = actor {
-            let hashes: Vec<ChangeHash> = chart
-                .doc()
-                .get_changes(before)
-                .iter()
-                .map(|c| c.hash())
-                .collect();
+            let hashes = change_hashes(chart, before);
             insert_audit(&tx, actor, AuditAction::Write, Some(id), &hashes, None)?;
         }
         tx.commit()?;

@@ -20,6 +20,7 @@ pub const APPLICATION_ID: i32 = 0x4348_5359;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_audit.sql"),
+    include_str!("migrations/003_chart_audit.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole

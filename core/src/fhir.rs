@@ -1,0 +1,754 @@
+//! A chart as a FHIR R4 (4.0.1) Bundle, for records requests, transfers and archives.
+//!
+//! One `collection` Bundle per chart: the Patient and the Encounter; a Condition per
+//! ICD-10-CM assignment and a Procedure per procedure code (ICD-10-PCS, CPT, HCPCS); each
+//! entry as the resource its kind calls for (Observation, DiagnosticReport,
+//! MedicationAdministration, Procedure, DocumentReference), amendments as DocumentReferences
+//! that relate to what they amend; a Provenance per signature; a Consent per consent or
+//! release authorization form; a Task per release-of-information request; an AuditEvent per
+//! disclosure. docs/fhir.md maps every field.
+//!
+//! Every resource's id is a UUID derived from the chart id and the record, so exporting the
+//! same chart twice gives the same ids, and every reference inside the bundle is the
+//! `urn:uuid:` full URL of another entry. People are named by their user ids, as in the chart.
+//! Fields the chart leaves empty are left out, never written as `null`.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::chart::{
+    AmendmentKind, AmendmentView, Chart, ChartError, ChartId, ChartView, CodeRef, CodingSequence,
+    CodingStatus, CodingView, DisclosurePurpose, DisclosureView, EncounterClass, EncounterStatus,
+    EntryKind, EntryStatus, EntryView, FormType, FormView, RoiRequestView, RoiStatus,
+    SignatureMeaning, SignatureView, Timestamp,
+};
+use crate::codes::CodeSystem;
+
+/// The FHIR version the bundles are written in.
+pub const FHIR_VERSION: &str = "4.0.1";
+
+/// chartsync's extension on Condition for the present-on-admission indicator (UB-04 values Y,
+/// N, U, W, 1), which FHIR R4 carries natively only on Claim.
+pub const POA_EXTENSION: &str = "urn:chartsync:fhir:StructureDefinition:present-on-admission";
+
+/// The identifier system of the content hash a signature attests (hex SHA-256).
+pub const CONTENT_HASH_SYSTEM: &str = "urn:chartsync:content-sha256";
+
+/// The identifier system of medical record numbers.
+pub const MRN_SYSTEM: &str = "urn:chartsync:mrn";
+
+/// The chart as a FHIR R4 Bundle, made at `generated_at`.
+pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Value, ChartError> {
+    let view = chart.view()?;
+    let heads: Vec<String> = {
+        let mut h: Vec<String> = chart.heads().iter().map(|h| h.to_string()).collect();
+        h.sort();
+        h
+    };
+    let mut b = Builder {
+        chart: id,
+        entries: Vec::new(),
+    };
+    b.build(&view)?;
+    let mut bundle = Map::new();
+    bundle.insert("resourceType".into(), "Bundle".into());
+    bundle.insert("id".into(), uuid_for(id, "bundle", &heads.join(",")).into());
+    bundle.insert(
+        "identifier".into(),
+        json!({ "system": "urn:chartsync:chart", "value": id.to_string() }),
+    );
+    bundle.insert("type".into(), "collection".into());
+    bundle.insert("timestamp".into(), generated_at.to_rfc3339().into());
+    bundle.insert("entry".into(), Value::Array(b.entries));
+    Ok(Value::Object(bundle))
+}
+
+struct Builder {
+    chart: ChartId,
+    entries: Vec<Value>,
+}
+
+/// A stable UUID for a record of a chart: SHA-256 of the chart id, the kind and the key, as a
+/// version 8 (custom) UUID.
+fn uuid_for(chart: ChartId, kind: &str, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(chart.as_bytes())
+        .chain_update(kind.as_bytes())
+        .chain_update([0])
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+fn reference(uuid: &str) -> Value {
+    json!({ "reference": format!("urn:uuid:{uuid}") })
+}
+
+/// A person or organisation the chart names only by id or name.
+fn named(display: &str) -> Value {
+    json!({ "display": display })
+}
+
+fn text(t: &str) -> Value {
+    json!({ "text": t })
+}
+
+fn coded(system: &str, code: &str, display: Option<&str>) -> Value {
+    let mut c = json!({ "system": system, "code": code });
+    if let Some(d) = display {
+        c["display"] = d.into();
+    }
+    json!({ "coding": [c] })
+}
+
+/// The entry's codes as a CodeableConcept, with its body (or `fallback`) as text.
+fn concept(codes: &[CodeRef], fallback: &str) -> Value {
+    let coding: Vec<Value> = codes
+        .iter()
+        .filter_map(|c| {
+            let system = CodeSystem::from_token(&c.system).ok()?;
+            let mut v = json!({ "system": system.fhir_uri(), "code": c.code });
+            if let Some(d) = &c.display {
+                v["display"] = d.as_str().into();
+            }
+            Some(v)
+        })
+        .collect();
+    let mut out = Map::new();
+    if !coding.is_empty() {
+        out.insert("coding".into(), Value::Array(coding));
+    }
+    if !fallback.is_empty() {
+        out.insert("text".into(), fallback.into());
+    } else if out.is_empty() {
+        out.insert("text".into(), "unspecified".into());
+    }
+    Value::Object(out)
+}
+
+/// Puts `value` under `key` when it is there.
+fn put(obj: &mut Value, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj[key] = v;
+    }
+}
+
+/// The LOINC document type of a note.
+fn document_type(kind: EntryKind) -> Option<(&'static str, &'static str)> {
+    Some(match kind {
+        EntryKind::HistoryPhysical => ("34117-2", "History and physical note"),
+        EntryKind::ProgressNote => ("11506-3", "Progress note"),
+        EntryKind::NursingNote => ("34746-8", "Nurse Note"),
+        EntryKind::ConsultNote => ("11488-4", "Consult note"),
+        EntryKind::OperativeNote => ("11504-8", "Surgical operation note"),
+        EntryKind::ProcedureNote => ("28570-0", "Procedure note"),
+        EntryKind::DischargeSummary => ("18842-5", "Discharge summary"),
+        _ => return None,
+    })
+}
+
+fn observation_status(s: EntryStatus) -> &'static str {
+    match s {
+        EntryStatus::Draft => "preliminary",
+        EntryStatus::Final => "final",
+        EntryStatus::Amended => "amended",
+        EntryStatus::EnteredInError => "entered-in-error",
+    }
+}
+
+fn event_status(s: EntryStatus) -> &'static str {
+    match s {
+        EntryStatus::Draft => "in-progress",
+        EntryStatus::EnteredInError => "entered-in-error",
+        EntryStatus::Final | EntryStatus::Amended => "completed",
+    }
+}
+
+/// The value as a Quantity when it is a number, else as a string.
+fn observation_value(obs: &mut Value, value: Option<&str>, unit: Option<&str>) {
+    let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+        return;
+    };
+    match v
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+    {
+        Some(n) => {
+            let mut q = json!({ "value": n });
+            if let Some(u) = unit.filter(|u| !u.is_empty()) {
+                q["unit"] = u.into();
+            }
+            obs["valueQuantity"] = q;
+        }
+        None => obs["valueString"] = v.into(),
+    }
+}
+
+impl Builder {
+    fn uuid(&self, kind: &str, key: &str) -> String {
+        uuid_for(self.chart, kind, key)
+    }
+
+    fn added(&self, uuid: &str) -> bool {
+        let url = format!("urn:uuid:{uuid}");
+        self.entries.iter().any(|e| e["fullUrl"] == url.as_str())
+    }
+
+    fn add(&mut self, uuid: &str, mut resource: Value) {
+        resource["id"] = uuid.into();
+        self.entries.push(json!({
+            "fullUrl": format!("urn:uuid:{uuid}"),
+            "resource": resource,
+        }));
+    }
+
+    fn patient_ref(&self) -> Value {
+        reference(&self.uuid("Patient", ""))
+    }
+
+    fn encounter_ref(&self) -> Value {
+        reference(&self.uuid("Encounter", ""))
+    }
+
+    /// The resource an entry becomes, by the entry's kind.
+    fn entry_uuid(&self, e: &EntryView) -> String {
+        self.uuid(entry_resource(e.content.kind), &e.id)
+    }
+
+    fn build(&mut self, v: &ChartView) -> Result<(), ChartError> {
+        self.patient(v);
+        self.encounter(v);
+        for c in &v.coding {
+            self.coding(v, c);
+        }
+        for e in &v.entries {
+            self.entry(v, e);
+        }
+        for a in &v.amendments {
+            self.amendment(v, a);
+        }
+        for s in &v.signatures {
+            self.signature(v, s);
+        }
+        for f in &v.forms {
+            self.form(f);
+        }
+        for r in &v.roi_requests {
+            self.request(v, r);
+        }
+        for (n, d) in v.disclosures.iter().enumerate() {
+            self.disclosure(n, d);
+        }
+        Ok(())
+    }
+
+    fn patient(&mut self, v: &ChartView) {
+        let p = &v.patient;
+        let mut name = json!({ "use": "official" });
+        if !p.family_name.is_empty() {
+            name["family"] = p.family_name.as_str().into();
+        }
+        let given: Vec<&str> = p.given_names.split_whitespace().collect();
+        if !given.is_empty() {
+            name["given"] = json!(given);
+        }
+        let mut r = json!({
+            "resourceType": "Patient",
+            "identifier": [{
+                "use": "usual",
+                "type": coded("http://terminology.hl7.org/CodeSystem/v2-0203", "MR", Some("Medical record number")),
+                "system": MRN_SYSTEM,
+                "value": p.mrn,
+            }],
+            "name": [name],
+        });
+        put(&mut r, "gender", p.sex.map(|s| s.token().into()));
+        put(&mut r, "birthDate", p.birth_date.clone().map(Value::from));
+        put(
+            &mut r,
+            "telecom",
+            p.phone
+                .clone()
+                .map(|ph| json!([{ "system": "phone", "value": ph }])),
+        );
+        put(
+            &mut r,
+            "address",
+            p.address.clone().map(|a| json!([{ "text": a }])),
+        );
+        let uuid = self.uuid("Patient", "");
+        self.add(&uuid, r);
+    }
+
+    fn encounter(&mut self, v: &ChartView) {
+        let e = &v.encounter;
+        let (class, class_name) = match e.class {
+            EncounterClass::Inpatient => ("IMP", "inpatient encounter"),
+            EncounterClass::Observation => ("OBSENC", "observation encounter"),
+            EncounterClass::Emergency => ("EMER", "emergency"),
+            EncounterClass::DayCase => ("SS", "short stay"),
+        };
+        let discharged = e.status == EncounterStatus::Discharged;
+        let mut period = json!({ "start": e.admitted_at.to_rfc3339() });
+        put(
+            &mut period,
+            "end",
+            e.discharged_at.map(|t| t.to_rfc3339().into()),
+        );
+        let location = match &e.bed {
+            Some(bed) => format!("{} bed {bed}", e.ward),
+            None => e.ward.clone(),
+        };
+        let mut r = json!({
+            "resourceType": "Encounter",
+            "status": if discharged { "finished" } else { "in-progress" },
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": class,
+                "display": class_name,
+            },
+            "subject": self.patient_ref(),
+            "period": period,
+            "location": [{ "location": named(&location) }],
+        });
+        put(
+            &mut r,
+            "participant",
+            e.attending.as_ref().map(|a| {
+                json!([{
+                    "type": [coded("http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "ATND", Some("attender"))],
+                    "individual": named(a),
+                }])
+            }),
+        );
+        let mut hospitalization = Map::new();
+        if let Some(s) = &e.admit_source {
+            hospitalization.insert("admitSource".into(), text(s));
+        }
+        if let Some(d) = &e.discharge_disposition {
+            hospitalization.insert("dischargeDisposition".into(), text(d));
+        }
+        if !hospitalization.is_empty() {
+            r["hospitalization"] = Value::Object(hospitalization);
+        }
+        let diagnoses: Vec<Value> = v
+            .coding
+            .iter()
+            .filter(|c| c.system == CodeSystem::Icd10Cm.token())
+            .map(|c| {
+                let (role, name) = match c.sequence {
+                    CodingSequence::Admitting => ("AD", "Admission diagnosis"),
+                    CodingSequence::Principal | CodingSequence::Secondary => ("billing", "Billing"),
+                };
+                let mut d = json!({
+                    "condition": reference(&self.uuid("Condition", &c.id)),
+                    "use": coded("http://terminology.hl7.org/CodeSystem/diagnosis-role", role, Some(name)),
+                });
+                if c.sequence == CodingSequence::Principal {
+                    d["rank"] = 1.into();
+                }
+                d
+            })
+            .collect();
+        if !diagnoses.is_empty() {
+            r["diagnosis"] = Value::Array(diagnoses);
+        }
+        let uuid = self.uuid("Encounter", "");
+        self.add(&uuid, r);
+    }
+
+    fn coding(&mut self, v: &ChartView, c: &CodingView) {
+        let Ok(system) = CodeSystem::from_token(&c.system) else {
+            return;
+        };
+        let code = coded(system.fhir_uri(), &c.code, c.display.as_deref());
+        // The entries the code rests on, as the resources they became.
+        let evidence: Vec<Value> = c
+            .supporting_entries
+            .iter()
+            .filter_map(|id| v.entries.iter().find(|e| &e.id == id))
+            .map(|e| reference(&self.entry_uuid(e)))
+            .collect();
+        match system {
+            CodeSystem::Icd10Cm => {
+                let (status, name) = match c.status {
+                    CodingStatus::Proposed => ("provisional", "Provisional"),
+                    CodingStatus::Queried => ("unconfirmed", "Unconfirmed"),
+                    CodingStatus::Final => ("confirmed", "Confirmed"),
+                };
+                let mut r = json!({
+                    "resourceType": "Condition",
+                    "verificationStatus": coded("http://terminology.hl7.org/CodeSystem/condition-ver-status", status, Some(name)),
+                    "category": [coded("http://terminology.hl7.org/CodeSystem/condition-category", "encounter-diagnosis", Some("Encounter Diagnosis"))],
+                    "code": code,
+                    "subject": self.patient_ref(),
+                    "encounter": self.encounter_ref(),
+                    "recordedDate": c.coded_at.to_rfc3339(),
+                    "recorder": named(&c.coded_by),
+                });
+                put(
+                    &mut r,
+                    "extension",
+                    c.poa.map(|poa| {
+                        let value = match poa {
+                            crate::chart::PresentOnAdmission::Exempt => "1",
+                            other => other.token(),
+                        };
+                        json!([{ "url": POA_EXTENSION, "valueCode": value }])
+                    }),
+                );
+                if !evidence.is_empty() {
+                    r["evidence"] = json!([{ "detail": evidence }]);
+                }
+                let uuid = self.uuid("Condition", &c.id);
+                self.add(&uuid, r);
+            }
+            CodeSystem::Icd10Pcs | CodeSystem::Cpt | CodeSystem::Hcpcs => {
+                let r = json!({
+                    "resourceType": "Procedure",
+                    "status": "completed",
+                    "code": code,
+                    "subject": self.patient_ref(),
+                    "encounter": self.encounter_ref(),
+                    "recorder": named(&c.coded_by),
+                });
+                let uuid = self.uuid("Procedure", &c.id);
+                self.add(&uuid, r);
+            }
+            CodeSystem::Loinc | CodeSystem::Snomed => {}
+        }
+    }
+
+    fn entry(&mut self, v: &ChartView, e: &EntryView) {
+        let c = &e.content;
+        let when = c.effective_at.unwrap_or(c.recorded_at).to_rfc3339();
+        let code = concept(&c.codes, &c.body);
+        let uuid = self.entry_uuid(e);
+        let resource = match c.kind {
+            EntryKind::Observation | EntryKind::LabResult => {
+                let mut r = json!({
+                    "resourceType": "Observation",
+                    "status": observation_status(e.status),
+                    "code": code,
+                    "subject": self.patient_ref(),
+                    "encounter": self.encounter_ref(),
+                    "effectiveDateTime": when,
+                    "issued": c.recorded_at.to_rfc3339(),
+                    "performer": [named(&c.author)],
+                });
+                if c.kind == EntryKind::LabResult {
+                    r["category"] = json!([coded(
+                        "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "laboratory",
+                        Some("Laboratory")
+                    )]);
+                }
+                observation_value(&mut r, c.value.as_deref(), c.unit.as_deref());
+                if c.kind == EntryKind::LabResult {
+                    let mut report = self.report(e, ("LAB", "Laboratory"), &when);
+                    report["result"] = json!([reference(&uuid)]);
+                    let report_uuid = self.uuid("DiagnosticReport", &e.id);
+                    self.add(&report_uuid, report);
+                }
+                r
+            }
+            EntryKind::ImagingResult => {
+                let mut r = self.report(e, ("RAD", "Radiology"), &when);
+                if !c.body.is_empty() {
+                    r["conclusion"] = c.body.as_str().into();
+                }
+                r
+            }
+            EntryKind::Medication => json!({
+                "resourceType": "MedicationAdministration",
+                "status": event_status(e.status),
+                "medicationCodeableConcept": code,
+                "subject": self.patient_ref(),
+                "context": self.encounter_ref(),
+                "effectiveDateTime": when,
+                "performer": [{ "actor": named(&c.author) }],
+            }),
+            EntryKind::Intervention | EntryKind::Treatment => json!({
+                "resourceType": "Procedure",
+                "status": event_status(e.status),
+                "code": code,
+                "subject": self.patient_ref(),
+                "encounter": self.encounter_ref(),
+                "performedDateTime": when,
+                "performer": [{ "actor": named(&c.author) }],
+            }),
+            kind => {
+                let (loinc, name) = document_type(kind).unwrap_or(("11506-3", "Progress note"));
+                // A corrected note is superseded by its correction; one entered in error says so.
+                let corrected = v
+                    .amendments
+                    .iter()
+                    .any(|a| a.target_entry_id == e.id && a.kind == AmendmentKind::Correction);
+                let status = match e.status {
+                    EntryStatus::EnteredInError => "entered-in-error",
+                    _ if corrected => "superseded",
+                    _ => "current",
+                };
+                let mut r = json!({
+                    "resourceType": "DocumentReference",
+                    "status": status,
+                    "type": coded("http://loinc.org", loinc, Some(name)),
+                    "subject": self.patient_ref(),
+                    "date": c.recorded_at.to_rfc3339(),
+                    "author": [named(&c.author)],
+                    "content": [{ "attachment": attachment(&c.body, c.recorded_at) }],
+                    "context": { "encounter": [self.encounter_ref()] },
+                });
+                if e.status != EntryStatus::EnteredInError {
+                    r["docStatus"] = observation_status(e.status).into();
+                }
+                r
+            }
+        };
+        self.add(&uuid, resource);
+    }
+
+    /// A DiagnosticReport of an entry, in a v2-0074 service section.
+    fn report(&self, e: &EntryView, section: (&str, &str), when: &str) -> Value {
+        let c = &e.content;
+        json!({
+            "resourceType": "DiagnosticReport",
+            "status": observation_status(e.status),
+            "category": [coded("http://terminology.hl7.org/CodeSystem/v2-0074", section.0, Some(section.1))],
+            "code": concept(&c.codes, &c.body),
+            "subject": self.patient_ref(),
+            "encounter": self.encounter_ref(),
+            "effectiveDateTime": when,
+            "issued": c.recorded_at.to_rfc3339(),
+            "performer": [named(&c.author)],
+        })
+    }
+
+    fn amendment(&mut self, v: &ChartView, a: &AmendmentView) {
+        // Entering a record in error adds no document: the record itself says so.
+        if a.kind == AmendmentKind::EnteredInError {
+            return;
+        }
+        let target = v.entries.iter().find(|e| e.id == a.target_entry_id);
+        let (loinc, name) = target
+            .and_then(|t| document_type(t.content.kind))
+            .unwrap_or(("11506-3", "Progress note"));
+        let relation = match a.kind {
+            AmendmentKind::Addendum
+            | AmendmentKind::LateEntry
+            | AmendmentKind::PatientRequested => "appends",
+            AmendmentKind::Correction | AmendmentKind::EnteredInError => "replaces",
+        };
+        let mut r = json!({
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "docStatus": "final",
+            "type": coded("http://loinc.org", loinc, Some(name)),
+            "subject": self.patient_ref(),
+            "date": a.at.to_rfc3339(),
+            "author": [named(&a.author)],
+            "description": format!("{}: {}", a.kind, a.reason),
+            "content": [{ "attachment": attachment(&a.body, a.at) }],
+            "context": { "encounter": [self.encounter_ref()] },
+        });
+        // Only documents relate to documents; an amended observation is marked by its status.
+        if let Some(t) = target.filter(|t| document_type(t.content.kind).is_some()) {
+            r["relatesTo"] =
+                json!([{ "code": relation, "target": reference(&self.entry_uuid(t)) }]);
+        }
+        let uuid = self.uuid("DocumentReference", &a.id);
+        self.add(&uuid, r);
+    }
+
+    fn signature(&mut self, v: &ChartView, s: &SignatureView) {
+        let Some(target) = v.entries.iter().find(|e| e.id == s.entry_id) else {
+            return;
+        };
+        let (code, display, participant) = match s.meaning {
+            SignatureMeaning::Author => ("1.2.840.10065.1.12.1.1", "Author's Signature", "author"),
+            SignatureMeaning::Cosign => {
+                ("1.2.840.10065.1.12.1.2", "Coauthor's Signature", "attester")
+            }
+            SignatureMeaning::Verify => (
+                "1.2.840.10065.1.12.1.5",
+                "Verification Signature",
+                "verifier",
+            ),
+        };
+        let r = json!({
+            "resourceType": "Provenance",
+            "target": [reference(&self.entry_uuid(target))],
+            "recorded": s.signed_at.to_rfc3339(),
+            "agent": [{
+                "type": coded("http://terminology.hl7.org/CodeSystem/provenance-participant-type", participant, None),
+                "who": named(&s.signer),
+            }],
+            "entity": [{
+                "role": "source",
+                "what": { "identifier": { "system": CONTENT_HASH_SYSTEM, "value": s.content_hash } },
+            }],
+            "signature": [{
+                "type": [{ "system": "urn:iso-astm:E1762-95:2013", "code": code, "display": display }],
+                "when": s.signed_at.to_rfc3339(),
+                "who": named(&s.signer),
+            }],
+        });
+        // The same person may sign one entry as author and again to verify it; a signature
+        // recorded twice (two tablets, offline) is one signature.
+        let key = format!(
+            "{}/{}/{}/{}/{}",
+            s.entry_id, s.signer, s.meaning, s.signed_at, s.content_hash
+        );
+        let uuid = self.uuid("Provenance", &key);
+        if self.added(&uuid) {
+            return;
+        }
+        self.add(&uuid, r);
+    }
+
+    fn form(&mut self, f: &FormView) {
+        let (scope, category, category_name) = match f.form_type {
+            FormType::Consent => ("treatment", "59284-0", "Consent Document"),
+            FormType::RoiAuthorization => (
+                "patient-privacy",
+                "64292-6",
+                "Release of information consent",
+            ),
+            _ => return,
+        };
+        let r = json!({
+            "resourceType": "Consent",
+            "status": if f.completed_at.is_some() { "active" } else { "proposed" },
+            "scope": coded("http://terminology.hl7.org/CodeSystem/consentscope", scope, None),
+            "category": [coded("http://loinc.org", category, Some(category_name))],
+            "patient": self.patient_ref(),
+            "dateTime": f.completed_at.unwrap_or(f.created_at).to_rfc3339(),
+            "policyRule": coded("http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN", Some("opt-in")),
+        });
+        let uuid = self.uuid("Consent", &f.id);
+        self.add(&uuid, r);
+    }
+
+    fn request(&mut self, v: &ChartView, q: &RoiRequestView) {
+        let status = match q.status {
+            RoiStatus::Received => "received",
+            RoiStatus::AuthorizationVerified => "in-progress",
+            RoiStatus::Fulfilled => "completed",
+            RoiStatus::Denied => "rejected",
+        };
+        let mut r = json!({
+            "resourceType": "Task",
+            "status": status,
+            "intent": "order",
+            "code": text("release of information"),
+            "description": q.scope,
+            "for": self.patient_ref(),
+            "encounter": self.encounter_ref(),
+            "authoredOn": q.received_at.to_rfc3339(),
+            "lastModified": q.status_at.to_rfc3339(),
+            "requester": named(&q.requester),
+            "reasonCode": text(q.purpose.token()),
+            "restriction": {
+                "period": { "end": q.due_at.to_rfc3339() },
+                "recipient": [named(&q.recipient)],
+            },
+        });
+        put(&mut r, "statusReason", q.status_reason.as_deref().map(text));
+        let authorization = q.authorization.as_ref().filter(|form| {
+            v.forms
+                .iter()
+                .any(|f| &f.id == *form && f.form_type == FormType::RoiAuthorization)
+        });
+        put(
+            &mut r,
+            "focus",
+            authorization.map(|form| reference(&self.uuid("Consent", form))),
+        );
+        let uuid = self.uuid("Task", &q.id);
+        self.add(&uuid, r);
+    }
+
+    fn disclosure(&mut self, n: usize, d: &DisclosureView) {
+        let mut purpose = Map::new();
+        if let Some((code, name)) = purpose_of_use(d.purpose) {
+            purpose.insert(
+                "coding".into(),
+                json!([{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": code, "display": name }]),
+            );
+        }
+        purpose.insert("text".into(), d.purpose.token().into());
+        let mut patient = json!({
+            "what": self.patient_ref(),
+            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },
+            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient" },
+            "description": d.description,
+        });
+        if let Some(request) = &d.request_id {
+            patient["detail"] = json!([{ "type": "request", "valueString": request }]);
+        }
+        let r = json!({
+            "resourceType": "AuditEvent",
+            "type": { "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export" },
+            "action": "R",
+            "recorded": d.at.to_rfc3339(),
+            "outcome": "0",
+            "purposeOfEvent": [Value::Object(purpose)],
+            "agent": [
+                { "who": named(&d.by), "requestor": false },
+                { "who": named(&d.recipient), "name": d.recipient, "requestor": true },
+            ],
+            "source": { "observer": named("chartsync") },
+            "entity": [patient],
+        });
+        let uuid = self.uuid("AuditEvent", &format!("{n}/{}", d.id));
+        self.add(&uuid, r);
+    }
+}
+
+/// The resource type an entry of this kind becomes.
+fn entry_resource(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Observation | EntryKind::LabResult => "Observation",
+        EntryKind::ImagingResult => "DiagnosticReport",
+        EntryKind::Medication => "MedicationAdministration",
+        EntryKind::Intervention | EntryKind::Treatment => "Procedure",
+        _ => "DocumentReference",
+    }
+}
+
+/// Text as a plain-text attachment.
+fn attachment(body: &str, created: Timestamp) -> Value {
+    let mut a = json!({
+        "contentType": "text/plain; charset=utf-8",
+        "creation": created.to_rfc3339(),
+    });
+    if !body.is_empty() {
+        a["data"] = base64::engine::general_purpose::STANDARD
+            .encode(body.as_bytes())
+            .into();
+    }
+    a
+}
+
+/// HL7 v3 PurposeOfUse codes (in the ActReason code system) for the purposes that have one.
+fn purpose_of_use(p: DisclosurePurpose) -> Option<(&'static str, &'static str)> {
+    use DisclosurePurpose::*;
+    Some(match p {
+        Treatment => ("TREAT", "treatment"),
+        Payment => ("HPAYMT", "healthcare payment"),
+        HealthCareOperations => ("HOPERAT", "healthcare operations"),
+        ToPatient => ("PATRQT", "patient requested"),
+        DirectoryOrInvolvedPersons => ("HDIRECT", "directory"),
+        PublicHealth => ("PUBHLTH", "public health"),
+        JudicialProceeding | LawEnforcement | RequiredByLaw => ("HLEGAL", "legal"),
+        Research => ("HRESCH", "healthcare research"),
+        _ => return None,
+    })
+}

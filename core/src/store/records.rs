@@ -1,0 +1,389 @@
+//! What the records office reads across charts: deficiencies by ward and due date and the
+//! coding queue of discharged charts (from the index alone), and a patient's accounting of
+//! disclosures. And the rebuild of the index when the audit's rules change.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    insert_deficiencies, principal_code, read_document, ChartStore, IndexFields, StoreError,
+};
+use crate::chart::{
+    Chart, ChartId, Deficiency, DeficiencyKind, DisclosureView, EncounterStatus, Timestamp,
+    ACCOUNTING_YEARS, COMPLETE_WITHIN_DAYS, RULES_VERSION,
+};
+
+/// One deficiency on a worklist, with the chart it is on.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorklistItem {
+    pub chart: ChartId,
+    pub mrn: String,
+    pub ward: String,
+    pub status: EncounterStatus,
+    pub discharged_at: Option<Timestamp>,
+    pub deficiency: Deficiency,
+    /// Its due date has passed.
+    pub overdue: bool,
+}
+
+/// Which deficiencies a worklist holds; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct DeficiencyFilter {
+    pub ward: Option<String>,
+    pub kind: Option<DeficiencyKind>,
+    /// A user id or role token.
+    pub responsible: Option<String>,
+    /// Only the overdue ones.
+    pub overdue_only: bool,
+    pub limit: Option<u32>,
+}
+
+/// A discharged chart waiting for final coding.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodingQueueItem {
+    pub chart: ChartId,
+    pub mrn: String,
+    pub ward: String,
+    pub discharged_at: Option<Timestamp>,
+    /// The principal ICD-10-CM diagnosis coded so far, if any.
+    pub principal_diagnosis: Option<String>,
+    /// Whether that principal diagnosis is final.
+    pub principal_final: bool,
+    /// Code assignments still proposed or queried.
+    pub not_final: u32,
+    /// Inpatient diagnoses without a present-on-admission indicator.
+    pub poa_missing: u32,
+    /// Physician queries still open.
+    pub open_queries: u32,
+    /// 30 days after discharge, when the record must be complete.
+    pub due_at: Option<Timestamp>,
+    pub overdue: bool,
+}
+
+/// A patient's accounting of disclosures (45 CFR 164.528): every disclosure from any of their
+/// charts in the six years up to the request, less those 164.528(a)(1) exempts.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    pub mrn: String,
+    /// Six years before `to`.
+    pub from: Timestamp,
+    /// When the accounting was made.
+    pub to: Timestamp,
+    /// The patient's charts it covers (all of them in this store).
+    pub charts: Vec<ChartId>,
+    /// Oldest first.
+    pub disclosures: Vec<AccountedDisclosure>,
+}
+
+/// One line of an accounting: a disclosure and the chart it was made from.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountedDisclosure {
+    pub chart: ChartId,
+    #[serde(flatten)]
+    pub disclosure: DisclosureView,
+}
+
+impl ChartStore {
+    /// The accounting of disclosures for the patient with this MRN, made at `now`, across all
+    /// their charts. A patient with no charts here has an empty accounting.
+    pub fn accounting_of_disclosures(
+        &self,
+        mrn: &str,
+        now: Timestamp,
+    ) -> Result<Accounting, StoreError> {
+        let charts: Vec<ChartId> = self
+            .charts_of_patient(mrn)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let mut disclosures = Vec::new();
+        for &id in &charts {
+            let found = self
+                .read(id, |c| c.accountable_disclosures(now))?
+                .map_err(|error| StoreError::Chart { id, error })?;
+            disclosures.extend(found.into_iter().map(|disclosure| AccountedDisclosure {
+                chart: id,
+                disclosure,
+            }));
+        }
+        disclosures.sort_by(|a, b| {
+            (a.disclosure.at, &a.disclosure.id).cmp(&(b.disclosure.at, &b.disclosure.id))
+        });
+        Ok(Accounting {
+            mrn: mrn.to_string(),
+            from: now.years_before(ACCOUNTING_YEARS),
+            to: now,
+            charts,
+            disclosures,
+        })
+    }
+
+    /// Deficiencies across charts, soonest due first (those with no due date last), from the
+    /// index. `now` decides what is overdue.
+    pub fn worklist(
+        &self,
+        filter: &DeficiencyFilter,
+        now: Timestamp,
+    ) -> Result<Vec<WorklistItem>, StoreError> {
+        let mut sql = String::from(
+            "SELECT d.kind, d.section, d.record_id, d.responsible, d.detail, d.due_at,
+                    c.id, c.mrn, c.ward, c.status, c.discharged_at
+             FROM deficiencies d JOIN charts c ON c.key = d.chart WHERE 1 = 1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: String| {
+            args.push(v.into());
+            sql.push_str(&format!(" AND {clause} ?{}", args.len()));
+        };
+        if let Some(w) = &filter.ward {
+            arg(&mut sql, "c.ward =", w.clone());
+        }
+        if let Some(k) = filter.kind {
+            arg(&mut sql, "d.kind =", k.token().to_string());
+        }
+        if let Some(r) = &filter.responsible {
+            arg(&mut sql, "d.responsible =", r.clone());
+        }
+        if filter.overdue_only {
+            // Stored times are UTC RFC 3339 and compare as strings.
+            arg(&mut sql, "d.due_at <", now.to_rfc3339());
+        }
+        sql.push_str(" ORDER BY d.due_at IS NULL, d.due_at, c.id");
+        if let Some(n) = filter.limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                let deficiency = deficiency_row(r, 0)?;
+                let chart: String = r.get(6)?;
+                let status: String = r.get(9)?;
+                let discharged: Option<String> = r.get(10)?;
+                Ok((deficiency, chart, r.get(7)?, r.get(8)?, status, discharged))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (deficiency, chart, mrn, ward, status, discharged) = row?;
+                let deficiency = deficiency?;
+                out.push(WorklistItem {
+                    chart: parse_id(&chart)?,
+                    mrn,
+                    ward,
+                    status: EncounterStatus::from_token(&status).map_err(|_| bad("status"))?,
+                    discharged_at: parse_time(discharged.as_deref())?,
+                    overdue: deficiency.overdue_at(now),
+                    deficiency,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Discharged charts whose coding is not final (no final principal diagnosis, an
+    /// assignment still proposed or queried, a diagnosis without its POA indicator), earliest
+    /// discharge first, on one ward or all.
+    pub fn coding_queue(
+        &self,
+        ward: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Vec<CodingQueueItem>, StoreError> {
+        let sql = "SELECT c.id, c.mrn, c.ward, c.discharged_at, c.principal_diagnosis,
+                    sum(d.kind = 'coding_not_final' AND d.record_id = ''),
+                    sum(d.kind = 'coding_not_final' AND d.record_id <> ''),
+                    sum(d.kind = 'poa_missing'),
+                    sum(d.kind = 'open_query')
+             FROM charts c JOIN deficiencies d ON d.chart = c.key
+             WHERE c.status = 'discharged'
+               AND d.kind IN ('coding_not_final', 'poa_missing', 'open_query')
+               AND (?1 IS NULL OR c.ward = ?1)
+             GROUP BY c.key
+             HAVING sum(d.kind <> 'open_query') > 0
+             ORDER BY c.discharged_at, c.id";
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([ward], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    [
+                        r.get::<_, u32>(5)?,
+                        r.get::<_, u32>(6)?,
+                        r.get::<_, u32>(7)?,
+                        r.get::<_, u32>(8)?,
+                    ],
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (chart, mrn, ward, discharged, principal, counts) = row?;
+                let [no_final_principal, not_final, poa_missing, open_queries] = counts;
+                let discharged_at = parse_time(discharged.as_deref())?;
+                let due_at = discharged_at.map(|d| d.plus_seconds(COMPLETE_WITHIN_DAYS * 86_400));
+                out.push(CodingQueueItem {
+                    chart: parse_id(&chart)?,
+                    mrn,
+                    ward,
+                    discharged_at,
+                    principal_final: principal.is_some() && no_final_principal == 0,
+                    principal_diagnosis: principal,
+                    not_final,
+                    poa_missing,
+                    open_queries,
+                    overdue: due_at.is_some_and(|d| d < now),
+                    due_at,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl ChartStore {
+    /// One chart as a FHIR R4 Bundle made at `now` (see [`crate::fhir`]).
+    pub fn fhir_bundle(
+        &self,
+        id: ChartId,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.read(id, |c| crate::fhir::bundle(id, c, now))?
+            .map_err(|error| StoreError::Chart { id, error })
+    }
+
+    /// Loads a chart and checks that its index row and deficiency rows say what the document
+    /// says: what `chartsync-records verify` runs on every chart. Errors name the chart and
+    /// what disagrees, never a value.
+    pub fn check_chart(&self, id: ChartId) -> Result<(), StoreError> {
+        let chart_err = |error| StoreError::Chart { id, error };
+        let (audit, index) = self
+            .read(id, |c| Ok((c.deficiencies()?, IndexFields::of(c)?)))?
+            .map_err(chart_err)?;
+        let indexed = self.deficiencies(id)?;
+        if indexed != audit {
+            return Err(StoreError::Corrupt(format!(
+                "chart {id}: the deficiency index holds {} rows where the chart's audit finds {}",
+                indexed.len(),
+                audit.len()
+            )));
+        }
+        let summary = self.summary(id)?.ok_or(StoreError::NotFound(id))?;
+        let row_agrees = summary.mrn == index.mrn
+            && summary.ward == index.ward
+            && summary.bed == index.bed
+            && summary.status.token() == index.status
+            && summary.admitted_at.to_rfc3339() == index.admitted_at
+            && summary.discharged_at.map(Timestamp::to_rfc3339) == index.discharged_at
+            && summary.open_deficiencies as usize == audit.len();
+        if !row_agrees {
+            return Err(StoreError::Corrupt(format!(
+                "chart {id}: its index row does not match the document"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A deficiency from the columns kind, section, record_id, responsible, detail, due_at,
+/// starting at column `from`.
+pub(super) fn deficiency_row(
+    r: &rusqlite::Row<'_>,
+    from: usize,
+) -> rusqlite::Result<Result<Deficiency, StoreError>> {
+    let kind: String = r.get(from)?;
+    let due: Option<String> = r.get(from + 5)?;
+    let (section, record_id, responsible, detail) = (
+        r.get(from + 1)?,
+        r.get(from + 2)?,
+        r.get(from + 3)?,
+        r.get(from + 4)?,
+    );
+    Ok((|| {
+        Ok(Deficiency {
+            kind: DeficiencyKind::from_token(&kind).map_err(|_| bad("deficiency kind"))?,
+            section,
+            record_id,
+            responsible,
+            detail,
+            due_at: parse_time(due.as_deref())?,
+        })
+    })())
+}
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("an index row with an invalid {what}"))
+}
+
+fn parse_id(s: &str) -> Result<ChartId, StoreError> {
+    s.parse().map_err(|_| bad("chart id"))
+}
+
+fn parse_time(s: Option<&str>) -> Result<Option<Timestamp>, StoreError> {
+    s.map(Timestamp::parse).transpose().map_err(|_| bad("time"))
+}
+
+/// Rebuilds every chart's deficiency rows and audit fields when the store's index was built
+/// by another version of the audit's rules (`store_meta.deficiency_rules`). Runs as the store
+/// opens, before anything else uses it; charts are read one at a time and the rows replaced in
+/// one transaction, so a crash part-way leaves the old index and the next open starts again.
+/// A chart that does not load keeps its old rows (opening it reports the damage), and the
+/// rebuild runs again at the next open.
+pub(super) fn rebuild_if_rules_changed(conn: &mut Connection) -> Result<(), StoreError> {
+    let built: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'deficiency_rules'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if built.as_deref() == Some(RULES_VERSION.to_string().as_str()) {
+        return Ok(());
+    }
+    let charts: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT id FROM charts ORDER BY key")?;
+        let ids = stmt.query_map([], |r| r.get(0))?;
+        ids.collect::<Result<_, _>>()?
+    };
+    let mut rebuilt = Vec::with_capacity(charts.len());
+    let mut skipped = 0;
+    for id in &charts {
+        let rows = id.parse::<ChartId>().ok().and_then(|id| {
+            let stored = read_document(conn, id).ok()?;
+            let chart = Chart::from_automerge(stored.load(id).ok()?).ok()?;
+            Some((
+                stored.key,
+                chart.deficiencies().ok()?,
+                principal_code(&chart).ok()?,
+            ))
+        });
+        match rows {
+            Some(rows) => rebuilt.push(rows),
+            None => skipped += 1,
+        }
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (key, deficiencies, principal) in &rebuilt {
+        tx.execute("DELETE FROM deficiencies WHERE chart = ?1", [key])?;
+        insert_deficiencies(&tx, *key, deficiencies)?;
+        tx.execute(
+            "UPDATE charts SET open_deficiencies = ?2, principal_diagnosis = ?3 WHERE key = ?1",
+            params![key, deficiencies.len() as i64, principal],
+        )?;
+    }
+    // While a chart does not load its rows stay as the old rules left them, and every open
+    // tries again: the version says every chart's rows are this version's.
+    if skipped == 0 {
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('deficiency_rules', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = ?1",
+            [RULES_VERSION.to_string()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}

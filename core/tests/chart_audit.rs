@@ -1,0 +1,353 @@
+//! The chart audit as the records office sees it: what is missing from a chart, who must put
+//! it right, by when, and what is overdue; and the coding queue of discharged charts.
+
+mod common;
+
+use chartsync_core::chart::*;
+use chartsync_core::codes::CodeSystem;
+use chartsync_core::store::*;
+use common::*;
+
+const DAY: i64 = 24 * 60;
+
+fn open(dir: &tempfile::TempDir) -> ChartStore {
+    ChartStore::open(
+        dir.path().join("charts.db"),
+        StoreOptions {
+            durability: Durability::Normal,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn write(store: &ChartStore, id: ChartId, f: impl FnOnce(&mut Chart) -> Result<(), ChartError>) {
+    store.update(id, f).unwrap();
+}
+
+fn add(store: &ChartStore, id: ChartId, at: Timestamp, kind: EntryKind) -> String {
+    store
+        .update(id, |c| {
+            c.add_entry(&physician(), at, NewEntry::note(kind, "Documented."))
+        })
+        .unwrap()
+}
+
+/// Written and signed by the attending.
+fn signed(store: &ChartStore, id: ChartId, at: Timestamp, kind: EntryKind) -> String {
+    let entry = add(store, id, at, kind);
+    write(store, id, |c| {
+        c.sign_entry(&physician(), at, &entry, SignatureMeaning::Author)
+    });
+    entry
+}
+
+fn kinds(store: &ChartStore, id: ChartId) -> Vec<DeficiencyKind> {
+    store
+        .deficiencies(id)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.kind)
+        .collect()
+}
+
+fn overdue_on_4west(store: &ChartStore, now: Timestamp) -> Vec<WorklistItem> {
+    store
+        .worklist(
+            &DeficiencyFilter {
+                ward: Some("4west".into()),
+                overdue_only: true,
+                ..DeficiencyFilter::default()
+            },
+            now,
+        )
+        .unwrap()
+}
+
+fn code(store: &ChartStore, id: ChartId, code: &str, sequence: CodingSequence) -> String {
+    store
+        .update(id, |c| {
+            c.assign_code(
+                &coder(),
+                t(3 * DAY),
+                NewCoding {
+                    code: CodeInput::new(CodeSystem::Icd10Cm, code),
+                    sequence,
+                    poa: None,
+                    supporting_entries: vec![],
+                },
+            )
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_discharged_chart_with_an_unsigned_progress_note_shows_as_overdue_on_day_31() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    signed(&store, id, t(60), EntryKind::HistoryPhysical);
+    let note = add(&store, id, t(DAY + 60), EntryKind::ProgressNote);
+    signed(&store, id, t(2 * DAY), EntryKind::DischargeSummary);
+
+    // While the patient is in, the unsigned note has no due date and is not overdue.
+    let unsigned = store.deficiencies(id).unwrap();
+    assert_eq!(unsigned.len(), 1);
+    assert_eq!(unsigned[0].kind, DeficiencyKind::UnsignedEntry);
+    assert_eq!(unsigned[0].record_id, note);
+    assert_eq!(unsigned[0].responsible.as_deref(), Some("dr.okafor"));
+    assert_eq!(unsigned[0].due_at, None);
+    assert!(overdue_on_4west(&store, t(60 * DAY)).is_empty());
+
+    let discharged = t(2 * DAY + 120);
+    write(&store, id, |c| {
+        c.discharge(&technician(), discharged, "home")
+    });
+    let due = discharged.plus_seconds(30 * DAY * 60);
+    let note_deficiency = store
+        .deficiencies(id)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.kind == DeficiencyKind::UnsignedEntry)
+        .unwrap();
+    assert_eq!(note_deficiency.due_at, Some(due), "30 days after discharge");
+
+    let day = |n: i64| discharged.plus_seconds(n * DAY * 60);
+    assert!(
+        overdue_on_4west(&store, day(29)).is_empty(),
+        "on day 29 it is due, not overdue"
+    );
+    let on_day_31 = overdue_on_4west(&store, day(31));
+    assert!(on_day_31
+        .iter()
+        .any(|w| w.chart == id && w.deficiency.record_id == note && w.overdue));
+    assert!(on_day_31.iter().all(|w| w.mrn == "MRN-0042"
+        && w.ward == "4west"
+        && w.status == EncounterStatus::Discharged));
+
+    // The physician signs on day 31: nothing about the note is left.
+    write(&store, id, |c| {
+        c.sign_entry(&physician(), day(31), &note, SignatureMeaning::Author)
+    });
+    assert!(!overdue_on_4west(&store, day(31))
+        .iter()
+        .any(|w| w.deficiency.kind == DeficiencyKind::UnsignedEntry));
+}
+
+#[test]
+fn a_history_and_physical_is_due_within_24_hours_of_admission() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let missing = store.deficiencies(id).unwrap();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].kind, DeficiencyKind::HistoryPhysicalMissing);
+    assert_eq!(
+        missing[0].responsible.as_deref(),
+        Some("dr.okafor"),
+        "the attending"
+    );
+    assert_eq!(missing[0].due_at, Some(t(DAY)));
+    assert!(overdue_on_4west(&store, t(DAY - 1)).is_empty());
+    assert_eq!(overdue_on_4west(&store, t(DAY + 1)).len(), 1);
+
+    // Written 30 hours in: no longer missing, but late, and that stays on the record.
+    let hp = signed(&store, id, t(30 * 60), EntryKind::HistoryPhysical);
+    let late = store.deficiencies(id).unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].kind, DeficiencyKind::HistoryPhysicalLate);
+    assert_eq!(late[0].detail.as_deref(), Some(hp.as_str()));
+
+    // Entered in error (wrong patient), it no longer counts: the H&P is missing again.
+    write(&store, id, |c| {
+        c.amend(
+            &physician(),
+            t(31 * 60),
+            NewAmendment {
+                target_entry_id: hp.clone(),
+                kind: AmendmentKind::EnteredInError,
+                reason: "wrong patient".into(),
+                body: String::new(),
+            },
+        )
+        .map(drop)
+    });
+    assert_eq!(
+        kinds(&store, id),
+        vec![DeficiencyKind::HistoryPhysicalMissing]
+    );
+}
+
+#[test]
+fn an_emergency_visit_needs_no_history_and_physical() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let (p, mut e) = admission();
+    e.class = EncounterClass::Emergency;
+    let id = store
+        .create(Chart::create(p, e, &technician(), t(0)).unwrap())
+        .unwrap();
+    assert!(store.deficiencies(id).unwrap().is_empty());
+}
+
+#[test]
+fn a_discharged_inpatient_needs_a_discharge_summary_and_final_coding() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    signed(&store, id, t(60), EntryKind::HistoryPhysical);
+    assert!(store.deficiencies(id).unwrap().is_empty());
+    write(&store, id, |c| {
+        c.discharge(&technician(), t(2 * DAY), "home")
+    });
+    let found = store.deficiencies(id).unwrap();
+    let due = Some(t(32 * DAY));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|d| d.due_at == due));
+    assert_eq!(found[0].kind, DeficiencyKind::DischargeSummaryMissing);
+    assert_eq!(found[0].responsible.as_deref(), Some("dr.okafor"));
+    assert_eq!(found[1].kind, DeficiencyKind::CodingNotFinal);
+    assert_eq!(found[1].detail.as_deref(), Some("principal_diagnosis"));
+    assert_eq!(found[1].responsible.as_deref(), Some("coder"));
+    // The whole chart's count follows.
+    assert_eq!(store.summary(id).unwrap().unwrap().open_deficiencies, 2);
+}
+
+#[test]
+fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let still_in = store.create(admitted_to("4west", 7)).unwrap();
+    signed(&store, id, t(60), EntryKind::HistoryPhysical);
+    signed(&store, id, t(2 * DAY), EntryKind::DischargeSummary);
+    let principal = code(&store, id, "J18.9", CodingSequence::Principal);
+    let secondary = code(&store, id, "E11.9", CodingSequence::Secondary);
+    code(&store, still_in, "J18.9", CodingSequence::Principal);
+    let now = t(5 * DAY);
+    assert!(
+        store.coding_queue(None, now).unwrap().is_empty(),
+        "nothing is queued before discharge"
+    );
+
+    write(&store, id, |c| {
+        c.discharge(&technician(), t(2 * DAY), "home")
+    });
+    let query = store
+        .update(id, |c| {
+            c.ask_query(
+                &coder(),
+                t(3 * DAY),
+                NewQuery {
+                    question: "Was the pneumonia present on admission?".into(),
+                    to: "dr.okafor".into(),
+                    about: Some(principal.clone()),
+                },
+            )
+        })
+        .unwrap();
+    let queue = store.coding_queue(Some("4west"), now).unwrap();
+    assert_eq!(queue.len(), 1);
+    let item = &queue[0];
+    assert_eq!(item.chart, id);
+    assert_eq!(item.principal_diagnosis.as_deref(), Some("J18.9"));
+    assert!(!item.principal_final);
+    assert_eq!(
+        (item.not_final, item.poa_missing, item.open_queries),
+        (2, 2, 1)
+    );
+    assert_eq!(item.due_at, Some(t(32 * DAY)));
+    assert!(!item.overdue);
+    assert!(store.coding_queue(Some("icu"), now).unwrap().is_empty());
+
+    write(&store, id, |c| {
+        c.respond_to_query(&physician(), t(3 * DAY + 60), &query, "Yes, on admission.")
+    });
+    for (coding, poa) in [
+        (&principal, PresentOnAdmission::Yes),
+        (&secondary, PresentOnAdmission::Yes),
+    ] {
+        write(&store, id, |c| c.set_coding_poa(&coder(), now, coding, poa));
+        write(&store, id, |c| {
+            c.set_coding_status(&coder(), now, coding, CodingStatus::Final)
+        });
+    }
+    assert!(store.coding_queue(None, now).unwrap().is_empty());
+    assert!(store.deficiencies(id).unwrap().is_empty(), "complete");
+}
+
+#[test]
+fn a_nurse_cannot_set_present_on_admission_and_a_procedure_code_has_none() {
+    let mut chart = admitted();
+    let pcs = chart
+        .assign_code(
+            &coder(),
+            t(10),
+            NewCoding {
+                code: CodeInput::new(CodeSystem::Icd10Pcs, "0BH17EZ"),
+                sequence: CodingSequence::Secondary,
+                poa: None,
+                supporting_entries: vec![],
+            },
+        )
+        .unwrap();
+    let before = chart.heads();
+    let err = chart
+        .set_coding_poa(&night_nurse(), t(11), &pcs, PresentOnAdmission::Yes)
+        .unwrap_err();
+    assert!(matches!(err, ChartError::NotPermitted(_)), "{err}");
+    let err = chart
+        .set_coding_poa(&coder(), t(11), &pcs, PresentOnAdmission::Yes)
+        .unwrap_err();
+    assert!(
+        matches!(err, ChartError::InvalidValue { field: "poa", .. }),
+        "{err}"
+    );
+    assert_eq!(chart.heads(), before, "nothing was written");
+}
+
+#[test]
+fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let early = store.create(admitted_to("4west", 1)).unwrap();
+    let later = store
+        .create({
+            let (p, e) = admission_to("4west", 2);
+            Chart::create(p, e, &technician(), t(DAY)).unwrap()
+        })
+        .unwrap();
+    let icu = store.create(admitted_to("icu", 3)).unwrap();
+    let all = store
+        .worklist(&DeficiencyFilter::default(), t(0))
+        .unwrap()
+        .into_iter()
+        .map(|w| w.chart)
+        .collect::<Vec<_>>();
+    assert_eq!(all.len(), 3);
+    let west = store
+        .worklist(
+            &DeficiencyFilter {
+                ward: Some("4west".into()),
+                ..DeficiencyFilter::default()
+            },
+            t(0),
+        )
+        .unwrap();
+    assert_eq!(
+        west.iter().map(|w| w.chart).collect::<Vec<_>>(),
+        vec![early, later],
+        "soonest due first"
+    );
+    assert!(!all.is_empty() && all.contains(&icu));
+    let by_kind = store
+        .worklist(
+            &DeficiencyFilter {
+                kind: Some(DeficiencyKind::UnsignedEntry),
+                ..DeficiencyFilter::default()
+            },
+            t(0),
+        )
+        .unwrap();
+    assert!(by_kind.is_empty());
+}

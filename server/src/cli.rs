@@ -1,0 +1,639 @@
+//! `chartsync-records`: the records office's command line. It works on the server's store
+//! directly (`--data-dir`), or reads through a running server's REST API (`--server` with a
+//! `--token`): import charts, export one as FHIR, list deficiencies, make a patient's
+//! accounting of disclosures, compact the store and verify it.
+//!
+//! Writes to the store (import, compact) need the server stopped: they take the data
+//! directory's lock, which a running server holds. Reads do not. Every local read and write is
+//! audited under `--user`, as the REST API audits its users. Errors name lines, items and
+//! chart ids, never a patient's data.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use base64::Engine;
+use chartsync_core::chart::{
+    check_identifier, Chart, ChartId, NewEncounter, NewPatient, Role, Staff, Timestamp,
+};
+use chartsync_core::store::{
+    Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, StoreError, StoreOptions,
+};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(
+    name = "chartsync-records",
+    version,
+    about = "The records office's tools: import, FHIR export, deficiencies, accounting of disclosures, compact, verify"
+)]
+struct Cli {
+    /// The server's data directory, to work on its store directly.
+    #[arg(long, global = true, default_value = "./chartsync-data")]
+    data_dir: PathBuf,
+    /// A running server (http://host:port) to read through instead, with --token.
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// The bearer token for --server (`chartsync-server token` makes one).
+    #[arg(long, global = true, env = "CHARTSYNC_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Who is at the keyboard: the audit trail names them for local reads and imports.
+    #[arg(long, global = true, env = "USER", default_value = "records-office")]
+    user: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import charts from a JSON array or an NDJSON file: all of them, or (on any error) none.
+    Import {
+        /// Each item is an admission ({"patient", "encounter", "admitted_at"[, "id"]}) or a
+        /// saved chart ({"id", "automerge": base64}).
+        file: PathBuf,
+    },
+    /// Write one chart as a FHIR R4 Bundle.
+    ExportFhir {
+        /// The chart's id.
+        chart: String,
+        /// Where to write it (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List deficiencies, soonest due first.
+    Deficiencies {
+        #[arg(long)]
+        ward: Option<String>,
+        /// Only those past their due date.
+        #[arg(long)]
+        overdue: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A patient's accounting of disclosures (45 CFR 164.528), six years back.
+    Accounting {
+        #[arg(long)]
+        mrn: String,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Fold every chart's changes into a snapshot, and the write-ahead log into the file.
+    Compact,
+    /// Check the file's integrity, that every chart loads, and that the index agrees with it.
+    Verify,
+}
+
+/// What went wrong, for the person at the keyboard.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("line {line}: {reason}; nothing was imported")]
+    Line { line: usize, reason: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("could not reach the server: {0}")]
+    Http(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the command line; the exit code is 0 on success, 1 on failure.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    check_identifier("user", &cli.user).map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(server) = &cli.server {
+        let token = cli
+            .token
+            .as_deref()
+            .ok_or_else(|| CliError::Usage("--server needs --token (or CHARTSYNC_TOKEN)".into()))?;
+        let remote = Remote {
+            base: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        };
+        return remote.run(cli.command).map(|()| ExitCode::SUCCESS);
+    }
+    let actor = Actor {
+        user: cli.user.clone(),
+        role: Role::Admin.token().to_string(),
+        device: "chartsync-records".into(),
+    };
+    // Opening the store may upgrade it and rebuild its index, and its reads must not race
+    // a server's commits: local work waits for the server to stop.
+    let _lock = exclusive(&cli.data_dir)?;
+    match cli.command {
+        Command::Import { file } => {
+            let store = ChartStore::open(cli.data_dir.join("charts.db"), StoreOptions::default())?;
+            import(&store, &actor, &file)?;
+        }
+        Command::Compact => {
+            compact(&open_store(&cli.data_dir)?)?;
+        }
+        Command::Verify => {
+            let store = open_store(&cli.data_dir)?;
+            if !verify(&store)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::ExportFhir { chart, output } => {
+            let id = parse_chart(&chart)?;
+            let store = open_store(&cli.data_dir)?;
+            let bundle = store.fhir_bundle(id, Timestamp::now())?;
+            store.record_audit(&actor, AuditAction::Read, Some(id), Some("FHIR export"))?;
+            write_out(
+                output.as_deref(),
+                &serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
+            )?;
+        }
+        Command::Deficiencies {
+            ward,
+            overdue,
+            json,
+        } => {
+            let store = open_store(&cli.data_dir)?;
+            let now = Timestamp::now();
+            let items = store.worklist(
+                &DeficiencyFilter {
+                    ward: ward.clone(),
+                    overdue_only: overdue,
+                    ..DeficiencyFilter::default()
+                },
+                now,
+            )?;
+            let detail = match &ward {
+                Some(w) => format!("deficiencies: ward {w}"),
+                None => "deficiencies: every ward".into(),
+            };
+            store.record_audit(&actor, AuditAction::List, None, Some(&detail))?;
+            let value = serde_json::json!({ "as_of": now, "deficiencies": items });
+            print_deficiencies(&value, json)?;
+        }
+        Command::Accounting { mrn, csv } => {
+            check_identifier("mrn", &mrn).map_err(|e| CliError::Usage(e.to_string()))?;
+            let store = open_store(&cli.data_dir)?;
+            let accounting = store.accounting_of_disclosures(&mrn, Timestamp::now())?;
+            let detail = format!("accounting of disclosures, MRN {mrn}");
+            if accounting.charts.is_empty() {
+                store.record_audit(&actor, AuditAction::Read, None, Some(&detail))?;
+            }
+            for &chart in &accounting.charts {
+                store.record_audit(&actor, AuditAction::Read, Some(chart), Some(&detail))?;
+            }
+            let body = if csv {
+                crate::records::accounting_csv(&accounting)
+                    .map_err(|e| CliError::Usage(e.to_string()))?
+            } else {
+                serde_json::to_vec_pretty(&accounting).unwrap_or_default()
+            };
+            write_out(None, &body)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_chart(s: &str) -> Result<ChartId, CliError> {
+    s.parse()
+        .map_err(|_| CliError::Usage("not a chart id (the base58 id the API lists)".into()))
+}
+
+fn open_store(data_dir: &Path) -> Result<ChartStore, CliError> {
+    let path = data_dir.join("charts.db");
+    if !path.exists() {
+        return Err(CliError::File {
+            path: path.display().to_string(),
+            reason: "no store here; give the server's --data-dir".into(),
+        });
+    }
+    Ok(ChartStore::open(&path, StoreOptions::default())?)
+}
+
+/// The data directory's lock, which a running server holds for its whole life: writes to the
+/// store from outside the server would bypass its cache and its ward censuses, and an upgrade
+/// of the store by a newer `chartsync-records` would run under the older server.
+fn exclusive(data_dir: &Path) -> Result<std::fs::File, CliError> {
+    let file = lock_file(data_dir)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::Usage(format!(
+            "{} is in use by a running chartsync-server (or another chartsync-records); stop it first, or read through the server with --server and a token",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+pub(crate) fn lock_file(data_dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("lock"))
+}
+
+fn write_out(output: Option<&Path>, bytes: &[u8]) -> Result<(), CliError> {
+    match output {
+        Some(path) => std::fs::write(path, bytes).map_err(|e| CliError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)?;
+            if !bytes.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    // Drawn on a terminal only; a log file gets the summary lines.
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}} eta {{eta}}"
+    )) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// One item of an import file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Admission {
+    id: Option<String>,
+    patient: NewPatient,
+    encounter: NewEncounter,
+    admitted_at: Timestamp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedChart {
+    id: String,
+    automerge: String,
+}
+
+/// The items of a JSON array or NDJSON file, each with the line it starts on.
+fn items(text: &str) -> Result<Vec<(usize, &str)>, CliError> {
+    let line_of = |offset: usize| text[..offset].bytes().filter(|b| *b == b'\n').count() + 1;
+    if text.trim_start().starts_with('[') {
+        let raw: Vec<&serde_json::value::RawValue> =
+            serde_json::from_str(text).map_err(|e| CliError::Line {
+                line: e.line(),
+                reason: format!("not a JSON array of charts ({})", serde_reason(&e)),
+            })?;
+        Ok(raw
+            .into_iter()
+            .map(|r| {
+                let offset = r.get().as_ptr() as usize - text.as_ptr() as usize;
+                (line_of(offset), r.get())
+            })
+            .collect())
+    } else {
+        Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(n, l)| (n + 1, l))
+            .collect())
+    }
+}
+
+/// serde_json's message, without its position (the caller gives the file's line) and without
+/// any value from the input. serde's own words name fields and types, and what was expected;
+/// where they would quote the value found ("invalid type: string \"...\"", "unknown variant
+/// `...`"), only what was expected is kept. Custom messages (a timestamp's) are chartsync's
+/// own and quote nothing.
+fn serde_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    let expected = || {
+        text.rsplit_once(", expected ")
+            .map(|(_, exp)| format!(", expected {exp}"))
+            .unwrap_or_default()
+    };
+    if text.starts_with("invalid type") {
+        format!("wrong type{}", expected())
+    } else if text.starts_with("invalid value") || text.starts_with("invalid length") {
+        format!("invalid value{}", expected())
+    } else if text.starts_with("unknown variant") {
+        format!("unknown value{}", expected())
+    } else {
+        text.to_string()
+    }
+}
+
+/// The chart id of an admission given without one: derived from the MRN and the admission
+/// time, so importing the same file twice is refused rather than admitting everyone twice.
+fn admission_id(mrn: &str, admitted_at: Timestamp) -> ChartId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"chartsync admission\0")
+        .chain_update(mrn.as_bytes())
+        .chain_update([0])
+        .chain_update(admitted_at.to_rfc3339().as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    ChartId::from_bytes(bytes)
+}
+
+/// An item as `T`; an error names the field it is about (`patient.sex: unknown value, ...`).
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = serde_reason(e.inner());
+        if path == "." {
+            reason
+        } else {
+            format!("{path}: {reason}")
+        }
+    })
+}
+
+/// An item as the chart it describes.
+fn chart_of(item: &str, by: &Staff) -> Result<(ChartId, Chart), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(item).map_err(|e| format!("not JSON ({})", serde_reason(&e)))?;
+    if value.get("automerge").is_some() {
+        let saved: SavedChart = from_value(value)?;
+        let id = saved
+            .id
+            .parse()
+            .map_err(|_| "id is not a chart id".to_string())?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(saved.automerge.trim())
+            .map_err(|_| "automerge is not base64".to_string())?;
+        let chart = Chart::load(&bytes).map_err(|e| e.to_string())?;
+        // Every rule the server applies to a chart a device sends it.
+        chartsync_core::chart::validate::validate_changes(
+            &automerge::Automerge::new(),
+            chart.doc(),
+        )
+        .map_err(|rejection| format!("the chart breaks its rules: {}", rejection.summary()))?;
+        Ok((id, chart))
+    } else {
+        let a: Admission = from_value(value)?;
+        let id = match &a.id {
+            Some(id) => id.parse().map_err(|_| "id is not a chart id".to_string())?,
+            None => admission_id(&a.patient.mrn, a.admitted_at),
+        };
+        let chart =
+            Chart::create(a.patient, a.encounter, by, a.admitted_at).map_err(|e| e.to_string())?;
+        Ok((id, chart))
+    }
+}
+
+fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(file).map_err(|e| CliError::File {
+        path: file.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let items = items(&text)?;
+    if items.is_empty() {
+        return Err(CliError::File {
+            path: file.display().to_string(),
+            reason: "no charts in it".into(),
+        });
+    }
+    let by = Staff::new(actor.user.clone(), Role::Technician, actor.device.clone());
+    let reading = bar(items.len(), "checking ");
+    let mut charts = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashMap::new();
+    for (line, item) in &items {
+        let (id, chart) = chart_of(item, &by).map_err(|reason| CliError::Line {
+            line: *line,
+            reason,
+        })?;
+        if let Some(first) = seen.insert(id, *line) {
+            return Err(CliError::Line {
+                line: *line,
+                reason: format!("chart {id} is also on line {first}"),
+            });
+        }
+        charts.push((id, chart));
+        reading.inc(1);
+    }
+    reading.finish_and_clear();
+    let lines: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
+    let writing = bar(charts.len(), "importing");
+    let total = charts.len();
+    let imported = store
+        .import_as(actor, charts, Some(total), |p| {
+            writing.set_position(p.done as u64)
+        })
+        .map_err(|e| match e {
+            StoreError::Import { index, error } => CliError::Line {
+                line: lines.get(index).copied().unwrap_or(0),
+                reason: error.to_string(),
+            },
+            other => other.into(),
+        })?;
+    writing.finish_and_clear();
+    eprintln!("imported {} charts from {}", imported.len(), file.display());
+    Ok(())
+}
+
+fn compact(store: &ChartStore) -> Result<(), CliError> {
+    let charts = store.list(&ChartFilter::default())?;
+    let progress = bar(charts.len(), "compacting");
+    let (mut before, mut after, mut folded) = (0u64, 0u64, 0u64);
+    for c in &charts {
+        let report = store.compact(c.id)?;
+        before += report.bytes_before;
+        after += report.bytes_after;
+        folded += report.changes_folded;
+        progress.inc(1);
+    }
+    store.checkpoint()?;
+    progress.finish_and_clear();
+    eprintln!(
+        "compacted {} charts: {folded} changes folded, {before} bytes to {after}",
+        charts.len()
+    );
+    Ok(())
+}
+
+/// Reports every problem found; true when there were none.
+fn verify(store: &ChartStore) -> Result<bool, CliError> {
+    let mut problems = Vec::new();
+    if let Err(e) = store.verify() {
+        problems.push(e.to_string());
+    }
+    let charts = store.list(&ChartFilter::default())?;
+    let progress = bar(charts.len(), "verifying");
+    for c in &charts {
+        if let Err(e) = store.check_chart(c.id) {
+            problems.push(e.to_string());
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    for p in &problems {
+        eprintln!("problem: {p}");
+    }
+    if problems.is_empty() {
+        eprintln!(
+            "verified: the file is whole and {} charts load and agree with their index",
+            charts.len()
+        );
+    } else {
+        eprintln!("{} problems in {} charts", problems.len(), charts.len());
+    }
+    Ok(problems.is_empty())
+}
+
+/// A table of deficiencies, or the JSON as the API gives it.
+fn print_deficiencies(value: &serde_json::Value, json: bool) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<20} {:<8} {:<10} {:<30} {:<14} {:<26} {:<16} record",
+        "due", "overdue", "ward", "chart", "mrn", "kind", "responsible"
+    )?;
+    let empty = Vec::new();
+    for item in value["deficiencies"].as_array().unwrap_or(&empty) {
+        let d = &item["deficiency"];
+        let due = d["due_at"]
+            .as_str()
+            .map(|s| &s[..s.len().min(19)])
+            .unwrap_or("-");
+        writeln!(
+            out,
+            "{:<20} {:<8} {:<10} {:<30} {:<14} {:<26} {:<16} {}",
+            due,
+            if item["overdue"] == true {
+                "OVERDUE"
+            } else {
+                ""
+            },
+            item["ward"].as_str().unwrap_or(""),
+            item["chart"].as_str().unwrap_or(""),
+            item["mrn"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or(""),
+            d["responsible"].as_str().unwrap_or("-"),
+            format!(
+                "{}/{}",
+                d["section"].as_str().unwrap_or(""),
+                d["record_id"].as_str().unwrap_or("")
+            )
+            .trim_end_matches('/'),
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads through a running server's REST API.
+struct Remote {
+    base: String,
+    token: String,
+}
+
+impl Remote {
+    fn run(&self, command: Command) -> Result<(), CliError> {
+        match command {
+            Command::ExportFhir { chart, output } => {
+                let id = parse_chart(&chart)?;
+                let body = self.get(&format!("/api/charts/{id}/fhir"))?;
+                write_out(output.as_deref(), &body)
+            }
+            Command::Deficiencies {
+                ward,
+                overdue,
+                json,
+            } => {
+                let mut query = Vec::new();
+                if let Some(w) = &ward {
+                    query.push(format!("ward={}", encode(w)));
+                }
+                if overdue {
+                    query.push("overdue=true".into());
+                }
+                let body = self.get(&format!("/api/deficiencies?{}", query.join("&")))?;
+                let value: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| CliError::Http(format!("the answer is not JSON: {e}")))?;
+                print_deficiencies(&value, json)
+            }
+            Command::Accounting { mrn, csv } => {
+                check_identifier("mrn", &mrn).map_err(|e| CliError::Usage(e.to_string()))?;
+                let format = if csv { "csv" } else { "json" };
+                let body = self.get(&format!("/api/disclosures?mrn={}&format={format}", encode(&mrn)))?;
+                write_out(None, &body)
+            }
+            Command::Import { .. } | Command::Compact | Command::Verify => Err(CliError::Usage(
+                "import, compact and verify work on the store itself: give --data-dir, not --server".into(),
+            )),
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("User-Agent", "chartsync-records")
+            .call()
+            .map_err(|e| CliError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_vec()
+            .map_err(|e| CliError::Http(e.to_string()))?;
+        if status != 200 {
+            let message = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "no reason given".into());
+            return Err(CliError::Server { status, message });
+        }
+        Ok(body)
+    }
+}
+
+/// Percent-encodes a query value (MRNs and ward names are identifiers, but may hold `:` or
+/// `@`).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

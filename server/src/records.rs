@@ -1,0 +1,400 @@
+//! The records office's REST reads: the deficiency worklist, the coding queue, a patient's
+//! accounting of disclosures and a chart as FHIR. Every read is audited; who may read what is
+//! set out on each.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
+use chartsync_core::store::{
+    Accounting, AuditAction, CodingQueueItem, DeficiencyFilter, StoreError, WorklistItem,
+};
+use serde::Serialize;
+
+use crate::api::{actor, blocking, error, internal};
+use crate::auth::{Access, ALL_WARDS};
+use crate::AppState;
+
+/// The wards a listing covers: the one asked for with `?ward=` (which the token must cover),
+/// else every ward the token covers; `None` is every ward.
+fn listing_wards(
+    access: &Access,
+    query: &HashMap<String, String>,
+) -> Result<Option<Vec<String>>, Refusal> {
+    match query.get("ward") {
+        Some(w) if access.may_see_ward(w) => Ok(Some(vec![w.clone()])),
+        Some(_) => Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "the token does not cover that ward".into(),
+        )),
+        None if access.may_see_ward(ALL_WARDS) => Ok(None),
+        None => Ok(Some(access.wards.clone())),
+    }
+}
+
+fn flag(query: &HashMap<String, String>, name: &str) -> Result<bool, Refusal> {
+    match query.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is true or false"),
+        )),
+    }
+}
+
+/// A request refused before it reaches the store: the status and why.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, &self.1)
+    }
+}
+
+fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
+    match wards {
+        None => format!("{what}: every ward"),
+        Some(w) => format!("{what}: ward {}", w.join(" ")),
+    }
+}
+
+#[derive(Serialize)]
+struct Worklist {
+    /// The time "overdue" was judged at.
+    as_of: Timestamp,
+    deficiencies: Vec<WorklistItem>,
+}
+
+/// `GET /api/deficiencies[?ward=W][&overdue=true][&kind=K][&responsible=U]`: what is missing
+/// from the charts of the token's wards, soonest due first. Anyone signed in may read their
+/// wards' worklist: the physicians whose signatures are missing read it too.
+pub async fn deficiencies(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let wards = match listing_wards(&access, &query) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let overdue_only = match flag(&query, "overdue") {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let kind = match query.get("kind").map(|k| DeficiencyKind::from_token(k)) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let responsible = query.get("responsible").cloned();
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let now = Timestamp::now();
+    let result = blocking(move || {
+        let filter = |ward: Option<String>| DeficiencyFilter {
+            ward,
+            kind,
+            responsible: responsible.clone(),
+            overdue_only,
+            limit: None,
+        };
+        let mut items = Vec::new();
+        match &wards {
+            None => items = store.worklist(&filter(None), now)?,
+            Some(list) => {
+                for w in list {
+                    items.extend(store.worklist(&filter(Some(w.clone())), now)?);
+                }
+                items.sort_by_key(|w| (w.deficiency.due_at.is_none(), w.deficiency.due_at));
+            }
+        }
+        let detail = audit_detail("deficiencies", &wards);
+        store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+        Ok::<_, StoreError>(items)
+    })
+    .await;
+    match result {
+        Ok(Ok(deficiencies)) => Json(Worklist {
+            as_of: now,
+            deficiencies,
+        })
+        .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Serialize)]
+struct CodingQueue {
+    as_of: Timestamp,
+    charts: Vec<CodingQueueItem>,
+}
+
+/// `GET /api/coding-queue[?ward=W]`: discharged charts waiting for final coding, earliest
+/// discharge first. Coders and records staff only.
+pub async fn coding_queue(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !matches!(
+        access.role,
+        Role::Coder | Role::Technician | Role::RecordsSupervisor | Role::Admin
+    ) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the coding queue is for coders and records staff",
+        );
+    }
+    let wards = match listing_wards(&access, &query) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let now = Timestamp::now();
+    let result = blocking(move || {
+        let mut charts = Vec::new();
+        match &wards {
+            None => charts = store.coding_queue(None, now)?,
+            Some(list) => {
+                for w in list {
+                    charts.extend(store.coding_queue(Some(w), now)?);
+                }
+                charts.sort_by_key(|c| (c.discharged_at, c.chart));
+            }
+        }
+        let detail = audit_detail("coding queue", &wards);
+        store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+        Ok::<_, StoreError>(charts)
+    })
+    .await;
+    match result {
+        Ok(Ok(charts)) => Json(CodingQueue { as_of: now, charts }).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// `GET /api/disclosures?mrn=M[&format=csv]` (or `Accept: text/csv`): the patient's
+/// accounting of disclosures across all their charts, six years back (45 CFR 164.528).
+/// Records supervisors and admins only, with a token for every ward: an accounting that left
+/// out a ward's charts would be wrong. Each chart read is audited; a refusal is audited too.
+pub async fn disclosures(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let refusal = if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        Some("accountings of disclosures are for records supervisors and admins")
+    } else if !access.may_see_ward(ALL_WARDS) {
+        Some("an accounting covers every ward's charts: it needs a token for every ward (*)")
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        // Against the patient's charts, so their trails show who asked.
+        let mrn = query
+            .get("mrn")
+            .filter(|m| check_identifier("mrn", m).is_ok())
+            .cloned();
+        let denied = blocking(move || {
+            let detail = Some("accounting of disclosures");
+            let charts = match &mrn {
+                Some(m) => store.charts_of_patient(m)?,
+                None => Vec::new(),
+            };
+            if charts.is_empty() {
+                store.record_audit(&who, AuditAction::Deny, None, detail)?;
+            }
+            for chart in charts {
+                store.record_audit(&who, AuditAction::Deny, Some(chart.id), detail)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await;
+        return match denied {
+            Ok(Ok(())) => error(StatusCode::FORBIDDEN, reason),
+            Ok(Err(e)) => internal(e),
+            Err(r) => r,
+        };
+    }
+    let Some(mrn) = query.get("mrn").cloned() else {
+        return error(StatusCode::BAD_REQUEST, "name the patient: ?mrn=");
+    };
+    if let Err(e) = check_identifier("mrn", &mrn) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let csv = match query.get("format").map(String::as_str) {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "format is json or csv"),
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv")),
+    };
+    let now = Timestamp::now();
+    let result = blocking(move || {
+        let accounting = store.accounting_of_disclosures(&mrn, now)?;
+        let detail = format!("accounting of disclosures, MRN {mrn}");
+        if accounting.charts.is_empty() {
+            store.record_audit(&who, AuditAction::Read, None, Some(&detail))?;
+        }
+        for &chart in &accounting.charts {
+            store.record_audit(&who, AuditAction::Read, Some(chart), Some(&detail))?;
+        }
+        Ok::<_, StoreError>(accounting)
+    })
+    .await;
+    match result {
+        Ok(Ok(accounting)) if csv => match accounting_csv(&accounting) {
+            Ok(body) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
+            Err(e) => internal(e),
+        },
+        Ok(Ok(accounting)) => Json(accounting).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// The accounting as CSV: one line per disclosure, with what 164.528(b)(2) asks for (date,
+/// recipient and address, what was disclosed, why) and where it came from.
+pub fn accounting_csv(accounting: &Accounting) -> Result<Vec<u8>, csv::Error> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record([
+        "date",
+        "recipient",
+        "recipient_address",
+        "description",
+        "purpose",
+        "chart",
+        "disclosure_id",
+        "request_id",
+        "disclosed_by",
+    ])?;
+    for line in &accounting.disclosures {
+        let d = &line.disclosure;
+        out.write_record([
+            d.at.to_rfc3339().as_str(),
+            &spreadsheet_safe(&d.recipient),
+            &spreadsheet_safe(&d.recipient_address),
+            &spreadsheet_safe(&d.description),
+            d.purpose.token(),
+            &line.chart.to_string(),
+            &d.id,
+            d.request_id.as_deref().unwrap_or(""),
+            &d.by,
+        ])?;
+    }
+    out.into_inner().map_err(|e| e.into_error().into())
+}
+
+/// `GET /api/charts/{id}/fhir`: the chart as a FHIR R4 Bundle (`application/fhir+json`), for
+/// releases of information and transfers. Records technicians, supervisors and admins, for
+/// charts of their wards; outside them the chart is "not found", as one that does not exist.
+pub async fn fhir_export(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !matches!(
+        access.role,
+        Role::Technician | Role::RecordsSupervisor | Role::Admin
+    ) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "FHIR exports are for records technicians, supervisors and admins",
+        );
+    }
+    let Ok(id) = id.parse::<ChartId>() else {
+        return error(StatusCode::BAD_REQUEST, "not a chart id");
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || -> Result<Option<_>, StoreError> {
+        match store.summary(id)? {
+            Some(s) if access.may_see_ward(&s.ward) => {
+                let bundle = store.fhir_bundle(id, Timestamp::now())?;
+                store.record_audit(&who, AuditAction::Read, Some(id), Some("FHIR export"))?;
+                Ok(Some(bundle))
+            }
+            Some(_) => {
+                let detail = Some("FHIR export of a chart outside the token's wards");
+                store.record_audit(&who, AuditAction::Deny, Some(id), detail)?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(bundle))) => (
+            [(header::CONTENT_TYPE, "application/fhir+json")],
+            Json(bundle),
+        )
+            .into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such chart"),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// Free text as a spreadsheet will not run it: a cell starting with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return is a formula to Excel and LibreOffice, so it gets a leading `'` (OWASP's
+/// advice on CSV injection).
+fn spreadsheet_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chartsync_core::chart::{ChartId, DisclosurePurpose, DisclosureView};
+    use chartsync_core::store::AccountedDisclosure;
+
+    #[test]
+    fn a_recipient_written_as_a_formula_is_not_a_formula_in_the_spreadsheet() {
+        let at = Timestamp::parse("2026-11-05T09:00:00Z").unwrap();
+        let accounting = Accounting {
+            mrn: "MRN-0042".into(),
+            from: at.years_before(6),
+            to: at,
+            charts: vec![],
+            disclosures: vec![AccountedDisclosure {
+                chart: ChartId::random(),
+                disclosure: DisclosureView {
+                    id: "8fe96bda-1f46-4bf7-91c1-5bad160ade2f".into(),
+                    request_id: None,
+                    authorization: None,
+                    at,
+                    recipient: "=HYPERLINK(\"http://x\")".into(),
+                    recipient_address: "-1 Main St".into(),
+                    description: "Case report".into(),
+                    purpose: DisclosurePurpose::PublicHealth,
+                    by: "him.jones".into(),
+                },
+            }],
+        };
+        let csv = String::from_utf8(accounting_csv(&accounting).unwrap()).unwrap();
+        let line = csv.lines().nth(1).unwrap();
+        assert!(
+            line.contains("\"'=HYPERLINK(\"\"http://x\"\")\",'-1 Main St,Case report"),
+            "{line}"
+        );
+    }
+}
