@@ -3995,6 +3995,7 @@ public enum DeficiencyKind: Equatable, Hashable {
     case dischargeSummaryMissing
     case codingNotFinal
     case poaMissing
+    case releaseDue
 
 
 
@@ -4035,6 +4036,8 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         case 9: return .codingNotFinal
         
         case 10: return .poaMissing
+        
+        case 11: return .releaseDue
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4082,6 +4085,10 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         
         case .poaMissing:
             writeInt(&buf, Int32(10))
+        
+        
+        case .releaseDue:
+            writeInt(&buf, Int32(11))
         
         }
     }

@@ -351,3 +351,59 @@ fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
         .unwrap();
     assert!(by_kind.is_empty());
 }
+
+#[test]
+fn a_request_for_records_is_on_the_worklist_until_answered_and_overdue_past_its_due_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    signed(&store, id, t(60), EntryKind::HistoryPhysical);
+    // The patient asks for a copy of her record: 30 days to answer (45 CFR 164.524(b)(2)).
+    let request = store
+        .update(id, |c| {
+            c.receive_roi_request(
+                &technician(),
+                t(DAY),
+                NewRoiRequest {
+                    requester: "A. Rivera".into(),
+                    recipient: "A. Rivera".into(),
+                    recipient_address: "12 Elm St".into(),
+                    purpose: DisclosurePurpose::ToPatient,
+                    scope: "the whole stay".into(),
+                    due_at: t(31 * DAY),
+                },
+            )
+        })
+        .unwrap();
+    let releases = |now: Timestamp| -> Vec<WorklistItem> {
+        store
+            .worklist(
+                &DeficiencyFilter {
+                    kind: Some(DeficiencyKind::ReleaseDue),
+                    ..DeficiencyFilter::default()
+                },
+                now,
+            )
+            .unwrap()
+    };
+    let due = releases(t(2 * DAY));
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].deficiency.record_id, request);
+    assert_eq!(due[0].deficiency.due_at, Some(t(31 * DAY)));
+    assert_eq!(due[0].deficiency.responsible.as_deref(), Some("technician"));
+    assert!(!due[0].overdue);
+    assert!(releases(t(32 * DAY))[0].overdue, "overdue on day 32");
+
+    // Denied (no signed authorization was needed here, but the requester withdrew it).
+    write(&store, id, |c| {
+        c.set_roi_status(
+            &technician(),
+            t(32 * DAY),
+            &request,
+            RoiStatus::Denied,
+            None,
+            Some("withdrawn by the requester"),
+        )
+    });
+    assert!(releases(t(32 * DAY)).is_empty(), "answered");
+}

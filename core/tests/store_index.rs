@@ -71,6 +71,14 @@ enum Op {
         on: usize,
         pick: usize,
     },
+    /// A request for records, and its denial.
+    Request {
+        on: usize,
+    },
+    Deny {
+        on: usize,
+        pick: usize,
+    },
     Resolve,
     /// A tablet's changes arrive at the store.
     Push {
@@ -102,6 +110,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (on.clone(), any::<bool>(), any::<bool>()).prop_map(|(on, principal, poa)| Op::Code { on, principal, poa }),
         1 => (on.clone(), 0..4usize).prop_map(|(on, pick)| Op::FinalizeCode { on, pick }),
         1 => (on.clone(), 0..4usize).prop_map(|(on, pick)| Op::SetPoa { on, pick }),
+        1 => on.clone().prop_map(|on| Op::Request { on }),
+        1 => (on.clone(), 0..4usize).prop_map(|(on, pick)| Op::Deny { on, pick }),
         1 => Just(Op::Resolve),
         3 => (1..3usize).prop_map(|from| Op::Push { from }),
         2 => (1..3usize).prop_map(|to| Op::Pull { to }),
@@ -263,6 +273,24 @@ proptest! {
                     if let Some(k) = pick(&coding, p) {
                         write(&store, id, &mut tablets, on, |c| {
                             c.set_coding_poa(&coder(), t(n), &k.id, PresentOnAdmission::No)
+                        });
+                    }
+                }
+                Op::Request { on } => write(&store, id, &mut tablets, on, |c| {
+                    c.receive_roi_request(&technician(), t(n), NewRoiRequest {
+                        requester: "A. Rivera".into(),
+                        recipient: "A. Rivera".into(),
+                        recipient_address: "12 Elm St".into(),
+                        purpose: DisclosurePurpose::ToPatient,
+                        scope: "the stay".into(),
+                        due_at: t(n + 30 * 24 * 60),
+                    }).map(drop)
+                }),
+                Op::Deny { on, pick: p } => {
+                    let requests = view_of(&store, &tablets, on).roi_requests;
+                    if let Some(q) = pick(&requests, p) {
+                        write(&store, id, &mut tablets, on, |c| {
+                            c.set_roi_status(&technician(), t(n), &q.id, RoiStatus::Denied, None, Some("withdrawn"))
                         });
                     }
                 }

@@ -16,12 +16,15 @@
 //! - a physician query still open;
 //! - a register with unresolved concurrent values (the chart says two things at once);
 //! - an entry edited concurrently with its signature (the author turns the edit into an
-//!   addendum, 482.24(c)(1)).
+//!   addendum, 482.24(c)(1));
+//! - a release-of-information request not yet fulfilled or denied: the records office's work,
+//!   due by the request's own due date (45 CFR 164.524(b)(2) gives a patient's request 30 days).
 //!
 //! Due dates: the record must be complete within 30 days of discharge (42 CFR
 //! 482.24(c)(4)(viii)), so every deficiency of a discharged chart is due then; the H&P is due 24
-//! hours after admission, whether or not the patient is still in. While the patient is in,
-//! the other deficiencies have no due date. A deficiency is overdue once its due date passes.
+//! hours after admission, whether or not the patient is still in; a request for records by its
+//! own due date. While the patient is in, the other deficiencies have no due date. A deficiency
+//! is overdue once its due date passes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,7 +38,7 @@ use super::signing;
 use super::touched::{RecordRef, Touched};
 use super::types::{
     AmendmentKind, CodingSequence, CodingStatus, DeficiencyKind, EncounterClass, EncounterStatus,
-    EntryKind, EntryStatus, QueryStatus, SignatureMeaning, Timestamp,
+    EntryKind, EntryStatus, QueryStatus, RoiStatus, SignatureMeaning, Timestamp,
 };
 use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
 use super::Chart;
@@ -74,7 +77,7 @@ pub const HISTORY_PHYSICAL_WITHIN_HOURS: i64 = 24;
 
 /// The version of these rules. A store whose index an older version built rebuilds it when it
 /// opens; bump it whenever a rule changes what it finds.
-pub const RULES_VERSION: i64 = 2;
+pub const RULES_VERSION: i64 = 3;
 
 /// What a commit's refresh of the index covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +332,24 @@ impl Chart {
                     let query = r.query(id, &obj)?;
                     if query.status == QueryStatus::Open {
                         out.push(deficiency(DeficiencyKind::OpenQuery, Some(query.to), None));
+                    }
+                }
+                keys::ROI_REQUESTS => {
+                    // A request for records is the records office's to answer by its own due
+                    // date (45 CFR 164.524(b)(2): 30 days for a patient's own records).
+                    let request = r.roi_request(id, &obj)?;
+                    if matches!(
+                        request.status,
+                        RoiStatus::Received | RoiStatus::AuthorizationVerified
+                    ) {
+                        out.push(Deficiency {
+                            due_at: Some(request.due_at),
+                            ..deficiency(
+                                DeficiencyKind::ReleaseDue,
+                                Some("technician".into()),
+                                Some(request.status.token().into()),
+                            )
+                        });
                     }
                 }
                 keys::CODING if id.is_empty() => {

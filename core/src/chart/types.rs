@@ -73,6 +73,7 @@ token_enum!(
         DischargeSummaryMissing => "discharge_summary_missing",
         CodingNotFinal => "coding_not_final",
         PoaMissing => "poa_missing",
+        ReleaseDue => "release_due",
     }
 );
 
