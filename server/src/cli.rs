@@ -136,13 +136,21 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         role: Role::Admin.token().to_string(),
         device: "chartsync-records".into(),
     };
+    // Only an import makes a store; anything else on a directory without one is a mistyped
+    // path, and leaves nothing behind.
+    let store_path = cli.data_dir.join("charts.db");
+    if !matches!(cli.command, Command::Import { .. }) && !store_path.exists() {
+        return Err(CliError::File {
+            path: store_path.display().to_string(),
+            reason: "no store here; give the server's --data-dir".into(),
+        });
+    }
     // Opening the store may upgrade it and rebuild its index, and its reads must not race
     // a server's commits: local work waits for the server to stop.
     let _lock = exclusive(&cli.data_dir)?;
     match cli.command {
         Command::Import { file } => {
-            let store = ChartStore::open(cli.data_dir.join("charts.db"), StoreOptions::default())?;
-            import(&store, &actor, &file)?;
+            import(&open_store(&cli.data_dir)?, &actor, &file)?;
         }
         Command::Compact => {
             compact(&open_store(&cli.data_dir)?)?;
@@ -215,14 +223,10 @@ fn parse_chart(s: &str) -> Result<ChartId, CliError> {
 }
 
 fn open_store(data_dir: &Path) -> Result<ChartStore, CliError> {
-    let path = data_dir.join("charts.db");
-    if !path.exists() {
-        return Err(CliError::File {
-            path: path.display().to_string(),
-            reason: "no store here; give the server's --data-dir".into(),
-        });
-    }
-    Ok(ChartStore::open(&path, StoreOptions::default())?)
+    Ok(ChartStore::open(
+        data_dir.join("charts.db"),
+        StoreOptions::default(),
+    )?)
 }
 
 /// The data directory's lock, which a running server holds for its whole life: writes to the

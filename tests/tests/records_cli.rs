@@ -288,6 +288,12 @@ fn the_records_office_reads_deficiencies_fhir_and_accountings_from_the_store_or_
     let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-bundles");
     std::fs::create_dir_all(&kept).unwrap();
     std::fs::copy(&bundle_path, kept.join("cli-export.json")).unwrap();
+    // A mistyped data directory: said so, and nothing is made there.
+    let nowhere = data.path().join("no-such-dir");
+    let out = records(&nowhere, &["verify"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no store here"), "{}", stderr(&out));
+    assert!(!nowhere.exists());
     let out = records(data.path(), &["export-fhir", "not-a-chart"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a chart id"));
