@@ -372,8 +372,27 @@ fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
         database_at_version(&path, v);
         let old = ChartId::random();
         seed_chart_at_version(&path, v, old);
-        let store = ChartStore::open(&path, opts(None)).unwrap();
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let listener = {
+            let heard = heard.clone();
+            RebuildListener(std::sync::Arc::new(move |done, total| {
+                heard.lock().unwrap().push((done, total))
+            }))
+        };
+        let store = ChartStore::open(
+            &path,
+            StoreOptions {
+                on_rebuild: Some(listener),
+                ..opts(None)
+            },
+        )
+        .unwrap();
         if v > 0 {
+            assert_eq!(
+                *heard.lock().unwrap(),
+                vec![(0, 1), (1, 1)],
+                "the rebuild's progress, from version {v}"
+            );
             assert_eq!(store.census("4west").unwrap().len(), 1, "from version {v}");
             let name = store
                 .read(old, |c| c.patient().unwrap().family_name)

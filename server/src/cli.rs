@@ -17,7 +17,8 @@ use chartsync_core::chart::{
     check_identifier, Chart, ChartId, NewEncounter, NewPatient, Role, Staff, Timestamp,
 };
 use chartsync_core::store::{
-    Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, StoreError, StoreOptions,
+    Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, RebuildListener, StoreError,
+    StoreOptions,
 };
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -222,11 +223,24 @@ fn parse_chart(s: &str) -> Result<ChartId, CliError> {
         .map_err(|_| CliError::Usage("not a chart id (the base58 id the API lists)".into()))
 }
 
+/// Opens the store, with a progress bar should its audit index need rebuilding (the audit's
+/// rules changed since it was built).
 fn open_store(data_dir: &Path) -> Result<ChartStore, CliError> {
-    Ok(ChartStore::open(
-        data_dir.join("charts.db"),
-        StoreOptions::default(),
-    )?)
+    let progress = bar(0, "rebuilding the audit index");
+    let listener = {
+        let progress = progress.clone();
+        RebuildListener(std::sync::Arc::new(move |done, total| {
+            progress.set_length(total as u64);
+            progress.set_position(done as u64);
+        }))
+    };
+    let options = StoreOptions {
+        on_rebuild: Some(listener),
+        ..StoreOptions::default()
+    };
+    let store = ChartStore::open(data_dir.join("charts.db"), options)?;
+    progress.finish_and_clear();
+    Ok(store)
 }
 
 /// The data directory's lock, which a running server holds for its whole life: writes to the
@@ -458,7 +472,11 @@ fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError
             other => other.into(),
         })?;
     writing.finish_and_clear();
-    eprintln!("imported {} charts from {}", imported.len(), file.display());
+    eprintln!(
+        "imported {} from {}",
+        self::charts(imported.len()),
+        file.display()
+    );
     Ok(())
 }
 
@@ -476,8 +494,8 @@ fn compact(store: &ChartStore) -> Result<(), CliError> {
     store.checkpoint()?;
     progress.finish_and_clear();
     eprintln!(
-        "compacted {} charts: {folded} changes folded, {before} bytes to {after}",
-        charts.len()
+        "compacted {}: {folded} changes folded, {before} bytes to {after}",
+        self::charts(charts.len())
     );
     Ok(())
 }
@@ -502,11 +520,19 @@ fn verify(store: &ChartStore) -> Result<bool, CliError> {
     }
     if problems.is_empty() {
         eprintln!(
-            "verified: the file is whole and {} charts load and agree with their index",
-            charts.len()
+            "verified: the file is whole and {} load and agree with their index",
+            self::charts(charts.len())
         );
     } else {
-        eprintln!("{} problems in {} charts", problems.len(), charts.len());
+        eprintln!(
+            "{} found in {}",
+            if problems.len() == 1 {
+                "1 problem".to_string()
+            } else {
+                format!("{} problems", problems.len())
+            },
+            self::charts(charts.len())
+        );
     }
     Ok(problems.is_empty())
 }
@@ -557,6 +583,15 @@ fn print_deficiencies(value: &serde_json::Value, json: bool) -> Result<(), CliEr
         )?;
     }
     Ok(())
+}
+
+/// "1 chart", "2 charts".
+fn charts(n: usize) -> String {
+    if n == 1 {
+        "1 chart".into()
+    } else {
+        format!("{n} charts")
+    }
 }
 
 /// Reads through a running server's REST API.

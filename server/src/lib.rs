@@ -122,7 +122,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err(message.into());
     }
     let path = args.data_dir.join("charts.db");
-    let store = match ChartStore::open(&path, StoreOptions::default()) {
+    let options = StoreOptions {
+        on_rebuild: Some(log_rebuild()),
+        ..StoreOptions::default()
+    };
+    let store = match ChartStore::open(&path, options) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(store = %path.display(), error = %e, "cannot open the chart store");
@@ -189,6 +193,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("chartsync-server stopped");
     drop(lock);
     Ok(())
+}
+
+/// Logs the audit index's rebuild (after an upgrade of the audit's rules) at every tenth of
+/// the way: on a large store it takes minutes, before the server listens.
+fn log_rebuild() -> chartsync_core::store::RebuildListener {
+    chartsync_core::store::RebuildListener(Arc::new(|done, total| {
+        let step = (total / 10).max(1);
+        if done == 0 {
+            tracing::info!(
+                charts = total,
+                "the chart audit's rules changed: rebuilding its index"
+            );
+        } else if done % step == 0 || done == total {
+            tracing::info!(done, charts = total, "rebuilding the chart audit index");
+        }
+    }))
 }
 
 #[derive(Clone)]

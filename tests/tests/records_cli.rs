@@ -397,5 +397,5 @@ fn compact_and_verify_report_what_they_did_and_a_damaged_index_is_found() {
         err.contains(&id.to_string()) && err.contains("deficiency index"),
         "{err}"
     );
-    assert!(err.contains("1 problems in 2 charts"), "{err}");
+    assert!(err.contains("1 problem found in 2 charts"), "{err}");
 }

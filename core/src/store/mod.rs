@@ -31,7 +31,7 @@ use crate::chart::{
 pub use audit::{Actor, AuditAction, AuditRecord};
 pub use error::StoreError;
 pub use feed::ChartChanged;
-pub use options::{Compaction, Durability, EncryptionKey, StoreOptions};
+pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
 pub use records::{
     AccountedDisclosure, Accounting, CodingQueueItem, DeficiencyFilter, WorklistItem,
 };
@@ -199,7 +199,7 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
-        records::rebuild_if_rules_changed(&mut writer)?;
+        records::rebuild_if_rules_changed(&mut writer, options.on_rebuild.as_ref())?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             path,

@@ -2,6 +2,7 @@
 //! before it returns, background compaction, a 64 MiB cache of open charts.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,6 +60,20 @@ pub struct StoreOptions {
     pub compaction: Compaction,
     /// A chart's changes are compacted once they exceed both its snapshot and this size.
     pub compact_min_bytes: u64,
+    /// Hears how far the store has got when opening it means rebuilding its audit index (the
+    /// chart audit's rules changed since the index was built): every chart is read once,
+    /// which on a server takes minutes. Called with (charts done, charts in all).
+    pub on_rebuild: Option<RebuildListener>,
+}
+
+/// See [`StoreOptions::on_rebuild`].
+#[derive(Clone)]
+pub struct RebuildListener(pub Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl fmt::Debug for RebuildListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RebuildListener(..)")
+    }
 }
 
 impl Default for StoreOptions {
@@ -69,6 +84,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             compaction: Compaction::Background,
             compact_min_bytes: 16 * 1024,
+            on_rebuild: None,
         }
     }
 }

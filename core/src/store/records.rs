@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    insert_deficiencies, principal_code, read_document, ChartStore, IndexFields, StoreError,
+    insert_deficiencies, principal_code, read_document, ChartStore, IndexFields, RebuildListener,
+    StoreError,
 };
 use crate::chart::{
     Chart, ChartId, Deficiency, DeficiencyKind, DisclosureView, EncounterStatus, Timestamp,
@@ -333,7 +334,10 @@ fn parse_time(s: Option<&str>) -> Result<Option<Timestamp>, StoreError> {
 /// one transaction, so a crash part-way leaves the old index and the next open starts again.
 /// A chart that does not load keeps its old rows (opening it reports the damage), and the
 /// rebuild runs again at the next open.
-pub(super) fn rebuild_if_rules_changed(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn rebuild_if_rules_changed(
+    conn: &mut Connection,
+    progress: Option<&RebuildListener>,
+) -> Result<(), StoreError> {
     let built: Option<String> = conn
         .query_row(
             "SELECT value FROM store_meta WHERE key = 'deficiency_rules'",
@@ -351,7 +355,13 @@ pub(super) fn rebuild_if_rules_changed(conn: &mut Connection) -> Result<(), Stor
     };
     let mut rebuilt = Vec::with_capacity(charts.len());
     let mut skipped = 0;
-    for id in &charts {
+    let tell = |done: usize| {
+        if let Some(listener) = progress {
+            (listener.0)(done, charts.len());
+        }
+    };
+    tell(0);
+    for (n, id) in charts.iter().enumerate() {
         let rows = id.parse::<ChartId>().ok().and_then(|id| {
             let stored = read_document(conn, id).ok()?;
             let chart = Chart::from_automerge(stored.load(id).ok()?).ok()?;
@@ -365,6 +375,7 @@ pub(super) fn rebuild_if_rules_changed(conn: &mut Connection) -> Result<(), Stor
             Some(rows) => rebuilt.push(rows),
             None => skipped += 1,
         }
+        tell(n + 1);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for (key, deficiencies, principal) in &rebuilt {
