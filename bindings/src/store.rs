@@ -105,7 +105,7 @@ impl ChartStore {
         overdue_only: bool,
     ) -> Result<Vec<WorklistItem>, ChartsyncError> {
         let filter = DeficiencyFilter {
-            ward,
+            wards: ward.map(|w| vec![w]),
             responsible,
             overdue_only,
             ..DeficiencyFilter::default()

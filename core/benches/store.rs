@@ -304,7 +304,7 @@ fn census_and_size() {
     let mut list_only = Vec::new();
     let mut worklist = Vec::new();
     let overdue = DeficiencyFilter {
-        ward: Some("icu".into()),
+        wards: Some(vec!["icu".into()]),
         overdue_only: true,
         ..DeficiencyFilter::default()
     };

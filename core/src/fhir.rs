@@ -13,6 +13,8 @@
 //! `urn:uuid:` full URL of another entry. People are named by their user ids, as in the chart.
 //! Fields the chart leaves empty are left out, never written as `null`.
 
+use std::collections::HashSet;
+
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -49,6 +51,7 @@ pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Val
     let mut b = Builder {
         chart: id,
         entries: Vec::new(),
+        ids: HashSet::new(),
     };
     b.build(&view)?;
     let mut bundle = Map::new();
@@ -67,6 +70,8 @@ pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Val
 struct Builder {
     chart: ChartId,
     entries: Vec<Value>,
+    /// The ids of the resources added so far.
+    ids: HashSet<String>,
 }
 
 /// A stable UUID for a record of a chart: SHA-256 of the chart id, the kind and the key, as a
@@ -197,11 +202,11 @@ impl Builder {
     }
 
     fn added(&self, uuid: &str) -> bool {
-        let url = format!("urn:uuid:{uuid}");
-        self.entries.iter().any(|e| e["fullUrl"] == url.as_str())
+        self.ids.contains(uuid)
     }
 
     fn add(&mut self, uuid: &str, mut resource: Value) {
+        self.ids.insert(uuid.to_string());
         resource["id"] = uuid.into();
         self.entries.push(json!({
             "fullUrl": format!("urn:uuid:{uuid}"),

@@ -55,7 +55,7 @@ fn overdue_on_4west(store: &ChartStore, now: Timestamp) -> Vec<WorklistItem> {
     store
         .worklist(
             &DeficiencyFilter {
-                ward: Some("4west".into()),
+                wards: Some(vec!["4west".into()]),
                 overdue_only: true,
                 ..DeficiencyFilter::default()
             },
@@ -246,7 +246,9 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
             )
         })
         .unwrap();
-    let queue = store.coding_queue(Some("4west"), now).unwrap();
+    let queue = store
+        .coding_queue(Some(&["4west".to_string()]), now)
+        .unwrap();
     assert_eq!(queue.len(), 1);
     let item = &queue[0];
     assert_eq!(item.chart, id);
@@ -258,7 +260,10 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
     );
     assert_eq!(item.due_at, Some(t(32 * DAY)));
     assert!(!item.overdue);
-    assert!(store.coding_queue(Some("icu"), now).unwrap().is_empty());
+    assert!(store
+        .coding_queue(Some(&["icu".to_string()]), now)
+        .unwrap()
+        .is_empty());
 
     write(&store, id, |c| {
         c.respond_to_query(&physician(), t(3 * DAY + 60), &query, "Yes, on admission.")
@@ -328,7 +333,7 @@ fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
     let west = store
         .worklist(
             &DeficiencyFilter {
-                ward: Some("4west".into()),
+                wards: Some(vec!["4west".into()]),
                 ..DeficiencyFilter::default()
             },
             t(0),
@@ -339,7 +344,33 @@ fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
         vec![early, later],
         "soonest due first"
     );
-    assert!(!all.is_empty() && all.contains(&icu));
+    assert!(all.contains(&icu));
+    // A token's several wards in one listing, still soonest due first; no wards, nothing.
+    let two = |wards: Vec<&str>| {
+        store
+            .worklist(
+                &DeficiencyFilter {
+                    wards: Some(wards.into_iter().map(String::from).collect()),
+                    ..DeficiencyFilter::default()
+                },
+                t(0),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|w| w.chart)
+            .collect::<Vec<_>>()
+    };
+    let mut both = two(vec!["icu", "4west"]);
+    assert_eq!(
+        both.pop(),
+        Some(later),
+        "admitted a day later, due a day later"
+    );
+    both.sort();
+    let mut expected = vec![early, icu];
+    expected.sort();
+    assert_eq!(both, expected);
+    assert!(two(vec![]).is_empty());
     let by_kind = store
         .worklist(
             &DeficiencyFilter {

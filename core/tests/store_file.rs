@@ -422,3 +422,73 @@ fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
         assert!(store.contains(id).unwrap());
     }
 }
+
+/// An upgrade whose rebuild meets a chart that no longer loads: the others are rebuilt, the
+/// damaged one keeps its rows and reports its damage when opened, and the next open tries the
+/// rebuild again rather than call it done.
+#[test]
+fn a_rules_rebuild_that_meets_a_damaged_chart_leaves_it_and_tries_again_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    database_at_version(&path, 2);
+    let good = ChartId::random();
+    seed_chart_at_version(&path, 2, good);
+    let damaged = ChartId::random();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status, admitted_at,
+             open_deficiencies, heads, modified_at, snapshot_bytes)
+         VALUES (?1, 'MRN-0043', 'Doe', 'J', '4west', '12B', 'active',
+             '2026-11-02T08:00:00Z', 0, ?2, 0, 9)",
+        rusqlite::params![damaged.to_string(), vec![7u8; 32]],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO chart_snapshots (chart, data)
+         VALUES ((SELECT key FROM charts WHERE id = ?1), x'00112233445566778899')",
+        [damaged.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+    let rules = || -> String {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'deficiency_rules'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+
+    let store = ChartStore::open(&path, opts(None)).unwrap();
+    assert_eq!(
+        store.deficiencies(good).unwrap()[0].kind,
+        DeficiencyKind::HistoryPhysicalMissing,
+        "the good chart is rebuilt"
+    );
+    assert!(
+        store.deficiencies(damaged).unwrap().is_empty(),
+        "old rows kept"
+    );
+    assert!(matches!(
+        store.check_chart(damaged),
+        Err(StoreError::Unloadable { .. })
+    ));
+    drop(store);
+    assert_eq!(rules(), "1", "not marked rebuilt while a chart was skipped");
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(0));
+    let listener = {
+        let heard = heard.clone();
+        RebuildListener(std::sync::Arc::new(move |_, _| *heard.lock().unwrap() += 1))
+    };
+    ChartStore::open(
+        &path,
+        StoreOptions {
+            on_rebuild: Some(listener),
+            ..opts(None)
+        },
+    )
+    .unwrap();
+    assert!(*heard.lock().unwrap() > 0, "the next open tries again");
+}

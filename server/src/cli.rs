@@ -165,8 +165,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::ExportFhir { chart, output } => {
             let id = parse_chart(&chart)?;
             let store = open_store(&cli.data_dir)?;
-            let bundle = store.fhir_bundle(id, Timestamp::now())?;
-            store.record_audit(&actor, AuditAction::Read, Some(id), Some("FHIR export"))?;
+            let bundle = crate::records::audited_fhir_bundle(&store, &actor, id)?;
             write_out(
                 output.as_deref(),
                 &serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
@@ -181,7 +180,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let now = Timestamp::now();
             let items = store.worklist(
                 &DeficiencyFilter {
-                    ward: ward.clone(),
+                    wards: ward.clone().map(|w| vec![w]),
                     overdue_only: overdue,
                     ..DeficiencyFilter::default()
                 },
@@ -192,20 +191,18 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 None => "deficiencies: every ward".into(),
             };
             store.record_audit(&actor, AuditAction::List, None, Some(&detail))?;
-            let value = serde_json::json!({ "as_of": now, "deficiencies": items });
+            let worklist = crate::records::Worklist {
+                as_of: now,
+                deficiencies: items,
+            };
+            let value = serde_json::to_value(worklist).unwrap_or_default();
             print_deficiencies(&value, json)?;
         }
         Command::Accounting { mrn, csv } => {
             check_identifier("mrn", &mrn).map_err(|e| CliError::Usage(e.to_string()))?;
             let store = open_store(&cli.data_dir)?;
-            let accounting = store.accounting_of_disclosures(&mrn, Timestamp::now())?;
-            let detail = format!("accounting of disclosures, MRN {mrn}");
-            if accounting.charts.is_empty() {
-                store.record_audit(&actor, AuditAction::Read, None, Some(&detail))?;
-            }
-            for &chart in &accounting.charts {
-                store.record_audit(&actor, AuditAction::Read, Some(chart), Some(&detail))?;
-            }
+            let accounting =
+                crate::records::audited_accounting(&store, &actor, &mrn, Timestamp::now())?;
             let body = if csv {
                 crate::records::accounting_csv(&accounting)
                     .map_err(|e| CliError::Usage(e.to_string()))?

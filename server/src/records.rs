@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
 use chartsync_core::store::{
-    Accounting, AuditAction, CodingQueueItem, DeficiencyFilter, StoreError, WorklistItem,
+    Accounting, Actor, AuditAction, ChartStore, CodingQueueItem, DeficiencyFilter, StoreError,
+    WorklistItem,
 };
 use serde::Serialize;
 
@@ -62,11 +63,12 @@ fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
     }
 }
 
+/// A worklist as the REST API and `chartsync-records deficiencies --json` give it.
 #[derive(Serialize)]
-struct Worklist {
+pub(crate) struct Worklist {
     /// The time "overdue" was judged at.
-    as_of: Timestamp,
-    deficiencies: Vec<WorklistItem>,
+    pub(crate) as_of: Timestamp,
+    pub(crate) deficiencies: Vec<WorklistItem>,
 }
 
 /// `GET /api/deficiencies[?ward=W][&overdue=true][&kind=K][&responsible=U]`: what is missing
@@ -96,24 +98,15 @@ pub async fn deficiencies(
     let who = actor(&access, &headers);
     let now = Timestamp::now();
     let result = blocking(move || {
-        let filter = |ward: Option<String>| DeficiencyFilter {
-            ward,
+        let detail = audit_detail("deficiencies", &wards);
+        let filter = DeficiencyFilter {
+            wards,
             kind,
-            responsible: responsible.clone(),
+            responsible,
             overdue_only,
             limit: None,
         };
-        let mut items = Vec::new();
-        match &wards {
-            None => items = store.worklist(&filter(None), now)?,
-            Some(list) => {
-                for w in list {
-                    items.extend(store.worklist(&filter(Some(w.clone())), now)?);
-                }
-                items.sort_by_key(|w| (w.deficiency.due_at.is_none(), w.deficiency.due_at));
-            }
-        }
-        let detail = audit_detail("deficiencies", &wards);
+        let items = store.worklist(&filter, now)?;
         store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
         Ok::<_, StoreError>(items)
     })
@@ -160,16 +153,7 @@ pub async fn coding_queue(
     let who = actor(&access, &headers);
     let now = Timestamp::now();
     let result = blocking(move || {
-        let mut charts = Vec::new();
-        match &wards {
-            None => charts = store.coding_queue(None, now)?,
-            Some(list) => {
-                for w in list {
-                    charts.extend(store.coding_queue(Some(w), now)?);
-                }
-                charts.sort_by_key(|c| (c.discharged_at, c.chart));
-            }
-        }
+        let charts = store.coding_queue(wards.as_deref(), now)?;
         let detail = audit_detail("coding queue", &wards);
         store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
         Ok::<_, StoreError>(charts)
@@ -244,18 +228,7 @@ pub async fn disclosures(
             .is_some_and(|a| a.contains("text/csv")),
     };
     let now = Timestamp::now();
-    let result = blocking(move || {
-        let accounting = store.accounting_of_disclosures(&mrn, now)?;
-        let detail = format!("accounting of disclosures, MRN {mrn}");
-        if accounting.charts.is_empty() {
-            store.record_audit(&who, AuditAction::Read, None, Some(&detail))?;
-        }
-        for &chart in &accounting.charts {
-            store.record_audit(&who, AuditAction::Read, Some(chart), Some(&detail))?;
-        }
-        Ok::<_, StoreError>(accounting)
-    })
-    .await;
+    let result = blocking(move || audited_accounting(&store, &who, &mrn, now)).await;
     match result {
         Ok(Ok(accounting)) if csv => match accounting_csv(&accounting) {
             Ok(body) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
@@ -265,6 +238,36 @@ pub async fn disclosures(
         Ok(Err(e)) => internal(e),
         Err(r) => r,
     }
+}
+
+/// A patient's accounting of disclosures, its reading audited on each of their charts (or,
+/// with none, once): what the REST API and `chartsync-records accounting` both answer.
+pub(crate) fn audited_accounting(
+    store: &ChartStore,
+    who: &Actor,
+    mrn: &str,
+    now: Timestamp,
+) -> Result<Accounting, StoreError> {
+    let accounting = store.accounting_of_disclosures(mrn, now)?;
+    let detail = format!("accounting of disclosures, MRN {mrn}");
+    if accounting.charts.is_empty() {
+        store.record_audit(who, AuditAction::Read, None, Some(&detail))?;
+    }
+    for &chart in &accounting.charts {
+        store.record_audit(who, AuditAction::Read, Some(chart), Some(&detail))?;
+    }
+    Ok(accounting)
+}
+
+/// One chart as a FHIR Bundle, the export audited as a read.
+pub(crate) fn audited_fhir_bundle(
+    store: &ChartStore,
+    who: &Actor,
+    id: ChartId,
+) -> Result<serde_json::Value, StoreError> {
+    let bundle = store.fhir_bundle(id, Timestamp::now())?;
+    store.record_audit(who, AuditAction::Read, Some(id), Some("FHIR export"))?;
+    Ok(bundle)
 }
 
 /// The accounting as CSV: one line per disclosure, with what 164.528(b)(2) asks for (date,
@@ -325,9 +328,7 @@ pub async fn fhir_export(
     let result = blocking(move || -> Result<Option<_>, StoreError> {
         match store.summary(id)? {
             Some(s) if access.may_see_ward(&s.ward) => {
-                let bundle = store.fhir_bundle(id, Timestamp::now())?;
-                store.record_audit(&who, AuditAction::Read, Some(id), Some("FHIR export"))?;
-                Ok(Some(bundle))
+                audited_fhir_bundle(&store, &who, id).map(Some)
             }
             Some(_) => {
                 let detail = Some("FHIR export of a chart outside the token's wards");

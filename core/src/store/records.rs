@@ -31,7 +31,8 @@ pub struct WorklistItem {
 /// Which deficiencies a worklist holds; empty fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct DeficiencyFilter {
-    pub ward: Option<String>,
+    /// The wards to list (`None`: every ward; an empty list: none).
+    pub wards: Option<Vec<String>>,
     pub kind: Option<DeficiencyKind>,
     /// A user id or role token.
     pub responsible: Option<String>,
@@ -140,8 +141,13 @@ impl ChartStore {
             args.push(v.into());
             sql.push_str(&format!(" AND {clause} ?{}", args.len()));
         };
-        if let Some(w) = &filter.ward {
-            arg(&mut sql, "c.ward =", w.clone());
+        if let Some(wards) = &filter.wards {
+            arg(
+                &mut sql,
+                "c.ward IN (SELECT value FROM json_each(",
+                wards_json(wards),
+            );
+            sql.push_str("))");
         }
         if let Some(k) = filter.kind {
             arg(&mut sql, "d.kind =", k.token().to_string());
@@ -186,10 +192,10 @@ impl ChartStore {
 
     /// Discharged charts whose coding is not final (no final principal diagnosis, an
     /// assignment still proposed or queried, a diagnosis without its POA indicator), earliest
-    /// discharge first, on one ward or all.
+    /// discharge first, on the given wards (`None`: every ward).
     pub fn coding_queue(
         &self,
-        ward: Option<&str>,
+        wards: Option<&[String]>,
         now: Timestamp,
     ) -> Result<Vec<CodingQueueItem>, StoreError> {
         let sql = "SELECT c.id, c.mrn, c.ward, c.discharged_at, c.principal_diagnosis,
@@ -200,13 +206,13 @@ impl ChartStore {
              FROM charts c JOIN deficiencies d ON d.chart = c.key
              WHERE c.status = 'discharged'
                AND d.kind IN ('coding_not_final', 'poa_missing', 'open_query')
-               AND (?1 IS NULL OR c.ward = ?1)
+               AND (?1 IS NULL OR c.ward IN (SELECT value FROM json_each(?1)))
              GROUP BY c.key
              HAVING sum(d.kind <> 'open_query') > 0
              ORDER BY c.discharged_at, c.id";
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([ward], |r| {
+            let rows = stmt.query_map([wards.map(wards_json)], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
@@ -314,6 +320,11 @@ pub(super) fn deficiency_row(
             due_at: parse_time(due.as_deref())?,
         })
     })())
+}
+
+/// A list of wards as the JSON array SQLite's `json_each` reads.
+fn wards_json(wards: &[String]) -> String {
+    serde_json::Value::from(wards.to_vec()).to_string()
 }
 
 fn bad(what: &str) -> StoreError {
