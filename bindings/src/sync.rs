@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chartsync_core::chart::ChartId;
 use chartsync_core::client::{self as core_client, ClientConfig, SyncState};
+use chartsync_core::store::DeviceHold;
 
 use crate::error::ChartsyncError;
 use crate::store::ChartStore;
@@ -28,8 +29,13 @@ pub struct SyncConfig {
 #[derive(uniffi::Record)]
 pub struct SyncStatus {
     pub state: SyncState,
-    /// Charts with local changes the server has not yet acknowledged.
+    /// Charts with local changes the server has not yet acknowledged (held ones included);
+    /// right while offline and before the first connection too.
     pub unacknowledged: u64,
+    /// Commits in those charts the server has not yet acknowledged.
+    pub unacknowledged_commits: u64,
+    /// Charts whose changes the server holds for a records supervisor, with why.
+    pub held: Vec<DeviceHold>,
 }
 
 impl From<core_client::SyncStatus> for SyncStatus {
@@ -37,6 +43,8 @@ impl From<core_client::SyncStatus> for SyncStatus {
         SyncStatus {
             state: s.state,
             unacknowledged: s.unacknowledged as u64,
+            unacknowledged_commits: s.unacknowledged_commits as u64,
+            held: s.held,
         }
     }
 }

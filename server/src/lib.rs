@@ -154,6 +154,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         shutdown,
         metrics: Arc::new(metrics::Metrics::new()),
         censuses,
+        hold_quota: chartsync_core::store::HoldQuota::default(),
         sessions: tokio::sync::watch::Sender::new(0),
     });
     let mut sessions = hub.sessions.subscribe();
@@ -265,7 +266,10 @@ async fn sync_endpoint(
 ) -> Response {
     let access = match api::authenticate(&app, &headers, Some(&query)) {
         Ok(a) => a,
-        Err(e) => return api::unauthorized(e),
+        Err(e) => {
+            app.hub.metrics.sign_ins_refused.inc();
+            return api::unauthorized(e);
+        }
     };
     let upgrade = match upgrade {
         Ok(u) => u,

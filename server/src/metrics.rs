@@ -9,6 +9,10 @@ use prometheus_client::registry::Registry;
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
+    /// Every sync connection accepted, ever: a device reconnecting in a loop shows here.
+    pub connections_opened: Counter,
+    /// Sync connections refused for a missing, invalid or expired token.
+    pub sign_ins_refused: Counter,
     pub messages_received: Counter,
     pub messages_sent: Counter,
     pub bytes_received: Counter,
@@ -25,6 +29,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("chartsync");
         let m = Metrics {
             connections: Gauge::default(),
+            connections_opened: Counter::default(),
+            sign_ins_refused: Counter::default(),
             messages_received: Counter::default(),
             messages_sent: Counter::default(),
             bytes_received: Counter::default(),
@@ -40,6 +46,16 @@ impl Metrics {
             "connections",
             "Open sync connections",
             m.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Sync connections accepted since the server started",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            "sync_sign_ins_refused",
+            "Sync connections refused for a missing, invalid or expired token",
+            m.sign_ins_refused.clone(),
         );
         registry.register(
             "messages_received",
@@ -58,8 +74,8 @@ impl Metrics {
         );
         registry.register("bytes_sent", "Protocol bytes sent", m.bytes_sent.clone());
         registry.register(
-            "rejected_changes",
-            "Incoming changes refused by the chart's rules or the writer's role",
+            "held_changes",
+            "Batches of incoming changes held for review (the chart's rules, the writer's role)",
             m.rejections.clone(),
         );
         registry.register(

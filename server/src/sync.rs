@@ -3,8 +3,10 @@
 //! - a chart the token's wards do not cover answers `doc-unavailable`, exactly as a chart that
 //!   does not exist;
 //! - every incoming change is checked on a fork of the chart (the chart's rules, the role's
-//!   sections, the author) before the chart takes it; a peer that sends an invalid change gets
-//!   `error` and is disconnected, and nothing it sent is kept;
+//!   sections, the author) before the chart takes it; changes that fail are kept in the
+//!   holding area for a records supervisor, the device is told which chart and why (a
+//!   `chartsync/held` notice, core's `protocol::notice`), and the connection and every other
+//!   chart on it keep syncing;
 //! - a change is durable in the store before the reply that acknowledges it;
 //! - a device may send a chart the server has not got, on a ward its token covers;
 //! - sync state is kept per (device storage, chart), so a reconnect sends only what changed;
@@ -17,18 +19,21 @@
 //! checks the envelope and routes; one writer sends what every worker produces.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chartsync_core::chart::validate::{check_writer, validate_changes};
 use chartsync_core::chart::{Chart, ChartError};
-use chartsync_core::protocol::sync::{applicable, changes_of, unknown_changes};
+use chartsync_core::protocol::sync::{changes_of, unknown_changes};
 use chartsync_core::protocol::{
-    Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, RemotePeer,
+    ChartNotice, Connection, DocSync, DocumentId, HoldReason, Incoming, LocalPeer, Message,
+    RemotePeer,
 };
-use chartsync_core::store::{Actor, AuditAction, ChartChanged, ChartStore, StoreError};
+use chartsync_core::store::{
+    Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, StoreError,
+};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -56,6 +61,8 @@ pub struct Hub {
     pub censuses: crate::census::Censuses,
     /// How many connections are open; the server waits for none before it stops.
     pub sessions: watch::Sender<usize>,
+    /// How much the holding area keeps per device and in total.
+    pub hold_quota: HoldQuota,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -84,6 +91,10 @@ enum Out {
 enum Doc {
     /// A chart in the store.
     Chart(DocSync),
+    /// A chart whose changes from this device are held for review: nothing more is taken from
+    /// the device or sent to it about this chart on this connection (a sync would only ask
+    /// again for what is held), until a decision or a new connection.
+    Held { hold: i64 },
     /// A ward census, which devices read and never write.
     Census(DocSync),
     /// A chart the device is sending that the store has not got yet.
@@ -107,6 +118,16 @@ struct Peer {
     remote: RemotePeer,
     /// Set when the connection is being closed for a violation: workers stop taking input.
     closing: AtomicBool,
+    /// Notices (ephemeral messages) carry a session id and a count that rises with each.
+    session_id: String,
+    notices: AtomicU64,
+}
+
+/// Changes a check refused: what the holding area keeps.
+struct Refusal {
+    reason: HoldReason,
+    summary: String,
+    changes: Vec<(ChangeHash, Vec<u8>)>,
 }
 
 /// One document on one connection.
@@ -140,6 +161,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     let (tx, mut rx) = socket.split();
     let metrics = hub.metrics.clone();
     metrics.connections.inc();
+    metrics.connections_opened.inc();
     let (out, outgoing) = mpsc::channel(OUTGOING_QUEUE);
     let mut writer = tokio::spawn(write_frames(tx, outgoing, metrics.clone()));
     let mut writer_done = false;
@@ -181,6 +203,8 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                                 access: access.clone(),
                                 remote,
                                 closing: AtomicBool::new(false),
+                                session_id: uuid::Uuid::new_v4().simple().to_string(),
+                                notices: AtomicU64::new(0),
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
@@ -429,6 +453,10 @@ impl Worker {
 
     fn on_sync(&mut self, data: &[u8], is_request: bool) -> Output {
         let id = self.id;
+        if matches!(self.doc, Some(Doc::Held { .. })) {
+            // Held on this connection: see `Doc::Held`.
+            return Output::default();
+        }
         if let Some(ward) = self.census_ward() {
             if !self.access().may_see_ward(&ward) {
                 self.audit(
@@ -479,10 +507,19 @@ impl Worker {
         };
         // Changes the server already has (a device's copy of the census) are harmless.
         if unknown_changes(census.doc(), &message) != Some(0) {
+            // Kept like any refused change, so that nothing a device wrote is lost unseen.
+            let mut scratch = census.doc().clone();
+            let loaded = scratch.load_incremental(&changes_of(&message));
+            let changes = new_changes(census.doc(), &scratch);
             drop(all);
-            peer.hub.metrics.rejections.inc();
-            self.audit(AuditAction::Reject, Some("changes to a ward census"));
-            return self.violation("ward censuses are written by the server only");
+            if loaded.is_err() {
+                return self.violation("the sync message could not be applied");
+            }
+            return self.hold(Refusal {
+                reason: HoldReason::CensusIsReadOnly,
+                summary: "changes to a ward census".into(),
+                changes,
+            });
         }
         if sync.receive_census(census, message).is_err() {
             drop(all);
@@ -527,6 +564,7 @@ impl Worker {
         let peer = self.peer.clone();
         let actor = self.actor();
         let access = &peer.access;
+        let store = &peer.hub.store;
         let Some(Doc::Chart(sync)) = &mut self.doc else {
             return Output::default();
         };
@@ -535,27 +573,65 @@ impl Worker {
             Err(e) => return self.violation(&e.to_string()),
         };
         let mut changed = false;
-        let applied = peer.hub.store.update_as(&actor, id, |chart| {
-            // Access is decided on the chart as it stands now: a transfer may have just moved it.
-            if !access.may_see_ward(&chart.encounter()?.ward) {
+        let mut refused: Option<Refusal> = None;
+        let applied = store.update_as(&actor, id, |chart| {
+            let message = sync.admit(chart.doc(), message);
+            let changes = changes_of(&message);
+            let permitted = access.may_see_ward(&chart.encounter()?.ward);
+            if !changes.is_empty() {
+                let mut candidate = chart.fork();
+                candidate.load_incremental(&changes)?;
+                let new = new_changes(chart.doc(), candidate.doc());
+                changed = !new.is_empty();
+                // Changes that build on the chart a device was given are held when they may
+                // not be merged; anything else about a chart outside the token is answered
+                // as if the chart did not exist.
+                let builds_on_chart = new.iter().any(|(h, _)| {
+                    candidate.doc().get_change_by_hash(h).is_some_and(|c| {
+                        c.deps()
+                            .iter()
+                            .any(|d| chart.doc().get_change_meta_by_hash(d).is_some())
+                    })
+                });
+                if changed && !permitted && builds_on_chart {
+                    refused = Some(Refusal {
+                        reason: HoldReason::OutsideWards,
+                        summary: "the chart is on a ward outside the token".into(),
+                        changes: new,
+                    });
+                    return Err(ChartError::NotPermitted("held".into()));
+                }
+                if changed && permitted {
+                    if let Some(r) = held_before(store, &new) {
+                        refused = Some(Refusal { changes: new, ..r });
+                        return Err(ChartError::NotPermitted("held".into()));
+                    }
+                    let checked = validate_changes(chart.doc(), candidate.doc()).and_then(|()| {
+                        check_writer(&chart.heads(), &candidate, &access.user, access.role)
+                    });
+                    if let Err(r) = checked {
+                        refused = Some(Refusal {
+                            reason: r.hold_reason(),
+                            summary: r.summary(),
+                            changes: new,
+                        });
+                        return Err(ChartError::Rejected(Box::new(r)));
+                    }
+                }
+            }
+            if !permitted {
+                // Access is decided on the chart as it stands now: a transfer may have just
+                // moved it.
                 return Err(ChartError::NotPermitted(
                     "the chart is on a ward outside the token".into(),
                 ));
             }
-            let message = applicable(chart.doc(), message);
-            let changes = changes_of(&message);
-            changed = !changes.is_empty();
-            if changed {
-                let mut candidate = chart.fork();
-                candidate.load_incremental(&changes)?;
-                let reject = |r| ChartError::Rejected(Box::new(r));
-                validate_changes(chart.doc(), candidate.doc()).map_err(reject)?;
-                check_writer(&chart.heads(), &candidate, &access.user, access.role)
-                    .map_err(reject)?;
-            }
             sync.receive_chart(chart, message)
                 .map_err(|e| ChartError::Corrupt(e.to_string()))
         });
+        if let Some(refusal) = refused {
+            return self.hold(refusal);
+        }
         if let Err(e) = applied {
             // The sync state may have moved past what was stored: forget it.
             self.doc = None;
@@ -565,6 +641,88 @@ impl Worker {
             tracing::info!(user = %access.user, chart = %id, "changes accepted");
         }
         self.reply()
+    }
+
+    /// Keeps refused changes in the holding area and tells the device, which holds the chart
+    /// until a decision reaches it. The connection, and every other chart on it, carry on.
+    fn hold(&mut self, refusal: Refusal) -> Output {
+        let id = self.id;
+        let actor = self.actor();
+        let storage = self.peer.remote.storage_id().map(String::from);
+        let held = self.hub().store.hold(
+            NewHold {
+                chart: id,
+                actor: &actor,
+                storage: storage.as_deref(),
+                reason: refusal.reason,
+                summary: &refusal.summary,
+                changes: &refusal.changes,
+            },
+            &self.hub().hold_quota,
+        );
+        let notice = match held {
+            Ok(Held::New(hold)) => {
+                tracing::warn!(user = %actor.user, peer = %actor.device, chart = %id, hold, reason = %refusal.reason, "changes held for review");
+                self.hub().metrics.rejections.inc();
+                self.doc = Some(Doc::Held { hold });
+                ChartNotice::Held {
+                    hold,
+                    reason: refusal.reason,
+                    summary: refusal.summary,
+                }
+            }
+            Ok(Held::Already(hold)) => match self.hub().store.held_batch(hold) {
+                Ok(Some((batch, _))) => {
+                    tracing::debug!(chart = %id, hold, "changes sent again are held already");
+                    self.doc = Some(Doc::Held { hold });
+                    match batch.status {
+                        HoldStatus::Rejected => ChartNotice::Rejected {
+                            hold,
+                            reason: batch.decision_reason.unwrap_or_default(),
+                        },
+                        // Accepted changes are in the chart, and not new; pending ones wait.
+                        _ => ChartNotice::Held {
+                            hold,
+                            reason: batch.reason,
+                            summary: batch.summary,
+                        },
+                    }
+                }
+                other => {
+                    tracing::error!(chart = %id, hold, found = other.is_ok(), "a held batch could not be read");
+                    self.doc = None;
+                    return self.violation("the server could not read its holding area");
+                }
+            },
+            Ok(Held::QuotaExceeded) => {
+                tracing::warn!(user = %actor.user, peer = %actor.device, chart = %id, "holding area full for this device; nothing held");
+                self.audit(
+                    AuditAction::Reject,
+                    Some("the holding area is full: the device keeps the changes"),
+                );
+                self.doc = Some(Doc::Held { hold: 0 });
+                ChartNotice::HoldingAreaFull {
+                    reason: refusal.reason,
+                }
+            }
+            Err(e) => {
+                tracing::error!(chart = %id, error = %e, "could not keep changes in the holding area");
+                self.doc = None;
+                return self.violation("the server could not store the changes");
+            }
+        };
+        Output::send(self.notice(&notice))
+    }
+
+    fn notice(&self, notice: &ChartNotice) -> Message {
+        Message::Ephemeral {
+            document_id: self.id,
+            sender_id: self.local_id().to_string(),
+            target_id: self.remote_id().to_string(),
+            count: self.peer.notices.fetch_add(1, Ordering::Relaxed) + 1,
+            session_id: self.peer.session_id.clone(),
+            data: notice.encode(),
+        }
     }
 
     /// A device sends a chart the store has not got: gather it in a scratch document, and
@@ -597,77 +755,105 @@ impl Worker {
         }
         let candidate = (**doc).clone();
         let state = sync.state().clone();
-        match self.admit(candidate) {
-            Ok(()) => {
-                tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
-                let mut sync = DocSync::new(id, Some(state));
-                let reply = peer
-                    .hub
-                    .store
-                    .read(id, |c| sync.generate(c.doc(), local, remote))
-                    .ok()
-                    .flatten();
-                self.doc = Some(Doc::Chart(sync));
-                Output {
-                    send: reply.into_iter().collect(),
-                    close: false,
-                }
-            }
-            Err(e) => {
+        let chart = match self.check_new_chart(candidate) {
+            Ok(chart) => chart,
+            Err(Ok(refusal)) => {
                 self.doc = None;
-                self.refuse(e)
+                return self.hold(refusal);
             }
+            Err(Err(e)) => {
+                self.doc = None;
+                return self.refuse(e);
+            }
+        };
+        if let Err(e) = self.hub().store.insert_as(&self.actor(), id, chart) {
+            self.doc = None;
+            return self.refuse(e);
+        }
+        tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
+        let mut sync = DocSync::new(id, Some(state));
+        let reply = peer
+            .hub
+            .store
+            .read(id, |c| sync.generate(c.doc(), local, remote))
+            .ok()
+            .flatten();
+        self.doc = Some(Doc::Chart(sync));
+        Output {
+            send: reply.into_iter().collect(),
+            close: false,
         }
     }
 
-    /// Checks a chart new to the store and stores it.
-    fn admit(&self, doc: Automerge) -> Result<(), StoreError> {
+    /// Checks a chart new to the store as any change is checked: what fails is held
+    /// (`Err(Ok)`); what is not a chart at all breaks the protocol (`Err(Err)`).
+    fn check_new_chart(&self, doc: Automerge) -> Result<Chart, Result<Refusal, StoreError>> {
         let id = self.id;
         let access = self.access();
-        let reject = |r| StoreError::Chart {
-            id,
-            error: ChartError::Rejected(Box::new(r)),
-        };
-        validate_changes(&Automerge::new(), &doc).map_err(reject)?;
-        let chart = Chart::from_automerge(doc).map_err(|error| StoreError::Chart { id, error })?;
-        check_writer(&[], &chart, &access.user, access.role).map_err(reject)?;
+        let all = || new_changes(&Automerge::new(), &doc);
+        if let Err(r) = validate_changes(&Automerge::new(), &doc) {
+            return Err(Ok(Refusal {
+                reason: r.hold_reason(),
+                summary: r.summary(),
+                changes: all(),
+            }));
+        }
+        let changes = all();
+        let chart =
+            Chart::from_automerge(doc).map_err(|error| Err(StoreError::Chart { id, error }))?;
+        if let Err(r) = check_writer(&[], &chart, &access.user, access.role) {
+            return Err(Ok(Refusal {
+                reason: r.hold_reason(),
+                summary: r.summary(),
+                changes,
+            }));
+        }
         let ward = chart
             .encounter()
-            .map_err(|error| StoreError::Chart { id, error })?
+            .map_err(|error| Err(StoreError::Chart { id, error }))?
             .ward;
         if !access.may_see_ward(&ward) {
-            return Err(StoreError::Chart {
-                id,
-                error: ChartError::NotPermitted("a chart on a ward outside the token".into()),
-            });
+            return Err(Ok(Refusal {
+                reason: HoldReason::OutsideWards,
+                summary: "a new chart on a ward outside the token".into(),
+                changes,
+            }));
         }
-        self.hub().store.insert_as(&self.actor(), id, chart)
+        Ok(chart)
     }
 
-    /// Refuses what the device sent: `error`, then disconnect. Nothing of it was kept.
-    fn refuse(&self, e: StoreError) -> Output {
+    /// What the device sent could not be taken, for a reason that is not the chart's rules
+    /// (those are held: see [`Worker::hold`]): a chart that has just left the token's wards
+    /// is unavailable; bytes that are not automerge changes break the protocol.
+    fn refuse(&mut self, e: StoreError) -> Output {
         let id = self.id;
-        let text = match &e {
+        match &e {
+            StoreError::Chart {
+                error: ChartError::NotPermitted(_),
+                ..
+            } => {
+                tracing::info!(user = %self.access().user, chart = %id, "denied: chart outside the token's wards");
+                self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
+                self.unavailable()
+            }
             StoreError::Chart { error, .. } => {
-                // Summaries only: a violation's own text can quote a code from the chart.
+                // Summaries only: an error's own text can quote a value from the chart.
                 let reason = match error {
-                    ChartError::Rejected(r) => r.summary(),
                     ChartError::InvalidCode(_) | ChartError::InvalidCodeAt { .. } => {
                         "an invalid code".to_string()
                     }
-                    other => other.to_string(),
+                    ChartError::Rejected(r) => r.summary(),
+                    _ => "the changes could not be read".to_string(),
                 };
-                tracing::warn!(user = %self.access().user, peer = %self.remote_id(), chart = %id, %reason, "changes rejected; disconnecting");
+                tracing::warn!(user = %self.access().user, peer = %self.remote_id(), chart = %id, %reason, "unreadable changes; disconnecting");
                 self.audit(AuditAction::Reject, Some(&reason));
-                self.hub().metrics.rejections.inc();
-                format!("changes to {id} refused: {reason}")
+                self.violation(&format!("changes to {id} refused: {reason}"))
             }
             other => {
                 tracing::error!(chart = %id, error = %other, "store error");
-                "the server could not store the changes".to_string()
+                self.violation("the server could not store the changes")
             }
-        };
-        self.violation(&text)
+        }
     }
 
     /// What to send next about a chart; when there is nothing, the exchange is complete and
@@ -767,4 +953,47 @@ impl Worker {
                 .save_sync_state(storage, self.id, sync.state());
         }
     }
+}
+
+/// The changes `after` has that `before` has not, with their bytes.
+fn new_changes(before: &Automerge, after: &Automerge) -> Vec<(ChangeHash, Vec<u8>)> {
+    after
+        .get_changes(&before.get_heads())
+        .into_iter()
+        .filter(|c| before.get_change_meta_by_hash(&c.hash()).is_none())
+        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+        .collect()
+}
+
+/// Whether any of these changes is held already, or builds directly on a held change: a
+/// refused change is never merged by the back door of a later one. `None`: none is.
+fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> Option<Refusal> {
+    let mut deps: Vec<ChangeHash> = Vec::new();
+    for (hash, bytes) in changes {
+        deps.push(*hash);
+        if let Ok(change) = automerge::Change::try_from(&bytes[..]) {
+            deps.extend(change.deps().iter().copied());
+        }
+    }
+    let mut rejected = false;
+    let mut found = false;
+    for h in deps {
+        match store.held_change(&h) {
+            Ok(Some((_, HoldStatus::Pending))) => found = true,
+            Ok(Some((_, HoldStatus::Rejected))) => {
+                found = true;
+                rejected = true;
+            }
+            _ => {}
+        }
+    }
+    found.then(|| Refusal {
+        reason: HoldReason::DependsOnHeld,
+        summary: if rejected {
+            "builds on changes a records supervisor rejected".into()
+        } else {
+            "builds on changes held for review".into()
+        },
+        changes: Vec::new(),
+    })
 }

@@ -33,6 +33,8 @@ pub enum Outcome {
     Unavailable,
     /// The server sent `error` (with its text) and closed.
     Refused(String),
+    /// The server told us what became of our changes (held for review, accepted, rejected).
+    Notice(chartsync_core::protocol::ChartNotice),
 }
 
 /// Opens `/sync` with a bearer token; `Err(status)` if the server refuses the upgrade.
@@ -131,6 +133,13 @@ impl Tablet {
                     if document_id == id =>
                 {
                     return Outcome::Unavailable
+                }
+                Ok(Incoming::Document(Message::Ephemeral {
+                    document_id, data, ..
+                })) if document_id == id => {
+                    if let Some(notice) = chartsync_core::protocol::ChartNotice::decode(&data) {
+                        return Outcome::Notice(notice);
+                    }
                 }
                 Ok(Incoming::Closed { .. }) => {
                     let Message::Error { message, .. } = Message::decode(&frame).unwrap() else {

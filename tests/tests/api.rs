@@ -19,7 +19,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
     let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
     let icu_supervisor = server.token("icu.sup", "records_supervisor", &["icu"]);
 
-    // Admitted, an observation recorded, a tampered coding refused, an ICU request denied.
+    // Admitted, an observation recorded, a tampered coding held, an ICU request denied.
     let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc")
         .await
         .unwrap();
@@ -56,7 +56,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
     let mut doc = chart.doc().clone();
     assert!(matches!(
         tablet.sync(id, &mut doc, &mut state).await,
-        Outcome::Refused(_)
+        Outcome::Notice(chartsync_core::protocol::ChartNotice::Held { .. })
     ));
     let mut stranger = connect(&server.addr, Some(&icu), "records-pc-9", "icu")
         .await
@@ -162,7 +162,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
         ("create", "him.jones"),
         ("read", "rn.park"),
         ("write", "rn.park"),
-        ("reject", "rn.park"),
+        ("hold", "rn.park"),
         ("deny", "tech.icu"),
         ("deny", "icu.sup"),
     ] {
@@ -184,7 +184,7 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
     assert_eq!(status, 200);
     assert!(metrics.contains("chartsync_connections "), "{metrics}");
     assert!(
-        metrics.contains("chartsync_rejected_changes_total 1"),
+        metrics.contains("chartsync_held_changes_total 1"),
         "{metrics}"
     );
     assert!(metrics.contains("chartsync_sync_message_seconds_bucket"));

@@ -72,6 +72,36 @@ impl Violation {
 }
 
 impl Rejection {
+    /// The one reason a device and a records supervisor are given for holding the changes:
+    /// the violation that says most about who must act. Someone else's changes first (the
+    /// person must sign in), then what the role may write, signed records, codes, and the
+    /// chart's structure last.
+    pub fn hold_reason(&self) -> crate::protocol::HoldReason {
+        use crate::protocol::HoldReason as R;
+        let rank = |v: &Violation| match v {
+            Violation::NotTheAuthor { .. } => (0, R::AnotherAuthor),
+            Violation::RoleMayNotWrite { .. } | Violation::ForgedWriter { .. } => {
+                (1, R::RoleMayNotWrite)
+            }
+            Violation::EditAfterSignature { .. }
+            | Violation::FormEditAfterSignature { .. }
+            | Violation::SignatureMismatch { .. } => (2, R::EditsSignedRecord),
+            Violation::InvalidCode { .. } => (3, R::InvalidCode),
+            Violation::ImmutableField { .. }
+            | Violation::AppendOnly { .. }
+            | Violation::Replaced { .. }
+            | Violation::UnknownSection { .. }
+            | Violation::Schema(_)
+            | Violation::NotAChart(_) => (4, R::BreaksChartRules),
+        };
+        self.violations
+            .iter()
+            .map(rank)
+            .min_by_key(|(n, _)| *n)
+            .map(|(_, r)| r)
+            .unwrap_or(R::BreaksChartRules)
+    }
+
     /// [`Violation::summary`] of each violation, for logs and the audit trail.
     pub fn summary(&self) -> String {
         let first = self

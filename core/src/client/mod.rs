@@ -5,9 +5,15 @@
 //! [`SyncClient::fetch`]). It pushes each local commit as it lands and takes the server's pushes
 //! into the store. When the network drops it reconnects with exponential backoff and jitter.
 //! Sync state is kept per (server storage, chart), so a reconnect after a shift offline sends
-//! only what changed. Status — offline, connecting, syncing, up to date, and how many charts
-//! hold changes the server has not acknowledged — is a `watch` channel; per-chart changes are
-//! the store's own change feed.
+//! only what changed. Status — offline, connecting, syncing, up to date, waiting for review,
+//! sign-in required; how many charts and commits the server has not acknowledged (counted
+//! from the store, so right while offline too); and the charts the server holds for review,
+//! with why — is a `watch` channel; per-chart changes are the store's own change feed.
+//!
+//! A chart the server holds (a `chartsync/held` notice, `protocol::notice`) is held here too:
+//! nothing more is sent of it on that connection, every other chart carries on, and it is
+//! tried again when the cause may have changed — a decision from the server, a new token, a
+//! new connection. A refused token (401) stops the retries until [`SyncClient::set_token`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -20,9 +26,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::chart::{Chart, ChartId};
-use crate::protocol::{Connection, DocSync, Incoming, LocalPeer, Message, PeerMetadata};
-use crate::store::{ChartChanged, ChartFilter, ChartStore};
+use crate::chart::{Chart, ChartId, Timestamp};
+use crate::protocol::{
+    ChartNotice, Connection, DocSync, Incoming, LocalPeer, Message, PeerMetadata,
+};
+use crate::store::{ChartChanged, ChartFilter, ChartStore, DeviceHold};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -69,18 +77,31 @@ pub enum SyncState {
     Syncing,
     /// Connected, and the server has everything this device has (and the other way round).
     UpToDate,
+    /// Connected, and everything is up to date but the charts in `SyncStatus::held`, which
+    /// wait for a records supervisor (or for their author to sign in).
+    WaitingForReview,
+    /// The server refused the token (expired, or revoked): nothing is tried until a new one is
+    /// given with [`SyncClient::set_token`]. Nothing local is lost meanwhile.
+    SignInRequired {
+        reason: String,
+    },
     Stopped,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatus {
     pub state: SyncState,
-    /// Charts with local changes the server has not yet acknowledged.
+    /// Charts with local changes the server has not yet acknowledged (held ones included).
     pub unacknowledged: usize,
+    /// Commits in those charts the server has not yet acknowledged.
+    pub unacknowledged_commits: usize,
+    /// Charts whose changes the server holds for review, and why.
+    pub held: Vec<DeviceHold>,
 }
 
 enum Command {
     Fetch(ChartId),
+    SetToken(String),
     Stop,
 }
 
@@ -100,10 +121,9 @@ impl SyncClient {
     /// Starts syncing `store`. Call from within a multi-threaded tokio runtime.
     pub fn start(store: Arc<ChartStore>, config: ClientConfig) -> SyncClient {
         let (commands, rx) = mpsc::unbounded_channel();
-        let (status_tx, status) = watch::channel(SyncStatus {
-            state: SyncState::Connecting,
-            unacknowledged: 0,
-        });
+        // What waits to be sent is known before the first connection, and without one.
+        let ledger = Ledger::load(&store);
+        let (status_tx, status) = watch::channel(ledger.status(SyncState::Connecting));
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Subscribed here, not in the task: a commit made as soon as this returns is seen.
         let (store_feed, position) = store.subscribe_at();
@@ -117,6 +137,7 @@ impl SyncClient {
                 status: status_tx,
                 pending: pending.clone(),
                 handled: handled.clone(),
+                ledger,
             },
         ));
         SyncClient {
@@ -167,6 +188,13 @@ impl SyncClient {
         .unwrap_or(false)
     }
 
+    /// Signs in again: the client reconnects with `token` at once, and tries again the charts
+    /// held for reasons a new sign-in may change. Use it after `SignInRequired`, or when
+    /// another person signs in on the device.
+    pub fn set_token(&self, token: impl Into<String>) {
+        let _ = self.commands.send(Command::SetToken(token.into()));
+    }
+
     /// Asks the client to save its sync state and disconnect, without waiting: the status
     /// turns `Stopped` when it has. For callers that share the client.
     pub fn request_stop(&self) {
@@ -184,6 +212,77 @@ impl SyncClient {
 enum Ended {
     Stopped,
     Lost(String),
+    /// The server refused the token.
+    SignIn(String),
+    /// A new token: connect again at once.
+    NewToken,
+}
+
+/// What the server has not acknowledged, per chart, and what it holds: kept from the store,
+/// so the counts are right offline, before the first connection and across restarts.
+struct Ledger {
+    /// Commits the server has not acknowledged, per chart that has any.
+    pending: HashMap<ChartId, usize>,
+    held: Vec<DeviceHold>,
+}
+
+impl Ledger {
+    fn load(store: &ChartStore) -> Ledger {
+        let mut ledger = Ledger {
+            pending: HashMap::new(),
+            held: store.device_holds().unwrap_or_default(),
+        };
+        for id in store.unacknowledged_charts().unwrap_or_default() {
+            ledger.count(store, id);
+        }
+        ledger
+    }
+
+    /// Counts again one chart's commits the server has not acknowledged.
+    fn count(&mut self, store: &ChartStore, id: ChartId) {
+        let acked = store.acknowledged(id).unwrap_or_default();
+        let n = store
+            .read(id, |c| {
+                let known: Vec<ChangeHash> = acked
+                    .iter()
+                    .filter(|h| c.doc().get_change_meta_by_hash(h).is_some())
+                    .copied()
+                    .collect();
+                c.doc().get_changes(&known).len()
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            self.pending.remove(&id);
+        } else {
+            self.pending.insert(id, n);
+        }
+    }
+
+    fn reload_held(&mut self, store: &ChartStore) {
+        self.held = store.device_holds().unwrap_or_default();
+    }
+
+    fn is_held(&self, id: ChartId) -> bool {
+        self.held.iter().any(|h| h.chart == id)
+    }
+
+    fn status(&self, state: SyncState) -> SyncStatus {
+        SyncStatus {
+            state,
+            unacknowledged: self.pending.len(),
+            unacknowledged_commits: self.pending.values().sum(),
+            held: self.held.clone(),
+        }
+    }
+
+    fn publish(&self, status: &watch::Sender<SyncStatus>, state: SyncState) {
+        let next = self.status(state);
+        status.send_if_modified(|s| {
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+    }
 }
 
 /// What the task is handed: commands in, the store's feed in, status out.
@@ -193,15 +292,17 @@ struct Channels {
     status: watch::Sender<SyncStatus>,
     pending: Arc<std::sync::atomic::AtomicUsize>,
     handled: Arc<AtomicU64>,
+    ledger: Ledger,
 }
 
-async fn run(store: Arc<ChartStore>, config: ClientConfig, channels: Channels) {
+async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channels) {
     let Channels {
         mut commands,
         feed: store_feed,
         status,
         pending,
         handled,
+        mut ledger,
     } = channels;
     // Local commits, from the store's feed (a std channel) onto this task.
     let (feed_tx, mut feed) = mpsc::unbounded_channel::<ChartChanged>();
@@ -216,59 +317,72 @@ async fn run(store: Arc<ChartStore>, config: ClientConfig, channels: Channels) {
     let mut backoff = config.backoff_min;
     let mut attempt: u64 = 0;
     loop {
-        status.send_modify(|s| s.state = SyncState::Connecting);
+        ledger.publish(&status, SyncState::Connecting);
         let ended = session(
             &store,
-            &config,
+            &mut config,
             &mut Links {
                 commands: &mut commands,
                 feed: &mut feed,
                 status: &status,
                 pending: &pending,
                 handled: &handled,
+                ledger: &mut ledger,
             },
             &mut wanted,
             &mut backoff,
         )
         .await;
-        match ended {
+        let (wait, state) = match ended {
             Ended::Stopped => break,
+            Ended::NewToken => continue,
             Ended::Lost(reason) => {
                 attempt += 1;
                 let wait = jitter(backoff, attempt);
-                status.send_modify(|s| {
-                    s.state = SyncState::Offline {
-                        reason: reason.clone(),
-                        retry_in: wait,
-                    }
-                });
                 backoff = (backoff * 2).min(config.backoff_max);
-                let sleep = tokio::time::sleep(wait);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        _ = &mut sleep => break,
-                        command = commands.recv() => match command {
-                            Some(Command::Fetch(id)) => {
-                                wanted.insert(id);
-                                pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            Some(Command::Stop) | None => {
-                                status.send_modify(|s| s.state = SyncState::Stopped);
-                                return;
-                            }
-                        },
-                        // Local commits while offline wait in the store; the next session
-                        // sends them.
-                        Some(_) = feed.recv() => {
-                            handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
+                (
+                    Some(wait),
+                    SyncState::Offline {
+                        reason,
+                        retry_in: wait,
+                    },
+                )
+            }
+            // No retries: the same token would be refused again.
+            Ended::SignIn(reason) => (None, SyncState::SignInRequired { reason }),
+        };
+        ledger.publish(&status, state.clone());
+        let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep, if wait.is_some() => break,
+                command = commands.recv() => match command {
+                    Some(Command::Fetch(id)) => {
+                        wanted.insert(id);
+                        pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     }
+                    Some(Command::SetToken(token)) => {
+                        config.token = token;
+                        backoff = config.backoff_min;
+                        break;
+                    }
+                    Some(Command::Stop) | None => {
+                        ledger.publish(&status, SyncState::Stopped);
+                        return;
+                    }
+                },
+                // Local commits while offline wait in the store, and count in the status; the
+                // next session sends them.
+                Some(event) = feed.recv() => {
+                    tokio::task::block_in_place(|| ledger.count(&store, event.id));
+                    handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    ledger.publish(&status, state.clone());
                 }
             }
         }
     }
-    status.send_modify(|s| s.state = SyncState::Stopped);
+    ledger.publish(&status, SyncState::Stopped);
 }
 
 /// Between half and all of `base`, so that a ward's tablets do not reconnect in step.
@@ -318,6 +432,9 @@ enum Doc {
         sync: DocSync,
         doc: Box<Automerge>,
     },
+    /// The server holds this chart's changes: nothing more is sent of it on this connection
+    /// (the server would not take it), until a decision arrives.
+    Held,
 }
 
 struct Session<'a> {
@@ -326,6 +443,9 @@ struct Session<'a> {
     server: String,
     server_storage: Option<String>,
     docs: HashMap<ChartId, Doc>,
+    ledger: &'a mut Ledger,
+    /// The heads each chart's acknowledgement was last recorded at, to write only changes.
+    acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -336,11 +456,12 @@ struct Links<'a> {
     pending: &'a std::sync::atomic::AtomicUsize,
     /// Counts each feed event once handled (see `SyncClient::handled`).
     handled: &'a AtomicU64,
+    ledger: &'a mut Ledger,
 }
 
 async fn session(
     store: &ChartStore,
-    config: &ClientConfig,
+    config: &mut ClientConfig,
     links: &mut Links<'_>,
     wanted: &mut HashSet<ChartId>,
     backoff: &mut Duration,
@@ -351,6 +472,7 @@ async fn session(
         status,
         pending,
         handled,
+        ledger,
     } = links;
     let mut request = match config.url.as_str().into_client_request() {
         Ok(r) => r,
@@ -369,6 +491,11 @@ async fn session(
     .await;
     let mut ws = match connected {
         Err(_) => return Ended::Lost("timed out connecting".into()),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) if r.status() == 401 => {
+            return Ended::SignIn(
+                "the server did not accept the sign-in (expired or revoked)".into(),
+            )
+        }
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(r))) => {
             return Ended::Lost(format!(
                 "the server refused the connection ({})",
@@ -414,6 +541,8 @@ async fn session(
         server_storage: remote.storage_id().map(String::from),
         conn,
         docs: HashMap::new(),
+        ledger,
+        acknowledged: HashMap::new(),
     };
     let mut out = Vec::new();
     // Fetches taken up but not yet in a published status; released however the session ends.
@@ -437,11 +566,8 @@ async fn session(
                 return Ended::Lost("the connection dropped".into());
             }
         }
-        let (state, unacknowledged) = tokio::task::block_in_place(|| s.progress());
-        status.send_modify(|st| {
-            st.state = state;
-            st.unacknowledged = unacknowledged;
-        });
+        let state = tokio::task::block_in_place(|| s.progress());
+        s.ledger.publish(status, state);
         // Fetches taken up count in the status from now on, and no longer as pending: only
         // after the status that includes them is published, or a waiter could see the old
         // "up to date" with nothing pending.
@@ -473,6 +599,12 @@ async fn session(
                     wanted.insert(id);
                     out.extend(tokio::task::block_in_place(|| s.open(id)));
                     taken_up.n += 1;
+                }
+                Some(Command::SetToken(token)) => {
+                    config.token = token;
+                    tokio::task::block_in_place(|| s.save_all());
+                    let _ = ws.send(WsMessage::Close(None)).await;
+                    return Ended::NewToken;
                 }
                 Some(Command::Stop) | None => {
                     tokio::task::block_in_place(|| s.save_all());
@@ -536,9 +668,10 @@ impl Session<'_> {
     }
 
     fn on_local_commit(&mut self, id: ChartId) -> Vec<Message> {
+        self.ledger.count(self.store, id);
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
-            Some(Doc::Wanted { .. }) | Some(Doc::Census { .. }) => Vec::new(),
+            Some(Doc::Wanted { .. }) | Some(Doc::Census { .. }) | Some(Doc::Held) => Vec::new(),
             // A chart made on this device.
             None => self.open(id).into_iter().collect(),
         }
@@ -585,19 +718,129 @@ impl Session<'_> {
                         Some(Doc::Chart(sync))
                         | Some(Doc::Wanted { sync, .. })
                         | Some(Doc::Census { sync, .. }) => sync.mark_unavailable(),
-                        None => {}
+                        Some(Doc::Held) | None => {}
                     }
                     Ok(Vec::new())
                 }
+                Message::Ephemeral {
+                    document_id,
+                    sender_id,
+                    data,
+                    ..
+                } if sender_id == self.server => Ok(match ChartNotice::decode(&data) {
+                    Some(notice) => self.on_notice(document_id, notice),
+                    None => Vec::new(),
+                }),
                 _ => Ok(Vec::new()),
             },
         }
     }
 
+    /// What the server says of a chart's changes beside the sync.
+    fn on_notice(&mut self, id: ChartId, notice: ChartNotice) -> Vec<Message> {
+        let since = Timestamp::now();
+        let heads = self.store.read(id, |c| c.heads()).unwrap_or_default();
+        let hold = |hold, reason, summary| DeviceHold {
+            chart: id,
+            hold,
+            reason,
+            summary,
+            since,
+            rejected: None,
+        };
+        let reopen = match notice {
+            ChartNotice::Held {
+                hold: n,
+                reason,
+                summary,
+            } => {
+                let _ = self
+                    .store
+                    .set_device_hold(&hold(Some(n), reason, summary), &heads);
+                false
+            }
+            ChartNotice::HoldingAreaFull { reason } => {
+                let summary = "the server's holding area is full; kept here, sent again later";
+                let _ = self
+                    .store
+                    .set_device_hold(&hold(None, reason, summary.into()), &heads);
+                false
+            }
+            ChartNotice::Rejected { hold: n, reason } => {
+                let known = self.ledger.held.iter().find(|h| h.chart == id).cloned();
+                let mut held = known.unwrap_or_else(|| {
+                    hold(
+                        Some(n),
+                        crate::protocol::HoldReason::BreaksChartRules,
+                        String::new(),
+                    )
+                });
+                held.rejected = Some(reason);
+                let _ = self.store.set_device_hold(&held, &heads);
+                false
+            }
+            ChartNotice::Accepted { .. } => {
+                let _ = self.store.clear_device_hold(id);
+                true
+            }
+        };
+        self.ledger.reload_held(self.store);
+        // Whatever state the chart's sync was in is of no use now: start it afresh.
+        if let Some(Doc::Chart(sync)) = self.docs.get(&id) {
+            if let Some(storage) = &self.server_storage {
+                let _ = self.store.save_sync_state(storage, id, sync.state());
+            }
+        }
+        if reopen {
+            self.docs.remove(&id);
+            self.open(id).into_iter().collect()
+        } else {
+            if self.docs.contains_key(&id) {
+                self.docs.insert(id, Doc::Held);
+            }
+            Vec::new()
+        }
+    }
+
+    /// Records what the server now has of a chart: its heads, once this device knows them
+    /// all (the server stores changes before it says it has them).
+    fn acknowledge(&mut self, id: ChartId) {
+        let Some(Doc::Chart(sync)) = self.docs.get(&id) else {
+            return;
+        };
+        let Some(theirs) = sync.state().their_heads.clone() else {
+            return;
+        };
+        if self.acknowledged.get(&id) == Some(&theirs) {
+            return;
+        }
+        let all_known = self
+            .store
+            .read(id, |c| {
+                theirs
+                    .iter()
+                    .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
+            })
+            .unwrap_or(false);
+        if all_known && self.store.acknowledge(id, &theirs).is_ok() {
+            self.acknowledged.insert(id, theirs);
+            self.ledger.count(self.store, id);
+        }
+    }
+
     fn on_sync(&mut self, id: ChartId, data: &[u8]) -> Result<Vec<Message>, String> {
+        let out = self.on_sync_inner(id, data)?;
+        self.acknowledge(id);
+        Ok(out)
+    }
+
+    fn on_sync_inner(&mut self, id: ChartId, data: &[u8]) -> Result<Vec<Message>, String> {
         let me = self.conn.local().peer_id.clone();
         let server = self.server.clone();
         match self.docs.get_mut(&id) {
+            // Held: the server sends nothing of it either, but a message already on its way
+            // is let pass.
+            Some(Doc::Held) => Ok(Vec::new()),
             Some(Doc::Chart(sync)) => {
                 let msg = sync.decode(data).map_err(|e| e.to_string())?;
                 self.store
@@ -647,18 +890,20 @@ impl Session<'_> {
         }
     }
 
-    /// Up to date when every chart's sync has gone quiet with the server holding our heads.
-    fn progress(&self) -> (SyncState, usize) {
-        let mut unacknowledged = 0;
+    /// Up to date when every chart's sync has gone quiet with the server holding our heads;
+    /// waiting for review when only held charts are left.
+    fn progress(&mut self) -> SyncState {
         let mut busy = false;
+        let mut acknowledged = Vec::new();
         for (id, doc) in &self.docs {
             match doc {
                 Doc::Chart(sync) if sync.is_unavailable() => {}
                 Doc::Chart(sync) => {
                     let ours: Vec<ChangeHash> =
                         self.store.read(*id, |c| c.heads()).unwrap_or_default();
-                    if !sync.peer_has(&ours) {
-                        unacknowledged += 1;
+                    if sync.peer_has(&ours) {
+                        acknowledged.push(*id);
+                    } else {
                         busy = true;
                     }
                 }
@@ -666,14 +911,34 @@ impl Session<'_> {
                 Doc::Census { sync, doc } => {
                     busy |= !sync.is_unavailable() && !sync.peer_has(&doc.get_heads())
                 }
+                Doc::Held => {}
             }
         }
-        let state = if busy {
+        // A held chart whose changes the server now has (accepted while this device was away)
+        // is held no longer.
+        let mut cleared = false;
+        for id in acknowledged {
+            if self.ledger.is_held(id) && self.store.clear_device_hold(id).is_ok() {
+                cleared = true;
+            }
+        }
+        if cleared {
+            self.ledger.reload_held(self.store);
+        }
+        // Never "up to date" while a chart has changes the server has not acknowledged (a
+        // chart it stopped sharing included): only held charts may wait.
+        let waiting_elsewhere = self
+            .ledger
+            .pending
+            .keys()
+            .any(|id| !self.ledger.is_held(*id));
+        if busy || waiting_elsewhere {
             SyncState::Syncing
-        } else {
+        } else if self.ledger.held.is_empty() {
             SyncState::UpToDate
-        };
-        (state, unacknowledged)
+        } else {
+            SyncState::WaitingForReview
+        }
     }
 
     fn save_all(&self) {

@@ -4,11 +4,14 @@
 //!
 //! - [`message`]: the CBOR messages, strictly decoded with a frame size limit;
 //! - [`connection`]: the join/peer handshake and the checks every later message passes;
-//! - [`sync`]: one document kept in sync with one peer.
+//! - [`sync`]: one document kept in sync with one peer;
+//! - [`notice`]: what the server says of one chart's changes beside the sync (held, accepted,
+//!   rejected).
 
 pub mod connection;
 mod error;
 pub mod message;
+pub mod notice;
 pub mod sync;
 
 pub use connection::{Connection, Incoming, LocalPeer, RemotePeer, Violation};
@@ -16,4 +19,5 @@ pub use error::ProtocolError;
 pub use message::{
     DocumentId, Message, PeerMetadata, RemoteHeads, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
+pub use notice::{ChartNotice, HoldReason};
 pub use sync::DocSync;

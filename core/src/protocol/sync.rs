@@ -1,6 +1,8 @@
 //! One document kept in sync with one remote peer: automerge's sync state, wrapped in the
 //! protocol's `request` / `sync` / `doc-unavailable` messages.
 
+use std::collections::HashSet;
+
 use automerge::sync::{self, SyncDoc};
 use automerge::Automerge;
 
@@ -12,7 +14,22 @@ pub struct DocSync {
     document_id: DocumentId,
     state: sync::State,
     unavailable: bool,
+    /// Changes that arrived ahead of a change they depend on (see [`DocSync::admit`]).
+    waiting: Vec<Waiting>,
 }
+
+/// A change set aside until its dependencies arrive.
+#[derive(Debug, Clone)]
+struct Waiting {
+    hash: automerge::ChangeHash,
+    deps: Vec<automerge::ChangeHash>,
+    bytes: Vec<u8>,
+}
+
+/// How many bytes of changes one document may keep waiting for their dependencies. Past it the
+/// oldest are forgotten: they were never acknowledged, and the peer sends them again on its
+/// next connection.
+pub const MAX_WAITING_BYTES: usize = 16 << 20;
 
 impl DocSync {
     /// `state`: what was stored for this peer's storage after the last session, so that the
@@ -22,6 +39,7 @@ impl DocSync {
             document_id,
             state: state.unwrap_or_default(),
             unavailable: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -59,8 +77,19 @@ impl DocSync {
     /// The next message to send, if automerge has anything to say. While we hold nothing of
     /// the document it goes out as a `request`, so the peer answers `doc-unavailable` rather
     /// than wait for a document neither side has.
+    ///
+    /// Changes waiting for a dependency ([`DocSync::admit`]) add what they lack to the
+    /// message's `need`, so the peer sends it.
     pub fn generate(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
-        let data = doc.generate_sync_message(&mut self.state)?.encode();
+        let mut message = doc.generate_sync_message(&mut self.state)?;
+        let lacking = self.lacking(doc);
+        if !lacking.is_empty() {
+            message.need.extend(lacking);
+            // The wire format wants them sorted, once each.
+            message.need.sort();
+            message.need.dedup();
+        }
+        let data = message.encode();
         let (document_id, sender_id, target_id) =
             (self.document_id, from.to_string(), to.to_string());
         Some(if doc.get_heads().is_empty() {
@@ -103,6 +132,91 @@ impl DocSync {
 }
 
 impl DocSync {
+    /// The message with only the changes `doc` can apply now, together with any set aside
+    /// earlier whose dependencies have now arrived; the rest are set aside.
+    ///
+    /// automerge's bloom filter can mistake a change for one the receiver has (about 1 in 100)
+    /// and send the changes after it without it. automerge itself would queue those inside the
+    /// document, but a receiver that checks changes before the document takes them (the
+    /// server) must hold them outside it. They cannot simply be dropped: the sender never sends
+    /// a change twice on one connection, so a dropped change would be lost to this connection
+    /// and the chart would never converge. Instead they wait here, and [`DocSync::generate`]
+    /// asks for the dependency they lack by name. Bytes that do not parse are left in the
+    /// message for the checks to refuse.
+    pub fn admit(&mut self, doc: &Automerge, mut message: sync::Message) -> sync::Message {
+        let Some(c) = contents(&message) else {
+            return message;
+        };
+        if c.changes.is_empty() && self.waiting.is_empty() {
+            return message;
+        }
+        let mut known: HashSet<automerge::ChangeHash> = c
+            .documents
+            .iter()
+            .flat_map(|(d, _)| d.get_changes(&[]).into_iter().map(|ch| ch.hash()))
+            .collect();
+        let mut kept: Vec<Vec<u8>> = c.documents.into_iter().map(|(_, b)| b).collect();
+        let mut pool: Vec<Waiting> = std::mem::take(&mut self.waiting);
+        for (change, bytes) in c.changes {
+            let hash = change.hash();
+            if !pool.iter().any(|w| w.hash == hash) {
+                pool.push(Waiting {
+                    hash,
+                    deps: change.deps().to_vec(),
+                    bytes,
+                });
+            }
+        }
+        // Changes the document already has need no place in either list.
+        pool.retain(|w| doc.get_change_meta_by_hash(&w.hash).is_none());
+        loop {
+            let before = pool.len();
+            pool.retain(|w| {
+                let ready = w
+                    .deps
+                    .iter()
+                    .all(|h| known.contains(h) || doc.get_change_meta_by_hash(h).is_some());
+                if ready {
+                    known.insert(w.hash);
+                    kept.push(w.bytes.clone());
+                }
+                !ready
+            });
+            if pool.len() == before {
+                break;
+            }
+        }
+        let mut total: usize = pool.iter().map(|w| w.bytes.len()).sum();
+        while total > MAX_WAITING_BYTES && !pool.is_empty() {
+            total -= pool.remove(0).bytes.len();
+        }
+        self.waiting = pool;
+        message.changes = kept.into();
+        message
+    }
+
+    /// How many changes wait for a dependency that has not arrived.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The changes waiting changes depend on that neither `doc` nor the waiting set has.
+    fn lacking(&self, doc: &Automerge) -> Vec<automerge::ChangeHash> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let here: HashSet<_> = self.waiting.iter().map(|w| w.hash).collect();
+        let mut out: Vec<_> = self
+            .waiting
+            .iter()
+            .flat_map(|w| w.deps.iter().copied())
+            .filter(|h| !here.contains(h) && doc.get_change_meta_by_hash(h).is_none())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// [`DocSync::receive`] into a chart (check the changes first, as the server does with
     /// `validate::validate_changes` and `validate::check_writer` on a fork).
     pub fn receive_chart(
@@ -154,45 +268,6 @@ fn contents(message: &sync::Message) -> Option<Contents> {
         }
     }
     Some(out)
-}
-
-/// The message with only the changes `doc` can apply now. automerge's bloom filter can
-/// mistake a change for one the receiver has (about 1 in 100) and send the changes after it
-/// without it; those are dropped here, and automerge asks for the missing one on the next round,
-/// where refusing the whole message would refuse it again on every reconnect. Bytes that do not
-/// parse are left for the checks to refuse.
-pub fn applicable(doc: &Automerge, mut message: sync::Message) -> sync::Message {
-    let Some(c) = contents(&message) else {
-        return message;
-    };
-    let mut known: std::collections::HashSet<automerge::ChangeHash> = c
-        .documents
-        .iter()
-        .flat_map(|(d, _)| d.get_changes(&[]).into_iter().map(|ch| ch.hash()))
-        .collect();
-    let mut waiting = c.changes;
-    let mut kept: Vec<Vec<u8>> = c.documents.into_iter().map(|(_, b)| b).collect();
-    loop {
-        let before = waiting.len();
-        waiting.retain(|(change, bytes)| {
-            let ready = change
-                .deps()
-                .iter()
-                .all(|h| known.contains(h) || doc.get_change_meta_by_hash(h).is_some());
-            if ready {
-                known.insert(change.hash());
-                kept.push(bytes.clone());
-            }
-            !ready
-        });
-        if waiting.len() == before {
-            break;
-        }
-    }
-    if !waiting.is_empty() {
-        message.changes = kept.into();
-    }
-    message
 }
 
 /// How many of the message's changes `doc` does not already have (`None`: unreadable).

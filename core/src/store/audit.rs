@@ -31,6 +31,8 @@ pub enum AuditAction {
     Deny,
     /// Changes were refused by the chart's rules.
     Reject,
+    /// Changes were kept in the holding area for review.
+    Hold,
 }
 
 impl AuditAction {
@@ -42,6 +44,7 @@ impl AuditAction {
             AuditAction::Create => "create",
             AuditAction::Deny => "deny",
             AuditAction::Reject => "reject",
+            AuditAction::Hold => "hold",
         }
     }
 
@@ -53,6 +56,7 @@ impl AuditAction {
             AuditAction::Create,
             AuditAction::Deny,
             AuditAction::Reject,
+            AuditAction::Hold,
         ]
         .into_iter()
         .find(|a| a.token() == s)

@@ -11,6 +11,7 @@ mod audit;
 mod cache;
 mod error;
 mod feed;
+mod held;
 mod options;
 mod records;
 pub mod schema;
@@ -31,6 +32,7 @@ use crate::chart::{
 pub use audit::{Actor, AuditAction, AuditRecord};
 pub use error::StoreError;
 pub use feed::ChartChanged;
+pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
 pub use records::{
     AccountedDisclosure, Accounting, CodingQueueItem, DeficiencyFilter, WorklistItem,

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_init.sql"),
     include_str!("migrations/002_audit.sql"),
     include_str!("migrations/003_chart_audit.sql"),
+    include_str!("migrations/004_sync_outcomes.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole

@@ -68,10 +68,15 @@ impl Server {
 
     /// A token from the server's own command line.
     pub fn token(&self, user: &str, role: &str, wards: &[&str]) -> String {
+        self.token_for(user, role, wards, "12h")
+    }
+
+    /// A token that lasts `ttl` (`90s`, `30m`, `12h`).
+    pub fn token_for(&self, user: &str, role: &str, wards: &[&str], ttl: &str) -> String {
         let mut cmd = Command::new(BIN);
         cmd.args(["token", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--user", user, "--role", role]);
+            .args(["--user", user, "--role", role, "--ttl", ttl]);
         for w in wards {
             cmd.args(["--ward", w]);
         }
@@ -82,6 +87,16 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// One of the server's Prometheus counters or gauges (`chartsync_` and the name).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, text) = http_get(&self.addr, "/metrics", None);
+        assert_eq!(status, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("chartsync_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
     }
 
     /// SIGKILL: the server dies mid-whatever, as in a power cut.

@@ -1,0 +1,244 @@
+//! What the server tells a device about one chart's changes, beside automerge's sync: that
+//! they are held for review (and why), that a records supervisor accepted or rejected them,
+//! or that the holding area is full. automerge-repo has no refusals at all, so these travel
+//! in the one message every automerge-repo 2.x peer already accepts for any document: an
+//! `ephemeral` message, whose `data` is a CBOR map with a `type` of `chartsync/…`. An
+//! automerge-repo app sees it as the document handle's `ephemeral-message` event and carries
+//! on; our device client holds the chart (docs/protocol.md, "Outcomes per chart").
+//!
+//! A notice carries ids, typed reasons and a summary in paths and ids: never chart content.
+
+use minicbor::data::Type;
+use minicbor::{Decoder, Encoder};
+
+/// Why the server holds a chart's changes for review instead of merging them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
+pub enum HoldReason {
+    /// The chart is on a ward the signed-in person's access does not cover (it was
+    /// transferred, and the change was made after the writer could have seen that, or
+    /// outside the window).
+    OutsideWards,
+    /// The signed-in person's role does not write that part of the chart, or a record names
+    /// someone else as its writer.
+    RoleMayNotWrite,
+    /// The changes were made by someone other than the person signed in on the connection
+    /// (a shared tablet).
+    AnotherAuthor,
+    /// The changes edit an entry or form after it was signed.
+    EditsSignedRecord,
+    /// A code the server's code tables do not know for the encounter's date.
+    InvalidCode,
+    /// The changes break the chart's structure (an append-only list, an immutable field, the
+    /// schema).
+    BreaksChartRules,
+    /// The changes build on changes already held for review.
+    DependsOnHeld,
+    /// Ward censuses are written by the server only.
+    CensusIsReadOnly,
+}
+
+impl HoldReason {
+    pub const ALL: [HoldReason; 8] = [
+        HoldReason::OutsideWards,
+        HoldReason::RoleMayNotWrite,
+        HoldReason::AnotherAuthor,
+        HoldReason::EditsSignedRecord,
+        HoldReason::InvalidCode,
+        HoldReason::BreaksChartRules,
+        HoldReason::DependsOnHeld,
+        HoldReason::CensusIsReadOnly,
+    ];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            HoldReason::OutsideWards => "outside_wards",
+            HoldReason::RoleMayNotWrite => "role_may_not_write",
+            HoldReason::AnotherAuthor => "another_author",
+            HoldReason::EditsSignedRecord => "edits_signed_record",
+            HoldReason::InvalidCode => "invalid_code",
+            HoldReason::BreaksChartRules => "breaks_chart_rules",
+            HoldReason::DependsOnHeld => "depends_on_held",
+            HoldReason::CensusIsReadOnly => "census_is_read_only",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<HoldReason> {
+        HoldReason::ALL.into_iter().find(|r| r.token() == s)
+    }
+
+    /// What a nurse or a records supervisor reads.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HoldReason::OutsideWards => "the chart is on a ward outside your access",
+            HoldReason::RoleMayNotWrite => "your role does not write this part of the chart",
+            HoldReason::AnotherAuthor => "written by someone other than the person signed in",
+            HoldReason::EditsSignedRecord => "edits an entry or form after it was signed",
+            HoldReason::InvalidCode => "a code the server does not know for this date",
+            HoldReason::BreaksChartRules => "breaks the chart's rules",
+            HoldReason::DependsOnHeld => "builds on changes already held for review",
+            HoldReason::CensusIsReadOnly => "ward lists are written by the server only",
+        }
+    }
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.token())
+    }
+}
+
+/// One notice about one chart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartNotice {
+    /// The changes are kept in the server's holding area (as hold `hold`), not merged and not
+    /// sent on. The device should stop sending this chart until a decision or a new sign-in.
+    Held {
+        hold: i64,
+        reason: HoldReason,
+        summary: String,
+    },
+    /// A records supervisor merged the held changes into the record.
+    Accepted { hold: i64 },
+    /// A records supervisor rejected the held changes: they stay in the holding area, with the
+    /// decision, and never reach the record.
+    Rejected { hold: i64, reason: String },
+    /// The holding area has no room for this device's changes: nothing was held, nothing
+    /// already held was dropped; the device keeps the changes and tries again later.
+    HoldingAreaFull { reason: HoldReason },
+}
+
+const HELD: &str = "chartsync/held";
+const ACCEPTED: &str = "chartsync/accepted";
+const REJECTED: &str = "chartsync/rejected";
+const FULL: &str = "chartsync/holding-area-full";
+
+impl ChartNotice {
+    /// The `data` of the ephemeral message: a CBOR map with text keys.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new(Vec::new());
+        let written: Result<_, minicbor::encode::Error<std::convert::Infallible>> = (|| {
+            match self {
+                ChartNotice::Held {
+                    hold,
+                    reason,
+                    summary,
+                } => {
+                    e.map(4)?;
+                    e.str("type")?.str(HELD)?;
+                    e.str("hold")?.i64(*hold)?;
+                    e.str("reason")?.str(reason.token())?;
+                    e.str("summary")?.str(summary)?;
+                }
+                ChartNotice::Accepted { hold } => {
+                    e.map(2)?;
+                    e.str("type")?.str(ACCEPTED)?;
+                    e.str("hold")?.i64(*hold)?;
+                }
+                ChartNotice::Rejected { hold, reason } => {
+                    e.map(3)?;
+                    e.str("type")?.str(REJECTED)?;
+                    e.str("hold")?.i64(*hold)?;
+                    e.str("reason")?.str(reason)?;
+                }
+                ChartNotice::HoldingAreaFull { reason } => {
+                    e.map(2)?;
+                    e.str("type")?.str(FULL)?;
+                    e.str("reason")?.str(reason.token())?;
+                }
+            }
+            Ok(())
+        })();
+        // Writing to a Vec cannot fail.
+        debug_assert!(written.is_ok());
+        e.into_writer()
+    }
+
+    /// Reads an ephemeral message's `data`. `None` when it is not a chartsync notice (an
+    /// app's own ephemeral message, say) or is malformed: either way, nothing to act on.
+    pub fn decode(data: &[u8]) -> Option<ChartNotice> {
+        let mut d = Decoder::new(data);
+        let n = d.map().ok()??;
+        let (mut kind, mut hold, mut reason, mut summary) = (None, None, None, None);
+        for _ in 0..n {
+            let key = d.str().ok()?;
+            match key {
+                "type" => kind = Some(d.str().ok()?.to_string()),
+                "hold" => hold = Some(d.i64().ok()?),
+                "reason" => reason = Some(d.str().ok()?.to_string()),
+                "summary" => summary = Some(d.str().ok()?.to_string()),
+                _ => {
+                    if d.datatype().ok()? == Type::Break {
+                        return None;
+                    }
+                    d.skip().ok()?;
+                }
+            }
+        }
+        if d.position() != data.len() {
+            return None;
+        }
+        Some(match kind?.as_str() {
+            HELD => ChartNotice::Held {
+                hold: hold?,
+                reason: HoldReason::from_token(&reason?)?,
+                summary: summary.unwrap_or_default(),
+            },
+            ACCEPTED => ChartNotice::Accepted { hold: hold? },
+            REJECTED => ChartNotice::Rejected {
+                hold: hold?,
+                reason: reason.unwrap_or_default(),
+            },
+            FULL => ChartNotice::HoldingAreaFull {
+                reason: HoldReason::from_token(&reason?)?,
+            },
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_notice_reads_back_as_written() {
+        let notices = [
+            ChartNotice::Held {
+                hold: 7,
+                reason: HoldReason::AnotherAuthor,
+                summary: "1 violation(s), first: change abc names someone other".into(),
+            },
+            ChartNotice::Accepted { hold: 7 },
+            ChartNotice::Rejected {
+                hold: 9,
+                reason: "duplicate of an entry already charted".into(),
+            },
+            ChartNotice::HoldingAreaFull {
+                reason: HoldReason::InvalidCode,
+            },
+        ];
+        for n in notices {
+            assert_eq!(ChartNotice::decode(&n.encode()), Some(n));
+        }
+    }
+
+    #[test]
+    fn an_apps_own_ephemeral_message_is_not_a_notice() {
+        // automerge-repo apps send presence this way: {cursor: 3}.
+        let mut e = Encoder::new(Vec::new());
+        e.map(1).unwrap().str("cursor").unwrap().u8(3).unwrap();
+        assert_eq!(ChartNotice::decode(&e.into_writer()), None);
+        assert_eq!(ChartNotice::decode(b"\xff\x00garbage"), None);
+        let held = ChartNotice::Held {
+            hold: 1,
+            reason: HoldReason::InvalidCode,
+            summary: String::new(),
+        }
+        .encode();
+        for end in 0..held.len() {
+            assert_eq!(ChartNotice::decode(&held[..end]), None, "prefix of {end}");
+        }
+    }
+}

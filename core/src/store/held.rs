@@ -1,0 +1,469 @@
+//! The holding area (server) and the device's record of what the server holds.
+//!
+//! The server keeps every batch of changes it will not merge on its own here, with the chart,
+//! the device, the person signed in, the reason and the time: not merged, not sent to other
+//! devices, never deleted. A records supervisor accepts (merged, attributed to its author) or
+//! rejects (kept, with the decision) each one. Quotas per device and in total keep the area
+//! bounded; past a quota nothing new is held and nothing held is dropped, and the device keeps
+//! the changes and tries again later.
+//!
+//! The device keeps, per chart, the server's last word on it (`device_holds`) and the heads the
+//! server has acknowledged (`acknowledged_heads`), so that what is held and what is still to
+//! send are known while offline and across restarts.
+
+use automerge::ChangeHash;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use super::{heads_blob, insert_audit, lock, now_millis, parse_heads_blob, Actor, AuditAction};
+use super::{ChartStore, StoreError};
+use crate::chart::{ChartId, Timestamp};
+use crate::protocol::HoldReason;
+
+/// How much one device, and every device together, may have waiting for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldQuota {
+    pub per_device_holds: u32,
+    pub per_device_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl Default for HoldQuota {
+    /// A ward tablet's worth of refused batches is a handful; 200 or 64 MiB per device is a
+    /// tablet misbehaving, and 2 GiB in total a server under attack.
+    fn default() -> Self {
+        HoldQuota {
+            per_device_holds: 200,
+            per_device_bytes: 64 << 20,
+            total_bytes: 2 << 30,
+        }
+    }
+}
+
+/// A batch of changes to hold.
+#[derive(Debug)]
+pub struct NewHold<'a> {
+    pub chart: ChartId,
+    /// Who was signed in on the connection, and the device's peer id.
+    pub actor: &'a Actor,
+    /// The device's storage id, when it has one.
+    pub storage: Option<&'a str>,
+    pub reason: HoldReason,
+    /// Why, in ids and paths only.
+    pub summary: &'a str,
+    /// The changes, each as automerge change bytes.
+    pub changes: &'a [(ChangeHash, Vec<u8>)],
+}
+
+/// What became of a batch sent to [`ChartStore::hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Held now, as this hold.
+    New(i64),
+    /// Every change was already held (a device sending them again): this hold has them.
+    Already(i64),
+    /// The device's, or the server's, quota is spent: nothing was held.
+    QuotaExceeded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    Pending,
+    Accepted,
+    Rejected,
+}
+
+impl HoldStatus {
+    pub fn token(self) -> &'static str {
+        match self {
+            HoldStatus::Pending => "pending",
+            HoldStatus::Accepted => "accepted",
+            HoldStatus::Rejected => "rejected",
+        }
+    }
+
+    fn from_token(s: &str) -> Option<HoldStatus> {
+        [
+            HoldStatus::Pending,
+            HoldStatus::Accepted,
+            HoldStatus::Rejected,
+        ]
+        .into_iter()
+        .find(|h| h.token() == s)
+    }
+}
+
+/// One held batch, as a records supervisor lists it (without the change bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBatch {
+    pub id: i64,
+    pub chart: ChartId,
+    pub device: String,
+    pub user: String,
+    pub role: String,
+    pub reason: HoldReason,
+    pub summary: String,
+    /// Hex change hashes.
+    pub changes: Vec<String>,
+    pub bytes: u64,
+    pub held_at: Timestamp,
+    pub status: HoldStatus,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<Timestamp>,
+    pub decision_reason: Option<String>,
+}
+
+/// The server's last word on a chart, as the device keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+pub struct DeviceHold {
+    pub chart: ChartId,
+    /// The server's hold id, when it gave one.
+    pub hold: Option<i64>,
+    pub reason: HoldReason,
+    pub summary: String,
+    pub since: Timestamp,
+    /// A records supervisor rejected the changes, for this reason: they will never reach the
+    /// record, and the chart on this device differs from the record until it is replaced.
+    pub rejected: Option<String>,
+}
+
+const BATCH_COLUMNS: &str = "id, chart_id, device, user, role, reason, summary, hashes, bytes,
+     held_at, status, decided_by, decided_at, decision_reason";
+
+fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawBatch> {
+    Ok(RawBatch {
+        id: r.get(0)?,
+        chart: r.get(1)?,
+        device: r.get(2)?,
+        user: r.get(3)?,
+        role: r.get(4)?,
+        reason: r.get(5)?,
+        summary: r.get(6)?,
+        hashes: r.get(7)?,
+        bytes: r.get(8)?,
+        held_at: r.get(9)?,
+        status: r.get(10)?,
+        decided_by: r.get(11)?,
+        decided_at: r.get(12)?,
+        decision_reason: r.get(13)?,
+    })
+}
+
+struct RawBatch {
+    id: i64,
+    chart: String,
+    device: String,
+    user: String,
+    role: String,
+    reason: String,
+    summary: String,
+    hashes: String,
+    bytes: i64,
+    held_at: i64,
+    status: String,
+    decided_by: Option<String>,
+    decided_at: Option<i64>,
+    decision_reason: Option<String>,
+}
+
+impl RawBatch {
+    fn parse(self) -> Result<HeldBatch, StoreError> {
+        let bad = |what: &str| {
+            StoreError::Corrupt(format!("held change {} has an invalid {what}", self.id))
+        };
+        let time = |ms: i64| Timestamp::from_unix_millis(ms).map_err(|_| bad("time"));
+        Ok(HeldBatch {
+            id: self.id,
+            chart: self.chart.parse().map_err(|_| bad("chart id"))?,
+            device: self.device.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            reason: HoldReason::from_token(&self.reason).ok_or_else(|| bad("reason"))?,
+            summary: self.summary.clone(),
+            changes: self.hashes.split_whitespace().map(String::from).collect(),
+            bytes: self.bytes.max(0) as u64,
+            held_at: time(self.held_at)?,
+            status: HoldStatus::from_token(&self.status).ok_or_else(|| bad("status"))?,
+            decided_by: self.decided_by.clone(),
+            decided_at: self.decided_at.map(time).transpose()?,
+            decision_reason: self.decision_reason.clone(),
+        })
+    }
+}
+
+impl ChartStore {
+    /// Keeps a batch of changes the server will not merge on its own, durably, with an audit
+    /// row in the same transaction. Changes already held are not held twice.
+    pub fn hold(&self, new: NewHold<'_>, quota: &HoldQuota) -> Result<Held, StoreError> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Which of these changes are held already, and where.
+        let mut known: Vec<i64> = Vec::new();
+        let mut fresh: Vec<&(ChangeHash, Vec<u8>)> = Vec::new();
+        {
+            let mut find =
+                tx.prepare_cached("SELECT held FROM held_change_hashes WHERE hash = ?1")?;
+            for change in new.changes {
+                match find
+                    .query_row([&change.0 .0[..]], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    Some(id) => known.push(id),
+                    None => fresh.push(change),
+                }
+            }
+        }
+        if fresh.is_empty() {
+            // Nothing new. A hold still pending answers for them, else the latest decided.
+            known.sort_unstable();
+            known.dedup();
+            let mut pending = None;
+            for id in known.iter().rev() {
+                let status: String =
+                    tx.query_row("SELECT status FROM held_changes WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })?;
+                if status == HoldStatus::Pending.token() {
+                    pending = Some(*id);
+                    break;
+                }
+            }
+            let id = pending.or(known.last().copied()).unwrap_or(0);
+            return Ok(Held::Already(id));
+        }
+        let bytes: i64 = fresh.iter().map(|(_, b)| b.len() as i64).sum();
+        let (device_holds, device_bytes): (i64, i64) = tx.query_row(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM held_changes
+             WHERE device = ?1 AND status = 'pending'",
+            [&new.actor.device],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let total_bytes: i64 = tx.query_row(
+            "SELECT coalesce(sum(bytes), 0) FROM held_changes WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        if device_holds >= i64::from(quota.per_device_holds)
+            || (device_bytes + bytes) as u64 > quota.per_device_bytes
+            || (total_bytes + bytes) as u64 > quota.total_bytes
+        {
+            return Ok(Held::QuotaExceeded);
+        }
+        let hashes: Vec<ChangeHash> = fresh.iter().map(|(h, _)| *h).collect();
+        let hex = hashes
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let blob: Vec<u8> = fresh.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        tx.prepare_cached(
+            "INSERT INTO held_changes (chart_id, device, storage, user, role, reason, summary,
+                 changes, hashes, bytes, held_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            new.chart.to_string(),
+            new.actor.device,
+            new.storage,
+            new.actor.user,
+            new.actor.role,
+            new.reason.token(),
+            new.summary,
+            blob,
+            hex,
+            bytes,
+            now_millis()
+        ])?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut add =
+                tx.prepare_cached("INSERT INTO held_change_hashes (hash, held) VALUES (?1, ?2)")?;
+            for h in &hashes {
+                add.execute(params![&h.0[..], id])?;
+            }
+        }
+        let detail = format!("held for review as hold {id}: {}", new.reason.token());
+        insert_audit(
+            &tx,
+            new.actor,
+            AuditAction::Hold,
+            Some(new.chart),
+            &hashes,
+            Some(&detail),
+        )?;
+        tx.commit()?;
+        Ok(Held::New(id))
+    }
+
+    /// The pending hold that has this change, if any: a change that builds on a held change
+    /// is held too.
+    pub fn held_change(&self, hash: &ChangeHash) -> Result<Option<(i64, HoldStatus)>, StoreError> {
+        self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT h.id, h.status FROM held_change_hashes x
+                     JOIN held_changes h ON h.id = x.held WHERE x.hash = ?1",
+                )?
+                .query_row([&hash.0[..]], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?
+                .and_then(|(id, s)| HoldStatus::from_token(&s).map(|s| (id, s))))
+        })
+    }
+
+    /// Held batches, newest first: one chart's, or every chart's; of one status, or all.
+    pub fn held_batches(
+        &self,
+        chart: Option<ChartId>,
+        status: Option<HoldStatus>,
+    ) -> Result<Vec<HeldBatch>, StoreError> {
+        let raw: Vec<RawBatch> = self.inner.with_reader(|conn| {
+            let sql = format!(
+                "SELECT {BATCH_COLUMNS} FROM held_changes
+                 WHERE (?1 IS NULL OR chart_id = ?1) AND (?2 IS NULL OR status = ?2)
+                 ORDER BY id DESC"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![chart.map(|c| c.to_string()), status.map(HoldStatus::token)],
+                batch_row,
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        raw.into_iter().map(RawBatch::parse).collect()
+    }
+
+    /// One held batch and its change bytes.
+    pub fn held_batch(&self, id: i64) -> Result<Option<(HeldBatch, Vec<u8>)>, StoreError> {
+        let found = self.inner.with_reader(|conn| {
+            let sql = format!("SELECT {BATCH_COLUMNS}, changes FROM held_changes WHERE id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], |r| Ok((batch_row(r)?, r.get::<_, Vec<u8>>(14)?)))
+                .optional()?)
+        })?;
+        found
+            .map(|(raw, bytes)| Ok((raw.parse()?, bytes)))
+            .transpose()
+    }
+
+    // The device's side.
+
+    /// Records what the server said it holds of a chart (device).
+    pub fn set_device_hold(
+        &self,
+        hold: &DeviceHold,
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached(
+            "INSERT INTO device_holds (chart_id, hold, reason, summary, since, heads, rejected)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (chart_id) DO UPDATE SET hold = ?2, reason = ?3, summary = ?4,
+                 since = ?5, heads = ?6, rejected = ?7",
+        )?
+        .execute(params![
+            hold.chart.to_string(),
+            hold.hold,
+            hold.reason.token(),
+            hold.summary,
+            hold.since.unix_millis(),
+            heads_blob(heads),
+            hold.rejected
+        ])?;
+        Ok(())
+    }
+
+    /// The server no longer holds the chart's changes (device).
+    pub fn clear_device_hold(&self, chart: ChartId) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached("DELETE FROM device_holds WHERE chart_id = ?1")?
+            .execute([chart.to_string()])?;
+        Ok(())
+    }
+
+    /// Every chart the server holds changes of, as it last said (device), oldest first.
+    pub fn device_holds(&self) -> Result<Vec<DeviceHold>, StoreError> {
+        type Row = (String, Option<i64>, String, String, i64, Option<String>);
+        let raw: Vec<Row> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT chart_id, hold, reason, summary, since, rejected FROM device_holds
+                     ORDER BY since, chart_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let bad = |what: &str| StoreError::Corrupt(format!("a device hold with an invalid {what}"));
+        raw.into_iter()
+            .map(|(chart, hold, reason, summary, since, rejected)| {
+                Ok(DeviceHold {
+                    chart: chart.parse().map_err(|_| bad("chart id"))?,
+                    hold,
+                    reason: HoldReason::from_token(&reason).ok_or_else(|| bad("reason"))?,
+                    summary,
+                    since: Timestamp::from_unix_millis(since).map_err(|_| bad("time"))?,
+                    rejected,
+                })
+            })
+            .collect()
+    }
+
+    /// Records the heads the server has acknowledged for a chart (device): heads this device
+    /// holds, so everything before them is on the server.
+    pub fn acknowledge(&self, chart: ChartId, heads: &[ChangeHash]) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached(
+            "INSERT INTO acknowledged_heads (chart_id, heads) VALUES (?1, ?2)
+             ON CONFLICT (chart_id) DO UPDATE SET heads = ?2",
+        )?
+        .execute(params![chart.to_string(), heads_blob(heads)])?;
+        Ok(())
+    }
+
+    /// The heads of a chart the server last acknowledged (device); empty if none.
+    pub fn acknowledged(&self, chart: ChartId) -> Result<Vec<ChangeHash>, StoreError> {
+        let blob: Option<Vec<u8>> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT heads FROM acknowledged_heads WHERE chart_id = ?1")?
+                .query_row([chart.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        match blob {
+            None => Ok(Vec::new()),
+            Some(b) => parse_heads_blob(&b).ok_or_else(|| {
+                StoreError::Corrupt("acknowledged heads of the wrong length".into())
+            }),
+        }
+    }
+
+    /// The charts whose heads differ from what the server acknowledged (device): the charts
+    /// with something still to send, from the index alone.
+    pub fn unacknowledged_charts(&self) -> Result<Vec<ChartId>, StoreError> {
+        let ids: Vec<String> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT c.id FROM charts c LEFT JOIN acknowledged_heads a ON a.chart_id = c.id
+                 WHERE a.heads IS NULL OR a.heads != c.heads ORDER BY c.id",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        ids.into_iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| StoreError::Corrupt("a chart row with an invalid id".into()))
+            })
+            .collect()
+    }
+}

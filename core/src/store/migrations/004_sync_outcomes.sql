@@ -1,0 +1,55 @@
+-- chartsync store, version 4: what happens to an edit the server will not merge on its own.
+-- A refusal is per chart, never per connection (docs/protocol.md, ADR 0007): the server keeps
+-- what it refused for a records supervisor to accept or reject, and the device keeps the chart
+-- held, and says so, until the decision reaches it.
+
+-- Server: the holding area. One row per refused batch of changes to one chart from one device;
+-- the changes are not merged, not sent to other devices, and never deleted.
+CREATE TABLE held_changes (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    chart_id        TEXT NOT NULL,               -- automerge-repo document id
+    device          TEXT NOT NULL,               -- the device's peer id
+    storage         TEXT,                        -- the device's storage id, when it has one
+    user            TEXT NOT NULL,               -- who was signed in on the connection
+    role            TEXT NOT NULL,
+    reason          TEXT NOT NULL,               -- a HoldReason token
+    summary         TEXT NOT NULL,               -- why, in ids and paths only: never chart content
+    changes         BLOB NOT NULL,               -- the automerge changes, as sent
+    hashes          TEXT NOT NULL,               -- their hashes, hex, space-separated
+    bytes           INTEGER NOT NULL,
+    held_at         INTEGER NOT NULL,            -- milliseconds since the epoch
+    status          TEXT NOT NULL DEFAULT 'pending',  -- pending, accepted, rejected
+    decided_by      TEXT,
+    decided_at      INTEGER,
+    decision_reason TEXT
+) STRICT;
+
+CREATE INDEX held_changes_by_chart ON held_changes (chart_id, status);
+CREATE INDEX held_changes_by_device ON held_changes (device, status);
+CREATE INDEX held_changes_by_status ON held_changes (status, held_at);
+
+-- Each held change once: a device that sends a held change again (a reconnect) is told it is
+-- held, and nothing is added.
+CREATE TABLE held_change_hashes (
+    hash BLOB PRIMARY KEY,                       -- 32 bytes
+    held INTEGER NOT NULL REFERENCES held_changes (id)
+) STRICT, WITHOUT ROWID;
+
+-- Device: charts the server holds changes of, as it last said, so the tablet shows them held
+-- while offline and after a restart.
+CREATE TABLE device_holds (
+    chart_id TEXT PRIMARY KEY,
+    hold     INTEGER,                            -- the server's held_changes id, if it gave one
+    reason   TEXT NOT NULL,                      -- a HoldReason token
+    summary  TEXT NOT NULL,
+    since    INTEGER NOT NULL,                   -- milliseconds since the epoch
+    heads    BLOB NOT NULL,                      -- the chart's heads when it was held
+    rejected TEXT                                -- the supervisor's reason, once rejected
+) STRICT, WITHOUT ROWID;
+
+-- Device: the heads of each chart the server has acknowledged (it stores changes before it
+-- says it has them), so the changes still to send are counted while offline too.
+CREATE TABLE acknowledged_heads (
+    chart_id TEXT PRIMARY KEY,
+    heads    BLOB NOT NULL                       -- 32 bytes each, sorted
+) STRICT, WITHOUT ROWID;

@@ -1,0 +1,315 @@
+//! Every edit a nurse makes reaches the record, or is held where a person sees it: a tablet
+//! with the device sync client against a real server, through the ward's ordinary events — a
+//! change the server will not merge on one chart among twenty that sync, a sign-in that
+//! expires, and work done with no network at all.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_core::chart::*;
+use chartsync_core::client::{ClientConfig, SyncClient, SyncState, SyncStatus};
+use chartsync_core::protocol::HoldReason;
+use chartsync_core::store::ChartStore;
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn client(url: String, token: &str, peer: &str, store: &Arc<ChartStore>) -> SyncClient {
+    let mut config = ClientConfig::new(url, token, peer);
+    config.wards = vec!["4west".into()];
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(800);
+    SyncClient::start(store.clone(), config)
+}
+
+/// Waits until the client's status satisfies `ok`, or fails with the last status seen.
+async fn until(c: &SyncClient, what: &str, ok: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
+    let mut status = c.status();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if ok(&now) {
+            return now;
+        }
+        match tokio::time::timeout_at(deadline, status.changed()).await {
+            Ok(Ok(())) => {}
+            _ => panic!("{what}: never happened; the status is {now:?}"),
+        }
+    }
+}
+
+/// The chart as the server has it, read through REST.
+fn on_server(server: &Server, token: &str, id: ChartId) -> serde_json::Value {
+    let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(token));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A shared ward tablet: rn.park is signed in; rn.silva charted on it earlier. The server holds
+/// rn.silva's observation (the connection speaks for rn.park alone), tells the tablet which
+/// chart and why, and the other twenty charts sync on the same connection: one connection in
+/// all, no reconnect loop, and the tablet says exactly what waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connection() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+
+    // Twenty-one patients admitted at the registration PC.
+    let pc_store = tablet_store(&devices, "pc");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let charts: Vec<ChartId> = (0..21)
+        .map(|n| {
+            let chart = admit_at(&format!("MRN-{n:04}"), "4west", at(n), &clerk);
+            pc_store.create(chart).unwrap()
+        })
+        .collect();
+    let clerk_token = server.token("him.jones", "technician", &["4west"]);
+    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+    let opened_before = server.metric("connections_opened_total");
+
+    // The night nurse's tablet follows the ward's census and takes every chart.
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let c = client(url, &nurse_token, "tablet-4west-01", &tablet);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !charts.iter().all(|id| tablet.contains(*id).unwrap()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ward's charts did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+
+    // rn.silva's observation on the last chart, from before rn.park signed in; rn.park's own
+    // observations on the other twenty.
+    let silva = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
+    let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let shared = charts[20];
+    tablet
+        .update(shared, |ch| ch.add_entry(&silva, at(120), heart_rate(101)))
+        .unwrap();
+    for (n, id) in charts[..20].iter().enumerate() {
+        tablet
+            .update(*id, |ch| {
+                ch.add_entry(&park, at(130 + n as i64), heart_rate(70))
+            })
+            .unwrap();
+    }
+
+    let status = until(&c, "the shared chart held, the rest up to date", |s| {
+        s.state == SyncState::WaitingForReview && s.unacknowledged == 1
+    })
+    .await;
+    assert_eq!(status.held.len(), 1, "{status:?}");
+    assert_eq!(status.held[0].chart, shared);
+    assert_eq!(status.held[0].reason, HoldReason::AnotherAuthor);
+    assert!(status.held[0].hold.is_some());
+    assert_eq!(
+        status.unacknowledged_commits, 1,
+        "rn.silva's one observation"
+    );
+    for id in &charts[..20] {
+        let view = on_server(&server, &nurse_token, *id);
+        assert_eq!(view["entries"].as_array().unwrap().len(), 1, "chart {id}");
+    }
+    let view = on_server(&server, &nurse_token, shared);
+    assert!(
+        view["entries"].as_array().unwrap().is_empty(),
+        "held, not merged"
+    );
+
+    // No reconnect loop: in a quiet spell the tablet stays on its one connection.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        server.metric("connections_opened_total") - opened_before,
+        1.0,
+        "connections the tablet opened"
+    );
+    assert_eq!(c.status().borrow().state, SyncState::WaitingForReview);
+
+    // The held change is in the audit trail, with its hash, for the records supervisor.
+    let supervisor = server.token("sup.adams", "records_supervisor", &["4west"]);
+    let (code, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={shared}"),
+        Some(&supervisor),
+    );
+    assert_eq!(code, 200, "{body}");
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let held: Vec<_> = trail.iter().filter(|r| r["action"] == "hold").collect();
+    assert_eq!(held.len(), 1, "{body}");
+    assert_eq!(held[0]["user"], "rn.park");
+    assert_eq!(held[0]["changes"].as_array().unwrap().len(), 1);
+
+    // Restarted (a new connection), the tablet still shows the chart held, and the server,
+    // sent the change again, holds nothing twice.
+    c.stop().await;
+    let url = format!("ws://{}/sync", server.addr);
+    let again = client(url, &nurse_token, "tablet-4west-01", &tablet);
+    assert_eq!(
+        again.status().borrow().held.len(),
+        1,
+        "held, before connecting"
+    );
+    until(&again, "back to waiting for review", |s| {
+        s.state == SyncState::WaitingForReview
+    })
+    .await;
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={shared}"),
+        Some(&supervisor),
+    );
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(trail.iter().filter(|r| r["action"] == "hold").count(), 1);
+    again.stop().await;
+}
+
+/// With no network from the start, the tablet counts what it has not sent: the charts and the
+/// commits, before any connection and as the nurse writes; once a server answers, both reach
+/// zero and the record has every entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_counts_are_right_with_no_network_and_reach_zero_once_synced() {
+    let devices = tempfile::tempdir().unwrap();
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let first = tablet
+        .create(admit_at("MRN-0001", "4west", at(0), &nurse))
+        .unwrap();
+    let second = tablet
+        .create(admit_at("MRN-0002", "4west", at(1), &nurse))
+        .unwrap();
+    let commits = |id| tablet.read(id, |c| c.doc().get_changes(&[]).len()).unwrap();
+    let made = commits(first) + commits(second);
+
+    // A server address with nothing listening yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    // The token comes from the server's key, made in its data directory before it runs.
+    let token = {
+        let server = Server::start(data.path());
+        let t = server.token("rn.park", "nurse", &["4west"]);
+        server.stop();
+        t
+    };
+    let c = client(
+        format!("ws://{listen}/sync"),
+        &token,
+        "tablet-4west-01",
+        &tablet,
+    );
+    let status = c.status().borrow().clone();
+    assert_eq!(
+        (status.unacknowledged, status.unacknowledged_commits),
+        (2, made),
+        "before the first connection: {status:?}"
+    );
+    until(&c, "offline", |s| {
+        matches!(s.state, SyncState::Offline { .. })
+    })
+    .await;
+
+    // An observation while offline counts at once.
+    tablet
+        .update(first, |ch| ch.add_entry(&nurse, at(5), heart_rate(80)))
+        .unwrap();
+    until(&c, "one more commit counted offline", |s| {
+        s.unacknowledged == 2 && s.unacknowledged_commits == made + 1
+    })
+    .await;
+
+    // The server comes up where the tablet expects it.
+    let server = Server::start_on(data.path(), &listen);
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    let status = c.status().borrow().clone();
+    assert_eq!(
+        (status.unacknowledged, status.unacknowledged_commits),
+        (0, 0)
+    );
+    let view = on_server(&server, &token, first);
+    assert_eq!(view["entries"].as_array().unwrap().len(), 1);
+    c.stop().await;
+}
+
+/// A sign-in that expires mid-shift: the tablet says "sign in again" and stops trying (no
+/// retry loop against the server), keeps the nurse's work, and with a new token carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_sign_in_asks_for_a_new_one_and_stops_retrying_until_given() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let id = tablet
+        .create(admit_at("MRN-0001", "4west", at(0), &nurse))
+        .unwrap();
+
+    let short = server.token_for("rn.park", "nurse", &["4west"], "3s");
+    let c = client(
+        format!("ws://{}/sync", server.addr),
+        &short,
+        "tablet-4west-01",
+        &tablet,
+    );
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+
+    let status = until(&c, "sign-in required", |s| {
+        matches!(s.state, SyncState::SignInRequired { .. })
+    })
+    .await;
+    assert_eq!(status.unacknowledged, 0);
+    let refused = server.metric("sync_sign_ins_refused_total");
+    let opened = server.metric("connections_opened_total");
+    // Work goes on while signed out, and is counted.
+    tablet
+        .update(id, |ch| ch.add_entry(&nurse, at(5), heart_rate(80)))
+        .unwrap();
+    until(&c, "the new entry counted", |s| s.unacknowledged == 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        server.metric("sync_sign_ins_refused_total"),
+        refused,
+        "the tablet kept trying a token the server refuses"
+    );
+    assert_eq!(server.metric("connections_opened_total"), opened);
+    assert!(matches!(
+        c.status().borrow().state,
+        SyncState::SignInRequired { .. }
+    ));
+
+    // Signed in again: the entry reaches the record.
+    let fresh = server.token("rn.park", "nurse", &["4west"]);
+    c.set_token(fresh.clone());
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    let view = on_server(&server, &fresh, id);
+    assert_eq!(view["entries"].as_array().unwrap().len(), 1);
+    c.stop().await;
+}
