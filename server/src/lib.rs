@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod census;
 pub mod cli;
+mod holds;
 mod metrics;
 mod records;
 mod sync;
@@ -24,7 +25,8 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{routing::get, Json, Router};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chartsync_core::chart::Role;
 use chartsync_core::protocol::{LocalPeer, PeerMetadata, MAX_MESSAGE_BYTES};
 use chartsync_core::store::{ChartStore, StoreOptions};
@@ -155,6 +157,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         metrics: Arc::new(metrics::Metrics::new()),
         censuses,
         hold_quota: chartsync_core::store::HoldQuota::default(),
+        decisions: tokio::sync::broadcast::channel(256).0,
         sessions: tokio::sync::watch::Sender::new(0),
     });
     let mut sessions = hub.sessions.subscribe();
@@ -165,6 +168,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/charts/{id}", get(api::chart))
         .route("/api/charts/{id}/fhir", get(records::fhir_export))
         .route("/api/audit", get(api::audit))
+        .route("/api/holds", get(holds::list))
+        .route("/api/holds/{id}", get(holds::show))
+        .route("/api/holds/{id}/accept", post(holds::accept))
+        .route("/api/holds/{id}/reject", post(holds::reject))
         .route("/api/deficiencies", get(records::deficiencies))
         .route("/api/coding-queue", get(records::coding_queue))
         .route("/api/disclosures", get(records::disclosures))

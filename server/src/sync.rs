@@ -63,6 +63,8 @@ pub struct Hub {
     pub sessions: watch::Sender<usize>,
     /// How much the holding area keeps per device and in total.
     pub hold_quota: HoldQuota,
+    /// A records supervisor's decision on held changes, for the devices syncing the chart.
+    pub decisions: broadcast::Sender<(DocumentId, ChartNotice)>,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -94,7 +96,7 @@ enum Doc {
     /// A chart whose changes from this device are held for review: nothing more is taken from
     /// the device or sent to it about this chart on this connection (a sync would only ask
     /// again for what is held), until a decision or a new connection.
-    Held { hold: i64 },
+    Held,
     /// A ward census, which devices read and never write.
     Census(DocSync),
     /// A chart the device is sending that the store has not got yet.
@@ -109,6 +111,8 @@ enum Event {
     Unavailable,
     /// The document changed in the store (another device, or the census keeper).
     Changed,
+    /// A records supervisor decided on held changes of this chart.
+    Decided(ChartNotice),
 }
 
 /// A connection after its handshake: who is at the other end.
@@ -166,6 +170,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     let mut writer = tokio::spawn(write_frames(tx, outgoing, metrics.clone()));
     let mut writer_done = false;
     let mut feed = hub.changes.subscribe();
+    let mut decisions = hub.decisions.subscribe();
     let mut shutdown = hub.shutdown.clone();
     // The session lasts no longer than its token.
     let expiry = tokio::time::sleep(access.remaining());
@@ -262,6 +267,13 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                     }
                     continue;
                 }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            decided = decisions.recv() => match decided {
+                // Only a document this device syncs on this connection; otherwise the device
+                // hears the outcome when it next sends the chart.
+                Ok((id, notice)) if workers.contains_key(&id) => (id, Event::Decided(notice)),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = shutdown.changed() => {
@@ -379,7 +391,26 @@ impl Worker {
                 Output::default()
             }
             Event::Changed => self.on_chart_changed(),
+            Event::Decided(notice) => self.on_decision(notice),
         }
+    }
+
+    /// Tells the device of a decision on its held changes, and syncs the chart afresh: after
+    /// an acceptance the device gets the record with its changes in it; after a rejection it
+    /// is told again if it sends them.
+    fn on_decision(&mut self, notice: ChartNotice) -> Output {
+        let mut out = Output::send(self.notice(&notice));
+        self.doc = None;
+        if matches!(notice, ChartNotice::Accepted { .. }) {
+            if let Ok(Some(s)) = self.hub().store.summary(self.id) {
+                if self.access().may_see_ward(&s.ward) {
+                    let state = self.stored_state();
+                    self.doc = Some(Doc::Chart(DocSync::new(self.id, state)));
+                    out.send.extend(self.reply().send);
+                }
+            }
+        }
+        out
     }
 
     fn hub(&self) -> &Hub {
@@ -453,7 +484,7 @@ impl Worker {
 
     fn on_sync(&mut self, data: &[u8], is_request: bool) -> Output {
         let id = self.id;
-        if matches!(self.doc, Some(Doc::Held { .. })) {
+        if matches!(self.doc, Some(Doc::Held)) {
             // Held on this connection: see `Doc::Held`.
             return Output::default();
         }
@@ -664,7 +695,7 @@ impl Worker {
             Ok(Held::New(hold)) => {
                 tracing::warn!(user = %actor.user, peer = %actor.device, chart = %id, hold, reason = %refusal.reason, "changes held for review");
                 self.hub().metrics.rejections.inc();
-                self.doc = Some(Doc::Held { hold });
+                self.doc = Some(Doc::Held);
                 ChartNotice::Held {
                     hold,
                     reason: refusal.reason,
@@ -674,7 +705,7 @@ impl Worker {
             Ok(Held::Already(hold)) => match self.hub().store.held_batch(hold) {
                 Ok(Some((batch, _))) => {
                     tracing::debug!(chart = %id, hold, "changes sent again are held already");
-                    self.doc = Some(Doc::Held { hold });
+                    self.doc = Some(Doc::Held);
                     match batch.status {
                         HoldStatus::Rejected => ChartNotice::Rejected {
                             hold,
@@ -700,7 +731,7 @@ impl Worker {
                     AuditAction::Reject,
                     Some("the holding area is full: the device keeps the changes"),
                 );
-                self.doc = Some(Doc::Held { hold: 0 });
+                self.doc = Some(Doc::Held);
                 ChartNotice::HoldingAreaFull {
                     reason: refusal.reason,
                 }

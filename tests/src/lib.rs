@@ -156,14 +156,37 @@ impl Tablet {
 
 /// A plain HTTP GET; (status, body).
 pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http("GET", addr, path, token, None)
+}
+
+/// A plain HTTP POST of a JSON body; (status, body).
+pub fn http_post(addr: &str, path: &str, token: Option<&str>, json: &str) -> (u16, String) {
+    http("POST", addr, path, token, Some(json))
+}
+
+fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body = json
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )
+        })
+        .unwrap_or_else(|| "\r\n".into());
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n{body}"
     )
     .unwrap();
     let mut response = String::new();

@@ -313,3 +313,131 @@ async fn an_expired_sign_in_asks_for_a_new_one_and_stops_retrying_until_given() 
     assert_eq!(view["entries"].as_array().unwrap().len(), 1);
     c.stop().await;
 }
+
+/// Two of rn.silva's observations wait on a shared tablet where rn.park is signed in. The
+/// records supervisor reads what each would do, accepts one (it reaches the record under
+/// rn.silva's name) and rejects the other with a reason; the tablet hears both decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet_hears_both() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let silva = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
+    let (kept, refused) = (
+        tablet
+            .create(admit_at("MRN-0001", "4west", at(0), &park))
+            .unwrap(),
+        tablet
+            .create(admit_at("MRN-0002", "4west", at(1), &park))
+            .unwrap(),
+    );
+    let c = client(url, &nurse_token, "tablet-4west-01", &tablet);
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    for id in [kept, refused] {
+        tablet
+            .update(id, |ch| ch.add_entry(&silva, at(30), heart_rate(88)))
+            .unwrap();
+    }
+    until(&c, "both charts held", |s| s.held.len() == 2).await;
+
+    let supervisor = server.token("sup.adams", "records_supervisor", &["4west"]);
+    let (code, body) = http_get(&server.addr, "/api/holds", Some(&supervisor));
+    assert_eq!(code, 200, "{body}");
+    let holds: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(holds.len(), 2, "{body}");
+    let hold_of = |chart: ChartId| {
+        holds
+            .iter()
+            .find(|h| h["chart"] == chart.to_string())
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (accept, reject) = (hold_of(kept), hold_of(refused));
+    // A nurse may not read the holding area.
+    assert_eq!(
+        http_get(&server.addr, "/api/holds", Some(&nurse_token)).0,
+        403
+    );
+
+    // What the change would do, in words and as a patch of the chart.
+    let (code, body) = http_get(
+        &server.addr,
+        &format!("/api/holds/{accept}"),
+        Some(&supervisor),
+    );
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["reason"], "another_author");
+    assert_eq!(detail["acceptable"], true);
+    assert_eq!(detail["user"], "rn.park", "who was signed in");
+    let words: Vec<&str> = detail["effect"]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        words.iter().any(|w| w.starts_with("adds entries/")),
+        "{words:?}"
+    );
+    assert_eq!(detail["effect"]["patch"][0]["op"], "add");
+    assert_eq!(detail["effect"]["patch"][0]["value"]["value"], "88");
+
+    // Accepted: merged under rn.silva's name.
+    let post = |path: String, json: &str| http_post(&server.addr, &path, Some(&supervisor), json);
+    let (code, body) = post(format!("/api/holds/{accept}/accept"), "{}");
+    assert_eq!(code, 200, "{body}");
+    // Rejected: a reason is required, and a decided hold stays decided.
+    let (code, _) = post(format!("/api/holds/{reject}/reject"), "{}");
+    assert_eq!(code, 400);
+    let (code, body) = post(
+        format!("/api/holds/{reject}/reject"),
+        r#"{"reason": "charted on the wrong patient"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(post(format!("/api/holds/{reject}/accept"), "{}").0, 409);
+    assert_eq!(
+        post(format!("/api/holds/{accept}/reject"), r#"{"reason":"x"}"#).0,
+        409
+    );
+
+    // The tablet: the accepted chart is in the record and no longer held; the rejected one
+    // says so, with the supervisor's reason.
+    let status = until(&c, "the decisions reach the tablet", |s| {
+        s.held.len() == 1 && s.held[0].rejected.is_some() && s.unacknowledged == 1
+    })
+    .await;
+    assert_eq!(status.held[0].chart, refused);
+    assert_eq!(
+        status.held[0].rejected.as_deref(),
+        Some("charted on the wrong patient")
+    );
+    let view = on_server(&server, &nurse_token, kept);
+    assert_eq!(view["entries"][0]["author"], "rn.silva");
+    let view = on_server(&server, &nurse_token, refused);
+    assert!(view["entries"].as_array().unwrap().is_empty());
+
+    // The trail: rn.silva's write, and the supervisor's review.
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={kept}"),
+        Some(&supervisor),
+    );
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(trail
+        .iter()
+        .any(|r| r["action"] == "write" && r["user"] == "rn.silva"));
+    assert!(trail
+        .iter()
+        .any(|r| r["action"] == "review" && r["user"] == "sup.adams"));
+    c.stop().await;
+}

@@ -16,7 +16,12 @@ fn night_nurse() -> Staff {
 
 /// How many entries a chart has.
 fn entries(doc: Automerge) -> usize {
-    Chart::from_automerge(doc).unwrap().view().unwrap().entries.len()
+    Chart::from_automerge(doc)
+        .unwrap()
+        .view()
+        .unwrap()
+        .entries
+        .len()
 }
 
 /// A tablet's copy of a chart, fetched from the server.
@@ -438,5 +443,9 @@ async fn offline_vitals_reach_the_record_when_the_servers_summary_mistakes_one_f
         .await
         .unwrap();
     let (_, doc, _) = fetch(&mut records, id).await;
-    assert_eq!(entries(doc), 7, "the server is missing an offline observation");
+    assert_eq!(
+        entries(doc),
+        7,
+        "the server is missing an offline observation"
+    );
 }

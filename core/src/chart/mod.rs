@@ -132,6 +132,14 @@ impl Chart {
         }
     }
 
+    /// Who made a change of this chart, as the change's author says (changes written through
+    /// the chart API name their writer; others, an automerge-repo app's say, name no one).
+    pub fn author_of(&self, change: &automerge::Change) -> Option<Staff> {
+        self.doc
+            .get_author_for_actor(change.actor_id())
+            .and_then(|a| serde_json::from_slice::<Staff>(a.as_bytes()).ok())
+    }
+
     /// The document's current heads.
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.doc.get_heads()

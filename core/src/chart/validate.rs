@@ -553,11 +553,7 @@ pub fn check_writer(
 ) -> Result<(), Rejection> {
     let mut violations = Vec::new();
     for change in after.doc().get_changes(before) {
-        let author = after
-            .doc()
-            .get_author_for_actor(change.actor_id())
-            .and_then(|a| serde_json::from_slice::<super::types::Staff>(a.as_bytes()).ok());
-        if let Some(staff) = author {
+        if let Some(staff) = after.author_of(&change) {
             if staff.user != user || staff.role != role {
                 violations.push(Violation::NotTheAuthor {
                     change: change.hash().to_string(),

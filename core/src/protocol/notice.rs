@@ -51,6 +51,20 @@ impl HoldReason {
         HoldReason::CensusIsReadOnly,
     ];
 
+    /// Whether a records supervisor may merge changes held for this reason. Access, authorship
+    /// and code tables are matters of policy a person can judge; a role writing outside its
+    /// sections, an edit to a signed record or a broken structure would make the record itself
+    /// wrong, and are only ever rejected (corrections go in as amendments).
+    pub fn acceptable(self) -> bool {
+        matches!(
+            self,
+            HoldReason::OutsideWards
+                | HoldReason::AnotherAuthor
+                | HoldReason::InvalidCode
+                | HoldReason::DependsOnHeld
+        )
+    }
+
     pub fn token(self) -> &'static str {
         match self {
             HoldReason::OutsideWards => "outside_wards",

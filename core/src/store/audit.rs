@@ -33,6 +33,8 @@ pub enum AuditAction {
     Reject,
     /// Changes were kept in the holding area for review.
     Hold,
+    /// A records supervisor accepted or rejected held changes.
+    Review,
 }
 
 impl AuditAction {
@@ -45,6 +47,7 @@ impl AuditAction {
             AuditAction::Deny => "deny",
             AuditAction::Reject => "reject",
             AuditAction::Hold => "hold",
+            AuditAction::Review => "review",
         }
     }
 
@@ -57,6 +60,7 @@ impl AuditAction {
             AuditAction::Deny,
             AuditAction::Reject,
             AuditAction::Hold,
+            AuditAction::Review,
         ]
         .into_iter()
         .find(|a| a.token() == s)

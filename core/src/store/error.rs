@@ -49,6 +49,21 @@ pub enum StoreError {
         error: Box<StoreError>,
     },
 
+    #[error("no held changes {0}")]
+    NoSuchHold(i64),
+
+    #[error("held changes {id} were already {status}")]
+    AlreadyDecided { id: i64, status: &'static str },
+
+    #[error("held changes {id} cannot be accepted ({reason}): they would break the record's rules; reject them")]
+    NotAcceptable { id: i64, reason: &'static str },
+
+    #[error("held changes {id} build on changes the record has not got{}: decide those first", .first.map(|f| format!(" (held changes {f})")).unwrap_or_default())]
+    DecideFirst { id: i64, first: Option<i64> },
+
+    #[error("a reason is required to reject held changes")]
+    ReasonRequired,
+
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{heads_blob, insert_audit, lock, now_millis, parse_heads_blob, Actor, AuditAction};
 use super::{ChartStore, StoreError};
-use crate::chart::{ChartId, Timestamp};
+use crate::chart::{ChartError, ChartId, Timestamp};
 use crate::protocol::HoldReason;
 
 /// How much one device, and every device together, may have waiting for review.
@@ -193,6 +193,21 @@ impl RawBatch {
     }
 }
 
+fn decide(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    status: HoldStatus,
+    reviewer: &Actor,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE held_changes SET status = ?2, decided_by = ?3, decided_at = ?4,
+             decision_reason = ?5 WHERE id = ?1",
+        params![id, status.token(), reviewer.user, now_millis(), reason],
+    )?;
+    Ok(())
+}
+
 impl ChartStore {
     /// Keeps a batch of changes the server will not merge on its own, durably, with an audit
     /// row in the same transaction. Changes already held are not held twice.
@@ -348,6 +363,194 @@ impl ChartStore {
         found
             .map(|(raw, bytes)| Ok((raw.parse()?, bytes)))
             .transpose()
+    }
+
+    /// Merges held changes into the record, attributed to the person who wrote them, with
+    /// the reviewer's acceptance audited in the same transaction. The changes must still keep
+    /// the chart's structure (only the code tables may disagree), and may build only on what
+    /// the record has.
+    pub fn accept_hold(&self, id: i64, reviewer: &Actor) -> Result<HeldBatch, StoreError> {
+        let (batch, bytes) = self.held_batch(id)?.ok_or(StoreError::NoSuchHold(id))?;
+        if batch.status != HoldStatus::Pending {
+            return Err(StoreError::AlreadyDecided {
+                id,
+                status: batch.status.token(),
+            });
+        }
+        if !batch.reason.acceptable() {
+            return Err(StoreError::NotAcceptable {
+                id,
+                reason: batch.reason.token(),
+            });
+        }
+        let chart = batch.chart;
+        let changes = crate::chart::chunks(&bytes)
+            .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not parse")))?
+            .into_iter()
+            .map(|c| automerge::Change::try_from(c.bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not parse")))?;
+        let author = Actor {
+            user: batch.user.clone(),
+            role: batch.role.clone(),
+            device: batch.device.clone(),
+        };
+        if !self.contains(chart)? {
+            // A new chart a device made, held whole.
+            let doc = automerge::Automerge::load(&bytes)
+                .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not load")))?;
+            let structure =
+                crate::chart::validate::validate_changes(&automerge::Automerge::new(), &doc);
+            if let Err(r) = structure {
+                if !r
+                    .violations
+                    .iter()
+                    .all(|v| matches!(v, crate::chart::validate::Violation::InvalidCode { .. }))
+                {
+                    return Err(StoreError::NotAcceptable {
+                        id,
+                        reason: HoldReason::BreaksChartRules.token(),
+                    });
+                }
+            }
+            let new = crate::chart::Chart::from_automerge(doc)
+                .map_err(|error| StoreError::Chart { id: chart, error })?;
+            self.insert_as(&author, chart, new)?;
+        }
+        // Attributed to the person who wrote them, when they all name one; otherwise to the
+        // person signed in when they were sent.
+        let writers: Vec<Option<crate::chart::Staff>> = self.read(chart, |c| {
+            let mut scratch = c.fork();
+            let _ = scratch.load_incremental(&bytes);
+            changes.iter().map(|ch| scratch.author_of(ch)).collect()
+        })?;
+        let author = match writers.first() {
+            Some(Some(first)) if writers.iter().all(|w| w.as_ref() == Some(first)) => Actor {
+                user: first.user.clone(),
+                role: first.role.token().to_string(),
+                device: batch.device.clone(),
+            },
+            _ => author,
+        };
+        let ours: std::collections::HashSet<ChangeHash> =
+            changes.iter().map(|c| c.hash()).collect();
+        let missing: Vec<ChangeHash> = self.read(chart, |c| {
+            changes
+                .iter()
+                .flat_map(|ch| ch.deps().iter().copied())
+                .filter(|d| !ours.contains(d) && c.doc().get_change_meta_by_hash(d).is_none())
+                .collect()
+        })?;
+        if let Some(first) = missing.first() {
+            let holder = self.held_change(first)?.map(|(h, _)| h);
+            return Err(StoreError::DecideFirst { id, first: holder });
+        }
+        let mark = |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+            decide(tx, id, HoldStatus::Accepted, reviewer, None)?;
+            insert_audit(
+                tx,
+                reviewer,
+                AuditAction::Review,
+                Some(chart),
+                &[],
+                Some(&format!("accepted held changes {id}")),
+            )
+        };
+        let merged = self.update_inner(
+            chart,
+            Some(&author),
+            |c| {
+                let mut candidate = c.fork();
+                candidate.load_incremental(&bytes)?;
+                if let Err(r) = crate::chart::validate::validate_changes(c.doc(), candidate.doc()) {
+                    let only_codes = r.violations.iter().all(|v| {
+                        matches!(v, crate::chart::validate::Violation::InvalidCode { .. })
+                    });
+                    if !only_codes {
+                        return Err(ChartError::Rejected(Box::new(r)));
+                    }
+                }
+                c.load_incremental(&bytes)?;
+                Ok(c.heads())
+            },
+            Some(&mark),
+        );
+        match merged {
+            Ok(_) => {}
+            Err(StoreError::Chart {
+                error: ChartError::Rejected(_),
+                ..
+            }) => {
+                return Err(StoreError::NotAcceptable {
+                    id,
+                    reason: HoldReason::BreaksChartRules.token(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        // Already in the record (an acceptance cut short after its commit): the commit did
+        // not run `mark`, so mark it now.
+        let status: String = self.inner.with_reader(|conn| {
+            Ok(
+                conn.query_row("SELECT status FROM held_changes WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?,
+            )
+        })?;
+        if status == HoldStatus::Pending.token() {
+            let mut conn = lock(&self.inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            mark(&tx)?;
+            tx.commit()?;
+        }
+        self.held_batch(id)?
+            .map(|(b, _)| b)
+            .ok_or(StoreError::NoSuchHold(id))
+    }
+
+    /// Rejects held changes: they stay in the holding area with the decision and never reach
+    /// the record. `reason` is the supervisor's, shown to the device.
+    pub fn reject_hold(
+        &self,
+        id: i64,
+        reviewer: &Actor,
+        reason: &str,
+    ) -> Result<HeldBatch, StoreError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(StoreError::ReasonRequired);
+        }
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: Option<(String, String)> = tx
+            .query_row(
+                "SELECT chart_id, status FROM held_changes WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (chart, status) = found.ok_or(StoreError::NoSuchHold(id))?;
+        if status != HoldStatus::Pending.token() {
+            let status = HoldStatus::from_token(&status).map_or("decided", HoldStatus::token);
+            return Err(StoreError::AlreadyDecided { id, status });
+        }
+        let chart: ChartId = chart
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("held changes {id} name no chart")))?;
+        decide(&tx, id, HoldStatus::Rejected, reviewer, Some(reason))?;
+        insert_audit(
+            &tx,
+            reviewer,
+            AuditAction::Review,
+            Some(chart),
+            &[],
+            Some(&format!("rejected held changes {id}")),
+        )?;
+        tx.commit()?;
+        drop(conn);
+        self.held_batch(id)?
+            .map(|(b, _)| b)
+            .ok_or(StoreError::NoSuchHold(id))
     }
 
     // The device's side.

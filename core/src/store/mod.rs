@@ -99,6 +99,9 @@ pub struct StoreStats {
 
 /// Locks a mutex, carrying on if a panicking thread held it: every critical section here
 /// leaves its data consistent or is followed by a reload from disk.
+/// Rows written in the same transaction as a chart's commit.
+type AlsoInCommit<'a> = dyn Fn(&Transaction<'_>) -> Result<(), StoreError> + 'a;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -385,7 +388,7 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        self.update_inner(id, None, write)
+        self.update_inner(id, None, write, None)
     }
 
     /// [`ChartStore::update`], with a `write` row naming the committed changes in the audit
@@ -396,14 +399,16 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        self.update_inner(id, Some(actor), write)
+        self.update_inner(id, Some(actor), write, None)
     }
 
+    /// `also`: more rows to write in the commit's transaction (only if the chart changed).
     fn update_inner<T>(
         &self,
         id: ChartId,
         actor: Option<&Actor>,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+        also: Option<&AlsoInCommit<'_>>,
     ) -> Result<T, StoreError> {
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = self.inner.ready(id, &slot)?;
@@ -424,7 +429,7 @@ impl ChartStore {
             }
             Ok(v) => self
                 .inner
-                .persist(id, &mut cached, actor)
+                .persist(id, &mut cached, actor, also)
                 .map(|due| (v, due)),
         };
         match outcome {
@@ -1156,6 +1161,7 @@ impl Inner {
         id: ChartId,
         cached: &mut Cached,
         actor: Option<&Actor>,
+        also: Option<&AlsoInCommit<'_>>,
     ) -> Result<bool, StoreError> {
         let chart_err = |error| StoreError::Chart { id, error };
         let Some(chart) = cached.chart.as_ref() else {
@@ -1234,6 +1240,9 @@ impl Inner {
         if let Some(actor) = actor {
             let hashes = change_hashes(chart, before);
             insert_audit(&tx, actor, AuditAction::Write, Some(id), &hashes, None)?;
+        }
+        if let Some(also) = also {
+            also(&tx)?;
         }
         tx.commit()?;
         self.feed.publish(&ChartChanged {

@@ -1,0 +1,309 @@
+//! The holding area, for records supervisors: changes the server would not merge on its own
+//! (`sync::Worker::hold`), listed, shown — what they would do, in words and as a JSON Patch
+//! of the chart's view — and accepted (merged, attributed to their author) or rejected (kept
+//! with the decision). Each decision reaches the device that sent the changes, if it is
+//! connected, and otherwise when it next syncs the chart.
+//!
+//! Supervisors see the holds of charts on their wards; holds of charts the store has not got
+//! (a refused new chart, a ward census) are the records office's (`*`).
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chartsync_core::chart::{Chart, ChartId, Role};
+use chartsync_core::protocol::ChartNotice;
+use chartsync_core::store::{AuditAction, ChartStore, HeldBatch, HoldStatus, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{actor, blocking, error, internal};
+use crate::auth::{Access, ALL_WARDS};
+use crate::AppState;
+
+/// Whether `access` may see the holds of `chart`.
+fn may_review(store: &ChartStore, access: &Access, chart: ChartId) -> Result<bool, StoreError> {
+    Ok(match store.summary(chart)? {
+        Some(s) => access.may_see_ward(&s.ward),
+        None => access.may_see_ward(ALL_WARDS),
+    })
+}
+
+fn supervisors_only(access: &Access) -> Option<Response> {
+    (!matches!(access.role, Role::RecordsSupervisor | Role::Admin)).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "the holding area is for records supervisors and admins",
+        )
+    })
+}
+
+/// `GET /api/holds[?status=pending|accepted|rejected|all][&chart=ID]`, newest first.
+pub async fn list(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = supervisors_only(&access) {
+        return r;
+    }
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("pending") => Some(HoldStatus::Pending),
+        Some("accepted") => Some(HoldStatus::Accepted),
+        Some("rejected") => Some(HoldStatus::Rejected),
+        Some("all") => None,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "status is pending, accepted, rejected or all",
+            )
+        }
+    };
+    let chart = match query.get("chart").map(|c| c.parse::<ChartId>()) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "not a chart id"),
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || {
+        let mut visible = Vec::new();
+        let mut seen: HashMap<ChartId, bool> = HashMap::new();
+        for batch in store.held_batches(chart, status)? {
+            let ok = match seen.get(&batch.chart) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = may_review(&store, &access, batch.chart)?;
+                    seen.insert(batch.chart, ok);
+                    ok
+                }
+            };
+            if ok {
+                visible.push(batch);
+            }
+        }
+        store.record_audit(&who, AuditAction::List, chart, Some("holding area"))?;
+        Ok::<_, StoreError>(visible)
+    })
+    .await;
+    match result {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+/// What held changes would do to the chart.
+#[derive(Debug, Serialize)]
+pub struct Effect {
+    /// One line per change to the chart's view: "adds entries/…", "changes patient/phone".
+    pub words: Vec<String>,
+    /// The same as an RFC 6902 JSON Patch from the chart's view now to the view with them.
+    pub patch: json_patch::Patch,
+    /// Set when the changes build on others the record has not got: nothing can be shown
+    /// until those are decided.
+    pub waits_on_other_changes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldDetail {
+    #[serde(flatten)]
+    pub batch: HeldBatch,
+    /// The reason in words.
+    pub reason_text: &'static str,
+    pub acceptable: bool,
+    pub effect: Effect,
+}
+
+/// The effect of `bytes` on the chart `before` (empty for a chart the store has not got).
+fn effect(before: Option<&Chart>, bytes: &[u8]) -> Result<Effect, String> {
+    let view = |c: &Chart| c.view().map_err(|e| e.to_string());
+    let old = match before {
+        Some(c) => serde_json::to_value(view(c)?).map_err(|e| e.to_string())?,
+        None => serde_json::Value::Null,
+    };
+    let mut after = match before {
+        Some(c) => c.fork(),
+        None => {
+            Chart::from_automerge(automerge::Automerge::load(bytes).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    if before.is_some() {
+        after.load_incremental(bytes).map_err(|e| e.to_string())?;
+    }
+    let waits = before.is_some_and(|b| b.heads() == after.heads());
+    let new = serde_json::to_value(view(&after)?).map_err(|e| e.to_string())?;
+    let patch = json_patch::diff(&old, &new);
+    let words = patch
+        .0
+        .iter()
+        .map(|op| {
+            let (verb, path) = match op {
+                json_patch::PatchOperation::Add(a) => ("adds", a.path.to_string()),
+                json_patch::PatchOperation::Remove(r) => ("removes", r.path.to_string()),
+                json_patch::PatchOperation::Replace(r) => ("changes", r.path.to_string()),
+                json_patch::PatchOperation::Move(m) => ("moves", m.path.to_string()),
+                json_patch::PatchOperation::Copy(c) => ("copies", c.path.to_string()),
+                json_patch::PatchOperation::Test(t) => ("tests", t.path.to_string()),
+            };
+            let path = path.trim_start_matches('/');
+            format!(
+                "{verb} {}",
+                if path.is_empty() {
+                    "the whole chart"
+                } else {
+                    path
+                }
+            )
+        })
+        .collect();
+    Ok(Effect {
+        words,
+        patch,
+        waits_on_other_changes: waits,
+    })
+}
+
+/// `GET /api/holds/{id}`: one hold, and what it would do.
+pub async fn show(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Some(r) = supervisors_only(&access) {
+        return r;
+    }
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || -> Result<Option<HoldDetail>, StoreError> {
+        let Some((batch, bytes)) = store.held_batch(id)? else {
+            return Ok(None);
+        };
+        if !may_review(&store, &access, batch.chart)? {
+            let detail = Some("held changes of a chart outside the token's wards");
+            store.record_audit(&who, AuditAction::Deny, Some(batch.chart), detail)?;
+            return Ok(None);
+        }
+        let chart = if store.contains(batch.chart)? {
+            Some(store.chart(batch.chart)?)
+        } else {
+            None
+        };
+        let effect = effect(chart.as_ref(), &bytes).unwrap_or_else(|reason| {
+            tracing::warn!(hold = id, %reason, "held changes could not be shown");
+            Effect {
+                words: vec!["the changes could not be read as a chart".into()],
+                patch: json_patch::Patch(Vec::new()),
+                waits_on_other_changes: false,
+            }
+        });
+        store.record_audit(
+            &who,
+            AuditAction::Read,
+            Some(batch.chart),
+            Some(&format!("held changes {id}")),
+        )?;
+        Ok(Some(HoldDetail {
+            reason_text: batch.reason.describe(),
+            acceptable: batch.reason.acceptable(),
+            batch,
+            effect,
+        }))
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(detail))) => Json(detail).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such held changes"),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Decision {
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/holds/{id}/accept`
+pub async fn accept(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    decide(app, access, headers, id, None).await
+}
+
+/// `POST /api/holds/{id}/reject` with `{"reason": "…"}`
+pub async fn reject(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    body: Option<Json<Decision>>,
+) -> Response {
+    let reason = body.map(|Json(d)| d.reason).unwrap_or_default();
+    decide(app, access, headers, id, Some(reason)).await
+}
+
+/// Accepts (`reject: None`) or rejects held changes, and tells connected devices.
+async fn decide(
+    app: AppState,
+    access: Access,
+    headers: HeaderMap,
+    id: i64,
+    reject: Option<String>,
+) -> Response {
+    if let Some(r) = supervisors_only(&access) {
+        return r;
+    }
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let result = blocking(move || -> Result<Option<HeldBatch>, StoreError> {
+        let Some((batch, _)) = store.held_batch(id)? else {
+            return Ok(None);
+        };
+        if !may_review(&store, &access, batch.chart)? {
+            let detail = Some("held changes of a chart outside the token's wards");
+            store.record_audit(&who, AuditAction::Deny, Some(batch.chart), detail)?;
+            return Ok(None);
+        }
+        match &reject {
+            None => store.accept_hold(id, &who).map(Some),
+            Some(reason) => store.reject_hold(id, &who, reason).map(Some),
+        }
+    })
+    .await;
+    let batch = match result {
+        Ok(Ok(Some(batch))) => batch,
+        Ok(Ok(None)) | Ok(Err(StoreError::NoSuchHold(_))) => {
+            return error(StatusCode::NOT_FOUND, "no such held changes")
+        }
+        Ok(Err(e @ StoreError::ReasonRequired)) => {
+            return error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Ok(Err(
+            e @ (StoreError::AlreadyDecided { .. }
+            | StoreError::NotAcceptable { .. }
+            | StoreError::DecideFirst { .. }),
+        )) => return error(StatusCode::CONFLICT, &e.to_string()),
+        Ok(Err(e)) => return internal(e),
+        Err(r) => return r,
+    };
+    tracing::info!(hold = id, chart = %batch.chart, status = batch.status.token(), reviewer = batch.decided_by.as_deref().unwrap_or(""), "held changes decided");
+    let notice = match batch.status {
+        HoldStatus::Accepted => ChartNotice::Accepted { hold: id },
+        _ => ChartNotice::Rejected {
+            hold: id,
+            reason: batch.decision_reason.clone().unwrap_or_default(),
+        },
+    };
+    // No connection listening is fine: the device hears it when it next syncs the chart.
+    let _ = app.hub.decisions.send((batch.chart, notice));
+    Json(batch).into_response()
+}
