@@ -186,3 +186,51 @@ async fn our_tablet_syncs_with_automerge_repos_own_server() {
     client.stop().await;
     assert!(node.child.wait().unwrap().success());
 }
+
+/// An automerge-repo 2.5.6 app breaks a rule on one chart (it rewrites an MRN): the server
+/// holds that change, the app hears which chart and why as an `ephemeral-message` on the
+/// chart's handle, and its other chart goes on syncing over the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_client_hears_a_per_chart_refusal_and_carries_on() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let mut node = Node::run(
+        "held.mjs",
+        &[format!("ws://{}/sync", server.addr), clerk.clone()],
+    );
+    let created = node.expect("CREATED").await;
+    let (held, other) = created.split_once(' ').unwrap();
+    let (held, other): (ChartId, ChartId) = (held.parse().unwrap(), other.parse().unwrap());
+
+    let notice: serde_json::Value = serde_json::from_str(&node.expect("HELD").await).unwrap();
+    assert_eq!(notice["type"], "chartsync/held");
+    assert_eq!(notice["reason"], "breaks_chart_rules");
+    assert!(notice["hold"].as_i64().unwrap() > 0);
+    node.expect("CHANGED").await;
+
+    let chart = |id: ChartId| {
+        let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(&clerk));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while chart(other)["patient"]["phone"] != "555-0142" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other chart stopped syncing after the refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        chart(held)["patient"]["mrn"],
+        "MRN-7101",
+        "the MRN was not rewritten"
+    );
+    assert_eq!(
+        server.metric("connections_opened_total"),
+        1.0,
+        "the app stayed on one connection"
+    );
+    assert!(node.child.wait().unwrap().success());
+}
