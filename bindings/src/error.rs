@@ -87,6 +87,16 @@ impl From<ChartError> for ChartsyncError {
     }
 }
 
+/// A chart id the app passed, read here rather than in uniffi's lifting, so that a malformed
+/// one is `InvalidInput` and not uniffi's internal error. The id is not repeated.
+pub(crate) fn chart_id(text: &str) -> Result<chartsync_core::chart::ChartId, ChartsyncError> {
+    text.parse().map_err(|_| {
+        ChartsyncError::InvalidInput(
+            "not a chart id (the base58check document id automerge-repo uses)".into(),
+        )
+    })
+}
+
 /// What is wrong with a code, naming its system but not the code itself.
 fn code_message(e: &CodeError) -> String {
     match e {

@@ -10,7 +10,7 @@ use chartsync_core::store::{
 };
 
 use crate::chart::Chart;
-use crate::error::ChartsyncError;
+use crate::error::{chart_id, ChartsyncError};
 
 /// The tablet's chart store: one SQLite (SQLCipher) file.
 #[derive(uniffi::Object)]
@@ -21,7 +21,7 @@ pub struct ChartStore {
 /// A saved chart document (automerge bytes) and its id, for bulk import.
 #[derive(uniffi::Record)]
 pub struct ChartDocument {
-    pub id: ChartId,
+    pub id: String,
     pub bytes: Vec<u8>,
 }
 
@@ -84,14 +84,16 @@ impl ChartStore {
     }
 
     /// One chart's summary, with its count of open deficiencies.
-    pub fn summary(&self, id: ChartId) -> Result<Option<ChartSummary>, ChartsyncError> {
+    pub fn summary(&self, id: String) -> Result<Option<ChartSummary>, ChartsyncError> {
+        let id = chart_id(&id)?;
         Ok(self.inner.summary(id)?)
     }
 
     /// What is missing from a chart: unsigned notes, a missing or late history and physical,
     /// a missing discharge summary, forms without signatures, coding not final, open queries,
     /// unresolved conflicts, edits after signing; each with who must act and by when.
-    pub fn deficiencies(&self, id: ChartId) -> Result<Vec<Deficiency>, ChartsyncError> {
+    pub fn deficiencies(&self, id: String) -> Result<Vec<Deficiency>, ChartsyncError> {
+        let id = chart_id(&id)?;
         Ok(self.inner.deficiencies(id)?)
     }
 
@@ -126,7 +128,8 @@ impl ChartStore {
     }
 
     /// A chart in the store, as `by` sees and writes it.
-    pub fn open_chart(&self, id: ChartId, by: Staff) -> Result<Arc<Chart>, ChartsyncError> {
+    pub fn open_chart(&self, id: String, by: Staff) -> Result<Arc<Chart>, ChartsyncError> {
+        let id = chart_id(&id)?;
         if self.inner.summary(id)?.is_none() {
             return Err(core_store::StoreError::NotFound(id).into());
         }
@@ -135,8 +138,9 @@ impl ChartStore {
 
     /// A chart's whole document, for another store's `import_charts` (a device being set up,
     /// a hand-carried copy when the network is down for long).
-    pub fn export_chart(&self, id: ChartId) -> Result<ChartDocument, ChartsyncError> {
-        let bytes = self.inner.read(id, |c| c.fork().save())?;
+    pub fn export_chart(&self, id: String) -> Result<ChartDocument, ChartsyncError> {
+        let chart = chart_id(&id)?;
+        let bytes = self.inner.read(chart, |c| c.fork().save())?;
         Ok(ChartDocument { id, bytes })
     }
 
@@ -150,13 +154,18 @@ impl ChartStore {
         let total = documents.len();
         let mut charts = Vec::with_capacity(total);
         for (index, d) in documents.into_iter().enumerate() {
+            let id = chart_id(&d.id).map_err(|e| {
+                ChartsyncError::InvalidInput(format!(
+                    "import item {index}: {e}; nothing was imported"
+                ))
+            })?;
             let chart = CoreChart::load(&d.bytes).map_err(|e| {
                 ChartsyncError::InvalidInput(format!(
                     "import item {index} is not a chart document ({}); nothing was imported",
                     ChartsyncError::from(e)
                 ))
             })?;
-            charts.push((d.id, chart));
+            charts.push((id, chart));
         }
         Ok(self.inner.import(charts, Some(total), |p| {
             if let Some(l) = &listener {

@@ -2,7 +2,7 @@
 //! in the background (on the library's own threads), reconnects by itself, and tells the
 //! app's listener what changed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -13,13 +13,12 @@ use chartsync_core::store::DeviceHold;
 use crate::error::ChartsyncError;
 use crate::store::ChartStore;
 
-/// Where and as whom to sync.
+/// Where to sync. The token is given apart (`SyncClient.start`, `set_token`), so that no
+/// `toString()` or `repr` of this record ever prints it.
 #[derive(uniffi::Record)]
 pub struct SyncConfig {
     /// The server's sync endpoint, e.g. `wss://charts.hospital.example/sync`.
     pub url: String,
-    /// The signed-in person's bearer token (from `chartsync-server token`).
-    pub token: String,
     /// This device's id, the same across restarts (the audit trail names it).
     pub device_id: String,
     /// Wards whose charts to keep on the device: every chart on their census is fetched.
@@ -50,14 +49,59 @@ impl From<core_client::SyncStatus> for SyncStatus {
 }
 
 /// Implemented by the app. Called on a background thread: return quickly (post to the UI
-/// thread), and do not call back into the sync client from it.
+/// thread), and do not call back into the sync client from it. A listener that throws is
+/// logged and goes on hearing.
 #[uniffi::export(with_foreign)]
 pub trait ChartsyncListener: Send + Sync {
     /// A chart in the store changed: written on this device or received from the server.
     /// `sections`: the parts of it written (`entries`, `signatures`, `coding` ...).
     fn chart_changed(&self, id: ChartId, sections: Vec<String>);
-    /// Offline, connecting, syncing, up to date; and how many charts wait to be sent.
+    /// Offline, connecting, syncing, up to date, waiting for review, sign-in required; how
+    /// many charts and commits wait to be sent; which charts the server holds, and why.
     fn sync_status_changed(&self, status: SyncStatus);
+}
+
+/// The app's listeners, each under the handle `add_listener` gave it.
+#[derive(Default)]
+struct Listeners {
+    next: AtomicU64,
+    all: Mutex<Vec<(u64, Arc<dyn ChartsyncListener>)>>,
+}
+
+impl Listeners {
+    fn add(&self, listener: Arc<dyn ChartsyncListener>) -> u64 {
+        let handle = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.all).push((handle, listener));
+        handle
+    }
+
+    fn remove(&self, handle: u64) -> bool {
+        let mut all = lock(&self.all);
+        let before = all.len();
+        all.retain(|(h, _)| *h != handle);
+        all.len() != before
+    }
+
+    /// Tells every listener; one that throws (a panic, on this side) is logged, and it and
+    /// the others go on hearing.
+    fn tell(&self, what: &str, call: impl Fn(&dyn ChartsyncListener)) {
+        let now: Vec<_> = lock(&self.all).clone();
+        for (handle, listener) in now {
+            let told =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(listener.as_ref())));
+            if told.is_err() {
+                tracing::warn!(
+                    listener = handle,
+                    call = what,
+                    "an app listener threw; it keeps receiving"
+                );
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The library's own threads for sync: two workers, made on first use.
@@ -76,9 +120,10 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 #[derive(uniffi::Object)]
 pub struct SyncClient {
     client: Arc<core_client::SyncClient>,
-    /// Tells the listener's thread to finish.
+    listeners: Arc<Listeners>,
+    /// Tells the listeners' threads to finish.
     stopped: Arc<AtomicBool>,
-    /// The thread that tells the listener of chart changes; joined by `stop`.
+    /// The thread that tells the listeners of chart changes; joined by `stop`.
     listener_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -92,12 +137,14 @@ impl Drop for SyncClient {
 
 #[uniffi::export]
 impl SyncClient {
-    /// Starts syncing `store` with the server. Returns at once; the client connects, and
-    /// reconnects with backoff whenever the network drops, until `stop`.
+    /// Starts syncing `store` with the server as the person `token` names. Returns at once;
+    /// the client connects, and reconnects with backoff whenever the network drops, until
+    /// `stop`. `listener`, if given, is the first of the app's listeners (`add_listener`).
     #[uniffi::constructor]
     pub fn start(
         store: Arc<ChartStore>,
         config: SyncConfig,
+        token: String,
         listener: Option<Arc<dyn ChartsyncListener>>,
     ) -> Result<Arc<Self>, ChartsyncError> {
         if !(config.url.starts_with("ws://") || config.url.starts_with("wss://")) {
@@ -105,16 +152,20 @@ impl SyncClient {
                 "the sync URL must start with ws:// or wss://".into(),
             ));
         }
-        if config.token.trim().is_empty() || config.device_id.trim().is_empty() {
+        if token.trim().is_empty() || config.device_id.trim().is_empty() {
             return Err(ChartsyncError::InvalidInput(
                 "a token and a device id are required".into(),
             ));
         }
-        let mut core_config = ClientConfig::new(config.url, config.token, config.device_id);
+        let mut core_config = ClientConfig::new(config.url, token, config.device_id);
         core_config.wards = config.wards;
         let stopped = Arc::new(AtomicBool::new(false));
-        // Subscribed before the client starts, so the listener hears every change it makes.
-        let feed = listener.as_ref().map(|_| store.inner.subscribe());
+        let listeners = Arc::new(Listeners::default());
+        if let Some(l) = listener {
+            listeners.add(l);
+        }
+        // Subscribed before the client starts, so the listeners hear every change it makes.
+        let feed = store.inner.subscribe();
         let client = {
             let _inside = runtime().enter();
             Arc::new(core_client::SyncClient::start(
@@ -122,43 +173,69 @@ impl SyncClient {
                 core_config,
             ))
         };
-        let mut listener_thread = None;
-        if let (Some(listener), Some(feed)) = (listener, feed) {
-            let (l, done) = (listener.clone(), stopped.clone());
-            let thread = std::thread::Builder::new()
-                .name("chartsync-listener".into())
-                .spawn(move || {
-                    while !done.load(Ordering::Acquire) {
-                        match feed.recv_timeout(Duration::from_millis(250)) {
-                            Ok(event) => {
-                                l.chart_changed(event.id, event.sections.into_iter().collect())
-                            }
-                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        let (l, done) = (listeners.clone(), stopped.clone());
+        let thread = std::thread::Builder::new()
+            .name("chartsync-listener".into())
+            .spawn(move || {
+                while !done.load(Ordering::Acquire) {
+                    match feed.recv_timeout(Duration::from_millis(250)) {
+                        Ok(event) => {
+                            let sections: Vec<String> = event.sections.into_iter().collect();
+                            l.tell("chart_changed", |x| {
+                                x.chart_changed(event.id, sections.clone())
+                            });
                         }
-                    }
-                })
-                .map_err(|e| ChartsyncError::Internal(format!("no listener thread: {e}")))?;
-            listener_thread = Some(thread);
-            let mut status = client.status();
-            runtime().spawn(async move {
-                loop {
-                    let now: SyncStatus = status.borrow_and_update().clone().into();
-                    let last = matches!(now.state, SyncState::Stopped);
-                    // Off the sync threads: a slow listener must not slow the sync.
-                    let l = listener.clone();
-                    let told = tokio::task::spawn_blocking(move || l.sync_status_changed(now));
-                    if told.await.is_err() || last || status.changed().await.is_err() {
-                        break;
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                     }
                 }
-            });
-        }
+            })
+            .map_err(|e| ChartsyncError::Internal(format!("no listener thread: {e}")))?;
+        let mut status = client.status();
+        let l = listeners.clone();
+        runtime().spawn(async move {
+            loop {
+                let now = status.borrow_and_update().clone();
+                let last = matches!(now.state, SyncState::Stopped);
+                // Off the sync threads: a slow listener must not slow the sync.
+                let l = l.clone();
+                let told = tokio::task::spawn_blocking(move || {
+                    l.tell("sync_status_changed", |x| {
+                        x.sync_status_changed(now.clone().into())
+                    })
+                });
+                if told.await.is_err() || last || status.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         Ok(Arc::new(SyncClient {
             client,
+            listeners,
             stopped,
-            listener_thread: Mutex::new(listener_thread),
+            listener_thread: Mutex::new(Some(thread)),
         }))
+    }
+
+    /// Adds a listener; the handle removes it. Several parts of an app may listen at once.
+    pub fn add_listener(&self, listener: Arc<dyn ChartsyncListener>) -> u64 {
+        self.listeners.add(listener)
+    }
+
+    /// Removes a listener; false if the handle names none.
+    pub fn remove_listener(&self, handle: u64) -> bool {
+        self.listeners.remove(handle)
+    }
+
+    /// Signs in again with a new token: the client reconnects at once, and tries again the
+    /// charts held for reasons a new sign-in may change. After `SignInRequired`, or when
+    /// another person signs in on the tablet.
+    pub fn set_token(&self, token: String) -> Result<(), ChartsyncError> {
+        if token.trim().is_empty() {
+            return Err(ChartsyncError::InvalidInput("a token is required".into()));
+        }
+        self.client.set_token(token);
+        Ok(())
     }
 
     pub fn status(&self) -> SyncStatus {
@@ -166,8 +243,9 @@ impl SyncClient {
     }
 
     /// Asks the server for a chart this device has not got; it arrives in the store.
-    pub fn fetch(&self, id: ChartId) {
-        self.client.fetch(id);
+    pub fn fetch(&self, id: String) -> Result<(), ChartsyncError> {
+        self.client.fetch(crate::error::chart_id(&id)?);
+        Ok(())
     }
 
     /// Waits until the server and this device hold the same charts; false if `timeout_ms`

@@ -481,6 +481,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
+    typealias FfiType = Int64
+    typealias SwiftType = Int64
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int64 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int64, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterBool : FfiConverter {
     typealias FfiType = Int8
     typealias SwiftType = Bool
@@ -1717,6 +1733,93 @@ public func FfiConverterTypeDeficiency_lift(_ buf: RustBuffer) throws -> Deficie
 #endif
 public func FfiConverterTypeDeficiency_lower(_ value: Deficiency) -> RustBuffer {
     return FfiConverterTypeDeficiency.lower(value)
+}
+
+
+/**
+ * The server's last word on a chart, as the device keeps it.
+ */
+public struct DeviceHold: Equatable, Hashable {
+    public var chart: ChartId
+    /**
+     * The server's hold id, when it gave one.
+     */
+    public var hold: Int64?
+    public var reason: HoldReason
+    public var summary: String
+    public var since: Timestamp
+    /**
+     * A records supervisor rejected the changes, for this reason: they will never reach the
+     * record, and the chart on this device differs from the record until it is replaced.
+     */
+    public var rejected: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, 
+        /**
+         * The server's hold id, when it gave one.
+         */hold: Int64?, reason: HoldReason, summary: String, since: Timestamp, 
+        /**
+         * A records supervisor rejected the changes, for this reason: they will never reach the
+         * record, and the chart on this device differs from the record until it is replaced.
+         */rejected: String?) {
+        self.chart = chart
+        self.hold = hold
+        self.reason = reason
+        self.summary = summary
+        self.since = since
+        self.rejected = rejected
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension DeviceHold: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeviceHold: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeviceHold {
+        return
+            try DeviceHold(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                hold: FfiConverterOptionInt64.read(from: &buf), 
+                reason: FfiConverterTypeHoldReason.read(from: &buf), 
+                summary: FfiConverterString.read(from: &buf), 
+                since: FfiConverterTypeTimestamp.read(from: &buf), 
+                rejected: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DeviceHold, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterOptionInt64.write(value.hold, into: &buf)
+        FfiConverterTypeHoldReason.write(value.reason, into: &buf)
+        FfiConverterString.write(value.summary, into: &buf)
+        FfiConverterTypeTimestamp.write(value.since, into: &buf)
+        FfiConverterOptionString.write(value.rejected, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceHold_lift(_ buf: RustBuffer) throws -> DeviceHold {
+    return try FfiConverterTypeDeviceHold.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceHold_lower(_ value: DeviceHold) -> RustBuffer {
+    return FfiConverterTypeDeviceHold.lower(value)
 }
 
 
@@ -4870,6 +4973,146 @@ public func FfiConverterTypeFormType_lower(_ value: FormType) -> RustBuffer {
 
 
 /**
+ * Why the server holds a chart's changes for review instead of merging them.
+ */
+
+public enum HoldReason: Equatable, Hashable {
+    
+    /**
+     * The chart is on a ward the signed-in person's access does not cover (it was
+     * transferred, and the change was made after the writer could have seen that, or
+     * outside the window).
+     */
+    case outsideWards
+    /**
+     * The signed-in person's role does not write that part of the chart, or a record names
+     * someone else as its writer.
+     */
+    case roleMayNotWrite
+    /**
+     * The changes were made by someone other than the person signed in on the connection
+     * (a shared tablet).
+     */
+    case anotherAuthor
+    /**
+     * The changes edit an entry or form after it was signed.
+     */
+    case editsSignedRecord
+    /**
+     * A code the server's code tables do not know for the encounter's date.
+     */
+    case invalidCode
+    /**
+     * The changes break the chart's structure (an append-only list, an immutable field, the
+     * schema).
+     */
+    case breaksChartRules
+    /**
+     * The changes build on changes already held for review.
+     */
+    case dependsOnHeld
+    /**
+     * Ward censuses are written by the server only.
+     */
+    case censusIsReadOnly
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension HoldReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
+    typealias SwiftType = HoldReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> HoldReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .outsideWards
+        
+        case 2: return .roleMayNotWrite
+        
+        case 3: return .anotherAuthor
+        
+        case 4: return .editsSignedRecord
+        
+        case 5: return .invalidCode
+        
+        case 6: return .breaksChartRules
+        
+        case 7: return .dependsOnHeld
+        
+        case 8: return .censusIsReadOnly
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: HoldReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .outsideWards:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .roleMayNotWrite:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .anotherAuthor:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .editsSignedRecord:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .invalidCode:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .breaksChartRules:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .dependsOnHeld:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .censusIsReadOnly:
+            writeInt(&buf, Int32(8))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHoldReason_lift(_ buf: RustBuffer) throws -> HoldReason {
+    return try FfiConverterTypeHoldReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHoldReason_lower(_ value: HoldReason) -> RustBuffer {
+    return FfiConverterTypeHoldReason.lower(value)
+}
+
+
+
+/**
  * Present-on-admission indicator (CMS UB-04 values; `exempt` is reported as "1").
  */
 
@@ -5467,6 +5710,17 @@ public enum SyncState: Equatable, Hashable {
      * Connected, and the server has everything this device has (and the other way round).
      */
     case upToDate
+    /**
+     * Connected, and everything is up to date but the charts in `SyncStatus::held`, which
+     * wait for a records supervisor (or for their author to sign in).
+     */
+    case waitingForReview
+    /**
+     * The server refused the token (expired, or revoked): nothing is tried until a new one is
+     * given with [`SyncClient::set_token`]. Nothing local is lost meanwhile.
+     */
+    case signInRequired(reason: String
+    )
     case stopped
 
 
@@ -5498,7 +5752,12 @@ public struct FfiConverterTypeSyncState: FfiConverterRustBuffer {
         
         case 4: return .upToDate
         
-        case 5: return .stopped
+        case 5: return .waitingForReview
+        
+        case 6: return .signInRequired(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 7: return .stopped
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5526,8 +5785,17 @@ public struct FfiConverterTypeSyncState: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case .stopped:
+        case .waitingForReview:
             writeInt(&buf, Int32(5))
+        
+        
+        case let .signInRequired(reason):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .stopped:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -5548,6 +5816,30 @@ public func FfiConverterTypeSyncState_lower(_ value: SyncState) -> RustBuffer {
     return FfiConverterTypeSyncState.lower(value)
 }
 
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)

@@ -1161,13 +1161,13 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
      * a missing discharge summary, forms without signatures, coding not final, open queries,
      * unresolved conflicts, edits after signing; each with who must act and by when.
      */
-    func deficiencies(id: ChartId) throws  -> [Deficiency]
+    func deficiencies(id: String) throws  -> [Deficiency]
     
     /**
      * A chart's whole document, for another store's `import_charts` (a device being set up,
      * a hand-carried copy when the network is down for long).
      */
-    func exportChart(id: ChartId) throws  -> ChartDocument
+    func exportChart(id: String) throws  -> ChartDocument
     
     /**
      * Imports saved chart documents in one transaction: all of them, or (on any error)
@@ -1178,12 +1178,12 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
     /**
      * A chart in the store, as `by` sees and writes it.
      */
-    func openChart(id: ChartId, by: Staff) throws  -> Chart
+    func openChart(id: String, by: Staff) throws  -> Chart
     
     /**
      * One chart's summary, with its count of open deficiencies.
      */
-    func summary(id: ChartId) throws  -> ChartSummary?
+    func summary(id: String) throws  -> ChartSummary?
     
     /**
      * Deficiencies across the store's charts, soonest due first: a ward's (or every ward's
@@ -1310,12 +1310,12 @@ open func createChart(patient: NewPatient, encounter: NewEncounter, by: Staff)th
      * a missing discharge summary, forms without signatures, coding not final, open queries,
      * unresolved conflicts, edits after signing; each with who must act and by when.
      */
-open func deficiencies(id: ChartId)throws  -> [Deficiency]  {
+open func deficiencies(id: String)throws  -> [Deficiency]  {
     return try  FfiConverterSequenceTypeDeficiency.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_chartstore_deficiencies(
             self.uniffiCloneHandle(),
-        FfiConverterTypeChartId_lower(id),uniffiCallStatus
+        FfiConverterString.lower(id),uniffiCallStatus
     )
 })
 }
@@ -1324,12 +1324,12 @@ open func deficiencies(id: ChartId)throws  -> [Deficiency]  {
      * A chart's whole document, for another store's `import_charts` (a device being set up,
      * a hand-carried copy when the network is down for long).
      */
-open func exportChart(id: ChartId)throws  -> ChartDocument  {
+open func exportChart(id: String)throws  -> ChartDocument  {
     return try  FfiConverterTypeChartDocument_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_chartstore_export_chart(
             self.uniffiCloneHandle(),
-        FfiConverterTypeChartId_lower(id),uniffiCallStatus
+        FfiConverterString.lower(id),uniffiCallStatus
     )
 })
 }
@@ -1352,12 +1352,12 @@ open func importCharts(documents: [ChartDocument], listener: ImportListener?)thr
     /**
      * A chart in the store, as `by` sees and writes it.
      */
-open func openChart(id: ChartId, by: Staff)throws  -> Chart  {
+open func openChart(id: String, by: Staff)throws  -> Chart  {
     return try  FfiConverterTypeChart_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_chartstore_open_chart(
             self.uniffiCloneHandle(),
-        FfiConverterTypeChartId_lower(id),
+        FfiConverterString.lower(id),
         FfiConverterTypeStaff_lower(by),uniffiCallStatus
     )
 })
@@ -1366,12 +1366,12 @@ open func openChart(id: ChartId, by: Staff)throws  -> Chart  {
     /**
      * One chart's summary, with its count of open deficiencies.
      */
-open func summary(id: ChartId)throws  -> ChartSummary?  {
+open func summary(id: String)throws  -> ChartSummary?  {
     return try  FfiConverterOptionTypeChartSummary.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_chartstore_summary(
             self.uniffiCloneHandle(),
-        FfiConverterTypeChartId_lower(id),uniffiCallStatus
+        FfiConverterString.lower(id),uniffiCallStatus
     )
 })
 }
@@ -1445,7 +1445,8 @@ public func FfiConverterTypeChartStore_lower(_ value: ChartStore) -> UInt64 {
 
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
- * thread), and do not call back into the sync client from it.
+ * thread), and do not call back into the sync client from it. A listener that throws is
+ * logged and goes on hearing.
  */
 public protocol ChartsyncListener: AnyObject, Sendable {
     
@@ -1456,14 +1457,16 @@ public protocol ChartsyncListener: AnyObject, Sendable {
     func chartChanged(id: ChartId, sections: [String]) 
     
     /**
-     * Offline, connecting, syncing, up to date; and how many charts wait to be sent.
+     * Offline, connecting, syncing, up to date, waiting for review, sign-in required; how
+     * many charts and commits wait to be sent; which charts the server holds, and why.
      */
     func syncStatusChanged(status: SyncStatus) 
     
 }
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
- * thread), and do not call back into the sync client from it.
+ * thread), and do not call back into the sync client from it. A listener that throws is
+ * logged and goes on hearing.
  */
 open class ChartsyncListenerImpl: ChartsyncListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1533,7 +1536,8 @@ open func chartChanged(id: ChartId, sections: [String])  {try! rustCall() {
 }
     
     /**
-     * Offline, connecting, syncing, up to date; and how many charts wait to be sent.
+     * Offline, connecting, syncing, up to date, waiting for review, sign-in required; how
+     * many charts and commits wait to be sent; which charts the server holds, and why.
      */
 open func syncStatusChanged(status: SyncStatus)  {try! rustCall() {
         uniffiCallStatus in
@@ -1912,9 +1916,26 @@ public func FfiConverterTypeImportListener_lower(_ value: ImportListener) -> UIn
 public protocol SyncClientProtocol: AnyObject, Sendable {
     
     /**
+     * Adds a listener; the handle removes it. Several parts of an app may listen at once.
+     */
+    func addListener(listener: ChartsyncListener)  -> UInt64
+    
+    /**
      * Asks the server for a chart this device has not got; it arrives in the store.
      */
-    func fetch(id: ChartId) 
+    func fetch(id: String) throws 
+    
+    /**
+     * Removes a listener; false if the handle names none.
+     */
+    func removeListener(handle: UInt64)  -> Bool
+    
+    /**
+     * Signs in again with a new token: the client reconnects at once, and tries again the
+     * charts held for reasons a new sign-in may change. After `SignInRequired`, or when
+     * another person signs in on the tablet.
+     */
+    func setToken(token: String) throws 
     
     func status()  -> SyncStatus
     
@@ -1983,15 +2004,17 @@ open class SyncClient: SyncClientProtocol, @unchecked Sendable {
 
     
     /**
-     * Starts syncing `store` with the server. Returns at once; the client connects, and
-     * reconnects with backoff whenever the network drops, until `stop`.
+     * Starts syncing `store` with the server as the person `token` names. Returns at once;
+     * the client connects, and reconnects with backoff whenever the network drops, until
+     * `stop`. `listener`, if given, is the first of the app's listeners (`add_listener`).
      */
-public static func start(store: ChartStore, config: SyncConfig, listener: ChartsyncListener?)throws  -> SyncClient  {
+public static func start(store: ChartStore, config: SyncConfig, token: String, listener: ChartsyncListener?)throws  -> SyncClient  {
     return try  FfiConverterTypeSyncClient_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_constructor_syncclient_start(
         FfiConverterTypeChartStore_lower(store),
         FfiConverterTypeSyncConfig_lower(config),
+        FfiConverterString.lower(token),
         FfiConverterOptionTypeChartsyncListener.lower(listener),uniffiCallStatus
     )
 })
@@ -2000,13 +2023,53 @@ public static func start(store: ChartStore, config: SyncConfig, listener: Charts
 
     
     /**
+     * Adds a listener; the handle removes it. Several parts of an app may listen at once.
+     */
+open func addListener(listener: ChartsyncListener) -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_syncclient_add_listener(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartsyncListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Asks the server for a chart this device has not got; it arrives in the store.
      */
-open func fetch(id: ChartId)  {try! rustCall() {
+open func fetch(id: String)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_syncclient_fetch(
             self.uniffiCloneHandle(),
-        FfiConverterTypeChartId_lower(id),uniffiCallStatus
+        FfiConverterString.lower(id),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Removes a listener; false if the handle names none.
+     */
+open func removeListener(handle: UInt64) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_syncclient_remove_listener(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(handle),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Signs in again with a new token: the client reconnects at once, and tries again the
+     * charts held for reasons a new sign-in may change. After `SignInRequired`, or when
+     * another person signs in on the tablet.
+     */
+open func setToken(token: String)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_syncclient_set_token(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(token),uniffiCallStatus
     )
 }
 }
@@ -2114,12 +2177,12 @@ public func FfiConverterTypeSyncClient_lower(_ value: SyncClient) -> UInt64 {
  * A saved chart document (automerge bytes) and its id, for bulk import.
  */
 public struct ChartDocument: Equatable, Hashable {
-    public var id: ChartId
+    public var id: String
     public var bytes: Data
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: ChartId, bytes: Data) {
+    public init(id: String, bytes: Data) {
         self.id = id
         self.bytes = bytes
     }
@@ -2140,13 +2203,13 @@ public struct FfiConverterTypeChartDocument: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChartDocument {
         return
             try ChartDocument(
-                id: FfiConverterTypeChartId.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf), 
                 bytes: FfiConverterData.read(from: &buf)
         )
     }
 
     public static func write(_ value: ChartDocument, into buf: inout [UInt8]) {
-        FfiConverterTypeChartId.write(value.id, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
         FfiConverterData.write(value.bytes, into: &buf)
     }
 }
@@ -2229,17 +2292,14 @@ public func FfiConverterTypeImportStatus_lower(_ value: ImportStatus) -> RustBuf
 
 
 /**
- * Where and as whom to sync.
+ * Where to sync. The token is given apart (`SyncClient.start`, `set_token`), so that no
+ * `toString()` or `repr` of this record ever prints it.
  */
 public struct SyncConfig: Equatable, Hashable {
     /**
      * The server's sync endpoint, e.g. `wss://charts.hospital.example/sync`.
      */
     public var url: String
-    /**
-     * The signed-in person's bearer token (from `chartsync-server token`).
-     */
-    public var token: String
     /**
      * This device's id, the same across restarts (the audit trail names it).
      */
@@ -2256,16 +2316,12 @@ public struct SyncConfig: Equatable, Hashable {
          * The server's sync endpoint, e.g. `wss://charts.hospital.example/sync`.
          */url: String, 
         /**
-         * The signed-in person's bearer token (from `chartsync-server token`).
-         */token: String, 
-        /**
          * This device's id, the same across restarts (the audit trail names it).
          */deviceId: String, 
         /**
          * Wards whose charts to keep on the device: every chart on their census is fetched.
          */wards: [String]) {
         self.url = url
-        self.token = token
         self.deviceId = deviceId
         self.wards = wards
     }
@@ -2287,7 +2343,6 @@ public struct FfiConverterTypeSyncConfig: FfiConverterRustBuffer {
         return
             try SyncConfig(
                 url: FfiConverterString.read(from: &buf), 
-                token: FfiConverterString.read(from: &buf), 
                 deviceId: FfiConverterString.read(from: &buf), 
                 wards: FfiConverterSequenceString.read(from: &buf)
         )
@@ -2295,7 +2350,6 @@ public struct FfiConverterTypeSyncConfig: FfiConverterRustBuffer {
 
     public static func write(_ value: SyncConfig, into buf: inout [UInt8]) {
         FfiConverterString.write(value.url, into: &buf)
-        FfiConverterString.write(value.token, into: &buf)
         FfiConverterString.write(value.deviceId, into: &buf)
         FfiConverterSequenceString.write(value.wards, into: &buf)
     }
@@ -2320,18 +2374,36 @@ public func FfiConverterTypeSyncConfig_lower(_ value: SyncConfig) -> RustBuffer 
 public struct SyncStatus: Equatable, Hashable {
     public var state: SyncState
     /**
-     * Charts with local changes the server has not yet acknowledged.
+     * Charts with local changes the server has not yet acknowledged (held ones included);
+     * right while offline and before the first connection too.
      */
     public var unacknowledged: UInt64
+    /**
+     * Commits in those charts the server has not yet acknowledged.
+     */
+    public var unacknowledgedCommits: UInt64
+    /**
+     * Charts whose changes the server holds for a records supervisor, with why.
+     */
+    public var held: [DeviceHold]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(state: SyncState, 
         /**
-         * Charts with local changes the server has not yet acknowledged.
-         */unacknowledged: UInt64) {
+         * Charts with local changes the server has not yet acknowledged (held ones included);
+         * right while offline and before the first connection too.
+         */unacknowledged: UInt64, 
+        /**
+         * Commits in those charts the server has not yet acknowledged.
+         */unacknowledgedCommits: UInt64, 
+        /**
+         * Charts whose changes the server holds for a records supervisor, with why.
+         */held: [DeviceHold]) {
         self.state = state
         self.unacknowledged = unacknowledged
+        self.unacknowledgedCommits = unacknowledgedCommits
+        self.held = held
     }
 
     
@@ -2351,13 +2423,17 @@ public struct FfiConverterTypeSyncStatus: FfiConverterRustBuffer {
         return
             try SyncStatus(
                 state: FfiConverterTypeSyncState.read(from: &buf), 
-                unacknowledged: FfiConverterUInt64.read(from: &buf)
+                unacknowledged: FfiConverterUInt64.read(from: &buf), 
+                unacknowledgedCommits: FfiConverterUInt64.read(from: &buf), 
+                held: FfiConverterSequenceTypeDeviceHold.read(from: &buf)
         )
     }
 
     public static func write(_ value: SyncStatus, into buf: inout [UInt8]) {
         FfiConverterTypeSyncState.write(value.state, into: &buf)
         FfiConverterUInt64.write(value.unacknowledged, into: &buf)
+        FfiConverterUInt64.write(value.unacknowledgedCommits, into: &buf)
+        FfiConverterSequenceTypeDeviceHold.write(value.held, into: &buf)
     }
 }
 
@@ -2878,6 +2954,31 @@ fileprivate struct FfiConverterSequenceTypeDeficiency: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDeviceHold: FfiConverterRustBuffer {
+    typealias SwiftType = [DeviceHold]
+
+    public static func write(_ value: [DeviceHold], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDeviceHold.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DeviceHold] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DeviceHold]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDeviceHold.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeWorklistItem: FfiConverterRustBuffer {
     typealias SwiftType = [WorklistItem]
 
@@ -3122,19 +3223,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_create_chart() != 59697) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies() != 10744) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies() != 22919) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_export_chart() != 16053) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_export_chart() != 56238) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_import_charts() != 48217) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart() != 57810) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart() != 37875) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 65103) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 7642) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_worklist() != 51700) {
@@ -3146,10 +3247,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_changed() != 52382) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_changed() != 37944) {
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_changed() != 51105) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_syncclient_fetch() != 60946) {
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_fetch() != 14711) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_remove_listener() != 3907) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_set_token() != 1994) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_status() != 62068) {
@@ -3164,7 +3274,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_constructor_chartstore_open() != 52094) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_constructor_syncclient_start() != 35863) {
+    if (uniffi_chartsync_ffi_checksum_constructor_syncclient_start() != 14741) {
         return InitializationResult.apiChecksumMismatch
     }
 

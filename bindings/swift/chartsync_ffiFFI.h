@@ -555,12 +555,27 @@ void uniffi_chartsync_ffi_fn_free_syncclient(uint64_t handle, RustCallStatus *_N
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CONSTRUCTOR_SYNCCLIENT_START
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CONSTRUCTOR_SYNCCLIENT_START
-uint64_t uniffi_chartsync_ffi_fn_constructor_syncclient_start(uint64_t store, RustBuffer config, RustBuffer listener, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_chartsync_ffi_fn_constructor_syncclient_start(uint64_t store, RustBuffer config, RustBuffer token, RustBuffer listener, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_ADD_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_ADD_LISTENER
+uint64_t uniffi_chartsync_ffi_fn_method_syncclient_add_listener(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_FETCH
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_FETCH
 void uniffi_chartsync_ffi_fn_method_syncclient_fetch(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_REMOVE_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_REMOVE_LISTENER
+int8_t uniffi_chartsync_ffi_fn_method_syncclient_remove_listener(uint64_t ptr, uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_SET_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_SET_TOKEN
+void uniffi_chartsync_ffi_fn_method_syncclient_set_token(uint64_t ptr, RustBuffer token, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_STATUS
@@ -1096,9 +1111,27 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_chan
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
+uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_add_listener(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_FETCH
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_FETCH
 uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_fetch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_REMOVE_LISTENER
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_REMOVE_LISTENER
+uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_remove_listener(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_SET_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_SET_TOKEN
+uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_set_token(void
     
 );
 #endif

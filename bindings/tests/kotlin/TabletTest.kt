@@ -84,8 +84,10 @@ fun aTabletAdmitsAndRecordsOfflineThenSyncs() {
 
     // The network returns: the client syncs, and the listener hears about it.
     val listener = Listener()
-    val config = SyncConfig(url = env("CHARTSYNC_URL"), token = env("CHARTSYNC_TOKEN_NIGHT"), deviceId = "tablet-4west-02", wards = listOf("4west"))
-    val client = SyncClient.start(store, config, listener)
+    val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
+    // Counted before the first connection, from the store alone.
+    val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), listener)
+    check(!config.toString().contains(env("CHARTSYNC_TOKEN_NIGHT"))) { "the config prints no token" }
     check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
     eventually("the listener to hear the status go up to date") { listener.states.firstOrNull { it is SyncState.UpToDate } }
 
@@ -118,8 +120,41 @@ fun aSignedNoteIsCorrectedByAmendment() {
     check(chart.view().amendments.single().targetEntryId == note) { "the amendment names the note" }
 }
 
+// A shared tablet: rn.park is signed in, and rn.silva's observation from earlier in the shift
+// waits for a records supervisor. The app sees the held chart and why; a listener that throws
+// keeps being told, and a second listener hears too.
+fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
+    val work = File(env("CHARTSYNC_WORK"))
+    val store = ChartStore.open(File(work, "kotlin-shared.db").path, key(6))
+    val chart = admit(store, nightNurse)
+    val silva = Staff(user = "rn.silva", role = Role.NURSE, device = "tablet-4west-02")
+    store.openChart(chart.id(), silva).addEntry(heartRate(101))
+    val thrower = object : ChartsyncListener {
+        val calls = java.util.concurrent.atomic.AtomicInteger()
+        override fun chartChanged(id: String, sections: List<String>) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun syncStatusChanged(status: SyncStatus) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+    }
+    val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
+    val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), thrower)
+    val listener = Listener()
+    val handle = client.addListener(listener)
+    val held = eventually("the chart held for review") {
+        client.status().takeIf { it.state is SyncState.WaitingForReview }
+    }
+    check(held.held.single().chart == chart.id() && held.held.single().reason == HoldReason.ANOTHER_AUTHOR) { "held: $held" }
+    // The chart is new to the server, so it is held whole: the admission and the observation.
+    check(held.unacknowledged == 1uL && held.unacknowledgedCommits == 2uL) { "counts: $held" }
+    eventually("the second listener to hear it") { listener.states.firstOrNull { it is SyncState.WaitingForReview } }
+    check(thrower.calls.get() > 1) { "the throwing listener was told once and never again" }
+    check(client.removeListener(handle) && !client.removeListener(handle)) { "a listener is removed once" }
+    val bad = runCatching { store.openChart("not-a-chart-id", nightNurse) }.exceptionOrNull()
+    check(bad is ChartsyncException.InvalidInput) { "a malformed chart id is InvalidInput, got $bad" }
+    runBlocking { client.stop() }
+}
+
 fun main() {
     val tests = listOf(
+        "a held chart is shown, and a throwing listener keeps hearing" to ::aHeldChartIsShownAndAThrowingListenerKeepsHearing,
         "the bindings match the library" to ::bindingsMatchTheLibrary,
         "a tablet admits and records offline, then syncs" to ::aTabletAdmitsAndRecordsOfflineThenSyncs,
         "a signed note is corrected by amendment" to ::aSignedNoteIsCorrectedByAmendment,

@@ -47,8 +47,9 @@ class Server:
     def url(self):
         return f"ws://{self.addr}/sync"
 
-    def token(self, user, role, *wards):
-        args = [self.binary, "token", "--data-dir", self.data_dir, "--user", user, "--role", role]
+    def token(self, user, role, *wards, ttl="12h"):
+        args = [self.binary, "token", "--data-dir", self.data_dir, "--user", user, "--role", role,
+                "--ttl", ttl]
         for ward in wards:
             args += ["--ward", ward]
         return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()

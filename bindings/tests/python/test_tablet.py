@@ -39,13 +39,9 @@ def clients():
     started = []
 
     def start(store, server, staff_user, role, listener=None, device="tablet"):
-        config = ffi.SyncConfig(
-            url=server.url,
-            token=server.token(staff_user, role, "4west"),
-            device_id=device,
-            wards=["4west"],
-        )
-        client = ffi.SyncClient.start(store, config, listener)
+        config = ffi.SyncConfig(url=server.url, device_id=device, wards=["4west"])
+        token = server.token(staff_user, role, "4west")
+        client = ffi.SyncClient.start(store, config, token, listener)
         started.append(client)
         return client
 
@@ -271,13 +267,8 @@ def test_a_second_store_receives_what_the_kotlin_tablet_recorded(tmp_path, clien
     with open(handoff) as f:
         chart_id, first, second = f.read().split()
     store = ffi.ChartStore.open(str(tmp_path / "day.db"), key(9))
-    config = ffi.SyncConfig(
-        url=os.environ["CHARTSYNC_URL"],
-        token=os.environ["CHARTSYNC_TOKEN_DAY"],
-        device_id="tablet-4west-05",
-        wards=["4west"],
-    )
-    client = ffi.SyncClient.start(store, config, None)
+    config = ffi.SyncConfig(url=os.environ["CHARTSYNC_URL"], device_id="tablet-4west-05", wards=["4west"])
+    client = ffi.SyncClient.start(store, config, os.environ["CHARTSYNC_TOKEN_DAY"], None)
     try:
         settle(client)
     finally:
@@ -288,3 +279,72 @@ def test_a_second_store_receives_what_the_kotlin_tablet_recorded(tmp_path, clien
         (first, "72", "rn.park"),
         (second, "76", "rn.park"),
     ]
+
+
+class Thrower(ffi.ChartsyncListener):
+    """An app listener with a bug: it throws every time."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def chart_changed(self, id, sections):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+    def sync_status_changed(self, status):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+
+def test_a_shared_tablet_shows_the_held_chart_and_a_throwing_listener_keeps_hearing(
+    server, clients, tmp_path
+):
+    # rn.silva charted on the tablet earlier; the registration clerk is signed in now.
+    store = ffi.ChartStore.open(str(tmp_path / "shared.db"), key(5))
+    chart_id = admit(store).id()
+    silva = core.Staff(user="rn.silva", role=core.Role.NURSE, device="tablet-4west-03")
+    store.open_chart(chart_id, silva).add_entry(heart_rate(101))
+
+    thrower, listener = Thrower(), Listener()
+    client = clients(store, server, "him.jones", "technician", thrower, device="tablet-4west-03")
+    handle = client.add_listener(listener)
+    eventually("the chart held for review", lambda: client.status().state.is_WAITING_FOR_REVIEW())
+    status = client.status()
+    assert [(h.chart, h.reason) for h in status.held] == [(chart_id, core.HoldReason.ANOTHER_AUTHOR)]
+    assert status.held[0].rejected is None
+    # The chart is new to the server, so it is held whole: the admission and the observation.
+    assert (status.unacknowledged, status.unacknowledged_commits) == (1, 2)
+    eventually("the second listener to hear it", lambda: any(s.is_WAITING_FOR_REVIEW() for s in listener.states))
+    assert thrower.calls > 1, "the throwing listener was told once and never again"
+    assert client.remove_listener(handle) and not client.remove_listener(handle)
+
+
+def test_an_expired_sign_in_waits_for_a_new_token(server, tmp_path):
+    store = ffi.ChartStore.open(str(tmp_path / "tablet.db"), key(4))
+    admit(store)
+    config = ffi.SyncConfig(url=server.url, device_id="tablet-4west-04", wards=["4west"])
+    short = server.token("him.jones", "technician", "4west", ttl="3s")
+    assert short not in repr(config), "the config prints no token"
+    client = ffi.SyncClient.start(store, config, short, None)
+    try:
+        settle(client)
+        eventually("sign-in required", lambda: client.status().state.is_SIGN_IN_REQUIRED())
+        client.set_token(server.token("him.jones", "technician", "4west"))
+        settle(client)
+        with pytest.raises(ffi.ChartsyncError.InvalidInput):
+            client.set_token("  ")
+    finally:
+        asyncio.run(client.stop())
+
+
+def test_a_malformed_chart_id_is_a_typed_error(tmp_path):
+    store = ffi.ChartStore.open(str(tmp_path / "tablet.db"), None)
+    for call in (
+        lambda: store.open_chart("not-a-chart-id", CLERK),
+        lambda: store.summary("automerge:xyz"),
+        lambda: store.export_chart(""),
+        lambda: store.import_charts([ffi.ChartDocument(id="nope", bytes=b"")], None),
+    ):
+        with pytest.raises(ffi.ChartsyncError.InvalidInput) as e:
+            call()
+        assert "nope" not in str(e.value) and "xyz" not in str(e.value)
