@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chartsync_core::chart::ChartId;
 use chartsync_core::client::{self as core_client, ClientConfig, SyncState};
+use chartsync_core::protocol::LeftReason;
 use chartsync_core::store::DeviceHold;
 
 use crate::error::ChartsyncError;
@@ -59,6 +60,10 @@ pub trait ChartsyncListener: Send + Sync {
     /// Offline, connecting, syncing, up to date, waiting for review, sign-in required; how
     /// many charts and commits wait to be sent; which charts the server holds, and why.
     fn sync_status_changed(&self, status: SyncStatus);
+    /// A chart left this device's wards (a transfer; for ward nurses, a discharge), and the
+    /// server has everything written on it here. It stays in the store, read-only, and leaves
+    /// the ward lists.
+    fn chart_left(&self, id: ChartId, reason: LeftReason);
 }
 
 /// The app's listeners, each under the handle `add_listener` gave it.
@@ -191,6 +196,25 @@ impl SyncClient {
                 }
             })
             .map_err(|e| ChartsyncError::Internal(format!("no listener thread: {e}")))?;
+        let mut departures = client.departures();
+        let l = listeners.clone();
+        runtime().spawn(async move {
+            loop {
+                match departures.recv().await {
+                    Ok((id, reason)) => {
+                        let l = l.clone();
+                        let told = tokio::task::spawn_blocking(move || {
+                            l.tell("chart_left", |x| x.chart_left(id, reason))
+                        });
+                        if told.await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
         let mut status = client.status();
         let l = listeners.clone();
         runtime().spawn(async move {

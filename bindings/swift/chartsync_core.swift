@@ -5015,6 +5015,11 @@ public enum HoldReason: Equatable, Hashable {
      * Ward censuses are written by the server only.
      */
     case censusIsReadOnly
+    /**
+     * New clinical entries written by ward staff after they could have seen the discharge,
+     * or past the window after it.
+     */
+    case afterDischarge
 
 
 
@@ -5051,6 +5056,8 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         case 7: return .dependsOnHeld
         
         case 8: return .censusIsReadOnly
+        
+        case 9: return .afterDischarge
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5091,6 +5098,10 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         case .censusIsReadOnly:
             writeInt(&buf, Int32(8))
         
+        
+        case .afterDischarge:
+            writeInt(&buf, Int32(9))
+        
         }
     }
 }
@@ -5108,6 +5119,81 @@ public func FfiConverterTypeHoldReason_lift(_ buf: RustBuffer) throws -> HoldRea
 #endif
 public func FfiConverterTypeHoldReason_lower(_ value: HoldReason) -> RustBuffer {
     return FfiConverterTypeHoldReason.lower(value)
+}
+
+
+
+/**
+ * Why a chart left a device's wards.
+ */
+
+public enum LeftReason: Equatable, Hashable {
+    
+    /**
+     * The patient was transferred to a ward the signed-in person's access does not cover.
+     */
+    case transferred
+    /**
+     * The patient was discharged; ward staff no longer chart on it.
+     */
+    case discharged
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension LeftReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLeftReason: FfiConverterRustBuffer {
+    typealias SwiftType = LeftReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> LeftReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .transferred
+        
+        case 2: return .discharged
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: LeftReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .transferred:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .discharged:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLeftReason_lift(_ buf: RustBuffer) throws -> LeftReason {
+    return try FfiConverterTypeLeftReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLeftReason_lower(_ value: LeftReason) -> RustBuffer {
+    return FfiConverterTypeLeftReason.lower(value)
 }
 
 

@@ -1462,6 +1462,13 @@ public protocol ChartsyncListener: AnyObject, Sendable {
      */
     func syncStatusChanged(status: SyncStatus) 
     
+    /**
+     * A chart left this device's wards (a transfer; for ward nurses, a discharge), and the
+     * server has everything written on it here. It stays in the store, read-only, and leaves
+     * the ward lists.
+     */
+    func chartLeft(id: ChartId, reason: LeftReason) 
+    
 }
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
@@ -1548,6 +1555,21 @@ open func syncStatusChanged(status: SyncStatus)  {try! rustCall() {
 }
 }
     
+    /**
+     * A chart left this device's wards (a transfer; for ward nurses, a discharge), and the
+     * server has everything written on it here. It stays in the store, read-only, and leaves
+     * the ward lists.
+     */
+open func chartLeft(id: ChartId, reason: LeftReason)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_left(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartId_lower(id),
+        FfiConverterTypeLeftReason_lower(reason),uniffiCallStatus
+    )
+}
+}
+    
 
     
 }
@@ -1615,6 +1637,32 @@ fileprivate struct UniffiCallbackInterfaceChartsyncListener {
                 }
                 return uniffiObj.syncStatusChanged(
                      status: try FfiConverterTypeSyncStatus_lift(status)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        chartLeft: { (
+            uniffiHandle: UInt64,
+            id: RustBuffer,
+            reason: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.chartLeft(
+                     id: try FfiConverterTypeChartId_lift(id),
+                     reason: try FfiConverterTypeLeftReason_lift(reason)
                 )
             }
 
@@ -3248,6 +3296,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_changed() != 51105) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_left() != 28521) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {

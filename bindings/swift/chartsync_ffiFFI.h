@@ -264,6 +264,13 @@ typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod1)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD2
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD2
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod2)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceImportListener {
@@ -280,6 +287,7 @@ typedef struct UniffiVTableCallbackInterfaceChartsyncListener {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceChartsyncListenerMethod0 _Nonnull chartChanged;
     UniffiCallbackInterfaceChartsyncListenerMethod1 _Nonnull syncStatusChanged;
+    UniffiCallbackInterfaceChartsyncListenerMethod2 _Nonnull chartLeft;
 } UniffiVTableCallbackInterfaceChartsyncListener;
 
 #endif
@@ -541,6 +549,11 @@ void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_changed(uint64_t ptr
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_SYNC_STATUS_CHANGED
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_SYNC_STATUS_CHANGED
 void uniffi_chartsync_ffi_fn_method_chartsynclistener_sync_status_changed(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_LEFT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_LEFT
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_left(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
@@ -1108,6 +1121,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_changed(vo
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_SYNC_STATUS_CHANGED
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_SYNC_STATUS_CHANGED
 uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_changed(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_LEFT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_LEFT
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_left(void
     
 );
 #endif

@@ -158,6 +158,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         censuses,
         hold_quota: chartsync_core::store::HoldQuota::default(),
         decisions: tokio::sync::broadcast::channel(256).0,
+        move_window: chartsync_core::chart::MOVE_WINDOW,
         sessions: tokio::sync::watch::Sender::new(0),
     });
     let mut sessions = hub.sessions.subscribe();

@@ -22,14 +22,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use automerge::{Automerge, ChangeHash, ReadDoc};
+use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chartsync_core::chart::validate::{check_writer, validate_changes};
-use chartsync_core::chart::{Chart, ChartError};
+use chartsync_core::chart::{
+    write_access, Chart, ChartError, EncounterStatus, Role, Timestamp, WriteAccess,
+};
 use chartsync_core::protocol::sync::{changes_of, unknown_changes};
 use chartsync_core::protocol::{
-    ChartNotice, Connection, DocSync, DocumentId, HoldReason, Incoming, LocalPeer, Message,
-    RemotePeer,
+    ChartNotice, Connection, DocSync, DocumentId, HoldReason, Incoming, LeftReason, LocalPeer,
+    Message, RemotePeer,
 };
 use chartsync_core::store::{
     Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, StoreError,
@@ -65,6 +67,8 @@ pub struct Hub {
     pub hold_quota: HoldQuota,
     /// A records supervisor's decision on held changes, for the devices syncing the chart.
     pub decisions: broadcast::Sender<(DocumentId, ChartNotice)>,
+    /// How long after a transfer or discharge changes written before it are still taken.
+    pub move_window: std::time::Duration,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -93,6 +97,10 @@ enum Out {
 enum Doc {
     /// A chart in the store.
     Chart(DocSync),
+    /// A chart that left the device's wards (or, for ward nurses, was discharged): the device
+    /// may still send what it wrote before (`chart::access`), and is told the chart left once
+    /// the server has it all; nothing of the chart goes back to it.
+    Departed(DocSync),
     /// A chart whose changes from this device are held for review: nothing more is taken from
     /// the device or sent to it about this chart on this connection (a sync would only ask
     /// again for what is held), until a decision or a new connection.
@@ -500,12 +508,11 @@ impl Worker {
         }
         let pending = matches!(self.doc, Some(Doc::Pending { .. }));
         match self.hub().store.summary(id) {
-            Ok(Some(summary)) if self.access().may_see_ward(&summary.ward) => self.sync_chart(data),
-            Ok(Some(_)) => {
-                tracing::info!(user = %self.access().user, chart = %id, "denied: chart outside the token's wards");
-                self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
-                self.unavailable()
-            }
+            Ok(Some(summary)) => match self.left_reason(&summary.ward, summary.status) {
+                None if !matches!(self.doc, Some(Doc::Departed(_))) => self.sync_chart(data, None),
+                None => self.sync_chart(data, Some(LeftReason::Transferred)),
+                Some(reason) => self.sync_chart(data, Some(reason)),
+            },
             Ok(None) if is_request && !pending => self.unavailable(),
             Ok(None) if chartsync_core::census::is_census_id(&id) => self.unavailable(),
             Ok(None) => self.sync_new(data),
@@ -514,6 +521,13 @@ impl Worker {
                 self.violation("the server could not read its store")
             }
         }
+    }
+
+    /// Why the chart is no longer this connection's to read, if it is not: off the token's
+    /// wards, or discharged for a ward nurse (physicians and records staff complete the
+    /// record after discharge).
+    fn left_reason(&self, ward: &str, status: EncounterStatus) -> Option<LeftReason> {
+        left_reason(self.access(), ward, status)
     }
 
     /// A ward census: read-only for devices.
@@ -584,55 +598,80 @@ impl Worker {
         self.hub().store.sync_state(storage, self.id).ok().flatten()
     }
 
-    fn sync_chart(&mut self, data: &[u8]) -> Output {
+    /// A sync message about a chart in the store. `departed`: the chart is no longer this
+    /// connection's to read (see [`Doc::Departed`]).
+    fn sync_chart(&mut self, data: &[u8], departed: Option<LeftReason>) -> Output {
         let id = self.id;
-        if !matches!(self.doc, Some(Doc::Chart(_))) {
-            // The first exchange about this chart on this connection: the device reads it.
-            self.audit(AuditAction::Read, None);
-            let state = self.stored_state();
-            self.doc = Some(Doc::Chart(DocSync::new(id, state)));
+        match (self.doc.take(), departed) {
+            (Some(Doc::Chart(sync)), None) => self.doc = Some(Doc::Chart(sync)),
+            (Some(Doc::Chart(sync) | Doc::Departed(sync)), Some(_)) => {
+                self.doc = Some(Doc::Departed(sync))
+            }
+            (_, None) => {
+                // The first exchange about this chart on this connection: the device reads it.
+                self.audit(AuditAction::Read, None);
+                let state = self.stored_state();
+                self.doc = Some(Doc::Chart(DocSync::new(id, state)));
+            }
+            (_, Some(_)) => {
+                let state = self.stored_state();
+                self.doc = Some(Doc::Departed(DocSync::new(id, state)));
+            }
         }
         let peer = self.peer.clone();
         let actor = self.actor();
         let access = &peer.access;
         let store = &peer.hub.store;
-        let Some(Doc::Chart(sync)) = &mut self.doc else {
+        let Some(Doc::Chart(sync) | Doc::Departed(sync)) = &mut self.doc else {
             return Output::default();
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
             Err(e) => return self.violation(&e.to_string()),
         };
+        let device_heads = message.heads.clone();
+        if departed.is_some() && !store.read(id, |c| had_chart(c, &message)).unwrap_or(false) {
+            // A device that never had the chart learns nothing of it, as if it did not exist.
+            self.doc = None;
+            tracing::info!(user = %access.user, chart = %id, "denied: chart outside the token's wards");
+            self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
+            return self.unavailable();
+        }
         let mut changed = false;
         let mut refused: Option<Refusal> = None;
         let applied = store.update_as(&actor, id, |chart| {
             let message = sync.admit(chart.doc(), message);
             let changes = changes_of(&message);
-            let permitted = access.may_see_ward(&chart.encounter()?.ward);
             if !changes.is_empty() {
                 let mut candidate = chart.fork();
                 candidate.load_incremental(&changes)?;
                 let new = new_changes(chart.doc(), candidate.doc());
                 changed = !new.is_empty();
-                // Changes that build on the chart a device was given are held when they may
-                // not be merged; anything else about a chart outside the token is answered
-                // as if the chart did not exist.
-                let builds_on_chart = new.iter().any(|(h, _)| {
-                    candidate.doc().get_change_by_hash(h).is_some_and(|c| {
-                        c.deps()
-                            .iter()
-                            .any(|d| chart.doc().get_change_meta_by_hash(d).is_some())
-                    })
-                });
-                if changed && !permitted && builds_on_chart {
-                    refused = Some(Refusal {
-                        reason: HoldReason::OutsideWards,
-                        summary: "the chart is on a ward outside the token".into(),
-                        changes: new,
-                    });
-                    return Err(ChartError::NotPermitted("held".into()));
-                }
-                if changed && permitted {
+                if changed {
+                    let decided = write_access(
+                        chart,
+                        &candidate,
+                        access.role,
+                        |w| access.may_see_ward(w),
+                        Timestamp::now(),
+                        peer.hub.move_window,
+                    )?;
+                    match decided {
+                        WriteAccess::Granted | WriteAccess::GrantedAsWritten { .. } => {}
+                        WriteAccess::Held { reason, summary } => {
+                            refused = Some(Refusal {
+                                reason,
+                                summary: summary.into(),
+                                changes: new,
+                            });
+                            return Err(ChartError::NotPermitted("held".into()));
+                        }
+                        WriteAccess::NeverHad => {
+                            return Err(ChartError::NotPermitted(
+                                "the chart is on a ward outside the token".into(),
+                            ))
+                        }
+                    }
                     if let Some(r) = held_before(store, &new) {
                         refused = Some(Refusal { changes: new, ..r });
                         return Err(ChartError::NotPermitted("held".into()));
@@ -650,13 +689,6 @@ impl Worker {
                     }
                 }
             }
-            if !permitted {
-                // Access is decided on the chart as it stands now: a transfer may have just
-                // moved it.
-                return Err(ChartError::NotPermitted(
-                    "the chart is on a ward outside the token".into(),
-                ));
-            }
             sync.receive_chart(chart, message)
                 .map_err(|e| ChartError::Corrupt(e.to_string()))
         });
@@ -671,7 +703,47 @@ impl Worker {
         if changed {
             tracing::info!(user = %access.user, chart = %id, "changes accepted");
         }
-        self.reply()
+        match departed {
+            None => self.reply(),
+            Some(reason) => self.departed_reply(reason, &device_heads),
+        }
+    }
+
+    /// For a chart that left: once the server has every change the device has, it is told
+    /// so, and that the chart left; until then it is asked for what is missing, and sent
+    /// nothing of the chart.
+    fn departed_reply(&mut self, reason: LeftReason, device_heads: &[ChangeHash]) -> Output {
+        let peer = self.peer.clone();
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let Some(Doc::Departed(sync)) = &mut self.doc else {
+            return Output::default();
+        };
+        let reply = peer
+            .hub
+            .store
+            .read(self.id, |c| {
+                let has_all = !device_heads.is_empty()
+                    && device_heads
+                        .iter()
+                        .all(|h| c.doc().get_change_meta_by_hash(h).is_some());
+                if has_all {
+                    None
+                } else {
+                    Some(sync.generate_asking(c.doc(), local, remote))
+                }
+            })
+            .ok()
+            .flatten();
+        match reply {
+            Some(ask) => Output {
+                send: ask.into_iter().collect(),
+                close: false,
+            },
+            None => Output::send(self.notice(&ChartNotice::Left {
+                reason,
+                acknowledged: device_heads.to_vec(),
+            })),
+        }
     }
 
     /// Keeps refused changes in the holding area and tells the device, which holds the chart
@@ -901,7 +973,7 @@ impl Worker {
             .read(self.id, |c| {
                 let permitted = c
                     .encounter()
-                    .is_ok_and(|e| peer.access.may_see_ward(&e.ward));
+                    .is_ok_and(|e| left_reason(&peer.access, &e.ward, e.status).is_none());
                 permitted
                     .then(|| sync.generate(c.doc(), local, remote))
                     .flatten()
@@ -927,15 +999,36 @@ impl Worker {
             None if self.asked => self.offer(),
             Some(Doc::Census(_)) => self.census_reply(),
             Some(Doc::Chart(_)) => {
-                // A transfer can take the chart off this device's wards.
-                match self.hub().store.summary(self.id) {
-                    Ok(Some(s)) if self.access().may_see_ward(&s.ward) => self.reply(),
-                    _ => {
-                        // Transferred off the token's wards: tell the device it is no longer shared.
-                        self.doc = None;
-                        self.unavailable()
-                    }
-                }
+                // A transfer (or, for a ward nurse, a discharge) can take the chart away.
+                let left = match self.hub().store.summary(self.id) {
+                    Ok(Some(s)) => self.left_reason(&s.ward, s.status),
+                    _ => Some(LeftReason::Transferred),
+                };
+                let Some(reason) = left else {
+                    return self.reply();
+                };
+                let Some(Doc::Chart(sync)) = self.doc.take() else {
+                    return Output::default();
+                };
+                // What the device has that the server holds: with nothing more to send, the
+                // device keeps the chart read-only; otherwise it sends the rest first.
+                let theirs = sync.state().their_heads.clone().unwrap_or_default();
+                let acknowledged = self
+                    .hub()
+                    .store
+                    .read(self.id, |c| {
+                        theirs
+                            .iter()
+                            .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
+                    })
+                    .unwrap_or(false)
+                    .then_some(theirs)
+                    .unwrap_or_default();
+                self.doc = Some(Doc::Departed(sync));
+                Output::send(self.notice(&ChartNotice::Left {
+                    reason,
+                    acknowledged,
+                }))
             }
             _ => Output::default(),
         }
@@ -1027,4 +1120,29 @@ fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> Option<
         },
         changes: Vec::new(),
     })
+}
+
+/// Whether the device that sent `message` has had this chart: it names heads the chart has
+/// (its own, the ones it last shared, or those its changes build on). Change hashes cannot be
+/// guessed, so a device that never had the chart names none.
+fn had_chart(chart: &Chart, message: &automerge::sync::Message) -> bool {
+    let known = |h: &ChangeHash| chart.doc().get_change_meta_by_hash(h).is_some();
+    message.heads.iter().any(known)
+        || message.have.iter().any(|h| h.last_sync.iter().any(known))
+        || chartsync_core::protocol::sync::change_deps(message)
+            .iter()
+            .any(known)
+}
+
+/// Why a chart is no longer `access`'s to read, if it is not: off the token's wards, or
+/// discharged for a ward nurse (physicians and records staff complete the record after
+/// discharge).
+fn left_reason(access: &Access, ward: &str, status: EncounterStatus) -> Option<LeftReason> {
+    if !access.may_see_ward(ward) {
+        Some(LeftReason::Transferred)
+    } else if status == EncounterStatus::Discharged && access.role == Role::Nurse {
+        Some(LeftReason::Discharged)
+    } else {
+        None
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chartsync_core::chart::*;
 use chartsync_core::client::{ClientConfig, SyncClient, SyncState, SyncStatus};
-use chartsync_core::protocol::HoldReason;
+use chartsync_core::protocol::{HoldReason, LeftReason};
 use chartsync_core::store::ChartStore;
 use common::*;
 
@@ -440,4 +440,105 @@ async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet
         .iter()
         .any(|r| r["action"] == "review" && r["user"] == "sup.adams"));
     c.stop().await;
+}
+
+/// The night nurse's tablet loses the network and she records five sets of vital signs while,
+/// unknown to her, the patient is transferred from 4west to 5east. On reconnect all five
+/// reach the record (written before she could have known), then the tablet is told the chart
+/// left: it stays on the tablet read-only, leaves the ward's list, and the app hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vitals_charted_offline_during_a_transfer_reach_the_record_then_the_chart_leaves() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+
+    let pc_store = tablet_store(&devices, "pc");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let id = pc_store
+        .create(admit_at("MRN-0042", "4west", at(0), &clerk))
+        .unwrap();
+    let clerk_token = server.token("him.jones", "technician", &["4west", "5east"]);
+    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let c = client(url.clone(), &nurse_token, "tablet-4west-01", &tablet);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !tablet.contains(id).unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chart never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // Offline: five sets of vitals. Meanwhile the patient moves to 5east.
+    let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    for n in 0..5 {
+        tablet
+            .update(id, |ch| {
+                ch.add_entry(&park, at(60 + n), heart_rate(80 + n as u32))
+            })
+            .unwrap();
+    }
+    pc_store
+        .update(id, |ch| {
+            ch.transfer(&clerk, Timestamp::now(), "5east", Some("3"))
+        })
+        .unwrap();
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    // Back online.
+    let c = client(url, &nurse_token, "tablet-4west-01", &tablet);
+    let mut departures = c.departures();
+    let left = tokio::time::timeout(WAIT, departures.recv())
+        .await
+        .expect("the tablet was never told the chart left")
+        .unwrap();
+    assert_eq!(left, (id, LeftReason::Transferred));
+    let view = on_server(&server, &clerk_token, id);
+    assert_eq!(
+        view["entries"].as_array().unwrap().len(),
+        5,
+        "all five vitals in the record"
+    );
+    assert_eq!(view["encounter"]["ward"], "5east");
+    let status = until(&c, "up to date", |s| s.state == SyncState::UpToDate).await;
+    assert_eq!(
+        (status.unacknowledged, status.unacknowledged_commits),
+        (0, 0)
+    );
+    assert!(status.held.is_empty());
+
+    // On the tablet: off the ward's list, still there to read, no longer to write.
+    assert!(tablet.census("4west").unwrap().is_empty());
+    assert_eq!(tablet.departed(id).unwrap(), Some(LeftReason::Transferred));
+    assert_eq!(
+        tablet
+            .read(id, |ch| ch.view().unwrap().entries.len())
+            .unwrap(),
+        5
+    );
+    let write = tablet.update(id, |ch| ch.add_entry(&park, at(90), heart_rate(99)));
+    assert!(
+        matches!(
+            write,
+            Err(chartsync_core::store::StoreError::Chart {
+                error: ChartError::NotPermitted(_),
+                ..
+            })
+        ),
+        "{write:?}"
+    );
+    // Nothing of 5east reached the tablet: not the transfer, not the new ward.
+    assert_eq!(
+        tablet.read(id, |ch| ch.encounter().unwrap().ward).unwrap(),
+        "4west"
+    );
+    c.stop().await;
+    pc.stop().await;
 }

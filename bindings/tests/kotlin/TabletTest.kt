@@ -42,8 +42,10 @@ fun admit(store: ChartStore, by: Staff): Chart = store.createChart(
 class Listener : ChartsyncListener {
     val changed = CopyOnWriteArrayList<String>()
     val states = CopyOnWriteArrayList<SyncState>()
+    val left = CopyOnWriteArrayList<String>()
     override fun chartChanged(id: String, sections: List<String>) { changed.add(id) }
     override fun syncStatusChanged(status: SyncStatus) { states.add(status.state) }
+    override fun chartLeft(id: String, reason: LeftReason) { left.add(id) }
 }
 
 fun check(condition: Boolean, what: () -> String) {
@@ -133,6 +135,7 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
         val calls = java.util.concurrent.atomic.AtomicInteger()
         override fun chartChanged(id: String, sections: List<String>) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun syncStatusChanged(status: SyncStatus) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun chartLeft(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
     }
     val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
     val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), thrower)

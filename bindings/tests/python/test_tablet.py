@@ -21,6 +21,7 @@ class Listener(ffi.ChartsyncListener):
     def __init__(self):
         self.changed = []
         self.states = []
+        self.left = []
         self.lock = threading.Lock()
 
     def chart_changed(self, id, sections):
@@ -30,6 +31,10 @@ class Listener(ffi.ChartsyncListener):
     def sync_status_changed(self, status):
         with self.lock:
             self.states.append(status.state)
+
+    def chart_left(self, id, reason):
+        with self.lock:
+            self.left.append((id, reason))
 
 
 @pytest.fixture
@@ -295,6 +300,10 @@ class Thrower(ffi.ChartsyncListener):
         self.calls += 1
         raise RuntimeError("app bug")
 
+    def chart_left(self, id, reason):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
 
 def test_a_shared_tablet_shows_the_held_chart_and_a_throwing_listener_keeps_hearing(
     server, clients, tmp_path
@@ -348,3 +357,34 @@ def test_a_malformed_chart_id_is_a_typed_error(tmp_path):
         with pytest.raises(ffi.ChartsyncError.InvalidInput) as e:
             call()
         assert "nope" not in str(e.value) and "xyz" not in str(e.value)
+
+
+def test_a_chart_transferred_while_the_tablet_was_offline_leaves_it_after_its_vitals_land(
+    server, clients, tmp_path
+):
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    chart_id = admit(office).id()
+    pc = clients(office, server, "him.jones", "technician", device="records-pc-1")
+    settle(pc)
+
+    night = ffi.ChartStore.open(str(tmp_path / "night.db"), key(3))
+    client = clients(night, server, "rn.park", "nurse", device="tablet-4west-06")
+    settle(client)
+    asyncio.run(client.stop())
+
+    # Offline, a heart rate; meanwhile the patient moves to 5east.
+    chart = night.open_chart(chart_id, NIGHT_NURSE)
+    chart.add_entry(heart_rate(77))
+    office.open_chart(chart_id, CLERK).transfer("5east", "2")
+    settle(pc)
+
+    listener = Listener()
+    client = clients(night, server, "rn.park", "nurse", listener, device="tablet-4west-06")
+    eventually("the app to hear the chart left", lambda: listener.left)
+    assert listener.left == [(chart_id, core.LeftReason.TRANSFERRED)]
+    settle(client)
+    assert client.status().unacknowledged == 0, "the heart rate reached the record first"
+    assert night.census("4west") == []
+    with pytest.raises(ffi.ChartsyncError.NotPermitted):
+        chart.add_entry(heart_rate(78))
+    assert len(chart.view().entries) == 1, "still there to read"

@@ -7,6 +7,7 @@
 //! wrote what). A refused write returns a [`ChartError`] and changes nothing. Changes that
 //! arrive from elsewhere are checked by [`validate::validate_changes`].
 
+mod access;
 mod accounting;
 mod conflicts;
 mod deficiency;
@@ -23,6 +24,7 @@ mod write;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
+pub use access::{write_access, WriteAccess, MOVE_WINDOW};
 pub use accounting::ACCOUNTING_YEARS;
 pub use conflicts::{Conflict, ConflictingValue, JsonValue, Resolution};
 pub use deficiency::{

@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use automerge::{Automerge, ChangeHash};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::chart::{Chart, ChartId, Timestamp};
 use crate::protocol::{
-    ChartNotice, Connection, DocSync, Incoming, LocalPeer, Message, PeerMetadata,
+    ChartNotice, Connection, DocSync, Incoming, LeftReason, LocalPeer, Message, PeerMetadata,
 };
 use crate::store::{ChartChanged, ChartFilter, ChartStore, DeviceHold};
 
@@ -114,6 +114,7 @@ pub struct SyncClient {
     /// made after that is not yet in any status.
     handled: Arc<AtomicU64>,
     status: watch::Receiver<SyncStatus>,
+    departures: broadcast::Sender<(ChartId, LeftReason)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -128,6 +129,7 @@ impl SyncClient {
         // Subscribed here, not in the task: a commit made as soon as this returns is seen.
         let (store_feed, position) = store.subscribe_at();
         let handled = Arc::new(AtomicU64::new(position));
+        let departures = broadcast::channel(64).0;
         let task = tokio::spawn(run(
             store.clone(),
             config,
@@ -138,6 +140,7 @@ impl SyncClient {
                 pending: pending.clone(),
                 handled: handled.clone(),
                 ledger,
+                departures: departures.clone(),
             },
         ));
         SyncClient {
@@ -146,8 +149,16 @@ impl SyncClient {
             pending,
             handled,
             status,
+            departures,
             task,
         }
+    }
+
+    /// Charts that leave this device's wards (a transfer, or a discharge for ward nurses), as
+    /// the server says so once it has every change this device made to them. They stay in the
+    /// store, read-only (`ChartStore::departed`), and leave its ward lists.
+    pub fn departures(&self) -> broadcast::Receiver<(ChartId, LeftReason)> {
+        self.departures.subscribe()
     }
 
     /// Status changes, as they happen.
@@ -179,8 +190,13 @@ impl SyncClient {
                     SyncState::Stopped => return false,
                     _ => {}
                 }
-                if status.changed().await.is_err() {
-                    return false;
+                // A status that did not change is not published again, and a commit can be
+                // handled without changing it: look again now and then as well.
+                tokio::select! {
+                    changed = status.changed() => if changed.is_err() {
+                        return false;
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
         })
@@ -293,6 +309,7 @@ struct Channels {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     handled: Arc<AtomicU64>,
     ledger: Ledger,
+    departures: broadcast::Sender<(ChartId, LeftReason)>,
 }
 
 async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channels) {
@@ -303,6 +320,7 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
         pending,
         handled,
         mut ledger,
+        departures,
     } = channels;
     // Local commits, from the store's feed (a std channel) onto this task.
     let (feed_tx, mut feed) = mpsc::unbounded_channel::<ChartChanged>();
@@ -328,6 +346,7 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
                 pending: &pending,
                 handled: &handled,
                 ledger: &mut ledger,
+                departures: &departures,
             },
             &mut wanted,
             &mut backoff,
@@ -435,6 +454,9 @@ enum Doc {
     /// The server holds this chart's changes: nothing more is sent of it on this connection
     /// (the server would not take it), until a decision arrives.
     Held,
+    /// The chart left this device's wards, and the server has everything the device wrote
+    /// on it: read-only here, and not synced.
+    Departed,
 }
 
 struct Session<'a> {
@@ -446,6 +468,7 @@ struct Session<'a> {
     ledger: &'a mut Ledger,
     /// The heads each chart's acknowledgement was last recorded at, to write only changes.
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
+    departures: &'a broadcast::Sender<(ChartId, LeftReason)>,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -457,6 +480,7 @@ struct Links<'a> {
     /// Counts each feed event once handled (see `SyncClient::handled`).
     handled: &'a AtomicU64,
     ledger: &'a mut Ledger,
+    departures: &'a broadcast::Sender<(ChartId, LeftReason)>,
 }
 
 async fn session(
@@ -473,6 +497,7 @@ async fn session(
         pending,
         handled,
         ledger,
+        departures,
     } = links;
     let mut request = match config.url.as_str().into_client_request() {
         Ok(r) => r,
@@ -543,6 +568,7 @@ async fn session(
         docs: HashMap::new(),
         ledger,
         acknowledged: HashMap::new(),
+        departures,
     };
     let mut out = Vec::new();
     // Fetches taken up but not yet in a published status; released however the session ends.
@@ -628,6 +654,10 @@ impl Session<'_> {
             return None;
         }
         let me = self.conn.local().peer_id.clone();
+        if self.store.departed(id).ok().flatten().is_some() {
+            self.docs.insert(id, Doc::Departed);
+            return None;
+        }
         if self.store.contains(id).unwrap_or(false) {
             let mut sync = DocSync::new(id, self.stored_state(id));
             let m = self
@@ -671,7 +701,7 @@ impl Session<'_> {
         self.ledger.count(self.store, id);
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
-            Some(Doc::Wanted { .. }) | Some(Doc::Census { .. }) | Some(Doc::Held) => Vec::new(),
+            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held | Doc::Departed) => Vec::new(),
             // A chart made on this device.
             None => self.open(id).into_iter().collect(),
         }
@@ -718,7 +748,7 @@ impl Session<'_> {
                         Some(Doc::Chart(sync))
                         | Some(Doc::Wanted { sync, .. })
                         | Some(Doc::Census { sync, .. }) => sync.mark_unavailable(),
-                        Some(Doc::Held) | None => {}
+                        Some(Doc::Held | Doc::Departed) | None => {}
                     }
                     Ok(Vec::new())
                 }
@@ -783,6 +813,10 @@ impl Session<'_> {
                 let _ = self.store.clear_device_hold(id);
                 true
             }
+            ChartNotice::Left {
+                reason,
+                acknowledged,
+            } => return self.on_left(id, reason, acknowledged),
         };
         self.ledger.reload_held(self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -800,6 +834,39 @@ impl Session<'_> {
             }
             Vec::new()
         }
+    }
+
+    /// The chart left this device's wards. With nothing left to send it becomes read-only
+    /// here; otherwise its sync starts afresh, so the rest is sent first (the server takes
+    /// what was written before the move, `chart::access`), and the server says so again.
+    fn on_left(
+        &mut self,
+        id: ChartId,
+        reason: LeftReason,
+        acknowledged: Vec<ChangeHash>,
+    ) -> Vec<Message> {
+        let known = !acknowledged.is_empty()
+            && self
+                .store
+                .read(id, |c| {
+                    acknowledged
+                        .iter()
+                        .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
+                })
+                .unwrap_or(false);
+        if known && self.store.acknowledge(id, &acknowledged).is_ok() {
+            self.acknowledged.insert(id, acknowledged);
+        }
+        self.ledger.count(self.store, id);
+        if self.ledger.pending.contains_key(&id) {
+            self.docs.remove(&id);
+            return self.open(id).into_iter().collect();
+        }
+        if self.store.set_departed(id, reason).is_ok() {
+            self.docs.insert(id, Doc::Departed);
+            let _ = self.departures.send((id, reason));
+        }
+        Vec::new()
     }
 
     /// Records what the server now has of a chart: its heads, once this device knows them
@@ -838,9 +905,9 @@ impl Session<'_> {
         let me = self.conn.local().peer_id.clone();
         let server = self.server.clone();
         match self.docs.get_mut(&id) {
-            // Held: the server sends nothing of it either, but a message already on its way
-            // is let pass.
-            Some(Doc::Held) => Ok(Vec::new()),
+            // Held or departed: the server sends nothing of it either, but a message already
+            // on its way is let pass.
+            Some(Doc::Held | Doc::Departed) => Ok(Vec::new()),
             Some(Doc::Chart(sync)) => {
                 let msg = sync.decode(data).map_err(|e| e.to_string())?;
                 self.store
@@ -911,7 +978,7 @@ impl Session<'_> {
                 Doc::Census { sync, doc } => {
                     busy |= !sync.is_unavailable() && !sync.peer_has(&doc.get_heads())
                 }
-                Doc::Held => {}
+                Doc::Held | Doc::Departed => {}
             }
         }
         // A held chart whose changes the server now has (accepted while this device was away)

@@ -19,5 +19,5 @@ pub use error::ProtocolError;
 pub use message::{
     DocumentId, Message, PeerMetadata, RemoteHeads, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
-pub use notice::{ChartNotice, HoldReason};
+pub use notice::{ChartNotice, HoldReason, LeftReason};
 pub use sync::DocSync;

@@ -37,10 +37,13 @@ pub enum HoldReason {
     DependsOnHeld,
     /// Ward censuses are written by the server only.
     CensusIsReadOnly,
+    /// New clinical entries written by ward staff after they could have seen the discharge,
+    /// or past the window after it.
+    AfterDischarge,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 8] = [
+    pub const ALL: [HoldReason; 9] = [
         HoldReason::OutsideWards,
         HoldReason::RoleMayNotWrite,
         HoldReason::AnotherAuthor,
@@ -49,6 +52,7 @@ impl HoldReason {
         HoldReason::BreaksChartRules,
         HoldReason::DependsOnHeld,
         HoldReason::CensusIsReadOnly,
+        HoldReason::AfterDischarge,
     ];
 
     /// Whether a records supervisor may merge changes held for this reason. Access, authorship
@@ -62,6 +66,7 @@ impl HoldReason {
                 | HoldReason::AnotherAuthor
                 | HoldReason::InvalidCode
                 | HoldReason::DependsOnHeld
+                | HoldReason::AfterDischarge
         )
     }
 
@@ -75,6 +80,7 @@ impl HoldReason {
             HoldReason::BreaksChartRules => "breaks_chart_rules",
             HoldReason::DependsOnHeld => "depends_on_held",
             HoldReason::CensusIsReadOnly => "census_is_read_only",
+            HoldReason::AfterDischarge => "after_discharge",
         }
     }
 
@@ -93,6 +99,7 @@ impl HoldReason {
             HoldReason::BreaksChartRules => "breaks the chart's rules",
             HoldReason::DependsOnHeld => "builds on changes already held for review",
             HoldReason::CensusIsReadOnly => "ward lists are written by the server only",
+            HoldReason::AfterDischarge => "written after the patient was discharged",
         }
     }
 }
@@ -100,6 +107,32 @@ impl HoldReason {
 impl std::fmt::Display for HoldReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.token())
+    }
+}
+
+/// Why a chart left a device's wards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
+pub enum LeftReason {
+    /// The patient was transferred to a ward the signed-in person's access does not cover.
+    Transferred,
+    /// The patient was discharged; ward staff no longer chart on it.
+    Discharged,
+}
+
+impl LeftReason {
+    pub fn token(self) -> &'static str {
+        match self {
+            LeftReason::Transferred => "transferred",
+            LeftReason::Discharged => "discharged",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<LeftReason> {
+        [LeftReason::Transferred, LeftReason::Discharged]
+            .into_iter()
+            .find(|r| r.token() == s)
     }
 }
 
@@ -121,12 +154,21 @@ pub enum ChartNotice {
     /// The holding area has no room for this device's changes: nothing was held, nothing
     /// already held was dropped; the device keeps the changes and tries again later.
     HoldingAreaFull { reason: HoldReason },
+    /// The chart left the device's wards. The server has `acknowledged`, the device's heads
+    /// it holds: a device whose own heads are all among them has nothing left to send, and
+    /// keeps the chart read-only; otherwise it sends what it has first. Nothing of the chart
+    /// after it left, not even its new ward, is sent.
+    Left {
+        reason: LeftReason,
+        acknowledged: Vec<automerge::ChangeHash>,
+    },
 }
 
 const HELD: &str = "chartsync/held";
 const ACCEPTED: &str = "chartsync/accepted";
 const REJECTED: &str = "chartsync/rejected";
 const FULL: &str = "chartsync/holding-area-full";
+const LEFT: &str = "chartsync/left";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -161,6 +203,18 @@ impl ChartNotice {
                     e.str("type")?.str(FULL)?;
                     e.str("reason")?.str(reason.token())?;
                 }
+                ChartNotice::Left {
+                    reason,
+                    acknowledged,
+                } => {
+                    e.map(3)?;
+                    e.str("type")?.str(LEFT)?;
+                    e.str("reason")?.str(reason.token())?;
+                    e.str("acknowledged")?.array(acknowledged.len() as u64)?;
+                    for h in acknowledged {
+                        e.str(&h.to_string())?;
+                    }
+                }
             }
             Ok(())
         })();
@@ -175,6 +229,7 @@ impl ChartNotice {
         let mut d = Decoder::new(data);
         let n = d.map().ok()??;
         let (mut kind, mut hold, mut reason, mut summary) = (None, None, None, None);
+        let mut acknowledged = Vec::new();
         for _ in 0..n {
             let key = d.str().ok()?;
             match key {
@@ -182,6 +237,12 @@ impl ChartNotice {
                 "hold" => hold = Some(d.i64().ok()?),
                 "reason" => reason = Some(d.str().ok()?.to_string()),
                 "summary" => summary = Some(d.str().ok()?.to_string()),
+                "acknowledged" => {
+                    let n = d.array().ok()??;
+                    for _ in 0..n {
+                        acknowledged.push(d.str().ok()?.parse().ok()?);
+                    }
+                }
                 _ => {
                     if d.datatype().ok()? == Type::Break {
                         return None;
@@ -207,6 +268,10 @@ impl ChartNotice {
             FULL => ChartNotice::HoldingAreaFull {
                 reason: HoldReason::from_token(&reason?)?,
             },
+            LEFT => ChartNotice::Left {
+                reason: LeftReason::from_token(&reason?)?,
+                acknowledged,
+            },
             _ => return None,
         })
     }
@@ -231,6 +296,13 @@ mod tests {
             },
             ChartNotice::HoldingAreaFull {
                 reason: HoldReason::InvalidCode,
+            },
+            ChartNotice::Left {
+                reason: LeftReason::Transferred,
+                acknowledged: vec![
+                    automerge::ChangeHash([7; 32]),
+                    automerge::ChangeHash([9; 32]),
+                ],
             },
         ];
         for n in notices {

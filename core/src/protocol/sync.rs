@@ -109,6 +109,26 @@ impl DocSync {
         })
     }
 
+    /// A `sync` that says what we have and asks for what we lack, but carries nothing of the
+    /// document: for a chart the peer may still send its own changes to, but may no longer
+    /// read (it left the peer's wards).
+    pub fn generate_asking(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
+        let mut message = doc.generate_sync_message(&mut self.state)?;
+        message.changes = Vec::<Vec<u8>>::new().into();
+        let lacking = self.lacking(doc);
+        if !lacking.is_empty() {
+            message.need.extend(lacking);
+            message.need.sort();
+            message.need.dedup();
+        }
+        Some(Message::Sync {
+            document_id: self.document_id,
+            sender_id: from.to_string(),
+            target_id: to.to_string(),
+            data: message.encode(),
+        })
+    }
+
     /// Reads the automerge sync message a `request` or `sync` carries.
     pub fn decode(&self, data: &[u8]) -> Result<sync::Message, ProtocolError> {
         sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
@@ -268,6 +288,18 @@ fn contents(message: &sync::Message) -> Option<Contents> {
         }
     }
     Some(out)
+}
+
+/// The dependencies of the changes a sync message carries.
+pub fn change_deps(message: &sync::Message) -> Vec<automerge::ChangeHash> {
+    contents(message)
+        .map(|c| {
+            c.changes
+                .iter()
+                .flat_map(|(ch, _)| ch.deps().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How many of the message's changes `doc` does not already have (`None`: unreadable).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{heads_blob, insert_audit, lock, now_millis, parse_heads_blob, Actor, AuditAction};
 use super::{ChartStore, StoreError};
 use crate::chart::{ChartError, ChartId, Timestamp};
-use crate::protocol::HoldReason;
+use crate::protocol::{HoldReason, LeftReason};
 
 /// How much one device, and every device together, may have waiting for review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -621,6 +621,36 @@ impl ChartStore {
                 })
             })
             .collect()
+    }
+
+    /// Records that a chart left this device's wards (device): read-only here from now on.
+    pub fn set_departed(&self, chart: ChartId, reason: LeftReason) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached(
+            "INSERT INTO device_departures (chart_id, reason, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (chart_id) DO UPDATE SET reason = ?2, at = ?3",
+        )?
+        .execute(params![chart.to_string(), reason.token(), now_millis()])?;
+        self.inner
+            .any_departed
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Why a chart left this device's wards, if it did (device).
+    pub fn departed(&self, chart: ChartId) -> Result<Option<LeftReason>, StoreError> {
+        let reason: Option<String> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT reason FROM device_departures WHERE chart_id = ?1")?
+                .query_row([chart.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        reason
+            .map(|r| {
+                LeftReason::from_token(&r)
+                    .ok_or_else(|| StoreError::Corrupt("a departure with an invalid reason".into()))
+            })
+            .transpose()
     }
 
     /// Records the heads the server has acknowledged for a chart (device): heads this device

@@ -119,6 +119,9 @@ struct Inner {
     /// Work for the maintenance thread.
     jobs: Mutex<mpsc::Sender<Job>>,
     commits_since_checkpoint: std::sync::atomic::AtomicU32,
+    /// Whether any chart has left this device's wards (read-only here): only then does a
+    /// write look the chart up (a server has none).
+    any_departed: std::sync::atomic::AtomicBool,
 }
 
 /// Checkpoint the write-ahead log into the file after this many commits, on the maintenance
@@ -205,6 +208,10 @@ impl ChartStore {
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
         records::rebuild_if_rules_changed(&mut writer, options.on_rebuild.as_ref())?;
+        let any_departed: bool =
+            writer.query_row("SELECT EXISTS (SELECT 1 FROM device_departures)", [], |r| {
+                r.get(0)
+            })?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             path,
@@ -217,6 +224,7 @@ impl ChartStore {
             compacting: Mutex::new(()),
             jobs: Mutex::new(jobs),
             commits_since_checkpoint: Default::default(),
+            any_departed: any_departed.into(),
         });
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {
@@ -410,6 +418,19 @@ impl ChartStore {
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
         also: Option<&AlsoInCommit<'_>>,
     ) -> Result<T, StoreError> {
+        if self
+            .inner
+            .any_departed
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.departed(id)?.is_some()
+        {
+            return Err(StoreError::Chart {
+                id,
+                error: ChartError::NotPermitted(
+                    "the chart left this device's wards; it is read-only here".into(),
+                ),
+            });
+        }
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = self.inner.ready(id, &slot)?;
         let c = &mut *cached;
@@ -539,6 +560,9 @@ impl ChartStore {
         };
         if let Some(w) = &filter.ward {
             arg(&mut sql, "ward =", w.clone().into());
+            // A chart that left this device's wards is not on its ward lists any more, though
+            // the device may never have received the transfer itself.
+            sql.push_str(" AND id NOT IN (SELECT chart_id FROM device_departures)");
         }
         if let Some(m) = &filter.mrn {
             arg(&mut sql, "mrn =", m.clone().into());

@@ -53,3 +53,12 @@ CREATE TABLE acknowledged_heads (
     chart_id TEXT PRIMARY KEY,
     heads    BLOB NOT NULL                       -- 32 bytes each, sorted
 ) STRICT, WITHOUT ROWID;
+
+-- Device: charts that left this device's wards (a transfer, or a discharge for ward staff), as
+-- the server said once it had every change the device made to them. They stay on the device,
+-- read-only, and leave its ward lists.
+CREATE TABLE device_departures (
+    chart_id TEXT PRIMARY KEY,
+    reason   TEXT NOT NULL,                      -- transferred, discharged
+    at       INTEGER NOT NULL                    -- milliseconds since the epoch
+) STRICT, WITHOUT ROWID;
