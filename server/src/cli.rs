@@ -86,6 +86,17 @@ enum Command {
     Compact,
     /// Check the file's integrity, that every chart loads, and that the index agrees with it.
     Verify,
+    /// Copy the store to a new file with SQLite's online backup: safe while the server runs.
+    Backup {
+        /// The backup file to write; it must not exist.
+        to: PathBuf,
+    },
+    /// Put a backup in place of the store. The server must be stopped; the store it replaces
+    /// is kept beside it, and the server starts in recovery (docs/operations.md).
+    Restore {
+        /// A file `backup` wrote.
+        from: PathBuf,
+    },
 }
 
 /// What went wrong, for the person at the keyboard.
@@ -137,19 +148,38 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         role: Role::Admin.token().to_string(),
         device: "chartsync-records".into(),
     };
-    // Only an import makes a store; anything else on a directory without one is a mistyped
-    // path, and leaves nothing behind.
+    // Only an import or a restore makes a store; anything else on a directory without one is
+    // a mistyped path, and leaves nothing behind.
     let store_path = cli.data_dir.join("charts.db");
-    if !matches!(cli.command, Command::Import { .. }) && !store_path.exists() {
+    if !matches!(
+        cli.command,
+        Command::Import { .. } | Command::Restore { .. }
+    ) && !store_path.exists()
+    {
         return Err(CliError::File {
             path: store_path.display().to_string(),
             reason: "no store here; give the server's --data-dir".into(),
         });
     }
+    // A backup reads while the server writes: SQLite's locks keep the copy whole.
+    if let Command::Backup { to } = &cli.command {
+        eprintln!("copying {} ...", store_path.display());
+        let report =
+            chartsync_core::store::backup::backup(&store_path, to, &StoreOptions::default())?;
+        println!(
+            "backed up {} charts ({} bytes) to {}",
+            report.charts,
+            report.bytes,
+            to.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // Opening the store may upgrade it and rebuild its index, and its reads must not race
     // a server's commits: local work waits for the server to stop.
     let _lock = exclusive(&cli.data_dir)?;
     match cli.command {
+        Command::Backup { .. } => {}
+        Command::Restore { from } => restore(&cli.data_dir, &from)?,
         Command::Import { file } => {
             import(&open_store(&cli.data_dir)?, &actor, &file)?;
         }
@@ -213,6 +243,36 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts a backup in place, and marks the data directory as restored: the server then takes
+/// back from the tablets what it had accepted since the backup (its receipts), rather than
+/// holding other people's changes the tablets send again.
+fn restore(data_dir: &Path, from: &Path) -> Result<(), CliError> {
+    if !from.is_file() {
+        return Err(CliError::File {
+            path: from.display().to_string(),
+            reason: "no backup file here".into(),
+        });
+    }
+    eprintln!("checking {} ...", from.display());
+    let report = chartsync_core::store::backup::restore(
+        from,
+        &data_dir.join("charts.db"),
+        &StoreOptions::default(),
+    )?;
+    std::fs::write(
+        data_dir.join(crate::RECOVERY_MARKER),
+        format!("restored at {}\n", Timestamp::now().to_rfc3339()),
+    )?;
+    println!("restored {} charts from {}", report.charts, from.display());
+    if let Some(previous) = report.previous {
+        println!("the store it replaced is kept as {}", previous.display());
+    }
+    println!(
+        "start the server: tablets send again what it lost, and it takes back what it had accepted"
+    );
+    Ok(())
 }
 
 fn parse_chart(s: &str) -> Result<ChartId, CliError> {
@@ -628,8 +688,12 @@ impl Remote {
                 let body = self.get(&format!("/api/disclosures?mrn={}&format={format}", encode(&mrn)))?;
                 write_out(None, &body)
             }
-            Command::Import { .. } | Command::Compact | Command::Verify => Err(CliError::Usage(
-                "import, compact and verify work on the store itself: give --data-dir, not --server".into(),
+            Command::Import { .. }
+            | Command::Compact
+            | Command::Verify
+            | Command::Backup { .. }
+            | Command::Restore { .. } => Err(CliError::Usage(
+                "import, compact, verify, backup and restore work on the store itself: give --data-dir, not --server".into(),
             )),
         }
     }

@@ -193,8 +193,9 @@ pub async fn show(
         } else {
             None
         };
-        let effect = effect(chart.as_ref(), &bytes).unwrap_or_else(|reason| {
-            tracing::warn!(hold = id, %reason, "held changes could not be shown");
+        let effect = effect(chart.as_ref(), &bytes).unwrap_or_else(|_| {
+            // The error's text may quote the chart: the log gets the hold id only.
+            tracing::warn!(hold = id, "held changes could not be shown");
             Effect {
                 words: vec!["the changes could not be read as a chart".into()],
                 patch: json_patch::Patch(Vec::new()),
@@ -304,6 +305,9 @@ async fn decide(
         },
     };
     // No connection listening is fine: the device hears it when it next syncs the chart.
-    let _ = app.hub.decisions.send((batch.chart, notice));
+    let _ = app
+        .hub
+        .decisions
+        .send((batch.chart, batch.device.clone(), notice));
     Json(batch).into_response()
 }

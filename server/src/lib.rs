@@ -124,8 +124,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err(message.into());
     }
     let path = args.data_dir.join("charts.db");
+    // Every change the server commits is receipted beside the store, so that after a restore
+    // from a backup it recognises what tablets send back (docs/operations.md).
+    let receipts_path = args.data_dir.join(RECEIPTS_FILE);
+    let recovery = if args.data_dir.join(RECOVERY_MARKER).exists() {
+        let known = chartsync_core::store::Receipts::load(&receipts_path)?;
+        tracing::warn!(
+            receipts = known.len(),
+            "restored from a backup: taking back from tablets the changes accepted before"
+        );
+        Some(Arc::new(known))
+    } else {
+        None
+    };
     let options = StoreOptions {
         on_rebuild: Some(log_rebuild()),
+        receipts: Some(Arc::new(chartsync_core::store::Receipts::open(
+            &receipts_path,
+        )?)),
         ..StoreOptions::default()
     };
     let store = match ChartStore::open(&path, options) {
@@ -159,6 +175,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         hold_quota: chartsync_core::store::HoldQuota::default(),
         decisions: tokio::sync::broadcast::channel(256).0,
         move_window: chartsync_core::chart::MOVE_WINDOW,
+        recovery,
         sessions: tokio::sync::watch::Sender::new(0),
     });
     let mut sessions = hub.sessions.subscribe();
@@ -249,6 +266,11 @@ fn forward_commits(
         })
         .ok();
 }
+
+/// The receipts of every change the server committed (`chartsync_core::store::Receipts`).
+pub const RECEIPTS_FILE: &str = "receipts";
+/// Written by `chartsync-records restore`: the store was restored from a backup.
+pub const RECOVERY_MARKER: &str = "restored";
 
 /// The server's storage id: what devices key their sync state for this server by.
 fn storage_id(data_dir: &Path) -> std::io::Result<String> {

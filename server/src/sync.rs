@@ -66,9 +66,13 @@ pub struct Hub {
     /// How much the holding area keeps per device and in total.
     pub hold_quota: HoldQuota,
     /// A records supervisor's decision on held changes, for the devices syncing the chart.
-    pub decisions: broadcast::Sender<(DocumentId, ChartNotice)>,
+    /// (chart, the device that sent the changes, the notice).
+    pub decisions: broadcast::Sender<(DocumentId, String, ChartNotice)>,
     /// How long after a transfer or discharge changes written before it are still taken.
     pub move_window: std::time::Duration,
+    /// After a restore from a backup: the changes the server had accepted before, which the
+    /// tablets send again and are taken back without the checks (they passed them once).
+    pub recovery: Option<Arc<std::collections::HashSet<ChangeHash>>>,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -278,9 +282,14 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             decided = decisions.recv() => match decided {
-                // Only a document this device syncs on this connection; otherwise the device
-                // hears the outcome when it next sends the chart.
-                Ok((id, notice)) if workers.contains_key(&id) => (id, Event::Decided(notice)),
+                // Only to the device that sent the changes, about a document it syncs on this
+                // connection; otherwise it hears the outcome when it next sends the chart.
+                Ok((id, device, notice))
+                    if workers.contains_key(&id)
+                        && peer.as_ref().is_some_and(|p| p.remote.peer_id == device) =>
+                {
+                    (id, Event::Decided(notice))
+                }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -551,6 +560,17 @@ impl Worker {
             return Output::default();
         };
         // Changes the server already has (a device's copy of the census) are harmless.
+        if unknown_changes(census.doc(), &message) != Some(0) && peer.hub.recovery.is_some() {
+            // After a restore a device's copy holds census changes the server made and lost;
+            // nothing to keep: the device starts its copy afresh.
+            drop(all);
+            self.doc = None;
+            return Output::send(self.notice(&ChartNotice::Held {
+                hold: 0,
+                reason: HoldReason::CensusIsReadOnly,
+                summary: "the server was restored from a backup: fetch the ward list afresh".into(),
+            }));
+        }
         if unknown_changes(census.doc(), &message) != Some(0) {
             // Kept like any refused change, so that nothing a device wrote is lost unseen.
             let mut scratch = census.doc().clone();
@@ -637,6 +657,9 @@ impl Worker {
             self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
             return self.unavailable();
         }
+        if let Some(known) = &peer.hub.recovery {
+            take_back(store, &actor, id, known, &message);
+        }
         let mut changed = false;
         let mut refused: Option<Refusal> = None;
         let applied = store.update_as(&actor, id, |chart| {
@@ -718,31 +741,31 @@ impl Worker {
         let Some(Doc::Departed(sync)) = &mut self.doc else {
             return Output::default();
         };
-        let reply = peer
-            .hub
-            .store
-            .read(self.id, |c| {
-                let has_all = !device_heads.is_empty()
-                    && device_heads
-                        .iter()
-                        .all(|h| c.doc().get_change_meta_by_hash(h).is_some());
-                if has_all {
-                    None
-                } else {
-                    Some(sync.generate_asking(c.doc(), local, remote))
-                }
-            })
-            .ok()
-            .flatten();
+        let reply = peer.hub.store.read(self.id, |c| {
+            let has_all = !device_heads.is_empty()
+                && device_heads
+                    .iter()
+                    .all(|h| c.doc().get_change_meta_by_hash(h).is_some());
+            if has_all {
+                None
+            } else {
+                Some(sync.generate_asking(c.doc(), local, remote))
+            }
+        });
         match reply {
-            Some(ask) => Output {
+            Ok(Some(ask)) => Output {
                 send: ask.into_iter().collect(),
                 close: false,
             },
-            None => Output::send(self.notice(&ChartNotice::Left {
+            Ok(None) => Output::send(self.notice(&ChartNotice::Left {
                 reason,
                 acknowledged: device_heads.to_vec(),
             })),
+            // Never "you are done" on a failed read: the device would stop sending.
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "store error");
+                Output::default()
+            }
         }
     }
 
@@ -768,6 +791,11 @@ impl Worker {
                 tracing::warn!(user = %actor.user, peer = %actor.device, chart = %id, hold, reason = %refusal.reason, "changes held for review");
                 self.hub().metrics.rejections.inc();
                 self.doc = Some(Doc::Held);
+                if refusal.reason == HoldReason::CensusIsReadOnly {
+                    // The device's copy of a census has changes the server has not (a server
+                    // restored from a backup made them): it starts its copy afresh.
+                    self.doc = None;
+                }
                 ChartNotice::Held {
                     hold,
                     reason: refusal.reason,
@@ -777,7 +805,11 @@ impl Worker {
             Ok(Held::Already(hold)) => match self.hub().store.held_batch(hold) {
                 Ok(Some((batch, _))) => {
                     tracing::debug!(chart = %id, hold, "changes sent again are held already");
-                    self.doc = Some(Doc::Held);
+                    self.doc = if batch.reason == HoldReason::CensusIsReadOnly {
+                        None
+                    } else {
+                        Some(Doc::Held)
+                    };
                     match batch.status {
                         HoldStatus::Rejected => ChartNotice::Rejected {
                             hold,
@@ -904,6 +936,15 @@ impl Worker {
         let changes = all();
         let chart =
             Chart::from_automerge(doc).map_err(|error| Err(StoreError::Chart { id, error }))?;
+        // After a restore: a chart the server had accepted whole, sent back by a tablet.
+        let taken_back = self
+            .hub()
+            .recovery
+            .as_ref()
+            .is_some_and(|known| changes.iter().all(|(h, _)| known.contains(h)));
+        if taken_back {
+            return Ok(chart);
+        }
         if let Err(r) = check_writer(&[], &chart, &access.user, access.role) {
             return Err(Ok(Refusal {
                 reason: r.hold_reason(),
@@ -1144,5 +1185,53 @@ fn left_reason(access: &Access, ward: &str, status: EncounterStatus) -> Option<L
         Some(LeftReason::Discharged)
     } else {
         None
+    }
+}
+
+/// After a restore from a backup: takes back the changes in `message` the server had accepted
+/// before (its receipts), whoever wrote them — a tablet sends other people's changes it got
+/// through the server, which the writer check would hold. Their structure is still checked.
+/// What is not receipted goes through every check as usual.
+fn take_back(
+    store: &ChartStore,
+    actor: &Actor,
+    id: DocumentId,
+    known: &std::collections::HashSet<ChangeHash>,
+    message: &automerge::sync::Message,
+) {
+    let receipted: Vec<(ChangeHash, Vec<u8>)> = chartsync_core::protocol::sync::changes_in(message)
+        .into_iter()
+        .filter(|(h, _)| known.contains(h))
+        .collect();
+    if receipted.is_empty() {
+        return;
+    }
+    let bytes: Vec<u8> = receipted
+        .iter()
+        .flat_map(|(_, b)| b.iter().copied())
+        .collect();
+    let taken = store.update_as(actor, id, |chart| {
+        let fresh = receipted
+            .iter()
+            .filter(|(h, _)| chart.doc().get_change_meta_by_hash(h).is_none())
+            .count();
+        if fresh == 0 {
+            return Ok(0);
+        }
+        let mut candidate = chart.fork();
+        candidate.load_incremental(&bytes)?;
+        validate_changes(chart.doc(), candidate.doc())
+            .map_err(|r| ChartError::Rejected(Box::new(r)))?;
+        chart.load_incremental(&bytes)?;
+        Ok(fresh)
+    });
+    match taken {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(chart = %id, changes = n, "took back changes accepted before the restore");
+        }
+        Err(e) => {
+            tracing::warn!(chart = %id, error = %e, "changes accepted before the restore did not go back in; they are checked as new");
+        }
     }
 }

@@ -542,3 +542,193 @@ async fn vitals_charted_offline_during_a_transfer_reach_the_record_then_the_char
     c.stop().await;
     pc.stop().await;
 }
+
+fn records(data: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--user", "sys.admin"])
+        .args(args)
+        .env_remove("CHARTSYNC_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// The server's disk is lost and it is restored from last night's backup. The tablets still
+/// hold everything since — their own observations, a colleague's they received through the
+/// server, a chart admitted after the backup — and send it back. The restored server takes
+/// it all back (it had accepted it: its receipts say so), holds nothing, and every tablet
+/// converges with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_converge() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let addr = server.addr.clone();
+    let url = format!("ws://{addr}/sync");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let clerk_token = server.token("him.jones", "technician", &["4west"]);
+    let pc_store = tablet_store(&devices, "pc");
+    let a = pc_store
+        .create(admit_at("MRN-0001", "4west", at(0), &clerk))
+        .unwrap();
+    let b = pc_store
+        .create(admit_at("MRN-0002", "4west", at(1), &clerk))
+        .unwrap();
+    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    let staff = [
+        ("rn.park", "tablet-4west-01"),
+        ("rn.lee", "tablet-4west-02"),
+    ];
+    let mut tablets = Vec::new();
+    for (user, device) in staff {
+        let store = tablet_store(&devices, device);
+        let token = server.token(user, "nurse", &["4west"]);
+        let c = client(url.clone(), &token, device, &store);
+        tablets.push((store, token, c, Staff::new(user, Role::Nurse, device)));
+    }
+    let all_there = |ids: &[ChartId]| {
+        tablets
+            .iter()
+            .all(|(s, ..)| ids.iter().all(|id| s.contains(*id).unwrap()))
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !all_there(&[a, b]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the charts never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (n, (store, _, c, who)) in tablets.iter().enumerate() {
+        store
+            .update(a, |ch| ch.add_entry(who, at(10 + n as i64), heart_rate(70)))
+            .unwrap();
+        assert!(c.wait_until_up_to_date(WAIT).await);
+    }
+
+    // Last night's backup, taken while the server runs.
+    let backup = backups.path().join("charts-backup.db");
+    let out = records(data.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = records(data.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(!again.status.success(), "a backup never overwrites a file");
+
+    // The morning's work after it: both nurses chart on both patients, a new admission.
+    for (n, (store, _, c, who)) in tablets.iter().enumerate() {
+        for id in [a, b] {
+            store
+                .update(id, |ch| {
+                    ch.add_entry(who, at(20 + n as i64), heart_rate(80))
+                })
+                .unwrap();
+        }
+        assert!(c.wait_until_up_to_date(WAIT).await);
+    }
+    let c_chart = pc_store
+        .create(admit_at("MRN-0003", "4west", at(30), &clerk))
+        .unwrap();
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !all_there(&[c_chart]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new admission never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (_, _, c, _) in &tablets {
+        assert!(c.wait_until_up_to_date(WAIT).await);
+    }
+    let acknowledged: Vec<(ChartId, Vec<automerge::ChangeHash>)> = [a, b, c_chart]
+        .iter()
+        .map(|id| (*id, pc_store.read(*id, |ch| ch.heads()).unwrap()))
+        .collect();
+
+    // The server goes down; the store is restored from the backup.
+    let stopped = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(stopped.success());
+    let out = records(data.path(), &["restore", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored 2 charts"));
+    let server = Server::start_on(data.path(), &addr);
+
+    // Every tablet and the PC converge with the server, which has every change it had
+    // acknowledged, and holds nothing.
+    let entries = |id: ChartId| {
+        let (status, body) = http_get(
+            &server.addr,
+            &format!("/api/charts/{id}"),
+            Some(&clerk_token),
+        );
+        (status == 200)
+            .then(|| {
+                serde_json::from_str::<serde_json::Value>(&body).unwrap()["entries"]
+                    .as_array()
+                    .map(|e| e.len())
+            })
+            .flatten()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = (entries(a), entries(b), entries(c_chart));
+        if found == (Some(4), Some(2), Some(0)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not get back what it had acknowledged: {found:?}; tablets: {:?}",
+            tablets
+                .iter()
+                .map(|(_, _, c, _)| c.status().borrow().clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (_, _, c, _) in &tablets {
+        assert!(
+            c.wait_until_up_to_date(WAIT).await,
+            "{:?}",
+            c.status().borrow()
+        );
+    }
+    assert!(
+        pc.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        pc.status().borrow()
+    );
+    for (id, heads) in &acknowledged {
+        for (store, ..) in &tablets {
+            assert_eq!(
+                store.read(*id, |ch| ch.heads()).unwrap(),
+                *heads,
+                "chart {id}"
+            );
+        }
+    }
+    // The records office sees every hold, ward censuses' included.
+    let office = server.token("sup.adams", "records_supervisor", &["*"]);
+    let (_, body) = http_get(&server.addr, "/api/holds?status=all", Some(&office));
+    assert_eq!(body, "[]", "nothing held after the restore");
+    for (_, _, c, _) in &tablets {
+        let status = until(c, "up to date", |s| s.state == SyncState::UpToDate).await;
+        assert!(status.held.is_empty());
+    }
+    for (_, _, c, _) in tablets {
+        c.stop().await;
+    }
+    pc.stop().await;
+}

@@ -266,7 +266,8 @@ impl Ledger {
                     .collect();
                 c.doc().get_changes(&known).len()
             })
-            .unwrap_or(0);
+            // A chart that cannot be read is not known to be on the server.
+            .unwrap_or(1);
         if n == 0 {
             self.pending.remove(&id);
         } else {
@@ -768,6 +769,16 @@ impl Session<'_> {
 
     /// What the server says of a chart's changes beside the sync.
     fn on_notice(&mut self, id: ChartId, notice: ChartNotice) -> Vec<Message> {
+        if let Some(Doc::Census { .. }) = self.docs.get(&id) {
+            // Our copy of a ward's census has changes the server has not: it was restored
+            // from a backup. The census is the server's to write: start the copy afresh.
+            let me = self.conn.local().peer_id.clone();
+            let mut sync = DocSync::new(id, None);
+            let doc = Box::<Automerge>::default();
+            let m = sync.generate(&doc, &me, &self.server);
+            self.docs.insert(id, Doc::Census { sync, doc });
+            return m.into_iter().collect();
+        }
         let since = Timestamp::now();
         let heads = self.store.read(id, |c| c.heads()).unwrap_or_default();
         let hold = |hold, reason, summary| DeviceHold {
@@ -778,6 +789,17 @@ impl Session<'_> {
             since,
             rejected: None,
         };
+        // A decision is about this device's own hold; anything else is not ours to act on.
+        if let ChartNotice::Accepted { hold: n } | ChartNotice::Rejected { hold: n, .. } = &notice {
+            let ours = self
+                .ledger
+                .held
+                .iter()
+                .any(|h| h.chart == id && h.hold.is_none_or(|mine| mine == *n));
+            if !ours {
+                return Vec::new();
+            }
+        }
         let reopen = match notice {
             ChartNotice::Held {
                 hold: n,
@@ -862,11 +884,18 @@ impl Session<'_> {
             self.docs.remove(&id);
             return self.open(id).into_iter().collect();
         }
-        if self.store.set_departed(id, reason).is_ok() {
-            self.docs.insert(id, Doc::Departed);
-            let _ = self.departures.send((id, reason));
+        match self.store.set_departed(id, reason) {
+            Ok(true) => {
+                self.docs.insert(id, Doc::Departed);
+                let _ = self.departures.send((id, reason));
+                Vec::new()
+            }
+            // A commit came in meanwhile: send it first.
+            _ => {
+                self.docs.remove(&id);
+                self.open(id).into_iter().collect()
+            }
         }
-        Vec::new()
     }
 
     /// Records what the server now has of a chart: its heads, once this device knows them
@@ -940,8 +969,13 @@ impl Session<'_> {
                     return Ok(out);
                 };
                 let _ = self.store.save_census_doc(&census);
-                // Fetch every chart the ward lists that this device has not got.
+                // Fetch every chart the ward lists that this device has not got; a chart that
+                // left and is listed again (the patient came back) is this device's again.
                 for entry in census.entries() {
+                    if matches!(self.docs.get(&entry.id), Some(Doc::Departed)) {
+                        let _ = self.store.clear_departed(entry.id);
+                        self.docs.remove(&entry.id);
+                    }
                     if !self.docs.contains_key(&entry.id) {
                         out.extend(self.open(entry.id));
                     }

@@ -290,6 +290,25 @@ fn contents(message: &sync::Message) -> Option<Contents> {
     Some(out)
 }
 
+/// Each change a sync message carries, with its bytes, whole documents taken apart.
+pub fn changes_in(message: &sync::Message) -> Vec<(automerge::ChangeHash, Vec<u8>)> {
+    let Some(c) = contents(message) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = c
+        .documents
+        .iter()
+        .flat_map(|(d, _)| {
+            d.get_changes(&[])
+                .into_iter()
+                .map(|ch| (ch.hash(), ch.raw_bytes().to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.extend(c.changes.into_iter().map(|(ch, b)| (ch.hash(), b)));
+    out
+}
+
 /// The dependencies of the changes a sync message carries.
 pub fn change_deps(message: &sync::Message) -> Vec<automerge::ChangeHash> {
     contents(message)

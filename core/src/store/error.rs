@@ -49,6 +49,9 @@ pub enum StoreError {
         error: Box<StoreError>,
     },
 
+    #[error("{} already exists; nothing was written", .0.display())]
+    Exists(std::path::PathBuf),
+
     #[error("no held changes {0}")]
     NoSuchHold(i64),
 

@@ -20,21 +20,23 @@ use super::{ChartStore, StoreError};
 use crate::chart::{ChartError, ChartId, Timestamp};
 use crate::protocol::{HoldReason, LeftReason};
 
-/// How much one device, and every device together, may have waiting for review.
+/// How much one person's sign-in, and everyone together, may have waiting for review. Per
+/// person, not per device: a device names itself, and an automerge-repo app picks a new peer
+/// id each time it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HoldQuota {
-    pub per_device_holds: u32,
-    pub per_device_bytes: u64,
+    pub per_user_holds: u32,
+    pub per_user_bytes: u64,
     pub total_bytes: u64,
 }
 
 impl Default for HoldQuota {
-    /// A ward tablet's worth of refused batches is a handful; 200 or 64 MiB per device is a
-    /// tablet misbehaving, and 2 GiB in total a server under attack.
+    /// A shift's refused batches are a handful; 200 or 64 MiB for one person is a device
+    /// misbehaving, and 2 GiB in total a server under attack.
     fn default() -> Self {
         HoldQuota {
-            per_device_holds: 200,
-            per_device_bytes: 64 << 20,
+            per_user_holds: 200,
+            per_user_bytes: 64 << 20,
             total_bytes: 2 << 30,
         }
     }
@@ -200,11 +202,19 @@ fn decide(
     reviewer: &Actor,
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    // Only a pending hold: two supervisors deciding at once cannot both win, and the loser's
+    // transaction (with any merge in it) rolls back.
+    let updated = tx.execute(
         "UPDATE held_changes SET status = ?2, decided_by = ?3, decided_at = ?4,
-             decision_reason = ?5 WHERE id = ?1",
+             decision_reason = ?5 WHERE id = ?1 AND status = 'pending'",
         params![id, status.token(), reviewer.user, now_millis(), reason],
     )?;
+    if updated != 1 {
+        return Err(StoreError::AlreadyDecided {
+            id,
+            status: "decided",
+        });
+    }
     Ok(())
 }
 
@@ -249,10 +259,10 @@ impl ChartStore {
             return Ok(Held::Already(id));
         }
         let bytes: i64 = fresh.iter().map(|(_, b)| b.len() as i64).sum();
-        let (device_holds, device_bytes): (i64, i64) = tx.query_row(
+        let (user_holds, user_bytes): (i64, i64) = tx.query_row(
             "SELECT count(*), coalesce(sum(bytes), 0) FROM held_changes
-             WHERE device = ?1 AND status = 'pending'",
-            [&new.actor.device],
+             WHERE user = ?1 AND status = 'pending'",
+            [&new.actor.user],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let total_bytes: i64 = tx.query_row(
@@ -260,8 +270,8 @@ impl ChartStore {
             [],
             |r| r.get(0),
         )?;
-        if device_holds >= i64::from(quota.per_device_holds)
-            || (device_bytes + bytes) as u64 > quota.per_device_bytes
+        if user_holds >= i64::from(quota.per_user_holds)
+            || (user_bytes + bytes) as u64 > quota.per_user_bytes
             || (total_bytes + bytes) as u64 > quota.total_bytes
         {
             return Ok(Held::QuotaExceeded);
@@ -470,6 +480,11 @@ impl ChartStore {
                         return Err(ChartError::Rejected(Box::new(r)));
                     }
                 }
+                // What the writer's own role may write still holds: a hold for one reason
+                // (another author, say) must not carry through what the role may not write.
+                let role = crate::chart::Role::from_token(&author.role)?;
+                crate::chart::validate::check_writer(&c.heads(), &candidate, &author.user, role)
+                    .map_err(|r| ChartError::Rejected(Box::new(r)))?;
                 c.load_incremental(&bytes)?;
                 Ok(c.heads())
             },
@@ -478,12 +493,12 @@ impl ChartStore {
         match merged {
             Ok(_) => {}
             Err(StoreError::Chart {
-                error: ChartError::Rejected(_),
+                error: ChartError::Rejected(r),
                 ..
             }) => {
                 return Err(StoreError::NotAcceptable {
                     id,
-                    reason: HoldReason::BreaksChartRules.token(),
+                    reason: r.hold_reason().token(),
                 })
             }
             Err(e) => return Err(e),
@@ -577,6 +592,11 @@ impl ChartStore {
             heads_blob(heads),
             hold.rejected
         ])?;
+        if hold.rejected.is_some() {
+            self.inner
+                .read_only_somewhere
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         Ok(())
     }
 
@@ -624,17 +644,54 @@ impl ChartStore {
     }
 
     /// Records that a chart left this device's wards (device): read-only here from now on.
-    pub fn set_departed(&self, chart: ChartId, reason: LeftReason) -> Result<(), StoreError> {
+    /// Only while the server has acknowledged everything the chart holds: false (and nothing
+    /// recorded) if a commit came in meanwhile, which must be sent first.
+    pub fn set_departed(&self, chart: ChartId, reason: LeftReason) -> Result<bool, StoreError> {
         let conn = lock(&self.inner.writer);
-        conn.prepare_cached(
-            "INSERT INTO device_departures (chart_id, reason, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (chart_id) DO UPDATE SET reason = ?2, at = ?3",
-        )?
-        .execute(params![chart.to_string(), reason.token(), now_millis()])?;
-        self.inner
-            .any_departed
-            .store(true, std::sync::atomic::Ordering::Release);
+        let recorded = conn
+            .prepare_cached(
+                "INSERT INTO device_departures (chart_id, reason, at)
+                 SELECT ?1, ?2, ?3 WHERE (SELECT heads FROM charts WHERE id = ?1)
+                     = (SELECT heads FROM acknowledged_heads WHERE chart_id = ?1)
+                 ON CONFLICT (chart_id) DO UPDATE SET reason = ?2, at = ?3",
+            )?
+            .execute(params![chart.to_string(), reason.token(), now_millis()])?;
+        if recorded == 1 {
+            self.inner
+                .read_only_somewhere
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(recorded == 1)
+    }
+
+    /// The chart is back on this device's wards (device): writable again.
+    pub fn clear_departed(&self, chart: ChartId) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached("DELETE FROM device_departures WHERE chart_id = ?1")?
+            .execute([chart.to_string()])?;
         Ok(())
+    }
+
+    /// Why this device may not write a chart, if it may not (device): it left the device's
+    /// wards, or a records supervisor rejected changes made to it here, so this copy differs
+    /// from the record for good.
+    pub fn read_only(&self, chart: ChartId) -> Result<Option<&'static str>, StoreError> {
+        if self.departed(chart)?.is_some() {
+            return Ok(Some(
+                "the chart left this device's wards; it is read-only here",
+            ));
+        }
+        let rejected: bool = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM device_holds
+                     WHERE chart_id = ?1 AND rejected IS NOT NULL)",
+                )?
+                .query_row([chart.to_string()], |r| r.get(0))?)
+        })?;
+        Ok(rejected.then_some(
+            "the records office rejected changes made to this chart here; it is read-only until replaced from the server",
+        ))
     }
 
     /// Why a chart left this device's wards, if it did (device).

@@ -8,11 +8,13 @@
 //! a new snapshot once they outgrow the old one. docs/store.md has the file format and why.
 
 mod audit;
+pub mod backup;
 mod cache;
 mod error;
 mod feed;
 mod held;
 mod options;
+mod receipts;
 mod records;
 pub mod schema;
 
@@ -34,6 +36,7 @@ pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
+pub use receipts::Receipts;
 pub use records::{
     AccountedDisclosure, Accounting, CodingQueueItem, DeficiencyFilter, WorklistItem,
 };
@@ -95,13 +98,15 @@ pub struct StoreStats {
     pub cache_bytes: usize,
     /// Documents loaded from disk since the store opened.
     pub documents_loaded: u64,
+    /// Commits whose receipts could not be written (see `Receipts`).
+    pub receipts_failed: u64,
 }
 
-/// Locks a mutex, carrying on if a panicking thread held it: every critical section here
-/// leaves its data consistent or is followed by a reload from disk.
 /// Rows written in the same transaction as a chart's commit.
 type AlsoInCommit<'a> = dyn Fn(&Transaction<'_>) -> Result<(), StoreError> + 'a;
 
+/// Locks a mutex, carrying on if a panicking thread held it: every critical section here
+/// leaves its data consistent or is followed by a reload from disk.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -119,9 +124,12 @@ struct Inner {
     /// Work for the maintenance thread.
     jobs: Mutex<mpsc::Sender<Job>>,
     commits_since_checkpoint: std::sync::atomic::AtomicU32,
-    /// Whether any chart has left this device's wards (read-only here): only then does a
-    /// write look the chart up (a server has none).
-    any_departed: std::sync::atomic::AtomicBool,
+    /// Whether any chart may be read-only on this device (it left the device's wards, or
+    /// changes made to it here were rejected): only then does a write look the chart up (a
+    /// server has none).
+    read_only_somewhere: std::sync::atomic::AtomicBool,
+    /// Receipts that could not be written (`StoreStats::receipts_failed`).
+    receipts_failed: std::sync::atomic::AtomicU64,
 }
 
 /// Checkpoint the write-ahead log into the file after this many commits, on the maintenance
@@ -167,6 +175,9 @@ fn spawn_maintenance(
                     }));
                 }
                 if checkpoint {
+                    if let Some(r) = &inner.options.receipts {
+                        let _ = r.sync();
+                    }
                     // PASSIVE: copies what it can without waiting for, or blocking, anyone.
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         if checkpointer.is_none() {
@@ -208,10 +219,12 @@ impl ChartStore {
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
         records::rebuild_if_rules_changed(&mut writer, options.on_rebuild.as_ref())?;
-        let any_departed: bool =
-            writer.query_row("SELECT EXISTS (SELECT 1 FROM device_departures)", [], |r| {
-                r.get(0)
-            })?;
+        let read_only_somewhere: bool = writer.query_row(
+            "SELECT EXISTS (SELECT 1 FROM device_departures)
+                 OR EXISTS (SELECT 1 FROM device_holds WHERE rejected IS NOT NULL)",
+            [],
+            |r| r.get(0),
+        )?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let inner = Arc::new(Inner {
             path,
@@ -224,7 +237,8 @@ impl ChartStore {
             compacting: Mutex::new(()),
             jobs: Mutex::new(jobs),
             commits_since_checkpoint: Default::default(),
-            any_departed: any_departed.into(),
+            read_only_somewhere: read_only_somewhere.into(),
+            receipts_failed: Default::default(),
         });
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {
@@ -276,6 +290,7 @@ impl ChartStore {
                     insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
                 }
                 tx.commit()?;
+                self.inner.receipt(|| change_hashes(&chart, &[]));
                 // Announced before the writer is free: before any change to the chart.
                 self.inner.feed.publish(&ChartChanged {
                     id,
@@ -347,10 +362,14 @@ impl ChartStore {
         I: IntoIterator<Item = (ChartId, Chart)>,
     {
         let mut events = Vec::new();
+        let mut receipts = Vec::new();
         let mut conn = lock(&self.inner.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut bytes = 0u64;
         for (index, (id, mut chart)) in charts.into_iter().enumerate() {
+            if self.inner.options.receipts.is_some() {
+                receipts.extend(change_hashes(&chart, &[]));
+            }
             let row = NewChartRow::of(id, &mut chart)
                 .and_then(|row| row.insert(&tx).map(|_| row))
                 .and_then(|row| {
@@ -378,6 +397,7 @@ impl ChartStore {
             });
         }
         tx.commit()?;
+        self.inner.receipt(|| receipts);
         // Announced before the writer is free: before any change to these charts.
         for e in &events {
             self.inner.feed.publish(e);
@@ -420,16 +440,15 @@ impl ChartStore {
     ) -> Result<T, StoreError> {
         if self
             .inner
-            .any_departed
+            .read_only_somewhere
             .load(std::sync::atomic::Ordering::Acquire)
-            && self.departed(id)?.is_some()
         {
-            return Err(StoreError::Chart {
-                id,
-                error: ChartError::NotPermitted(
-                    "the chart left this device's wards; it is read-only here".into(),
-                ),
-            });
+            if let Some(why) = self.read_only(id)? {
+                return Err(StoreError::Chart {
+                    id,
+                    error: ChartError::NotPermitted(why.into()),
+                });
+            }
         }
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = self.inner.ready(id, &slot)?;
@@ -811,6 +830,9 @@ impl ChartStore {
     /// A process that stops while other threads still hold the store calls this on the way out,
     /// so that the file alone is the store.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        if let Some(r) = &self.inner.options.receipts {
+            r.sync()?;
+        }
         let conn = lock(&self.inner.writer);
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
@@ -840,6 +862,10 @@ impl ChartStore {
             charts_cached: cache.len(),
             cache_bytes: cache.bytes(),
             documents_loaded: self.inner.loads.load(std::sync::atomic::Ordering::Relaxed),
+            receipts_failed: self
+                .inner
+                .receipts_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -1097,6 +1123,18 @@ impl Inner {
         let _ = lock(&self.jobs).send(job);
     }
 
+    /// Appends a commit's change hashes to the receipts, if the store keeps them. The commit
+    /// is durable already; a receipt that cannot be written costs only a review after a
+    /// restore (the change would be held), so it does not fail the commit.
+    fn receipt(&self, hashes: impl FnOnce() -> Vec<ChangeHash>) {
+        if let Some(r) = &self.options.receipts {
+            if r.record(&hashes()).is_err() {
+                self.receipts_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Counts a commit; every so many, asks for a checkpoint.
     fn committed(&self, commits: u32) {
         use std::sync::atomic::Ordering;
@@ -1269,6 +1307,7 @@ impl Inner {
             also(&tx)?;
         }
         tx.commit()?;
+        self.receipt(|| change_hashes(chart, before));
         self.feed.publish(&ChartChanged {
             id,
             heads: heads.clone(),

@@ -64,6 +64,9 @@ pub struct StoreOptions {
     /// chart audit's rules changed since the index was built): every chart is read once,
     /// which on a server takes minutes. Called with (charts done, charts in all).
     pub on_rebuild: Option<RebuildListener>,
+    /// Where the hash of every committed change is appended (a server's data directory): how
+    /// a server restored from a backup recognises changes it accepted before (`receipts`).
+    pub receipts: Option<Arc<super::Receipts>>,
 }
 
 /// See [`StoreOptions::on_rebuild`].
@@ -85,6 +88,7 @@ impl Default for StoreOptions {
             compaction: Compaction::Background,
             compact_min_bytes: 16 * 1024,
             on_rebuild: None,
+            receipts: None,
         }
     }
 }

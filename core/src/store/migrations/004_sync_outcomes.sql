@@ -25,7 +25,7 @@ CREATE TABLE held_changes (
 ) STRICT;
 
 CREATE INDEX held_changes_by_chart ON held_changes (chart_id, status);
-CREATE INDEX held_changes_by_device ON held_changes (device, status);
+CREATE INDEX held_changes_by_user ON held_changes (user, status);
 CREATE INDEX held_changes_by_status ON held_changes (status, held_at);
 
 -- Each held change once: a device that sends a held change again (a reconnect) is told it is
