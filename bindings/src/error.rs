@@ -53,7 +53,9 @@ impl From<StoreError> for ChartsyncError {
             | StoreError::Corrupt(_)
             | StoreError::EncryptionUnavailable => StoreFile(e.to_string()),
             StoreError::NotFound(_) => NotFound(e.to_string()),
-            StoreError::AlreadyExists(_) => InvalidInput(e.to_string()),
+            StoreError::AlreadyExists(_) | StoreError::SameChart { .. } => {
+                InvalidInput(e.to_string())
+            }
             StoreError::ChangedElsewhere(_) => Retry(e.to_string()),
             StoreError::Import { index, error } => match ChartsyncError::from(*error) {
                 InvalidCode(m) => InvalidCode(format!("import item {index}: {m}")),

@@ -802,3 +802,33 @@ fn the_audit_trail_names_who_did_what_to_which_chart_with_the_change_hashes() {
         .all(|w| w[0].seq < w[1].seq && w[0].at <= w[1].at));
     assert!(store.audit_trail(ChartId::random()).unwrap().is_empty());
 }
+
+/// A saved chart carries the id it was made with: brought in again under another id (a
+/// hand-carried copy imported twice, a mistyped id), it is refused and names the id it has,
+/// rather than becoming a second chart of the same stay.
+#[test]
+fn a_chart_imported_again_under_another_id_is_refused_and_names_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let copy = store.chart(id).unwrap();
+    let other = ChartId::random();
+    let refused = store.import(vec![(other, copy.fork())], Some(1), |_| {});
+    match refused {
+        Err(StoreError::Import { index: 0, error }) => match *error {
+            StoreError::SameChart {
+                id: asked,
+                existing,
+            } => {
+                assert_eq!((asked, existing), (other, id));
+            }
+            e => panic!("{e}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.insert(other, copy),
+        Err(StoreError::SameChart { .. })
+    ));
+    assert_eq!(store.stats().unwrap().charts, 1);
+}

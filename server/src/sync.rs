@@ -901,9 +901,22 @@ impl Worker {
                 return self.refuse(e);
             }
         };
-        if let Err(e) = self.hub().store.insert_as(&self.actor(), id, chart) {
-            self.doc = None;
-            return self.refuse(e);
+        let changes = new_changes(&Automerge::new(), chart.doc());
+        match self.hub().store.insert_as(&self.actor(), id, chart) {
+            Ok(()) => {}
+            // A chart the server has under another id, sent as new: kept, not merged.
+            Err(StoreError::SameChart { existing, .. }) => {
+                self.doc = None;
+                return self.hold(Refusal {
+                    reason: HoldReason::BreaksChartRules,
+                    summary: format!("the same chart as chart {existing}, under another id"),
+                    changes,
+                });
+            }
+            Err(e) => {
+                self.doc = None;
+                return self.refuse(e);
+            }
         }
         tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
         let mut sync = DocSync::new(id, Some(state));

@@ -31,6 +31,9 @@ pub enum StoreError {
     #[error("chart {0} is already in this store")]
     AlreadyExists(ChartId),
 
+    #[error("chart {id} is chart {existing}, already in this store under that id: a chart keeps the id it was made with")]
+    SameChart { id: ChartId, existing: ChartId },
+
     #[error("chart {0} changed in the store under this copy; it will reload, try again")]
     ChangedElsewhere(ChartId),
 

@@ -955,6 +955,8 @@ fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChartSummary, S
 /// Everything a chart's first rows hold, computed before the transaction opens.
 struct NewChartRow {
     id: ChartId,
+    /// The root of the chart's history (see migration 004).
+    origin: Option<ChangeHash>,
     snapshot: Vec<u8>,
     heads: Vec<u8>,
     index: IndexFields,
@@ -965,8 +967,16 @@ struct NewChartRow {
 impl NewChartRow {
     fn of(id: ChartId, chart: &mut Chart) -> Result<NewChartRow, StoreError> {
         let chart_err = |error| StoreError::Chart { id, error };
+        let origin = chart
+            .doc()
+            .get_changes(&[])
+            .iter()
+            .filter(|c| c.deps().is_empty())
+            .map(|c| c.hash())
+            .min();
         Ok(NewChartRow {
             id,
+            origin,
             snapshot: chart.save(),
             heads: heads_blob(&chart.heads()),
             index: IndexFields::of(chart).map_err(chart_err)?,
@@ -978,13 +988,27 @@ impl NewChartRow {
     /// Inserts the rows; returns the chart's key.
     fn insert(&self, tx: &Transaction<'_>) -> Result<i64, StoreError> {
         let key = self.id.to_string();
+        if let Some(origin) = &self.origin {
+            let existing: Option<String> = tx
+                .prepare_cached("SELECT id FROM charts WHERE origin = ?1 AND id != ?2")?
+                .query_row(params![&origin.0[..], key], |r| r.get(0))
+                .optional()?;
+            if let Some(existing) = existing {
+                return Err(StoreError::SameChart {
+                    id: self.id,
+                    existing: existing.parse().map_err(|_| {
+                        StoreError::Corrupt("a chart row with an invalid id".into())
+                    })?,
+                });
+            }
+        }
         let f = &self.index;
         let chart: Option<i64> = tx
             .prepare_cached(
                 "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status,
                      admitted_at, discharged_at, open_deficiencies, heads, modified_at,
-                     snapshot_bytes, principal_diagnosis)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     snapshot_bytes, principal_diagnosis, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING key",
             )?
@@ -1004,6 +1028,7 @@ impl NewChartRow {
                     now_millis(),
                     self.snapshot.len() as i64,
                     self.principal_diagnosis,
+                    self.origin.map(|o| o.0.to_vec()),
                 ],
                 |r| r.get(0),
             )

@@ -62,3 +62,9 @@ CREATE TABLE device_departures (
     reason   TEXT NOT NULL,                      -- transferred, discharged
     at       INTEGER NOT NULL                    -- milliseconds since the epoch
 ) STRICT, WITHOUT ROWID;
+
+-- The first change of each chart's history (its admission, or the least root hash where a
+-- history has several): the same chart imported or sent again under another id is refused.
+-- Charts stored before this version have none until they are imported again.
+ALTER TABLE charts ADD COLUMN origin BLOB;
+CREATE INDEX charts_by_origin ON charts (origin) WHERE origin IS NOT NULL;
