@@ -1281,3 +1281,29 @@ fn a_cosignature_forged_by_a_client_that_sets_no_author_is_refused() {
         .collect();
     assert_eq!(forged, vec!["signer", "role"]);
 }
+
+/// ICD-10-CM changes every 1 October: a chart's codes are checked for the code-set year of
+/// its discharge, or of the time of writing while the patient is in.
+#[test]
+fn codes_are_checked_for_the_year_of_the_discharge_or_of_writing_while_the_patient_is_in() {
+    use chartsync_core::codes::{self, years, CodeError, CodeSystem};
+
+    let mut chart = admitted();
+    assert_eq!(chart.code_date(t(60)).unwrap(), t(60));
+    chart.discharge(&technician(), t(120), "home").unwrap();
+    assert_eq!(chart.code_date(t(90 * 24 * 60)).unwrap(), t(120));
+    assert_eq!(
+        years::fiscal_year(t(120).date()),
+        2027,
+        "November 2026 is FY2027"
+    );
+    // Until a FY2027 table is installed, FY2027 dates are checked against FY2026's, and an
+    // error says which table it used.
+    let installed = years::code_set_years();
+    assert_eq!(installed.first().map(|(fy, _)| *fy), Some(2026));
+    match codes::validate_on(CodeSystem::Icd10Cm, "Z99.98", t(120).date()) {
+        Err(CodeError::UnknownCode { code_set, .. }) => assert!(code_set.contains("FY2026")),
+        other => panic!("{other:?}"),
+    }
+    assert!(codes::validate_on(CodeSystem::Icd10Cm, "J18.9", t(120).date()).is_ok());
+}

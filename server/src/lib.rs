@@ -325,6 +325,11 @@ async fn healthz(
             "status": "ok",
             "schema": chartsync_core::chart::SCHEMA_V1,
             "icd10cm": chartsync_core::codes::ICD10CM_CODE_SET,
+            // Every code-set year installed: a code is checked for its encounter's year.
+            "code_set_years": chartsync_core::codes::years::code_set_years()
+                .into_iter()
+                .map(|(fy, icd10cm)| serde_json::json!({ "fiscal_year": fy, "icd10cm": icd10cm }))
+                .collect::<Vec<_>>(),
             "store": {
                 "version": chartsync_core::store::schema::VERSION,
                 "charts": stats.charts,

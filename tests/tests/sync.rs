@@ -449,3 +449,63 @@ async fn offline_vitals_reach_the_record_when_the_servers_summary_mistakes_one_f
         "the server is missing an offline observation"
     );
 }
+
+/// A coder's tablet knows a newer ICD-10-CM year than the server (the tables change every
+/// 1 October): the code it records is one the server's table does not have. The server does
+/// not refuse it: it holds it, and a records supervisor accepts it into the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_from_a_newer_table_year_is_held_for_review_and_accepted_not_refused() {
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    use chartsync_core::protocol::{ChartNotice, HoldReason};
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let id = DocumentId::random();
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc-store")
+        .await
+        .unwrap();
+    let mut doc = admit().doc().clone();
+    let mut state = DocSync::new(id, None);
+    assert_eq!(pc.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+
+    let coder_token = server.token("cdr.wu", "coder", &["4west"]);
+    let mut tablet = connect(
+        &server.addr,
+        Some(&coder_token),
+        "coding-pc-2",
+        "coder-store",
+    )
+    .await
+    .unwrap();
+    let (_, doc, mut state) = fetch(&mut tablet, id).await;
+    let mut chart = Chart::from_automerge(doc).unwrap();
+    let coder = Staff::new("cdr.wu", Role::Coder, "coding-pc-2");
+    let record = chart.assign_code(&coder, at(40), pneumonia()).unwrap();
+    // Its table has "J18.98", which the server's does not.
+    let mut doc = chart.doc().clone();
+    let mut tx = doc.transaction();
+    let coding = tx.get(automerge::ROOT, "coding").unwrap().unwrap().1;
+    let obj = tx.get(&coding, record.as_str()).unwrap().unwrap().1;
+    tx.put(&obj, "code", "J18.98").unwrap();
+    tx.commit();
+    let hold = match tablet.sync(id, &mut doc, &mut state).await {
+        Outcome::Notice(ChartNotice::Held { hold, reason, .. }) => {
+            assert_eq!(reason, HoldReason::InvalidCode);
+            hold
+        }
+        other => panic!("expected the code held, got {other:?}"),
+    };
+    let supervisor = server.token("sup.adams", "records_supervisor", &["4west"]);
+    let (status, body) = http_post(
+        &server.addr,
+        &format!("/api/holds/{hold}/accept"),
+        Some(&supervisor),
+        "{}",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(&clerk));
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["coding"][0]["code"], "J18.98");
+}

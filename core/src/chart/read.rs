@@ -586,10 +586,15 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
     }
 }
 
-/// Validates a stored (system token, code) pair.
-pub(crate) fn check_code(system: &str, code: &str, path: &str) -> Result<(), ChartError> {
+/// Validates a stored (system token, code) pair for the date `on` (its code-set year).
+pub(crate) fn check_code(
+    system: &str,
+    code: &str,
+    path: &str,
+    on: Timestamp,
+) -> Result<(), ChartError> {
     crate::codes::CodeSystem::from_token(system)
-        .and_then(|system| crate::codes::validate(system, code))
+        .and_then(|system| crate::codes::validate_on(system, code, on.date()))
         .map(|_| ())
         .map_err(|error| ChartError::InvalidCodeAt {
             path: path.to_string(),

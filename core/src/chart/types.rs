@@ -361,6 +361,11 @@ impl Timestamp {
     }
 
     /// Milliseconds since the Unix epoch.
+    /// The calendar date (UTC): what a code-set year is chosen by.
+    pub fn date(self) -> Date {
+        self.0.date()
+    }
+
     pub fn unix_millis(self) -> i64 {
         (self.0.unix_timestamp_nanos() / 1_000_000) as i64
     }

@@ -499,12 +499,20 @@ pub(crate) fn check_path<D: ReadDoc>(r: &Reader<'_, D>, path: &[String]) -> Resu
                 id: id.to_string(),
             })
     };
+    // Codes are checked for the code-set year of the discharge, or today's while the patient
+    // is in (a tablet with another year's table: the change is held, not refused).
+    let code_date = || {
+        r.encounter()
+            .ok()
+            .and_then(|e| e.discharged_at)
+            .unwrap_or_else(super::Timestamp::now)
+    };
     match section {
         keys::ENTRIES => {
             let entry = r.entry(record.unwrap_or_default(), &find(section)?)?;
             let path = format!("{section}/{}", entry.id);
             for c in &entry.content.codes {
-                check_code(&c.system, &c.code, &path)?;
+                check_code(&c.system, &c.code, &path, code_date())?;
             }
             Ok(())
         }
@@ -514,6 +522,7 @@ pub(crate) fn check_path<D: ReadDoc>(r: &Reader<'_, D>, path: &[String]) -> Resu
                 &coding.system,
                 &coding.code,
                 &format!("{section}/{}", coding.id),
+                code_date(),
             )
         }
         keys::SCHEMA => r.schema().map(|_| ()),

@@ -70,8 +70,9 @@ impl CodeInput {
         }
     }
 
-    fn validate(&self) -> Result<CodeRef, ChartError> {
-        let valid = codes::validate(self.system, &self.code)?;
+    /// Valid on `on`: the date whose code-set year applies (`Chart::code_date`).
+    fn validate_on(&self, on: Timestamp) -> Result<CodeRef, ChartError> {
+        let valid = codes::validate_on(self.system, &self.code, on.date())?;
         Ok(CodeRef {
             system: self.system.token().to_string(),
             code: valid.code,
@@ -324,11 +325,17 @@ fn section(tx: &Transaction<'_>, key: &str) -> Result<ObjId, ChartError> {
     Reader::new(tx).section(key)
 }
 
-fn validate_codes(codes: &[CodeInput]) -> Result<Vec<CodeRef>, ChartError> {
-    codes.iter().map(CodeInput::validate).collect()
+fn validate_codes(codes: &[CodeInput], on: Timestamp) -> Result<Vec<CodeRef>, ChartError> {
+    codes.iter().map(|c| c.validate_on(on)).collect()
 }
 
 impl Chart {
+    /// The date whose code-set year the chart's codes are checked for: the discharge date,
+    /// or `at` (the time of writing) while the patient is in.
+    pub fn code_date(&self, at: Timestamp) -> Result<Timestamp, ChartError> {
+        Ok(self.encounter()?.discharged_at.unwrap_or(at))
+    }
+
     /// Opens a new chart: registers the patient, starts the encounter and records the
     /// admission, all in the chart's first change.
     pub fn create(
@@ -523,7 +530,7 @@ impl Chart {
         entry: NewEntry,
     ) -> Result<String, ChartError> {
         require(by, CLINICAL, "write clinical entries")?;
-        let codes = validate_codes(&entry.codes)?;
+        let codes = validate_codes(&entry.codes, self.code_date(at)?)?;
         let id = new_id();
         self.commit(by, at, "add entry", |tx| {
             let entries = section(tx, keys::ENTRIES)?;
@@ -622,7 +629,7 @@ impl Chart {
         codes: &[CodeInput],
     ) -> Result<(), ChartError> {
         let obj = self.editable_entry(by, entry_id)?;
-        let codes = validate_codes(codes)?;
+        let codes = validate_codes(codes, self.code_date(at)?)?;
         self.commit(by, at, "edit entry", |tx| {
             put_codes(tx, &obj, "codes", &codes)
         })
@@ -739,7 +746,7 @@ impl Chart {
         c: NewCoding,
     ) -> Result<String, ChartError> {
         require(by, CODING, "assign codes")?;
-        let code = c.code.validate()?;
+        let code = c.code.validate_on(self.code_date(at)?)?;
         if c.poa.is_some() && c.code.system != CodeSystem::Icd10Cm {
             return Err(ChartError::InvalidValue {
                 field: "poa",

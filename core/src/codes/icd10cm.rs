@@ -1,6 +1,6 @@
-//! The embedded ICD-10-CM table and the ICD-10-CM check.
+//! The embedded ICD-10-CM tables, one per code-set year (`years`), and the ICD-10-CM check.
 //!
-//! `core/data/icd10cm/icd10cm.tsv.gz` holds one line per category, subcategory and code,
+//! Each year's file (FY2026: `core/data/icd10cm/icd10cm.tsv.gz`) holds one line per category, subcategory and code,
 //! sorted by code: `CODE<TAB>B<TAB>DESCRIPTION`, `B` being 1 for billable (a leaf of the
 //! tabular list) and 0 otherwise. See `core/data/icd10cm/PROVENANCE.md`. It is decompressed
 //! once, on first use, into one `String` plus a sorted index of offsets into it, both kept
@@ -11,10 +11,14 @@ use std::sync::OnceLock;
 
 use super::{malformed, CodeError, CodeSystem, NotBillableKind, ValidCode};
 
-/// The ICD-10-CM release the embedded table carries.
+use super::years::{self, Year, YEARS};
+
+/// The newest ICD-10-CM release embedded (older years ship beside it: `code_set_years`).
 pub const ICD10CM_CODE_SET: &str = "ICD-10-CM FY2026 (April 1, 2026 update)";
 
-pub(super) static COMPRESSED: &[u8] = include_bytes!("../../data/icd10cm/icd10cm.tsv.gz");
+/// The newest year's compressed table.
+#[cfg(test)]
+pub(super) static COMPRESSED: &[u8] = YEARS[YEARS.len() - 1].icd10cm;
 
 /// One entry of the ICD-10-CM table: a category, subcategory or code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +46,11 @@ pub fn icd10cm_table_len() -> usize {
     table().map_or(0, Table::len)
 }
 
-/// The ICD-10-CM check: in the table, and billable.
-pub(super) fn validate(code: &str) -> Result<ValidCode, CodeError> {
-    let table = table()?;
+/// The ICD-10-CM check for a date: in the table of the year in force on `on`, and billable.
+pub(super) fn validate(code: &str, on: time::Date) -> Result<ValidCode, CodeError> {
+    let year = years::year_for(on);
+    let code_set = year.icd10cm_code_set;
+    let table = table_of(year)?;
     if let Some(i) = table.find(code) {
         let entry = table.entry(i);
         if entry.billable {
@@ -89,7 +95,7 @@ pub(super) fn validate(code: &str) -> Result<ValidCode, CodeError> {
     Err(CodeError::UnknownCode {
         system: CodeSystem::Icd10Cm,
         code: code.to_string(),
-        code_set: ICD10CM_CODE_SET,
+        code_set,
     })
 }
 
@@ -156,16 +162,27 @@ struct Row {
     desc_len: u16,
 }
 
-static TABLE: OnceLock<Result<Table, String>> = OnceLock::new();
+/// Each year's table, decompressed and indexed on first use (only the years in use are).
+static TABLES: [OnceLock<Result<Table, String>>; YEARS.len()] =
+    [const { OnceLock::new() }; YEARS.len()];
 
-/// The table, decompressed and indexed on first use.
-pub(super) fn table() -> Result<&'static Table, CodeError> {
-    TABLE
-        .get_or_init(|| decompress(COMPRESSED).and_then(Table::parse))
+/// A year's table.
+pub(super) fn table_of(year: &'static Year) -> Result<&'static Table, CodeError> {
+    let i = YEARS
+        .iter()
+        .position(|y| std::ptr::eq(y, year))
+        .unwrap_or(YEARS.len() - 1);
+    TABLES[i]
+        .get_or_init(|| decompress(year.icd10cm).and_then(Table::parse))
         .as_ref()
         .map_err(|reason| CodeError::TableUnavailable {
             reason: reason.clone(),
         })
+}
+
+/// The newest year's table.
+pub(super) fn table() -> Result<&'static Table, CodeError> {
+    table_of(&YEARS[YEARS.len() - 1])
 }
 
 /// Gunzips the embedded file into a string.
@@ -231,6 +248,12 @@ impl Table {
             start += line.len() + 1;
         }
         Ok(Table { text, rows })
+    }
+
+    /// How many of its codes are billable.
+    #[cfg(test)]
+    pub(super) fn billable(&self) -> usize {
+        self.rows.iter().filter(|r| r.billable).count()
     }
 
     pub(super) fn len(&self) -> usize {
