@@ -22,7 +22,7 @@ mod sync;
 
 pub use chart::{Chart, ConflictChoice};
 pub use error::ChartsyncError;
-pub use store::{ChartDocument, ChartStore, ImportListener, ImportStatus};
+pub use store::{ChartDocument, ChartStore, ImportListener, ImportStatus, SetAsideChart};
 pub use sync::{ChartsyncListener, SyncClient, SyncConfig, SyncStatus};
 
 /// The library's version, to show in an app's about screen and in support requests.

@@ -25,6 +25,16 @@ pub struct ChartDocument {
     pub bytes: Vec<u8>,
 }
 
+/// A copy of a chart this device set aside after a records supervisor rejected changes made
+/// to it here: kept whole, for the staff to re-enter what is still needed.
+#[derive(uniffi::Record)]
+pub struct SetAsideChart {
+    pub chart: ChartId,
+    /// The records supervisor's reason.
+    pub reason: String,
+    pub at: Timestamp,
+}
+
 /// How far a bulk import has got.
 #[derive(uniffi::Record)]
 pub struct ImportStatus {
@@ -81,6 +91,17 @@ impl ChartStore {
     /// Every chart of one patient (all their stays), newest first.
     pub fn charts_of_patient(&self, mrn: String) -> Result<Vec<ChartSummary>, ChartsyncError> {
         Ok(self.inner.charts_of_patient(&mrn)?)
+    }
+
+    /// Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
+    /// `chart_set_aside`).
+    pub fn set_aside_charts(&self) -> Result<Vec<SetAsideChart>, ChartsyncError> {
+        Ok(self
+            .inner
+            .set_aside_charts()?
+            .into_iter()
+            .map(|(chart, reason, at)| SetAsideChart { chart, reason, at })
+            .collect())
     }
 
     /// One chart's summary, with its count of open deficiencies.

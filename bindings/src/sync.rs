@@ -64,6 +64,10 @@ pub trait ChartsyncListener: Send + Sync {
     /// server has everything written on it here. It stays in the store, read-only, and leaves
     /// the ward lists.
     fn chart_left(&self, id: ChartId, reason: LeftReason);
+    /// A records supervisor rejected changes made to this chart on this device, for
+    /// `reason`: this device's copy was set aside whole (`ChartStore.setAsideCharts`) and the
+    /// record's copy is fetched afresh. Show the nurse what to re-enter.
+    fn chart_set_aside(&self, id: ChartId, reason: String);
 }
 
 /// The app's listeners, each under the handle `add_listener` gave it.
@@ -196,15 +200,21 @@ impl SyncClient {
                 }
             })
             .map_err(|e| ChartsyncError::Internal(format!("no listener thread: {e}")))?;
-        let mut departures = client.departures();
+        let mut events = client.chart_events();
         let l = listeners.clone();
         runtime().spawn(async move {
             loop {
-                match departures.recv().await {
-                    Ok((id, reason)) => {
+                match events.recv().await {
+                    Ok(event) => {
                         let l = l.clone();
-                        let told = tokio::task::spawn_blocking(move || {
-                            l.tell("chart_left", |x| x.chart_left(id, reason))
+                        let told = tokio::task::spawn_blocking(move || match event {
+                            core_client::ChartEvent::Left { chart, reason } => {
+                                l.tell("chart_left", |x| x.chart_left(chart, reason))
+                            }
+                            core_client::ChartEvent::SetAside { chart, reason } => l
+                                .tell("chart_set_aside", |x| {
+                                    x.chart_set_aside(chart, reason.clone())
+                                }),
                         });
                         if told.await.is_err() {
                             break;

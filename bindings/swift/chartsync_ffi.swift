@@ -588,6 +588,49 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
     }
 }
 
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterTimestamp: FfiConverterRustBuffer {
+    typealias SwiftType = Date
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Date {
+        let seconds: Int64 = try readInt(&buf)
+        let nanoseconds: UInt32 = try readInt(&buf)
+        // Build the Date from whole seconds first, then add the nanoseconds as a
+        // separate TimeInterval.  Date stores CFAbsoluteTime (seconds since 2001),
+        // so adding a small fraction to the ~7.8e8 base is twice as precise as
+        // adding it to the ~1.76e9 Unix-epoch value, because the smaller magnitude
+        // leaves more mantissa bits for the sub-second part.
+        if seconds >= 0 {
+            return Date(timeIntervalSince1970: Double(seconds))
+                .addingTimeInterval(Double(nanoseconds) / 1.0e9)
+        } else {
+            return Date(timeIntervalSince1970: Double(seconds))
+                .addingTimeInterval(-Double(nanoseconds) / 1.0e9)
+        }
+    }
+
+    public static func write(_ value: Date, into buf: inout [UInt8]) {
+        var delta = value.timeIntervalSince1970
+        var sign: Int64 = 1
+        if delta < 0 {
+            // The nanoseconds portion of the epoch offset must always be
+            // positive, to simplify the calculation we will use the absolute
+            // value of the offset.
+            sign = -1
+            delta = -delta
+        }
+        if delta.rounded(.down) > Double(Int64.max) {
+            fatalError("Timestamp overflow, exceeds max bounds supported by Uniffi")
+        }
+        let seconds = Int64(delta)
+        let nanoseconds = UInt32((delta - Double(seconds)) * 1.0e9)
+        writeInt(&buf, sign * seconds)
+        writeInt(&buf, nanoseconds)
+    }
+}
+
 
 
 
@@ -1181,6 +1224,12 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
     func openChart(id: String, by: Staff) throws  -> Chart
     
     /**
+     * Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
+     * `chart_set_aside`).
+     */
+    func setAsideCharts() throws  -> [SetAsideChart]
+    
+    /**
      * One chart's summary, with its count of open deficiencies.
      */
     func summary(id: String) throws  -> ChartSummary?
@@ -1364,6 +1413,19 @@ open func openChart(id: String, by: Staff)throws  -> Chart  {
 }
     
     /**
+     * Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
+     * `chart_set_aside`).
+     */
+open func setAsideCharts()throws  -> [SetAsideChart]  {
+    return try  FfiConverterSequenceTypeSetAsideChart.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartstore_set_aside_charts(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * One chart's summary, with its count of open deficiencies.
      */
 open func summary(id: String)throws  -> ChartSummary?  {
@@ -1469,6 +1531,13 @@ public protocol ChartsyncListener: AnyObject, Sendable {
      */
     func chartLeft(id: ChartId, reason: LeftReason) 
     
+    /**
+     * A records supervisor rejected changes made to this chart on this device, for
+     * `reason`: this device's copy was set aside whole (`ChartStore.setAsideCharts`) and the
+     * record's copy is fetched afresh. Show the nurse what to re-enter.
+     */
+    func chartSetAside(id: ChartId, reason: String) 
+    
 }
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
@@ -1570,6 +1639,21 @@ open func chartLeft(id: ChartId, reason: LeftReason)  {try! rustCall() {
 }
 }
     
+    /**
+     * A records supervisor rejected changes made to this chart on this device, for
+     * `reason`: this device's copy was set aside whole (`ChartStore.setAsideCharts`) and the
+     * record's copy is fetched afresh. Show the nurse what to re-enter.
+     */
+open func chartSetAside(id: ChartId, reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_set_aside(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartId_lower(id),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
 
     
 }
@@ -1663,6 +1747,32 @@ fileprivate struct UniffiCallbackInterfaceChartsyncListener {
                 return uniffiObj.chartLeft(
                      id: try FfiConverterTypeChartId_lift(id),
                      reason: try FfiConverterTypeLeftReason_lift(reason)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        chartSetAside: { (
+            uniffiHandle: UInt64,
+            id: RustBuffer,
+            reason: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.chartSetAside(
+                     id: try FfiConverterTypeChartId_lift(id),
+                     reason: try FfiConverterString.lift(reason)
                 )
             }
 
@@ -2336,6 +2446,74 @@ public func FfiConverterTypeImportStatus_lift(_ buf: RustBuffer) throws -> Impor
 #endif
 public func FfiConverterTypeImportStatus_lower(_ value: ImportStatus) -> RustBuffer {
     return FfiConverterTypeImportStatus.lower(value)
+}
+
+
+/**
+ * A copy of a chart this device set aside after a records supervisor rejected changes made
+ * to it here: kept whole, for the staff to re-enter what is still needed.
+ */
+public struct SetAsideChart: Equatable, Hashable {
+    public var chart: ChartId
+    /**
+     * The records supervisor's reason.
+     */
+    public var reason: String
+    public var at: Timestamp
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, 
+        /**
+         * The records supervisor's reason.
+         */reason: String, at: Timestamp) {
+        self.chart = chart
+        self.reason = reason
+        self.at = at
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SetAsideChart: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSetAsideChart: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SetAsideChart {
+        return
+            try SetAsideChart(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf), 
+                at: FfiConverterTypeTimestamp.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SetAsideChart, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterTypeTimestamp.write(value.at, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSetAsideChart_lift(_ buf: RustBuffer) throws -> SetAsideChart {
+    return try FfiConverterTypeSetAsideChart.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSetAsideChart_lower(_ value: SetAsideChart) -> RustBuffer {
+    return FfiConverterTypeSetAsideChart.lower(value)
 }
 
 
@@ -3077,6 +3255,31 @@ fileprivate struct FfiConverterSequenceTypeChartDocument: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeSetAsideChart: FfiConverterRustBuffer {
+    typealias SwiftType = [SetAsideChart]
+
+    public static func write(_ value: [SetAsideChart], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSetAsideChart.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SetAsideChart] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SetAsideChart]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSetAsideChart.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChartId: FfiConverterRustBuffer {
     typealias SwiftType = [ChartId]
 
@@ -3283,6 +3486,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart() != 37875) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts() != 15751) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 7642) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3299,6 +3505,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_left() != 28521) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside() != 11808) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {

@@ -271,6 +271,13 @@ typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod2)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD3
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD3
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod3)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceImportListener {
@@ -288,6 +295,7 @@ typedef struct UniffiVTableCallbackInterfaceChartsyncListener {
     UniffiCallbackInterfaceChartsyncListenerMethod0 _Nonnull chartChanged;
     UniffiCallbackInterfaceChartsyncListenerMethod1 _Nonnull syncStatusChanged;
     UniffiCallbackInterfaceChartsyncListenerMethod2 _Nonnull chartLeft;
+    UniffiCallbackInterfaceChartsyncListenerMethod3 _Nonnull chartSetAside;
 } UniffiVTableCallbackInterfaceChartsyncListener;
 
 #endif
@@ -496,6 +504,11 @@ RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_import_charts(uint64_t ptr,
 uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart(uint64_t ptr, RustBuffer id, RustBuffer by, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
+RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_set_aside_charts(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SUMMARY
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SUMMARY
 RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_summary(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -554,6 +567,11 @@ void uniffi_chartsync_ffi_fn_method_chartsynclistener_sync_status_changed(uint64
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_LEFT
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_LEFT
 void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_left(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_set_aside(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
@@ -1094,6 +1112,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_open_chart(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
+uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SUMMARY
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SUMMARY
 uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_summary(void
@@ -1127,6 +1151,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_sync_status_chan
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_LEFT
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_LEFT
 uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_left(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside(void
     
 );
 #endif

@@ -97,11 +97,13 @@ for _ in $(seq 1 200); do
     sleep 0.05
 done
 [ -n "$addr" ] || { echo "the server did not start:" >&2; cat "$server_log" >&2; exit 1; }
-token() { target/debug/chartsync-server token --data-dir "$out/server" --user "$1" --role nurse --ward 4west; }
+token() { target/debug/chartsync-server token --data-dir "$out/server" --user "$1" --role nurse --ward 4west "${@:2}"; }
 export CHARTSYNC_URL="ws://$addr/sync"
-export CHARTSYNC_TOKEN_NIGHT CHARTSYNC_TOKEN_DAY
+export CHARTSYNC_TOKEN_NIGHT CHARTSYNC_TOKEN_DAY CHARTSYNC_TOKEN_EXPIRING
 CHARTSYNC_TOKEN_NIGHT=$(token rn.park)
 CHARTSYNC_TOKEN_DAY=$(token rn.lee)
+# Expired by the time the Kotlin tests run (they compile first).
+CHARTSYNC_TOKEN_EXPIRING=$(token rn.park --ttl 1s)
 export CHARTSYNC_WORK=$out/work CHARTSYNC_HANDOFF=$out/work/handoff.txt
 
 kotlin_status=0

@@ -43,9 +43,11 @@ class Listener : ChartsyncListener {
     val changed = CopyOnWriteArrayList<String>()
     val states = CopyOnWriteArrayList<SyncState>()
     val left = CopyOnWriteArrayList<String>()
+    val setAside = CopyOnWriteArrayList<String>()
     override fun chartChanged(id: String, sections: List<String>) { changed.add(id) }
     override fun syncStatusChanged(status: SyncStatus) { states.add(status.state) }
     override fun chartLeft(id: String, reason: LeftReason) { left.add(id) }
+    override fun chartSetAside(id: String, reason: String) { setAside.add(id) }
 }
 
 fun check(condition: Boolean, what: () -> String) {
@@ -136,6 +138,7 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
         override fun chartChanged(id: String, sections: List<String>) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun syncStatusChanged(status: SyncStatus) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartLeft(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun chartSetAside(id: String, reason: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
     }
     val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
     val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), thrower)
@@ -155,8 +158,27 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
     runBlocking { client.stop() }
 }
 
+// The night nurse's sign-in has expired: the tablet says so and waits, and with a new token
+// it carries on.
+fun anExpiredSignInWaitsForANewToken() {
+    val work = File(env("CHARTSYNC_WORK"))
+    val store = ChartStore.open(File(work, "kotlin-expired.db").path, key(5))
+    admit(store, nightNurse)
+    Thread.sleep(2_000) // the token lasted one second from just before the tests started
+    val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-07", wards = listOf("4west"))
+    val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_EXPIRING"), null)
+    val state = eventually("sign-in required") { client.status().state.takeIf { it is SyncState.SignInRequired } }
+    check(client.status().unacknowledged == 1uL) { "the admission waits: ${client.status()}" }
+    val blank = runCatching { client.setToken(" ") }.exceptionOrNull()
+    check(blank is ChartsyncException.InvalidInput) { "a blank token is InvalidInput, got $blank" }
+    client.setToken(env("CHARTSYNC_TOKEN_NIGHT"))
+    check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date after signing in again ($state): ${client.status()}" }
+    runBlocking { client.stop() }
+}
+
 fun main() {
     val tests = listOf(
+        "an expired sign-in waits for a new token" to ::anExpiredSignInWaitsForANewToken,
         "a held chart is shown, and a throwing listener keeps hearing" to ::aHeldChartIsShownAndAThrowingListenerKeepsHearing,
         "the bindings match the library" to ::bindingsMatchTheLibrary,
         "a tablet admits and records offline, then syncs" to ::aTabletAdmitsAndRecordsOfflineThenSyncs,

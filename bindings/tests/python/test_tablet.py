@@ -22,6 +22,7 @@ class Listener(ffi.ChartsyncListener):
         self.changed = []
         self.states = []
         self.left = []
+        self.set_aside = []
         self.lock = threading.Lock()
 
     def chart_changed(self, id, sections):
@@ -35,6 +36,10 @@ class Listener(ffi.ChartsyncListener):
     def chart_left(self, id, reason):
         with self.lock:
             self.left.append((id, reason))
+
+    def chart_set_aside(self, id, reason):
+        with self.lock:
+            self.set_aside.append((id, reason))
 
 
 @pytest.fixture
@@ -301,6 +306,10 @@ class Thrower(ffi.ChartsyncListener):
         raise RuntimeError("app bug")
 
     def chart_left(self, id, reason):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+    def chart_set_aside(self, id, reason):
         self.calls += 1
         raise RuntimeError("app bug")
 

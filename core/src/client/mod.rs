@@ -99,6 +99,19 @@ pub struct SyncStatus {
     pub held: Vec<DeviceHold>,
 }
 
+/// What happened to a chart on this device, beyond its changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChartEvent {
+    /// The chart left this device's wards (a transfer, or a discharge for ward nurses), once
+    /// the server had every change made to it here. It stays in the store, read-only
+    /// (`ChartStore::departed`), and leaves the ward lists.
+    Left { chart: ChartId, reason: LeftReason },
+    /// A records supervisor rejected changes made to the chart here, for `reason`: this
+    /// device's copy was set aside whole (`ChartStore::set_aside_charts`) and the record's
+    /// copy is being fetched afresh. Staff re-enter what is still needed.
+    SetAside { chart: ChartId, reason: String },
+}
+
 enum Command {
     Fetch(ChartId),
     SetToken(String),
@@ -114,7 +127,7 @@ pub struct SyncClient {
     /// made after that is not yet in any status.
     handled: Arc<AtomicU64>,
     status: watch::Receiver<SyncStatus>,
-    departures: broadcast::Sender<(ChartId, LeftReason)>,
+    departures: broadcast::Sender<ChartEvent>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -154,10 +167,9 @@ impl SyncClient {
         }
     }
 
-    /// Charts that leave this device's wards (a transfer, or a discharge for ward nurses), as
-    /// the server says so once it has every change this device made to them. They stay in the
-    /// store, read-only (`ChartStore::departed`), and leave its ward lists.
-    pub fn departures(&self) -> broadcast::Receiver<(ChartId, LeftReason)> {
+    /// What happens to charts on this device beyond their changes: they leave its wards, or
+    /// its copy is set aside after a rejection ([`ChartEvent`]).
+    pub fn chart_events(&self) -> broadcast::Receiver<ChartEvent> {
         self.departures.subscribe()
     }
 
@@ -310,7 +322,7 @@ struct Channels {
     pending: Arc<std::sync::atomic::AtomicUsize>,
     handled: Arc<AtomicU64>,
     ledger: Ledger,
-    departures: broadcast::Sender<(ChartId, LeftReason)>,
+    departures: broadcast::Sender<ChartEvent>,
 }
 
 async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channels) {
@@ -469,7 +481,7 @@ struct Session<'a> {
     ledger: &'a mut Ledger,
     /// The heads each chart's acknowledgement was last recorded at, to write only changes.
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
-    departures: &'a broadcast::Sender<(ChartId, LeftReason)>,
+    departures: &'a broadcast::Sender<ChartEvent>,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -481,7 +493,7 @@ struct Links<'a> {
     /// Counts each feed event once handled (see `SyncClient::handled`).
     handled: &'a AtomicU64,
     ledger: &'a mut Ledger,
-    departures: &'a broadcast::Sender<(ChartId, LeftReason)>,
+    departures: &'a broadcast::Sender<ChartEvent>,
 }
 
 async fn session(
@@ -818,6 +830,18 @@ impl Session<'_> {
                     .set_device_hold(&hold(None, reason, summary.into()), &heads);
                 false
             }
+            ChartNotice::Rejected { reason, .. } if self.store.set_aside(id, &reason).is_ok() => {
+                // This copy can never merge with the record again: it is kept aside, and the
+                // record's copy fetched afresh. The status clears.
+                self.ledger.pending.remove(&id);
+                self.ledger.reload_held(self.store);
+                self.acknowledged.remove(&id);
+                let _ = self
+                    .departures
+                    .send(ChartEvent::SetAside { chart: id, reason });
+                self.docs.remove(&id);
+                return self.open(id).into_iter().collect();
+            }
             ChartNotice::Rejected { hold: n, reason } => {
                 let known = self.ledger.held.iter().find(|h| h.chart == id).cloned();
                 let mut held = known.unwrap_or_else(|| {
@@ -887,7 +911,7 @@ impl Session<'_> {
         match self.store.set_departed(id, reason) {
             Ok(true) => {
                 self.docs.insert(id, Doc::Departed);
-                let _ = self.departures.send((id, reason));
+                let _ = self.departures.send(ChartEvent::Left { chart: id, reason });
                 Vec::new()
             }
             // A commit came in meanwhile: send it first.

@@ -710,6 +710,69 @@ impl ChartStore {
             .transpose()
     }
 
+    /// Sets this device's copy of a chart aside (device): kept whole in `set_aside_charts`,
+    /// with `reason`, and taken out of the store, so the record's copy can be fetched afresh.
+    /// For a chart whose changes made here a records supervisor rejected: this copy can never
+    /// merge with the record again.
+    pub fn set_aside(&self, chart: ChartId, reason: &str) -> Result<(), StoreError> {
+        let slot = lock(&self.inner.cache).slot(chart);
+        let mut cached = self.inner.ready(chart, &slot)?;
+        let Some(copy) = cached.chart.as_ref() else {
+            return Err(StoreError::NotFound(chart));
+        };
+        let data = copy.doc().save();
+        let key = cached.key;
+        let id = chart.to_string();
+        {
+            let mut conn = lock(&self.inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO set_aside_charts (chart_id, reason, at, data) VALUES (?1, ?2, ?3, ?4)",
+                params![id, reason, now_millis(), data],
+            )?;
+            tx.execute("DELETE FROM deficiencies WHERE chart = ?1", [key])?;
+            tx.execute("DELETE FROM chart_changes WHERE chart = ?1", [key])?;
+            tx.execute("DELETE FROM chart_snapshots WHERE chart = ?1", [key])?;
+            tx.execute("DELETE FROM charts WHERE key = ?1", [key])?;
+            for table in [
+                "sync_states",
+                "device_holds",
+                "acknowledged_heads",
+                "device_departures",
+            ] {
+                tx.execute(&format!("DELETE FROM {table} WHERE chart_id = ?1"), [&id])?;
+            }
+            tx.commit()?;
+        }
+        *cached = super::cache::Cached::default();
+        drop(cached);
+        lock(&self.inner.cache).forget_unloaded(&chart, &slot);
+        Ok(())
+    }
+
+    /// The copies of charts this device set aside (device), newest first: (chart, reason,
+    /// when).
+    pub fn set_aside_charts(&self) -> Result<Vec<(ChartId, String, Timestamp)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT chart_id, reason, at FROM set_aside_charts ORDER BY seq DESC",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let bad =
+            |what: &str| StoreError::Corrupt(format!("a set-aside chart with an invalid {what}"));
+        rows.into_iter()
+            .map(|(id, reason, at)| {
+                Ok((
+                    id.parse().map_err(|_| bad("id"))?,
+                    reason,
+                    Timestamp::from_unix_millis(at).map_err(|_| bad("time"))?,
+                ))
+            })
+            .collect()
+    }
+
     /// Records the heads the server has acknowledged for a chart (device): heads this device
     /// holds, so everything before them is on the server.
     pub fn acknowledge(&self, chart: ChartId, heads: &[ChangeHash]) -> Result<(), StoreError> {

@@ -63,6 +63,20 @@ CREATE TABLE device_departures (
     at       INTEGER NOT NULL                    -- milliseconds since the epoch
 ) STRICT, WITHOUT ROWID;
 
+-- Device: a chart whose changes made here a records supervisor rejected is set aside whole
+-- (this device's copy, with every change in it, the rejected ones and any made since) and
+-- fetched afresh from the record. The copy stays here, listed for the staff to re-enter what
+-- is still needed; nothing is deleted.
+CREATE TABLE set_aside_charts (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    chart_id TEXT NOT NULL,
+    reason   TEXT NOT NULL,                      -- the records supervisor's
+    at       INTEGER NOT NULL,                   -- milliseconds since the epoch
+    data     BLOB NOT NULL                       -- this device's copy (automerge save)
+) STRICT;
+
+CREATE INDEX set_aside_by_chart ON set_aside_charts (chart_id);
+
 -- The first change of each chart's history (its admission, or the least root hash where a
 -- history has several): the same chart imported or sent again under another id is refused.
 -- Charts stored before this version have none until they are imported again.
