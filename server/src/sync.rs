@@ -106,9 +106,10 @@ enum Doc {
     /// the server has it all; nothing of the chart goes back to it.
     Departed(DocSync),
     /// A chart whose changes from this device are held for review: nothing more is taken from
-    /// the device or sent to it about this chart on this connection (a sync would only ask
-    /// again for what is held), until a decision or a new connection.
-    Held,
+    /// the device about this chart on this connection (a sync would only ask again for what
+    /// is held), until a decision or a new connection; other people's changes are still
+    /// pushed to it, asking for nothing (`DocSync::generate_push`).
+    Held(Option<DocSync>),
     /// A ward census, which devices read and never write.
     Census(DocSync),
     /// A chart the device is sending that the store has not got yet.
@@ -501,7 +502,7 @@ impl Worker {
 
     fn on_sync(&mut self, data: &[u8], is_request: bool) -> Output {
         let id = self.id;
-        if matches!(self.doc, Some(Doc::Held)) {
+        if matches!(self.doc, Some(Doc::Held(_))) {
             // Held on this connection: see `Doc::Held`.
             return Output::default();
         }
@@ -790,7 +791,7 @@ impl Worker {
             Ok(Held::New(hold)) => {
                 tracing::warn!(user = %actor.user, peer = %actor.device, chart = %id, hold, reason = %refusal.reason, "changes held for review");
                 self.hub().metrics.rejections.inc();
-                self.doc = Some(Doc::Held);
+                self.doc = Some(Doc::Held(self.pushing()));
                 if refusal.reason == HoldReason::CensusIsReadOnly {
                     // The device's copy of a census has changes the server has not (a server
                     // restored from a backup made them): it starts its copy afresh.
@@ -808,7 +809,7 @@ impl Worker {
                     self.doc = if batch.reason == HoldReason::CensusIsReadOnly {
                         None
                     } else {
-                        Some(Doc::Held)
+                        Some(Doc::Held(self.pushing()))
                     };
                     match batch.status {
                         HoldStatus::Rejected => ChartNotice::Rejected {
@@ -835,7 +836,7 @@ impl Worker {
                     AuditAction::Reject,
                     Some("the holding area is full: the device keeps the changes"),
                 );
-                self.doc = Some(Doc::Held);
+                self.doc = Some(Doc::Held(self.pushing()));
                 ChartNotice::HoldingAreaFull {
                     reason: refusal.reason,
                 }
@@ -847,6 +848,40 @@ impl Worker {
             }
         };
         Output::send(self.notice(&notice))
+    }
+
+    /// The sync state to push other people's changes with while this device's are held: the
+    /// chart's, for a chart in the store the device may read.
+    fn pushing(&mut self) -> Option<DocSync> {
+        match self.doc.take() {
+            Some(Doc::Chart(sync) | Doc::Held(Some(sync))) => Some(sync),
+            _ => None,
+        }
+    }
+
+    /// Pushes the chart's new changes to a device whose own are held.
+    fn push_held(&mut self) -> Output {
+        let peer = self.peer.clone();
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let Some(Doc::Held(Some(sync))) = &mut self.doc else {
+            return Output::default();
+        };
+        let push = peer
+            .hub
+            .store
+            .read(self.id, |c| {
+                let open = c
+                    .encounter()
+                    .is_ok_and(|e| left_reason(&peer.access, &e.ward, e.status).is_none());
+                open.then(|| sync.generate_push(c.doc(), local, remote))
+                    .flatten()
+            })
+            .ok()
+            .flatten();
+        Output {
+            send: push.into_iter().collect(),
+            close: false,
+        }
     }
 
     fn notice(&self, notice: &ChartNotice) -> Message {
@@ -1052,6 +1087,7 @@ impl Worker {
         match self.doc {
             None if self.asked => self.offer(),
             Some(Doc::Census(_)) => self.census_reply(),
+            Some(Doc::Held(Some(_))) => self.push_held(),
             Some(Doc::Chart(_)) => {
                 // A transfer (or, for a ward nurse, a discharge) can take the chart away.
                 let left = match self.hub().store.summary(self.id) {

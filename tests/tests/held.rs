@@ -143,6 +143,35 @@ async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connecti
     );
     assert_eq!(c.status().borrow().state, SyncState::WaitingForReview);
 
+    // While it waits, the tablet still gets everyone else's changes to that chart: the
+    // patient moves to bed 5 at the registration PC, and the tablet shows it.
+    pc_store
+        .update(shared, |ch| {
+            ch.transfer(&clerk, at(140), "4west", Some("5"))
+        })
+        .unwrap();
+    let pc = client(
+        format!("ws://{}/sync", server.addr),
+        &clerk_token,
+        "records-pc-1",
+        &pc_store,
+    );
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tablet
+        .read(shared, |ch| ch.encounter().unwrap().bed)
+        .unwrap()
+        != Some("5".into())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a held chart stopped getting other people's changes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.status().borrow().held.len(), 1, "and stays held");
+
     // The held change is in the audit trail, with its hash, for the records supervisor.
     let supervisor = server.token("sup.adams", "records_supervisor", &["4west"]);
     let (code, body) = http_get(

@@ -465,8 +465,9 @@ enum Doc {
         doc: Box<Automerge>,
     },
     /// The server holds this chart's changes: nothing more is sent of it on this connection
-    /// (the server would not take it), until a decision arrives.
-    Held,
+    /// (the server would not take it), until a decision arrives; what the server pushes of
+    /// other people's changes is still taken in (with the sync state, when there was one).
+    Held(Option<DocSync>),
     /// The chart left this device's wards, and the server has everything the device wrote
     /// on it: read-only here, and not synced.
     Departed,
@@ -714,7 +715,9 @@ impl Session<'_> {
         self.ledger.count(self.store, id);
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
-            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held | Doc::Departed) => Vec::new(),
+            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_) | Doc::Departed) => {
+                Vec::new()
+            }
             // A chart made on this device.
             None => self.open(id).into_iter().collect(),
         }
@@ -761,7 +764,7 @@ impl Session<'_> {
                         Some(Doc::Chart(sync))
                         | Some(Doc::Wanted { sync, .. })
                         | Some(Doc::Census { sync, .. }) => sync.mark_unavailable(),
-                        Some(Doc::Held | Doc::Departed) | None => {}
+                        Some(Doc::Held(_) | Doc::Departed) | None => {}
                     }
                     Ok(Vec::new())
                 }
@@ -875,9 +878,11 @@ impl Session<'_> {
             self.docs.remove(&id);
             self.open(id).into_iter().collect()
         } else {
-            if self.docs.contains_key(&id) {
-                self.docs.insert(id, Doc::Held);
-            }
+            let sync = match self.docs.remove(&id) {
+                Some(Doc::Chart(sync) | Doc::Held(Some(sync))) => Some(sync),
+                _ => None,
+            };
+            self.docs.insert(id, Doc::Held(sync));
             Vec::new()
         }
     }
@@ -958,9 +963,20 @@ impl Session<'_> {
         let me = self.conn.local().peer_id.clone();
         let server = self.server.clone();
         match self.docs.get_mut(&id) {
-            // Held or departed: the server sends nothing of it either, but a message already
-            // on its way is let pass.
-            Some(Doc::Held | Doc::Departed) => Ok(Vec::new()),
+            // Held: other people's changes, pushed; taken in, and nothing sent back.
+            Some(Doc::Held(Some(sync))) => {
+                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                self.store
+                    .update(id, |chart| {
+                        sync.receive_chart(chart, msg)
+                            .map_err(|e| crate::chart::ChartError::Corrupt(e.to_string()))
+                    })
+                    .map_err(|e| e.to_string())?;
+                Ok(Vec::new())
+            }
+            // Departed: the server sends nothing of it, but a message already on its way is
+            // let pass.
+            Some(Doc::Held(None) | Doc::Departed) => Ok(Vec::new()),
             Some(Doc::Chart(sync)) => {
                 let msg = sync.decode(data).map_err(|e| e.to_string())?;
                 self.store
@@ -1036,7 +1052,7 @@ impl Session<'_> {
                 Doc::Census { sync, doc } => {
                     busy |= !sync.is_unavailable() && !sync.peer_has(&doc.get_heads())
                 }
-                Doc::Held | Doc::Departed => {}
+                Doc::Held(_) | Doc::Departed => {}
             }
         }
         // A held chart whose changes the server now has (accepted while this device was away)

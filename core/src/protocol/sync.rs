@@ -129,6 +129,20 @@ impl DocSync {
         })
     }
 
+    /// A `sync` that sends what we have and asks for nothing: for a chart whose changes from
+    /// the peer are held, so that the peer still gets everyone else's (a nurse must not chart
+    /// on stale vitals while a decision waits), without asking again for what is held.
+    pub fn generate_push(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
+        let mut message = doc.generate_sync_message(&mut self.state)?;
+        message.need.clear();
+        Some(Message::Sync {
+            document_id: self.document_id,
+            sender_id: from.to_string(),
+            target_id: to.to_string(),
+            data: message.encode(),
+        })
+    }
+
     /// Reads the automerge sync message a `request` or `sync` carries.
     pub fn decode(&self, data: &[u8]) -> Result<sync::Message, ProtocolError> {
         sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
