@@ -1280,7 +1280,15 @@ fn take_back(
             tracing::info!(chart = %id, changes = n, "took back changes accepted before the restore");
         }
         Err(e) => {
-            tracing::warn!(chart = %id, error = %e, "changes accepted before the restore did not go back in; they are checked as new");
+            // Summaries only: a violation's own text can quote a code from the chart.
+            let reason = match &e {
+                StoreError::Chart {
+                    error: ChartError::Rejected(r),
+                    ..
+                } => r.summary(),
+                _ => "the store could not take them".to_string(),
+            };
+            tracing::warn!(chart = %id, %reason, "changes accepted before the restore did not go back in; they are checked as new");
         }
     }
 }
