@@ -18,6 +18,17 @@ pub struct DocSync {
     waiting: Vec<Waiting>,
 }
 
+/// What a generated sync message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// Changes, and what we need (with what waiting changes lack).
+    Everything,
+    /// What we need only: nothing of the document.
+    OnlyAsk,
+    /// Changes only: ask for nothing.
+    OnlyChanges,
+}
+
 /// A change set aside until its dependencies arrive.
 #[derive(Debug, Clone)]
 struct Waiting {
@@ -81,15 +92,7 @@ impl DocSync {
     /// Changes waiting for a dependency ([`DocSync::admit`]) add what they lack to the
     /// message's `need`, so the peer sends it.
     pub fn generate(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
-        let mut message = doc.generate_sync_message(&mut self.state)?;
-        let lacking = self.lacking(doc);
-        if !lacking.is_empty() {
-            message.need.extend(lacking);
-            // The wire format wants them sorted, once each.
-            message.need.sort();
-            message.need.dedup();
-        }
-        let data = message.encode();
+        let data = self.next_message(doc, Send::Everything)?;
         let (document_id, sender_id, target_id) =
             (self.document_id, from.to_string(), to.to_string());
         Some(if doc.get_heads().is_empty() {
@@ -113,34 +116,46 @@ impl DocSync {
     /// document: for a chart the peer may still send its own changes to, but may no longer
     /// read (it left the peer's wards).
     pub fn generate_asking(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
-        let mut message = doc.generate_sync_message(&mut self.state)?;
-        message.changes = Vec::<Vec<u8>>::new().into();
-        let lacking = self.lacking(doc);
-        if !lacking.is_empty() {
-            message.need.extend(lacking);
-            message.need.sort();
-            message.need.dedup();
-        }
-        Some(Message::Sync {
-            document_id: self.document_id,
-            sender_id: from.to_string(),
-            target_id: to.to_string(),
-            data: message.encode(),
-        })
+        let data = self.next_message(doc, Send::OnlyAsk)?;
+        Some(self.sync_message(from, to, data))
     }
 
     /// A `sync` that sends what we have and asks for nothing: for a chart whose changes from
     /// the peer are held, so that the peer still gets everyone else's (a nurse must not chart
     /// on stale vitals while a decision waits), without asking again for what is held.
     pub fn generate_push(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
+        let data = self.next_message(doc, Send::OnlyChanges)?;
+        Some(self.sync_message(from, to, data))
+    }
+
+    /// automerge's next sync message, shaped as `send` says, encoded.
+    fn next_message(&mut self, doc: &Automerge, send: Send) -> Option<Vec<u8>> {
         let mut message = doc.generate_sync_message(&mut self.state)?;
-        message.need.clear();
-        Some(Message::Sync {
+        match send {
+            Send::OnlyChanges => message.need.clear(),
+            Send::Everything | Send::OnlyAsk => {
+                if send == Send::OnlyAsk {
+                    message.changes = Vec::<Vec<u8>>::new().into();
+                }
+                let lacking = self.lacking(doc);
+                if !lacking.is_empty() {
+                    message.need.extend(lacking);
+                    // The wire format wants them sorted, once each.
+                    message.need.sort();
+                    message.need.dedup();
+                }
+            }
+        }
+        Some(message.encode())
+    }
+
+    fn sync_message(&self, from: &str, to: &str, data: Vec<u8>) -> Message {
+        Message::Sync {
             document_id: self.document_id,
             sender_id: from.to_string(),
             target_id: to.to_string(),
-            data: message.encode(),
-        })
+            data,
+        }
     }
 
     /// Reads the automerge sync message a `request` or `sync` carries.
