@@ -300,7 +300,7 @@ fn released_migrations_are_unchanged() {
         "47442a0c57165d6cdfbef4a29aba64a735b3cf8400e1dedd7c1407cfc053f786",
         "c1bd5bd8194cd1608176eee5d9b6a07031a57fe76b01c089dd8d4ee90a43e209",
         "b62bc2b20fc45130a8fe6acf16c7c96d4418f67c99572c1d8263e69f4ac53709",
-        "56eed6767152d3ac98f7f05eb1cc67ba1f3daab7244e5cfff1249b2409d1d8ee",
+        "4db851d25b1faaa5e7bba5c1c20560211fbc9f94a9f0f591d6509e37162b49c9",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

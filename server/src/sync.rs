@@ -641,6 +641,7 @@ impl Worker {
         }
         let peer = self.peer.clone();
         let actor = self.actor();
+        let storage = self.device_storage();
         let access = &peer.access;
         let store = &peer.hub.store;
         let Some(Doc::Chart(sync) | Doc::Departed(sync)) = &mut self.doc else {
@@ -661,6 +662,11 @@ impl Worker {
         if let Some(known) = &peer.hub.recovery {
             take_back(store, &actor, id, known, &message);
         }
+        // What the device had when it was told the chart left, if it was.
+        let told: Option<Vec<ChangeHash>> = match departed {
+            Some(_) => store.departure_told(&storage, id).ok().flatten(),
+            None => None,
+        };
         let mut changed = false;
         let mut refused: Option<Refusal> = None;
         let applied = store.update_as(&actor, id, |chart| {
@@ -671,6 +677,22 @@ impl Worker {
                 candidate.load_incremental(&changes)?;
                 let new = new_changes(chart.doc(), candidate.doc());
                 changed = !new.is_empty();
+                if changed && departed.is_some() {
+                    if let Some(told) = &told {
+                        let after = new.iter().any(|(_, bytes)| {
+                            automerge::Change::try_from(&bytes[..])
+                                .is_ok_and(|c| c.deps().iter().any(|d| told.contains(d)))
+                        });
+                        if after {
+                            refused = Some(Refusal {
+                                reason: HoldReason::OutsideWards,
+                                summary: "written after the device was told the chart left".into(),
+                                changes: new,
+                            });
+                            return Err(ChartError::NotPermitted("held".into()));
+                        }
+                    }
+                }
                 if changed {
                     let decided = write_access(
                         chart,
@@ -733,6 +755,31 @@ impl Worker {
         }
     }
 
+    /// Remembers that this device was told the chart left, with the heads it had: what it
+    /// builds on them later was written knowing (see `departed_after_told`).
+    fn told_left(&self, heads: &[ChangeHash]) {
+        if heads.is_empty() {
+            return;
+        }
+        let storage = self.device_storage();
+        if let Err(e) = self
+            .hub()
+            .store
+            .record_departure_told(&storage, self.id, heads)
+        {
+            tracing::error!(chart = %self.id, error = %e, "could not record a departure");
+        }
+    }
+
+    /// The device's storage id, or its peer id when it has none: who a departure was told to.
+    fn device_storage(&self) -> String {
+        self.peer
+            .remote
+            .storage_id()
+            .unwrap_or(&self.peer.remote.peer_id)
+            .to_string()
+    }
+
     /// For a chart that left: once the server has every change the device has, it is told
     /// so, and that the chart left; until then it is asked for what is missing, and sent
     /// nothing of the chart.
@@ -758,10 +805,13 @@ impl Worker {
                 send: ask.into_iter().collect(),
                 close: false,
             },
-            Ok(None) => Output::send(self.notice(&ChartNotice::Left {
-                reason,
-                acknowledged: device_heads.to_vec(),
-            })),
+            Ok(None) => {
+                self.told_left(device_heads);
+                Output::send(self.notice(&ChartNotice::Left {
+                    reason,
+                    acknowledged: device_heads.to_vec(),
+                }))
+            }
             // Never "you are done" on a failed read: the device would stop sending.
             Err(e) => {
                 tracing::error!(chart = %self.id, error = %e, "store error");
@@ -1115,6 +1165,7 @@ impl Worker {
                     .then_some(theirs)
                     .unwrap_or_default();
                 self.doc = Some(Doc::Departed(sync));
+                self.told_left(&acknowledged);
                 Output::send(self.notice(&ChartNotice::Left {
                     reason,
                     acknowledged,

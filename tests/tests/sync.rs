@@ -509,3 +509,96 @@ async fn a_code_from_a_newer_table_year_is_held_for_review_and_accepted_not_refu
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["coding"][0]["code"], "J18.98");
 }
+
+/// A client that ignores being told a chart left (an app that does not know our notices) and
+/// keeps charting on it: what it writes after the notice builds on what it had then, so the
+/// server holds it at once, rather than taking it as "written before the transfer" for the
+/// 72 hours that grace allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_ignores_being_told_the_chart_left_gets_its_later_writes_held() {
+    use chartsync_core::protocol::{ChartNotice, HoldReason, LeftReason};
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let id = DocumentId::random();
+    let clerk = server.token("him.jones", "technician", &["4west", "5east"]);
+    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc-store")
+        .await
+        .unwrap();
+    let mut pc_doc = admit().doc().clone();
+    let mut pc_state = DocSync::new(id, None);
+    assert_eq!(
+        pc.sync(id, &mut pc_doc, &mut pc_state).await,
+        Outcome::Synced
+    );
+
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(
+        &server.addr,
+        Some(&nurse),
+        "tablet-4west-02",
+        "tablet-store",
+    )
+    .await
+    .unwrap();
+    let (_, doc, state) = fetch(&mut tablet, id).await;
+    let saved = state.state().encode();
+
+    // The patient moves to 5east.
+    let mut chart = Chart::from_automerge(pc_doc).unwrap();
+    let clerk_staff = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    chart
+        .transfer(&clerk_staff, at(50), "5east", Some("1"))
+        .unwrap();
+    let mut pc_doc = chart.doc().clone();
+    assert_eq!(
+        pc.sync(id, &mut pc_doc, &mut pc_state).await,
+        Outcome::Synced
+    );
+
+    // The tablet comes back with nothing new: it is told the chart left.
+    let mut tablet = connect(
+        &server.addr,
+        Some(&nurse),
+        "tablet-4west-02",
+        "tablet-store",
+    )
+    .await
+    .unwrap();
+    let mut doc = doc;
+    let mut state = DocSync::new(id, Some(automerge::sync::State::decode(&saved).unwrap()));
+    match tablet.sync(id, &mut doc, &mut state).await {
+        Outcome::Notice(ChartNotice::Left { reason, .. }) => {
+            assert_eq!(reason, LeftReason::Transferred)
+        }
+        other => panic!("expected to be told the chart left, got {other:?}"),
+    }
+
+    // It charts on regardless, on a new connection: held at once.
+    let mut chart = Chart::from_automerge(doc).unwrap();
+    chart
+        .add_entry(&night_nurse(), at(55), heart_rate(77))
+        .unwrap();
+    let mut doc = chart.doc().clone();
+    let mut tablet = connect(
+        &server.addr,
+        Some(&nurse),
+        "tablet-4west-02",
+        "tablet-store",
+    )
+    .await
+    .unwrap();
+    let mut state = DocSync::new(id, Some(automerge::sync::State::decode(&saved).unwrap()));
+    match tablet.sync(id, &mut doc, &mut state).await {
+        Outcome::Notice(ChartNotice::Held {
+            reason, summary, ..
+        }) => {
+            assert_eq!(reason, HoldReason::OutsideWards);
+            assert!(summary.contains("told"), "{summary}");
+        }
+        other => panic!("expected the write held, got {other:?}"),
+    }
+    let (_, view) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(&clerk));
+    let view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    assert!(view["entries"].as_array().unwrap().is_empty());
+}

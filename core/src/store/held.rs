@@ -568,6 +568,49 @@ impl ChartStore {
             .ok_or(StoreError::NoSuchHold(id))
     }
 
+    /// Records that a device was told a chart left its wards, with the heads it had then
+    /// (server).
+    pub fn record_departure_told(
+        &self,
+        storage: &str,
+        chart: ChartId,
+        heads: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        let conn = lock(&self.inner.writer);
+        conn.prepare_cached(
+            "INSERT INTO departures_told (storage, chart_id, heads, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (storage, chart_id) DO UPDATE SET heads = ?3, at = ?4",
+        )?
+        .execute(params![
+            storage,
+            chart.to_string(),
+            heads_blob(heads),
+            now_millis()
+        ])?;
+        Ok(())
+    }
+
+    /// The heads a device had when it was told a chart left its wards, if it was (server).
+    pub fn departure_told(
+        &self,
+        storage: &str,
+        chart: ChartId,
+    ) -> Result<Option<Vec<ChangeHash>>, StoreError> {
+        let blob: Option<Vec<u8>> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT heads FROM departures_told WHERE storage = ?1 AND chart_id = ?2",
+                )?
+                .query_row(params![storage, chart.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        blob.map(|b| {
+            parse_heads_blob(&b)
+                .ok_or_else(|| StoreError::Corrupt("departure heads of the wrong length".into()))
+        })
+        .transpose()
+    }
+
     // The device's side.
 
     /// Records what the server said it holds of a chart (device).

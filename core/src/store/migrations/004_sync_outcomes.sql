@@ -63,6 +63,17 @@ CREATE TABLE device_departures (
     at       INTEGER NOT NULL                    -- milliseconds since the epoch
 ) STRICT, WITHOUT ROWID;
 
+-- Server: which device storage was told which chart left its wards, and the heads it had then.
+-- A change from that device building on those heads was made after it knew: held, however
+-- soon it arrives (a client that ignores the notice gets no 72 hours of grace).
+CREATE TABLE departures_told (
+    storage  TEXT NOT NULL,                      -- the device's storage id (or peer id)
+    chart_id TEXT NOT NULL,
+    heads    BLOB NOT NULL,                      -- 32 bytes each, sorted
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (storage, chart_id)
+) STRICT, WITHOUT ROWID;
+
 -- Device: a chart whose changes made here a records supervisor rejected is set aside whole
 -- (this device's copy, with every change in it, the rejected ones and any made since) and
 -- fetched afresh from the record. The copy stays here, listed for the staff to re-enter what
