@@ -489,3 +489,69 @@ proptest! {
         prop_assert_eq!(entries, written);
     }
 }
+
+/// Changes that arrive before a change they depend on wait, and the missing one is asked for
+/// by name; the rest come in once it arrives. Past the waiting limit the oldest are forgotten,
+/// and the receiver is told so (the server then ends the connection, so the peer sends them
+/// again: it never sends a change twice on one connection).
+#[test]
+fn changes_ahead_of_their_dependency_wait_and_it_is_asked_for_by_name() {
+    let id = DocumentId::random();
+    let base = admitted();
+    let mut tablet = base.fork();
+    let before = tablet.heads();
+    for bpm in 60..66 {
+        tablet
+            .add_entry(&night_nurse(), t(bpm as i64), heart_rate(bpm))
+            .unwrap();
+    }
+    let changes = tablet.doc().get_changes(&before);
+    let first = changes[0].hash();
+    // A message carrying every change but the first, as a bloom filter's mistake sends it.
+    let later: Vec<u8> = changes[1..]
+        .iter()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let message = |bytes: Vec<u8>| {
+        let mut state = automerge::sync::State::new();
+        let mut m =
+            automerge::sync::SyncDoc::generate_sync_message(tablet.doc(), &mut state).unwrap();
+        m.changes = vec![bytes].into();
+        m
+    };
+    let server = base.fork();
+    let mut sync = DocSync::new(id, None);
+    let admitted = sync.admit(server.doc(), message(later.clone()));
+    assert!(sync_changes(&admitted).is_empty(), "nothing can apply yet");
+    assert_eq!(sync.waiting(), 5);
+    let asked = sync.generate(server.doc(), "server", "tablet").unwrap();
+    let Message::Sync { data, .. } = asked else {
+        panic!("{asked:?}")
+    };
+    let need = automerge::sync::Message::decode(&data).unwrap().need;
+    assert!(
+        need.contains(&first),
+        "the missing change is asked for by name"
+    );
+    assert!(!sync.forgot_waiting());
+
+    // The first arrives: all six come in together, in order.
+    let admitted = sync.admit(server.doc(), message(changes[0].raw_bytes().to_vec()));
+    assert_eq!(sync_changes(&admitted).len(), 6);
+    assert_eq!(sync.waiting(), 0);
+
+    // A small waiting limit: the oldest are forgotten, and the receiver is told once.
+    let mut small = DocSync::new(id, None).with_waiting_limit(later.len() / 2);
+    small.admit(server.doc(), message(later));
+    assert!(small.waiting() < 5);
+    assert!(small.forgot_waiting());
+    assert!(!small.forgot_waiting(), "told once");
+}
+
+/// The single changes a sync message carries.
+fn sync_changes(m: &automerge::sync::Message) -> Vec<automerge::ChangeHash> {
+    chartsync_core::protocol::sync::changes_in(m)
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect()
+}

@@ -738,6 +738,15 @@ impl Worker {
             sync.receive_chart(chart, message)
                 .map_err(|e| ChartError::Corrupt(e.to_string()))
         });
+        if sync.forgot_waiting() {
+            // More changes waited for a dependency than a document may keep, and the device
+            // never sends a change twice on one connection: end it, and it sends them again.
+            tracing::warn!(user = %access.user, chart = %id, "too many changes waiting for their dependencies; reconnecting the device");
+            return Output {
+                send: Vec::new(),
+                close: true,
+            };
+        }
         if let Some(refusal) = refused {
             return self.hold(refusal);
         }

@@ -16,6 +16,9 @@ pub struct DocSync {
     unavailable: bool,
     /// Changes that arrived ahead of a change they depend on (see [`DocSync::admit`]).
     waiting: Vec<Waiting>,
+    waiting_limit: usize,
+    /// Some waiting changes were forgotten (see [`DocSync::forgot_waiting`]).
+    forgot: bool,
 }
 
 /// What a generated sync message carries.
@@ -38,8 +41,9 @@ struct Waiting {
 }
 
 /// How many bytes of changes one document may keep waiting for their dependencies. Past it the
-/// oldest are forgotten: they were never acknowledged, and the peer sends them again on its
-/// next connection.
+/// oldest are forgotten ([`DocSync::forgot_waiting`]): they were never acknowledged, but the
+/// peer never sends a change twice on one connection, so the connection must end for it to
+/// send them again.
 pub const MAX_WAITING_BYTES: usize = 16 << 20;
 
 impl DocSync {
@@ -51,7 +55,22 @@ impl DocSync {
             state: state.unwrap_or_default(),
             unavailable: false,
             waiting: Vec::new(),
+            waiting_limit: MAX_WAITING_BYTES,
+            forgot: false,
         }
+    }
+
+    /// Keeps at most `bytes` of changes waiting for their dependencies (default
+    /// [`MAX_WAITING_BYTES`]).
+    pub fn with_waiting_limit(mut self, bytes: usize) -> DocSync {
+        self.waiting_limit = bytes;
+        self
+    }
+
+    /// Whether changes waiting for their dependencies had to be forgotten (past the limit)
+    /// since last asked: the peer will not send them again on this connection, so end it.
+    pub fn forgot_waiting(&mut self) -> bool {
+        std::mem::take(&mut self.forgot)
     }
 
     pub fn document_id(&self) -> DocumentId {
@@ -236,8 +255,9 @@ impl DocSync {
             }
         }
         let mut total: usize = pool.iter().map(|w| w.bytes.len()).sum();
-        while total > MAX_WAITING_BYTES && !pool.is_empty() {
+        while total > self.waiting_limit && !pool.is_empty() {
             total -= pool.remove(0).bytes.len();
+            self.forgot = true;
         }
         self.waiting = pool;
         message.changes = kept.into();
