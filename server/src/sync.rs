@@ -669,6 +669,7 @@ impl Worker {
         };
         let mut changed = false;
         let mut refused: Option<Refusal> = None;
+        let mut settled: Vec<i64> = Vec::new();
         let applied = store.update_as(&actor, id, |chart| {
             let message = sync.admit(chart.doc(), message);
             let changes = changes_of(&message);
@@ -718,8 +719,14 @@ impl Worker {
                             ))
                         }
                     }
-                    if let Some(r) = held_before(store, &new) {
-                        refused = Some(Refusal { changes: new, ..r });
+                    // A refused change never reaches the record by the back door of a later one.
+                    let before = held_before(store, &new);
+                    if before.rejected {
+                        refused = Some(Refusal {
+                            reason: HoldReason::DependsOnHeld,
+                            summary: "builds on changes a records supervisor rejected".into(),
+                            changes: new,
+                        });
                         return Err(ChartError::NotPermitted("held".into()));
                     }
                     let checked = validate_changes(chart.doc(), candidate.doc()).and_then(|()| {
@@ -733,6 +740,8 @@ impl Worker {
                         });
                         return Err(ChartError::Rejected(Box::new(r)));
                     }
+                    // Held before, and passing every check now: what held them has changed.
+                    settled = before.pending;
                 }
             }
             sync.receive_chart(chart, message)
@@ -757,6 +766,12 @@ impl Worker {
         }
         if changed {
             tracing::info!(user = %access.user, chart = %id, "changes accepted");
+        }
+        if !settled.is_empty() {
+            tracing::info!(user = %access.user, chart = %id, holds = ?settled, "held changes sent again and accepted");
+            if let Err(e) = store.settle_holds(&settled, &actor) {
+                tracing::error!(chart = %id, error = %e, "could not mark held changes accepted");
+            }
         }
         match departed {
             None => self.reply(),
@@ -1239,37 +1254,37 @@ fn new_changes(before: &Automerge, after: &Automerge) -> Vec<(ChangeHash, Vec<u8
         .collect()
 }
 
-/// Whether any of these changes is held already, or builds directly on a held change: a
-/// refused change is never merged by the back door of a later one. `None`: none is.
-fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> Option<Refusal> {
-    let mut deps: Vec<ChangeHash> = Vec::new();
+/// What the holding area has of these changes already (or of what they build on).
+struct HeldBefore {
+    /// Pending holds with any of them: settled if the changes pass the checks now (the
+    /// author signed in, access changed, the code table was updated).
+    pending: Vec<i64>,
+    /// Some were rejected: nothing built on them is ever merged.
+    rejected: bool,
+}
+
+fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> HeldBefore {
+    let mut hashes: Vec<ChangeHash> = Vec::new();
     for (hash, bytes) in changes {
-        deps.push(*hash);
+        hashes.push(*hash);
         if let Ok(change) = automerge::Change::try_from(&bytes[..]) {
-            deps.extend(change.deps().iter().copied());
+            hashes.extend(change.deps().iter().copied());
         }
     }
-    let mut rejected = false;
-    let mut found = false;
-    for h in deps {
+    let mut found = HeldBefore {
+        pending: Vec::new(),
+        rejected: false,
+    };
+    for h in hashes {
         match store.held_change(&h) {
-            Ok(Some((_, HoldStatus::Pending))) => found = true,
-            Ok(Some((_, HoldStatus::Rejected))) => {
-                found = true;
-                rejected = true;
-            }
+            Ok(Some((id, HoldStatus::Pending))) => found.pending.push(id),
+            Ok(Some((_, HoldStatus::Rejected))) => found.rejected = true,
             _ => {}
         }
     }
-    found.then(|| Refusal {
-        reason: HoldReason::DependsOnHeld,
-        summary: if rejected {
-            "builds on changes a records supervisor rejected".into()
-        } else {
-            "builds on changes held for review".into()
-        },
-        changes: Vec::new(),
-    })
+    found.pending.sort_unstable();
+    found.pending.dedup();
+    found
 }
 
 /// Whether the device that sent `message` has had this chart: it names heads the chart has

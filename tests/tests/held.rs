@@ -207,6 +207,25 @@ async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connecti
     );
     let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert_eq!(trail.iter().filter(|r| r["action"] == "hold").count(), 1);
+
+    // rn.silva signs in on the tablet: her observation is hers to send, so it goes in, the
+    // hold is settled with no supervisor needed, and the tablet is up to date.
+    again.set_token(server.token("rn.silva", "nurse", &["4west"]));
+    let status = until(&again, "rn.silva's observation in the record", |s| {
+        s.state == SyncState::UpToDate && s.held.is_empty()
+    })
+    .await;
+    assert_eq!(status.unacknowledged, 0);
+    let view = on_server(&server, &nurse_token, shared);
+    assert_eq!(view["entries"][0]["author"], "rn.silva");
+    let (_, body) = http_get(
+        &server.addr,
+        "/api/holds?status=accepted",
+        Some(&supervisor),
+    );
+    let holds: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(holds.len(), 1, "{body}");
+    assert_eq!(holds[0]["decided_by"], "rn.silva");
     again.stop().await;
 }
 

@@ -523,6 +523,43 @@ impl ChartStore {
             .ok_or(StoreError::NoSuchHold(id))
     }
 
+    /// Marks pending holds accepted whose changes were sent again under a sign-in that may
+    /// write them, and merged (the author signed in on the tablet, the chart came back to the
+    /// device's wards, the server's code table learnt the code): no supervisor needed.
+    pub fn settle_holds(&self, ids: &[i64], by: &Actor) -> Result<(), StoreError> {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for &id in ids {
+            let chart: Option<String> = tx
+                .query_row(
+                    "SELECT chart_id FROM held_changes WHERE id = ?1 AND status = 'pending'",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(chart) = chart.and_then(|c| c.parse::<ChartId>().ok()) else {
+                continue;
+            };
+            decide(
+                &tx,
+                id,
+                HoldStatus::Accepted,
+                by,
+                Some("sent again under a sign-in that may write it"),
+            )?;
+            insert_audit(
+                &tx,
+                by,
+                AuditAction::Review,
+                Some(chart),
+                &[],
+                Some(&format!("held changes {id} sent again and accepted")),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Rejects held changes: they stay in the holding area with the decision and never reach
     /// the record. `reason` is the supervisor's, shown to the device.
     pub fn reject_hold(
