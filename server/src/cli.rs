@@ -1,7 +1,8 @@
 //! `chartsync-records`: the records office's command line. It works on the server's store
 //! directly (`--data-dir`), or reads through a running server's REST API (`--server` with a
 //! `--token`): import charts, export one as FHIR, list deficiencies, make a patient's
-//! accounting of disclosures, compact the store and verify it.
+//! accounting of disclosures, compact the store and verify it; back it up while the server
+//! runs, and restore it with the server stopped (docs/operations.md).
 //!
 //! Writes to the store (import, compact) need the server stopped: they take the data
 //! directory's lock, which a running server holds. Reads do not. Every local read and write is
@@ -28,7 +29,7 @@ use serde::Deserialize;
 #[command(
     name = "chartsync-records",
     version,
-    about = "The records office's tools: import, FHIR export, deficiencies, accounting of disclosures, compact, verify"
+    about = "The records office's tools: import, FHIR export, deficiencies, accounting of disclosures, compact, verify, backup, restore"
 )]
 struct Cli {
     /// The server's data directory, to work on its store directly.
