@@ -812,3 +812,111 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
     }
     pc.stop().await;
 }
+
+/// A patient is discharged while the night nurse's tablet is connected: the nurse's tablet is
+/// told the chart left (ward staff no longer chart on it) and keeps it read-only; the
+/// physician's tablet, who still owes the discharge summary, keeps syncing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discharge_takes_the_chart_off_the_nurses_tablet_but_not_the_physicians() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    let pc_store = tablet_store(&devices, "pc");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let id = pc_store
+        .create(admit_at("MRN-0042", "4west", at(0), &clerk))
+        .unwrap();
+    let clerk_token = server.token("him.jones", "technician", &["4west"]);
+    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    let mut tablets = Vec::new();
+    for (user, role, device) in [
+        ("rn.park", "nurse", "tablet-4west-01"),
+        ("dr.okafor", "physician", "tablet-4west-09"),
+    ] {
+        let store = tablet_store(&devices, device);
+        let c = client(
+            url.clone(),
+            &server.token(user, role, &["4west"]),
+            device,
+            &store,
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !store.contains(id).unwrap() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the chart never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(c.wait_until_up_to_date(WAIT).await);
+        tablets.push((store, c));
+    }
+    let mut nurse_events = tablets[0].1.chart_events();
+
+    pc_store
+        .update(id, |ch| ch.discharge(&clerk, Timestamp::now(), "home"))
+        .unwrap();
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+
+    let event = tokio::time::timeout(WAIT, nurse_events.recv())
+        .await
+        .expect("the nurse's tablet was never told")
+        .unwrap();
+    assert_eq!(
+        event,
+        ChartEvent::Left {
+            chart: id,
+            reason: LeftReason::Discharged
+        }
+    );
+    let (nurse_store, nurse) = &tablets[0];
+    assert_eq!(
+        nurse_store.departed(id).unwrap(),
+        Some(LeftReason::Discharged)
+    );
+    let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    assert!(nurse_store
+        .update(id, |ch| ch.add_entry(&park, at(90), heart_rate(70)))
+        .is_err());
+    assert_eq!(nurse.status().borrow().unacknowledged, 0);
+
+    // The physician writes the discharge summary on the discharged chart; it reaches the record.
+    let (doctor_store, doctor) = &tablets[1];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while doctor_store
+        .read(id, |ch| ch.encounter().unwrap().status)
+        .unwrap()
+        != EncounterStatus::Discharged
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the discharge never reached the physician"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let okafor = Staff::new("dr.okafor", Role::Physician, "tablet-4west-09");
+    doctor_store
+        .update(id, |ch| {
+            ch.add_entry(
+                &okafor,
+                Timestamp::now(),
+                NewEntry::note(EntryKind::DischargeSummary, "Discharged home, stable."),
+            )
+        })
+        .unwrap();
+    assert!(
+        doctor.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        doctor.status().borrow()
+    );
+    assert_eq!(doctor_store.departed(id).unwrap(), None);
+    let view = on_server(&server, &clerk_token, id);
+    assert_eq!(view["entries"].as_array().unwrap().len(), 1);
+    for (_, c) in tablets {
+        c.stop().await;
+    }
+    pc.stop().await;
+}
