@@ -804,13 +804,14 @@ impl Session<'_> {
             since,
             rejected: None,
         };
-        // A decision is about this device's own hold; anything else is not ours to act on.
+        // A decision on another of this chart's holds than the one this device knows of is
+        // not its to act on (the server sends decisions only to the device that sent the
+        // changes; a device that lost its record of the hold still acts on the answer).
         if let ChartNotice::Accepted { hold: n } | ChartNotice::Rejected { hold: n, .. } = &notice {
-            let ours = self
-                .ledger
-                .held
-                .iter()
-                .any(|h| h.chart == id && h.hold.is_none_or(|mine| mine == *n));
+            let ours = match self.ledger.held.iter().find(|h| h.chart == id) {
+                Some(h) => h.hold.is_none_or(|mine| mine == *n),
+                None => true,
+            };
             if !ours {
                 return Vec::new();
             }
