@@ -24,6 +24,22 @@ fn entries(doc: Automerge) -> usize {
         .len()
 }
 
+/// Ana Rivera admitted at the registration PC, on the server as chart `id`: the PC's
+/// connection, its copy and its sync state, for tests that go on from there.
+async fn admitted_at_the_pc(
+    server: &Server,
+    id: DocumentId,
+    clerk: &str,
+) -> (Tablet, Automerge, DocSync) {
+    let mut pc = connect(&server.addr, Some(clerk), "records-pc-1", "pc-store")
+        .await
+        .unwrap();
+    let mut doc = admit().doc().clone();
+    let mut state = DocSync::new(id, None);
+    assert_eq!(pc.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    (pc, doc, state)
+}
+
 /// A tablet's copy of a chart, fetched from the server.
 async fn fetch(tablet: &mut Tablet, id: DocumentId) -> (Outcome, Automerge, DocSync) {
     let mut doc = Automerge::new();
@@ -351,12 +367,7 @@ async fn offline_vitals_reach_the_record_when_the_servers_summary_mistakes_one_f
     let server = Server::start(data.path());
     let id = DocumentId::random();
     let clerk = server.token("him.jones", "technician", &["4west"]);
-    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc-store")
-        .await
-        .unwrap();
-    let mut doc = admit().doc().clone();
-    let mut state = DocSync::new(id, None);
-    assert_eq!(pc.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    let _pc = admitted_at_the_pc(&server, id, &clerk).await;
 
     // The night nurse's tablet takes the chart, then loses the network.
     let park = server.token("rn.park", "nurse", &["4west"]);
@@ -463,12 +474,7 @@ async fn a_code_from_a_newer_table_year_is_held_for_review_and_accepted_not_refu
     let server = Server::start(data.path());
     let id = DocumentId::random();
     let clerk = server.token("him.jones", "technician", &["4west"]);
-    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc-store")
-        .await
-        .unwrap();
-    let mut doc = admit().doc().clone();
-    let mut state = DocSync::new(id, None);
-    assert_eq!(pc.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    let _pc = admitted_at_the_pc(&server, id, &clerk).await;
 
     let coder_token = server.token("cdr.wu", "coder", &["4west"]);
     let mut tablet = connect(
@@ -522,15 +528,7 @@ async fn a_device_that_ignores_being_told_the_chart_left_gets_its_later_writes_h
     let server = Server::start(data.path());
     let id = DocumentId::random();
     let clerk = server.token("him.jones", "technician", &["4west", "5east"]);
-    let mut pc = connect(&server.addr, Some(&clerk), "records-pc-1", "pc-store")
-        .await
-        .unwrap();
-    let mut pc_doc = admit().doc().clone();
-    let mut pc_state = DocSync::new(id, None);
-    assert_eq!(
-        pc.sync(id, &mut pc_doc, &mut pc_state).await,
-        Outcome::Synced
-    );
+    let (mut pc, pc_doc, mut pc_state) = admitted_at_the_pc(&server, id, &clerk).await;
 
     let nurse = server.token("rn.park", "nurse", &["4west"]);
     let mut tablet = connect(

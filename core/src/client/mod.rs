@@ -897,18 +897,7 @@ impl Session<'_> {
         reason: LeftReason,
         acknowledged: Vec<ChangeHash>,
     ) -> Vec<Message> {
-        let known = !acknowledged.is_empty()
-            && self
-                .store
-                .read(id, |c| {
-                    acknowledged
-                        .iter()
-                        .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
-                })
-                .unwrap_or(false);
-        if known && self.store.acknowledge(id, &acknowledged).is_ok() {
-            self.acknowledged.insert(id, acknowledged);
-        }
+        self.record_acknowledged(id, acknowledged);
         self.ledger.count(self.store, id);
         if self.ledger.pending.contains_key(&id) {
             self.docs.remove(&id);
@@ -928,8 +917,7 @@ impl Session<'_> {
         }
     }
 
-    /// Records what the server now has of a chart: its heads, once this device knows them
-    /// all (the server stores changes before it says it has them).
+    /// Records what the server now has of a chart, as its sync state says.
     fn acknowledge(&mut self, id: ChartId) {
         let Some(Doc::Chart(sync)) = self.docs.get(&id) else {
             return;
@@ -937,21 +925,30 @@ impl Session<'_> {
         let Some(theirs) = sync.state().their_heads.clone() else {
             return;
         };
-        if self.acknowledged.get(&id) == Some(&theirs) {
-            return;
+        if self.record_acknowledged(id, theirs) {
+            self.ledger.count(self.store, id);
+        }
+    }
+
+    /// Records `heads` as what the server has of a chart, once this device knows them all (the
+    /// server stores changes before it says it has them); true if that is news.
+    fn record_acknowledged(&mut self, id: ChartId, heads: Vec<ChangeHash>) -> bool {
+        if heads.is_empty() || self.acknowledged.get(&id) == Some(&heads) {
+            return false;
         }
         let all_known = self
             .store
             .read(id, |c| {
-                theirs
+                heads
                     .iter()
                     .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
             })
             .unwrap_or(false);
-        if all_known && self.store.acknowledge(id, &theirs).is_ok() {
-            self.acknowledged.insert(id, theirs);
-            self.ledger.count(self.store, id);
+        if all_known && self.store.acknowledge(id, &heads).is_ok() {
+            self.acknowledged.insert(id, heads);
+            return true;
         }
+        false
     }
 
     fn on_sync(&mut self, id: ChartId, data: &[u8]) -> Result<Vec<Message>, String> {
