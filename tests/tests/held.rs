@@ -920,3 +920,70 @@ async fn a_discharge_takes_the_chart_off_the_nurses_tablet_but_not_the_physician
     }
     pc.stop().await;
 }
+
+/// A nurse admits a patient on her tablet to a ward her sign-in does not cover (the bed
+/// manager sent him to 5east while she was offline): the new chart is held whole, the records
+/// supervisor sees what it would add, accepts it, and it is in the record and on the tablet's
+/// list of what the server has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_chart_made_for_another_ward_is_held_whole_and_accepted_into_the_record() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let tablet = tablet_store(&devices, "tablet");
+    let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let id = tablet
+        .create(admit_at("MRN-0099", "5east", at(0), &park))
+        .unwrap();
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let c = client(
+        format!("ws://{}/sync", server.addr),
+        &nurse_token,
+        "tablet-4west-01",
+        &tablet,
+    );
+    let status = until(&c, "the new chart held", |s| s.held.len() == 1).await;
+    assert_eq!(status.held[0].reason, HoldReason::OutsideWards);
+
+    let office = server.token("sup.adams", "records_supervisor", &["*"]);
+    let (_, body) = http_get(&server.addr, "/api/holds", Some(&office));
+    let holds: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let hold = holds[0]["id"].as_i64().unwrap();
+    let (code, body) = http_get(&server.addr, &format!("/api/holds/{hold}"), Some(&office));
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["effect"]["words"][0], "changes the whole chart");
+    assert_eq!(
+        detail["effect"]["patch"][0]["value"]["patient"]["mrn"],
+        "MRN-0099"
+    );
+
+    let (code, body) = http_post(
+        &server.addr,
+        &format!("/api/holds/{hold}/accept"),
+        Some(&office),
+        "{}",
+    );
+    assert_eq!(code, 200, "{body}");
+    let view = on_server(&server, &office, id);
+    assert_eq!(view["encounter"]["ward"], "5east");
+    assert_eq!(view["patient"]["mrn"], "MRN-0099");
+    // Accepted once: the review is in the trail, under the supervisor.
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={id}"),
+        Some(&office),
+    );
+    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(trail
+        .iter()
+        .any(|r| r["action"] == "create" && r["user"] == "rn.park"));
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|r| r["action"] == "review" && r["user"] == "sup.adams")
+            .count(),
+        1
+    );
+    c.stop().await;
+}
