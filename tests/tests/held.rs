@@ -40,6 +40,55 @@ async fn until(c: &SyncClient, what: &str, ok: impl Fn(&SyncStatus) -> bool) -> 
     }
 }
 
+/// Waits until `done` holds (looked at every 50 ms), or fails saying `what` never happened.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The registration PC: a patient admitted there (to 4west) for each MRN, synced to the
+/// server under the clerk's token for `wards`.
+struct Pc {
+    store: Arc<ChartStore>,
+    clerk: Staff,
+    token: String,
+    client: SyncClient,
+    charts: Vec<ChartId>,
+}
+
+async fn registration_pc(
+    server: &Server,
+    devices: &tempfile::TempDir,
+    wards: &[&str],
+    mrns: &[String],
+) -> Pc {
+    let store = tablet_store(devices, "pc");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let charts = mrns
+        .iter()
+        .enumerate()
+        .map(|(n, mrn)| {
+            store
+                .create(admit_at(mrn, "4west", at(n as i64), &clerk))
+                .unwrap()
+        })
+        .collect();
+    let token = server.token("him.jones", "technician", wards);
+    let url = format!("ws://{}/sync", server.addr);
+    let client = client(url, &token, "records-pc-1", &store);
+    assert!(client.wait_until_up_to_date(WAIT).await);
+    Pc {
+        store,
+        clerk,
+        token,
+        client,
+        charts,
+    }
+}
+
 /// The chart as the server has it, read through REST.
 fn on_server(server: &Server, token: &str, id: ChartId) -> serde_json::Value {
     let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(token));
@@ -59,17 +108,14 @@ async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connecti
     let url = format!("ws://{}/sync", server.addr);
 
     // Twenty-one patients admitted at the registration PC.
-    let pc_store = tablet_store(&devices, "pc");
-    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
-    let charts: Vec<ChartId> = (0..21)
-        .map(|n| {
-            let chart = admit_at(&format!("MRN-{n:04}"), "4west", at(n), &clerk);
-            pc_store.create(chart).unwrap()
-        })
-        .collect();
-    let clerk_token = server.token("him.jones", "technician", &["4west"]);
-    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
-    assert!(pc.wait_until_up_to_date(WAIT).await);
+    let mrns: Vec<String> = (0..21).map(|n| format!("MRN-{n:04}")).collect();
+    let Pc {
+        store: pc_store,
+        clerk,
+        token: clerk_token,
+        client: pc,
+        charts,
+    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
     pc.stop().await;
     let opened_before = server.metric("connections_opened_total");
 
@@ -77,14 +123,10 @@ async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connecti
     let tablet = tablet_store(&devices, "tablet");
     let nurse_token = server.token("rn.park", "nurse", &["4west"]);
     let c = client(url, &nurse_token, "tablet-4west-01", &tablet);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !charts.iter().all(|id| tablet.contains(*id).unwrap()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the ward's charts did not arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the ward's charts did not arrive", || {
+        charts.iter().all(|id| tablet.contains(*id).unwrap())
+    })
+    .await;
     assert!(
         c.wait_until_up_to_date(WAIT).await,
         "{:?}",
@@ -158,18 +200,16 @@ async fn a_held_change_on_one_chart_leaves_twenty_others_syncing_on_one_connecti
     );
     assert!(pc.wait_until_up_to_date(WAIT).await);
     pc.stop().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tablet
-        .read(shared, |ch| ch.encounter().unwrap().bed)
-        .unwrap()
-        != Some("5".into())
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a held chart stopped getting other people's changes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "a held chart stopped getting other people's changes",
+        || {
+            tablet
+                .read(shared, |ch| ch.encounter().unwrap().bed)
+                .unwrap()
+                == Some("5".into())
+        },
+    )
+    .await;
     assert_eq!(c.status().borrow().held.len(), 1, "and stays held");
 
     // The held change is in the audit trail, with its hash, for the records supervisor.
@@ -480,14 +520,10 @@ async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet
             .collect::<Vec<_>>(),
         vec![(refused, "charted on the wrong patient")]
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !tablet.contains(refused).unwrap() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the record's copy never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the record's copy never came back", || {
+        tablet.contains(refused).unwrap()
+    })
+    .await;
     assert_eq!(
         tablet
             .read(refused, |ch| ch.view().unwrap().entries.len())
@@ -527,26 +563,19 @@ async fn vitals_charted_offline_during_a_transfer_reach_the_record_then_the_char
     let server = Server::start(data.path());
     let url = format!("ws://{}/sync", server.addr);
 
-    let pc_store = tablet_store(&devices, "pc");
-    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
-    let id = pc_store
-        .create(admit_at("MRN-0042", "4west", at(0), &clerk))
-        .unwrap();
-    let clerk_token = server.token("him.jones", "technician", &["4west", "5east"]);
-    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
-    assert!(pc.wait_until_up_to_date(WAIT).await);
+    let Pc {
+        store: pc_store,
+        clerk,
+        token: clerk_token,
+        client: pc,
+        charts,
+    } = registration_pc(&server, &devices, &["4west", "5east"], &["MRN-0042".into()]).await;
+    let id = charts[0];
 
     let tablet = tablet_store(&devices, "tablet");
     let nurse_token = server.token("rn.park", "nurse", &["4west"]);
     let c = client(url.clone(), &nurse_token, "tablet-4west-01", &tablet);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !tablet.contains(id).unwrap() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the chart never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the chart never arrived", || tablet.contains(id).unwrap()).await;
     assert!(c.wait_until_up_to_date(WAIT).await);
     c.stop().await;
 
@@ -675,14 +704,7 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
             .iter()
             .all(|(s, ..)| ids.iter().all(|id| s.contains(*id).unwrap()))
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !all_there(&[a, b]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the charts never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the charts never arrived", || all_there(&[a, b])).await;
     for (n, (store, _, c, who)) in tablets.iter().enumerate() {
         store
             .update(a, |ch| ch.add_entry(who, at(10 + n as i64), heart_rate(70)))
@@ -716,14 +738,7 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
         .create(admit_at("MRN-0003", "4west", at(30), &clerk))
         .unwrap();
     assert!(pc.wait_until_up_to_date(WAIT).await);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !all_there(&[c_chart]) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new admission never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the new admission never arrived", || all_there(&[c_chart])).await;
     for (_, _, c, _) in &tablets {
         assert!(c.wait_until_up_to_date(WAIT).await);
     }
@@ -822,14 +837,14 @@ async fn a_discharge_takes_the_chart_off_the_nurses_tablet_but_not_the_physician
     let devices = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
     let url = format!("ws://{}/sync", server.addr);
-    let pc_store = tablet_store(&devices, "pc");
-    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
-    let id = pc_store
-        .create(admit_at("MRN-0042", "4west", at(0), &clerk))
-        .unwrap();
-    let clerk_token = server.token("him.jones", "technician", &["4west"]);
-    let pc = client(url.clone(), &clerk_token, "records-pc-1", &pc_store);
-    assert!(pc.wait_until_up_to_date(WAIT).await);
+    let Pc {
+        store: pc_store,
+        clerk,
+        token: clerk_token,
+        client: pc,
+        charts,
+    } = registration_pc(&server, &devices, &["4west"], &["MRN-0042".into()]).await;
+    let id = charts[0];
 
     let mut tablets = Vec::new();
     for (user, role, device) in [
@@ -843,14 +858,7 @@ async fn a_discharge_takes_the_chart_off_the_nurses_tablet_but_not_the_physician
             device,
             &store,
         );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !store.contains(id).unwrap() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the chart never arrived"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually("the chart never arrived", || store.contains(id).unwrap()).await;
         assert!(c.wait_until_up_to_date(WAIT).await);
         tablets.push((store, c));
     }
@@ -885,18 +893,13 @@ async fn a_discharge_takes_the_chart_off_the_nurses_tablet_but_not_the_physician
 
     // The physician writes the discharge summary on the discharged chart; it reaches the record.
     let (doctor_store, doctor) = &tablets[1];
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while doctor_store
-        .read(id, |ch| ch.encounter().unwrap().status)
-        .unwrap()
-        != EncounterStatus::Discharged
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the discharge never reached the physician"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the discharge never reached the physician", || {
+        doctor_store
+            .read(id, |ch| ch.encounter().unwrap().status)
+            .unwrap()
+            == EncounterStatus::Discharged
+    })
+    .await;
     let okafor = Staff::new("dr.okafor", Role::Physician, "tablet-4west-09");
     doctor_store
         .update(id, |ch| {
