@@ -261,7 +261,11 @@ fn restore(data_dir: &Path, from: &Path) -> Result<(), CliError> {
         from,
         &data_dir.join("charts.db"),
         &StoreOptions::default(),
-    )?;
+    )
+    .map_err(|e| CliError::File {
+        path: from.display().to_string(),
+        reason: format!("not restored, the store is as it was: {e}"),
+    })?;
     std::fs::write(
         data_dir.join(crate::RECOVERY_MARKER),
         format!("restored at {}\n", Timestamp::now().to_rfc3339()),

@@ -399,3 +399,45 @@ fn compact_and_verify_report_what_they_did_and_a_damaged_index_is_found() {
     );
     assert!(err.contains("1 problem found in 2 charts"), "{err}");
 }
+
+/// A restore from a file that is not a backup (a truncated copy, another application's
+/// database) is refused with a clear error, and the store, its `restored` marker and
+/// everything in the data directory stay as they were; a backup of a foreign file is refused
+/// too, and writes nothing.
+#[test]
+fn a_restore_from_a_damaged_or_foreign_file_is_refused_and_changes_nothing() {
+    let data = two_admissions(("MRN-1", "1A"), ("MRN-2", "2A"));
+    let before = std::fs::read(data.path().join("charts.db")).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let truncated = elsewhere.path().join("truncated.db");
+    std::fs::write(&truncated, &before[..before.len() / 3]).unwrap();
+    let foreign = elsewhere.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    for bad in [&truncated, &foreign] {
+        let out = records(data.path(), &["restore", bad.to_str().unwrap()]);
+        assert!(!out.status.success(), "{}", stdout(&out));
+        assert!(
+            stderr(&out).contains("not restored, the store is as it was"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            std::fs::read(data.path().join("charts.db")).unwrap(),
+            before
+        );
+        assert!(!data.path().join("restored").exists());
+    }
+    assert_eq!(open(data.path()).stats().unwrap().charts, 2);
+
+    // A backup of a foreign database: refused, nothing written.
+    let foreign_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&foreign, foreign_dir.path().join("charts.db")).unwrap();
+    let to = elsewhere.path().join("backup.db");
+    let out = records(foreign_dir.path(), &["backup", to.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!to.exists() && !elsewhere.path().join("backup.db.partial").exists());
+}
