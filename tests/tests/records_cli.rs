@@ -430,7 +430,10 @@ fn a_restore_from_a_damaged_or_foreign_file_is_refused_and_changes_nothing() {
             before
         );
         assert!(!data.path().join("restored").exists());
-        assert!(!data.path().join("charts.db.restoring").exists(), "no copy left behind");
+        assert!(
+            !data.path().join("charts.db.restoring").exists(),
+            "no copy left behind"
+        );
     }
     assert_eq!(open(data.path()).stats().unwrap().charts, 2);
 
