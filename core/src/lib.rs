@@ -12,3 +12,4 @@ pub mod codes;
 pub mod fhir;
 pub mod protocol;
 pub mod store;
+pub mod trust;

@@ -1,0 +1,174 @@
+//! A change's proof of authorship: the signed-in person's signature over the chart's id, the
+//! change's hash and their certificate's serial. The change hash covers everything in the
+//! change (operations, dependencies, actor, time, message, author), so nothing needs to be
+//! put in a canonical form; the chart id stops a proof being replayed into another chart, and
+//! the serial names the certificate, hence the person, role and device.
+//!
+//! Proofs travel beside the changes they prove, in the same sync frame
+//! (`chartsync/proofs`, docs/protocol.md), as a [`ProofBundle`].
+
+use automerge::ChangeHash;
+use ed25519_dalek::SigningKey;
+use minicbor::{Decoder, Encoder};
+
+use super::{context, fixed, sign, verify, Certificate, Serial, TrustError};
+use crate::chart::ChartId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeProof {
+    pub hash: ChangeHash,
+    pub serial: Serial,
+    pub signature: [u8; 64],
+}
+
+fn message(chart: ChartId, hash: &ChangeHash, serial: &Serial) -> [u8; 64] {
+    let mut m = [0u8; 64];
+    m[..16].copy_from_slice(chart.as_bytes());
+    m[16..48].copy_from_slice(&hash.0);
+    m[48..].copy_from_slice(&serial.0);
+    m
+}
+
+impl ChangeProof {
+    /// Signs `hash` in `chart` with the key `serial` certifies.
+    pub fn sign(key: &SigningKey, serial: Serial, chart: ChartId, hash: ChangeHash) -> ChangeProof {
+        let signature = sign(key, context::CHANGE, &message(chart, &hash, &serial));
+        ChangeProof {
+            hash,
+            serial,
+            signature,
+        }
+    }
+
+    /// Checks the signature against `cert` (which must be the certificate the proof names).
+    pub fn verify(&self, chart: ChartId, cert: &Certificate) -> Result<(), TrustError> {
+        if cert.serial != self.serial {
+            return Err(TrustError::NotThisKey {
+                what: "a certificate",
+            });
+        }
+        verify(
+            &cert.key,
+            context::CHANGE,
+            &message(chart, &self.hash, &self.serial),
+            &self.signature,
+        )
+    }
+}
+
+/// The most a frame's proofs may take, certificates included. A 16 MiB frame of the smallest
+/// changes would need more; the sender splits its changes across frames long before that.
+pub const MAX_PROOF_BUNDLE_BYTES: usize = 4 << 20;
+const MAX_CERTS: u64 = 64;
+
+/// The proofs for the changes in one sync frame, and the certificates they name (each sent
+/// once per connection; the receiver keeps those it has seen).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProofBundle {
+    /// Certificates as [`super::SignedCertificate::to_bytes`] wrote them, unchecked until the
+    /// receiver checks them.
+    pub certs: Vec<Vec<u8>>,
+    pub proofs: Vec<ChangeProof>,
+}
+
+impl ProofBundle {
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty() && self.proofs.is_empty()
+    }
+
+    /// `{"v": 1, "certs": [bytes], "proofs": [[hash, serial, signature]]}`.
+    pub fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut Encoder<W>,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.map(3)?;
+        e.str("v")?.u8(1)?;
+        e.str("certs")?.array(self.certs.len() as u64)?;
+        for c in &self.certs {
+            e.bytes(c)?;
+        }
+        e.str("proofs")?.array(self.proofs.len() as u64)?;
+        for p in &self.proofs {
+            e.array(3)?
+                .bytes(&p.hash.0)?
+                .bytes(&p.serial.0)?
+                .bytes(&p.signature)?;
+        }
+        Ok(())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = self.encode(&mut Encoder::new(&mut out));
+        out
+    }
+
+    /// Reads a bundle written by [`ProofBundle::encode`]; unknown keys are skipped, as in the
+    /// rest of the protocol.
+    pub fn decode(d: &mut Decoder<'_>) -> Result<ProofBundle, TrustError> {
+        let bad = |reason| TrustError::Malformed {
+            what: "proof bundle",
+            reason,
+        };
+        let start = d.position();
+        let n = d
+            .map()
+            .map_err(|_| bad("not a map"))?
+            .ok_or(bad("indefinite map"))?;
+        let mut bundle = ProofBundle::default();
+        let mut version = None;
+        for _ in 0..n {
+            match d.str().map_err(|_| bad("bad key"))? {
+                "v" => version = Some(d.u8().map_err(|_| bad("bad version"))?),
+                "certs" => {
+                    let n = d
+                        .array()
+                        .map_err(|_| bad("bad certs"))?
+                        .ok_or(bad("bad certs"))?;
+                    if n > MAX_CERTS {
+                        return Err(bad("too many certificates"));
+                    }
+                    for _ in 0..n {
+                        bundle
+                            .certs
+                            .push(d.bytes().map_err(|_| bad("bad certificate"))?.to_vec());
+                    }
+                }
+                "proofs" => {
+                    let n = d
+                        .array()
+                        .map_err(|_| bad("bad proofs"))?
+                        .ok_or(bad("bad proofs"))?;
+                    // Each proof takes at least 115 bytes; a count beyond what the input could
+                    // hold is refused before anything is allocated for it.
+                    if n > (d.input().len() / 115) as u64 {
+                        return Err(bad("more proofs than bytes"));
+                    }
+                    bundle.proofs.reserve(n as usize);
+                    for _ in 0..n {
+                        if d.array().map_err(|_| bad("bad proof"))? != Some(3) {
+                            return Err(bad("a proof is three byte strings"));
+                        }
+                        let hash = fixed::<32>(d.bytes(), "proof bundle", "bad change hash")?;
+                        let serial = fixed::<16>(d.bytes(), "proof bundle", "bad serial")?;
+                        let signature = fixed::<64>(d.bytes(), "proof bundle", "bad signature")?;
+                        bundle.proofs.push(ChangeProof {
+                            hash: ChangeHash(hash),
+                            serial: Serial(serial),
+                            signature,
+                        });
+                    }
+                }
+                _ => d.skip().map_err(|_| bad("bad value"))?,
+            }
+            if d.position() - start > MAX_PROOF_BUNDLE_BYTES {
+                return Err(bad("too large"));
+            }
+        }
+        if version != Some(1) {
+            return Err(bad("unknown version"));
+        }
+        Ok(bundle)
+    }
+}
