@@ -56,7 +56,7 @@ pub enum AuthError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("the token key {path} is not 32 bytes; it was left as it is (delete it to make a new one, which invalidates every token)")]
+    #[error("the key file {path} is not 32 bytes; it was left as it is (deleting it makes a new key, which invalidates every token or certificate the old one signed)")]
     BadKey { path: String },
     #[error("the token key could not be made: {0}")]
     Random(String),
@@ -72,36 +72,7 @@ pub struct Keys {
 impl Keys {
     /// The data directory's key, made if there is none.
     pub fn load_or_create(data_dir: &Path) -> Result<Keys, KeyError> {
-        let path = data_dir.join("token.key");
-        let secret = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut secret = [0u8; 32];
-                getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut f) => {
-                        f.write_all(&secret)?;
-                        f.sync_all()?;
-                        secret.to_vec()
-                    }
-                    // Another process made it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        std::fs::read(&path)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if secret.len() != 32 {
-            return Err(KeyError::BadKey {
-                path: path.display().to_string(),
-            });
-        }
+        let secret = secret_file(&data_dir.join("token.key"))?;
         Ok(Keys {
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
@@ -154,7 +125,37 @@ impl Keys {
     }
 }
 
-fn now_secs() -> u64 {
+/// A 32-byte secret kept in a file readable by the server's user only, made on first use. A
+/// file of another size is refused and left as it is.
+pub(crate) fn secret_file(path: &Path) -> Result<[u8; 32], KeyError> {
+    let secret = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(path) {
+                Ok(mut f) => {
+                    f.write_all(&secret)?;
+                    f.sync_all()?;
+                    secret.to_vec()
+                }
+                // Another process made it first: use theirs.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    secret.try_into().map_err(|_| KeyError::BadKey {
+        path: path.display().to_string(),
+    })
+}
+
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

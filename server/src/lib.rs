@@ -6,10 +6,12 @@
 //! `tests/` crate) build the same entry point into a binary of their own, so they run the
 //! real server as a separate process that they can kill.
 
+mod admin;
 mod api;
 mod auth;
 mod census;
 pub mod cli;
+mod directory;
 mod holds;
 mod metrics;
 mod records;
@@ -48,6 +50,27 @@ enum Command {
     Serve(ServeArgs),
     /// Print a bearer token for a device or a person, signed with the data directory's key.
     Token(TokenArgs),
+    /// The staff directory: who may sign in on a tablet, in which role, on which wards.
+    Staff {
+        #[command(flatten)]
+        args: admin::AdminArgs,
+        #[command(subcommand)]
+        command: admin::StaffCommand,
+    },
+    /// Enrolled tablets: print an enrolment code, list them.
+    Device {
+        #[command(flatten)]
+        args: admin::AdminArgs,
+        #[command(subcommand)]
+        command: admin::DeviceCommand,
+    },
+    /// Revoke a person, a certificate or a device: what it proves from then on is held.
+    Revoke {
+        #[command(flatten)]
+        args: admin::AdminArgs,
+        #[command(flatten)]
+        revoke: admin::RevokeArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -69,7 +92,7 @@ struct TokenArgs {
     ttl: std::time::Duration,
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
+pub(crate) fn parse_role(s: &str) -> Result<Role, String> {
     Role::from_token(s).map_err(|e| e.to_string())
 }
 
@@ -106,6 +129,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", keys.issue(&t.user, t.role, &t.wards, t.ttl));
             return Ok(());
         }
+        Some(Command::Staff { args, command }) => return admin::staff(args, command),
+        Some(Command::Device { args, command }) => return admin::device(args, command),
+        Some(Command::Revoke { args, revoke }) => return admin::revoke(args, revoke),
         None => ServeArgs {
             listen: "127.0.0.1:8080".parse()?,
             data_dir: "./chartsync-data".into(),
@@ -154,6 +180,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
     let checkpoint_store = store.clone();
     let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
+    let trust = Arc::new(directory::Trust::load_or_create(
+        &args.data_dir,
+        directory::Policy::default(),
+    )?);
     let (changes, _) = tokio::sync::broadcast::channel(1024);
     let keeper = census::Keeper::start(store.clone())?;
     let censuses = keeper.censuses();
@@ -193,8 +223,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/deficiencies", get(records::deficiencies))
         .route("/api/coding-queue", get(records::coding_queue))
         .route("/api/disclosures", get(records::disclosures))
+        .route("/api/staff", get(directory::list_staff))
+        .route(
+            "/api/staff/{user}",
+            axum::routing::put(directory::put_staff),
+        )
+        .route("/api/devices", get(directory::list_devices))
+        .route("/api/devices/enrolments", post(directory::new_enrolment))
+        .route("/api/devices/challenge", post(directory::challenge))
+        .route("/api/devices/enrol", post(directory::enrol))
+        .route("/api/devices/{id}/sign-in", post(directory::sign_in))
+        .route("/api/certificates", get(directory::list_certificates))
+        .route(
+            "/api/revocations",
+            get(directory::list_revocations).post(directory::revoke),
+        )
         .route("/metrics", get(api::metrics))
-        .with_state(AppState { store, keys, hub });
+        .with_state(AppState {
+            store,
+            keys,
+            hub,
+            trust,
+        });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
     axum::serve(listener, app)
@@ -242,6 +292,7 @@ struct AppState {
     store: Arc<ChartStore>,
     keys: Arc<Keys>,
     hub: Arc<Hub>,
+    trust: Arc<directory::Trust>,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

@@ -164,6 +164,11 @@ pub fn http_post(addr: &str, path: &str, token: Option<&str>, json: &str) -> (u1
     http("POST", addr, path, token, Some(json))
 }
 
+/// A plain HTTP PUT of a JSON body; (status, body).
+pub fn http_put(addr: &str, path: &str, token: Option<&str>, json: &str) -> (u16, String) {
+    http("PUT", addr, path, token, Some(json))
+}
+
 fn http(
     method: &str,
     addr: &str,

@@ -35,6 +35,12 @@ pub enum AuditAction {
     Hold,
     /// A records supervisor accepted or rejected held changes.
     Review,
+    /// The staff directory or the enrolled devices changed, or a credential was revoked.
+    Admin,
+    /// A certificate was issued to a person on a device (an online sign-in).
+    SignIn,
+    /// Break-glass access to a chart outside the person's wards began or ended.
+    BreakGlass,
 }
 
 impl AuditAction {
@@ -48,6 +54,9 @@ impl AuditAction {
             AuditAction::Reject => "reject",
             AuditAction::Hold => "hold",
             AuditAction::Review => "review",
+            AuditAction::Admin => "admin",
+            AuditAction::SignIn => "sign_in",
+            AuditAction::BreakGlass => "break_glass",
         }
     }
 
@@ -61,6 +70,9 @@ impl AuditAction {
             AuditAction::Reject,
             AuditAction::Hold,
             AuditAction::Review,
+            AuditAction::Admin,
+            AuditAction::SignIn,
+            AuditAction::BreakGlass,
         ]
         .into_iter()
         .find(|a| a.token() == s)

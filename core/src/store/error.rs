@@ -70,6 +70,24 @@ pub enum StoreError {
     #[error("a reason is required to reject held changes")]
     ReasonRequired,
 
+    #[error("no staff member {0} in the directory")]
+    NoSuchStaff(String),
+
+    #[error("no enrolled device {0}")]
+    NoSuchDevice(String),
+
+    #[error("the enrolment code is unknown, used or expired: ask an administrator for a new one")]
+    BadEnrolmentCode,
+
+    #[error("device {0} is already enrolled")]
+    AlreadyEnrolled(String),
+
+    #[error("{what} {id} is revoked")]
+    Revoked { what: &'static str, id: String },
+
+    #[error("{0}")]
+    Invalid(String),
+
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 

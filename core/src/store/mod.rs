@@ -10,6 +10,7 @@
 mod audit;
 pub mod backup;
 mod cache;
+mod directory;
 mod error;
 mod feed;
 mod held;
@@ -32,6 +33,10 @@ use crate::chart::{
 };
 
 pub use audit::{Actor, AuditAction, AuditRecord};
+pub use directory::{
+    CredentialStatus, Device, IssuedCertificate, NewStaff, Revocation, Revoked, Severity,
+    StaffMember,
+};
 pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};

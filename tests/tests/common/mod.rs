@@ -89,6 +89,35 @@ impl Server {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
+    /// Runs one of the server's administration commands (`staff`, `device`, `revoke`) on its
+    /// data directory, with `stdin` as its input; its standard output.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--by", "admin.kim"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// One of the server's Prometheus counters or gauges (`chartsync_` and the name).
     pub fn metric(&self, name: &str) -> f64 {
         let (status, text) = http_get(&self.addr, "/metrics", None);
