@@ -12,4 +12,5 @@ pub mod codes;
 pub mod fhir;
 pub mod protocol;
 pub mod store;
+pub mod tablet;
 pub mod trust;

@@ -63,6 +63,8 @@ fn hold(
                 reason,
                 summary: "test",
                 changes,
+                proofs: None,
+                signer: None,
             },
             quota,
         )

@@ -21,6 +21,30 @@ fn doc_id() -> impl Strategy<Value = DocumentId> {
     any::<[u8; 16]>().prop_map(DocumentId::from_bytes)
 }
 
+/// Proofs of authorship as an enrolled tablet sends them (the bytes need not verify here).
+fn proofs() -> impl Strategy<Value = Option<Box<chartsync_core::trust::ProofBundle>>> {
+    use chartsync_core::trust::{ChangeProof, ProofBundle, Serial};
+    let proof = (
+        any::<[u8; 32]>(),
+        any::<[u8; 16]>(),
+        any::<i64>(),
+        prop::collection::vec(any::<u8>(), 64),
+    )
+        .prop_map(|(h, s, t, sig)| ChangeProof {
+            hash: automerge::ChangeHash(h),
+            serial: Serial(s),
+            signed_at: t,
+            signature: sig.try_into().unwrap(),
+        });
+    proptest::option::of(
+        (
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..3),
+            prop::collection::vec(proof, 0..4),
+        )
+            .prop_map(|(certs, proofs)| Box::new(ProofBundle { certs, proofs })),
+    )
+}
+
 fn metadata() -> impl Strategy<Value = Option<PeerMetadata>> {
     proptest::option::of((proptest::option::of(id_text()), any::<bool>()).prop_map(
         |(storage_id, is_ephemeral)| PeerMetadata {
@@ -53,17 +77,23 @@ fn message() -> impl Strategy<Value = Message> {
             peer_metadata: m
         }),
         id_text().prop_map(|s| Message::Leave { sender_id: s }),
-        (doc_id(), id_text(), id_text(), bytes.clone()).prop_map(|(d, s, t, b)| Message::Request {
-            document_id: d,
-            sender_id: s,
-            target_id: t,
-            data: b
+        (doc_id(), id_text(), id_text(), bytes.clone(), proofs()).prop_map(|(d, s, t, b, p)| {
+            Message::Request {
+                document_id: d,
+                sender_id: s,
+                target_id: t,
+                data: b,
+                proofs: p,
+            }
         }),
-        (doc_id(), id_text(), id_text(), bytes.clone()).prop_map(|(d, s, t, b)| Message::Sync {
-            document_id: d,
-            sender_id: s,
-            target_id: t,
-            data: b
+        (doc_id(), id_text(), id_text(), bytes.clone(), proofs()).prop_map(|(d, s, t, b, p)| {
+            Message::Sync {
+                document_id: d,
+                sender_id: s,
+                target_id: t,
+                data: b,
+                proofs: p,
+            }
         }),
         (doc_id(), id_text(), id_text()).prop_map(|(d, s, t)| Message::DocUnavailable {
             document_id: d,
@@ -206,6 +236,7 @@ fn bad_frames_are_refused_with_a_reason() {
         sender_id: "a".into(),
         target_id: "b".into(),
         data: vec![1, 2, 3],
+        proofs: None,
     };
     // An oversized frame is refused before it is read.
     let huge = vec![0u8; MAX_MESSAGE_BYTES + 1];
@@ -298,6 +329,7 @@ fn the_handshake_follows_the_spec() {
         sender_id: from.into(),
         target_id: to.into(),
         data: vec![0x42],
+        proofs: None,
     };
     assert!(matches!(
         server.receive(&sync("tablet-4west-01", "server").encode()),
@@ -342,6 +374,7 @@ fn anything_before_the_join_or_a_second_join_ends_the_connection() {
         sender_id: "x".into(),
         target_id: "server".into(),
         data: vec![],
+        proofs: None,
     };
     let v = server.receive(&sync.encode()).unwrap_err();
     assert!(matches!(

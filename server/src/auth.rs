@@ -21,6 +21,13 @@ struct Claims {
     wards: Vec<String>,
     iat: u64,
     exp: u64,
+    /// An enrolled tablet's session: its device id. Every change it sends must carry a proof
+    /// of authorship; it reads as ward staff on its wards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dev: Option<String>,
+    /// A revoked tablet's session: everything it sends is held, nothing is sent back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    q: bool,
 }
 
 /// Who a verified token speaks for.
@@ -31,6 +38,11 @@ pub struct Access {
     pub wards: Vec<String>,
     /// When the token expires (seconds since the epoch): a sync session ends then.
     pub expires_at: u64,
+    /// Set for an enrolled tablet's session (docs/adr/0008-shared-tablets.md).
+    pub device: Option<chartsync_core::trust::DeviceId>,
+    /// A revoked tablet in quarantine: it may still hand over what it holds (all of it is
+    /// held for review), and it reads nothing.
+    pub quarantined: bool,
 }
 
 impl Access {
@@ -40,7 +52,7 @@ impl Access {
     }
 
     pub fn may_see_ward(&self, ward: &str) -> bool {
-        self.wards.iter().any(|w| w == ward || w == ALL_WARDS)
+        !self.quarantined && self.wards.iter().any(|w| w == ward || w == ALL_WARDS)
     }
 }
 
@@ -88,8 +100,33 @@ impl Keys {
             wards: wards.to_vec(),
             iat: now,
             exp: now + ttl.as_secs(),
+            dev: None,
+            q: false,
         };
         // HS256 over serialisable claims cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .unwrap_or_default()
+    }
+
+    /// A session token for an enrolled tablet on its wards: it reads as ward staff (a nurse),
+    /// and writes only what its signed-in people prove.
+    pub fn issue_device(
+        &self,
+        device: chartsync_core::trust::DeviceId,
+        wards: &[String],
+        ttl: Duration,
+        quarantined: bool,
+    ) -> String {
+        let now = now_secs();
+        let claims = Claims {
+            sub: device.to_string(),
+            role: Role::Nurse.token().to_string(),
+            wards: wards.to_vec(),
+            iat: now,
+            exp: now + ttl.as_secs(),
+            dev: Some(device.to_string()),
+            q: quarantined,
+        };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .unwrap_or_default()
     }
@@ -116,11 +153,19 @@ impl Keys {
         if c.exp <= now_secs() {
             return Err(AuthError::Expired);
         }
+        let device = match c.dev.as_deref() {
+            Some(d) => {
+                Some(chartsync_core::trust::DeviceId::parse(d).map_err(|_| AuthError::Invalid)?)
+            }
+            None => None,
+        };
         Ok(Access {
             user: c.sub,
             role,
             wards: c.wards,
             expires_at: c.exp,
+            device,
+            quarantined: c.q,
         })
     }
 }
@@ -214,6 +259,8 @@ mod tests {
             wards,
             iat: now_secs() - 7200,
             exp: now_secs() - 3600,
+            dev: None,
+            q: false,
         };
         let old =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();

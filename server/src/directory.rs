@@ -25,8 +25,11 @@ use chartsync_core::chart::{check_identifier, Role, Timestamp};
 use chartsync_core::store::{
     Actor, ChartStore, CredentialStatus, NewStaff, Revoked, Severity, StoreError,
 };
+use chartsync_core::tablet::{
+    EnrolRequest, EnrolResponse, SessionRequest, SessionResponse, SignInRequest, SignInResponse,
+};
 use chartsync_core::trust::{self, CertificateRequest, DeviceId, Issuer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{actor, error, internal};
@@ -40,29 +43,7 @@ const MAX_CHALLENGES: usize = 10_000;
 /// behind must not make changes its certificate does not cover yet.
 const CLOCK_SLACK_SECS: i64 = 300;
 
-/// The tablet policy the server hands out at enrolment.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Policy {
-    /// Certificates last this many days (default 7).
-    pub certificate_days: u32,
-    /// A signed-in person is locked after this much idle time (default 5 minutes).
-    pub idle_lock_secs: u32,
-    /// Wrong PINs before the sealed key is erased (default 5).
-    pub pin_attempts: u32,
-    /// How long break-glass access lasts (default 4 hours).
-    pub break_glass_hours: u32,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            certificate_days: 7,
-            idle_lock_secs: 300,
-            pin_attempts: 5,
-            break_glass_hours: 4,
-        }
-    }
-}
+pub use chartsync_core::trust::Policy;
 
 /// The server's issuer key and its outstanding challenges.
 pub struct Trust {
@@ -230,31 +211,9 @@ pub async fn challenge(State(app): State<AppState>) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Enrol {
-    code: String,
-    /// The device's Ed25519 public key, base64.
-    public_key: String,
-    challenge: String,
-    /// The device key's signature over the challenge, base64.
-    signature: String,
-}
-
-/// What a tablet learns when it enrols, and keeps.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Enrolled {
-    pub device: String,
-    pub label: String,
-    pub wards: Vec<String>,
-    /// The server's certificate issuer keys, base64: the tablet pins them.
-    pub issuer_keys: Vec<String>,
-    pub policy: Policy,
-}
-
 /// `POST /api/devices/enrol`: redeems a one-time code for the tablet whose key signed the
 /// challenge.
-pub async fn enrol(State(app): State<AppState>, Json(req): Json<Enrol>) -> Response {
+pub async fn enrol(State(app): State<AppState>, Json(req): Json<EnrolRequest>) -> Response {
     let key = match bytes32("public_key", &req.public_key) {
         Ok(k) => k,
         Err(r) => return r,
@@ -285,7 +244,7 @@ pub async fn enrol(State(app): State<AppState>, Json(req): Json<Enrol>) -> Respo
     match redeemed {
         Ok(Ok(device)) => {
             tracing::info!(device = %device.id, "device enrolled");
-            Json(Enrolled {
+            Json(EnrolResponse {
                 device: device.id.to_string(),
                 label: device.label,
                 wards: device.wards,
@@ -304,38 +263,13 @@ pub async fn enrol(State(app): State<AppState>, Json(req): Json<Enrol>) -> Respo
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignIn {
-    user: String,
-    password: String,
-    /// The person's new Ed25519 public key, base64.
-    public_key: String,
-    challenge: String,
-    /// The new key's signature over `challenge ‖ device id` (possession).
-    possession: String,
-    /// The device key's signature over `challenge ‖ the new public key`.
-    device_signature: String,
-}
-
-/// What a tablet gets for a person who signed in online.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Certified {
-    /// The signed certificate, base64 of its wire form.
-    pub certificate: String,
-    pub serial: String,
-    pub role: Role,
-    pub wards: Vec<String>,
-    pub not_after: Timestamp,
-}
-
 /// `POST /api/devices/{id}/sign-in`: a person's first sign-in on a tablet (or a renewal).
 /// Their password is checked against the directory; the certificate binds them, their role,
 /// the wards they and the tablet share, the tablet, and their new key.
 pub async fn sign_in(
     State(app): State<AppState>,
     UrlPath(device): UrlPath<String>,
-    Json(req): Json<SignIn>,
+    Json(req): Json<SignInRequest>,
 ) -> Response {
     let Ok(device) = DeviceId::parse(&device) else {
         return error(StatusCode::NOT_FOUND, "no such device");
@@ -454,7 +388,7 @@ pub async fn sign_in(
     }
     let c = cert.certificate();
     tracing::info!(device = %device, serial = %c.serial, "certificate issued");
-    Json(Certified {
+    Json(SignInResponse {
         certificate: B64.encode(cert.to_bytes()),
         serial: c.serial.to_string(),
         role: c.role,
@@ -462,6 +396,57 @@ pub async fn sign_in(
         not_after: Timestamp::from_unix(c.not_after).unwrap_or_else(|_| Timestamp::now()),
     })
     .into_response()
+}
+
+/// How long a tablet's sync session lasts before it signs its challenge again.
+const DEVICE_SESSION: Duration = Duration::from_secs(12 * 3600);
+
+/// `POST /api/devices/{id}/session`: a token for the tablet's sync connection. A revoked
+/// tablet still gets one, in quarantine: it may hand over what it holds, all of which is held
+/// for review, and it is sent nothing.
+pub async fn session(
+    State(app): State<AppState>,
+    UrlPath(device): UrlPath<String>,
+    Json(req): Json<SessionRequest>,
+) -> Response {
+    let Ok(device) = DeviceId::parse(&device) else {
+        return error(StatusCode::NOT_FOUND, "no such device");
+    };
+    let (Ok(challenge), Ok(sig)) = (
+        B64.decode(&req.challenge),
+        signature("signature", &req.signature),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "challenge and signature must be base64",
+        );
+    };
+    if !app.trust.take(&challenge) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "the challenge is unknown, used or expired",
+        );
+    }
+    let found = match app.store.device(device) {
+        Ok(d) => d,
+        Err(e) => return store_error(e),
+    };
+    let Some(found) = found else {
+        return error(StatusCode::FORBIDDEN, "this device is not enrolled");
+    };
+    if trust::verify_device(&found.public_key, &challenge, &sig).is_err() {
+        return error(StatusCode::UNAUTHORIZED, "the signature does not verify");
+    }
+    let quarantined = found.status != CredentialStatus::Active;
+    if quarantined {
+        tracing::warn!(device = %device, "a revoked device connected: quarantined");
+    }
+    let token = app
+        .keys
+        .issue_device(device, &found.wards, DEVICE_SESSION, quarantined);
+    let expires_at = Timestamp::from_unix((now_secs() + DEVICE_SESSION.as_secs()) as i64)
+        .unwrap_or_else(|_| Timestamp::now());
+    Json(SessionResponse { token, expires_at }).into_response()
 }
 
 // ----- administrators -----

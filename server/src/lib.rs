@@ -14,6 +14,7 @@ pub mod cli;
 mod directory;
 mod holds;
 mod metrics;
+mod proofs;
 mod records;
 mod sync;
 
@@ -207,6 +208,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         move_window: chartsync_core::chart::MOVE_WINDOW,
         recovery,
         sessions: tokio::sync::watch::Sender::new(0),
+        trust: trust.clone(),
     });
     let mut sessions = hub.sessions.subscribe();
     let app = Router::new()
@@ -233,6 +235,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/devices/challenge", post(directory::challenge))
         .route("/api/devices/enrol", post(directory::enrol))
         .route("/api/devices/{id}/sign-in", post(directory::sign_in))
+        .route("/api/devices/{id}/session", post(directory::session))
         .route("/api/certificates", get(directory::list_certificates))
         .route(
             "/api/revocations",

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
@@ -34,13 +34,15 @@ use chartsync_core::protocol::{
     Message, RemotePeer,
 };
 use chartsync_core::store::{
-    Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, StoreError,
+    Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, Proven,
+    StoreError,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::auth::Access;
+use crate::proofs::{Verifier, Writer};
 
 /// Frames waiting for the socket, from all of a connection's documents.
 const OUTGOING_QUEUE: usize = 256;
@@ -73,6 +75,8 @@ pub struct Hub {
     /// After a restore from a backup: the changes the server had accepted before, which the
     /// tablets send again and are taken back without the checks (they passed them once).
     pub recovery: Option<Arc<std::collections::HashSet<ChangeHash>>>,
+    /// The certificate issuer's keys, for tablets' proofs of authorship.
+    pub trust: Arc<crate::directory::Trust>,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -138,6 +142,8 @@ struct Peer {
     /// Notices (ephemeral messages) carry a session id and a count that rises with each.
     session_id: String,
     notices: AtomicU64,
+    /// An enrolled tablet's connection: the proofs it sent, and the certificates it named.
+    verifier: Option<Mutex<Verifier>>,
 }
 
 /// Changes a check refused: what the holding area keeps.
@@ -145,6 +151,23 @@ struct Refusal {
     reason: HoldReason,
     summary: String,
     changes: Vec<(ChangeHash, Vec<u8>)>,
+    /// Whose key signed them, when a tablet's proof verified that much.
+    signer: Option<Writer>,
+}
+
+impl Refusal {
+    fn new(
+        reason: HoldReason,
+        summary: impl Into<String>,
+        changes: Vec<(ChangeHash, Vec<u8>)>,
+    ) -> Refusal {
+        Refusal {
+            reason,
+            summary: summary.into(),
+            changes,
+            signer: None,
+        }
+    }
 }
 
 /// One document on one connection.
@@ -223,6 +246,9 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                                 closing: AtomicBool::new(false),
                                 session_id: uuid::Uuid::new_v4().simple().to_string(),
                                 notices: AtomicU64::new(0),
+                                verifier: access
+                                    .device
+                                    .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
@@ -235,10 +261,16 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                             break;
                         }
                         Ok(Incoming::Document(m)) => match m {
-                            Message::Request { document_id, data, .. } => {
+                            Message::Request { document_id, data, proofs, .. } => {
+                                if !take_proofs(&peer, proofs) {
+                                    break;
+                                }
                                 (document_id, Event::Sync { data, request: true })
                             }
-                            Message::Sync { document_id, data, .. } => {
+                            Message::Sync { document_id, data, proofs, .. } => {
+                                if !take_proofs(&peer, proofs) {
+                                    break;
+                                }
                                 (document_id, Event::Sync { data, request: false })
                             }
                             Message::DocUnavailable { document_id, .. } => {
@@ -346,6 +378,27 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
 
 /// Stops every worker taking input: the connection is closing for a violation or an expired
 /// token, and nothing more it sent is applied.
+/// Takes in a frame's proofs of authorship before any document's worker looks for them:
+/// they are the connection's (only an enrolled tablet's are read; others' are ignored).
+/// `false`: too many wait for their changes, and the connection is to end.
+fn take_proofs(
+    peer: &Option<Arc<Peer>>,
+    proofs: Option<Box<chartsync_core::trust::ProofBundle>>,
+) -> bool {
+    let (Some(bundle), Some(p)) = (proofs, peer.as_ref()) else {
+        return true;
+    };
+    let Some(v) = &p.verifier else {
+        return true;
+    };
+    if lock(v).add(*bundle) {
+        return true;
+    }
+    tracing::warn!(user = %p.access.user, "too many proofs waiting for their changes; disconnecting");
+    close_for_violation(peer);
+    false
+}
+
 fn close_for_violation(peer: &Option<Arc<Peer>>) {
     if let Some(peer) = peer {
         peer.closing.store(true, Ordering::Release);
@@ -581,11 +634,11 @@ impl Worker {
             if loaded.is_err() {
                 return self.violation("the sync message could not be applied");
             }
-            return self.hold(Refusal {
-                reason: HoldReason::CensusIsReadOnly,
-                summary: "changes to a ward census".into(),
+            return self.hold(Refusal::new(
+                HoldReason::CensusIsReadOnly,
+                "changes to a ward census",
                 changes,
-            });
+            ));
         }
         if sync.receive_census(census, message).is_err() {
             drop(all);
@@ -670,7 +723,15 @@ impl Worker {
         let mut changed = false;
         let mut refused: Option<Refusal> = None;
         let mut settled: Vec<i64> = Vec::new();
-        let applied = store.update_as(&actor, id, |chart| {
+        let proven = std::cell::RefCell::new(Proven::default());
+        let token_writer = Writer {
+            user: access.user.clone(),
+            role: access.role,
+            wards: access.wards.clone(),
+            serial: None,
+        };
+        let verifier = peer.verifier.as_ref();
+        let applied = store.update_proven(id, &proven, |chart| {
             let message = sync.admit(chart.doc(), message);
             let changes = changes_of(&message);
             if !changes.is_empty() {
@@ -685,63 +746,69 @@ impl Worker {
                                 .is_ok_and(|c| c.deps().iter().any(|d| told.contains(d)))
                         });
                         if after {
-                            refused = Some(Refusal {
-                                reason: HoldReason::OutsideWards,
-                                summary: "written after the device was told the chart left".into(),
-                                changes: new,
-                            });
+                            refused = Some(Refusal::new(
+                                HoldReason::OutsideWards,
+                                "written after the device was told the chart left",
+                                new,
+                            ));
                             return Err(ChartError::NotPermitted("held".into()));
                         }
                     }
                 }
                 if changed {
-                    let decided = write_access(
-                        chart,
-                        &candidate,
-                        access.role,
-                        |w| access.may_see_ward(w),
-                        Timestamp::now(),
-                        peer.hub.move_window,
-                    )?;
-                    match decided {
-                        WriteAccess::Granted | WriteAccess::GrantedAsWritten { .. } => {}
-                        WriteAccess::Held { reason, summary } => {
-                            refused = Some(Refusal {
-                                reason,
-                                summary: summary.into(),
-                                changes: new,
-                            });
-                            return Err(ChartError::NotPermitted("held".into()));
+                    // Who wrote what: the token's user, or each change's proven author.
+                    let runs = match verifier {
+                        None => vec![(token_writer.clone(), new)],
+                        Some(v) => match prove(&mut lock(v), store, id, &candidate, &new) {
+                            Ok(runs) => runs,
+                            Err(r) => {
+                                refused = Some(r);
+                                return Err(ChartError::NotPermitted("held".into()));
+                            }
+                        },
+                    };
+                    let checks = Checks {
+                        store,
+                        move_window: peer.hub.move_window,
+                    };
+                    // Each writer's run is checked as theirs, on the chart as it stood before.
+                    let mut before: Option<Chart> = None;
+                    for (k, (who, run)) in runs.iter().enumerate() {
+                        let last = k + 1 == runs.len();
+                        let prev = before.as_ref().unwrap_or(chart);
+                        let next = if last {
+                            None
+                        } else {
+                            let mut next = prev.fork();
+                            next.load_incremental(&join(run))?;
+                            Some(next)
+                        };
+                        let after = next.as_ref().unwrap_or(&candidate);
+                        match checks.run(prev, after, run, who) {
+                            Ok(s) => settled.extend(s),
+                            Err((refusal, error)) => {
+                                let rest: Vec<_> =
+                                    runs[k..].iter().flat_map(|(_, r)| r.clone()).collect();
+                                refused = Some(Refusal {
+                                    changes: rest,
+                                    signer: who.serial.is_some().then(|| who.clone()),
+                                    ..refusal
+                                });
+                                if k == 0 {
+                                    return Err(error);
+                                }
+                                // The writers before passed: their changes are taken, and
+                                // the rest held.
+                                let taken: Vec<u8> =
+                                    runs[..k].iter().flat_map(|(_, r)| join(r)).collect();
+                                chart.load_incremental(&taken)?;
+                                *proven.borrow_mut() = proven_by(&runs[..k], verifier, &actor);
+                                return Ok(());
+                            }
                         }
-                        WriteAccess::NeverHad => {
-                            return Err(ChartError::NotPermitted(
-                                "the chart is on a ward outside the token".into(),
-                            ))
-                        }
+                        before = next;
                     }
-                    // A refused change never reaches the record by the back door of a later one.
-                    let before = held_before(store, &new);
-                    if before.rejected {
-                        refused = Some(Refusal {
-                            reason: HoldReason::DependsOnHeld,
-                            summary: "builds on changes a records supervisor rejected".into(),
-                            changes: new,
-                        });
-                        return Err(ChartError::NotPermitted("held".into()));
-                    }
-                    let checked = validate_changes(chart.doc(), candidate.doc()).and_then(|()| {
-                        check_writer(&chart.heads(), &candidate, &access.user, access.role)
-                    });
-                    if let Err(r) = checked {
-                        refused = Some(Refusal {
-                            reason: r.hold_reason(),
-                            summary: r.summary(),
-                            changes: new,
-                        });
-                        return Err(ChartError::Rejected(Box::new(r)));
-                    }
-                    // Held before, and passing every check now: what held them has changed.
-                    settled = before.pending;
+                    *proven.borrow_mut() = proven_by(&runs, verifier, &actor);
                 }
             }
             sync.receive_chart(chart, message)
@@ -755,6 +822,16 @@ impl Worker {
                 send: Vec::new(),
                 close: true,
             };
+        }
+        if let Some(v) = verifier {
+            // What was taken has its proofs in the store now.
+            let taken: Vec<ChangeHash> = proven
+                .borrow()
+                .writers
+                .iter()
+                .flat_map(|(_, h)| h.iter().copied())
+                .collect();
+            lock(v).done(&taken);
         }
         if let Some(refusal) = refused {
             return self.hold(refusal);
@@ -848,7 +925,28 @@ impl Worker {
     /// until a decision reaches it. The connection, and every other chart on it, carry on.
     fn hold(&mut self, refusal: Refusal) -> Output {
         let id = self.id;
-        let actor = self.actor();
+        let connection = self.actor();
+        // A tablet's changes are held under the person whose key signed them (quotas are
+        // theirs); unsigned ones under the tablet.
+        let actor = match &refusal.signer {
+            Some(w) => Actor {
+                user: w.user.clone(),
+                role: w.role.token().to_string(),
+                device: connection.device.clone(),
+            },
+            None => connection,
+        };
+        let hashes: Vec<ChangeHash> = refusal.changes.iter().map(|(h, _)| *h).collect();
+        let proofs = self
+            .peer
+            .verifier
+            .as_ref()
+            .map(|v| lock(v).bundle_of(&hashes))
+            .filter(|b| !b.is_empty())
+            .map(|b| b.to_bytes());
+        if let Some(v) = &self.peer.verifier {
+            lock(v).done(&hashes);
+        }
         let storage = self.peer.remote.storage_id().map(String::from);
         let held = self.hub().store.hold(
             NewHold {
@@ -858,6 +956,8 @@ impl Worker {
                 reason: refusal.reason,
                 summary: &refusal.summary,
                 changes: &refusal.changes,
+                proofs: proofs.as_deref(),
+                signer: refusal.signer.as_ref().map(|w| w.user.as_str()),
             },
             &self.hub().hold_quota,
         );
@@ -999,8 +1099,8 @@ impl Worker {
         }
         let candidate = (**doc).clone();
         let state = sync.state().clone();
-        let chart = match self.check_new_chart(candidate) {
-            Ok(chart) => chart,
+        let (chart, proven) = match self.check_new_chart(candidate) {
+            Ok(checked) => checked,
             Err(Ok(refusal)) => {
                 self.doc = None;
                 return self.hold(refusal);
@@ -1011,21 +1111,25 @@ impl Worker {
             }
         };
         let changes = new_changes(&Automerge::new(), chart.doc());
-        match self.hub().store.insert_as(&self.actor(), id, chart) {
+        match self.hub().store.insert_proven(id, chart, &proven) {
             Ok(()) => {}
             // A chart the server has under another id, sent as new: kept, not merged.
             Err(StoreError::SameChart { existing, .. }) => {
                 self.doc = None;
-                return self.hold(Refusal {
-                    reason: HoldReason::BreaksChartRules,
-                    summary: format!("the same chart as chart {existing}, under another id"),
+                return self.hold(Refusal::new(
+                    HoldReason::BreaksChartRules,
+                    format!("the same chart as chart {existing}, under another id"),
                     changes,
-                });
+                ));
             }
             Err(e) => {
                 self.doc = None;
                 return self.refuse(e);
             }
+        }
+        if let Some(v) = &peer.verifier {
+            let taken: Vec<ChangeHash> = changes.iter().map(|(h, _)| *h).collect();
+            lock(v).done(&taken);
         }
         tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
         let mut sync = DocSync::new(id, Some(state));
@@ -1043,21 +1147,23 @@ impl Worker {
     }
 
     /// Checks a chart new to the store as any change is checked: what fails is held
-    /// (`Err(Ok)`); what is not a chart at all breaks the protocol (`Err(Err)`).
-    fn check_new_chart(&self, doc: Automerge) -> Result<Chart, Result<Refusal, StoreError>> {
+    /// (`Err(Ok)`); what is not a chart at all breaks the protocol (`Err(Err)`). From an
+    /// enrolled tablet, each change's proof is checked and each writer's changes are checked
+    /// as theirs; what the store keeps with the chart comes back.
+    fn check_new_chart(
+        &self,
+        doc: Automerge,
+    ) -> Result<(Chart, Proven), Result<Refusal, StoreError>> {
         let id = self.id;
         let access = self.access();
         let all = || new_changes(&Automerge::new(), &doc);
         if let Err(r) = validate_changes(&Automerge::new(), &doc) {
-            return Err(Ok(Refusal {
-                reason: r.hold_reason(),
-                summary: r.summary(),
-                changes: all(),
-            }));
+            return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), all())));
         }
         let changes = all();
         let chart =
             Chart::from_automerge(doc).map_err(|error| Err(StoreError::Chart { id, error }))?;
+        let connection = self.actor();
         // After a restore: a chart the server had accepted whole, sent back by a tablet.
         let taken_back = self
             .hub()
@@ -1065,27 +1171,69 @@ impl Worker {
             .as_ref()
             .is_some_and(|known| changes.iter().all(|(h, _)| known.contains(h)));
         if taken_back {
-            return Ok(chart);
+            let hashes = changes.iter().map(|(h, _)| *h).collect();
+            return Ok((
+                chart,
+                Proven {
+                    writers: vec![(connection, hashes)],
+                    proofs: Vec::new(),
+                },
+            ));
         }
-        if let Err(r) = check_writer(&[], &chart, &access.user, access.role) {
-            return Err(Ok(Refusal {
-                reason: r.hold_reason(),
-                summary: r.summary(),
-                changes,
-            }));
+        let verifier = self.peer.verifier.as_ref();
+        let runs = match verifier {
+            None => vec![(
+                Writer {
+                    user: access.user.clone(),
+                    role: access.role,
+                    wards: access.wards.clone(),
+                    serial: None,
+                },
+                changes.clone(),
+            )],
+            Some(v) => prove(&mut lock(v), &self.hub().store, id, &chart, &changes).map_err(Ok)?,
+        };
+        // Each writer's changes, on the chart as the writers before them left it.
+        let mut before = Automerge::new();
+        for (who, run) in &runs {
+            let mut after = before.fork();
+            let whole = |reason, summary: String| {
+                Err(Ok(Refusal {
+                    reason,
+                    summary,
+                    changes: changes.clone(),
+                    signer: who.serial.is_some().then(|| who.clone()),
+                }))
+            };
+            if after.load_incremental(&join(run)).is_err() {
+                return whole(
+                    HoldReason::BreaksChartRules,
+                    "the changes do not load".into(),
+                );
+            }
+            let Ok(step) = Chart::from_automerge(after.clone()) else {
+                return whole(
+                    HoldReason::BreaksChartRules,
+                    "a writer's changes come before the chart was made".into(),
+                );
+            };
+            if let Err(r) = check_writer(&before.get_heads(), &step, &who.user, who.role) {
+                return whole(r.hold_reason(), r.summary());
+            }
+            let ward = step
+                .encounter()
+                .map_err(|error| Err(StoreError::Chart { id, error }))?
+                .ward;
+            if !who.covers(&ward) || !access.may_see_ward(&ward) {
+                return whole(
+                    HoldReason::OutsideWards,
+                    "a new chart on a ward outside the writer's access".into(),
+                );
+            }
+            before = after;
         }
-        let ward = chart
-            .encounter()
-            .map_err(|error| Err(StoreError::Chart { id, error }))?
-            .ward;
-        if !access.may_see_ward(&ward) {
-            return Err(Ok(Refusal {
-                reason: HoldReason::OutsideWards,
-                summary: "a new chart on a ward outside the token".into(),
-                changes,
-            }));
-        }
-        Ok(chart)
+        let proven = proven_by(&runs, verifier, &connection);
+        Ok((chart, proven))
     }
 
     /// What the device sent could not be taken, for a reason that is not the chart's rules
@@ -1242,6 +1390,146 @@ impl Worker {
                 .save_sync_state(storage, self.id, sync.state());
         }
     }
+}
+
+/// The checks every incoming change passes, as the change of one writer.
+struct Checks<'a> {
+    store: &'a ChartStore,
+    move_window: std::time::Duration,
+}
+
+impl Checks<'_> {
+    /// Checks `run` (the changes `after` has beyond `prev`) as `who`'s: their access to the
+    /// chart's ward, what the holding area already has of them, the chart's rules, and that
+    /// they wrote only what their role writes. The held batches it settles, or why not.
+    fn run(
+        &self,
+        prev: &Chart,
+        after: &Chart,
+        run: &[(ChangeHash, Vec<u8>)],
+        who: &Writer,
+    ) -> Result<Vec<i64>, (Refusal, ChartError)> {
+        let held = |reason, summary: String| {
+            (
+                Refusal::new(reason, summary, Vec::new()),
+                ChartError::NotPermitted("held".into()),
+            )
+        };
+        let decided = write_access(
+            prev,
+            after,
+            who.role,
+            |w| who.covers(w),
+            Timestamp::now(),
+            self.move_window,
+        )
+        .map_err(|e| {
+            (
+                Refusal::new(HoldReason::BreaksChartRules, "", Vec::new()),
+                e,
+            )
+        })?;
+        match decided {
+            WriteAccess::Granted | WriteAccess::GrantedAsWritten { .. } => {}
+            WriteAccess::Held { reason, summary } => return Err(held(reason, summary.into())),
+            WriteAccess::NeverHad => {
+                return Err((
+                    Refusal::new(HoldReason::OutsideWards, "", Vec::new()),
+                    ChartError::NotPermitted("the chart is on a ward outside the token".into()),
+                ))
+            }
+        }
+        // A refused change never reaches the record by the back door of a later one.
+        let before = held_before(self.store, run);
+        if before.rejected {
+            return Err(held(
+                HoldReason::DependsOnHeld,
+                "builds on changes a records supervisor rejected".into(),
+            ));
+        }
+        let checked = validate_changes(prev.doc(), after.doc())
+            .and_then(|()| check_writer(&prev.heads(), after, &who.user, who.role));
+        if let Err(r) = checked {
+            let refusal = Refusal::new(r.hold_reason(), r.summary(), Vec::new());
+            return Err((refusal, ChartError::Rejected(Box::new(r))));
+        }
+        // Held before, and passing every check now: what held them has changed.
+        Ok(before.pending)
+    }
+}
+
+/// The changes' bytes, one after another, as `load_incremental` takes them.
+fn join(run: &[(ChangeHash, Vec<u8>)]) -> Vec<u8> {
+    run.iter().flat_map(|(_, b)| b.iter().copied()).collect()
+}
+
+/// Checks a tablet's proofs of `new` (the changes `candidate` has beyond the chart) and
+/// groups the changes, in order, into runs by the person who proved them.
+fn prove(
+    verifier: &mut Verifier,
+    store: &ChartStore,
+    id: DocumentId,
+    candidate: &Chart,
+    new: &[(ChangeHash, Vec<u8>)],
+) -> Result<Vec<(Writer, Vec<(ChangeHash, Vec<u8>)>)>, Refusal> {
+    let authors: HashMap<ChangeHash, chartsync_core::chart::Staff> = new
+        .iter()
+        .filter_map(|(h, bytes)| {
+            let change = automerge::Change::try_from(&bytes[..]).ok()?;
+            Some((*h, candidate.author_of(&change)?))
+        })
+        .collect();
+    let hashes: Vec<ChangeHash> = new.iter().map(|(h, _)| *h).collect();
+    let now = Timestamp::now().unix();
+    let writers = verifier
+        .verify(store, id, &hashes, |h| authors.get(h).cloned(), now)
+        .map_err(|u| Refusal {
+            reason: u.reason,
+            summary: u.summary,
+            changes: new.to_vec(),
+            signer: u.signer,
+        })?;
+    let mut runs: Vec<(Writer, Vec<(ChangeHash, Vec<u8>)>)> = Vec::new();
+    for (change, writer) in new.iter().zip(writers) {
+        match runs.last_mut() {
+            Some((w, run)) if *w == writer => run.push(change.clone()),
+            _ => runs.push((writer, vec![change.clone()])),
+        }
+    }
+    Ok(runs)
+}
+
+/// The audit rows and proofs a commit of `runs` writes: one `write` row per writer (the
+/// person, for a tablet's proven changes; the token's user otherwise).
+fn proven_by(
+    runs: &[(Writer, Vec<(ChangeHash, Vec<u8>)>)],
+    verifier: Option<&Mutex<Verifier>>,
+    connection: &Actor,
+) -> Proven {
+    let mut proven = Proven::default();
+    for (who, run) in runs {
+        let hashes: Vec<ChangeHash> = run.iter().map(|(h, _)| *h).collect();
+        let actor = match who.serial {
+            Some(_) => Actor {
+                user: who.user.clone(),
+                role: who.role.token().to_string(),
+                device: connection.device.clone(),
+            },
+            None => connection.clone(),
+        };
+        if let Some(v) = verifier {
+            proven.proofs.extend(lock(v).proofs_of(&hashes));
+        }
+        match proven.writers.iter_mut().find(|(a, _)| *a == actor) {
+            Some((_, all)) => all.extend(hashes),
+            None => proven.writers.push((actor, hashes)),
+        }
+    }
+    proven
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The changes `after` has that `before` has not, with their bytes.

@@ -1,14 +1,24 @@
-//! Shared ward tablets, the server's side (docs/adr/0008-shared-tablets.md): an administrator
-//! keeps the staff directory and enrols a tablet with a one-time code; a nurse signs in on the
-//! tablet once online and gets a certificate for a key that then stays on the tablet sealed
-//! under her PIN; revocations and directory changes take her certificates away.
+//! Shared ward tablets (docs/adr/0008-shared-tablets.md): an administrator keeps the staff
+//! directory and enrols a tablet with a one-time code; each nurse signs in on the tablet once
+//! online and gets a certificate for a key that then stays on the tablet sealed under her PIN;
+//! offline, she signs in with the PIN, and every change she makes carries her proof, which the
+//! server checks before the change reaches the record. Revocations and directory changes take
+//! certificates away; what they would have let through is held for review.
 
 mod common;
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use chartsync_core::chart::Role;
-use chartsync_core::trust::{DeviceKey, KdfParams, SignedCertificate, UnlockedKey};
+use chartsync_core::chart::*;
+use chartsync_core::client::SyncState;
+use chartsync_core::protocol::HoldReason;
+use chartsync_core::store::ChartStore;
+use chartsync_core::tablet::{
+    EnrolResponse, PendingSignIn, Session, SessionResponse, SignInResponse, Tablet, TabletError,
+};
+use chartsync_core::trust::{DeviceKey, KdfParams, SignedCertificate};
 use common::*;
 use serde_json::{json, Value};
 
@@ -19,42 +29,78 @@ fn challenge(server: &Server) -> Vec<u8> {
     B64.decode(v["challenge"].as_str().unwrap()).unwrap()
 }
 
-fn enrol(server: &Server, device: &DeviceKey, code: &str) -> (u16, Value) {
-    let c = challenge(server);
-    let body = json!({
-        "code": code,
-        "public_key": B64.encode(device.public_key()),
-        "challenge": B64.encode(&c),
-        "signature": B64.encode(device.sign_challenge(&c)),
-    });
-    let (status, body) = http_post(&server.addr, "/api/devices/enrol", None, &body.to_string());
+fn enrol(server: &Server, secret: &[u8], code: &str) -> (u16, Value) {
+    let body = Tablet::enrol_request(secret, code, &challenge(server)).unwrap();
+    let body = serde_json::to_string(&body).unwrap();
+    let (status, body) = http_post(&server.addr, "/api/devices/enrol", None, &body);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-/// A person's online sign-in on `device`, as a tablet app makes it.
+/// A tablet enrolled with `code`, its store keeping the enrolment.
+fn enrolled(server: &Server, store: Arc<ChartStore>, secret: &[u8], code: &str) -> Tablet {
+    let (status, answer) = enrol(server, secret, code);
+    assert_eq!(status, 200, "{answer}");
+    let answer: EnrolResponse = serde_json::from_value(answer).unwrap();
+    let base = format!("http://{}", server.addr);
+    Tablet::finish_enrolment(store, secret, &base, &answer, KdfParams::INSECURE_FOR_TESTS).unwrap()
+}
+
+/// A person's online sign-in on `tablet`, as a tablet app makes it: (status, the server's
+/// answer, the key waiting for its certificate).
 fn sign_in(
+    tablet: &Tablet,
     server: &Server,
-    device: &DeviceKey,
-    key: &UnlockedKey,
     user: &str,
     password: &str,
-) -> (u16, Value) {
-    let c = challenge(server);
-    let mut with_key = c.clone();
-    with_key.extend_from_slice(&key.public_key());
-    let mut with_device = c.clone();
-    with_device.extend_from_slice(&device.id().0);
-    let body = json!({
-        "user": user,
-        "password": password,
-        "public_key": B64.encode(key.public_key()),
-        "challenge": B64.encode(&c),
-        "possession": B64.encode(key.sign_possession(&with_device)),
-        "device_signature": B64.encode(device.sign_challenge(&with_key)),
-    });
-    let path = format!("/api/devices/{}/sign-in", device.id());
-    let (status, body) = http_post(&server.addr, &path, None, &body.to_string());
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+) -> (u16, Value, PendingSignIn) {
+    let (pending, body) = tablet.sign_in_request(user, password, &challenge(server));
+    let path = format!("/api/devices/{}/sign-in", tablet.device());
+    let body = serde_json::to_string(&body).unwrap();
+    let (status, body) = http_post(&server.addr, &path, None, &body);
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+        pending,
+    )
+}
+
+/// A person signed in online on `tablet`, with their key sealed under `pin`.
+fn signed_in(tablet: &Tablet, server: &Server, user: &str, pin: &str) -> Session {
+    let (status, answer, pending) = sign_in(tablet, server, user, PASSWORD);
+    assert_eq!(status, 200, "{answer}");
+    let answer: SignInResponse = serde_json::from_value(answer).unwrap();
+    tablet.finish_sign_in(pending, &answer, pin).unwrap()
+}
+
+/// The tablet's sync session token.
+fn device_token(tablet: &Tablet, server: &Server) -> String {
+    let body = serde_json::to_string(&tablet.session_request(&challenge(server))).unwrap();
+    let path = format!("/api/devices/{}/session", tablet.device());
+    let (status, body) = http_post(&server.addr, &path, None, &body);
+    assert_eq!(status, 200, "{body}");
+    let answer: SessionResponse = serde_json::from_str(&body).unwrap();
+    answer.token
+}
+
+fn add_staff(server: &Server, user: &str, role: &str, wards: &[&str]) {
+    let mut args = vec![
+        "staff",
+        "add",
+        "--user",
+        user,
+        "--role",
+        role,
+        "--password-stdin",
+    ];
+    for w in wards {
+        args.extend(["--ward", w]);
+    }
+    server.admin(&args, &format!("{PASSWORD}\n"));
+}
+
+fn enrolment_code(server: &Server, label: &str, ward: &str) -> String {
+    let code = server.admin(&["device", "enroll", "--label", label, "--ward", ward], "");
+    code.trim().to_string()
 }
 
 const PASSWORD: &str = "night shift 4west";
@@ -63,112 +109,343 @@ const PASSWORD: &str = "night shift 4west";
 fn a_nurse_signs_in_on_an_enrolled_tablet_and_her_certificate_names_her_the_tablet_and_their_wards()
 {
     let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    server.admin(
-        &[
-            "staff",
-            "add",
-            "--user",
-            "rn.park",
-            "--role",
-            "nurse",
-            "--ward",
-            "4west",
-            "--ward",
-            "5east",
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    let code = server.admin(
-        &["device", "enroll", "--label", "T-07", "--ward", "4west"],
-        "",
-    );
-    let code = code.trim();
+    add_staff(&server, "rn.park", "nurse", &["4west", "5east"]);
+    let code = enrolment_code(&server, "T-07", "4west");
     assert_eq!(code.len(), 14, "{code}");
 
     // The tablet enrols with the code, typed as a person would.
-    let tablet = DeviceKey::from_secret(&[7; 32]).unwrap();
-    let (status, enrolled) = enrol(&server, &tablet, &code.to_lowercase());
-    assert_eq!(status, 200, "{enrolled}");
-    assert_eq!(enrolled["device"], tablet.id().to_string());
-    assert_eq!(enrolled["label"], "T-07");
-    assert_eq!(enrolled["wards"], json!(["4west"]));
-    assert_eq!(enrolled["policy"]["pin_attempts"], 5);
-    let issuer_keys: Vec<[u8; 32]> = enrolled["issuer_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| B64.decode(k.as_str().unwrap()).unwrap().try_into().unwrap())
-        .collect();
+    let secret = [7u8; 32];
+    let (status, answer) = enrol(&server, &secret, &code.to_lowercase());
+    assert_eq!(status, 200, "{answer}");
+    let device = DeviceKey::from_secret(&secret).unwrap();
+    assert_eq!(answer["device"], device.id().to_string());
+    assert_eq!(
+        (answer["label"].as_str(), &answer["wards"]),
+        (Some("T-07"), &json!(["4west"]))
+    );
+    assert_eq!(answer["policy"]["pin_attempts"], 5);
+    let answer: EnrolResponse = serde_json::from_value(answer).unwrap();
+    let store = tablet_store(&devices, "t07");
+    let tablet = Tablet::finish_enrolment(
+        store.clone(),
+        &secret,
+        "http://server",
+        &answer,
+        KdfParams::INSECURE_FOR_TESTS,
+    )
+    .unwrap();
 
     // The code works once; another tablet cannot use it.
-    let thief = DeviceKey::from_secret(&[8; 32]).unwrap();
-    let (status, body) = enrol(&server, &thief, code);
+    let (status, body) = enrol(&server, &[8u8; 32], &code);
     assert_eq!(status, 403, "{body}");
 
     // Rn.park signs in: her certificate covers the wards she shares with the tablet.
-    let key = UnlockedKey::generate("rn.park");
-    let (status, certified) = sign_in(&server, &tablet, &key, "rn.park", PASSWORD);
-    assert_eq!(status, 200, "{certified}");
-    let bytes = B64
-        .decode(certified["certificate"].as_str().unwrap())
-        .unwrap();
-    let cert = SignedCertificate::from_bytes(&bytes, &issuer_keys).unwrap();
+    let (status, answer, pending) = sign_in(&tablet, &server, "rn.park", PASSWORD);
+    assert_eq!(status, 200, "{answer}");
+    let bytes = B64.decode(answer["certificate"].as_str().unwrap()).unwrap();
+    let cert = SignedCertificate::from_bytes(&bytes, &tablet.enrolment().issuer_keys).unwrap();
     let c = cert.certificate();
     assert_eq!((c.user.as_str(), c.role), ("rn.park", Role::Nurse));
     assert_eq!(c.wards, vec!["4west".to_string()]);
-    assert_eq!((c.device, c.key), (tablet.id(), key.public_key()));
+    assert_eq!(c.device, device.id());
     let days = (c.not_after - c.issued_at) as f64 / 86_400.0;
     assert!((days - 7.0).abs() < 0.01, "{days} days");
+    let answer: SignInResponse = serde_json::from_value(answer).unwrap();
+    let session = tablet.finish_sign_in(pending, &answer, "482913").unwrap();
+    assert_eq!(session.staff().device, device.id().to_string());
 
-    // Her key is sealed on the tablet under her PIN, and opens only with it.
-    let key = key.certified(c.serial);
-    let sealed = key
-        .seal(&tablet, "482913", KdfParams::INSECURE_FOR_TESTS)
-        .unwrap();
-    assert_eq!(
-        sealed.unseal("482913", &tablet).unwrap().public_key(),
-        c.key
-    );
-    assert!(sealed.unseal("482914", &tablet).is_err());
+    // Later, offline: the PIN opens her key; a wrong one is counted.
+    drop(session);
+    assert!(tablet.unlock("rn.park", "482913").is_ok());
+    assert!(matches!(
+        tablet.unlock("rn.park", "482914"),
+        Err(TabletError::WrongPin { remaining: 4, .. })
+    ));
 
-    // Wrong password, unknown person, another tablet's signature: refused, alike.
-    let other = UnlockedKey::generate("rn.park");
-    let (status, wrong) = sign_in(&server, &tablet, &other, "rn.park", "not her password");
+    // Wrong password, unknown person: refused alike. A tablet that never enrolled: refused.
+    let (status, wrong, _) = sign_in(&tablet, &server, "rn.park", "not her password");
     assert_eq!(status, 401);
-    let (status, unknown) = sign_in(&server, &tablet, &other, "rn.nobody", PASSWORD);
+    let (status, unknown, _) = sign_in(&tablet, &server, "rn.nobody", PASSWORD);
     assert_eq!(status, 401);
     assert_eq!(
         wrong, unknown,
         "an unknown person looks like a wrong password"
     );
-    let (status, _) = sign_in(&server, &thief, &other, "rn.park", PASSWORD);
+    let stranger = tempfile::tempdir().unwrap();
+    let other = Tablet::finish_enrolment(
+        tablet_store(&stranger, "x"),
+        &[9u8; 32],
+        "http://server",
+        &EnrolResponse {
+            device: DeviceKey::from_secret(&[9u8; 32]).unwrap().id().to_string(),
+            ..answer_of(&tablet)
+        },
+        KdfParams::INSECURE_FOR_TESTS,
+    )
+    .unwrap();
+    let (status, _, _) = sign_in(&other, &server, "rn.park", PASSWORD);
     assert_eq!(status, 403, "a tablet that never enrolled");
 
     // A person with no ward the tablet covers gets no certificate.
-    server.admin(
-        &[
-            "staff",
-            "add",
-            "--user",
-            "rn.icu",
-            "--role",
-            "nurse",
-            "--ward",
-            "icu",
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
-    let (status, body) = sign_in(
-        &server,
-        &tablet,
-        &UnlockedKey::generate("rn.icu"),
-        "rn.icu",
-        PASSWORD,
-    );
+    add_staff(&server, "rn.icu", "nurse", &["icu"]);
+    let (status, body, _) = sign_in(&tablet, &server, "rn.icu", PASSWORD);
     assert_eq!(status, 403, "{body}");
+}
+
+/// What the tablet was told at enrolment, to stand in for another tablet's answer.
+fn answer_of(tablet: &Tablet) -> EnrolResponse {
+    let e = tablet.enrolment();
+    EnrolResponse {
+        device: e.device.to_string(),
+        label: e.label.clone(),
+        wards: e.wards.clone(),
+        issuer_keys: e.issuer_keys.iter().map(|k| B64.encode(k)).collect(),
+        policy: e.policy,
+    }
+}
+
+#[test]
+fn five_wrong_pins_erase_the_key_and_only_an_online_sign_in_brings_it_back() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    drop(signed_in(&tablet, &server, "rn.park", "135790"));
+
+    for remaining in (1..5).rev() {
+        match tablet.unlock("rn.park", "000000") {
+            Err(TabletError::WrongPin { remaining: r, .. }) => assert_eq!(r, remaining),
+            other => panic!("{other:?}"),
+        }
+    }
+    // A right PIN in between starts the count again.
+    assert!(tablet.unlock("rn.park", "135790").is_ok());
+    for _ in 0..4 {
+        assert!(tablet.unlock("rn.park", "000000").is_err());
+    }
+    assert!(matches!(
+        tablet.unlock("rn.park", "000000"),
+        Err(TabletError::WrongPin { remaining: 0, .. })
+    ));
+    // The fifth wrong PIN erased the key: the right PIN no longer opens anything, even after
+    // the tablet restarts.
+    drop(tablet);
+    drop(store);
+    let store = tablet_store(&devices, "t07");
+    let tablet = Tablet::open(store.clone(), &[7u8; 32], KdfParams::INSECURE_FOR_TESTS)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        tablet.unlock("rn.park", "135790"),
+        Err(TabletError::NoKey { .. })
+    ));
+    let credential = store.credential("rn.park").unwrap().unwrap();
+    assert_eq!(credential.erased_why.as_deref(), Some("pin_attempts"));
+    assert!(credential.sealed.is_none());
+    // Online, she signs in again with a new PIN.
+    drop(signed_in(&tablet, &server, "rn.park", "975310"));
+    assert!(tablet.unlock("rn.park", "975310").is_ok());
+}
+
+/// Two nurses on one tablet through a night with no network: both sign in with their PINs and
+/// chart on the same chart and on others; one reconnect brings every change of both to the
+/// record, each under the nurse who made it as the server verified it, on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nurses_chart_offline_on_one_tablet_and_one_reconnect_brings_every_change_under_its_verified_author(
+) {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.lee", "nurse", &["4west"]);
+    let mrns: Vec<String> = (0..3).map(|n| format!("MRN-{n:04}")).collect();
+    let Pc {
+        client: pc, charts, ..
+    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
+    pc.stop().await;
+
+    // The tablet is enrolled, both nurses sign in on it once, online, and it takes the ward.
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    drop(signed_in(&tablet, &server, "rn.park", "135790"));
+    drop(signed_in(&tablet, &server, "rn.lee", "246802"));
+    let token = device_token(&tablet, &server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    eventually("the ward's charts did not arrive", || {
+        charts.iter().all(|id| store.contains(*id).unwrap())
+    })
+    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // The network goes. Rn.park signs in with her PIN and charts on two charts; then rn.lee
+    // on the first (the same chart) and the third, including a late entry for 40 minutes ago.
+    let now = Timestamp::now().unix();
+    let t = |minutes_ago: i64| Timestamp::from_unix(now - minutes_ago * 60).unwrap();
+    let park = tablet.unlock("rn.park", "135790").unwrap();
+    for (id, bpm) in [(charts[0], 88), (charts[1], 92)] {
+        park.with_key(|k| {
+            store.update_signed(k, id, |ch| {
+                ch.add_entry(park.staff(), t(5), heart_rate(bpm))
+            })
+        })
+        .unwrap()
+        .unwrap();
+    }
+    park.lock();
+    let lee = tablet.unlock("rn.lee", "246802").unwrap();
+    for (id, bpm, ago) in [(charts[0], 90, 2), (charts[2], 77, 40)] {
+        lee.with_key(|k| {
+            store.update_signed(k, id, |ch| {
+                ch.add_entry(lee.staff(), t(ago), heart_rate(bpm))
+            })
+        })
+        .unwrap()
+        .unwrap();
+    }
+
+    // One reconnect.
+    let opened = server.metric("connections_opened_total");
+    let c = client(url, &token, "tablet-t07", &store);
+    let done = until(&c, "both nurses' changes acknowledged", |s| {
+        s.state == SyncState::UpToDate && s.unacknowledged == 0 && s.unacknowledged_commits == 0
+    })
+    .await;
+    assert!(done.held.is_empty(), "{done:?}");
+    assert_eq!(server.metric("connections_opened_total") - opened, 1.0);
+
+    // On the server: each entry under its author, and the audit trail names each verified
+    // writer of each change.
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let authors = |id: ChartId| -> Vec<String> {
+        let mut a: Vec<String> = on_server(&server, &sup, id)["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["author"].as_str().unwrap().to_string())
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(authors(charts[0]), ["rn.lee", "rn.park"]);
+    assert_eq!(authors(charts[1]), ["rn.park"]);
+    assert_eq!(authors(charts[2]), ["rn.lee"]);
+    let writers = |id: ChartId| -> Vec<(String, String)> {
+        let (status, body) = http_get(&server.addr, &format!("/api/audit?chart={id}"), Some(&sup));
+        assert_eq!(status, 200, "{body}");
+        let trail: Value = serde_json::from_str(&body).unwrap();
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "write")
+            .map(|r| {
+                (
+                    r["user"].as_str().unwrap().into(),
+                    r["device"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let w = writers(charts[0]);
+    assert!(
+        w.contains(&("rn.park".into(), "tablet-t07".into())),
+        "{w:?}"
+    );
+    assert!(w.contains(&("rn.lee".into(), "tablet-t07".into())), "{w:?}");
+    assert_eq!(
+        writers(charts[2]),
+        [("rn.lee".to_string(), "tablet-t07".to_string())]
+    );
+    c.stop().await;
+}
+
+/// A change signed with rn.park's key that claims to be rn.lee's is held, never merged; the
+/// other charts on the tablet sync as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_signed_by_one_nurse_claiming_another_is_held_and_the_rest_sync() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.lee", "nurse", &["4west"]);
+    let mrns: Vec<String> = (0..2).map(|n| format!("MRN-{n:04}")).collect();
+    let Pc {
+        client: pc, charts, ..
+    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
+    pc.stop().await;
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    let park = signed_in(&tablet, &server, "rn.park", "135790");
+    let lee = signed_in(&tablet, &server, "rn.lee", "246802");
+    let token = device_token(&tablet, &server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    eventually("the ward's charts did not arrive", || {
+        charts.iter().all(|id| store.contains(*id).unwrap())
+    })
+    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // Written as rn.lee, signed with rn.park's key.
+    let now = Timestamp::now();
+    park.with_key(|k| {
+        store.update_signed(k, charts[0], |ch| {
+            ch.add_entry(lee.staff(), now, heart_rate(150))
+        })
+    })
+    .unwrap()
+    .unwrap();
+    // And honest work on the other chart.
+    park.with_key(|k| {
+        store.update_signed(k, charts[1], |ch| {
+            ch.add_entry(park.staff(), now, heart_rate(80))
+        })
+    })
+    .unwrap()
+    .unwrap();
+
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(
+        &c,
+        "the forged change is held and the other acknowledged",
+        |s| s.held.len() == 1 && s.unacknowledged == 1,
+    )
+    .await;
+    assert_eq!(status.held[0].chart, charts[0]);
+    assert_eq!(status.held[0].reason, HoldReason::ForgedAuthor);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    assert!(on_server(&server, &sup, charts[0])["entries"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        on_server(&server, &sup, charts[1])["entries"][0]["author"],
+        "rn.park"
+    );
+    // The holding area names the signer, and the hold cannot be accepted.
+    let (_, body) = http_get(&server.addr, "/api/holds", Some(&sup));
+    let holds: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(holds[0]["reason"], "forged_author");
+    assert_eq!(holds[0]["user"], "rn.park");
+    let id = holds[0]["id"].as_i64().unwrap();
+    let (status, _) = http_post(
+        &server.addr,
+        &format!("/api/holds/{id}/accept"),
+        Some(&sup),
+        "{}",
+    );
+    assert_eq!(status, 409);
+    c.stop().await;
 }
 
 #[test]
@@ -220,18 +497,10 @@ fn administrators_manage_the_directory_and_revocations_take_certificates_away() 
     );
     assert_eq!(status, 201, "{body}");
     let code: Value = serde_json::from_str(&body).unwrap();
-    let tablet = DeviceKey::from_secret(&[11; 32]).unwrap();
-    assert_eq!(
-        enrol(&server, &tablet, code["code"].as_str().unwrap()).0,
-        200
-    );
-    let (status, first) = sign_in(
-        &server,
-        &tablet,
-        &UnlockedKey::generate("rn.lee"),
-        "rn.lee",
-        PASSWORD,
-    );
+    let devices = tempfile::tempdir().unwrap();
+    let store = tablet_store(&devices, "t11");
+    let tablet = enrolled(&server, store, &[11u8; 32], code["code"].as_str().unwrap());
+    let (status, first, _) = sign_in(&tablet, &server, "rn.lee", PASSWORD);
     assert_eq!(status, 200);
     let (_, body) = http_get(&server.addr, "/api/certificates?user=rn.lee", Some(&admin));
     let certs: Value = serde_json::from_str(&body).unwrap();
@@ -257,7 +526,7 @@ fn administrators_manage_the_directory_and_revocations_take_certificates_away() 
         &server.addr,
         "/api/revocations",
         Some(&admin),
-        &json!({"kind": "device", "subject": tablet.id().to_string(),
+        &json!({"kind": "device", "subject": tablet.device().to_string(),
                 "severity": "compromised", "reason": "stolen from the nurses' station"})
         .to_string(),
     );
@@ -269,13 +538,7 @@ fn administrators_manage_the_directory_and_revocations_take_certificates_away() 
         r#"{"role": "nurse", "wards": ["4west"]}"#,
     );
     assert_eq!(status, 204);
-    let (status, _) = sign_in(
-        &server,
-        &tablet,
-        &UnlockedKey::generate("rn.lee"),
-        "rn.lee",
-        PASSWORD,
-    );
+    let (status, _, _) = sign_in(&tablet, &server, "rn.lee", PASSWORD);
     assert_eq!(status, 403);
     let (_, body) = http_get(&server.addr, "/api/devices", Some(&admin));
     let devices: Value = serde_json::from_str(&body).unwrap();

@@ -585,6 +585,8 @@ async fn session(
         departures,
     };
     let mut out = Vec::new();
+    // An enrolled tablet proves who made each change it sends.
+    let mut prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
     // Fetches taken up but not yet in a published status; released however the session ends.
     let mut taken_up = TakenUp { pending, n: 0 };
     let local: Vec<ChartId> = tokio::task::block_in_place(|| {
@@ -600,7 +602,10 @@ async fn session(
         out.extend(tokio::task::block_in_place(|| s.open_census(ward)));
     }
     loop {
-        for m in out.drain(..) {
+        for mut m in out.drain(..) {
+            if let Some(p) = prover.as_mut() {
+                tokio::task::block_in_place(|| p.attach(store, &mut m));
+            }
             if ws.send(WsMessage::Binary(m.encode().into())).await.is_err() {
                 s.save_all();
                 return Ended::Lost("the connection dropped".into());
@@ -1089,5 +1094,57 @@ impl Session<'_> {
                 let _ = self.store.save_sync_state(storage, *id, sync.state());
             }
         }
+    }
+}
+
+/// Adds proofs of authorship to what an enrolled tablet sends: for each change a `sync` or
+/// `request` carries, the proofs the store keeps, and each certificate they name the first
+/// time it is needed on the connection (docs/protocol.md, "Proofs of authorship").
+#[derive(Default)]
+struct Prover {
+    sent: HashSet<crate::trust::Serial>,
+}
+
+impl Prover {
+    fn attach(&mut self, store: &ChartStore, m: &mut Message) {
+        let (Message::Sync {
+            document_id,
+            data,
+            proofs,
+            ..
+        }
+        | Message::Request {
+            document_id,
+            data,
+            proofs,
+            ..
+        }) = m
+        else {
+            return;
+        };
+        let Ok(message) = automerge::sync::Message::decode(data) else {
+            return;
+        };
+        let hashes: Vec<ChangeHash> = crate::protocol::sync::changes_in(&message)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        let found = match store.proofs_for(*document_id, &hashes) {
+            Ok(f) if !f.is_empty() => f,
+            // Without proofs the server holds the changes: nothing is lost, a person sees it.
+            _ => return,
+        };
+        let mut certs = Vec::new();
+        for serial in found.iter().map(|p| p.serial) {
+            if self.sent.insert(serial) {
+                if let Ok(Some(bytes)) = store.certificate(serial) {
+                    certs.push(bytes);
+                }
+            }
+        }
+        *proofs = Some(Box::new(crate::trust::ProofBundle {
+            certs,
+            proofs: found,
+        }));
     }
 }

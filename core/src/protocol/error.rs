@@ -9,6 +9,9 @@ pub enum ProtocolError {
     #[error("not CBOR: {0}")]
     Malformed(String),
 
+    #[error("the proofs of authorship are malformed: {0}")]
+    Proofs(String),
+
     #[error("a message must be a CBOR map of definite length")]
     NotAMap,
 

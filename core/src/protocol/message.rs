@@ -14,6 +14,10 @@ use minicbor::{Decoder, Encoder};
 
 use super::error::ProtocolError;
 use crate::chart::ChartId;
+use crate::trust::ProofBundle;
+
+/// The key a `sync` or `request` frame carries proofs of authorship under.
+pub const PROOFS_KEY: &str = "chartsync/proofs";
 
 /// Every automerge-repo document id is 16 bytes written as base58check; charts and the
 /// server's ward census documents alike.
@@ -70,12 +74,16 @@ pub enum Message {
         sender_id: String,
         target_id: String,
         data: Vec<u8>,
+        /// Proofs of authorship of the changes in `data` (`chartsync/proofs`): only an
+        /// enrolled tablet sends them, only our server reads them; other peers skip the key.
+        proofs: Option<Box<ProofBundle>>,
     },
     Sync {
         document_id: DocumentId,
         sender_id: String,
         target_id: String,
         data: Vec<u8>,
+        proofs: Option<Box<ProofBundle>>,
     },
     /// The sender has not got the document (or may not share it).
     DocUnavailable {
@@ -245,19 +253,25 @@ fn write(
             sender_id,
             target_id,
             data,
+            proofs,
         }
         | Message::Sync {
             document_id,
             sender_id,
             target_id,
             data,
+            proofs,
         } => {
-            e.map(5)?;
+            e.map(5 + u64::from(proofs.is_some()))?;
             e.str("type")?.str(m.kind())?;
             e.str("documentId")?.str(&doc(document_id))?;
             e.str("senderId")?.str(sender_id)?;
             e.str("targetId")?.str(target_id)?;
             e.str("data")?.bytes(data)?;
+            if let Some(p) = proofs {
+                e.str(PROOFS_KEY)?;
+                p.encode(e)?;
+            }
         }
         Message::DocUnavailable {
             document_id,
@@ -391,6 +405,7 @@ struct Fields {
     add: Option<Vec<String>>,
     remove: Option<Vec<String>>,
     new_heads: Option<BTreeMap<String, RemoteHeads>>,
+    proofs: Option<Box<ProofBundle>>,
 }
 
 fn malformed(e: minicbor::decode::Error) -> ProtocolError {
@@ -609,6 +624,11 @@ impl Fields {
                 "add" => f.add = Some(text_list(d, "add")?),
                 "remove" => f.remove = Some(text_list(d, "remove")?),
                 "newHeads" => f.new_heads = Some(new_heads(d)?),
+                PROOFS_KEY => {
+                    f.proofs = Some(Box::new(
+                        ProofBundle::decode(d).map_err(|e| ProtocolError::Proofs(e.to_string()))?,
+                    ))
+                }
                 _ => d.skip().map_err(malformed)?,
             }
         }
@@ -668,12 +688,14 @@ impl Fields {
                 sender_id: sender()?,
                 target_id: target()?,
                 data: data()?,
+                proofs: self.proofs.clone(),
             },
             "sync" => Message::Sync {
                 document_id: document()?,
                 sender_id: sender()?,
                 target_id: target()?,
                 data: data()?,
+                proofs: self.proofs.clone(),
             },
             "doc-unavailable" => Message::DocUnavailable {
                 document_id: document()?,

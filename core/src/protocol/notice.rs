@@ -40,10 +40,24 @@ pub enum HoldReason {
     /// New clinical entries written by ward staff after they could have seen the discharge,
     /// or past the window after it.
     AfterDischarge,
+    /// An enrolled tablet sent a change with no proof of who made it.
+    Unsigned,
+    /// The proof names a certificate this server cannot confirm it issued.
+    UnknownCertificate,
+    /// The proof's signature does not verify: the change is not what its author signed.
+    BadSignature,
+    /// The change claims an author other than the person whose key signed it.
+    ForgedAuthor,
+    /// The signing key belongs to another tablet than the one that sent the change.
+    AnotherDevice,
+    /// The change was made, or arrived, outside its certificate's validity.
+    CertificateExpired,
+    /// The person, certificate or tablet was revoked.
+    Revoked,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 9] = [
+    pub const ALL: [HoldReason; 16] = [
         HoldReason::OutsideWards,
         HoldReason::RoleMayNotWrite,
         HoldReason::AnotherAuthor,
@@ -53,6 +67,13 @@ impl HoldReason {
         HoldReason::DependsOnHeld,
         HoldReason::CensusIsReadOnly,
         HoldReason::AfterDischarge,
+        HoldReason::Unsigned,
+        HoldReason::UnknownCertificate,
+        HoldReason::BadSignature,
+        HoldReason::ForgedAuthor,
+        HoldReason::AnotherDevice,
+        HoldReason::CertificateExpired,
+        HoldReason::Revoked,
     ];
 
     /// Whether a records supervisor may merge changes held for this reason. Access, authorship
@@ -67,6 +88,11 @@ impl HoldReason {
                 | HoldReason::InvalidCode
                 | HoldReason::DependsOnHeld
                 | HoldReason::AfterDischarge
+                | HoldReason::Unsigned
+                | HoldReason::UnknownCertificate
+                | HoldReason::AnotherDevice
+                | HoldReason::CertificateExpired
+                | HoldReason::Revoked
         )
     }
 
@@ -81,6 +107,13 @@ impl HoldReason {
             HoldReason::DependsOnHeld => "depends_on_held",
             HoldReason::CensusIsReadOnly => "census_is_read_only",
             HoldReason::AfterDischarge => "after_discharge",
+            HoldReason::Unsigned => "unsigned",
+            HoldReason::UnknownCertificate => "unknown_certificate",
+            HoldReason::BadSignature => "bad_signature",
+            HoldReason::ForgedAuthor => "forged_author",
+            HoldReason::AnotherDevice => "another_device",
+            HoldReason::CertificateExpired => "certificate_expired",
+            HoldReason::Revoked => "revoked",
         }
     }
 
@@ -100,6 +133,17 @@ impl HoldReason {
             HoldReason::DependsOnHeld => "builds on changes already held for review",
             HoldReason::CensusIsReadOnly => "ward lists are written by the server only",
             HoldReason::AfterDischarge => "written after the patient was discharged",
+            HoldReason::Unsigned => "sent by an enrolled tablet without a proof of who wrote it",
+            HoldReason::UnknownCertificate => {
+                "signed under a certificate this server cannot confirm"
+            }
+            HoldReason::BadSignature => "the signature does not match the change",
+            HoldReason::ForgedAuthor => "names an author other than the person who signed it",
+            HoldReason::AnotherDevice => "signed with a key issued for another tablet",
+            HoldReason::CertificateExpired => {
+                "made or sent outside the signer's certificate validity"
+            }
+            HoldReason::Revoked => "the signer's access or the tablet was revoked",
         }
     }
 }

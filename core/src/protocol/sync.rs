@@ -120,6 +120,7 @@ impl DocSync {
                 sender_id,
                 target_id,
                 data,
+                proofs: None,
             }
         } else {
             Message::Sync {
@@ -127,6 +128,7 @@ impl DocSync {
                 sender_id,
                 target_id,
                 data,
+                proofs: None,
             }
         })
     }
@@ -174,6 +176,7 @@ impl DocSync {
             sender_id: from.to_string(),
             target_id: to.to_string(),
             data,
+            proofs: None,
         }
     }
 

@@ -55,6 +55,10 @@ pub struct NewHold<'a> {
     pub summary: &'a str,
     /// The changes, each as automerge change bytes.
     pub changes: &'a [(ChangeHash, Vec<u8>)],
+    /// The proofs of authorship they came with (a `ProofBundle`'s bytes), from a tablet.
+    pub proofs: Option<&'a [u8]>,
+    /// Whose key signed them, when that verified.
+    pub signer: Option<&'a str>,
 }
 
 /// What became of a batch sent to [`ChartStore::hold`].
@@ -285,8 +289,8 @@ impl ChartStore {
         let blob: Vec<u8> = fresh.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         tx.prepare_cached(
             "INSERT INTO held_changes (chart_id, device, storage, user, role, reason, summary,
-                 changes, hashes, bytes, held_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 changes, hashes, bytes, held_at, proofs, signer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             new.chart.to_string(),
@@ -299,7 +303,9 @@ impl ChartStore {
             blob,
             hex,
             bytes,
-            now_millis()
+            now_millis(),
+            new.proofs,
+            new.signer
         ])?;
         let id = tx.last_insert_rowid();
         {

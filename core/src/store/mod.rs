@@ -10,6 +10,7 @@
 mod audit;
 pub mod backup;
 mod cache;
+mod credentials;
 mod directory;
 mod error;
 mod feed;
@@ -33,6 +34,8 @@ use crate::chart::{
 };
 
 pub use audit::{Actor, AuditAction, AuditRecord};
+pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
+
 pub use directory::{
     CredentialStatus, Device, IssuedCertificate, NewStaff, Revocation, Revoked, Severity,
     StaffMember,
@@ -105,6 +108,25 @@ pub struct StoreStats {
     pub documents_loaded: u64,
     /// Commits whose receipts could not be written (see `Receipts`).
     pub receipts_failed: u64,
+}
+
+/// Who wrote the changes of a commit from an enrolled tablet, as their proofs showed.
+#[derive(Debug, Default)]
+pub struct Proven {
+    /// Each writer, with the changes they proved.
+    pub writers: Vec<(Actor, Vec<ChangeHash>)>,
+    pub proofs: Vec<crate::trust::ChangeProof>,
+}
+
+/// What else a new chart's insert writes in its transaction.
+enum Inserted<'a> {
+    Plain,
+    /// A `create` row in the audit trail.
+    By(&'a Actor),
+    /// Proofs of authorship of each change, made here (a tablet).
+    Signed(&'a crate::trust::UnlockedKey),
+    /// `create` rows per writer and the proofs a tablet sent (the server).
+    Proven(&'a Proven),
 }
 
 /// Rows written in the same transaction as a chart's commit.
@@ -265,19 +287,42 @@ impl ChartStore {
 
     /// Adds a chart under a given id (one received from a peer, or imported).
     pub fn insert(&self, id: ChartId, chart: Chart) -> Result<(), StoreError> {
-        self.insert_inner(id, chart, None)
+        self.insert_inner(id, chart, Inserted::Plain)
     }
 
     /// [`ChartStore::insert`], with a `create` row in the audit trail in the same transaction.
     pub fn insert_as(&self, actor: &Actor, id: ChartId, chart: Chart) -> Result<(), StoreError> {
-        self.insert_inner(id, chart, Some(actor))
+        self.insert_inner(id, chart, Inserted::By(actor))
+    }
+
+    /// [`ChartStore::insert_as`] for a chart from an enrolled tablet: a `create` row per
+    /// verified writer, and the proofs, in the same transaction.
+    pub fn insert_proven(
+        &self,
+        id: ChartId,
+        chart: Chart,
+        proven: &Proven,
+    ) -> Result<(), StoreError> {
+        self.insert_inner(id, chart, Inserted::Proven(proven))
+    }
+
+    /// Adds a chart made on this enrolled tablet by the signed-in person, with a proof of
+    /// authorship for each of its changes, in the same transaction.
+    pub fn create_signed(
+        &self,
+        signer: &crate::trust::UnlockedKey,
+        chart: Chart,
+    ) -> Result<ChartId, StoreError> {
+        let id = ChartId::random();
+        self.insert_inner(id, chart, Inserted::Signed(signer))?;
+        Ok(id)
     }
 
     fn insert_inner(
         &self,
         id: ChartId,
         mut chart: Chart,
-        actor: Option<&Actor>,
+        how: Inserted<'_>,
     ) -> Result<(), StoreError> {
         let slot = lock(&self.inner.cache).slot(id);
         let mut cached = lock(&slot);
@@ -290,9 +335,22 @@ impl ChartStore {
             let mut conn = lock(&self.inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             row.insert(&tx).and_then(|key| {
-                if let Some(actor) = actor {
-                    let hashes = change_hashes(&chart, &[]);
-                    insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
+                match how {
+                    Inserted::Plain => {}
+                    Inserted::By(actor) => {
+                        let hashes = change_hashes(&chart, &[]);
+                        insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
+                    }
+                    Inserted::Signed(signer) => {
+                        let proofs = credentials::prove(signer, id, &change_hashes(&chart, &[]));
+                        credentials::insert_proofs(&tx, id, &proofs, None)?;
+                    }
+                    Inserted::Proven(proven) => {
+                        for (actor, hashes) in &proven.writers {
+                            insert_audit(&tx, actor, AuditAction::Create, Some(id), hashes, None)?;
+                        }
+                        credentials::insert_proofs(&tx, id, &proven.proofs, Some(now_millis()))?;
+                    }
                 }
                 tx.commit()?;
                 self.inner.receipt(|| change_hashes(&chart, &[]));
@@ -433,6 +491,51 @@ impl ChartStore {
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
         self.update_inner(id, Some(actor), write, None)
+    }
+
+    /// [`ChartStore::update`] on an enrolled tablet: each change `write` makes is proven as
+    /// the signed-in person's, and the proofs are kept in the commit's transaction.
+    pub fn update_signed<T>(
+        &self,
+        signer: &crate::trust::UnlockedKey,
+        id: ChartId,
+        write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+    ) -> Result<T, StoreError> {
+        let proofs = std::cell::RefCell::new(Vec::new());
+        let also =
+            |tx: &Transaction<'_>| credentials::insert_proofs(tx, id, &proofs.borrow(), None);
+        self.update_inner(
+            id,
+            None,
+            |chart| {
+                let before = chart.heads();
+                let v = write(chart)?;
+                *proofs.borrow_mut() =
+                    credentials::prove(signer, id, &change_hashes(chart, &before));
+                Ok(v)
+            },
+            Some(&also),
+        )
+    }
+
+    /// [`ChartStore::update`] for changes from an enrolled tablet, whose writers are known
+    /// only once `write` has checked the changes' proofs: it fills `proven` with one audit
+    /// `write` row per verified writer and the proofs to keep, all written in the commit's
+    /// transaction.
+    pub fn update_proven<T>(
+        &self,
+        id: ChartId,
+        proven: &std::cell::RefCell<Proven>,
+        write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
+    ) -> Result<T, StoreError> {
+        let also = |tx: &Transaction<'_>| {
+            let p = proven.borrow();
+            for (actor, hashes) in &p.writers {
+                insert_audit(tx, actor, AuditAction::Write, Some(id), hashes, None)?;
+            }
+            credentials::insert_proofs(tx, id, &p.proofs, Some(now_millis()))
+        };
+        self.update_inner(id, None, write, Some(&also))
     }
 
     /// `also`: more rows to write in the commit's transaction (only if the chart changed).

@@ -18,6 +18,31 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+/// What the server tells a tablet at enrolment about how it must treat sign-ins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    /// Certificates last this many days (default 7).
+    pub certificate_days: u32,
+    /// A signed-in person is locked after this much idle time (default 5 minutes, 45 CFR
+    /// 164.312(a)(2)(iii)).
+    pub idle_lock_secs: u32,
+    /// Wrong PINs before the sealed key is erased (default 5).
+    pub pin_attempts: u32,
+    /// How long break-glass access lasts (default 4 hours).
+    pub break_glass_hours: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            certificate_days: 7,
+            idle_lock_secs: 300,
+            pin_attempts: 5,
+            break_glass_hours: 4,
+        }
+    }
+}
+
 /// Statements signed with a device's key or a person's key; each has its own context.
 pub mod context {
     /// A certificate, signed by the server's issuer key.

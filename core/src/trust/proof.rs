@@ -1,8 +1,11 @@
 //! A change's proof of authorship: the signed-in person's signature over the chart's id, the
-//! change's hash and their certificate's serial. The change hash covers everything in the
-//! change (operations, dependencies, actor, time, message, author), so nothing needs to be
-//! put in a canonical form; the chart id stops a proof being replayed into another chart, and
-//! the serial names the certificate, hence the person, role and device.
+//! change's hash, their certificate's serial and when they signed. The change hash covers
+//! everything in the change (operations, dependencies, actor, time, message, author), so
+//! nothing needs to be put in a canonical form; the chart id stops a proof being replayed
+//! into another chart, and the serial names the certificate, hence the person, role and
+//! device. The signing time is the tablet's clock when the change was committed: a change's
+//! own time is the clinical time the nurse gave (a late entry is hours earlier), so it is the
+//! signing time that must fall within the certificate's validity.
 //!
 //! Proofs travel beside the changes they prove, in the same sync frame
 //! (`chartsync/proofs`, docs/protocol.md), as a [`ProofBundle`].
@@ -18,24 +21,38 @@ use crate::chart::ChartId;
 pub struct ChangeProof {
     pub hash: ChangeHash,
     pub serial: Serial,
+    /// When it was signed, seconds since the epoch, by the tablet's clock.
+    pub signed_at: i64,
     pub signature: [u8; 64],
 }
 
-fn message(chart: ChartId, hash: &ChangeHash, serial: &Serial) -> [u8; 64] {
-    let mut m = [0u8; 64];
+fn message(chart: ChartId, hash: &ChangeHash, serial: &Serial, signed_at: i64) -> [u8; 72] {
+    let mut m = [0u8; 72];
     m[..16].copy_from_slice(chart.as_bytes());
     m[16..48].copy_from_slice(&hash.0);
-    m[48..].copy_from_slice(&serial.0);
+    m[48..64].copy_from_slice(&serial.0);
+    m[64..].copy_from_slice(&signed_at.to_be_bytes());
     m
 }
 
 impl ChangeProof {
-    /// Signs `hash` in `chart` with the key `serial` certifies.
-    pub fn sign(key: &SigningKey, serial: Serial, chart: ChartId, hash: ChangeHash) -> ChangeProof {
-        let signature = sign(key, context::CHANGE, &message(chart, &hash, &serial));
+    /// Signs `hash` in `chart` with the key `serial` certifies, at `signed_at`.
+    pub fn sign(
+        key: &SigningKey,
+        serial: Serial,
+        chart: ChartId,
+        hash: ChangeHash,
+        signed_at: i64,
+    ) -> ChangeProof {
+        let signature = sign(
+            key,
+            context::CHANGE,
+            &message(chart, &hash, &serial, signed_at),
+        );
         ChangeProof {
             hash,
             serial,
+            signed_at,
             signature,
         }
     }
@@ -50,7 +67,7 @@ impl ChangeProof {
         verify(
             &cert.key,
             context::CHANGE,
-            &message(chart, &self.hash, &self.serial),
+            &message(chart, &self.hash, &self.serial, self.signed_at),
             &self.signature,
         )
     }
@@ -76,7 +93,7 @@ impl ProofBundle {
         self.certs.is_empty() && self.proofs.is_empty()
     }
 
-    /// `{"v": 1, "certs": [bytes], "proofs": [[hash, serial, signature]]}`.
+    /// `{"v": 1, "certs": [bytes], "proofs": [[hash, serial, signed_at, signature]]}`.
     pub fn encode<W: minicbor::encode::Write>(
         &self,
         e: &mut Encoder<W>,
@@ -89,9 +106,10 @@ impl ProofBundle {
         }
         e.str("proofs")?.array(self.proofs.len() as u64)?;
         for p in &self.proofs {
-            e.array(3)?
+            e.array(4)?
                 .bytes(&p.hash.0)?
                 .bytes(&p.serial.0)?
+                .i64(p.signed_at)?
                 .bytes(&p.signature)?;
         }
         Ok(())
@@ -140,22 +158,24 @@ impl ProofBundle {
                         .array()
                         .map_err(|_| bad("bad proofs"))?
                         .ok_or(bad("bad proofs"))?;
-                    // Each proof takes at least 115 bytes; a count beyond what the input could
+                    // Each proof takes at least 118 bytes; a count beyond what the input could
                     // hold is refused before anything is allocated for it.
-                    if n > (d.input().len() / 115) as u64 {
+                    if n > (d.input().len() / 118) as u64 {
                         return Err(bad("more proofs than bytes"));
                     }
                     bundle.proofs.reserve(n as usize);
                     for _ in 0..n {
-                        if d.array().map_err(|_| bad("bad proof"))? != Some(3) {
-                            return Err(bad("a proof is three byte strings"));
+                        if d.array().map_err(|_| bad("bad proof"))? != Some(4) {
+                            return Err(bad("a proof is hash, serial, time and signature"));
                         }
                         let hash = fixed::<32>(d.bytes(), "proof bundle", "bad change hash")?;
                         let serial = fixed::<16>(d.bytes(), "proof bundle", "bad serial")?;
+                        let signed_at = d.i64().map_err(|_| bad("bad signing time"))?;
                         let signature = fixed::<64>(d.bytes(), "proof bundle", "bad signature")?;
                         bundle.proofs.push(ChangeProof {
                             hash: ChangeHash(hash),
                             serial: Serial(serial),
+                            signed_at,
                             signature,
                         });
                     }

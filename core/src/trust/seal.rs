@@ -332,9 +332,10 @@ impl UnlockedKey {
         SealedKey::seal(&self.key, &self.user, self.serial, device, pin, kdf)
     }
 
-    /// Proves this person made change `hash` in `chart`.
+    /// Proves this person made change `hash` in `chart`, now.
     pub fn prove(&self, chart: ChartId, hash: automerge::ChangeHash) -> ChangeProof {
-        ChangeProof::sign(&self.key, self.serial, chart, hash)
+        let now = crate::chart::Timestamp::now().unix();
+        ChangeProof::sign(&self.key, self.serial, chart, hash, now)
     }
 
     /// Signs a server's challenge, showing that whoever asks to certify this key holds it.

@@ -151,9 +151,9 @@ fn a_proof_bundle_reads_back_as_written() {
     let bytes = bundle.to_bytes();
     let read = ProofBundle::decode(&mut Decoder::new(&bytes)).unwrap();
     assert_eq!(read, bundle);
-    // ~115 B a proof on the wire.
+    // ~130 B a proof on the wire (hash 32, serial 16, time 9, signature 64, framing).
     let per_proof = (bytes.len() - cert.to_bytes().len()) / 3;
-    assert!((110..=125).contains(&per_proof), "{per_proof} B a proof");
+    assert!((125..=135).contains(&per_proof), "{per_proof} B a proof");
 }
 
 #[test]

@@ -6,6 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use chartsync_core::chart::{ChartId, Role, Staff};
+use chartsync_core::client::{ClientConfig, SyncClient, SyncStatus};
+use chartsync_core::store::ChartStore;
 #[allow(unused_imports)]
 pub use chartsync_tests::*;
 
@@ -147,4 +153,86 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn client(url: String, token: &str, peer: &str, store: &Arc<ChartStore>) -> SyncClient {
+    let mut config = ClientConfig::new(url, token, peer);
+    config.wards = vec!["4west".into()];
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(800);
+    SyncClient::start(store.clone(), config)
+}
+
+/// Waits until the client's status satisfies `ok`, or fails with the last status seen.
+pub async fn until(c: &SyncClient, what: &str, ok: impl Fn(&SyncStatus) -> bool) -> SyncStatus {
+    let mut status = c.status();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = status.borrow_and_update().clone();
+        if ok(&now) {
+            return now;
+        }
+        match tokio::time::timeout_at(deadline, status.changed()).await {
+            Ok(Ok(())) => {}
+            _ => panic!("{what}: never happened; the status is {now:?}"),
+        }
+    }
+}
+
+/// Waits until `done` holds (looked at every 50 ms), or fails saying `what` never happened.
+pub async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The registration PC: a patient admitted there (to 4west) for each MRN, synced to the
+/// server under the clerk's token for `wards`.
+pub struct Pc {
+    pub store: Arc<ChartStore>,
+    pub clerk: Staff,
+    pub token: String,
+    pub client: SyncClient,
+    pub charts: Vec<ChartId>,
+}
+
+pub async fn registration_pc(
+    server: &Server,
+    devices: &tempfile::TempDir,
+    wards: &[&str],
+    mrns: &[String],
+) -> Pc {
+    let store = tablet_store(devices, "pc");
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let charts = mrns
+        .iter()
+        .enumerate()
+        .map(|(n, mrn)| {
+            store
+                .create(admit_at(mrn, "4west", at(n as i64), &clerk))
+                .unwrap()
+        })
+        .collect();
+    let token = server.token("him.jones", "technician", wards);
+    let url = format!("ws://{}/sync", server.addr);
+    let client = client(url, &token, "records-pc-1", &store);
+    assert!(client.wait_until_up_to_date(WAIT).await);
+    Pc {
+        store,
+        clerk,
+        token,
+        client,
+        charts,
+    }
+}
+
+/// The chart as the server has it, read through REST.
+pub fn on_server(server: &Server, token: &str, id: ChartId) -> serde_json::Value {
+    let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(token));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
 }

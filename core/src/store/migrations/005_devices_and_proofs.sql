@@ -69,13 +69,15 @@ CREATE TABLE revocations (
 
 CREATE INDEX revocations_by_subject ON revocations (kind, subject);
 
--- Server and tablet: who proved each change. Several proofs may stand for one change.
+-- Server and tablet: who proved each change, as signed, so the proof can be checked again
+-- later. Several proofs may stand for one change.
 CREATE TABLE change_proofs (
-    hash      BLOB NOT NULL,                     -- 32 bytes
-    serial    BLOB NOT NULL,                     -- the certificate's
-    chart_id  TEXT NOT NULL,
-    signature BLOB NOT NULL,                     -- 64 bytes
-    at        INTEGER NOT NULL,                  -- made (tablet) or received (server), ms
+    hash        BLOB NOT NULL,                   -- 32 bytes
+    serial      BLOB NOT NULL,                   -- the certificate's
+    chart_id    TEXT NOT NULL,
+    signed_at   INTEGER NOT NULL,                -- seconds since the epoch, the tablet's clock
+    signature   BLOB NOT NULL,                   -- 64 bytes
+    received_at INTEGER,                         -- server: when it arrived (ms); tablet: NULL
     PRIMARY KEY (hash, serial)
 ) STRICT, WITHOUT ROWID;
 
