@@ -325,7 +325,7 @@ impl Tablet {
             staff: Staff::new(c.user.clone(), c.role, self.key.id().to_string()),
             wards: c.wards.clone(),
             not_after: c.not_after,
-            idle: Duration::from_secs(u64::from(self.enrolment.policy.idle_lock_secs)),
+            idle: Duration::from_secs(self.enrolment.policy.idle_lock_secs),
             unlocked: Mutex::new(Some((key, Instant::now()))),
         }
     }
@@ -371,9 +371,16 @@ impl Session {
             .take();
     }
 
-    /// Runs `f` with the person's key, counting it as use; refused once locked.
+    /// Runs `f` with the person's key, counting it as use; refused once locked, and once
+    /// the certificate has ended (the person signs in online for a new one).
     pub fn with_key<T>(&self, f: impl FnOnce(&UnlockedKey) -> T) -> Result<T, TabletError> {
         let mut unlocked = self.unlocked.lock().unwrap_or_else(|e| e.into_inner());
+        if Timestamp::now().unix() > self.not_after {
+            *unlocked = None;
+            return Err(TabletError::Expired {
+                user: self.staff.user.clone(),
+            });
+        }
         self.expire(&mut unlocked);
         match unlocked.as_mut() {
             Some((key, used)) => {

@@ -67,6 +67,15 @@ impl Trust {
         vec![self.issuer.public_key()]
     }
 
+    /// Issues a certificate under this server's key.
+    pub fn issue(
+        &self,
+        request: CertificateRequest,
+        now: i64,
+    ) -> chartsync_core::trust::SignedCertificate {
+        self.issuer.issue(request, now)
+    }
+
     fn challenge(&self) -> Option<[u8; 32]> {
         let mut waiting = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
@@ -359,7 +368,7 @@ pub async fn sign_in(
         );
     }
     let now = now_secs() as i64;
-    let cert = app.trust.issuer.issue(
+    let cert = app.trust.issue(
         CertificateRequest {
             user: member.user.clone(),
             role: member.role,
@@ -367,7 +376,7 @@ pub async fn sign_in(
             device,
             key,
             not_before: now - CLOCK_SLACK_SECS,
-            not_after: now + i64::from(app.trust.policy.certificate_days) * 86_400,
+            not_after: now + app.trust.policy.certificate_secs as i64,
         },
         now,
     );
@@ -507,7 +516,11 @@ pub async fn put_staff(
     })
     .await;
     match done {
-        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Ok(())) => {
+            // A change of role or wards may have revoked certificates.
+            let _ = app.hub.revocations.send(());
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(Err(r)) => r,
         Err(e) => internal(e),
     }
@@ -645,7 +658,11 @@ pub async fn revoke(
         .store
         .revoke(&by, &req.what, req.severity, effective, &req.reason)
     {
-        Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
+        Ok(r) => {
+            // Tablets connected now hear of it at once; others when they next connect.
+            let _ = app.hub.revocations.send(());
+            (StatusCode::CREATED, Json(r)).into_response()
+        }
         Err(e) => store_error(e),
     }
 }

@@ -105,6 +105,29 @@ struct ServeArgs {
     /// Where the server keeps its store.
     #[arg(long, default_value = "./chartsync-data")]
     data_dir: PathBuf,
+    /// How long a certificate for a person on a tablet lasts: 90s, 30m, 12h, 7d.
+    #[arg(long, default_value = "7d", value_parser = auth::parse_ttl)]
+    certificate_validity: std::time::Duration,
+    /// How long a tablet may sit idle before the signed-in person is locked.
+    #[arg(long, default_value = "5m", value_parser = auth::parse_ttl)]
+    idle_lock: std::time::Duration,
+    /// Wrong PINs before a tablet erases the person's key.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pin_attempts: u32,
+    /// How long break-glass access to a chart lasts.
+    #[arg(long, default_value = "4h", value_parser = auth::parse_ttl)]
+    break_glass: std::time::Duration,
+}
+
+impl ServeArgs {
+    fn policy(&self) -> chartsync_core::trust::Policy {
+        chartsync_core::trust::Policy {
+            certificate_secs: self.certificate_validity.as_secs(),
+            idle_lock_secs: self.idle_lock.as_secs(),
+            pin_attempts: self.pin_attempts,
+            break_glass_secs: self.break_glass.as_secs(),
+        }
+    }
 }
 
 /// The command line: `serve` (the default) or `token`. Returns when the server has stopped.
@@ -133,10 +156,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Some(Command::Staff { args, command }) => return admin::staff(args, command),
         Some(Command::Device { args, command }) => return admin::device(args, command),
         Some(Command::Revoke { args, revoke }) => return admin::revoke(args, revoke),
-        None => ServeArgs {
-            listen: "127.0.0.1:8080".parse()?,
-            data_dir: "./chartsync-data".into(),
-        },
+        None => Cli::parse_from(["chartsync-server", "serve"])
+            .command
+            .and_then(|c| match c {
+                Command::Serve(a) => Some(a),
+                _ => None,
+            })
+            .ok_or("the default serve arguments do not parse")?,
     };
     std::fs::create_dir_all(&args.data_dir)?;
     // Held until the server exits: `chartsync-records import` and `compact` wait for it, as
@@ -183,7 +209,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
     let trust = Arc::new(directory::Trust::load_or_create(
         &args.data_dir,
-        directory::Policy::default(),
+        args.policy(),
     )?);
     let (changes, _) = tokio::sync::broadcast::channel(1024);
     let keeper = census::Keeper::start(store.clone())?;
@@ -209,6 +235,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         recovery,
         sessions: tokio::sync::watch::Sender::new(0),
         trust: trust.clone(),
+        revocations: tokio::sync::broadcast::channel(16).0,
     });
     let mut sessions = hub.sessions.subscribe();
     let app = Router::new()

@@ -132,15 +132,16 @@ impl Verifier {
     }
 
     /// Checks each change's proof; on success, the writer of each, in order.
-    /// `author_of` reads the author a change claims; `now` is the server's clock (seconds).
+    /// `author_of` reads the author a change claims; `now_ms` is the server's clock.
     pub fn verify(
         &mut self,
         store: &ChartStore,
         chart: chartsync_core::chart::ChartId,
         changes: &[ChangeHash],
         author_of: impl Fn(&ChangeHash) -> Option<Staff>,
-        now: i64,
+        now_ms: i64,
     ) -> Result<Vec<Writer>, Unproven> {
+        let now = now_ms.div_euclid(1000);
         let mut revoked: HashMap<Serial, Vec<Revocation>> = HashMap::new();
         let mut writers = Vec::with_capacity(changes.len());
         for hash in changes {
@@ -240,13 +241,13 @@ impl Verifier {
                     revoked.entry(c.serial).or_insert(found)
                 }
             };
-            let now_ms = now * 1000;
             if let Some(r) = revocations.iter().find(|r| {
                 let from = r.effective_at.unix_millis();
                 match r.severity {
                     // Whatever it claims: a thief can set the clock back.
                     Severity::Compromised => now_ms >= from,
-                    Severity::Administrative => time * 1000 >= from,
+                    // Signed in the second the revocation took effect: held, to be safe.
+                    Severity::Administrative => (time + 1) * 1000 > from,
                 }
             }) {
                 return Err(held(
@@ -262,5 +263,275 @@ impl Verifier {
             writers.push(signer);
         }
         Ok(writers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chartsync_core::chart::{
+        Chart, ChartId, EncounterClass, NewEncounter, NewPatient, Role, Staff, Timestamp,
+    };
+    use chartsync_core::store::{Actor, StoreOptions};
+    use chartsync_core::trust::{CertificateRequest, DeviceKey, Issuer, UnlockedKey};
+
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: ChartStore,
+        trust: Arc<Trust>,
+        tablet: DeviceKey,
+        now: i64,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store =
+                ChartStore::open(dir.path().join("charts.db"), StoreOptions::default()).unwrap();
+            let trust = Arc::new(Trust::load_or_create(dir.path(), Default::default()).unwrap());
+            Fixture {
+                _dir: dir,
+                store,
+                trust,
+                tablet: DeviceKey::from_secret(&[1; 32]).unwrap(),
+                now: Timestamp::now().unix(),
+            }
+        }
+
+        /// A key for `user` on `device`, certified from `not_before` to `not_after`.
+        fn person(
+            &self,
+            user: &str,
+            role: Role,
+            device: DeviceId,
+            valid: (i64, i64),
+        ) -> UnlockedKey {
+            let key = UnlockedKey::generate(user);
+            let cert = self.trust.issue(
+                CertificateRequest {
+                    user: user.into(),
+                    role,
+                    wards: vec!["4west".into()],
+                    device,
+                    key: key.public_key(),
+                    not_before: valid.0,
+                    not_after: valid.1,
+                },
+                self.now,
+            );
+            self.store.save_certificate(None, &cert).unwrap();
+            key.certified(cert.certificate().serial)
+        }
+
+        fn always(&self) -> (i64, i64) {
+            (self.now - 3600, self.now + 86_400)
+        }
+    }
+
+    /// A chart admitted by `by`: its changes' hashes and authors.
+    fn admitted(by: &Staff) -> (ChartId, Chart, Vec<ChangeHash>) {
+        let chart = Chart::create(
+            NewPatient {
+                mrn: "MRN-7".into(),
+                family_name: "Rivera".into(),
+                given_names: "Ana".into(),
+                birth_date: None,
+                sex: None,
+                address: None,
+                phone: None,
+            },
+            NewEncounter {
+                ward: "4west".into(),
+                bed: None,
+                class: EncounterClass::Inpatient,
+                admit_source: None,
+                attending: None,
+            },
+            by,
+            Timestamp::now(),
+        )
+        .unwrap();
+        let hashes = chart
+            .doc()
+            .get_changes(&[])
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        (ChartId::random(), chart, hashes)
+    }
+
+    fn check(
+        f: &Fixture,
+        verifier: &mut Verifier,
+        id: ChartId,
+        chart: &Chart,
+        hashes: &[ChangeHash],
+        now: i64,
+    ) -> Result<Vec<Writer>, HoldReason> {
+        let author = |h: &ChangeHash| {
+            let change = chart.doc().get_change_by_hash(h)?;
+            chart.author_of(&change)
+        };
+        verifier
+            .verify(&f.store, id, hashes, author, now * 1000)
+            .map_err(|u| u.reason)
+    }
+
+    fn bundle(proofs: Vec<ChangeProof>) -> ProofBundle {
+        ProofBundle {
+            certs: Vec::new(),
+            proofs,
+        }
+    }
+
+    use automerge::ReadDoc;
+
+    #[test]
+    fn a_change_is_taken_only_with_a_valid_proof_by_its_author_on_this_tablet() {
+        let f = Fixture::new();
+        let device = f.tablet.id();
+        let jones = f.person("him.jones", Role::Technician, device, f.always());
+        let staff = Staff::new("him.jones", Role::Technician, device.to_string());
+        let (id, chart, hashes) = admitted(&staff);
+        let proofs: Vec<ChangeProof> = hashes.iter().map(|h| jones.prove(id, *h)).collect();
+
+        // No proof.
+        let mut v = Verifier::new(device, f.trust.clone());
+        assert_eq!(
+            check(&f, &mut v, id, &chart, &hashes, f.now),
+            Err(HoldReason::Unsigned)
+        );
+        // Proven: the writer is the certificate's person, role and wards.
+        v.add(bundle(proofs.clone()));
+        let writers = check(&f, &mut v, id, &chart, &hashes, f.now).unwrap();
+        assert_eq!(writers[0].user, "him.jones");
+        assert_eq!(writers[0].role, Role::Technician);
+        assert!(writers[0].covers("4west") && !writers[0].covers("icu"));
+
+        // The same proof for another chart: the signature covers the chart's id.
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(bundle(proofs.clone()));
+        assert_eq!(
+            check(&f, &mut v, ChartId::random(), &chart, &hashes, f.now),
+            Err(HoldReason::BadSignature)
+        );
+
+        // A signature with a bit flipped.
+        let mut bad = proofs.clone();
+        bad[0].signature[5] ^= 1;
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(bundle(bad));
+        assert_eq!(
+            check(&f, &mut v, id, &chart, &hashes, f.now),
+            Err(HoldReason::BadSignature)
+        );
+
+        // A certificate some other issuer made: ignored, so the proof names an unknown one.
+        let stranger = Issuer::from_seed(&[5; 32]);
+        let key = UnlockedKey::generate("him.jones");
+        let cert = stranger.issue(
+            CertificateRequest {
+                user: "him.jones".into(),
+                role: Role::Technician,
+                wards: vec!["4west".into()],
+                device,
+                key: key.public_key(),
+                not_before: f.now - 60,
+                not_after: f.now + 60,
+            },
+            f.now,
+        );
+        let key = key.certified(cert.certificate().serial);
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(ProofBundle {
+            certs: vec![cert.to_bytes()],
+            proofs: hashes.iter().map(|h| key.prove(id, *h)).collect(),
+        });
+        assert_eq!(
+            check(&f, &mut v, id, &chart, &hashes, f.now),
+            Err(HoldReason::UnknownCertificate)
+        );
+
+        // Signed by rn.park, claiming him.jones.
+        let park = f.person("rn.park", Role::Nurse, device, f.always());
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(bundle(hashes.iter().map(|h| park.prove(id, *h)).collect()));
+        assert_eq!(
+            check(&f, &mut v, id, &chart, &hashes, f.now),
+            Err(HoldReason::ForgedAuthor)
+        );
+
+        // A key certified for another tablet, sent from this one.
+        let other = DeviceKey::from_secret(&[2; 32]).unwrap().id();
+        let lifted = f.person("him.jones", Role::Technician, other, f.always());
+        let (id2, chart2, hashes2) = admitted(&Staff::new(
+            "him.jones",
+            Role::Technician,
+            other.to_string(),
+        ));
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(bundle(
+            hashes2.iter().map(|h| lifted.prove(id2, *h)).collect(),
+        ));
+        assert_eq!(
+            check(&f, &mut v, id2, &chart2, &hashes2, f.now),
+            Err(HoldReason::AnotherDevice)
+        );
+
+        // A certificate that ended an hour ago.
+        let ended = f.person(
+            "him.jones",
+            Role::Technician,
+            device,
+            (f.now - 7200, f.now - 3600),
+        );
+        let mut v = Verifier::new(device, f.trust.clone());
+        v.add(bundle(hashes.iter().map(|h| ended.prove(id, *h)).collect()));
+        assert_eq!(
+            check(&f, &mut v, id, &chart, &hashes, f.now),
+            Err(HoldReason::CertificateExpired)
+        );
+    }
+
+    #[test]
+    fn a_revocation_holds_what_was_proven_after_it_and_a_compromise_holds_all_that_arrives_later() {
+        let f = Fixture::new();
+        let device = f.tablet.id();
+        let admin = Actor {
+            user: "admin.kim".into(),
+            role: "admin".into(),
+            device: "cli".into(),
+        };
+        let staff = Staff::new("him.jones", Role::Technician, device.to_string());
+        let check_with = |severity: Severity, effective: i64, arrives: i64| {
+            let jones = f.person("him.jones", Role::Technician, device, f.always());
+            let (id, chart, hashes) = admitted(&staff);
+            let proofs = hashes.iter().map(|h| jones.prove(id, *h)).collect();
+            f.store
+                .revoke(
+                    &admin,
+                    &chartsync_core::store::Revoked::Certificate(jones.serial().to_string()),
+                    severity,
+                    Timestamp::from_unix(effective).unwrap(),
+                    "left the hospital",
+                )
+                .unwrap();
+            let mut v = Verifier::new(device, f.trust.clone());
+            v.add(bundle(proofs));
+            check(&f, &mut v, id, &chart, &hashes, arrives)
+        };
+        // Signed now; revoked from a minute from now; arriving ten minutes from now.
+        let (soon, later) = (f.now + 60, f.now + 600);
+        assert!(check_with(Severity::Administrative, soon, later).is_ok());
+        assert_eq!(
+            check_with(Severity::Compromised, soon, later),
+            Err(HoldReason::Revoked)
+        );
+        // Signed after the revocation took effect: held either way.
+        assert_eq!(
+            check_with(Severity::Administrative, f.now - 60, f.now),
+            Err(HoldReason::Revoked)
+        );
     }
 }

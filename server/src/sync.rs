@@ -70,6 +70,8 @@ pub struct Hub {
     /// A records supervisor's decision on held changes, for the devices syncing the chart.
     /// (chart, the device that sent the changes, the notice).
     pub decisions: broadcast::Sender<(DocumentId, String, ChartNotice)>,
+    /// Something was revoked (over REST): tablets connected now are told at once.
+    pub revocations: broadcast::Sender<()>,
     /// How long after a transfer or discharge changes written before it are still taken.
     pub move_window: std::time::Duration,
     /// After a restore from a backup: the changes the server had accepted before, which the
@@ -207,6 +209,7 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     let mut writer_done = false;
     let mut feed = hub.changes.subscribe();
     let mut decisions = hub.decisions.subscribe();
+    let mut revocations = hub.revocations.subscribe();
     let mut shutdown = hub.shutdown.clone();
     // The session lasts no longer than its token.
     let expiry = tokio::time::sleep(access.remaining());
@@ -252,6 +255,12 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
+                            }
+                            // A tablet hears at once which of its people were revoked.
+                            if let Some(p) = &peer {
+                                if let Some(m) = revoked_notice(p).await {
+                                    let _ = out.send(Out::Frame(m)).await;
+                                }
                             }
                             continue;
                         }
@@ -326,6 +335,17 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            revoked = revocations.recv() => {
+                if matches!(revoked, Err(broadcast::error::RecvError::Closed)) {
+                    break;
+                }
+                if let Some(p) = &peer {
+                    if let Some(m) = revoked_notice(p).await {
+                        let _ = out.send(Out::Frame(m)).await;
+                    }
+                }
+                continue;
+            }
             _ = shutdown.changed() => {
                 let _ = out.send(Out::Close).await;
                 break;
@@ -378,6 +398,53 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
 
 /// Stops every worker taking input: the connection is closing for a violation or an expired
 /// token, and nothing more it sent is applied.
+/// For an enrolled tablet: which certificates issued on it are revoked, and whether it is, as
+/// a `chartsync/revoked` notice on its own id (`None`: nothing revoked, or not a tablet).
+async fn revoked_notice(peer: &Arc<Peer>) -> Option<Message> {
+    let device = peer.access.device?;
+    let store = peer.hub.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let device_revoked = store
+            .device(device)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.status != chartsync_core::store::CredentialStatus::Active);
+        let serials: Vec<String> = store
+            .certificates(None, Some(device))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                chartsync_core::trust::Serial::parse(&c.serial).is_ok_and(|serial| {
+                    !store
+                        .revocations_of(serial, &c.user, device)
+                        .unwrap_or_default()
+                        .is_empty()
+                })
+            })
+            .map(|c| c.serial)
+            .collect();
+        (serials, device_revoked)
+    })
+    .await
+    .ok()?;
+    let (serials, device_revoked) = found;
+    if serials.is_empty() && !device_revoked {
+        return None;
+    }
+    let notice = ChartNotice::Revoked {
+        serials,
+        device: device_revoked,
+    };
+    Some(Message::Ephemeral {
+        document_id: DocumentId::from_bytes(device.0),
+        sender_id: peer.hub.local.peer_id.clone(),
+        target_id: peer.remote.peer_id.clone(),
+        count: peer.notices.fetch_add(1, Ordering::Relaxed) + 1,
+        session_id: peer.session_id.clone(),
+        data: notice.encode(),
+    })
+}
+
 /// Takes in a frame's proofs of authorship before any document's worker looks for them:
 /// they are the connection's (only an enrolled tablet's are read; others' are ignored).
 /// `false`: too many wait for their changes, and the connection is to end.
@@ -1480,9 +1547,9 @@ fn prove(
         })
         .collect();
     let hashes: Vec<ChangeHash> = new.iter().map(|(h, _)| *h).collect();
-    let now = Timestamp::now().unix();
+    let now_ms = Timestamp::now().unix_millis();
     let writers = verifier
-        .verify(store, id, &hashes, |h| authors.get(h).cloned(), now)
+        .verify(store, id, &hashes, |h| authors.get(h).cloned(), now_ms)
         .map_err(|u| Refusal {
             reason: u.reason,
             summary: u.summary,

@@ -560,3 +560,142 @@ fn administrators_manage_the_directory_and_revocations_take_certificates_away() 
     );
     assert_eq!(status, 404);
 }
+
+/// A tablet is stolen with a nurse's session open. Revoked as compromised, it hears so at
+/// once and erases the sealed key; whatever the thief writes with the key still in memory is
+/// held, never merged; another tablet on the same chart carries on; and the stolen tablet's
+/// next session is a quarantine in which it can sign no one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_tablets_carry_on() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.lee", "nurse", &["4west"]);
+    let mrns = vec!["MRN-0001".to_string()];
+    let Pc {
+        client: pc, charts, ..
+    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
+    pc.stop().await;
+    let chart = charts[0];
+
+    let mut tablets = Vec::new();
+    for (label, secret, user, pin) in [
+        ("T-07", 7u8, "rn.park", "135790"),
+        ("T-08", 8u8, "rn.lee", "246802"),
+    ] {
+        let store = tablet_store(&devices, label);
+        let code = enrolment_code(&server, label, "4west");
+        let tablet = enrolled(&server, store.clone(), &[secret; 32], &code);
+        let session = signed_in(&tablet, &server, user, pin);
+        let token = device_token(&tablet, &server);
+        let c = client(url.clone(), &token, label, &store);
+        eventually("the chart did not arrive", || {
+            store.contains(chart).unwrap()
+        })
+        .await;
+        assert!(c.wait_until_up_to_date(WAIT).await);
+        tablets.push((tablet, store, session, c));
+    }
+    let (stolen, stolen_store, park, c_stolen) = &tablets[0];
+    let (_, other_store, lee, c_other) = &tablets[1];
+    let mut events = c_stolen.chart_events();
+
+    // Reported stolen: the administrator revokes the tablet as compromised.
+    let admin = server.token("admin.kim", "admin", &["*"]);
+    let (status, body) = http_post(
+        &server.addr,
+        "/api/revocations",
+        Some(&admin),
+        &json!({"kind": "device", "subject": stolen.device().to_string(),
+                "severity": "compromised", "reason": "stolen from the nurses' station"})
+        .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let heard = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&heard, chartsync_core::client::ChartEvent::SignedOut { user } if user == "rn.park"),
+        "{heard:?}"
+    );
+    let credential = stolen_store.credential("rn.park").unwrap().unwrap();
+    assert_eq!(credential.erased_why.as_deref(), Some("revoked"));
+    assert!(matches!(
+        stolen.unlock("rn.park", "135790"),
+        Err(TabletError::NoKey { .. })
+    ));
+
+    // The thief writes with the key still in memory; rn.lee charts on the other tablet.
+    let now = Timestamp::now();
+    park.with_key(|k| {
+        stolen_store.update_signed(k, chart, |ch| {
+            ch.add_entry(park.staff(), now, heart_rate(40))
+        })
+    })
+    .unwrap()
+    .unwrap();
+    lee.with_key(|k| {
+        other_store.update_signed(k, chart, |ch| {
+            ch.add_entry(lee.staff(), now, heart_rate(72))
+        })
+    })
+    .unwrap()
+    .unwrap();
+    let held = until(c_stolen, "the stolen tablet's change is held", |s| {
+        !s.held.is_empty()
+    })
+    .await;
+    assert_eq!(held.held[0].reason, HoldReason::Revoked);
+    until(c_other, "the other tablet's change is acknowledged", |s| {
+        s.state == SyncState::UpToDate && s.unacknowledged == 0
+    })
+    .await;
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let entries = on_server(&server, &sup, chart)["entries"].clone();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+    assert_eq!(entries[0]["author"], "rn.lee");
+
+    // Its next session is a quarantine: no one signs in on it again.
+    let (status, _, _) = sign_in(stolen, &server, "rn.park", PASSWORD);
+    assert_eq!(status, 403);
+    let _quarantined = device_token(stolen, &server);
+    for (_, _, _, c) in tablets {
+        c.stop().await;
+    }
+}
+
+/// A certificate lasts as long as the server says; after that the PIN opens nothing and a
+/// session still open writes nothing: the nurse signs in online again.
+#[test]
+fn after_its_certificate_ends_a_nurse_must_sign_in_online_again() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--certificate-validity", "2s"],
+    );
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    let session = signed_in(&tablet, &server, "rn.park", "135790");
+    assert!(session.with_key(|_| ()).is_ok());
+    // The certificate started five minutes back (for a tablet's slow clock) and ends 2 s
+    // after it was issued.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert!(matches!(
+        session.with_key(|_| ()),
+        Err(TabletError::Expired { .. })
+    ));
+    assert!(matches!(
+        tablet.unlock("rn.park", "135790"),
+        Err(TabletError::Expired { .. })
+    ));
+    // Online again: a new certificate, and the PIN works.
+    drop(signed_in(&tablet, &server, "rn.park", "135790"));
+    assert!(tablet.unlock("rn.park", "135790").is_ok());
+}

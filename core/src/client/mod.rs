@@ -110,6 +110,10 @@ pub enum ChartEvent {
     /// device's copy was set aside whole (`ChartStore::set_aside_charts`) and the record's
     /// copy is being fetched afresh. Staff re-enter what is still needed.
     SetAside { chart: ChartId, reason: String },
+    /// An administrator revoked `user`'s certificate on this tablet (or the tablet itself):
+    /// their sealed key is erased and they are signed out; what they wrote stays and is sent
+    /// (the server holds what was proven after the revocation). They need an online sign-in.
+    SignedOut { user: String },
 }
 
 enum Command {
@@ -789,6 +793,10 @@ impl Session<'_> {
 
     /// What the server says of a chart's changes beside the sync.
     fn on_notice(&mut self, id: ChartId, notice: ChartNotice) -> Vec<Message> {
+        if let ChartNotice::Revoked { serials, device } = notice {
+            self.on_revoked(id, &serials, device);
+            return Vec::new();
+        }
         if let Some(Doc::Census { .. }) = self.docs.get(&id) {
             // Our copy of a ward's census has changes the server has not: it was restored
             // from a backup. The census is the server's to write: start the copy afresh.
@@ -872,6 +880,7 @@ impl Session<'_> {
                 reason,
                 acknowledged,
             } => return self.on_left(id, reason, acknowledged),
+            ChartNotice::Revoked { .. } => return Vec::new(),
         };
         self.ledger.reload_held(self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -890,6 +899,26 @@ impl Session<'_> {
             };
             self.docs.insert(id, Doc::Held(sync));
             Vec::new()
+        }
+    }
+
+    /// Revocations that reach this tablet (`id` is its own device id): the people whose
+    /// certificates were revoked lose their sealed keys here, and are signed out.
+    fn on_revoked(&mut self, id: ChartId, serials: &[String], device: bool) {
+        let Ok(Some(enrolment)) = self.store.enrolment() else {
+            return;
+        };
+        if id.as_bytes() != &enrolment.device.0 {
+            return;
+        }
+        for credential in self.store.credentials().unwrap_or_default() {
+            let revoked = device || serials.contains(&credential.serial.to_string());
+            if revoked && credential.sealed.is_some() {
+                let _ = self.store.erase_credential(&credential.user, "revoked");
+                let _ = self.departures.send(ChartEvent::SignedOut {
+                    user: credential.user,
+                });
+            }
         }
     }
 

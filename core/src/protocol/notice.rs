@@ -206,6 +206,10 @@ pub enum ChartNotice {
         reason: LeftReason,
         acknowledged: Vec<automerge::ChangeHash>,
     },
+    /// To an enrolled tablet, about itself (the document id is its device id): certificates
+    /// issued on it that were revoked (serials, hex), and whether the tablet itself was. The
+    /// tablet erases those people's sealed keys and signs them out; nothing they wrote is lost.
+    Revoked { serials: Vec<String>, device: bool },
 }
 
 const HELD: &str = "chartsync/held";
@@ -213,6 +217,7 @@ const ACCEPTED: &str = "chartsync/accepted";
 const REJECTED: &str = "chartsync/rejected";
 const FULL: &str = "chartsync/holding-area-full";
 const LEFT: &str = "chartsync/left";
+const REVOKED: &str = "chartsync/revoked";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -259,6 +264,15 @@ impl ChartNotice {
                         e.str(&h.to_string())?;
                     }
                 }
+                ChartNotice::Revoked { serials, device } => {
+                    e.map(3)?;
+                    e.str("type")?.str(REVOKED)?;
+                    e.str("serials")?.array(serials.len() as u64)?;
+                    for s in serials {
+                        e.str(s)?;
+                    }
+                    e.str("device")?.bool(*device)?;
+                }
             }
             Ok(())
         })();
@@ -274,6 +288,7 @@ impl ChartNotice {
         let n = d.map().ok()??;
         let (mut kind, mut hold, mut reason, mut summary) = (None, None, None, None);
         let mut acknowledged = Vec::new();
+        let (mut serials, mut device) = (Vec::new(), false);
         for _ in 0..n {
             let key = d.str().ok()?;
             match key {
@@ -281,6 +296,13 @@ impl ChartNotice {
                 "hold" => hold = Some(d.i64().ok()?),
                 "reason" => reason = Some(d.str().ok()?.to_string()),
                 "summary" => summary = Some(d.str().ok()?.to_string()),
+                "serials" => {
+                    let n = d.array().ok()??;
+                    for _ in 0..n {
+                        serials.push(d.str().ok()?.to_string());
+                    }
+                }
+                "device" => device = d.bool().ok()?,
                 "acknowledged" => {
                     let n = d.array().ok()??;
                     for _ in 0..n {
@@ -316,6 +338,7 @@ impl ChartNotice {
                 reason: LeftReason::from_token(&reason?)?,
                 acknowledged,
             },
+            REVOKED => ChartNotice::Revoked { serials, device },
             _ => return None,
         })
     }
@@ -347,6 +370,10 @@ mod tests {
                     automerge::ChangeHash([7; 32]),
                     automerge::ChangeHash([9; 32]),
                 ],
+            },
+            ChartNotice::Revoked {
+                serials: vec!["00112233445566778899aabbccddeeff".into()],
+                device: true,
             },
         ];
         for n in notices {

@@ -21,24 +21,24 @@ use zeroize::Zeroizing;
 /// What the server tells a tablet at enrolment about how it must treat sign-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
-    /// Certificates last this many days (default 7).
-    pub certificate_days: u32,
-    /// A signed-in person is locked after this much idle time (default 5 minutes, 45 CFR
-    /// 164.312(a)(2)(iii)).
-    pub idle_lock_secs: u32,
+    /// Certificates last this long, in seconds (default 7 days).
+    pub certificate_secs: u64,
+    /// A signed-in person is locked after this much idle time, in seconds (default 5
+    /// minutes, 45 CFR 164.312(a)(2)(iii)).
+    pub idle_lock_secs: u64,
     /// Wrong PINs before the sealed key is erased (default 5).
     pub pin_attempts: u32,
-    /// How long break-glass access lasts (default 4 hours).
-    pub break_glass_hours: u32,
+    /// How long break-glass access lasts, in seconds (default 4 hours).
+    pub break_glass_secs: u64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            certificate_days: 7,
+            certificate_secs: 7 * 86_400,
             idle_lock_secs: 300,
             pin_attempts: 5,
-            break_glass_hours: 4,
+            break_glass_secs: 4 * 3600,
         }
     }
 }

@@ -31,8 +31,15 @@ impl Server {
 
     /// Starts the server on a given address (to restart it where devices expect it).
     pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        Server::start_with(data_dir, listen, &[])
+    }
+
+    /// Starts the server with more `serve` options.
+    pub fn start_with(data_dir: &Path, listen: &str, options: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", listen, "--data-dir"])
+            .args(["serve", "--listen", listen])
+            .args(options)
+            .arg("--data-dir")
             .arg(data_dir)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
