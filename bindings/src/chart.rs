@@ -13,12 +13,16 @@ use chartsync_core::chart::{
 use chartsync_core::store::ChartStore;
 
 use crate::error::ChartsyncError;
+use crate::tablet::Session;
 
 #[derive(uniffi::Object)]
 pub struct Chart {
     store: Arc<ChartStore>,
     id: ChartId,
     by: Staff,
+    /// On a shared tablet: the signed-in person, whose key signs each change, and whose idle
+    /// lock closes the chart to reads and writes alike.
+    session: Option<Arc<Session>>,
 }
 
 /// How to settle a conflict: keep one of the conflicting values (by its index in
@@ -30,8 +34,18 @@ pub enum ConflictChoice {
 }
 
 impl Chart {
-    pub(crate) fn new(store: Arc<ChartStore>, id: ChartId, by: Staff) -> Arc<Chart> {
-        Arc::new(Chart { store, id, by })
+    pub(crate) fn new(
+        store: Arc<ChartStore>,
+        id: ChartId,
+        by: Staff,
+        session: Option<Arc<Session>>,
+    ) -> Arc<Chart> {
+        Arc::new(Chart {
+            store,
+            id,
+            by,
+            session,
+        })
     }
 
     /// One write, by the signed-in person, now.
@@ -40,13 +54,23 @@ impl Chart {
         write: impl FnOnce(&mut core_chart::Chart, &Staff, Timestamp) -> Result<T, ChartError>,
     ) -> Result<T, ChartsyncError> {
         let now = Timestamp::now();
-        Ok(self.store.update(self.id, |c| write(c, &self.by, now))?)
+        match &self.session {
+            None => Ok(self.store.update(self.id, |c| write(c, &self.by, now))?),
+            Some(s) => Ok(s.inner.with_key(|key| {
+                self.store
+                    .update_signed(key, self.id, |c| write(c, &self.by, now))
+            })??),
+        }
     }
 
     fn read<T>(
         &self,
         read: impl FnOnce(&core_chart::Chart) -> Result<T, ChartError>,
     ) -> Result<T, ChartsyncError> {
+        if let Some(s) = &self.session {
+            // Reading counts as use; a locked session reads nothing.
+            s.inner.with_key(|_| ())?;
+        }
         Ok(self.store.read(self.id, read)??)
     }
 }

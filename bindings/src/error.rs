@@ -37,6 +37,23 @@ pub enum ChartsyncError {
     /// The chart changed under this write; it reloads: try again.
     #[error("{0}")]
     Retry(String),
+    /// The PIN is not right (`Tablet.people` says how many tries are left).
+    #[error("{0}")]
+    WrongPin(String),
+    /// The person must sign in online: never signed in on this tablet, their key was erased
+    /// (too many wrong PINs, or revoked), or their certificate ended.
+    #[error("{0}")]
+    SignInRequired(String),
+    /// The signed-in person was locked after being idle: enter the PIN again.
+    #[error("{0}")]
+    Locked(String),
+    /// The server refused: a wrong password, a used or expired enrolment code, a revoked
+    /// tablet or person.
+    #[error("{0}")]
+    Refused(String),
+    /// The server could not be reached, or answered with something unexpected.
+    #[error("{0}")]
+    Network(String),
     /// Anything else: a bug, or the device (disk full, I/O).
     #[error("{0}")]
     Internal(String),

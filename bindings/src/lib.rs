@@ -8,6 +8,9 @@
 //!   commit to the store, picked up by the sync client;
 //! - [`SyncClient`]: syncs the store with a chartsync server (or any automerge-repo server),
 //!   reports its status, and tells a [`ChartsyncListener`] the app implements what changed;
+//! - [`Tablet`] and [`Session`]: a shared ward tablet: enrolment, a person's sign-in online
+//!   once and then offline with a PIN, the automatic lock; charts opened with a session write
+//!   as that person, each change signed with their key;
 //! - [`ChartsyncError`]: the one error type, with no patient data in its messages.
 //!
 //! The records and enums (`ChartView`, `NewEntry`, `Staff`, `Role`, ...) are core's own,
@@ -19,11 +22,13 @@ mod chart;
 mod error;
 mod store;
 mod sync;
+mod tablet;
 
 pub use chart::{Chart, ConflictChoice};
 pub use error::ChartsyncError;
 pub use store::{ChartDocument, ChartStore, ImportListener, ImportStatus, SetAsideChart};
 pub use sync::{ChartsyncListener, SyncClient, SyncConfig, SyncStatus};
+pub use tablet::{open_tablet, PinCost, Session, Tablet, TabletPerson};
 
 /// The library's version, to show in an app's about screen and in support requests.
 #[uniffi::export]

@@ -11,6 +11,7 @@ use chartsync_core::store::{
 
 use crate::chart::Chart;
 use crate::error::{chart_id, ChartsyncError};
+use crate::tablet::Session;
 
 /// The tablet's chart store: one SQLite (SQLCipher) file.
 #[derive(uniffi::Object)]
@@ -145,7 +146,38 @@ impl ChartStore {
     ) -> Result<Arc<Chart>, ChartsyncError> {
         let chart = CoreChart::create(patient, encounter, &by, Timestamp::now())?;
         let id = self.inner.create(chart)?;
-        Ok(Chart::new(self.inner.clone(), id, by))
+        Ok(Chart::new(self.inner.clone(), id, by, None))
+    }
+
+    /// On a shared tablet: admits a patient as the signed-in person, the chart's first
+    /// change signed with their key.
+    pub fn create_chart_signed(
+        &self,
+        patient: NewPatient,
+        encounter: NewEncounter,
+        session: Arc<Session>,
+    ) -> Result<Arc<Chart>, ChartsyncError> {
+        let by = session.inner.staff().clone();
+        let id = session.inner.with_key(|key| {
+            let chart = CoreChart::create(patient, encounter, &by, Timestamp::now())?;
+            Ok::<_, ChartsyncError>(self.inner.create_signed(key, chart)?)
+        })??;
+        Ok(Chart::new(self.inner.clone(), id, by, Some(session)))
+    }
+
+    /// On a shared tablet: a chart as the signed-in person sees and writes it, each change
+    /// signed with their key. Reads and writes fail with `Locked` once the session locks.
+    pub fn open_chart_signed(
+        &self,
+        id: String,
+        session: Arc<Session>,
+    ) -> Result<Arc<Chart>, ChartsyncError> {
+        let id = chart_id(&id)?;
+        if self.inner.summary(id)?.is_none() {
+            return Err(core_store::StoreError::NotFound(id).into());
+        }
+        let by = session.inner.staff().clone();
+        Ok(Chart::new(self.inner.clone(), id, by, Some(session)))
     }
 
     /// A chart in the store, as `by` sees and writes it.
@@ -154,7 +186,7 @@ impl ChartStore {
         if self.inner.summary(id)?.is_none() {
             return Err(core_store::StoreError::NotFound(id).into());
         }
-        Ok(Chart::new(self.inner.clone(), id, by))
+        Ok(Chart::new(self.inner.clone(), id, by, None))
     }
 
     /// A chart's whole document, for another store's `import_charts` (a device being set up,

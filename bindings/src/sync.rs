@@ -68,6 +68,10 @@ pub trait ChartsyncListener: Send + Sync {
     /// `reason`: this device's copy was set aside whole (`ChartStore.setAsideCharts`) and the
     /// record's copy is fetched afresh. Show the nurse what to re-enter.
     fn chart_set_aside(&self, id: ChartId, reason: String);
+    /// An administrator revoked `user`'s access on this tablet (or the tablet itself): their
+    /// key here is erased. Lock any session of theirs and show the sign-in screen; what they
+    /// wrote stays and is sent.
+    fn signed_out(&self, user: String);
 }
 
 /// The app's listeners, each under the handle `add_listener` gave it.
@@ -215,6 +219,9 @@ impl SyncClient {
                                 .tell("chart_set_aside", |x| {
                                     x.chart_set_aside(chart, reason.clone())
                                 }),
+                            core_client::ChartEvent::SignedOut { user } => {
+                                l.tell("signed_out", |x| x.signed_out(user.clone()))
+                            }
                         });
                         if told.await.is_err() {
                             break;

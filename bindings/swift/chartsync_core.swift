@@ -5020,6 +5020,34 @@ public enum HoldReason: Equatable, Hashable {
      * or past the window after it.
      */
     case afterDischarge
+    /**
+     * An enrolled tablet sent a change with no proof of who made it.
+     */
+    case unsigned
+    /**
+     * The proof names a certificate this server cannot confirm it issued.
+     */
+    case unknownCertificate
+    /**
+     * The proof's signature does not verify: the change is not what its author signed.
+     */
+    case badSignature
+    /**
+     * The change claims an author other than the person whose key signed it.
+     */
+    case forgedAuthor
+    /**
+     * The signing key belongs to another tablet than the one that sent the change.
+     */
+    case anotherDevice
+    /**
+     * The change was made, or arrived, outside its certificate's validity.
+     */
+    case certificateExpired
+    /**
+     * The person, certificate or tablet was revoked.
+     */
+    case revoked
 
 
 
@@ -5058,6 +5086,20 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         case 8: return .censusIsReadOnly
         
         case 9: return .afterDischarge
+        
+        case 10: return .unsigned
+        
+        case 11: return .unknownCertificate
+        
+        case 12: return .badSignature
+        
+        case 13: return .forgedAuthor
+        
+        case 14: return .anotherDevice
+        
+        case 15: return .certificateExpired
+        
+        case 16: return .revoked
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5101,6 +5143,34 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         
         case .afterDischarge:
             writeInt(&buf, Int32(9))
+        
+        
+        case .unsigned:
+            writeInt(&buf, Int32(10))
+        
+        
+        case .unknownCertificate:
+            writeInt(&buf, Int32(11))
+        
+        
+        case .badSignature:
+            writeInt(&buf, Int32(12))
+        
+        
+        case .forgedAuthor:
+            writeInt(&buf, Int32(13))
+        
+        
+        case .anotherDevice:
+            writeInt(&buf, Int32(14))
+        
+        
+        case .certificateExpired:
+            writeInt(&buf, Int32(15))
+        
+        
+        case .revoked:
+            writeInt(&buf, Int32(16))
         
         }
     }

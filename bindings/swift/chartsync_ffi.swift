@@ -1200,6 +1200,12 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
     func createChart(patient: NewPatient, encounter: NewEncounter, by: Staff) throws  -> Chart
     
     /**
+     * On a shared tablet: admits a patient as the signed-in person, the chart's first
+     * change signed with their key.
+     */
+    func createChartSigned(patient: NewPatient, encounter: NewEncounter, session: Session) throws  -> Chart
+    
+    /**
      * What is missing from a chart: unsigned notes, a missing or late history and physical,
      * a missing discharge summary, forms without signatures, coding not final, open queries,
      * unresolved conflicts, edits after signing; each with who must act and by when.
@@ -1222,6 +1228,12 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
      * A chart in the store, as `by` sees and writes it.
      */
     func openChart(id: String, by: Staff) throws  -> Chart
+    
+    /**
+     * On a shared tablet: a chart as the signed-in person sees and writes it, each change
+     * signed with their key. Reads and writes fail with `Locked` once the session locks.
+     */
+    func openChartSigned(id: String, session: Session) throws  -> Chart
     
     /**
      * Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
@@ -1355,6 +1367,22 @@ open func createChart(patient: NewPatient, encounter: NewEncounter, by: Staff)th
 }
     
     /**
+     * On a shared tablet: admits a patient as the signed-in person, the chart's first
+     * change signed with their key.
+     */
+open func createChartSigned(patient: NewPatient, encounter: NewEncounter, session: Session)throws  -> Chart  {
+    return try  FfiConverterTypeChart_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartstore_create_chart_signed(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeNewPatient_lower(patient),
+        FfiConverterTypeNewEncounter_lower(encounter),
+        FfiConverterTypeSession_lower(session),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * What is missing from a chart: unsigned notes, a missing or late history and physical,
      * a missing discharge summary, forms without signatures, coding not final, open queries,
      * unresolved conflicts, edits after signing; each with who must act and by when.
@@ -1408,6 +1436,21 @@ open func openChart(id: String, by: Staff)throws  -> Chart  {
             self.uniffiCloneHandle(),
         FfiConverterString.lower(id),
         FfiConverterTypeStaff_lower(by),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * On a shared tablet: a chart as the signed-in person sees and writes it, each change
+     * signed with their key. Reads and writes fail with `Locked` once the session locks.
+     */
+open func openChartSigned(id: String, session: Session)throws  -> Chart  {
+    return try  FfiConverterTypeChart_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartstore_open_chart_signed(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(id),
+        FfiConverterTypeSession_lower(session),uniffiCallStatus
     )
 })
 }
@@ -1538,6 +1581,13 @@ public protocol ChartsyncListener: AnyObject, Sendable {
      */
     func chartSetAside(id: ChartId, reason: String) 
     
+    /**
+     * An administrator revoked `user`'s access on this tablet (or the tablet itself): their
+     * key here is erased. Lock any session of theirs and show the sign-in screen; what they
+     * wrote stays and is sent.
+     */
+    func signedOut(user: String) 
+    
 }
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
@@ -1650,6 +1700,20 @@ open func chartSetAside(id: ChartId, reason: String)  {try! rustCall() {
             self.uniffiCloneHandle(),
         FfiConverterTypeChartId_lower(id),
         FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * An administrator revoked `user`'s access on this tablet (or the tablet itself): their
+     * key here is erased. Lock any session of theirs and show the sign-in screen; what they
+     * wrote stays and is sent.
+     */
+open func signedOut(user: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_signed_out(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(user),uniffiCallStatus
     )
 }
 }
@@ -1773,6 +1837,30 @@ fileprivate struct UniffiCallbackInterfaceChartsyncListener {
                 return uniffiObj.chartSetAside(
                      id: try FfiConverterTypeChartId_lift(id),
                      reason: try FfiConverterString.lift(reason)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        signedOut: { (
+            uniffiHandle: UInt64,
+            user: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.signedOut(
+                     user: try FfiConverterString.lift(user)
                 )
             }
 
@@ -2071,6 +2159,195 @@ public func FfiConverterTypeImportListener_lower(_ value: ImportListener) -> UIn
 
 
 
+/**
+ * The person signed in on the tablet. Charts opened with it write as them, each change
+ * signed with their key. After the idle time the server set (5 minutes by default) with no
+ * use, it locks itself: writes fail with `Locked` until the PIN is entered again
+ * (`Tablet.unlock`).
+ */
+public protocol SessionProtocol: AnyObject, Sendable {
+    
+    func isLocked()  -> Bool
+    
+    /**
+     * Locks now: the person walked away, or handed the tablet over.
+     */
+    func lock() 
+    
+    /**
+     * Who writes: user, role (from their certificate) and this tablet.
+     */
+    func staff()  -> Staff
+    
+    /**
+     * Counts as use (the person is reading), so the idle lock waits.
+     */
+    func touch() 
+    
+    func wards()  -> [String]
+    
+}
+/**
+ * The person signed in on the tablet. Charts opened with it write as them, each change
+ * signed with their key. After the idle time the server set (5 minutes by default) with no
+ * use, it locks itself: writes fail with `Locked` until the PIN is entered again
+ * (`Tablet.unlock`).
+ */
+open class Session: SessionProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_chartsync_ffi_fn_clone_session(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_chartsync_ffi_fn_free_session(handle, $0) }
+    }
+
+    
+
+    
+open func isLocked() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_session_is_locked(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Locks now: the person walked away, or handed the tablet over.
+     */
+open func lock()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_session_lock(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Who writes: user, role (from their certificate) and this tablet.
+     */
+open func staff() -> Staff  {
+    return try!  FfiConverterTypeStaff_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_session_staff(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Counts as use (the person is reading), so the idle lock waits.
+     */
+open func touch()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_session_touch(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+open func wards() -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_session_wards(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSession: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Session
+
+    public static func lift(_ handle: UInt64) throws -> Session {
+        return Session(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Session) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Session {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Session, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lift(_ handle: UInt64) throws -> Session {
+    return try FfiConverterTypeSession.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lower(_ value: Session) -> UInt64 {
+    return FfiConverterTypeSession.lower(value)
+}
+
+
+
+
+
+
 public protocol SyncClientProtocol: AnyObject, Sendable {
     
     /**
@@ -2326,6 +2603,297 @@ public func FfiConverterTypeSyncClient_lift(_ handle: UInt64) throws -> SyncClie
 #endif
 public func FfiConverterTypeSyncClient_lower(_ value: SyncClient) -> UInt64 {
     return FfiConverterTypeSyncClient.lower(value)
+}
+
+
+
+
+
+
+/**
+ * An enrolled tablet.
+ */
+public protocol TabletProtocol: AnyObject, Sendable {
+    
+    /**
+     * This tablet's id, as the server and the audit trail name it.
+     */
+    func deviceId()  -> String
+    
+    /**
+     * Signs a person out for good on this tablet: their sealed key is erased (what they
+     * wrote stays, and is sent). Their next sign-in here is online.
+     */
+    func forget(user: String) throws 
+    
+    /**
+     * What is written on the tablet (`T-07`), as the administrator enrolled it.
+     */
+    func label()  -> String
+    
+    /**
+     * Everyone who signed in on this tablet, and whether their PIN still works here.
+     */
+    func people() throws  -> [TabletPerson]
+    
+    /**
+     * A token for the tablet's sync connection (`SyncClient.start`, `set_token` after
+     * `SignInRequired`): the tablet proves it holds its key. Lasts 12 hours.
+     */
+    func sessionToken() throws  -> String
+    
+    /**
+     * A person's first sign-in on this tablet, online (or a renewal once their certificate
+     * ended): their password is checked by the server, which certifies a new key for them
+     * here; the key is sealed under `pin` (6 to 12 digits). They are signed in.
+     */
+    func signInOnline(user: String, password: String, pin: String) throws  -> Session
+    
+    /**
+     * The sync endpoint: give it to `SyncConfig.url`.
+     */
+    func syncUrl()  -> String
+    
+    /**
+     * Signs in offline with the PIN. Wrong PINs are counted (`WrongPin`); at the limit the
+     * key is erased and the person must sign in online (`SignInRequired`).
+     */
+    func unlock(user: String, pin: String) throws  -> Session
+    
+    func wards()  -> [String]
+    
+}
+/**
+ * An enrolled tablet.
+ */
+open class Tablet: TabletProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_chartsync_ffi_fn_clone_tablet(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_chartsync_ffi_fn_free_tablet(handle, $0) }
+    }
+
+    
+    /**
+     * Enrols the tablet with the one-time code an administrator printed
+     * (`chartsync-server device enroll`). `server`: the server's https:// address.
+     */
+public static func enrol(store: ChartStore, deviceSecret: Data, server: String, code: String, pinCost: PinCost)throws  -> Tablet  {
+    return try  FfiConverterTypeTablet_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_constructor_tablet_enrol(
+        FfiConverterTypeChartStore_lower(store),
+        FfiConverterData.lower(deviceSecret),
+        FfiConverterString.lower(server),
+        FfiConverterString.lower(code),
+        FfiConverterTypePinCost_lower(pinCost),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+    /**
+     * This tablet's id, as the server and the audit trail name it.
+     */
+open func deviceId() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_device_id(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Signs a person out for good on this tablet: their sealed key is erased (what they
+     * wrote stays, and is sent). Their next sign-in here is online.
+     */
+open func forget(user: String)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_forget(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(user),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * What is written on the tablet (`T-07`), as the administrator enrolled it.
+     */
+open func label() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_label(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Everyone who signed in on this tablet, and whether their PIN still works here.
+     */
+open func people()throws  -> [TabletPerson]  {
+    return try  FfiConverterSequenceTypeTabletPerson.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_people(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A token for the tablet's sync connection (`SyncClient.start`, `set_token` after
+     * `SignInRequired`): the tablet proves it holds its key. Lasts 12 hours.
+     */
+open func sessionToken()throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_session_token(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A person's first sign-in on this tablet, online (or a renewal once their certificate
+     * ended): their password is checked by the server, which certifies a new key for them
+     * here; the key is sealed under `pin` (6 to 12 digits). They are signed in.
+     */
+open func signInOnline(user: String, password: String, pin: String)throws  -> Session  {
+    return try  FfiConverterTypeSession_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_sign_in_online(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(user),
+        FfiConverterString.lower(password),
+        FfiConverterString.lower(pin),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The sync endpoint: give it to `SyncConfig.url`.
+     */
+open func syncUrl() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_sync_url(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Signs in offline with the PIN. Wrong PINs are counted (`WrongPin`); at the limit the
+     * key is erased and the person must sign in online (`SignInRequired`).
+     */
+open func unlock(user: String, pin: String)throws  -> Session  {
+    return try  FfiConverterTypeSession_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_unlock(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(user),
+        FfiConverterString.lower(pin),uniffiCallStatus
+    )
+})
+}
+    
+open func wards() -> [String]  {
+    return try!  FfiConverterSequenceString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_wards(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTablet: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Tablet
+
+    public static func lift(_ handle: UInt64) throws -> Tablet {
+        return Tablet(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Tablet) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Tablet {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Tablet, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTablet_lift(_ handle: UInt64) throws -> Tablet {
+    return try FfiConverterTypeTablet.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTablet_lower(_ value: Tablet) -> UInt64 {
+    return FfiConverterTypeTablet.lower(value)
 }
 
 
@@ -2679,6 +3247,89 @@ public func FfiConverterTypeSyncStatus_lower(_ value: SyncStatus) -> RustBuffer 
 }
 
 
+/**
+ * Someone who signed in on this tablet before.
+ */
+public struct TabletPerson: Equatable, Hashable {
+    public var user: String
+    /**
+     * Whether their PIN can still sign them in here; if not, they sign in online.
+     */
+    public var canUnlock: Bool
+    /**
+     * Wrong PINs left before their key is erased.
+     */
+    public var pinAttemptsLeft: UInt32
+    /**
+     * Why the key was erased, if it was: `pin_attempts`, `revoked`, `signed_out`.
+     */
+    public var erased: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(user: String, 
+        /**
+         * Whether their PIN can still sign them in here; if not, they sign in online.
+         */canUnlock: Bool, 
+        /**
+         * Wrong PINs left before their key is erased.
+         */pinAttemptsLeft: UInt32, 
+        /**
+         * Why the key was erased, if it was: `pin_attempts`, `revoked`, `signed_out`.
+         */erased: String?) {
+        self.user = user
+        self.canUnlock = canUnlock
+        self.pinAttemptsLeft = pinAttemptsLeft
+        self.erased = erased
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TabletPerson: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTabletPerson: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TabletPerson {
+        return
+            try TabletPerson(
+                user: FfiConverterString.read(from: &buf), 
+                canUnlock: FfiConverterBool.read(from: &buf), 
+                pinAttemptsLeft: FfiConverterUInt32.read(from: &buf), 
+                erased: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TabletPerson, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.user, into: &buf)
+        FfiConverterBool.write(value.canUnlock, into: &buf)
+        FfiConverterUInt32.write(value.pinAttemptsLeft, into: &buf)
+        FfiConverterOptionString.write(value.erased, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTabletPerson_lift(_ buf: RustBuffer) throws -> TabletPerson {
+    return try FfiConverterTypeTabletPerson.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTabletPerson_lower(_ value: TabletPerson) -> RustBuffer {
+    return FfiConverterTypeTabletPerson.lower(value)
+}
+
+
 public 
 enum ChartsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
 
@@ -2729,6 +3380,33 @@ enum ChartsyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError
      * The chart changed under this write; it reloads: try again.
      */
     case Retry(message: String)
+    
+    /**
+     * The PIN is not right (`Tablet.people` says how many tries are left).
+     */
+    case WrongPin(message: String)
+    
+    /**
+     * The person must sign in online: never signed in on this tablet, their key was erased
+     * (too many wrong PINs, or revoked), or their certificate ended.
+     */
+    case SignInRequired(message: String)
+    
+    /**
+     * The signed-in person was locked after being idle: enter the PIN again.
+     */
+    case Locked(message: String)
+    
+    /**
+     * The server refused: a wrong password, a used or expired enrolment code, a revoked
+     * tablet or person.
+     */
+    case Refused(message: String)
+    
+    /**
+     * The server could not be reached, or answered with something unexpected.
+     */
+    case Network(message: String)
     
     /**
      * Anything else: a bug, or the device (disk full, I/O).
@@ -2800,7 +3478,27 @@ public struct FfiConverterTypeChartsyncError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .Internal(
+        case 10: return .WrongPin(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .SignInRequired(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 12: return .Locked(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 13: return .Refused(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 14: return .Network(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 15: return .Internal(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -2833,8 +3531,18 @@ public struct FfiConverterTypeChartsyncError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(8))
         case .Retry(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .Internal(_ /* message is ignored*/):
+        case .WrongPin(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
+        case .SignInRequired(_ /* message is ignored*/):
+            writeInt(&buf, Int32(11))
+        case .Locked(_ /* message is ignored*/):
+            writeInt(&buf, Int32(12))
+        case .Refused(_ /* message is ignored*/):
+            writeInt(&buf, Int32(13))
+        case .Network(_ /* message is ignored*/):
+            writeInt(&buf, Int32(14))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(15))
 
         
         }
@@ -2932,6 +3640,81 @@ public func FfiConverterTypeConflictChoice_lower(_ value: ConflictChoice) -> Rus
 }
 
 
+
+/**
+ * What deriving a PIN's key (Argon2id) may cost the tablet, each time a person signs in.
+ */
+
+public enum PinCost: Equatable, Hashable {
+    
+    /**
+     * 64 MiB and 3 passes: a fraction of a second on a mid-range tablet.
+     */
+    case standard
+    /**
+     * 19 MiB and 2 passes (OWASP's floor), for tablets short of memory.
+     */
+    case lowMemory
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension PinCost: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePinCost: FfiConverterRustBuffer {
+    typealias SwiftType = PinCost
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PinCost {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .standard
+        
+        case 2: return .lowMemory
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: PinCost, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .standard:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .lowMemory:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePinCost_lift(_ buf: RustBuffer) throws -> PinCost {
+    return try FfiConverterTypePinCost.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePinCost_lower(_ value: PinCost) -> RustBuffer {
+    return FfiConverterTypePinCost.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -3023,6 +3806,30 @@ fileprivate struct FfiConverterOptionTypeImportListener: FfiConverterRustBuffer 
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeImportListener.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeTablet: FfiConverterRustBuffer {
+    typealias SwiftType = Tablet?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTablet.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTablet.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -3280,6 +4087,31 @@ fileprivate struct FfiConverterSequenceTypeSetAsideChart: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeTabletPerson: FfiConverterRustBuffer {
+    typealias SwiftType = [TabletPerson]
+
+    public static func write(_ value: [TabletPerson], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTabletPerson.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [TabletPerson] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [TabletPerson]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTabletPerson.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChartId: FfiConverterRustBuffer {
     typealias SwiftType = [ChartId]
 
@@ -3359,6 +4191,19 @@ public func chartsyncVersion() -> String  {
     )
 })
 }
+/**
+ * The tablet as its store knows it; `None` if it was never enrolled (then `Tablet.enrol`).
+ */
+public func openTablet(store: ChartStore, deviceSecret: Data, pinCost: PinCost)throws  -> Tablet?  {
+    return try  FfiConverterOptionTypeTablet.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_func_open_tablet(
+        FfiConverterTypeChartStore_lower(store),
+        FfiConverterData.lower(deviceSecret),
+        FfiConverterTypePinCost_lower(pinCost),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -3376,6 +4221,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.contractVersionMismatch
     }
     if (uniffi_chartsync_ffi_checksum_func_chartsync_version() != 63896) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_func_open_tablet() != 36844) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chart_add_entry() != 30318) {
@@ -3474,6 +4322,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_create_chart() != 59697) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_create_chart_signed() != 51016) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies() != 22919) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3484,6 +4335,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart() != 37875) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart_signed() != 1681) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts() != 15751) {
@@ -3510,6 +4364,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside() != 11808) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out() != 62327) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3531,10 +4388,55 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_syncclient_wait_until_up_to_date() != 51256) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_session_is_locked() != 58040) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_session_lock() != 33445) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_session_staff() != 57220) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_session_touch() != 18433) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_session_wards() != 5312) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_device_id() != 37154) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_forget() != 56025) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_label() != 3645) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_people() != 9384) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_session_token() != 28732) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_sign_in_online() != 4498) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_sync_url() != 21435) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_unlock() != 60022) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_wards() != 29020) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_constructor_chartstore_open() != 52094) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_constructor_syncclient_start() != 14741) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_constructor_tablet_enrol() != 62941) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -278,6 +278,13 @@ typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod3)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD4
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD4
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod4)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceImportListener {
@@ -296,6 +303,7 @@ typedef struct UniffiVTableCallbackInterfaceChartsyncListener {
     UniffiCallbackInterfaceChartsyncListenerMethod1 _Nonnull syncStatusChanged;
     UniffiCallbackInterfaceChartsyncListenerMethod2 _Nonnull chartLeft;
     UniffiCallbackInterfaceChartsyncListenerMethod3 _Nonnull chartSetAside;
+    UniffiCallbackInterfaceChartsyncListenerMethod4 _Nonnull signedOut;
 } UniffiVTableCallbackInterfaceChartsyncListener;
 
 #endif
@@ -484,6 +492,11 @@ RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_charts_of_patient(uint64_t 
 uint64_t uniffi_chartsync_ffi_fn_method_chartstore_create_chart(uint64_t ptr, RustBuffer patient, RustBuffer encounter, RustBuffer by, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_CREATE_CHART_SIGNED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_CREATE_CHART_SIGNED
+uint64_t uniffi_chartsync_ffi_fn_method_chartstore_create_chart_signed(uint64_t ptr, RustBuffer patient, RustBuffer encounter, uint64_t session, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_DEFICIENCIES
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_DEFICIENCIES
 RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_deficiencies(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -502,6 +515,11 @@ RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_import_charts(uint64_t ptr,
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_OPEN_CHART
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_OPEN_CHART
 uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart(uint64_t ptr, RustBuffer id, RustBuffer by, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_OPEN_CHART_SIGNED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_OPEN_CHART_SIGNED
+uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart_signed(uint64_t ptr, RustBuffer id, uint64_t session, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
@@ -574,6 +592,11 @@ void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_left(uint64_t ptr, R
 void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_set_aside(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_SIGNED_OUT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_SIGNED_OUT
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_signed_out(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
 uint64_t uniffi_chartsync_ffi_fn_clone_syncclient(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -624,10 +647,110 @@ uint64_t uniffi_chartsync_ffi_fn_method_syncclient_stop(uint64_t ptr
 uint64_t uniffi_chartsync_ffi_fn_method_syncclient_wait_until_up_to_date(uint64_t ptr, uint64_t timeout_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SESSION
+uint64_t uniffi_chartsync_ffi_fn_clone_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FREE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FREE_SESSION
+void uniffi_chartsync_ffi_fn_free_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_IS_LOCKED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_IS_LOCKED
+int8_t uniffi_chartsync_ffi_fn_method_session_is_locked(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_LOCK
+void uniffi_chartsync_ffi_fn_method_session_lock(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_STAFF
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_STAFF
+RustBuffer uniffi_chartsync_ffi_fn_method_session_staff(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_TOUCH
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_TOUCH
+void uniffi_chartsync_ffi_fn_method_session_touch(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_WARDS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SESSION_WARDS
+RustBuffer uniffi_chartsync_ffi_fn_method_session_wards(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_TABLET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_TABLET
+uint64_t uniffi_chartsync_ffi_fn_clone_tablet(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FREE_TABLET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FREE_TABLET
+void uniffi_chartsync_ffi_fn_free_tablet(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CONSTRUCTOR_TABLET_ENROL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CONSTRUCTOR_TABLET_ENROL
+uint64_t uniffi_chartsync_ffi_fn_constructor_tablet_enrol(uint64_t store, RustBuffer device_secret, RustBuffer server, RustBuffer code, RustBuffer pin_cost, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_device_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_FORGET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_FORGET
+void uniffi_chartsync_ffi_fn_method_tablet_forget(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_LABEL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_LABEL
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_label(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_PEOPLE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_PEOPLE
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_people(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SESSION_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SESSION_TOKEN
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_session_token(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SIGN_IN_ONLINE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SIGN_IN_ONLINE
+uint64_t uniffi_chartsync_ffi_fn_method_tablet_sign_in_online(uint64_t ptr, RustBuffer user, RustBuffer password, RustBuffer pin, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SYNC_URL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_SYNC_URL
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_sync_url(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_UNLOCK
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_UNLOCK
+uint64_t uniffi_chartsync_ffi_fn_method_tablet_unlock(uint64_t ptr, RustBuffer user, RustBuffer pin, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_WARDS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_WARDS
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_wards(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FUNC_CHARTSYNC_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FUNC_CHARTSYNC_VERSION
 RustBuffer uniffi_chartsync_ffi_fn_func_chartsync_version(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FUNC_OPEN_TABLET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_FUNC_OPEN_TABLET
+RustBuffer uniffi_chartsync_ffi_fn_func_open_tablet(uint64_t store, RustBuffer device_secret, RustBuffer pin_cost, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_CHARTSYNC_FFI_RUSTBUFFER_ALLOC
@@ -896,6 +1019,12 @@ uint16_t uniffi_chartsync_ffi_checksum_func_chartsync_version(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_FUNC_OPEN_TABLET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_FUNC_OPEN_TABLET
+uint16_t uniffi_chartsync_ffi_checksum_func_open_tablet(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_ADD_ENTRY
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_ADD_ENTRY
 uint16_t uniffi_chartsync_ffi_checksum_method_chart_add_entry(void
@@ -1088,6 +1217,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_create_chart(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_CREATE_CHART_SIGNED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_CREATE_CHART_SIGNED
+uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_create_chart_signed(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_DEFICIENCIES
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_DEFICIENCIES
 uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_deficiencies(void
@@ -1109,6 +1244,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_import_charts(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_OPEN_CHART
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_OPEN_CHART
 uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_open_chart(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_OPEN_CHART_SIGNED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_OPEN_CHART_SIGNED
+uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_open_chart_signed(void
     
 );
 #endif
@@ -1160,6 +1301,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside(
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_SIGNED_OUT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_SIGNED_OUT
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
 uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_add_listener(void
@@ -1202,6 +1349,90 @@ uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_wait_until_up_to_date(v
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_IS_LOCKED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_IS_LOCKED
+uint16_t uniffi_chartsync_ffi_checksum_method_session_is_locked(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_LOCK
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_LOCK
+uint16_t uniffi_chartsync_ffi_checksum_method_session_lock(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_STAFF
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_STAFF
+uint16_t uniffi_chartsync_ffi_checksum_method_session_staff(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_TOUCH
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_TOUCH
+uint16_t uniffi_chartsync_ffi_checksum_method_session_touch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_WARDS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_WARDS
+uint16_t uniffi_chartsync_ffi_checksum_method_session_wards(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_DEVICE_ID
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_DEVICE_ID
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_device_id(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_FORGET
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_FORGET
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_forget(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_LABEL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_LABEL
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_label(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_PEOPLE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_PEOPLE
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_people(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SESSION_TOKEN
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SESSION_TOKEN
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_session_token(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SIGN_IN_ONLINE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SIGN_IN_ONLINE
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_sign_in_online(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SYNC_URL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_SYNC_URL
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_sync_url(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_UNLOCK
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_UNLOCK
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_unlock(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_WARDS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_WARDS
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_wards(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_CHARTSTORE_OPEN
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_CHARTSTORE_OPEN
 uint16_t uniffi_chartsync_ffi_checksum_constructor_chartstore_open(void
@@ -1211,6 +1442,12 @@ uint16_t uniffi_chartsync_ffi_checksum_constructor_chartstore_open(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_SYNCCLIENT_START
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_SYNCCLIENT_START
 uint16_t uniffi_chartsync_ffi_checksum_constructor_syncclient_start(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_TABLET_ENROL
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_CONSTRUCTOR_TABLET_ENROL
+uint16_t uniffi_chartsync_ffi_checksum_constructor_tablet_enrol(void
     
 );
 #endif

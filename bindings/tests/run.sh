@@ -105,6 +105,15 @@ CHARTSYNC_TOKEN_DAY=$(token rn.lee)
 # Expired by the time the Kotlin tests run (they compile first).
 CHARTSYNC_TOKEN_EXPIRING=$(token rn.park --ttl 1s)
 export CHARTSYNC_WORK=$out/work CHARTSYNC_HANDOFF=$out/work/handoff.txt
+# The shared-tablet test: people in the directory, and a code to enrol the tablet with.
+admin() { target/debug/chartsync-server "$@" --data-dir "$out/server" --by admin.kim; }
+export CHARTSYNC_PASSWORD="night shift 4west" CHARTSYNC_BASE="http://$addr"
+for person in rn.park:nurse him.jones:technician; do
+    echo "$CHARTSYNC_PASSWORD" | admin staff add --user "${person%%:*}" --role "${person#*:}" \
+        --ward 4west --password-stdin >/dev/null
+done
+CHARTSYNC_ENROL_CODE=$(admin device enroll --label T-KT --ward 4west 2>/dev/null)
+export CHARTSYNC_ENROL_CODE
 
 kotlin_status=0
 java -Djna.library.path="$out/lib" \

@@ -5,7 +5,6 @@
 mod common;
 
 use chartsync_core::chart::*;
-use chartsync_core::codes::CodeSystem;
 use chartsync_core::protocol::HoldReason;
 use chartsync_core::store::*;
 use common::*;

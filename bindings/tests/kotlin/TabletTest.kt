@@ -48,6 +48,7 @@ class Listener : ChartsyncListener {
     override fun syncStatusChanged(status: SyncStatus) { states.add(status.state) }
     override fun chartLeft(id: String, reason: LeftReason) { left.add(id) }
     override fun chartSetAside(id: String, reason: String) { setAside.add(id) }
+    override fun signedOut(user: String) {}
 }
 
 fun check(condition: Boolean, what: () -> String) {
@@ -139,6 +140,7 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
         override fun syncStatusChanged(status: SyncStatus) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartLeft(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartSetAside(id: String, reason: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun signedOut(user: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
     }
     val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
     val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), thrower)
@@ -176,8 +178,46 @@ fun anExpiredSignInWaitsForANewToken() {
     runBlocking { client.stop() }
 }
 
+// A shared ward tablet, as an app signs people in: enrolment with the administrator's code,
+// each person's first sign-in online with a PIN chosen then, later ones offline with the PIN,
+// the lock, and the sync of everyone's signed work under the tablet's own session.
+fun aSharedTabletSignsPeopleInAndSyncsTheirSignedWork() {
+    val work = File(env("CHARTSYNC_WORK"))
+    val store = ChartStore.open(File(work, "kotlin-enrolled.db").path, key(9))
+    val secret = ByteArray(32) { (it * 7).toByte() } // an app keeps its own in the Android Keystore
+    val tablet = openTablet(store, secret, PinCost.LOW_MEMORY)
+        ?: Tablet.enrol(store, secret, env("CHARTSYNC_BASE"), env("CHARTSYNC_ENROL_CODE"), PinCost.LOW_MEMORY)
+    val password = env("CHARTSYNC_PASSWORD")
+
+    val clerk = tablet.signInOnline("him.jones", password, "111111")
+    val chart = store.createChartSigned(
+        NewPatient(mrn = "MRN-0078", familyName = "Adeyemi", givenNames = "Tolu", birthDate = "1961-01-09",
+            sex = Sex.FEMALE, address = null, phone = null),
+        NewEncounter(ward = "4west", bed = "9A", `class` = EncounterClass.INPATIENT, admitSource = null, attending = null),
+        clerk,
+    )
+    val park = tablet.signInOnline("rn.park", password, "135790")
+    store.openChartSigned(chart.id(), park).addEntry(heartRate(88))
+    park.lock()
+    val locked = runCatching { store.openChartSigned(chart.id(), park).addEntry(heartRate(89)) }.exceptionOrNull()
+    check(locked is ChartsyncException.Locked) { "a locked session writes nothing, got $locked" }
+    val wrong = runCatching { tablet.unlock("rn.park", "000000") }.exceptionOrNull()
+    check(wrong is ChartsyncException.WrongPin) { "a wrong PIN is WrongPin, got $wrong" }
+    check(tablet.people().first { it.user == "rn.park" }.pinAttemptsLeft == 4u) { "${tablet.people()}" }
+    val again = tablet.unlock("rn.park", "135790")
+    store.openChartSigned(chart.id(), again).addEntry(heartRate(90))
+
+    val config = SyncConfig(url = tablet.syncUrl(), deviceId = tablet.deviceId(), wards = tablet.wards())
+    val client = SyncClient.start(store, config, tablet.sessionToken(), null)
+    check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
+    val status = client.status()
+    check(status.unacknowledged == 0uL && status.held.isEmpty()) { "everything acknowledged: $status" }
+    runBlocking { client.stop() }
+}
+
 fun main() {
     val tests = listOf(
+        "a shared tablet signs people in and syncs their signed work" to ::aSharedTabletSignsPeopleInAndSyncsTheirSignedWork,
         "an expired sign-in waits for a new token" to ::anExpiredSignInWaitsForANewToken,
         "a held chart is shown, and a throwing listener keeps hearing" to ::aHeldChartIsShownAndAThrowingListenerKeepsHearing,
         "the bindings match the library" to ::bindingsMatchTheLibrary,

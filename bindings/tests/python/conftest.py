@@ -23,11 +23,12 @@ def pytest_configure(config):
 
 
 class Server:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, *options):
         self.binary = os.environ.get("CHARTSYNC_SERVER", "target/debug/chartsync-server")
         self.data_dir = str(data_dir)
         self.process = subprocess.Popen(
-            [self.binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir],
+            [self.binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
+             *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "NO_COLOR": "1", "RUST_LOG": "info"},
@@ -46,6 +47,17 @@ class Server:
     @property
     def url(self):
         return f"ws://{self.addr}/sync"
+
+    @property
+    def base(self):
+        return f"http://{self.addr}"
+
+    def admin(self, *args, stdin=""):
+        """One of the server's administration commands (staff, device, revoke)."""
+        return subprocess.run(
+            [self.binary, *args, "--data-dir", self.data_dir, "--by", "admin.kim"],
+            input=stdin, check=True, capture_output=True, text=True,
+        ).stdout.strip()
 
     def token(self, user, role, *wards, ttl="12h"):
         args = [self.binary, "token", "--data-dir", self.data_dir, "--user", user, "--role", role,

@@ -23,6 +23,7 @@ class Listener(ffi.ChartsyncListener):
         self.states = []
         self.left = []
         self.set_aside = []
+        self.signed_out_users = []
         self.lock = threading.Lock()
 
     def chart_changed(self, id, sections):
@@ -40,6 +41,10 @@ class Listener(ffi.ChartsyncListener):
     def chart_set_aside(self, id, reason):
         with self.lock:
             self.set_aside.append((id, reason))
+
+    def signed_out(self, user):
+        with self.lock:
+            self.signed_out_users.append(user)
 
 
 @pytest.fixture
@@ -310,6 +315,10 @@ class Thrower(ffi.ChartsyncListener):
         raise RuntimeError("app bug")
 
     def chart_set_aside(self, id, reason):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+    def signed_out(self, user):
         self.calls += 1
         raise RuntimeError("app bug")
 
