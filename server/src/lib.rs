@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 mod auth;
+mod break_glass;
 mod census;
 pub mod cli;
 mod directory;
@@ -237,6 +238,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         trust: trust.clone(),
         revocations: tokio::sync::broadcast::channel(16).0,
     });
+    break_glass::sweep(store.clone());
     let mut sessions = hub.sessions.subscribe();
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -264,6 +266,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/devices/{id}/sign-in", post(directory::sign_in))
         .route("/api/devices/{id}/session", post(directory::session))
         .route("/api/certificates", get(directory::list_certificates))
+        .route(
+            "/api/break-glass",
+            get(break_glass::queue).post(break_glass::ask),
+        )
+        .route("/api/break-glass/{id}/end", post(break_glass::end))
+        .route("/api/break-glass/{id}/review", post(break_glass::review))
+        .route(
+            "/api/devices/{id}/break-glass",
+            post(break_glass::ask_from_tablet),
+        )
         .route(
             "/api/revocations",
             get(directory::list_revocations).post(directory::revoke),

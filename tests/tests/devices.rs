@@ -699,3 +699,236 @@ fn after_its_certificate_ends_a_nurse_must_sign_in_online_again() {
     drop(signed_in(&tablet, &server, "rn.park", "135790"));
     assert!(tablet.unlock("rn.park", "135790").is_ok());
 }
+
+/// A code blue on 5east: rn.park, on a 4west tablet, opens the patient's chart with
+/// break-glass (emergency treatment, in her words), charts on it under her own name, and the
+/// privacy review queue lists the grant until a supervisor reviews it; the chart's FHIR
+/// export carries it as an AuditEvent with its purpose of use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_from_a_tablet_opens_a_chart_on_another_ward_and_waits_for_review() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let pc_store = tablet_store(&devices, "pc");
+    let chart = pc_store
+        .create(admit_at("MRN-0500", "5east", at(0), &clerk))
+        .unwrap();
+    let pc_token = server.token("him.jones", "technician", &["5east"]);
+    let pc = client(url.clone(), &pc_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    let park = signed_in(&tablet, &server, "rn.park", "135790");
+    let token = device_token(&tablet, &server);
+    let c = client(url, &token, "tablet-t07", &store);
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    assert!(
+        !store.contains(chart).unwrap(),
+        "a 5east chart is not on a 4west tablet"
+    );
+
+    // Break-glass, signed by rn.park's key.
+    let request = park
+        .break_glass_request(
+            &chart,
+            chartsync_core::store::BreakGlassReason::EmergencyTreatment,
+            "code blue in the corridor, no 5east nurse at hand",
+        )
+        .unwrap();
+    let path = format!("/api/devices/{}/break-glass", tablet.device());
+    let (status, body) = http_post(
+        &server.addr,
+        &path,
+        None,
+        &serde_json::to_string(&request).unwrap(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let grant: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (grant["user"].as_str(), grant["reason"].as_str()),
+        (Some("rn.park"), Some("ETREAT"))
+    );
+    let hours = (Timestamp::parse(grant["ends_at"].as_str().unwrap())
+        .unwrap()
+        .unix()
+        - Timestamp::parse(grant["starts_at"].as_str().unwrap())
+            .unwrap()
+            .unix()) as f64
+        / 3600.0;
+    assert!((hours - 4.0).abs() < 0.01, "{hours} h");
+    // The same request again (a retry): a signed request is filed once.
+    let (status, again) = http_post(
+        &server.addr,
+        &path,
+        None,
+        &serde_json::to_string(&request).unwrap(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&again).unwrap()["id"],
+        grant["id"]
+    );
+
+    // The tablet fetches the chart, and she charts on it.
+    c.fetch(chart);
+    eventually("the 5east chart did not arrive", || {
+        store.contains(chart).unwrap()
+    })
+    .await;
+    park.with_key(|k| {
+        store.update_signed(k, chart, |ch| {
+            ch.add_entry(park.staff(), Timestamp::now(), heart_rate(130))
+        })
+    })
+    .unwrap()
+    .unwrap();
+    until(&c, "her entry is acknowledged", |s| {
+        s.state == SyncState::UpToDate && s.unacknowledged == 0
+    })
+    .await;
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    assert_eq!(
+        on_server(&server, &sup, chart)["entries"][0]["author"],
+        "rn.park"
+    );
+    c.stop().await;
+
+    // The audit trail has the start; the review queue lists it.
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={chart}"),
+        Some(&sup),
+    );
+    assert!(body.contains("\"action\":\"break_glass\""), "{body}");
+    let (status, body) = http_get(&server.addr, "/api/break-glass", Some(&sup));
+    assert_eq!(status, 200);
+    let queue: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue[0]["device"], tablet.device().to_string());
+    let id = queue[0]["id"].as_i64().unwrap();
+    let nurse = server.token("rn.lee", "nurse", &["4west"]);
+    let (status, _) = http_get(&server.addr, "/api/break-glass", Some(&nurse));
+    assert_eq!(status, 403, "the queue is for supervisors");
+    let review = format!("/api/break-glass/{id}/review");
+    let (status, _) = http_post(&server.addr, &review, Some(&sup), r#"{"note": " "}"#);
+    assert_eq!(status, 422, "a review needs a note");
+    let (status, body) = http_post(
+        &server.addr,
+        &review,
+        Some(&sup),
+        r#"{"note": "code blue confirmed with the 5east charge nurse"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http_post(&server.addr, &review, Some(&sup), r#"{"note": "again"}"#);
+    assert_eq!(status, 409);
+    let (_, body) = http_get(&server.addr, "/api/break-glass", Some(&sup));
+    assert_eq!(body, "[]");
+
+    // The FHIR export carries it as an AuditEvent for emergency treatment.
+    let (status, body) = http_get(
+        &server.addr,
+        &format!("/api/charts/{chart}/fhir"),
+        Some(&sup),
+    );
+    assert_eq!(status, 200, "{body}");
+    let bundle: Value = serde_json::from_str(&body).unwrap();
+    let event = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "AuditEvent" && r["type"]["code"] == "110113")
+        .expect("a break-glass AuditEvent");
+    assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
+    assert_eq!(event["agent"][0]["who"]["display"], "rn.park");
+}
+
+/// Under a person's token: break-glass is refused for a chart already on her wards, opens one
+/// that is not, and ends when she says so, after which the chart is closed to her again.
+#[test]
+fn break_glass_under_a_token_opens_a_chart_until_it_ends() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let devices = tempfile::tempdir().unwrap();
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let store = tablet_store(&devices, "pc");
+    let on_4west = store
+        .create(admit_at("MRN-0600", "4west", at(0), &clerk))
+        .unwrap();
+    let on_icu = store
+        .create(admit_at("MRN-0601", "icu", at(0), &clerk))
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let token = server.token("him.jones", "technician", &["*"]);
+        let c = client(format!("ws://{}/sync", server.addr), &token, "pc", &store);
+        for id in [on_4west, on_icu] {
+            c.fetch(id);
+        }
+        assert!(c.wait_until_up_to_date(WAIT).await);
+        c.stop().await;
+    });
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let ask = |chart: ChartId, reason: &str| {
+        http_post(
+            &server.addr,
+            "/api/break-glass",
+            Some(&nurse),
+            &json!({"chart": chart.to_string(), "reason": reason, "text": "rapid response"})
+                .to_string(),
+        )
+    };
+    let chart_path = format!("/api/charts/{on_icu}");
+    assert_eq!(http_get(&server.addr, &chart_path, Some(&nurse)).0, 404);
+    assert_eq!(
+        ask(on_4west, "ETREAT").0,
+        409,
+        "her own ward needs no break-glass"
+    );
+    assert_eq!(
+        ask(on_icu, "CURIOSITY").0,
+        422,
+        "the reasons are a closed list"
+    );
+    let (status, body) = ask(on_icu, "BTG");
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(http_get(&server.addr, &chart_path, Some(&nurse)).0, 200);
+    let other = server.token("rn.lee", "nurse", &["4west"]);
+    assert_eq!(
+        http_get(&server.addr, &chart_path, Some(&other)).0,
+        404,
+        "hers alone"
+    );
+    let end = format!("/api/break-glass/{id}/end");
+    assert_eq!(http_post(&server.addr, &end, Some(&other), "{}").0, 403);
+    assert_eq!(http_post(&server.addr, &end, Some(&nurse), "{}").0, 200);
+    assert_eq!(http_get(&server.addr, &chart_path, Some(&nurse)).0, 404);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={on_icu}"),
+        Some(&sup),
+    );
+    let trail: Value = serde_json::from_str(&body).unwrap();
+    let details: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "break_glass")
+        .map(|r| r["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details[0].contains("start (BTG") && details[1].contains("end"),
+        "{details:?}"
+    );
+}

@@ -88,6 +88,9 @@ pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error("no break-glass grant {0}")]
+    NoSuchGrant(i64),
+
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 

@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod backup;
+mod break_glass;
 mod cache;
 mod credentials;
 mod directory;
@@ -34,6 +35,7 @@ use crate::chart::{
 };
 
 pub use audit::{Actor, AuditAction, AuditRecord};
+pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
 pub use directory::{

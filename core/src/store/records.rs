@@ -259,8 +259,11 @@ impl ChartStore {
         id: ChartId,
         now: Timestamp,
     ) -> Result<serde_json::Value, StoreError> {
-        self.read(id, |c| crate::fhir::bundle(id, c, now))?
-            .map_err(|error| StoreError::Chart { id, error })
+        let mut bundle = self
+            .read(id, |c| crate::fhir::bundle(id, c, now))?
+            .map_err(|error| StoreError::Chart { id, error })?;
+        crate::fhir::add_break_glass(&mut bundle, id, &self.break_glass_of_chart(id)?);
+        Ok(bundle)
     }
 
     /// Loads a chart and checks that its index row and deficiency rows say what the document

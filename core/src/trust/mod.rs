@@ -53,6 +53,8 @@ pub mod context {
     pub const DEVICE: &str = "chartsync/device@1";
     /// A server's challenge, signed by a new personal key to show its holder has it.
     pub const POSSESSION: &str = "chartsync/possession@1";
+    /// A person's request for break-glass access to a chart.
+    pub const BREAK_GLASS: &str = "chartsync/break-glass@1";
 }
 
 /// What a proof, a certificate or a sealed key failed on. None of these name a person or a
@@ -186,6 +188,40 @@ pub fn verify_possession(
     signature: &[u8],
 ) -> Result<(), TrustError> {
     verify(public_key, context::POSSESSION, challenge, signature)
+}
+
+/// What a person signs to ask for break-glass access: the chart, the reason's code, a hash of
+/// their text, and when.
+pub fn break_glass_message(
+    chart: &crate::chart::ChartId,
+    reason: &str,
+    text: &str,
+    signed_at: i64,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(16 + reason.len() + 1 + 32 + 8);
+    m.extend_from_slice(chart.as_bytes());
+    m.extend_from_slice(reason.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&Sha256::digest(text.as_bytes()));
+    m.extend_from_slice(&signed_at.to_be_bytes());
+    m
+}
+
+/// Checks a person's break-glass request against their certificate.
+pub fn verify_break_glass(
+    cert: &Certificate,
+    chart: &crate::chart::ChartId,
+    reason: &str,
+    text: &str,
+    signed_at: i64,
+    signature: &[u8],
+) -> Result<(), TrustError> {
+    verify(
+        &cert.key,
+        context::BREAK_GLASS,
+        &break_glass_message(chart, reason, text, signed_at),
+        signature,
+    )
 }
 
 /// 32 random bytes from the operating system.

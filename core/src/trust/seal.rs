@@ -338,6 +338,13 @@ impl UnlockedKey {
         ChangeProof::sign(&self.key, self.serial, chart, hash, now)
     }
 
+    /// Signs a request for break-glass access to `chart`, now; (signed_at, signature).
+    pub fn sign_break_glass(&self, chart: &ChartId, reason: &str, text: &str) -> (i64, [u8; 64]) {
+        let now = crate::chart::Timestamp::now().unix();
+        let m = super::break_glass_message(chart, reason, text, now);
+        (now, sign(&self.key, context::BREAK_GLASS, &m))
+    }
+
     /// Signs a server's challenge, showing that whoever asks to certify this key holds it.
     pub fn sign_possession(&self, challenge: &[u8]) -> [u8; 64] {
         sign(&self.key, context::POSSESSION, challenge)

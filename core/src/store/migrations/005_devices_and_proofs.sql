@@ -95,7 +95,7 @@ CREATE TABLE break_glass (
     starts_at   INTEGER NOT NULL,                -- milliseconds since the epoch
     ends_at     INTEGER NOT NULL,
     granted     TEXT NOT NULL,                   -- online, offline
-    device      BLOB,
+    device      TEXT,                            -- the tablet's id (hex), if on a tablet
     serial      BLOB,                            -- the certificate that signed an offline grant
     signature   BLOB,
     filed_at    INTEGER,                         -- when the server filed it (tablet: NULL until sent)
@@ -107,6 +107,9 @@ CREATE TABLE break_glass (
 
 CREATE INDEX break_glass_by_review ON break_glass (reviewed_at, starts_at);
 CREATE INDEX break_glass_by_chart ON break_glass (chart_id);
+-- A signed request is filed once, however often it is sent.
+CREATE UNIQUE INDEX break_glass_by_signature ON break_glass (signature)
+    WHERE signature IS NOT NULL;
 
 -- Server: held changes keep the proofs they came with, and who signed them.
 ALTER TABLE held_changes ADD COLUMN proofs BLOB;

@@ -1,0 +1,333 @@
+//! Break-glass access over REST (docs/adr/0008-shared-tablets.md): a person opens a chart
+//! outside their wards in an emergency, for the time the server allows (4 hours by default);
+//! the grant is audited as a start and an end, and waits in the privacy review queue.
+//!
+//! - `POST /api/break-glass`: under a person's bearer token;
+//! - `POST /api/devices/{id}/break-glass`: from a tablet, signed by the signed-in person's key;
+//! - `POST /api/break-glass/{id}/end`: the emergency is over;
+//! - `GET /api/break-glass[?status=unreviewed|reviewed|all]` and
+//!   `POST /api/break-glass/{id}/review`: the review queue (records supervisors and admins).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use chartsync_core::chart::{ChartId, Role, Timestamp};
+use chartsync_core::store::{
+    Actor, BreakGlassReason, ChartStore, CredentialStatus, NewBreakGlass, ReviewFilter, StoreError,
+};
+use chartsync_core::tablet::BreakGlassRequest;
+use chartsync_core::trust::{self, DeviceId, Serial, SignedCertificate};
+use serde::Deserialize;
+
+use crate::api::{actor, error, internal};
+use crate::auth::Access;
+use crate::AppState;
+
+/// How far ahead of the server's clock a tablet's signing time may be, and how old a request
+/// may be when it arrives (a request is for access now, not a record of the past).
+const SKEW_SECS: i64 = 300;
+
+fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NoSuchGrant(_) | StoreError::NotFound(_) => {
+            error(StatusCode::NOT_FOUND, &e.to_string())
+        }
+        StoreError::ReasonRequired | StoreError::Invalid(_) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+        }
+        StoreError::AlreadyDecided { .. } => error(StatusCode::CONFLICT, &e.to_string()),
+        e => internal(e),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(internal(e)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    chart: String,
+    reason: String,
+    text: String,
+}
+
+/// Files a grant for `by` on `chart` if the chart exists and is not already theirs to see.
+fn grant(
+    store: &ChartStore,
+    by: &Actor,
+    chart: ChartId,
+    reason: &str,
+    text: &str,
+    covers: impl Fn(&str) -> bool,
+    device: Option<&str>,
+    signed: Option<(&[u8], &[u8])>,
+    lasts: std::time::Duration,
+) -> Result<Response, Response> {
+    let reason = BreakGlassReason::from_code(reason).ok_or_else(|| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "the reason is ETREAT (emergency treatment) or BTG (break the glass)",
+        )
+    })?;
+    let summary = store
+        .summary(chart)
+        .map_err(store_error)?
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such chart"))?;
+    if covers(&summary.ward) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "the chart is on a ward you have access to: no break-glass needed",
+        ));
+    }
+    let now = Timestamp::now();
+    let ends_at = Timestamp::from_unix_millis(now.unix_millis() + lasts.as_millis() as i64)
+        .map_err(internal)?;
+    let (granted, new) = store
+        .grant_break_glass(&NewBreakGlass {
+            by,
+            chart,
+            reason,
+            text,
+            starts_at: now,
+            ends_at,
+            granted: "online",
+            device,
+            signed,
+        })
+        .map_err(store_error)?;
+    if !new {
+        // The same signed request again (a retry): the grant it made.
+        return Ok(Json(granted).into_response());
+    }
+    tracing::warn!(user = %by.user, chart = %chart, grant = granted.id, reason = %reason.code(), "break-glass access granted");
+    Ok((StatusCode::CREATED, Json(granted)).into_response())
+}
+
+/// `POST /api/break-glass`: under a person's token.
+pub async fn ask(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Json(req): Json<Ask>,
+) -> Response {
+    if access.device.is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a tablet asks for a person, signed: /api/devices/{id}/break-glass",
+        );
+    }
+    let Ok(chart) = req.chart.parse::<ChartId>() else {
+        return error(StatusCode::BAD_REQUEST, "not a chart id");
+    };
+    let by = actor(&access, &headers);
+    let store = app.store.clone();
+    let lasts = std::time::Duration::from_secs(app.trust.policy.break_glass_secs);
+    blocking(move || {
+        grant(
+            &store,
+            &by,
+            chart,
+            &req.reason,
+            &req.text,
+            |w| access.may_see_ward(w),
+            None,
+            None,
+            lasts,
+        )
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// `POST /api/devices/{id}/break-glass`: a signed-in person on a tablet, signed with their
+/// key; the tablet's connection may then read the chart, and that person write it.
+pub async fn ask_from_tablet(
+    State(app): State<AppState>,
+    Path(device): Path<String>,
+    Json(req): Json<BreakGlassRequest>,
+) -> Response {
+    let Ok(device) = DeviceId::parse(&device) else {
+        return error(StatusCode::NOT_FOUND, "no such device");
+    };
+    let (Ok(chart), Ok(serial), Ok(signature)) = (
+        req.chart.parse::<ChartId>(),
+        Serial::parse(&req.serial),
+        B64.decode(&req.signature),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "chart, serial and signature must be well formed",
+        );
+    };
+    let store = app.store.clone();
+    let issuers = app.trust.issuer_keys();
+    let lasts = std::time::Duration::from_secs(app.trust.policy.break_glass_secs);
+    blocking(move || {
+        let refused = || {
+            error(
+                StatusCode::FORBIDDEN,
+                "the request's certificate or signature is not valid for this tablet",
+            )
+        };
+        let bytes = store
+            .certificate(serial)
+            .map_err(store_error)?
+            .ok_or_else(refused)?;
+        let cert = SignedCertificate::from_bytes(&bytes, &issuers).map_err(|_| refused())?;
+        let c = cert.certificate();
+        let now = Timestamp::now().unix();
+        let fresh = req.signed_at <= now + SKEW_SECS && req.signed_at >= now - SKEW_SECS;
+        let active = store
+            .device(device)
+            .map_err(store_error)?
+            .is_some_and(|d| d.status == CredentialStatus::Active);
+        let revoked = !store
+            .revocations_of(serial, &c.user, device)
+            .map_err(store_error)?
+            .is_empty();
+        if c.device != device || !c.valid_at(req.signed_at) || !fresh || !active || revoked {
+            return Err(refused());
+        }
+        trust::verify_break_glass(c, &chart, &req.reason, &req.text, req.signed_at, &signature)
+            .map_err(|_| refused())?;
+        let by = Actor {
+            user: c.user.clone(),
+            role: c.role.token().to_string(),
+            device: device.to_string(),
+        };
+        let wards = c.wards.clone();
+        grant(
+            &store,
+            &by,
+            chart,
+            &req.reason,
+            &req.text,
+            |w| wards.iter().any(|x| x == w || x == crate::auth::ALL_WARDS),
+            Some(&device.to_string()),
+            Some((&serial.0[..], &signature[..])),
+            lasts,
+        )
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// `POST /api/break-glass/{id}/end`: by the person who holds it, or an admin.
+pub async fn end(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    let by = actor(&access, &headers);
+    let store = app.store.clone();
+    blocking(move || {
+        let grant = store
+            .break_glass(id)
+            .map_err(store_error)?
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such grant"))?;
+        if grant.user != access.user && access.role != Role::Admin {
+            return Err(error(StatusCode::FORBIDDEN, "not your grant"));
+        }
+        let ended = store.end_break_glass(id, &by).map_err(store_error)?;
+        Ok(Json(ended).into_response())
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+fn reviewers_only(access: &Access) -> Option<Response> {
+    (!matches!(access.role, Role::RecordsSupervisor | Role::Admin)).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "the break-glass review queue is for records supervisors and admins",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub struct QueueQuery {
+    status: Option<String>,
+}
+
+/// `GET /api/break-glass[?status=unreviewed|reviewed|all]`, oldest first.
+pub async fn queue(
+    State(app): State<AppState>,
+    access: Access,
+    Query(q): Query<QueueQuery>,
+) -> Response {
+    if let Some(r) = reviewers_only(&access) {
+        return r;
+    }
+    let filter = match q.status.as_deref().unwrap_or("unreviewed") {
+        "unreviewed" => ReviewFilter::Unreviewed,
+        "reviewed" => ReviewFilter::Reviewed,
+        "all" => ReviewFilter::All,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "status is unreviewed, reviewed or all",
+            )
+        }
+    };
+    let store = app.store.clone();
+    blocking(
+        move || Ok(Json(store.break_glass_queue(filter).map_err(store_error)?).into_response()),
+    )
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    note: String,
+}
+
+/// `POST /api/break-glass/{id}/review`: reviewed, with a note.
+pub async fn review(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Json(req): Json<Review>,
+) -> Response {
+    if let Some(r) = reviewers_only(&access) {
+        return r;
+    }
+    let by = actor(&access, &headers);
+    let store = app.store.clone();
+    blocking(move || {
+        let reviewed = store
+            .review_break_glass(id, &by, &req.note)
+            .map_err(store_error)?;
+        Ok(Json(reviewed).into_response())
+    })
+    .await
+    .unwrap_or_else(|r| r)
+}
+
+/// Audits the end of grants whose time ran out, every 30 seconds.
+pub fn sweep(store: std::sync::Arc<ChartStore>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.sweep_break_glass()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(grants = n, "break-glass grants ended"),
+                Ok(Err(e)) => tracing::error!(error = %e, "could not end break-glass grants"),
+                Err(_) => {}
+            }
+        }
+    });
+}
