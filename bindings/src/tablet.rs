@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use chartsync_core::chart::Staff;
+use chartsync_core::chart::{Staff, Timestamp};
+use chartsync_core::store::BreakGlassReason;
 use chartsync_core::tablet::{self as core_tablet, TabletError};
 use chartsync_core::trust::{DeviceKey, KdfParams};
 use serde::de::DeserializeOwned;
@@ -93,7 +94,7 @@ fn post<B: Serialize, A: DeserializeOwned>(url: &str, body: &B) -> Result<A, Cha
         .body_mut()
         .read_to_vec()
         .map_err(|e| ChartsyncError::Network(format!("the answer broke off: {e}")))?;
-    if status != 200 {
+    if !(200..300).contains(&status) {
         let reason = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
@@ -268,6 +269,35 @@ impl Tablet {
     /// wrote stays, and is sent). Their next sign-in here is online.
     pub fn forget(&self, user: String) -> Result<(), ChartsyncError> {
         Ok(self.store.inner.erase_credential(&user, "signed_out")?)
+    }
+
+    /// Break-glass: opens a chart outside the tablet's wards for the signed-in person, in an
+    /// emergency, for the time the server allows (4 hours by default). `text` says what the
+    /// emergency is. The grant is audited and reviewed by the privacy office. Then
+    /// `SyncClient.fetch(chart_id)` brings the chart, and charts opened with the session
+    /// write to it. Returns when the grant ends.
+    pub fn break_glass(
+        &self,
+        session: Arc<Session>,
+        chart_id: String,
+        reason: BreakGlassReason,
+        text: String,
+    ) -> Result<Timestamp, ChartsyncError> {
+        let chart = crate::error::chart_id(&chart_id)?;
+        if text.trim().is_empty() {
+            return Err(ChartsyncError::InvalidInput(
+                "say what the emergency is".into(),
+            ));
+        }
+        let request = session.inner.break_glass_request(&chart, reason, &text)?;
+        let base = self.inner.enrolment().server.clone();
+        let url = format!("{base}/api/devices/{}/break-glass", self.inner.device());
+        #[derive(serde::Deserialize)]
+        struct Granted {
+            ends_at: Timestamp,
+        }
+        let granted: Granted = post(&url, &request)?;
+        Ok(granted.ends_at)
     }
 
     /// A token for the tablet's sync connection (`SyncClient.start`, `set_token` after

@@ -3815,6 +3815,81 @@ public func FfiConverterTypeAmendmentKind_lower(_ value: AmendmentKind) -> RustB
 
 
 /**
+ * Why, from HL7's purpose-of-use codes (v3 ActReason).
+ */
+
+public enum BreakGlassReason: Equatable, Hashable {
+    
+    /**
+     * Emergency treatment.
+     */
+    case emergencyTreatment
+    /**
+     * Break the glass: access outside the usual rules, for another urgent reason.
+     */
+    case breakTheGlass
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension BreakGlassReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeBreakGlassReason: FfiConverterRustBuffer {
+    typealias SwiftType = BreakGlassReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> BreakGlassReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .emergencyTreatment
+        
+        case 2: return .breakTheGlass
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: BreakGlassReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .emergencyTreatment:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .breakTheGlass:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeBreakGlassReason_lift(_ buf: RustBuffer) throws -> BreakGlassReason {
+    return try FfiConverterTypeBreakGlassReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeBreakGlassReason_lower(_ value: BreakGlassReason) -> RustBuffer {
+    return FfiConverterTypeBreakGlassReason.lower(value)
+}
+
+
+
+/**
  * The code systems a chart may carry. Chart documents store the short token
  * ([`CodeSystem::token`]).
  */

@@ -2616,6 +2616,15 @@ public func FfiConverterTypeSyncClient_lower(_ value: SyncClient) -> UInt64 {
 public protocol TabletProtocol: AnyObject, Sendable {
     
     /**
+     * Break-glass: opens a chart outside the tablet's wards for the signed-in person, in an
+     * emergency, for the time the server allows (4 hours by default). `text` says what the
+     * emergency is. The grant is audited and reviewed by the privacy office. Then
+     * `SyncClient.fetch(chart_id)` brings the chart, and charts opened with the session
+     * write to it. Returns when the grant ends.
+     */
+    func breakGlass(session: Session, chartId: String, reason: BreakGlassReason, text: String) throws  -> Timestamp
+    
+    /**
      * This tablet's id, as the server and the audit trail name it.
      */
     func deviceId()  -> String
@@ -2735,6 +2744,26 @@ public static func enrol(store: ChartStore, deviceSecret: Data, server: String, 
 }
     
 
+    
+    /**
+     * Break-glass: opens a chart outside the tablet's wards for the signed-in person, in an
+     * emergency, for the time the server allows (4 hours by default). `text` says what the
+     * emergency is. The grant is audited and reviewed by the privacy office. Then
+     * `SyncClient.fetch(chart_id)` brings the chart, and charts opened with the session
+     * write to it. Returns when the grant ends.
+     */
+open func breakGlass(session: Session, chartId: String, reason: BreakGlassReason, text: String)throws  -> Timestamp  {
+    return try  FfiConverterTypeTimestamp_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_break_glass(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSession_lower(session),
+        FfiConverterString.lower(chartId),
+        FfiConverterTypeBreakGlassReason_lower(reason),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
     
     /**
      * This tablet's id, as the server and the audit trail name it.
@@ -4401,6 +4430,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_session_wards() != 5312) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_break_glass() != 5922) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_tablet_device_id() != 37154) {

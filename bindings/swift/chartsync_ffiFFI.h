@@ -697,6 +697,11 @@ void uniffi_chartsync_ffi_fn_free_tablet(uint64_t handle, RustCallStatus *_Nonnu
 uint64_t uniffi_chartsync_ffi_fn_constructor_tablet_enrol(uint64_t store, RustBuffer device_secret, RustBuffer server, RustBuffer code, RustBuffer pin_cost, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_BREAK_GLASS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_BREAK_GLASS
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_break_glass(uint64_t ptr, uint64_t session, RustBuffer chart_id, RustBuffer reason, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
 RustBuffer uniffi_chartsync_ffi_fn_method_tablet_device_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -1376,6 +1381,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_session_touch(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_WARDS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SESSION_WARDS
 uint16_t uniffi_chartsync_ffi_checksum_method_session_wards(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_break_glass(void
     
 );
 #endif

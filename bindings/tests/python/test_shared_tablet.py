@@ -4,6 +4,7 @@ written as the signed-in person (each change signed), the automatic lock, too ma
 PINs, and the sync of everything under its verified author."""
 
 import asyncio
+import datetime
 import json
 import time
 import urllib.request
@@ -139,3 +140,41 @@ def test_the_tablet_locks_after_the_idle_time_the_server_set(tmp_path):
         assert store.open_chart_signed(chart.id(), clerk).view().patient.mrn == "MRN-0042"
     finally:
         server.stop()
+
+
+def test_break_glass_opens_a_chart_on_another_ward_for_the_signed_in_nurse(server, tmp_path):
+    # A patient on 5east, admitted at the records office.
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    clerk = core.Staff(user="him.jones", role=core.Role.TECHNICIAN, device="records-pc-1")
+    patient_, encounter = patient()
+    encounter.ward = "5east"
+    chart_id = office.create_chart(patient_, encounter, clerk).id()
+    config = ffi.SyncConfig(url=server.url, device_id="records-pc-1", wards=["5east"])
+    pc = ffi.SyncClient.start(office, config, server.token("him.jones", "technician", "5east"), None)
+    try:
+        assert asyncio.run(pc.wait_until_up_to_date(20_000))
+    finally:
+        asyncio.run(pc.stop())
+
+    store, tablet = enrolled(server, tmp_path)
+    park = tablet.sign_in_online("rn.park", PASSWORD, "135790")
+    with pytest.raises(ffi.ChartsyncError.InvalidInput):
+        tablet.break_glass(park, chart_id, core.BreakGlassReason.EMERGENCY_TREATMENT, " ")
+    ends = tablet.break_glass(park, chart_id, core.BreakGlassReason.EMERGENCY_TREATMENT,
+                              "code blue, no 5east nurse at hand")
+    assert ends > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=3)
+
+    config = ffi.SyncConfig(url=tablet.sync_url(), device_id=tablet.device_id(), wards=["4west"])
+    client = ffi.SyncClient.start(store, config, tablet.session_token(), None)
+    try:
+        client.fetch(chart_id)
+        deadline = time.monotonic() + 20
+        while store.summary(chart_id) is None:
+            assert time.monotonic() < deadline, "the chart never arrived"
+            time.sleep(0.05)
+        store.open_chart_signed(chart_id, park).add_entry(heart_rate(130))
+        assert asyncio.run(client.wait_until_up_to_date(20_000)), client.status()
+        assert client.status().unacknowledged == 0
+    finally:
+        asyncio.run(client.stop())
+    assert [e["author"] for e in on_server(server, chart_id)["entries"]] == ["rn.park"]

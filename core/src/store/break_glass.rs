@@ -12,6 +12,7 @@ use crate::chart::{ChartId, Timestamp};
 
 /// Why, from HL7's purpose-of-use codes (v3 ActReason).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum BreakGlassReason {
     /// Emergency treatment.
     #[serde(rename = "ETREAT")]
