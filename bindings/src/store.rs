@@ -52,6 +52,19 @@ pub trait ImportListener: Send + Sync {
     fn progress(&self, status: ImportStatus);
 }
 
+impl ChartStore {
+    /// On an enrolled (shared) tablet every change is signed by the person who makes it:
+    /// charts are opened with a session (`open_chart_signed`), never as a bare `Staff`.
+    fn unsigned_writes(&self) -> Result<(), ChartsyncError> {
+        if self.inner.enrolment()?.is_some() {
+            return Err(ChartsyncError::NotPermitted(
+                "this tablet is shared: sign in and open charts with the session".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[uniffi::export]
 impl ChartStore {
     /// Opens (or creates) the store at `path`. `encryption_key`: the 32-byte key the app keeps
@@ -144,6 +157,7 @@ impl ChartStore {
         encounter: NewEncounter,
         by: Staff,
     ) -> Result<Arc<Chart>, ChartsyncError> {
+        self.unsigned_writes()?;
         let chart = CoreChart::create(patient, encounter, &by, Timestamp::now())?;
         let id = self.inner.create(chart)?;
         Ok(Chart::new(self.inner.clone(), id, by, None))
@@ -182,6 +196,7 @@ impl ChartStore {
 
     /// A chart in the store, as `by` sees and writes it.
     pub fn open_chart(&self, id: String, by: Staff) -> Result<Arc<Chart>, ChartsyncError> {
+        self.unsigned_writes()?;
         let id = chart_id(&id)?;
         if self.inner.summary(id)?.is_none() {
             return Err(core_store::StoreError::NotFound(id).into());

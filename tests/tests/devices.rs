@@ -7,103 +7,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chartsync_core::chart::*;
 use chartsync_core::client::SyncState;
 use chartsync_core::protocol::HoldReason;
-use chartsync_core::store::ChartStore;
-use chartsync_core::tablet::{
-    EnrolResponse, PendingSignIn, Session, SessionResponse, SignInResponse, Tablet, TabletError,
-};
+use chartsync_core::tablet::{EnrolResponse, SignInResponse, Tablet, TabletError};
 use chartsync_core::trust::{DeviceKey, KdfParams, SignedCertificate};
 use common::*;
 use serde_json::{json, Value};
-
-fn challenge(server: &Server) -> Vec<u8> {
-    let (status, body) = http_post(&server.addr, "/api/devices/challenge", None, "{}");
-    assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).unwrap();
-    B64.decode(v["challenge"].as_str().unwrap()).unwrap()
-}
-
-fn enrol(server: &Server, secret: &[u8], code: &str) -> (u16, Value) {
-    let body = Tablet::enrol_request(secret, code, &challenge(server)).unwrap();
-    let body = serde_json::to_string(&body).unwrap();
-    let (status, body) = http_post(&server.addr, "/api/devices/enrol", None, &body);
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// A tablet enrolled with `code`, its store keeping the enrolment.
-fn enrolled(server: &Server, store: Arc<ChartStore>, secret: &[u8], code: &str) -> Tablet {
-    let (status, answer) = enrol(server, secret, code);
-    assert_eq!(status, 200, "{answer}");
-    let answer: EnrolResponse = serde_json::from_value(answer).unwrap();
-    let base = format!("http://{}", server.addr);
-    Tablet::finish_enrolment(store, secret, &base, &answer, KdfParams::INSECURE_FOR_TESTS).unwrap()
-}
-
-/// A person's online sign-in on `tablet`, as a tablet app makes it: (status, the server's
-/// answer, the key waiting for its certificate).
-fn sign_in(
-    tablet: &Tablet,
-    server: &Server,
-    user: &str,
-    password: &str,
-) -> (u16, Value, PendingSignIn) {
-    let (pending, body) = tablet.sign_in_request(user, password, &challenge(server));
-    let path = format!("/api/devices/{}/sign-in", tablet.device());
-    let body = serde_json::to_string(&body).unwrap();
-    let (status, body) = http_post(&server.addr, &path, None, &body);
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(Value::Null),
-        pending,
-    )
-}
-
-/// A person signed in online on `tablet`, with their key sealed under `pin`.
-fn signed_in(tablet: &Tablet, server: &Server, user: &str, pin: &str) -> Session {
-    let (status, answer, pending) = sign_in(tablet, server, user, PASSWORD);
-    assert_eq!(status, 200, "{answer}");
-    let answer: SignInResponse = serde_json::from_value(answer).unwrap();
-    tablet.finish_sign_in(pending, &answer, pin).unwrap()
-}
-
-/// The tablet's sync session token.
-fn device_token(tablet: &Tablet, server: &Server) -> String {
-    let body = serde_json::to_string(&tablet.session_request(&challenge(server))).unwrap();
-    let path = format!("/api/devices/{}/session", tablet.device());
-    let (status, body) = http_post(&server.addr, &path, None, &body);
-    assert_eq!(status, 200, "{body}");
-    let answer: SessionResponse = serde_json::from_str(&body).unwrap();
-    answer.token
-}
-
-fn add_staff(server: &Server, user: &str, role: &str, wards: &[&str]) {
-    let mut args = vec![
-        "staff",
-        "add",
-        "--user",
-        user,
-        "--role",
-        role,
-        "--password-stdin",
-    ];
-    for w in wards {
-        args.extend(["--ward", w]);
-    }
-    server.admin(&args, &format!("{PASSWORD}\n"));
-}
-
-fn enrolment_code(server: &Server, label: &str, ward: &str) -> String {
-    let code = server.admin(&["device", "enroll", "--label", label, "--ward", ward], "");
-    code.trim().to_string()
-}
-
-const PASSWORD: &str = "night shift 4west";
 
 #[test]
 fn a_nurse_signs_in_on_an_enrolled_tablet_and_her_certificate_names_her_the_tablet_and_their_wards()

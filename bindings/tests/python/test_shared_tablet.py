@@ -71,6 +71,9 @@ def test_two_nurses_on_one_tablet_sync_their_signed_work_under_their_own_names(s
         store.open_chart_signed(chart_id, park).view()
     lee = tablet.sign_in_online("rn.lee", PASSWORD, "246802")
     store.open_chart_signed(chart_id, lee).add_entry(heart_rate(90))
+    # On a shared tablet, nothing is written unsigned.
+    with pytest.raises(ffi.ChartsyncError.NotPermitted):
+        store.open_chart(chart_id, park.staff())
     # Later, rn.park again, with her PIN only.
     park = tablet.unlock("rn.park", "135790")
     store.open_chart_signed(chart_id, park).add_entry(heart_rate(91))

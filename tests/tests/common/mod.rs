@@ -9,11 +9,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use chartsync_core::chart::{ChartId, Role, Staff};
 use chartsync_core::client::{ClientConfig, SyncClient, SyncStatus};
 use chartsync_core::store::ChartStore;
+use chartsync_core::tablet::{
+    self as core_tablet, EnrolResponse, PendingSignIn, Session, SessionResponse, SignInResponse,
+};
+use chartsync_core::trust::KdfParams;
 #[allow(unused_imports)]
 pub use chartsync_tests::*;
+use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
 
@@ -243,3 +250,100 @@ pub fn on_server(server: &Server, token: &str, id: ChartId) -> serde_json::Value
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
+
+// ----- shared tablets (docs/adr/0008-shared-tablets.md) -----
+
+pub fn challenge(server: &Server) -> Vec<u8> {
+    let (status, body) = http_post(&server.addr, "/api/devices/challenge", None, "{}");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    B64.decode(v["challenge"].as_str().unwrap()).unwrap()
+}
+
+pub fn enrol(server: &Server, secret: &[u8], code: &str) -> (u16, Value) {
+    let body = core_tablet::Tablet::enrol_request(secret, code, &challenge(server)).unwrap();
+    let body = serde_json::to_string(&body).unwrap();
+    let (status, body) = http_post(&server.addr, "/api/devices/enrol", None, &body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A tablet enrolled with `code`, its store keeping the enrolment.
+pub fn enrolled(
+    server: &Server,
+    store: Arc<ChartStore>,
+    secret: &[u8],
+    code: &str,
+) -> core_tablet::Tablet {
+    let (status, answer) = enrol(server, secret, code);
+    assert_eq!(status, 200, "{answer}");
+    let answer: EnrolResponse = serde_json::from_value(answer).unwrap();
+    let base = format!("http://{}", server.addr);
+    core_tablet::Tablet::finish_enrolment(
+        store,
+        secret,
+        &base,
+        &answer,
+        KdfParams::INSECURE_FOR_TESTS,
+    )
+    .unwrap()
+}
+
+/// A person's online sign-in on `tablet`, as a tablet app makes it: (status, the server's
+/// answer, the key waiting for its certificate).
+pub fn sign_in(
+    tablet: &core_tablet::Tablet,
+    server: &Server,
+    user: &str,
+    password: &str,
+) -> (u16, Value, PendingSignIn) {
+    let (pending, body) = tablet.sign_in_request(user, password, &challenge(server));
+    let path = format!("/api/devices/{}/sign-in", tablet.device());
+    let body = serde_json::to_string(&body).unwrap();
+    let (status, body) = http_post(&server.addr, &path, None, &body);
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::Null),
+        pending,
+    )
+}
+
+/// A person signed in online on `tablet`, with their key sealed under `pin`.
+pub fn signed_in(tablet: &core_tablet::Tablet, server: &Server, user: &str, pin: &str) -> Session {
+    let (status, answer, pending) = sign_in(tablet, server, user, PASSWORD);
+    assert_eq!(status, 200, "{answer}");
+    let answer: SignInResponse = serde_json::from_value(answer).unwrap();
+    tablet.finish_sign_in(pending, &answer, pin).unwrap()
+}
+
+/// The tablet's sync session token.
+pub fn device_token(tablet: &core_tablet::Tablet, server: &Server) -> String {
+    let body = serde_json::to_string(&tablet.session_request(&challenge(server))).unwrap();
+    let path = format!("/api/devices/{}/session", tablet.device());
+    let (status, body) = http_post(&server.addr, &path, None, &body);
+    assert_eq!(status, 200, "{body}");
+    let answer: SessionResponse = serde_json::from_str(&body).unwrap();
+    answer.token
+}
+
+pub fn add_staff(server: &Server, user: &str, role: &str, wards: &[&str]) {
+    let mut args = vec![
+        "staff",
+        "add",
+        "--user",
+        user,
+        "--role",
+        role,
+        "--password-stdin",
+    ];
+    for w in wards {
+        args.extend(["--ward", w]);
+    }
+    server.admin(&args, &format!("{PASSWORD}\n"));
+}
+
+pub fn enrolment_code(server: &Server, label: &str, ward: &str) -> String {
+    let code = server.admin(&["device", "enroll", "--label", label, "--ward", ward], "");
+    code.trim().to_string()
+}
+
+pub const PASSWORD: &str = "night shift 4west";
