@@ -47,6 +47,7 @@ impl From<TabletError> for ChartsyncError {
             }
             TabletError::Locked { .. } => Locked(e.to_string()),
             TabletError::NotEnrolled => NotPermitted(e.to_string()),
+            TabletError::NotHere(_) => NotFound(e.to_string()),
             TabletError::Trust(chartsync_core::trust::TrustError::PinFormat) => {
                 InvalidInput(e.to_string())
             }
@@ -298,6 +299,23 @@ impl Tablet {
         }
         let granted: Granted = post(&url, &request)?;
         Ok(granted.ends_at)
+    }
+
+    /// Break-glass with no network, on a chart already on the tablet: recorded here, signed
+    /// with the person's key, and filed for review with the chart's next sync; what the person
+    /// charts under it is taken by the server. Returns when the grant ends.
+    pub fn break_glass_offline(
+        &self,
+        session: Arc<Session>,
+        chart_id: String,
+        reason: BreakGlassReason,
+        text: String,
+    ) -> Result<Timestamp, ChartsyncError> {
+        let chart = crate::error::chart_id(&chart_id)?;
+        let grant = self
+            .inner
+            .break_glass_offline(&session.inner, chart, reason, &text)?;
+        Ok(grant.ends_at)
     }
 
     /// A token for the tablet's sync connection (`SyncClient.start`, `set_token` after

@@ -86,6 +86,7 @@ fn main() {
         ProofBundle {
             certs: Vec::new(),
             proofs: proofs[..n].to_vec(),
+            grants: Vec::new(),
         }
         .to_bytes()
         .len()

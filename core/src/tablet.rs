@@ -116,6 +116,10 @@ pub enum TabletError {
     Expired { user: String },
     #[error("{user} is locked after being idle: enter the PIN again")]
     Locked { user: String },
+    #[error(
+        "chart {0} is not on this tablet: break-glass offline opens only a chart the tablet has"
+    )]
+    NotHere(crate::chart::ChartId),
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -284,6 +288,8 @@ impl Tablet {
         let key = pending.key.certified(c.serial);
         let sealed = key.seal(&self.key, pin, self.kdf)?;
         self.store.save_credential(&cert, &sealed)?;
+        // Their own work held back for want of a proof goes now.
+        self.store.sign_pending(&key)?;
         Ok(self.session(key, cert))
     }
 
@@ -319,6 +325,7 @@ impl Tablet {
                         user: user.to_string(),
                     });
                 }
+                self.store.sign_pending(&key)?;
                 Ok(self.session(key, cert))
             }
             Err(TrustError::WrongPin) => {
@@ -332,6 +339,51 @@ impl Tablet {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Break-glass with no network, on a chart already on the tablet: the grant is recorded
+    /// here, signed with the person's key, lasts as long as the server's policy says, and is
+    /// sent for filing (and review) with the chart's next sync. Changes the person makes under
+    /// it are taken by the server as made with access.
+    pub fn break_glass_offline(
+        &self,
+        session: &Session,
+        chart: crate::chart::ChartId,
+        reason: crate::store::BreakGlassReason,
+        text: &str,
+    ) -> Result<crate::store::BreakGlass, TabletError> {
+        if !self.store.contains(chart)? {
+            return Err(TabletError::NotHere(chart));
+        }
+        let request = session.break_glass_request(&chart, reason, text)?;
+        let serial = crate::trust::Serial::parse(&request.serial)?;
+        let signature = B64
+            .decode(&request.signature)
+            .map_err(|_| TabletError::BadAnswer("a signature did not encode"))?;
+        let starts_at = Timestamp::from_unix(request.signed_at)
+            .map_err(|_| TabletError::BadAnswer("the clock is out of range"))?;
+        let ends_at =
+            Timestamp::from_unix(request.signed_at + self.enrolment.policy.break_glass_secs as i64)
+                .map_err(|_| TabletError::BadAnswer("the clock is out of range"))?;
+        let staff = session.staff();
+        let by = crate::store::Actor {
+            user: staff.user.clone(),
+            role: staff.role.token().to_string(),
+            device: staff.device.clone(),
+        };
+        let (grant, _) = self.store.grant_break_glass(&crate::store::NewBreakGlass {
+            by: &by,
+            chart,
+            reason,
+            text,
+            starts_at,
+            ends_at,
+            granted: "offline",
+            device: Some(&staff.device),
+            signed: Some((&serial.0, &signature)),
+            filed: false,
+        })?;
+        Ok(grant)
     }
 
     fn session(&self, key: UnlockedKey, cert: SignedCertificate) -> Session {

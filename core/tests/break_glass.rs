@@ -46,6 +46,7 @@ fn a_grant_is_audited_at_its_start_and_at_its_end_however_it_ends() {
         granted: "offline",
         device: Some("tablet-4west-02"),
         signed: None,
+        filed: true,
     };
 
     // Its time runs out: the sweep audits the end, once.

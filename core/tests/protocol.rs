@@ -41,7 +41,13 @@ fn proofs() -> impl Strategy<Value = Option<Box<chartsync_core::trust::ProofBund
             prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..3),
             prop::collection::vec(proof, 0..4),
         )
-            .prop_map(|(certs, proofs)| Box::new(ProofBundle { certs, proofs })),
+            .prop_map(|(certs, proofs)| {
+                Box::new(ProofBundle {
+                    certs,
+                    proofs,
+                    grants: Vec::new(),
+                })
+            }),
     )
 }
 

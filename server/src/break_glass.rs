@@ -101,6 +101,7 @@ fn grant(
             granted: "online",
             device,
             signed,
+            filed: true,
         })
         .map_err(store_error)?;
     if !new {

@@ -11,13 +11,13 @@ use automerge::ChangeHash;
 use chartsync_core::chart::{Role, Staff};
 use chartsync_core::protocol::HoldReason;
 use chartsync_core::store::{ChartStore, Revocation, Severity};
-use chartsync_core::trust::{ChangeProof, DeviceId, ProofBundle, Serial, SignedCertificate};
+use chartsync_core::trust::{
+    ChangeProof, DeviceId, ProofBundle, Serial, SignedCertificate, SignedGrant,
+};
 
 use crate::directory::Trust;
 
-/// A change may arrive this long after its certificate ended (the reasoning of the move
-/// window: a tablet offline over a long weekend).
-pub const PROOF_GRACE_SECS: i64 = 72 * 3600;
+use chartsync_core::trust::PROOF_GRACE_SECS;
 /// How far ahead of the server's clock a tablet's signing time may be.
 const CLOCK_SKEW_SECS: i64 = 300;
 /// Proofs waiting for their changes on one connection; beyond this the connection is ended.
@@ -55,6 +55,8 @@ pub struct Verifier {
     trust: Arc<Trust>,
     certs: HashMap<Serial, Arc<SignedCertificate>>,
     proofs: HashMap<ChangeHash, Vec<ChangeProof>>,
+    /// Break-glass grants recorded offline, by chart, until the chart's worker files them.
+    grants: HashMap<chartsync_core::chart::ChartId, Vec<SignedGrant>>,
 }
 
 impl Verifier {
@@ -64,12 +66,73 @@ impl Verifier {
             trust,
             certs: HashMap::new(),
             proofs: HashMap::new(),
+            grants: HashMap::new(),
         }
     }
 
-    /// Takes in a frame's proofs. Certificates that do not verify are ignored (their changes
-    /// will be held as signed under an unknown certificate). `false`: too many proofs wait.
-    pub fn add(&mut self, bundle: ProofBundle) -> bool {
+    /// The offline break-glass grants sent for `chart`, to file.
+    pub fn take_grants(&mut self, chart: chartsync_core::chart::ChartId) -> Vec<SignedGrant> {
+        self.grants.remove(&chart).unwrap_or_default()
+    }
+
+    /// Checks an offline grant's certificate and signature: the writer it was for, or why not.
+    pub fn check_grant(
+        &mut self,
+        store: &ChartStore,
+        chart: chartsync_core::chart::ChartId,
+        g: &SignedGrant,
+        now: i64,
+    ) -> Result<Writer, &'static str> {
+        let cert = self
+            .certificate(store, g.serial)
+            .ok_or("a certificate this server did not issue")?;
+        let c = cert.certificate();
+        if c.device != self.device {
+            return Err("a certificate for another tablet");
+        }
+        if !c.valid_at(g.signed_at) || g.signed_at > now + CLOCK_SKEW_SECS {
+            return Err("signed outside the certificate's validity");
+        }
+        let revoked = store
+            .revocations_of(c.serial, &c.user, c.device)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| match r.severity {
+                Severity::Compromised => true,
+                Severity::Administrative => (g.signed_at + 1) * 1000 > r.effective_at.unix_millis(),
+            });
+        if revoked {
+            return Err("signed under a revoked credential");
+        }
+        chartsync_core::trust::verify_break_glass(
+            c,
+            &chart,
+            &g.reason,
+            &g.text,
+            g.signed_at,
+            &g.signature,
+        )
+        .map_err(|_| "the signature does not verify")?;
+        Ok(Writer {
+            user: c.user.clone(),
+            role: c.role,
+            wards: c.wards.clone(),
+            serial: Some(c.serial),
+        })
+    }
+
+    /// Takes in a frame's proofs (for chart `chart`). Certificates that do not verify are
+    /// ignored (their changes will be held as signed under an unknown certificate). `false`:
+    /// too many proofs wait.
+    pub fn add(&mut self, chart: chartsync_core::chart::ChartId, bundle: ProofBundle) -> bool {
+        if !bundle.grants.is_empty() {
+            let waiting = self.grants.entry(chart).or_default();
+            for g in bundle.grants {
+                if !waiting.contains(&g) && waiting.len() < 64 {
+                    waiting.push(g);
+                }
+            }
+        }
         for bytes in bundle.certs {
             if let Ok(cert) = SignedCertificate::from_bytes(&bytes, &self.trust.issuer_keys()) {
                 self.certs.insert(cert.certificate().serial, Arc::new(cert));
@@ -121,6 +184,7 @@ impl Verifier {
                 .map(|c| c.to_bytes())
                 .collect(),
             proofs,
+            grants: Vec::new(),
         }
     }
 
@@ -382,6 +446,7 @@ mod tests {
         ProofBundle {
             certs: Vec::new(),
             proofs,
+            grants: Vec::new(),
         }
     }
 
@@ -403,7 +468,7 @@ mod tests {
             Err(HoldReason::Unsigned)
         );
         // Proven: the writer is the certificate's person, role and wards.
-        v.add(bundle(proofs.clone()));
+        v.add(id, bundle(proofs.clone()));
         let writers = check(&f, &mut v, id, &chart, &hashes, f.now).unwrap();
         assert_eq!(writers[0].user, "him.jones");
         assert_eq!(writers[0].role, Role::Technician);
@@ -411,7 +476,7 @@ mod tests {
 
         // The same proof for another chart: the signature covers the chart's id.
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(bundle(proofs.clone()));
+        v.add(id, bundle(proofs.clone()));
         assert_eq!(
             check(&f, &mut v, ChartId::random(), &chart, &hashes, f.now),
             Err(HoldReason::BadSignature)
@@ -421,7 +486,7 @@ mod tests {
         let mut bad = proofs.clone();
         bad[0].signature[5] ^= 1;
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(bundle(bad));
+        v.add(id, bundle(bad));
         assert_eq!(
             check(&f, &mut v, id, &chart, &hashes, f.now),
             Err(HoldReason::BadSignature)
@@ -444,10 +509,14 @@ mod tests {
         );
         let key = key.certified(cert.certificate().serial);
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(ProofBundle {
-            certs: vec![cert.to_bytes()],
-            proofs: hashes.iter().map(|h| key.prove(id, *h)).collect(),
-        });
+        v.add(
+            id,
+            ProofBundle {
+                certs: vec![cert.to_bytes()],
+                proofs: hashes.iter().map(|h| key.prove(id, *h)).collect(),
+                grants: Vec::new(),
+            },
+        );
         assert_eq!(
             check(&f, &mut v, id, &chart, &hashes, f.now),
             Err(HoldReason::UnknownCertificate)
@@ -456,7 +525,10 @@ mod tests {
         // Signed by rn.park, claiming him.jones.
         let park = f.person("rn.park", Role::Nurse, device, f.always());
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(bundle(hashes.iter().map(|h| park.prove(id, *h)).collect()));
+        v.add(
+            id,
+            bundle(hashes.iter().map(|h| park.prove(id, *h)).collect()),
+        );
         assert_eq!(
             check(&f, &mut v, id, &chart, &hashes, f.now),
             Err(HoldReason::ForgedAuthor)
@@ -471,9 +543,10 @@ mod tests {
             other.to_string(),
         ));
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(bundle(
-            hashes2.iter().map(|h| lifted.prove(id2, *h)).collect(),
-        ));
+        v.add(
+            id,
+            bundle(hashes2.iter().map(|h| lifted.prove(id2, *h)).collect()),
+        );
         assert_eq!(
             check(&f, &mut v, id2, &chart2, &hashes2, f.now),
             Err(HoldReason::AnotherDevice)
@@ -487,7 +560,10 @@ mod tests {
             (f.now - 7200, f.now - 3600),
         );
         let mut v = Verifier::new(device, f.trust.clone());
-        v.add(bundle(hashes.iter().map(|h| ended.prove(id, *h)).collect()));
+        v.add(
+            id,
+            bundle(hashes.iter().map(|h| ended.prove(id, *h)).collect()),
+        );
         assert_eq!(
             check(&f, &mut v, id, &chart, &hashes, f.now),
             Err(HoldReason::CertificateExpired)
@@ -518,7 +594,7 @@ mod tests {
                 )
                 .unwrap();
             let mut v = Verifier::new(device, f.trust.clone());
-            v.add(bundle(proofs));
+            v.add(id, bundle(proofs));
             check(&f, &mut v, id, &chart, &hashes, arrives)
         };
         // Signed now; revoked from a minute from now; arriving ten minutes from now.

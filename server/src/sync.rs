@@ -271,13 +271,13 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                         }
                         Ok(Incoming::Document(m)) => match m {
                             Message::Request { document_id, data, proofs, .. } => {
-                                if !take_proofs(&peer, proofs) {
+                                if !take_proofs(&peer, document_id, proofs) {
                                     break;
                                 }
                                 (document_id, Event::Sync { data, request: true })
                             }
                             Message::Sync { document_id, data, proofs, .. } => {
-                                if !take_proofs(&peer, proofs) {
+                                if !take_proofs(&peer, document_id, proofs) {
                                     break;
                                 }
                                 (document_id, Event::Sync { data, request: false })
@@ -467,6 +467,7 @@ fn break_glass_open(peer: &Peer, id: DocumentId) -> bool {
 /// `false`: too many wait for their changes, and the connection is to end.
 fn take_proofs(
     peer: &Option<Arc<Peer>>,
+    chart: DocumentId,
     proofs: Option<Box<chartsync_core::trust::ProofBundle>>,
 ) -> bool {
     let (Some(bundle), Some(p)) = (proofs, peer.as_ref()) else {
@@ -475,7 +476,7 @@ fn take_proofs(
     let Some(v) = &p.verifier else {
         return true;
     };
-    if lock(v).add(*bundle) {
+    if lock(v).add(chart, *bundle) {
         return true;
     }
     tracing::warn!(user = %p.access.user, "too many proofs waiting for their changes; disconnecting");
@@ -538,7 +539,14 @@ impl Worker {
 
     fn handle(&mut self, event: Event) -> Output {
         match event {
-            Event::Sync { data, request } => self.on_sync(&data, request),
+            Event::Sync { data, request } => {
+                // Break-glass recorded offline for this chart is filed before its changes are
+                // checked: they may have been made under it.
+                let filed = self.file_grants();
+                let mut out = self.on_sync(&data, request);
+                out.send.splice(0..0, filed);
+                out
+            }
             Event::Unavailable => {
                 if let Some(Doc::Chart(s)) = &mut self.doc {
                     s.mark_unavailable();
@@ -676,6 +684,80 @@ impl Worker {
     fn left_reason(&self, ward: &str, status: EncounterStatus) -> Option<LeftReason> {
         let reason = left_reason(self.access(), ward, status)?;
         (!self.break_glass_open()).then_some(reason)
+    }
+
+    /// Files the break-glass grants a tablet recorded offline for this chart and sent with
+    /// it (checked against the person's certificate; each once however often it is sent),
+    /// and tells the tablet which are filed.
+    fn file_grants(&mut self) -> Vec<Message> {
+        let Some(v) = &self.peer.verifier else {
+            return Vec::new();
+        };
+        let grants = lock(v).take_grants(self.id);
+        if grants.is_empty() {
+            return Vec::new();
+        }
+        let hub = self.hub();
+        let now = Timestamp::now();
+        let device = self.access().device.map(|d| d.to_string());
+        let mut filed = Vec::new();
+        for g in &grants {
+            let writer = lock(v).check_grant(&hub.store, self.id, g, now.unix());
+            let (writer, reason) = match (
+                writer,
+                chartsync_core::store::BreakGlassReason::from_code(&g.reason),
+            ) {
+                (Ok(w), Some(r)) => (w, r),
+                (Err(why), _) => {
+                    tracing::warn!(chart = %self.id, %why, "an offline break-glass grant was refused");
+                    continue;
+                }
+                (_, None) => {
+                    tracing::warn!(chart = %self.id, "an offline break-glass grant with an unknown reason was refused");
+                    continue;
+                }
+            };
+            let (Ok(starts_at), Ok(ends_at)) = (
+                Timestamp::from_unix(g.signed_at),
+                Timestamp::from_unix(g.signed_at + hub.trust.policy.break_glass_secs as i64),
+            ) else {
+                continue;
+            };
+            let by = Actor {
+                user: writer.user.clone(),
+                role: writer.role.token().to_string(),
+                device: self.remote_id().to_string(),
+            };
+            let serial = writer.serial.map(|s| s.0).unwrap_or_default();
+            match hub
+                .store
+                .grant_break_glass(&chartsync_core::store::NewBreakGlass {
+                    by: &by,
+                    chart: self.id,
+                    reason,
+                    text: &g.text,
+                    starts_at,
+                    ends_at,
+                    granted: "offline",
+                    device: device.as_deref(),
+                    signed: Some((&serial, &g.signature)),
+                    filed: true,
+                }) {
+                Ok((grant, new)) => {
+                    if new {
+                        tracing::warn!(user = %by.user, chart = %self.id, grant = grant.id, "break-glass used offline, filed for review");
+                    }
+                    filed.push(hex::encode(g.signature));
+                }
+                Err(e) => {
+                    tracing::error!(chart = %self.id, error = %e, "could not file a break-glass grant")
+                }
+            }
+        }
+        if filed.is_empty() {
+            return Vec::new();
+        }
+        vec![self.notice(&ChartNotice::BreakGlassFiled { signatures: filed })]
     }
 
     /// Whether a break-glass grant opens this chart to the connection now: the token's
@@ -862,6 +944,7 @@ impl Worker {
                         store,
                         move_window: peer.hub.move_window,
                         chart: id,
+                        verifier,
                     };
                     // Each writer's run is checked as theirs, on the chart as it stood before.
                     let mut before: Option<Chart> = None;
@@ -1491,6 +1574,8 @@ struct Checks<'a> {
     store: &'a ChartStore,
     move_window: std::time::Duration,
     chart: DocumentId,
+    /// A tablet's proofs: when each change was signed (a break-glass grant is checked then).
+    verifier: Option<&'a Mutex<Verifier>>,
 }
 
 impl Checks<'_> {
@@ -1510,16 +1595,28 @@ impl Checks<'_> {
                 ChartError::NotPermitted("held".into()),
             )
         };
-        // A break-glass grant of the writer's opens the chart whatever its ward (asked once).
+        // A break-glass grant of the writer's opens the chart whatever its ward (asked once),
+        // if it covered the time the changes were signed (a tablet offline for a while), or
+        // now.
         let granted = std::cell::OnceCell::new();
         let covers = |w: &str| {
             who.covers(w)
                 || *granted.get_or_init(|| {
-                    self.store
-                        .active_break_glass(Some(&who.user), None, self.chart, Timestamp::now())
-                        .ok()
+                    let hashes: Vec<ChangeHash> = run.iter().map(|(h, _)| *h).collect();
+                    let signed = self
+                        .verifier
+                        .and_then(|v| lock(v).proofs_of(&hashes).iter().map(|p| p.signed_at).max())
+                        .and_then(|s| Timestamp::from_unix(s).ok());
+                    [signed, Some(Timestamp::now())]
+                        .into_iter()
                         .flatten()
-                        .is_some()
+                        .any(|at| {
+                            self.store
+                                .active_break_glass(Some(&who.user), None, self.chart, at)
+                                .ok()
+                                .flatten()
+                                .is_some()
+                        })
                 })
         };
         let decided = write_access(
@@ -1539,6 +1636,14 @@ impl Checks<'_> {
         match decided {
             WriteAccess::Granted | WriteAccess::GrantedAsWritten { .. } => {}
             WriteAccess::Held { reason, summary } => return Err(held(reason, summary.into())),
+            // On a tablet the connection reads the chart; the person who wrote it had no
+            // access of their own: held for review, not refused.
+            WriteAccess::NeverHad if who.serial.is_some() => {
+                return Err(held(
+                    HoldReason::OutsideWards,
+                    format!("{}'s certificate does not cover the chart's ward", who.user),
+                ))
+            }
             WriteAccess::NeverHad => {
                 return Err((
                     Refusal::new(HoldReason::OutsideWards, "", Vec::new()),

@@ -844,3 +844,179 @@ fn break_glass_under_a_token_opens_a_chart_until_it_ends() {
         "{details:?}"
     );
 }
+
+/// No network on the ward. A 5east patient whose chart the tablet carries (it serves both
+/// wards) collapses in the corridor; rn.park, whose own access is 4west, uses break-glass on
+/// the tablet offline and charts under it; on another 5east chart she charts without it. On
+/// reconnect the grant is filed for review, what she charted under it reaches the record, and
+/// the other change is held as outside her wards: nothing dropped, nothing merged unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_offline_is_filed_on_sync_and_what_was_charted_under_it_reaches_the_record() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let pc_store = tablet_store(&devices, "pc");
+    let charts: Vec<ChartId> = (0..2)
+        .map(|n| {
+            pc_store
+                .create(admit_at(&format!("MRN-07{n:02}"), "5east", at(n), &clerk))
+                .unwrap()
+        })
+        .collect();
+    let pc_token = server.token("him.jones", "technician", &["5east"]);
+    let pc = client(url.clone(), &pc_token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+
+    let store = tablet_store(&devices, "t07");
+    let code = server.admin(
+        &[
+            "device", "enroll", "--label", "T-07", "--ward", "4west", "--ward", "5east",
+        ],
+        "",
+    );
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], code.trim());
+    drop(signed_in(&tablet, &server, "rn.park", "135790"));
+    let token = device_token(&tablet, &server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    for id in &charts {
+        c.fetch(*id);
+    }
+    eventually("the 5east charts did not arrive", || {
+        charts.iter().all(|id| store.contains(*id).unwrap())
+    })
+    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // Offline: break-glass on the first chart, and vitals on both.
+    let park = tablet.unlock("rn.park", "135790").unwrap();
+    let grant = tablet
+        .break_glass_offline(
+            &park,
+            charts[0],
+            chartsync_core::store::BreakGlassReason::EmergencyTreatment,
+            "collapsed in the corridor, no 5east nurse near",
+        )
+        .unwrap();
+    assert_eq!(grant.granted, "offline");
+    assert_eq!(store.unfiled_break_glass(charts[0]).unwrap().len(), 1);
+    for id in &charts {
+        park.with_key(|k| {
+            store.update_signed(k, *id, |ch| {
+                ch.add_entry(park.staff(), Timestamp::now(), heart_rate(44))
+            })
+        })
+        .unwrap()
+        .unwrap();
+    }
+
+    // Reconnect.
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(&c, "one chart taken, the other held", |s| {
+        s.held.len() == 1 && s.unacknowledged == 1
+    })
+    .await;
+    assert_eq!(status.held[0].chart, charts[1]);
+    assert_eq!(status.held[0].reason, HoldReason::OutsideWards);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    assert_eq!(
+        on_server(&server, &sup, charts[0])["entries"][0]["author"],
+        "rn.park"
+    );
+    eventually("the tablet heard the grant was filed", || {
+        store.unfiled_break_glass(charts[0]).unwrap().is_empty()
+    })
+    .await;
+    let (_, body) = http_get(&server.addr, "/api/break-glass", Some(&sup));
+    let queue: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(queue.as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue[0]["granted"], "offline");
+    assert_eq!(queue[0]["user"], "rn.park");
+    assert_eq!(queue[0]["device"], tablet.device().to_string());
+    c.stop().await;
+}
+
+/// A change on the tablet that no proof stands for (written without a signature) is held
+/// back on the tablet, named as waiting for its author, while the other charts sync; nothing
+/// of it reaches the server's holding area. When its author signs in, she signs her own
+/// work and it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_no_proof_stands_for_waits_on_the_tablet_for_its_author_to_sign_in() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.silva", "nurse", &["4west"]);
+    let mrns: Vec<String> = (0..2).map(|n| format!("MRN-08{n:02}")).collect();
+    let Pc {
+        client: pc, charts, ..
+    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
+    pc.stop().await;
+    let store = tablet_store(&devices, "t07");
+    let code = enrolment_code(&server, "T-07", "4west");
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
+    let park = signed_in(&tablet, &server, "rn.park", "135790");
+    drop(signed_in(&tablet, &server, "rn.silva", "246802"));
+    let token = device_token(&tablet, &server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    eventually("the ward's charts did not arrive", || {
+        charts.iter().all(|id| store.contains(*id).unwrap())
+    })
+    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // rn.silva's observation, written with no proof; rn.park's, signed, on the other chart.
+    let silva = Staff::new("rn.silva", Role::Nurse, tablet.device().to_string());
+    store
+        .update(charts[0], |ch| {
+            ch.add_entry(&silva, Timestamp::now(), heart_rate(101))
+        })
+        .unwrap();
+    park.with_key(|k| {
+        store.update_signed(k, charts[1], |ch| {
+            ch.add_entry(park.staff(), Timestamp::now(), heart_rate(80))
+        })
+    })
+    .unwrap()
+    .unwrap();
+
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(&c, "rn.silva's chart held back, rn.park's sent", |s| {
+        s.held.len() == 1 && s.unacknowledged == 1
+    })
+    .await;
+    assert_eq!(status.held[0].chart, charts[0]);
+    assert_eq!(
+        status.held[0].hold, None,
+        "held on the tablet, not by the server"
+    );
+    assert_eq!(
+        status.held[0].summary,
+        "waiting for rn.silva to sign in on this tablet"
+    );
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    assert_eq!(
+        on_server(&server, &sup, charts[1])["entries"][0]["author"],
+        "rn.park"
+    );
+    let (_, body) = http_get(&server.addr, "/api/holds", Some(&sup));
+    assert_eq!(body, "[]", "nothing reached the holding area");
+
+    // She signs in with her PIN: her observation is signed and goes.
+    drop(tablet.unlock("rn.silva", "246802").unwrap());
+    until(&c, "rn.silva's observation acknowledged", |s| {
+        s.held.is_empty() && s.unacknowledged == 0
+    })
+    .await;
+    assert_eq!(
+        on_server(&server, &sup, charts[0])["entries"][0]["author"],
+        "rn.silva"
+    );
+    c.stop().await;
+}

@@ -181,3 +181,48 @@ def test_break_glass_opens_a_chart_on_another_ward_for_the_signed_in_nurse(serve
     finally:
         asyncio.run(client.stop())
     assert [e["author"] for e in on_server(server, chart_id)["entries"]] == ["rn.park"]
+
+
+def test_break_glass_offline_on_a_chart_the_tablet_carries_is_filed_when_it_syncs(server, tmp_path):
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    clerk = core.Staff(user="him.jones", role=core.Role.TECHNICIAN, device="records-pc-1")
+    patient_, encounter = patient()
+    encounter.ward = "5east"
+    chart_id = office.create_chart(patient_, encounter, clerk).id()
+    config = ffi.SyncConfig(url=server.url, device_id="records-pc-1", wards=["5east"])
+    pc = ffi.SyncClient.start(office, config, server.token("him.jones", "technician", "5east"), None)
+    try:
+        assert asyncio.run(pc.wait_until_up_to_date(20_000))
+    finally:
+        asyncio.run(pc.stop())
+
+    # A tablet serving 4west and 5east; rn.park's own access is 4west.
+    staff(server, "rn.park", "nurse")
+    code = server.admin("device", "enroll", "--label", "T-12", "--ward", "4west", "--ward", "5east")
+    store = ffi.ChartStore.open(str(tmp_path / "tablet.db"), key(7))
+    tablet = ffi.Tablet.enrol(store, SECRET, server.base, code, COST)
+    park = tablet.sign_in_online("rn.park", PASSWORD, "135790")
+    config = ffi.SyncConfig(url=tablet.sync_url(), device_id=tablet.device_id(), wards=tablet.wards())
+
+    def sync():
+        client = ffi.SyncClient.start(store, config, tablet.session_token(), None)
+        try:
+            assert asyncio.run(client.wait_until_up_to_date(20_000)), client.status()
+            return client.status()
+        finally:
+            asyncio.run(client.stop())
+
+    sync()
+    assert store.summary(chart_id) is not None
+
+    # Offline: she opens the 5east chart with break-glass and charts on it.
+    other = "4CYcjxewE5eZWTh9JMJRHCsqcw5e"
+    with pytest.raises((ffi.ChartsyncError.NotFound, ffi.ChartsyncError.InvalidInput)):
+        tablet.break_glass_offline(park, other, core.BreakGlassReason.EMERGENCY_TREATMENT, "x")
+    tablet.break_glass_offline(park, chart_id, core.BreakGlassReason.EMERGENCY_TREATMENT,
+                               "collapsed in the corridor")
+    store.open_chart_signed(chart_id, park).add_entry(heart_rate(44))
+
+    status = sync()
+    assert (status.unacknowledged, status.held) == (0, [])
+    assert [e["author"] for e in on_server(server, chart_id)["entries"]] == ["rn.park"]

@@ -608,7 +608,13 @@ async fn session(
     loop {
         for mut m in out.drain(..) {
             if let Some(p) = prover.as_mut() {
-                tokio::task::block_in_place(|| p.attach(store, &mut m));
+                if let Some((chart, author)) =
+                    tokio::task::block_in_place(|| p.attach(store, &mut m))
+                {
+                    // Nobody signed in here can prove these changes: held back, and said so.
+                    tokio::task::block_in_place(|| s.hold_back(chart, &author));
+                    continue;
+                }
             }
             if ws.send(WsMessage::Binary(m.encode().into())).await.is_err() {
                 s.save_all();
@@ -724,6 +730,21 @@ impl Session<'_> {
         self.ledger.count(self.store, id);
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
+            // Held back for want of a proof: its author signed in, and it goes.
+            Some(Doc::Held(_)) if self.held_back(id) => {
+                let proven = self
+                    .store
+                    .unproven_changes(id)
+                    .map(|u| u.is_empty())
+                    .unwrap_or(false);
+                if !proven {
+                    return Vec::new();
+                }
+                let _ = self.store.clear_device_hold(id);
+                self.ledger.reload_held(self.store);
+                self.docs.remove(&id);
+                self.open(id).into_iter().collect()
+            }
             Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_) | Doc::Departed) => {
                 Vec::new()
             }
@@ -795,6 +816,14 @@ impl Session<'_> {
     fn on_notice(&mut self, id: ChartId, notice: ChartNotice) -> Vec<Message> {
         if let ChartNotice::Revoked { serials, device } = notice {
             self.on_revoked(id, &serials, device);
+            return Vec::new();
+        }
+        if let ChartNotice::BreakGlassFiled { signatures } = notice {
+            for s in signatures {
+                if let Ok(signature) = hex::decode(&s) {
+                    let _ = self.store.break_glass_filed(&signature);
+                }
+            }
             return Vec::new();
         }
         if let Some(Doc::Census { .. }) = self.docs.get(&id) {
@@ -880,7 +909,7 @@ impl Session<'_> {
                 reason,
                 acknowledged,
             } => return self.on_left(id, reason, acknowledged),
-            ChartNotice::Revoked { .. } => return Vec::new(),
+            ChartNotice::Revoked { .. } | ChartNotice::BreakGlassFiled { .. } => return Vec::new(),
         };
         self.ledger.reload_held(self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -900,6 +929,37 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Held(sync));
             Vec::new()
         }
+    }
+
+    /// Holds a chart back on this tablet: it has changes made here that no one signed in can
+    /// prove yet. Reported as held (with no hold on the server) until `author` signs in.
+    fn hold_back(&mut self, id: ChartId, author: &str) {
+        let heads = self.store.read(id, |c| c.heads()).unwrap_or_default();
+        let hold = DeviceHold {
+            chart: id,
+            hold: None,
+            reason: crate::protocol::HoldReason::Unsigned,
+            summary: format!("{WAITING_FOR}{author} to sign in on this tablet"),
+            since: Timestamp::now(),
+            rejected: None,
+        };
+        let _ = self.store.set_device_hold(&hold, &heads);
+        self.ledger.reload_held(self.store);
+        let sync = match self.docs.remove(&id) {
+            Some(Doc::Chart(sync) | Doc::Held(Some(sync))) => Some(sync),
+            _ => None,
+        };
+        self.docs.insert(id, Doc::Held(sync));
+    }
+
+    /// Whether the chart is held back here (not by the server) for want of a proof.
+    fn held_back(&self, id: ChartId) -> bool {
+        self.ledger.held.iter().any(|h| {
+            h.chart == id
+                && h.hold.is_none()
+                && h.reason == crate::protocol::HoldReason::Unsigned
+                && h.summary.starts_with(WAITING_FOR)
+        })
     }
 
     /// Revocations that reach this tablet (`id` is its own device id): the people whose
@@ -1126,6 +1186,9 @@ impl Session<'_> {
     }
 }
 
+/// How a chart held back on the tablet for want of a proof is described (then the author).
+const WAITING_FOR: &str = "waiting for ";
+
 /// Adds proofs of authorship to what an enrolled tablet sends: for each change a `sync` or
 /// `request` carries, the proofs the store keeps, and each certificate they name the first
 /// time it is needed on the connection (docs/protocol.md, "Proofs of authorship").
@@ -1135,7 +1198,9 @@ struct Prover {
 }
 
 impl Prover {
-    fn attach(&mut self, store: &ChartStore, m: &mut Message) {
+    /// Adds the proofs; `Some((chart, author))` instead when the frame carries changes made
+    /// here that no proof stands for: the frame is not to be sent.
+    fn attach(&mut self, store: &ChartStore, m: &mut Message) -> Option<(ChartId, String)> {
         let (Message::Sync {
             document_id,
             data,
@@ -1149,22 +1214,56 @@ impl Prover {
             ..
         }) = m
         else {
-            return;
+            return None;
         };
         let Ok(message) = automerge::sync::Message::decode(data) else {
-            return;
+            return None;
         };
         let hashes: Vec<ChangeHash> = crate::protocol::sync::changes_in(&message)
             .into_iter()
             .map(|(h, _)| h)
             .collect();
-        let found = match store.proofs_for(*document_id, &hashes) {
-            Ok(f) if !f.is_empty() => f,
-            // Without proofs the server holds the changes: nothing is lost, a person sees it.
-            _ => return,
-        };
+        // Without proofs the server holds the changes: nothing is lost, a person sees it.
+        let found = store.proofs_for(*document_id, &hashes).unwrap_or_default();
+        // Break-glass recorded offline for this chart goes with it until the server files it.
+        let grants: Vec<crate::trust::SignedGrant> = store
+            .unfiled_break_glass(*document_id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| u.grant)
+            .collect();
+        if found.len() < hashes.len() {
+            // Some changes have no proof: those made here and not yet acknowledged wait for
+            // their author (the server already has any others).
+            // Those written on this tablet by its people are held back until the author
+            // signs in (and signs them); others (from before enrolment) go, and the server
+            // holds them for review.
+            let here = store
+                .enrolment()
+                .ok()
+                .flatten()
+                .map(|e| e.device.to_string());
+            let unproven = store.unproven_changes(*document_id).unwrap_or_default();
+            let waiting = unproven
+                .iter()
+                .filter_map(|(_, a)| a.as_ref())
+                .find(|a| Some(&a.device) == here.as_ref());
+            if let Some(author) = waiting {
+                return Some((*document_id, author.user.clone()));
+            }
+        }
+        if found.is_empty() && grants.is_empty() {
+            return None;
+        }
         let mut certs = Vec::new();
         for serial in found.iter().map(|p| p.serial) {
+            if self.sent.insert(serial) {
+                if let Ok(Some(bytes)) = store.certificate(serial) {
+                    certs.push(bytes);
+                }
+            }
+        }
+        for serial in grants.iter().map(|g| g.serial) {
             if self.sent.insert(serial) {
                 if let Ok(Some(bytes)) = store.certificate(serial) {
                     certs.push(bytes);
@@ -1174,6 +1273,8 @@ impl Prover {
         *proofs = Some(Box::new(crate::trust::ProofBundle {
             certs,
             proofs: found,
+            grants,
         }));
+        None
     }
 }

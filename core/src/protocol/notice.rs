@@ -210,6 +210,9 @@ pub enum ChartNotice {
     /// issued on it that were revoked (serials, hex), and whether the tablet itself was. The
     /// tablet erases those people's sealed keys and signs them out; nothing they wrote is lost.
     Revoked { serials: Vec<String>, device: bool },
+    /// Break-glass grants a tablet recorded offline for this chart are filed for review
+    /// (their signatures, hex): the tablet stops sending them.
+    BreakGlassFiled { signatures: Vec<String> },
 }
 
 const HELD: &str = "chartsync/held";
@@ -218,6 +221,7 @@ const REJECTED: &str = "chartsync/rejected";
 const FULL: &str = "chartsync/holding-area-full";
 const LEFT: &str = "chartsync/left";
 const REVOKED: &str = "chartsync/revoked";
+const FILED: &str = "chartsync/break-glass-filed";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -273,6 +277,14 @@ impl ChartNotice {
                     }
                     e.str("device")?.bool(*device)?;
                 }
+                ChartNotice::BreakGlassFiled { signatures } => {
+                    e.map(2)?;
+                    e.str("type")?.str(FILED)?;
+                    e.str("signatures")?.array(signatures.len() as u64)?;
+                    for s in signatures {
+                        e.str(s)?;
+                    }
+                }
             }
             Ok(())
         })();
@@ -303,6 +315,12 @@ impl ChartNotice {
                     }
                 }
                 "device" => device = d.bool().ok()?,
+                "signatures" => {
+                    let n = d.array().ok()??;
+                    for _ in 0..n {
+                        serials.push(d.str().ok()?.to_string());
+                    }
+                }
                 "acknowledged" => {
                     let n = d.array().ok()??;
                     for _ in 0..n {
@@ -339,6 +357,9 @@ impl ChartNotice {
                 acknowledged,
             },
             REVOKED => ChartNotice::Revoked { serials, device },
+            FILED => ChartNotice::BreakGlassFiled {
+                signatures: serials,
+            },
             _ => return None,
         })
     }
@@ -374,6 +395,9 @@ mod tests {
             ChartNotice::Revoked {
                 serials: vec!["00112233445566778899aabbccddeeff".into()],
                 device: true,
+            },
+            ChartNotice::BreakGlassFiled {
+                signatures: vec!["ab".repeat(64)],
             },
         ];
         for n in notices {

@@ -89,6 +89,16 @@ pub struct NewBreakGlass<'a> {
     pub device: Option<&'a str>,
     /// A tablet's signed request: the certificate's serial and the signature.
     pub signed: Option<(&'a [u8], &'a [u8])>,
+    /// Filed with the server (always, on the server; on a tablet, once the server says so).
+    pub filed: bool,
+}
+
+/// A grant recorded on this tablet while offline, as it is sent for filing.
+#[derive(Debug, Clone)]
+pub struct UnfiledGrant {
+    pub id: i64,
+    pub chart: ChartId,
+    pub grant: crate::trust::SignedGrant,
 }
 
 /// Which grants to list.
@@ -184,7 +194,7 @@ impl ChartStore {
             new.ends_at.unix_millis(),
             new.granted,
             new.device,
-            now_millis(),
+            new.filed.then(now_millis),
             new.signed.map(|(s, _)| s),
             new.signed.map(|(_, s)| s)
         ])?;
@@ -248,6 +258,57 @@ impl ChartStore {
                 .optional()?)
         })?;
         found.map(parse).transpose()
+    }
+
+    /// Grants recorded on this tablet (signed, offline) that the server has not yet filed,
+    /// for one chart.
+    pub fn unfiled_break_glass(&self, chart: ChartId) -> Result<Vec<UnfiledGrant>, StoreError> {
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, serial, reason_code, reason_text, signature, starts_at FROM break_glass
+                 WHERE chart_id = ?1 AND filed_at IS NULL AND signature IS NOT NULL
+                 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([chart.to_string()], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, serial, reason, text, signature, starts_at) = row?;
+                let (Ok(serial), Ok(signature)) = (serial.try_into(), signature.try_into()) else {
+                    continue;
+                };
+                out.push(UnfiledGrant {
+                    id,
+                    chart,
+                    grant: crate::trust::SignedGrant {
+                        serial: crate::trust::Serial(serial),
+                        reason,
+                        text,
+                        signed_at: starts_at.div_euclid(1000),
+                        signature,
+                    },
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// The server filed the grant with this signature (a tablet).
+    pub fn break_glass_filed(&self, signature: &[u8]) -> Result<(), StoreError> {
+        lock(&self.inner.writer)
+            .prepare_cached(
+                "UPDATE break_glass SET filed_at = ?2 WHERE signature = ?1 AND filed_at IS NULL",
+            )?
+            .execute(params![signature, now_millis()])?;
+        Ok(())
     }
 
     /// Grants of one chart, oldest first (its FHIR export).

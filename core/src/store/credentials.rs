@@ -256,6 +256,99 @@ impl ChartStore {
         Ok(())
     }
 
+    /// Changes to `chart` that the server has not acknowledged and that no usable proof stands
+    /// for, with the author each names: no proof at all (written unsigned, or before the tablet
+    /// was enrolled), or only proofs under certificates the server no longer takes (ended more
+    /// than [`crate::trust::PROOF_GRACE_SECS`] ago: a tablet offline for long). The tablet holds
+    /// back those its own people wrote until they sign in again.
+    pub fn unproven_changes(
+        &self,
+        chart: ChartId,
+    ) -> Result<Vec<(ChangeHash, Option<crate::chart::Staff>)>, StoreError> {
+        let acknowledged = self.acknowledged(chart)?;
+        let pending: Vec<(ChangeHash, Option<crate::chart::Staff>)> = self.read(chart, |c| {
+            c.doc()
+                .get_changes(&acknowledged)
+                .iter()
+                .map(|ch| (ch.hash(), c.author_of(ch)))
+                .collect()
+        })?;
+        if pending.is_empty() {
+            return Ok(pending);
+        }
+        let hashes: Vec<ChangeHash> = pending.iter().map(|(h, _)| *h).collect();
+        let now = crate::chart::Timestamp::now().unix();
+        let mut usable: std::collections::HashMap<Serial, bool> = Default::default();
+        let mut proven: std::collections::HashSet<ChangeHash> = Default::default();
+        for p in self.proofs_for(chart, &hashes)? {
+            let ok = match usable.get(&p.serial) {
+                Some(ok) => *ok,
+                None => {
+                    let ended: Option<i64> = self.inner.with_reader(|conn| {
+                        Ok(conn
+                            .prepare_cached("SELECT not_after FROM certificates WHERE serial = ?1")?
+                            .query_row([&p.serial.0[..]], |r| r.get(0))
+                            .optional()?)
+                    })?;
+                    let ok = ended.is_some_and(|e| now <= e + crate::trust::PROOF_GRACE_SECS);
+                    usable.insert(p.serial, ok);
+                    ok
+                }
+            };
+            if ok {
+                proven.insert(p.hash);
+            }
+        }
+        Ok(pending
+            .into_iter()
+            .filter(|(h, _)| !proven.contains(h))
+            .collect())
+    }
+
+    /// Signs, as `signer`, the unproven changes on every chart that name them as author (their
+    /// own work from before the tablet was enrolled, or before they signed in), so that it can
+    /// be sent: what was held back waiting for them goes. The charts whose changes are now all
+    /// proven are announced on the change feed, so a running sync client sends them.
+    pub fn sign_pending(&self, signer: &UnlockedKey) -> Result<Vec<ChartId>, StoreError> {
+        let Some(enrolment) = self.enrolment()? else {
+            return Ok(Vec::new());
+        };
+        let here = enrolment.device.to_string();
+        let mut done = Vec::new();
+        for id in self.unacknowledged_charts()? {
+            let pending = self.unproven_changes(id)?;
+            let mine: Vec<ChangeHash> = pending
+                .iter()
+                .filter(|(_, a)| {
+                    a.as_ref()
+                        .is_some_and(|a| a.user == signer.user() && a.device == here)
+                })
+                .map(|(h, _)| *h)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let proofs = prove(signer, id, &mine);
+            {
+                let mut conn = lock(&self.inner.writer);
+                let tx = conn.transaction()?;
+                insert_proofs(&tx, id, &proofs, None)?;
+                tx.commit()?;
+            }
+            if mine.len() == pending.len() {
+                let heads = self.read(id, |c| c.heads())?;
+                self.inner.feed.publish(&super::ChartChanged {
+                    id,
+                    heads,
+                    sections: Default::default(),
+                    created: false,
+                });
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
     /// The proofs this store holds for `hashes` in `chart`.
     pub fn proofs_for(
         &self,

@@ -461,7 +461,22 @@ impl ChartStore {
             let holder = self.held_change(first)?.map(|(h, _)| h);
             return Err(StoreError::DecideFirst { id, first: holder });
         }
+        // The proofs a tablet sent with the changes go into the record with them.
+        let proofs: Vec<crate::trust::ChangeProof> = self
+            .inner
+            .with_reader(|conn| {
+                Ok(conn
+                    .query_row("SELECT proofs FROM held_changes WHERE id = ?1", [id], |r| {
+                        r.get::<_, Option<Vec<u8>>>(0)
+                    })
+                    .optional()?
+                    .flatten())
+            })?
+            .and_then(|b| crate::trust::ProofBundle::decode(&mut minicbor::Decoder::new(&b)).ok())
+            .map(|b| b.proofs)
+            .unwrap_or_default();
         let mark = |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+            super::credentials::insert_proofs(tx, chart, &proofs, Some(now_millis()))?;
             decide(tx, id, HoldStatus::Accepted, reviewer, None)?;
             insert_audit(
                 tx,
@@ -495,6 +510,7 @@ impl ChartStore {
                 Ok(c.heads())
             },
             Some(&mark),
+            false,
         );
         match merged {
             Ok(_) => {}

@@ -35,7 +35,7 @@ use crate::chart::{
 };
 
 pub use audit::{Actor, AuditAction, AuditRecord};
-pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter};
+pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
 pub use directory::{
@@ -481,7 +481,7 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        self.update_inner(id, None, write, None)
+        self.update_inner(id, None, write, None, false)
     }
 
     /// [`ChartStore::update`], with a `write` row naming the committed changes in the audit
@@ -492,7 +492,7 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        self.update_inner(id, Some(actor), write, None)
+        self.update_inner(id, Some(actor), write, None, false)
     }
 
     /// [`ChartStore::update`] on an enrolled tablet: each change `write` makes is proven as
@@ -503,6 +503,15 @@ impl ChartStore {
         id: ChartId,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
+        // A chart that left the tablet's wards is read-only here, unless the signer holds a
+        // break-glass grant for it now.
+        let break_glass = self
+            .inner
+            .read_only_somewhere
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self
+                .active_break_glass(Some(signer.user()), None, id, Timestamp::now())?
+                .is_some();
         let proofs = std::cell::RefCell::new(Vec::new());
         let also =
             |tx: &Transaction<'_>| credentials::insert_proofs(tx, id, &proofs.borrow(), None);
@@ -517,6 +526,7 @@ impl ChartStore {
                 Ok(v)
             },
             Some(&also),
+            break_glass,
         )
     }
 
@@ -537,7 +547,7 @@ impl ChartStore {
             }
             credentials::insert_proofs(tx, id, &p.proofs, Some(now_millis()))
         };
-        self.update_inner(id, None, write, Some(&also))
+        self.update_inner(id, None, write, Some(&also), false)
     }
 
     /// `also`: more rows to write in the commit's transaction (only if the chart changed).
@@ -547,11 +557,13 @@ impl ChartStore {
         actor: Option<&Actor>,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
         also: Option<&AlsoInCommit<'_>>,
+        break_glass: bool,
     ) -> Result<T, StoreError> {
-        if self
-            .inner
-            .read_only_somewhere
-            .load(std::sync::atomic::Ordering::Acquire)
+        if !break_glass
+            && self
+                .inner
+                .read_only_somewhere
+                .load(std::sync::atomic::Ordering::Acquire)
         {
             if let Some(why) = self.read_only(id)? {
                 return Err(StoreError::Chart {

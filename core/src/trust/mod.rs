@@ -11,12 +11,16 @@ mod proof;
 mod seal;
 
 pub use cert::{Certificate, CertificateRequest, Issuer, Serial, SignedCertificate};
-pub use proof::{ChangeProof, ProofBundle, MAX_PROOF_BUNDLE_BYTES};
+pub use proof::{ChangeProof, ProofBundle, SignedGrant, MAX_PROOF_BUNDLE_BYTES};
 pub use seal::{check_pin, KdfParams, SealHeader, SealedKey, UnlockedKey};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+/// A change may reach the server this long after its signer's certificate ended (a tablet
+/// offline over a long weekend); after that its proof no longer counts.
+pub const PROOF_GRACE_SECS: i64 = 72 * 3600;
 
 /// What the server tells a tablet at enrolment about how it must treat sign-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

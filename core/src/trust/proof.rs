@@ -78,6 +78,18 @@ impl ChangeProof {
 pub const MAX_PROOF_BUNDLE_BYTES: usize = 4 << 20;
 const MAX_CERTS: u64 = 64;
 
+/// Break-glass access a person recorded on a tablet while offline, signed with their key
+/// (over [`super::break_glass_message`]), for the frame's chart: the server files it for review.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedGrant {
+    pub serial: Serial,
+    /// `ETREAT` or `BTG`.
+    pub reason: String,
+    pub text: String,
+    pub signed_at: i64,
+    pub signature: [u8; 64],
+}
+
 /// The proofs for the changes in one sync frame, and the certificates they name (each sent
 /// once per connection; the receiver keeps those it has seen).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,11 +98,13 @@ pub struct ProofBundle {
     /// receiver checks them.
     pub certs: Vec<Vec<u8>>,
     pub proofs: Vec<ChangeProof>,
+    /// Break-glass grants recorded offline for the frame's chart, not yet filed.
+    pub grants: Vec<SignedGrant>,
 }
 
 impl ProofBundle {
     pub fn is_empty(&self) -> bool {
-        self.certs.is_empty() && self.proofs.is_empty()
+        self.certs.is_empty() && self.proofs.is_empty() && self.grants.is_empty()
     }
 
     /// `{"v": 1, "certs": [bytes], "proofs": [[hash, serial, signed_at, signature]]}`.
@@ -98,7 +112,7 @@ impl ProofBundle {
         &self,
         e: &mut Encoder<W>,
     ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.map(3)?;
+        e.map(3 + u64::from(!self.grants.is_empty()))?;
         e.str("v")?.u8(1)?;
         e.str("certs")?.array(self.certs.len() as u64)?;
         for c in &self.certs {
@@ -111,6 +125,17 @@ impl ProofBundle {
                 .bytes(&p.serial.0)?
                 .i64(p.signed_at)?
                 .bytes(&p.signature)?;
+        }
+        if !self.grants.is_empty() {
+            e.str("grants")?.array(self.grants.len() as u64)?;
+            for g in &self.grants {
+                e.array(5)?
+                    .bytes(&g.serial.0)?
+                    .str(&g.reason)?
+                    .str(&g.text)?
+                    .i64(g.signed_at)?
+                    .bytes(&g.signature)?;
+            }
         }
         Ok(())
     }
@@ -175,6 +200,35 @@ impl ProofBundle {
                         bundle.proofs.push(ChangeProof {
                             hash: ChangeHash(hash),
                             serial: Serial(serial),
+                            signed_at,
+                            signature,
+                        });
+                    }
+                }
+                "grants" => {
+                    let n = d
+                        .array()
+                        .map_err(|_| bad("bad grants"))?
+                        .ok_or(bad("bad grants"))?;
+                    if n > MAX_CERTS {
+                        return Err(bad("too many grants"));
+                    }
+                    for _ in 0..n {
+                        if d.array().map_err(|_| bad("bad grant"))? != Some(5) {
+                            return Err(bad("a grant is serial, reason, text, time, signature"));
+                        }
+                        let serial = fixed::<16>(d.bytes(), "proof bundle", "bad serial")?;
+                        let reason = d.str().map_err(|_| bad("bad reason"))?.to_string();
+                        let text = d.str().map_err(|_| bad("bad text"))?.to_string();
+                        let signed_at = d.i64().map_err(|_| bad("bad signing time"))?;
+                        let signature = fixed::<64>(d.bytes(), "proof bundle", "bad signature")?;
+                        if reason.len() > 16 || text.len() > 4096 {
+                            return Err(bad("a grant's reason or text is too long"));
+                        }
+                        bundle.grants.push(SignedGrant {
+                            serial: Serial(serial),
+                            reason,
+                            text,
                             signed_at,
                             signature,
                         });

@@ -147,6 +147,7 @@ fn a_proof_bundle_reads_back_as_written() {
         proofs: (0..3u8)
             .map(|i| key.prove(chart, ChangeHash([i; 32])))
             .collect(),
+        grants: Vec::new(),
     };
     let bytes = bundle.to_bytes();
     let read = ProofBundle::decode(&mut Decoder::new(&bytes)).unwrap();
@@ -154,6 +155,28 @@ fn a_proof_bundle_reads_back_as_written() {
     // ~130 B a proof on the wire (hash 32, serial 16, time 9, signature 64, framing).
     let per_proof = (bytes.len() - cert.to_bytes().len()) / 3;
     assert!((125..=135).contains(&per_proof), "{per_proof} B a proof");
+
+    // A break-glass grant recorded offline travels in the same bundle.
+    let (signed_at, signature) = key.sign_break_glass(&chart, "ETREAT", "code blue");
+    let with_grant = ProofBundle {
+        grants: vec![SignedGrant {
+            serial: key.serial(),
+            reason: "ETREAT".into(),
+            text: "code blue".into(),
+            signed_at,
+            signature,
+        }],
+        ..bundle
+    };
+    let read = ProofBundle::decode(&mut Decoder::new(&with_grant.to_bytes())).unwrap();
+    assert_eq!(read, with_grant);
+    let g = &read.grants[0];
+    let c = cert.certificate();
+    assert_eq!(
+        verify_break_glass(c, &chart, &g.reason, &g.text, g.signed_at, &g.signature),
+        Ok(())
+    );
+    assert!(verify_break_glass(c, &chart, "BTG", &g.text, g.signed_at, &g.signature).is_err());
 }
 
 #[test]
