@@ -2625,6 +2625,13 @@ public protocol TabletProtocol: AnyObject, Sendable {
     func breakGlass(session: Session, chartId: String, reason: BreakGlassReason, text: String) throws  -> Timestamp
     
     /**
+     * Break-glass with no network, on a chart already on the tablet: recorded here, signed
+     * with the person's key, and filed for review with the chart's next sync; what the person
+     * charts under it is taken by the server. Returns when the grant ends.
+     */
+    func breakGlassOffline(session: Session, chartId: String, reason: BreakGlassReason, text: String) throws  -> Timestamp
+    
+    /**
      * This tablet's id, as the server and the audit trail name it.
      */
     func deviceId()  -> String
@@ -2756,6 +2763,24 @@ open func breakGlass(session: Session, chartId: String, reason: BreakGlassReason
     return try  FfiConverterTypeTimestamp_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
         uniffiCallStatus in
     uniffi_chartsync_ffi_fn_method_tablet_break_glass(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeSession_lower(session),
+        FfiConverterString.lower(chartId),
+        FfiConverterTypeBreakGlassReason_lower(reason),
+        FfiConverterString.lower(text),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Break-glass with no network, on a chart already on the tablet: recorded here, signed
+     * with the person's key, and filed for review with the chart's next sync; what the person
+     * charts under it is taken by the server. Returns when the grant ends.
+     */
+open func breakGlassOffline(session: Session, chartId: String, reason: BreakGlassReason, text: String)throws  -> Timestamp  {
+    return try  FfiConverterTypeTimestamp_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_tablet_break_glass_offline(
             self.uniffiCloneHandle(),
         FfiConverterTypeSession_lower(session),
         FfiConverterString.lower(chartId),
@@ -4433,6 +4458,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_tablet_break_glass() != 5922) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_tablet_break_glass_offline() != 6740) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_tablet_device_id() != 37154) {

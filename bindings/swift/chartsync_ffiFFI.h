@@ -702,6 +702,11 @@ uint64_t uniffi_chartsync_ffi_fn_constructor_tablet_enrol(uint64_t store, RustBu
 RustBuffer uniffi_chartsync_ffi_fn_method_tablet_break_glass(uint64_t ptr, uint64_t session, RustBuffer chart_id, RustBuffer reason, RustBuffer text, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_BREAK_GLASS_OFFLINE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_BREAK_GLASS_OFFLINE
+RustBuffer uniffi_chartsync_ffi_fn_method_tablet_break_glass_offline(uint64_t ptr, uint64_t session, RustBuffer chart_id, RustBuffer reason, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_TABLET_DEVICE_ID
 RustBuffer uniffi_chartsync_ffi_fn_method_tablet_device_id(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -1387,6 +1392,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_session_wards(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS
 uint16_t uniffi_chartsync_ffi_checksum_method_tablet_break_glass(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS_OFFLINE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_TABLET_BREAK_GLASS_OFFLINE
+uint16_t uniffi_chartsync_ffi_checksum_method_tablet_break_glass_offline(void
     
 );
 #endif
