@@ -114,6 +114,9 @@ for person in rn.park:nurse him.jones:technician; do
 done
 CHARTSYNC_ENROL_CODE=$(admin device enroll --label T-KT --ward 4west 2>/dev/null)
 export CHARTSYNC_ENROL_CODE
+# A 5east clerk, to admit the patient the Kotlin tablet opens with break-glass.
+CHARTSYNC_TOKEN_5EAST=$(target/debug/chartsync-server token --data-dir "$out/server" --user him.jones --role technician --ward 5east)
+export CHARTSYNC_TOKEN_5EAST
 
 kotlin_status=0
 java -Djna.library.path="$out/lib" \

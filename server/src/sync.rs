@@ -1351,6 +1351,7 @@ impl Worker {
                 chart,
                 Proven {
                     writers: vec![(connection, hashes)],
+                    certificates: Vec::new(),
                     proofs: Vec::new(),
                 },
             ));
@@ -1731,6 +1732,12 @@ fn proven_by(
         };
         if let Some(v) = verifier {
             proven.proofs.extend(lock(v).proofs_of(&hashes));
+        }
+        if let Some(serial) = who.serial {
+            let entry = (who.user.clone(), serial.to_string());
+            if !proven.certificates.contains(&entry) {
+                proven.certificates.push(entry);
+            }
         }
         match proven.writers.iter_mut().find(|(a, _)| *a == actor) {
             Some((_, all)) => all.extend(hashes),

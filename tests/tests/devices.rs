@@ -276,6 +276,13 @@ async fn two_nurses_chart_offline_on_one_tablet_and_one_reconnect_brings_every_c
         writers(charts[2]),
         [("rn.lee".to_string(), "tablet-t07".to_string())]
     );
+    // Each write row says which certificate the writer signed under.
+    let (_, body) = http_get(
+        &server.addr,
+        &format!("/api/audit?chart={}", charts[2]),
+        Some(&sup),
+    );
+    assert!(body.contains("signed under certificate "), "{body}");
     c.stop().await;
 }
 
@@ -349,6 +356,10 @@ async fn a_change_signed_by_one_nurse_claiming_another_is_held_and_the_rest_sync
     let holds: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(holds[0]["reason"], "forged_author");
     assert_eq!(holds[0]["user"], "rn.park");
+    assert_eq!(
+        holds[0]["signer"], "rn.park",
+        "the signature verified; the claim did not"
+    );
     let id = holds[0]["id"].as_i64().unwrap();
     let (status, _) = http_post(
         &server.addr,

@@ -212,6 +212,27 @@ fun aSharedTabletSignsPeopleInAndSyncsTheirSignedWork() {
     check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
     val status = client.status()
     check(status.unacknowledged == 0uL && status.held.isEmpty()) { "everything acknowledged: $status" }
+
+    // A code blue on 5east: break-glass opens that patient's chart to her for 4 hours.
+    val office = ChartStore.open(File(work, "kotlin-5east-office.db").path, key(10))
+    val clerk5east = Staff(user = "him.jones", role = Role.TECHNICIAN, device = "records-pc-5")
+    val elsewhere = office.createChart(
+        NewPatient(mrn = "MRN-0079", familyName = "Haddad", givenNames = "Omar", birthDate = null,
+            sex = Sex.MALE, address = null, phone = null),
+        NewEncounter(ward = "5east", bed = "2C", `class` = EncounterClass.INPATIENT, admitSource = null, attending = null),
+        clerk5east,
+    ).id()
+    val pc = SyncClient.start(office, SyncConfig(env("CHARTSYNC_URL"), "records-pc-5", listOf("5east")),
+        env("CHARTSYNC_TOKEN_5EAST"), null)
+    check(runBlocking { pc.waitUntilUpToDate(20_000uL) }) { "the 5east admission did not sync" }
+    runBlocking { pc.stop() }
+    val ends = tablet.breakGlass(again, elsewhere, BreakGlassReason.EMERGENCY_TREATMENT, "code blue in the corridor")
+    check(ends.isAfter(java.time.Instant.now().plusSeconds(3 * 3600))) { "the grant lasts 4 hours: $ends" }
+    client.fetch(elsewhere)
+    eventually("the 5east chart on the tablet") { store.summary(elsewhere) }
+    store.openChartSigned(elsewhere, again).addEntry(heartRate(130))
+    check(runBlocking { client.waitUntilUpToDate(20_000uL) }) { "not up to date: ${client.status()}" }
+    check(client.status().unacknowledged == 0uL) { "her entry under break-glass acknowledged: ${client.status()}" }
     runBlocking { client.stop() }
 }
 

@@ -118,6 +118,9 @@ pub struct HeldBatch {
     pub decided_by: Option<String>,
     pub decided_at: Option<Timestamp>,
     pub decision_reason: Option<String>,
+    /// From an enrolled tablet: whose key signed the changes, when that verified (`user` is
+    /// then the same person); `None` for a person's token, or a tablet's unproven changes.
+    pub signer: Option<String>,
 }
 
 /// The server's last word on a chart, as the device keeps it.
@@ -136,7 +139,7 @@ pub struct DeviceHold {
 }
 
 const BATCH_COLUMNS: &str = "id, chart_id, device, user, role, reason, summary, hashes, bytes,
-     held_at, status, decided_by, decided_at, decision_reason";
+     held_at, status, decided_by, decided_at, decision_reason, signer";
 
 fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawBatch> {
     Ok(RawBatch {
@@ -154,6 +157,7 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawBatch> {
         decided_by: r.get(11)?,
         decided_at: r.get(12)?,
         decision_reason: r.get(13)?,
+        signer: r.get(14)?,
     })
 }
 
@@ -172,6 +176,7 @@ struct RawBatch {
     decided_by: Option<String>,
     decided_at: Option<i64>,
     decision_reason: Option<String>,
+    signer: Option<String>,
 }
 
 impl RawBatch {
@@ -195,6 +200,7 @@ impl RawBatch {
             decided_by: self.decided_by.clone(),
             decided_at: self.decided_at.map(time).transpose()?,
             decision_reason: self.decision_reason.clone(),
+            signer: self.signer.clone(),
         })
     }
 }
@@ -373,7 +379,7 @@ impl ChartStore {
             let sql = format!("SELECT {BATCH_COLUMNS}, changes FROM held_changes WHERE id = ?1");
             Ok(conn
                 .prepare_cached(&sql)?
-                .query_row([id], |r| Ok((batch_row(r)?, r.get::<_, Vec<u8>>(14)?)))
+                .query_row([id], |r| Ok((batch_row(r)?, r.get::<_, Vec<u8>>(15)?)))
                 .optional()?)
         })?;
         found

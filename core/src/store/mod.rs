@@ -117,7 +117,22 @@ pub struct StoreStats {
 pub struct Proven {
     /// Each writer, with the changes they proved.
     pub writers: Vec<(Actor, Vec<ChangeHash>)>,
+    /// The certificate each proven writer signed under (user, serial hex), for the audit row.
+    pub certificates: Vec<(String, String)>,
     pub proofs: Vec<crate::trust::ChangeProof>,
+}
+
+impl Proven {
+    /// "signed under certificate …" for a proven writer's audit row.
+    fn detail(&self, user: &str) -> Option<String> {
+        let serials: Vec<&str> = self
+            .certificates
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        (!serials.is_empty()).then(|| format!("signed under certificate {}", serials.join(", ")))
+    }
 }
 
 /// What else a new chart's insert writes in its transaction.
@@ -349,7 +364,15 @@ impl ChartStore {
                     }
                     Inserted::Proven(proven) => {
                         for (actor, hashes) in &proven.writers {
-                            insert_audit(&tx, actor, AuditAction::Create, Some(id), hashes, None)?;
+                            let detail = proven.detail(&actor.user);
+                            insert_audit(
+                                &tx,
+                                actor,
+                                AuditAction::Create,
+                                Some(id),
+                                hashes,
+                                detail.as_deref(),
+                            )?;
                         }
                         credentials::insert_proofs(&tx, id, &proven.proofs, Some(now_millis()))?;
                     }
@@ -543,7 +566,15 @@ impl ChartStore {
         let also = |tx: &Transaction<'_>| {
             let p = proven.borrow();
             for (actor, hashes) in &p.writers {
-                insert_audit(tx, actor, AuditAction::Write, Some(id), hashes, None)?;
+                let detail = p.detail(&actor.user);
+                insert_audit(
+                    tx,
+                    actor,
+                    AuditAction::Write,
+                    Some(id),
+                    hashes,
+                    detail.as_deref(),
+                )?;
             }
             credentials::insert_proofs(tx, id, &p.proofs, Some(now_millis()))
         };
