@@ -11,8 +11,8 @@ use chartsync_core::tablet::{EnrolResponse, Tablet};
 use chartsync_core::trust::*;
 use common::*;
 
-/// An enrolled tablet whose issuer is `issuer`, and a certificate for `user` valid as given.
-fn tablet(dir: &tempfile::TempDir, issuer: &Issuer) -> (Arc<ChartStore>, Tablet) {
+/// A tablet enrolled with a server whose issuer is `issuer`, under `policy`.
+fn tablet(dir: &tempfile::TempDir, issuer: &Issuer, policy: Policy) -> (Arc<ChartStore>, Tablet) {
     let store =
         Arc::new(ChartStore::open(dir.path().join("t.db"), StoreOptions::default()).unwrap());
     let secret = [7u8; 32];
@@ -23,7 +23,7 @@ fn tablet(dir: &tempfile::TempDir, issuer: &Issuer) -> (Arc<ChartStore>, Tablet)
         label: "T-07".into(),
         wards: vec!["4west".into()],
         issuer_keys: vec![base64::engine::general_purpose::STANDARD.encode(issuer.public_key())],
-        policy: Policy::default(),
+        policy,
     };
     let tablet = Tablet::finish_enrolment(
         store.clone(),
@@ -62,7 +62,7 @@ fn certified(
 fn changes_under_a_long_ended_certificate_wait_until_their_author_signs_in_again() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::from_seed(&[9; 32]);
-    let (store, tablet) = tablet(&dir, &issuer);
+    let (store, tablet) = tablet(&dir, &issuer, Policy::default());
     let now = Timestamp::now().unix();
     let id = store.create(admitted()).unwrap();
     store
@@ -130,29 +130,15 @@ fn changes_under_a_long_ended_certificate_wait_until_their_author_signs_in_again
 fn a_session_locks_itself_after_the_idle_time_and_refuses_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let issuer = Issuer::from_seed(&[9; 32]);
-    let store =
-        Arc::new(ChartStore::open(dir.path().join("t.db"), StoreOptions::default()).unwrap());
-    let secret = [7u8; 32];
-    let device = DeviceKey::from_secret(&secret).unwrap();
-    use base64::Engine;
-    let answer = EnrolResponse {
-        device: device.id().to_string(),
-        label: "T-07".into(),
-        wards: vec!["4west".into()],
-        issuer_keys: vec![base64::engine::general_purpose::STANDARD.encode(issuer.public_key())],
-        policy: Policy {
+    let (store, tablet) = tablet(
+        &dir,
+        &issuer,
+        Policy {
             idle_lock_secs: 1,
             ..Policy::default()
         },
-    };
-    let tablet = Tablet::finish_enrolment(
-        store.clone(),
-        &secret,
-        "http://server",
-        &answer,
-        KdfParams::INSECURE_FOR_TESTS,
-    )
-    .unwrap();
+    );
+    let device = DeviceKey::from_secret(&[7u8; 32]).unwrap();
     let now = Timestamp::now().unix();
     let (key, cert) = certified(&issuer, &tablet, "rn.park", (now - 60, now + 86_400));
     store

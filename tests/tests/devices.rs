@@ -164,6 +164,58 @@ fn five_wrong_pins_erase_the_key_and_only_an_online_sign_in_brings_it_back() {
     assert!(tablet.unlock("rn.park", "975310").is_ok());
 }
 
+/// 4west, a shift in: `charts` patients admitted at the registration PC, `nurses` (user,
+/// PIN) in the directory, and tablet T-07 enrolled for the ward, on which each nurse signed in
+/// once online and which has taken the ward's charts and gone offline again.
+struct Ward {
+    url: String,
+    store: std::sync::Arc<chartsync_core::store::ChartStore>,
+    tablet: Tablet,
+    sessions: Vec<chartsync_core::tablet::Session>,
+    token: String,
+    charts: Vec<ChartId>,
+}
+
+async fn ward(
+    server: &Server,
+    devices: &tempfile::TempDir,
+    nurses: &[(&str, &str)],
+    charts: usize,
+) -> Ward {
+    let url = format!("ws://{}/sync", server.addr);
+    for (user, _) in nurses {
+        add_staff(server, user, "nurse", &["4west"]);
+    }
+    let mrns: Vec<String> = (0..charts).map(|n| format!("MRN-{n:04}")).collect();
+    let Pc {
+        client: pc, charts, ..
+    } = registration_pc(server, devices, &["4west"], &mrns).await;
+    pc.stop().await;
+    let store = tablet_store(devices, "t07");
+    let code = enrolment_code(server, "T-07", "4west");
+    let tablet = enrolled(server, store.clone(), &[7u8; 32], &code);
+    let sessions = nurses
+        .iter()
+        .map(|(user, pin)| signed_in(&tablet, server, user, pin))
+        .collect();
+    let token = device_token(&tablet, server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    eventually("the ward's charts did not arrive", || {
+        charts.iter().all(|id| store.contains(*id).unwrap())
+    })
+    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+    Ward {
+        url,
+        store,
+        tablet,
+        sessions,
+        token,
+        charts,
+    }
+}
+
 /// Two nurses on one tablet through a night with no network: both sign in with their PINs and
 /// chart on the same chart and on others; one reconnect brings every change of both to the
 /// record, each under the nurse who made it as the server verified it, on one connection.
@@ -173,29 +225,15 @@ async fn two_nurses_chart_offline_on_one_tablet_and_one_reconnect_brings_every_c
     let data = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    let url = format!("ws://{}/sync", server.addr);
-    add_staff(&server, "rn.park", "nurse", &["4west"]);
-    add_staff(&server, "rn.lee", "nurse", &["4west"]);
-    let mrns: Vec<String> = (0..3).map(|n| format!("MRN-{n:04}")).collect();
-    let Pc {
-        client: pc, charts, ..
-    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
-    pc.stop().await;
-
-    // The tablet is enrolled, both nurses sign in on it once, online, and it takes the ward.
-    let store = tablet_store(&devices, "t07");
-    let code = enrolment_code(&server, "T-07", "4west");
-    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
-    drop(signed_in(&tablet, &server, "rn.park", "135790"));
-    drop(signed_in(&tablet, &server, "rn.lee", "246802"));
-    let token = device_token(&tablet, &server);
-    let c = client(url.clone(), &token, "tablet-t07", &store);
-    eventually("the ward's charts did not arrive", || {
-        charts.iter().all(|id| store.contains(*id).unwrap())
-    })
-    .await;
-    assert!(c.wait_until_up_to_date(WAIT).await);
-    c.stop().await;
+    let nurses = [("rn.park", "135790"), ("rn.lee", "246802")];
+    let Ward {
+        url,
+        store,
+        tablet,
+        token,
+        charts,
+        ..
+    } = ward(&server, &devices, &nurses, 3).await;
 
     // The network goes. Rn.park signs in with her PIN and charts on two charts; then rn.lee
     // on the first (the same chart) and the third, including a late entry for 40 minutes ago.
@@ -293,27 +331,17 @@ async fn a_change_signed_by_one_nurse_claiming_another_is_held_and_the_rest_sync
     let data = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    let url = format!("ws://{}/sync", server.addr);
-    add_staff(&server, "rn.park", "nurse", &["4west"]);
-    add_staff(&server, "rn.lee", "nurse", &["4west"]);
-    let mrns: Vec<String> = (0..2).map(|n| format!("MRN-{n:04}")).collect();
-    let Pc {
-        client: pc, charts, ..
-    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
-    pc.stop().await;
-    let store = tablet_store(&devices, "t07");
-    let code = enrolment_code(&server, "T-07", "4west");
-    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
-    let park = signed_in(&tablet, &server, "rn.park", "135790");
-    let lee = signed_in(&tablet, &server, "rn.lee", "246802");
-    let token = device_token(&tablet, &server);
-    let c = client(url.clone(), &token, "tablet-t07", &store);
-    eventually("the ward's charts did not arrive", || {
-        charts.iter().all(|id| store.contains(*id).unwrap())
-    })
-    .await;
-    assert!(c.wait_until_up_to_date(WAIT).await);
-    c.stop().await;
+    let nurses = [("rn.park", "135790"), ("rn.lee", "246802")];
+    let Ward {
+        url,
+        store,
+        mut sessions,
+        token,
+        charts,
+        ..
+    } = ward(&server, &devices, &nurses, 2).await;
+    let lee = sessions.pop().unwrap();
+    let park = sessions.pop().unwrap();
 
     // Written as rn.lee, signed with rn.park's key.
     let now = Timestamp::now();
@@ -960,27 +988,16 @@ async fn work_no_proof_stands_for_waits_on_the_tablet_for_its_author_to_sign_in(
     let data = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    let url = format!("ws://{}/sync", server.addr);
-    add_staff(&server, "rn.park", "nurse", &["4west"]);
-    add_staff(&server, "rn.silva", "nurse", &["4west"]);
-    let mrns: Vec<String> = (0..2).map(|n| format!("MRN-08{n:02}")).collect();
-    let Pc {
-        client: pc, charts, ..
-    } = registration_pc(&server, &devices, &["4west"], &mrns).await;
-    pc.stop().await;
-    let store = tablet_store(&devices, "t07");
-    let code = enrolment_code(&server, "T-07", "4west");
-    let tablet = enrolled(&server, store.clone(), &[7u8; 32], &code);
-    let park = signed_in(&tablet, &server, "rn.park", "135790");
-    drop(signed_in(&tablet, &server, "rn.silva", "246802"));
-    let token = device_token(&tablet, &server);
-    let c = client(url.clone(), &token, "tablet-t07", &store);
-    eventually("the ward's charts did not arrive", || {
-        charts.iter().all(|id| store.contains(*id).unwrap())
-    })
-    .await;
-    assert!(c.wait_until_up_to_date(WAIT).await);
-    c.stop().await;
+    let nurses = [("rn.park", "135790"), ("rn.silva", "246802")];
+    let Ward {
+        url,
+        store,
+        tablet,
+        sessions,
+        token,
+        charts,
+    } = ward(&server, &devices, &nurses, 2).await;
+    let park = &sessions[0];
 
     // rn.silva's observation, written with no proof; rn.park's, signed, on the other chart.
     let silva = Staff::new("rn.silva", Role::Nurse, tablet.device().to_string());

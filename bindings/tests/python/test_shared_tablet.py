@@ -45,6 +45,22 @@ def patient():
     )
 
 
+def admitted_on_5east(server, tmp_path):
+    """A patient admitted to 5east at the records office and synced: the chart's id."""
+    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+    clerk = core.Staff(user="him.jones", role=core.Role.TECHNICIAN, device="records-pc-1")
+    patient_, encounter = patient()
+    encounter.ward = "5east"
+    chart_id = office.create_chart(patient_, encounter, clerk).id()
+    config = ffi.SyncConfig(url=server.url, device_id="records-pc-1", wards=["5east"])
+    pc = ffi.SyncClient.start(office, config, server.token("him.jones", "technician", "5east"), None)
+    try:
+        assert asyncio.run(pc.wait_until_up_to_date(20_000))
+    finally:
+        asyncio.run(pc.stop())
+    return chart_id
+
+
 def on_server(server, chart_id):
     token = server.token("him.sup", "records_supervisor", "*")
     request = urllib.request.Request(f"{server.base}/api/charts/{chart_id}",
@@ -147,17 +163,7 @@ def test_the_tablet_locks_after_the_idle_time_the_server_set(tmp_path):
 
 def test_break_glass_opens_a_chart_on_another_ward_for_the_signed_in_nurse(server, tmp_path):
     # A patient on 5east, admitted at the records office.
-    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
-    clerk = core.Staff(user="him.jones", role=core.Role.TECHNICIAN, device="records-pc-1")
-    patient_, encounter = patient()
-    encounter.ward = "5east"
-    chart_id = office.create_chart(patient_, encounter, clerk).id()
-    config = ffi.SyncConfig(url=server.url, device_id="records-pc-1", wards=["5east"])
-    pc = ffi.SyncClient.start(office, config, server.token("him.jones", "technician", "5east"), None)
-    try:
-        assert asyncio.run(pc.wait_until_up_to_date(20_000))
-    finally:
-        asyncio.run(pc.stop())
+    chart_id = admitted_on_5east(server, tmp_path)
 
     store, tablet = enrolled(server, tmp_path)
     park = tablet.sign_in_online("rn.park", PASSWORD, "135790")
@@ -184,17 +190,7 @@ def test_break_glass_opens_a_chart_on_another_ward_for_the_signed_in_nurse(serve
 
 
 def test_break_glass_offline_on_a_chart_the_tablet_carries_is_filed_when_it_syncs(server, tmp_path):
-    office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
-    clerk = core.Staff(user="him.jones", role=core.Role.TECHNICIAN, device="records-pc-1")
-    patient_, encounter = patient()
-    encounter.ward = "5east"
-    chart_id = office.create_chart(patient_, encounter, clerk).id()
-    config = ffi.SyncConfig(url=server.url, device_id="records-pc-1", wards=["5east"])
-    pc = ffi.SyncClient.start(office, config, server.token("him.jones", "technician", "5east"), None)
-    try:
-        assert asyncio.run(pc.wait_until_up_to_date(20_000))
-    finally:
-        asyncio.run(pc.stop())
+    chart_id = admitted_on_5east(server, tmp_path)
 
     # A tablet serving 4west and 5east; rn.park's own access is 4west.
     staff(server, "rn.park", "nurse")

@@ -144,21 +144,7 @@ impl ChartStore {
         let c = cert.certificate();
         let mut conn = lock(&self.inner.writer);
         let tx = conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO certificates
-                 (serial, user, role, device, not_before, not_after, issued_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            &c.serial.0[..],
-            c.user,
-            c.role.token(),
-            &c.device.0[..],
-            c.not_before,
-            c.not_after,
-            c.issued_at,
-            cert.to_bytes()
-        ])?;
+        super::directory::insert_certificate(&tx, cert)?;
         tx.prepare_cached(
             "INSERT INTO local_credentials (user, serial, sealed, failed_attempts, last_unlock)
              VALUES (?1, ?2, ?3, 0, ?4)

@@ -467,21 +467,7 @@ impl ChartStore {
         let c = cert.certificate();
         let mut conn = lock(&self.inner.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO certificates
-                 (serial, user, role, device, not_before, not_after, issued_at, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            &c.serial.0[..],
-            c.user,
-            c.role.token(),
-            &c.device.0[..],
-            c.not_before,
-            c.not_after,
-            c.issued_at,
-            cert.to_bytes()
-        ])?;
+        insert_certificate(&tx, cert)?;
         if let Some(by) = by {
             let detail = format!("certificate {} issued on device {}", c.serial, c.device);
             insert_audit(&tx, by, AuditAction::SignIn, None, &[], Some(&detail))?;
@@ -645,4 +631,28 @@ fn insert_revocation(
     )?
     .execute(params![kind, subject, severity.token(), effective_at, reason, by, now_millis()])?;
     Ok(tx.last_insert_rowid())
+}
+
+/// Keeps a certificate (once).
+pub(crate) fn insert_certificate(
+    tx: &rusqlite::Transaction<'_>,
+    cert: &SignedCertificate,
+) -> Result<(), StoreError> {
+    let c = cert.certificate();
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO certificates
+             (serial, user, role, device, not_before, not_after, issued_at, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        &c.serial.0[..],
+        c.user,
+        c.role.token(),
+        &c.device.0[..],
+        c.not_before,
+        c.not_after,
+        c.issued_at,
+        cert.to_bytes()
+    ])?;
+    Ok(())
 }
