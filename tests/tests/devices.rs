@@ -600,11 +600,20 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
     })
     .await;
     assert_eq!(held.held[0].reason, HoldReason::Revoked);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    // (The other tablet's status may still be the one from before rn.lee wrote: wait on
+    // the record itself.)
+    eventually("rn.lee's change did not reach the record", || {
+        !on_server(&server, &sup, chart)["entries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
     until(c_other, "the other tablet's change is acknowledged", |s| {
         s.state == SyncState::UpToDate && s.unacknowledged == 0
     })
     .await;
-    let sup = server.token("him.sup", "records_supervisor", &["*"]);
     let entries = on_server(&server, &sup, chart)["entries"].clone();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
     assert_eq!(entries[0]["author"], "rn.lee");
@@ -732,18 +741,19 @@ async fn break_glass_from_a_tablet_opens_a_chart_on_another_ward_and_waits_for_r
         store.contains(chart).unwrap()
     })
     .await;
-    park.with_key(|k| {
-        store.update_signed(k, chart, |ch| {
-            ch.add_entry(park.staff(), Timestamp::now(), heart_rate(130))
-        })
+    signed_heart_rate(&store, &park, chart, 130);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    eventually("her entry did not reach the record", || {
+        !on_server(&server, &sup, chart)["entries"]
+            .as_array()
+            .unwrap()
+            .is_empty()
     })
-    .unwrap()
-    .unwrap();
+    .await;
     until(&c, "her entry is acknowledged", |s| {
         s.state == SyncState::UpToDate && s.unacknowledged == 0
     })
     .await;
-    let sup = server.token("him.sup", "records_supervisor", &["*"]);
     assert_eq!(
         on_server(&server, &sup, chart)["entries"][0]["author"],
         "rn.park"
@@ -944,13 +954,7 @@ async fn break_glass_offline_is_filed_on_sync_and_what_was_charted_under_it_reac
     assert_eq!(grant.granted, "offline");
     assert_eq!(store.unfiled_break_glass(charts[0]).unwrap().len(), 1);
     for id in &charts {
-        park.with_key(|k| {
-            store.update_signed(k, *id, |ch| {
-                ch.add_entry(park.staff(), Timestamp::now(), heart_rate(44))
-            })
-        })
-        .unwrap()
-        .unwrap();
+        signed_heart_rate(&store, &park, *id, 44);
     }
 
     // Reconnect.
@@ -1006,13 +1010,7 @@ async fn work_no_proof_stands_for_waits_on_the_tablet_for_its_author_to_sign_in(
             ch.add_entry(&silva, Timestamp::now(), heart_rate(101))
         })
         .unwrap();
-    park.with_key(|k| {
-        store.update_signed(k, charts[1], |ch| {
-            ch.add_entry(park.staff(), Timestamp::now(), heart_rate(80))
-        })
-    })
-    .unwrap()
-    .unwrap();
+    signed_heart_rate(&store, &park, charts[1], 80);
 
     let c = client(url, &token, "tablet-t07", &store);
     let status = until(&c, "rn.silva's chart held back, rn.park's sent", |s| {

@@ -347,3 +347,19 @@ pub fn enrolment_code(server: &Server, label: &str, ward: &str) -> String {
 }
 
 pub const PASSWORD: &str = "night shift 4west";
+
+/// `session`'s heart-rate observation on chart `id` in a tablet's `store`, signed, now.
+pub fn signed_heart_rate(store: &ChartStore, session: &Session, id: ChartId, bpm: u32) {
+    session
+        .with_key(|k| {
+            store.update_signed(k, id, |ch| {
+                ch.add_entry(
+                    session.staff(),
+                    chartsync_core::chart::Timestamp::now(),
+                    heart_rate(bpm),
+                )
+            })
+        })
+        .unwrap()
+        .unwrap();
+}
