@@ -359,6 +359,17 @@ impl ChartStore {
     /// Audits the end of every grant whose time ran out since the last sweep; how many.
     pub fn sweep_break_glass(&self) -> Result<usize, StoreError> {
         let now = now_millis();
+        // Most sweeps find nothing: look first without taking the writer.
+        let any: bool = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM break_glass WHERE ended_at IS NULL AND ends_at <= ?1 LIMIT 1",
+                )?
+                .exists([now])?)
+        })?;
+        if !any {
+            return Ok(0);
+        }
         let mut conn = lock(&self.inner.writer);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let due: Vec<(i64, String, String, String)> = tx
