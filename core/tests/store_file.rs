@@ -302,6 +302,7 @@ fn released_migrations_are_unchanged() {
         "b62bc2b20fc45130a8fe6acf16c7c96d4418f67c99572c1d8263e69f4ac53709",
         "4db851d25b1faaa5e7bba5c1c20560211fbc9f94a9f0f591d6509e37162b49c9",
         "9fb33ff8d45e3d64b4b5658c2738a36f026c0381f6248e589e62c5079ab96ea5",
+        "924d63aa494b6819f805ee3b092cc55ce42e77956e56df619601e1a79593f4b8",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -493,4 +494,70 @@ fn a_rules_rebuild_that_meets_a_damaged_chart_leaves_it_and_tries_again_next_tim
     )
     .unwrap();
     assert!(*heard.lock().unwrap() > 0, "the next open tries again");
+}
+
+/// The audit trail is a chain: an edit, a deletion or a reordering anywhere is found, and
+/// the first row that does not follow from the one before it is named. A store from before
+/// the chain gets its links when it is opened.
+#[test]
+fn an_edited_or_deleted_audit_row_breaks_the_chain_at_that_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    // Version 5, with three rows of trail written by hand as an older app would have.
+    database_at_version(&path, 5);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for n in 0..3 {
+            conn.execute(
+                "INSERT INTO audit_events (at, user, role, device, action, detail)
+                 VALUES (?1, 'him.jones', 'technician', 'pc', 'read', 'old')",
+                [1_000 + n],
+            )
+            .unwrap();
+        }
+    }
+    let store = ChartStore::open(&path, opts(None)).unwrap();
+    let actor = Actor {
+        user: "rn.park".into(),
+        role: "nurse".into(),
+        device: "tablet-4west-02".into(),
+    };
+    let id = store.create(admitted()).unwrap();
+    for _ in 0..4 {
+        store
+            .record_audit(&actor, AuditAction::Read, Some(id), None)
+            .unwrap();
+    }
+    let chain = store.verify_audit().unwrap();
+    assert_eq!(chain.rows, 7, "the three old rows are linked too");
+    assert!(chain.tip.is_some());
+    drop(store);
+
+    let tamper = |sql: &str| {
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&path, &copy).unwrap();
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let store = ChartStore::open(&copy, opts(None)).unwrap();
+        let found = store.verify_audit();
+        drop(store);
+        std::fs::remove_file(&copy).unwrap();
+        found
+    };
+    // A detail reworded in place.
+    assert!(matches!(
+        tamper("UPDATE audit_events SET detail = 'nothing to see' WHERE seq = 5"),
+        Err(StoreError::AuditTampered { seq: 5 })
+    ));
+    // A row deleted: the next one no longer follows.
+    assert!(matches!(
+        tamper("DELETE FROM audit_events WHERE seq = 4"),
+        Err(StoreError::AuditTampered { seq: 5 })
+    ));
+    // A row changed along with its own link.
+    assert!(matches!(
+        tamper("UPDATE audit_events SET user = 'someone.else', chain = zeroblob(32) WHERE seq = 6"),
+        Err(StoreError::AuditTampered { seq: 6 })
+    ));
 }

@@ -568,6 +568,18 @@ fn verify(store: &ChartStore) -> Result<bool, CliError> {
     if let Err(e) = store.verify() {
         problems.push(e.to_string());
     }
+    // The audit trail's chain: an edit, a deletion or a reordering breaks it at that row.
+    match store.verify_audit() {
+        Ok(chain) => eprintln!(
+            "audit trail: {} rows, chained, ending in {} (note it: a trail cut short at its end leaves a shorter chain that is still whole)",
+            chain.rows,
+            chain
+                .tip
+                .map(hex::encode)
+                .unwrap_or_else(|| "nothing (empty)".into())
+        ),
+        Err(e) => problems.push(e.to_string()),
+    }
     let charts = store.list(&ChartFilter::default())?;
     let progress = bar(charts.len(), "verifying");
     for c in &charts {

@@ -400,6 +400,37 @@ fn compact_and_verify_report_what_they_did_and_a_damaged_index_is_found() {
     assert!(err.contains("1 problem found in 2 charts"), "{err}");
 }
 
+/// Someone with the file rewrites an audit row to hide a read: `verify` names the row and
+/// fails, and until then it reports the chain whole, with its last link to note elsewhere.
+#[test]
+fn verify_finds_an_audit_row_edited_in_place() {
+    let data = two_admissions(("MRN-3101", "05A"), ("MRN-3102", "05B"));
+    let out = records(data.path(), &["verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rows, chained, ending in "),
+        "{}",
+        stderr(&out)
+    );
+    let conn = rusqlite::Connection::open(data.path().join("charts.db")).unwrap();
+    let seq: i64 = conn
+        .query_row("SELECT min(seq) FROM audit_events", [], |r| r.get(0))
+        .unwrap();
+    conn.execute(
+        "UPDATE audit_events SET user = 'nobody' WHERE seq = ?1",
+        [seq],
+    )
+    .unwrap();
+    drop(conn);
+    let out = records(data.path(), &["verify"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("the audit trail was changed at row {seq}")),
+        "{err}"
+    );
+}
+
 /// A restore from a file that is not a backup (a truncated copy, another application's
 /// database) is refused with a clear error, and the store, its `restored` marker and
 /// everything in the data directory stay as they were; a backup of a foreign file is refused

@@ -2,6 +2,7 @@
 //! and never changed; a write's row is inserted in the same transaction as the write, with the
 //! hashes of the changes it committed, so the trail and the charts cannot disagree.
 
+use super::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{ChartId, Timestamp};
@@ -92,4 +93,160 @@ pub struct AuditRecord {
     pub changes: Vec<String>,
     /// Ids and reasons only.
     pub detail: Option<String>,
+}
+
+/// What the chain of the audit trail says: how many rows it links, and the last link, which
+/// an operator may note elsewhere (a deleted tail leaves a shorter, still whole chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChain {
+    pub rows: u64,
+    pub tip: Option<[u8; 32]>,
+}
+
+/// A row's fields as the chain hashes them.
+pub(crate) struct Linked<'a> {
+    pub at: i64,
+    pub user: &'a str,
+    pub role: &'a str,
+    pub device: &'a str,
+    pub action: &'a str,
+    pub chart: Option<&'a str>,
+    pub changes: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+/// SHA-256 over the link before (32 zero bytes for the first row) and the row's fields, each
+/// length-prefixed so that no two rows encode alike.
+pub(crate) fn chain_hash(previous: &[u8; 32], row: &Linked<'_>) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"chartsync/audit@1\0");
+    h.update(previous);
+    h.update(row.at.to_be_bytes());
+    for field in [
+        Some(row.user),
+        Some(row.role),
+        Some(row.device),
+        Some(row.action),
+        row.chart,
+        row.changes,
+        row.detail,
+    ] {
+        match field {
+            Some(f) => {
+                h.update((f.len() as u32).to_be_bytes());
+                h.update(f.as_bytes());
+            }
+            None => h.update(u32::MAX.to_be_bytes()),
+        }
+    }
+    h.finalize().into()
+}
+
+/// The last row's link (zeros for an empty trail).
+pub(crate) fn last_link(conn: &rusqlite::Connection) -> Result<[u8; 32], StoreError> {
+    use rusqlite::OptionalExtension;
+    let last: Option<Option<Vec<u8>>> = conn
+        .prepare_cached("SELECT chain FROM audit_events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    match last {
+        None => Ok([0; 32]),
+        Some(Some(b)) => b
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("an audit link is not 32 bytes".into())),
+        Some(None) => Err(StoreError::Corrupt(
+            "the audit trail's last row has no link".into(),
+        )),
+    }
+}
+
+const CHAIN_COLUMNS: &str = "seq, at, user, role, device, action, chart_id, changes, detail, chain";
+
+/// Walks the trail in order with `f(seq, link it should have, link it has)`.
+fn walk(
+    conn: &rusqlite::Connection,
+    condition: &str,
+    mut f: impl FnMut(i64, [u8; 32], Option<Vec<u8>>) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {CHAIN_COLUMNS} FROM audit_events {condition} ORDER BY seq"
+    ))?;
+    let mut rows = stmt.query([])?;
+    let mut previous = [0u8; 32];
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        let (user, role, device, action): (String, String, String, String) =
+            (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        let (chart, changes, detail): (Option<String>, Option<String>, Option<String>) =
+            (r.get(6)?, r.get(7)?, r.get(8)?);
+        let expected = chain_hash(
+            &previous,
+            &Linked {
+                at: r.get(1)?,
+                user: &user,
+                role: &role,
+                device: &device,
+                action: &action,
+                chart: chart.as_deref(),
+                changes: changes.as_deref(),
+                detail: detail.as_deref(),
+            },
+        );
+        let has: Option<Vec<u8>> = r.get(9)?;
+        if !f(seq, expected, has)? {
+            return Ok(());
+        }
+        previous = expected;
+    }
+    Ok(())
+}
+
+/// Gives links to rows written before the chain existed (a store from before version 6), in
+/// order, once.
+pub(crate) fn link_unchained(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let unlinked: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM audit_events WHERE chain IS NULL)",
+        [],
+        |r| r.get(0),
+    )?;
+    if !unlinked {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let mut links = Vec::new();
+    walk(&tx, "", |seq, expected, has| {
+        if has.is_none() {
+            links.push((seq, expected));
+        }
+        Ok(true)
+    })?;
+    {
+        let mut set = tx.prepare("UPDATE audit_events SET chain = ?2 WHERE seq = ?1")?;
+        for (seq, link) in links {
+            set.execute(rusqlite::params![seq, &link[..]])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Checks every link, from the first row.
+pub(crate) fn verify_chain(conn: &rusqlite::Connection) -> Result<AuditChain, StoreError> {
+    let mut rows = 0u64;
+    let mut tip = None;
+    let mut broken = None;
+    walk(conn, "", |seq, expected, has| {
+        if has.as_deref() != Some(&expected[..]) {
+            broken = Some(seq);
+            return Ok(false);
+        }
+        rows += 1;
+        tip = Some(expected);
+        Ok(true)
+    })?;
+    match broken {
+        Some(seq) => Err(StoreError::AuditTampered { seq }),
+        None => Ok(AuditChain { rows, tip }),
+    }
 }

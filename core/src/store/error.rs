@@ -91,6 +91,9 @@ pub enum StoreError {
     #[error("no break-glass grant {0}")]
     NoSuchGrant(i64),
 
+    #[error("the audit trail was changed at row {seq}: it does not follow from the row before it")]
+    AuditTampered { seq: i64 },
+
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 

@@ -34,7 +34,7 @@ use crate::chart::{
     Chart, ChartError, ChartId, Deficiency, EncounterStatus, RefreshScope, Timestamp,
 };
 
-pub use audit::{Actor, AuditAction, AuditRecord};
+pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
@@ -262,6 +262,7 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
+        audit::link_unchained(&mut writer)?;
         records::rebuild_if_rules_changed(&mut writer, options.on_rebuild.as_ref())?;
         let read_only_somewhere: bool = writer.query_row(
             "SELECT EXISTS (SELECT 1 FROM device_departures)
@@ -992,6 +993,12 @@ impl ChartStore {
     }
 
     /// SQLite's full integrity check: `Ok(())`, or what it found.
+    /// Checks the audit trail's chain from its first row: how many rows and the last link
+    /// (its tip), or the first row that does not follow from the one before it.
+    pub fn verify_audit(&self) -> Result<AuditChain, StoreError> {
+        self.inner.with_reader(|conn| audit::verify_chain(conn))
+    }
+
     pub fn verify(&self) -> Result<(), StoreError> {
         let problems: Vec<String> = self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare("PRAGMA integrity_check")?;
@@ -1255,19 +1262,35 @@ fn insert_audit(
             .collect::<Vec<_>>()
             .join(" ")
     });
+    let at = now_millis();
+    let chart = chart.map(|c| c.to_string());
+    let chain = audit::chain_hash(
+        &audit::last_link(tx)?,
+        &audit::Linked {
+            at,
+            user: &actor.user,
+            role: &actor.role,
+            device: &actor.device,
+            action: action.token(),
+            chart: chart.as_deref(),
+            changes: changes.as_deref(),
+            detail,
+        },
+    );
     tx.prepare_cached(
-        "INSERT INTO audit_events (at, user, role, device, action, chart_id, changes, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_events (at, user, role, device, action, chart_id, changes, detail, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
-        now_millis(),
+        at,
         actor.user,
         actor.role,
         actor.device,
         action.token(),
-        chart.map(|c| c.to_string()),
+        chart,
         changes,
-        detail
+        detail,
+        &chain[..]
     ])?;
     Ok(())
 }
