@@ -429,19 +429,6 @@ fn serde_reason(e: &serde_json::Error) -> String {
 
 /// The chart id of an admission given without one: derived from the MRN and the admission
 /// time, so importing the same file twice is refused rather than admitting everyone twice.
-fn admission_id(mrn: &str, admitted_at: Timestamp) -> ChartId {
-    use sha2::Digest;
-    let digest = sha2::Sha256::new()
-        .chain_update(b"chartsync admission\0")
-        .chain_update(mrn.as_bytes())
-        .chain_update([0])
-        .chain_update(admitted_at.to_rfc3339().as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    ChartId::from_bytes(bytes)
-}
-
 /// An item as `T`; an error names the field it is about (`patient.sex: unknown value, ...`).
 fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -456,7 +443,11 @@ fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 }
 
 /// An item as the chart it describes.
-fn chart_of(item: &str, by: &Staff) -> Result<(ChartId, Chart), String> {
+/// An item's chart and id, and for an admission its patient's MRN and admission time (the
+/// same pair twice is the same admission).
+type Item = (ChartId, Chart, Option<(String, Timestamp)>);
+
+fn chart_of(item: &str, by: &Staff) -> Result<Item, String> {
     let value: serde_json::Value =
         serde_json::from_str(item).map_err(|e| format!("not JSON ({})", serde_reason(&e)))?;
     if value.get("automerge").is_some() {
@@ -475,16 +466,19 @@ fn chart_of(item: &str, by: &Staff) -> Result<(ChartId, Chart), String> {
             chart.doc(),
         )
         .map_err(|rejection| format!("the chart breaks its rules: {}", rejection.summary()))?;
-        Ok((id, chart))
+        Ok((id, chart, None))
     } else {
         let a: Admission = from_value(value)?;
+        // A random id, as a tablet makes them: an id derived from the MRN and the admission
+        // time could be guessed by anyone who knows both.
         let id = match &a.id {
             Some(id) => id.parse().map_err(|_| "id is not a chart id".to_string())?,
-            None => admission_id(&a.patient.mrn, a.admitted_at),
+            None => ChartId::random(),
         };
+        let admission = (a.patient.mrn.clone(), a.admitted_at);
         let chart =
             Chart::create(a.patient, a.encounter, by, a.admitted_at).map_err(|e| e.to_string())?;
-        Ok((id, chart))
+        Ok((id, chart, Some(admission)))
     }
 }
 
@@ -504,8 +498,9 @@ fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError
     let reading = bar(items.len(), "checking ");
     let mut charts = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashMap::new();
+    let mut admissions = std::collections::HashMap::new();
     for (line, item) in &items {
-        let (id, chart) = chart_of(item, &by).map_err(|reason| CliError::Line {
+        let (id, chart, admission) = chart_of(item, &by).map_err(|reason| CliError::Line {
             line: *line,
             reason,
         })?;
@@ -514,6 +509,28 @@ fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError
                 line: *line,
                 reason: format!("chart {id} is also on line {first}"),
             });
+        }
+        // The same admission twice (this file again, say) is refused, not admitted twice.
+        if let Some((mrn, at)) = admission {
+            let filter = ChartFilter {
+                mrn: Some(mrn.clone()),
+                ..ChartFilter::default()
+            };
+            if let Some(existing) = store.list(&filter)?.iter().find(|c| c.admitted_at == at) {
+                return Err(CliError::Line {
+                    line: *line,
+                    reason: format!(
+                        "this admission is already in this store, as chart {}",
+                        existing.id
+                    ),
+                });
+            }
+            if let Some(first) = admissions.insert((mrn, at), *line) {
+                return Err(CliError::Line {
+                    line: *line,
+                    reason: format!("the same admission is also on line {first}"),
+                });
+            }
         }
         charts.push((id, chart));
         reading.inc(1);
