@@ -190,3 +190,18 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
     assert!(metrics.contains("chartsync_sync_message_seconds_bucket"));
     assert!(!metrics.contains("4west") && !metrics.contains(&id.to_string()));
 }
+
+/// A token read no data from the second it expires: REST answers 401 at once, with no grace.
+#[test]
+fn rest_refuses_a_token_from_the_second_it_expires() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let token = server.token_for("him.sup", "records_supervisor", &["*"], "2s");
+    let (status, _) = http_get(&server.addr, "/api/charts?ward=4west", Some(&token));
+    assert_eq!(status, 200, "valid while it lasts");
+    // Expiry is whole seconds: past `exp` by a few milliseconds at most.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (status, body) = http_get(&server.addr, "/api/charts?ward=4west", Some(&token));
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("expired"), "{body}");
+}
