@@ -118,6 +118,18 @@ struct ServeArgs {
     /// How long break-glass access to a chart lasts.
     #[arg(long, default_value = "4h", value_parser = auth::parse_ttl)]
     break_glass: std::time::Duration,
+    /// Documents one sync connection may name before it is closed.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_documents_per_connection: usize,
+    /// Requests for documents a connection may not see, in 10 seconds, before it is closed.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_denials: u32,
+    /// Sync connections one sign-in (a person's token, or a tablet) may hold open at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    max_connections_per_user: usize,
+    /// A sync connection that sends nothing (not even a ping) for this long is closed.
+    #[arg(long, default_value = "10m", value_parser = auth::parse_ttl)]
+    idle_timeout: std::time::Duration,
 }
 
 impl ServeArgs {
@@ -237,6 +249,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         sessions: tokio::sync::watch::Sender::new(0),
         trust: trust.clone(),
         revocations: tokio::sync::broadcast::channel(16).0,
+        limits: sync::Limits {
+            documents_per_connection: args.max_documents_per_connection,
+            denials_per_window: args.max_denials,
+            connections_per_user: args.max_connections_per_user,
+            idle: args.idle_timeout,
+            ..sync::Limits::default()
+        },
+        open_by: std::sync::Mutex::new(HashMap::new()),
     });
     break_glass::sweep(store.clone());
     let mut sessions = hub.sessions.subscribe();
@@ -399,11 +419,24 @@ async fn sync_endpoint(
         Err(rejection) => return rejection.into_response(),
     };
     let hub = app.hub.clone();
+    // One person (or tablet) holds a bounded number of connections at once.
+    let Some(slot) = sync::ConnectionSlot::take(&hub, &access.user) else {
+        hub.metrics.closed_at_bounds.inc();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(serde_json::json!({
+                "error": "too many sync connections open under this sign-in"
+            })),
+        )
+            .into_response();
+    };
     let live = sync::Live::new(&hub);
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access, live))
+        // Grown as frames need it, not 128 KiB for every idle connection.
+        .read_buffer_size(hub.limits.read_buffer_bytes)
+        .on_upgrade(move |socket| sync::serve_socket(socket, hub, access, (live, slot)))
 }
 
 async fn healthz(

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub sync_seconds: Histogram,
     pub charts_loaded: Gauge,
     pub charts_stored: Gauge,
+    /// Requests for charts or censuses a connection may not see.
+    pub denials: Counter,
+    /// Connections closed for going past a bound (denials, documents).
+    pub closed_at_bounds: Counter,
 }
 
 impl Metrics {
@@ -40,8 +44,20 @@ impl Metrics {
             sync_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
             charts_loaded: Gauge::default(),
             charts_stored: Gauge::default(),
+            denials: Counter::default(),
+            closed_at_bounds: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "denials",
+            "Requests for charts or ward lists a connection may not see",
+            m.denials.clone(),
+        );
+        registry.register(
+            "connections_closed_at_bounds",
+            "Sync connections closed for going past a bound (denials, documents)",
+            m.closed_at_bounds.clone(),
+        );
         registry.register(
             "connections",
             "Open sync connections",

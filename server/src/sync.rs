@@ -79,6 +79,89 @@ pub struct Hub {
     pub recovery: Option<Arc<std::collections::HashSet<ChangeHash>>>,
     /// The certificate issuer's keys, for tablets' proofs of authorship.
     pub trust: Arc<crate::directory::Trust>,
+    /// What one connection may cost (RELIABILITY.md).
+    pub limits: Limits,
+    /// Open sync connections by sign-in (user, or tablet id).
+    pub open_by: Mutex<HashMap<String, usize>>,
+}
+
+/// One of a sign-in's bounded connection slots, given back when dropped.
+pub struct ConnectionSlot {
+    hub: Arc<Hub>,
+    user: String,
+}
+
+impl ConnectionSlot {
+    /// A slot for `user`, if they hold fewer connections than the bound.
+    pub fn take(hub: &Arc<Hub>, user: &str) -> Option<ConnectionSlot> {
+        let mut open = lock(&hub.open_by);
+        let n = open.entry(user.to_string()).or_insert(0);
+        if *n >= hub.limits.connections_per_user {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            hub: hub.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.hub.open_by);
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Bounds on one connection, each a `serve` option.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Documents one connection may name; past it the connection is closed.
+    pub documents_per_connection: usize,
+    /// Requests for documents the connection may not see, per `denial_window`; past it the
+    /// connection is closed.
+    pub denials_per_window: u32,
+    pub denial_window: std::time::Duration,
+    /// Sync connections one sign-in may hold open at once.
+    pub connections_per_user: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub idle: std::time::Duration,
+    /// The peer's `join` must come within this.
+    pub handshake: std::time::Duration,
+    /// The WebSocket read buffer a connection starts with.
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    /// A ward's tablet names a few hundred charts; a device that names ten thousand, or asks
+    /// for fifty it may not see in ten seconds, is not charting.
+    fn default() -> Self {
+        Limits {
+            documents_per_connection: 10_000,
+            denials_per_window: 50,
+            denial_window: std::time::Duration::from_secs(10),
+            connections_per_user: 16,
+            idle: std::time::Duration::from_secs(600),
+            handshake: std::time::Duration::from_secs(10),
+            read_buffer_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// A connection's requests for documents it may not see: the first of each window is
+/// audited with its chart, the rest counted into one row when the window ends.
+#[derive(Default)]
+struct Denials {
+    window_started: Option<std::time::Instant>,
+    in_window: u32,
+    /// Counted and not yet audited.
+    unaudited: u32,
 }
 
 /// What handling one event produced: frames to send, and whether to close afterwards.
@@ -100,6 +183,8 @@ impl Output {
 /// What goes to the connection's writer.
 enum Out {
     Frame(Message),
+    /// A WebSocket ping: a live peer answers, which keeps the connection from going idle.
+    Ping,
     /// Send a close frame and stop.
     Close,
 }
@@ -146,6 +231,37 @@ struct Peer {
     notices: AtomicU64,
     /// An enrolled tablet's connection: the proofs it sent, and the certificates it named.
     verifier: Option<Mutex<Verifier>>,
+    denials: Mutex<Denials>,
+}
+
+impl Peer {
+    /// Audits, off the reply path, what the connection asked for and may not see.
+    fn audit_denial(&self, chart: Option<DocumentId>, detail: String) {
+        let store = self.hub.store.clone();
+        let actor = Actor {
+            user: self.access.user.clone(),
+            role: self.access.role.token().to_string(),
+            device: self.remote.peer_id.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.record_audit(&actor, AuditAction::Deny, chart, Some(&detail)) {
+                tracing::error!(error = %e, "could not write the audit trail");
+            }
+        });
+    }
+
+    /// Writes the denials counted and not yet audited, as one row.
+    fn flush_denials(&self, ended: &str) {
+        let unaudited = std::mem::take(&mut lock(&self.denials).unaudited);
+        if unaudited > 0 {
+            self.audit_denial(
+                None,
+                format!(
+                    "{unaudited} more requests for documents outside the token's wards ({ended})"
+                ),
+            );
+        }
+    }
 }
 
 /// Changes a check refused: what the holding area keeps.
@@ -198,7 +314,12 @@ impl Drop for Live {
     }
 }
 
-pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live: Live) {
+pub async fn serve_socket(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    access: Access,
+    live: (Live, ConnectionSlot),
+) {
     let _live = live;
     let (tx, mut rx) = socket.split();
     let metrics = hub.metrics.clone();
@@ -214,6 +335,15 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     // The session lasts no longer than its token.
     let expiry = tokio::time::sleep(access.remaining());
     tokio::pin!(expiry);
+    // The peer's `join` within the handshake time; after that, some frame (a ping will do)
+    // within the idle time.
+    let quiet = tokio::time::sleep(hub.limits.handshake);
+    tokio::pin!(quiet);
+    // Pings at a third of the idle time: a live peer's pongs keep it open.
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + hub.limits.idle / 3,
+        hub.limits.idle / 3,
+    );
     let mut conn = Connection::accept(hub.local.clone());
     let mut peer: Option<Arc<Peer>> = None;
     let mut workers: HashMap<DocumentId, mpsc::Sender<Event>> = HashMap::new();
@@ -226,7 +356,9 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     loop {
         // The document a frame is about, and what its worker is told.
         let (id, event) = tokio::select! {
-            frame = rx.next() => match frame {
+            frame = rx.next() => {
+                quiet.as_mut().reset(tokio::time::Instant::now() + if peer.is_some() { hub.limits.idle } else { hub.limits.handshake });
+                match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     metrics.messages_received.inc();
                     metrics.bytes_received.inc_by(bytes.len() as u64);
@@ -252,10 +384,12 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                                 verifier: access
                                     .device
                                     .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
+                                denials: Mutex::new(Denials::default()),
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
                             }
+                            quiet.as_mut().reset(tokio::time::Instant::now() + hub.limits.idle);
                             // A tablet hears at once which of its people were revoked.
                             if let Some(p) = &peer {
                                 if let Some(m) = revoked_notice(p).await {
@@ -299,7 +433,24 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
                 }
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue, // ping and pong: answered by axum
-            },
+            }},
+            _ = ping.tick(), if peer.is_some() => {
+                let _ = out.send(Out::Ping).await;
+                continue;
+            }
+            _ = &mut quiet => {
+                let text = if peer.is_some() {
+                    "the connection was idle too long"
+                } else {
+                    "no join within the handshake time"
+                };
+                tracing::info!(user = %access.user, "{text}; disconnecting");
+                metrics.closed_at_bounds.inc();
+                close_for_violation(&peer);
+                let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                let _ = out.send(Out::Close).await;
+                break;
+            }
             event = feed.recv() => match event {
                 // A worker busy with a huge chart must not hold up the reader: a change event
                 // is dropped when its queue is full, since what is queued will answer with the
@@ -365,6 +516,15 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
             }
         };
         let Some(peer) = &peer else { continue };
+        if !workers.contains_key(&id) && workers.len() >= hub.limits.documents_per_connection {
+            tracing::warn!(user = %access.user, documents = workers.len(), "too many documents on one connection; disconnecting");
+            metrics.closed_at_bounds.inc();
+            close_for_violation(&Some(peer.clone()));
+            let text = "too many documents on one connection";
+            let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+            let _ = out.send(Out::Close).await;
+            break;
+        }
         let worker = workers.entry(id).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(DOCUMENT_QUEUE);
             let worker = Worker {
@@ -389,6 +549,9 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
             tracing::error!(user = %access.user, error = %e, "a document worker failed");
         }
     }
+    if let Some(p) = &peer {
+        p.flush_denials("the connection ended");
+    }
     drop(out);
     if !writer_done {
         let _ = writer.await;
@@ -396,8 +559,6 @@ pub async fn serve_socket(socket: WebSocket, hub: Arc<Hub>, access: Access, live
     metrics.connections.dec();
 }
 
-/// Stops every worker taking input: the connection is closing for a violation or an expired
-/// token, and nothing more it sent is applied.
 /// For an enrolled tablet: which certificates issued on it are revoked, and whether it is, as
 /// a `chartsync/revoked` notice on its own id (`None`: nothing revoked, or not a tablet).
 async fn revoked_notice(peer: &Arc<Peer>) -> Option<Message> {
@@ -484,6 +645,8 @@ fn take_proofs(
     false
 }
 
+/// Stops every worker taking input: the connection is closing for a violation or an expired
+/// token, and nothing more it sent is applied.
 fn close_for_violation(peer: &Option<Arc<Peer>>) {
     if let Some(peer) = peer {
         peer.closing.store(true, Ordering::Release);
@@ -496,7 +659,19 @@ async fn write_frames(
     mut outgoing: mpsc::Receiver<Out>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    while let Some(Out::Frame(m)) = outgoing.recv().await {
+    while let Some(next) = outgoing.recv().await {
+        let m = match next {
+            Out::Frame(m) => m,
+            Out::Ping => {
+                let sent =
+                    tokio::time::timeout(SEND_TIMEOUT, tx.send(WsMessage::Ping(Vec::new().into())));
+                if !matches!(sent.await, Ok(Ok(()))) {
+                    return;
+                }
+                continue;
+            }
+            Out::Close => break,
+        };
         let frame = m.encode();
         metrics.messages_sent.inc();
         metrics.bytes_sent.inc_by(frame.len() as u64);
@@ -613,6 +788,59 @@ impl Worker {
         }
     }
 
+    /// A document the connection may not see: answered as one that does not exist, the
+    /// audit written off the reply path (the first of each window with its chart, the rest
+    /// counted into one row), and past the bound the connection closed.
+    fn deny(&mut self, detail: &str) -> Output {
+        let limits = self.hub().limits;
+        self.hub().metrics.denials.inc();
+        let now = std::time::Instant::now();
+        let (first, over, closed_window) = {
+            let mut d = lock(&self.peer.denials);
+            let expired = d
+                .window_started
+                .is_none_or(|s| now.duration_since(s) >= limits.denial_window);
+            let closed_window = if expired {
+                let left = std::mem::take(&mut d.unaudited);
+                d.window_started = Some(now);
+                d.in_window = 0;
+                left
+            } else {
+                0
+            };
+            d.in_window += 1;
+            let first = d.in_window == 1;
+            if !first {
+                d.unaudited += 1;
+            }
+            (
+                first,
+                d.in_window > limits.denials_per_window,
+                closed_window,
+            )
+        };
+        if closed_window > 0 {
+            self.peer.audit_denial(
+                None,
+                format!("{closed_window} more requests for documents outside the token's wards"),
+            );
+        }
+        if first {
+            tracing::info!(user = %self.access().user, chart = %self.id, "denied: {detail}");
+            self.peer.audit_denial(Some(self.id), detail.to_string());
+        }
+        if over {
+            tracing::warn!(user = %self.access().user, "too many requests for documents outside the token's wards; disconnecting");
+            self.hub().metrics.closed_at_bounds.inc();
+            self.peer.flush_denials("then disconnected");
+            return Output {
+                send: vec![self.error("too many requests for documents this token may not see")],
+                close: true,
+            };
+        }
+        self.unavailable()
+    }
+
     /// Tells the device what was wrong, then closes the connection.
     fn violation(&self, text: &str) -> Output {
         Output {
@@ -653,11 +881,7 @@ impl Worker {
         }
         if let Some(ward) = self.census_ward() {
             if !self.access().may_see_ward(&ward) {
-                self.audit(
-                    AuditAction::Deny,
-                    Some("census of a ward outside the token"),
-                );
-                return self.unavailable();
+                return self.deny("census of a ward outside the token");
             }
             return self.sync_census(data);
         }
@@ -881,9 +1105,7 @@ impl Worker {
         if departed.is_some() && !store.read(id, |c| had_chart(c, &message)).unwrap_or(false) {
             // A device that never had the chart learns nothing of it, as if it did not exist.
             self.doc = None;
-            tracing::info!(user = %access.user, chart = %id, "denied: chart outside the token's wards");
-            self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
-            return self.unavailable();
+            return self.deny("chart outside the token's wards");
         }
         if let Some(known) = &peer.hub.recovery {
             take_back(store, &actor, id, known, &message);
@@ -1421,11 +1643,7 @@ impl Worker {
             StoreError::Chart {
                 error: ChartError::NotPermitted(_),
                 ..
-            } => {
-                tracing::info!(user = %self.access().user, chart = %id, "denied: chart outside the token's wards");
-                self.audit(AuditAction::Deny, Some("chart outside the token's wards"));
-                self.unavailable()
-            }
+            } => self.deny("chart outside the token's wards"),
             StoreError::Chart { error, .. } => {
                 // Summaries only: an error's own text can quote a value from the chart.
                 let reason = match error {

@@ -1,0 +1,179 @@
+//! What one connection may cost the server (RELIABILITY.md, issue 14): each bound is a
+//! `serve` option with a safe default, counted in the metrics, and exceeding it closes the
+//! connection without costing anything more.
+
+mod common;
+
+use automerge::Automerge;
+use chartsync_core::chart::*;
+use chartsync_core::protocol::{DocSync, DocumentId};
+use common::*;
+
+/// A nurse's token asks again and again for a chart on another ward: every answer is the one
+/// a missing chart gets, the audit trail gets one row for the chart and one for the burst (not
+/// one per request), and past the bound the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let pc_store = tablet_store(&devices, "pc");
+    let icu = pc_store
+        .create(admit_at("MRN-0900", "icu", at(0), &clerk))
+        .unwrap();
+    let token = server.token("him.jones", "technician", &["icu"]);
+    let pc = client(url, &token, "records-pc-1", &pc_store);
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    pc.stop().await;
+
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let before = server.metric("connections_closed_at_bounds_total");
+    let mut answers = Vec::new();
+    for _ in 0..60 {
+        let outcome = tablet
+            .sync(icu, &mut Automerge::new(), &mut DocSync::new(icu, None))
+            .await;
+        let refused = matches!(outcome, Outcome::Refused(_));
+        answers.push(outcome);
+        if refused {
+            break;
+        }
+    }
+    assert_eq!(answers.len(), 51, "closed after the 50th in the window");
+    assert!(answers[..50].iter().all(|a| *a == Outcome::Unavailable));
+    assert!(
+        matches!(&answers[50], Outcome::Refused(m) if m.contains("too many requests")),
+        "{:?}",
+        answers[50]
+    );
+    assert_eq!(
+        server.metric("connections_closed_at_bounds_total") - before,
+        1.0
+    );
+    assert!(server.metric("denials_total") >= 51.0);
+
+    // One row with the chart, one for the rest of the burst.
+    server.stop();
+    let conn = rusqlite::Connection::open(data.path().join("charts.db")).unwrap();
+    let rows: Vec<(Option<String>, String)> = conn
+        .prepare("SELECT chart_id, detail FROM audit_events WHERE action = 'deny' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].0.as_deref(), Some(icu.to_string().as_str()));
+    assert!(rows[1].1.starts_with("50 more requests"), "{rows:?}");
+}
+
+/// One connection names more documents than the bound: closed, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_naming_more_documents_than_the_bound_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--max-documents-per-connection", "5"],
+    );
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let mut outcomes = Vec::new();
+    for _ in 0..6 {
+        let id = DocumentId::random();
+        outcomes.push(
+            tablet
+                .sync(id, &mut Automerge::new(), &mut DocSync::new(id, None))
+                .await,
+        );
+    }
+    assert!(
+        outcomes[..5].iter().all(|o| *o == Outcome::Unavailable),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[5], Outcome::Refused(m) if m.contains("too many documents")),
+        "{:?}",
+        outcomes[5]
+    );
+    assert_eq!(server.metric("connections_closed_at_bounds_total"), 1.0);
+}
+
+/// A sign-in holds a bounded number of connections at once: the next is refused with 429
+/// until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sign_in_holds_a_bounded_number_of_connections() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--max-connections-per-user", "2"],
+    );
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let first = connect(&server.addr, Some(&nurse), "tablet-a", "a")
+        .await
+        .unwrap();
+    let _second = connect(&server.addr, Some(&nurse), "tablet-b", "b")
+        .await
+        .unwrap();
+    assert_eq!(
+        connect(&server.addr, Some(&nurse), "tablet-c", "c")
+            .await
+            .err(),
+        Some(429)
+    );
+    // Another person is not affected.
+    let other = server.token("rn.lee", "nurse", &["4west"]);
+    assert!(connect(&server.addr, Some(&other), "tablet-d", "d")
+        .await
+        .is_ok());
+    // One closes: there is room again.
+    drop(first);
+    eventually("the closed connection's slot came back", || {
+        server.metric("connections") < 3.0
+    })
+    .await;
+    assert!(connect(&server.addr, Some(&nurse), "tablet-e", "e")
+        .await
+        .is_ok());
+}
+
+/// A live tablet with nothing to say stays connected (it answers the server's pings); a peer
+/// that stops answering is closed after the idle time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_but_live_tablet_stays_and_a_silent_peer_is_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--idle-timeout", "2s"]);
+    let url = format!("ws://{}/sync", server.addr);
+    let token = server.token("rn.park", "nurse", &["4west"]);
+    let store = tablet_store(&devices, "t");
+    let c = client(url, &token, "tablet-4west-01", &store);
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    let opened = server.metric("connections_opened_total");
+
+    // A peer that joins and then reads nothing, so answers no ping.
+    let silent = connect(&server.addr, Some(&token), "tablet-silent", "s")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert_eq!(
+        server.metric("connections_closed_at_bounds_total"),
+        1.0,
+        "the silent peer was closed"
+    );
+    assert_eq!(
+        server.metric("connections_opened_total"),
+        opened + 1.0,
+        "the live tablet did not reconnect"
+    );
+    drop(silent);
+    c.stop().await;
+}
