@@ -587,6 +587,46 @@ fn changes_ahead_of_their_dependency_wait_and_it_is_asked_for_by_name() {
     assert!(!small.forgot_waiting(), "told once");
 }
 
+/// A message carrying a long history backwards (each change before the one it depends on)
+/// is admitted whole, in an order each change's dependencies come before it: admission
+/// releases each change as its last dependency arrives, rather than scanning the rest again.
+#[test]
+fn a_long_history_sent_backwards_is_admitted_whole_and_in_dependency_order() {
+    let id = DocumentId::random();
+    let base = admitted();
+    let mut tablet = base.fork();
+    let before = tablet.heads();
+    for n in 0..3_000i64 {
+        tablet
+            .add_entry(&night_nurse(), t(n % 600), heart_rate(60 + (n % 40) as u32))
+            .unwrap();
+    }
+    let changes = tablet.doc().get_changes(&before);
+    let backwards: Vec<u8> = changes
+        .iter()
+        .rev()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let mut state = automerge::sync::State::new();
+    let mut m = automerge::sync::SyncDoc::generate_sync_message(tablet.doc(), &mut state).unwrap();
+    m.changes = vec![backwards].into();
+    let server = base.fork();
+    let mut sync = DocSync::new(id, None);
+    let admitted = sync.admit(server.doc(), m);
+    assert_eq!(sync.waiting(), 0);
+    let order = sync_changes(&admitted);
+    assert_eq!(order.len(), 3_000);
+    let position: std::collections::HashMap<_, _> =
+        order.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+    for c in &changes {
+        for d in c.deps() {
+            if let Some(dep) = position.get(d) {
+                assert!(dep < &position[&c.hash()], "a change before its dependency");
+            }
+        }
+    }
+}
+
 /// The single changes a sync message carries.
 fn sync_changes(m: &automerge::sync::Message) -> Vec<automerge::ChangeHash> {
     chartsync_core::protocol::sync::changes_in(m)

@@ -1,7 +1,7 @@
 //! One document kept in sync with one remote peer: automerge's sync state, wrapped in the
 //! protocol's `request` / `sync` / `doc-unavailable` messages.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::Automerge;
@@ -228,9 +228,10 @@ impl DocSync {
             .collect();
         let mut kept: Vec<Vec<u8>> = c.documents.into_iter().map(|(_, b)| b).collect();
         let mut pool: Vec<Waiting> = std::mem::take(&mut self.waiting);
+        let mut pooled: HashSet<automerge::ChangeHash> = pool.iter().map(|w| w.hash).collect();
         for (change, bytes) in c.changes {
             let hash = change.hash();
-            if !pool.iter().any(|w| w.hash == hash) {
+            if pooled.insert(hash) {
                 pool.push(Waiting {
                     hash,
                     deps: change.deps().to_vec(),
@@ -240,23 +241,41 @@ impl DocSync {
         }
         // Changes the document already has need no place in either list.
         pool.retain(|w| doc.get_change_meta_by_hash(&w.hash).is_none());
-        loop {
-            let before = pool.len();
-            pool.retain(|w| {
-                let ready = w
-                    .deps
-                    .iter()
-                    .all(|h| known.contains(h) || doc.get_change_meta_by_hash(h).is_some());
-                if ready {
-                    known.insert(w.hash);
-                    kept.push(w.bytes.clone());
+        // In dependency order, in time linear in the changes (Kahn's algorithm): each change
+        // counts the dependencies it still lacks, and each admitted change releases the
+        // changes that wait for it.
+        let mut lacking = vec![0usize; pool.len()];
+        let mut waiting_for: HashMap<automerge::ChangeHash, Vec<usize>> = HashMap::new();
+        for (i, w) in pool.iter().enumerate() {
+            for d in &w.deps {
+                if !known.contains(d) && doc.get_change_meta_by_hash(d).is_none() {
+                    lacking[i] += 1;
+                    waiting_for.entry(*d).or_default().push(i);
                 }
-                !ready
-            });
-            if pool.len() == before {
-                break;
             }
         }
+        let mut ready: std::collections::VecDeque<usize> =
+            (0..pool.len()).filter(|&i| lacking[i] == 0).collect();
+        let mut order = Vec::with_capacity(pool.len());
+        while let Some(i) = ready.pop_front() {
+            order.push(i);
+            known.insert(pool[i].hash);
+            if let Some(next) = waiting_for.remove(&pool[i].hash) {
+                for j in next {
+                    lacking[j] -= 1;
+                    if lacking[j] == 0 {
+                        ready.push_back(j);
+                    }
+                }
+            }
+        }
+        let mut slots: Vec<Option<Waiting>> = pool.into_iter().map(Some).collect();
+        for i in order {
+            if let Some(w) = slots[i].take() {
+                kept.push(w.bytes);
+            }
+        }
+        let mut pool: Vec<Waiting> = slots.into_iter().flatten().collect();
         let mut total: usize = pool.iter().map(|w| w.bytes.len()).sum();
         while total > self.waiting_limit && !pool.is_empty() {
             total -= pool.remove(0).bytes.len();
