@@ -130,6 +130,9 @@ struct ServeArgs {
     /// A sync connection that sends nothing (not even a ping) for this long is closed.
     #[arg(long, default_value = "10m", value_parser = auth::parse_ttl)]
     idle_timeout: std::time::Duration,
+    /// New charts one connection may be sending at once before they are whole.
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    max_pending_charts: usize,
 }
 
 impl ServeArgs {
@@ -254,6 +257,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             denials_per_window: args.max_denials,
             connections_per_user: args.max_connections_per_user,
             idle: args.idle_timeout,
+            pending_per_connection: args.max_pending_charts,
             ..sync::Limits::default()
         },
         open_by: std::sync::Mutex::new(HashMap::new()),

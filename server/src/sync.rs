@@ -136,6 +136,8 @@ pub struct Limits {
     pub handshake: std::time::Duration,
     /// The WebSocket read buffer a connection starts with.
     pub read_buffer_bytes: usize,
+    /// Charts one connection may be sending at once that are not yet whole.
+    pub pending_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -150,6 +152,7 @@ impl Default for Limits {
             idle: std::time::Duration::from_secs(600),
             handshake: std::time::Duration::from_secs(10),
             read_buffer_bytes: 8 * 1024,
+            pending_per_connection: 64,
         }
     }
 }
@@ -204,7 +207,34 @@ enum Doc {
     /// A ward census, which devices read and never write.
     Census(DocSync),
     /// A chart the device is sending that the store has not got yet.
-    Pending { sync: DocSync, doc: Box<Automerge> },
+    Pending {
+        sync: DocSync,
+        doc: Box<Automerge>,
+        _slot: PendingSlot,
+    },
+}
+
+/// One of a connection's bounded slots for charts it is still sending, given back when the
+/// chart is stored, refused or dropped.
+struct PendingSlot(Arc<Peer>);
+
+impl PendingSlot {
+    fn take(peer: &Arc<Peer>) -> Option<PendingSlot> {
+        let limit = peer.hub.limits.pending_per_connection;
+        let taken = peer
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| PendingSlot(peer.clone()))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What a document's worker is told.
@@ -232,6 +262,8 @@ struct Peer {
     /// An enrolled tablet's connection: the proofs it sent, and the certificates it named.
     verifier: Option<Mutex<Verifier>>,
     denials: Mutex<Denials>,
+    /// Charts this connection is sending that are not yet whole.
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 impl Peer {
@@ -385,6 +417,7 @@ pub async fn serve_socket(
                                     .device
                                     .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
                                 denials: Mutex::new(Denials::default()),
+                                pending: std::sync::atomic::AtomicUsize::new(0),
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
@@ -1472,11 +1505,20 @@ impl Worker {
         let id = self.id;
         let peer = self.peer.clone();
         let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
-        let doc = self.doc.get_or_insert_with(|| Doc::Pending {
-            sync: DocSync::new(id, None),
-            doc: Box::default(),
-        });
-        let Doc::Pending { sync, doc } = doc else {
+        if !matches!(self.doc, Some(Doc::Pending { .. })) {
+            // Each chart still being sent holds memory until it is whole: a bounded number.
+            let Some(slot) = PendingSlot::take(&self.peer) else {
+                tracing::warn!(user = %self.access().user, "too many new charts being sent at once; disconnecting");
+                self.hub().metrics.closed_at_bounds.inc();
+                return self.violation("too many new charts being sent at once on one connection");
+            };
+            self.doc = Some(Doc::Pending {
+                sync: DocSync::new(id, None),
+                doc: Box::default(),
+                _slot: slot,
+            });
+        }
+        let Some(Doc::Pending { sync, doc, .. }) = &mut self.doc else {
             return Output::default();
         };
         let message = match sync.decode(data) {

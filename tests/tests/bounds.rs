@@ -177,3 +177,35 @@ async fn an_idle_but_live_tablet_stays_and_a_silent_peer_is_closed() {
     drop(silent);
     c.stop().await;
 }
+
+/// Charts a connection starts sending but never finishes hold memory: past the bound the
+/// connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_leaving_too_many_new_charts_unfinished_is_closed() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--max-pending-charts", "2"]);
+    let nurse = server.token("him.jones", "technician", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse), "records-pc-1", "pc")
+        .await
+        .unwrap();
+    let server_id = tablet.conn.remote().unwrap().peer_id.clone();
+    let doc = admit().doc().clone();
+    // Three new charts announced (heads, no changes yet), none of them ever sent.
+    for _ in 0..3 {
+        let id = DocumentId::random();
+        let first = DocSync::new(id, None)
+            .generate(&doc, "records-pc-1", &server_id)
+            .unwrap();
+        tablet
+            .ws
+            .send(WsMessage::Binary(first.encode().into()))
+            .await
+            .unwrap();
+    }
+    eventually("the connection was not closed", || {
+        server.metric("connections_closed_at_bounds_total") == 1.0
+    })
+    .await;
+}
