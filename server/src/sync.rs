@@ -264,6 +264,9 @@ struct Peer {
     denials: Mutex<Denials>,
     /// Charts this connection is sending that are not yet whole.
     pending: std::sync::atomic::AtomicUsize,
+    /// The peer's id as logs and the audit trail show it: any text a peer chose, made
+    /// printable and short.
+    label: String,
 }
 
 impl Peer {
@@ -273,7 +276,7 @@ impl Peer {
         let actor = Actor {
             user: self.access.user.clone(),
             role: self.access.role.token().to_string(),
-            device: self.remote.peer_id.clone(),
+            device: self.label.clone(),
         };
         tokio::task::spawn_blocking(move || {
             if let Err(e) = store.record_audit(&actor, AuditAction::Deny, chart, Some(&detail)) {
@@ -405,7 +408,8 @@ pub async fn serve_socket(
                             break;
                         }
                         Ok(Incoming::Established { remote, reply }) => {
-                            tracing::info!(user = %access.user, role = %access.role, peer = %remote.peer_id, "device connected");
+                            let label = printable(&remote.peer_id);
+                            tracing::info!(user = %access.user, role = %access.role, peer = %printable(&remote.peer_id), "device connected");
                             peer = Some(Arc::new(Peer {
                                 hub: hub.clone(),
                                 access: access.clone(),
@@ -418,6 +422,7 @@ pub async fn serve_socket(
                                     .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
                                 denials: Mutex::new(Denials::default()),
                                 pending: std::sync::atomic::AtomicUsize::new(0),
+                                label,
                             }));
                             if let Some(m) = reply {
                                 let _ = out.send(Out::Frame(m)).await;
@@ -512,7 +517,7 @@ pub async fn serve_socket(
                 // connection; otherwise it hears the outcome when it next sends the chart.
                 Ok((id, device, notice))
                     if workers.contains_key(&id)
-                        && peer.as_ref().is_some_and(|p| p.remote.peer_id == device) =>
+                        && peer.as_ref().is_some_and(|p| p.label == device) =>
                 {
                     (id, Event::Decided(notice))
                 }
@@ -637,6 +642,21 @@ async fn revoked_notice(peer: &Arc<Peer>) -> Option<Message> {
         session_id: peer.session_id.clone(),
         data: notice.encode(),
     })
+}
+
+/// A peer-chosen id as logs and the audit trail show it: letters, digits and `._:@-` kept,
+/// anything else (control characters, newlines, markup) as `_`, at most 64 characters.
+fn printable(id: &str) -> String {
+    id.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._:@-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Whether a break-glass grant opens chart `id` to the connection now: the token's person's,
@@ -805,7 +825,7 @@ impl Worker {
         Actor {
             user: self.access().user.clone(),
             role: self.access().role.token().to_string(),
-            device: self.remote_id().to_string(),
+            device: self.peer.label.clone(),
         }
     }
 
@@ -983,7 +1003,7 @@ impl Worker {
             let by = Actor {
                 user: writer.user.clone(),
                 role: writer.role.token().to_string(),
-                device: self.remote_id().to_string(),
+                device: self.peer.label.clone(),
             };
             let serial = writer.serial.map(|s| s.0).unwrap_or_default();
             match hub
@@ -1695,7 +1715,7 @@ impl Worker {
                     ChartError::Rejected(r) => r.summary(),
                     _ => "the changes could not be read".to_string(),
                 };
-                tracing::warn!(user = %self.access().user, peer = %self.remote_id(), chart = %id, %reason, "unreadable changes; disconnecting");
+                tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %id, %reason, "unreadable changes; disconnecting");
                 self.audit(AuditAction::Reject, Some(&reason));
                 self.violation(&format!("changes to {id} refused: {reason}"))
             }

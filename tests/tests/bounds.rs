@@ -209,3 +209,34 @@ async fn a_connection_leaving_too_many_new_charts_unfinished_is_closed() {
     })
     .await;
 }
+
+/// A peer id is any text the peer chose: the audit trail shows it printable and short, so a
+/// newline or markup in it cannot forge a line of a log or a report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_id_reaches_the_audit_trail_printable_and_short() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let sneaky = format!(
+        "pc\n2026-12-01 admin.kim read everything<script>{}",
+        "x".repeat(200)
+    );
+    let mut pc = connect(&server.addr, Some(&clerk), &sneaky, "pc")
+        .await
+        .unwrap();
+    let id = DocumentId::random();
+    let mut doc = admit().doc().clone();
+    assert_eq!(
+        pc.sync(id, &mut doc, &mut DocSync::new(id, None)).await,
+        Outcome::Synced
+    );
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, body) = http_get(&server.addr, &format!("/api/audit?chart={id}"), Some(&sup));
+    let trail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let device = trail[0]["device"].as_str().unwrap();
+    assert_eq!(device.len(), 64, "{device}");
+    assert!(
+        device.starts_with("pc_2026-12-01_admin.kim_read_everything_script_"),
+        "{device}"
+    );
+}

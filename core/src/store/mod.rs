@@ -146,6 +146,9 @@ enum Inserted<'a> {
     Proven(&'a Proven),
 }
 
+/// Reader connections kept open between uses.
+const MAX_IDLE_READERS: usize = 8;
+
 /// Rows written in the same transaction as a chart's commit.
 type AlsoInCommit<'a> = dyn Fn(&Transaction<'_>) -> Result<(), StoreError> + 'a;
 
@@ -1370,7 +1373,12 @@ impl Inner {
             }
         };
         let result = f(&mut conn);
-        lock(&self.readers).push(conn);
+        // A burst of readers leaves at most a few behind: the pool does not keep every
+        // connection a busy moment opened.
+        let mut idle = lock(&self.readers);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
         result
     }
 
