@@ -832,3 +832,31 @@ fn a_chart_imported_again_under_another_id_is_refused_and_names_its_own() {
     ));
     assert_eq!(store.stats().unwrap().charts, 1);
 }
+
+/// Sync states are keyed by ids peers choose: those not saved for a while are forgotten, and
+/// the rest kept.
+#[test]
+fn stale_sync_states_are_forgotten_and_fresh_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+    let id = store.create(admitted()).unwrap();
+    let state = automerge::sync::State::new();
+    for peer in ["stale-a", "stale-b", "fresh"] {
+        store.save_sync_state(peer, id, &state).unwrap();
+    }
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE sync_states SET updated_at = updated_at - 40 * 86400000 WHERE peer LIKE 'stale-%'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+    let month = std::time::Duration::from_secs(30 * 86_400);
+    assert_eq!(store.forget_sync_states(month).unwrap(), 2);
+    assert!(store.sync_state("stale-a", id).unwrap().is_none());
+    assert!(store.sync_state("fresh", id).unwrap().is_some());
+    assert_eq!(store.forget_sync_states(month).unwrap(), 0);
+}

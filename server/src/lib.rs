@@ -130,6 +130,10 @@ struct ServeArgs {
     /// A sync connection that sends nothing (not even a ping) for this long is closed.
     #[arg(long, default_value = "10m", value_parser = auth::parse_ttl)]
     idle_timeout: std::time::Duration,
+    /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
+    /// forgotten; such a device syncs from the start.
+    #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
+    sync_state_ttl: std::time::Duration,
     /// New charts one connection may be sending at once before they are whole.
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     max_pending_charts: usize,
@@ -263,6 +267,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         open_by: std::sync::Mutex::new(HashMap::new()),
     });
     break_glass::sweep(store.clone());
+    forget_sync_states(store.clone(), args.sync_state_ttl);
     let mut sessions = hub.sessions.subscribe();
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -335,6 +340,22 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("chartsync-server stopped");
     drop(lock);
     Ok(())
+}
+
+/// Forgets stale sync states at start and then daily.
+fn forget_sync_states(store: Arc<ChartStore>, age: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.forget_sync_states(age)).await {
+                Ok(Ok(0)) | Err(_) => {}
+                Ok(Ok(n)) => tracing::info!(states = n, "stale sync states forgotten"),
+                Ok(Err(e)) => tracing::error!(error = %e, "could not forget stale sync states"),
+            }
+        }
+    });
 }
 
 /// Logs the audit index's rebuild (after an upgrade of the audit's rules) at every tenth of

@@ -959,6 +959,18 @@ impl ChartStore {
         Ok(())
     }
 
+    /// Forgets sync states not saved for `age`: they are keyed by ids peers choose, so they
+    /// would otherwise pile up for good. A peer that comes back syncs from the start (sync
+    /// state only saves messages). How many were forgotten.
+    pub fn forget_sync_states(&self, age: std::time::Duration) -> Result<usize, StoreError> {
+        let before = now_millis() - age.as_millis() as i64;
+        let conn = lock(&self.inner.writer);
+        let forgotten = conn
+            .prepare_cached("DELETE FROM sync_states WHERE updated_at < ?1")?
+            .execute([before])?;
+        Ok(forgotten)
+    }
+
     /// Every commit from now on, in commit order, as a channel: receive on any thread, at
     /// any pace (events wait in the channel), and drop the receiver to unsubscribe. Each event
     /// is sent before the commit's `update` returns.
