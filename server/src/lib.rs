@@ -185,6 +185,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("the default serve arguments do not parse")?,
     };
     std::fs::create_dir_all(&args.data_dir)?;
+    private_directory(&args.data_dir)?;
     // Held until the server exits: `chartsync-records import` and `compact` wait for it, as
     // writes from outside would bypass the server's cache and its ward censuses.
     let lock = cli::lock_file(&args.data_dir)?;
@@ -339,6 +340,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("chartsync-server stopped");
     drop(lock);
+    Ok(())
+}
+
+/// The data directory holds every chart and the keys: only the server's user may enter it.
+fn private_directory(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::info!(dir = %dir.display(), from = format!("{mode:o}"), "the data directory is now private (0700)");
+        }
+    }
     Ok(())
 }
 

@@ -25,6 +25,15 @@ fn the_server_starts_answers_its_health_check_and_stops_on_sigterm() {
         data.join("charts.db").is_file(),
         "the store is created in the data directory"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o700,
+            "only the server's user may enter the data directory"
+        );
+    }
     let status = server.stop();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     // Stopped cleanly, the store is its one file: the log is folded in.
