@@ -78,17 +78,57 @@ pub enum KeyError {
 
 pub struct Keys {
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The current key's id: the first 8 bytes of SHA-256 of it, in hex (`kid`).
+    kid: String,
+    /// The current key and the retired ones still honoured, by id.
+    decoding: Vec<(String, DecodingKey)>,
 }
 
+/// A key's id, as tokens name it.
+fn key_id(secret: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(secret)[..8])
+}
+
+/// Retired keys: `token.key.<kid>.retired`, honoured for the tokens they signed until an
+/// administrator deletes them (tokens last at most 30 days).
+const RETIRED_SUFFIX: &str = ".retired";
+
 impl Keys {
-    /// The data directory's key, made if there is none.
+    /// The data directory's key, made if there is none, and the retired keys kept beside it.
     pub fn load_or_create(data_dir: &Path) -> Result<Keys, KeyError> {
         let secret = secret_file(&data_dir.join("token.key"))?;
+        let kid = key_id(&secret);
+        let mut decoding = vec![(kid.clone(), DecodingKey::from_secret(&secret))];
+        for entry in std::fs::read_dir(data_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("token.key.") && name.ends_with(RETIRED_SUFFIX) {
+                let old = std::fs::read(entry.path())?;
+                if old.len() != 32 {
+                    return Err(KeyError::BadKey {
+                        path: entry.path().display().to_string(),
+                    });
+                }
+                decoding.push((key_id(&old), DecodingKey::from_secret(&old)));
+            }
+        }
         Ok(Keys {
             encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
+            kid,
+            decoding,
         })
+    }
+
+    /// Retires the current key (kept to verify the tokens it signed) and makes a new one for
+    /// all new tokens. A running server takes it up when it restarts. The new key's id.
+    pub fn rotate(data_dir: &Path) -> Result<String, KeyError> {
+        let current = data_dir.join("token.key");
+        let secret = secret_file(&current)?;
+        let retired = data_dir.join(format!("token.key.{}{RETIRED_SUFFIX}", key_id(&secret)));
+        std::fs::rename(&current, &retired)?;
+        let fresh = secret_file(&current)?;
+        Ok(key_id(&fresh))
     }
 
     /// A token for `user` in `role` on `wards`, valid for `ttl`.
@@ -103,9 +143,14 @@ impl Keys {
             dev: None,
             q: false,
         };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
         // HS256 over serialisable claims cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
     }
 
     /// A session token for an enrolled tablet on its wards: it reads as ward staff (a nurse),
@@ -127,8 +172,7 @@ impl Keys {
             dev: Some(device.to_string()),
             q: quarantined,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .unwrap_or_default()
+        self.sign(&claims)
     }
 
     pub fn verify(&self, token: &str) -> Result<Access, AuthError> {
@@ -138,12 +182,27 @@ impl Keys {
         // at once (its expiry has passed), over and over until the leeway ran out.
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid,
-            },
-        )?;
+        // The key the token names; a token from before key ids names none: the current key.
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::Invalid)?
+            .kid;
+        let key = match kid {
+            Some(kid) => {
+                &self
+                    .decoding
+                    .iter()
+                    .find(|(id, _)| *id == kid)
+                    .ok_or(AuthError::Invalid)?
+                    .1
+            }
+            None => &self.decoding[0].1,
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid,
+        })?;
         let c = data.claims;
         let role = Role::from_token(&c.role).map_err(|_| AuthError::Invalid)?;
         if c.sub.trim().is_empty() || c.wards.is_empty() {
@@ -266,6 +325,39 @@ mod tests {
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&old), Err(AuthError::Expired));
         assert_eq!(keys.verify("not.a.token"), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_old_tokens_working_until_its_file_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wards = vec!["4west".to_string()];
+        let before = Keys::load_or_create(dir.path()).unwrap();
+        let old = before.issue("rn.park", Role::Nurse, &wards, Duration::from_secs(3600));
+        let kid = Keys::rotate(dir.path()).unwrap();
+        assert_ne!(kid, before.kid);
+        let after = Keys::load_or_create(dir.path()).unwrap();
+        assert_eq!(after.kid, kid);
+        assert!(
+            after.verify(&old).is_ok(),
+            "a token from before the rotation"
+        );
+        let new = after.issue("rn.park", Role::Nurse, &wards, Duration::from_secs(3600));
+        assert!(after.verify(&new).is_ok());
+        assert_eq!(
+            before.verify(&new),
+            Err(AuthError::Invalid),
+            "the old key does not sign new"
+        );
+        // The retired key deleted: its tokens are no longer honoured.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(".retired") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        let pruned = Keys::load_or_create(dir.path()).unwrap();
+        assert_eq!(pruned.verify(&old), Err(AuthError::Invalid));
+        assert!(pruned.verify(&new).is_ok());
     }
 
     #[test]

@@ -52,6 +52,13 @@ enum Command {
     Serve(ServeArgs),
     /// Print a bearer token for a device or a person, signed with the data directory's key.
     Token(TokenArgs),
+    /// Retire the token-signing key and make a new one: tokens already issued keep working
+    /// (until they expire, or until the retired key file is deleted); new ones use the new
+    /// key. Restart the server to take it up.
+    RotateTokenKey {
+        #[arg(long, default_value = "./chartsync-data")]
+        data_dir: PathBuf,
+    },
     /// The staff directory: who may sign in on a tablet, in which role, on which wards.
     Staff {
         #[command(flatten)]
@@ -171,6 +178,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             std::fs::create_dir_all(&t.data_dir)?;
             let keys = Keys::load_or_create(&t.data_dir)?;
             println!("{}", keys.issue(&t.user, t.role, &t.wards, t.ttl));
+            return Ok(());
+        }
+        Some(Command::RotateTokenKey { data_dir }) => {
+            let kid = Keys::rotate(&data_dir)?;
+            println!("{kid}");
+            eprintln!(
+                "new token key {kid}; the old one is kept as token.key.*.retired for the tokens it signed (delete it after 30 days, or now to sign everyone out); restart the server"
+            );
             return Ok(());
         }
         Some(Command::Staff { args, command }) => return admin::staff(args, command),
