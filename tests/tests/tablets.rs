@@ -269,7 +269,7 @@ async fn up_to_date_includes_a_commit_made_just_before_asking() {
     let c = client(&server, &nurse, "tablet-4west-01", &store);
     assert!(c.wait_until_up_to_date(WAIT).await);
     let nurse_staff = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
-    for n in 0..5 {
+    for n in 0..40 {
         store
             .update(id, |ch| {
                 ch.add_entry(&nurse_staff, at(n), heart_rate(70 + n as u32))
@@ -277,6 +277,11 @@ async fn up_to_date_includes_a_commit_made_just_before_asking() {
             .unwrap();
         // Asked at once, while the status still says "up to date" from before the commit.
         assert!(c.wait_until_up_to_date(WAIT).await);
+        let status = c.status().borrow().clone();
+        assert_eq!(
+            status.unacknowledged, 0,
+            "up to date, so nothing waits: {status:?}"
+        );
         let (status, body) = http_get(&server.addr, &format!("/api/charts/{id}"), Some(&nurse));
         assert_eq!(status, 200);
         let view: serde_json::Value = serde_json::from_str(&body).unwrap();

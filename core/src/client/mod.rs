@@ -412,8 +412,10 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
                 // next session sends them.
                 Some(event) = feed.recv() => {
                     tokio::task::block_in_place(|| ledger.count(&store, event.id));
-                    handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Published first: a waiter that sees the commit counted as handled must
+                    // see the status that includes it.
                     ledger.publish(&status, state.clone());
+                    handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             }
         }
@@ -430,6 +432,30 @@ fn jitter(base: Duration, attempt: u64) -> Duration {
         ^ attempt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let fraction = 0.5 + (seed % 1000) as f64 / 2000.0;
     base.mul_f64(fraction)
+}
+
+/// Local commits the session has handled, counted into `handled` once a status that includes
+/// them is published, or when the session ends: a waiter that sees them handled then sees
+/// the status they changed, never the one from before.
+struct Seen<'a> {
+    handled: &'a AtomicU64,
+    n: u64,
+}
+
+impl Seen<'_> {
+    fn release(&mut self) {
+        if self.n > 0 {
+            self.handled
+                .fetch_add(self.n, std::sync::atomic::Ordering::SeqCst);
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for Seen<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// Fetches the session has taken up, counted out of `pending` once a status that includes them
@@ -593,6 +619,7 @@ async fn session(
     let mut prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
     // Fetches taken up but not yet in a published status; released however the session ends.
     let mut taken_up = TakenUp { pending, n: 0 };
+    let mut seen = Seen { handled, n: 0 };
     let local: Vec<ChartId> = tokio::task::block_in_place(|| {
         store
             .list(&ChartFilter::default())
@@ -627,6 +654,7 @@ async fn session(
         // after the status that includes them is published, or a waiter could see the old
         // "up to date" with nothing pending.
         taken_up.release();
+        seen.release();
         tokio::select! {
             frame = ws.next() => match frame {
                 Some(Ok(WsMessage::Binary(bytes))) => {
@@ -646,8 +674,8 @@ async fn session(
             },
             Some(event) = feed.recv() => {
                 out.extend(tokio::task::block_in_place(|| s.on_local_commit(event.id)));
-                // Counted before the next status goes out, which will include it.
-                handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Counted once the next status, which includes it, is out.
+                seen.n += 1;
             }
             command = commands.recv() => match command {
                 Some(Command::Fetch(id)) => {
