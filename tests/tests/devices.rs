@@ -601,19 +601,8 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
     .await;
     assert_eq!(held.held[0].reason, HoldReason::Revoked);
     let sup = server.token("him.sup", "records_supervisor", &["*"]);
-    // (The other tablet's status may still be the one from before rn.lee wrote: wait on
-    // the record itself.)
-    eventually("rn.lee's change did not reach the record", || {
-        !on_server(&server, &sup, chart)["entries"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    until(c_other, "the other tablet's change is acknowledged", |s| {
-        s.state == SyncState::UpToDate && s.unacknowledged == 0
-    })
-    .await;
+    assert!(c_other.wait_until_up_to_date(WAIT).await);
+    assert_eq!(c_other.status().borrow().unacknowledged, 0);
     let entries = on_server(&server, &sup, chart)["entries"].clone();
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
     assert_eq!(entries[0]["author"], "rn.lee");
@@ -743,17 +732,8 @@ async fn break_glass_from_a_tablet_opens_a_chart_on_another_ward_and_waits_for_r
     .await;
     signed_heart_rate(&store, &park, chart, 130);
     let sup = server.token("him.sup", "records_supervisor", &["*"]);
-    eventually("her entry did not reach the record", || {
-        !on_server(&server, &sup, chart)["entries"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    })
-    .await;
-    until(&c, "her entry is acknowledged", |s| {
-        s.state == SyncState::UpToDate && s.unacknowledged == 0
-    })
-    .await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    assert_eq!(c.status().borrow().unacknowledged, 0);
     assert_eq!(
         on_server(&server, &sup, chart)["entries"][0]["author"],
         "rn.park"
