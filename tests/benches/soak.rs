@@ -1,0 +1,78 @@
+//! Memory that returns (issue 14, RELIABILITY.md): 50 rounds of connect, ask for 2,000
+//! document ids the server has not got, disconnect; the server's resident memory after each
+//! round, from /proc. What a connection takes must be given back when it closes: resident
+//! memory after round 50 should be within 10% of round 5.
+//!
+//! Run: `cargo bench -p chartsync-tests --bench soak` (Linux; about a minute).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use chartsync_core::protocol::{DocSync, DocumentId};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const ROUNDS: usize = 50;
+const IDS: usize = 2_000;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let data = tempfile::tempdir().unwrap();
+        let server = common::Server::start(data.path());
+        let pid = server.child.id();
+        let token = server.token("rn.park", "nurse", &["4west"]);
+        let empty = automerge::Automerge::new();
+        let mut rss = Vec::new();
+        for round in 1..=ROUNDS {
+            let mut tablet = common::connect(&server.addr, Some(&token), &format!("soak-{round}"), "soak")
+                .await
+                .unwrap();
+            let remote = tablet.conn.remote().unwrap().peer_id.clone();
+            for _ in 0..IDS {
+                let id = DocumentId::random();
+                let m = DocSync::new(id, None).generate(&empty, &tablet.peer_id, &remote).unwrap();
+                tablet.ws.send(WsMessage::Binary(m.encode().into())).await.unwrap();
+            }
+            // Every request answered (doc-unavailable), then goodbye.
+            let mut answered = 0;
+            while answered < IDS {
+                match tablet.ws.next().await {
+                    Some(Ok(WsMessage::Binary(_))) => answered += 1,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            let _ = tablet.ws.close(None).await;
+            drop(tablet);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            rss.push(rss_kib(pid));
+        }
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!("\n## Memory that returns: {ROUNDS} rounds of {IDS} unknown ids, each on a fresh connection\n");
+        println!("| after round | server resident memory |\n|---|---|");
+        for r in [1, 5, 10, 20, 30, 40, 50] {
+            println!("| {r} | {:.1} MiB |", mib(rss[r - 1]));
+        }
+        let growth = (rss[ROUNDS - 1] as f64 / rss[4] as f64 - 1.0) * 100.0;
+        println!("\nround 50 against round 5: {growth:+.1}% (the goal: within 10%)");
+    });
+}
