@@ -306,6 +306,9 @@ struct Refusal {
     changes: Vec<(ChangeHash, Vec<u8>)>,
     /// Whose key signed them, when a tablet's proof verified that much.
     signer: Option<Writer>,
+    /// From a tablet, when no signature verified: the author the changes claim (user, role).
+    /// The hold is filed under them, unverified, so a supervisor can accept it as theirs.
+    claimed: Option<(String, Role)>,
 }
 
 impl Refusal {
@@ -319,6 +322,7 @@ impl Refusal {
             summary: summary.into(),
             changes,
             signer: None,
+            claimed: None,
         }
     }
 }
@@ -1384,13 +1388,20 @@ impl Worker {
         let connection = self.actor();
         // A tablet's changes are held under the person whose key signed them (quotas are
         // theirs); unsigned ones under the tablet.
-        let actor = match &refusal.signer {
-            Some(w) => Actor {
+        let actor = match (&refusal.signer, &refusal.claimed) {
+            (Some(w), _) => Actor {
                 user: w.user.clone(),
                 role: w.role.token().to_string(),
                 device: connection.device.clone(),
             },
-            None => connection,
+            // Unverified (the hold's `signer` stays empty): filed under the author the
+            // changes claim, whose role the acceptance then checks them against.
+            (None, Some((user, role))) => Actor {
+                user: user.clone(),
+                role: role.token().to_string(),
+                device: connection.device.clone(),
+            },
+            (None, None) => connection,
         };
         let hashes: Vec<ChangeHash> = refusal.changes.iter().map(|(h, _)| *h).collect();
         let proofs = self
@@ -1669,6 +1680,7 @@ impl Worker {
                     summary,
                     changes: changes.clone(),
                     signer: who.serial.is_some().then(|| who.clone()),
+                    claimed: None,
                 }))
             };
             if after.load_incremental(&join(run)).is_err() {
@@ -1985,6 +1997,15 @@ fn prove(
         .map_err(|u| Refusal {
             reason: u.reason,
             summary: u.summary,
+            claimed: u
+                .signer
+                .is_none()
+                .then(|| {
+                    new.iter()
+                        .find_map(|(h, _)| authors.get(h))
+                        .map(|a| (a.user.clone(), a.role))
+                })
+                .flatten(),
             changes: new.to_vec(),
             signer: u.signer,
         })?;

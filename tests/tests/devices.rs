@@ -1026,3 +1026,55 @@ async fn work_no_proof_stands_for_waits_on_the_tablet_for_its_author_to_sign_in(
     );
     c.stop().await;
 }
+
+/// Work from before the tablet was enrolled names another device and no one can prove it:
+/// the tablet sends it, the server holds it as unsigned under the author it claims, and a
+/// records supervisor can accept it into the record as hers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unproven_work_from_before_enrolment_is_held_under_its_claimed_author_and_can_be_accepted()
+{
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let Ward {
+        url,
+        store,
+        token,
+        charts,
+        ..
+    } = ward(&server, &devices, &[("rn.silva", "246802")], 1).await;
+    let before_enrolment = Staff::new("rn.silva", Role::Nurse, "tablet-4west-02");
+    store
+        .update(charts[0], |ch| {
+            ch.add_entry(&before_enrolment, Timestamp::now(), heart_rate(99))
+        })
+        .unwrap();
+
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(&c, "the unproven work is held by the server", |s| {
+        s.held.iter().any(|h| h.hold.is_some())
+    })
+    .await;
+    assert_eq!(status.held[0].reason, HoldReason::Unsigned);
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, body) = http_get(&server.addr, "/api/holds", Some(&sup));
+    let holds: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        holds[0]["user"], "rn.silva",
+        "filed under the author it claims"
+    );
+    assert_eq!(holds[0]["signer"], Value::Null, "and marked unverified");
+    let id = holds[0]["id"].as_i64().unwrap();
+    let (status, body) = http_post(
+        &server.addr,
+        &format!("/api/holds/{id}/accept"),
+        Some(&sup),
+        "{}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        on_server(&server, &sup, charts[0])["entries"][0]["author"],
+        "rn.silva"
+    );
+    c.stop().await;
+}
