@@ -1078,3 +1078,36 @@ async fn unproven_work_from_before_enrolment_is_held_under_its_claimed_author_an
     );
     c.stop().await;
 }
+
+/// Work no proof stands for, by someone whose access on this tablet was revoked: she can never
+/// sign in here again, so it does not wait on the tablet for good; the server holds it for
+/// review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unproven_work_of_a_revoked_author_goes_to_review_rather_than_wait_for_good() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let Ward {
+        url,
+        store,
+        tablet,
+        token,
+        charts,
+        ..
+    } = ward(&server, &devices, &[("rn.silva", "246802")], 1).await;
+    let silva = Staff::new("rn.silva", Role::Nurse, tablet.device().to_string());
+    store
+        .update(charts[0], |ch| {
+            ch.add_entry(&silva, Timestamp::now(), heart_rate(101))
+        })
+        .unwrap();
+    // As the tablet records a revocation it hears of.
+    store.erase_credential("rn.silva", "revoked").unwrap();
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(&c, "the server holds it for review", |s| {
+        s.held.iter().any(|h| h.hold.is_some())
+    })
+    .await;
+    assert_eq!(status.held[0].reason, HoldReason::Unsigned);
+    c.stop().await;
+}

@@ -1272,10 +1272,19 @@ impl Prover {
                 .flatten()
                 .map(|e| e.device.to_string());
             let unproven = store.unproven_changes(*document_id).unwrap_or_default();
+            // An author revoked here can never sign in again: her work goes, and the server
+            // holds it for review, rather than wait on the tablet for good.
+            let revoked = |user: &str| {
+                store
+                    .credential(user)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.erased_why.as_deref() == Some("revoked"))
+            };
             let waiting = unproven
                 .iter()
                 .filter_map(|(_, a)| a.as_ref())
-                .find(|a| Some(&a.device) == here.as_ref());
+                .find(|a| Some(&a.device) == here.as_ref() && !revoked(&a.user));
             if let Some(author) = waiting {
                 return Some((*document_id, author.user.clone()));
             }
