@@ -448,12 +448,18 @@ pub async fn serve_socket(
                         Ok(Incoming::Document(m)) => match m {
                             Message::Request { document_id, data, proofs, .. } => {
                                 if !take_proofs(&peer, document_id, proofs) {
+                                    let text = "too many proofs waiting for their changes";
+                                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                                    let _ = out.send(Out::Close).await;
                                     break;
                                 }
                                 (document_id, Event::Sync { data, request: true })
                             }
                             Message::Sync { document_id, data, proofs, .. } => {
                                 if !take_proofs(&peer, document_id, proofs) {
+                                    let text = "too many proofs waiting for their changes";
+                                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                                    let _ = out.send(Out::Close).await;
                                     break;
                                 }
                                 (document_id, Event::Sync { data, request: false })

@@ -434,48 +434,25 @@ fn jitter(base: Duration, attempt: u64) -> Duration {
     base.mul_f64(fraction)
 }
 
-/// Local commits the session has handled, counted into `handled` once a status that includes
-/// them is published, or when the session ends: a waiter that sees them handled then sees
-/// the status they changed, never the one from before.
-struct Seen<'a> {
-    handled: &'a AtomicU64,
+/// Counts that take effect once a status that includes them is published, or when the
+/// session ends: a waiter that sees them then sees the status they changed, never the one
+/// from before. Local commits handled go into `handled`; fetches taken up come out of
+/// `pending`.
+struct AfterPublish<F: FnMut(u64)> {
+    apply: F,
     n: u64,
 }
 
-impl Seen<'_> {
+impl<F: FnMut(u64)> AfterPublish<F> {
     fn release(&mut self) {
         if self.n > 0 {
-            self.handled
-                .fetch_add(self.n, std::sync::atomic::Ordering::SeqCst);
+            (self.apply)(self.n);
             self.n = 0;
         }
     }
 }
 
-impl Drop for Seen<'_> {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// Fetches the session has taken up, counted out of `pending` once a status that includes them
-/// is published, or when the session ends.
-struct TakenUp<'a> {
-    pending: &'a std::sync::atomic::AtomicUsize,
-    n: usize,
-}
-
-impl TakenUp<'_> {
-    fn release(&mut self) {
-        if self.n > 0 {
-            self.pending
-                .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
-            self.n = 0;
-        }
-    }
-}
-
-impl Drop for TakenUp<'_> {
+impl<F: FnMut(u64)> Drop for AfterPublish<F> {
     fn drop(&mut self) {
         self.release();
     }
@@ -618,8 +595,18 @@ async fn session(
     // An enrolled tablet proves who made each change it sends.
     let mut prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
     // Fetches taken up but not yet in a published status; released however the session ends.
-    let mut taken_up = TakenUp { pending, n: 0 };
-    let mut seen = Seen { handled, n: 0 };
+    let mut taken_up = AfterPublish {
+        apply: |n| {
+            pending.fetch_sub(n as usize, std::sync::atomic::Ordering::SeqCst);
+        },
+        n: 0,
+    };
+    let mut seen = AfterPublish {
+        apply: |n| {
+            handled.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        },
+        n: 0,
+    };
     let local: Vec<ChartId> = tokio::task::block_in_place(|| {
         store
             .list(&ChartFilter::default())
