@@ -128,7 +128,8 @@ struct ServeArgs {
     /// Documents one sync connection may name before it is closed.
     #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_documents_per_connection: usize,
-    /// Requests for documents a connection may not see, in 10 seconds, before it is closed.
+    /// Requests for documents a connection may not see (or that do not exist), in 10 seconds,
+    /// before it is closed.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_denials: u32,
     /// Sync connections one sign-in (a person's token, or a tablet) may hold open at once.
@@ -281,7 +282,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             ..sync::Limits::default()
         },
         open_by: std::sync::Mutex::new(HashMap::new()),
+        denial_audit: sync::DenialAudit::start(store.clone())?,
     });
+    let stopping = hub.clone();
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
     let mut sessions = hub.sessions.subscribe();
@@ -349,6 +352,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     {
         tracing::warn!("connections still open after 10 s; stopping without them");
     }
+    stopping.denial_audit.finish();
     // The change-feed thread still holds the store; leave the file whole all the same.
     if let Err(e) = checkpoint_store.checkpoint() {
         tracing::warn!(error = %e, "could not fold the write-ahead log into the store file");

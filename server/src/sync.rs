@@ -1,7 +1,7 @@
 //! `GET /sync`: one WebSocket per device, speaking automerge-repo's protocol (core's
 //! `protocol`), with the hospital's rules on top:
-//! - a chart the token's wards do not cover answers `doc-unavailable`, exactly as a chart that
-//!   does not exist;
+//! - a chart the token's wards do not cover is answered exactly as an id the store has not
+//!   got, after the same work (`unseen`, `missing`);
 //! - every incoming change is checked on a fork of the chart (the chart's rules, the role's
 //!   sections, the author) before the chart takes it; changes that fail are kept in the
 //!   holding area for a records supervisor, the device is told which chart and why (a
@@ -83,6 +83,65 @@ pub struct Hub {
     pub limits: Limits,
     /// Open sync connections by sign-in (user, or tablet id).
     pub open_by: Mutex<HashMap<String, usize>>,
+    /// Writes denials' audit rows, off every reply path.
+    pub denial_audit: DenialAudit,
+}
+
+/// How long a denial's audit row waits before it is written, with any that came meanwhile.
+const DENIAL_AUDIT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// One denial's audit row: who, which document (none for a count), what.
+type DenialRow = (Actor, Option<DocumentId>, String);
+
+/// Denials' audit rows, written in order by one thread of their own: handing a row over
+/// costs a reply the same few nanoseconds whether or not it is audited, so the answer for
+/// a chart the peer may not see leaves as soon as the answer for one that does not exist.
+pub struct DenialAudit {
+    rows: Mutex<Option<std::sync::mpsc::Sender<DenialRow>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl DenialAudit {
+    pub fn start(store: Arc<ChartStore>) -> std::io::Result<DenialAudit> {
+        let (rows, queue) = std::sync::mpsc::channel::<DenialRow>();
+        let writer = std::thread::Builder::new()
+            .name("denial-audit".into())
+            .spawn(move || {
+                // Rows are written a moment after they come, together: not while the
+                // answer that caused them is still being made.
+                while let Ok(row) = queue.recv() {
+                    std::thread::sleep(DENIAL_AUDIT_DELAY);
+                    for (actor, chart, detail) in std::iter::once(row).chain(queue.try_iter()) {
+                        if let Some(chart) = chart {
+                            tracing::info!(user = %actor.user, %chart, "denied: {detail}");
+                        }
+                        if let Err(e) =
+                            store.record_audit(&actor, AuditAction::Deny, chart, Some(&detail))
+                        {
+                            tracing::error!(error = %e, "could not write the audit trail");
+                        }
+                    }
+                }
+            })?;
+        Ok(DenialAudit {
+            rows: Mutex::new(Some(rows)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn send(&self, row: DenialRow) {
+        if let Some(rows) = lock(&self.rows).as_ref() {
+            let _ = rows.send(row);
+        }
+    }
+
+    /// Writes every row handed over so far, then stops taking more: when the server stops.
+    pub fn finish(&self) {
+        drop(lock(&self.rows).take());
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// One of a sign-in's bounded connection slots, given back when dropped.
@@ -162,7 +221,10 @@ impl Default for Limits {
 #[derive(Default)]
 struct Denials {
     window_started: Option<std::time::Instant>,
+    /// Counted towards the bound in this window.
     in_window: u32,
+    /// Whether this window's first denial was audited with its chart.
+    audited: bool,
     /// Counted and not yet audited.
     unaudited: u32,
 }
@@ -272,17 +334,12 @@ struct Peer {
 impl Peer {
     /// Audits, off the reply path, what the connection asked for and may not see.
     fn audit_denial(&self, chart: Option<DocumentId>, detail: String) {
-        let store = self.hub.store.clone();
         let actor = Actor {
             user: self.access.user.clone(),
             role: self.access.role.token().to_string(),
             device: self.label.clone(),
         };
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.record_audit(&actor, AuditAction::Deny, chart, Some(&detail)) {
-                tracing::error!(error = %e, "could not write the audit trail");
-            }
-        });
+        self.hub.denial_audit.send((actor, chart, detail));
     }
 
     /// Writes the denials counted and not yet audited, as one row.
@@ -291,9 +348,7 @@ impl Peer {
         if unaudited > 0 {
             self.audit_denial(
                 None,
-                format!(
-                    "{unaudited} more requests for documents outside the token's wards ({ended})"
-                ),
+                format!("{unaudited} more requests for documents this token may not see ({ended})"),
             );
         }
     }
@@ -857,10 +912,25 @@ impl Worker {
         }
     }
 
-    /// A document the connection may not see: answered as one that does not exist, the
-    /// audit written off the reply path (the first of each window with its chart, the rest
-    /// counted into one row), and past the bound the connection closed.
+    /// A document the connection may not see (or that does not exist): answered
+    /// `doc-unavailable`, the audit written off the reply path (the first of each window with
+    /// its chart, the rest counted into one row), and past the bound the connection closed.
     fn deny(&mut self, detail: &str) -> Output {
+        if self.note_denial(detail, true) {
+            tracing::warn!(user = %self.access().user, "too many requests for documents this token may not see; disconnecting");
+            self.hub().metrics.closed_at_bounds.inc();
+            self.peer.flush_denials("then disconnected");
+            return Output {
+                send: vec![self.error("too many requests for documents this token may not see")],
+                close: true,
+            };
+        }
+        self.unavailable()
+    }
+
+    /// Counts and audits one denial; `counts`: whether it counts towards the bound. Whether
+    /// the connection is now past the bound.
+    fn note_denial(&self, detail: &str, counts: bool) -> bool {
         let limits = self.hub().limits;
         self.hub().metrics.denials.inc();
         let now = std::time::Instant::now();
@@ -873,13 +943,18 @@ impl Worker {
                 let left = std::mem::take(&mut d.unaudited);
                 d.window_started = Some(now);
                 d.in_window = 0;
+                d.audited = false;
                 left
             } else {
                 0
             };
-            d.in_window += 1;
-            let first = d.in_window == 1;
-            if !first {
+            if counts {
+                d.in_window += 1;
+            }
+            let first = !d.audited;
+            if first {
+                d.audited = true;
+            } else {
                 d.unaudited += 1;
             }
             (
@@ -891,23 +966,13 @@ impl Worker {
         if closed_window > 0 {
             self.peer.audit_denial(
                 None,
-                format!("{closed_window} more requests for documents outside the token's wards"),
+                format!("{closed_window} more requests for documents this token may not see"),
             );
         }
         if first {
-            tracing::info!(user = %self.access().user, chart = %self.id, "denied: {detail}");
             self.peer.audit_denial(Some(self.id), detail.to_string());
         }
-        if over {
-            tracing::warn!(user = %self.access().user, "too many requests for documents outside the token's wards; disconnecting");
-            self.hub().metrics.closed_at_bounds.inc();
-            self.peer.flush_denials("then disconnected");
-            return Output {
-                send: vec![self.error("too many requests for documents this token may not see")],
-                close: true,
-            };
-        }
-        self.unavailable()
+        over
     }
 
     /// Tells the device what was wrong, then closes the connection.
@@ -956,19 +1021,103 @@ impl Worker {
         }
         let pending = matches!(self.doc, Some(Doc::Pending { .. }));
         match self.hub().store.summary(id) {
+            // Sent as new on this connection: see `unseen`.
+            Ok(Some(_)) if pending => self.sync_new(data),
             Ok(Some(summary)) => match self.left_reason(&summary.ward, summary.status) {
                 None if !matches!(self.doc, Some(Doc::Departed(_))) => self.sync_chart(data, None),
                 None => self.sync_chart(data, Some(LeftReason::Transferred)),
-                Some(reason) => self.sync_chart(data, Some(reason)),
+                Some(reason) if matches!(self.doc, Some(Doc::Departed(_))) => {
+                    self.sync_chart(data, Some(reason))
+                }
+                Some(reason) => match self.had_chart(data) {
+                    Ok(true) => self.sync_chart(data, Some(reason)),
+                    Ok(false) => self.unseen(data, is_request),
+                    Err(out) => out,
+                },
             },
-            Ok(None) if is_request && !pending => self.unavailable(),
-            Ok(None) if chartsync_core::census::is_census_id(&id) => self.unavailable(),
-            Ok(None) => self.sync_new(data),
+            // The census of one of the token's wards, not written yet: no denial.
+            Ok(None) if self.own_census(&id) => self.unavailable(),
+            Ok(None) => {
+                if !pending {
+                    // An id the store has not got is on none of the token's wards: it is
+                    // looked up for break-glass access as a chart outside them is, so that
+                    // the two are answered after the same work.
+                    let _ = self.break_glass_open();
+                }
+                if chartsync_core::census::is_census_id(&id) || (is_request && !pending) {
+                    self.missing(data)
+                } else {
+                    self.sync_new(data)
+                }
+            }
             Err(e) => {
                 tracing::error!(chart = %id, error = %e, "store error");
                 self.violation("the server could not read its store")
             }
         }
+    }
+
+    /// Whether the device sending `data` has had this chart (`had_chart`). A message that
+    /// names no heads, has nothing and carries no changes is from a device that never had it,
+    /// and is told so without reading the chart: as fast as for an id the store has not got.
+    fn had_chart(&self, data: &[u8]) -> Result<bool, Output> {
+        let message = match automerge::sync::Message::decode(data) {
+            Ok(m) => m,
+            Err(_) => {
+                return Err(self.violation(&format!(
+                    "a sync message for {} could not be decoded",
+                    self.id
+                )))
+            }
+        };
+        let has_nothing = message.heads.is_empty()
+            && message.have.iter().all(|h| h.last_sync.is_empty())
+            && message.changes.is_empty();
+        if has_nothing {
+            return Ok(false);
+        }
+        Ok(self
+            .hub()
+            .store
+            .read(self.id, |c| had_chart(c, &message))
+            .unwrap_or(false))
+    }
+
+    /// Whether `id` is the census of a ward the token covers.
+    fn own_census(&self, id: &DocumentId) -> bool {
+        let access = self.access();
+        !access.quarantined
+            && chartsync_core::census::is_census_id(id)
+            && access
+                .wards
+                .iter()
+                .any(|w| w == crate::auth::ALL_WARDS || chartsync_core::census::census_id(w) == *id)
+    }
+
+    /// A chart the connection may not see, asked for by a device that never had it: answered
+    /// exactly as an id the store has not got (`missing` for a `request`, `sync_new` for a
+    /// `sync`), and audited off the reply path. A `sync` is not counted towards the bound on
+    /// denials, as a `sync` for an unknown id is not (new charts come that way); it takes one
+    /// of the connection's slots for new charts instead, as that one would.
+    fn unseen(&mut self, data: &[u8], is_request: bool) -> Output {
+        if is_request {
+            return self.deny("chart outside the token's wards");
+        }
+        self.note_denial("chart outside the token's wards", false);
+        self.sync_new(data)
+    }
+
+    /// An id the store has not got, asked for with a `request`: `doc-unavailable`, counted
+    /// and audited as a denial is, so that a flood of unknown ids meets the same bound as a
+    /// flood of forbidden ones, and the two cannot be told apart by when the connection closes.
+    fn missing(&mut self, data: &[u8]) -> Output {
+        if automerge::sync::Message::decode(data).is_err() {
+            return self.violation(&format!(
+                "a sync message for {} could not be decoded",
+                self.id
+            ));
+        }
+        self.deny("a document that does not exist")
     }
 
     /// Why the chart is no longer this connection's to read, if it is not: off the token's
@@ -1171,11 +1320,6 @@ impl Worker {
             Err(e) => return self.violation(&e.to_string()),
         };
         let device_heads = message.heads.clone();
-        if departed.is_some() && !store.read(id, |c| had_chart(c, &message)).unwrap_or(false) {
-            // A device that never had the chart learns nothing of it, as if it did not exist.
-            self.doc = None;
-            return self.deny("chart outside the token's wards");
-        }
         if let Some(known) = &peer.hub.recovery {
             take_back(store, &actor, id, known, &message);
         }
@@ -1603,6 +1747,17 @@ impl Worker {
                     format!("the same chart as chart {existing}, under another id"),
                     changes,
                 ));
+            }
+            // An id in use by a chart this connection may not see (`unseen`): no device that
+            // made its chart under a random id gets here.
+            Err(StoreError::AlreadyExists(_)) => {
+                self.doc = None;
+                tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %id, "a new chart under an id in use; disconnecting");
+                self.audit(
+                    AuditAction::Reject,
+                    Some("a new chart under an id already in use"),
+                );
+                return self.violation(&format!("chart {id} cannot be stored under this id"));
             }
             Err(e) => {
                 self.doc = None;

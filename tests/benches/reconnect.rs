@@ -192,18 +192,13 @@ async fn three_people() -> Measured {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    chartsync_tests::bench_main(|| async {
         let one = one_person().await;
         let three = three_people().await;
         println!("\n## Reconnect after a shift offline: {CHARTS} charts, {EDITS} offline edits on each\n");
-        println!("| measure | one nurse's token | shared tablet, 3 nurses, signed |\n|---|---|---|");
+        println!(
+            "| measure | one nurse's token | shared tablet, 3 nurses, signed |\n|---|---|---|"
+        );
         println!(
             "| time until tablet and server agree | {:.2} s | {:.2} s |",
             one.took.as_secs_f64(),
@@ -217,7 +212,10 @@ fn main() {
             three.up,
             three.up / edits
         );
-        println!("| bytes server → tablet | {:.0} | {:.0} |", one.down, three.down);
+        println!(
+            "| bytes server → tablet | {:.0} | {:.0} |",
+            one.down, three.down
+        );
         println!(
             "| messages tablet → server / server → tablet | {:.0} / {:.0} | {:.0} / {:.0} |",
             one.msgs_up, one.msgs_down, three.msgs_up, three.msgs_down

@@ -28,29 +28,32 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    chartsync_tests::bench_main(|| async {
         let data = tempfile::tempdir().unwrap();
-        let server = common::Server::start(data.path());
+        // Requests for unknown ids count as denials (RELIABILITY.md); the soak measures
+        // memory, not that bound, so it lifts it.
+        let server =
+            common::Server::start_with(data.path(), "127.0.0.1:0", &["--max-denials", "100000"]);
         let pid = server.child.id();
         let token = server.token("rn.park", "nurse", &["4west"]);
         let empty = automerge::Automerge::new();
         let mut rss = Vec::new();
         for round in 1..=ROUNDS {
-            let mut tablet = common::connect(&server.addr, Some(&token), &format!("soak-{round}"), "soak")
-                .await
-                .unwrap();
+            let mut tablet =
+                common::connect(&server.addr, Some(&token), &format!("soak-{round}"), "soak")
+                    .await
+                    .unwrap();
             let remote = tablet.conn.remote().unwrap().peer_id.clone();
             for _ in 0..IDS {
                 let id = DocumentId::random();
-                let m = DocSync::new(id, None).generate(&empty, &tablet.peer_id, &remote).unwrap();
-                tablet.ws.send(WsMessage::Binary(m.encode().into())).await.unwrap();
+                let m = DocSync::new(id, None)
+                    .generate(&empty, &tablet.peer_id, &remote)
+                    .unwrap();
+                tablet
+                    .ws
+                    .send(WsMessage::Binary(m.encode().into()))
+                    .await
+                    .unwrap();
             }
             // Every request answered (doc-unavailable), then goodbye.
             let mut answered = 0;

@@ -90,6 +90,19 @@ async fn next_binary(ws: &mut Socket) -> Option<Vec<u8>> {
 }
 
 impl Tablet {
+    /// Sends one message as it is and returns the server's next one (`None` if it closed, or
+    /// said nothing for two seconds): for probing exactly what the server answers.
+    pub async fn ask(&mut self, message: &Message) -> Option<Message> {
+        self.ws
+            .send(WsMessage::Binary(message.encode().into()))
+            .await
+            .ok()?;
+        let frame = tokio::time::timeout(Duration::from_secs(2), next_binary(&mut self.ws))
+            .await
+            .ok()??;
+        Message::decode(&frame).ok()
+    }
+
     /// Syncs one document until neither side has anything to say (a quiet spell of 300 ms).
     pub async fn sync(
         &mut self,
@@ -317,4 +330,17 @@ pub fn tablet_store(
         )
         .unwrap(),
     )
+}
+
+/// A bench's `main`: runs `bench` on a multi-threaded runtime under `cargo bench`, and does
+/// nothing under `cargo test` (which builds benches and runs them without `--bench`).
+pub fn bench_main<F: std::future::Future<Output = ()>>(bench: impl FnOnce() -> F) {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench());
 }

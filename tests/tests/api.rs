@@ -146,9 +146,25 @@ async fn records_staff_see_the_ward_the_chart_and_an_audit_of_everything_done_to
         .0,
         404
     );
-    let (status, body) = get(format!("/api/audit?chart={id}"), Some(supervisor.clone())).await;
-    assert_eq!(status, 200, "{body}");
-    let trail: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    // Denials are audited a moment after they are answered (off the reply path): wait for
+    // the sync connection's to be written.
+    let (mut trail, mut body): (Vec<serde_json::Value>, String);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status;
+        (status, body) = get(format!("/api/audit?chart={id}"), Some(supervisor.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        trail = serde_json::from_str(&body).unwrap();
+        let denied = |user: &str| {
+            trail
+                .iter()
+                .any(|r| r["action"] == "deny" && r["user"] == user)
+        };
+        if denied("tech.icu") && denied("icu.sup") || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let events: Vec<(String, String)> = trail
         .iter()
         .map(|r| {

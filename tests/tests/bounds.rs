@@ -4,39 +4,49 @@
 
 mod common;
 
+use automerge::sync::SyncDoc;
 use automerge::Automerge;
 use chartsync_core::chart::*;
-use chartsync_core::protocol::{DocSync, DocumentId};
+use chartsync_core::protocol::{DocSync, DocumentId, Message};
 use common::*;
 
-/// A nurse's token asks again and again for a chart on another ward: every answer is the one
-/// a missing chart gets, the audit trail gets one row for the chart and one for the burst (not
-/// one per request), and past the bound the connection is closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_closed() {
-    let data = tempfile::tempdir().unwrap();
-    let devices = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
+/// A chart on icu, made by a records technician's PC and synced to the server.
+async fn a_chart_on_icu(server: &Server, devices: &tempfile::TempDir) -> DocumentId {
     let url = format!("ws://{}/sync", server.addr);
     let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
-    let pc_store = tablet_store(&devices, "pc");
+    let pc_store = tablet_store(devices, "pc");
     let icu = pc_store
         .create(admit_at("MRN-0900", "icu", at(0), &clerk))
         .unwrap();
     let token = server.token("him.jones", "technician", &["icu"]);
-    let pc = client(url, &token, "records-pc-1", &pc_store);
+    let mut config = chartsync_core::client::ClientConfig::new(url, &token, "records-pc-1");
+    config.wards = vec!["icu".into()];
+    let pc = chartsync_core::client::SyncClient::start(pc_store.clone(), config);
     assert!(pc.wait_until_up_to_date(WAIT).await);
     pc.stop().await;
+    icu
+}
 
-    let nurse = server.token("rn.park", "nurse", &["4west"]);
-    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
-        .await
-        .unwrap();
-    let before = server.metric("connections_closed_at_bounds_total");
+/// What a peer can see of an answer: its kind and its bytes, not the document it names.
+fn seen(answer: Option<Message>) -> Option<(&'static str, Vec<u8>)> {
+    Some(match answer? {
+        Message::Request { data, .. } => ("request", data),
+        Message::Sync { data, .. } => ("sync", data),
+        Message::DocUnavailable { .. } => ("doc-unavailable", Vec::new()),
+        Message::Error { message, .. } => ("error", message.into_bytes()),
+        Message::Ephemeral { data, .. } => ("ephemeral", data),
+        other => panic!("unexpected answer {other:?}"),
+    })
+}
+
+/// Requests up to 60 documents named by `next`, one at a time: the first 50 are answered as
+/// missing, the 51st closes the connection (the default bound on denials).
+async fn flood_is_closed_after_50(tablet: &mut Tablet, next: impl Fn() -> DocumentId) {
     let mut answers = Vec::new();
     for _ in 0..60 {
+        let id = next();
         let outcome = tablet
-            .sync(icu, &mut Automerge::new(), &mut DocSync::new(icu, None))
+            .sync(id, &mut Automerge::new(), &mut DocSync::new(id, None))
             .await;
         let refused = matches!(outcome, Outcome::Refused(_));
         answers.push(outcome);
@@ -51,6 +61,109 @@ async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_clo
         "{:?}",
         answers[50]
     );
+}
+
+/// A nurse's token probes a chart on another ward, and an id that does not exist, with each
+/// kind of first message a device can send about a document it has not got: the answers are
+/// the same, byte for byte. A made-up chart sent under the other ward's id is refused and
+/// changes nothing there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_on_another_ward_is_answered_as_an_id_that_does_not_exist() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let icu = a_chart_on_icu(&server, &devices).await;
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let rn = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+    // A chart the server has never seen: its heads are made up as far as the server knows.
+    let made_up = admit_at("MRN-0901", "4west", at(0), &rn);
+    let empty = Automerge::new();
+    let probes = [
+        ("a request", true, &empty),
+        ("a sync that has nothing", false, &empty),
+        ("a sync naming heads", false, made_up.doc()),
+    ];
+    for (i, (what, request, doc)) in probes.into_iter().enumerate() {
+        let mut answers = Vec::new();
+        for (k, id) in [icu, DocumentId::random()].into_iter().enumerate() {
+            let mut tablet = connect(
+                &server.addr,
+                Some(&nurse),
+                &format!("tablet-{i}-{k}"),
+                &format!("tab-{i}-{k}"),
+            )
+            .await
+            .unwrap();
+            let server_peer = tablet.conn.remote().unwrap().peer_id.clone();
+            let data = doc
+                .generate_sync_message(&mut automerge::sync::State::new())
+                .unwrap()
+                .encode();
+            let probe = Message::about_document(request, id, &tablet.peer_id, &server_peer, data);
+            answers.push(seen(tablet.ask(&probe).await));
+        }
+        assert!(answers[0].is_some(), "{what}: no answer");
+        assert_eq!(answers[0], answers[1], "{what}");
+    }
+
+    // Past the first answer, only a whole chart tells them apart: a new chart under an id in
+    // use is refused, and the chart under that id is untouched.
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let outcome = tablet
+        .sync(
+            icu,
+            &mut made_up.doc().clone(),
+            &mut DocSync::new(icu, None),
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Refused(m) if m.contains("cannot be stored under this id")),
+        "{outcome:?}"
+    );
+    let icu_token = server.token("him.jones", "technician", &["icu"]);
+    let (status, body) = http_get(
+        &server.addr,
+        &format!("/api/charts/{icu}"),
+        Some(&icu_token),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("MRN-0900") && !body.contains("MRN-0901"),
+        "{body}"
+    );
+}
+
+/// A flood of requests for ids that do not exist meets the same bound as a flood for a chart
+/// on another ward: when the connection closes says nothing about which ids exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_for_ids_that_do_not_exist_is_closed_at_the_same_bound() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    flood_is_closed_after_50(&mut tablet, DocumentId::random).await;
+}
+
+/// A nurse's token asks again and again for a chart on another ward: every answer is the one
+/// a missing chart gets, the audit trail gets one row for the chart and one for the burst (not
+/// one per request), and past the bound the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_closed() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let icu = a_chart_on_icu(&server, &devices).await;
+
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let before = server.metric("connections_closed_at_bounds_total");
+    flood_is_closed_after_50(&mut tablet, || icu).await;
     assert_eq!(
         server.metric("connections_closed_at_bounds_total") - before,
         1.0

@@ -119,6 +119,35 @@ pub enum Message {
 }
 
 impl Message {
+    /// A `request` (when we hold nothing of the document) or a `sync` carrying `data`, an
+    /// encoded automerge sync message.
+    pub fn about_document(
+        request: bool,
+        document_id: DocumentId,
+        from: &str,
+        to: &str,
+        data: Vec<u8>,
+    ) -> Message {
+        let (sender_id, target_id) = (from.to_string(), to.to_string());
+        if request {
+            Message::Request {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+                proofs: None,
+            }
+        } else {
+            Message::Sync {
+                document_id,
+                sender_id,
+                target_id,
+                data,
+                proofs: None,
+            }
+        }
+    }
+
     /// The wire name of the message's type.
     pub fn kind(&self) -> &'static str {
         match self {

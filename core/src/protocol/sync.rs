@@ -112,25 +112,13 @@ impl DocSync {
     /// message's `need`, so the peer sends it.
     pub fn generate(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
         let data = self.next_message(doc, Send::Everything)?;
-        let (document_id, sender_id, target_id) =
-            (self.document_id, from.to_string(), to.to_string());
-        Some(if doc.get_heads().is_empty() {
-            Message::Request {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-                proofs: None,
-            }
-        } else {
-            Message::Sync {
-                document_id,
-                sender_id,
-                target_id,
-                data,
-                proofs: None,
-            }
-        })
+        Some(Message::about_document(
+            doc.get_heads().is_empty(),
+            self.document_id,
+            from,
+            to,
+            data,
+        ))
     }
 
     /// A `sync` that says what we have and asks for what we lack, but carries nothing of the
