@@ -86,7 +86,10 @@ echo "compiling the Kotlin tests" >&2
     "$out"/kotlin/uniffi/*/*.kt "$kotlin"/compat/*.kt "$kotlin"/*.kt \
     -d "$out/kotlin-classes"
 
-# One server for the hand-off between the Kotlin tablet and the Python store.
+# One server for the hand-off between the Kotlin tablet and the Python store. Its store's key
+# is made where the README's run command makes it, in the (here, the run's own) configuration
+# directory.
+export XDG_CONFIG_HOME="$out/config"
 server_log=$out/server.log
 NO_COLOR=1 target/debug/chartsync-server serve --listen 127.0.0.1:0 --data-dir "$out/server" >"$server_log" 2>&1 &
 server=$!

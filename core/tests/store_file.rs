@@ -292,6 +292,71 @@ fn a_plain_store_is_not_opened_as_if_it_were_encrypted() {
     ChartStore::open(&path, opts(None)).unwrap();
 }
 
+/// A plain store encrypted in place (`chartsync-records encrypt`): every chart and audit row
+/// comes across, the key opens it and nothing else does, no patient's data is left readable
+/// in the directory, and the store goes on taking commits.
+#[test]
+fn a_plain_store_encrypted_in_place_keeps_every_chart_and_its_audit_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("charts.db");
+    let id = store_with_a_chart(&path, None);
+    let chain = {
+        let store = ChartStore::open(&path, opts(None)).unwrap();
+        let actor = Actor {
+            user: "him.jones".into(),
+            role: "technician".into(),
+            device: "records-pc-1".into(),
+        };
+        store
+            .record_audit(&actor, AuditAction::Read, Some(id), None)
+            .unwrap();
+        // Left in the write-ahead log, not folded into the file: it must come across too.
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(20), heart_rate(80)))
+            .unwrap();
+        store.verify_audit().unwrap()
+    };
+    assert!(chain.rows >= 1);
+
+    let report = backup::encrypt_in_place(&path, &key(3)).unwrap();
+    assert_eq!((report.charts, report.audit_rows), (1, chain.rows));
+
+    let on_disk: Vec<u8> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flat_map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    for secret in [&b"Rivera"[..], b"MRN-0042", b"SQLite format 3"] {
+        assert!(
+            !on_disk.windows(secret.len()).any(|w| w == secret),
+            "found {:?} in the directory",
+            String::from_utf8_lossy(secret)
+        );
+    }
+    assert!(matches!(
+        ChartStore::open(&path, opts(None)).unwrap_err(),
+        StoreError::NotADatabase
+    ));
+    assert!(matches!(
+        ChartStore::open(&path, opts(Some(key(4)))).unwrap_err(),
+        StoreError::WrongKey
+    ));
+    let store = ChartStore::open(&path, opts(Some(key(3)))).unwrap();
+    assert_eq!(store.verify_audit().unwrap(), chain);
+    assert_eq!(
+        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        2
+    );
+    store
+        .update(id, |c| c.add_entry(&night_nurse(), t(30), heart_rate(76)))
+        .unwrap();
+    drop(store);
+
+    // An encrypted store is not a plain one: asked again, nothing changes.
+    let before = files(&path);
+    assert!(backup::encrypt_in_place(&path, &key(3)).is_err());
+    assert_eq!(files(&path), before);
+}
+
 /// Released migrations are never edited: an edit would leave stores already upgraded by the
 /// old text different from new ones. Add a file instead.
 #[test]

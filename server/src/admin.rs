@@ -3,7 +3,7 @@
 //! the store on every sign-in). Every change is audited under `--by`.
 
 use std::io::{BufRead, IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chartsync_core::chart::{Role, Timestamp};
 use chartsync_core::store::{Actor, ChartStore, NewStaff, Revoked, Severity, StoreOptions};
@@ -19,6 +19,8 @@ pub struct AdminArgs {
     /// Who is at the keyboard: the audit trail names them.
     #[arg(long, global = true, env = "USER", default_value = "admin")]
     by: String,
+    #[command(flatten)]
+    store_key: crate::store_key::StoreKeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -80,11 +82,17 @@ pub struct RevokeArgs {
     effective: Option<String>,
 }
 
-fn open(data_dir: &Path) -> Result<ChartStore, Box<dyn std::error::Error>> {
+fn open(args: &AdminArgs) -> Result<ChartStore, Box<dyn std::error::Error>> {
+    let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("charts.db");
+    let key = args.store_key.resolve(data_dir, &path, false)?;
     Ok(ChartStore::open(
-        data_dir.join("charts.db"),
-        StoreOptions::default(),
+        path,
+        StoreOptions {
+            encryption_key: key.map(|(key, _)| key),
+            ..StoreOptions::default()
+        },
     )?)
 }
 
@@ -97,7 +105,7 @@ fn actor(by: &str) -> Actor {
 }
 
 pub fn staff(args: AdminArgs, command: StaffCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open(&args.data_dir)?;
+    let store = open(&args)?;
     let by = actor(&args.by);
     match command {
         StaffCommand::Add {
@@ -206,7 +214,7 @@ fn read_staff_csv(text: &str) -> Result<Vec<(String, Role, Vec<String>)>, String
 }
 
 pub fn device(args: AdminArgs, command: DeviceCommand) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open(&args.data_dir)?;
+    let store = open(&args)?;
     match command {
         DeviceCommand::Enroll {
             label,
@@ -238,7 +246,7 @@ pub fn device(args: AdminArgs, command: DeviceCommand) -> Result<(), Box<dyn std
 }
 
 pub fn revoke(args: AdminArgs, r: RevokeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let store = open(&args.data_dir)?;
+    let store = open(&args)?;
     let what = match r.kind.as_str() {
         "person" => Revoked::Person(r.subject),
         "certificate" => Revoked::Certificate(r.subject),

@@ -18,8 +18,8 @@ use chartsync_core::chart::{
     check_identifier, Chart, ChartId, NewEncounter, NewPatient, Role, Staff, Timestamp,
 };
 use chartsync_core::store::{
-    Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, RebuildListener, StoreError,
-    StoreOptions,
+    Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, EncryptionKey, RebuildListener,
+    StoreError, StoreOptions,
 };
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,12 +44,18 @@ struct Cli {
     /// Who is at the keyboard: the audit trail names them for local reads and imports.
     #[arg(long, global = true, env = "USER", default_value = "records-office")]
     user: String,
+    #[command(flatten)]
+    store_key: crate::store_key::StoreKeyArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Encrypt a plain store in place (SQLCipher) with the key the server uses (see
+    /// --store-key-file); the server must be stopped. The encrypted copy is checked before it
+    /// replaces the plain file.
+    Encrypt,
     /// Import charts from a JSON array or an NDJSON file: all of them, or (on any error) none.
     Import {
         /// Each item is an admission ({"patient", "encounter", "admitted_at"[, "id"]}) or a
@@ -117,6 +123,8 @@ enum CliError {
     Http(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Key(#[from] crate::store_key::StoreKeyError),
 }
 
 /// Runs the command line; the exit code is 0 on success, 1 on failure.
@@ -162,11 +170,18 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             reason: "no store here; give the server's --data-dir".into(),
         });
     }
+    let encrypting = matches!(cli.command, Command::Encrypt);
+    let key = cli
+        .store_key
+        .resolve(&cli.data_dir, &store_path, encrypting)?;
+    let keyed = StoreOptions {
+        encryption_key: key.as_ref().map(|(key, _)| key.clone()),
+        ..StoreOptions::default()
+    };
     // A backup reads while the server writes: SQLite's locks keep the copy whole.
     if let Command::Backup { to } = &cli.command {
         eprintln!("copying {} ...", store_path.display());
-        let report =
-            chartsync_core::store::backup::backup(&store_path, to, &StoreOptions::default())?;
+        let report = chartsync_core::store::backup::backup(&store_path, to, &keyed)?;
         println!(
             "backed up {} charts ({} bytes) to {}",
             report.charts,
@@ -180,22 +195,23 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let _lock = exclusive(&cli.data_dir)?;
     match cli.command {
         Command::Backup { .. } => {}
-        Command::Restore { from } => restore(&cli.data_dir, &from)?,
+        Command::Encrypt => encrypt(&store_path, key)?,
+        Command::Restore { from } => restore(&cli.data_dir, &from, &keyed)?,
         Command::Import { file } => {
-            import(&open_store(&cli.data_dir)?, &actor, &file)?;
+            import(&open_store(&store_path, &keyed)?, &actor, &file)?;
         }
         Command::Compact => {
-            compact(&open_store(&cli.data_dir)?)?;
+            compact(&open_store(&store_path, &keyed)?)?;
         }
         Command::Verify => {
-            let store = open_store(&cli.data_dir)?;
+            let store = open_store(&store_path, &keyed)?;
             if !verify(&store)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::ExportFhir { chart, output } => {
             let id = parse_chart(&chart)?;
-            let store = open_store(&cli.data_dir)?;
+            let store = open_store(&store_path, &keyed)?;
             let bundle = crate::records::audited_fhir_bundle(&store, &actor, id)?;
             write_out(
                 output.as_deref(),
@@ -207,7 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             overdue,
             json,
         } => {
-            let store = open_store(&cli.data_dir)?;
+            let store = open_store(&store_path, &keyed)?;
             let now = Timestamp::now();
             let items = store.worklist(
                 &DeficiencyFilter {
@@ -231,7 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Accounting { mrn, csv } => {
             check_identifier("mrn", &mrn).map_err(|e| CliError::Usage(e.to_string()))?;
-            let store = open_store(&cli.data_dir)?;
+            let store = open_store(&store_path, &keyed)?;
             let accounting =
                 crate::records::audited_accounting(&store, &actor, &mrn, Timestamp::now())?;
             let body = if csv {
@@ -249,7 +265,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
 /// Puts a backup in place, and marks the data directory as restored: the server then takes
 /// back from the tablets what it had accepted since the backup (its receipts), rather than
 /// holding other people's changes the tablets send again.
-fn restore(data_dir: &Path, from: &Path) -> Result<(), CliError> {
+fn restore(data_dir: &Path, from: &Path, options: &StoreOptions) -> Result<(), CliError> {
     if !from.is_file() {
         return Err(CliError::File {
             path: from.display().to_string(),
@@ -257,15 +273,11 @@ fn restore(data_dir: &Path, from: &Path) -> Result<(), CliError> {
         });
     }
     eprintln!("checking {} ...", from.display());
-    let report = chartsync_core::store::backup::restore(
-        from,
-        &data_dir.join("charts.db"),
-        &StoreOptions::default(),
-    )
-    .map_err(|e| CliError::File {
-        path: from.display().to_string(),
-        reason: format!("not restored, the store is as it was: {e}"),
-    })?;
+    let report = chartsync_core::store::backup::restore(from, &data_dir.join("charts.db"), options)
+        .map_err(|e| CliError::File {
+            path: from.display().to_string(),
+            reason: format!("not restored, the store is as it was: {e}"),
+        })?;
     std::fs::write(
         data_dir.join(crate::RECOVERY_MARKER),
         format!("restored at {}\n", Timestamp::now().to_rfc3339()),
@@ -280,6 +292,48 @@ fn restore(data_dir: &Path, from: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Encrypts the plain store in place with `key`, or says it is encrypted already.
+fn encrypt(
+    store: &Path,
+    key: Option<(EncryptionKey, crate::store_key::KeySource)>,
+) -> Result<(), CliError> {
+    let Some((key, source)) = key else {
+        return Err(CliError::Usage(
+            "--unencrypted-store: there is no key to encrypt with".into(),
+        ));
+    };
+    if !crate::store_key::is_plain_store(store) {
+        // Encrypted already, with this key or another: opening it says which.
+        ChartStore::open(
+            store,
+            StoreOptions {
+                encryption_key: Some(key),
+                ..StoreOptions::default()
+            },
+        )?;
+        println!("{} is encrypted already, with this key", store.display());
+        return Ok(());
+    }
+    eprintln!("encrypting {} ...", store.display());
+    let report = chartsync_core::store::backup::encrypt_in_place(store, &key)?;
+    println!(
+        "encrypted {} charts and {} audit rows (the chain checked) in {}, with the key from {source}",
+        report.charts,
+        report.audit_rows,
+        store.display()
+    );
+    if let crate::store_key::KeySource::Default { path, made: true } = &source {
+        println!(
+            "the key was made just now at {}: back it up apart from the data directory; without it the store cannot be opened",
+            path.display()
+        );
+    }
+    println!(
+        "backups taken before now are still plain: replace them with a new backup, and keep them as you keep the store"
+    );
+    Ok(())
+}
+
 fn parse_chart(s: &str) -> Result<ChartId, CliError> {
     s.parse()
         .map_err(|_| CliError::Usage("not a chart id (the base58 id the API lists)".into()))
@@ -287,7 +341,7 @@ fn parse_chart(s: &str) -> Result<ChartId, CliError> {
 
 /// Opens the store, with a progress bar should its audit index need rebuilding (the audit's
 /// rules changed since it was built).
-fn open_store(data_dir: &Path) -> Result<ChartStore, CliError> {
+fn open_store(path: &Path, options: &StoreOptions) -> Result<ChartStore, CliError> {
     let progress = bar(0, "rebuilding the audit index");
     let listener = {
         let progress = progress.clone();
@@ -298,9 +352,9 @@ fn open_store(data_dir: &Path) -> Result<ChartStore, CliError> {
     };
     let options = StoreOptions {
         on_rebuild: Some(listener),
-        ..StoreOptions::default()
+        ..options.clone()
     };
-    let store = ChartStore::open(data_dir.join("charts.db"), options)?;
+    let store = ChartStore::open(path, options)?;
     progress.finish_and_clear();
     Ok(store)
 }
@@ -726,8 +780,9 @@ impl Remote {
             | Command::Compact
             | Command::Verify
             | Command::Backup { .. }
-            | Command::Restore { .. } => Err(CliError::Usage(
-                "import, compact, verify, backup and restore work on the store itself: give --data-dir, not --server".into(),
+            | Command::Restore { .. }
+            | Command::Encrypt => Err(CliError::Usage(
+                "import, compact, verify, backup, restore and encrypt work on the store itself: give --data-dir, not --server".into(),
             )),
         }
     }

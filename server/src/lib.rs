@@ -17,6 +17,7 @@ mod holds;
 mod metrics;
 mod proofs;
 mod records;
+mod store_key;
 mod sync;
 
 use std::collections::HashMap;
@@ -113,6 +114,8 @@ struct ServeArgs {
     /// Where the server keeps its store.
     #[arg(long, default_value = "./chartsync-data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    store_key: store_key::StoreKeyArgs,
     /// How long a certificate for a person on a tablet lasts: 90s, 30m, 12h, 7d.
     #[arg(long, default_value = "7d", value_parser = auth::parse_ttl)]
     certificate_validity: std::time::Duration,
@@ -227,7 +230,23 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    let encryption_key = match args.store_key.resolve(&args.data_dir, &path, false) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Err(e.into());
+        }
+    };
+    match &encryption_key {
+        Some((_, store_key::KeySource::Default { path, made: true })) => tracing::warn!(
+            key = %path.display(),
+            "made a new key for the store: back it up apart from the data directory; without it the store cannot be opened"
+        ),
+        Some((_, source)) => tracing::info!(key = %source, "the store is encrypted"),
+        None => tracing::warn!("the store is not encrypted (--unencrypted-store)"),
+    }
     let options = StoreOptions {
+        encryption_key: encryption_key.map(|(key, _)| key),
         on_rebuild: Some(log_rebuild()),
         receipts: Some(Arc::new(chartsync_core::store::Receipts::open(
             &receipts_path,

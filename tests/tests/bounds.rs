@@ -172,7 +172,7 @@ async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_clo
 
     // One row with the chart, one for the rest of the burst.
     server.stop();
-    let conn = rusqlite::Connection::open(data.path().join("charts.db")).unwrap();
+    let conn = open_server_db(&data.path().join("charts.db"));
     let rows: Vec<(Option<String>, String)> = conn
         .prepare("SELECT chart_id, detail FROM audit_events WHERE action = 'deny' ORDER BY seq")
         .unwrap()

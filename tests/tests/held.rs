@@ -575,6 +575,7 @@ fn records(data: &std::path::Path, args: &[&str]) -> std::process::Output {
         .args(["--user", "sys.admin"])
         .args(args)
         .env_remove("CHARTSYNC_TOKEN")
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
         .output()
         .unwrap()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use chartsync_core::chart::*;
-use chartsync_core::store::{ChartStore, StoreOptions};
+use chartsync_core::store::ChartStore;
 use common::*;
 
 const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
@@ -21,6 +21,7 @@ fn records(data: &Path, args: &[&str]) -> Output {
         .args(["--user", "him.jones"])
         .args(args)
         .env_remove("CHARTSYNC_TOKEN")
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
         .output()
         .unwrap()
 }
@@ -107,7 +108,7 @@ fn two_admissions(first: (&str, &str), second: (&str, &str)) -> tempfile::TempDi
 }
 
 fn open(data: &Path) -> ChartStore {
-    ChartStore::open(data.join("charts.db"), StoreOptions::default()).unwrap()
+    ChartStore::open(data.join("charts.db"), server_store_options()).unwrap()
 }
 
 #[test]
@@ -383,7 +384,7 @@ fn compact_and_verify_report_what_they_did_and_a_damaged_index_is_found() {
     assert_eq!(readings, 20, "compaction kept every observation");
 
     // Someone deletes the chart's deficiency rows by hand: verify names the chart.
-    let conn = rusqlite::Connection::open(data.path().join("charts.db")).unwrap();
+    let conn = open_server_db(&data.path().join("charts.db"));
     conn.execute(
         "DELETE FROM deficiencies WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
         [id.to_string()],
@@ -412,7 +413,7 @@ fn verify_finds_an_audit_row_edited_in_place() {
         "{}",
         stderr(&out)
     );
-    let conn = rusqlite::Connection::open(data.path().join("charts.db")).unwrap();
+    let conn = open_server_db(&data.path().join("charts.db"));
     let seq: i64 = conn
         .query_row("SELECT min(seq) FROM audit_events", [], |r| r.get(0))
         .unwrap();

@@ -295,14 +295,14 @@ async fn a_restarted_server_keeps_every_change_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_chart_does_not_hold_up_the_others_on_the_same_connection() {
     use chartsync_core::protocol::{Incoming, Message};
-    use chartsync_core::store::{ChartStore, StoreOptions};
+    use chartsync_core::store::ChartStore;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
     let data = tempfile::tempdir().unwrap();
     let (huge, small) = {
         let store =
-            ChartStore::open(data.path().join("charts.db"), StoreOptions::default()).unwrap();
+            ChartStore::open(data.path().join("charts.db"), server_store_options()).unwrap();
         let huge = store.create(admit()).unwrap();
         let small = store.create(admit()).unwrap();
         // A long stay: 5,000 observations on the huge chart. The server takes about twenty

@@ -22,6 +22,10 @@ def pytest_configure(config):
         module._uniffi_check_api_checksums(module._UniffiLib)
 
 
+# The test servers' stores are encrypted with this key, as a hospital's are with its own.
+STORE_ENV = {**os.environ, "CHARTSYNC_STORE_KEY": "ab5e11ed" * 8}
+
+
 class Server:
     def __init__(self, data_dir, *options):
         self.binary = os.environ.get("CHARTSYNC_SERVER", "target/debug/chartsync-server")
@@ -31,7 +35,7 @@ class Server:
              *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "NO_COLOR": "1", "RUST_LOG": "info"},
+            env={**STORE_ENV, "NO_COLOR": "1", "RUST_LOG": "info"},
             text=True,
         )
         for line in self.process.stdout:
@@ -56,7 +60,7 @@ class Server:
         """One of the server's administration commands (staff, device, revoke)."""
         return subprocess.run(
             [self.binary, *args, "--data-dir", self.data_dir, "--by", "admin.kim"],
-            input=stdin, check=True, capture_output=True, text=True,
+            input=stdin, check=True, capture_output=True, text=True, env=STORE_ENV,
         ).stdout.strip()
 
     def token(self, user, role, *wards, ttl="12h"):

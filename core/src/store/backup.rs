@@ -158,6 +158,110 @@ pub fn restore(
     Ok(RestoreReport { charts, previous })
 }
 
+/// What encrypting a plain store did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptReport {
+    pub charts: u64,
+    /// Audit rows carried over, their chain checked link by link on the encrypted copy.
+    pub audit_rows: u64,
+}
+
+/// Encrypts the plain store at `path` in place with `key`. An encrypted copy is made beside
+/// it (SQLCipher's `sqlcipher_export`, with the store's version and application id), opened
+/// with the key and checked (SQLite's integrity check, the same number of charts, the audit
+/// chain whole and ending at the same link), and only then renamed over the plain file. A
+/// failure or a crash before the rename leaves the plain store as it was. The caller makes
+/// sure nothing else has `path` open (the server is stopped).
+pub fn encrypt_in_place(
+    path: &Path,
+    key: &super::EncryptionKey,
+) -> Result<EncryptReport, StoreError> {
+    let plain_options = StoreOptions {
+        compaction: super::Compaction::Manual,
+        ..StoreOptions::default()
+    };
+    // Opened as a store first: recognised, upgraded if it is older, and its write-ahead log
+    // folded in, so nothing is left beside it when the encrypted copy takes its name.
+    let (charts, chain) = {
+        let store = ChartStore::open(path, plain_options.clone())?;
+        let counts = (store.stats()?.charts, store.verify_audit()?);
+        store.checkpoint()?;
+        counts
+    };
+    let staged = sidecar(path, ".encrypting");
+    let clear = |p: &Path| {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(sidecar(p, suffix));
+        }
+    };
+    clear(&staged);
+    let copied = (|| -> Result<EncryptReport, StoreError> {
+        // Opened as a creating connection: a database it attaches may be created.
+        let source = schema::connect(path, &plain_options, true)?;
+        let version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let staged_name = staged
+            .to_str()
+            .ok_or_else(|| StoreError::Corrupt("the store's path is not UTF-8".into()))?;
+        source.execute(
+            "ATTACH DATABASE ?1 AS encrypted KEY ?2",
+            rusqlite::params![staged_name, key.raw_literal()],
+        )?;
+        source.execute_batch(&format!(
+            "PRAGMA encrypted.cipher_page_size = {};",
+            schema::PAGE_SIZE
+        ))?;
+        source.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
+        source.execute_batch(&format!(
+            "PRAGMA encrypted.user_version = {version};
+             PRAGMA encrypted.application_id = {APPLICATION_ID};
+             DETACH DATABASE encrypted;"
+        ))?;
+        drop(source);
+        let store = ChartStore::open(
+            &staged,
+            StoreOptions {
+                encryption_key: Some(key.clone()),
+                ..plain_options.clone()
+            },
+        )?;
+        store.verify()?;
+        let (copied, copied_chain) = (store.stats()?.charts, store.verify_audit()?);
+        if copied != charts || copied_chain != chain {
+            return Err(StoreError::Corrupt(format!(
+                "the encrypted copy has {copied} charts and {} audit rows, the store {charts} and {}",
+                copied_chain.rows, chain.rows
+            )));
+        }
+        store.checkpoint()?;
+        drop(store);
+        std::fs::File::open(&staged)?.sync_all()?;
+        Ok(EncryptReport {
+            charts,
+            audit_rows: chain.rows,
+        })
+    })();
+    let report = match copied {
+        Ok(r) => r,
+        Err(e) => {
+            clear(&staged);
+            return Err(e);
+        }
+    };
+    // The plain store's log was folded in and is empty: nothing of it may be read into the
+    // encrypted file that takes its name.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(sidecar(path, suffix));
+        let _ = std::fs::remove_file(sidecar(&staged, suffix));
+    }
+    std::fs::rename(&staged, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(report)
+}
+
 fn partial_path(to: &Path) -> PathBuf {
     sidecar(to, ".partial")
 }

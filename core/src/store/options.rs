@@ -36,6 +36,11 @@ impl EncryptionKey {
         EncryptionKey(bytes)
     }
 
+    /// The key as SQLCipher takes a raw key in `ATTACH … KEY ?`: `x'…'`.
+    pub(crate) fn raw_literal(&self) -> String {
+        format!("x'{}'", hex::encode(self.0))
+    }
+
     /// The key as SQLCipher's raw-key literal, which skips its passphrase derivation so a
     /// store opens in milliseconds.
     pub(crate) fn pragma_literal(&self) -> String {

@@ -24,6 +24,32 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
 
+/// The key of every test server's store, given to the server and its command lines as
+/// `CHARTSYNC_STORE_KEY`: the stores are encrypted, as a hospital's are.
+pub const STORE_KEY: &str = "5e11f0e5c0ffee00d15ea5edba5eba11b1e55edca5ca0ef1edc0deba5eba1100";
+
+/// How a test opens a server's store itself: with its key.
+#[allow(dead_code)]
+pub fn server_store_options() -> chartsync_core::store::StoreOptions {
+    let bytes: [u8; 32] = hex::decode(STORE_KEY).unwrap().try_into().unwrap();
+    chartsync_core::store::StoreOptions {
+        encryption_key: Some(chartsync_core::store::EncryptionKey::new(bytes)),
+        ..chartsync_core::store::StoreOptions::default()
+    }
+}
+
+/// A server's store as raw SQLite, keyed: for tests that damage it by hand.
+#[allow(dead_code)]
+pub fn open_server_db(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{STORE_KEY}'\"; PRAGMA cipher_page_size = {};",
+        chartsync_core::store::schema::PAGE_SIZE
+    ))
+    .unwrap();
+    conn
+}
+
 pub struct Server {
     pub child: Child,
     pub addr: String,
@@ -43,17 +69,34 @@ impl Server {
 
     /// Starts the server with more `serve` options.
     pub fn start_with(data_dir: &Path, listen: &str, options: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
+        Server::start_configured(data_dir, listen, options, |c| {
+            c.env("CHARTSYNC_STORE_KEY", STORE_KEY);
+        })
+    }
+
+    /// Starts the server with `serve` options and an environment of `configure`'s making
+    /// (the store's key is not given unless it gives it).
+    pub fn start_configured(
+        data_dir: &Path,
+        listen: &str,
+        options: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        let mut command = Command::new(BIN);
+        command
             .args(["serve", "--listen", listen])
             .args(options)
             .arg("--data-dir")
             .arg(data_dir)
+            .env_remove("CHARTSYNC_STORE_KEY")
+            .env_remove("CHARTSYNC_STORE_KEY_FILE")
+            .env_remove("CREDENTIALS_DIRECTORY")
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::inherit());
+        configure(&mut command);
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
             let line = lines
@@ -118,6 +161,7 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--by", "admin.kim"])
+            .env("CHARTSYNC_STORE_KEY", STORE_KEY)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
