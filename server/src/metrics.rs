@@ -26,6 +26,12 @@ pub struct Metrics {
     pub denials: Counter,
     /// Connections closed for going past a bound (denials, documents).
     pub closed_at_bounds: Counter,
+    /// Bytes of frames waiting on all connections: received and not yet handled, or made
+    /// and not yet sent.
+    pub queued_bytes: Gauge,
+    /// The most bytes one connection has had waiting in one direction since the start.
+    pub queued_bytes_peak: Gauge,
+    peak: std::sync::Mutex<i64>,
 }
 
 impl Metrics {
@@ -46,8 +52,21 @@ impl Metrics {
             charts_stored: Gauge::default(),
             denials: Counter::default(),
             closed_at_bounds: Counter::default(),
+            queued_bytes: Gauge::default(),
+            queued_bytes_peak: Gauge::default(),
+            peak: std::sync::Mutex::new(0),
             registry: Registry::default(),
         };
+        registry.register(
+            "queued_bytes",
+            "Bytes of sync frames waiting, received and not yet handled or made and not yet sent",
+            m.queued_bytes.clone(),
+        );
+        registry.register(
+            "queued_bytes_peak",
+            "The most bytes one sync connection has had waiting in one direction",
+            m.queued_bytes_peak.clone(),
+        );
         registry.register(
             "denials",
             "Requests for charts or ward lists a connection may not see",
@@ -106,6 +125,15 @@ impl Metrics {
         );
         registry.register("charts", "Charts in the store", m.charts_stored.clone());
         Metrics { registry, ..m }
+    }
+
+    /// One connection has `bytes` waiting in one direction now.
+    pub fn note_queued(&self, bytes: usize) {
+        let mut peak = self.peak.lock().unwrap_or_else(|p| p.into_inner());
+        if bytes as i64 > *peak {
+            *peak = bytes as i64;
+            self.queued_bytes_peak.set(*peak);
+        }
     }
 
     pub fn render(&self) -> String {

@@ -197,6 +197,10 @@ pub struct Limits {
     pub read_buffer_bytes: usize,
     /// Charts one connection may be sending at once that are not yet whole.
     pub pending_per_connection: usize,
+    /// What one sync message may carry: changes, and bytes once inflated.
+    pub content: chartsync_core::protocol::ContentBounds,
+    /// Bytes one connection may have waiting in each direction (`QueueBudget`).
+    pub queued_bytes: usize,
 }
 
 impl Default for Limits {
@@ -212,6 +216,8 @@ impl Default for Limits {
             handshake: std::time::Duration::from_secs(10),
             read_buffer_bytes: 8 * 1024,
             pending_per_connection: 64,
+            content: chartsync_core::protocol::ContentBounds::default(),
+            queued_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -245,9 +251,79 @@ impl Output {
     }
 }
 
+/// A connection's bytes waiting in one direction (received and not yet handled, or made and
+/// not yet sent), bounded by `Limits::queued_bytes`: past it, the reader stops reading (the
+/// device's TCP window fills and it waits) or the documents' workers wait to send. Control
+/// frames (errors, notices of the connection) are not counted: they are small and few.
+#[derive(Clone)]
+struct QueueBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Bytes counted against a budget until dropped (the frame handled, or sent).
+struct Queued {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    bytes: usize,
+    budget: QueueBudget,
+}
+
+impl QueueBudget {
+    fn new(limit: usize, metrics: Arc<crate::metrics::Metrics>) -> QueueBudget {
+        let limit = limit.clamp(1, u32::MAX as usize);
+        QueueBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+            waiting: Arc::default(),
+            metrics,
+        }
+    }
+
+    /// Waits for room for `bytes` (a frame larger than the whole budget waits for all of it).
+    async fn take(&self, bytes: usize) -> Option<Queued> {
+        let bytes = bytes.clamp(1, self.limit);
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(bytes as u32)
+            .await
+            .ok()?;
+        let now = self.waiting.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.metrics.queued_bytes.inc_by(bytes as i64);
+        self.metrics.note_queued(now);
+        Some(Queued {
+            _permit: permit,
+            bytes,
+            budget: self.clone(),
+        })
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.budget.waiting.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.metrics.queued_bytes.dec_by(self.bytes as i64);
+    }
+}
+
+/// About how many bytes `m` takes on the wire: what a budget counts.
+fn wire_size(m: &Message) -> usize {
+    const ENVELOPE: usize = 256;
+    match m {
+        Message::Sync { data, .. }
+        | Message::Request { data, .. }
+        | Message::Ephemeral { data, .. } => data.len() + ENVELOPE,
+        _ => ENVELOPE,
+    }
+}
+
 /// What goes to the connection's writer.
 enum Out {
     Frame(Message),
+    /// A document's frame, counted against the connection's outgoing budget until sent.
+    Counted(Message, Option<Queued>),
     /// A WebSocket ping: a live peer answers, which keeps the connection from going idle.
     Ping,
     /// Send a close frame and stop.
@@ -419,8 +495,10 @@ pub async fn serve_socket(
     let metrics = hub.metrics.clone();
     metrics.connections.inc();
     metrics.connections_opened.inc();
-    let (out, outgoing) = mpsc::channel(OUTGOING_QUEUE);
-    let mut writer = tokio::spawn(write_frames(tx, outgoing, metrics.clone()));
+    let (out, frames) = mpsc::channel(OUTGOING_QUEUE);
+    let mut writer = tokio::spawn(write_frames(tx, frames, metrics.clone()));
+    let incoming = QueueBudget::new(hub.limits.queued_bytes, metrics.clone());
+    let outgoing = QueueBudget::new(hub.limits.queued_bytes, metrics.clone());
     let mut writer_done = false;
     let mut feed = hub.changes.subscribe();
     let mut decisions = hub.decisions.subscribe();
@@ -440,7 +518,7 @@ pub async fn serve_socket(
     );
     let mut conn = Connection::accept(hub.local.clone());
     let mut peer: Option<Arc<Peer>> = None;
-    let mut workers: HashMap<DocumentId, mpsc::Sender<Event>> = HashMap::new();
+    let mut workers: HashMap<DocumentId, mpsc::Sender<(Event, Option<Queued>)>> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
     let error = |text: &str, remote: Option<&RemotePeer>| Message::Error {
         message: text.to_string(),
@@ -561,7 +639,7 @@ pub async fn serve_socket(
                 Ok(changed) => {
                     if let Some(worker) = workers.get(&changed.id) {
                         if let Err(mpsc::error::TrySendError::Closed(_)) =
-                            worker.try_send(Event::Changed)
+                            worker.try_send((Event::Changed, None))
                         {
                             break; // the worker is gone: see below
                         }
@@ -571,7 +649,7 @@ pub async fn serve_socket(
                 // Missed some: tell every document; automerge sends only what is new.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     for worker in workers.values() {
-                        let _ = worker.try_send(Event::Changed);
+                        let _ = worker.try_send((Event::Changed, None));
                     }
                     continue;
                 }
@@ -636,12 +714,18 @@ pub async fn serve_socket(
                 doc: None,
                 asked: false,
             };
-            running.spawn(worker.run(rx, out.clone()));
+            running.spawn(worker.run(rx, out.clone(), outgoing.clone()));
             tx
         });
+        // What the device sent counts against the incoming budget until it is handled: when
+        // the budget is spent, the reader waits here and reads nothing more.
+        let received = match &event {
+            Event::Sync { data, .. } => incoming.take(data.len()).await,
+            _ => None,
+        };
         // A worker stops only to close the connection (or if it panicked): either way the
         // device must not be left waiting on a document nobody handles.
-        if worker.send(event).await.is_err() {
+        if worker.send((event, received)).await.is_err() {
             break;
         }
     }
@@ -784,8 +868,9 @@ async fn write_frames(
     metrics: Arc<crate::metrics::Metrics>,
 ) {
     while let Some(next) = outgoing.recv().await {
-        let m = match next {
-            Out::Frame(m) => m,
+        let (m, _queued) = match next {
+            Out::Frame(m) => (m, None),
+            Out::Counted(m, queued) => (m, queued),
             Out::Ping => {
                 let sent =
                     tokio::time::timeout(SEND_TIMEOUT, tx.send(WsMessage::Ping(Vec::new().into())));
@@ -808,8 +893,14 @@ async fn write_frames(
 }
 
 impl Worker {
-    async fn run(mut self, mut events: mpsc::Receiver<Event>, out: mpsc::Sender<Out>) {
-        'events: while let Some(event) = events.recv().await {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<(Event, Option<Queued>)>,
+        out: mpsc::Sender<Out>,
+        outgoing: QueueBudget,
+    ) {
+        // `_received` counts against the incoming budget until the event is handled.
+        'events: while let Some((event, _received)) = events.recv().await {
             if self.peer.closing.load(Ordering::Acquire) {
                 break;
             }
@@ -824,7 +915,8 @@ impl Worker {
                 self.peer.closing.store(true, Ordering::Release);
             }
             for m in output.send {
-                if out.send(Out::Frame(m)).await.is_err() {
+                let queued = outgoing.take(wire_size(&m)).await;
+                if out.send(Out::Counted(m, queued)).await.is_err() {
                     break 'events;
                 }
             }
@@ -867,7 +959,7 @@ impl Worker {
             if let Ok(Some(s)) = self.hub().store.summary(self.id) {
                 if self.access().may_see_ward(&s.ward) {
                     let state = self.stored_state();
-                    self.doc = Some(Doc::Chart(DocSync::new(self.id, state)));
+                    self.doc = Some(Doc::Chart(self.doc_sync(state)));
                     out.send.extend(self.reply().send);
                 }
             }
@@ -1000,6 +1092,12 @@ impl Worker {
         })
     }
 
+    /// Sync with the device about this document, from `state`, within the connection's
+    /// bounds on what one message may carry.
+    fn doc_sync(&self, state: Option<automerge::sync::State>) -> DocSync {
+        DocSync::new(self.id, state).with_bounds(self.hub().limits.content)
+    }
+
     /// The ward of a census document, if `id` is one.
     fn census_ward(&self) -> Option<String> {
         crate::census::lock(&self.hub().censuses)
@@ -1061,14 +1159,9 @@ impl Worker {
     /// names no heads, has nothing and carries no changes is from a device that never had it,
     /// and is told so without reading the chart: as fast as for an id the store has not got.
     fn had_chart(&self, data: &[u8]) -> Result<bool, Output> {
-        let message = match automerge::sync::Message::decode(data) {
+        let message = match self.decode(data) {
             Ok(m) => m,
-            Err(_) => {
-                return Err(self.violation(&format!(
-                    "a sync message for {} could not be decoded",
-                    self.id
-                )))
-            }
+            Err(out) => return Err(out),
         };
         let has_nothing = message.heads.is_empty()
             && message.have.iter().all(|h| h.last_sync.is_empty())
@@ -1094,6 +1187,23 @@ impl Worker {
                 .any(|w| w == crate::auth::ALL_WARDS || chartsync_core::census::census_id(w) == *id)
     }
 
+    /// Decodes a sync message about this document within the connection's bounds: what it
+    /// cannot read, or carries past them, ends the connection.
+    fn decode(&self, data: &[u8]) -> Result<automerge::sync::Message, Output> {
+        chartsync_core::protocol::sync::decode_bounded(self.id, data, &self.hub().limits.content)
+            .map_err(|e| self.refused_message(&e))
+    }
+
+    /// A message that could not be read, or carried more than a message may: the connection
+    /// ends with the reason (a metric counts the bounds).
+    fn refused_message(&self, e: &chartsync_core::protocol::ProtocolError) -> Output {
+        if matches!(e, chartsync_core::protocol::ProtocolError::Contents { .. }) {
+            tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %self.id, "{e}; disconnecting");
+            self.hub().metrics.closed_at_bounds.inc();
+        }
+        self.violation(&e.to_string())
+    }
+
     /// A chart the connection may not see, asked for by a device that never had it: answered
     /// exactly as an id the store has not got (`missing` for a `request`, `sync_new` for a
     /// `sync`), and audited off the reply path. A `sync` is not counted towards the bound on
@@ -1111,11 +1221,8 @@ impl Worker {
     /// and audited as a denial is, so that a flood of unknown ids meets the same bound as a
     /// flood of forbidden ones, and the two cannot be told apart by when the connection closes.
     fn missing(&mut self, data: &[u8]) -> Output {
-        if automerge::sync::Message::decode(data).is_err() {
-            return self.violation(&format!(
-                "a sync message for {} could not be decoded",
-                self.id
-            ));
+        if let Err(out) = self.decode(data) {
+            return out;
         }
         self.deny("a document that does not exist")
     }
@@ -1213,7 +1320,7 @@ impl Worker {
         if !matches!(self.doc, Some(Doc::Census(_))) {
             self.audit(AuditAction::List, Some("ward census"));
             let state = self.stored_state();
-            self.doc = Some(Doc::Census(DocSync::new(self.id, state)));
+            self.doc = Some(Doc::Census(self.doc_sync(state)));
         }
         let peer = self.peer.clone();
         let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
@@ -1222,7 +1329,7 @@ impl Worker {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => return self.violation(&e.to_string()),
+            Err(e) => return self.refused_message(&e),
         };
         let mut all = crate::census::lock(&peer.hub.censuses);
         let Some((_, census)) = all.get_mut(&self.id) else {
@@ -1300,11 +1407,11 @@ impl Worker {
                 // The first exchange about this chart on this connection: the device reads it.
                 self.audit(AuditAction::Read, None);
                 let state = self.stored_state();
-                self.doc = Some(Doc::Chart(DocSync::new(id, state)));
+                self.doc = Some(Doc::Chart(self.doc_sync(state)));
             }
             (_, Some(_)) => {
                 let state = self.stored_state();
-                self.doc = Some(Doc::Departed(DocSync::new(id, state)));
+                self.doc = Some(Doc::Departed(self.doc_sync(state)));
             }
         }
         let peer = self.peer.clone();
@@ -1317,7 +1424,7 @@ impl Worker {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => return self.violation(&e.to_string()),
+            Err(e) => return self.refused_message(&e),
         };
         let device_heads = message.heads.clone();
         if let Some(known) = &peer.hub.recovery {
@@ -1700,7 +1807,7 @@ impl Worker {
                 return self.violation("too many new charts being sent at once on one connection");
             };
             self.doc = Some(Doc::Pending {
-                sync: DocSync::new(id, None),
+                sync: self.doc_sync(None),
                 doc: Box::default(),
                 _slot: slot,
             });
@@ -1710,7 +1817,7 @@ impl Worker {
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
-            Err(e) => return self.violation(&e.to_string()),
+            Err(e) => return self.refused_message(&e),
         };
         if sync.receive(doc, message).is_err() {
             return self.violation("the sync message could not be applied");
@@ -1769,7 +1876,7 @@ impl Worker {
             lock(v).done(&taken);
         }
         tracing::info!(user = %peer.access.user, chart = %id, "new chart from a device");
-        let mut sync = DocSync::new(id, Some(state));
+        let mut sync = self.doc_sync(Some(state));
         let reply = peer
             .hub
             .store
@@ -2005,12 +2112,12 @@ impl Worker {
         let state = self.stored_state();
         if is_census {
             self.audit(AuditAction::List, Some("ward census"));
-            self.doc = Some(Doc::Census(DocSync::new(self.id, state)));
+            self.doc = Some(Doc::Census(self.doc_sync(state)));
             self.census_reply()
         } else {
             tracing::debug!(%ward, chart = %self.id, "offering a chart asked for earlier");
             self.audit(AuditAction::Read, None);
-            self.doc = Some(Doc::Chart(DocSync::new(self.id, state)));
+            self.doc = Some(Doc::Chart(self.doc_sync(state)));
             self.reply()
         }
     }

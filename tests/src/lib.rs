@@ -44,13 +44,31 @@ pub async fn connect(
     peer_id: &str,
     storage: &str,
 ) -> Result<Tablet, u16> {
+    connect_with(addr, token, peer_id, storage, None).await
+}
+
+/// As [`connect`], with the socket's receive buffer set to `receive_buffer` bytes: a device
+/// on a slow link, whose kernel takes little of what the server sends before it reads.
+pub async fn connect_with(
+    addr: &str,
+    token: Option<&str>,
+    peer_id: &str,
+    storage: &str,
+    receive_buffer: Option<u32>,
+) -> Result<Tablet, u16> {
     let mut request = format!("ws://{addr}/sync").into_client_request().unwrap();
     if let Some(t) = token {
         request
             .headers_mut()
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
-    let (mut ws, _) = match tokio_tungstenite::connect_async(request).await {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let stream = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut ws, _) = match tokio_tungstenite::client_async(request, stream).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             return Err(response.status().as_u16())

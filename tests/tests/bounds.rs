@@ -39,6 +39,15 @@ fn seen(answer: Option<Message>) -> Option<(&'static str, Vec<u8>)> {
     })
 }
 
+/// rn.park's token for 4west, and a connection of hers.
+async fn nurse_on_4west(server: &Server) -> (String, Tablet) {
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    (nurse, tablet)
+}
+
 /// Requests up to 60 documents named by `next`, one at a time: the first 50 are answered as
 /// missing, the 51st closes the connection (the default bound on denials).
 async fn flood_is_closed_after_50(tablet: &mut Tablet, next: impl Fn() -> DocumentId) {
@@ -141,10 +150,7 @@ async fn a_chart_on_another_ward_is_answered_as_an_id_that_does_not_exist() {
 async fn a_flood_of_requests_for_ids_that_do_not_exist_is_closed_at_the_same_bound() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    let nurse = server.token("rn.park", "nurse", &["4west"]);
-    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
-        .await
-        .unwrap();
+    let (_, mut tablet) = nurse_on_4west(&server).await;
     flood_is_closed_after_50(&mut tablet, DocumentId::random).await;
 }
 
@@ -352,4 +358,142 @@ async fn a_peer_id_reaches_the_audit_trail_printable_and_short() {
         device.starts_with("pc_2026-12-01_admin.kim_read_everything_script_"),
         "{device}"
     );
+}
+
+/// A compressed change chunk (automerge's storage format, type 2) of `inflated` zero bytes:
+/// a few hundred kilobytes of deflate.
+fn deflate_bomb(inflated: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![0u8; inflated]).unwrap();
+    let body = e.finish().unwrap();
+    let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    leb128::write::unsigned(&mut chunk, body.len() as u64).unwrap();
+    chunk.extend_from_slice(&body);
+    chunk
+}
+
+/// A device sends a change whose few hundred kilobytes would inflate to 200 MiB: it is
+/// refused, with the reason, before anything inflates it; the refusal is counted, and the
+/// server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_would_inflate_past_the_bound_is_refused_before_it_is_inflated() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let (nurse, mut tablet) = nurse_on_4west(&server).await;
+    let server_peer = tablet.conn.remote().unwrap().peer_id.clone();
+    let rn = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+    let chart = admit_at("MRN-0902", "4west", at(0), &rn);
+    let mut message = chart
+        .doc()
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .unwrap();
+    let bomb = deflate_bomb(200 << 20);
+    assert!(bomb.len() < 1 << 20, "{} bytes on the wire", bomb.len());
+    message.changes = vec![bomb].into();
+    let id = DocumentId::random();
+    let probe = Message::about_document(false, id, &tablet.peer_id, &server_peer, message.encode());
+    let answer = tablet.ask(&probe).await;
+    assert!(
+        matches!(&answer, Some(Message::Error { message, .. }) if message.contains("inflates to more than 16777216 bytes")),
+        "{answer:?}"
+    );
+    assert_eq!(server.metric("connections_closed_at_bounds_total"), 1.0);
+    // The server is still there for everyone else.
+    let mut next = connect(&server.addr, Some(&nurse), "tablet-4west-03", "tab3")
+        .await
+        .unwrap();
+    let outcome = next
+        .sync(id, &mut chart.doc().clone(), &mut DocSync::new(id, None))
+        .await;
+    assert_eq!(outcome, Outcome::Synced);
+}
+
+/// A nursing note of `chars` letters that do not compress (a long handover, pasted).
+fn long_note(chars: usize, seed: u64) -> NewEntry {
+    let mut x = seed | 1;
+    let body: String = (0..chars)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect();
+    NewEntry {
+        kind: EntryKind::NursingNote,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![],
+        value: None,
+        unit: None,
+        body,
+    }
+}
+
+/// A tablet back on the network sends eight new charts with long notes at once, about 500 KB,
+/// faster than the server checks and stores them. What the server holds received and not yet
+/// handled stays within `--max-queued-kib`: past it, the server reads nothing more until it
+/// catches up (the device's sends wait on TCP). Every chart is stored, and nothing stays
+/// queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_bound_waits_on_the_server_and_every_chart_is_stored() {
+    use automerge::sync::SyncDoc;
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    const NOTE: usize = 100_000;
+    const BOUND: f64 = (64 << 10) as f64;
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--max-queued-kib", "64"]);
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let rn = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let server_peer = tablet.conn.remote().unwrap().peer_id.clone();
+    let mut sent = 0;
+    for k in 0..8u64 {
+        let mut chart = admit_at(&format!("MRN-1{k:03}"), "4west", at(0), &rn);
+        chart.add_entry(&rn, at(5), long_note(NOTE, k + 1)).unwrap();
+        // The whole chart in one message, as automerge sends a document to a peer that has
+        // nothing of it.
+        let mut message = chart
+            .doc()
+            .generate_sync_message(&mut automerge::sync::State::new())
+            .unwrap();
+        message.changes = vec![chart.save()].into();
+        let frame = Message::about_document(
+            false,
+            DocumentId::random(),
+            &tablet.peer_id,
+            &server_peer,
+            message.encode(),
+        )
+        .encode();
+        sent += frame.len();
+        tablet
+            .ws
+            .send(WsMessage::Binary(frame.into()))
+            .await
+            .unwrap();
+    }
+    assert!(sent as f64 > 4.0 * BOUND, "{sent} bytes sent");
+
+    let (status, body) = (0..600)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            http_get(&server.addr, "/api/charts?ward=4west", Some(&nurse))
+        })
+        .find(|(_, body)| body.matches("MRN-1").count() == 8)
+        .expect("every chart stored");
+    assert_eq!(status, 200, "{body}");
+    let peak = server.metric("queued_bytes_peak");
+    assert!(peak <= BOUND, "{peak} bytes waited");
+    assert!(peak >= BOUND / 2.0, "the burst waited at the bound: {peak}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while server.metric("queued_bytes") > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "bytes left waiting");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -60,4 +60,10 @@ pub enum ProtocolError {
 
     #[error("the sync message for {document} could not be decoded")]
     BadSyncMessage { document: String },
+
+    #[error("the sync message for {document} is refused: {error}")]
+    Contents {
+        document: String,
+        error: super::contents::ContentError,
+    },
 }

@@ -5,16 +5,19 @@
 //! - [`message`]: the CBOR messages, strictly decoded with a frame size limit;
 //! - [`connection`]: the join/peer handshake and the checks every later message passes;
 //! - [`sync`]: one document kept in sync with one peer;
+//! - [`contents`]: what one sync message may carry, measured before automerge inflates it;
 //! - [`notice`]: what the server says of one chart's changes beside the sync (held, accepted,
 //!   rejected).
 
 pub mod connection;
+pub mod contents;
 mod error;
 pub mod message;
 pub mod notice;
 pub mod sync;
 
 pub use connection::{Connection, Incoming, LocalPeer, RemotePeer, Violation};
+pub use contents::{ContentBounds, ContentError};
 pub use error::ProtocolError;
 pub use message::{
     DocumentId, Message, PeerMetadata, RemoteHeads, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,

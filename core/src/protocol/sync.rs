@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use automerge::sync::{self, SyncDoc};
 use automerge::Automerge;
 
+use super::contents::{self, ContentBounds};
 use super::error::ProtocolError;
 use super::message::{DocumentId, Message};
 
@@ -19,6 +20,8 @@ pub struct DocSync {
     waiting_limit: usize,
     /// Some waiting changes were forgotten (see [`DocSync::forgot_waiting`]).
     forgot: bool,
+    /// What one incoming message may carry (`contents`).
+    bounds: ContentBounds,
 }
 
 /// What a generated sync message carries.
@@ -57,7 +60,14 @@ impl DocSync {
             waiting: Vec::new(),
             waiting_limit: MAX_WAITING_BYTES,
             forgot: false,
+            bounds: ContentBounds::default(),
         }
+    }
+
+    /// Refuses incoming messages past `bounds` (default [`ContentBounds::default`]).
+    pub fn with_bounds(mut self, bounds: ContentBounds) -> DocSync {
+        self.bounds = bounds;
+        self
     }
 
     /// Keeps at most `bytes` of changes waiting for their dependencies (default
@@ -168,11 +178,10 @@ impl DocSync {
         }
     }
 
-    /// Reads the automerge sync message a `request` or `sync` carries.
+    /// Reads the automerge sync message a `request` or `sync` carries, and measures what it
+    /// carries against the bounds before anything inflates it.
     pub fn decode(&self, data: &[u8]) -> Result<sync::Message, ProtocolError> {
-        sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
-            document: self.document_id.to_string(),
-        })
+        decode_bounded(self.document_id, data, &self.bounds)
     }
 
     /// Applies a decoded sync message to `doc`. Check what it carries first
@@ -321,6 +330,23 @@ impl DocSync {
 
 /// The changes a sync message carries, as bytes `Chart::load_incremental` reads, so that they
 /// can be checked on a copy of the document before the real one takes them.
+/// Reads the automerge sync message `data` about `document`, and measures what it carries
+/// against `bounds` (`contents::check`) before anything inflates it.
+pub fn decode_bounded(
+    document: DocumentId,
+    data: &[u8],
+    bounds: &ContentBounds,
+) -> Result<sync::Message, ProtocolError> {
+    let message = sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
+        document: document.to_string(),
+    })?;
+    contents::check(&changes_of(&message), bounds).map_err(|error| ProtocolError::Contents {
+        document: document.to_string(),
+        error,
+    })?;
+    Ok(message)
+}
+
 pub fn changes_of(message: &sync::Message) -> Vec<u8> {
     message.changes.iter().flatten().copied().collect()
 }
