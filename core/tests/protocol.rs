@@ -407,14 +407,24 @@ fn exchange(
     tablet: (&mut Automerge, &mut DocSync),
     server: (&mut Automerge, &mut DocSync),
 ) -> (usize, usize) {
+    let (up, down) = exchange_frames(tablet, server, 20);
+    (up.iter().sum(), down.iter().sum())
+}
+
+/// As [`exchange`], for up to `rounds` rounds; the size of every frame sent each way.
+fn exchange_frames(
+    tablet: (&mut Automerge, &mut DocSync),
+    server: (&mut Automerge, &mut DocSync),
+    rounds: usize,
+) -> (Vec<usize>, Vec<usize>) {
     let (t_doc, t_sync) = tablet;
     let (s_doc, s_sync) = server;
-    let (mut up, mut down) = (0, 0);
-    for _ in 0..20 {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
         let a = t_sync.generate(t_doc, "tablet", "server");
         if let Some(m) = &a {
             let frame = m.encode();
-            up += frame.len();
+            up.push(frame.len());
             let (Message::Sync { data, .. } | Message::Request { data, .. }) =
                 Message::decode(&frame).unwrap()
             else {
@@ -426,7 +436,7 @@ fn exchange(
         let b = s_sync.generate(s_doc, "server", "tablet");
         if let Some(m) = &b {
             let frame = m.encode();
-            down += frame.len();
+            down.push(frame.len());
             let (Message::Sync { data, .. } | Message::Request { data, .. }) =
                 Message::decode(&frame).unwrap()
             else {
@@ -462,6 +472,50 @@ fn a_tablet_that_lacks_a_chart_requests_it_and_receives_it_whole() {
     assert_eq!(tablet.get_heads(), server.get_heads());
     let received = Chart::from_automerge(tablet).unwrap();
     assert_eq!(received.view().unwrap().entries.len(), 1);
+}
+
+/// A chart larger than one outgoing message reaches a tablet that has nothing of it, in
+/// several messages, each within the limit (plus one change's worth at most), and whole.
+#[test]
+fn a_chart_larger_than_a_message_reaches_a_new_tablet_in_several() {
+    let mut chart = admitted();
+    for n in 0..40u32 {
+        let text = incompressible_text(1500, u64::from(n) + 1);
+        chart
+            .add_entry(
+                &night_nurse(),
+                t(n as i64),
+                NewEntry::note(EntryKind::NursingNote, &text),
+            )
+            .unwrap();
+    }
+    let largest_change = chart
+        .doc()
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().len())
+        .max()
+        .unwrap();
+    const LIMIT: usize = 8 * 1024;
+    assert!(
+        chart.doc().save().len() > 4 * LIMIT,
+        "the chart outgrows a message"
+    );
+    let id = DocumentId::random();
+    let mut server = chart.doc().clone();
+    let mut tablet = Automerge::new();
+    let mut s = DocSync::new(id, None).with_message_limit(LIMIT);
+    let mut t = DocSync::new(id, None);
+    let (_, down) = exchange_frames((&mut tablet, &mut t), (&mut server, &mut s), 200);
+    assert_eq!(tablet.get_heads(), server.get_heads());
+    let received = Chart::from_automerge(tablet).unwrap();
+    assert_eq!(received.view().unwrap().entries.len(), 40);
+    assert!(down.len() >= 4, "{down:?}");
+    let envelope = 1024;
+    assert!(
+        down.iter().all(|&f| f <= LIMIT + largest_change + envelope),
+        "{down:?}"
+    );
 }
 
 #[derive(Debug, Clone)]

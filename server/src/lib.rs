@@ -162,6 +162,10 @@ struct ServeArgs {
     /// and makes nothing more for it, until it catches up.
     #[arg(long, default_value_t = 32 * 1024, value_parser = clap::value_parser!(u64).range(16..=4 * 1024 * 1024))]
     max_queued_kib: u64,
+    /// KiB of changes one outgoing sync message carries at most; a chart with more goes in
+    /// several (one change larger than that goes alone). Inside the 16 MiB frame limit.
+    #[arg(long, default_value_t = 4 * 1024, value_parser = clap::value_parser!(u64).range(16..=8 * 1024))]
+    max_outgoing_message_kib: u64,
 }
 
 impl ServeArgs {
@@ -318,6 +322,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 inflated_bytes_per_message: args.max_inflated_mib_per_message << 20,
             },
             queued_bytes: (args.max_queued_kib << 10) as usize,
+            outgoing_message_bytes: (args.max_outgoing_message_kib << 10) as usize,
             ..sync::Limits::default()
         },
         open_by: std::sync::Mutex::new(HashMap::new()),

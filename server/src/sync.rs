@@ -201,6 +201,8 @@ pub struct Limits {
     pub content: chartsync_core::protocol::ContentBounds,
     /// Bytes one connection may have waiting in each direction (`QueueBudget`).
     pub queued_bytes: usize,
+    /// Bytes of changes one outgoing sync message carries at most (`DocSync::with_message_limit`).
+    pub outgoing_message_bytes: usize,
 }
 
 impl Default for Limits {
@@ -218,6 +220,7 @@ impl Default for Limits {
             pending_per_connection: 64,
             content: chartsync_core::protocol::ContentBounds::default(),
             queued_bytes: 32 * 1024 * 1024,
+            outgoing_message_bytes: chartsync_core::protocol::sync::MAX_OUTGOING_CHANGES_BYTES,
         }
     }
 }
@@ -1095,7 +1098,10 @@ impl Worker {
     /// Sync with the device about this document, from `state`, within the connection's
     /// bounds on what one message may carry.
     fn doc_sync(&self, state: Option<automerge::sync::State>) -> DocSync {
-        DocSync::new(self.id, state).with_bounds(self.hub().limits.content)
+        let limits = &self.hub().limits;
+        DocSync::new(self.id, state)
+            .with_bounds(limits.content)
+            .with_message_limit(limits.outgoing_message_bytes)
     }
 
     /// The ward of a census document, if `id` is one.

@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+#[path = "../../core/tests/common/text.rs"]
+mod text;
+
 use automerge::Automerge;
 use chartsync_core::protocol::{
     Connection, DocSync, DocumentId, Incoming, LocalPeer, Message, PeerMetadata,
@@ -22,6 +25,8 @@ pub struct Tablet {
     pub ws: Socket,
     pub conn: Connection,
     pub peer_id: String,
+    /// The size of every frame `sync` received, in order.
+    pub received: Vec<usize>,
 }
 
 /// How one document's sync ended.
@@ -94,6 +99,7 @@ pub async fn connect_with(
         ws,
         conn,
         peer_id: peer_id.to_string(),
+        received: Vec::new(),
     })
 }
 
@@ -148,6 +154,7 @@ impl Tablet {
                     Ok(None) => return Outcome::Refused("connection closed".into()),
                     Ok(Some(f)) => f,
                 };
+            self.received.push(frame.len());
             match self.conn.receive(&frame) {
                 Ok(Incoming::Document(
                     Message::Sync {
@@ -311,6 +318,20 @@ pub fn pneumonia() -> chartsync_core::chart::NewCoding {
         sequence: CodingSequence::Principal,
         poa: Some(PresentOnAdmission::Yes),
         supporting_entries: vec![],
+    }
+}
+
+/// A nursing note of `chars` letters that do not compress (a long handover, pasted).
+pub fn long_note(chars: usize, seed: u64) -> chartsync_core::chart::NewEntry {
+    use chartsync_core::chart::*;
+    NewEntry {
+        kind: EntryKind::NursingNote,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![],
+        value: None,
+        unit: None,
+        body: text::incompressible_text(chars, seed),
     }
 }
 

@@ -409,28 +409,6 @@ async fn a_change_that_would_inflate_past_the_bound_is_refused_before_it_is_infl
     assert_eq!(outcome, Outcome::Synced);
 }
 
-/// A nursing note of `chars` letters that do not compress (a long handover, pasted).
-fn long_note(chars: usize, seed: u64) -> NewEntry {
-    let mut x = seed | 1;
-    let body: String = (0..chars)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (b'a' + (x % 26) as u8) as char
-        })
-        .collect();
-    NewEntry {
-        kind: EntryKind::NursingNote,
-        shift: Some(Shift::Night),
-        effective_at: None,
-        codes: vec![],
-        value: None,
-        unit: None,
-        body,
-    }
-}
-
 /// A tablet back on the network sends eight new charts with long notes at once, about 500 KB,
 /// faster than the server checks and stores them. What the server holds received and not yet
 /// handled stays within `--max-queued-kib`: past it, the server reads nothing more until it

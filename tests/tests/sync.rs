@@ -600,3 +600,58 @@ async fn a_device_that_ignores_being_told_the_chart_left_gets_its_later_writes_h
     let view: serde_json::Value = serde_json::from_str(&view).unwrap();
     assert!(view["entries"].as_array().unwrap().is_empty());
 }
+
+/// A chart whose history is larger than one outgoing message (here 16 KiB; by default 4 MiB,
+/// well inside the 16 MiB frame limit) reaches a new tablet whole, in several messages, none
+/// past the limit by more than one change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_larger_than_a_message_reaches_a_new_tablet_whole() {
+    use chartsync_core::store::ChartStore;
+
+    let data = tempfile::tempdir().unwrap();
+    let (id, largest_change) = {
+        let store =
+            ChartStore::open(data.path().join("charts.db"), server_store_options()).unwrap();
+        let id = store.create(admit()).unwrap();
+        let nurse = night_nurse();
+        for n in 0..6 {
+            store
+                .update(id, |c| {
+                    c.add_entry(&nurse, at(n), long_note(20_000, n as u64 + 1))
+                })
+                .unwrap();
+        }
+        let largest = store
+            .read(id, |c| {
+                c.doc()
+                    .get_changes(&[])
+                    .iter()
+                    .map(|ch| ch.raw_bytes().len())
+                    .max()
+                    .unwrap()
+            })
+            .unwrap();
+        (id, largest)
+    };
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--max-outgoing-message-kib", "16"],
+    );
+    let token = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&token), "tablet-4west-02", "tab")
+        .await
+        .unwrap();
+    let (outcome, doc, _) = fetch(&mut tablet, id).await;
+    assert_eq!(outcome, Outcome::Synced);
+    let chart = Chart::from_automerge(doc).unwrap();
+    assert_eq!(chart.view().unwrap().entries.len(), 6);
+    let frames = &tablet.received;
+    assert!(frames.len() >= 4, "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .all(|&f| f <= (16 << 10) + largest_change + 1024),
+        "{frames:?} (largest change {largest_change})"
+    );
+}

@@ -22,6 +22,12 @@ pub struct DocSync {
     forgot: bool,
     /// What one incoming message may carry (`contents`).
     bounds: ContentBounds,
+    /// Bytes of changes one outgoing message carries at most (one change larger than that
+    /// goes alone): a document of any size reaches a peer whose frames are bounded.
+    message_limit: usize,
+    /// The rest of an outgoing message that was split: sent one per call to `generate`,
+    /// that is, one each time the peer answers.
+    outbox: std::collections::VecDeque<Vec<u8>>,
 }
 
 /// What a generated sync message carries.
@@ -49,6 +55,10 @@ struct Waiting {
 /// send them again.
 pub const MAX_WAITING_BYTES: usize = 16 << 20;
 
+/// Bytes of changes one outgoing sync message carries at most, by default: well inside the
+/// 16 MiB frame limit (`MAX_MESSAGE_BYTES`).
+pub const MAX_OUTGOING_CHANGES_BYTES: usize = 4 << 20;
+
 impl DocSync {
     /// `state`: what was stored for this peer's storage after the last session, so that the
     /// first exchange sends only what changed since.
@@ -61,7 +71,16 @@ impl DocSync {
             waiting_limit: MAX_WAITING_BYTES,
             forgot: false,
             bounds: ContentBounds::default(),
+            message_limit: MAX_OUTGOING_CHANGES_BYTES,
+            outbox: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Carries at most `bytes` of changes in one outgoing message (default
+    /// [`MAX_OUTGOING_CHANGES_BYTES`]); more are split over several messages.
+    pub fn with_message_limit(mut self, bytes: usize) -> DocSync {
+        self.message_limit = bytes.max(1);
+        self
     }
 
     /// Refuses incoming messages past `bounds` (default [`ContentBounds::default`]).
@@ -149,6 +168,12 @@ impl DocSync {
 
     /// automerge's next sync message, shaped as `send` says, encoded.
     fn next_message(&mut self, doc: &Automerge, send: Send) -> Option<Vec<u8>> {
+        if send == Send::OnlyAsk {
+            // Nothing of the document goes out any more.
+            self.outbox.clear();
+        } else if let Some(next) = self.outbox.pop_front() {
+            return Some(next);
+        }
         let mut message = doc.generate_sync_message(&mut self.state)?;
         match send {
             Send::OnlyChanges => message.need.clear(),
@@ -165,7 +190,64 @@ impl DocSync {
                 }
             }
         }
-        Some(message.encode())
+        let carried: usize = message.changes.iter().map(|c| c.len()).sum();
+        if carried <= self.message_limit {
+            return Some(message.encode());
+        }
+        Some(self.split(doc, message))
+    }
+
+    /// A message whose changes are over the limit, as several: the first is returned and the
+    /// rest wait in the outbox. Each carries whole changes in dependency order, so each
+    /// applies in full when it arrives; all carry the same heads and summary, and only the
+    /// first asks for anything.
+    fn split(&mut self, doc: &Automerge, message: sync::Message) -> Vec<u8> {
+        // A document chunk is the whole document (automerge sends one to a peer that has
+        // little): taken apart into its changes, which are `doc`'s.
+        let whole = crate::chart::chunks(&changes_of(&message))
+            .map(|chunks| {
+                chunks
+                    .iter()
+                    .any(|c| c.kind == crate::chart::CHUNK_DOCUMENT)
+            })
+            .unwrap_or(true);
+        let changes: Vec<Vec<u8>> = if whole {
+            doc.get_changes(&[])
+                .into_iter()
+                .map(|c| c.raw_bytes().to_vec())
+                .collect()
+        } else {
+            message.changes.iter().map(|c| c.to_vec()).collect()
+        };
+        let mut batches: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        let mut size = 0;
+        for change in changes {
+            let last = batches.last_mut().expect("one batch at least");
+            if !last.is_empty() && size + change.len() > self.message_limit {
+                batches.push(Vec::new());
+                size = 0;
+            }
+            size += change.len();
+            batches.last_mut().expect("one batch at least").push(change);
+        }
+        let mut encoded = batches.into_iter().enumerate().map(|(k, batch)| {
+            sync::Message {
+                heads: message.heads.clone(),
+                need: if k == 0 {
+                    message.need.clone()
+                } else {
+                    Vec::new()
+                },
+                have: message.have.clone(),
+                changes: batch.into(),
+                flags: message.flags,
+                version: sync::MessageVersion::V1,
+            }
+            .encode()
+        });
+        let first = encoded.next().unwrap_or_default();
+        self.outbox.extend(encoded);
+        first
     }
 
     fn sync_message(&self, from: &str, to: &str, data: Vec<u8>) -> Message {

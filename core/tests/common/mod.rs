@@ -3,6 +3,9 @@
 
 use chartsync_core::chart::*;
 
+mod text;
+pub use text::incompressible_text;
+
 pub fn physician() -> Staff {
     Staff::new("dr.okafor", Role::Physician, "tablet-4west-01")
 }
