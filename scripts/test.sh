@@ -38,3 +38,7 @@ bash tests/fhir/run.sh
 
 # The bindings, from Python (and the library they load, built on its own).
 bash bindings/tests/run.sh
+
+# Fuzzing, the short form: each target for 30 s from its committed corpus (a crash fails the
+# run). Longer: `bash scripts/fuzz.sh 3600` (RELIABILITY.md, "Fuzzing").
+bash scripts/fuzz.sh 30

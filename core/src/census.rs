@@ -62,7 +62,7 @@ impl Census {
     }
 
     pub fn load(bytes: &[u8]) -> Result<Census, ChartError> {
-        let doc = Automerge::load(bytes).map_err(|e| ChartError::Corrupt(e.to_string()))?;
+        let doc = crate::chart::load_document(bytes)?;
         Census::from_automerge(doc)
     }
 

@@ -688,3 +688,41 @@ fn sync_changes(m: &automerge::sync::Message) -> Vec<automerge::ChangeHash> {
         .map(|(h, _)| h)
         .collect()
 }
+
+/// Offers `data` (a sync message's bytes) as the server does, to a fork of a chart: refused
+/// as corrupt, with neither the fork nor the chart changed, and no panic anywhere.
+fn refused_as_corrupt(data: &[u8]) {
+    let chart = admitted();
+    let id = DocumentId::random();
+    let mut sync = DocSync::new(id, None);
+    let message = sync.decode(data).expect("the envelope decodes");
+    let message = sync.admit(chart.doc(), message);
+    let changes = chartsync_core::protocol::sync::changes_of(&message);
+    let mut fork = chart.fork();
+    assert!(matches!(
+        fork.load_incremental(&changes),
+        Err(ChartError::Corrupt(_))
+    ));
+    // automerge's own sync skips what it cannot parse: nothing of it is applied.
+    let mut doc = chart.doc().clone();
+    let _ = sync.receive(&mut doc, message);
+    assert_eq!(doc.get_heads(), chart.doc().get_heads());
+}
+
+/// Found by fuzzing (`scripts/fuzz.sh`, target sync_message): a sync message carrying a
+/// change whose operation ids overflow. automerge 0.12 panics parsing it (`OpId::new`
+/// unwraps); chartsync's parsing answers with an error instead.
+#[test]
+fn a_change_that_makes_automerge_panic_is_refused_as_corrupt() {
+    refused_as_corrupt(include_bytes!(
+        "regressions/sync-message-op-id-overflow.bin"
+    ));
+}
+
+/// Found by fuzzing too: a change that parses but names an actor automerge's own table lacks
+/// when it is applied (`lookup_actor(..).unwrap()` in automerge 0.12). Applying it is refused
+/// as corrupt.
+#[test]
+fn a_change_that_makes_automerge_panic_when_applied_is_refused_as_corrupt() {
+    refused_as_corrupt(include_bytes!("regressions/sync-message-unknown-actor.bin"));
+}

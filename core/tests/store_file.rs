@@ -626,3 +626,26 @@ fn an_edited_or_deleted_audit_row_breaks_the_chain_at_that_row() {
         Err(StoreError::AuditTampered { seq: 6 })
     ));
 }
+
+/// Found by fuzzing (`scripts/fuzz.sh`, target stored): 140 bytes holding an automerge bundle
+/// chunk whose run-length-encoded column stands for billions of values. automerge 0.12
+/// expands it into memory (over 2 GB before the fuzzer stopped it). chartsync reads only
+/// documents and changes, so it is refused as damaged before automerge sees it.
+#[test]
+fn a_bundle_that_would_expand_without_limit_is_refused_before_automerge_reads_it() {
+    let input = include_bytes!("regressions/stored-bundle-rle-expansion.bin");
+    // The fuzz target's first byte chose "a stored chart"; the rest is the chart's bytes.
+    let bytes = &input[1..];
+    let refused = Chart::load(bytes);
+    assert!(
+        matches!(&refused, Err(ChartError::Corrupt(_))),
+        "{refused:?}"
+    );
+    let mut chart = admitted();
+    let before = chart.doc().get_heads();
+    assert!(matches!(
+        chart.load_incremental(bytes),
+        Err(ChartError::Corrupt(_))
+    ));
+    assert_eq!(chart.doc().get_heads(), before);
+}

@@ -126,10 +126,10 @@ fn effect(before: Option<&Chart>, bytes: &[u8]) -> Result<Effect, String> {
     };
     let mut after = match before {
         Some(c) => c.fork(),
-        None => {
-            Chart::from_automerge(automerge::Automerge::load(bytes).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?
-        }
+        None => Chart::from_automerge(
+            chartsync_core::chart::load_document(bytes).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?,
     };
     if before.is_some() {
         after.load_incremental(bytes).map_err(|e| e.to_string())?;

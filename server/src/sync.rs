@@ -1356,7 +1356,11 @@ impl Worker {
         if unknown_changes(census.doc(), &message) != Some(0) {
             // Kept like any refused change, so that nothing a device wrote is lost unseen.
             let mut scratch = census.doc().clone();
-            let loaded = scratch.load_incremental(&changes_of(&message));
+            let loaded = chartsync_core::chart::unpanicked(|| {
+                scratch
+                    .load_incremental(&changes_of(&message))
+                    .map_err(|e| ChartError::Corrupt(e.to_string()))
+            });
             let changes = new_changes(census.doc(), &scratch);
             drop(all);
             if loaded.is_err() {
@@ -1463,7 +1467,7 @@ impl Worker {
                 if changed && departed.is_some() {
                     if let Some(told) = &told {
                         let after = new.iter().any(|(_, bytes)| {
-                            automerge::Change::try_from(&bytes[..])
+                            chartsync_core::chart::parse_change(&bytes[..])
                                 .is_ok_and(|c| c.deps().iter().any(|d| told.contains(d)))
                         });
                         if after {
@@ -2260,7 +2264,7 @@ fn prove(
     let authors: HashMap<ChangeHash, chartsync_core::chart::Staff> = new
         .iter()
         .filter_map(|(h, bytes)| {
-            let change = automerge::Change::try_from(&bytes[..]).ok()?;
+            let change = chartsync_core::chart::parse_change(&bytes[..]).ok()?;
             Some((*h, candidate.author_of(&change)?))
         })
         .collect();
@@ -2355,7 +2359,7 @@ fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> HeldBef
     let mut hashes: Vec<ChangeHash> = Vec::new();
     for (hash, bytes) in changes {
         hashes.push(*hash);
-        if let Ok(change) = automerge::Change::try_from(&bytes[..]) {
+        if let Ok(change) = chartsync_core::chart::parse_change(&bytes[..]) {
             hashes.extend(change.deps().iter().copied());
         }
     }

@@ -274,10 +274,14 @@ impl DocSync {
         message: sync::Message,
     ) -> Result<(), ProtocolError> {
         self.unavailable = false;
-        doc.receive_sync_message(&mut self.state, message)
-            .map_err(|_| ProtocolError::BadSyncMessage {
-                document: self.document_id.to_string(),
-            })
+        let state = &mut self.state;
+        crate::chart::unpanicked(|| {
+            doc.receive_sync_message(state, message)
+                .map_err(|e| crate::chart::ChartError::Corrupt(e.to_string()))
+        })
+        .map_err(|_| ProtocolError::BadSyncMessage {
+            document: self.document_id.to_string(),
+        })
     }
 }
 
@@ -447,10 +451,12 @@ fn contents(message: &sync::Message) -> Option<Contents> {
     };
     for chunk in crate::chart::chunks(&joined).ok()? {
         if chunk.kind == crate::chart::CHUNK_DOCUMENT {
-            out.documents
-                .push((Automerge::load(chunk.bytes).ok()?, chunk.bytes.to_vec()));
+            out.documents.push((
+                crate::chart::load_document(chunk.bytes).ok()?,
+                chunk.bytes.to_vec(),
+            ));
         } else {
-            let change = automerge::Change::try_from(chunk.bytes).ok()?;
+            let change = crate::chart::parse_change(chunk.bytes).ok()?;
             out.changes.push((change, chunk.bytes.to_vec()));
         }
     }

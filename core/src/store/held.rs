@@ -409,7 +409,7 @@ impl ChartStore {
         let changes = crate::chart::chunks(&bytes)
             .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not parse")))?
             .into_iter()
-            .map(|c| automerge::Change::try_from(c.bytes))
+            .map(|c| crate::chart::parse_change(c.bytes))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not parse")))?;
         let author = Actor {
@@ -419,7 +419,7 @@ impl ChartStore {
         };
         if !self.contains(chart)? {
             // A new chart a device made, held whole.
-            let doc = automerge::Automerge::load(&bytes)
+            let doc = crate::chart::load_document(&bytes)
                 .map_err(|_| StoreError::Corrupt(format!("held changes {id} do not load")))?;
             let structure =
                 crate::chart::validate::validate_changes(&automerge::Automerge::new(), &doc);

@@ -1550,10 +1550,11 @@ impl Inner {
             None => self.snapshot_from_disk(id)?,
         };
         // Off every lock but ours: the check costs a load.
-        let reloaded = Automerge::load(&plan.snapshot).map_err(|e| StoreError::Unloadable {
-            id,
-            reason: format!("the new snapshot does not load: {e}"),
-        })?;
+        let reloaded =
+            crate::chart::load_document(&plan.snapshot).map_err(|e| StoreError::Unloadable {
+                id,
+                reason: format!("the new snapshot does not load: {e}"),
+            })?;
         let mut heads = reloaded.get_heads();
         heads.sort();
         if heads != plan.heads {
@@ -1670,7 +1671,8 @@ impl StoredDocument {
     /// changes whose dependencies are missing), and compaction would make the loss permanent.
     fn load(&self, id: ChartId) -> Result<Automerge, StoreError> {
         let unloadable = |reason: String| StoreError::Unloadable { id, reason };
-        let doc = Automerge::load(&self.bytes).map_err(|e| unloadable(e.to_string()))?;
+        let doc =
+            crate::chart::load_document(&self.bytes).map_err(|e| unloadable(e.to_string()))?;
         if !doc.get_missing_deps(&[]).is_empty() {
             return Err(unloadable("changes are missing from the store".into()));
         }

@@ -4,6 +4,7 @@
 use chartsync_core::chart::*;
 
 mod text;
+#[allow(unused_imports)]
 pub use text::incompressible_text;
 
 pub fn physician() -> Staff {
