@@ -2,8 +2,14 @@
 //! ward's name, listing the ward's current charts. The server writes them; devices sync them
 //! read-only and learn from them which charts to fetch, over the same connection as the charts.
 //!
-//! Schema `chartsync/census@1`: `{schema, ward, charts: {<chart id>: {mrn, family_name,
-//! given_names, bed, admitted_at}}}`.
+//! Schema `chartsync/census@2`: `{schema, ward, charts: {<chart id>: true}}`. Chart ids only:
+//! an automerge document keeps its history, and a census is synced to every tablet of the
+//! ward, so whatever it ever listed stays on them. Version 1 listed each patient's MRN, name,
+//! bed and admission time, and so carried everyone who was ever on the ward, including
+//! patients who moved to wards the tablet may not see. An id is random and says nothing
+//! without the chart, which the tablet fetches (and may read) or is refused. The version is
+//! part of the census's id, so a store's version-1 censuses are dropped on upgrade
+//! (migration 007) and devices start the new ones afresh, keeping the charts they have.
 
 use automerge::transaction::Transactable;
 use automerge::{Automerge, AutomergeError, ObjType, ReadDoc, ScalarValue, Value, ROOT};
@@ -11,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chart::{ChartError, ChartId};
 
-pub const CENSUS_SCHEMA: &str = "chartsync/census@1";
+pub const CENSUS_SCHEMA: &str = "chartsync/census@2";
 
 /// The first bytes of every census id, which no chart id has ([`ChartId::random`] avoids
 /// them), so that a device cannot take a census's id for a chart.
@@ -31,15 +37,12 @@ pub fn is_census_id(id: &ChartId) -> bool {
     id.as_bytes()[..4] == CENSUS_MARK
 }
 
-/// One chart on a ward, as the census lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+/// One chart on a ward, as the census lists it: its id, nothing about the patient.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct CensusEntry {
     pub id: ChartId,
-    pub mrn: String,
-    pub family_name: String,
-    pub given_names: String,
-    pub bed: Option<String>,
-    pub admitted_at: String,
 }
 
 #[derive(Debug, Clone)]
@@ -113,23 +116,12 @@ impl Census {
         let Some(charts) = self.charts_obj() else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for item in self.doc.map_range(&charts, ..) {
-            let obj = item.id();
-            let (Ok(id), Value::Object(ObjType::Map)) =
-                (item.key.parse::<ChartId>(), item.value.into_value())
-            else {
-                continue;
-            };
-            out.push(CensusEntry {
-                id,
-                mrn: self.read_str(&obj, "mrn").unwrap_or_default(),
-                family_name: self.read_str(&obj, "family_name").unwrap_or_default(),
-                given_names: self.read_str(&obj, "given_names").unwrap_or_default(),
-                bed: self.read_str(&obj, "bed"),
-                admitted_at: self.read_str(&obj, "admitted_at").unwrap_or_default(),
-            });
-        }
+        let mut out: Vec<CensusEntry> = self
+            .doc
+            .map_range(&charts, ..)
+            .filter_map(|item| item.key.parse::<ChartId>().ok())
+            .map(|id| CensusEntry { id })
+            .collect();
         out.sort();
         out
     }
@@ -140,6 +132,7 @@ impl Census {
         let current = self.entries();
         let mut wanted = entries.to_vec();
         wanted.sort();
+        wanted.dedup();
         if current == wanted {
             return Ok(false);
         }
@@ -149,21 +142,11 @@ impl Census {
         })?;
         self.doc
             .transact::<_, _, AutomergeError>(|tx| {
-                for gone in current
-                    .iter()
-                    .filter(|c| !wanted.iter().any(|w| w.id == c.id))
-                {
+                for gone in current.iter().filter(|c| !wanted.contains(c)) {
                     tx.delete(&charts, gone.id.to_string())?;
                 }
                 for entry in wanted.iter().filter(|e| !current.contains(e)) {
-                    let obj = tx.put_object(&charts, entry.id.to_string(), ObjType::Map)?;
-                    tx.put(&obj, "mrn", entry.mrn.as_str())?;
-                    tx.put(&obj, "family_name", entry.family_name.as_str())?;
-                    tx.put(&obj, "given_names", entry.given_names.as_str())?;
-                    if let Some(bed) = &entry.bed {
-                        tx.put(&obj, "bed", bed.as_str())?;
-                    }
-                    tx.put(&obj, "admitted_at", entry.admitted_at.as_str())?;
+                    tx.put(&charts, entry.id.to_string(), true)?;
                 }
                 Ok(())
             })
@@ -176,14 +159,9 @@ impl Census {
 mod tests {
     use super::*;
 
-    fn entry(n: u8, bed: &str) -> CensusEntry {
+    fn entry(n: u8) -> CensusEntry {
         CensusEntry {
             id: ChartId::from_bytes([n; 16]),
-            mrn: format!("MRN-{n}"),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            bed: Some(bed.into()),
-            admitted_at: "2026-11-27T20:00:00Z".into(),
         }
     }
 
@@ -194,15 +172,52 @@ mod tests {
         assert!((0..1000).all(|_| !is_census_id(&ChartId::random())));
         assert_ne!(census_id("4west"), census_id("icu"));
         let mut census = Census::new("4west");
-        assert!(census.set(&[entry(1, "12A"), entry(2, "12B")]).unwrap());
+        assert!(census.set(&[entry(1), entry(2)]).unwrap());
         assert!(
-            !census.set(&[entry(2, "12B"), entry(1, "12A")]).unwrap(),
+            !census.set(&[entry(2), entry(1)]).unwrap(),
             "no change, no write"
         );
-        // A transfer out and a bed move.
-        assert!(census.set(&[entry(2, "3")]).unwrap());
+        // A transfer out.
+        assert!(census.set(&[entry(2)]).unwrap());
         let loaded = Census::load(&census.save()).unwrap();
-        assert_eq!(loaded.entries(), vec![entry(2, "3")]);
+        assert_eq!(loaded.entries(), vec![entry(2)]);
         assert_eq!(loaded.ward().as_deref(), Some("4west"));
+    }
+
+    /// A version-1 census (patients' details in it) is not read as this version's: the
+    /// store drops it, and a device starts the new census afresh.
+    #[test]
+    fn a_version_1_census_is_not_read_as_version_2() {
+        let mut doc = Automerge::new();
+        doc.transact::<_, _, AutomergeError>(|tx| {
+            tx.put(ROOT, "schema", "chartsync/census@1")?;
+            tx.put(ROOT, "ward", "4west")?;
+            tx.put_object(ROOT, "charts", ObjType::Map)?;
+            Ok(())
+        })
+        .unwrap();
+        assert!(Census::load(&doc.save()).is_err());
+        assert_ne!(census_id("4west").to_string(), "");
+    }
+
+    /// What a census keeps of a ward's past: ids only, a few dozen bytes per admission.
+    #[test]
+    fn a_busy_wards_census_history_holds_ids_and_nothing_else() {
+        let mut census = Census::new("4west");
+        let mut listed: Vec<CensusEntry> = Vec::new();
+        for n in 0..1000u32 {
+            listed.push(CensusEntry {
+                id: ChartId::random(),
+            });
+            if listed.len() > 30 {
+                listed.remove((n as usize * 7) % listed.len());
+            }
+            census.set(&listed).unwrap();
+        }
+        let saved = census.save();
+        assert_eq!(census.entries().len(), 30);
+        // 1,000 admissions and 970 departures in the history: about 24 bytes each (24 KB
+        // when measured).
+        assert!(saved.len() < 40 * 1000, "{} bytes", saved.len());
     }
 }

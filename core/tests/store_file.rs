@@ -368,6 +368,7 @@ fn released_migrations_are_unchanged() {
         "4db851d25b1faaa5e7bba5c1c20560211fbc9f94a9f0f591d6509e37162b49c9",
         "9fb33ff8d45e3d64b4b5658c2738a36f026c0381f6248e589e62c5079ab96ea5",
         "924d63aa494b6819f805ee3b092cc55ce42e77956e56df619601e1a79593f4b8",
+        "c2f2e814c9b6f82251a2878a5880c5635fcbfba7113d1a0396fc660809d575d3",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

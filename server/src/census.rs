@@ -49,17 +49,7 @@ impl Keeper {
             status: Some(EncounterStatus::Active),
             ..ChartFilter::default()
         })?;
-        let entries: Vec<CensusEntry> = active
-            .iter()
-            .map(|c| CensusEntry {
-                id: c.id,
-                mrn: c.mrn.clone(),
-                family_name: c.family_name.clone(),
-                given_names: c.given_names.clone(),
-                bed: c.bed.clone(),
-                admitted_at: c.admitted_at.to_rfc3339(),
-            })
-            .collect();
+        let entries: Vec<CensusEntry> = active.iter().map(|c| CensusEntry { id: c.id }).collect();
         self.listed.retain(|_, w| w != ward);
         for e in &entries {
             self.listed.insert(e.id, ward.to_string());

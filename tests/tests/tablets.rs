@@ -247,6 +247,23 @@ async fn a_tablet_finds_its_wards_charts_through_the_census_and_follows_admissio
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Everything the census ever said, as it reached the tablet, history and all, names no
+    // patient: chart ids only. (Version 1 listed MRN, name and bed, and so kept everyone the
+    // ward ever had on every tablet, the patient since moved to the ICU included.)
+    let census = tablet.census_doc("4west").unwrap().unwrap();
+    let history: String = census
+        .doc()
+        .get_changes(&[])
+        .iter()
+        .map(|change| format!("{:?}", change.decode()))
+        .collect();
+    assert!(history.contains(&west[0].to_string()), "ids are listed");
+    for detail in ["Rivera", "MRN-0042"] {
+        assert!(
+            !history.contains(detail),
+            "the census's history holds {detail:?}"
+        );
+    }
     c.stop().await;
     pc.stop().await;
 }
