@@ -262,7 +262,6 @@ impl Output {
 struct QueueBudget {
     permits: Arc<tokio::sync::Semaphore>,
     limit: usize,
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -279,7 +278,6 @@ impl QueueBudget {
         QueueBudget {
             permits: Arc::new(tokio::sync::Semaphore::new(limit)),
             limit,
-            waiting: Arc::default(),
             metrics,
         }
     }
@@ -293,9 +291,9 @@ impl QueueBudget {
             .acquire_many_owned(bytes as u32)
             .await
             .ok()?;
-        let now = self.waiting.fetch_add(bytes, Ordering::AcqRel) + bytes;
         self.metrics.queued_bytes.inc_by(bytes as i64);
-        self.metrics.note_queued(now);
+        self.metrics
+            .note_queued(self.limit - self.permits.available_permits());
         Some(Queued {
             _permit: permit,
             bytes,
@@ -306,7 +304,6 @@ impl QueueBudget {
 
 impl Drop for Queued {
     fn drop(&mut self) {
-        self.budget.waiting.fetch_sub(self.bytes, Ordering::AcqRel);
         self.budget.metrics.queued_bytes.dec_by(self.bytes as i64);
     }
 }
@@ -1842,6 +1839,12 @@ impl Worker {
         }
         let candidate = (**doc).clone();
         let state = sync.state().clone();
+        // An id in use by a chart this connection may not see (`unseen`): refused before any
+        // check, so nothing is held under a chart that is not the device's. No device that
+        // made its chart under a random id gets here.
+        if !matches!(self.hub().store.summary(id), Ok(None)) {
+            return self.taken_id();
+        }
         let (chart, proven) = match self.check_new_chart(candidate) {
             Ok(checked) => checked,
             Err(Ok(refusal)) => {
@@ -1865,17 +1868,8 @@ impl Worker {
                     changes,
                 ));
             }
-            // An id in use by a chart this connection may not see (`unseen`): no device that
-            // made its chart under a random id gets here.
-            Err(StoreError::AlreadyExists(_)) => {
-                self.doc = None;
-                tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %id, "a new chart under an id in use; disconnecting");
-                self.audit(
-                    AuditAction::Reject,
-                    Some("a new chart under an id already in use"),
-                );
-                return self.violation(&format!("chart {id} cannot be stored under this id"));
-            }
+            // Taken between the check above and the insert.
+            Err(StoreError::AlreadyExists(_)) => return self.taken_id(),
             Err(e) => {
                 self.doc = None;
                 return self.refuse(e);
@@ -1898,6 +1892,19 @@ impl Worker {
             send: reply.into_iter().collect(),
             close: false,
         }
+    }
+
+    /// A new chart sent under an id already in use: refused, audited, and the connection
+    /// closed; the chart under that id is untouched.
+    fn taken_id(&mut self) -> Output {
+        let id = self.id;
+        self.doc = None;
+        tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %id, "a new chart under an id in use; disconnecting");
+        self.audit(
+            AuditAction::Reject,
+            Some("a new chart under an id already in use"),
+        );
+        self.violation(&format!("chart {id} cannot be stored under this id"))
     }
 
     /// Checks a chart new to the store as any change is checked: what fails is held

@@ -116,21 +116,29 @@ async fn a_chart_on_another_ward_is_answered_as_an_id_that_does_not_exist() {
     }
 
     // Past the first answer, only a whole chart tells them apart: a new chart under an id in
-    // use is refused, and the chart under that id is untouched.
-    let mut tablet = connect(&server.addr, Some(&nurse), "tablet-4west-02", "tab")
-        .await
-        .unwrap();
-    let outcome = tablet
-        .sync(
-            icu,
-            &mut made_up.doc().clone(),
-            &mut DocSync::new(icu, None),
-        )
-        .await;
-    assert!(
-        matches!(&outcome, Outcome::Refused(m) if m.contains("cannot be stored under this id")),
-        "{outcome:?}"
+    // use is refused, and the chart under that id is untouched. One on a third ward is refused
+    // too, not held under that id, where a supervisor would find it beside a chart it has
+    // nothing to do with.
+    let elsewhere = admit_at("MRN-0903", "5east", at(0), &rn);
+    for (k, chart) in [&made_up, &elsewhere].into_iter().enumerate() {
+        let mut tablet = connect(&server.addr, Some(&nurse), &format!("t-{k}"), "tab")
+            .await
+            .unwrap();
+        let outcome = tablet
+            .sync(icu, &mut chart.doc().clone(), &mut DocSync::new(icu, None))
+            .await;
+        assert!(
+            matches!(&outcome, Outcome::Refused(m) if m.contains("cannot be stored under this id")),
+            "{outcome:?}"
+        );
+    }
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, holds) = http_get(
+        &server.addr,
+        &format!("/api/holds?status=all&chart={icu}"),
+        Some(&supervisor),
     );
+    assert!(!holds.contains("MRN-0903"), "{holds}");
     let icu_token = server.token("him.jones", "technician", &["icu"]);
     let (status, body) = http_get(
         &server.addr,

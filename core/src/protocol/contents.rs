@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use crate::chart::{chunks, CHUNK_DOCUMENT};
+use crate::chart::CHUNK_DOCUMENT;
 
 /// A change chunk.
 const CHUNK_CHANGE: u8 = 1;
@@ -60,13 +60,19 @@ pub struct ContentSize {
     pub inflated_bytes: u64,
 }
 
-/// Measures the chunks of `changes` (a sync message's, joined) against `bounds`, inflating
-/// nothing into memory.
-pub fn check(changes: &[u8], bounds: &ContentBounds) -> Result<ContentSize, ContentError> {
-    if changes.is_empty() {
-        return Ok(ContentSize::default());
+/// Measures the chunks of a sync message's `changes` (its parts, each one or more chunks)
+/// against `bounds`, inflating nothing into memory and copying nothing.
+pub fn check<'a>(
+    changes: impl IntoIterator<Item = &'a [u8]>,
+    bounds: &ContentBounds,
+) -> Result<ContentSize, ContentError> {
+    let mut chunks = Vec::new();
+    for part in changes {
+        chunks.extend(
+            crate::chart::chunks(part)
+                .map_err(|_| ContentError::Malformed("no chunk structure"))?,
+        );
     }
-    let chunks = chunks(changes).map_err(|_| ContentError::Malformed("no chunk structure"))?;
     if chunks.len() > bounds.changes_per_message {
         return Err(ContentError::TooManyChanges {
             count: chunks.len(),
@@ -225,7 +231,7 @@ mod tests {
             .unwrap();
         let saved = doc.save();
         let change = doc.get_changes(&[]).first().unwrap().raw_bytes().to_vec();
-        let size = check(&[saved.clone(), change].concat(), &small()).unwrap();
+        let size = check([&saved[..], &change[..]], &small()).unwrap();
         assert_eq!(size.chunks, 2);
         assert!(size.inflated_bytes >= 20_000, "{size:?}");
         assert!(
@@ -239,7 +245,7 @@ mod tests {
         let bomb = chunk(CHUNK_COMPRESSED, &deflate(&vec![0u8; 100 * 1024 * 1024]));
         assert!(bomb.len() < 200 * 1024, "{} bytes of deflate", bomb.len());
         assert_eq!(
-            check(&bomb, &small()),
+            check([&bomb[..]], &small()),
             Err(ContentError::ChangeTooLarge { limit: 1024 * 1024 })
         );
     }
@@ -256,7 +262,7 @@ mod tests {
         body.push(0);
         body.extend_from_slice(&data);
         assert_eq!(
-            check(&chunk(CHUNK_DOCUMENT, &body), &small()),
+            check([&chunk(CHUNK_DOCUMENT, &body)[..]], &small()),
             Err(ContentError::ChangeTooLarge { limit: 1024 * 1024 })
         );
     }
@@ -266,14 +272,14 @@ mod tests {
         let part = chunk(CHUNK_COMPRESSED, &deflate(&vec![0u8; 900 * 1024]));
         let three = [part.clone(), part.clone(), part.clone()].concat();
         assert_eq!(
-            check(&three, &small()),
+            check([&three[..]], &small()),
             Err(ContentError::MessageTooLarge {
                 limit: 2 * 1024 * 1024
             })
         );
         let four = [three, part].concat();
         assert_eq!(
-            check(&four, &small()),
+            check([&four[..]], &small()),
             Err(ContentError::TooManyChanges { count: 4, limit: 3 })
         );
     }
@@ -286,7 +292,7 @@ mod tests {
             &chunk(7, b"")[..],
         ] {
             assert!(
-                matches!(check(junk, &small()), Err(ContentError::Malformed(_))),
+                matches!(check([junk], &small()), Err(ContentError::Malformed(_))),
                 "{junk:?}"
             );
         }

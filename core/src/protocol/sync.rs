@@ -426,9 +426,11 @@ pub fn decode_bounded(
     let message = sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
         document: document.to_string(),
     })?;
-    contents::check(&changes_of(&message), bounds).map_err(|error| ProtocolError::Contents {
-        document: document.to_string(),
-        error,
+    contents::check(message.changes.iter().map(|c| &c[..]), bounds).map_err(|error| {
+        ProtocolError::Contents {
+            document: document.to_string(),
+            error,
+        }
     })?;
     Ok(message)
 }
