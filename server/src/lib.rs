@@ -145,7 +145,8 @@ struct ServeArgs {
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
     sync_state_ttl: std::time::Duration,
-    /// New charts one connection may be sending at once before they are whole.
+    /// New charts one connection may leave unfinished at once: sent in part, with changes
+    /// waiting for those they build on. (Charts only announced take none.)
     #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     max_pending_charts: usize,
     /// Changes (or whole documents) one sync message may carry.
@@ -166,6 +167,10 @@ struct ServeArgs {
     /// several (one change larger than that goes alone). Inside the 16 MiB frame limit.
     #[arg(long, default_value_t = 4 * 1024, value_parser = clap::value_parser!(u64).range(16..=8 * 1024))]
     max_outgoing_message_kib: u64,
+    /// Threads for the store's work beside the async workers. A burst of documents otherwise
+    /// grows the server to hundreds of threads, each keeping a stack and allocator caches.
+    #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=512))]
+    blocking_threads: usize,
 }
 
 impl ServeArgs {
@@ -181,19 +186,47 @@ impl ServeArgs {
 
 /// The command line: `serve` (the default) or `token`. Returns when the server has stopped.
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+    few_arenas();
+    let cli = Cli::parse();
+    let blocking_threads = match &cli.command {
+        Some(Command::Serve(a)) => a.blocking_threads,
+        // Not serving (or serving with every default): the default.
+        _ => 16,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Store work runs on blocking threads (`block_in_place` in the sync workers,
+        // `spawn_blocking` elsewhere). Left at tokio's 512, a burst of documents grew the
+        // server to 518 threads, each with its own stack and allocator caches: resident
+        // memory that grew round after round (RELIABILITY.md, "Memory that returns"). The
+        // store has one writer and a few readers, so a few threads do all the work there is;
+        // the rest waits in tokio's queue.
+        .max_blocking_threads(blocking_threads)
         .build()?
-        .block_on(run())
+        .block_on(run(cli))
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// glibc gives busy threads allocator arenas of their own (up to eight per core), and each
+/// keeps what was freed in it: measured in the soak bench, resident memory kept growing
+/// with two arenas per core and levelled off with two in all (RELIABILITY.md, "Memory that
+/// returns"). The server's work is paced by its store, not by `malloc`. `MALLOC_ARENA_MAX`,
+/// when set, still decides.
+fn few_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         Some(Command::Token(t)) => {

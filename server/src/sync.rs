@@ -344,11 +344,12 @@ enum Doc {
     Held(Option<DocSync>),
     /// A ward census, which devices read and never write.
     Census(DocSync),
-    /// A chart the device is sending that the store has not got yet.
+    /// A chart the device is sending that the store has not got yet. It takes one of the
+    /// connection's slots once it holds changes still waiting for others (`sync_new`).
     Pending {
         sync: DocSync,
         doc: Box<Automerge>,
-        _slot: PendingSlot,
+        slot: Option<PendingSlot>,
     },
 }
 
@@ -1807,30 +1808,41 @@ impl Worker {
         let peer = self.peer.clone();
         let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
         if !matches!(self.doc, Some(Doc::Pending { .. })) {
-            // Each chart still being sent holds memory until it is whole: a bounded number.
-            let Some(slot) = PendingSlot::take(&self.peer) else {
-                tracing::warn!(user = %self.access().user, "too many new charts being sent at once; disconnecting");
-                self.hub().metrics.closed_at_bounds.inc();
-                return self.violation("too many new charts being sent at once on one connection");
-            };
             self.doc = Some(Doc::Pending {
                 sync: self.doc_sync(None),
                 doc: Box::default(),
-                _slot: slot,
+                slot: None,
             });
         }
-        let Some(Doc::Pending { sync, doc, .. }) = &mut self.doc else {
+        let Some(Doc::Pending { sync, doc, slot }) = &mut self.doc else {
             return Output::default();
         };
         let message = match sync.decode(data) {
             Ok(m) => m,
             Err(e) => return self.refused_message(&e),
         };
+        let carries = !message.changes.is_empty();
         if sync.receive(doc, message).is_err() {
             return self.violation("the sync message could not be applied");
         }
         if doc.get_heads().is_empty() {
-            // Nothing yet: ask for it.
+            // Changes that came without those they build on wait in the scratch document,
+            // holding memory until the rest comes: a bounded number of charts may. A chart
+            // only announced (its heads, nothing yet) holds next to nothing, and a device
+            // with many new charts announces them all at once (automerge-repo does), so
+            // it takes no slot: a bound on those would close the connection of a tablet
+            // that made more charts offline than the bound, on every reconnect.
+            if carries && slot.is_none() {
+                let Some(taken) = PendingSlot::take(&peer) else {
+                    tracing::warn!(user = %peer.access.user, "too many new charts left unfinished at once; disconnecting");
+                    peer.hub.metrics.closed_at_bounds.inc();
+                    return self.violation(
+                        "too many new charts left unfinished at once on one connection",
+                    );
+                };
+                *slot = Some(taken);
+            }
+            // Nothing whole yet: ask for it.
             let reply = sync.generate(doc, local, remote);
             return Output {
                 send: reply.into_iter().collect(),

@@ -12,19 +12,45 @@ use chartsync_core::protocol::{DocSync, DocumentId};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-const ROUNDS: usize = 50;
+/// 50, or `SOAK_ROUNDS` (at least 50) to see further whether memory levels off.
+fn rounds() -> usize {
+    std::env::var("SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .max(50)
+}
 const IDS: usize = 2_000;
 
-fn rss_kib(pid: u32) -> u64 {
+/// Fields of the server's /proc status, in KiB (or a count for `Threads`).
+fn status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// After one round: resident memory, its anonymous and file-backed parts, and threads.
+#[derive(Clone, Copy)]
+struct Sample {
+    rss: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
+fn sample(pid: u32) -> Sample {
+    Sample {
+        rss: status(pid, "VmRSS"),
+        anon: status(pid, "RssAnon"),
+        file: status(pid, "RssFile") + status(pid, "RssShmem"),
+        threads: status(pid, "Threads"),
+    }
 }
 
 fn main() {
@@ -38,7 +64,8 @@ fn main() {
         let token = server.token("rn.park", "nurse", &["4west"]);
         let empty = automerge::Automerge::new();
         let mut rss = Vec::new();
-        for round in 1..=ROUNDS {
+        let rounds = rounds();
+        for round in 1..=rounds {
             let mut tablet =
                 common::connect(&server.addr, Some(&token), &format!("soak-{round}"), "soak")
                     .await
@@ -67,15 +94,25 @@ fn main() {
             let _ = tablet.ws.close(None).await;
             drop(tablet);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            rss.push(rss_kib(pid));
+            rss.push(sample(pid));
         }
         let mib = |kib: u64| kib as f64 / 1024.0;
-        println!("\n## Memory that returns: {ROUNDS} rounds of {IDS} unknown ids, each on a fresh connection\n");
-        println!("| after round | server resident memory |\n|---|---|");
-        for r in [1, 5, 10, 20, 30, 40, 50] {
-            println!("| {r} | {:.1} MiB |", mib(rss[r - 1]));
+        println!("\n## Memory that returns: {rounds} rounds of {IDS} unknown ids, each on a fresh connection\n");
+        println!(
+            "| after round | resident | anonymous | file-backed | threads |\n|---|---|---|---|---|"
+        );
+        let shown = [1, 5, 10, 20, 30, 40, 50, 100, 150, 200, 300, 400, 500];
+        for r in shown.into_iter().filter(|r| *r <= rounds) {
+            let s = rss[r - 1];
+            println!(
+                "| {r} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {} |",
+                mib(s.rss),
+                mib(s.anon),
+                mib(s.file),
+                s.threads
+            );
         }
-        let growth = (rss[ROUNDS - 1] as f64 / rss[4] as f64 - 1.0) * 100.0;
+        let growth = (rss[49].rss as f64 / rss[4].rss as f64 - 1.0) * 100.0;
         println!("\nround 50 against round 5: {growth:+.1}% (the goal: within 10%)");
     });
 }

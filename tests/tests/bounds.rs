@@ -305,8 +305,8 @@ async fn an_idle_but_live_tablet_stays_and_a_silent_peer_is_closed() {
     c.stop().await;
 }
 
-/// Charts a connection starts sending but never finishes hold memory: past the bound the
-/// connection is closed.
+/// Charts a connection starts sending but never finishes hold memory (changes waiting for
+/// those they build on): past the bound the connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_leaving_too_many_new_charts_unfinished_is_closed() {
     use futures_util::SinkExt;
@@ -318,16 +318,41 @@ async fn a_connection_leaving_too_many_new_charts_unfinished_is_closed() {
         .await
         .unwrap();
     let server_id = tablet.conn.remote().unwrap().peer_id.clone();
-    let doc = admit().doc().clone();
-    // Three new charts announced (heads, no changes yet), none of them ever sent.
+    // Three new charts, each sent without its first change: the rest waits for it.
     for _ in 0..3 {
-        let id = DocumentId::random();
-        let first = DocSync::new(id, None)
-            .generate(&doc, "records-pc-1", &server_id)
+        let chart = admit();
+        let mut later = chart.doc().clone();
+        later
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                automerge::transaction::Transactable::put(
+                    tx,
+                    automerge::ROOT,
+                    "note",
+                    "written later",
+                )?;
+                Ok(())
+            })
             .unwrap();
+        let last = later.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let message = automerge::sync::Message {
+            heads: later.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![last].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let id = DocumentId::random();
+        let frame = chartsync_core::protocol::Message::Sync {
+            document_id: id,
+            sender_id: "records-pc-1".into(),
+            target_id: server_id.clone(),
+            data: message.encode(),
+            proofs: None,
+        };
         tablet
             .ws
-            .send(WsMessage::Binary(first.encode().into()))
+            .send(WsMessage::Binary(frame.encode().into()))
             .await
             .unwrap();
     }
@@ -335,6 +360,45 @@ async fn a_connection_leaving_too_many_new_charts_unfinished_is_closed() {
         server.metric("connections_closed_at_bounds_total") == 1.0
     })
     .await;
+}
+
+/// A tablet that made more new charts offline than that bound sends them all at once (each
+/// announced, then sent when the server asks): they all reach the record, and the
+/// connection is not closed. Closing it would loop: the tablet reconnects and sends the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablet_with_more_new_charts_than_the_bound_sends_them_all() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--max-pending-charts", "2"]);
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let store = std::sync::Arc::new(
+        chartsync_core::store::ChartStore::open(devices.path().join("pc.db"), Default::default())
+            .unwrap(),
+    );
+    let clerk_at_pc = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let ids: Vec<_> = (0..40)
+        .map(|n| {
+            let chart = admit_at(&format!("MRN-{n:04}"), "4west", at(n), &clerk_at_pc);
+            store.create(chart).unwrap()
+        })
+        .collect();
+    let c = client(
+        format!("ws://{}/sync", server.addr),
+        &clerk,
+        "records-pc-1",
+        &store,
+    );
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    assert_eq!(server.metric("connections_closed_at_bounds_total"), 0.0);
+    assert_eq!(server.metric("connections_opened_total"), 1.0);
+    for id in ids {
+        on_server(&server, &clerk, id);
+    }
+    c.stop().await;
 }
 
 /// A peer id is any text the peer chose: the audit trail shows it printable and short, so a
