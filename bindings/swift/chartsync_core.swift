@@ -5123,6 +5123,11 @@ public enum HoldReason: Equatable, Hashable {
      * The person, certificate or tablet was revoked.
      */
     case revoked
+    /**
+     * A change made on the tablet is larger than the server accepts (its bound on what one
+     * change may inflate to). Held on the tablet only: the server never took it.
+     */
+    case tooLarge
 
 
 
@@ -5175,6 +5180,8 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         case 15: return .certificateExpired
         
         case 16: return .revoked
+        
+        case 17: return .tooLarge
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5246,6 +5253,10 @@ public struct FfiConverterTypeHoldReason: FfiConverterRustBuffer {
         
         case .revoked:
             writeInt(&buf, Int32(16))
+        
+        
+        case .tooLarge:
+            writeInt(&buf, Int32(17))
         
         }
     }

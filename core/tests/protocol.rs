@@ -476,19 +476,24 @@ fn a_tablet_that_lacks_a_chart_requests_it_and_receives_it_whole() {
 
 /// A chart larger than one outgoing message reaches a tablet that has nothing of it, in
 /// several messages, each within the limit (plus one change's worth at most), and whole.
-#[test]
-fn a_chart_larger_than_a_message_reaches_a_new_tablet_in_several() {
+/// The admitted chart with `n` nursing notes, the `k`th reading `text(k)`.
+fn with_notes(n: u32, text: impl Fn(u32) -> String) -> Chart {
     let mut chart = admitted();
-    for n in 0..40u32 {
-        let text = incompressible_text(1500, u64::from(n) + 1);
+    for k in 0..n {
         chart
             .add_entry(
                 &night_nurse(),
-                t(n as i64),
-                NewEntry::note(EntryKind::NursingNote, &text),
+                t(k as i64),
+                NewEntry::note(EntryKind::NursingNote, &text(k)),
             )
             .unwrap();
     }
+    chart
+}
+
+#[test]
+fn a_chart_larger_than_a_message_reaches_a_new_tablet_in_several() {
+    let chart = with_notes(40, |n| incompressible_text(1500, u64::from(n) + 1));
     let largest_change = chart
         .doc()
         .get_changes(&[])
@@ -516,6 +521,38 @@ fn a_chart_larger_than_a_message_reaches_a_new_tablet_in_several() {
         down.iter().all(|&f| f <= LIMIT + largest_change + envelope),
         "{down:?}"
     );
+}
+
+/// A chart whose whole history is small on the wire but inflates past what the peer takes in
+/// one message (long notes that deflate well) reaches it in several messages, each within
+/// the peer's bounds: automerge would send it as one document chunk the peer must refuse.
+#[test]
+fn a_chart_past_the_peers_bounds_once_inflated_reaches_it_in_messages_within_them() {
+    let chart = with_notes(6, |_| {
+        "Handover: settled overnight, obs stable. ".repeat(1500)
+    });
+    let bounds = chartsync_core::protocol::ContentBounds {
+        changes_per_message: 100_000,
+        inflated_bytes_per_change: 256 * 1024,
+        inflated_bytes_per_message: 256 * 1024,
+    };
+    let whole = chart.doc().save();
+    assert!(whole.len() < 64 * 1024, "{} bytes on the wire", whole.len());
+    assert!(
+        chartsync_core::protocol::contents::check([&whole[..]], &bounds).is_err(),
+        "the whole chart, inflated, is past the bounds"
+    );
+    let id = DocumentId::random();
+    let mut server = chart.doc().clone();
+    let mut tablet = Automerge::new();
+    let mut s = DocSync::new(id, None).with_bounds(bounds);
+    // The tablet refuses (and `exchange_frames` fails on) any message past the bounds.
+    let mut t = DocSync::new(id, None).with_bounds(bounds);
+    let (_, down) = exchange_frames((&mut tablet, &mut t), (&mut server, &mut s), 200);
+    assert_eq!(tablet.get_heads(), server.get_heads());
+    let received = Chart::from_automerge(tablet).unwrap();
+    assert_eq!(received.view().unwrap().entries.len(), 6);
+    assert!(down.len() >= 2, "one message, past the bounds: {down:?}");
 }
 
 #[derive(Debug, Clone)]

@@ -152,12 +152,13 @@ struct ServeArgs {
     /// Changes (or whole documents) one sync message may carry.
     #[arg(long, default_value_t = 100_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     max_changes_per_message: usize,
-    /// MiB one change may inflate to (automerge compresses large changes).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    max_inflated_mib_per_change: u64,
-    /// MiB all of one sync message's changes may inflate to.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    max_inflated_mib_per_message: u64,
+    /// KiB one change, or one whole document, may inflate to (automerge compresses large
+    /// changes).
+    #[arg(long, default_value_t = 16 * 1024, value_parser = clap::value_parser!(u64).range(16..=1024 * 1024))]
+    max_inflated_kib_per_change: u64,
+    /// KiB all of one sync message's changes may inflate to.
+    #[arg(long, default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(16..=4 * 1024 * 1024))]
+    max_inflated_kib_per_message: u64,
     /// KiB one sync connection may have waiting in each direction (received and not yet
     /// handled; made and not yet sent): past it, the server reads nothing more from the device,
     /// and makes nothing more for it, until it catches up.
@@ -351,8 +352,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             pending_per_connection: args.max_pending_charts,
             content: chartsync_core::protocol::ContentBounds {
                 changes_per_message: args.max_changes_per_message,
-                inflated_bytes_per_change: args.max_inflated_mib_per_change << 20,
-                inflated_bytes_per_message: args.max_inflated_mib_per_message << 20,
+                inflated_bytes_per_change: args.max_inflated_kib_per_change << 10,
+                inflated_bytes_per_message: args.max_inflated_kib_per_message << 10,
             },
             queued_bytes: (args.max_queued_kib << 10) as usize,
             outgoing_message_bytes: (args.max_outgoing_message_kib << 10) as usize,

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub denials: Counter,
     /// Connections closed for going past a bound (denials, documents).
     pub closed_at_bounds: Counter,
+    /// Sync messages refused whole for carrying more than a message may, the device told.
+    pub refused_too_large: Counter,
     /// Bytes of frames waiting on all connections: received and not yet handled, or made
     /// and not yet sent.
     pub queued_bytes: Gauge,
@@ -52,6 +54,7 @@ impl Metrics {
             charts_stored: Gauge::default(),
             denials: Counter::default(),
             closed_at_bounds: Counter::default(),
+            refused_too_large: Counter::default(),
             queued_bytes: Gauge::default(),
             queued_bytes_peak: Gauge::default(),
             peak: std::sync::Mutex::new(0),
@@ -76,6 +79,11 @@ impl Metrics {
             "connections_closed_at_bounds",
             "Sync connections closed for going past a bound (denials, documents)",
             m.closed_at_bounds.clone(),
+        );
+        registry.register(
+            "messages_refused_too_large",
+            "Sync messages refused whole for carrying more than one message may (the device is told)",
+            m.refused_too_large.clone(),
         );
         registry.register(
             "connections",

@@ -1198,14 +1198,36 @@ impl Worker {
             .map_err(|e| self.refused_message(&e))
     }
 
-    /// A message that could not be read, or carried more than a message may: the connection
-    /// ends with the reason (a metric counts the bounds).
+    /// A message that could not be read ends the connection, with the reason. One that
+    /// carried more than a message may is refused whole and the device told so about this
+    /// chart (`too-large`), and the connection stays up: the device sends it again within
+    /// the bound, or holds it in plain sight. Closing would only loop: a device sends the
+    /// same again on every connection. Each refusal counts as a denial, so a peer that
+    /// keeps sending what it was told is too large meets that bound.
     fn refused_message(&self, e: &chartsync_core::protocol::ProtocolError) -> Output {
-        if matches!(e, chartsync_core::protocol::ProtocolError::Contents { .. }) {
+        use chartsync_core::protocol::{ProtocolError, SizeBound};
+        let ProtocolError::Contents { error, .. } = e else {
+            return self.violation(&e.to_string());
+        };
+        let Some(bound) = SizeBound::of(error) else {
             tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %self.id, "{e}; disconnecting");
             self.hub().metrics.closed_at_bounds.inc();
+            return self.violation(&e.to_string());
+        };
+        tracing::warn!(user = %self.access().user, peer = %self.peer.label, chart = %self.id, "{e}; refused, and the device told");
+        self.hub().metrics.refused_too_large.inc();
+        if self.note_denial("a message larger than the server accepts", true) {
+            self.hub().metrics.closed_at_bounds.inc();
+            self.peer.flush_denials("then disconnected");
+            return self.violation("too many messages larger than the server accepts");
         }
-        self.violation(&e.to_string())
+        let limits = &self.hub().limits.content;
+        let limit = match bound {
+            SizeBound::Changes => limits.changes_per_message as u64,
+            SizeBound::Change => limits.inflated_bytes_per_change,
+            SizeBound::Message => limits.inflated_bytes_per_message,
+        };
+        Output::send(self.notice(&ChartNotice::TooLarge { bound, limit }))
     }
 
     /// A chart the connection may not see, asked for by a device that never had it: answered
@@ -1215,6 +1237,10 @@ impl Worker {
     /// of the connection's slots for new charts instead, as that one would.
     fn unseen(&mut self, data: &[u8], is_request: bool) -> Output {
         if is_request {
+            // Read and measured first, as `missing` does.
+            if let Err(out) = self.decode(data) {
+                return out;
+            }
             return self.deny("chart outside the token's wards");
         }
         self.note_denial("chart outside the token's wards", false);

@@ -321,6 +321,14 @@ pub fn pneumonia() -> chartsync_core::chart::NewCoding {
     }
 }
 
+/// A nursing note of about `chars` letters that deflate packs small (a handover pasted over
+/// and over): past a bound on inflated bytes long before it is large on the wire.
+pub fn compressible_note(chars: usize) -> chartsync_core::chart::NewEntry {
+    use chartsync_core::chart::*;
+    let line = "Handover, bed 12A: settled overnight. ";
+    NewEntry::note(EntryKind::NursingNote, &line.repeat(chars / line.len() + 1))
+}
+
 /// A nursing note of `chars` letters that do not compress (a long handover, pasted).
 pub fn long_note(chars: usize, seed: u64) -> chartsync_core::chart::NewEntry {
     use chartsync_core::chart::*;

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use crate::chart::{Chart, ChartId, Timestamp};
 use crate::protocol::{
     ChartNotice, Connection, DocSync, Incoming, LeftReason, LocalPeer, Message, PeerMetadata,
+    SizeBound,
 };
 use crate::store::{ChartChanged, ChartFilter, ChartStore, DeviceHold};
 
@@ -490,6 +491,12 @@ struct Session<'a> {
     /// The heads each chart's acknowledgement was last recorded at, to write only changes.
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
     departures: &'a broadcast::Sender<ChartEvent>,
+    /// What the server takes in one message: the defaults, lowered by what it said it takes
+    /// (`ChartNotice::TooLarge`). Every chart's messages keep within them.
+    bounds: crate::protocol::ContentBounds,
+    /// Charts the server said were too large on this connection, and which were sent again
+    /// within its bounds: a second refusal holds the chart here.
+    too_large: HashSet<ChartId>,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -590,6 +597,8 @@ async fn session(
         ledger,
         acknowledged: HashMap::new(),
         departures,
+        bounds: crate::protocol::ContentBounds::default(),
+        too_large: HashSet::new(),
     };
     let mut out = Vec::new();
     // An enrolled tablet proves who made each change it sends.
@@ -703,7 +712,7 @@ impl Session<'_> {
             return None;
         }
         if self.store.contains(id).unwrap_or(false) {
-            let mut sync = DocSync::new(id, self.stored_state(id));
+            let mut sync = DocSync::new(id, self.stored_state(id)).with_bounds(self.bounds);
             let m = self
                 .store
                 .read(id, |c| sync.generate(c.doc(), &me, &self.server))
@@ -712,7 +721,7 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Chart(sync));
             m
         } else {
-            let mut sync = DocSync::new(id, None);
+            let mut sync = DocSync::new(id, None).with_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Wanted { sync, doc });
@@ -735,7 +744,7 @@ impl Session<'_> {
                 .map(|c| c.doc().clone())
                 .unwrap_or_default(),
         );
-        let mut sync = DocSync::new(id, self.stored_state(id));
+        let mut sync = DocSync::new(id, self.stored_state(id)).with_bounds(self.bounds);
         let m = sync.generate(&doc, &me, &self.server);
         self.docs.insert(id, Doc::Census { sync, doc });
         m
@@ -845,7 +854,7 @@ impl Session<'_> {
             // Our copy of a ward's census has changes the server has not: it was restored
             // from a backup. The census is the server's to write: start the copy afresh.
             let me = self.conn.local().peer_id.clone();
-            let mut sync = DocSync::new(id, None);
+            let mut sync = DocSync::new(id, None).with_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Census { sync, doc });
@@ -924,6 +933,7 @@ impl Session<'_> {
                 reason,
                 acknowledged,
             } => return self.on_left(id, reason, acknowledged),
+            ChartNotice::TooLarge { bound, limit } => return self.on_too_large(id, bound, limit),
             ChartNotice::Revoked { .. } | ChartNotice::BreakGlassFiled { .. } => return Vec::new(),
         };
         self.ledger.reload_held(self.store);
@@ -946,15 +956,51 @@ impl Session<'_> {
         }
     }
 
+    /// The server took nothing of the chart's last message: it carried more than the server
+    /// takes in one. Its bound is learned and the chart sent again within it, split into
+    /// more messages; refused again, what is left is a single change past the bound, which
+    /// no split can help. It is held here in plain sight (the connection stays up for every
+    /// other chart) and sent again on the next connection, in case the bound was raised.
+    fn on_too_large(&mut self, id: ChartId, bound: SizeBound, limit: u64) -> Vec<Message> {
+        self.bounds = bound.lowered(self.bounds, limit);
+        if self.too_large.insert(id) {
+            self.docs.remove(&id);
+            return self.open(id).into_iter().collect();
+        }
+        let what = match bound {
+            SizeBound::Change => format!("one change inflates to more than {limit} bytes"),
+            SizeBound::Message => format!("its changes inflate to more than {limit} bytes"),
+            SizeBound::Changes => format!("more than {limit} changes at once"),
+        };
+        self.hold_here(
+            id,
+            crate::protocol::HoldReason::TooLarge,
+            format!(
+                "larger than the server accepts ({what}); kept on this tablet and sent again on the next connection"
+            ),
+        );
+        Vec::new()
+    }
+
     /// Holds a chart back on this tablet: it has changes made here that no one signed in can
     /// prove yet. Reported as held (with no hold on the server) until `author` signs in.
     fn hold_back(&mut self, id: ChartId, author: &str) {
+        self.hold_here(
+            id,
+            crate::protocol::HoldReason::Unsigned,
+            format!("{WAITING_FOR}{author} to sign in on this tablet"),
+        );
+    }
+
+    /// Holds a chart on this tablet (no hold on the server), reported as held with `summary`
+    /// until the server has its changes.
+    fn hold_here(&mut self, id: ChartId, reason: crate::protocol::HoldReason, summary: String) {
         let heads = self.store.read(id, |c| c.heads()).unwrap_or_default();
         let hold = DeviceHold {
             chart: id,
             hold: None,
-            reason: crate::protocol::HoldReason::Unsigned,
-            summary: format!("{WAITING_FOR}{author} to sign in on this tablet"),
+            reason,
+            summary,
             since: Timestamp::now(),
             rejected: None,
         };
@@ -1103,8 +1149,10 @@ impl Session<'_> {
                 let chart = Chart::from_automerge((**doc).clone()).map_err(|e| e.to_string())?;
                 let state = sync.state().clone();
                 self.store.insert(id, chart).map_err(|e| e.to_string())?;
-                self.docs
-                    .insert(id, Doc::Chart(DocSync::new(id, Some(state))));
+                self.docs.insert(
+                    id,
+                    Doc::Chart(DocSync::new(id, Some(state)).with_bounds(self.bounds)),
+                );
                 Ok(self.next(id).into_iter().collect())
             }
             Some(Doc::Census { sync, doc }) => {

@@ -22,5 +22,5 @@ pub use error::ProtocolError;
 pub use message::{
     DocumentId, Message, PeerMetadata, RemoteHeads, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
-pub use notice::{ChartNotice, HoldReason, LeftReason};
+pub use notice::{ChartNotice, HoldReason, LeftReason, SizeBound};
 pub use sync::DocSync;

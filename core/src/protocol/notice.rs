@@ -54,10 +54,13 @@ pub enum HoldReason {
     CertificateExpired,
     /// The person, certificate or tablet was revoked.
     Revoked,
+    /// A change made on the tablet is larger than the server accepts (its bound on what one
+    /// change may inflate to). Held on the tablet only: the server never took it.
+    TooLarge,
 }
 
 impl HoldReason {
-    pub const ALL: [HoldReason; 16] = [
+    pub const ALL: [HoldReason; 17] = [
         HoldReason::OutsideWards,
         HoldReason::RoleMayNotWrite,
         HoldReason::AnotherAuthor,
@@ -74,6 +77,7 @@ impl HoldReason {
         HoldReason::AnotherDevice,
         HoldReason::CertificateExpired,
         HoldReason::Revoked,
+        HoldReason::TooLarge,
     ];
 
     /// Whether a records supervisor may merge changes held for this reason. Access, authorship
@@ -114,6 +118,7 @@ impl HoldReason {
             HoldReason::AnotherDevice => "another_device",
             HoldReason::CertificateExpired => "certificate_expired",
             HoldReason::Revoked => "revoked",
+            HoldReason::TooLarge => "too_large",
         }
     }
 
@@ -144,6 +149,7 @@ impl HoldReason {
                 "made or sent outside the signer's certificate validity"
             }
             HoldReason::Revoked => "the signer's access or the tablet was revoked",
+            HoldReason::TooLarge => "a change larger than the server accepts",
         }
     }
 }
@@ -213,6 +219,71 @@ pub enum ChartNotice {
     /// Break-glass grants a tablet recorded offline for this chart are filed for review
     /// (their signatures, hex): the tablet stops sending them.
     BreakGlassFiled { signatures: Vec<String> },
+    /// The device's last message about this chart carried more than the server accepts in
+    /// one message (`bound`, at most `limit`): nothing of it was applied, and the connection
+    /// stays up. The device sends it again within the bound (split into more messages);
+    /// a single change past it cannot be split, and is held on the device.
+    TooLarge { bound: SizeBound, limit: u64 },
+}
+
+/// Which of the server's bounds on one sync message was passed (RELIABILITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeBound {
+    /// Changes (or whole documents) in one message.
+    Changes,
+    /// Bytes one change, or one whole document, inflates to.
+    Change,
+    /// Bytes all of one message's changes inflate to.
+    Message,
+}
+
+impl SizeBound {
+    /// The bound a refused message's contents passed; `None` for contents that are not
+    /// automerge data at all (a malformed message, not a large one).
+    pub fn of(error: &super::contents::ContentError) -> Option<SizeBound> {
+        use super::contents::ContentError;
+        match error {
+            ContentError::TooManyChanges { .. } => Some(SizeBound::Changes),
+            ContentError::ChangeTooLarge { .. } => Some(SizeBound::Change),
+            ContentError::MessageTooLarge { .. } => Some(SizeBound::Message),
+            ContentError::Malformed(_) => None,
+        }
+    }
+
+    pub fn token(self) -> &'static str {
+        match self {
+            SizeBound::Changes => "changes",
+            SizeBound::Change => "change",
+            SizeBound::Message => "message",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<SizeBound> {
+        [SizeBound::Changes, SizeBound::Change, SizeBound::Message]
+            .into_iter()
+            .find(|b| b.token() == s)
+    }
+
+    /// `bounds` with this bound lowered to `limit` (never raised).
+    pub fn lowered(
+        self,
+        mut bounds: super::contents::ContentBounds,
+        limit: u64,
+    ) -> super::contents::ContentBounds {
+        match self {
+            SizeBound::Changes => {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
+                bounds.changes_per_message = bounds.changes_per_message.min(limit);
+            }
+            SizeBound::Change => {
+                bounds.inflated_bytes_per_change = bounds.inflated_bytes_per_change.min(limit)
+            }
+            SizeBound::Message => {
+                bounds.inflated_bytes_per_message = bounds.inflated_bytes_per_message.min(limit)
+            }
+        }
+        bounds
+    }
 }
 
 const HELD: &str = "chartsync/held";
@@ -222,6 +293,7 @@ const FULL: &str = "chartsync/holding-area-full";
 const LEFT: &str = "chartsync/left";
 const REVOKED: &str = "chartsync/revoked";
 const FILED: &str = "chartsync/break-glass-filed";
+const TOO_LARGE: &str = "chartsync/too-large";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -277,6 +349,12 @@ impl ChartNotice {
                     }
                     e.str("device")?.bool(*device)?;
                 }
+                ChartNotice::TooLarge { bound, limit } => {
+                    e.map(3)?;
+                    e.str("type")?.str(TOO_LARGE)?;
+                    e.str("bound")?.str(bound.token())?;
+                    e.str("limit")?.u64(*limit)?;
+                }
                 ChartNotice::BreakGlassFiled { signatures } => {
                     e.map(2)?;
                     e.str("type")?.str(FILED)?;
@@ -301,6 +379,7 @@ impl ChartNotice {
         let (mut kind, mut hold, mut reason, mut summary) = (None, None, None, None);
         let mut acknowledged = Vec::new();
         let (mut serials, mut device) = (Vec::new(), false);
+        let (mut bound, mut limit) = (None, None);
         for _ in 0..n {
             let key = d.str().ok()?;
             match key {
@@ -315,6 +394,8 @@ impl ChartNotice {
                     }
                 }
                 "device" => device = d.bool().ok()?,
+                "bound" => bound = Some(d.str().ok()?.to_string()),
+                "limit" => limit = Some(d.u64().ok()?),
                 "signatures" => {
                     let n = d.array().ok()??;
                     for _ in 0..n {
@@ -360,6 +441,10 @@ impl ChartNotice {
             FILED => ChartNotice::BreakGlassFiled {
                 signatures: serials,
             },
+            TOO_LARGE => ChartNotice::TooLarge {
+                bound: SizeBound::from_token(&bound?)?,
+                limit: limit?,
+            },
             _ => return None,
         })
     }
@@ -398,6 +483,10 @@ mod tests {
             },
             ChartNotice::BreakGlassFiled {
                 signatures: vec!["ab".repeat(64)],
+            },
+            ChartNotice::TooLarge {
+                bound: SizeBound::Change,
+                limit: 16 << 20,
             },
         ];
         for n in notices {

@@ -20,7 +20,9 @@ pub struct DocSync {
     waiting_limit: usize,
     /// Some waiting changes were forgotten (see [`DocSync::forgot_waiting`]).
     forgot: bool,
-    /// What one incoming message may carry (`contents`).
+    /// What one message may carry (`contents`): incoming messages past it are refused, and
+    /// outgoing ones are split to keep within it, as the peer's bounds are taken to be the
+    /// same (the defaults, or what the peer said it takes: `ChartNotice::TooLarge`).
     bounds: ContentBounds,
     /// Bytes of changes one outgoing message carries at most (one change larger than that
     /// goes alone): a document of any size reaches a peer whose frames are bounded.
@@ -83,7 +85,8 @@ impl DocSync {
         self
     }
 
-    /// Refuses incoming messages past `bounds` (default [`ContentBounds::default`]).
+    /// Refuses incoming messages past `bounds` (default [`ContentBounds::default`]), and
+    /// splits outgoing ones to keep within them.
     pub fn with_bounds(mut self, bounds: ContentBounds) -> DocSync {
         self.bounds = bounds;
         self
@@ -191,10 +194,22 @@ impl DocSync {
             }
         }
         let carried: usize = message.changes.iter().map(|c| c.len()).sum();
-        if carried <= self.message_limit {
+        if carried <= self.message_limit && self.within_bounds(&message, carried) {
             return Some(message.encode());
         }
         Some(self.split(doc, message))
+    }
+
+    /// Whether the peer takes what `message` carries (`carried` bytes). Measured only when
+    /// it could be past the bounds: deflate inflates at most [`MAX_DEFLATE_RATIO`] times,
+    /// so an ordinary message costs nothing here.
+    fn within_bounds(&self, message: &sync::Message, carried: usize) -> bool {
+        let b = &self.bounds;
+        let could_pass = message.changes.len() > b.changes_per_message
+            || (carried as u64).saturating_mul(MAX_DEFLATE_RATIO)
+                > b.inflated_bytes_per_change
+                    .min(b.inflated_bytes_per_message);
+        !could_pass || contents::check(message.changes.iter().map(|c| &c[..]), b).is_ok()
     }
 
     /// A message whose changes are over the limit, as several: the first is returned and the
@@ -219,15 +234,23 @@ impl DocSync {
         } else {
             message.changes.iter().map(|c| c.to_vec()).collect()
         };
+        // Each batch within the message limit and the peer's bounds; a change past them
+        // goes alone (the peer then says so: `ChartNotice::TooLarge`).
         let mut batches: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
-        let mut size = 0;
+        let (mut size, mut inflated) = (0, 0u64);
         for change in changes {
+            let change_inflated = inflated_size(&change);
             let last = batches.last_mut().expect("one batch at least");
-            if !last.is_empty() && size + change.len() > self.message_limit {
+            let full = size + change.len() > self.message_limit
+                || inflated.saturating_add(change_inflated)
+                    > self.bounds.inflated_bytes_per_message
+                || last.len() >= self.bounds.changes_per_message;
+            if !last.is_empty() && full {
                 batches.push(Vec::new());
-                size = 0;
+                (size, inflated) = (0, 0);
             }
             size += change.len();
+            inflated = inflated.saturating_add(change_inflated);
             batches.last_mut().expect("one batch at least").push(change);
         }
         let mut encoded = batches.into_iter().enumerate().map(|(k, batch)| {
@@ -433,6 +456,22 @@ pub fn decode_bounded(
         }
     })?;
     Ok(message)
+}
+
+/// The most a deflated stream can inflate by (deflate's own limit, about 1032 to 1).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// What one of our own changes inflates to (counted, nothing kept); an unreadable one
+/// counts as its own size.
+fn inflated_size(change: &[u8]) -> u64 {
+    let unbounded = ContentBounds {
+        changes_per_message: usize::MAX,
+        inflated_bytes_per_change: u64::MAX / 2,
+        inflated_bytes_per_message: u64::MAX / 2,
+    };
+    contents::check(std::iter::once(change), &unbounded)
+        .map(|size| size.inflated_bytes)
+        .unwrap_or(change.len() as u64)
 }
 
 pub fn changes_of(message: &sync::Message) -> Vec<u8> {
