@@ -234,3 +234,58 @@ async fn an_automerge_repo_client_hears_a_per_chart_refusal_and_carries_on() {
     );
     assert!(node.child.wait().unwrap().success());
 }
+
+/// A chart whose history is larger than one outgoing message (here 16 KiB) reaches an
+/// automerge-repo 2.5.6 app whole: the server sends it in several sync messages, each a
+/// complete automerge message of whole changes, and the app's automerge takes them as they
+/// come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automerge_repo_client_gets_a_chart_sent_in_several_messages_whole() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--max-outgoing-message-kib", "16"],
+    );
+    let clerk = server.token("him.jones", "technician", &["4west"]);
+    let devices = tempfile::tempdir().unwrap();
+    let store = tablet_store(&devices, "tablet");
+    let id = store.create(admit()).unwrap();
+    let url = format!("ws://{}/sync", server.addr);
+    let c = client(url.clone(), &clerk, "records-pc-1", &store);
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    c.stop().await;
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    for n in 0..12 {
+        store
+            .update(id, |c| {
+                c.add_entry(&nurse, at(n), long_note(8_000, n as u64 + 1))
+            })
+            .unwrap();
+    }
+    let size = store.read(id, |c| c.doc().save().len()).unwrap();
+    assert!(
+        size > 2 * 16 * 1024,
+        "{size} bytes: not larger than two messages"
+    );
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let c = client(url.clone(), &nurse_token, "tablet-4west-01", &store);
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    c.stop().await;
+    let sent_before = server.metric("messages_sent_total");
+    let mut node = Node::run("find.mjs", &[url, clerk, id.to_string(), "12".into()]);
+    assert_eq!(node.expect("FOUND").await, "12");
+    assert!(node.child.wait().unwrap().success());
+    assert!(
+        server.metric("messages_sent_total") - sent_before >= 3.0,
+        "the chart went in one message"
+    );
+}
