@@ -555,6 +555,38 @@ fn a_chart_past_the_peers_bounds_once_inflated_reaches_it_in_messages_within_the
     assert!(down.len() >= 2, "one message, past the bounds: {down:?}");
 }
 
+/// A device told by the server that it takes less (`ChartNotice::TooLarge`) keeps what it
+/// sends within that, but still takes from the server what the defaults allow: a change
+/// the server stored under larger bounds still reaches it.
+#[test]
+fn what_a_device_sends_follows_the_servers_bounds_and_what_it_takes_stays_the_default() {
+    let small = ContentBounds {
+        changes_per_message: 100_000,
+        inflated_bytes_per_change: 256 * 1024,
+        inflated_bytes_per_message: 256 * 1024,
+    };
+    let chart = with_notes(6, |_| {
+        "Handover: settled overnight, obs stable. ".repeat(1500)
+    });
+    let id = DocumentId::random();
+    // The device sends its chart to a server that takes `small`.
+    let mut device = chart.doc().clone();
+    let mut server = Automerge::new();
+    let mut d = DocSync::new(id, None).with_peer_bounds(small);
+    let mut s = DocSync::new(id, None).with_bounds(small);
+    exchange_frames((&mut server, &mut s), (&mut device, &mut d), 200);
+    assert_eq!(server.get_heads(), device.get_heads());
+    // The server's whole chart, past `small` inflated, reaches a device with those peer
+    // bounds as the one document automerge sends: it takes what the defaults allow
+    // (`exchange_frames` fails on a message its receiver refuses).
+    let mut other = Automerge::new();
+    let mut o = DocSync::new(id, None).with_peer_bounds(small);
+    let mut whole = DocSync::new(id, None);
+    let (_, down) = exchange_frames((&mut other, &mut o), (&mut server, &mut whole), 200);
+    assert_eq!(other.get_heads(), server.get_heads());
+    assert!(down.len() <= 3, "{down:?}");
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     TabletWrites,

@@ -492,7 +492,8 @@ struct Session<'a> {
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
     departures: &'a broadcast::Sender<ChartEvent>,
     /// What the server takes in one message: the defaults, lowered by what it said it takes
-    /// (`ChartNotice::TooLarge`). Every chart's messages keep within them.
+    /// (`ChartNotice::TooLarge`). Every chart's messages to it keep within them; what this
+    /// device takes from the server stays the defaults.
     bounds: crate::protocol::ContentBounds,
     /// Charts the server said were too large on this connection, and which were sent again
     /// within its bounds: a second refusal holds the chart here.
@@ -712,7 +713,7 @@ impl Session<'_> {
             return None;
         }
         if self.store.contains(id).unwrap_or(false) {
-            let mut sync = DocSync::new(id, self.stored_state(id)).with_bounds(self.bounds);
+            let mut sync = DocSync::new(id, self.stored_state(id)).with_peer_bounds(self.bounds);
             let m = self
                 .store
                 .read(id, |c| sync.generate(c.doc(), &me, &self.server))
@@ -721,7 +722,7 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Chart(sync));
             m
         } else {
-            let mut sync = DocSync::new(id, None).with_bounds(self.bounds);
+            let mut sync = DocSync::new(id, None).with_peer_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Wanted { sync, doc });
@@ -744,7 +745,7 @@ impl Session<'_> {
                 .map(|c| c.doc().clone())
                 .unwrap_or_default(),
         );
-        let mut sync = DocSync::new(id, self.stored_state(id)).with_bounds(self.bounds);
+        let mut sync = DocSync::new(id, self.stored_state(id)).with_peer_bounds(self.bounds);
         let m = sync.generate(&doc, &me, &self.server);
         self.docs.insert(id, Doc::Census { sync, doc });
         m
@@ -854,7 +855,7 @@ impl Session<'_> {
             // Our copy of a ward's census has changes the server has not: it was restored
             // from a backup. The census is the server's to write: start the copy afresh.
             let me = self.conn.local().peer_id.clone();
-            let mut sync = DocSync::new(id, None).with_bounds(self.bounds);
+            let mut sync = DocSync::new(id, None).with_peer_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Census { sync, doc });
@@ -1151,7 +1152,7 @@ impl Session<'_> {
                 self.store.insert(id, chart).map_err(|e| e.to_string())?;
                 self.docs.insert(
                     id,
-                    Doc::Chart(DocSync::new(id, Some(state)).with_bounds(self.bounds)),
+                    Doc::Chart(DocSync::new(id, Some(state)).with_peer_bounds(self.bounds)),
                 );
                 Ok(self.next(id).into_iter().collect())
             }

@@ -20,10 +20,11 @@ pub struct DocSync {
     waiting_limit: usize,
     /// Some waiting changes were forgotten (see [`DocSync::forgot_waiting`]).
     forgot: bool,
-    /// What one message may carry (`contents`): incoming messages past it are refused, and
-    /// outgoing ones are split to keep within it, as the peer's bounds are taken to be the
-    /// same (the defaults, or what the peer said it takes: `ChartNotice::TooLarge`).
+    /// What one incoming message may carry (`contents`): past it, refused.
     bounds: ContentBounds,
+    /// What the peer takes in one message: outgoing messages are split to keep within it.
+    /// The same as `bounds` unless the peer said it takes less (`ChartNotice::TooLarge`).
+    peer_bounds: ContentBounds,
     /// Bytes of changes one outgoing message carries at most (one change larger than that
     /// goes alone): a document of any size reaches a peer whose frames are bounded.
     message_limit: usize,
@@ -73,6 +74,7 @@ impl DocSync {
             waiting_limit: MAX_WAITING_BYTES,
             forgot: false,
             bounds: ContentBounds::default(),
+            peer_bounds: ContentBounds::default(),
             message_limit: MAX_OUTGOING_CHANGES_BYTES,
             outbox: std::collections::VecDeque::new(),
         }
@@ -86,9 +88,17 @@ impl DocSync {
     }
 
     /// Refuses incoming messages past `bounds` (default [`ContentBounds::default`]), and
-    /// splits outgoing ones to keep within them.
+    /// splits outgoing ones to keep within them: the peer's are taken to be the same.
     pub fn with_bounds(mut self, bounds: ContentBounds) -> DocSync {
         self.bounds = bounds;
+        self.peer_bounds = bounds;
+        self
+    }
+
+    /// Splits outgoing messages to keep within `bounds`, what the peer said it takes; what
+    /// this side takes stays as it was.
+    pub fn with_peer_bounds(mut self, bounds: ContentBounds) -> DocSync {
+        self.peer_bounds = bounds;
         self
     }
 
@@ -204,7 +214,7 @@ impl DocSync {
     /// it could be past the bounds: deflate inflates at most [`MAX_DEFLATE_RATIO`] times,
     /// so an ordinary message costs nothing here.
     fn within_bounds(&self, message: &sync::Message, carried: usize) -> bool {
-        let b = &self.bounds;
+        let b = &self.peer_bounds;
         let could_pass = message.changes.len() > b.changes_per_message
             || (carried as u64).saturating_mul(MAX_DEFLATE_RATIO)
                 > b.inflated_bytes_per_change
@@ -243,8 +253,8 @@ impl DocSync {
             let last = batches.last_mut().expect("one batch at least");
             let full = size + change.len() > self.message_limit
                 || inflated.saturating_add(change_inflated)
-                    > self.bounds.inflated_bytes_per_message
-                || last.len() >= self.bounds.changes_per_message;
+                    > self.peer_bounds.inflated_bytes_per_message
+                || last.len() >= self.peer_bounds.changes_per_message;
             if !last.is_empty() && full {
                 batches.push(Vec::new());
                 (size, inflated) = (0, 0);
