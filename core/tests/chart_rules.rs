@@ -1307,3 +1307,27 @@ fn codes_are_checked_for_the_year_of_the_discharge_or_of_writing_while_the_patie
     }
     assert!(codes::validate_on(CodeSystem::Icd10Cm, "J18.9", t(120).date()).is_ok());
 }
+
+/// Found by fuzzing (`chart_edits`): a hostile device sets a counter anywhere in a chart and
+/// increments it past `i64::MAX`. automerge adds the increments up as it reads the counter
+/// (`n + inc`), which overflows: a panic wherever overflow is checked (debug builds, and the
+/// fuzzing build), a wrapped number elsewhere. Checking the change, and reading the chart,
+/// must answer either way.
+#[test]
+fn a_counter_driven_past_its_largest_value_is_checked_without_a_panic() {
+    use automerge::transaction::Transactable;
+    let chart = admitted();
+    for (key, at) in [("x", automerge::ROOT), ("schema", automerge::ROOT)] {
+        let mut doc = chart.doc().clone();
+        let mut tx = doc.transaction();
+        tx.put(&at, key, automerge::ScalarValue::counter(i64::MAX))
+            .unwrap();
+        tx.commit();
+        let mut tx = doc.transaction();
+        tx.increment(&at, key, 1).unwrap();
+        tx.commit();
+        let checked = std::panic::catch_unwind(|| validate_changes(chart.doc(), &doc));
+        let checked = checked.unwrap_or_else(|_| panic!("a panic on a counter at {key}"));
+        assert!(checked.is_err(), "a counter at {key} was taken");
+    }
+}

@@ -127,7 +127,9 @@ impl Tablet {
         Message::decode(&frame).ok()
     }
 
-    /// Syncs one document until neither side has anything to say (a quiet spell of 300 ms).
+    /// Syncs one document until neither side has anything to say: a quiet spell of 300 ms
+    /// once the server has said something about it, of 3 s before (a busy debug server can
+    /// take longer than 300 ms to load a large chart and make its first answer).
     pub async fn sync(
         &mut self,
         id: DocumentId,
@@ -135,6 +137,7 @@ impl Tablet {
         state: &mut DocSync,
     ) -> Outcome {
         let server = self.conn.remote().unwrap().peer_id.clone();
+        let mut answered = false;
         loop {
             if let Some(m) = state.generate(doc, &self.peer_id, &server) {
                 if self
@@ -146,14 +149,12 @@ impl Tablet {
                     return Outcome::Refused("connection closed".into());
                 }
             }
-            let frame =
-                match tokio::time::timeout(Duration::from_millis(300), next_binary(&mut self.ws))
-                    .await
-                {
-                    Err(_) => return Outcome::Synced,
-                    Ok(None) => return Outcome::Refused("connection closed".into()),
-                    Ok(Some(f)) => f,
-                };
+            let quiet = Duration::from_millis(if answered { 300 } else { 3_000 });
+            let frame = match tokio::time::timeout(quiet, next_binary(&mut self.ws)).await {
+                Err(_) => return Outcome::Synced,
+                Ok(None) => return Outcome::Refused("connection closed".into()),
+                Ok(Some(f)) => f,
+            };
             self.received.push(frame.len());
             match self.conn.receive(&frame) {
                 Ok(Incoming::Document(
@@ -164,6 +165,7 @@ impl Tablet {
                         document_id, data, ..
                     },
                 )) if document_id == id => {
+                    answered = true;
                     let msg = state.decode(&data).unwrap();
                     state.receive(doc, msg).unwrap();
                 }

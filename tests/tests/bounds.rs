@@ -711,3 +711,86 @@ async fn a_message_larger_than_the_server_takes_is_sent_again_in_smaller_ones() 
     assert_eq!(server.metric("connections_opened_total"), 2.0);
     c.stop().await;
 }
+
+/// A tablet that takes less in one message than the server sends (its `content_bounds`,
+/// here 16 KiB a change) is sent a chart with a long note another tablet wrote: that chart
+/// is held on it as behind the record, named in its status, and the connection stays up,
+/// so the tablet's other chart still gets its new heart rate. Ending the connection would
+/// loop: the server sends the same on every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_past_what_a_tablet_takes_is_held_there_as_behind_not_looped() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let writer = tablet_store(&devices, "tablet-1");
+    let ids = synced_charts(&server, &writer, 2).await;
+    let token = server.token("rn.park", "nurse", &["4west"]);
+    let small = tablet_store(&devices, "tablet-2");
+    let start_small = || {
+        let mut config = chartsync_core::client::ClientConfig::new(
+            format!("ws://{}/sync", server.addr),
+            &token,
+            "tablet-2",
+        );
+        config.wards = vec!["4west".into()];
+        config.backoff_min = std::time::Duration::from_millis(100);
+        config.content_bounds.inflated_bytes_per_change = 16 * 1024;
+        chartsync_core::client::SyncClient::start(small.clone(), config)
+    };
+    let c = start_small();
+    assert!(
+        c.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        c.status().borrow()
+    );
+    c.stop().await;
+    assert!(ids.iter().all(|id| small.contains(*id).unwrap()));
+
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-1");
+    writer
+        .update(ids[0], |c| {
+            c.add_entry(&nurse, at(60), compressible_note(20_000))
+        })
+        .unwrap();
+    writer
+        .update(ids[1], |c| c.add_entry(&nurse, at(61), heart_rate(92)))
+        .unwrap();
+    synced(&server, &token, "tablet-1", &writer)
+        .await
+        .stop()
+        .await;
+
+    let opened = server.metric("connections_opened_total");
+    let c = start_small();
+    let status = until(&c, "the long note's chart held as behind", |s| {
+        s.held.iter().any(|h| h.chart == ids[0])
+    })
+    .await;
+    let held = status.held.iter().find(|h| h.chart == ids[0]).unwrap();
+    assert_eq!(held.reason, HoldReason::TooLarge);
+    assert!(
+        held.summary.contains("behind the record"),
+        "{}",
+        held.summary
+    );
+    eventually(
+        "the other chart's heart rate reached the small tablet",
+        || {
+            small
+                .read(ids[1], |c| c.view().unwrap().entries.len())
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(server.metric("connections_opened_total"), opened + 1.0);
+    assert_eq!(
+        small
+            .read(ids[0], |c| c.view().unwrap().entries.len())
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.status().borrow().state, SyncState::WaitingForReview);
+    c.stop().await;
+}

@@ -134,7 +134,22 @@ pub(super) struct Located {
 
 /// Checks the changes that `after` has and `before` does not. `before` may be an empty
 /// document, when a device sends a chart it created.
+///
+/// automerge can fail inside while reading what a hostile device wrote (found by fuzzing: a
+/// counter incremented past `i64::MAX` is summed with overflow as it is read, a panic where
+/// overflow is checked): such changes are refused as unreadable, never a panic.
 pub fn validate_changes(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checked(before, after)))
+        .unwrap_or_else(|_| {
+            Err(Rejection {
+                violations: vec![Violation::Schema(ChartError::Corrupt(
+                    "automerge could not read the changes (it failed inside)".into(),
+                ))],
+            })
+        })
+}
+
+fn checked(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
     let reject = |v: Vec<Violation>| Err(Rejection { violations: v });
     let schema = Reader::new(after).schema();
     match schema {

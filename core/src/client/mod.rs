@@ -46,6 +46,10 @@ pub struct ClientConfig {
     /// Waits between reconnection attempts: doubling from `min` to `max`, with jitter.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// What this device takes from the server in one message (the defaults suit a chart).
+    /// A chart whose next message is past it is held here as behind the record, named in
+    /// the status, and the connection stays up for the others.
+    pub content_bounds: crate::protocol::ContentBounds,
 }
 
 impl ClientConfig {
@@ -61,6 +65,7 @@ impl ClientConfig {
             wards: Vec::new(),
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            content_bounds: crate::protocol::ContentBounds::default(),
         }
     }
 }
@@ -492,9 +497,10 @@ struct Session<'a> {
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
     departures: &'a broadcast::Sender<ChartEvent>,
     /// What the server takes in one message: the defaults, lowered by what it said it takes
-    /// (`ChartNotice::TooLarge`). Every chart's messages to it keep within them; what this
-    /// device takes from the server stays the defaults.
+    /// (`ChartNotice::TooLarge`). Every chart's messages to it keep within them.
     bounds: crate::protocol::ContentBounds,
+    /// What this device takes from the server in one message (`ClientConfig::content_bounds`).
+    takes: crate::protocol::ContentBounds,
     /// Charts the server said were too large on this connection, and which were sent again
     /// within its bounds: a second refusal holds the chart here.
     too_large: HashSet<ChartId>,
@@ -599,6 +605,7 @@ async fn session(
         acknowledged: HashMap::new(),
         departures,
         bounds: crate::protocol::ContentBounds::default(),
+        takes: config.content_bounds,
         too_large: HashSet::new(),
     };
     let mut out = Vec::new();
@@ -713,7 +720,9 @@ impl Session<'_> {
             return None;
         }
         if self.store.contains(id).unwrap_or(false) {
-            let mut sync = DocSync::new(id, self.stored_state(id)).with_peer_bounds(self.bounds);
+            let mut sync = DocSync::new(id, self.stored_state(id))
+                .with_bounds(self.takes)
+                .with_peer_bounds(self.bounds);
             let m = self
                 .store
                 .read(id, |c| sync.generate(c.doc(), &me, &self.server))
@@ -722,7 +731,9 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Chart(sync));
             m
         } else {
-            let mut sync = DocSync::new(id, None).with_peer_bounds(self.bounds);
+            let mut sync = DocSync::new(id, None)
+                .with_bounds(self.takes)
+                .with_peer_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Wanted { sync, doc });
@@ -745,7 +756,9 @@ impl Session<'_> {
                 .map(|c| c.doc().clone())
                 .unwrap_or_default(),
         );
-        let mut sync = DocSync::new(id, self.stored_state(id)).with_peer_bounds(self.bounds);
+        let mut sync = DocSync::new(id, self.stored_state(id))
+            .with_bounds(self.takes)
+            .with_peer_bounds(self.bounds);
         let m = sync.generate(&doc, &me, &self.server);
         self.docs.insert(id, Doc::Census { sync, doc });
         m
@@ -855,7 +868,9 @@ impl Session<'_> {
             // Our copy of a ward's census has changes the server has not: it was restored
             // from a backup. The census is the server's to write: start the copy afresh.
             let me = self.conn.local().peer_id.clone();
-            let mut sync = DocSync::new(id, None).with_peer_bounds(self.bounds);
+            let mut sync = DocSync::new(id, None)
+                .with_bounds(self.takes)
+                .with_peer_bounds(self.bounds);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Census { sync, doc });
@@ -981,6 +996,29 @@ impl Session<'_> {
             ),
         );
         Vec::new()
+    }
+
+    /// A message from the server this device will not take: past its bounds (a chart with
+    /// a change larger than it takes) the chart is held here as behind the record, named in
+    /// the status, and fetched again on the next connection; the connection stays up for
+    /// the other charts. Anything else unreadable ends the connection.
+    fn refused_incoming(
+        &mut self,
+        id: ChartId,
+        error: crate::protocol::ProtocolError,
+    ) -> Result<Vec<Message>, String> {
+        let crate::protocol::ProtocolError::Contents { error: e, .. } = &error else {
+            return Err(error.to_string());
+        };
+        if SizeBound::of(e).is_none() {
+            return Err(error.to_string());
+        }
+        self.hold_here(
+            id,
+            crate::protocol::HoldReason::TooLarge,
+            format!("the record has more than this tablet takes in one message ({e}); this copy is behind the record, and is fetched again on the next connection"),
+        );
+        Ok(Vec::new())
     }
 
     /// Holds a chart back on this tablet: it has changes made here that no one signed in can
@@ -1119,7 +1157,10 @@ impl Session<'_> {
         match self.docs.get_mut(&id) {
             // Held: other people's changes, pushed; taken in, and nothing sent back.
             Some(Doc::Held(Some(sync))) => {
-                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                let msg = match sync.decode(data) {
+                    Ok(msg) => msg,
+                    Err(e) => return self.refused_incoming(id, e),
+                };
                 self.store
                     .update(id, |chart| {
                         sync.receive_chart(chart, msg)
@@ -1132,7 +1173,10 @@ impl Session<'_> {
             // let pass.
             Some(Doc::Held(None) | Doc::Departed) => Ok(Vec::new()),
             Some(Doc::Chart(sync)) => {
-                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                let msg = match sync.decode(data) {
+                    Ok(msg) => msg,
+                    Err(e) => return self.refused_incoming(id, e),
+                };
                 self.store
                     .update(id, |chart| {
                         sync.receive_chart(chart, msg)
@@ -1142,7 +1186,10 @@ impl Session<'_> {
                 Ok(self.next(id).into_iter().collect())
             }
             Some(Doc::Wanted { sync, doc }) => {
-                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                let msg = match sync.decode(data) {
+                    Ok(msg) => msg,
+                    Err(e) => return self.refused_incoming(id, e),
+                };
                 sync.receive(doc, msg).map_err(|e| e.to_string())?;
                 if doc.get_heads().is_empty() {
                     return Ok(sync.generate(doc, &me, &server).into_iter().collect());
@@ -1152,12 +1199,19 @@ impl Session<'_> {
                 self.store.insert(id, chart).map_err(|e| e.to_string())?;
                 self.docs.insert(
                     id,
-                    Doc::Chart(DocSync::new(id, Some(state)).with_peer_bounds(self.bounds)),
+                    Doc::Chart(
+                        DocSync::new(id, Some(state))
+                            .with_bounds(self.takes)
+                            .with_peer_bounds(self.bounds),
+                    ),
                 );
                 Ok(self.next(id).into_iter().collect())
             }
             Some(Doc::Census { sync, doc }) => {
-                let msg = sync.decode(data).map_err(|e| e.to_string())?;
+                let msg = match sync.decode(data) {
+                    Ok(msg) => msg,
+                    Err(e) => return self.refused_incoming(id, e),
+                };
                 sync.receive(doc, msg).map_err(|e| e.to_string())?;
                 let mut out: Vec<Message> = sync.generate(doc, &me, &server).into_iter().collect();
                 let Ok(census) = crate::census::Census::from_automerge((**doc).clone()) else {

@@ -204,6 +204,7 @@ impl DocSync {
             }
         }
         let carried: usize = message.changes.iter().map(|c| c.len()).sum();
+        // Within the limit, and (measured only then) within the peer's bounds: as it is.
         if carried <= self.message_limit && self.within_bounds(&message, carried) {
             return Some(message.encode());
         }
@@ -245,11 +246,16 @@ impl DocSync {
             message.changes.iter().map(|c| c.to_vec()).collect()
         };
         // Each batch within the message limit and the peer's bounds; a change past them
-        // goes alone (the peer then says so: `ChartNotice::TooLarge`).
+        // goes alone (the peer then says so: `ChartNotice::TooLarge`). What the changes
+        // inflate to is counted only if, deflated as far as deflate goes, they could pass
+        // the peer's bound on a message: a message's worth of them seldom can.
+        let carried: u64 = changes.iter().map(|c| c.len() as u64).sum();
+        let measure =
+            carried.saturating_mul(MAX_DEFLATE_RATIO) > self.peer_bounds.inflated_bytes_per_message;
         let mut batches: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
         let (mut size, mut inflated) = (0, 0u64);
         for change in changes {
-            let change_inflated = inflated_size(&change);
+            let change_inflated = if measure { inflated_size(&change) } else { 0 };
             let last = batches.last_mut().expect("one batch at least");
             let full = size + change.len() > self.message_limit
                 || inflated.saturating_add(change_inflated)
