@@ -720,9 +720,7 @@ impl Session<'_> {
             return None;
         }
         if self.store.contains(id).unwrap_or(false) {
-            let mut sync = DocSync::new(id, self.stored_state(id))
-                .with_bounds(self.takes)
-                .with_peer_bounds(self.bounds);
+            let mut sync = self.doc_sync(id, self.stored_state(id));
             let m = self
                 .store
                 .read(id, |c| sync.generate(c.doc(), &me, &self.server))
@@ -731,9 +729,7 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Chart(sync));
             m
         } else {
-            let mut sync = DocSync::new(id, None)
-                .with_bounds(self.takes)
-                .with_peer_bounds(self.bounds);
+            let mut sync = self.doc_sync(id, None);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Wanted { sync, doc });
@@ -756,9 +752,7 @@ impl Session<'_> {
                 .map(|c| c.doc().clone())
                 .unwrap_or_default(),
         );
-        let mut sync = DocSync::new(id, self.stored_state(id))
-            .with_bounds(self.takes)
-            .with_peer_bounds(self.bounds);
+        let mut sync = self.doc_sync(id, self.stored_state(id));
         let m = sync.generate(&doc, &me, &self.server);
         self.docs.insert(id, Doc::Census { sync, doc });
         m
@@ -868,9 +862,7 @@ impl Session<'_> {
             // Our copy of a ward's census has changes the server has not: it was restored
             // from a backup. The census is the server's to write: start the copy afresh.
             let me = self.conn.local().peer_id.clone();
-            let mut sync = DocSync::new(id, None)
-                .with_bounds(self.takes)
-                .with_peer_bounds(self.bounds);
+            let mut sync = self.doc_sync(id, None);
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Census { sync, doc });
@@ -970,6 +962,14 @@ impl Session<'_> {
             self.docs.insert(id, Doc::Held(sync));
             Vec::new()
         }
+    }
+
+    /// A document's sync with the server: within what this device takes, and what the
+    /// server said it takes.
+    fn doc_sync(&self, id: ChartId, state: Option<automerge::sync::State>) -> DocSync {
+        DocSync::new(id, state)
+            .with_bounds(self.takes)
+            .with_peer_bounds(self.bounds)
     }
 
     /// The server took nothing of the chart's last message: it carried more than the server
@@ -1197,14 +1197,8 @@ impl Session<'_> {
                 let chart = Chart::from_automerge((**doc).clone()).map_err(|e| e.to_string())?;
                 let state = sync.state().clone();
                 self.store.insert(id, chart).map_err(|e| e.to_string())?;
-                self.docs.insert(
-                    id,
-                    Doc::Chart(
-                        DocSync::new(id, Some(state))
-                            .with_bounds(self.takes)
-                            .with_peer_bounds(self.bounds),
-                    ),
-                );
+                self.docs
+                    .insert(id, Doc::Chart(self.doc_sync(id, Some(state))));
                 Ok(self.next(id).into_iter().collect())
             }
             Some(Doc::Census { sync, doc }) => {
