@@ -278,10 +278,7 @@ fn restore(data_dir: &Path, from: &Path, options: &StoreOptions) -> Result<(), C
             path: from.display().to_string(),
             reason: format!("not restored, the store is as it was: {e}"),
         })?;
-    std::fs::write(
-        data_dir.join(crate::RECOVERY_MARKER),
-        format!("restored at {}\n", Timestamp::now().to_rfc3339()),
-    )?;
+    crate::mark_restored(data_dir)?;
     println!("restored {} charts from {}", report.charts, from.display());
     if let Some(previous) = report.previous {
         println!("the store it replaced is kept as {}", previous.display());

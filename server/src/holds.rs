@@ -297,17 +297,22 @@ async fn decide(
         Err(r) => return r,
     };
     tracing::info!(hold = id, chart = %batch.chart, status = batch.status.token(), reviewer = batch.decided_by.as_deref().unwrap_or(""), "held changes decided");
-    let notice = match batch.status {
-        HoldStatus::Accepted => ChartNotice::Accepted { hold: id },
-        _ => ChartNotice::Rejected {
-            hold: id,
-            reason: batch.decision_reason.clone().unwrap_or_default(),
-        },
-    };
+    let notice = notice_of(&batch);
     // No connection listening is fine: the device hears it when it next syncs the chart.
     let _ = app
         .hub
         .decisions
         .send((batch.chart, batch.device.clone(), notice));
     Json(batch).into_response()
+}
+
+/// What the device that sent a decided batch is told.
+pub(crate) fn notice_of(batch: &HeldBatch) -> ChartNotice {
+    match batch.status {
+        HoldStatus::Accepted => ChartNotice::Accepted { hold: batch.id },
+        _ => ChartNotice::Rejected {
+            hold: batch.id,
+            reason: batch.decision_reason.clone().unwrap_or_default(),
+        },
+    }
 }

@@ -14,6 +14,7 @@ mod census;
 pub mod cli;
 mod directory;
 mod holds;
+mod in_process;
 mod metrics;
 mod proofs;
 mod records;
@@ -33,12 +34,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chartsync_core::chart::Role;
-use chartsync_core::protocol::{LocalPeer, PeerMetadata, MAX_MESSAGE_BYTES};
+use chartsync_core::protocol::MAX_MESSAGE_BYTES;
 use chartsync_core::store::{ChartStore, StoreOptions};
 
 use auth::Keys;
 use clap::{Parser, Subcommand};
 use sync::Hub;
+
+pub use auth::Access;
+pub use in_process::InProcessServer;
+pub use sync::{Effects, Limits, ServerConnection};
 
 #[derive(Parser)]
 #[command(name = "chartsync-server", version, about = "chartsync sync server")]
@@ -324,27 +329,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let censuses = keeper.censuses();
     forward_commits(&store, keeper, changes.clone());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let hub = Arc::new(Hub {
-        store: store.clone(),
-        local: LocalPeer {
-            peer_id: "chartsync-server".into(),
-            metadata: PeerMetadata {
-                storage_id: Some(storage_id(&args.data_dir)?),
-                is_ephemeral: false,
-            },
-        },
-        changes,
+    let hub = Arc::new(Hub::new(
+        store.clone(),
+        storage_id(&args.data_dir)?,
+        trust.clone(),
+        (changes, censuses),
         shutdown,
-        metrics: Arc::new(metrics::Metrics::new()),
-        censuses,
-        hold_quota: chartsync_core::store::HoldQuota::default(),
-        decisions: tokio::sync::broadcast::channel(256).0,
-        move_window: chartsync_core::chart::MOVE_WINDOW,
         recovery,
-        sessions: tokio::sync::watch::Sender::new(0),
-        trust: trust.clone(),
-        revocations: tokio::sync::broadcast::channel(16).0,
-        limits: sync::Limits {
+        sync::Limits {
             documents_per_connection: args.max_documents_per_connection,
             denials_per_window: args.max_denials,
             connections_per_user: args.max_connections_per_user,
@@ -359,9 +351,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             outgoing_message_bytes: (args.max_outgoing_message_kib << 10) as usize,
             ..sync::Limits::default()
         },
-        open_by: std::sync::Mutex::new(HashMap::new()),
-        denial_audit: sync::DenialAudit::start(store.clone())?,
-    });
+    )?);
     let stopping = hub.clone();
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
@@ -521,6 +511,15 @@ fn forward_commits(
 pub const RECEIPTS_FILE: &str = "receipts";
 /// Written by `chartsync-records restore`: the store was restored from a backup.
 pub const RECOVERY_MARKER: &str = "restored";
+
+/// Marks `data_dir` as restored from a backup (`RECOVERY_MARKER`).
+fn mark_restored(data_dir: &Path) -> std::io::Result<()> {
+    let at = chartsync_core::chart::Timestamp::now().to_rfc3339();
+    std::fs::write(
+        data_dir.join(RECOVERY_MARKER),
+        format!("restored at {at}\n"),
+    )
+}
 
 /// The server's storage id: what devices key their sync state for this server by.
 fn storage_id(data_dir: &Path) -> std::io::Result<String> {

@@ -87,6 +87,46 @@ pub struct Hub {
     pub denial_audit: DenialAudit,
 }
 
+impl Hub {
+    /// What every connection shares, with the defaults for what the command line does not
+    /// set: `feeds` are the store's commits as connections hear them and the ward censuses.
+    pub fn new(
+        store: Arc<ChartStore>,
+        storage_id: String,
+        trust: Arc<crate::directory::Trust>,
+        feeds: (broadcast::Sender<ChartChanged>, crate::census::Censuses),
+        shutdown: watch::Receiver<bool>,
+        recovery: Option<Arc<std::collections::HashSet<ChangeHash>>>,
+        limits: Limits,
+    ) -> std::io::Result<Hub> {
+        let (changes, censuses) = feeds;
+        Ok(Hub {
+            local: LocalPeer {
+                peer_id: "chartsync-server".into(),
+                metadata: chartsync_core::protocol::PeerMetadata {
+                    storage_id: Some(storage_id),
+                    is_ephemeral: false,
+                },
+            },
+            changes,
+            shutdown,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            censuses,
+            hold_quota: HoldQuota::default(),
+            decisions: broadcast::channel(256).0,
+            move_window: chartsync_core::chart::MOVE_WINDOW,
+            recovery,
+            sessions: watch::Sender::new(0),
+            trust,
+            revocations: broadcast::channel(16).0,
+            limits,
+            open_by: Mutex::new(HashMap::new()),
+            denial_audit: DenialAudit::start(store.clone())?,
+            store,
+        })
+    }
+}
+
 /// How long a denial's audit row waits before it is written, with any that came meanwhile.
 const DENIAL_AUDIT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -521,11 +561,6 @@ pub async fn serve_socket(
     let mut peer: Option<Arc<Peer>> = None;
     let mut workers: HashMap<DocumentId, mpsc::Sender<(Event, Option<Queued>)>> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
-    let error = |text: &str, remote: Option<&RemotePeer>| Message::Error {
-        message: text.to_string(),
-        sender_id: Some(hub.local.peer_id.clone()),
-        target_id: remote.map(|r| r.peer_id.clone()),
-    };
     loop {
         // The document a frame is about, and what its worker is told.
         let (id, event) = tokio::select! {
@@ -535,34 +570,15 @@ pub async fn serve_socket(
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     metrics.messages_received.inc();
                     metrics.bytes_received.inc_by(bytes.len() as u64);
-                    match conn.receive(&bytes) {
-                        Err(v) => {
-                            tracing::warn!(user = %access.user, error = %v.error, "protocol violation; disconnecting");
-                            close_for_violation(&peer);
-                            if let Some(reply) = v.reply {
-                                let _ = out.send(Out::Frame(*reply)).await;
+                    match route_frame(&mut conn, &mut peer, &hub, &access, &bytes) {
+                        Routed::Reply(replies) => {
+                            for m in replies {
+                                let _ = out.send(Out::Frame(m)).await;
                             }
-                            let _ = out.send(Out::Close).await;
-                            break;
+                            continue;
                         }
-                        Ok(Incoming::Established { remote, reply }) => {
-                            let label = printable(&remote.peer_id);
-                            tracing::info!(user = %access.user, role = %access.role, peer = %printable(&remote.peer_id), "device connected");
-                            peer = Some(Arc::new(Peer {
-                                hub: hub.clone(),
-                                access: access.clone(),
-                                remote,
-                                closing: AtomicBool::new(false),
-                                session_id: uuid::Uuid::new_v4().simple().to_string(),
-                                notices: AtomicU64::new(0),
-                                verifier: access
-                                    .device
-                                    .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
-                                denials: Mutex::new(Denials::default()),
-                                pending: std::sync::atomic::AtomicUsize::new(0),
-                                label,
-                            }));
-                            if let Some(m) = reply {
+                        Routed::Established(replies) => {
+                            for m in replies {
                                 let _ = out.send(Out::Frame(m)).await;
                             }
                             quiet.as_mut().reset(tokio::time::Instant::now() + hub.limits.idle);
@@ -574,42 +590,20 @@ pub async fn serve_socket(
                             }
                             continue;
                         }
-                        Ok(Incoming::Closed { reason }) => {
-                            tracing::info!(user = %access.user, %reason, "device disconnected");
+                        Routed::Close(last) => {
+                            for m in last {
+                                let _ = out.send(Out::Frame(m)).await;
+                            }
                             let _ = out.send(Out::Close).await;
                             break;
                         }
-                        Ok(Incoming::Document(m)) => match m {
-                            Message::Request { document_id, data, proofs, .. } => {
-                                if !take_proofs(&peer, document_id, proofs) {
-                                    let text = "too many proofs waiting for their changes";
-                                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
-                                    let _ = out.send(Out::Close).await;
-                                    break;
-                                }
-                                (document_id, Event::Sync { data, request: true })
-                            }
-                            Message::Sync { document_id, data, proofs, .. } => {
-                                if !take_proofs(&peer, document_id, proofs) {
-                                    let text = "too many proofs waiting for their changes";
-                                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
-                                    let _ = out.send(Out::Close).await;
-                                    break;
-                                }
-                                (document_id, Event::Sync { data, request: false })
-                            }
-                            Message::DocUnavailable { document_id, .. } => {
-                                (document_id, Event::Unavailable)
-                            }
-                            // Presence and remote-heads gossip are not used by chartsync's devices.
-                            _ => continue,
-                        },
+                        Routed::Doc(id, event) => (id, event),
                     }
                 }
                 Some(Ok(WsMessage::Text(_))) => {
                     close_for_violation(&peer);
                     let text = "text frames are not part of the protocol";
-                    let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                    let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
                     let _ = out.send(Out::Close).await;
                     break;
                 }
@@ -629,7 +623,7 @@ pub async fn serve_socket(
                 tracing::info!(user = %access.user, "{text}; disconnecting");
                 metrics.closed_at_bounds.inc();
                 close_for_violation(&peer);
-                let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -687,7 +681,7 @@ pub async fn serve_socket(
                 // Nothing more is taken under it, queued or not.
                 close_for_violation(&peer);
                 let text = "the token has expired";
-                let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+                let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -698,12 +692,10 @@ pub async fn serve_socket(
             }
         };
         let Some(peer) = &peer else { continue };
-        if !workers.contains_key(&id) && workers.len() >= hub.limits.documents_per_connection {
-            tracing::warn!(user = %access.user, documents = workers.len(), "too many documents on one connection; disconnecting");
-            metrics.closed_at_bounds.inc();
-            close_for_violation(&Some(peer.clone()));
-            let text = "too many documents on one connection";
-            let _ = out.send(Out::Frame(error(text, conn.remote()))).await;
+        if let Some(last) = too_many_documents(peer, workers.contains_key(&id), workers.len()) {
+            for m in last {
+                let _ = out.send(Out::Frame(m)).await;
+            }
             let _ = out.send(Out::Close).await;
             break;
         }
@@ -753,36 +745,284 @@ pub async fn serve_socket(
     }
 }
 
+/// One device's sync connection with no socket, no task and no timer: frames in, frames out,
+/// under every rule of a socket's connection (`serve_socket` routes with the same functions,
+/// and its workers handle with the same `Worker`), each event handled to the end before the
+/// next. The caller is the network and the clock: it delivers frames, the store's commits
+/// (`changed`), supervisors' decisions, and the token's expiry, in an order it chooses. The
+/// deterministic simulation (`tests/tests/simulation.rs`) drives the server through it.
+pub struct ServerConnection {
+    hub: Arc<Hub>,
+    access: Access,
+    conn: Connection,
+    peer: Option<Arc<Peer>>,
+    workers: HashMap<DocumentId, Worker>,
+    closed: bool,
+    _slot: ConnectionSlot,
+}
+
+/// What a [`ServerConnection`] does after an event: send these frames, in order, then close
+/// if `close`.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub send: Vec<Message>,
+    pub close: bool,
+}
+
+impl Effects {
+    fn closing(send: Vec<Message>) -> Effects {
+        Effects { send, close: true }
+    }
+}
+
+impl ServerConnection {
+    /// A connection for `access`; `None` when its sign-in holds as many as it may
+    /// (`Limits::connections_per_user`), as a socket's upgrade is refused then.
+    pub fn accept(hub: &Arc<Hub>, access: Access) -> Option<ServerConnection> {
+        let slot = ConnectionSlot::take(hub, &access.user)?;
+        Some(ServerConnection {
+            hub: hub.clone(),
+            access,
+            conn: Connection::accept(hub.local.clone()),
+            peer: None,
+            workers: HashMap::new(),
+            closed: false,
+            _slot: slot,
+        })
+    }
+
+    /// Whether the connection has closed (nothing more is taken).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// A frame from the device.
+    pub fn receive(&mut self, frame: &[u8]) -> Effects {
+        if self.closed {
+            return Effects::default();
+        }
+        let routed = route_frame(
+            &mut self.conn,
+            &mut self.peer,
+            &self.hub,
+            &self.access,
+            frame,
+        );
+        let effects = match routed {
+            Routed::Reply(send) => Effects { send, close: false },
+            Routed::Established(mut send) => {
+                if let Some(m) = self.peer.as_deref().and_then(revoked_now) {
+                    send.push(m);
+                }
+                Effects { send, close: false }
+            }
+            Routed::Close(send) => Effects::closing(send),
+            Routed::Doc(id, event) => self.to_worker(id, event),
+        };
+        self.closed |= effects.close;
+        effects
+    }
+
+    /// A commit to the store (from any connection, the census keeper, or the records office).
+    pub fn changed(&mut self, changed: &ChartChanged) -> Effects {
+        if self.closed || !self.workers.contains_key(&changed.id) {
+            return Effects::default();
+        }
+        let effects = self.to_worker(changed.id, Event::Changed);
+        self.closed |= effects.close;
+        effects
+    }
+
+    /// A records supervisor's decision on changes `device` sent of `chart`.
+    pub fn decided(&mut self, chart: DocumentId, device: &str, notice: ChartNotice) -> Effects {
+        let ours = self.peer.as_ref().is_some_and(|p| p.label == device);
+        if self.closed || !ours || !self.workers.contains_key(&chart) {
+            return Effects::default();
+        }
+        let effects = self.to_worker(chart, Event::Decided(notice));
+        self.closed |= effects.close;
+        effects
+    }
+
+    /// The token expired: nothing more is taken under it.
+    pub fn expire(&mut self) -> Effects {
+        if self.closed {
+            return Effects::default();
+        }
+        close_for_violation(&self.peer);
+        self.closed = true;
+        let text = "the token has expired";
+        Effects::closing(vec![connection_error(&self.hub, text, self.conn.remote())])
+    }
+
+    /// The connection ended (either side, or the network): every document saves its sync
+    /// state, and denials not yet audited are.
+    pub fn finish(mut self) {
+        for worker in self.workers.values_mut() {
+            worker.finish();
+        }
+        if let Some(p) = &self.peer {
+            p.flush_denials("the connection ended");
+        }
+    }
+
+    fn to_worker(&mut self, id: DocumentId, event: Event) -> Effects {
+        let Some(peer) = &self.peer else {
+            return Effects::default();
+        };
+        let known = self.workers.contains_key(&id);
+        if let Some(last) = too_many_documents(peer, known, self.workers.len()) {
+            return Effects::closing(last);
+        }
+        let worker = self.workers.entry(id).or_insert_with(|| Worker {
+            peer: peer.clone(),
+            id,
+            doc: None,
+            asked: false,
+        });
+        match worker.take(event) {
+            None => Effects::closing(Vec::new()),
+            Some(Output { send, close }) => Effects { send, close },
+        }
+    }
+}
+
+/// What one frame from the device comes to before any document's worker sees it.
+enum Routed {
+    /// Nothing for a worker; these go to the device.
+    Reply(Vec<Message>),
+    /// The handshake is done (`peer` is set); these go to the device.
+    Established(Vec<Message>),
+    /// For a document's worker.
+    Doc(DocumentId, Event),
+    /// These go to the device, then the connection closes.
+    Close(Vec<Message>),
+}
+
+/// The connection's own part of a frame: the handshake, the envelope and the proofs it
+/// carries. The socket's reader and [`ServerConnection`] both route with it.
+fn route_frame(
+    conn: &mut Connection,
+    peer: &mut Option<Arc<Peer>>,
+    hub: &Arc<Hub>,
+    access: &Access,
+    bytes: &[u8],
+) -> Routed {
+    match conn.receive(bytes) {
+        Err(v) => {
+            tracing::warn!(user = %access.user, error = %v.error, "protocol violation; disconnecting");
+            close_for_violation(peer);
+            Routed::Close(v.reply.map(|m| *m).into_iter().collect())
+        }
+        Ok(Incoming::Established { remote, reply }) => {
+            let label = printable(&remote.peer_id);
+            tracing::info!(user = %access.user, role = %access.role, peer = %label, "device connected");
+            *peer = Some(Arc::new(Peer {
+                hub: hub.clone(),
+                access: access.clone(),
+                remote,
+                closing: AtomicBool::new(false),
+                session_id: uuid::Uuid::new_v4().simple().to_string(),
+                notices: AtomicU64::new(0),
+                verifier: access
+                    .device
+                    .map(|d| Mutex::new(Verifier::new(d, hub.trust.clone()))),
+                denials: Mutex::new(Denials::default()),
+                pending: std::sync::atomic::AtomicUsize::new(0),
+                label,
+            }));
+            Routed::Established(reply.into_iter().collect())
+        }
+        Ok(Incoming::Closed { reason }) => {
+            tracing::info!(user = %access.user, %reason, "device disconnected");
+            Routed::Close(Vec::new())
+        }
+        Ok(Incoming::Document(m)) => {
+            let request = matches!(m, Message::Request { .. });
+            let (id, event, proofs) = match m {
+                Message::Request {
+                    document_id,
+                    data,
+                    proofs,
+                    ..
+                }
+                | Message::Sync {
+                    document_id,
+                    data,
+                    proofs,
+                    ..
+                } => (document_id, Event::Sync { data, request }, proofs),
+                Message::DocUnavailable { document_id, .. } => {
+                    (document_id, Event::Unavailable, None)
+                }
+                // Presence and remote-heads gossip are not used by chartsync's devices.
+                _ => return Routed::Reply(Vec::new()),
+            };
+            if take_proofs(peer, id, proofs) {
+                return Routed::Doc(id, event);
+            }
+            let text = "too many proofs waiting for their changes";
+            Routed::Close(vec![connection_error(hub, text, conn.remote())])
+        }
+    }
+}
+
+/// An error about the connection as a whole.
+fn connection_error(hub: &Hub, text: &str, remote: Option<&RemotePeer>) -> Message {
+    Message::Error {
+        message: text.to_string(),
+        sender_id: Some(hub.local.peer_id.clone()),
+        target_id: remote.map(|r| r.peer_id.clone()),
+    }
+}
+
+/// Whether a frame about a document the connection has not named before is one too many:
+/// then what to send before the connection closes.
+fn too_many_documents(peer: &Arc<Peer>, known: bool, open: usize) -> Option<Vec<Message>> {
+    let hub = &peer.hub;
+    if known || open < hub.limits.documents_per_connection {
+        return None;
+    }
+    tracing::warn!(user = %peer.access.user, documents = open, "too many documents on one connection; disconnecting");
+    hub.metrics.closed_at_bounds.inc();
+    close_for_violation(&Some(peer.clone()));
+    let text = "too many documents on one connection";
+    Some(vec![connection_error(hub, text, Some(&peer.remote))])
+}
+
 /// For an enrolled tablet: which certificates issued on it are revoked, and whether it is, as
 /// a `chartsync/revoked` notice on its own id (`None`: nothing revoked, or not a tablet).
 async fn revoked_notice(peer: &Arc<Peer>) -> Option<Message> {
+    let peer = peer.clone();
+    tokio::task::spawn_blocking(move || revoked_now(&peer))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// `revoked_notice`, reading the store on the caller's thread.
+fn revoked_now(peer: &Peer) -> Option<Message> {
     let device = peer.access.device?;
-    let store = peer.hub.store.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        let device_revoked = store
-            .device(device)
-            .ok()
-            .flatten()
-            .is_some_and(|d| d.status != chartsync_core::store::CredentialStatus::Active);
-        let serials: Vec<String> = store
-            .certificates(None, Some(device))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| {
-                chartsync_core::trust::Serial::parse(&c.serial).is_ok_and(|serial| {
-                    !store
-                        .revocations_of(serial, &c.user, device)
-                        .unwrap_or_default()
-                        .is_empty()
-                })
+    let store = &peer.hub.store;
+    let device_revoked = store
+        .device(device)
+        .ok()
+        .flatten()
+        .is_some_and(|d| d.status != chartsync_core::store::CredentialStatus::Active);
+    let serials: Vec<String> = store
+        .certificates(None, Some(device))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            chartsync_core::trust::Serial::parse(&c.serial).is_ok_and(|serial| {
+                !store
+                    .revocations_of(serial, &c.user, device)
+                    .unwrap_or_default()
+                    .is_empty()
             })
-            .map(|c| c.serial)
-            .collect();
-        (serials, device_revoked)
-    })
-    .await
-    .ok()?;
-    let (serials, device_revoked) = found;
+        })
+        .map(|c| c.serial)
+        .collect();
     if serials.is_empty() && !device_revoked {
         return None;
     }
@@ -902,18 +1142,14 @@ impl Worker {
     ) {
         // `_received` counts against the incoming budget until the event is handled.
         'events: while let Some((event, _received)) = events.recv().await {
-            if self.peer.closing.load(Ordering::Acquire) {
-                break;
-            }
             let timed = matches!(event, Event::Sync { .. });
             let started = std::time::Instant::now();
-            let output = tokio::task::block_in_place(|| self.handle(event));
+            let Some(output) = tokio::task::block_in_place(|| self.take(event)) else {
+                break;
+            };
             if timed {
                 let seconds = started.elapsed().as_secs_f64();
                 self.peer.hub.metrics.sync_seconds.observe(seconds);
-            }
-            if output.close {
-                self.peer.closing.store(true, Ordering::Release);
             }
             for m in output.send {
                 let queued = outgoing.take(wire_size(&m)).await;
@@ -927,6 +1163,18 @@ impl Worker {
             }
         }
         tokio::task::block_in_place(|| self.finish());
+    }
+
+    /// Handles `event` unless the connection is closing (`None`: stop taking input).
+    fn take(&mut self, event: Event) -> Option<Output> {
+        if self.peer.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let output = self.handle(event);
+        if output.close {
+            self.peer.closing.store(true, Ordering::Release);
+        }
+        Some(output)
     }
 
     fn handle(&mut self, event: Event) -> Output {
@@ -1461,6 +1709,15 @@ impl Worker {
             Err(e) => return self.refused_message(&e),
         };
         let device_heads = message.heads.clone();
+        // What the device says it has, without its changes: heard even when they are held.
+        let heard = automerge::sync::Message {
+            heads: message.heads.clone(),
+            need: message.need.clone(),
+            have: message.have.clone(),
+            changes: Vec::<Vec<u8>>::new().into(),
+            flags: message.flags,
+            version: message.version.clone(),
+        };
         if let Some(known) = &peer.hub.recovery {
             take_back(store, &actor, id, known, &message);
         }
@@ -1585,6 +1842,9 @@ impl Worker {
             lock(v).done(&taken);
         }
         if let Some(refusal) = refused {
+            // The sync hears what the device has, so that what is pushed to it while its
+            // changes are held is what it lacks.
+            let _ = store.read(id, |c| sync.receive(&mut c.doc().clone(), heard));
             return self.hold(refusal);
         }
         if let Err(e) = applied {
@@ -1738,7 +1998,11 @@ impl Worker {
             Ok(Held::Already(hold)) => match self.hub().store.held_batch(hold) {
                 Ok(Some((batch, _))) => {
                     tracing::debug!(chart = %id, hold, "changes sent again are held already");
-                    self.doc = if batch.reason == HoldReason::CensusIsReadOnly {
+                    // After a rejection the device sets its copy aside and asks for the
+                    // record afresh: that request is answered, not ignored as held.
+                    let afresh = batch.reason == HoldReason::CensusIsReadOnly
+                        || batch.status == HoldStatus::Rejected;
+                    self.doc = if afresh {
                         None
                     } else {
                         Some(Doc::Held(self.pushing()))
@@ -1779,7 +2043,11 @@ impl Worker {
                 return self.violation("the server could not store the changes");
             }
         };
-        Output::send(self.notice(&notice))
+        // With the notice, what the record has that the device lacks (others' changes):
+        // nothing more is asked of the device, and it does not chart on a stale copy.
+        let mut out = Output::send(self.notice(&notice));
+        out.send.extend(self.push_held().send);
+        out
     }
 
     /// The sync state to push other people's changes with while this device's are held: the
@@ -1876,11 +2144,15 @@ impl Worker {
             };
         }
         let candidate = (**doc).clone();
+        let sent_heads = candidate.get_heads();
         let state = sync.state().clone();
         // An id in use by a chart this connection may not see (`unseen`): refused before any
         // check, so nothing is held under a chart that is not the device's. No device that
         // made its chart under a random id gets here.
         if !matches!(self.hub().store.summary(id), Ok(None)) {
+            if self.stored_meanwhile(&candidate) {
+                return self.sync_afresh();
+            }
             return self.taken_id();
         }
         let (chart, proven) = match self.check_new_chart(candidate) {
@@ -1895,6 +2167,19 @@ impl Worker {
             }
         };
         let changes = new_changes(&Automerge::new(), chart.doc());
+        // Only part of what came was taken (after a restore): the sync starts afresh from
+        // what the store has, and the device is told to forget what it sent on this
+        // connection (automerge's sync reset), so it sends the rest again.
+        let whole = chart.heads() == sent_heads;
+        let state = if whole {
+            state
+        } else {
+            automerge::sync::State {
+                their_capabilities: state.their_capabilities.clone(),
+                needs_reset: true,
+                ..Default::default()
+            }
+        };
         match self.hub().store.insert_proven(id, chart, &proven) {
             Ok(()) => {}
             // A chart the server has under another id, sent as new: kept, not merged.
@@ -1932,6 +2217,41 @@ impl Worker {
         }
     }
 
+    /// Whether the chart the store now has under this id is the one the device is sending
+    /// (it has the same first change): stored meanwhile from another device's copy, as when
+    /// several tablets send back the charts a restored server lost.
+    fn stored_meanwhile(&self, candidate: &Automerge) -> bool {
+        let roots: Vec<ChangeHash> = candidate
+            .get_changes(&[])
+            .iter()
+            .filter(|c| c.deps().is_empty())
+            .map(|c| c.hash())
+            .collect();
+        self.hub()
+            .store
+            .read(self.id, |c| {
+                roots
+                    .iter()
+                    .any(|h| c.doc().get_change_meta_by_hash(h).is_some())
+            })
+            .unwrap_or(false)
+    }
+
+    /// Starts this document's sync again as for a chart in the store: the device is sent a
+    /// message with no heads, which tells its sync to forget what it sent on this connection,
+    /// so its answer carries everything it has, checked as changes to the stored chart.
+    fn sync_afresh(&mut self) -> Output {
+        self.doc = None;
+        let peer = self.peer.clone();
+        let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
+        let mut sync = self.doc_sync(None);
+        let reply = sync.generate(&Automerge::new(), local, remote);
+        Output {
+            send: reply.into_iter().collect(),
+            close: false,
+        }
+    }
+
     /// A new chart sent under an id already in use: refused, audited, and the connection
     /// closed; the chart under that id is untouched.
     fn taken_id(&mut self) -> Output {
@@ -1963,22 +2283,44 @@ impl Worker {
         let chart =
             Chart::from_automerge(doc).map_err(|error| Err(StoreError::Chart { id, error }))?;
         let connection = self.actor();
-        // After a restore: a chart the server had accepted whole, sent back by a tablet.
-        let taken_back = self
-            .hub()
-            .recovery
-            .as_ref()
-            .is_some_and(|known| changes.iter().all(|(h, _)| known.contains(h)));
-        if taken_back {
-            let hashes = changes.iter().map(|(h, _)| *h).collect();
-            return Ok((
-                chart,
-                Proven {
-                    writers: vec![(connection, hashes)],
-                    certificates: Vec::new(),
-                    proofs: Vec::new(),
-                },
-            ));
+        // After a restore: a chart the server had accepted, sent back by a tablet, is taken
+        // back without the checks it passed once. With changes made since (which the tablet
+        // sends next, as the server still lacks them), only what was accepted is taken now:
+        // the rest is checked as any change is.
+        if let Some(known) = &self.hub().recovery {
+            use automerge::ReadDoc as _;
+            let mut kept: std::collections::HashSet<ChangeHash> = Default::default();
+            let mut taken = Vec::new();
+            for (h, bytes) in &changes {
+                let deps_kept = chart
+                    .doc()
+                    .get_change_by_hash(h)
+                    .is_some_and(|c| c.deps().iter().all(|d| kept.contains(d)));
+                if known.contains(h) && deps_kept {
+                    kept.insert(*h);
+                    taken.push((*h, bytes.clone()));
+                }
+            }
+            let accepted = |chart: Chart| {
+                let hashes = taken.iter().map(|(h, _)| *h).collect();
+                Ok((
+                    chart,
+                    Proven {
+                        writers: vec![(connection.clone(), hashes)],
+                        certificates: Vec::new(),
+                        proofs: Vec::new(),
+                    },
+                ))
+            };
+            if taken.len() == changes.len() {
+                return accepted(chart);
+            }
+            let mut part = Automerge::new();
+            if !taken.is_empty() && part.load_incremental(&join(&taken)).is_ok() {
+                if let Ok(part) = Chart::from_automerge(part) {
+                    return accepted(part);
+                }
+            }
         }
         let verifier = self.peer.verifier.as_ref();
         let runs = match verifier {
@@ -2425,8 +2767,8 @@ fn held_before(store: &ChartStore, changes: &[(ChangeHash, Vec<u8>)]) -> HeldBef
 }
 
 /// Whether the device that sent `message` has had this chart: it names heads the chart has
-/// (its own, the ones it last shared, or those its changes build on). Change hashes cannot be
-/// guessed, so a device that never had the chart names none.
+/// (its own, the ones it last shared, or those its changes build on), or carries changes
+/// it has. Change hashes cannot be guessed, so a device that never had the chart names none.
 fn had_chart(chart: &Chart, message: &automerge::sync::Message) -> bool {
     let known = |h: &ChangeHash| chart.doc().get_change_meta_by_hash(h).is_some();
     message.heads.iter().any(known)
@@ -2434,6 +2776,11 @@ fn had_chart(chart: &Chart, message: &automerge::sync::Message) -> bool {
         || chartsync_core::protocol::sync::change_deps(message)
             .iter()
             .any(known)
+        // The chart's own changes, whole (a device sending back a chart a restored server
+        // lost, which another device sent back first).
+        || chartsync_core::protocol::sync::changes_in(message)
+            .iter()
+            .any(|(h, _)| known(h))
 }
 
 /// Why a chart is no longer `access`'s to read, if it is not: off the token's wards, or

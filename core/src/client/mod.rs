@@ -258,6 +258,7 @@ enum Ended {
 
 /// What the server has not acknowledged, per chart, and what it holds: kept from the store,
 /// so the counts are right offline, before the first connection and across restarts.
+#[derive(Default)]
 struct Ledger {
     /// Commits the server has not acknowledged, per chart that has any.
     pending: HashMap<ChartId, usize>,
@@ -481,21 +482,27 @@ enum Doc {
     /// (the server would not take it), until a decision arrives; what the server pushes of
     /// other people's changes is still taken in (with the sync state, when there was one).
     Held(Option<DocSync>),
-    /// The chart left this device's wards, and the server has everything the device wrote
-    /// on it: read-only here, and not synced.
-    Departed,
+    /// The chart left this device's wards, and the server had everything the device wrote
+    /// on it: read-only here, and nothing of it is taken from the server. It is still offered
+    /// on each connection (what the device has, asking for nothing): a server restored from
+    /// a backup since takes back what it had lost, and one that has it all answers that the
+    /// chart left, as before.
+    Departed(DocSync),
 }
 
-struct Session<'a> {
-    store: &'a ChartStore,
+struct Session {
+    store: Arc<ChartStore>,
     conn: Connection,
     server: String,
     server_storage: Option<String>,
     docs: HashMap<ChartId, Doc>,
-    ledger: &'a mut Ledger,
+    /// Taken from the client for the session, and given back when it ends.
+    ledger: Ledger,
     /// The heads each chart's acknowledgement was last recorded at, to write only changes.
     acknowledged: HashMap<ChartId, Vec<ChangeHash>>,
-    departures: &'a broadcast::Sender<ChartEvent>,
+    departures: broadcast::Sender<ChartEvent>,
+    /// An enrolled tablet proves who made each change it sends.
+    prover: Option<Prover>,
     /// What the server takes in one message: the defaults, lowered by what it said it takes
     /// (`ChartNotice::TooLarge`). Every chart's messages to it keep within them.
     bounds: crate::protocol::ContentBounds,
@@ -519,21 +526,12 @@ struct Links<'a> {
 }
 
 async fn session(
-    store: &ChartStore,
+    store: &Arc<ChartStore>,
     config: &mut ClientConfig,
     links: &mut Links<'_>,
     wanted: &mut HashSet<ChartId>,
     backoff: &mut Duration,
 ) -> Ended {
-    let Links {
-        commands,
-        feed,
-        status,
-        pending,
-        handled,
-        ledger,
-        departures,
-    } = links;
     let mut request = match config.url.as_str().into_client_request() {
         Ok(r) => r,
         Err(_) => return Ended::Lost("the server URL is not a WebSocket URL".into()),
@@ -565,14 +563,7 @@ async fn session(
         Ok(Err(e)) => return Ended::Lost(format!("could not connect: {e}")),
         Ok(Ok((ws, _))) => ws,
     };
-    let storage_id = store.storage_id().ok();
-    let (mut conn, join) = Connection::initiate(LocalPeer {
-        peer_id: config.peer_id.clone(),
-        metadata: PeerMetadata {
-            storage_id,
-            is_ephemeral: false,
-        },
-    });
+    let (mut conn, join) = Connection::initiate(local_peer(store, config));
     if ws
         .send(WsMessage::Binary(join.encode().into()))
         .await
@@ -595,22 +586,50 @@ async fn session(
     };
     // Connected: the next loss starts the backoff again from the bottom.
     *backoff = config.backoff_min;
-    let mut s = Session {
-        store,
-        server: remote.peer_id.clone(),
-        server_storage: remote.storage_id().map(String::from),
+    let mut s = Session::start(
+        store.clone(),
         conn,
-        docs: HashMap::new(),
-        ledger,
-        acknowledged: HashMap::new(),
-        departures,
-        bounds: crate::protocol::ContentBounds::default(),
-        takes: config.content_bounds,
-        too_large: HashSet::new(),
-    };
-    let mut out = Vec::new();
-    // An enrolled tablet proves who made each change it sends.
-    let mut prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
+        &remote,
+        std::mem::take(&mut *links.ledger),
+        links.departures.clone(),
+        config.content_bounds,
+    );
+    let ended = drive(&mut s, &mut ws, config, links, wanted).await;
+    *links.ledger = std::mem::take(&mut s.ledger);
+    ended
+}
+
+/// Who this device is to the server.
+fn local_peer(store: &ChartStore, config: &ClientConfig) -> LocalPeer {
+    LocalPeer {
+        peer_id: config.peer_id.clone(),
+        metadata: PeerMetadata {
+            storage_id: store.storage_id().ok(),
+            is_ephemeral: false,
+        },
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A connected session: the socket and the app's lines around `s`, until the connection
+/// ends, the token changes or the app stops.
+async fn drive(
+    s: &mut Session,
+    ws: &mut Socket,
+    config: &mut ClientConfig,
+    links: &mut Links<'_>,
+    wanted: &mut HashSet<ChartId>,
+) -> Ended {
+    let Links {
+        commands,
+        feed,
+        status,
+        pending,
+        handled,
+        ..
+    } = links;
     // Fetches taken up but not yet in a published status; released however the session ends.
     let mut taken_up = AfterPublish {
         apply: |n| {
@@ -624,29 +643,10 @@ async fn session(
         },
         n: 0,
     };
-    let local: Vec<ChartId> = tokio::task::block_in_place(|| {
-        store
-            .list(&ChartFilter::default())
-            .map(|l| l.into_iter().map(|c| c.id).collect())
-            .unwrap_or_default()
-    });
-    for id in local.into_iter().chain(wanted.iter().copied()) {
-        out.extend(tokio::task::block_in_place(|| s.open(id)));
-    }
-    for ward in &config.wards {
-        out.extend(tokio::task::block_in_place(|| s.open_census(ward)));
-    }
+    let mut out = tokio::task::block_in_place(|| s.open_all(wanted.iter().copied(), &config.wards));
     loop {
-        for mut m in out.drain(..) {
-            if let Some(p) = prover.as_mut() {
-                if let Some((chart, author)) =
-                    tokio::task::block_in_place(|| p.attach(store, &mut m))
-                {
-                    // Nobody signed in here can prove these changes: held back, and said so.
-                    tokio::task::block_in_place(|| s.hold_back(chart, &author));
-                    continue;
-                }
-            }
+        let frames = tokio::task::block_in_place(|| s.seal(std::mem::take(&mut out)));
+        for m in frames {
             if ws.send(WsMessage::Binary(m.encode().into())).await.is_err() {
                 s.save_all();
                 return Ended::Lost("the connection dropped".into());
@@ -703,7 +703,192 @@ async fn session(
     }
 }
 
-impl Session<'_> {
+/// The device's side of one connection with no socket, no task and no timer: frames in,
+/// frames out, under every rule [`SyncClient`] follows (it drives the same session), each
+/// event handled to the end before the next. The caller is the network: it sends the `join`
+/// that [`initiate`](Self::initiate) returns, delivers the server's frames, and tells the
+/// session of the store's commits (every event of [`ChartStore::subscribe`], the session's
+/// own included, as the client does). Dropping it without [`close`](Self::close) is a crash:
+/// the sync state since the last save is lost, what the store committed is not. The
+/// deterministic simulation (`tests/tests/simulation.rs`) drives tablets through it.
+pub struct DeviceSession {
+    store: Arc<ChartStore>,
+    config: ClientConfig,
+    wanted: Vec<ChartId>,
+    joining: Option<Connection>,
+    session: Option<Session>,
+}
+
+impl DeviceSession {
+    /// A new connection for `store` as `config` describes (its url and token are the
+    /// caller's business), asking as well for the charts in `wanted`; the `join` to send.
+    pub fn initiate(
+        store: Arc<ChartStore>,
+        config: ClientConfig,
+        wanted: Vec<ChartId>,
+    ) -> (DeviceSession, Message) {
+        let (conn, join) = Connection::initiate(local_peer(&store, &config));
+        let device = DeviceSession {
+            store,
+            config,
+            wanted,
+            joining: Some(conn),
+            session: None,
+        };
+        (device, join)
+    }
+
+    /// Whether the handshake is done.
+    pub fn is_open(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// A frame from the server: what to send back, in order. `Err`: the connection is over
+    /// (a violation, or the server closed it), with the sync state saved.
+    pub fn receive(&mut self, frame: &[u8]) -> Result<Vec<Message>, String> {
+        if let Some(s) = self.session.as_mut() {
+            return match s.on_frame(frame) {
+                Ok(replies) => Ok(s.seal(replies)),
+                Err(reason) => {
+                    s.save_all();
+                    self.session = None;
+                    Err(reason)
+                }
+            };
+        }
+        let Some(conn) = self.joining.as_mut() else {
+            return Err("the connection has ended".into());
+        };
+        match conn.receive(frame) {
+            Ok(Incoming::Established { remote, .. }) => {
+                let Some(conn) = self.joining.take() else {
+                    return Err("the connection has ended".into());
+                };
+                let mut s = Session::start(
+                    self.store.clone(),
+                    conn,
+                    &remote,
+                    Ledger::load(&self.store),
+                    broadcast::channel(64).0,
+                    self.config.content_bounds,
+                );
+                let opened = s.open_all(self.wanted.iter().copied(), &self.config.wards);
+                let out = s.seal(opened);
+                self.session = Some(s);
+                Ok(out)
+            }
+            Ok(Incoming::Closed { reason }) => Err(reason),
+            Ok(_) => Ok(Vec::new()),
+            Err(v) => Err(v.error.to_string()),
+        }
+    }
+
+    /// A commit to the store (any event of its feed): what to send of it.
+    pub fn local_commit(&mut self, id: ChartId) -> Vec<Message> {
+        match self.session.as_mut() {
+            Some(s) => {
+                let out = s.on_local_commit(id);
+                s.seal(out)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Asks for a chart this device has not got ([`SyncClient::fetch`]).
+    pub fn fetch(&mut self, id: ChartId) -> Vec<Message> {
+        self.wanted.push(id);
+        match self.session.as_mut() {
+            Some(s) => {
+                let out: Vec<Message> = s.open(id).into_iter().collect();
+                s.seal(out)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The status [`SyncClient::status`] would publish now.
+    pub fn status(&mut self) -> SyncStatus {
+        match self.session.as_mut() {
+            Some(s) => {
+                let state = s.progress();
+                s.ledger.status(state)
+            }
+            None => Ledger::load(&self.store).status(SyncState::Connecting),
+        }
+    }
+
+    /// Ends the connection as the client does (on a drop, a new token or a stop): every
+    /// document's sync state is saved.
+    pub fn close(self) {
+        if let Some(s) = &self.session {
+            s.save_all();
+        }
+    }
+}
+
+impl Session {
+    /// A session on an established connection to `remote`.
+    fn start(
+        store: Arc<ChartStore>,
+        conn: Connection,
+        remote: &crate::protocol::RemotePeer,
+        ledger: Ledger,
+        departures: broadcast::Sender<ChartEvent>,
+        takes: crate::protocol::ContentBounds,
+    ) -> Session {
+        let prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
+        Session {
+            store,
+            server: remote.peer_id.clone(),
+            server_storage: remote.storage_id().map(String::from),
+            conn,
+            docs: HashMap::new(),
+            ledger,
+            acknowledged: HashMap::new(),
+            departures,
+            bounds: crate::protocol::ContentBounds::default(),
+            takes,
+            too_large: HashSet::new(),
+            prover,
+        }
+    }
+
+    /// Opens every chart in the store, those in `wanted`, and the census of each of `wards`.
+    fn open_all(
+        &mut self,
+        wanted: impl IntoIterator<Item = ChartId>,
+        wards: &[String],
+    ) -> Vec<Message> {
+        let local: Vec<ChartId> = self
+            .store
+            .list(&ChartFilter::default())
+            .map(|l| l.into_iter().map(|c| c.id).collect())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for id in local.into_iter().chain(wanted) {
+            out.extend(self.open(id));
+        }
+        for ward in wards {
+            out.extend(self.open_census(ward));
+        }
+        out
+    }
+
+    /// What is to be sent of `out`: on an enrolled tablet each with its proofs; a message
+    /// carrying changes nobody signed in here can prove is held back, and said so.
+    fn seal(&mut self, out: Vec<Message>) -> Vec<Message> {
+        let mut sealed = Vec::with_capacity(out.len());
+        for mut m in out {
+            if let Some(p) = self.prover.as_mut() {
+                if let Some((chart, author)) = p.attach(&self.store, &mut m) {
+                    self.hold_back(chart, &author);
+                    continue;
+                }
+            }
+            sealed.push(m);
+        }
+        sealed
+    }
     fn stored_state(&self, id: ChartId) -> Option<automerge::sync::State> {
         let storage = self.server_storage.as_deref()?;
         self.store.sync_state(storage, id).ok().flatten()
@@ -716,8 +901,14 @@ impl Session<'_> {
         }
         let me = self.conn.local().peer_id.clone();
         if self.store.departed(id).ok().flatten().is_some() {
-            self.docs.insert(id, Doc::Departed);
-            return None;
+            let mut sync = self.doc_sync(id, self.stored_state(id));
+            let m = self
+                .store
+                .read(id, |c| sync.generate_push(c.doc(), &me, &self.server))
+                .ok()
+                .flatten();
+            self.docs.insert(id, Doc::Departed(sync));
+            return m;
         }
         if self.store.contains(id).unwrap_or(false) {
             let mut sync = self.doc_sync(id, self.stored_state(id));
@@ -759,7 +950,7 @@ impl Session<'_> {
     }
 
     fn on_local_commit(&mut self, id: ChartId) -> Vec<Message> {
-        self.ledger.count(self.store, id);
+        self.ledger.count(&self.store, id);
         match self.docs.get(&id) {
             Some(Doc::Chart(_)) => self.next(id).into_iter().collect(),
             // Held back for want of a proof: its author signed in, and it goes.
@@ -773,11 +964,11 @@ impl Session<'_> {
                     return Vec::new();
                 }
                 let _ = self.store.clear_device_hold(id);
-                self.ledger.reload_held(self.store);
+                self.ledger.reload_held(&self.store);
                 self.docs.remove(&id);
                 self.open(id).into_iter().collect()
             }
-            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_) | Doc::Departed) => {
+            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_) | Doc::Departed(_)) => {
                 Vec::new()
             }
             // A chart made on this device.
@@ -826,7 +1017,7 @@ impl Session<'_> {
                         Some(Doc::Chart(sync))
                         | Some(Doc::Wanted { sync, .. })
                         | Some(Doc::Census { sync, .. }) => sync.mark_unavailable(),
-                        Some(Doc::Held(_) | Doc::Departed) | None => {}
+                        Some(Doc::Held(_) | Doc::Departed(_)) | None => {}
                     }
                     Ok(Vec::new())
                 }
@@ -912,7 +1103,7 @@ impl Session<'_> {
                 // This copy can never merge with the record again: it is kept aside, and the
                 // record's copy fetched afresh. The status clears.
                 self.ledger.pending.remove(&id);
-                self.ledger.reload_held(self.store);
+                self.ledger.reload_held(&self.store);
                 self.acknowledged.remove(&id);
                 let _ = self
                     .departures
@@ -944,7 +1135,7 @@ impl Session<'_> {
             ChartNotice::TooLarge { bound, limit } => return self.on_too_large(id, bound, limit),
             ChartNotice::Revoked { .. } | ChartNotice::BreakGlassFiled { .. } => return Vec::new(),
         };
-        self.ledger.reload_held(self.store);
+        self.ledger.reload_held(&self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
         if let Some(Doc::Chart(sync)) = self.docs.get(&id) {
             if let Some(storage) = &self.server_storage {
@@ -1044,7 +1235,7 @@ impl Session<'_> {
             rejected: None,
         };
         let _ = self.store.set_device_hold(&hold, &heads);
-        self.ledger.reload_held(self.store);
+        self.ledger.reload_held(&self.store);
         let sync = match self.docs.remove(&id) {
             Some(Doc::Chart(sync) | Doc::Held(Some(sync))) => Some(sync),
             _ => None,
@@ -1092,14 +1283,19 @@ impl Session<'_> {
         acknowledged: Vec<ChangeHash>,
     ) -> Vec<Message> {
         self.record_acknowledged(id, acknowledged);
-        self.ledger.count(self.store, id);
+        self.ledger.count(&self.store, id);
         if self.ledger.pending.contains_key(&id) {
             self.docs.remove(&id);
             return self.open(id).into_iter().collect();
         }
+        // Offered again on a new connection, and the server has it all: nothing new.
+        if matches!(self.docs.get(&id), Some(Doc::Departed(_))) {
+            return Vec::new();
+        }
         match self.store.set_departed(id, reason) {
             Ok(true) => {
-                self.docs.insert(id, Doc::Departed);
+                let sync = self.doc_sync(id, self.stored_state(id));
+                self.docs.insert(id, Doc::Departed(sync));
                 let _ = self.departures.send(ChartEvent::Left { chart: id, reason });
                 Vec::new()
             }
@@ -1120,7 +1316,7 @@ impl Session<'_> {
             return;
         };
         if self.record_acknowledged(id, theirs) {
-            self.ledger.count(self.store, id);
+            self.ledger.count(&self.store, id);
         }
     }
 
@@ -1169,9 +1365,26 @@ impl Session<'_> {
                     .map_err(|e| e.to_string())?;
                 Ok(Vec::new())
             }
-            // Departed: the server sends nothing of it, but a message already on its way is
-            // let pass.
-            Some(Doc::Held(None) | Doc::Departed) => Ok(Vec::new()),
+            Some(Doc::Held(None)) => Ok(Vec::new()),
+            // Departed: what the server says it has and lacks is heard, and it is sent what it
+            // lacks; nothing of the chart is taken from it.
+            Some(Doc::Departed(sync)) => {
+                let mut msg = match sync.decode(data) {
+                    Ok(msg) => msg,
+                    Err(e) => return self.refused_incoming(id, e),
+                };
+                msg.changes = Vec::<Vec<u8>>::new().into();
+                let next = self.store.read(id, |c| {
+                    let mut scratch = c.doc().clone();
+                    sync.receive(&mut scratch, msg)
+                        .map(|()| sync.generate_push(c.doc(), &me, &server))
+                });
+                match next {
+                    Ok(Ok(m)) => Ok(m.into_iter().collect()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Some(Doc::Chart(sync)) => {
                 let msg = match sync.decode(data) {
                     Ok(msg) => msg,
@@ -1216,7 +1429,7 @@ impl Session<'_> {
                 // Fetch every chart the ward lists that this device has not got; a chart that
                 // left and is listed again (the patient came back) is this device's again.
                 for entry in census.entries() {
-                    if matches!(self.docs.get(&entry.id), Some(Doc::Departed)) {
+                    if matches!(self.docs.get(&entry.id), Some(Doc::Departed(_))) {
                         let _ = self.store.clear_departed(entry.id);
                         self.docs.remove(&entry.id);
                     }
@@ -1256,7 +1469,7 @@ impl Session<'_> {
                 Doc::Census { sync, doc } => {
                     busy |= !sync.is_unavailable() && !sync.peer_has(&doc.get_heads())
                 }
-                Doc::Held(_) | Doc::Departed => {}
+                Doc::Held(_) | Doc::Departed(_) => {}
             }
         }
         // A held chart whose changes the server now has (accepted while this device was away)
@@ -1268,7 +1481,7 @@ impl Session<'_> {
             }
         }
         if cleared {
-            self.ledger.reload_held(self.store);
+            self.ledger.reload_held(&self.store);
         }
         // Never "up to date" while a chart has changes the server has not acknowledged (a
         // chart it stopped sharing included): only held charts may wait.
@@ -1291,7 +1504,7 @@ impl Session<'_> {
             return;
         };
         for (id, doc) in &self.docs {
-            if let Doc::Chart(sync) | Doc::Census { sync, .. } = doc {
+            if let Doc::Chart(sync) | Doc::Census { sync, .. } | Doc::Departed(sync) = doc {
                 let _ = self.store.save_sync_state(storage, *id, sync.state());
             }
         }

@@ -1,0 +1,982 @@
+//! A deterministic simulation of the whole sync (issue 14, item 8; docs/adr/0009-sync-session.md).
+//!
+//! One server and several ward tablets, each with its own store on disk, run the real rules of
+//! both sides with no socket, no task and no timer: the server through
+//! `chartsync_server::ServerConnection` over an `InProcessServer`, each tablet through
+//! `chartsync_core::client::DeviceSession`. One seed decides everything the network and the
+//! people do, in order: which frame is delivered next (each connection is a pair of ordered
+//! queues, as a WebSocket is), connections cut with frames in flight (those to the tablet
+//! lost, a prefix of those to the server still read), tablets going offline for a while,
+//! crashes of a tablet or of the server (dropped with their unsaved state, the store opened
+//! again from disk), tokens expiring, another nurse signing in on a tablet, and chart work:
+//! admissions, observations, notes, signatures, transfers and discharges, online or not.
+//!
+//! Then the network heals (every tablet online, connected afresh, until nothing moves) and
+//! the run is checked:
+//! - it went quiet: no connection still exchanging frames after a bounded number of steps
+//!   (a loop is a failure);
+//! - every change a tablet made is in the server's record or in its holding area, and a chart
+//!   with held changes is named in the tablet's status (held in plain sight);
+//! - every tablet has the server's record of every active chart on its wards;
+//! - no change a tablet recorded as acknowledged is missing from the server, checked after
+//!   every server crash and at the end;
+//! - no tablet holds a chart that was never on its wards (and was not made there);
+//! - no signed entry was changed after its signature;
+//! - a tablet whose status says "up to date" has every change it made on the server.
+//!
+//! A failure names its seed; `SIM_SEED=n` runs that seed alone and prints what happened.
+//! `SIM_SEEDS=n` runs seeds 0..n (default 200: the README's test command); `SIM_SEEDS=10000`
+//! is the soak. `SIM_STEPS` sets the steps per run (default 300).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use automerge::ChangeHash;
+use chartsync_core::chart::{
+    ChartId, EncounterStatus, EntryKind, NewEntry, Role, SignatureMeaning, Staff, Timestamp,
+};
+use chartsync_core::client::{ClientConfig, DeviceSession, SyncState};
+use chartsync_core::store::{
+    ChartChanged, ChartStore, Compaction, Durability, HoldStatus, StoreOptions,
+};
+use chartsync_server::{Access, InProcessServer, Limits, ServerConnection};
+use chartsync_tests::{admit_at, heart_rate};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const WARDS: [&str; 3] = ["4west", "5east", "icu"];
+/// Steps the healed network may take to go quiet before the run counts as looping.
+const QUIET_WITHIN: usize = 20_000;
+
+/// What travels one way on a connection.
+enum Frame {
+    Data(Vec<u8>),
+    /// The sending side closed (or the socket failed): nothing follows.
+    End,
+}
+
+struct Link {
+    tablet: usize,
+    device: Option<DeviceSession>,
+    server: Option<ServerConnection>,
+    to_server: VecDeque<Frame>,
+    to_device: VecDeque<Frame>,
+}
+
+impl Link {
+    fn done(&self) -> bool {
+        self.device.is_none()
+            && self.server.is_none()
+            && self.to_server.is_empty()
+            && self.to_device.is_empty()
+    }
+}
+
+struct Tablet {
+    name: String,
+    path: PathBuf,
+    store: Arc<ChartStore>,
+    feed: std::sync::mpsc::Receiver<ChartChanged>,
+    ward: &'static str,
+    /// Which of the ward's nurses is signed in.
+    nurse: usize,
+    online: bool,
+    /// Charts made on this tablet.
+    made: HashSet<ChartId>,
+    /// Charts asked for by id (`SyncClient::fetch`), asked again on every connection.
+    wanted: Vec<ChartId>,
+}
+
+impl Tablet {
+    fn user(&self) -> String {
+        format!("{}.nurse{}", self.ward, self.nurse)
+    }
+
+    fn staff(&self) -> Staff {
+        Staff::new(self.user(), Role::Nurse, self.name.clone())
+    }
+
+    fn open(path: &std::path::Path) -> Arc<ChartStore> {
+        Arc::new(
+            ChartStore::open(
+                path,
+                StoreOptions {
+                    durability: Durability::Normal,
+                    compaction: Compaction::Manual,
+                    ..StoreOptions::default()
+                },
+            )
+            .expect("a tablet's store opens"),
+        )
+    }
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    steps: usize,
+    delivered: usize,
+    cuts: usize,
+    tablet_crashes: usize,
+    server_crashes: usize,
+    expiries: usize,
+    sign_ins: usize,
+    fetches: usize,
+    decisions: usize,
+    offline: usize,
+    edits: usize,
+    transfers: usize,
+    held_charts: usize,
+    restores: usize,
+}
+
+struct Sim {
+    rng: ChaCha8Rng,
+    dir: tempfile::TempDir,
+    server: InProcessServer,
+    tablets: Vec<Tablet>,
+    links: Vec<Link>,
+    /// Every chart made, in order.
+    charts: Vec<ChartId>,
+    /// Every ward each chart was ever on, as the tablets that moved it saw it.
+    wards_of: HashMap<ChartId, HashSet<&'static str>>,
+    /// (tablet, chart, heads) the tablet recorded as acknowledged, before a server crash.
+    acknowledged: Vec<(usize, ChartId, Vec<ChangeHash>)>,
+    log: Vec<String>,
+    verbose: bool,
+    /// Every frame delivered, on stderr (`SIM_TRACE=1` with `SIM_SEED`).
+    trace: bool,
+    counts: Counts,
+}
+
+type Checked = Result<(), String>;
+
+impl Sim {
+    fn new(seed: u64, tablets: usize, verbose: bool) -> Sim {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = InProcessServer::open(&dir.path().join("server"), Limits::default())
+            .expect("the server's store opens");
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            server,
+            tablets: Vec::new(),
+            links: Vec::new(),
+            wards_of: HashMap::new(),
+            charts: Vec::new(),
+            acknowledged: Vec::new(),
+            log: Vec::new(),
+            verbose,
+            trace: verbose && std::env::var_os("SIM_TRACE").is_some(),
+            counts: Counts::default(),
+            dir,
+        };
+        for i in 0..tablets {
+            let name = format!("tablet-{i}");
+            let path = sim.dir.path().join(format!("{name}.db"));
+            let store = Tablet::open(&path);
+            let feed = store.subscribe();
+            sim.tablets.push(Tablet {
+                name,
+                path,
+                store,
+                feed,
+                ward: WARDS[i % WARDS.len()],
+                nurse: 0,
+                online: true,
+                made: HashSet::new(),
+                wanted: Vec::new(),
+            });
+        }
+        sim
+    }
+
+    fn note(&mut self, what: String) {
+        if self.verbose {
+            eprintln!("{what}");
+        }
+        self.log.push(what);
+    }
+
+    fn access(&self, t: usize) -> Access {
+        let tablet = &self.tablets[t];
+        Access {
+            user: tablet.user(),
+            role: Role::Nurse,
+            wards: vec![tablet.ward.to_string()],
+            expires_at: u64::MAX / 2,
+            device: None,
+            quarantined: false,
+        }
+    }
+
+    fn link_of(&self, t: usize) -> Option<usize> {
+        self.links
+            .iter()
+            .position(|l| l.tablet == t && l.device.is_some())
+    }
+
+    /// A tablet with no open connection connects.
+    fn connect(&mut self, t: usize) {
+        if self.link_of(t).is_some() || !self.tablets[t].online {
+            return;
+        }
+        let Some(server) = self.server.accept(self.access(t)) else {
+            self.note(format!("{t}: refused a connection"));
+            return;
+        };
+        let tablet = &self.tablets[t];
+        let mut config = ClientConfig::new("sim", "", tablet.name.clone());
+        config.wards = vec![tablet.ward.to_string()];
+        let (device, join) =
+            DeviceSession::initiate(tablet.store.clone(), config, tablet.wanted.clone());
+        self.links.push(Link {
+            tablet: t,
+            device: Some(device),
+            server: Some(server),
+            to_server: VecDeque::from([Frame::Data(join.encode())]),
+            to_device: VecDeque::new(),
+        });
+        self.note(format!("{t}: connects as {}", self.tablets[t].user()));
+    }
+
+    /// The tablet's end of link `l` ends: closed by the client (state saved) or crashed.
+    fn end_device(&mut self, l: usize, saved: bool) {
+        let link = &mut self.links[l];
+        if let Some(device) = link.device.take() {
+            if saved {
+                device.close();
+            }
+            link.to_server.push_back(Frame::End);
+        }
+        link.to_device.clear();
+    }
+
+    /// The server's end of link `l` ends: closed in order (state saved) or crashed.
+    fn end_server(&mut self, l: usize, saved: bool) {
+        let link = &mut self.links[l];
+        if let Some(server) = link.server.take() {
+            if saved {
+                server.finish();
+            }
+            link.to_device.push_back(Frame::End);
+        }
+        link.to_server.clear();
+    }
+
+    /// The network fails under link `l`: the tablet sees it at once; the server still reads
+    /// some of what was on its way, then sees the socket fail.
+    fn cut(&mut self, l: usize) {
+        let keep = self.rng.random_range(0..=self.links[l].to_server.len());
+        self.links[l].to_server.truncate(keep);
+        if let Some(device) = self.links[l].device.take() {
+            device.close();
+        }
+        self.links[l].to_device.clear();
+        self.links[l].to_server.push_back(Frame::End);
+    }
+
+    fn deliver_to_server(&mut self, l: usize) {
+        let Some(frame) = self.links[l].to_server.pop_front() else {
+            return;
+        };
+        self.counts.delivered += 1;
+        if self.links[l].server.is_none() {
+            return;
+        };
+        match frame {
+            Frame::End => {
+                self.end_server(l, true);
+            }
+            Frame::Data(bytes) => {
+                if self.trace {
+                    let t = self.links[l].tablet;
+                    eprintln!("    {t} -> server: {}", describe(&bytes));
+                }
+                let Some(server) = self.links[l].server.as_mut() else {
+                    return;
+                };
+                let effects = server.receive(&bytes);
+                self.from_server(l, effects);
+                self.pump_server();
+            }
+        }
+    }
+
+    fn from_server(&mut self, l: usize, effects: chartsync_server::Effects) {
+        let link = &mut self.links[l];
+        if link.device.is_some() {
+            for m in effects.send {
+                link.to_device.push_back(Frame::Data(m.encode()));
+            }
+        }
+        if effects.close {
+            let t = link.tablet;
+            self.note(format!("{t}: the server closes the connection"));
+            self.end_server(l, true);
+        }
+    }
+
+    /// The server's commits, to every connection.
+    fn pump_server(&mut self) {
+        loop {
+            let commits = self.server.commits();
+            if commits.is_empty() {
+                return;
+            }
+            for changed in &commits {
+                for l in 0..self.links.len() {
+                    let Some(server) = self.links[l].server.as_mut() else {
+                        continue;
+                    };
+                    let effects = server.changed(changed);
+                    self.from_server(l, effects);
+                }
+            }
+        }
+    }
+
+    fn deliver_to_device(&mut self, l: usize) {
+        let Some(frame) = self.links[l].to_device.pop_front() else {
+            return;
+        };
+        self.counts.delivered += 1;
+        let t = self.links[l].tablet;
+        let Some(device) = self.links[l].device.as_mut() else {
+            return;
+        };
+        match frame {
+            Frame::End => {
+                self.end_device(l, true);
+            }
+            Frame::Data(bytes) => match {
+                if self.trace {
+                    eprintln!("    server -> {t}: {}", describe(&bytes));
+                }
+                device.receive(&bytes)
+            } {
+                Ok(replies) => {
+                    for m in replies {
+                        self.links[l].to_server.push_back(Frame::Data(m.encode()));
+                    }
+                    self.pump_tablet(t);
+                }
+                Err(reason) => {
+                    self.note(format!("{t}: the connection ends: {reason}"));
+                    // The session saved its state already.
+                    self.links[l].device = None;
+                    self.links[l].to_server.push_back(Frame::End);
+                }
+            },
+        }
+    }
+
+    /// The tablet's commits (its own work and what it took from the server), to its session.
+    fn pump_tablet(&mut self, t: usize) {
+        let events: Vec<ChartChanged> = self.tablets[t].feed.try_iter().collect();
+        let Some(l) = self.link_of(t) else {
+            return;
+        };
+        for event in events {
+            let Some(device) = self.links[l].device.as_mut() else {
+                return;
+            };
+            for m in device.local_commit(event.id) {
+                self.links[l].to_server.push_back(Frame::Data(m.encode()));
+            }
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// A chart id from the seed, so that a replay picks the same charts.
+    fn new_id(&mut self) -> ChartId {
+        loop {
+            let id = ChartId::from_bytes(self.rng.random());
+            if !chartsync_core::census::is_census_id(&id) && !self.wards_of.contains_key(&id) {
+                self.charts.push(id);
+                return id;
+            }
+        }
+    }
+
+    /// Charts on the tablet that it sees as active on its ward, in the order they were made.
+    fn own_charts(&self, t: usize) -> Vec<ChartId> {
+        let tablet = &self.tablets[t];
+        let mut ids: Vec<ChartId> = tablet
+            .store
+            .list(&Default::default())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.ward == tablet.ward && c.status == EncounterStatus::Active)
+            .filter(|c| !matches!(tablet.store.departed(c.id), Ok(Some(_))))
+            .map(|c| c.id)
+            .collect();
+        ids.sort_by_key(|id| self.charts.iter().position(|c| c == id));
+        ids
+    }
+
+    /// Chart work on tablet `t` by whoever is signed in, online or not.
+    fn work(&mut self, t: usize) {
+        let staff = self.tablets[t].staff();
+        let charts = self.own_charts(t);
+        let roll = self.rng.random_range(0..100);
+        let store = self.tablets[t].store.clone();
+        if charts.is_empty() || roll < 12 {
+            let ward = self.tablets[t].ward;
+            let mrn = format!("MRN-{:06}", self.rng.random_range(0..1_000_000));
+            let chart = admit_at(&mrn, ward, Self::now(), &staff);
+            let id = self.new_id();
+            store.insert(id, chart).expect("an admission is stored");
+            self.tablets[t].made.insert(id);
+            self.wards_of.entry(id).or_default().insert(ward);
+            self.note(format!("{t}: admits {id} to {ward}"));
+            return;
+        }
+        let id = charts[self.rng.random_range(0..charts.len())];
+        self.counts.edits += 1;
+        let result = match roll {
+            12..=59 => {
+                let entry = if self.rng.random_bool(0.5) {
+                    heart_rate(self.rng.random_range(50..130))
+                } else {
+                    NewEntry::note(EntryKind::NursingNote, "Settled, observations stable.")
+                };
+                self.note(format!("{t}: writes on {id}"));
+                store.update(id, |c| c.add_entry(&staff, Self::now(), entry).map(|_| ()))
+            }
+            60..=84 => {
+                self.note(format!("{t}: signs on {id}"));
+                store.update(id, |c| {
+                    let unsigned = c
+                        .view()?
+                        .entries
+                        .into_iter()
+                        .find(|e| !e.signed && e.content.author == staff.user);
+                    match unsigned {
+                        Some(e) => {
+                            c.sign_entry(&staff, Self::now(), &e.id, SignatureMeaning::Author)
+                        }
+                        None => Ok(()),
+                    }
+                })
+            }
+            85..=95 => {
+                let here = self.tablets[t].ward;
+                let others: Vec<&'static str> =
+                    WARDS.iter().copied().filter(|w| *w != here).collect();
+                let to = others[self.rng.random_range(0..others.len())];
+                self.wards_of.entry(id).or_default().insert(to);
+                self.counts.transfers += 1;
+                self.note(format!("{t}: transfers {id} to {to}"));
+                store.update(id, |c| c.transfer(&staff, Self::now(), to, None))
+            }
+            _ => {
+                self.note(format!("{t}: discharges {id}"));
+                store.update(id, |c| c.discharge(&staff, Self::now(), "home"))
+            }
+        };
+        if let Err(e) = result {
+            self.note(format!("{t}: the work on {id} failed: {e}"));
+        }
+        self.pump_tablet(t);
+    }
+
+    /// A nurse asks for a chart by id: any chart the hospital has, on her ward or not.
+    fn fetch(&mut self, t: usize) {
+        if self.charts.is_empty() {
+            return;
+        }
+        let id = self.charts[self.rng.random_range(0..self.charts.len())];
+        self.counts.fetches += 1;
+        self.note(format!("{t}: asks for {id}"));
+        self.tablets[t].wanted.push(id);
+        if let Some(l) = self.link_of(t) {
+            if let Some(device) = self.links[l].device.as_mut() {
+                for m in device.fetch(id) {
+                    self.links[l].to_server.push_back(Frame::Data(m.encode()));
+                }
+            }
+        }
+    }
+
+    /// A records supervisor accepts or rejects some held changes; the device that sent them
+    /// is told if it is connected (otherwise when it next syncs the chart).
+    fn decide(&mut self) {
+        let pending = self
+            .server
+            .store()
+            .held_batches(None, Some(HoldStatus::Pending))
+            .unwrap_or_default();
+        if pending.is_empty() {
+            return;
+        }
+        let batch = &pending[self.rng.random_range(0..pending.len())];
+        let reject = self.rng.random_bool(0.4).then_some("not this patient's");
+        let (id, chart) = (batch.id, batch.chart);
+        match self.server.decide(id, reject) {
+            Ok((chart, device, notice)) => {
+                self.counts.decisions += 1;
+                let what = if reject.is_some() {
+                    "rejects"
+                } else {
+                    "accepts"
+                };
+                self.note(format!(
+                    "a supervisor {what} hold {id} of {chart} from {device}"
+                ));
+                for l in 0..self.links.len() {
+                    if let Some(server) = self.links[l].server.as_mut() {
+                        let effects = server.decided(chart, &device, notice.clone());
+                        self.from_server(l, effects);
+                    }
+                }
+                self.pump_server();
+            }
+            Err(e) => self.note(format!("hold {id} of {chart} is not decided: {e}")),
+        }
+    }
+
+    /// Records what every tablet holds as acknowledged by the server.
+    fn snapshot_acknowledged(&mut self) {
+        for (t, tablet) in self.tablets.iter().enumerate() {
+            for c in tablet.store.list(&Default::default()).unwrap_or_default() {
+                let heads = tablet.store.acknowledged(c.id).unwrap_or_default();
+                if !heads.is_empty() {
+                    self.acknowledged.push((t, c.id, heads));
+                }
+            }
+        }
+    }
+
+    fn crash_server(&mut self) -> Checked {
+        self.counts.server_crashes += 1;
+        self.note("the server crashes".into());
+        self.snapshot_acknowledged();
+        self.stop_server(None)?;
+        // Nothing it acknowledged may be missing once it is back. (After a restore, what it
+        // acknowledged before comes back from the tablets as they sync: checked at the end.)
+        if self.counts.restores > 0 {
+            return Ok(());
+        }
+        self.check_acknowledged()
+    }
+
+    /// The server stops with its connections cut, and starts again (after a restore from
+    /// `backup`, if given).
+    fn stop_server(&mut self, backup: Option<PathBuf>) -> Checked {
+        for l in 0..self.links.len() {
+            self.end_server(l, false);
+        }
+        let dir = self.dir.path().join("server");
+        let placeholder = self.dir.path().join("between");
+        let stopped = InProcessServer::open(&placeholder, Limits::default())
+            .map_err(|e| format!("a server does not open: {e}"))?;
+        // The old server goes first: its store and threads end with it.
+        std::mem::replace(&mut self.server, stopped).close();
+        if let Some(from) = backup {
+            InProcessServer::restore(&dir, &from)
+                .map_err(|e| format!("the backup does not restore: {e}"))?;
+        }
+        let reopened = InProcessServer::open(&dir, Limits::default())
+            .map_err(|e| format!("the server's store does not open again: {e}"))?;
+        std::mem::replace(&mut self.server, reopened).close();
+        Ok(())
+    }
+
+    /// The records office backs the server up (once a run), as it runs.
+    fn backup(&mut self) {
+        let to = self.dir.path().join("backup.db");
+        if to.exists() {
+            return;
+        }
+        match self.server.backup(&to) {
+            Ok(()) => self.note("the server is backed up".into()),
+            Err(e) => self.note(format!("the backup failed: {e}")),
+        }
+    }
+
+    /// The server's disk is lost: it is restored from the backup, and what it acknowledged
+    /// since comes back from the tablets (checked at the end, after the heal).
+    fn restore(&mut self) -> Checked {
+        let from = self.dir.path().join("backup.db");
+        if !from.exists() || self.counts.restores > 0 {
+            return Ok(());
+        }
+        self.counts.restores += 1;
+        self.note("the server is restored from the backup".into());
+        self.snapshot_acknowledged();
+        self.stop_server(Some(from))
+    }
+
+    fn crash_tablet(&mut self, t: usize) {
+        self.counts.tablet_crashes += 1;
+        self.note(format!("{t}: crashes"));
+        if let Some(l) = self.link_of(t) {
+            let keep = self.rng.random_range(0..=self.links[l].to_server.len());
+            self.links[l].to_server.truncate(keep);
+            self.end_device(l, false);
+        }
+        // The app starts again: its store is opened afresh from what is on disk.
+        let store = Tablet::open(&self.tablets[t].path);
+        self.tablets[t].feed = store.subscribe();
+        drop(std::mem::replace(&mut self.tablets[t].store, store));
+    }
+
+    fn step(&mut self) -> Checked {
+        self.counts.steps += 1;
+        let roll = self.rng.random_range(0..1000);
+        let t = self.rng.random_range(0..self.tablets.len());
+        match roll {
+            // The network carries a frame one way on some connection.
+            0..=699 => {
+                if self.links.is_empty() {
+                    self.connect(t);
+                    return Ok(());
+                }
+                let l = self.rng.random_range(0..self.links.len());
+                if self.rng.random_bool(0.5) {
+                    self.deliver_to_server(l);
+                } else {
+                    self.deliver_to_device(l);
+                }
+            }
+            700..=829 => self.work(t),
+            830..=869 => self.connect(t),
+            870..=889 => {
+                if let Some(l) = self.link_of(t) {
+                    self.counts.cuts += 1;
+                    self.note(format!("{t}: the network drops"));
+                    self.cut(l);
+                }
+            }
+            890..=909 => {
+                let tablet = &mut self.tablets[t];
+                tablet.online = !tablet.online;
+                let online = tablet.online;
+                if !online {
+                    self.counts.offline += 1;
+                }
+                self.note(format!(
+                    "{t}: goes {}",
+                    if online { "online" } else { "offline" }
+                ));
+                if let (false, Some(l)) = (online, self.link_of(t)) {
+                    self.cut(l);
+                }
+            }
+            910..=929 => {
+                // Another nurse signs in: the client reconnects with her token.
+                self.counts.sign_ins += 1;
+                let nurse = (self.tablets[t].nurse + 1) % 2;
+                self.tablets[t].nurse = nurse;
+                self.note(format!("{t}: {} signs in", self.tablets[t].user()));
+                if let Some(l) = self.link_of(t) {
+                    self.end_device(l, true);
+                    self.connect(t);
+                }
+            }
+            930..=944 => {
+                let open = self.link_of(t).filter(|&l| self.links[l].server.is_some());
+                if let Some(l) = open {
+                    self.counts.expiries += 1;
+                    self.note(format!("{t}: the token expires"));
+                    if let Some(server) = self.links[l].server.as_mut() {
+                        let effects = server.expire();
+                        self.from_server(l, effects);
+                    }
+                }
+            }
+            945..=959 => self.crash_tablet(t),
+            960..=964 => self.fetch(t),
+            965..=969 => self.decide(),
+            980..=982 => self.backup(),
+            983..=984 => self.restore()?,
+            970..=979 => self.crash_server()?,
+            _ => {
+                // Every tablet with nothing open tries again (its backoff has passed).
+                for t in 0..self.tablets.len() {
+                    self.connect(t);
+                }
+            }
+        }
+        self.links.retain(|l| !l.done());
+        Ok(())
+    }
+
+    /// Every tablet online and connected afresh, frames delivered until nothing moves.
+    fn heal(&mut self) -> Checked {
+        for tablet in &mut self.tablets {
+            tablet.online = true;
+        }
+        for l in 0..self.links.len() {
+            if self.links[l].device.is_some() {
+                self.end_device(l, true);
+            }
+        }
+        self.quiesce()?;
+        for t in 0..self.tablets.len() {
+            self.connect(t);
+        }
+        self.quiesce()
+    }
+
+    fn quiesce(&mut self) -> Checked {
+        for _ in 0..QUIET_WITHIN {
+            let busy: Vec<(usize, bool)> = self
+                .links
+                .iter()
+                .enumerate()
+                .flat_map(|(l, link)| {
+                    let mut ways = Vec::new();
+                    if !link.to_server.is_empty() {
+                        ways.push((l, true));
+                    }
+                    if !link.to_device.is_empty() {
+                        ways.push((l, false));
+                    }
+                    ways
+                })
+                .collect();
+            if busy.is_empty() {
+                self.links.retain(|l| !l.done());
+                return Ok(());
+            }
+            let (l, to_server) = busy[self.rng.random_range(0..busy.len())];
+            if to_server {
+                self.deliver_to_server(l);
+            } else {
+                self.deliver_to_device(l);
+            }
+        }
+        Err(format!(
+            "still exchanging frames after {QUIET_WITHIN} deliveries: a loop"
+        ))
+    }
+
+    fn check_acknowledged(&self) -> Checked {
+        let server = self.server.store();
+        for (t, id, heads) in &self.acknowledged {
+            let kept = server
+                .read(*id, |c| {
+                    heads
+                        .iter()
+                        .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
+                })
+                .unwrap_or(false);
+            if !kept {
+                let held: Vec<String> = heads
+                    .iter()
+                    .map(|h| match server.held_change(h) {
+                        Ok(Some((batch, status))) => format!("{h}: held ({batch}, {status:?})"),
+                        _ => format!("{h}: not held"),
+                    })
+                    .collect();
+                return Err(format!(
+                    "tablet {t} was told the server has {id} at {held:?}, and the record has not"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> Checked {
+        self.snapshot_acknowledged();
+        self.check_acknowledged()?;
+        let server = self.server.store().clone();
+        for (t, tablet) in self.tablets.iter().enumerate() {
+            let link = self.links.iter_mut().find(|l| l.tablet == t);
+            let status = link
+                .and_then(|l| l.device.as_mut())
+                .map(|d| d.status())
+                .ok_or_else(|| format!("tablet {t} is not connected after the heal"))?;
+            let held_here: HashSet<ChartId> = status.held.iter().map(|h| h.chart).collect();
+            for c in tablet.store.list(&Default::default()).unwrap_or_default() {
+                let id = c.id;
+                let ever = self.wards_of.get(&id).cloned().unwrap_or_default();
+                if !tablet.made.contains(&id) && !ever.contains(tablet.ward) {
+                    return Err(format!(
+                        "tablet {t} on {} holds {id}, which was only ever on {ever:?}",
+                        tablet.ward
+                    ));
+                }
+                let theirs: Vec<ChangeHash> = tablet
+                    .store
+                    .read(id, |c| {
+                        c.doc().get_changes(&[]).iter().map(|c| c.hash()).collect()
+                    })
+                    .map_err(|e| format!("tablet {t} cannot read {id}: {e}"))?;
+                let on_server: HashSet<ChangeHash> = server
+                    .read(id, |c| {
+                        c.doc().get_changes(&[]).iter().map(|c| c.hash()).collect()
+                    })
+                    .unwrap_or_default();
+                let missing: Vec<ChangeHash> = theirs
+                    .into_iter()
+                    .filter(|h| !on_server.contains(h))
+                    .collect();
+                for h in &missing {
+                    if !matches!(server.held_change(h), Ok(Some(_))) {
+                        return Err(format!(
+                            "tablet {t}'s change {h} to {id} is neither in the record nor held"
+                        ));
+                    }
+                }
+                if !missing.is_empty() {
+                    self.counts.held_charts += 1;
+                    if !held_here.contains(&id) {
+                        return Err(format!(
+                            "tablet {t}'s changes to {id} are held, and its status does not say so"
+                        ));
+                    }
+                }
+                if !missing.is_empty() && status.state == SyncState::UpToDate {
+                    return Err(format!(
+                        "tablet {t} says it is up to date with changes to {id} not in the record"
+                    ));
+                }
+            }
+            // Every active chart on the tablet's ward, as the server has it.
+            for c in server.list(&Default::default()).unwrap_or_default() {
+                if c.ward != tablet.ward || c.status != EncounterStatus::Active {
+                    continue;
+                }
+                let heads = server.read(c.id, |c| c.heads()).unwrap_or_default();
+                let has = tablet
+                    .store
+                    .read(c.id, |chart| {
+                        heads
+                            .iter()
+                            .all(|h| chart.doc().get_change_meta_by_hash(h).is_some())
+                    })
+                    .unwrap_or(false);
+                if !has {
+                    return Err(format!(
+                        "tablet {t} on {} has not got the record of {} as the server has it",
+                        tablet.ward, c.id
+                    ));
+                }
+            }
+        }
+        for c in server.list(&Default::default()).unwrap_or_default() {
+            let edited = server
+                .read(c.id, |chart| chart.edited_after_signing())
+                .map_err(|e| format!("the server cannot read {}: {e}", c.id))?
+                .map_err(|e| format!("the server's {} does not read: {e}", c.id))?;
+            if !edited.is_empty() {
+                return Err(format!("signed entries of {} changed: {edited:?}", c.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run(seed: u64, steps: usize, verbose: bool) -> Result<Counts, String> {
+    let mut sim = Sim::new(seed, 4, verbose);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..steps {
+            sim.step()?;
+        }
+        sim.heal()?;
+        sim.check()
+    }));
+    let failed = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(panic) => Some(
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".into()),
+        ),
+    };
+    match failed {
+        None => Ok(std::mem::take(&mut sim.counts)),
+        Some(e) => {
+            let tail: Vec<&String> = sim.log.iter().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().map(|s| s.as_str()).collect();
+            Err(format!(
+                "seed {seed}: {e}\nreplay: SIM_SEED={seed} cargo test -p chartsync-tests --test simulation -- --nocapture\nlast events:\n  {}",
+                tail.join("\n  ")
+            ))
+        }
+    }
+}
+
+/// A frame as a trace shows it: its kind and document.
+fn describe(frame: &[u8]) -> String {
+    match chartsync_core::protocol::Message::decode(frame) {
+        Ok(m) => {
+            let inside = match &m {
+                chartsync_core::protocol::Message::Sync { data, .. }
+                | chartsync_core::protocol::Message::Request { data, .. } => {
+                    match automerge::sync::Message::decode(data) {
+                        Ok(s) => format!(
+                            ": heads {:?}, need {:?}, {} have, {} changes",
+                            s.heads.iter().map(|h| short(h)).collect::<Vec<_>>(),
+                            s.need.iter().map(|h| short(h)).collect::<Vec<_>>(),
+                            s.have.len(),
+                            s.changes.len()
+                        ),
+                        Err(_) => String::new(),
+                    }
+                }
+                chartsync_core::protocol::Message::Error { message, .. } => format!(": {message}"),
+                _ => String::new(),
+            };
+            match m.document_id() {
+                Some(id) => format!("{} {id} ({} bytes){inside}", m.kind(), frame.len()),
+                None => format!("{}{inside}", m.kind()),
+            }
+        }
+        Err(e) => format!("undecodable: {e}"),
+    }
+}
+
+fn short(h: &ChangeHash) -> String {
+    h.to_string()[..8].to_string()
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn the_whole_sync_survives_a_seeded_network_crashes_and_people() {
+    let steps = env_number("SIM_STEPS").unwrap_or(300) as usize;
+    let seeds: Vec<u64> = match env_number("SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env_number("SIM_SEEDS").unwrap_or(200)).collect(),
+    };
+    let verbose = seeds.len() == 1;
+    let mut total = Counts::default();
+    let mut failures = Vec::new();
+    for &seed in &seeds {
+        match run(seed, steps, verbose) {
+            Ok(c) => {
+                total.steps += c.steps;
+                total.delivered += c.delivered;
+                total.cuts += c.cuts;
+                total.tablet_crashes += c.tablet_crashes;
+                total.server_crashes += c.server_crashes;
+                total.expiries += c.expiries;
+                total.sign_ins += c.sign_ins;
+                total.fetches += c.fetches;
+                total.decisions += c.decisions;
+                total.offline += c.offline;
+                total.edits += c.edits;
+                total.transfers += c.transfers;
+                total.held_charts += c.held_charts;
+                total.restores += c.restores;
+            }
+            Err(e) => {
+                eprintln!("{e}\n");
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!("{} seeds: {total:?}", seeds.len());
+    assert!(failures.is_empty(), "failing seeds: {failures:?}");
+}
