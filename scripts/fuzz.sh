@@ -25,7 +25,7 @@ if [ "$seconds" = merge ]; then
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame sync_message chart_edits stored)
+    targets=(frame sync_message chart_edits stored server_session)
 fi
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/fuzz}

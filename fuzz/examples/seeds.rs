@@ -88,7 +88,48 @@ fn main() {
         .generate_sync_message(&mut automerge::sync::State::new())
         .expect("a message");
     message.changes = vec![ahead.save_after(&chart.doc().get_heads())].into();
-    write(dir, "sync_message", "new-changes", &message.encode());
+    let new_changes = message.encode();
+    write(dir, "sync_message", "new-changes", &new_changes);
+
+    // A connection's frames (`server_session`: [document][kind][length u16 LE][bytes]):
+    // the tablet's new changes to its ward's chart; its first message for a chart it has
+    // nothing of, on its ward and on another; a new chart, whole.
+    let frame = |doc: u8, kind: u8, bytes: &[u8]| {
+        let len = (bytes.len().min(u16::MAX as usize) as u16).to_le_bytes();
+        [[doc, kind, len[0], len[1]].as_slice(), bytes].concat()
+    };
+    let first = automerge::Automerge::new()
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .expect("a first message")
+        .encode();
+    write(
+        dir,
+        "server_session",
+        "new-changes",
+        &frame(0, 0, &new_changes),
+    );
+    write(
+        dir,
+        "server_session",
+        "asks-own-and-other",
+        &[
+            frame(0, 1, &first),
+            frame(1, 1, &first),
+            frame(3, 1, &first),
+        ]
+        .concat(),
+    );
+    let mut whole = automerge::Automerge::new()
+        .generate_sync_message(&mut automerge::sync::State::new())
+        .expect("a message");
+    whole.heads = chart.doc().get_heads();
+    whole.changes = vec![chart.save()].into();
+    write(
+        dir,
+        "server_session",
+        "new-chart",
+        &[frame(2, 0, &first), frame(2, 0, &whole.encode())].concat(),
+    );
 
     // Stored charts: a snapshot, and a snapshot with changes after it.
     let saved = chart.save();
