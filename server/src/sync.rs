@@ -1359,9 +1359,11 @@ impl Worker {
 
     fn on_sync(&mut self, data: &[u8], is_request: bool) -> Output {
         let id = self.id;
-        if matches!(self.doc, Some(Doc::Held(_))) {
+        match &self.doc {
             // Held on this connection: see `Doc::Held`.
-            return Output::default();
+            Some(Doc::Held(Some(_))) => return self.answer_held(data),
+            Some(Doc::Held(None)) => return Output::default(),
+            _ => {}
         }
         if let Some(ward) = self.census_ward() {
             if !self.access().may_see_ward(&ward) {
@@ -1374,8 +1376,14 @@ impl Worker {
             // Sent as new on this connection: see `unseen`.
             Ok(Some(_)) if pending => self.sync_new(data),
             Ok(Some(summary)) => match self.left_reason(&summary.ward, summary.status) {
-                None if !matches!(self.doc, Some(Doc::Departed(_))) => self.sync_chart(data, None),
-                None => self.sync_chart(data, Some(LeftReason::Transferred)),
+                None => {
+                    // Back on the device's wards (transferred back, readmitted): synced as
+                    // any chart again, not told once more that it left.
+                    if matches!(self.doc, Some(Doc::Departed(_))) {
+                        self.doc = None;
+                    }
+                    self.sync_chart(data, None)
+                }
                 Some(reason) if matches!(self.doc, Some(Doc::Departed(_))) => {
                     self.sync_chart(data, Some(reason))
                 }
@@ -2057,6 +2065,28 @@ impl Worker {
             Some(Doc::Chart(sync) | Doc::Held(Some(sync))) => Some(sync),
             _ => None,
         }
+    }
+
+    /// A message about a chart whose changes from this device are held: nothing it carries
+    /// is taken, and nothing is asked of the device, but what it says it has and lacks is
+    /// heard, and what it lacks of the record is sent. (automerge's Bloom filters can make a
+    /// device miss a change and ask for it by hash: ignored, it would stay behind the record
+    /// until its next connection.)
+    fn answer_held(&mut self, data: &[u8]) -> Output {
+        let message = match self.decode(data) {
+            Ok(m) => m,
+            Err(out) => return out,
+        };
+        let heard = automerge::sync::Message {
+            changes: Vec::<Vec<u8>>::new().into(),
+            ..message
+        };
+        let store = self.peer.hub.store.clone();
+        let Some(Doc::Held(Some(sync))) = &mut self.doc else {
+            return Output::default();
+        };
+        let _ = store.read(self.id, |c| sync.receive(&mut c.doc().clone(), heard));
+        self.push_held()
     }
 
     /// Pushes the chart's new changes to a device whose own are held.
