@@ -1449,3 +1449,31 @@ fn a_chart_transferred_away_and_back_is_the_tablets_again() {
         "with the record, on the same connection"
     );
 }
+
+#[test]
+fn a_chart_that_came_back_while_its_tablet_was_away_syncs_when_it_connects() {
+    // On connecting, the tablet offers the chart it holds as departed before it hears its
+    // ward's census: the server, for which the chart is the tablet's again, sends what the
+    // tablet lacks, which a departed chart does not take in; then the census says the chart
+    // is back, and the tablet asks for those changes again. Seen in the soak as a loop.
+    let mut sim = Sim::new(7, 2, false);
+    sim.connect(0);
+    sim.connect(1);
+    let id = sim.apply(0, Work::Admit("4west"));
+    sim.quiesce().unwrap();
+    sim.apply(0, Work::Transfer(id, "5east"));
+    sim.quiesce().unwrap();
+    assert!(matches!(sim.tablets[0].store.departed(id), Ok(Some(_))));
+    sim.set_online(0, false);
+    sim.apply(1, Work::Write(id));
+    sim.apply(1, Work::Transfer(id, "4west"));
+    sim.quiesce().unwrap();
+    sim.set_online(0, true);
+    sim.connect(0);
+    sim.quiesce().unwrap();
+    assert!(
+        matches!(sim.tablets[0].store.departed(id), Ok(None)),
+        "the chart is 4west's tablet's again"
+    );
+    assert!(sim.has_record(0, id));
+}

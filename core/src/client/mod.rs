@@ -896,6 +896,14 @@ impl Session {
 
     /// Starts syncing a chart (one in the store, or one to ask for).
     fn open(&mut self, id: ChartId) -> Option<Message> {
+        self.open_with(id, false)
+    }
+
+    /// [`open`](Self::open); `again`: the chart was departed on this connection and is back
+    /// on the device's wards, and the server is asked to send again what it sent meanwhile
+    /// (a departed chart takes nothing in, and automerge never sends a change twice on one
+    /// connection unless asked to start over).
+    fn open_with(&mut self, id: ChartId, again: bool) -> Option<Message> {
         if self.docs.contains_key(&id) {
             return None;
         }
@@ -912,6 +920,9 @@ impl Session {
         }
         if self.store.contains(id).unwrap_or(false) {
             let mut sync = self.doc_sync(id, self.stored_state(id));
+            if again {
+                sync.ask_again();
+            }
             let m = self
                 .store
                 .read(id, |c| sync.generate(c.doc(), &me, &self.server))
@@ -1429,12 +1440,13 @@ impl Session {
                 // Fetch every chart the ward lists that this device has not got; a chart that
                 // left and is listed again (the patient came back) is this device's again.
                 for entry in census.entries() {
-                    if matches!(self.docs.get(&entry.id), Some(Doc::Departed(_))) {
+                    let back = matches!(self.docs.get(&entry.id), Some(Doc::Departed(_)));
+                    if back {
                         let _ = self.store.clear_departed(entry.id);
                         self.docs.remove(&entry.id);
                     }
                     if !self.docs.contains_key(&entry.id) {
-                        out.extend(self.open(entry.id));
+                        out.extend(self.open_with(entry.id, back));
                     }
                 }
                 Ok(out)

@@ -299,6 +299,14 @@ impl DocSync {
         }
     }
 
+    /// Asks the peer to forget what it sent about this document on this connection and send
+    /// it again, with this side's next message (automerge's sync reset; to a peer that has
+    /// not said it understands one, a message naming no heads, which does the same): for a
+    /// document whose incoming changes were not taken in here, and are wanted now.
+    pub fn ask_again(&mut self) {
+        self.state.needs_reset = true;
+    }
+
     /// Reads the automerge sync message a `request` or `sync` carries, and measures what it
     /// carries against the bounds before anything inflates it.
     pub fn decode(&self, data: &[u8]) -> Result<sync::Message, ProtocolError> {
