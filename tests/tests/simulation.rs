@@ -372,11 +372,7 @@ impl Sim {
     fn cut(&mut self, l: usize) {
         let keep = self.rng.random_range(0..=self.links[l].to_server.len());
         self.links[l].to_server.truncate(keep);
-        if let Some(device) = self.links[l].device.take() {
-            device.close();
-        }
-        self.links[l].to_device.clear();
-        self.links[l].to_server.push_back(Frame::End);
+        self.end_device(l, true);
     }
 
     fn deliver_to_server(&mut self, l: usize) {
