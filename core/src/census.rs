@@ -54,6 +54,7 @@ impl Census {
     /// A new, empty census of `ward`.
     pub fn new(ward: &str) -> Census {
         let mut doc = Automerge::new();
+        crate::seeded::set_actor(&mut doc);
         // Writing fresh keys to a new document cannot fail.
         let _ = doc.transact::<_, _, AutomergeError>(|tx| {
             tx.put(ROOT, "schema", CENSUS_SCHEMA)?;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod codes;
 pub mod fhir;
 pub mod protocol;
+pub mod seeded;
 pub mod store;
 pub mod tablet;
 pub mod trust;

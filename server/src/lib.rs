@@ -528,7 +528,7 @@ fn storage_id(data_dir: &Path) -> std::io::Result<String> {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = chartsync_core::seeded::uuid_v4().to_string();
             std::fs::write(&path, &id)?;
             Ok(id)
         }

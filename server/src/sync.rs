@@ -922,7 +922,7 @@ fn route_frame(
                 access: access.clone(),
                 remote,
                 closing: AtomicBool::new(false),
-                session_id: uuid::Uuid::new_v4().simple().to_string(),
+                session_id: chartsync_core::seeded::uuid_v4().simple().to_string(),
                 notices: AtomicU64::new(0),
                 verifier: access
                     .device

@@ -194,7 +194,17 @@ struct Sim {
     /// Every frame delivered, on stderr (`SIM_TRACE=1` with `SIM_SEED`).
     trace: bool,
     counts: Counts,
+    /// This thread's ids (automerge actors, records, storage) come from the seed, and its
+    /// clock is `millis`, while the simulation lives: a replay makes the same change hashes.
+    seeded: chartsync_core::seeded::Seeded,
+    /// The simulated time, in Unix milliseconds: every step takes `STEP_MILLIS`.
+    millis: i64,
 }
+
+/// When every run starts: 2026-11-30T07:00:00Z, the day shift.
+const START_MILLIS: i64 = 1_796_022_000_000;
+/// The time one step of the simulation takes.
+const STEP_MILLIS: i64 = 30_000;
 
 type Checked = Result<(), String>;
 
@@ -205,6 +215,7 @@ impl Sim {
     }
 
     fn with_records(seed: u64, tablets: usize, records: bool, verbose: bool) -> Sim {
+        let seeded = chartsync_core::seeded::seed_this_thread(seed, START_MILLIS);
         let dir = tempfile::tempdir().expect("a temporary directory");
         let server = InProcessServer::open(&dir.path().join("server"), Limits::default())
             .expect("the server's store opens");
@@ -222,6 +233,8 @@ impl Sim {
             trace: verbose && std::env::var_os("SIM_TRACE").is_some(),
             counts: Counts::default(),
             dir,
+            seeded,
+            millis: START_MILLIS,
         };
         for i in 0..tablets + usize::from(records) {
             let pc = i == tablets;
@@ -486,10 +499,6 @@ impl Sim {
         }
     }
 
-    fn now() -> Timestamp {
-        Timestamp::now()
-    }
-
     /// A chart id from the seed, so that a replay picks the same charts.
     fn new_id(&mut self) -> ChartId {
         loop {
@@ -570,7 +579,7 @@ impl Sim {
         let (id, result) = match work {
             Work::Admit(ward) => {
                 let mrn = format!("MRN-{:06}", self.rng.random_range(0..1_000_000));
-                let chart = admit_at(&mrn, ward, Self::now(), &staff);
+                let chart = admit_at(&mrn, ward, Timestamp::now(), &staff);
                 let id = self.new_id();
                 self.tablets[t].made.insert(id);
                 self.wards_of.entry(id).or_default().insert(ward);
@@ -585,8 +594,9 @@ impl Sim {
                     NewEntry::note(EntryKind::NursingNote, "Settled, observations stable.")
                 };
                 self.note(format!("{t}: writes on {id}"));
-                let written =
-                    store.update(id, |c| c.add_entry(&staff, Self::now(), entry).map(|_| ()));
+                let written = store.update(id, |c| {
+                    c.add_entry(&staff, Timestamp::now(), entry).map(|_| ())
+                });
                 (id, written)
             }
             Work::Sign(id) => {
@@ -600,7 +610,7 @@ impl Sim {
                         .find(|e| !e.signed && e.content.author == staff.user);
                     match unsigned {
                         Some(e) => {
-                            c.sign_entry(&staff, Self::now(), &e.id, SignatureMeaning::Author)
+                            c.sign_entry(&staff, Timestamp::now(), &e.id, SignatureMeaning::Author)
                         }
                         None => Ok(()),
                     }
@@ -614,7 +624,7 @@ impl Sim {
                 self.note(format!("{t}: transfers {id} to {to}"));
                 (
                     id,
-                    store.update(id, |c| c.transfer(&staff, Self::now(), to, None)),
+                    store.update(id, |c| c.transfer(&staff, Timestamp::now(), to, None)),
                 )
             }
             Work::Discharge(id) => {
@@ -622,7 +632,7 @@ impl Sim {
                 self.note(format!("{t}: discharges {id}"));
                 (
                     id,
-                    store.update(id, |c| c.discharge(&staff, Self::now(), "home")),
+                    store.update(id, |c| c.discharge(&staff, Timestamp::now(), "home")),
                 )
             }
             Work::Amend(id) => {
@@ -641,7 +651,7 @@ impl Sim {
                         reason: "later observation".into(),
                         body: "Reassessed: comfortable.".into(),
                     };
-                    c.amend(&staff, Self::now(), addendum).map(|_| ())
+                    c.amend(&staff, Timestamp::now(), addendum).map(|_| ())
                 });
                 (id, amended)
             }
@@ -657,14 +667,17 @@ impl Sim {
                     .into(),
                     required_signers: vec!["patient".into()],
                 };
-                let added = store.update(id, |c| c.add_form(&staff, Self::now(), form).map(|_| ()));
+                let added = store.update(id, |c| {
+                    c.add_form(&staff, Timestamp::now(), form).map(|_| ())
+                });
                 (id, added)
             }
             Work::Code(id) => {
                 self.counts.edits += 1;
                 self.note(format!("{t}: codes {id}"));
                 let coded = store.update(id, |c| {
-                    c.assign_code(&staff, Self::now(), pneumonia()).map(|_| ())
+                    c.assign_code(&staff, Timestamp::now(), pneumonia())
+                        .map(|_| ())
                 });
                 (id, coded)
             }
@@ -677,10 +690,10 @@ impl Sim {
                     recipient_address: "PO Box 1".into(),
                     purpose: DisclosurePurpose::Payment,
                     scope: "discharge summary".into(),
-                    due_at: Self::now().plus_seconds(30 * 86_400),
+                    due_at: Timestamp::now().plus_seconds(30 * 86_400),
                 };
                 let logged = store.update(id, |c| {
-                    c.receive_roi_request(&staff, Self::now(), request)
+                    c.receive_roi_request(&staff, Timestamp::now(), request)
                         .map(|_| ())
                 });
                 (id, logged)
@@ -853,6 +866,8 @@ impl Sim {
 
     fn step(&mut self) -> Checked {
         self.counts.steps += 1;
+        self.millis += STEP_MILLIS;
+        self.seeded.set_clock(self.millis);
         let roll = self.rng.random_range(0..1000);
         let t = self.rng.random_range(0..self.tablets.len());
         match roll {

@@ -15,7 +15,7 @@ impl ChartId {
     /// A new random id (the bytes of a UUID v4, as automerge-repo makes them).
     pub fn random() -> ChartId {
         loop {
-            let id = ChartId(*uuid::Uuid::new_v4().as_bytes());
+            let id = ChartId(*crate::seeded::uuid_v4().as_bytes());
             // Census ids are marked; a random id that looks like one (2^-32) is drawn again.
             if !crate::census::is_census_id(&id) {
                 return id;

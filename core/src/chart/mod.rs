@@ -136,9 +136,9 @@ impl Chart {
     /// actor id. (A `clone()` keeps the actor id; two copies writing under one actor id would
     /// make changes that cannot be merged.)
     pub fn fork(&self) -> Chart {
-        Chart {
-            doc: self.doc.fork(),
-        }
+        let mut doc = self.doc.fork();
+        crate::seeded::set_actor(&mut doc);
+        Chart { doc }
     }
 
     /// Who made a change of this chart, as the change's author says (changes written through
@@ -280,7 +280,10 @@ pub fn unpanicked<T>(f: impl FnOnce() -> Result<T, ChartError>) -> Result<T, Cha
 /// A whole document from bytes from outside (`unpanicked`, `known_chunks`).
 pub fn load_document(bytes: &[u8]) -> Result<Automerge, ChartError> {
     known_chunks(bytes)?;
-    unpanicked(|| Automerge::load(bytes).map_err(|e| ChartError::Corrupt(e.to_string())))
+    let mut doc =
+        unpanicked(|| Automerge::load(bytes).map_err(|e| ChartError::Corrupt(e.to_string())))?;
+    crate::seeded::set_actor(&mut doc);
+    Ok(doc)
 }
 
 /// One change from bytes from outside (`unpanicked`, `known_chunks`).

@@ -319,9 +319,14 @@ uniffi::custom_type!(Timestamp, std::time::SystemTime, {
 });
 
 impl Timestamp {
-    /// Now, from the system clock.
+    /// Now, from the system clock (or a simulation's, on a thread it seeded: `crate::seeded`).
     pub fn now() -> Self {
-        Timestamp(OffsetDateTime::now_utc())
+        match crate::seeded::clock() {
+            Some(ms) => {
+                Timestamp::from_unix_millis(ms).unwrap_or(Timestamp(OffsetDateTime::now_utc()))
+            }
+            None => Timestamp(OffsetDateTime::now_utc()),
+        }
     }
 
     /// Parses RFC 3339; errors do not echo the input (it may be a birth date). The offset must be UTC (`Z` or `+00:00`) so that stored times compare
@@ -482,7 +487,7 @@ pub fn check_identifier(field: &'static str, s: &str) -> Result<(), ChartError> 
 /// A new random record id (entries, codings, queries, forms, requests, events): a lowercase
 /// hyphenated UUID v4, which a browser makes with `crypto.randomUUID()`.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    crate::seeded::uuid_v4().to_string()
 }
 
 /// Checks a record id is a lowercase hyphenated UUID.

@@ -351,9 +351,9 @@ impl Chart {
         if let Some(d) = &patient.birth_date {
             check_date(d)?;
         }
-        let mut chart = Chart {
-            doc: Automerge::new(),
-        };
+        let mut doc = Automerge::new();
+        crate::seeded::set_actor(&mut doc);
+        let mut chart = Chart { doc };
         chart.commit(by, at, "admit", |tx| {
             tx.put(ROOT, keys::SCHEMA, keys::SCHEMA_V1)?;
             for (key, ty) in keys::SECTIONS {
@@ -394,7 +394,12 @@ impl Chart {
         by.check()?;
         // The author travels in the change itself; serializing Staff cannot fail.
         let author = serde_json::to_vec(by).unwrap_or_default();
-        self.doc.set_author(Some(Author::from(author)));
+        let author = Author::from(author);
+        if self.doc.get_author() != Some(&author) {
+            // A new author gets a new actor id (automerge's rule); a seeded one in a simulation.
+            self.doc.set_author(Some(author));
+            crate::seeded::set_actor(&mut self.doc);
+        }
         let message = what.to_string();
         self.doc
             .transact_with(

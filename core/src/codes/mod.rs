@@ -261,7 +261,7 @@ fn partition_kind(partition: &str) -> &'static str {
 
 /// Validates `code` as a code of `system` today. See [`validate_on`].
 pub fn validate(system: CodeSystem, code: &str) -> Result<ValidCode, CodeError> {
-    validate_on(system, code, time::OffsetDateTime::now_utc().date())
+    validate_on(system, code, crate::chart::Timestamp::now().date())
 }
 
 /// Validates `code` as a code of `system` on the date `on` (ICD-10-CM against the table of

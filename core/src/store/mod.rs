@@ -850,7 +850,7 @@ impl ChartStore {
         let id = match existing {
             Some(id) => id,
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = crate::seeded::uuid_v4().to_string();
                 tx.execute(
                     "INSERT INTO store_meta (key, value) VALUES ('storage_id', ?1)",
                     [&id],
