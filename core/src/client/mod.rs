@@ -1362,19 +1362,24 @@ impl Session {
         let me = self.conn.local().peer_id.clone();
         let server = self.server.clone();
         match self.docs.get_mut(&id) {
-            // Held: other people's changes, pushed; taken in, and nothing sent back.
+            // Held: other people's changes, pushed; taken in, and nothing of ours sent back.
+            // A push may leave a change waiting for one the server left out (a false positive
+            // of our Bloom filter): then we ask for what is missing, by hash, and the server
+            // sends it (it answers a held chart's asks).
             Some(Doc::Held(Some(sync))) => {
                 let msg = match sync.decode(data) {
                     Ok(msg) => msg,
                     Err(e) => return self.refused_incoming(id, e),
                 };
-                self.store
+                let ask = self
+                    .store
                     .update(id, |chart| {
                         sync.receive_chart(chart, msg)
-                            .map_err(|e| crate::chart::ChartError::Corrupt(e.to_string()))
+                            .map_err(|e| crate::chart::ChartError::Corrupt(e.to_string()))?;
+                        Ok(sync.ask_for_missing(chart.doc(), &me, &server))
                     })
                     .map_err(|e| e.to_string())?;
-                Ok(Vec::new())
+                Ok(ask.into_iter().collect())
             }
             Some(Doc::Held(None)) => Ok(Vec::new()),
             // Departed: what the server says it has and lacks is heard, and it is sent what it

@@ -31,6 +31,8 @@ pub struct DocSync {
     /// The rest of an outgoing message that was split: sent one per call to `generate`,
     /// that is, one each time the peer answers.
     outbox: std::collections::VecDeque<Vec<u8>>,
+    /// What `ask_for_missing` last asked for.
+    asked: Vec<automerge::ChangeHash>,
 }
 
 /// What a generated sync message carries.
@@ -77,6 +79,7 @@ impl DocSync {
             peer_bounds: ContentBounds::default(),
             message_limit: MAX_OUTGOING_CHANGES_BYTES,
             outbox: std::collections::VecDeque::new(),
+            asked: Vec::new(),
         }
     }
 
@@ -169,6 +172,24 @@ impl DocSync {
     pub fn generate_asking(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
         let data = self.next_message(doc, Send::OnlyAsk)?;
         Some(self.sync_message(from, to, data))
+    }
+
+    /// A `sync` that asks for the changes `doc` lacks (the peer's heads we do not have, and
+    /// what changes waiting in the queue depend on), if there are any, sending nothing of the
+    /// document: for a chart whose changes the peer holds, after a push left out a change (a
+    /// Bloom filter's false positive). The same set of changes is asked for once: a peer that
+    /// cannot send them is not asked again and again, and the next connection starts afresh.
+    pub fn ask_for_missing(&mut self, doc: &Automerge, from: &str, to: &str) -> Option<Message> {
+        let theirs = self.state.their_heads.clone().unwrap_or_default();
+        let mut missing = automerge::ReadDoc::get_missing_deps(doc, &theirs);
+        missing.extend(self.lacking(doc));
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() || missing == self.asked {
+            return None;
+        }
+        self.asked = missing;
+        self.generate_asking(doc, from, to)
     }
 
     /// A `sync` that sends what we have and asks for nothing: for a chart whose changes from
