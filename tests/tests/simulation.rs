@@ -173,6 +173,9 @@ struct Counts {
     restores: usize,
     /// Work done on the records office's PC.
     records_work: usize,
+    /// Times the clock jumped (a night, a weekend), and the hours it jumped in all.
+    gaps: usize,
+    hours: u64,
 }
 
 struct Sim {
@@ -907,19 +910,15 @@ impl Sim {
                 if let (false, Some(l)) = (online, self.link_of(t)) {
                     self.cut(l);
                 }
-            }
-            910..=929 => self.sign_in(t),
-            930..=944 => {
-                let open = self.link_of(t).filter(|&l| self.links[l].server.is_some());
-                if let Some(l) = open {
-                    self.counts.expiries += 1;
-                    self.note(format!("{t}: the token expires"));
-                    if let Some(server) = self.links[l].server.as_mut() {
-                        let effects = server.expire();
-                        self.from_server(l, effects);
-                    }
+                // Some offline spells are long: a night, a weekend, past the window in which
+                // work written before a transfer or discharge is still taken.
+                if !online && self.rng.random_bool(0.25) {
+                    let hours = self.rng.random_range(1..=100);
+                    self.pass(hours);
                 }
             }
+            910..=929 => self.sign_in(t),
+            930..=944 => self.expire(t),
             945..=959 => self.crash_tablet(t),
             960..=964 => self.fetch(t),
             965..=969 => self.decide(),
@@ -935,6 +934,33 @@ impl Sim {
         }
         self.links.retain(|l| !l.done());
         Ok(())
+    }
+
+    /// Tablet `t`'s token expires, if it has a connection open.
+    fn expire(&mut self, t: usize) {
+        let open = self.link_of(t).filter(|&l| self.links[l].server.is_some());
+        if let Some(l) = open {
+            self.counts.expiries += 1;
+            self.note(format!("{t}: the token expires"));
+            if let Some(server) = self.links[l].server.as_mut() {
+                let effects = server.expire();
+                self.from_server(l, effects);
+            }
+        }
+    }
+
+    /// `hours` pass at once. Past a shift (8 hours), every open connection's token expires.
+    fn pass(&mut self, hours: u64) {
+        self.counts.gaps += 1;
+        self.counts.hours += hours;
+        self.note(format!("{hours} hours pass"));
+        self.millis += hours as i64 * 3_600_000;
+        self.seeded.set_clock(self.millis);
+        if hours >= 8 {
+            for t in 0..self.tablets.len() {
+                self.expire(t);
+            }
+        }
     }
 
     /// Every tablet online and connected afresh, frames delivered until nothing moves.
@@ -1221,6 +1247,8 @@ fn the_whole_sync_survives_a_seeded_network_crashes_and_people() {
                 total.held_charts += c.held_charts;
                 total.restores += c.restores;
                 total.records_work += c.records_work;
+                total.gaps += c.gaps;
+                total.hours += c.hours;
             }
             Err(e) => {
                 eprintln!("{e}\n");
