@@ -76,7 +76,7 @@ impl Trust {
         self.issuer.issue(request, now)
     }
 
-    fn challenge(&self) -> Option<[u8; 32]> {
+    pub(crate) fn challenge(&self) -> Option<[u8; 32]> {
         let mut waiting = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         waiting.retain(|_, made| now.duration_since(*made) < CHALLENGE_TTL);
@@ -223,53 +223,57 @@ pub async fn challenge(State(app): State<AppState>) -> Response {
 /// `POST /api/devices/enrol`: redeems a one-time code for the tablet whose key signed the
 /// challenge.
 pub async fn enrol(State(app): State<AppState>, Json(req): Json<EnrolRequest>) -> Response {
-    let key = match bytes32("public_key", &req.public_key) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (challenge, sig) = match (
-        B64.decode(&req.challenge),
-        signature("signature", &req.signature),
-    ) {
-        (Ok(c), Ok(s)) => (c, s),
-        (_, Err(r)) => return r,
-        (Err(_), _) => return error(StatusCode::BAD_REQUEST, "challenge is not base64"),
-    };
-    if !app.trust.take(&challenge) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "the challenge is unknown, used or expired",
-        );
-    }
-    if trust::verify_device(&key, &challenge, &sig).is_err() {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "the signature does not verify with that key",
-        );
-    }
-    let store = app.store.clone();
-    let hash = code_hash(&req.code);
-    let redeemed = tokio::task::spawn_blocking(move || store.redeem_enrolment(&hash, &key)).await;
-    match redeemed {
-        Ok(Ok(device)) => {
-            tracing::info!(device = %device.id, "device enrolled");
-            Json(EnrolResponse {
-                device: device.id.to_string(),
-                label: device.label,
-                wards: device.wards,
-                issuer_keys: app
-                    .trust
-                    .issuer_keys()
-                    .iter()
-                    .map(|k| B64.encode(k))
-                    .collect(),
-                policy: app.trust.policy,
-            })
-            .into_response()
-        }
-        Ok(Err(e)) => store_error(e),
+    let (trust, store) = (app.trust.clone(), app.store.clone());
+    answered(move || redeem(&trust, &store, &req)).await
+}
+
+/// What `f` answers, as JSON, worked out off the async threads (it verifies signatures,
+/// hashes passwords and writes the store).
+async fn answered<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> Result<T, Response> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(refused)) => refused,
         Err(e) => internal(e),
     }
+}
+
+/// Redeems an enrolment code for the tablet whose key signed the challenge (REST's `enrol`,
+/// and the in-process server's).
+pub(crate) fn redeem(
+    trust: &Trust,
+    store: &ChartStore,
+    req: &EnrolRequest,
+) -> Result<EnrolResponse, Response> {
+    let key = bytes32("public_key", &req.public_key)?;
+    let challenge = B64
+        .decode(&req.challenge)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "challenge is not base64"))?;
+    let sig = signature("signature", &req.signature)?;
+    if !trust.take(&challenge) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the challenge is unknown, used or expired",
+        ));
+    }
+    if trust::verify_device(&key, &challenge, &sig).is_err() {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the signature does not verify with that key",
+        ));
+    }
+    let device = store
+        .redeem_enrolment(&code_hash(&req.code), &key)
+        .map_err(store_error)?;
+    tracing::info!(device = %device.id, "device enrolled");
+    Ok(EnrolResponse {
+        device: device.id.to_string(),
+        label: device.label,
+        wards: device.wards,
+        issuer_keys: trust.issuer_keys().iter().map(|k| B64.encode(k)).collect(),
+        policy: trust.policy,
+    })
 }
 
 /// `POST /api/devices/{id}/sign-in`: a person's first sign-in on a tablet (or a renewal).
@@ -283,41 +287,36 @@ pub async fn sign_in(
     let Ok(device) = DeviceId::parse(&device) else {
         return error(StatusCode::NOT_FOUND, "no such device");
     };
-    let key = match bytes32("public_key", &req.public_key) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let (possession, device_sig) = match (
-        signature("possession", &req.possession),
-        signature("device_signature", &req.device_signature),
-    ) {
-        (Ok(p), Ok(d)) => (p, d),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let Ok(challenge) = B64.decode(&req.challenge) else {
-        return error(StatusCode::BAD_REQUEST, "challenge is not base64");
-    };
-    if !app.trust.take(&challenge) {
-        return error(
+    let (trust, store) = (app.trust.clone(), app.store.clone());
+    answered(move || certify(&trust, &store, device, req)).await
+}
+
+/// A person's sign-in on tablet `device` (REST's `sign_in`, and the in-process server's).
+pub(crate) fn certify(
+    trust: &Trust,
+    store: &ChartStore,
+    device: DeviceId,
+    req: SignInRequest,
+) -> Result<SignInResponse, Response> {
+    let key = bytes32("public_key", &req.public_key)?;
+    let possession = signature("possession", &req.possession)?;
+    let device_sig = signature("device_signature", &req.device_signature)?;
+    let challenge = B64
+        .decode(&req.challenge)
+        .map_err(|_| error(StatusCode::BAD_REQUEST, "challenge is not base64"))?;
+    if !trust.take(&challenge) {
+        return Err(error(
             StatusCode::UNAUTHORIZED,
             "the challenge is unknown, used or expired",
-        );
+        ));
     }
-    let store = app.store.clone();
-    let found = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        Ok((store.device(device)?, store.staff_member(&req.user)?, req))
-    })
-    .await;
-    let (found_device, member, req) = match found {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return store_error(e),
-        Err(e) => return internal(e),
-    };
+    let found_device = store.device(device).map_err(store_error)?;
+    let member = store.staff_member(&req.user).map_err(store_error)?;
     let Some(found_device) = found_device.filter(|d| d.status == CredentialStatus::Active) else {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "this device is not enrolled, or was revoked",
-        );
+        ));
     };
     let mut with_device = challenge.clone();
     with_device.extend_from_slice(&key);
@@ -326,23 +325,28 @@ pub async fn sign_in(
     if trust::verify_device(&found_device.public_key, &with_device, &device_sig).is_err()
         || trust::verify_possession(&key, &with_id, &possession).is_err()
     {
-        return error(StatusCode::UNAUTHORIZED, "the signatures do not verify");
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "the signatures do not verify",
+        ));
     }
     let (member, phc) = match member {
         Some((m, phc)) => (Some(m), phc),
         None => (None, None),
     };
-    let password = req.password;
-    let matches =
-        tokio::task::spawn_blocking(move || password_matches(&password, phc.as_deref())).await;
-    let member = match (member, matches) {
-        (Some(m), Ok(true)) if m.status == CredentialStatus::Active => m,
+    let member = match member {
+        Some(m)
+            if password_matches(&req.password, phc.as_deref())
+                && m.status == CredentialStatus::Active =>
+        {
+            m
+        }
         _ => {
             tracing::info!(device = %device, "a sign-in was refused");
-            return error(
+            return Err(error(
                 StatusCode::UNAUTHORIZED,
                 "the user or password is not right, or the person's access was revoked",
-            );
+            ));
         }
     };
     let wards: Vec<String> = if member.wards.iter().any(|w| w == crate::auth::ALL_WARDS) {
@@ -362,13 +366,13 @@ pub async fn sign_in(
             .collect()
     };
     if wards.is_empty() {
-        return error(
+        return Err(error(
             StatusCode::FORBIDDEN,
             "the person has no ward in common with this device",
-        );
+        ));
     }
-    let now = now_secs() as i64;
-    let cert = app.trust.issue(
+    let now = Timestamp::now().unix();
+    let cert = trust.issue(
         CertificateRequest {
             user: member.user.clone(),
             role: member.role,
@@ -376,7 +380,7 @@ pub async fn sign_in(
             device,
             key,
             not_before: now - CLOCK_SLACK_SECS,
-            not_after: now + app.trust.policy.certificate_secs as i64,
+            not_after: now + trust.policy.certificate_secs as i64,
         },
         now,
     );
@@ -385,26 +389,18 @@ pub async fn sign_in(
         role: member.role.token().into(),
         device: device.to_string(),
     };
-    let store = app.store.clone();
-    let saved = {
-        let cert = cert.clone();
-        tokio::task::spawn_blocking(move || store.save_certificate(Some(&by), &cert)).await
-    };
-    match saved {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return store_error(e),
-        Err(e) => return internal(e),
-    }
+    store
+        .save_certificate(Some(&by), &cert)
+        .map_err(store_error)?;
     let c = cert.certificate();
     tracing::info!(device = %device, serial = %c.serial, "certificate issued");
-    Json(SignInResponse {
+    Ok(SignInResponse {
         certificate: B64.encode(cert.to_bytes()),
         serial: c.serial.to_string(),
         role: c.role,
         wards,
         not_after: Timestamp::from_unix(c.not_after).unwrap_or_else(|_| Timestamp::now()),
     })
-    .into_response()
 }
 
 /// How long a tablet's sync session lasts before it signs its challenge again.

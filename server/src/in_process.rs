@@ -10,6 +10,8 @@ use std::sync::Arc;
 use chartsync_core::chart::{ChartId, Role};
 use chartsync_core::protocol::ChartNotice;
 use chartsync_core::store::{Actor, ChartChanged, ChartStore, Receipts, StoreError, StoreOptions};
+use chartsync_core::tablet::{EnrolRequest, EnrolResponse, SignInRequest, SignInResponse};
+use chartsync_core::trust::DeviceId;
 
 use crate::auth::Access;
 use crate::sync::{Hub, Limits, ServerConnection};
@@ -135,8 +137,64 @@ impl InProcessServer {
         Ok((batch.chart, batch.device, notice))
     }
 
+    /// A person in the staff directory with a password, as `PUT /api/staff/{user}` puts one.
+    pub fn add_staff(
+        &self,
+        user: &str,
+        role: Role,
+        wards: &[String],
+        password: &str,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let phc = crate::directory::hash_password(password)?;
+        let member = chartsync_core::store::NewStaff {
+            user,
+            role,
+            wards,
+            password: Some(&phc),
+            source: "local",
+        };
+        self.hub.store.put_staff(&administrator(), &member)?;
+        Ok(())
+    }
+
+    /// A one-time enrolment code for a tablet serving `wards`, as an administrator prints one.
+    pub fn enrolment_code(&self, label: &str, wards: &[String]) -> Result<String, StoreError> {
+        crate::directory::enrolment(&self.hub.store, &administrator(), label, wards, 24)
+            .map(|(code, _)| code)
+    }
+
+    /// A challenge for a tablet to sign, as `POST /api/devices/challenge` gives.
+    pub fn challenge(&self) -> Option<[u8; 32]> {
+        self.hub.trust.challenge()
+    }
+
+    /// `POST /api/devices/enrol`: the answer, or the refusal's status.
+    pub fn enrol(&self, request: &EnrolRequest) -> Result<EnrolResponse, String> {
+        crate::directory::redeem(&self.hub.trust, &self.hub.store, request)
+            .map_err(|r| format!("enrolment refused ({})", r.status()))
+    }
+
+    /// `POST /api/devices/{id}/sign-in`: the certificate, or the refusal's status.
+    pub fn sign_in(
+        &self,
+        device: DeviceId,
+        request: SignInRequest,
+    ) -> Result<SignInResponse, String> {
+        crate::directory::certify(&self.hub.trust, &self.hub.store, device, request)
+            .map_err(|r| format!("sign-in refused ({})", r.status()))
+    }
+
     /// Stops the denial audit's writer (what `serve` does as it stops).
     pub fn close(self) {
         self.hub.denial_audit.finish();
+    }
+}
+
+/// Who manages the directory here: the in-process server's administrator.
+fn administrator() -> Actor {
+    Actor {
+        user: "admin".into(),
+        role: Role::Admin.token().into(),
+        device: "records-office".into(),
     }
 }

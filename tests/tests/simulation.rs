@@ -43,6 +43,8 @@ use chartsync_core::client::{ClientConfig, DeviceSession, SyncState};
 use chartsync_core::store::{
     ChartChanged, ChartStore, Compaction, Durability, HoldStatus, StoreOptions,
 };
+use chartsync_core::tablet::Tablet as EnrolledTablet;
+use chartsync_core::trust::KdfParams;
 use chartsync_server::{Access, InProcessServer, Limits, ServerConnection};
 use chartsync_tests::{admit_at, heart_rate, pneumonia};
 use rand::{Rng, SeedableRng};
@@ -113,7 +115,73 @@ struct Tablet {
     made: HashSet<ChartId>,
     /// Charts asked for by id (`SyncClient::fetch`), asked again on every connection.
     wanted: Vec<ChartId>,
+    /// Set for a tablet enrolled with the server.
+    enrolled: Option<Enrolled>,
 }
+
+/// A tablet enrolled with the server (docs/adr/0008-shared-tablets.md): its two nurses signed
+/// in online once each and unlock it with a PIN; every change it makes carries a proof of
+/// its author, and its sync connection is the tablet's own, shared by whoever is signed in.
+struct Enrolled {
+    secret: [u8; 32],
+    tablet: EnrolledTablet,
+}
+
+/// Who does a piece of work: a person under a token (as the sync client is given one), or a
+/// nurse signed in on an enrolled tablet, whose changes are signed as hers.
+enum Writer {
+    Token(Staff),
+    Signed(chartsync_core::tablet::Session),
+}
+
+impl Writer {
+    fn staff(&self) -> Staff {
+        match self {
+            Writer::Token(staff) => staff.clone(),
+            Writer::Signed(session) => session.staff().clone(),
+        }
+    }
+
+    fn update(
+        &self,
+        store: &ChartStore,
+        id: ChartId,
+        write: impl FnOnce(
+            &mut chartsync_core::chart::Chart,
+        ) -> Result<(), chartsync_core::chart::ChartError>,
+    ) -> Result<(), String> {
+        match self {
+            Writer::Token(_) => store.update(id, write).map_err(|e| e.to_string()),
+            Writer::Signed(session) => session
+                .with_key(|key| store.update_signed(key, id, write))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Adds a new chart: as `id` under a token; an enrolled tablet's store picks the id.
+    fn create(
+        &self,
+        store: &ChartStore,
+        id: ChartId,
+        chart: chartsync_core::chart::Chart,
+    ) -> Result<ChartId, String> {
+        match self {
+            Writer::Token(_) => store
+                .insert(id, chart)
+                .map(|()| id)
+                .map_err(|e| e.to_string()),
+            Writer::Signed(session) => session
+                .with_key(|key| store.create_signed(key, chart))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Every nurse's password in the directory, and each nurse's PIN on an enrolled tablet.
+const PASSWORD: &str = "a long ward password";
+const PINS: [&str; 2] = ["135790", "246802"];
 
 impl Tablet {
     fn user(&self) -> String {
@@ -260,6 +328,7 @@ impl Sim {
                 online: true,
                 made: HashSet::new(),
                 wanted: Vec::new(),
+                enrolled: None,
             });
         }
         sim
@@ -319,13 +388,87 @@ impl Sim {
 
     fn access(&self, t: usize) -> Access {
         let tablet = &self.tablets[t];
+        // An enrolled tablet connects as itself (a device token), whoever is signed in.
+        let device = tablet.enrolled.as_ref().map(|e| e.tablet.device());
         Access {
-            user: tablet.user(),
+            user: device.map_or_else(|| tablet.user(), |d| d.to_string()),
             role: tablet.role,
             wards: vec![tablet.ward.to_string()],
             expires_at: u64::MAX / 2,
-            device: None,
+            device,
             quarantined: false,
+        }
+    }
+
+    /// Enrols tablet `t` with the server, as an administrator and its nurses would: both
+    /// nurses in the directory, an enrolment code redeemed, each nurse signed in online.
+    fn enrol(&mut self, t: usize) {
+        let wards = vec![self.tablets[t].ward.to_string()];
+        for n in 0..2 {
+            let user = format!("{}.nurse{n}", self.tablets[t].ward);
+            self.server
+                .add_staff(&user, Role::Nurse, &wards, PASSWORD)
+                .expect("a nurse in the directory");
+        }
+        let code = self
+            .server
+            .enrolment_code(&self.tablets[t].name, &wards)
+            .expect("an enrolment code");
+        let secret = [t as u8 + 1; 32];
+        let challenge = self.server.challenge().expect("a challenge");
+        let request = EnrolledTablet::enrol_request(&secret, &code, &challenge).unwrap();
+        let answer = self.server.enrol(&request).expect("enrolled");
+        let tablet = EnrolledTablet::finish_enrolment(
+            self.tablets[t].store.clone(),
+            &secret,
+            "sim",
+            &answer,
+            KdfParams::INSECURE_FOR_TESTS,
+        )
+        .expect("the enrolment kept");
+        self.tablets[t].enrolled = Some(Enrolled { secret, tablet });
+        for n in 0..2 {
+            self.certify(t, n).expect("a nurse signs in online");
+        }
+        self.note(format!("{t}: enrolled"));
+    }
+
+    /// Nurse `n` signs in online on enrolled tablet `t`, for a new certificate.
+    fn certify(&mut self, t: usize, n: usize) -> Result<(), String> {
+        let Some(e) = &self.tablets[t].enrolled else {
+            return Ok(());
+        };
+        let user = format!("{}.nurse{n}", self.tablets[t].ward);
+        let challenge = self.server.challenge().ok_or("no challenge")?;
+        let (pending, request) = e.tablet.sign_in_request(&user, PASSWORD, &challenge);
+        let answer = self.server.sign_in(e.tablet.device(), request)?;
+        e.tablet
+            .finish_sign_in(pending, &answer, PINS[n])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Who writes on tablet `t` now. On an enrolled tablet, the nurse signed in unlocks it
+    /// with her PIN; past her certificate's end she signs in online again, which needs the
+    /// network: `Err` while the tablet is offline.
+    fn writer(&mut self, t: usize) -> Result<Writer, String> {
+        let Some(e) = &self.tablets[t].enrolled else {
+            return Ok(Writer::Token(self.tablets[t].staff()));
+        };
+        let user = self.tablets[t].user();
+        let pin = PINS[self.tablets[t].nurse];
+        match e.tablet.unlock(&user, pin) {
+            Ok(session) => Ok(Writer::Signed(session)),
+            Err(why) if !self.tablets[t].online => Err(why.to_string()),
+            Err(_) => {
+                self.certify(t, self.tablets[t].nurse)?;
+                self.note(format!("{t}: {user} signs in online again"));
+                let e = self.tablets[t].enrolled.as_ref().expect("enrolled");
+                e.tablet
+                    .unlock(&user, pin)
+                    .map(Writer::Signed)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -577,17 +720,42 @@ impl Sim {
 
     /// Does `work` on tablet `t` as whoever is signed in; the chart it was done on.
     fn apply(&mut self, t: usize, work: Work) -> ChartId {
-        let staff = self.tablets[t].staff();
+        let writer = match self.writer(t) {
+            Ok(w) => w,
+            Err(why) => {
+                let user = self.tablets[t].user();
+                self.note(format!("{t}: {user} cannot write: {why}"));
+                return match work {
+                    Work::Admit(_) => self.new_id(),
+                    Work::Write(id)
+                    | Work::Sign(id)
+                    | Work::Transfer(id, _)
+                    | Work::Discharge(id)
+                    | Work::Amend(id)
+                    | Work::Form(id)
+                    | Work::Code(id)
+                    | Work::Roi(id) => id,
+                };
+            }
+        };
+        let staff = writer.staff();
         let store = self.tablets[t].store.clone();
         let (id, result) = match work {
             Work::Admit(ward) => {
                 let mrn = format!("MRN-{:06}", self.rng.random_range(0..1_000_000));
                 let chart = admit_at(&mrn, ward, Timestamp::now(), &staff);
-                let id = self.new_id();
+                let wanted = self.new_id();
+                let made = writer.create(&store, wanted, chart);
+                let id = *made.as_ref().unwrap_or(&wanted);
+                if id != wanted {
+                    // An enrolled tablet's store chose the id.
+                    self.charts.pop();
+                    self.charts.push(id);
+                }
                 self.tablets[t].made.insert(id);
                 self.wards_of.entry(id).or_default().insert(ward);
                 self.note(format!("{t}: admits {id} to {ward}"));
-                (id, store.insert(id, chart))
+                (id, made.map(|_| ()))
             }
             Work::Write(id) => {
                 self.counts.edits += 1;
@@ -597,7 +765,7 @@ impl Sim {
                     NewEntry::note(EntryKind::NursingNote, "Settled, observations stable.")
                 };
                 self.note(format!("{t}: writes on {id}"));
-                let written = store.update(id, |c| {
+                let written = writer.update(&store, id, |c| {
                     c.add_entry(&staff, Timestamp::now(), entry).map(|_| ())
                 });
                 (id, written)
@@ -605,7 +773,7 @@ impl Sim {
             Work::Sign(id) => {
                 self.counts.edits += 1;
                 self.note(format!("{t}: signs on {id}"));
-                let signed = store.update(id, |c| {
+                let signed = writer.update(&store, id, |c| {
                     let unsigned = c
                         .view()?
                         .entries
@@ -627,7 +795,9 @@ impl Sim {
                 self.note(format!("{t}: transfers {id} to {to}"));
                 (
                     id,
-                    store.update(id, |c| c.transfer(&staff, Timestamp::now(), to, None)),
+                    writer.update(&store, id, |c| {
+                        c.transfer(&staff, Timestamp::now(), to, None)
+                    }),
                 )
             }
             Work::Discharge(id) => {
@@ -635,13 +805,15 @@ impl Sim {
                 self.note(format!("{t}: discharges {id}"));
                 (
                     id,
-                    store.update(id, |c| c.discharge(&staff, Timestamp::now(), "home")),
+                    writer.update(&store, id, |c| {
+                        c.discharge(&staff, Timestamp::now(), "home")
+                    }),
                 )
             }
             Work::Amend(id) => {
                 self.counts.edits += 1;
                 self.note(format!("{t}: amends on {id}"));
-                let amended = store.update(id, |c| {
+                let amended = writer.update(&store, id, |c| {
                     let signed = c
                         .view()?
                         .entries
@@ -670,7 +842,7 @@ impl Sim {
                     .into(),
                     required_signers: vec!["patient".into()],
                 };
-                let added = store.update(id, |c| {
+                let added = writer.update(&store, id, |c| {
                     c.add_form(&staff, Timestamp::now(), form).map(|_| ())
                 });
                 (id, added)
@@ -678,7 +850,7 @@ impl Sim {
             Work::Code(id) => {
                 self.counts.edits += 1;
                 self.note(format!("{t}: codes {id}"));
-                let coded = store.update(id, |c| {
+                let coded = writer.update(&store, id, |c| {
                     c.assign_code(&staff, Timestamp::now(), pneumonia())
                         .map(|_| ())
                 });
@@ -695,7 +867,7 @@ impl Sim {
                     scope: "discharge summary".into(),
                     due_at: Timestamp::now().plus_seconds(30 * 86_400),
                 };
-                let logged = store.update(id, |c| {
+                let logged = writer.update(&store, id, |c| {
                     c.receive_roi_request(&staff, Timestamp::now(), request)
                         .map(|_| ())
                 });
@@ -775,7 +947,9 @@ impl Sim {
         let nurse = (self.tablets[t].nurse + 1) % 2;
         self.tablets[t].nurse = nurse;
         self.note(format!("{t}: {} signs in", self.tablets[t].user()));
-        if let Some(l) = self.link_of(t) {
+        // On an enrolled tablet the connection is the tablet's, whoever is signed in; on
+        // another, the app connects again with the new person's token.
+        if let (None, Some(l)) = (&self.tablets[t].enrolled, self.link_of(t)) {
             self.end_device(l, true);
             self.connect(t);
         }
@@ -864,6 +1038,12 @@ impl Sim {
         // The app starts again: its store is opened afresh from what is on disk.
         let store = Tablet::open(&self.tablets[t].path);
         self.tablets[t].feed = store.subscribe();
+        if let Some(e) = self.tablets[t].enrolled.as_mut() {
+            e.tablet =
+                EnrolledTablet::open(store.clone(), &e.secret, KdfParams::INSECURE_FOR_TESTS)
+                    .expect("the enrolment reads")
+                    .expect("still enrolled");
+        }
         drop(std::mem::replace(&mut self.tablets[t].store, store));
     }
 
@@ -1055,6 +1235,25 @@ impl Sim {
         self.snapshot_acknowledged();
         self.check_acknowledged()?;
         let server = self.server.store().clone();
+        // Every change an enrolled tablet sent was signed by a nurse it certified, within her
+        // certificate: none may be held for its proof, restores and crashes notwithstanding.
+        for b in server.held_batches(None, None).unwrap_or_default() {
+            use chartsync_core::protocol::HoldReason::*;
+            if matches!(
+                b.reason,
+                Unsigned
+                    | UnknownCertificate
+                    | BadSignature
+                    | ForgedAuthor
+                    | AnotherDevice
+                    | Revoked
+            ) {
+                return Err(format!(
+                    "changes of {} from {} were held for their proof: {:?} ({})",
+                    b.chart, b.device, b.reason, b.summary
+                ));
+            }
+        }
         for (t, tablet) in self.tablets.iter().enumerate() {
             let link = self.links.iter_mut().find(|l| l.tablet == t);
             let status = link
@@ -1149,6 +1348,8 @@ impl Sim {
 
 fn run(seed: u64, steps: usize, verbose: bool) -> Result<Counts, String> {
     let mut sim = Sim::with_records(seed, 4, true, verbose);
+    // The second tablet on 4west is enrolled: its nurses' changes carry proofs.
+    sim.enrol(3);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for _ in 0..steps {
             sim.step()?;
