@@ -1718,14 +1718,7 @@ impl Worker {
         };
         let device_heads = message.heads.clone();
         // What the device says it has, without its changes: heard even when they are held.
-        let heard = automerge::sync::Message {
-            heads: message.heads.clone(),
-            need: message.need.clone(),
-            have: message.have.clone(),
-            changes: Vec::<Vec<u8>>::new().into(),
-            flags: message.flags,
-            version: message.version.clone(),
-        };
+        let heard = chartsync_core::protocol::sync::without_changes(&message);
         if let Some(known) = &peer.hub.recovery {
             take_back(store, &actor, id, known, &message);
         }
@@ -1852,7 +1845,7 @@ impl Worker {
         if let Some(refusal) = refused {
             // The sync hears what the device has, so that what is pushed to it while its
             // changes are held is what it lacks.
-            let _ = store.read(id, |c| sync.receive(&mut c.doc().clone(), heard));
+            let _ = store.read(id, |c| sync.hear(c.doc(), &heard));
             return self.hold(refusal);
         }
         if let Err(e) = applied {
@@ -2077,15 +2070,11 @@ impl Worker {
             Ok(m) => m,
             Err(out) => return out,
         };
-        let heard = automerge::sync::Message {
-            changes: Vec::<Vec<u8>>::new().into(),
-            ..message
-        };
         let store = self.peer.hub.store.clone();
         let Some(Doc::Held(Some(sync))) = &mut self.doc else {
             return Output::default();
         };
-        let _ = store.read(self.id, |c| sync.receive(&mut c.doc().clone(), heard));
+        let _ = store.read(self.id, |c| sync.hear(c.doc(), &message));
         self.push_held()
     }
 

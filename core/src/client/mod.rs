@@ -1385,14 +1385,12 @@ impl Session {
             // Departed: what the server says it has and lacks is heard, and it is sent what it
             // lacks; nothing of the chart is taken from it.
             Some(Doc::Departed(sync)) => {
-                let mut msg = match sync.decode(data) {
+                let msg = match sync.decode(data) {
                     Ok(msg) => msg,
                     Err(e) => return self.refused_incoming(id, e),
                 };
-                msg.changes = Vec::<Vec<u8>>::new().into();
                 let next = self.store.read(id, |c| {
-                    let mut scratch = c.doc().clone();
-                    sync.receive(&mut scratch, msg)
+                    sync.hear(c.doc(), &msg)
                         .map(|()| sync.generate_push(c.doc(), &me, &server))
                 });
                 match next {

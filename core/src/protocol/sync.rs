@@ -459,6 +459,16 @@ impl DocSync {
         out
     }
 
+    /// Hears what `message` says the peer has, lacks and asks for (its heads, `have` and
+    /// `need`) and takes none of the changes it carries: for a chart whose changes from this
+    /// peer are not taken (held on the server; departed on the device), so that what is sent
+    /// to the peer is what it lacks, and what it asks for by hash is answered.
+    pub fn hear(&mut self, doc: &Automerge, message: &sync::Message) -> Result<(), ProtocolError> {
+        // automerge hears a message on a document it may write to; with no changes in the
+        // message nothing is written, but a shared one cannot be lent: a copy hears it.
+        self.receive(&mut doc.clone(), without_changes(message))
+    }
+
     /// [`DocSync::receive`] into a chart (check the changes first, as the server does with
     /// `validate::validate_changes` and `validate::check_writer` on a fork).
     pub fn receive_chart(
@@ -479,6 +489,18 @@ impl DocSync {
         message: sync::Message,
     ) -> Result<(), ProtocolError> {
         self.receive(census.doc_mut(), message)
+    }
+}
+
+/// What a sync message says (heads, `have`, `need`), without the changes it carries.
+pub fn without_changes(message: &sync::Message) -> sync::Message {
+    sync::Message {
+        heads: message.heads.clone(),
+        need: message.need.clone(),
+        have: message.have.clone(),
+        changes: Vec::<Vec<u8>>::new().into(),
+        flags: message.flags,
+        version: message.version.clone(),
     }
 }
 
