@@ -37,7 +37,8 @@ use automerge::sync::SyncDoc;
 use automerge::ChangeHash;
 use chartsync_core::chart::{
     AmendmentKind, ChartId, DisclosurePurpose, EncounterStatus, EntryKind, FormType, NewAmendment,
-    NewEntry, NewForm, NewRoiRequest, Role, SignatureMeaning, Staff, Timestamp,
+    NewDisclosure, NewEntry, NewForm, NewQuery, NewRoiRequest, PatientUpdate, Role, Shift,
+    SignatureMeaning, Staff, Timestamp,
 };
 use chartsync_core::client::{ClientConfig, DeviceSession, SyncState};
 use chartsync_core::store::{
@@ -73,6 +74,16 @@ enum Work {
     Code(ChartId),
     /// A request for copies logged (records office).
     Roi(ChartId),
+    /// The patient's signature on a consent form, witnessed.
+    SignForm(ChartId),
+    /// The shift's handover to the other nurse.
+    HandOver(ChartId),
+    /// A query to the attending physician (records office).
+    Query(ChartId),
+    /// A disclosure logged (records office).
+    Disclose(ChartId),
+    /// A change-of-information form processed: a new phone number (records office).
+    ChangeInfo(ChartId),
 }
 
 /// What travels one way on a connection.
@@ -688,9 +699,12 @@ impl Sim {
             let id = charts[self.rng.random_range(0..charts.len())];
             self.counts.records_work += 1;
             let work = match roll {
-                15..=44 => Work::Code(id),
-                45..=64 => Work::Form(id),
-                65..=89 => Work::Roi(id),
+                15..=34 => Work::Code(id),
+                35..=49 => Work::Form(id),
+                50..=64 => Work::Roi(id),
+                65..=74 => Work::Query(id),
+                75..=82 => Work::Disclose(id),
+                83..=89 => Work::ChangeInfo(id),
                 _ => Work::Transfer(id, WARDS[self.rng.random_range(0..WARDS.len())]),
             };
             self.apply(t, work);
@@ -703,10 +717,12 @@ impl Sim {
         }
         let id = charts[self.rng.random_range(0..charts.len())];
         let work = match roll {
-            12..=51 => Work::Write(id),
-            52..=74 => Work::Sign(id),
-            75..=79 => Work::Amend(id),
-            80..=84 => Work::Form(id),
+            12..=47 => Work::Write(id),
+            48..=68 => Work::Sign(id),
+            69..=72 => Work::Amend(id),
+            73..=76 => Work::Form(id),
+            77..=80 => Work::SignForm(id),
+            81..=84 => Work::HandOver(id),
             85..=95 => {
                 let here = self.tablets[t].ward;
                 let others: Vec<&'static str> =
@@ -734,7 +750,12 @@ impl Sim {
                     | Work::Amend(id)
                     | Work::Form(id)
                     | Work::Code(id)
-                    | Work::Roi(id) => id,
+                    | Work::Roi(id)
+                    | Work::SignForm(id)
+                    | Work::HandOver(id)
+                    | Work::Query(id)
+                    | Work::Disclose(id)
+                    | Work::ChangeInfo(id) => id,
                 };
             }
         };
@@ -872,6 +893,85 @@ impl Sim {
                         .map(|_| ())
                 });
                 (id, logged)
+            }
+            Work::SignForm(id) => {
+                self.counts.edits += 1;
+                self.note(format!("{t}: witnesses a signature on a form on {id}"));
+                let signed = writer.update(&store, id, |c| {
+                    let unsigned = c
+                        .view()?
+                        .forms
+                        .into_iter()
+                        .find(|f| f.signatures.is_empty());
+                    match unsigned {
+                        Some(f) => {
+                            c.sign_form(&staff, Timestamp::now(), &f.id, "patient", "patient")
+                        }
+                        None => Ok(()),
+                    }
+                });
+                (id, signed)
+            }
+            Work::HandOver(id) => {
+                self.counts.edits += 1;
+                let to = format!(
+                    "{}.nurse{}",
+                    self.tablets[t].ward,
+                    1 - self.tablets[t].nurse
+                );
+                self.note(format!("{t}: hands {id} over"));
+                let handed = writer.update(&store, id, |c| {
+                    c.hand_over(
+                        &staff,
+                        Timestamp::now(),
+                        &to,
+                        Shift::Night,
+                        "Stable overnight.",
+                    )
+                });
+                (id, handed)
+            }
+            Work::Query(id) => {
+                self.counts.edits += 1;
+                self.note(format!("{t}: queries the attending on {id}"));
+                let query = NewQuery {
+                    question: "Please document the type of pneumonia.".into(),
+                    to: "dr.okafor".into(),
+                    about: None,
+                };
+                let asked = writer.update(&store, id, |c| {
+                    c.ask_query(&staff, Timestamp::now(), query).map(|_| ())
+                });
+                (id, asked)
+            }
+            Work::Disclose(id) => {
+                self.counts.edits += 1;
+                self.note(format!("{t}: logs a disclosure of {id}"));
+                let disclosure = NewDisclosure {
+                    request_id: None,
+                    recipient: "County health department".into(),
+                    recipient_address: "1 Main St".into(),
+                    description: "communicable disease report".into(),
+                    purpose: DisclosurePurpose::PublicHealth,
+                };
+                let logged = writer.update(&store, id, |c| {
+                    c.record_disclosure(&staff, Timestamp::now(), disclosure)
+                        .map(|_| ())
+                });
+                (id, logged)
+            }
+            Work::ChangeInfo(id) => {
+                self.counts.edits += 1;
+                let phone = format!("555-{:04}", self.rng.random_range(0..10_000));
+                self.note(format!("{t}: processes a change of information on {id}"));
+                let update = PatientUpdate {
+                    phone: Some(phone),
+                    ..PatientUpdate::default()
+                };
+                let changed = writer.update(&store, id, |c| {
+                    c.change_information(&staff, Timestamp::now(), update)
+                });
+                (id, changed)
             }
         };
         if let Err(e) = result {
