@@ -5,11 +5,15 @@
 //! `chartsync_server::ServerConnection` over an `InProcessServer`, each tablet through
 //! `chartsync_core::client::DeviceSession`. One seed decides everything the network and the
 //! people do, in order: which frame is delivered next (each connection is a pair of ordered
-//! queues, as a WebSocket is), connections cut with frames in flight (those to the tablet
-//! lost, a prefix of those to the server still read), tablets going offline for a while,
-//! crashes of a tablet or of the server (dropped with their unsaved state, the store opened
-//! again from disk), tokens expiring, another nurse signing in on a tablet, and chart work:
-//! admissions, observations, notes, signatures, transfers and discharges, online or not.
+//! queues, as a WebSocket is; now and then a frame arrives twice or two swap places, as a
+//! broken proxy might), connections cut with frames in flight (those to the tablet lost, a
+//! prefix of those to the server still read), tablets going offline for a while (some for
+//! hours or days of the simulated clock), crashes of a tablet or of the server (dropped with
+//! their unsaved state, the store opened again from disk), a backup and a restore, tokens
+//! expiring, another nurse signing in on a tablet (on the enrolled one, unlocking it with
+//! her PIN), supervisors' decisions on held changes, and chart work of every kind, online
+//! or not. The seed also makes every id and the clock (`chartsync_core::seeded`), so a
+//! replay is exact.
 //!
 //! Then the network heals (every tablet online, connected afresh, until nothing moves) and
 //! the run is checked:
@@ -22,6 +26,7 @@
 //!   every server crash and at the end;
 //! - no tablet holds a chart that was never on its wards (and was not made there);
 //! - no signed entry was changed after its signature;
+//! - no change from the enrolled tablet was held for its proof;
 //! - a tablet whose status says "up to date" has every change it made on the server.
 //!
 //! A failure names its seed; `SIM_SEED=n` runs that seed alone and prints what happened.
@@ -255,6 +260,9 @@ struct Counts {
     /// Times the clock jumped (a night, a weekend), and the hours it jumped in all.
     gaps: usize,
     hours: u64,
+    /// Frames the network delivered twice, and pairs it delivered out of order.
+    duplicated: usize,
+    reordered: usize,
 }
 
 struct Sim {
@@ -999,6 +1007,43 @@ impl Sim {
         }
     }
 
+    /// The next frame one way on link `l` is duplicated, or (`swap`) the next two change
+    /// places.
+    fn garble(&mut self, l: usize, to_server: bool, swap: bool) {
+        let link = &mut self.links[l];
+        let queue = if to_server {
+            &mut link.to_server
+        } else {
+            &mut link.to_device
+        };
+        let Some(Frame::Data(first)) = queue.front() else {
+            return;
+        };
+        if swap {
+            if queue.len() < 2 {
+                return;
+            }
+            queue.swap(0, 1);
+            self.counts.reordered += 1;
+        } else {
+            let again = Frame::Data(first.clone());
+            queue.push_front(again);
+            self.counts.duplicated += 1;
+        }
+        let t = self.links[l].tablet;
+        let way = if to_server {
+            "to the server"
+        } else {
+            "to the tablet"
+        };
+        let what = if swap {
+            "swaps two frames"
+        } else {
+            "duplicates a frame"
+        };
+        self.note(format!("{t}: the network {what} {way}"));
+    }
+
     /// A records supervisor accepts or rejects some held changes; the device that sent them
     /// is told if it is connected (otherwise when it next syncs the chart).
     fn decide(&mut self) {
@@ -1161,7 +1206,15 @@ impl Sim {
                     return Ok(());
                 }
                 let l = self.rng.random_range(0..self.links.len());
-                if self.rng.random_bool(0.5) {
+                let to_server = self.rng.random_bool(0.5);
+                // Now and then the network misbehaves as a WebSocket never should (a broken
+                // proxy): the next frame arrives twice, or the next two swap places.
+                match self.rng.random_range(0..100) {
+                    0 => self.garble(l, to_server, false),
+                    1 => self.garble(l, to_server, true),
+                    _ => {}
+                }
+                if to_server {
                     self.deliver_to_server(l);
                 } else {
                     self.deliver_to_device(l);
@@ -1550,6 +1603,8 @@ fn the_whole_sync_survives_a_seeded_network_crashes_and_people() {
                 total.records_work += c.records_work;
                 total.gaps += c.gaps;
                 total.hours += c.hours;
+                total.duplicated += c.duplicated;
+                total.reordered += c.reordered;
             }
             Err(e) => {
                 eprintln!("{e}\n");
