@@ -334,13 +334,10 @@ pub(crate) fn certify(
         Some((m, phc)) => (Some(m), phc),
         None => (None, None),
     };
+    // Checked whoever asks: someone unknown costs the same as a wrong password.
+    let matches = password_matches(&req.password, phc.as_deref());
     let member = match member {
-        Some(m)
-            if password_matches(&req.password, phc.as_deref())
-                && m.status == CredentialStatus::Active =>
-        {
-            m
-        }
+        Some(m) if matches && m.status == CredentialStatus::Active => m,
         _ => {
             tracing::info!(device = %device, "a sign-in was refused");
             return Err(error(
