@@ -750,6 +750,8 @@ impl Sim {
                 let user = self.tablets[t].user();
                 self.note(format!("{t}: {user} cannot write: {why}"));
                 return match work {
+                    // An id no chart has, as an admission that failed leaves: asked for by
+                    // id later, it is unknown to the server.
                     Work::Admit(_) => self.new_id(),
                     Work::Write(id)
                     | Work::Sign(id)
