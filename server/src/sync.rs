@@ -2485,6 +2485,12 @@ impl Worker {
                 // What the device has that the server holds: with nothing more to send, the
                 // device keeps the chart read-only; otherwise it sends the rest first.
                 let theirs = sync.state().their_heads.clone().unwrap_or_default();
+                if theirs.is_empty() && sync.state().sent_hashes.is_empty() {
+                    // The device has none of it (it asked, and the chart left before any of
+                    // it went out): it never had the chart, and is answered as for any chart
+                    // off its wards. Told it left, it would ask for it for ever.
+                    return self.unavailable();
+                }
                 let acknowledged = self
                     .hub()
                     .store

@@ -997,6 +997,11 @@ impl Sim {
             return;
         }
         let id = self.charts[self.rng.random_range(0..self.charts.len())];
+        self.ask_for(t, id);
+    }
+
+    /// A nurse on tablet `t` asks for chart `id` by its id.
+    fn ask_for(&mut self, t: usize, id: ChartId) {
         self.counts.fetches += 1;
         self.note(format!("{t}: asks for {id}"));
         self.tablets[t].wanted.push(id);
@@ -1933,4 +1938,45 @@ fn a_chart_that_came_back_while_its_tablet_was_away_syncs_when_it_connects() {
         "the chart is 4west's tablet's again"
     );
     assert!(sim.has_record(0, id));
+}
+
+#[test]
+fn a_chart_asked_for_that_leaves_the_ward_before_any_of_it_arrives_is_unavailable_not_left() {
+    // Seed 5031 of the soak, as a loop: a nurse asked for a chart by id; it reached the
+    // server on her ward, the server offered it, and before any of it went out it was
+    // transferred away. The server told her tablet the chart had left, as if she had had it,
+    // and answered her asks with its heads and nothing else: asked and answered for ever.
+    let mut sim = Sim::with_records(7, 1, true, false);
+    sim.connect(0);
+    sim.set_online(1, false);
+    let id = sim.apply(1, Work::Admit("4west"));
+    sim.ask_for(0, id);
+    sim.quiesce().unwrap();
+    // The records office's PC connects; its chart reaches the server, which offers it to the
+    // tablet that asked.
+    sim.set_online(1, true);
+    sim.connect(1);
+    let (tablet, pc) = (sim.link_of(0).unwrap(), sim.link_of(1).unwrap());
+    while !sim.server.store().contains(id).unwrap() {
+        if sim.links[pc].to_server.is_empty() {
+            sim.deliver_to_device(pc);
+        } else {
+            sim.deliver_to_server(pc);
+        }
+    }
+    assert!(
+        !sim.links[tablet].to_device.is_empty(),
+        "the chart is offered"
+    );
+    // Before the tablet hears of it, the chart goes to the ICU.
+    sim.apply(1, Work::Transfer(id, "icu"));
+    while !sim.links[pc].to_server.is_empty() || !sim.links[pc].to_device.is_empty() {
+        sim.deliver_to_server(pc);
+        sim.deliver_to_device(pc);
+    }
+    sim.quiesce().unwrap();
+    assert!(
+        !sim.tablets[0].store.contains(id).unwrap(),
+        "the tablet on 4west never had the chart, and has it not"
+    );
 }
