@@ -1946,6 +1946,9 @@ fn a_chart_asked_for_that_leaves_the_ward_before_any_of_it_arrives_is_unavailabl
     // server on her ward, the server offered it, and before any of it went out it was
     // transferred away. The server told her tablet the chart had left, as if she had had it,
     // and answered her asks with its heads and nothing else: asked and answered for ever.
+    // Either side's rule now ends it: the server answers `doc-unavailable` to a device that
+    // has none of a chart that left, and a device told a chart it never had left stops
+    // asking for it on that connection.
     let mut sim = Sim::with_records(7, 1, true, false);
     sim.connect(0);
     sim.set_online(1, false);

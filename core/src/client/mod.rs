@@ -1293,6 +1293,12 @@ impl Session {
         reason: LeftReason,
         acknowledged: Vec<ChangeHash>,
     ) -> Vec<Message> {
+        // Asked for and never had: nothing to keep read-only, and nothing more to ask for on
+        // this connection (what the server still says of it is answered `doc-unavailable`).
+        if matches!(self.docs.get(&id), Some(Doc::Wanted { .. })) {
+            self.docs.remove(&id);
+            return Vec::new();
+        }
         self.record_acknowledged(id, acknowledged);
         self.ledger.count(&self.store, id);
         if self.ledger.pending.contains_key(&id) {
