@@ -1590,7 +1590,15 @@ fn the_whole_sync_survives_a_seeded_network_crashes_and_people() {
     let verbose = seeds.len() == 1;
     let mut total = Counts::default();
     let mut failures = Vec::new();
-    for &seed in &seeds {
+    for (done, &seed) in seeds.iter().enumerate() {
+        // A soak shows how far it has got.
+        if seeds.len() > 200 && done % 250 == 0 && done > 0 {
+            eprintln!(
+                "{done} of {} seeds run, {} failing so far",
+                seeds.len(),
+                failures.len()
+            );
+        }
         match run(seed, steps, verbose) {
             Ok(c) => {
                 total.steps += c.steps;
