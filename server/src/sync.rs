@@ -1622,7 +1622,20 @@ impl Worker {
             return Output::default();
         };
         // Changes the server already has (a device's copy of the census) are harmless.
-        if unknown_changes(census.doc(), &message) != Some(0) && peer.hub.recovery.is_some() {
+        let unknown = unknown_changes(census.doc(), &message);
+        // Heads or a last sync the server has not got, with nothing unknown carried: the
+        // device's copy has census changes the server made and lost (a restore), and sent
+        // them earlier on this connection or not at all. automerge would answer with a sync
+        // reset for ever (the device's last sync names changes the server lacks, and a
+        // device does not forget it); devices do not write censuses, so nothing is lost by
+        // starting over.
+        let lost = unknown == Some(0)
+            && message
+                .heads
+                .iter()
+                .chain(message.have.iter().flat_map(|h| h.last_sync.iter()))
+                .any(|h| census.doc().get_change_meta_by_hash(h).is_none());
+        if (unknown != Some(0) && peer.hub.recovery.is_some()) || lost {
             // After a restore a device's copy holds census changes the server made and lost;
             // nothing to keep: the device starts its copy afresh.
             drop(all);
@@ -1633,7 +1646,7 @@ impl Worker {
                 summary: "the server was restored from a backup: fetch the ward list afresh".into(),
             }));
         }
-        if unknown_changes(census.doc(), &message) != Some(0) {
+        if unknown != Some(0) {
             // Kept like any refused change, so that nothing a device wrote is lost unseen.
             let mut scratch = census.doc().clone();
             let loaded = chartsync_core::chart::unpanicked(|| {

@@ -1991,3 +1991,40 @@ fn a_chart_asked_for_that_leaves_the_ward_before_any_of_it_arrives_is_unavailabl
         "the tablet on 4west never had the chart, and has it not"
     );
 }
+
+#[test]
+fn a_ward_census_fetched_afresh_after_a_restore_survives_the_tablet_crashing() {
+    // Seed 7139 of the soak, as a loop. After a restore, a tablet's copy of its ward's
+    // census held changes the restored server had lost; told so, the tablet started its copy
+    // afresh and stored the new census, then crashed before it saved its sync state. On its
+    // next connection the old state named changes of the old copy, the server answered with
+    // automerge's sync reset, and the tablet, which does not forget its last sync, asked
+    // again: for ever. Now the tablet stores the fresh sync state when it starts its copy
+    // afresh, and the server starts a copy afresh whose heads or last sync it lacks.
+    let mut sim = Sim::with_records(3, 1, true, false);
+    sim.backup();
+    sim.connect(0);
+    let id = sim.apply(0, Work::Admit("4west"));
+    sim.quiesce().unwrap();
+    assert!(sim.tablets[0].store.census_doc("4west").unwrap().is_some());
+    sim.restore().unwrap();
+    sim.quiesce().unwrap();
+    // Connected again, the tablet is told to start its copy afresh, and does.
+    sim.connect(0);
+    sim.quiesce().unwrap();
+    sim.crash_tablet(0);
+    // Meanwhile the ward's census moves on: the registration desk admits a patient.
+    sim.connect(1);
+    sim.apply(1, Work::Admit("4west"));
+    sim.quiesce().unwrap();
+    sim.connect(0);
+    sim.quiesce().unwrap();
+    sim.heal().unwrap();
+    sim.check().unwrap();
+    let on_server = sim.server.store().census_doc("4west").unwrap();
+    assert!(on_server
+        .expect("a census")
+        .entries()
+        .iter()
+        .any(|e| e.id == id));
+}

@@ -1065,6 +1065,11 @@ impl Session {
             // from a backup. The census is the server's to write: start the copy afresh.
             let me = self.conn.local().peer_id.clone();
             let mut sync = self.doc_sync(id, None);
+            // The fresh state is stored at once: after a crash, the old one would name the
+            // old copy's changes, which the server has not got.
+            if let Some(storage) = &self.server_storage {
+                let _ = self.store.save_sync_state(storage, id, sync.state());
+            }
             let doc = Box::<Automerge>::default();
             let m = sync.generate(&doc, &me, &self.server);
             self.docs.insert(id, Doc::Census { sync, doc });
