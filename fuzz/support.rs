@@ -10,7 +10,7 @@ use chartsync_core::chart::*;
 pub fn keep_caught_panics() {
     std::panic::set_hook(Box::new(|info| {
         if let Some(at) = info.location() {
-            eprintln!("panic at {at}");
+            eprintln!("panic at {at}: {}", info.payload_as_str().unwrap_or(""));
         }
     }));
 }
