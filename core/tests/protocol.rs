@@ -795,3 +795,47 @@ fn a_change_that_makes_automerge_panic_is_refused_as_corrupt() {
 fn a_change_that_makes_automerge_panic_when_applied_is_refused_as_corrupt() {
     refused_as_corrupt(include_bytes!("regressions/sync-message-unknown-actor.bin"));
 }
+
+/// A sync message whose `have` carries the Bloom filter `bloom` (its bytes as automerge
+/// writes them: entries, bits per entry, probes, then the bits).
+fn with_bloom(bloom: &[u8]) -> Vec<u8> {
+    use automerge::sync::{BloomFilter, Have, State, SyncDoc};
+    let mut m = Automerge::new()
+        .generate_sync_message(&mut State::new())
+        .expect("a message");
+    m.have = vec![Have {
+        last_sync: Vec::new(),
+        bloom: BloomFilter::try_from(bloom).expect("automerge parses it"),
+    }];
+    m.encode()
+}
+
+/// Found by fuzzing the server's session (`scripts/fuzz.sh`, target server_session): a
+/// Bloom filter that claims an entry but has no bits parses, and automerge 0.12 divides by
+/// its size in bits when it consults it, which panics; one that claims billions of probes
+/// reserves room for them all. The server consults a device's filter to choose what to
+/// send, and a tablet the server's, so either would take a connection (or, across the FFI,
+/// an app) down. Such a message is refused as undecodable, and an honest filter is not.
+#[test]
+fn a_sync_message_whose_bloom_filter_cannot_be_consulted_is_refused() {
+    let sync = DocSync::new(DocumentId::random(), None);
+    let refused =
+        |data: &[u8]| matches!(sync.decode(data), Err(ProtocolError::BadSyncMessage { .. }));
+    // One entry, no bits per entry, seven probes: no bits at all.
+    assert!(refused(&with_bloom(&[1, 0, 7])));
+    // One entry, ten bits per entry, 4,000,000,000 probes.
+    let mut probes = vec![1, 10];
+    leb128::write::unsigned(&mut probes, 4_000_000_000).unwrap();
+    probes.extend([0xff, 0xff]);
+    assert!(refused(&with_bloom(&probes)));
+    // No entries (an empty filter), and automerge's own filter of two changes: read.
+    assert!(!refused(&with_bloom(&[])));
+    let honest = automerge::sync::BloomFilter::from_hashes(
+        [
+            automerge::ChangeHash([1; 32]),
+            automerge::ChangeHash([2; 32]),
+        ]
+        .iter(),
+    );
+    assert!(!refused(&with_bloom(&honest.to_bytes())));
+}

@@ -513,9 +513,13 @@ pub fn decode_bounded(
     data: &[u8],
     bounds: &ContentBounds,
 ) -> Result<sync::Message, ProtocolError> {
-    let message = sync::Message::decode(data).map_err(|_| ProtocolError::BadSyncMessage {
+    let bad = || ProtocolError::BadSyncMessage {
         document: document.to_string(),
-    })?;
+    };
+    let message = sync::Message::decode(data).map_err(|_| bad())?;
+    if !message.have.iter().all(|h| readable_bloom(&h.bloom)) {
+        return Err(bad());
+    }
     contents::check(message.changes.iter().map(|c| &c[..]), bounds).map_err(|error| {
         ProtocolError::Contents {
             document: document.to_string(),
@@ -523,6 +527,28 @@ pub fn decode_bounded(
         }
     })?;
     Ok(message)
+}
+
+/// The most probes a peer's Bloom filter may ask for (automerge makes 7).
+const MAX_BLOOM_PROBES: u64 = 64;
+
+/// Whether a peer's Bloom filter (a `have`'s summary of its changes) can be consulted
+/// without harm. automerge 0.12 takes the filter's bit count as a divisor and reserves room
+/// for its probe count before reading it, so a filter that claims entries but has no bits
+/// panics when consulted, and one that claims billions of probes asks for gigabytes; both
+/// parse. Found by fuzzing the server's session.
+fn readable_bloom(bloom: &sync::BloomFilter) -> bool {
+    let bytes = bloom.to_bytes();
+    if bytes.is_empty() {
+        return true;
+    }
+    let mut rest = &bytes[..];
+    let mut next = || leb128::read::unsigned(&mut rest).ok();
+    let (Some(entries), Some(bits_per_entry), Some(probes)) = (next(), next(), next()) else {
+        return false;
+    };
+    entries == 0
+        || (bits_per_entry > 0 && (1..=MAX_BLOOM_PROBES).contains(&probes) && !rest.is_empty())
 }
 
 /// The most a deflated stream can inflate by (deflate's own limit, about 1032 to 1).
