@@ -47,9 +47,11 @@ for t in "${targets[@]}"; do
         merged="$CARGO_TARGET_DIR/merged/$t"
         rm -rf "$merged" && mkdir -p "$merged"
         "$bin/$t" -merge=1 "$merged" "fuzz/corpus/$t" "$found" 2>/dev/null
-        # The committed corpus stays small: the seeds, and found inputs up to 64 KiB.
+        # The committed corpus stays small: found inputs up to 64 KiB, and every input with a
+        # name (the seeds, and the inputs that once crashed a target, which tests and
+        # RELIABILITY.md name) whatever the merge made of it.
         find "$merged" -type f -size +64k ! -name 'seed-*' -delete
-        cp -n "fuzz/corpus/$t"/seed-* "$merged"/ 2>/dev/null || true
+        find "fuzz/corpus/$t" -type f ! -regex '.*/[0-9a-f]\{40\}' -exec cp -n {} "$merged"/ \;
         rm -rf "fuzz/corpus/$t" && mv "$merged" "fuzz/corpus/$t" && rm -rf "$found"
         echo "  $t: $(ls "fuzz/corpus/$t" | wc -l) inputs in the committed corpus" >&2
         continue
