@@ -51,7 +51,8 @@ for t in "${targets[@]}"; do
         # name (the seeds, and the inputs that once crashed a target, which tests and
         # RELIABILITY.md name) whatever the merge made of it.
         find "$merged" -type f -size +64k ! -name 'seed-*' -delete
-        find "fuzz/corpus/$t" -type f ! -regex '.*/[0-9a-f]\{40\}' -exec cp -n {} "$merged"/ \;
+        find "fuzz/corpus/$t" -regextype posix-extended -type f ! -regex '.*/[0-9a-f]{40}' \
+            -exec cp -n {} "$merged"/ \;
         rm -rf "fuzz/corpus/$t" && mv "$merged" "fuzz/corpus/$t" && rm -rf "$found"
         echo "  $t: $(ls "fuzz/corpus/$t" | wc -l) inputs in the committed corpus" >&2
         continue
