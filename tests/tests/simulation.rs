@@ -1661,6 +1661,15 @@ impl Sim {
         }
     }
 
+    /// Delivers the frames on link `l` alone, both ways, until it is quiet; every other
+    /// connection's wait.
+    fn drain(&mut self, l: usize) {
+        while !self.links[l].to_server.is_empty() || !self.links[l].to_device.is_empty() {
+            self.deliver_to_server(l);
+            self.deliver_to_device(l);
+        }
+    }
+
     fn pending_hold(&self, id: ChartId) -> Option<i64> {
         self.server
             .store()
@@ -1882,10 +1891,7 @@ fn a_tablet_whose_changes_are_held_asks_for_a_change_a_push_left_out() {
     // She writes another note, and both reach the server, which pushes the second alone.
     sim.apply(1, Work::Write(id));
     let other = sim.link_of(1).expect("connected");
-    while !sim.links[other].to_server.is_empty() || !sim.links[other].to_device.is_empty() {
-        sim.deliver_to_server(other);
-        sim.deliver_to_device(other);
-    }
+    sim.drain(other);
     sim.quiesce().unwrap();
     assert!(
         sim.has_record(0, id),
@@ -1981,10 +1987,7 @@ fn a_chart_asked_for_that_leaves_the_ward_before_any_of_it_arrives_is_unavailabl
     );
     // Before the tablet hears of it, the chart goes to the ICU.
     sim.apply(1, Work::Transfer(id, "icu"));
-    while !sim.links[pc].to_server.is_empty() || !sim.links[pc].to_device.is_empty() {
-        sim.deliver_to_server(pc);
-        sim.deliver_to_device(pc);
-    }
+    sim.drain(pc);
     sim.quiesce().unwrap();
     assert!(
         !sim.tablets[0].store.contains(id).unwrap(),

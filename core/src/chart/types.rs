@@ -322,9 +322,8 @@ impl Timestamp {
     /// Now, from the system clock (or a simulation's, on a thread it seeded: `crate::seeded`).
     pub fn now() -> Self {
         match crate::seeded::clock() {
-            Some(ms) => {
-                Timestamp::from_unix_millis(ms).unwrap_or(Timestamp(OffsetDateTime::now_utc()))
-            }
+            Some(ms) => Timestamp::from_unix_millis(ms)
+                .unwrap_or_else(|_| Timestamp(OffsetDateTime::now_utc())),
             None => Timestamp(OffsetDateTime::now_utc()),
         }
     }
