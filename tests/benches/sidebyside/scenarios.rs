@@ -1,0 +1,658 @@
+//! The side-by-side scenarios (issue 15): chartsync-server, samod (a Rust automerge-repo
+//! server, `samod-server`) and automerge-repo's own JavaScript server
+//! (`tests/interop/reference-server.mjs`), each driven by our Rust tablet client
+//! (`SyncClient`, a real tablet store behind it) through the same work, one server after the
+//! other in one run. Each server's CPU seconds and resident memory are read from `/proc`.
+//!
+//! Used by the bench (`cargo bench -p chartsync-tests --bench sidebyside`, the full sizes) and
+//! by the quick smoke test in the README's test command (`tests/tests/sidebyside.rs`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use automerge::ChangeHash;
+use chartsync_core::chart::{ChartId, Role, Staff};
+use chartsync_core::client::{ClientConfig, SyncClient};
+use chartsync_core::store::ChartStore;
+
+use crate::common;
+
+/// The servers, in the order a run measures them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chartsync,
+    Samod,
+    Reference,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Chartsync, Kind::Samod, Kind::Reference];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Chartsync => "chartsync",
+            Kind::Samod => "samod (Rust)",
+            Kind::Reference => "reference (JS)",
+        }
+    }
+}
+
+/// How big each scenario is.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Upload: charts, and entries written on each before the tablet first connects.
+    pub charts: usize,
+    pub entries: usize,
+    /// Shift reconnect: edits per chart on each side.
+    pub edits: usize,
+    /// Fan-out: tablets, charts they all hold, edits per second across them all, how long.
+    pub tablets: usize,
+    pub shared_charts: usize,
+    pub rate: f64,
+    pub seconds: f64,
+    /// Idle connections held open.
+    pub idle: usize,
+}
+
+impl Sizes {
+    /// The issue's sizes.
+    pub const FULL: Sizes = Sizes {
+        charts: 200,
+        entries: 50,
+        edits: 10,
+        tablets: 20,
+        shared_charts: 40,
+        rate: 10.0,
+        seconds: 30.0,
+        idle: 2_000,
+    };
+    /// The smoke test's: every step of every scenario, small.
+    pub const QUICK: Sizes = Sizes {
+        charts: 4,
+        entries: 3,
+        edits: 2,
+        tablets: 3,
+        shared_charts: 3,
+        rate: 10.0,
+        seconds: 1.5,
+        idle: 20,
+    };
+}
+
+/// What one server used over one scenario.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Used {
+    /// Until the tablet (or every tablet) had everything.
+    pub wall: Duration,
+    pub cpu_seconds: f64,
+    /// The server's peak resident set over the scenario, in bytes.
+    pub peak_rss: u64,
+}
+
+/// One server's results.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub upload: Used,
+    pub first_sync: Used,
+    pub reconnect: Used,
+    /// Fan-out: every edit's latency to every other tablet, in milliseconds, sorted.
+    pub fanout: Used,
+    pub fanout_latency_ms: Vec<f64>,
+    /// Idle connections: resident bytes per connection.
+    pub idle_bytes_per_connection: f64,
+}
+
+/// A server under measurement, in its own process.
+pub struct Running {
+    kind: Kind,
+    chartsync: Option<common::Server>,
+    child: Option<Child>,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Where the pieces are: the binaries cargo built for the including target.
+pub struct Bins {
+    pub samod: &'static str,
+}
+
+impl Running {
+    pub fn start(kind: Kind, bins: &Bins) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        match kind {
+            Kind::Chartsync => {
+                let server = common::Server::start_with(
+                    dir.path(),
+                    "127.0.0.1:0",
+                    &["--max-connections-per-user", "10000"],
+                );
+                Running {
+                    kind,
+                    addr: server.addr.clone(),
+                    chartsync: Some(server),
+                    child: None,
+                    _dir: dir,
+                }
+            }
+            Kind::Samod => {
+                let mut command = Command::new(bins.samod);
+                command.arg(dir.path());
+                Running::listening(kind, command, dir)
+            }
+            Kind::Reference => {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/reference-server.mjs");
+                let mut command = Command::new("node");
+                command.arg(script).arg(dir.path());
+                Running::listening(kind, command, dir)
+            }
+        }
+    }
+
+    /// Starts `command` and waits for its `LISTENING <port>`.
+    fn listening(kind: Kind, mut command: Command, dir: tempfile::TempDir) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", kind.name()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{} exited before listening", kind.name()))
+                .unwrap();
+            if let Some(port) = line.strip_prefix("LISTENING ") {
+                break port.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Running {
+            kind,
+            chartsync: None,
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match (&self.chartsync, &self.child) {
+            (Some(s), _) => s.child.id(),
+            (None, Some(c)) => c.id(),
+            (None, None) => unreachable!("a server runs in one of the two"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/sync", self.addr)
+    }
+
+    /// A bearer token for `user` (a nurse on 4west); the other servers take none and are
+    /// sent it anyway.
+    pub fn token(&self, user: &str) -> String {
+        match &self.chartsync {
+            Some(s) => s.token(user, "nurse", &["4west"]),
+            None => "no-token-needed".into(),
+        }
+    }
+
+    /// The server's CPU seconds so far (user and system), from `/proc/PID/stat`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Past the command's name (in parentheses), the third field is the state; utime and
+        // stime are fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / clock_ticks()
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} for {}", self.kind.name()))
+    }
+
+    /// Resident bytes now.
+    pub fn rss(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    /// Peak resident bytes since the last [`reset_peak`](Self::reset_peak).
+    pub fn peak_rss(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    /// Starts a new peak: the kernel's high-water mark is set back to what is resident now.
+    pub fn reset_peak(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").unwrap();
+    }
+
+    /// Starts measuring one scenario.
+    fn measure(&self) -> Measuring<'_> {
+        self.reset_peak();
+        Measuring {
+            server: self,
+            cpu: self.cpu_seconds(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+struct Measuring<'a> {
+    server: &'a Running,
+    cpu: f64,
+    started: Instant,
+}
+
+impl Measuring<'_> {
+    fn done(self) -> Used {
+        Used {
+            wall: self.started.elapsed(),
+            cpu_seconds: self.server.cpu_seconds() - self.cpu,
+            peak_rss: self.server.peak_rss(),
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(600);
+
+fn nurse(user: &str, device: &str) -> Staff {
+    Staff::new(user, Role::Nurse, device)
+}
+
+/// Connects `store` to `server` as `user`'s tablet; charts it has not got are fetched by id
+/// (chartsync's tablets follow the ward's census instead, as they do on a ward).
+fn connect(
+    server: &Running,
+    store: &Arc<ChartStore>,
+    user: &str,
+    peer: &str,
+    fetch: &[ChartId],
+) -> SyncClient {
+    let mut config = ClientConfig::new(server.url(), server.token(user), peer);
+    if server.kind == Kind::Chartsync {
+        config.wards = vec!["4west".into()];
+    }
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_secs(1);
+    let client = SyncClient::start(store.clone(), config);
+    if server.kind != Kind::Chartsync {
+        for id in fetch {
+            client.fetch(*id);
+        }
+    }
+    client
+}
+
+async fn until_up_to_date(client: &SyncClient, what: &str) {
+    assert!(
+        client.wait_until_up_to_date(WAIT).await,
+        "{what}: never up to date; {:?}",
+        client.status().borrow()
+    );
+    let status = client.status().borrow().clone();
+    assert_eq!(
+        (status.unacknowledged, status.held.len()),
+        (0, 0),
+        "{what}: {status:?}"
+    );
+}
+
+/// A tablet's store of `charts` charts on 4west, each with `entries` observations, all
+/// written offline by rn.park: built once and copied for every server.
+pub fn upload_template(dir: &tempfile::TempDir, charts: usize, entries: usize) -> Vec<ChartId> {
+    let store = chartsync_tests::tablet_store(dir, "template");
+    let park = nurse("rn.park", "tablet-4west-01");
+    (0..charts)
+        .map(|n| {
+            let chart = chartsync_tests::admit_at(
+                &format!("MRN-{n:05}"),
+                "4west",
+                chartsync_tests::at(0),
+                &park,
+            );
+            let id = store.create(chart).unwrap();
+            for k in 0..entries {
+                store
+                    .update(id, |c| {
+                        c.add_entry(
+                            &park,
+                            chartsync_tests::at(1 + k as i64),
+                            chartsync_tests::heart_rate(60 + (k % 60) as u32),
+                        )
+                    })
+                    .unwrap();
+            }
+            id
+        })
+        .collect()
+}
+
+/// A copy of the template store, for one server's run.
+fn copy_of(template: &tempfile::TempDir, into: &tempfile::TempDir) -> Arc<ChartStore> {
+    std::fs::copy(
+        template.path().join("template.db"),
+        into.path().join("tablet-a.db"),
+    )
+    .unwrap();
+    chartsync_tests::tablet_store(into, "tablet-a")
+}
+
+/// Writes `edits` heart rates on every chart as `user`; the last heads of each.
+fn edit_all(
+    store: &ChartStore,
+    ids: &[ChartId],
+    edits: usize,
+    user: &str,
+    from: i64,
+) -> Vec<Vec<ChangeHash>> {
+    let who = nurse(user, "tablet");
+    ids.iter()
+        .map(|id| {
+            let mut heads = Vec::new();
+            for k in 0..edits {
+                heads = store
+                    .update(*id, |c| {
+                        c.add_entry(
+                            &who,
+                            chartsync_tests::at(from + k as i64),
+                            chartsync_tests::heart_rate(70 + k as u32),
+                        )?;
+                        Ok(c.doc().get_heads())
+                    })
+                    .unwrap();
+            }
+            heads
+        })
+        .collect()
+}
+
+fn has_all(store: &ChartStore, id: ChartId, heads: &[ChangeHash]) -> bool {
+    store
+        .read(id, |c| {
+            heads
+                .iter()
+                .all(|h| c.doc().get_change_meta_by_hash(h).is_some())
+        })
+        .unwrap_or(false)
+}
+
+/// Upload, a new tablet's first sync, and a shift reconnect, on one server.
+pub async fn tablet_scenarios(
+    kind: Kind,
+    bins: &Bins,
+    template: &tempfile::TempDir,
+    ids: &[ChartId],
+    sizes: Sizes,
+) -> (Used, Used, Used) {
+    let server = Running::start(kind, bins);
+    let devices = tempfile::tempdir().unwrap();
+
+    // Upload: a tablet with every chart, none of them on the server yet.
+    let a = copy_of(template, &devices);
+    let m = server.measure();
+    let client = connect(&server, &a, "rn.park", "tablet-a", &[]);
+    until_up_to_date(&client, "upload").await;
+    let upload = m.done();
+    client.stop().await;
+
+    // First sync: a new tablet takes every chart.
+    let b = chartsync_tests::tablet_store(&devices, "tablet-b");
+    let m = server.measure();
+    let client_b = connect(&server, &b, "rn.lee", "tablet-b", ids);
+    until_up_to_date(&client_b, "first sync").await;
+    let first_sync = m.done();
+    assert_eq!(
+        b.census("4west").unwrap().len(),
+        ids.len(),
+        "{}: the new tablet has every chart",
+        kind.name()
+    );
+
+    // Shift reconnect: while tablet A was offline, tablet B wrote on every chart online;
+    // tablet A wrote as many offline, and comes back.
+    let from_b = edit_all(&b, ids, sizes.edits, "rn.lee", 1_000);
+    until_up_to_date(&client_b, "tablet B's edits").await;
+    client_b.stop().await;
+    edit_all(&a, ids, sizes.edits, "rn.park", 2_000);
+    let m = server.measure();
+    let client = connect(&server, &a, "rn.park", "tablet-a", &[]);
+    until_up_to_date(&client, "reconnect").await;
+    for (id, heads) in ids.iter().zip(&from_b) {
+        let deadline = Instant::now() + WAIT;
+        while !has_all(&a, *id, heads) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: B's edits never reached A",
+                kind.name()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let reconnect = m.done();
+    client.stop().await;
+    (upload, first_sync, reconnect)
+}
+
+/// Fan-out: `tablets` tablets hold the same charts; edits at `rate` a second, round the
+/// tablets, each on a chart picked in turn; how long each edit takes to reach every other
+/// tablet's store.
+pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
+    let server = Running::start(kind, bins);
+    let devices = tempfile::tempdir().unwrap();
+    // The charts, uploaded by a first tablet.
+    let seed = chartsync_tests::tablet_store(&devices, "seed");
+    let park = nurse("rn.park", "seed");
+    let ids: Vec<ChartId> = (0..sizes.shared_charts)
+        .map(|n| {
+            seed.create(chartsync_tests::admit_at(
+                &format!("MRN-{n:05}"),
+                "4west",
+                chartsync_tests::at(0),
+                &park,
+            ))
+            .unwrap()
+        })
+        .collect();
+    let client = connect(&server, &seed, "rn.park", "seed", &[]);
+    until_up_to_date(&client, "fan-out charts").await;
+    client.stop().await;
+
+    // Every tablet takes every chart.
+    let mut tablets = Vec::new();
+    for t in 0..sizes.tablets {
+        let store = chartsync_tests::tablet_store(&devices, &format!("t{t}"));
+        let user = format!("rn.fan{t}");
+        let client = connect(&server, &store, &user, &format!("tablet-{t}"), &ids);
+        tablets.push((store, client, user));
+    }
+    for (store, client, _) in &tablets {
+        until_up_to_date(client, "fan-out first sync").await;
+        assert_eq!(store.census("4west").unwrap().len(), ids.len());
+    }
+
+    // Each tablet watches its store: when an edit from another tablet lands, its latency.
+    type Sent = Arc<Mutex<HashMap<ChartId, Vec<(ChangeHash, usize, Instant)>>>>;
+    let sent: Sent = Arc::default();
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut watchers = Vec::new();
+    for (t, (store, _, _)) in tablets.iter().enumerate() {
+        let feed = store.subscribe();
+        let (store, sent, latencies) = (store.clone(), sent.clone(), latencies.clone());
+        let stop = stop.clone();
+        watchers.push(std::thread::spawn(move || {
+            let mut seen: std::collections::HashSet<ChangeHash> = Default::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(changed) = feed.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let pending: Vec<(ChangeHash, Instant)> = sent
+                    .lock()
+                    .unwrap()
+                    .get(&changed.id)
+                    .map(|v| {
+                        v.iter()
+                            .filter(|(h, from, _)| *from != t && !seen.contains(h))
+                            .map(|(h, _, at)| (*h, *at))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (hash, at) in pending {
+                    if has_all(&store, changed.id, &[hash]) {
+                        seen.insert(hash);
+                        latencies
+                            .lock()
+                            .unwrap()
+                            .push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+        }));
+    }
+
+    let m = server.measure();
+    let edits = (sizes.rate * sizes.seconds).round() as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / sizes.rate));
+    for k in 0..edits {
+        tick.tick().await;
+        let t = k % tablets.len();
+        let (store, _, user) = &tablets[t];
+        let id = ids[k % ids.len()];
+        let who = nurse(user, "tablet");
+        let at = Instant::now();
+        let heads = store
+            .update(id, |c| {
+                c.add_entry(
+                    &who,
+                    chartsync_tests::at(3_000 + k as i64),
+                    chartsync_tests::heart_rate(80),
+                )?;
+                Ok(c.doc().get_heads())
+            })
+            .unwrap();
+        sent.lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .extend(heads.into_iter().map(|h| (h, t, at)));
+    }
+    let expected = edits * (tablets.len() - 1);
+    let deadline = Instant::now() + WAIT;
+    while latencies.lock().unwrap().len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "{}: {} of {expected} deliveries arrived",
+            kind.name(),
+            latencies.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let used = m.done();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in watchers {
+        w.join().unwrap();
+    }
+    for (_, client, _) in tablets {
+        client.stop().await;
+    }
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort_by(f64::total_cmp);
+    (used, latencies)
+}
+
+/// Resident bytes per idle connection: `n` devices connect (the protocol's join and peer
+/// messages), and hold their sockets open without a document.
+pub async fn idle(kind: Kind, bins: &Bins, n: usize) -> f64 {
+    raise_open_files(n);
+    let server = Running::start(kind, bins);
+    let token = server.token("rn.idle");
+    // One connection first, so that what every server sets up once is not counted.
+    let first = chartsync_tests::connect(&server.addr, Some(&token), "idle-warm", "idle-warm")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss();
+    let mut open = Vec::with_capacity(n);
+    for k in 0..n {
+        let peer = format!("idle-{k}");
+        let tablet = chartsync_tests::connect(&server.addr, Some(&token), &peer, &peer)
+            .await
+            .unwrap_or_else(|status| panic!("{}: connection {k} refused: {status}", kind.name()));
+        open.push(tablet);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss();
+    drop((first, open));
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+/// Lets this process (and the servers it starts) hold `n` connections' sockets.
+fn raise_open_files(n: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct given.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let want = (2 * n as u64 + 256).min(limit.rlim_max);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Every scenario on one server.
+pub async fn run(
+    kind: Kind,
+    bins: &Bins,
+    template: &tempfile::TempDir,
+    ids: &[ChartId],
+    sizes: Sizes,
+) -> Results {
+    let (upload, first_sync, reconnect) = tablet_scenarios(kind, bins, template, ids, sizes).await;
+    let (fanout_used, fanout_latency_ms) = fanout(kind, bins, sizes).await;
+    let idle_bytes_per_connection = idle(kind, bins, sizes.idle).await;
+    Results {
+        upload,
+        first_sync,
+        reconnect,
+        fanout: fanout_used,
+        fanout_latency_ms,
+        idle_bytes_per_connection,
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}

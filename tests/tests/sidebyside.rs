@@ -1,0 +1,35 @@
+//! The side-by-side benchmark's scenarios, small (`Sizes::QUICK`), as a smoke test: every
+//! server converges in every scenario under our tablet client, and each one's CPU and
+//! memory can be read. The full run: `cargo bench -p chartsync-tests --bench sidebyside`.
+
+mod common;
+#[path = "../benches/sidebyside/scenarios.rs"]
+mod scenarios;
+
+use scenarios::{Kind, Sizes};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_converges_in_every_scenario_and_is_measured() {
+    let sizes = Sizes::QUICK;
+    let bins = scenarios::Bins {
+        samod: env!("CARGO_BIN_EXE_samod-server"),
+    };
+    let template = tempfile::tempdir().unwrap();
+    let ids = scenarios::upload_template(&template, sizes.charts, sizes.entries);
+    for kind in Kind::ALL {
+        let r = scenarios::run(kind, &bins, &template, &ids, sizes).await;
+        eprintln!("{}: {r:?}", kind.name());
+        // Every edit reached every other tablet, once.
+        assert_eq!(
+            r.fanout_latency_ms.len(),
+            (sizes.rate * sizes.seconds).round() as usize * (sizes.tablets - 1),
+            "{}",
+            kind.name()
+        );
+        for used in [r.upload, r.first_sync, r.reconnect, r.fanout] {
+            assert!(used.peak_rss > 1_000_000, "{}: {used:?}", kind.name());
+            assert!(used.cpu_seconds >= 0.0, "{}: {used:?}", kind.name());
+        }
+        assert!(r.idle_bytes_per_connection.is_finite());
+    }
+}
