@@ -75,6 +75,12 @@ impl Keeper {
     /// After a commit to a chart: the census events to announce.
     pub fn on_change(&mut self, event: &ChartChanged) -> Vec<ChartChanged> {
         let id = event.id;
+        // A census lists a chart by its encounter's ward and status: a commit that wrote
+        // nothing there (most do: observations, notes, signatures) cannot change one, and
+        // costs no look at the store.
+        if !event.may_move() {
+            return Vec::new();
+        }
         if lock(&self.censuses).contains_key(&id) {
             return Vec::new();
         }

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
-use chartsync_core::chart::validate::{check_writer, validate_changes};
+use chartsync_core::chart::validate::{
+    check_new_writer, check_writer, validate_changes, validate_new_changes, NewChanges,
+};
 use chartsync_core::chart::{
     write_access, Chart, ChartError, EncounterStatus, Role, Timestamp, WriteAccess,
 };
@@ -2175,7 +2177,8 @@ impl Worker {
                 close: false,
             };
         }
-        let candidate = (**doc).clone();
+        // Every path from here ends the pending document: it is taken, not copied.
+        let candidate = std::mem::take(&mut **doc);
         let sent_heads = candidate.get_heads();
         let state = sync.state().clone();
         // An id in use by a chart this connection may not see (`unseen`): refused before any
@@ -2187,7 +2190,7 @@ impl Worker {
             }
             return self.taken_id();
         }
-        let (chart, proven) = match self.check_new_chart(candidate) {
+        let (chart, proven, changes) = match self.check_new_chart(candidate) {
             Ok(checked) => checked,
             Err(Ok(refusal)) => {
                 self.doc = None;
@@ -2198,7 +2201,6 @@ impl Worker {
                 return self.refuse(e);
             }
         };
-        let changes = new_changes(&Automerge::new(), chart.doc());
         // Only part of what came was taken (after a restore): the sync starts afresh from
         // what the store has, and the device is told to forget what it sent on this
         // connection (automerge's sync reset), so it sends the rest again.
@@ -2254,10 +2256,10 @@ impl Worker {
     /// several tablets send back the charts a restored server lost.
     fn stored_meanwhile(&self, candidate: &Automerge) -> bool {
         let roots: Vec<ChangeHash> = candidate
-            .get_changes(&[])
-            .iter()
-            .filter(|c| c.deps().is_empty())
-            .map(|c| c.hash())
+            .get_changes_meta(&[])
+            .into_iter()
+            .filter(|c| c.deps.is_empty())
+            .map(|c| c.hash)
             .collect();
         self.hub()
             .store
@@ -2301,19 +2303,35 @@ impl Worker {
     /// (`Err(Ok)`); what is not a chart at all breaks the protocol (`Err(Err)`). From an
     /// enrolled tablet, each change's proof is checked and each writer's changes are checked
     /// as theirs; what the store keeps with the chart comes back.
+    /// The chart comes back with its changes (those taken, after a restore).
+    #[allow(clippy::type_complexity)]
     fn check_new_chart(
         &self,
         doc: Automerge,
-    ) -> Result<(Chart, Proven), Result<Refusal, StoreError>> {
+    ) -> Result<(Chart, Proven, Vec<(ChangeHash, Vec<u8>)>), Result<Refusal, StoreError>> {
         let id = self.id;
         let access = self.access();
         let all = || new_changes(&Automerge::new(), &doc);
-        if let Err(r) = validate_changes(&Automerge::new(), &doc) {
-            return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), all())));
+        if chartsync_core::chart::check_schema(&doc).is_err() {
+            // Not a chart: refused with the reason validation gives.
+            if let Err(r) = validate_changes(&Automerge::new(), &doc) {
+                return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), all())));
+            }
         }
-        let changes = all();
         let chart =
             Chart::from_automerge(doc).map_err(|error| Err(StoreError::Chart { id, error }))?;
+        // The changes, decoded once for every check below.
+        let new = match NewChanges::of(chart.doc(), &[]) {
+            Ok(new) => new,
+            Err(r) => {
+                let changes = new_changes(&Automerge::new(), chart.doc());
+                return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), changes)));
+            }
+        };
+        let changes = new.raw();
+        if let Err(r) = validate_new_changes(&Automerge::new(), &new) {
+            return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), changes)));
+        }
         let connection = self.actor();
         // After a restore: a chart the server had accepted, sent back by a tablet, is taken
         // back without the checks it passed once. With changes made since (which the tablet
@@ -2342,6 +2360,7 @@ impl Worker {
                         certificates: Vec::new(),
                         proofs: Vec::new(),
                     },
+                    taken.clone(),
                 ))
             };
             if taken.len() == changes.len() {
@@ -2367,48 +2386,63 @@ impl Worker {
             )],
             Some(v) => prove(&mut lock(v), &self.hub().store, id, &chart, &changes).map_err(Ok)?,
         };
+        let whole = |who: &Writer, reason, summary: String| {
+            Err(Ok(Refusal {
+                reason,
+                summary,
+                changes: changes.clone(),
+                signer: who.serial.is_some().then(|| who.clone()),
+                claimed: None,
+            }))
+        };
+        let ward_ok = |who: &Writer, step: &Chart| -> Result<bool, Result<Refusal, StoreError>> {
+            let ward = step
+                .encounter()
+                .map_err(|error| Err(StoreError::Chart { id, error }))?
+                .ward;
+            Ok(who.covers(&ward) && access.may_see_ward(&ward))
+        };
+        const OUTSIDE: &str = "a new chart on a ward outside the writer's access";
+        if let [(who, _)] = runs.as_slice() {
+            // One writer (every chart from a token, most from a tablet): their changes are
+            // the whole chart, checked as it is, with no replay.
+            if let Err(r) = check_new_writer(&new, &who.user, who.role) {
+                return whole(who, r.hold_reason(), r.summary());
+            }
+            if !ward_ok(who, &chart)? {
+                return whole(who, HoldReason::OutsideWards, OUTSIDE.into());
+            }
+            let proven = proven_by(&runs, verifier, &connection);
+            return Ok((chart, proven, changes));
+        }
         // Each writer's changes, on the chart as the writers before them left it.
         let mut before = Automerge::new();
         for (who, run) in &runs {
             let mut after = before.fork();
-            let whole = |reason, summary: String| {
-                Err(Ok(Refusal {
-                    reason,
-                    summary,
-                    changes: changes.clone(),
-                    signer: who.serial.is_some().then(|| who.clone()),
-                    claimed: None,
-                }))
-            };
             if after.load_incremental(&join(run)).is_err() {
                 return whole(
+                    who,
                     HoldReason::BreaksChartRules,
                     "the changes do not load".into(),
                 );
             }
             let Ok(step) = Chart::from_automerge(after.clone()) else {
                 return whole(
+                    who,
                     HoldReason::BreaksChartRules,
                     "a writer's changes come before the chart was made".into(),
                 );
             };
             if let Err(r) = check_writer(&before.get_heads(), &step, &who.user, who.role) {
-                return whole(r.hold_reason(), r.summary());
+                return whole(who, r.hold_reason(), r.summary());
             }
-            let ward = step
-                .encounter()
-                .map_err(|error| Err(StoreError::Chart { id, error }))?
-                .ward;
-            if !who.covers(&ward) || !access.may_see_ward(&ward) {
-                return whole(
-                    HoldReason::OutsideWards,
-                    "a new chart on a ward outside the writer's access".into(),
-                );
+            if !ward_ok(who, &step)? {
+                return whole(who, HoldReason::OutsideWards, OUTSIDE.into());
             }
             before = after;
         }
         let proven = proven_by(&runs, verifier, &connection);
-        Ok((chart, proven))
+        Ok((chart, proven, changes))
     }
 
     /// What the device sent could not be taken, for a reason that is not the chart's rules
@@ -2661,8 +2695,11 @@ impl Checks<'_> {
                 "builds on changes a records supervisor rejected".into(),
             ));
         }
-        let checked = validate_changes(prev.doc(), after.doc())
-            .and_then(|()| check_writer(&prev.heads(), after, &who.user, who.role));
+        // Decoded once for both checks.
+        let checked = NewChanges::of(after.doc(), &prev.heads()).and_then(|new| {
+            validate_new_changes(prev.doc(), &new)?;
+            check_new_writer(&new, &who.user, who.role)
+        });
         if let Err(r) = checked {
             let refusal = Refusal::new(r.hold_reason(), r.summary(), Vec::new());
             return Err((refusal, ChartError::Rejected(Box::new(r))));

@@ -124,10 +124,10 @@ pub fn write_access(
 fn seen_heads(before: &Chart, after: &Chart) -> Vec<ChangeHash> {
     let mut seen: Vec<ChangeHash> = after
         .doc()
-        .get_changes(&before.heads())
-        .iter()
-        .filter(|c| before.doc().get_change_meta_by_hash(&c.hash()).is_none())
-        .flat_map(|c| c.deps().to_vec())
+        .get_changes_meta(&before.heads())
+        .into_iter()
+        .filter(|c| before.doc().get_change_meta_by_hash(&c.hash).is_none())
+        .flat_map(|c| c.deps)
         .filter(|d| before.doc().get_change_meta_by_hash(d).is_some())
         .collect();
     seen.sort();

@@ -62,10 +62,7 @@ impl Chart {
 
     /// Wraps a document after checking it is a chart of the schema this version reads.
     pub fn from_automerge(doc: Automerge) -> Result<Chart, ChartError> {
-        let schema = Reader::new(&doc).schema()?;
-        if schema != keys::SCHEMA_V1 {
-            return Err(ChartError::UnsupportedSchema { found: schema });
-        }
+        check_schema(&doc)?;
         Ok(Chart { doc })
     }
 
@@ -144,9 +141,7 @@ impl Chart {
     /// Who made a change of this chart, as the change's author says (changes written through
     /// the chart API name their writer; others, an automerge-repo app's say, name no one).
     pub fn author_of(&self, change: &automerge::Change) -> Option<Staff> {
-        self.doc
-            .get_author_for_actor(change.actor_id())
-            .and_then(|a| serde_json::from_slice::<Staff>(a.as_bytes()).ok())
+        author_in(&self.doc, change)
     }
 
     /// The document's current heads.
@@ -287,6 +282,21 @@ pub fn load_document(bytes: &[u8]) -> Result<Automerge, ChartError> {
 }
 
 /// One change from bytes from outside (`unpanicked`, `known_chunks`).
+/// Whether `doc` says it is a chart of the schema this version reads (its `schema` key).
+pub fn check_schema(doc: &Automerge) -> Result<(), ChartError> {
+    let schema = Reader::new(doc).schema()?;
+    if schema != keys::SCHEMA_V1 {
+        return Err(ChartError::UnsupportedSchema { found: schema });
+    }
+    Ok(())
+}
+
+/// Who `doc` says wrote `change` (see [`Chart::author_of`]).
+pub(crate) fn author_in(doc: &Automerge, change: &automerge::Change) -> Option<Staff> {
+    doc.get_author_for_actor(change.actor_id())
+        .and_then(|a| serde_json::from_slice::<Staff>(a.as_bytes()).ok())
+}
+
 pub fn parse_change(bytes: &[u8]) -> Result<automerge::Change, ChartError> {
     known_chunks(bytes)?;
     unpanicked(|| {

@@ -127,9 +127,63 @@ fn schema_violation(e: ChartError) -> Violation {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Located {
     /// Keys from the root to the object, and the ids of the objects along the way.
     pub(super) path: Vec<(ObjId, String)>,
+}
+
+/// The changes a document has beyond some heads, rebuilt and decoded once (automerge 0.12
+/// rebuilds changes from its op set on every `get_changes`), with the objects their
+/// operations write located once: what [`validate_changes`] and [`check_writer`] both read.
+/// The server checks incoming changes with both on one of these.
+pub struct NewChanges<'d> {
+    doc: &'d Automerge,
+    changes: Vec<(automerge::Change, automerge::legacy::Change)>,
+    located: std::cell::RefCell<HashMap<String, Option<Located>>>,
+}
+
+impl<'d> NewChanges<'d> {
+    /// The changes `doc` has beyond `heads`; refused as unreadable if automerge fails
+    /// inside while rebuilding or decoding them.
+    pub fn of(doc: &'d Automerge, heads: &[ChangeHash]) -> Result<NewChanges<'d>, Rejection> {
+        let changes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            doc.get_changes(heads)
+                .into_iter()
+                .map(|c| {
+                    let decoded = c.decode();
+                    (c, decoded)
+                })
+                .collect()
+        }))
+        .map_err(|_| unreadable())?;
+        Ok(NewChanges {
+            doc,
+            changes,
+            located: Default::default(),
+        })
+    }
+
+    /// Each change's hash and bytes, in order.
+    pub fn raw(&self) -> Vec<(ChangeHash, Vec<u8>)> {
+        self.changes
+            .iter()
+            .map(|(c, _)| (c.hash(), c.raw_bytes().to_vec()))
+            .collect()
+    }
+
+    /// Where the object `obj` (`counter@actor`) sits in the document (`None`: no longer
+    /// reachable).
+    fn locate(&self, obj: &str) -> Option<Located> {
+        if let Some(found) = self.located.borrow().get(obj) {
+            return found.clone();
+        }
+        let found = locate(self.doc, obj);
+        self.located
+            .borrow_mut()
+            .insert(obj.to_string(), found.clone());
+        found
+    }
 }
 
 /// Checks the changes that `after` has and `before` does not. `before` may be an empty
@@ -139,17 +193,25 @@ pub(super) struct Located {
 /// counter incremented past `i64::MAX` is summed with overflow as it is read, a panic where
 /// overflow is checked): such changes are refused as unreadable, never a panic.
 pub fn validate_changes(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checked(before, after)))
-        .unwrap_or_else(|_| {
-            Err(Rejection {
-                violations: vec![Violation::Schema(ChartError::Corrupt(
-                    "automerge could not read the changes (it failed inside)".into(),
-                ))],
-            })
-        })
+    validate_new_changes(before, &NewChanges::of(after, &before.get_heads())?)
 }
 
-fn checked(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
+/// [`validate_changes`] on changes already decoded (`new`: what `after` has beyond `before`).
+pub fn validate_new_changes(before: &Automerge, new: &NewChanges<'_>) -> Result<(), Rejection> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checked(before, new)))
+        .unwrap_or_else(|_| Err(unreadable()))
+}
+
+fn unreadable() -> Rejection {
+    Rejection {
+        violations: vec![Violation::Schema(ChartError::Corrupt(
+            "automerge could not read the changes (it failed inside)".into(),
+        ))],
+    }
+}
+
+fn checked(before: &Automerge, new: &NewChanges<'_>) -> Result<(), Rejection> {
+    let after = new.doc;
     let reject = |v: Vec<Violation>| Err(Rejection { violations: v });
     let schema = Reader::new(after).schema();
     match schema {
@@ -162,19 +224,16 @@ fn checked(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
         Err(e) => return reject(vec![Violation::NotAChart(e)]),
     }
     let is_new_chart = before.get_heads().is_empty();
-    let changes = after.get_changes(&before.get_heads());
-    let new_hashes: HashSet<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+    let new_hashes: HashSet<ChangeHash> = new.changes.iter().map(|(c, _)| c.hash()).collect();
     let mut violations = Vec::new();
     let mut touched: BTreeSet<RecordRef> = BTreeSet::new();
     let mut touched_lists: BTreeSet<String> = BTreeSet::new();
     // (change, section, record id) for records of signable sections.
     let mut signable_edits: Vec<(ChangeHash, &'static str, String)> = Vec::new();
-    let mut located: HashMap<String, Option<Located>> = HashMap::new();
 
-    for change in &changes {
+    for (change, expanded) in &new.changes {
         let hash = change.hash();
         let short = hash.to_string();
-        let expanded = change.decode();
         for op in &expanded.operations {
             let obj_key = match &op.obj {
                 ObjectId::Root => None,
@@ -182,13 +241,7 @@ fn checked(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
             };
             let loc = match &obj_key {
                 None => Some(Located { path: Vec::new() }),
-                Some(k) => located
-                    .entry(k.clone())
-                    .or_insert_with(|| locate(after, k))
-                    .as_ref()
-                    .map(|l| Located {
-                        path: l.path.clone(),
-                    }),
+                Some(k) => new.locate(k),
             };
             // An object no longer reachable (inside something deleted) is judged by the
             // operation that deleted it.
@@ -331,8 +384,13 @@ fn checked(before: &Automerge, after: &Automerge) -> Result<(), Rejection> {
 
     check_signatures(after, &new_hashes, &signable_edits, &mut violations);
 
-    // Schema: every record and list the changes touched must read cleanly.
+    // Schema: every record and list the changes touched must read cleanly (for a new chart,
+    // every record and list there is, below: each is read once).
     let r = Reader::new(after);
+    if is_new_chart {
+        touched.clear();
+        touched_lists.clear();
+    }
     for (section, record) in &touched {
         let path = if record.is_empty() {
             vec![section.clone()]
@@ -575,9 +633,20 @@ pub fn check_writer(
     user: &str,
     role: super::types::Role,
 ) -> Result<(), Rejection> {
+    check_new_writer(&NewChanges::of(after.doc(), before)?, user, role)
+}
+
+/// [`check_writer`] on changes already decoded (`new`: what `after` has beyond `before`).
+pub fn check_new_writer(
+    new: &NewChanges<'_>,
+    user: &str,
+    role: super::types::Role,
+) -> Result<(), Rejection> {
     let mut violations = Vec::new();
-    for change in after.doc().get_changes(before) {
-        if let Some(staff) = after.author_of(&change) {
+    // One pass over the changes: the author each names, every field naming a writer, and
+    // the sections written inside.
+    for (change, _) in &new.changes {
+        if let Some(staff) = super::author_in(new.doc, change) {
             if staff.user != user || staff.role != role {
                 violations.push(Violation::NotTheAuthor {
                     change: change.hash().to_string(),
@@ -599,24 +668,25 @@ pub fn check_writer(
         "from",
     ];
     const ROLE_SECTIONS: [&str; 3] = [keys::ENTRIES, keys::SIGNATURES, keys::AMENDMENTS];
-    let mut located: HashMap<String, Option<Located>> = HashMap::new();
-    for change in after.doc().get_changes(before) {
-        for op in change.decode().operations {
-            let (OpType::Put(automerge::ScalarValue::Str(value)), Key::Map(key)) =
-                (&op.action, &op.key)
-            else {
-                continue;
-            };
+    // Sections written inside (as `touched_since(before).written` finds them).
+    let mut written: BTreeSet<String> = BTreeSet::new();
+    for (change, decoded) in &new.changes {
+        for op in &decoded.operations {
             let ObjectId::Id(id) = &op.obj else { continue };
             let obj = format!("{}@{}", id.counter(), id.actor());
-            let Some(loc) = located
-                .entry(obj)
-                .or_insert_with_key(|k| locate(after.doc(), k))
-            else {
+            let Some(loc) = new.locate(&obj) else {
                 continue;
             };
             let path: Vec<&str> = loc.path.iter().map(|(_, k)| k.as_str()).collect();
             let Some(section) = path.first().copied() else {
+                continue;
+            };
+            if keys::section_type(section).is_some() && !written.contains(section) {
+                written.insert(section.to_string());
+            }
+            let (OpType::Put(automerge::ScalarValue::Str(value)), Key::Map(key)) =
+                (&op.action, &op.key)
+            else {
                 continue;
             };
             let in_form_signature = section == keys::FORMS && path.get(2) == Some(&"signatures");
@@ -636,7 +706,7 @@ pub fn check_writer(
             }
         }
     }
-    for section in after.touched_since(before).written {
+    for section in written {
         let mut writers = super::write::section_writers(&section).to_vec();
         if section == keys::QUERIES {
             // Physicians answer queries: their responses are appended to the query.

@@ -24,6 +24,14 @@ pub struct ChartChanged {
     pub created: bool,
 }
 
+impl ChartChanged {
+    /// Whether the commit may have moved the chart: admitted it, or written its encounter
+    /// (ward, bed, status). Anything listed by ward or status can change only then.
+    pub fn may_move(&self) -> bool {
+        self.created || self.sections.contains(crate::chart::keys::ENCOUNTER)
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Feed {
     subscribers: Mutex<Vec<Sender<ChartChanged>>>,

@@ -1144,10 +1144,10 @@ impl NewChartRow {
         let chart_err = |error| StoreError::Chart { id, error };
         let origin = chart
             .doc()
-            .get_changes(&[])
+            .get_changes_meta(&[])
             .iter()
-            .filter(|c| c.deps().is_empty())
-            .map(|c| c.hash())
+            .filter(|c| c.deps.is_empty())
+            .map(|c| c.hash)
             .min();
         Ok(NewChartRow {
             id,
@@ -1249,11 +1249,12 @@ impl IndexFields {
 
 /// The hashes of the chart's changes after `heads`, for the audit trail.
 fn change_hashes(chart: &Chart, heads: &[ChangeHash]) -> Vec<ChangeHash> {
+    // The changes' metadata only: `get_changes` would rebuild every change from the op set.
     chart
         .doc()
-        .get_changes(heads)
+        .get_changes_meta(heads)
         .iter()
-        .map(|c| c.hash())
+        .map(|c| c.hash)
         .collect()
 }
 
