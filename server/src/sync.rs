@@ -1755,88 +1755,103 @@ impl Worker {
         let verifier = peer.verifier.as_ref();
         let applied = store.update_proven(id, &proven, |chart| {
             let message = sync.admit(chart.doc(), message);
-            let changes = changes_of(&message);
-            if !changes.is_empty() {
-                let mut candidate = chart.fork();
-                candidate.load_incremental(&changes)?;
-                let new = new_changes(chart.doc(), candidate.doc());
-                changed = !new.is_empty();
-                if changed && departed.is_some() {
-                    if let Some(told) = &told {
-                        let after = new.iter().any(|(_, bytes)| {
-                            chartsync_core::chart::parse_change(&bytes[..])
-                                .is_ok_and(|c| c.deps().iter().any(|d| told.contains(d)))
-                        });
-                        if after {
-                            refused = Some(Refusal::new(
-                                HoldReason::OutsideWards,
-                                "written after the device was told the chart left",
-                                new,
-                            ));
-                            return Err(ChartError::NotPermitted("held".into()));
-                        }
+            if changes_of(&message).is_empty() {
+                return sync
+                    .receive_chart(chart, message)
+                    .map_err(|e| ChartError::Corrupt(e.to_string()));
+            }
+            // The changes are applied once, to the chart itself, and checked against a copy
+            // of it as it stood; if they fail, the store forgets the chart in memory (a
+            // failed write: it is read again from disk) and the sync state goes back to what
+            // it was, as if the message had not been received.
+            let prev = chart.fork();
+            let checkpoint = sync.checkpoint();
+            let refuse = |sync: &mut DocSync, error: ChartError| {
+                sync.rollback(checkpoint.clone());
+                Err(error)
+            };
+            if let Err(e) = sync.receive_chart(chart, message) {
+                return refuse(sync, ChartError::Corrupt(e.to_string()));
+            }
+            let new = new_changes(prev.doc(), chart.doc());
+            changed = !new.is_empty();
+            if !changed {
+                return Ok(());
+            }
+            if departed.is_some() {
+                if let Some(told) = &told {
+                    let after = new.iter().any(|(_, bytes)| {
+                        chartsync_core::chart::parse_change(&bytes[..])
+                            .is_ok_and(|c| c.deps().iter().any(|d| told.contains(d)))
+                    });
+                    if after {
+                        refused = Some(Refusal::new(
+                            HoldReason::OutsideWards,
+                            "written after the device was told the chart left",
+                            new,
+                        ));
+                        return refuse(sync, ChartError::NotPermitted("held".into()));
                     }
-                }
-                if changed {
-                    // Who wrote what: the token's user, or each change's proven author.
-                    let runs = match verifier {
-                        None => vec![(token_writer.clone(), new)],
-                        Some(v) => match prove(&mut lock(v), store, id, &candidate, &new) {
-                            Ok(runs) => runs,
-                            Err(r) => {
-                                refused = Some(r);
-                                return Err(ChartError::NotPermitted("held".into()));
-                            }
-                        },
-                    };
-                    let checks = Checks {
-                        store,
-                        move_window: peer.hub.move_window,
-                        chart: id,
-                        verifier,
-                    };
-                    // Each writer's run is checked as theirs, on the chart as it stood before.
-                    let mut before: Option<Chart> = None;
-                    for (k, (who, run)) in runs.iter().enumerate() {
-                        let last = k + 1 == runs.len();
-                        let prev = before.as_ref().unwrap_or(chart);
-                        let next = if last {
-                            None
-                        } else {
-                            let mut next = prev.fork();
-                            next.load_incremental(&join(run))?;
-                            Some(next)
-                        };
-                        let after = next.as_ref().unwrap_or(&candidate);
-                        match checks.run(prev, after, run, who) {
-                            Ok(s) => settled.extend(s),
-                            Err((refusal, error)) => {
-                                let rest: Vec<_> =
-                                    runs[k..].iter().flat_map(|(_, r)| r.clone()).collect();
-                                refused = Some(Refusal {
-                                    changes: rest,
-                                    signer: who.serial.is_some().then(|| who.clone()),
-                                    ..refusal
-                                });
-                                if k == 0 {
-                                    return Err(error);
-                                }
-                                // The writers before passed: their changes are taken, and
-                                // the rest held.
-                                let taken: Vec<u8> =
-                                    runs[..k].iter().flat_map(|(_, r)| join(r)).collect();
-                                chart.load_incremental(&taken)?;
-                                *proven.borrow_mut() = proven_by(&runs[..k], verifier, &actor);
-                                return Ok(());
-                            }
-                        }
-                        before = next;
-                    }
-                    *proven.borrow_mut() = proven_by(&runs, verifier, &actor);
                 }
             }
-            sync.receive_chart(chart, message)
-                .map_err(|e| ChartError::Corrupt(e.to_string()))
+            // Who wrote what: the token's user, or each change's proven author.
+            let runs = match verifier {
+                None => vec![(token_writer.clone(), new)],
+                Some(v) => match prove(&mut lock(v), store, id, chart, &new) {
+                    Ok(runs) => runs,
+                    Err(r) => {
+                        refused = Some(r);
+                        return refuse(sync, ChartError::NotPermitted("held".into()));
+                    }
+                },
+            };
+            let checks = Checks {
+                store,
+                move_window: peer.hub.move_window,
+                chart: id,
+                verifier,
+            };
+            // Each writer's run is checked as theirs, on the chart as it stood before.
+            let mut before: Option<Chart> = None;
+            for (k, (who, run)) in runs.iter().enumerate() {
+                let last = k + 1 == runs.len();
+                let this_prev = before.as_ref().unwrap_or(&prev);
+                let next = if last {
+                    None
+                } else {
+                    let mut next = this_prev.fork();
+                    next.load_incremental(&join(run))?;
+                    Some(next)
+                };
+                let after = next.as_ref().unwrap_or(chart);
+                match checks.run(this_prev, after, run, who) {
+                    Ok(s) => settled.extend(s),
+                    Err((refusal, error)) => {
+                        let rest: Vec<_> = runs[k..].iter().flat_map(|(_, r)| r.clone()).collect();
+                        refused = Some(Refusal {
+                            changes: rest,
+                            signer: who.serial.is_some().then(|| who.clone()),
+                            ..refusal
+                        });
+                        if k == 0 {
+                            return refuse(sync, error);
+                        }
+                        // The writers before passed: their changes are taken, and the rest
+                        // held. The chart becomes what it was with theirs, and the sync
+                        // state goes back (it hears the message without its changes later).
+                        let taken: Vec<u8> = runs[..k].iter().flat_map(|(_, r)| join(r)).collect();
+                        let mut part = prev;
+                        part.load_incremental(&taken)?;
+                        *chart = part;
+                        sync.rollback(checkpoint);
+                        *proven.borrow_mut() = proven_by(&runs[..k], verifier, &actor);
+                        return Ok(());
+                    }
+                }
+                before = next;
+            }
+            *proven.borrow_mut() = proven_by(&runs, verifier, &actor);
+            Ok(())
         });
         if sync.forgot_waiting() {
             // More changes waited for a dependency than a document may keep, and the device

@@ -480,6 +480,31 @@ impl DocSync {
     }
 }
 
+/// What [`DocSync::receive`] moves, kept to put back ([`DocSync::rollback`]) when what a
+/// message carried is refused after the document took it.
+#[derive(Clone)]
+pub struct Checkpoint {
+    state: sync::State,
+    unavailable: bool,
+}
+
+impl DocSync {
+    /// The sync state as it is now, for [`DocSync::rollback`].
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            state: self.state.clone(),
+            unavailable: self.unavailable,
+        }
+    }
+
+    /// Puts the sync state back as it was at `checkpoint`: messages received since are as
+    /// if never received (the document they went into must be thrown away too).
+    pub fn rollback(&mut self, checkpoint: Checkpoint) {
+        self.state = checkpoint.state;
+        self.unavailable = checkpoint.unavailable;
+    }
+}
+
 impl DocSync {
     /// [`DocSync::receive`] into a ward census (a device does this; the server refuses census
     /// changes from devices).
