@@ -951,11 +951,25 @@ impl ChartStore {
         state: &automerge::sync::State,
     ) -> Result<(), StoreError> {
         let conn = lock(&self.inner.writer);
-        conn.prepare_cached(
-            "INSERT INTO sync_states (peer, chart_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (peer, chart_id) DO UPDATE SET state = ?3, updated_at = ?4",
-        )?
-        .execute(params![peer, id.to_string(), state.encode(), now_millis()])?;
+        // A sync state only shortens the next exchange: one lost in a crash means the peer
+        // syncs from an older one (more bytes, never less data). So it is not waited onto the
+        // disk; the store's next durable commit takes it there. A server saves one each time
+        // a device has caught up on a chart, and waiting for the disk each time was most of
+        // a busy ward's server time (BENCHMARKS.md, "Side by side").
+        let durable = matches!(self.inner.options.durability, Durability::Full);
+        if durable {
+            conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        }
+        let saved = conn
+            .prepare_cached(
+                "INSERT INTO sync_states (peer, chart_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (peer, chart_id) DO UPDATE SET state = ?3, updated_at = ?4",
+            )
+            .and_then(|mut s| s.execute(params![peer, id.to_string(), state.encode(), now_millis()]));
+        if durable {
+            conn.execute_batch("PRAGMA synchronous = FULL")?;
+        }
+        saved?;
         Ok(())
     }
 
@@ -1728,4 +1742,33 @@ fn read_document(conn: &mut Connection, id: ChartId) -> Result<StoredDocument, S
         bytes,
         last_seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(store: &ChartStore) -> i64 {
+        lock(&store.inner.writer)
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Sync states are written without waiting for the disk; the charts' commits after one
+    /// still wait (synchronous = FULL, 2), whether the save succeeded or failed.
+    #[test]
+    fn saving_a_sync_state_leaves_commits_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChartStore::open(dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        assert_eq!(synchronous(&store), 2);
+        let id = ChartId::random();
+        let state = automerge::sync::State::new();
+        store.save_sync_state("peer", id, &state).unwrap();
+        assert_eq!(synchronous(&store), 2);
+        lock(&store.inner.writer)
+            .execute_batch("DROP TABLE sync_states")
+            .unwrap();
+        assert!(store.save_sync_state("peer", id, &state).is_err());
+        assert_eq!(synchronous(&store), 2);
+    }
 }
