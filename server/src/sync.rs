@@ -258,7 +258,7 @@ impl Default for Limits {
             connections_per_user: 16,
             idle: std::time::Duration::from_secs(600),
             handshake: std::time::Duration::from_secs(10),
-            read_buffer_bytes: 8 * 1024,
+            read_buffer_bytes: 4 * 1024,
             pending_per_connection: 64,
             content: chartsync_core::protocol::ContentBounds::default(),
             queued_bytes: 32 * 1024 * 1024,
