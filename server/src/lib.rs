@@ -173,6 +173,10 @@ struct ServeArgs {
     /// several (one change larger than that goes alone). Inside the 16 MiB frame limit.
     #[arg(long, default_value_t = 4 * 1024, value_parser = clap::value_parser!(u64).range(16..=8 * 1024))]
     max_outgoing_message_kib: u64,
+    /// MiB of memory open charts may take before the least recently used are dropped (they
+    /// are read from the store again when next needed; charts in use are never dropped).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    chart_cache_mib: usize,
     /// Threads for the store's work beside the async workers. A burst of documents otherwise
     /// grows the server to hundreds of threads, each keeping a stack and allocator caches.
     #[arg(long, default_value_t = 16, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=512))]
@@ -308,6 +312,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         receipts: Some(Arc::new(chartsync_core::store::Receipts::open(
             &receipts_path,
         )?)),
+        cache_bytes: args.chart_cache_mib * 1024 * 1024,
         ..StoreOptions::default()
     };
     let store = match ChartStore::open(&path, options) {
