@@ -2,8 +2,9 @@
 //! `protocol`), with the hospital's rules on top:
 //! - a chart the token's wards do not cover is answered exactly as an id the store has not
 //!   got, after the same work (`unseen`, `missing`);
-//! - every incoming change is checked on a fork of the chart (the chart's rules, the role's
-//!   sections, the author) before the chart takes it; changes that fail are kept in the
+//! - every incoming change is checked against a copy of the chart as it stood (the chart's
+//!   rules, the role's sections, the author) before the store keeps it; changes that fail
+//!   are kept in the
 //!   holding area for a records supervisor, the device is told which chart and why (a
 //!   `chartsync/held` notice, core's `protocol::notice`), and the connection and every other
 //!   chart on it keep syncing;

@@ -469,8 +469,10 @@ impl DocSync {
         self.receive(&mut doc.clone(), without_changes(message))
     }
 
-    /// [`DocSync::receive`] into a chart (check the changes first, as the server does with
-    /// `validate::validate_changes` and `validate::check_writer` on a fork).
+    /// [`DocSync::receive`] into a chart. Check the changes before keeping the chart, as the
+    /// server does: it receives, checks them against a copy of the chart as it stood
+    /// (`validate::validate_new_changes`, `validate::check_new_writer`), and on a refusal
+    /// throws the chart away and [`rollback`](DocSync::rollback)s.
     pub fn receive_chart(
         &mut self,
         chart: &mut crate::chart::Chart,
