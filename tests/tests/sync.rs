@@ -222,6 +222,68 @@ async fn a_change_outside_the_writers_role_is_held_and_the_connection_carries_on
     assert_eq!(entries(doc), 1);
 }
 
+/// The server applies a device's changes to the chart itself and checks them against a copy
+/// as it stood: a refused change must leave nothing behind in the chart the server keeps in
+/// memory. A second nurse's accepted entry on the same chart, right after, is committed
+/// without it, and after a restart the record holds her entry and not the refused code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_leaves_nothing_behind_when_the_next_change_to_that_chart_is_taken() {
+    use chartsync_core::protocol::ChartNotice;
+
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let id = DocumentId::random();
+    let clerk_token = server.token("him.jones", "technician", &["4west"]);
+    let (_pc, _, _) = admitted_at_the_pc(&server, id, &clerk_token).await;
+
+    // A nurse's tablet sends a coder's change: held.
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let mut tablet = connect(&server.addr, Some(&nurse_token), "tablet-a", "store-a")
+        .await
+        .unwrap();
+    let (_, doc, mut state) = fetch(&mut tablet, id).await;
+    let mut chart = Chart::from_automerge(doc).unwrap();
+    let coder = Staff::new("cdr.wu", Role::Coder, "tablet-a");
+    chart.assign_code(&coder, at(40), pneumonia()).unwrap();
+    let mut doc = chart.doc().clone();
+    let outcome = tablet.sync(id, &mut doc, &mut state).await;
+    assert!(
+        matches!(outcome, Outcome::Notice(ChartNotice::Held { .. })),
+        "{outcome:?}"
+    );
+
+    // Another nurse, on another tablet, charts on the same chart: taken.
+    let lee_token = server.token("rn.lee", "nurse", &["4west"]);
+    let mut other = connect(&server.addr, Some(&lee_token), "tablet-b", "store-b")
+        .await
+        .unwrap();
+    let (_, doc, mut state) = fetch(&mut other, id).await;
+    let mut chart = Chart::from_automerge(doc).unwrap();
+    let lee = Staff::new("rn.lee", Role::Nurse, "tablet-b");
+    chart.add_entry(&lee, at(45), heart_rate(88)).unwrap();
+    let mut doc = chart.doc().clone();
+    assert_eq!(other.sync(id, &mut doc, &mut state).await, Outcome::Synced);
+    drop((tablet, other));
+
+    let status = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let server = Server::start(data.path());
+    let mut reader = connect(&server.addr, Some(&clerk_token), "records-pc-2", "pc2")
+        .await
+        .unwrap();
+    let (outcome, doc, _) = fetch(&mut reader, id).await;
+    assert_eq!(outcome, Outcome::Synced);
+    let view = Chart::from_automerge(doc).unwrap().view().unwrap();
+    assert_eq!(
+        view.entries.len(),
+        1,
+        "the second nurse's entry is in the record"
+    );
+    assert!(view.coding.is_empty(), "the refused code is not");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_keeps_every_change_it_acknowledged() {
     let data = tempfile::tempdir().unwrap();
