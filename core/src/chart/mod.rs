@@ -281,7 +281,6 @@ pub fn load_document(bytes: &[u8]) -> Result<Automerge, ChartError> {
     Ok(doc)
 }
 
-/// One change from bytes from outside (`unpanicked`, `known_chunks`).
 /// Whether `doc` says it is a chart of the schema this version reads (its `schema` key).
 pub fn check_schema(doc: &Automerge) -> Result<(), ChartError> {
     let schema = Reader::new(doc).schema()?;
@@ -297,6 +296,7 @@ pub(crate) fn author_in(doc: &Automerge, change: &automerge::Change) -> Option<S
         .and_then(|a| serde_json::from_slice::<Staff>(a.as_bytes()).ok())
 }
 
+/// One change from bytes from outside (`unpanicked`, `known_chunks`).
 pub fn parse_change(bytes: &[u8]) -> Result<automerge::Change, ChartError> {
     known_chunks(bytes)?;
     unpanicked(|| {

@@ -60,33 +60,27 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         if self.fields.is_some_and(|f| &f.obj == obj) {
             return read(self);
         }
-        let items = match self.heads {
-            None => self
-                .doc
-                .map_range(obj, ..)
-                .map(|i| {
-                    let id = i.id();
-                    (i.key.into_owned(), i.value.into_value(), id)
-                })
-                .collect(),
-            Some(h) => self
-                .doc
-                .map_range_at(obj, .., h)
-                .map(|i| {
-                    let id = i.id();
-                    (i.key.into_owned(), i.value.into_value(), id)
-                })
-                .collect(),
-        };
         let fields = Fields {
             obj: obj.clone(),
-            items,
+            items: self.map_fields(obj),
         };
         read(&Reader {
             doc: self.doc,
             heads: self.heads,
             fields: Some(&fields),
         })
+    }
+
+    /// Every visible key of the map `obj`, with its value and that value's id, in one pass.
+    fn map_fields(&self, obj: &ObjId) -> Vec<(String, Value<'static>, ObjId)> {
+        let item = |i: automerge::iter::MapRangeItem<'_>| {
+            let id = i.id();
+            (i.key.into_owned(), i.value.into_value(), id)
+        };
+        match self.heads {
+            None => self.doc.map_range(obj, ..).map(item).collect(),
+            Some(h) => self.doc.map_range_at(obj, .., h).map(item).collect(),
+        }
     }
 
     fn get(&self, obj: &ObjId, key: &str) -> Result<Option<(Value<'a>, ObjId)>, ChartError> {
@@ -266,25 +260,7 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
 
     /// The keys and values of a map whose values must all be maps (a section keyed by id).
     pub fn map_entries(&self, map: &ObjId, path: &str) -> Result<Vec<(String, ObjId)>, ChartError> {
-        let items: Vec<_> = match self.heads {
-            None => self
-                .doc
-                .map_range(map, ..)
-                .map(|i| {
-                    let id = i.id();
-                    (i.key.to_string(), i.value.into_value(), id)
-                })
-                .collect(),
-            Some(h) => self
-                .doc
-                .map_range_at(map, .., h)
-                .map(|i| {
-                    let id = i.id();
-                    (i.key.to_string(), i.value.into_value(), id)
-                })
-                .collect(),
-        };
-        items
+        self.map_fields(map)
             .into_iter()
             .map(|(k, v, id)| match v {
                 Value::Object(ObjType::Map) => Ok((k, id)),
@@ -301,21 +277,9 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         path: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, ChartError> {
         let map = self.map(obj, key, path)?;
-        let items: Vec<_> = match self.heads {
-            None => self
-                .doc
-                .map_range(&map, ..)
-                .map(|i| (i.key.to_string(), i.value.into_value()))
-                .collect(),
-            Some(h) => self
-                .doc
-                .map_range_at(&map, .., h)
-                .map(|i| (i.key.to_string(), i.value.into_value()))
-                .collect(),
-        };
-        items
+        self.map_fields(&map)
             .into_iter()
-            .map(|(k, v)| match v.as_str() {
+            .map(|(k, v, _)| match v.as_str() {
                 Some(s) => Ok((k, s.to_string())),
                 None => Err(schema_err(path, format!("{key}/{k} must be a string"))),
             })
