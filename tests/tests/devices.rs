@@ -1111,3 +1111,65 @@ async fn unproven_work_of_a_revoked_author_goes_to_review_rather_than_wait_for_g
     assert_eq!(status.held[0].reason, HoldReason::Unsigned);
     c.stop().await;
 }
+
+/// Two nurses chart one after the other on the same chart of a shared tablet, offline; the
+/// second's certificate does not cover the chart's ward (she works on 5east). One sync
+/// message carries both: the first nurse's entry is taken into the record, the second's is
+/// held for review, and the tablet is told. Across a restart the record still has exactly the
+/// first entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_with_a_passing_writer_and_a_held_one_takes_the_first_and_holds_the_second() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let url = format!("ws://{}/sync", server.addr);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.lee", "nurse", &["5east"]);
+    let pc = registration_pc(&server, &devices, &["4west"], &["MRN-0901".to_string()]).await;
+    pc.client.stop().await;
+    let id = pc.charts[0];
+
+    let store = tablet_store(&devices, "t07");
+    let code = server.admin(
+        &[
+            "device", "enroll", "--label", "T-07", "--ward", "4west", "--ward", "5east",
+        ],
+        "",
+    );
+    let tablet = enrolled(&server, store.clone(), &[7u8; 32], code.trim());
+    drop(signed_in(&tablet, &server, "rn.park", "135790"));
+    drop(signed_in(&tablet, &server, "rn.lee", "246802"));
+    let token = device_token(&tablet, &server);
+    let c = client(url.clone(), &token, "tablet-t07", &store);
+    eventually("the chart did not arrive", || store.contains(id).unwrap()).await;
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+
+    // Offline: rn.park charts, then rn.lee on top of it.
+    for (user, pin, bpm) in [("rn.park", "135790", 88), ("rn.lee", "246802", 90)] {
+        let session = tablet.unlock(user, pin).unwrap();
+        signed_heart_rate(&store, &session, id, bpm);
+        session.lock();
+    }
+
+    let c = client(url, &token, "tablet-t07", &store);
+    let status = until(&c, "rn.lee's entry held", |s| !s.held.is_empty()).await;
+    assert_eq!(status.held.len(), 1, "{status:?}");
+    assert_eq!(status.held[0].chart, id);
+    assert_eq!(status.held[0].reason, HoldReason::OutsideWards);
+    c.stop().await;
+
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let authors = |server: &Server| -> Vec<String> {
+        on_server(server, &sup, id)["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["author"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(authors(&server), ["rn.park"]);
+    assert!(server.stop().success());
+    let server = Server::start(data.path());
+    assert_eq!(authors(&server), ["rn.park"]);
+}
