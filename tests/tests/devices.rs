@@ -176,6 +176,22 @@ struct Ward {
     charts: Vec<ChartId>,
 }
 
+/// Tablet T-07, enrolled for 4west and 5east, with its store.
+fn tablet_on_4west_and_5east(
+    server: &Server,
+    devices: &tempfile::TempDir,
+) -> (std::sync::Arc<chartsync_core::store::ChartStore>, Tablet) {
+    let store = tablet_store(devices, "t07");
+    let code = server.admin(
+        &[
+            "device", "enroll", "--label", "T-07", "--ward", "4west", "--ward", "5east",
+        ],
+        "",
+    );
+    let tablet = enrolled(server, store.clone(), &[7u8; 32], code.trim());
+    (store, tablet)
+}
+
 async fn ward(
     server: &Server,
     devices: &tempfile::TempDir,
@@ -900,14 +916,7 @@ async fn break_glass_offline_is_filed_on_sync_and_what_was_charted_under_it_reac
     assert!(pc.wait_until_up_to_date(WAIT).await);
     pc.stop().await;
 
-    let store = tablet_store(&devices, "t07");
-    let code = server.admin(
-        &[
-            "device", "enroll", "--label", "T-07", "--ward", "4west", "--ward", "5east",
-        ],
-        "",
-    );
-    let tablet = enrolled(&server, store.clone(), &[7u8; 32], code.trim());
+    let (store, tablet) = tablet_on_4west_and_5east(&server, &devices);
     drop(signed_in(&tablet, &server, "rn.park", "135790"));
     let token = device_token(&tablet, &server);
     let c = client(url.clone(), &token, "tablet-t07", &store);
@@ -1129,14 +1138,7 @@ async fn one_message_with_a_passing_writer_and_a_held_one_takes_the_first_and_ho
     pc.client.stop().await;
     let id = pc.charts[0];
 
-    let store = tablet_store(&devices, "t07");
-    let code = server.admin(
-        &[
-            "device", "enroll", "--label", "T-07", "--ward", "4west", "--ward", "5east",
-        ],
-        "",
-    );
-    let tablet = enrolled(&server, store.clone(), &[7u8; 32], code.trim());
+    let (store, tablet) = tablet_on_4west_and_5east(&server, &devices);
     drop(signed_in(&tablet, &server, "rn.park", "135790"));
     drop(signed_in(&tablet, &server, "rn.lee", "246802"));
     let token = device_token(&tablet, &server);
