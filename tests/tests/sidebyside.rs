@@ -22,11 +22,26 @@ async fn every_server_converges_in_every_scenario_and_is_measured() {
         // Every edit reached every other tablet, once.
         assert_eq!(
             r.fanout_latency_ms.len(),
-            (sizes.rate * sizes.seconds).round() as usize * (sizes.tablets - 1),
+            sizes.fanout.deliveries(),
             "{}",
             kind.name()
         );
-        let scenarios = [r.upload, r.first_sync, r.reconnect, r.fanout];
+        // Every tablet of the storm converged (each waits for its own; none is left out).
+        assert_eq!(
+            r.storm_converge_ms.len(),
+            sizes.storm.tablets,
+            "{}",
+            kind.name()
+        );
+        // The reconnect's changes crossed the wire, and were counted there.
+        assert!(
+            r.reconnect_change_bytes > 0 && r.reconnect_wire_bytes > r.reconnect_change_bytes / 2,
+            "{}: {} bytes relayed for {} bytes of changes",
+            kind.name(),
+            r.reconnect_wire_bytes,
+            r.reconnect_change_bytes
+        );
+        let scenarios = [r.upload, r.first_sync, r.reconnect, r.fanout, r.storm];
         for used in scenarios {
             assert!(used.peak_rss > 1_000_000, "{}: {used:?}", kind.name());
         }

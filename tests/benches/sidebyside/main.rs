@@ -1,14 +1,17 @@
 //! chartsync-server beside samod and automerge-repo's JavaScript server, in one run on one
-//! machine (issue 15): upload, a new tablet's first sync, a shift reconnect, fan-out between
-//! tablets, and idle connections. Our Rust tablet client drives all three; each server's CPU
-//! seconds and peak resident memory come from `/proc`. Prints BENCHMARKS.md's table.
+//! machine (issue 15): upload, a new tablet's first sync, a shift reconnect (and its bytes on
+//! the wire), fan-out between tablets at a ward's pace and a busy hospital's, idle
+//! connections, and a reconnect storm. Our Rust tablet client drives all three; each server's
+//! CPU seconds and peak resident memory come from `/proc`. Prints BENCHMARKS.md's table and
+//! draws the latency distributions to PNG (`target/sidebyside/`, or `SIDEBYSIDE_PLOTS`).
 //!
-//! Run: `cargo bench -p chartsync-tests --bench sidebyside` (the issue's sizes; a few
+//! Run: `cargo bench -p chartsync-tests --bench sidebyside` (the issue's sizes; about ten
 //! minutes). The README's test command runs the same scenarios small
 //! (`tests/tests/sidebyside.rs`).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod plots;
 mod scenarios;
 
 use scenarios::{quantile, Kind, Results, Sizes};
@@ -40,7 +43,61 @@ fn main() {
             all.push((kind, results));
         }
         print_table(&all, sizes);
+        draw(&all, sizes);
     });
+}
+
+/// The latency distributions, one PNG per scenario, one line per server.
+fn draw(all: &[(Kind, Results)], sizes: Sizes) {
+    if !plots::font() {
+        return;
+    }
+    let dir = plots::dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = sizes.fanout;
+    let mut figures: Vec<(&str, String, &str, Vec<(&str, &[f64])>)> = vec![(
+        "fanout.png",
+        format!(
+            "Fan-out: {} tablets, {} edits/s, each edit to every other tablet",
+            f.tablets, f.rate
+        ),
+        "deliveries",
+        all.iter()
+            .map(|(k, r)| (k.name(), r.fanout_latency_ms.as_slice()))
+            .collect(),
+    )];
+    if let Some(b) = sizes.busy_fanout {
+        figures.push((
+            "fanout-busy.png",
+            format!(
+                "Fan-out: {} tablets, {} edits/s, each edit to every other tablet",
+                b.tablets, b.rate
+            ),
+            "deliveries",
+            all.iter()
+                .filter_map(|(k, r)| Some((k.name(), r.busy_fanout.as_ref()?.1.as_slice())))
+                .collect(),
+        ));
+    }
+    let st = sizes.storm;
+    figures.push((
+        "storm.png",
+        format!(
+            "Reconnect storm: {} tablets at once, time until each has converged",
+            st.tablets
+        ),
+        "tablets",
+        all.iter()
+            .map(|(k, r)| (k.name(), r.storm_converge_ms.as_slice()))
+            .collect(),
+    ));
+    for (file, title, what, series) in figures {
+        let path = dir.join(file);
+        match plots::cdf(&path, &title, what, &series) {
+            Ok(()) => eprintln!("drew {}", path.display()),
+            Err(e) => eprintln!("could not draw {}: {e}", path.display()),
+        }
+    }
 }
 
 fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
@@ -86,25 +143,66 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
         mb(r.reconnect.peak_rss)
     });
     row(
-        format!(
-            "fan-out, {} tablets on {} charts at {} edits/s: p50 / p99 / max",
-            sizes.tablets, sizes.shared_charts, sizes.rate
-        ),
+        "reconnect: bytes on the wire / raw bytes of the changes".into(),
         &|r| {
-            let l = &r.fanout_latency_ms;
             format!(
-                "{:.0} / {:.0} / {:.0} ms",
-                quantile(l, 0.5),
-                quantile(l, 0.99),
-                quantile(l, 1.0)
+                "{:.2} MB / {:.2} MB ({:.2}x)",
+                r.reconnect_wire_bytes as f64 / 1e6,
+                r.reconnect_change_bytes as f64 / 1e6,
+                r.reconnect_wire_bytes as f64 / r.reconnect_change_bytes.max(1) as f64
             )
         },
     );
+    let spread = |l: &[f64]| {
+        format!(
+            "{:.0} / {:.0} / {:.0} ms",
+            quantile(l, 0.5),
+            quantile(l, 0.99),
+            quantile(l, 1.0)
+        )
+    };
+    let load = |u: &scenarios::Used| format!("{} / {}", cpu(u.cpu_seconds), mb(u.peak_rss));
+    let f = sizes.fanout;
+    row(
+        format!(
+            "fan-out, {} tablets on {} charts at {} edits/s: p50 / p99 / max",
+            f.tablets, f.charts, f.rate
+        ),
+        &|r| spread(&r.fanout_latency_ms),
+    );
     row("fan-out: server CPU / peak resident memory".into(), &|r| {
-        format!("{} / {}", cpu(r.fanout.cpu_seconds), mb(r.fanout.peak_rss))
+        load(&r.fanout)
     });
+    if let Some(b) = sizes.busy_fanout {
+        row(
+            format!(
+                "busy fan-out, {} tablets on {} charts at {} edits/s for {} s: p50 / p99 / max",
+                b.tablets, b.charts, b.rate, b.seconds
+            ),
+            &|r| {
+                r.busy_fanout
+                    .as_ref()
+                    .map_or("-".into(), |(_, l)| spread(l))
+            },
+        );
+        row(
+            "busy fan-out: server CPU / peak resident memory".into(),
+            &|r| r.busy_fanout.as_ref().map_or("-".into(), |(u, _)| load(u)),
+        );
+    }
     row(
         format!("{} idle connections: memory per connection", sizes.idle),
         &|r| format!("{:.0} KB", r.idle_bytes_per_connection / 1e3),
     );
+    let st = sizes.storm;
+    row(
+        format!(
+            "reconnect storm, {} tablets × {} charts × {} offline edits: time to converge p50 / p99 / max",
+            st.tablets, st.charts, st.edits
+        ),
+        &|r| spread(&r.storm_converge_ms),
+    );
+    row("storm: server CPU / peak resident memory".into(), &|r| {
+        load(&r.storm)
+    });
 }

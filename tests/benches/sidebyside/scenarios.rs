@@ -7,10 +7,14 @@
 //! Used by the bench (`cargo bench -p chartsync-tests --bench sidebyside`, the full sizes) and
 //! by the quick smoke test in the README's test command (`tests/tests/sidebyside.rs`).
 
+// Shared by the bench and the smoke test, each of which uses a part of it.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,13 +53,40 @@ pub struct Sizes {
     pub entries: usize,
     /// Shift reconnect: edits per chart on each side.
     pub edits: usize,
-    /// Fan-out: tablets, charts they all hold, edits per second across them all, how long.
-    pub tablets: usize,
-    pub shared_charts: usize,
-    pub rate: f64,
-    pub seconds: f64,
+    /// Fan-out at a ward's pace, and (in the full run) at a busy hospital's.
+    pub fanout: Fanout,
+    pub busy_fanout: Option<Fanout>,
     /// Idle connections held open.
     pub idle: usize,
+    /// The reconnect storm.
+    pub storm: Storm,
+}
+
+/// Fan-out: tablets, the charts they all hold, edits per second across them all, how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Fanout {
+    pub tablets: usize,
+    pub charts: usize,
+    pub rate: f64,
+    pub seconds: f64,
+}
+
+impl Fanout {
+    /// Every edit reaches every other tablet.
+    pub fn deliveries(&self) -> usize {
+        (self.rate * self.seconds).round() as usize * (self.tablets - 1)
+    }
+}
+
+/// A reconnect storm: `tablets` tablets over `wards` wards (each tablet holds its ward's
+/// `charts` charts) write `edits` edits each during a network outage, then all reconnect at
+/// once.
+#[derive(Debug, Clone, Copy)]
+pub struct Storm {
+    pub tablets: usize,
+    pub wards: usize,
+    pub charts: usize,
+    pub edits: usize,
 }
 
 impl Sizes {
@@ -64,22 +95,45 @@ impl Sizes {
         charts: 200,
         entries: 50,
         edits: 10,
-        tablets: 20,
-        shared_charts: 40,
-        rate: 10.0,
-        seconds: 30.0,
+        fanout: Fanout {
+            tablets: 20,
+            charts: 40,
+            rate: 10.0,
+            seconds: 30.0,
+        },
+        busy_fanout: Some(Fanout {
+            tablets: 50,
+            charts: 40,
+            rate: 200.0,
+            seconds: 10.0,
+        }),
         idle: 2_000,
+        storm: Storm {
+            tablets: 500,
+            wards: 25,
+            charts: 20,
+            edits: 5,
+        },
     };
     /// The smoke test's: every step of every scenario, small.
     pub const QUICK: Sizes = Sizes {
         charts: 4,
         entries: 3,
         edits: 2,
-        tablets: 3,
-        shared_charts: 3,
-        rate: 10.0,
-        seconds: 1.5,
+        fanout: Fanout {
+            tablets: 3,
+            charts: 3,
+            rate: 10.0,
+            seconds: 1.5,
+        },
+        busy_fanout: None,
         idle: 20,
+        storm: Storm {
+            tablets: 6,
+            wards: 2,
+            charts: 3,
+            edits: 2,
+        },
     };
 }
 
@@ -99,11 +153,19 @@ pub struct Results {
     pub upload: Used,
     pub first_sync: Used,
     pub reconnect: Used,
+    /// The reconnect's bytes on the wire (both ways, WebSocket frames and all), and the raw
+    /// bytes of the changes that had to move.
+    pub reconnect_wire_bytes: u64,
+    pub reconnect_change_bytes: u64,
     /// Fan-out: every edit's latency to every other tablet, in milliseconds, sorted.
     pub fanout: Used,
     pub fanout_latency_ms: Vec<f64>,
+    pub busy_fanout: Option<(Used, Vec<f64>)>,
     /// Idle connections: resident bytes per connection.
     pub idle_bytes_per_connection: f64,
+    /// The storm: each tablet's time to converge, in milliseconds, sorted.
+    pub storm: Used,
+    pub storm_converge_ms: Vec<f64>,
 }
 
 /// A server under measurement, in its own process.
@@ -192,11 +254,11 @@ impl Running {
         format!("ws://{}/sync", self.addr)
     }
 
-    /// A bearer token for `user` (a nurse on 4west); the other servers take none and are
+    /// A bearer token for `user`, a nurse on `wards`; the other servers take none and are
     /// sent it anyway.
-    pub fn token(&self, user: &str) -> String {
+    pub fn token(&self, user: &str, wards: &[&str]) -> String {
         match &self.chartsync {
-            Some(s) => s.token(user, "nurse", &["4west"]),
+            Some(s) => s.token(user, "nurse", wards),
             None => "no-token-needed".into(),
         }
     }
@@ -283,8 +345,8 @@ fn nurse(user: &str, device: &str) -> Staff {
     Staff::new(user, Role::Nurse, device)
 }
 
-/// Connects `store` to `server` as `user`'s tablet; charts it has not got are fetched by id
-/// (chartsync's tablets follow the ward's census instead, as they do on a ward).
+/// Connects `store` to `server` as `user`'s tablet on 4west; charts it has not got are
+/// fetched by id (chartsync's tablets follow the ward's census instead, as they do on a ward).
 fn connect(
     server: &Running,
     store: &Arc<ChartStore>,
@@ -292,9 +354,32 @@ fn connect(
     peer: &str,
     fetch: &[ChartId],
 ) -> SyncClient {
-    let mut config = ClientConfig::new(server.url(), server.token(user), peer);
+    let tablet = Tablet {
+        url: server.url(),
+        token: server.token(user, &["4west"]),
+        wards: &["4west"],
+        peer,
+    };
+    connect_as(server, store, tablet, fetch)
+}
+
+/// Where a tablet connects, and as whom.
+struct Tablet<'a> {
+    url: String,
+    token: String,
+    wards: &'a [&'a str],
+    peer: &'a str,
+}
+
+fn connect_as(
+    server: &Running,
+    store: &Arc<ChartStore>,
+    tablet: Tablet<'_>,
+    fetch: &[ChartId],
+) -> SyncClient {
+    let mut config = ClientConfig::new(tablet.url, tablet.token, tablet.peer);
     if server.kind == Kind::Chartsync {
-        config.wards = vec!["4west".into()];
+        config.wards = tablet.wards.iter().map(|w| w.to_string()).collect();
     }
     config.backoff_min = Duration::from_millis(100);
     config.backoff_max = Duration::from_secs(1);
@@ -407,7 +492,8 @@ pub async fn tablet_scenarios(
     template: &tempfile::TempDir,
     ids: &[ChartId],
     sizes: Sizes,
-) -> (Used, Used, Used) {
+    results: &mut Results,
+) {
     let server = Running::start(kind, bins);
     let devices = tempfile::tempdir().unwrap();
 
@@ -437,9 +523,21 @@ pub async fn tablet_scenarios(
     let from_b = edit_all(&b, ids, sizes.edits, "rn.lee", 1_000);
     until_up_to_date(&client_b, "tablet B's edits").await;
     client_b.stop().await;
+    let before: Vec<Vec<ChangeHash>> = ids
+        .iter()
+        .map(|id| a.read(*id, |c| c.doc().get_heads()).unwrap())
+        .collect();
     edit_all(&a, ids, sizes.edits, "rn.park", 2_000);
+    // Tablet A comes back through a relay that counts the bytes each way.
+    let relay = Relay::start(&server.addr).await;
     let m = server.measure();
-    let client = connect(&server, &a, "rn.park", "tablet-a", &[]);
+    let tablet = Tablet {
+        url: format!("ws://{}/sync", relay.addr),
+        token: server.token("rn.park", &["4west"]),
+        wards: &["4west"],
+        peer: "tablet-a",
+    };
+    let client = connect_as(&server, &a, tablet, &[]);
     until_up_to_date(&client, "reconnect").await;
     for (id, heads) in ids.iter().zip(&from_b) {
         let deadline = Instant::now() + WAIT;
@@ -454,19 +552,96 @@ pub async fn tablet_scenarios(
     }
     let reconnect = m.done();
     client.stop().await;
-    (upload, first_sync, reconnect)
+    // What had to move: A's edits up, B's down, as the raw bytes of their changes.
+    let change_bytes: usize = ids
+        .iter()
+        .zip(&before)
+        .map(|(id, before)| {
+            a.read(*id, |c| {
+                c.doc()
+                    .get_changes(before)
+                    .iter()
+                    .map(|ch| ch.raw_bytes().len())
+                    .sum::<usize>()
+            })
+            .unwrap()
+        })
+        .sum();
+    results.upload = upload;
+    results.first_sync = first_sync;
+    results.reconnect = reconnect;
+    results.reconnect_wire_bytes = relay.finish().await;
+    results.reconnect_change_bytes = change_bytes as u64;
+}
+
+/// A TCP relay in front of a server that counts the bytes through it, both ways.
+struct Relay {
+    addr: String,
+    bytes: Arc<AtomicU64>,
+    open: Arc<AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: &str) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (bytes, open) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)));
+        let to = to.to_string();
+        let (b, o) = (bytes.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let (b, o) = (b.clone(), o.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    if let Ok((up, down)) =
+                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
+                    {
+                        b.fetch_add(up + down, Ordering::SeqCst);
+                    }
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Relay {
+            addr,
+            bytes,
+            open,
+            accept,
+        }
+    }
+
+    /// The bytes relayed, once every connection through it has closed.
+    async fn finish(self) -> u64 {
+        self.accept.abort();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            self.open.load(Ordering::SeqCst),
+            0,
+            "a relayed connection stayed open"
+        );
+        self.bytes.load(Ordering::SeqCst)
+    }
 }
 
 /// Fan-out: `tablets` tablets hold the same charts; edits at `rate` a second, round the
 /// tablets, each on a chart picked in turn; how long each edit takes to reach every other
 /// tablet's store.
-pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
+pub async fn fanout(kind: Kind, bins: &Bins, sizes: Fanout) -> (Used, Vec<f64>) {
     let server = Running::start(kind, bins);
     let devices = tempfile::tempdir().unwrap();
     // The charts, uploaded by a first tablet.
     let seed = chartsync_tests::tablet_store(&devices, "seed");
     let park = nurse("rn.park", "seed");
-    let ids: Vec<ChartId> = (0..sizes.shared_charts)
+    let ids: Vec<ChartId> = (0..sizes.charts)
         .map(|n| {
             seed.create(chartsync_tests::admit_at(
                 &format!("MRN-{n:05}"),
@@ -498,7 +673,7 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
     type Sent = Arc<Mutex<HashMap<ChartId, Vec<(ChangeHash, usize, Instant)>>>>;
     let sent: Sent = Arc::default();
     let latencies = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let mut watchers = Vec::new();
     for (t, (store, _, _)) in tablets.iter().enumerate() {
         let feed = store.subscribe();
@@ -506,7 +681,7 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
         let stop = stop.clone();
         watchers.push(std::thread::spawn(move || {
             let mut seen: std::collections::HashSet<ChangeHash> = Default::default();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let Ok(changed) = feed.recv_timeout(Duration::from_millis(100)) else {
                     continue;
                 };
@@ -572,7 +747,7 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let used = m.done();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     for w in watchers {
         w.join().unwrap();
     }
@@ -589,7 +764,7 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Sizes) -> (Used, Vec<f64>) {
 pub async fn idle(kind: Kind, bins: &Bins, n: usize) -> f64 {
     raise_open_files(n);
     let server = Running::start(kind, bins);
-    let token = server.token("rn.idle");
+    let token = server.token("rn.idle", &["4west"]);
     // One connection first, so that what every server sets up once is not counted.
     let first = chartsync_tests::connect(&server.addr, Some(&token), "idle-warm", "idle-warm")
         .await
@@ -627,6 +802,130 @@ fn raise_open_files(n: usize) {
     }
 }
 
+/// The reconnect storm: every tablet takes its ward's charts, the network goes down, each
+/// tablet writes its edits offline, and all of them reconnect at once. Each tablet's time
+/// from the reconnect until it has every edit written on its ward and none of its own is
+/// unacknowledged.
+pub async fn storm(kind: Kind, bins: &Bins, sizes: Storm) -> (Used, Vec<f64>) {
+    raise_open_files(4 * sizes.tablets);
+    let server = Running::start(kind, bins);
+    let devices = tempfile::tempdir().unwrap();
+    let wards: Vec<String> = (0..sizes.wards).map(|w| format!("w{w:02}")).collect();
+    let all_wards: Vec<&str> = wards.iter().map(String::as_str).collect();
+    let tokens: Vec<String> = wards
+        .iter()
+        .map(|w| server.token(&format!("rn.{w}"), &[w]))
+        .collect();
+
+    // Each ward's charts, uploaded by one tablet that serves them all.
+    let seed = chartsync_tests::tablet_store(&devices, "seed");
+    let park = nurse("rn.park", "seed");
+    let charts: Vec<Vec<ChartId>> = wards
+        .iter()
+        .enumerate()
+        .map(|(w, ward)| {
+            (0..sizes.charts)
+                .map(|n| {
+                    let mrn = format!("MRN-{w:02}{n:03}");
+                    let chart =
+                        chartsync_tests::admit_at(&mrn, ward, chartsync_tests::at(0), &park);
+                    seed.create(chart).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let tablet = Tablet {
+        url: server.url(),
+        token: server.token("rn.park", &all_wards),
+        wards: &all_wards,
+        peer: "seed",
+    };
+    let client = connect_as(&server, &seed, tablet, &[]);
+    until_up_to_date(&client, "storm charts").await;
+    client.stop().await;
+
+    // Every tablet takes its ward's charts, a ward at a time, then goes offline.
+    let ward_of = |t: usize| t % sizes.wards;
+    let stores: Vec<Arc<ChartStore>> = (0..sizes.tablets)
+        .map(|t| chartsync_tests::tablet_store(&devices, &format!("s{t}")))
+        .collect();
+    let peers: Vec<String> = (0..sizes.tablets).map(|t| format!("storm-{t}")).collect();
+    let start = |t: usize| {
+        let w = ward_of(t);
+        let tablet = Tablet {
+            url: server.url(),
+            token: tokens[w].clone(),
+            wards: &all_wards[w..=w],
+            peer: &peers[t],
+        };
+        connect_as(&server, &stores[t], tablet, &charts[w])
+    };
+    for batch in (0..sizes.tablets).collect::<Vec<_>>().chunks(sizes.wards) {
+        let clients: Vec<SyncClient> = batch.iter().map(|t| start(*t)).collect();
+        for (t, client) in batch.iter().zip(clients) {
+            until_up_to_date(&client, "storm first sync").await;
+            assert_eq!(
+                stores[*t].census(all_wards[ward_of(*t)]).unwrap().len(),
+                sizes.charts
+            );
+            client.stop().await;
+        }
+    }
+
+    // The outage: each tablet writes its edits, on its ward's charts in turn.
+    let mut written: Vec<HashMap<ChartId, Vec<ChangeHash>>> = vec![HashMap::new(); sizes.wards];
+    for (t, store) in stores.iter().enumerate() {
+        let w = ward_of(t);
+        let who = nurse(&format!("rn.{}", wards[w]), &peers[t]);
+        for k in 0..sizes.edits {
+            let id = charts[w][(t / sizes.wards + k) % sizes.charts];
+            let heads = store
+                .update(id, |c| {
+                    c.add_entry(
+                        &who,
+                        chartsync_tests::at(4_000 + k as i64),
+                        chartsync_tests::heart_rate(90),
+                    )?;
+                    Ok(c.doc().get_heads())
+                })
+                .unwrap();
+            written[w].entry(id).or_default().extend(heads);
+        }
+    }
+
+    // Every tablet reconnects at once.
+    let m = server.measure();
+    let clients: Vec<SyncClient> = (0..sizes.tablets).map(start).collect();
+    let waits = clients.iter().enumerate().map(|(t, client)| {
+        let (store, expected) = (&stores[t], &written[ward_of(t)]);
+        async move {
+            until_up_to_date(client, "storm").await;
+            let mut missing: Vec<(&ChartId, &Vec<ChangeHash>)> = expected.iter().collect();
+            let deadline = Instant::now() + WAIT;
+            loop {
+                missing.retain(|(id, heads)| !has_all(store, **id, heads));
+                if missing.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: tablet {t} never had its ward's edits",
+                    kind.name()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            m.started.elapsed().as_secs_f64() * 1e3
+        }
+    });
+    let mut converge_ms = futures_util::future::join_all(waits).await;
+    let used = m.done();
+    for client in clients {
+        client.stop().await;
+    }
+    converge_ms.sort_by(f64::total_cmp);
+    (used, converge_ms)
+}
+
 /// Every scenario on one server.
 pub async fn run(
     kind: Kind,
@@ -635,17 +934,15 @@ pub async fn run(
     ids: &[ChartId],
     sizes: Sizes,
 ) -> Results {
-    let (upload, first_sync, reconnect) = tablet_scenarios(kind, bins, template, ids, sizes).await;
-    let (fanout_used, fanout_latency_ms) = fanout(kind, bins, sizes).await;
-    let idle_bytes_per_connection = idle(kind, bins, sizes.idle).await;
-    Results {
-        upload,
-        first_sync,
-        reconnect,
-        fanout: fanout_used,
-        fanout_latency_ms,
-        idle_bytes_per_connection,
+    let mut results = Results::default();
+    tablet_scenarios(kind, bins, template, ids, sizes, &mut results).await;
+    (results.fanout, results.fanout_latency_ms) = fanout(kind, bins, sizes.fanout).await;
+    if let Some(busy) = sizes.busy_fanout {
+        results.busy_fanout = Some(fanout(kind, bins, busy).await);
     }
+    results.idle_bytes_per_connection = idle(kind, bins, sizes.idle).await;
+    (results.storm, results.storm_converge_ms) = storm(kind, bins, sizes.storm).await;
+    results
 }
 
 /// The `q` quantile (0..=1) of sorted values.
