@@ -1159,6 +1159,13 @@ async fn one_message_with_a_passing_writer_and_a_held_one_takes_the_first_and_ho
     assert_eq!(status.held.len(), 1, "{status:?}");
     assert_eq!(status.held[0].chart, id);
     assert_eq!(status.held[0].reason, HoldReason::OutsideWards);
+    // rn.park's entry is in the record and acknowledged as such; only rn.lee's waits.
+    let status = until(&c, "rn.park's entry acknowledged", |s| {
+        s.unacknowledged_commits == 1
+    })
+    .await;
+    assert_eq!(status.unacknowledged, 1, "{status:?}");
+    assert_eq!(status.state, SyncState::WaitingForReview, "{status:?}");
     c.stop().await;
 
     let sup = server.token("him.sup", "records_supervisor", &["*"]);

@@ -77,7 +77,7 @@ pub fn write_access(
         if !covers(&as_seen.ward) {
             return Ok(WriteAccess::Held {
                 reason: HoldReason::OutsideWards,
-                summary: "written after the chart left the writer's wards",
+                summary: "written while the chart was on a ward the writer does not cover",
             });
         }
         let moved_at = first_event_since(before, &reader, EventKind::Transfer)?.unwrap_or(now);

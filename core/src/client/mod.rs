@@ -1329,9 +1329,12 @@ impl Session {
         }
     }
 
-    /// Records what the server now has of a chart, as its sync state says.
+    /// Records what the server now has of a chart, as its sync state says. While some of
+    /// this device's changes to it are held, the server still pushes the record's heads: what
+    /// it took of the same message (another nurse's changes) is acknowledged, and the held
+    /// changes, which the record's heads do not cover, stay unacknowledged.
     fn acknowledge(&mut self, id: ChartId) {
-        let Some(Doc::Chart(sync)) = self.docs.get(&id) else {
+        let Some(Doc::Chart(sync) | Doc::Held(Some(sync))) = self.docs.get(&id) else {
             return;
         };
         let Some(theirs) = sync.state().their_heads.clone() else {

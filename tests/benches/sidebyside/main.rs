@@ -39,7 +39,7 @@ fn main() {
             }
             eprintln!("{}: running", kind.name());
             let results = scenarios::run(kind, &bins, &template, &ids, sizes).await;
-            eprintln!("{}: {results:?}", kind.name());
+            eprintln!("{}: {}", kind.name(), results.summary());
             all.push((kind, results));
         }
         print_table(&all, sizes);

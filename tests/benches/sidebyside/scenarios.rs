@@ -168,6 +168,38 @@ pub struct Results {
     pub storm_converge_ms: Vec<f64>,
 }
 
+impl Results {
+    /// Each scenario's measures, and its latencies as quantiles (not every one).
+    pub fn summary(&self) -> String {
+        let q = |l: &[f64]| {
+            format!(
+                "n={} p50={:.1} p99={:.1} max={:.1} ms",
+                l.len(),
+                quantile(l, 0.5),
+                quantile(l, 0.99),
+                quantile(l, 1.0)
+            )
+        };
+        format!(
+            "upload {:?}; first sync {:?}; reconnect {:?} ({} bytes relayed, {} of changes); \
+             fan-out {:?} {}; busy fan-out {}; idle {:.0} bytes/connection; storm {:?} {}",
+            self.upload,
+            self.first_sync,
+            self.reconnect,
+            self.reconnect_wire_bytes,
+            self.reconnect_change_bytes,
+            self.fanout,
+            q(&self.fanout_latency_ms),
+            self.busy_fanout
+                .as_ref()
+                .map_or("-".into(), |(u, l)| format!("{u:?} {}", q(l))),
+            self.idle_bytes_per_connection,
+            self.storm,
+            q(&self.storm_converge_ms),
+        )
+    }
+}
+
 /// A server under measurement, in its own process.
 pub struct Running {
     kind: Kind,
@@ -934,14 +966,29 @@ pub async fn run(
     ids: &[ChartId],
     sizes: Sizes,
 ) -> Results {
+    // `SIDEBYSIDE_SCENARIOS=storm,busy` runs only those (for profiling one scenario):
+    // `tablets` (upload, first sync, reconnect), `fanout`, `busy`, `idle`, `storm`.
+    let only = std::env::var("SIDEBYSIDE_SCENARIOS").ok();
+    let runs = |name: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+    };
     let mut results = Results::default();
-    tablet_scenarios(kind, bins, template, ids, sizes, &mut results).await;
-    (results.fanout, results.fanout_latency_ms) = fanout(kind, bins, sizes.fanout).await;
-    if let Some(busy) = sizes.busy_fanout {
+    if runs("tablets") {
+        tablet_scenarios(kind, bins, template, ids, sizes, &mut results).await;
+    }
+    if runs("fanout") {
+        (results.fanout, results.fanout_latency_ms) = fanout(kind, bins, sizes.fanout).await;
+    }
+    if let Some(busy) = sizes.busy_fanout.filter(|_| runs("busy")) {
         results.busy_fanout = Some(fanout(kind, bins, busy).await);
     }
-    results.idle_bytes_per_connection = idle(kind, bins, sizes.idle).await;
-    (results.storm, results.storm_converge_ms) = storm(kind, bins, sizes.storm).await;
+    if runs("idle") {
+        results.idle_bytes_per_connection = idle(kind, bins, sizes.idle).await;
+    }
+    if runs("storm") {
+        (results.storm, results.storm_converge_ms) = storm(kind, bins, sizes.storm).await;
+    }
     results
 }
 
