@@ -860,3 +860,100 @@ fn stale_sync_states_are_forgotten_and_fresh_ones_kept() {
     assert!(store.sync_state("fresh", id).unwrap().is_some());
     assert_eq!(store.forget_sync_states(month).unwrap(), 0);
 }
+
+/// Reads of a chart audited from many threads at once (a server opening charts for a
+/// reconnect storm) are committed in shared transactions: every caller returns only once its
+/// row is on disk, no row is lost or written twice, and the chain still verifies.
+#[test]
+fn audit_rows_from_many_threads_at_once_are_each_written_once_and_chained() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let id = store.create(admitted()).unwrap();
+    let before = store.audit_trail(id).unwrap().len();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for k in 0..40 {
+                    let actor = Actor {
+                        user: format!("rn.t{t}"),
+                        role: "nurse".into(),
+                        device: format!("tablet-{t}"),
+                    };
+                    let detail = format!("read {k}");
+                    store
+                        .record_audit(&actor, AuditAction::Read, Some(id), Some(&detail))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let trail = store.audit_trail(id).unwrap();
+    let reads: BTreeSet<(String, String)> = trail[before..]
+        .iter()
+        .map(|r| (r.actor.user.clone(), r.detail.clone().unwrap()))
+        .collect();
+    assert_eq!(trail.len() - before, 8 * 40, "each row once");
+    assert_eq!(reads.len(), 8 * 40, "every row, none twice");
+    // Each thread's rows in the order it wrote them.
+    for t in 0..8 {
+        let mine: Vec<String> = trail
+            .iter()
+            .filter(|r| r.actor.user == format!("rn.t{t}"))
+            .map(|r| r.detail.clone().unwrap())
+            .collect();
+        let expected: Vec<String> = (0..40).map(|k| format!("read {k}")).collect();
+        assert_eq!(mine, expected);
+    }
+    let chain = store.verify_audit().unwrap();
+    assert_eq!(chain.rows as usize, store.audit_trail(id).unwrap().len());
+    drop(store);
+    // And on disk, after the store is closed and opened again.
+    let store = open(&dir);
+    assert_eq!(store.audit_trail(id).unwrap().len() - before, 8 * 40);
+}
+
+/// A chart's ward and stay, as the server asks of every commit: the same as the index says,
+/// whether the chart is in memory or not, after a transfer and after a discharge.
+#[test]
+fn a_charts_placement_follows_its_transfers_and_discharge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let id = store.create(admitted()).unwrap();
+    let placed = |store: &ChartStore| {
+        let p = store.placement(id).unwrap().unwrap();
+        let s = store.summary(id).unwrap().unwrap();
+        assert_eq!(
+            (&p.ward, p.status),
+            (&s.ward, s.status),
+            "as the index has it"
+        );
+        (p.ward, p.status)
+    };
+    assert_eq!(placed(&store), ("4west".into(), EncounterStatus::Active));
+    // Read again with the chart in memory (the first answer is kept), then moved.
+    store.read(id, |_| ()).unwrap();
+    assert_eq!(placed(&store), ("4west".into(), EncounterStatus::Active));
+    store
+        .update(id, |c| c.transfer(&technician(), t(120), "icu", Some("3")))
+        .unwrap();
+    assert_eq!(placed(&store), ("icu".into(), EncounterStatus::Active));
+    // A write that fails leaves it where it was.
+    let failed = store.update(id, |c| {
+        c.transfer(&technician(), t(130), "5east", None)?;
+        Err::<(), _>(ChartError::InvalidTransition("changed their mind".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(placed(&store), ("icu".into(), EncounterStatus::Active));
+    store
+        .update(id, |c| c.discharge(&technician(), t(600), "home"))
+        .unwrap();
+    assert_eq!(placed(&store), ("icu".into(), EncounterStatus::Discharged));
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(placed(&store), ("icu".into(), EncounterStatus::Discharged));
+    assert!(store.placement(ChartId::random()).unwrap().is_none());
+}

@@ -509,7 +509,16 @@ struct Worker {
     doc: Option<Doc>,
     /// The device asked for it while it was unavailable: offered when it appears.
     asked: bool,
+    /// When its sync state was last saved (or the worker started): see [`SAVE_STATE_EVERY`].
+    state_saved: std::time::Instant,
 }
+
+/// How often, at most, a document's sync state is saved when an exchange completes; it is
+/// always saved when the connection ends. A sync state only shortens the device's next
+/// exchange (one lost in a crash costs a longer one, never data), and saving it at every
+/// completed exchange was a write for every change delivered to every device: a tenth of the
+/// server's work in a reconnect storm (BENCHMARKS.md, "Side by side").
+const SAVE_STATE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Counts an open connection until dropped. Made before the upgrade completes, so a server
 /// that is stopping waits for a connection it has accepted but not yet started.
@@ -709,6 +718,7 @@ pub async fn serve_socket(
                 id,
                 doc: None,
                 asked: false,
+                state_saved: std::time::Instant::now(),
             };
             running.spawn(worker.run(rx, out.clone(), outgoing.clone()));
             tx
@@ -882,6 +892,7 @@ impl ServerConnection {
             id,
             doc: None,
             asked: false,
+            state_saved: std::time::Instant::now(),
         });
         match worker.take(event) {
             None => Effects::closing(Vec::new()),
@@ -1375,10 +1386,10 @@ impl Worker {
             return self.sync_census(data);
         }
         let pending = matches!(self.doc, Some(Doc::Pending { .. }));
-        match self.hub().store.summary(id) {
+        match self.hub().store.placement(id) {
             // Sent as new on this connection: see `unseen`.
             Ok(Some(_)) if pending => self.sync_new(data),
-            Ok(Some(summary)) => match self.left_reason(&summary.ward, summary.status) {
+            Ok(Some(placed)) => match self.left_reason(&placed.ward, placed.status) {
                 None => {
                     // Back on the device's wards (transferred back, readmitted): synced as
                     // any chart again, not told once more that it left.
@@ -2492,7 +2503,7 @@ impl Worker {
     }
 
     /// What to send next about a chart; when there is nothing, the exchange is complete and
-    /// the sync state is worth keeping.
+    /// the sync state is worth keeping (now and then: see [`SAVE_STATE_EVERY`]).
     fn reply(&mut self) -> Output {
         let peer = self.peer.clone();
         let id = self.id;
@@ -2514,12 +2525,13 @@ impl Worker {
             })
             .ok()
             .flatten();
-        if reply.is_none() {
+        if reply.is_none() && self.state_saved.elapsed() >= SAVE_STATE_EVERY {
             if let Some(storage) = peer.remote.storage_id() {
                 let _ = peer
                     .hub
                     .store
                     .save_sync_state(storage, self.id, sync.state());
+                self.state_saved = std::time::Instant::now();
             }
         }
         Output {
@@ -2535,7 +2547,7 @@ impl Worker {
             Some(Doc::Held(Some(_))) => self.push_held(),
             Some(Doc::Chart(_)) => {
                 // A transfer (or, for a ward nurse, a discharge) can take the chart away.
-                let left = match self.hub().store.summary(self.id) {
+                let left = match self.hub().store.placement(self.id) {
                     Ok(Some(s)) => self.left_reason(&s.ward, s.status),
                     _ => Some(LeftReason::Transferred),
                 };

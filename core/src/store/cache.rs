@@ -31,6 +31,9 @@ pub(crate) struct Cached {
     pub stored_heads: Vec<ChangeHash>,
     /// A write is under way; a slot found still dirty (its writer panicked) reloads.
     pub dirty: bool,
+    /// The chart's ward and stay, read from `chart` when first asked and forgotten at every
+    /// write (see [`super::ChartStore::placement`]).
+    pub placement: Option<super::Placement>,
 }
 
 pub(crate) type Slot = Arc<Mutex<Cached>>;

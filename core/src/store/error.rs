@@ -88,6 +88,9 @@ pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error("the audit trail could not be written (with the rows committed beside it): {0}")]
+    AuditNotWritten(String),
+
     #[error("no break-glass grant {0}")]
     NoSuchGrant(i64),
 

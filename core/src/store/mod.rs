@@ -71,6 +71,13 @@ pub struct ChartSummary {
     pub modified_at: Timestamp,
 }
 
+/// Where a chart is: its ward, and whether the stay is open. What decides who may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub ward: String,
+    pub status: EncounterStatus,
+}
+
 /// Which charts a listing returns; empty fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct ChartFilter {
@@ -177,6 +184,18 @@ struct Inner {
     read_only_somewhere: std::sync::atomic::AtomicBool,
     /// Receipts that could not be written (`StoreStats::receipts_failed`).
     receipts_failed: std::sync::atomic::AtomicU64,
+    /// Audit rows waiting for the writer: see [`ChartStore::record_audit`].
+    audit_queue: Mutex<Vec<QueuedAudit>>,
+}
+
+/// An audit row waiting to be committed with the others queued beside it, and where its
+/// outcome is told.
+struct QueuedAudit {
+    actor: Actor,
+    action: AuditAction,
+    chart: Option<ChartId>,
+    detail: Option<String>,
+    outcome: Arc<std::sync::OnceLock<Result<(), String>>>,
 }
 
 /// Checkpoint the write-ahead log into the file after this many commits, on the maintenance
@@ -287,6 +306,7 @@ impl ChartStore {
             commits_since_checkpoint: Default::default(),
             read_only_somewhere: read_only_somewhere.into(),
             receipts_failed: Default::default(),
+            audit_queue: Default::default(),
         });
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {
@@ -409,6 +429,7 @@ impl ChartStore {
             key,
             stored_heads: heads,
             dirty: false,
+            placement: None,
         };
         lock(&self.inner.cache).reweigh(&id, cached.chart.as_ref());
         Ok(())
@@ -616,6 +637,7 @@ impl ChartStore {
         // Until the outcome is known; a panic in `write` leaves it set, and the next use of
         // the chart reloads it from disk.
         c.dirty = true;
+        c.placement = None;
         let result = write(chart);
         let changed = chart.heads() != c.stored_heads;
         let outcome = match result {
@@ -702,6 +724,34 @@ impl ChartStore {
                 .optional()?
                 .transpose()
         })
+    }
+
+    /// A chart's ward and stay, as its index row has them, or `None` if the store has no such
+    /// chart. Read from the chart in memory when it is there (the server asks this of every
+    /// commit on every connection that holds the chart: a read of the index each time was a
+    /// tenth of its work in a reconnect storm), else from the index.
+    pub fn placement(&self, id: ChartId) -> Result<Option<Placement>, StoreError> {
+        let slot = lock(&self.inner.cache).existing(&id);
+        if let Some(slot) = slot {
+            let mut cached = lock(&slot);
+            let c = &mut *cached;
+            if let (false, Some(chart)) = (c.dirty, &c.chart) {
+                if c.placement.is_none() {
+                    // As the index row was written: see `IndexFields::of`.
+                    c.placement = chart.encounter().ok().map(|e| Placement {
+                        ward: e.ward,
+                        status: e.status,
+                    });
+                }
+                if let Some(p) = &c.placement {
+                    return Ok(Some(p.clone()));
+                }
+            }
+        }
+        Ok(self.summary(id)?.map(|s| Placement {
+            ward: s.ward,
+            status: s.status,
+        }))
     }
 
     /// A ward's census: the charts of patients on the ward now, by bed.
@@ -872,11 +922,45 @@ impl ChartStore {
         chart: Option<ChartId>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
+        // Group commit: the row is queued, and whoever next holds the writer commits every
+        // queued row in one durable transaction. Each caller still returns only once its own
+        // row is on disk, but a server opening thousands of charts at once (a reconnect storm
+        // audits each read) waits for the disk once per batch, not once per row.
+        let outcome = Arc::new(std::sync::OnceLock::new());
+        lock(&self.inner.audit_queue).push(QueuedAudit {
+            actor: actor.clone(),
+            action,
+            chart,
+            detail: detail.map(str::to_string),
+            outcome: outcome.clone(),
+        });
         let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        insert_audit(&tx, actor, action, chart, &[], detail)?;
-        tx.commit()?;
-        Ok(())
+        if outcome.get().is_none() {
+            // Ours is still queued: no one committed it while we waited for the writer.
+            let rows = std::mem::take(&mut *lock(&self.inner.audit_queue));
+            let committed = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for r in &rows {
+                    insert_audit(&tx, &r.actor, r.action, r.chart, &[], r.detail.as_deref())?;
+                }
+                tx.commit()?;
+                Ok::<(), StoreError>(())
+            })();
+            let told = committed.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            for r in &rows {
+                let _ = r.outcome.set(told.clone());
+            }
+            committed?;
+        }
+        drop(conn);
+        match outcome.get() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(StoreError::AuditNotWritten(e.clone())),
+            // Taken by a writer that panicked before it committed.
+            None => Err(StoreError::AuditNotWritten(
+                "the commit that carried it did not finish".into(),
+            )),
+        }
     }
 
     /// A chart's audit trail, oldest first.
@@ -1423,6 +1507,7 @@ impl Inner {
                     key: stored.key,
                     stored_heads: stored.heads,
                     dirty: false,
+                    placement: None,
                 };
                 lock(&self.cache).reweigh(&id, cached.chart.as_ref());
                 Ok(cached)
