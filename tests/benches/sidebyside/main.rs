@@ -214,7 +214,8 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
             }
         },
     );
-    row("storm: server CPU / peak resident memory".into(), &|r| {
-        load(&r.storm)
-    });
+    row(
+        "storm: server CPU / peak resident memory (the simulated tablets' CPU)".into(),
+        &|r| format!("{} ({})", load(&r.storm), cpu(r.storm_tablets_cpu)),
+    );
 }
