@@ -408,11 +408,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             hub,
             trust,
         });
+    // Before the server says it listens: a stop sent as soon as it does is a clean stop.
+    let signalled = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "chartsync-server listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            signalled.await;
             // Open sync connections close too, saving their sync state.
             let _ = stop.send(true);
         })
@@ -613,22 +615,25 @@ async fn healthz(
     }
 }
 
-/// Ctrl-C or SIGTERM: stop accepting, finish what is in flight, exit.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Ctrl-C or SIGTERM: stop accepting, finish what is in flight, exit. The handlers are in
+/// place when this returns, not when the future is first polled: a SIGTERM that came between
+/// the two took the default action and killed the server uncleanly (a test that stopped it
+/// as soon as it listened failed now and then).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = interrupt.recv() => {},
+            }
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
