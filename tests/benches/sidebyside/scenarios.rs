@@ -727,22 +727,27 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Fanout) -> (Used, Vec<f64>) 
         watchers.push(std::thread::spawn(move || {
             let mut seen: std::collections::HashSet<ChangeHash> = Default::default();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(changed) = feed.recv_timeout(Duration::from_millis(100)) else {
-                    continue;
+                // An edit can arrive here before its writer has noted it in `sent` (it is
+                // noted once the writer's commit returns): a quiet moment looks again at
+                // every chart, so that the last edits of the run are not waited for in vain.
+                let charts: Vec<ChartId> = match feed.recv_timeout(Duration::from_millis(100)) {
+                    Ok(changed) => vec![changed.id],
+                    Err(_) => sent.lock().unwrap().keys().copied().collect(),
                 };
-                let pending: Vec<(ChangeHash, Instant)> = sent
-                    .lock()
-                    .unwrap()
-                    .get(&changed.id)
-                    .map(|v| {
-                        v.iter()
-                            .filter(|(h, from, _)| *from != t && !seen.contains(h))
-                            .map(|(h, _, at)| (*h, *at))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for (hash, at) in pending {
-                    if has_all(&store, changed.id, &[hash]) {
+                let pending: Vec<(ChartId, ChangeHash, Instant)> = {
+                    let sent = sent.lock().unwrap();
+                    charts
+                        .iter()
+                        .filter_map(|id| Some((id, sent.get(id)?)))
+                        .flat_map(|(id, v)| {
+                            v.iter()
+                                .filter(|(h, from, _)| *from != t && !seen.contains(h))
+                                .map(|(h, _, at)| (*id, *h, *at))
+                        })
+                        .collect()
+                };
+                for (id, hash, at) in pending {
+                    if has_all(&store, id, &[hash]) {
                         seen.insert(hash);
                         latencies
                             .lock()
