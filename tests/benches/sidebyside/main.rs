@@ -55,7 +55,7 @@ fn draw(all: &[(Kind, Results)], sizes: Sizes) {
     let dir = plots::dir();
     std::fs::create_dir_all(&dir).unwrap();
     let f = sizes.fanout;
-    let mut figures: Vec<(&str, String, &str, Vec<(&str, &[f64])>)> = vec![(
+    let mut figures: Vec<(&str, String, &str, Vec<(String, &[f64])>)> = vec![(
         "fanout.png",
         format!(
             "Fan-out: {} tablets, {} edits/s, each edit to every other tablet",
@@ -63,7 +63,7 @@ fn draw(all: &[(Kind, Results)], sizes: Sizes) {
         ),
         "deliveries",
         all.iter()
-            .map(|(k, r)| (k.name(), r.fanout_latency_ms.as_slice()))
+            .map(|(k, r)| (k.name().to_string(), r.fanout_latency_ms.as_slice()))
             .collect(),
     )];
     if let Some(b) = sizes.busy_fanout {
@@ -75,7 +75,9 @@ fn draw(all: &[(Kind, Results)], sizes: Sizes) {
             ),
             "deliveries",
             all.iter()
-                .filter_map(|(k, r)| Some((k.name(), r.busy_fanout.as_ref()?.1.as_slice())))
+                .filter_map(|(k, r)| {
+                    Some((k.name().to_string(), r.busy_fanout.as_ref()?.1.as_slice()))
+                })
                 .collect(),
         ));
     }
@@ -88,10 +90,19 @@ fn draw(all: &[(Kind, Results)], sizes: Sizes) {
         ),
         "tablets",
         all.iter()
-            .map(|(k, r)| (k.name(), r.storm_converge_ms.as_slice()))
+            .map(|(k, r)| {
+                let n = r.storm_converge_ms.len();
+                let name = if n == st.tablets {
+                    k.name().to_string()
+                } else {
+                    format!("{} ({n} of {} converged)", k.name(), st.tablets)
+                };
+                (name, r.storm_converge_ms.as_slice())
+            })
             .collect(),
     ));
     for (file, title, what, series) in figures {
+        let series: Vec<(&str, &[f64])> = series.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let path = dir.join(file);
         match plots::cdf(&path, &title, what, &series) {
             Ok(()) => eprintln!("drew {}", path.display()),

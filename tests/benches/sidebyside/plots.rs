@@ -37,8 +37,12 @@ pub fn dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sidebyside"))
 }
 
-/// The distributions of `series` (each sorted, in milliseconds) as cumulative curves on a
-/// logarithmic time axis, written to `path`.
+/// Where the time axis ends: past the slowest series' 99.5th percentile, so that one long
+/// tail does not flatten every curve against the left edge.
+const AXIS_QUANTILE: f64 = 0.995;
+
+/// The distributions of `series` (each sorted, in milliseconds) as cumulative curves,
+/// written to `path`.
 pub fn cdf(
     path: &Path,
     title: &str,
@@ -47,30 +51,29 @@ pub fn cdf(
 ) -> Result<(), Box<dyn Error>> {
     let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE)?;
-    let shortest = series
+    let end = series
         .iter()
-        .filter_map(|(_, v)| v.first())
-        .fold(f64::INFINITY, |a, b| a.min(*b))
-        .max(0.1);
-    let longest = series
-        .iter()
-        .filter_map(|(_, v)| v.last())
-        .fold(1.0, |a, b| f64::max(a, *b));
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(_, v)| v[((v.len() - 1) as f64 * AXIS_QUANTILE).round() as usize])
+        .fold(1.0, f64::max)
+        * 1.1;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d((shortest * 0.8..longest * 1.25).log_scale(), 0f64..100f64)?;
+        .build_cartesian_2d(0f64..end, 0f64..100f64)?;
     chart
         .configure_mesh()
-        .x_desc("milliseconds (logarithmic)")
+        .x_labels(10)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("milliseconds (the axis ends past the slowest server's 99.5th percentile)")
         .y_desc(format!("% of {what} at or under"))
         .draw()?;
     for (i, (name, values)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(curve(values), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(curve(values, end), color.stroke_width(2)))?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
@@ -84,16 +87,21 @@ pub fn cdf(
     Ok(())
 }
 
-/// At most a thousand points of the cumulative curve of `sorted`.
-fn curve(sorted: &[f64]) -> Vec<(f64, f64)> {
+/// At most a thousand points of the cumulative curve of `sorted`, up to `end`.
+fn curve(sorted: &[f64], end: f64) -> Vec<(f64, f64)> {
     let n = sorted.len();
     let step = n.div_ceil(1_000).max(1);
+    let share = |k: usize| 100.0 * (k + 1) as f64 / n as f64;
     let mut points: Vec<(f64, f64)> = (0..n)
         .step_by(step)
-        .map(|k| (sorted[k].max(0.1), 100.0 * (k + 1) as f64 / n as f64))
+        .chain(n.checked_sub(1))
+        .map(|k| (sorted[k], share(k)))
+        .take_while(|(x, _)| *x <= end)
         .collect();
-    if let Some(last) = sorted.last() {
-        points.push((last.max(0.1), 100.0));
+    // A tail past the axis runs flat to its edge.
+    if sorted.last().is_some_and(|last| *last > end) {
+        let under = sorted.partition_point(|x| *x <= end);
+        points.push((end, 100.0 * under as f64 / n as f64));
     }
     points
 }
