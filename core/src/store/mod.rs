@@ -1856,4 +1856,34 @@ mod tests {
         assert!(store.save_sync_state("peer", id, &state).is_err());
         assert_eq!(synchronous(&store), 2);
     }
+
+    /// A batch of audit rows that cannot be committed fails every caller whose row was in it
+    /// (the one committing it with the database's error, the others told so), and none of
+    /// them is told its row is on disk.
+    #[test]
+    fn a_failed_audit_batch_fails_every_row_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChartStore::open(dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        let nurse = Actor {
+            user: "rn.park".into(),
+            role: "nurse".into(),
+            device: "tablet-4west-01".into(),
+        };
+        lock(&store.inner.writer)
+            .execute_batch("DROP TABLE audit_events")
+            .unwrap();
+        // Another caller's row, queued while this one waits for the writer.
+        let other = Arc::new(std::sync::OnceLock::new());
+        lock(&store.inner.audit_queue).push(QueuedAudit {
+            actor: nurse.clone(),
+            action: AuditAction::Read,
+            chart: None,
+            detail: None,
+            outcome: other.clone(),
+        });
+        let mine = store.record_audit(&nurse, AuditAction::Read, None, None);
+        assert!(mine.is_err(), "{mine:?}");
+        assert!(matches!(other.get(), Some(Err(_))), "{other:?}");
+        assert!(lock(&store.inner.audit_queue).is_empty());
+    }
 }

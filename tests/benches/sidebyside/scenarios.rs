@@ -504,20 +504,26 @@ fn edit_all(
         .map(|id| {
             let mut heads = Vec::new();
             for k in 0..edits {
-                heads = store
-                    .update(*id, |c| {
-                        c.add_entry(
-                            &who,
-                            chartsync_tests::at(from + k as i64),
-                            chartsync_tests::heart_rate(70 + k as u32),
-                        )?;
-                        Ok(c.doc().get_heads())
-                    })
-                    .unwrap();
+                heads = heart_rate(store, *id, &who, from + k as i64, 70 + k as u32);
             }
             heads
         })
         .collect()
+}
+
+/// Writes a heart rate of `bpm` on a chart as `who`, at `at` (minutes, as `chartsync_tests::at`); the
+/// chart's heads after it.
+fn heart_rate(store: &ChartStore, id: ChartId, who: &Staff, at: i64, bpm: u32) -> Vec<ChangeHash> {
+    store
+        .update(id, |c| {
+            c.add_entry(
+                who,
+                chartsync_tests::at(at),
+                chartsync_tests::heart_rate(bpm),
+            )?;
+            Ok(c.doc().get_heads())
+        })
+        .unwrap()
 }
 
 fn has_all(store: &ChartStore, id: ChartId, heads: &[ChangeHash]) -> bool {
@@ -769,16 +775,7 @@ pub async fn fanout(kind: Kind, bins: &Bins, sizes: Fanout) -> (Used, Vec<f64>) 
         let id = ids[k % ids.len()];
         let who = nurse(user, "tablet");
         let at = Instant::now();
-        let heads = store
-            .update(id, |c| {
-                c.add_entry(
-                    &who,
-                    chartsync_tests::at(3_000 + k as i64),
-                    chartsync_tests::heart_rate(80),
-                )?;
-                Ok(c.doc().get_heads())
-            })
-            .unwrap();
+        let heads = heart_rate(store, id, &who, 3_000 + k as i64, 80);
         sent.lock()
             .unwrap()
             .entry(id)
@@ -929,16 +926,7 @@ pub async fn storm(kind: Kind, bins: &Bins, sizes: Storm) -> (Used, Vec<f64>, f6
         let who = nurse(&format!("rn.{}", wards[w]), &peers[t]);
         for k in 0..sizes.edits {
             let id = charts[w][(t / sizes.wards + k) % sizes.charts];
-            let heads = store
-                .update(id, |c| {
-                    c.add_entry(
-                        &who,
-                        chartsync_tests::at(4_000 + k as i64),
-                        chartsync_tests::heart_rate(90),
-                    )?;
-                    Ok(c.doc().get_heads())
-                })
-                .unwrap();
+            let heads = heart_rate(store, id, &who, 4_000 + k as i64, 90);
             written[w].entry(id).or_default().extend(heads);
         }
     }
