@@ -501,17 +501,62 @@ fn a_new_chart_from_a_tablet_is_validated_whole() {
 }
 
 #[test]
-fn two_clerks_change_the_phone_number_offline_and_the_conflict_is_shown_then_resolved() {
-    let mut desk = admitted();
-    let mut ward = replica(&mut desk);
-    let update = |phone: &str| PatientUpdate {
+fn a_conflict_stays_listed_after_a_later_note_joins_the_two_histories() {
+    // Conflicts are looked for only in a chart whose changes were ever concurrent: once a
+    // later change builds on both tablets' edits the chart has one head again, and the
+    // conflict is still there to resolve (and counted as a deficiency).
+    let (mut desk, ward) = two_clerks_change_the_phone_number();
+    desk.merge(&ward).unwrap();
+    assert_eq!(desk.heads().len(), 2);
+    desk.add_entry(&day_nurse(), t(7), note("Settled on ward."))
+        .unwrap();
+    assert_eq!(desk.heads().len(), 1, "the note builds on both edits");
+
+    let conflicts = desk.conflicts();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(
+        conflicts[0].path,
+        vec!["patient".to_string(), "phone".to_string()]
+    );
+    let open: Vec<_> = desk
+        .deficiencies()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.kind == DeficiencyKind::UnresolvedConflict)
+        .collect();
+    assert_eq!(open.len(), 1);
+
+    // A chart written on one tablet only has no conflicts to look for.
+    let mut alone = admitted();
+    for (at, phone) in [(5, "555-0111"), (6, "555-0199")] {
+        alone
+            .change_information(&technician(), t(at), phone_update(phone))
+            .unwrap();
+    }
+    assert!(alone.conflicts().is_empty());
+}
+
+fn phone_update(phone: &str) -> PatientUpdate {
+    PatientUpdate {
         phone: Some(phone.into()),
         ..Default::default()
-    };
-    desk.change_information(&technician(), t(5), update("555-0111"))
+    }
+}
+
+/// A desk and a ward tablet, each holding the chart, set the patient's phone number apart.
+fn two_clerks_change_the_phone_number() -> (Chart, Chart) {
+    let mut desk = admitted();
+    let mut ward = replica(&mut desk);
+    desk.change_information(&technician(), t(5), phone_update("555-0111"))
         .unwrap();
-    ward.change_information(&day_nurse(), t(6), update("555-0199"))
+    ward.change_information(&day_nurse(), t(6), phone_update("555-0199"))
         .unwrap();
+    (desk, ward)
+}
+
+#[test]
+fn two_clerks_change_the_phone_number_offline_and_the_conflict_is_shown_then_resolved() {
+    let (mut desk, mut ward) = two_clerks_change_the_phone_number();
     desk.merge(&ward).unwrap();
     ward.merge(&desk).unwrap();
 

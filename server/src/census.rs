@@ -55,18 +55,23 @@ impl Keeper {
             self.listed.insert(e.id, ward.to_string());
         }
         let id = census_id(ward);
-        let stored = self.store.census_doc(ward)?;
+        // The stored census is read once, when the ward's is not in memory yet.
+        let stored = match lock(&self.censuses).contains_key(&id) {
+            true => None,
+            false => Some(self.store.census_doc(ward)?),
+        };
+        let never_saved = matches!(stored, Some(None));
         let mut all = lock(&self.censuses);
         let (_, census) = all.entry(id).or_insert_with(|| {
             (
                 ward.to_string(),
-                stored.clone().unwrap_or_else(|| Census::new(ward)),
+                stored.flatten().unwrap_or_else(|| Census::new(ward)),
             )
         });
         let changed = census
             .set(&entries)
             .map_err(|error| chartsync_core::store::StoreError::Chart { id, error })?;
-        if changed || stored.is_none() {
+        if changed || never_saved {
             self.store.save_census_doc(census)?;
         }
         Ok(changed)

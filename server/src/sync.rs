@@ -1785,7 +1785,12 @@ impl Worker {
             if let Err(e) = sync.receive_chart(chart, message) {
                 return refuse(sync, ChartError::Corrupt(e.to_string()));
             }
-            let new = new_changes(prev.doc(), chart.doc());
+            // Rebuilt from the op set once: the checks below and the store's commit read
+            // the same changes.
+            let new = match chart.new_changes(&prev.heads()) {
+                Ok(new) => new.raw(),
+                Err(r) => return refuse(sync, ChartError::Rejected(Box::new(r))),
+            };
             changed = !new.is_empty();
             if !changed {
                 return Ok(());
@@ -2724,7 +2729,7 @@ impl Checks<'_> {
             ));
         }
         // Decoded once for both checks.
-        let checked = NewChanges::of(after.doc(), &prev.heads()).and_then(|new| {
+        let checked = after.new_changes(&prev.heads()).and_then(|new| {
             validate_new_changes(prev.doc(), &new)?;
             check_new_writer(&new, &who.user, who.role)
         });

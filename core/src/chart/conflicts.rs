@@ -121,8 +121,29 @@ fn writer_of(doc: &Automerge, id: &ObjId) -> (Option<String>, Option<Role>, Opti
 }
 
 impl Chart {
+    /// Whether any two of the chart's changes were made concurrently: only then can a
+    /// value have conflicting writes. A history that is one chain (one first change, one
+    /// head, no change with two dependencies) has none.
+    pub(crate) fn has_concurrent_changes(&self) -> bool {
+        if self.doc.get_heads().len() > 1 {
+            return true;
+        }
+        let mut first = 0;
+        for change in self.doc.get_changes_meta(&[]) {
+            match change.deps.len() {
+                0 => first += 1,
+                1 => {}
+                _ => return true,
+            }
+        }
+        first > 1
+    }
+
     /// Every register with concurrent values, whichever section it is in.
     pub fn conflicts(&self) -> Vec<Conflict> {
+        if !self.has_concurrent_changes() {
+            return Vec::new();
+        }
         self.conflicts_under(ROOT, Vec::new())
     }
 
@@ -163,6 +184,10 @@ impl Chart {
                 ObjType::Text => Vec::new(),
             };
             for (prop, conflict, value, id) in props {
+                let is_object = matches!(value, Value::Object(_));
+                if !conflict && !is_object {
+                    continue;
+                }
                 let mut child = path.clone();
                 child.push(prop.to_string());
                 if conflict {
@@ -186,7 +211,7 @@ impl Chart {
                         values,
                     });
                 }
-                if matches!(value, Value::Object(_)) {
+                if is_object {
                     stack.push((id, child));
                 }
             }

@@ -267,6 +267,8 @@ impl Chart {
         let (signatures, amendments) = (&signing.signatures, &signing.amendments);
         let due = Due::of(r.encounter()?);
         let mut out = Vec::new();
+        // Conflicts are looked for only where changes were concurrent (asked once).
+        let concurrent = std::cell::OnceCell::new();
         for (section, id) in records {
             let obj = if id.is_empty() {
                 match self.doc.get(ROOT, section.as_str())? {
@@ -380,6 +382,9 @@ impl Chart {
             let mut base = vec![section.clone()];
             if !id.is_empty() {
                 base.push(id.clone());
+            }
+            if !*concurrent.get_or_init(|| self.has_concurrent_changes()) {
+                continue;
             }
             for c in self.conflicts_under(obj, base.clone()) {
                 out.push(deficiency(

@@ -50,6 +50,31 @@ pub fn section_names() -> impl Iterator<Item = &'static str> {
 #[derive(Debug, Clone)]
 pub struct Chart {
     doc: Automerge,
+    /// The changes of the write under way, from its checks to its commit.
+    kept: Kept,
+}
+
+/// The changes [`Chart::new_changes`] made, while they are still the chart's newest: a copy
+/// of the chart starts without them.
+#[derive(Default)]
+struct Kept(std::sync::Mutex<Option<std::sync::Arc<validate::ChangesSince>>>);
+
+impl Clone for Kept {
+    fn clone(&self) -> Kept {
+        Kept::default()
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+impl Kept {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<std::sync::Arc<validate::ChangesSince>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Chart {
@@ -63,7 +88,7 @@ impl Chart {
     /// Wraps a document after checking it is a chart of the schema this version reads.
     pub fn from_automerge(doc: Automerge) -> Result<Chart, ChartError> {
         check_schema(&doc)?;
-        Ok(Chart { doc })
+        Ok(Chart::of(doc))
     }
 
     /// The whole document, compressed.
@@ -71,9 +96,47 @@ impl Chart {
         self.doc.save()
     }
 
+    fn of(doc: Automerge) -> Chart {
+        Chart {
+            doc,
+            kept: Kept::default(),
+        }
+    }
+
     /// The changes made since `heads`, for appending to a store.
     pub fn save_after(&self, heads: &[ChangeHash]) -> Vec<u8> {
-        self.doc.save_after(heads)
+        match self.kept_changes(heads) {
+            Some(new) => new.bytes(),
+            None => self.doc.save_after(heads),
+        }
+    }
+
+    /// The changes this chart has beyond `since`, rebuilt from automerge's op set once: kept
+    /// until the chart changes again or [`Chart::forget_new_changes`], so that the checks of
+    /// a write and the store's commit of it (its bytes, what it touched) share them.
+    pub fn new_changes(
+        &self,
+        since: &[ChangeHash],
+    ) -> Result<validate::NewChanges<'_>, validate::Rejection> {
+        if let Some(kept) = self.kept_changes(since) {
+            return Ok(kept);
+        }
+        let new = validate::NewChanges::of(&self.doc, since)?;
+        *self.kept.slot() = Some(new.shared());
+        Ok(new)
+    }
+
+    /// The kept changes beyond `since`, if they are still the chart's newest.
+    pub(crate) fn kept_changes(&self, since: &[ChangeHash]) -> Option<validate::NewChanges<'_>> {
+        let kept = self.kept.slot().clone()?;
+        (kept.since == since && kept.until == self.doc.get_heads())
+            .then(|| validate::NewChanges::kept(&self.doc, kept))
+    }
+
+    /// Lets go of the changes [`Chart::new_changes`] kept (the store does, once they are
+    /// committed: a chart in its cache holds no more than its document).
+    pub fn forget_new_changes(&self) {
+        *self.kept.slot() = None;
     }
 
     /// Applies bytes from [`Chart::save_after`] or [`Chart::save`] of another replica.
@@ -135,7 +198,7 @@ impl Chart {
     pub fn fork(&self) -> Chart {
         let mut doc = self.doc.fork();
         crate::seeded::set_actor(&mut doc);
-        Chart { doc }
+        Chart::of(doc)
     }
 
     /// Who made a change of this chart, as the change's author says (changes written through

@@ -2,14 +2,14 @@
 //! to refresh only the index rows those records feed, and its change feed reports the
 //! sections to the UI.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::legacy::{Key, OpType};
 use automerge::{ChangeHash, ReadDoc};
 
 use super::keys;
 use super::read::Reader;
-use super::validate::{locate, Located};
+use super::validate::NewChanges;
 use super::Chart;
 
 /// A record: its section and id. Patient and encounter are records with an empty id.
@@ -41,28 +41,43 @@ fn section_is(section: &str, ty: automerge::ObjType) -> bool {
     keys::section_type(section) == Some(ty)
 }
 
+impl Touched {
+    /// Every section written, and the encounter (which refreshes the whole chart's index).
+    fn everything() -> Touched {
+        let sections: BTreeSet<String> =
+            keys::SECTIONS.iter().map(|(k, _)| k.to_string()).collect();
+        Touched {
+            records: [(keys::ENCOUNTER.to_string(), String::new())].into(),
+            written: sections.clone(),
+            sections,
+            ..Touched::default()
+        }
+    }
+}
+
 impl Chart {
     /// What the changes after `heads` touched (everything, when `heads` is empty).
     pub fn touched_since(&self, heads: &[ChangeHash]) -> Touched {
+        // The changes a write's checks already decoded and located, when they are these.
+        let new = match self.kept_changes(heads) {
+            Some(kept) => Ok(kept),
+            None => NewChanges::of(&self.doc, heads),
+        };
+        let Some(decoded) = new.as_ref().ok().and_then(|n| n.decoded().ok()) else {
+            // automerge failed inside reading them (the server refuses such changes): the
+            // whole chart is refreshed.
+            return Touched::everything();
+        };
+        let new = new.as_ref().expect("decoded above");
         let mut out = Touched::default();
-        let mut located: HashMap<String, Option<Located>> = HashMap::new();
         let mut candidates: BTreeSet<RecordRef> = BTreeSet::new();
-        for change in self.doc.get_changes(heads) {
-            for op in change.decode().operations {
-                let path: Vec<String> = match &op.obj {
-                    ObjectId::Root => Vec::new(),
-                    ObjectId::Id(id) => {
-                        let key = format!("{}@{}", id.counter(), id.actor());
-                        match located
-                            .entry(key)
-                            .or_insert_with_key(|k| locate(&self.doc, k))
-                        {
-                            Some(l) => l.path.iter().map(|(_, k)| k.clone()).collect(),
-                            // Inside something no longer reachable: nothing to index.
-                            None => continue,
-                        }
-                    }
+        for (_, change) in decoded {
+            for op in &change.operations {
+                // Inside something no longer reachable: nothing to index.
+                let Some(located) = new.locate(&op.obj) else {
+                    continue;
                 };
+                let path: Vec<String> = located.keys().map(str::to_string).collect();
                 let inside = !path.is_empty();
                 let mut full = path;
                 if let Key::Map(k) = &op.key {

@@ -8,6 +8,7 @@
 //! document by its object's path, so the rules apply whichever client wrote the change.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use automerge::legacy::{Key, ObjectId, OpType};
 use automerge::{Automerge, ChangeHash, ObjId, Prop, ReadDoc, ROOT};
@@ -127,63 +128,164 @@ fn schema_violation(e: ChartError) -> Violation {
     }
 }
 
-#[derive(Clone)]
-pub(super) struct Located {
+#[derive(Default)]
+pub(crate) struct Located {
     /// Keys from the root to the object, and the ids of the objects along the way.
-    pub(super) path: Vec<(ObjId, String)>,
+    pub(crate) path: Vec<(ObjId, String)>,
 }
 
-/// The changes a document has beyond some heads, rebuilt and decoded once (automerge 0.12
-/// rebuilds changes from its op set on every `get_changes`), with the objects their
-/// operations write located once: what [`validate_changes`] and [`check_writer`] both read.
-/// The server checks incoming changes with both on one of these.
+impl Located {
+    /// The keys from the root to the object.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.path.iter().map(|(_, k)| k.as_str())
+    }
+}
+
+/// The changes a document has beyond some heads, rebuilt once (automerge 0.12 rebuilds
+/// changes from its op set on every `get_changes`), decoded once when first read, with the
+/// objects their operations write located once: what [`validate_changes`],
+/// [`check_writer`] and `touched_since` read, and what the store appends. The server checks
+/// a message's changes and the store commits them from one of these (`Chart::new_changes`).
 pub struct NewChanges<'d> {
     doc: &'d Automerge,
-    changes: Vec<(automerge::Change, automerge::legacy::Change)>,
-    located: std::cell::RefCell<HashMap<String, Option<Located>>>,
+    changes: Arc<ChangesSince>,
+}
+
+/// What [`NewChanges`] holds, kept by a chart between the checks of a write and its commit.
+pub(crate) struct ChangesSince {
+    pub(crate) since: Vec<ChangeHash>,
+    pub(crate) until: Vec<ChangeHash>,
+    changes: Vec<automerge::Change>,
+    /// The operations of each change: `None` when automerge failed inside decoding them.
+    decoded: OnceLock<Option<Vec<automerge::legacy::Change>>>,
+    /// Where each object sits, found on first need; `None`: no longer reachable.
+    located: Mutex<HashMap<ObjId, Option<Arc<Located>>>>,
 }
 
 impl<'d> NewChanges<'d> {
     /// The changes `doc` has beyond `heads`; refused as unreadable if automerge fails
-    /// inside while rebuilding or decoding them.
+    /// inside while rebuilding them.
     pub fn of(doc: &'d Automerge, heads: &[ChangeHash]) -> Result<NewChanges<'d>, Rejection> {
-        let changes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            doc.get_changes(heads)
-                .into_iter()
-                .map(|c| {
-                    let decoded = c.decode();
-                    (c, decoded)
-                })
-                .collect()
-        }))
-        .map_err(|_| unreadable())?;
-        Ok(NewChanges {
-            doc,
+        let changes =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.get_changes(heads)))
+                .map_err(|_| unreadable())?;
+        let changes = Arc::new(ChangesSince {
+            since: heads.to_vec(),
+            until: doc.get_heads(),
             changes,
+            decoded: OnceLock::new(),
             located: Default::default(),
-        })
+        });
+        Ok(NewChanges { doc, changes })
+    }
+
+    /// The same changes of the same document, kept by a chart.
+    pub(crate) fn kept(doc: &'d Automerge, changes: Arc<ChangesSince>) -> NewChanges<'d> {
+        NewChanges { doc, changes }
+    }
+
+    pub(crate) fn shared(&self) -> Arc<ChangesSince> {
+        self.changes.clone()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.changes.changes.is_empty()
     }
 
     /// Each change's hash and bytes, in order.
     pub fn raw(&self) -> Vec<(ChangeHash, Vec<u8>)> {
         self.changes
+            .changes
             .iter()
-            .map(|(c, _)| (c.hash(), c.raw_bytes().to_vec()))
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
             .collect()
     }
 
-    /// Where the object `obj` (`counter@actor`) sits in the document (`None`: no longer
-    /// reachable).
-    fn locate(&self, obj: &str) -> Option<Located> {
-        if let Some(found) = self.located.borrow().get(obj) {
-            return found.clone();
+    /// The changes one after another, as `save_after` writes them and `load_incremental`
+    /// reads them.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.changes
+                .changes
+                .iter()
+                .map(|c| c.raw_bytes().len())
+                .sum(),
+        );
+        for c in &self.changes.changes {
+            out.extend_from_slice(c.raw_bytes());
         }
-        let found = locate(self.doc, obj);
-        self.located
-            .borrow_mut()
-            .insert(obj.to_string(), found.clone());
-        found
+        out
     }
+
+    /// The changes, each with its decoded operations; refused as unreadable if automerge
+    /// fails inside decoding them.
+    pub(crate) fn decoded(
+        &self,
+    ) -> Result<impl Iterator<Item = (&automerge::Change, &automerge::legacy::Change)>, Rejection>
+    {
+        let decoded = self.changes.decoded.get_or_init(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.changes.changes.iter().map(|c| c.decode()).collect()
+            }))
+            .ok()
+        });
+        match decoded {
+            Some(d) => Ok(self.changes.changes.iter().zip(d)),
+            None => Err(unreadable()),
+        }
+    }
+
+    /// Where the object an operation writes sits in the document (`None`: no longer
+    /// reachable). Each object's parent is asked of automerge once: the path of an object
+    /// is its parent's with one more key.
+    pub(crate) fn locate(&self, obj: &ObjectId) -> Option<Arc<Located>> {
+        let obj = match obj {
+            ObjectId::Root => ROOT,
+            ObjectId::Id(id) => ObjId::Id(id.counter(), id.actor().clone(), usize::MAX),
+        };
+        // Up from the object to the first ancestor already located (or the root), then
+        // down again, locating each object on the way.
+        let mut below: Vec<(ObjId, Prop)> = Vec::new();
+        let mut at = obj;
+        let base = loop {
+            if let Some(found) = lock(&self.changes.located).get(&at) {
+                break found.clone();
+            }
+            if at == ROOT {
+                break Some(Arc::new(Located::default()));
+            }
+            let parent = self.doc.parents(&at).ok().and_then(|mut p| p.next());
+            match parent {
+                Some(p) if p.visible => {
+                    below.push((at, p.prop));
+                    at = p.obj;
+                }
+                // Inside something deleted (or conflicted away), or not an object at all.
+                _ => break None,
+            }
+        };
+        let mut located = lock(&self.changes.located);
+        located.entry(at).or_insert_with(|| base.clone());
+        let mut current = base;
+        for (obj, prop) in below.into_iter().rev() {
+            current = current.map(|up| {
+                let key = match prop {
+                    Prop::Map(k) => k,
+                    Prop::Seq(i) => i.to_string(),
+                };
+                let mut path = up.path.clone();
+                path.push((obj.clone(), key));
+                Arc::new(Located { path })
+            });
+            located.insert(obj, current.clone());
+        }
+        current
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks the changes that `after` has and `before` does not. `before` may be an empty
@@ -224,35 +326,26 @@ fn checked(before: &Automerge, new: &NewChanges<'_>) -> Result<(), Rejection> {
         Err(e) => return reject(vec![Violation::NotAChart(e)]),
     }
     let is_new_chart = before.get_heads().is_empty();
-    let new_hashes: HashSet<ChangeHash> = new.changes.iter().map(|(c, _)| c.hash()).collect();
+    let decoded: Vec<_> = new.decoded()?.collect();
+    let new_hashes: HashSet<ChangeHash> = decoded.iter().map(|(c, _)| c.hash()).collect();
     let mut violations = Vec::new();
     let mut touched: BTreeSet<RecordRef> = BTreeSet::new();
     let mut touched_lists: BTreeSet<String> = BTreeSet::new();
     // (change, section, record id) for records of signable sections.
     let mut signable_edits: Vec<(ChangeHash, &'static str, String)> = Vec::new();
 
-    for (change, expanded) in &new.changes {
+    for (change, expanded) in decoded {
         let hash = change.hash();
         let short = hash.to_string();
         for op in &expanded.operations {
-            let obj_key = match &op.obj {
-                ObjectId::Root => None,
-                ObjectId::Id(id) => Some(format!("{}@{}", id.counter(), id.actor())),
-            };
-            let loc = match &obj_key {
-                None => Some(Located { path: Vec::new() }),
-                Some(k) => new.locate(k),
-            };
             // An object no longer reachable (inside something deleted) is judged by the
             // operation that deleted it.
-            let Some(loc) = loc else { continue };
-            let key = match &op.key {
-                Key::Map(k) => Some(k.to_string()),
-                Key::Seq(_) => None,
+            let Some(loc) = new.locate(&op.obj) else {
+                continue;
             };
-            let mut keys_path: Vec<String> = loc.path.iter().map(|(_, k)| k.clone()).collect();
-            if let Some(k) = &key {
-                keys_path.push(k.clone());
+            let mut keys_path: Vec<String> = loc.keys().map(str::to_string).collect();
+            if let Key::Map(k) = &op.key {
+                keys_path.push(k.to_string());
             }
             let Some(section) = keys_path.first().cloned() else {
                 continue;
@@ -443,26 +536,6 @@ fn is_keyed(section: &str) -> bool {
     )
 }
 
-/// Finds where an object sits in the document: the keys from the root.
-pub(super) fn locate(doc: &Automerge, obj: &str) -> Option<Located> {
-    let id = doc.import_obj(obj).ok()?;
-    let parents = doc.parents(&id).ok()?;
-    let path = parents.visible_path()?;
-    // `path` pairs each parent object with the key of the next object inside it; shift it so
-    // each key pairs with the object that key leads to.
-    let mut out = Vec::with_capacity(path.len());
-    let mut next_objs: Vec<ObjId> = path.iter().skip(1).map(|(o, _)| o.clone()).collect();
-    next_objs.push(id);
-    for ((_, prop), obj) in path.into_iter().zip(next_objs) {
-        let key = match prop {
-            Prop::Map(k) => k,
-            Prop::Seq(i) => i.to_string(),
-        };
-        out.push((obj, key));
-    }
-    Some(Located { path: out })
-}
-
 /// If `path` is inside an append-only list, the index in `path` of the list's key.
 fn append_only_depth(path: &[String]) -> Option<usize> {
     if keys::is_append_only(&path[0]) {
@@ -645,7 +718,8 @@ pub fn check_new_writer(
     let mut violations = Vec::new();
     // One pass over the changes: the author each names, every field naming a writer, and
     // the sections written inside.
-    for (change, _) in &new.changes {
+    let decoded: Vec<_> = new.decoded()?.collect();
+    for (change, _) in &decoded {
         if let Some(staff) = super::author_in(new.doc, change) {
             if staff.user != user || staff.role != role {
                 violations.push(Violation::NotTheAuthor {
@@ -670,14 +744,15 @@ pub fn check_new_writer(
     const ROLE_SECTIONS: [&str; 3] = [keys::ENTRIES, keys::SIGNATURES, keys::AMENDMENTS];
     // Sections written inside (as `touched_since(before).written` finds them).
     let mut written: BTreeSet<String> = BTreeSet::new();
-    for (change, decoded) in &new.changes {
+    for (change, decoded) in decoded {
         for op in &decoded.operations {
-            let ObjectId::Id(id) = &op.obj else { continue };
-            let obj = format!("{}@{}", id.counter(), id.actor());
-            let Some(loc) = new.locate(&obj) else {
+            if op.obj == ObjectId::Root {
+                continue;
+            }
+            let Some(loc) = new.locate(&op.obj) else {
                 continue;
             };
-            let path: Vec<&str> = loc.path.iter().map(|(_, k)| k.as_str()).collect();
+            let path: Vec<&str> = loc.keys().collect();
             let Some(section) = path.first().copied() else {
                 continue;
             };

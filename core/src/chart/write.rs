@@ -353,7 +353,7 @@ impl Chart {
         }
         let mut doc = Automerge::new();
         crate::seeded::set_actor(&mut doc);
-        let mut chart = Chart { doc };
+        let mut chart = Chart::of(doc);
         chart.commit(by, at, "admit", |tx| {
             tx.put(ROOT, keys::SCHEMA, keys::SCHEMA_V1)?;
             for (key, ty) in keys::SECTIONS {

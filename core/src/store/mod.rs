@@ -370,6 +370,7 @@ impl ChartStore {
         if cached.chart.is_some() {
             return Err(StoreError::AlreadyExists(id));
         }
+        chart.forget_new_changes();
         let row = NewChartRow::of(id, &mut chart)?;
         let heads = chart.heads();
         let inserted = {
@@ -643,6 +644,7 @@ impl ChartStore {
         let outcome = match result {
             Err(error) => Err(StoreError::Chart { id, error }),
             Ok(v) if !changed => {
+                chart.forget_new_changes();
                 cached.dirty = false;
                 return Ok(v);
             }
@@ -651,6 +653,9 @@ impl ChartStore {
                 .persist(id, &mut cached, actor, also)
                 .map(|due| (v, due)),
         };
+        if let Some(chart) = &cached.chart {
+            chart.forget_new_changes();
+        }
         match outcome {
             Ok((v, due)) => {
                 cached.dirty = false;
