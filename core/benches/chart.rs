@@ -1,5 +1,6 @@
 //! A busy chart: 2,000 entries (observations and notes over a long stay) and 200 signatures.
-//! Reports its saved size, then times save, load and view.
+//! Reports its saved size, then times save, load and view (also of the chart after two
+//! tablets wrote apart, when conflicts are looked for).
 //!
 //! Run: `cargo bench -p chartsync-core --bench chart`
 
@@ -30,6 +31,24 @@ fn bench(c: &mut Criterion) {
     let loaded = Chart::load(&bytes).unwrap();
     g.bench_function("view", |b| b.iter(|| loaded.view().unwrap()));
     g.bench_function("conflicts", |b| b.iter(|| loaded.conflicts()));
+    // The same chart after two tablets each wrote a note while apart: its history is no
+    // longer one chain, so the view walks every record for conflicting values.
+    let mut merged = Chart::load(&bytes).unwrap();
+    let mut other = merged.fork();
+    let at = Timestamp::parse("2026-12-01T00:00:00Z").unwrap();
+    for (chart, nurse) in [(&mut merged, "rn.silva"), (&mut other, "rn.okafor")] {
+        let by = Staff::new(nurse, Role::Nurse, "tablet-4west-01");
+        chart
+            .add_entry(&by, at, NewEntry::note(EntryKind::NursingNote, "Seen"))
+            .unwrap();
+    }
+    merged.merge(&other).unwrap();
+    g.bench_function("view_after_concurrent_edits", |b| {
+        b.iter(|| merged.view().unwrap())
+    });
+    g.bench_function("conflicts_after_concurrent_edits", |b| {
+        b.iter(|| merged.conflicts())
+    });
     g.bench_function("add_observation", |b| {
         let nurse = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
         let mut c = Chart::load(&bytes).unwrap();

@@ -157,7 +157,7 @@ fn first_event_since(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chart::{EncounterClass, NewEncounter, NewEntry, NewPatient, Shift, Staff};
+    use crate::chart::{NewEntry, Shift, Staff};
     use crate::codes::CodeSystem;
 
     fn at(hours: i64) -> Timestamp {
@@ -175,27 +175,7 @@ mod tests {
     }
 
     fn admitted() -> Chart {
-        Chart::create(
-            NewPatient {
-                mrn: "MRN-0042".into(),
-                family_name: "Rivera".into(),
-                given_names: "Ana".into(),
-                birth_date: None,
-                sex: None,
-                address: None,
-                phone: None,
-            },
-            NewEncounter {
-                ward: "4west".into(),
-                bed: Some("12A".into()),
-                class: EncounterClass::Inpatient,
-                admit_source: None,
-                attending: None,
-            },
-            &clerk(),
-            at(0),
-        )
-        .unwrap()
+        crate::chart::testing::admitted(&clerk(), at(0))
     }
 
     fn vitals(chart: &mut Chart, hour: i64) {

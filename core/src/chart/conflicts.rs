@@ -1,7 +1,9 @@
 //! Concurrent writes to one register are kept by automerge; this module lists them with who
 //! wrote each value, and resolves them with one write that supersedes them all.
 
-use automerge::{hydrate, Automerge, ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{
+    hydrate, Automerge, ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ROOT,
+};
 use serde::{Deserialize, Serialize};
 
 use super::error::ChartError;
@@ -121,30 +123,92 @@ fn writer_of(doc: &Automerge, id: &ObjId) -> (Option<String>, Option<Role>, Opti
 }
 
 impl Chart {
-    /// Whether any two of the chart's changes were made concurrently: only then can a
-    /// value have conflicting writes. A history that is one chain (one first change, one
-    /// head, no change with two dependencies) has none.
-    pub(crate) fn has_concurrent_changes(&self) -> bool {
-        if self.doc.get_heads().len() > 1 {
-            return true;
+    /// Every register with concurrent values, whichever section it is in.
+    ///
+    /// Only objects that changes made concurrently with another change wrote can hold one:
+    /// those are read, not the whole document (the walk of a 2,000-entry chart's every
+    /// object took longer than the rest of its view).
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let Some(written) = self.written_concurrently() else {
+            return self.conflicts_under(ROOT, Vec::new());
+        };
+        let mut out = Vec::new();
+        for obj in written {
+            let path = match &obj {
+                ObjId::Root => Some(Vec::new()),
+                _ => self.doc.parents(&obj).ok().and_then(|p| p.visible_path()),
+            };
+            // Inside something deleted, or a value that lost a conflict: not shown.
+            let Some(path) = path else { continue };
+            let path: Vec<String> = path.into_iter().map(|(_, prop)| prop.to_string()).collect();
+            self.conflicts_at(&obj, &path, &mut out, None);
         }
-        let mut first = 0;
-        for change in self.doc.get_changes_meta(&[]) {
-            match change.deps.len() {
-                0 => first += 1,
-                1 => {}
-                _ => return true,
-            }
-        }
-        first > 1
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
 
-    /// Every register with concurrent values, whichever section it is in.
-    pub fn conflicts(&self) -> Vec<Conflict> {
-        if !self.has_concurrent_changes() {
-            return Vec::new();
+    /// The objects written by changes that are concurrent with some other change: neither
+    /// before nor after it in the history. `None` when the history cannot be read so (look
+    /// everywhere).
+    ///
+    /// In the order automerge keeps changes (each after its dependencies), the change at
+    /// position i is before or after every other exactly when no dependency jumps over i:
+    /// from a change before i to one after it (counting a first change as depending on a
+    /// start before them all, and the end after them all as depending on every head).
+    fn written_concurrently(&self) -> Option<std::collections::HashSet<ObjId>> {
+        let changes = self.doc.get_changes_meta(&[]);
+        let n = changes.len() as isize;
+        let position: std::collections::HashMap<ChangeHash, isize> = changes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.hash, i as isize))
+            .collect();
+        let heads = self.doc.get_heads();
+        // Jumps over each position, as differences: +1 where a jump starts covering, -1
+        // after it ends.
+        let mut jumps = vec![0i64; changes.len() + 1];
+        let mut jump = |from: isize, to: isize| {
+            if from + 1 < to {
+                jumps[(from + 1) as usize] += 1;
+                jumps[to as usize] -= 1;
+            }
+        };
+        for (i, change) in changes.iter().enumerate() {
+            let i = i as isize;
+            if change.deps.is_empty() {
+                jump(-1, i);
+            }
+            for dep in &change.deps {
+                let d = *position.get(dep)?;
+                if d >= i {
+                    return None;
+                }
+                jump(d, i);
+            }
+            if heads.contains(&change.hash) {
+                jump(i, n);
+            }
         }
-        self.conflicts_under(ROOT, Vec::new())
+        let mut written = std::collections::HashSet::new();
+        let mut covered = 0;
+        for (i, change) in changes.iter().enumerate() {
+            covered += jumps[i];
+            if covered == 0 {
+                continue;
+            }
+            let full = self.doc.get_change_by_hash(&change.hash)?;
+            // automerge can fail inside decoding a hostile change: look everywhere then.
+            let ops = std::panic::catch_unwind(|| full.decode().operations).ok()?;
+            for op in ops {
+                written.insert(match op.obj {
+                    automerge::legacy::ObjectId::Root => ROOT,
+                    automerge::legacy::ObjectId::Id(id) => {
+                        ObjId::Id(id.counter(), id.actor().clone(), usize::MAX)
+                    }
+                });
+            }
+        }
+        Some(written)
     }
 
     /// The conflicts inside one object, whose keys from the root are `path`.
@@ -152,72 +216,84 @@ impl Chart {
         let mut out = Vec::new();
         let mut stack: Vec<(ObjId, Vec<String>)> = vec![(start, path)];
         while let Some((obj, path)) = stack.pop() {
-            let ty = match &obj {
-                ObjId::Root => ObjType::Map,
-                _ => match self.doc.object_type(&obj) {
-                    Ok(t) => t,
-                    Err(_) => continue,
-                },
-            };
-            let props: Vec<(Prop, bool, Value<'_>, ObjId)> = match ty {
-                ObjType::Map | ObjType::Table => self
-                    .doc
-                    .map_range(&obj, ..)
-                    .map(|i| {
-                        let id = i.id();
-                        (
-                            Prop::Map(i.key.to_string()),
-                            i.conflict,
-                            i.value.into_value(),
-                            id,
-                        )
-                    })
-                    .collect(),
-                ObjType::List => self
-                    .doc
-                    .list_range(&obj, ..)
-                    .map(|i| {
-                        let id = i.id();
-                        (Prop::Seq(i.index), i.conflict, i.value.into_value(), id)
-                    })
-                    .collect(),
-                ObjType::Text => Vec::new(),
-            };
-            for (prop, conflict, value, id) in props {
-                let is_object = matches!(value, Value::Object(_));
-                if !conflict && !is_object {
-                    continue;
-                }
-                let mut child = path.clone();
-                child.push(prop.to_string());
-                if conflict {
-                    let values = self
-                        .doc
-                        .get_all(&obj, prop.clone())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(v, id)| {
-                            let (user, role, device) = writer_of(&self.doc, &id);
-                            ConflictingValue {
-                                value: JsonValue(json_of(&self.doc, &v, &id)),
-                                user,
-                                role,
-                                device,
-                            }
-                        })
-                        .collect();
-                    out.push(Conflict {
-                        path: child.clone(),
-                        values,
-                    });
-                }
-                if is_object {
-                    stack.push((id, child));
-                }
-            }
+            self.conflicts_at(&obj, &path, &mut out, Some(&mut stack));
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
+    }
+
+    /// The conflicts in one object's own keys (its path from the root: `path`), and, with
+    /// `inside`, the objects it holds, to look in next.
+    fn conflicts_at(
+        &self,
+        obj: &ObjId,
+        path: &[String],
+        out: &mut Vec<Conflict>,
+        mut inside: Option<&mut Vec<(ObjId, Vec<String>)>>,
+    ) {
+        let ty = match obj {
+            ObjId::Root => ObjType::Map,
+            _ => match self.doc.object_type(obj) {
+                Ok(t) => t,
+                Err(_) => return,
+            },
+        };
+        let props: Vec<(Prop, bool, Value<'_>, ObjId)> = match ty {
+            ObjType::Map | ObjType::Table => self
+                .doc
+                .map_range(obj, ..)
+                .map(|i| {
+                    let id = i.id();
+                    (
+                        Prop::Map(i.key.to_string()),
+                        i.conflict,
+                        i.value.into_value(),
+                        id,
+                    )
+                })
+                .collect(),
+            ObjType::List => self
+                .doc
+                .list_range(obj, ..)
+                .map(|i| {
+                    let id = i.id();
+                    (Prop::Seq(i.index), i.conflict, i.value.into_value(), id)
+                })
+                .collect(),
+            ObjType::Text => Vec::new(),
+        };
+        for (prop, conflict, value, id) in props {
+            let descend = matches!(value, Value::Object(_)) && inside.is_some();
+            if !conflict && !descend {
+                continue;
+            }
+            let mut child = path.to_vec();
+            child.push(prop.to_string());
+            if conflict {
+                let values = self
+                    .doc
+                    .get_all(obj, prop.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(v, id)| {
+                        let (user, role, device) = writer_of(&self.doc, &id);
+                        ConflictingValue {
+                            value: JsonValue(json_of(&self.doc, &v, &id)),
+                            user,
+                            role,
+                            device,
+                        }
+                    })
+                    .collect();
+                out.push(Conflict {
+                    path: child.clone(),
+                    values,
+                });
+            }
+            if let Some(stack) = inside.as_deref_mut().filter(|_| descend) {
+                stack.push((id, child));
+            }
+        }
     }
 
     /// Settles the conflict at `path` with one value that supersedes every concurrent one.
@@ -335,4 +411,139 @@ impl Chart {
 enum ChosenValue {
     Scalar(ScalarValue),
     Object(hydrate::Value),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chart::{EntryKind, NewEntry, PatientUpdate, Staff};
+    use proptest::prelude::*;
+
+    fn at(minutes: i64) -> Timestamp {
+        Timestamp::parse("2026-12-02T08:00:00Z")
+            .unwrap()
+            .plus_seconds(minutes * 60)
+    }
+
+    fn admitted() -> Chart {
+        let clerk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+        crate::chart::testing::admitted(&clerk, at(0))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Phone(usize, u8),
+        Address(usize, u8),
+        Note(usize),
+        Value(usize, usize, u8),
+        Merge(usize, usize),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..3usize, any::<u8>()).prop_map(|(r, v)| Step::Phone(r, v)),
+            (0..3usize, any::<u8>()).prop_map(|(r, v)| Step::Address(r, v)),
+            (0..3usize).prop_map(Step::Note),
+            (0..3usize, 0..4usize, any::<u8>()).prop_map(|(r, e, v)| Step::Value(r, e, v)),
+            (0..3usize, 0..3usize).prop_map(|(a, b)| Step::Merge(a, b)),
+        ]
+    }
+
+    #[test]
+    fn a_conflict_inside_an_entry_written_only_while_apart_is_found() {
+        let nurses: Vec<Staff> = (0..2)
+            .map(|n| Staff::new(&format!("rn.{n}"), Role::Nurse, &format!("tablet-{n}")))
+            .collect();
+        let first = admitted();
+        let (mut a, mut b) = (first.fork(), first.fork());
+        b.add_entry(
+            &nurses[1],
+            at(1),
+            NewEntry::note(EntryKind::NursingNote, "Seen"),
+        )
+        .unwrap();
+        // A writes an entry while apart from B, and B gets it.
+        let note = NewEntry::note(EntryKind::Observation, "Pulse");
+        let entry = a.add_entry(&nurses[0], at(2), note).unwrap();
+        b.merge(&a).unwrap();
+        // Both set its value while apart again; then A hears B and writes on.
+        a.set_entry_value(&nurses[0], at(3), &entry, Some("80"), Some("/min"))
+            .unwrap();
+        b.set_entry_value(&nurses[1], at(4), &entry, Some("84"), Some("bpm"))
+            .unwrap();
+        a.merge(&b).unwrap();
+        a.add_entry(
+            &nurses[0],
+            at(5),
+            NewEntry::note(EntryKind::NursingNote, "Settled"),
+        )
+        .unwrap();
+        assert_eq!(a.heads().len(), 1);
+
+        let found = a.conflicts();
+        let paths: Vec<String> = found.iter().map(|c| c.path.join("/")).collect();
+        assert_eq!(paths.len(), 2, "{paths:?}");
+        assert!(paths.iter().all(|p| p.contains(&entry)), "{paths:?}");
+        assert_eq!(found, a.conflicts_under(ROOT, Vec::new()));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Three tablets write and merge in any order: the conflicts found in what
+        /// concurrent changes wrote are exactly those a walk of every object finds.
+        #[test]
+        fn conflicts_found_from_concurrent_changes_are_those_of_the_whole_document(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            let first = admitted();
+            let mut tablets: Vec<Chart> = (0..3).map(|_| first.fork()).collect();
+            let nurses: Vec<Staff> = (0..3)
+                .map(|n| Staff::new(&format!("rn.{n}"), Role::Nurse, &format!("tablet-{n}")))
+                .collect();
+            // Entries every tablet knows (written on the first chart, before the forks).
+            let mut shared = first;
+            let entries: Vec<String> = (0..4)
+                .map(|n| {
+                    shared
+                        .add_entry(&nurses[0], at(1), NewEntry::note(EntryKind::Observation, format!("#{n}")))
+                        .unwrap()
+                })
+                .collect();
+            for t in &mut tablets {
+                t.merge(&shared).unwrap();
+            }
+            for (k, step) in steps.into_iter().enumerate() {
+                let when = at(2 + k as i64);
+                match step {
+                    Step::Phone(r, v) => {
+                        let update = PatientUpdate { phone: Some(format!("555-{v:04}")), ..Default::default() };
+                        tablets[r].change_information(&nurses[r], when, update).unwrap();
+                    }
+                    Step::Address(r, v) => {
+                        let update = PatientUpdate { address: Some(format!("{v} Elm St")), ..Default::default() };
+                        tablets[r].change_information(&nurses[r], when, update).unwrap();
+                    }
+                    Step::Note(r) => {
+                        tablets[r]
+                            .add_entry(&nurses[r], when, NewEntry::note(EntryKind::NursingNote, "Seen"))
+                            .unwrap();
+                    }
+                    Step::Value(r, e, v) => {
+                        tablets[r]
+                            .set_entry_value(&nurses[r], when, &entries[e], Some(&v.to_string()), Some("/min"))
+                            .unwrap();
+                    }
+                    Step::Merge(a, b) if a != b => {
+                        let other = tablets[b].clone();
+                        tablets[a].merge(&other).unwrap();
+                    }
+                    Step::Merge(..) => {}
+                }
+            }
+            for t in &tablets {
+                prop_assert_eq!(t.conflicts(), t.conflicts_under(ROOT, Vec::new()));
+            }
+        }
+    }
 }

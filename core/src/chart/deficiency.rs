@@ -258,6 +258,11 @@ impl Chart {
         Ok(false)
     }
 
+    /// Up to how many records [`Chart::deficiencies_with`] looks for conflicts by walking
+    /// each record (a commit's few); past it, [`Chart::conflicts`] finds them in what
+    /// concurrent changes wrote, once for the chart.
+    const WALK_RECORDS_UP_TO: usize = 16;
+
     fn deficiencies_with(
         &self,
         records: &BTreeSet<RecordRef>,
@@ -267,8 +272,7 @@ impl Chart {
         let (signatures, amendments) = (&signing.signatures, &signing.amendments);
         let due = Due::of(r.encounter()?);
         let mut out = Vec::new();
-        // Conflicts are looked for only where changes were concurrent (asked once).
-        let concurrent = std::cell::OnceCell::new();
+        let chart_wide = std::cell::OnceCell::new();
         for (section, id) in records {
             let obj = if id.is_empty() {
                 match self.doc.get(ROOT, section.as_str())? {
@@ -383,10 +387,17 @@ impl Chart {
             if !id.is_empty() {
                 base.push(id.clone());
             }
-            if !*concurrent.get_or_init(|| self.has_concurrent_changes()) {
-                continue;
-            }
-            for c in self.conflicts_under(obj, base.clone()) {
+            // A few records are walked; for many, the chart's conflicts are found once.
+            let conflicts = match records.len() > Self::WALK_RECORDS_UP_TO {
+                true => chart_wide
+                    .get_or_init(|| self.conflicts())
+                    .iter()
+                    .filter(|c| c.path.starts_with(&base))
+                    .cloned()
+                    .collect(),
+                false => self.conflicts_under(obj, base.clone()),
+            };
+            for c in conflicts {
                 out.push(deficiency(
                     DeficiencyKind::UnresolvedConflict,
                     None,

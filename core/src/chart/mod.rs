@@ -428,3 +428,29 @@ pub(crate) fn chunks(mut bytes: &[u8]) -> Result<Vec<Chunk<'_>>, ChartError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Ana Rivera, admitted to 4west bed 12A by `by` at `at`: the unit tests' chart.
+    pub(crate) fn admitted(by: &Staff, at: Timestamp) -> Chart {
+        let patient = NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: None,
+            sex: None,
+            address: None,
+            phone: None,
+        };
+        let encounter = NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: None,
+        };
+        Chart::create(patient, encounter, by, at).unwrap()
+    }
+}
