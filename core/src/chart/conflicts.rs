@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn a_conflict_inside_an_entry_written_only_while_apart_is_found() {
         let nurses: Vec<Staff> = (0..2)
-            .map(|n| Staff::new(&format!("rn.{n}"), Role::Nurse, &format!("tablet-{n}")))
+            .map(|n| Staff::new(format!("rn.{n}"), Role::Nurse, format!("tablet-{n}")))
             .collect();
         let first = admitted();
         let (mut a, mut b) = (first.fork(), first.fork());
@@ -499,7 +499,7 @@ mod tests {
             let first = admitted();
             let mut tablets: Vec<Chart> = (0..3).map(|_| first.fork()).collect();
             let nurses: Vec<Staff> = (0..3)
-                .map(|n| Staff::new(&format!("rn.{n}"), Role::Nurse, &format!("tablet-{n}")))
+                .map(|n| Staff::new(format!("rn.{n}"), Role::Nurse, format!("tablet-{n}")))
                 .collect();
             // Entries every tablet knows (written on the first chart, before the forks).
             let mut shared = first;
