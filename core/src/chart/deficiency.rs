@@ -40,7 +40,7 @@ use super::types::{
     AmendmentKind, CodingSequence, CodingStatus, DeficiencyKind, EncounterClass, EncounterStatus,
     EntryKind, EntryStatus, QueryStatus, RoiStatus, SignatureMeaning, Timestamp,
 };
-use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
+use super::view::{AmendmentView, CodingView, EncounterView, EntryView, SignatureView};
 use super::Chart;
 
 /// One thing a chart is missing or has wrong. Ids, roles and paths only.
@@ -273,6 +273,18 @@ impl Chart {
         let due = Due::of(r.encounter()?);
         let mut out = Vec::new();
         let chart_wide = std::cell::OnceCell::new();
+        // The entries in scope, read whole once: the chart rules (the encounter's record,
+        // sorted before them) look at every entry's kind, and take it from these.
+        let mut entries: BTreeMap<&str, EntryView> = BTreeMap::new();
+        for (_, id) in records.iter().filter(|(s, _)| s == keys::ENTRIES) {
+            match self.record(keys::ENTRIES, "record", id) {
+                Ok(obj) => {
+                    entries.insert(id, r.entry(id, &obj)?);
+                }
+                Err(ChartError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         for (section, id) in records {
             let obj = if id.is_empty() {
                 match self.doc.get(ROOT, section.as_str())? {
@@ -297,7 +309,9 @@ impl Chart {
                 };
             match section.as_str() {
                 keys::ENTRIES => {
-                    let mut entry = r.entry(id, &obj)?;
+                    let Some(mut entry) = entries.remove(id.as_str()) else {
+                        continue;
+                    };
                     let sigs = signatures
                         .get(id.as_str())
                         .map(Vec::as_slice)
@@ -380,7 +394,7 @@ impl Chart {
                         ));
                     }
                 }
-                keys::ENCOUNTER => self.chart_rules(&due, &mut out)?,
+                keys::ENCOUNTER => self.chart_rules(&due, &entries, &mut out)?,
                 _ => {}
             }
             let mut base = vec![section.clone()];
@@ -429,7 +443,13 @@ impl Chart {
 
     /// The rules about the chart as a whole, kept on the encounter record: the H&P, the
     /// discharge summary and the principal diagnosis.
-    fn chart_rules(&self, due: &Due, out: &mut Vec<Deficiency>) -> Result<(), ChartError> {
+    /// `read`: entries already read whole (the rest are read by the few fields needed).
+    fn chart_rules(
+        &self,
+        due: &Due,
+        read: &BTreeMap<&str, EntryView>,
+        out: &mut Vec<Deficiency>,
+    ) -> Result<(), ChartError> {
         let r = Reader::new(&self.doc);
         let class = due.encounter.class;
         let chart_level = |kind, responsible: String, detail: Option<String>, due_at| Deficiency {
@@ -444,13 +464,23 @@ impl Chart {
         // The H&Ps and discharge summaries that stand (not entered in error), read by kind.
         let entries = r.section(keys::ENTRIES)?;
         let mut documents: Vec<(String, EntryKind, Timestamp, String)> = Vec::new();
-        for (id, obj) in r.map_entries(&entries, keys::ENTRIES)? {
-            let path = format!("{}/{id}", keys::ENTRIES);
-            let kind = r.token(&obj, "kind", &path, EntryKind::from_token)?;
-            if !matches!(
+        let is_document = |kind| {
+            matches!(
                 kind,
                 EntryKind::HistoryPhysical | EntryKind::DischargeSummary
-            ) {
+            )
+        };
+        for (id, obj) in r.map_entries(&entries, keys::ENTRIES)? {
+            if let Some(e) = read.get(id.as_str()) {
+                if is_document(e.content.kind) && e.status != EntryStatus::EnteredInError {
+                    let (at, author) = (e.content.recorded_at, e.content.author.clone());
+                    documents.push((id, e.content.kind, at, author));
+                }
+                continue;
+            }
+            let path = format!("{}/{id}", keys::ENTRIES);
+            let kind = r.token(&obj, "kind", &path, EntryKind::from_token)?;
+            if !is_document(kind) {
                 continue;
             }
             if r.token(&obj, "status", &path, EntryStatus::from_token)?

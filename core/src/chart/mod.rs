@@ -52,6 +52,18 @@ pub struct Chart {
     doc: Automerge,
     /// The changes of the write under way, from its checks to its commit.
     kept: Kept,
+    /// The document's bytes as it arrived whole, while it is still at those heads.
+    saved: Saved,
+}
+
+/// A saved form of a chart that arrived as one whole document: its heads and bytes.
+#[derive(Clone, Default)]
+struct Saved(Option<std::sync::Arc<(Vec<ChangeHash>, Vec<u8>)>>);
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Saved")
+    }
 }
 
 /// The changes [`Chart::new_changes`] made, while they are still the chart's newest: a copy
@@ -93,13 +105,29 @@ impl Chart {
 
     /// The whole document, compressed.
     pub fn save(&mut self) -> Vec<u8> {
-        self.doc.save()
+        let heads = self.doc.get_heads();
+        match self.saved.0.take() {
+            // As it arrived, if nothing was written since: not compressed again (automerge
+            // sets up a compressor per column of every save).
+            Some(saved) if saved.0 == heads => saved.1.clone(),
+            _ => self.doc.save(),
+        }
+    }
+
+    /// `bytes`: this chart's document as it arrived whole (a sync message carrying one
+    /// document chunk, taken into an empty document), which [`Chart::save`] returns while
+    /// nothing else is written. The tablet's client only: the bytes are the server's own
+    /// save. The server saves what devices send itself, in automerge's encoding.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))]
+    pub(crate) fn arrived_as(&mut self, bytes: Vec<u8>) {
+        self.saved = Saved(Some(std::sync::Arc::new((self.doc.get_heads(), bytes))));
     }
 
     fn of(doc: Automerge) -> Chart {
         Chart {
             doc,
             kept: Kept::default(),
+            saved: Saved::default(),
         }
     }
 
@@ -452,5 +480,38 @@ pub(crate) mod testing {
             attending: None,
         };
         Chart::create(patient, encounter, by, at).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chart_that_arrived_whole_is_saved_as_it_came_until_it_is_written() {
+        let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+        let at = Timestamp::parse("2026-12-02T08:00:00Z").unwrap();
+        let mut sent = testing::admitted(&nurse, at);
+        let bytes = sent.save();
+        let mut chart = Chart::load(&bytes).unwrap();
+        chart.arrived_as(bytes.clone());
+        assert_eq!(chart.save(), bytes);
+
+        chart
+            .add_entry(&nurse, at, NewEntry::note(EntryKind::NursingNote, "Seen"))
+            .unwrap();
+        chart.arrived_as(bytes.clone());
+        chart
+            .add_entry(
+                &nurse,
+                at,
+                NewEntry::note(EntryKind::NursingNote, "Settled"),
+            )
+            .unwrap();
+        let saved = chart.save();
+        assert_ne!(saved, bytes);
+        let again = Chart::load(&saved).unwrap();
+        assert_eq!(again.heads(), chart.heads());
+        assert_eq!(again.view().unwrap().entries.len(), 2);
     }
 }

@@ -287,7 +287,8 @@ impl Ledger {
                     .filter(|h| c.doc().get_change_meta_by_hash(h).is_some())
                     .copied()
                     .collect();
-                c.doc().get_changes(&known).len()
+                // Metadata only: `get_changes` would rebuild each change from the op set.
+                c.doc().get_changes_meta(&known).len()
             })
             // A chart that cannot be read is not known to be on the server.
             .unwrap_or(1);
@@ -1431,11 +1432,22 @@ impl Session {
                     Ok(msg) => msg,
                     Err(e) => return self.refused_incoming(id, e),
                 };
+                // A chart the tablet lacks arrives whole: those bytes are what the store
+                // keeps, not compressed again.
+                let whole = doc
+                    .get_heads()
+                    .is_empty()
+                    .then(|| crate::protocol::sync::whole_document(&msg))
+                    .flatten();
                 sync.receive(doc, msg).map_err(|e| e.to_string())?;
                 if doc.get_heads().is_empty() {
                     return Ok(sync.generate(doc, &me, &server).into_iter().collect());
                 }
-                let chart = Chart::from_automerge((**doc).clone()).map_err(|e| e.to_string())?;
+                let mut chart =
+                    Chart::from_automerge((**doc).clone()).map_err(|e| e.to_string())?;
+                if let Some(bytes) = whole {
+                    chart.arrived_as(bytes);
+                }
                 let state = sync.state().clone();
                 self.store.insert(id, chart).map_err(|e| e.to_string())?;
                 self.docs

@@ -598,6 +598,18 @@ pub fn changes_of(message: &sync::Message) -> Vec<u8> {
     message.changes.iter().flatten().copied().collect()
 }
 
+/// The bytes of the one whole document a sync message carries, when that is all it carries
+/// (automerge sends a document whole to a peer that has none of it): taken into an empty
+/// document, they are a saved form of what it becomes.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn whole_document(message: &sync::Message) -> Option<Vec<u8>> {
+    let joined = changes_of(message);
+    match crate::chart::chunks(&joined).ok()?.as_slice() {
+        [only] if only.kind == crate::chart::CHUNK_DOCUMENT => Some(only.bytes.to_vec()),
+        _ => None,
+    }
+}
+
 /// The parsed contents of a sync message: whole documents, and single changes with their bytes.
 struct Contents {
     documents: Vec<(Automerge, Vec<u8>)>,

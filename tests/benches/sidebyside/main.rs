@@ -123,32 +123,35 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
         println!("| {name} | {} |", cells.join(" | "));
     };
     let (c, e) = (sizes.charts, sizes.entries);
+    // Wall, the server's CPU, and our tablet client's (the bench process's).
+    let used = |u: &scenarios::Used| {
+        format!(
+            "{} / {} / {}",
+            s(u.wall),
+            cpu(u.cpu_seconds),
+            cpu(u.tablet_cpu_seconds)
+        )
+    };
     row(
-        format!("upload {c} charts × {e} entries: wall / server CPU"),
-        &|r| format!("{} / {}", s(r.upload.wall), cpu(r.upload.cpu_seconds)),
+        format!("upload {c} charts × {e} entries: wall / server CPU / tablet CPU"),
+        &|r| used(&r.upload),
     );
     row("upload: peak resident memory".into(), &|r| {
         mb(r.upload.peak_rss)
     });
     row(
-        format!("first sync of a new tablet ({c} charts): wall / server CPU"),
-        &|r| {
-            format!(
-                "{} / {}",
-                s(r.first_sync.wall),
-                cpu(r.first_sync.cpu_seconds)
-            )
-        },
+        format!("first sync of a new tablet ({c} charts): wall / server CPU / tablet CPU"),
+        &|r| used(&r.first_sync),
     );
     row("first sync: peak resident memory".into(), &|r| {
         mb(r.first_sync.peak_rss)
     });
     row(
         format!(
-            "shift reconnect ({} edits per chart each side): wall / server CPU",
+            "shift reconnect ({} edits per chart each side): wall / server CPU / tablet CPU",
             sizes.edits
         ),
-        &|r| format!("{} / {}", s(r.reconnect.wall), cpu(r.reconnect.cpu_seconds)),
+        &|r| used(&r.reconnect),
     );
     row("reconnect: peak resident memory".into(), &|r| {
         mb(r.reconnect.peak_rss)

@@ -145,6 +145,9 @@ pub struct Used {
     pub cpu_seconds: f64,
     /// The server's peak resident set over the scenario, in bytes.
     pub peak_rss: u64,
+    /// The bench process's CPU seconds over the scenario: the tablet's work, with our client
+    /// on every server.
+    pub tablet_cpu_seconds: f64,
 }
 
 /// One server's results.
@@ -334,6 +337,7 @@ impl Running {
         Measuring {
             server: self,
             cpu: self.cpu_seconds(),
+            tablet_cpu: cpu_seconds_of("self"),
             started: Instant::now(),
         }
     }
@@ -368,6 +372,7 @@ fn clock_ticks() -> f64 {
 struct Measuring<'a> {
     server: &'a Running,
     cpu: f64,
+    tablet_cpu: f64,
     started: Instant,
 }
 
@@ -377,6 +382,7 @@ impl Measuring<'_> {
             wall: self.started.elapsed(),
             cpu_seconds: self.server.cpu_seconds() - self.cpu,
             peak_rss: self.server.peak_rss(),
+            tablet_cpu_seconds: cpu_seconds_of("self") - self.tablet_cpu,
         }
     }
 }
