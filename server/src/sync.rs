@@ -362,11 +362,19 @@ fn wire_size(m: &Message) -> usize {
     }
 }
 
+/// What a document's worker is sent, with what it counts against the incoming budget.
+/// Boxed, as [`Out`] is: a queue's first 32 slots are allocated when it is made, for every
+/// document a connection opens.
+type Queue = Box<(Event, Option<Queued>)>;
+
 /// What goes to the connection's writer.
+///
+/// Messages are boxed: tokio's channel allocates its slots 32 at a time when it is made, and
+/// with a message in place every idle connection would hold 5 KiB of empty slots.
 enum Out {
-    Frame(Message),
+    Frame(Box<Message>),
     /// A document's frame, counted against the connection's outgoing budget until sent.
-    Counted(Message, Option<Queued>),
+    Counted(Box<Message>, Option<Queued>),
     /// A WebSocket ping: a live peer answers, which keeps the connection from going idle.
     Ping,
     /// Send a close frame and stop.
@@ -571,7 +579,7 @@ pub async fn serve_socket(
     );
     let mut conn = Connection::accept(hub.local.clone());
     let mut peer: Option<Arc<Peer>> = None;
-    let mut workers: HashMap<DocumentId, mpsc::Sender<(Event, Option<Queued>)>> = HashMap::new();
+    let mut workers: HashMap<DocumentId, mpsc::Sender<Queue>> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
     loop {
         // The document a frame is about, and what its worker is told.
@@ -585,26 +593,26 @@ pub async fn serve_socket(
                     match route_frame(&mut conn, &mut peer, &hub, &access, &bytes) {
                         Routed::Reply(replies) => {
                             for m in replies {
-                                let _ = out.send(Out::Frame(m)).await;
+                                let _ = out.send(Out::Frame(Box::new(m))).await;
                             }
                             continue;
                         }
                         Routed::Established(replies) => {
                             for m in replies {
-                                let _ = out.send(Out::Frame(m)).await;
+                                let _ = out.send(Out::Frame(Box::new(m))).await;
                             }
                             quiet.as_mut().reset(tokio::time::Instant::now() + hub.limits.idle);
                             // A tablet hears at once which of its people were revoked.
                             if let Some(p) = &peer {
                                 if let Some(m) = revoked_notice(p).await {
-                                    let _ = out.send(Out::Frame(m)).await;
+                                    let _ = out.send(Out::Frame(Box::new(m))).await;
                                 }
                             }
                             continue;
                         }
                         Routed::Close(last) => {
                             for m in last {
-                                let _ = out.send(Out::Frame(m)).await;
+                                let _ = out.send(Out::Frame(Box::new(m))).await;
                             }
                             let _ = out.send(Out::Close).await;
                             break;
@@ -615,7 +623,7 @@ pub async fn serve_socket(
                 Some(Ok(WsMessage::Text(_))) => {
                     close_for_violation(&peer);
                     let text = "text frames are not part of the protocol";
-                    let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
+                    let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
                     let _ = out.send(Out::Close).await;
                     break;
                 }
@@ -635,7 +643,7 @@ pub async fn serve_socket(
                 tracing::info!(user = %access.user, "{text}; disconnecting");
                 metrics.closed_at_bounds.inc();
                 close_for_violation(&peer);
-                let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
+                let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -646,7 +654,7 @@ pub async fn serve_socket(
                 Ok(changed) => {
                     if let Some(worker) = workers.get(&changed.id) {
                         if let Err(mpsc::error::TrySendError::Closed(_)) =
-                            worker.try_send((Event::Changed, None))
+                            worker.try_send(Box::new((Event::Changed, None)))
                         {
                             break; // the worker is gone: see below
                         }
@@ -656,7 +664,7 @@ pub async fn serve_socket(
                 // Missed some: tell every document; automerge sends only what is new.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     for worker in workers.values() {
-                        let _ = worker.try_send((Event::Changed, None));
+                        let _ = worker.try_send(Box::new((Event::Changed, None)));
                     }
                     continue;
                 }
@@ -680,7 +688,7 @@ pub async fn serve_socket(
                 }
                 if let Some(p) = &peer {
                     if let Some(m) = revoked_notice(p).await {
-                        let _ = out.send(Out::Frame(m)).await;
+                        let _ = out.send(Out::Frame(Box::new(m))).await;
                     }
                 }
                 continue;
@@ -693,7 +701,7 @@ pub async fn serve_socket(
                 // Nothing more is taken under it, queued or not.
                 close_for_violation(&peer);
                 let text = "the token has expired";
-                let _ = out.send(Out::Frame(connection_error(&hub, text, conn.remote()))).await;
+                let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -706,7 +714,7 @@ pub async fn serve_socket(
         let Some(peer) = &peer else { continue };
         if let Some(last) = too_many_documents(peer, workers.contains_key(&id), workers.len()) {
             for m in last {
-                let _ = out.send(Out::Frame(m)).await;
+                let _ = out.send(Out::Frame(Box::new(m))).await;
             }
             let _ = out.send(Out::Close).await;
             break;
@@ -731,7 +739,7 @@ pub async fn serve_socket(
         };
         // A worker stops only to close the connection (or if it panicked): either way the
         // device must not be left waiting on a document nobody handles.
-        if worker.send((event, received)).await.is_err() {
+        if worker.send(Box::new((event, received))).await.is_err() {
             break;
         }
     }
@@ -1150,12 +1158,13 @@ async fn write_frames(
 impl Worker {
     async fn run(
         mut self,
-        mut events: mpsc::Receiver<(Event, Option<Queued>)>,
+        mut events: mpsc::Receiver<Queue>,
         out: mpsc::Sender<Out>,
         outgoing: QueueBudget,
     ) {
         // `_received` counts against the incoming budget until the event is handled.
-        'events: while let Some((event, _received)) = events.recv().await {
+        'events: while let Some(queued) = events.recv().await {
+            let (event, _received) = *queued;
             let timed = matches!(event, Event::Sync { .. });
             let started = std::time::Instant::now();
             let Some(output) = tokio::task::block_in_place(|| self.take(event)) else {
@@ -1167,7 +1176,7 @@ impl Worker {
             }
             for m in output.send {
                 let queued = outgoing.take(wire_size(&m)).await;
-                if out.send(Out::Counted(m, queued)).await.is_err() {
+                if out.send(Out::Counted(Box::new(m), queued)).await.is_err() {
                     break 'events;
                 }
             }
