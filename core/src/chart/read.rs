@@ -649,8 +649,7 @@ pub(crate) fn check_code(
     on: Timestamp,
 ) -> Result<(), ChartError> {
     crate::codes::CodeSystem::from_token(system)
-        .and_then(|system| crate::codes::validate_on(system, code, on.date()))
-        .map(|_| ())
+        .and_then(|system| crate::codes::check_on(system, code, on.date()))
         .map_err(|error| ChartError::InvalidCodeAt {
             path: path.to_string(),
             error,

@@ -2,11 +2,13 @@
 //!
 //! Each year's file (FY2026: `core/data/icd10cm/icd10cm.tsv.gz`) holds one line per category, subcategory and code,
 //! sorted by code: `CODE<TAB>B<TAB>DESCRIPTION`, `B` being 1 for billable (a leaf of the
-//! tabular list) and 0 otherwise. See `core/data/icd10cm/PROVENANCE.md`. It is decompressed
-//! once, on first use, into one `String` plus a sorted index of offsets into it, both kept
-//! for the life of the process in a `OnceLock`, so lookups hand out `&'static str`s.
+//! tabular list) and 0 otherwise. See `core/data/icd10cm/PROVENANCE.md`. It is read once, on
+//! first use, into the codes and a sorted index of them, kept for the life of the process in
+//! a `OnceLock`, so lookups hand out `&'static str`s. The descriptions, nine tenths of the
+//! file's 8 MB, are read from it again only when one is first asked for: checking a code
+//! (what a server does with every change) needs none.
 
-use std::io::Read;
+use std::io::BufRead;
 use std::sync::OnceLock;
 
 use super::{malformed, CodeError, CodeSystem, NotBillableKind, ValidCode};
@@ -37,7 +39,7 @@ pub struct Icd10CmEntry {
 /// the embedded table cannot be read).
 pub fn icd10cm_lookup(code: &str) -> Option<Icd10CmEntry> {
     let table = table().ok()?;
-    table.find(code).map(|i| table.entry(i))
+    table.find(code).and_then(|i| table.entry(i).ok())
 }
 
 /// How many entries (categories, subcategories and codes, billable or not) the embedded
@@ -46,18 +48,21 @@ pub fn icd10cm_table_len() -> usize {
     table().map_or(0, Table::len)
 }
 
-/// The ICD-10-CM check for a date: in the table of the year in force on `on`, and billable.
-pub(super) fn validate(code: &str, on: time::Date) -> Result<ValidCode, CodeError> {
+/// The ICD-10-CM check for a date: in the table of the year in force on `on`, and billable;
+/// with the code's description as its display if `display`.
+pub(super) fn validate(code: &str, on: time::Date, display: bool) -> Result<ValidCode, CodeError> {
     let year = years::year_for(on);
     let code_set = year.icd10cm_code_set;
     let table = table_of(year)?;
     if let Some(i) = table.find(code) {
-        let entry = table.entry(i);
-        if entry.billable {
+        if table.rows[i].billable {
             return Ok(ValidCode {
                 system: CodeSystem::Icd10Cm,
                 code: code.to_string(),
-                display: Some(entry.description),
+                display: match display {
+                    true => Some(table.description(i)?),
+                    false => None,
+                },
             });
         }
         return Err(CodeError::NotBillable {
@@ -146,20 +151,28 @@ pub(super) fn check_shape(code: &str) -> Result<(), String> {
     }
 }
 
-/// The decompressed table: the text, and one row per line, sorted by code.
+/// The table: its codes, one row per line, sorted by code; the descriptions when asked for.
 pub(super) struct Table {
-    text: String,
+    /// Every code, one after another (each row says where its code is).
+    codes: String,
     rows: Vec<Row>,
+    /// The gzipped file the descriptions are read from, on first need.
+    source: &'static [u8],
+    descriptions: OnceLock<Result<Descriptions, String>>,
 }
 
-/// A line of the table as offsets into [`Table::text`]: the code starts at `start`, the
-/// description at `start + code_len + 3` (after `<TAB>B<TAB>`).
+/// A line of the table: its code, `code_len` bytes of [`Table::codes`] from `start`.
 #[derive(Clone, Copy)]
 struct Row {
     start: u32,
     code_len: u8,
     billable: bool,
-    desc_len: u16,
+}
+
+/// Every description, one after another: the `i`th ends at `ends[i]`.
+struct Descriptions {
+    text: String,
+    ends: Vec<u32>,
 }
 
 /// Each year's table, decompressed and indexed on first use (only the years in use are).
@@ -173,11 +186,16 @@ pub(super) fn table_of(year: &'static Year) -> Result<&'static Table, CodeError>
         .position(|y| std::ptr::eq(y, year))
         .unwrap_or(YEARS.len() - 1);
     TABLES[i]
-        .get_or_init(|| decompress(year.icd10cm).and_then(Table::parse))
+        .get_or_init(|| Table::parse(gunzip(year.icd10cm), year.icd10cm))
         .as_ref()
-        .map_err(|reason| CodeError::TableUnavailable {
-            reason: reason.clone(),
-        })
+        .map_err(unavailable)
+}
+
+#[allow(clippy::ptr_arg)] // `Result<_, String>::as_ref` gives `&String`
+fn unavailable(reason: &String) -> CodeError {
+    CodeError::TableUnavailable {
+        reason: reason.to_string(),
+    }
 }
 
 /// The newest year's table.
@@ -185,40 +203,57 @@ pub(super) fn table() -> Result<&'static Table, CodeError> {
     table_of(&YEARS[YEARS.len() - 1])
 }
 
+/// The embedded file's lines, decompressed as they are read.
+fn gunzip(gz: &[u8]) -> impl BufRead + '_ {
+    std::io::BufReader::new(flate2::read::GzDecoder::new(gz))
+}
+
 /// Gunzips the embedded file into a string.
+#[cfg(test)]
 pub(super) fn decompress(gz: &[u8]) -> Result<String, String> {
-    // The gzip trailer's last 4 bytes are the uncompressed size (mod 2^32): allocate once.
-    let size_hint = gz
-        .len()
-        .checked_sub(4)
-        .and_then(|at| gz.get(at..))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, |b: [u8; 4]| u32::from_le_bytes(b) as usize);
-    let mut text = String::with_capacity(size_hint.min(64 << 20));
+    use std::io::Read as _;
+    let mut text = String::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_string(&mut text)
         .map_err(|e| format!("decompressing: {e}"))?;
     Ok(text)
 }
 
-impl Table {
-    /// Indexes the text, checking every line: three fields, billable flag 0 or 1, the
-    /// code's shape, a description, and codes strictly increasing (so sorted and unique).
-    pub(super) fn parse(text: String) -> Result<Table, String> {
-        if u32::try_from(text.len()).is_err() {
-            return Err("the table is larger than 4 GiB".to_string());
+/// Each line of `input` in turn, without its newline; an error for a line that does not end
+/// in one or has a carriage return, or for input that does not decompress.
+fn each_line(
+    mut input: impl BufRead,
+    mut line: impl FnMut(usize, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut buf = String::new();
+    for n in 1.. {
+        buf.clear();
+        if input
+            .read_line(&mut buf)
+            .map_err(|e| format!("decompressing: {e}"))?
+            == 0
+        {
+            break;
         }
+        let Some(text) = buf.strip_suffix('\n') else {
+            return Err("the last line has no newline".to_string());
+        };
         if text.contains('\r') {
             return Err("the table has carriage returns".to_string());
         }
-        if !text.is_empty() && !text.ends_with('\n') {
-            return Err("the last line has no newline".to_string());
-        }
-        let mut rows = Vec::with_capacity(text.len() / 60);
-        let mut start = 0usize;
-        let mut previous: Option<&str> = None;
-        for (n, line) in text.lines().enumerate() {
-            let line_no = n + 1;
+        line(n, text)?;
+    }
+    Ok(())
+}
+
+impl Table {
+    /// Indexes the lines of `input`, checking every one: three fields, billable flag 0 or 1,
+    /// the code's shape, a description, and codes strictly increasing (so sorted and
+    /// unique). `source`: the gzipped file to read the descriptions from when asked.
+    pub(super) fn parse(input: impl BufRead, source: &'static [u8]) -> Result<Table, String> {
+        let mut codes = String::with_capacity(1 << 20);
+        let mut rows: Vec<Row> = Vec::with_capacity(100_000);
+        each_line(input, |line_no, line| {
             let bad = |what: &str| format!("line {line_no}: {what}");
             let mut fields = line.split('\t');
             let (Some(code), Some(flag), Some(desc), None) =
@@ -235,19 +270,28 @@ impl Table {
             if desc.is_empty() {
                 return Err(bad("empty description"));
             }
+            u16::try_from(desc.len()).map_err(|_| bad("description too long"))?;
+            let previous = rows.last().map(|&r| row_code(&codes, r));
             if previous.is_some_and(|p| p >= code) {
                 return Err(bad("codes are not sorted and unique"));
             }
-            previous = Some(code);
+            let start = u32::try_from(codes.len()).map_err(|_| bad("the table is too large"))?;
+            codes.push_str(code);
             rows.push(Row {
-                start: start as u32,
+                start,
                 code_len: code.len() as u8,
                 billable,
-                desc_len: u16::try_from(desc.len()).map_err(|_| bad("description too long"))?,
             });
-            start += line.len() + 1;
-        }
-        Ok(Table { text, rows })
+            Ok(())
+        })?;
+        codes.shrink_to_fit();
+        rows.shrink_to_fit();
+        Ok(Table {
+            codes,
+            rows,
+            source,
+            descriptions: OnceLock::new(),
+        })
     }
 
     /// How many of its codes are billable.
@@ -263,12 +307,11 @@ impl Table {
     /// Every entry, in table (code) order.
     #[cfg(test)]
     pub(super) fn entries(&'static self) -> impl Iterator<Item = Icd10CmEntry> {
-        (0..self.rows.len()).map(move |i| self.entry(i))
+        (0..self.rows.len()).map(move |i| self.entry(i).expect("the descriptions read"))
     }
 
     fn code(&self, row: Row) -> &str {
-        let start = row.start as usize;
-        &self.text[start..start + row.code_len as usize]
+        row_code(&self.codes, row)
     }
 
     fn find(&self, code: &str) -> Option<usize> {
@@ -277,14 +320,41 @@ impl Table {
             .ok()
     }
 
-    pub(super) fn entry(&'static self, i: usize) -> Icd10CmEntry {
+    pub(super) fn entry(&'static self, i: usize) -> Result<Icd10CmEntry, CodeError> {
         let row = self.rows[i];
-        let desc_start = row.start as usize + row.code_len as usize + 3;
-        Icd10CmEntry {
+        Ok(Icd10CmEntry {
             code: self.code(row),
-            description: &self.text[desc_start..desc_start + row.desc_len as usize],
+            description: self.description(i)?,
             billable: row.billable,
-        }
+        })
+    }
+
+    /// The `i`th line's description (the first asked reads them all from the file again).
+    fn description(&'static self, i: usize) -> Result<&'static str, CodeError> {
+        let all = self
+            .descriptions
+            .get_or_init(|| {
+                let mut all = Descriptions {
+                    text: String::with_capacity(7 << 20),
+                    ends: Vec::with_capacity(self.rows.len()),
+                };
+                each_line(gunzip(self.source), |n, line| {
+                    let desc = line.splitn(3, '\t').nth(2);
+                    let desc = desc.ok_or_else(|| format!("line {n}: no description"))?;
+                    all.text.push_str(desc);
+                    all.ends.push(all.text.len() as u32);
+                    Ok(())
+                })?;
+                if all.ends.len() != self.rows.len() {
+                    return Err("the descriptions do not match the codes".to_string());
+                }
+                all.text.shrink_to_fit();
+                Ok(all)
+            })
+            .as_ref()
+            .map_err(unavailable)?;
+        let start = i.checked_sub(1).map_or(0, |p| all.ends[p] as usize);
+        Ok(&all.text[start..all.ends[i] as usize])
     }
 
     /// For a non-billable entry: a category, a subcategory, or a subcategory whose codes
@@ -304,4 +374,9 @@ impl Table {
             NotBillableKind::Subcategory
         }
     }
+}
+
+fn row_code(codes: &str, row: Row) -> &str {
+    let start = row.start as usize;
+    &codes[start..start + row.code_len as usize]
 }

@@ -269,6 +269,21 @@ pub fn validate(system: CodeSystem, code: &str) -> Result<ValidCode, CodeError> 
 /// whitespace; uppercase; ICD-10-CM with its dot). See the module docs for what each
 /// system's check covers. Never panics, whatever the input.
 pub fn validate_on(system: CodeSystem, code: &str, on: time::Date) -> Result<ValidCode, CodeError> {
+    validated(system, code, on, true)
+}
+
+/// [`validate_on`] without the display: what checking a stored code needs (an ICD-10-CM
+/// description is read from the table's file on first need, and a check needs none).
+pub fn check_on(system: CodeSystem, code: &str, on: time::Date) -> Result<(), CodeError> {
+    validated(system, code, on, false).map(|_| ())
+}
+
+fn validated(
+    system: CodeSystem,
+    code: &str,
+    on: time::Date,
+    display: bool,
+) -> Result<ValidCode, CodeError> {
     if code.trim().is_empty() {
         return Err(CodeError::Empty { system });
     }
@@ -292,7 +307,7 @@ pub fn validate_on(system: CodeSystem, code: &str, on: time::Date) -> Result<Val
         ));
     }
     let display = match system {
-        CodeSystem::Icd10Cm => return icd10cm::validate(code, on),
+        CodeSystem::Icd10Cm => return icd10cm::validate(code, on, display),
         CodeSystem::Icd10Pcs => syntax::icd10pcs(code),
         CodeSystem::Cpt => syntax::cpt(code),
         CodeSystem::Hcpcs => syntax::hcpcs(code),
