@@ -92,7 +92,8 @@ impl Server {
             .env_remove("CHARTSYNC_STORE_KEY_FILE")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            // The server's own default filter, as a hospital runs it.
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         configure(&mut command);
