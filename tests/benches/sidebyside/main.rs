@@ -102,6 +102,11 @@ fn draw(all: &[(Kind, Results)], sizes: Sizes) {
             .collect(),
     ));
     for (file, title, what, series) in figures {
+        // A scenario this run did not measure (`SIDEBYSIDE_SCENARIOS`) leaves the plot of an
+        // earlier run as it was.
+        if series.iter().all(|(_, v)| v.is_empty()) {
+            continue;
+        }
         let series: Vec<(&str, &[f64])> = series.iter().map(|(n, v)| (n.as_str(), *v)).collect();
         let path = dir.join(file);
         match plots::cdf(&path, &title, what, &series) {
