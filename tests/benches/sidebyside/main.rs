@@ -130,6 +130,9 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
     let (c, e) = (sizes.charts, sizes.entries);
     // Wall, the server's CPU, and our tablet client's (the bench process's).
     let used = |u: &scenarios::Used| {
+        if u.wall.is_zero() {
+            return "-".to_string();
+        }
         format!(
             "{} / {} / {}",
             s(u.wall),
@@ -137,19 +140,21 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
             cpu(u.tablet_cpu_seconds)
         )
     };
+    let peak = |u: &scenarios::Used| match u.wall.is_zero() {
+        true => "-".to_string(),
+        false => mb(u.peak_rss),
+    };
     row(
         format!("upload {c} charts × {e} entries: wall / server CPU / tablet CPU"),
         &|r| used(&r.upload),
     );
-    row("upload: peak resident memory".into(), &|r| {
-        mb(r.upload.peak_rss)
-    });
+    row("upload: peak resident memory".into(), &|r| peak(&r.upload));
     row(
         format!("first sync of a new tablet ({c} charts): wall / server CPU / tablet CPU"),
         &|r| used(&r.first_sync),
     );
     row("first sync: peak resident memory".into(), &|r| {
-        mb(r.first_sync.peak_rss)
+        peak(&r.first_sync)
     });
     row(
         format!(
@@ -159,11 +164,14 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
         &|r| used(&r.reconnect),
     );
     row("reconnect: peak resident memory".into(), &|r| {
-        mb(r.reconnect.peak_rss)
+        peak(&r.reconnect)
     });
     row(
         "reconnect: bytes on the wire / raw bytes of the changes".into(),
         &|r| {
+            if r.reconnect.wall.is_zero() {
+                return "-".into();
+            }
             format!(
                 "{:.2} MB / {:.2} MB ({:.2}x)",
                 r.reconnect_wire_bytes as f64 / 1e6,
@@ -180,14 +188,22 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
             quantile(l, 1.0)
         )
     };
-    let load = |u: &scenarios::Used| format!("{} / {}", cpu(u.cpu_seconds), mb(u.peak_rss));
+    // A scenario this run did not measure (`SIDEBYSIDE_SCENARIOS`, or one that did not
+    // complete) shows as "-".
+    let load = |u: &scenarios::Used| match u.wall.is_zero() {
+        true => "-".to_string(),
+        false => format!("{} / {}", cpu(u.cpu_seconds), mb(u.peak_rss)),
+    };
     let f = sizes.fanout;
     row(
         format!(
             "fan-out, {} tablets on {} charts at {} edits/s: p50 / p99 / max",
             f.tablets, f.charts, f.rate
         ),
-        &|r| spread(&r.fanout_latency_ms),
+        &|r| match r.fanout.wall.is_zero() {
+            true => "-".into(),
+            false => spread(&r.fanout_latency_ms),
+        },
     );
     row("fan-out: server CPU / peak resident memory".into(), &|r| {
         load(&r.fanout)
@@ -211,7 +227,10 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
     }
     row(
         format!("{} idle connections: memory per connection", sizes.idle),
-        &|r| format!("{:.0} KB", r.idle_bytes_per_connection / 1e3),
+        &|r| match r.idle_bytes_per_connection {
+            0.0 => "-".into(),
+            b => format!("{:.0} KB", b / 1e3),
+        },
     );
     let st = sizes.storm;
     row(
@@ -221,7 +240,9 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
         ),
         &|r| {
             let n = r.storm_converge_ms.len();
-            if n == st.tablets {
+            if r.storm.wall.is_zero() {
+                "-".into()
+            } else if n == st.tablets {
                 spread(&r.storm_converge_ms)
             } else {
                 format!(
@@ -235,6 +256,9 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
     );
     row(
         "storm: server CPU / peak resident memory (the simulated tablets' CPU)".into(),
-        &|r| format!("{} ({})", load(&r.storm), cpu(r.storm_tablets_cpu)),
+        &|r| match r.storm.wall.is_zero() {
+            true => "-".into(),
+            false => format!("{} ({})", load(&r.storm), cpu(r.storm_tablets_cpu)),
+        },
     );
 }
