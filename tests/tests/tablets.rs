@@ -314,3 +314,79 @@ async fn up_to_date_includes_a_commit_made_just_before_asking() {
     stopped.request_stop();
     assert!(!stopped.wait_until_up_to_date(WAIT).await);
 }
+
+/// A chart a new tablet takes whole is kept as the server sent it (not saved again): the
+/// tablet restarts, opens it from those bytes, and the nurse's next observation reaches the
+/// record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_taken_whole_is_there_after_the_tablet_restarts_and_takes_new_work() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let pc_store = tablet_store(&devices, "pc");
+    let id = pc_store.create(admit()).unwrap();
+    let pc = client(
+        &server,
+        &server.token("him.jones", "technician", &["4west"]),
+        "records-pc-1",
+        &pc_store,
+    );
+    assert!(pc.wait_until_up_to_date(WAIT).await);
+    let nurse_token = server.token("rn.park", "nurse", &["4west"]);
+    let tablet_client = |store: &Arc<ChartStore>| {
+        let mut config = ClientConfig::new(
+            format!("ws://{}/sync", server.addr),
+            nurse_token.clone(),
+            "tablet-4west-01",
+        );
+        config.wards = vec!["4west".into()];
+        config.backoff_min = Duration::from_millis(100);
+        SyncClient::start(store.clone(), config)
+    };
+
+    // The new tablet takes the ward's chart, then its app is closed.
+    let tablet = tablet_store(&devices, "tablet");
+    let c = tablet_client(&tablet);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !tablet.contains(id).unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chart did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    c.stop().await;
+    drop(tablet);
+
+    // Opened again, it reads the chart from disk as the server has it, and writes on it.
+    let tablet = tablet_store(&devices, "tablet");
+    let heads = pc_store.read(id, |ch| ch.heads()).unwrap();
+    assert_eq!(tablet.read(id, |ch| ch.heads()).unwrap(), heads);
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let written = tablet
+        .update(id, |ch| {
+            ch.add_entry(&nurse, at(30), heart_rate(88))?;
+            Ok(ch.heads())
+        })
+        .unwrap();
+    let c = tablet_client(&tablet);
+    assert!(c.wait_until_up_to_date(WAIT).await);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !pc_store
+        .read(id, |ch| {
+            written
+                .iter()
+                .all(|h| ch.doc().get_change_meta_by_hash(h).is_some())
+        })
+        .unwrap()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the observation did not reach the record"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.stop().await;
+    pc.stop().await;
+}
