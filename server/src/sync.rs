@@ -381,6 +381,12 @@ enum Out {
     Close,
 }
 
+impl Out {
+    fn frame(m: Message) -> Out {
+        Out::Frame(Box::new(m))
+    }
+}
+
 enum Doc {
     /// A chart in the store.
     Chart(DocSync),
@@ -593,26 +599,26 @@ pub async fn serve_socket(
                     match route_frame(&mut conn, &mut peer, &hub, &access, &bytes) {
                         Routed::Reply(replies) => {
                             for m in replies {
-                                let _ = out.send(Out::Frame(Box::new(m))).await;
+                                let _ = out.send(Out::frame(m)).await;
                             }
                             continue;
                         }
                         Routed::Established(replies) => {
                             for m in replies {
-                                let _ = out.send(Out::Frame(Box::new(m))).await;
+                                let _ = out.send(Out::frame(m)).await;
                             }
                             quiet.as_mut().reset(tokio::time::Instant::now() + hub.limits.idle);
                             // A tablet hears at once which of its people were revoked.
                             if let Some(p) = &peer {
                                 if let Some(m) = revoked_notice(p).await {
-                                    let _ = out.send(Out::Frame(Box::new(m))).await;
+                                    let _ = out.send(Out::frame(m)).await;
                                 }
                             }
                             continue;
                         }
                         Routed::Close(last) => {
                             for m in last {
-                                let _ = out.send(Out::Frame(Box::new(m))).await;
+                                let _ = out.send(Out::frame(m)).await;
                             }
                             let _ = out.send(Out::Close).await;
                             break;
@@ -623,7 +629,7 @@ pub async fn serve_socket(
                 Some(Ok(WsMessage::Text(_))) => {
                     close_for_violation(&peer);
                     let text = "text frames are not part of the protocol";
-                    let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
+                    let _ = out.send(Out::frame(connection_error(&hub, text, conn.remote()))).await;
                     let _ = out.send(Out::Close).await;
                     break;
                 }
@@ -643,7 +649,7 @@ pub async fn serve_socket(
                 tracing::info!(user = %access.user, "{text}; disconnecting");
                 metrics.closed_at_bounds.inc();
                 close_for_violation(&peer);
-                let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
+                let _ = out.send(Out::frame(connection_error(&hub, text, conn.remote()))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -688,7 +694,7 @@ pub async fn serve_socket(
                 }
                 if let Some(p) = &peer {
                     if let Some(m) = revoked_notice(p).await {
-                        let _ = out.send(Out::Frame(Box::new(m))).await;
+                        let _ = out.send(Out::frame(m)).await;
                     }
                 }
                 continue;
@@ -701,7 +707,7 @@ pub async fn serve_socket(
                 // Nothing more is taken under it, queued or not.
                 close_for_violation(&peer);
                 let text = "the token has expired";
-                let _ = out.send(Out::Frame(Box::new(connection_error(&hub, text, conn.remote())))).await;
+                let _ = out.send(Out::frame(connection_error(&hub, text, conn.remote()))).await;
                 let _ = out.send(Out::Close).await;
                 break;
             }
@@ -714,7 +720,7 @@ pub async fn serve_socket(
         let Some(peer) = &peer else { continue };
         if let Some(last) = too_many_documents(peer, workers.contains_key(&id), workers.len()) {
             for m in last {
-                let _ = out.send(Out::Frame(Box::new(m))).await;
+                let _ = out.send(Out::frame(m)).await;
             }
             let _ = out.send(Out::Close).await;
             break;

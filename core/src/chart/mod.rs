@@ -85,7 +85,7 @@ impl std::fmt::Debug for Kept {
 
 impl Kept {
     fn slot(&self) -> std::sync::MutexGuard<'_, Option<std::sync::Arc<validate::ChangesSince>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::store::lock(&self.0)
     }
 }
 
@@ -109,7 +109,9 @@ impl Chart {
         match self.saved.0.take() {
             // As it arrived, if nothing was written since: not compressed again (automerge
             // sets up a compressor per column of every save).
-            Some(saved) if saved.0 == heads => saved.1.clone(),
+            Some(saved) if saved.0 == heads => {
+                std::sync::Arc::try_unwrap(saved).map_or_else(|s| s.1.clone(), |s| s.1)
+            }
             _ => self.doc.save(),
         }
     }

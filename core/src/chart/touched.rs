@@ -63,12 +63,14 @@ impl Chart {
             Some(kept) => Ok(kept),
             None => NewChanges::of(&self.doc, heads),
         };
-        let Some(decoded) = new.as_ref().ok().and_then(|n| n.decoded().ok()) else {
-            // automerge failed inside reading them (the server refuses such changes): the
-            // whole chart is refreshed.
+        // automerge failing inside reading them (the server refuses such changes): the whole
+        // chart is refreshed.
+        let Ok(new) = new else {
             return Touched::everything();
         };
-        let new = new.as_ref().expect("decoded above");
+        let Ok(decoded) = new.decoded() else {
+            return Touched::everything();
+        };
         let mut out = Touched::default();
         let mut candidates: BTreeSet<RecordRef> = BTreeSet::new();
         for (_, change) in decoded {

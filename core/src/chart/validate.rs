@@ -18,6 +18,7 @@ use super::keys;
 use super::read::{check_code, Reader};
 use super::signing;
 use super::touched::RecordRef;
+use crate::store::lock;
 
 /// Why a set of changes was refused. Paths and ids only: never a value from the chart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,11 +189,6 @@ impl<'d> NewChanges<'d> {
         self.changes.clone()
     }
 
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.changes.changes.is_empty()
-    }
-
     /// Each change's hash and bytes, in order.
     pub fn raw(&self) -> Vec<(ChangeHash, Vec<u8>)> {
         self.changes
@@ -282,10 +278,6 @@ impl<'d> NewChanges<'d> {
         }
         current
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks the changes that `after` has and `before` does not. `before` may be an empty

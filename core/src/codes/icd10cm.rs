@@ -270,7 +270,6 @@ impl Table {
             if desc.is_empty() {
                 return Err(bad("empty description"));
             }
-            u16::try_from(desc.len()).map_err(|_| bad("description too long"))?;
             let previous = rows.last().map(|&r| row_code(&codes, r));
             if previous.is_some_and(|p| p >= code) {
                 return Err(bad("codes are not sorted and unique"));
