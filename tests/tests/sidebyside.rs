@@ -16,8 +16,9 @@ async fn every_server_converges_in_every_scenario_and_is_measured() {
     };
     let template = tempfile::tempdir().unwrap();
     let ids = scenarios::upload_template(&template, sizes.charts, sizes.entries);
+    let js_template = scenarios::js_template(sizes.charts, sizes.entries);
     for kind in Kind::ALL {
-        let r = scenarios::run(kind, &bins, &template, &ids, sizes).await;
+        let r = scenarios::run(kind, &bins, &template, &ids, js_template.path(), sizes).await;
         eprintln!("{}: {}", kind.name(), r.summary());
         // Every edit reached every other tablet, once.
         assert_eq!(
@@ -41,12 +42,22 @@ async fn every_server_converges_in_every_scenario_and_is_measured() {
             r.reconnect_wire_bytes,
             r.reconnect_change_bytes
         );
+        // The JavaScript tablet went through every step (each step waits until the server
+        // has every change of the tablet's, and the tablet every change it was to receive).
+        let js = [r.js.upload, r.js.first_sync, r.js.reconnect];
+        for used in js {
+            assert!(
+                !used.wall.is_zero() && used.tablet_cpu_seconds > 0.0,
+                "{}: JS tablet {used:?}",
+                kind.name()
+            );
+        }
         let scenarios = [r.upload, r.first_sync, r.reconnect, r.fanout, r.storm];
         for used in scenarios {
             assert!(used.peak_rss > 1_000_000, "{}: {used:?}", kind.name());
         }
         // The server's CPU is read from /proc: over every scenario it did some work.
-        let cpu: f64 = scenarios.iter().map(|u| u.cpu_seconds).sum();
+        let cpu: f64 = scenarios.iter().chain(&js).map(|u| u.cpu_seconds).sum();
         assert!(
             cpu > 0.0,
             "{}: no CPU time read: {scenarios:?}",

@@ -28,6 +28,11 @@ fn main() {
             sizes.charts, sizes.entries
         );
         let ids = scenarios::upload_template(&template, sizes.charts, sizes.entries);
+        let js_template = scenarios::runs("js").then(|| {
+            eprintln!("building the JavaScript tablet's charts");
+            scenarios::js_template(sizes.charts, sizes.entries)
+        });
+        let js_template = js_template.as_ref().map_or(template.path(), |t| t.path());
         let mut all: Vec<(Kind, Results)> = Vec::new();
         // `SIDEBYSIDE_SERVERS=chartsync,samod` runs only those (for profiling one server).
         let only = std::env::var("SIDEBYSIDE_SERVERS").ok();
@@ -38,7 +43,7 @@ fn main() {
                 }
             }
             eprintln!("{}: running", kind.name());
-            let results = scenarios::run(kind, &bins, &template, &ids, sizes).await;
+            let results = scenarios::run(kind, &bins, &template, &ids, js_template, sizes).await;
             eprintln!("{}: {}", kind.name(), results.summary());
             all.push((kind, results));
         }
@@ -166,6 +171,20 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
     row("reconnect: peak resident memory".into(), &|r| {
         peak(&r.reconnect)
     });
+    // The second view: the same three with automerge-repo's JavaScript client as the tablet.
+    let js = |r: &Results, step: usize| [r.js.upload, r.js.first_sync, r.js.reconnect][step];
+    for (step, name) in ["upload", "first sync", "shift reconnect"]
+        .iter()
+        .enumerate()
+    {
+        row(
+            format!("JS tablet, {name}: wall / server CPU / tablet CPU"),
+            &|r| used(&js(r, step)),
+        );
+        row(format!("JS tablet, {name}: peak resident memory"), &|r| {
+            peak(&js(r, step))
+        });
+    }
     row(
         "reconnect: bytes on the wire / raw bytes of the changes".into(),
         &|r| {

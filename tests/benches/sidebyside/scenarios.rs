@@ -173,6 +173,18 @@ pub struct Results {
     /// The CPU seconds the storm's simulated tablets (this process) used meanwhile: they
     /// share the machine with the server.
     pub storm_tablets_cpu: f64,
+    /// The second view: automerge-repo's JavaScript client as the tablet.
+    pub js: JsResults,
+}
+
+/// Upload, first sync and shift reconnect with automerge-repo's JavaScript client as the
+/// tablet (`tests/interop/tablet-bench.mjs`): its wall time is its own (from its first
+/// connection, its documents already read from disk), its CPU the Node.js process's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsResults {
+    pub upload: Used,
+    pub first_sync: Used,
+    pub reconnect: Used,
 }
 
 impl Results {
@@ -189,12 +201,14 @@ impl Results {
         };
         format!(
             "upload {:?}; first sync {:?}; reconnect {:?} ({} bytes relayed, {} of changes); \
-             fan-out {:?} {}; busy fan-out {}; idle {:.0} bytes/connection; storm {:?} {}",
+             JS tablet {:?}; fan-out {:?} {}; busy fan-out {}; idle {:.0} bytes/connection; \
+             storm {:?} {}",
             self.upload,
             self.first_sync,
             self.reconnect,
             self.reconnect_wire_bytes,
             self.reconnect_change_bytes,
+            self.js,
             self.fanout,
             q(&self.fanout_latency_ms),
             self.busy_fanout
@@ -631,6 +645,104 @@ pub async fn tablet_scenarios(
     results.reconnect_change_bytes = change_bytes as u64;
 }
 
+/// The JavaScript tablet's charts: `charts` charts of `entries` observations each, written
+/// offline by automerge-repo into its own storage (`a/`), the ids beside it; one set per run,
+/// copied for each server.
+pub fn js_template(charts: usize, entries: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, e) = (charts.to_string(), entries.to_string());
+    node_step(&dir.path().join("a"), &["prepare", "rn.park", &c, &e]);
+    dir
+}
+
+/// One step of `tests/interop/tablet-bench.mjs` on the tablet whose storage is `tablet`; the
+/// step's own time (from its first connection) and the Node.js process's CPU seconds.
+fn node_step(tablet: &Path, args: &[&str]) -> (Duration, f64) {
+    std::fs::create_dir_all(tablet).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/tablet-bench.mjs");
+    let before = children_cpu_seconds();
+    let out = Command::new("node")
+        .arg(script)
+        .arg(args[0])
+        .arg(tablet)
+        .args(&args[1..])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("node runs the JavaScript tablet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "JS tablet {args:?}: {}: {stdout}",
+        out.status
+    );
+    let ms: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DONE "))
+        .and_then(|ms| ms.trim().parse().ok())
+        .unwrap_or_else(|| panic!("JS tablet {args:?} printed no DONE: {stdout}"));
+    (
+        Duration::from_secs_f64(ms / 1e3),
+        children_cpu_seconds() - before,
+    )
+}
+
+/// CPU seconds (user and system) of this process's children that have been waited for.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: rusage is plain integers, for which zero is a value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes the struct given.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(usage.ru_utime) + s(usage.ru_stime)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Upload, first sync and shift reconnect on one server with automerge-repo's JavaScript
+/// client as both tablets: A uploads its charts, B (new) takes them, B writes `edits` on
+/// each online while A writes as many offline, and A comes back.
+pub fn js_tablet_scenarios(kind: Kind, bins: &Bins, template: &Path, sizes: Sizes) -> JsResults {
+    let server = Running::start(kind, bins);
+    let tablets = tempfile::tempdir().unwrap();
+    copy_dir(template, tablets.path());
+    let (a, b) = (tablets.path().join("a"), tablets.path().join("b"));
+    let url = |user: &str| format!("{}?token={}", server.url(), server.token(user, &["4west"]));
+    let step = |tablet: &Path, args: &[&str]| {
+        let m = server.measure();
+        let (wall, tablet_cpu) = node_step(tablet, args);
+        Used {
+            wall,
+            tablet_cpu_seconds: tablet_cpu,
+            ..m.done()
+        }
+    };
+    let upload = step(&a, &["upload", &url("rn.park")]);
+    let first_sync = step(&b, &["first", &url("rn.lee"), "a"]);
+    let edits = sizes.edits.to_string();
+    node_step(&b, &["edit", "rn.lee", &edits, "1000", &url("rn.lee")]);
+    node_step(&a, &["edit", "rn.park", &edits, "2000"]);
+    let reconnect = step(&a, &["reconnect", &url("rn.park"), "b"]);
+    JsResults {
+        upload,
+        first_sync,
+        reconnect,
+    }
+}
+
 /// A TCP relay in front of a server that counts the bytes through it, both ways.
 struct Relay {
     addr: String,
@@ -990,23 +1102,30 @@ pub async fn storm(kind: Kind, bins: &Bins, sizes: Storm) -> (Used, Vec<f64>, f6
 }
 
 /// Every scenario on one server.
+/// Whether this run measures scenario `name`: `SIDEBYSIDE_SCENARIOS=storm,busy` runs only
+/// those (for profiling one scenario): `tablets` (upload, first sync, reconnect), `js` (the
+/// same with the JavaScript client), `fanout`, `busy`, `idle`, `storm`.
+pub fn runs(name: &str) -> bool {
+    std::env::var("SIDEBYSIDE_SCENARIOS")
+        .ok()
+        .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
+}
+
 pub async fn run(
     kind: Kind,
     bins: &Bins,
     template: &tempfile::TempDir,
     ids: &[ChartId],
+    js_template: &Path,
     sizes: Sizes,
 ) -> Results {
-    // `SIDEBYSIDE_SCENARIOS=storm,busy` runs only those (for profiling one scenario):
-    // `tablets` (upload, first sync, reconnect), `fanout`, `busy`, `idle`, `storm`.
-    let only = std::env::var("SIDEBYSIDE_SCENARIOS").ok();
-    let runs = |name: &str| {
-        only.as_ref()
-            .is_none_or(|o| o.split(',').any(|s| s.trim() == name))
-    };
     let mut results = Results::default();
     if runs("tablets") {
         tablet_scenarios(kind, bins, template, ids, sizes, &mut results).await;
+    }
+    if runs("js") {
+        results.js =
+            tokio::task::block_in_place(|| js_tablet_scenarios(kind, bins, js_template, sizes));
     }
     if runs("fanout") {
         (results.fanout, results.fanout_latency_ms) = fanout(kind, bins, sizes.fanout).await;
