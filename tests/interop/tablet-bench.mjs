@@ -65,12 +65,35 @@ function heartRate(handle, user, minutes, bpm) {
   })
 }
 
-const storageOnly = () => new Repo({ storage: new NodeFSStorageAdapter(dir) })
+// The repo's storage, with every write it starts kept track of: `Repo.flush` does not wait
+// for a save the repo started on its own (it may skip a document such a save is writing), and
+// a process that exits then leaves that document half written.
+class Storage extends NodeFSStorageAdapter {
+  pending = new Set()
+  track(p) {
+    this.pending.add(p)
+    return p.finally(() => this.pending.delete(p))
+  }
+  save(key, data) { return this.track(super.save(key, data)) }
+  remove(key) { return this.track(super.remove(key)) }
+  removeRange(prefix) { return this.track(super.removeRange(prefix)) }
+  async settled() {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending])
+  }
+}
 
-// Every chart of the bench from this tablet's storage (or, new to it, from the network).
+const storage = new Storage(dir)
+const storageOnly = () => new Repo({ storage, saveDebounceRate: 20 })
+
+// Every chart of the bench from this tablet's storage (or, new to it, from the network). A
+// chart is never empty: one that is was lost by the storage, and would look in sync with
+// anything.
 async function open(repo) {
   const ids = JSON.parse(readFileSync(idsFile, "utf8"))
-  return Promise.all(ids.map((id) => repo.find(id)))
+  const handles = await Promise.all(ids.map((id) => repo.find(id)))
+  const empty = handles.filter((h) => h.heads().length === 0)
+  if (empty.length > 0) throw new Error(`${empty.length} charts are empty in ${dir}`)
+  return handles
 }
 
 // Connects `repo` to `url` and gives the server's storage id once it has announced itself.
@@ -114,7 +137,12 @@ function saveHeads(handles, into) {
 
 async function finish(repo, handles, started) {
   const ms = performance.now() - started
+  // Every save on disk before the process ends: those the repo started on its own, the
+  // flush, and any the repo's save timer started meanwhile.
+  await storage.settled()
   await repo.flush()
+  await sleep(50)
+  await storage.settled()
   saveHeads(handles, dir)
   console.log(`DONE ${ms.toFixed(1)}`)
   process.exit(0)
