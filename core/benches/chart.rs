@@ -63,6 +63,20 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // What a new tablet does with each chart of its first sync (BENCHMARKS.md, the
+    // side-by-side tablets' chart): load it as it came, and find its deficiencies for the
+    // store's index.
+    let mut small = common::observed_chart(50);
+    let small_bytes = small.save();
+    let mut g = c.benchmark_group("chart_50_observations");
+    g.bench_function("load", |b| b.iter(|| Chart::load(&small_bytes).unwrap()));
+    let loaded = Chart::load(&small_bytes).unwrap();
+    g.bench_function("deficiencies", |b| {
+        b.iter(|| loaded.deficiencies().unwrap())
+    });
+    g.bench_function("view", |b| b.iter(|| loaded.view().unwrap()));
+    g.finish();
 }
 
 criterion_group!(benches, bench);

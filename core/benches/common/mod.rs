@@ -11,27 +11,7 @@ pub fn busy_chart() -> Chart {
     let tech = Staff::new("him.jones", Role::Technician, "records-pc-1");
     let nurse = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
     let dr = Staff::new("dr.okafor", Role::Physician, "tablet-4west-02");
-    let mut chart = Chart::create(
-        NewPatient {
-            mrn: "MRN-0042".into(),
-            family_name: "Rivera".into(),
-            given_names: "Ana".into(),
-            birth_date: Some("1957-03-14".into()),
-            sex: Some(Sex::Female),
-            address: None,
-            phone: None,
-        },
-        NewEncounter {
-            ward: "4west".into(),
-            bed: Some("12A".into()),
-            class: EncounterClass::Inpatient,
-            admit_source: None,
-            attending: Some("dr.okafor".into()),
-        },
-        &tech,
-        t0,
-    )
-    .unwrap();
+    let mut chart = admitted(&tech, t0);
     for i in 0..2000i64 {
         let at = t0.plus_seconds(i * 900);
         if i % 10 == 0 {
@@ -58,17 +38,69 @@ pub fn busy_chart() -> Chart {
                     &nurse,
                     at,
                     NewEntry {
-                        kind: EntryKind::Observation,
                         shift: Some(Shift::Day),
                         effective_at: Some(at),
-                        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
-                        value: Some(format!("{}", 60 + i % 40)),
-                        unit: Some("/min".into()),
-                        body: "Heart rate".into(),
+                        ..heart_rate(60 + i % 40)
                     },
                 )
                 .unwrap();
         }
+    }
+    chart
+}
+
+/// Ana Rivera, admitted to 4west bed 12A by `by` at `at`.
+pub fn admitted(by: &Staff, at: Timestamp) -> Chart {
+    Chart::create(
+        NewPatient {
+            mrn: "MRN-0042".into(),
+            family_name: "Rivera".into(),
+            given_names: "Ana".into(),
+            birth_date: Some("1957-03-14".into()),
+            sex: Some(Sex::Female),
+            address: None,
+            phone: None,
+        },
+        NewEncounter {
+            ward: "4west".into(),
+            bed: Some("12A".into()),
+            class: EncounterClass::Inpatient,
+            admit_source: None,
+            attending: Some("dr.okafor".into()),
+        },
+        by,
+        at,
+    )
+    .unwrap()
+}
+
+/// A nurse's heart rate of `bpm`, on the night shift.
+pub fn heart_rate(bpm: i64) -> NewEntry {
+    NewEntry {
+        kind: EntryKind::Observation,
+        shift: Some(Shift::Night),
+        effective_at: None,
+        codes: vec![CodeInput::new(CodeSystem::Loinc, "8867-4")],
+        value: Some(bpm.to_string()),
+        unit: Some("/min".into()),
+        body: "Heart rate".into(),
+    }
+}
+
+/// The side-by-side bench's chart (BENCHMARKS.md): admitted by a nurse, who then wrote
+/// `entries` heart rates.
+pub fn observed_chart(entries: i64) -> Chart {
+    let at = Timestamp::parse("2026-11-27T20:00:00Z").unwrap();
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
+    let mut chart = admitted(&nurse, at);
+    for k in 0..entries {
+        chart
+            .add_entry(
+                &nurse,
+                at.plus_seconds(60 * (k + 1)),
+                heart_rate(60 + k % 60),
+            )
+            .unwrap();
     }
     chart
 }

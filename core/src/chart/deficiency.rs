@@ -40,7 +40,7 @@ use super::types::{
     AmendmentKind, CodingSequence, CodingStatus, DeficiencyKind, EncounterClass, EncounterStatus,
     EntryKind, EntryStatus, QueryStatus, RoiStatus, SignatureMeaning, Timestamp,
 };
-use super::view::{AmendmentView, CodingView, EncounterView, EntryView, SignatureView};
+use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
 use super::Chart;
 
 /// One thing a chart is missing or has wrong. Ids, roles and paths only.
@@ -131,6 +131,50 @@ impl Due {
     }
 }
 
+/// What the rules look at in an entry. Its content is read whole only when a signature or an
+/// amendment names it: a signature's hash is compared with the content's, and an unsigned
+/// entry's status is the one stored.
+struct EntryFacts {
+    kind: EntryKind,
+    author: String,
+    recorded_at: Timestamp,
+    /// As readers show it (amendments applied).
+    status: EntryStatus,
+    edited_after_signing: bool,
+}
+
+impl EntryFacts {
+    fn read(
+        r: &Reader<'_, automerge::Automerge>,
+        id: &str,
+        obj: &ObjId,
+        signatures: &[SignatureView],
+        amendments: &[AmendmentView],
+    ) -> Result<EntryFacts, ChartError> {
+        if signatures.is_empty() && amendments.is_empty() {
+            let path = format!("{}/{id}", keys::ENTRIES);
+            return r.on(obj, |r| {
+                Ok(EntryFacts {
+                    kind: r.token(obj, "kind", &path, EntryKind::from_token)?,
+                    author: r.nonempty(obj, "author", &path)?,
+                    recorded_at: r.time(obj, "recorded_at", &path)?,
+                    status: r.token(obj, "status", &path, EntryStatus::from_token)?,
+                    edited_after_signing: false,
+                })
+            });
+        }
+        let mut entry = r.entry(id, obj)?;
+        signing::derive_entry_state(&mut entry, signatures, amendments)?;
+        Ok(EntryFacts {
+            kind: entry.content.kind,
+            author: entry.content.author,
+            recorded_at: entry.content.recorded_at,
+            status: entry.status,
+            edited_after_signing: entry.edited_after_signing,
+        })
+    }
+}
+
 impl Chart {
     /// Every deficiency in the chart.
     pub fn deficiencies(&self) -> Result<Vec<Deficiency>, ChartError> {
@@ -139,6 +183,8 @@ impl Chart {
         scopes.insert((keys::PATIENT.into(), String::new()));
         scopes.insert((keys::ENCOUNTER.into(), String::new()));
         scopes.insert((keys::CODING.into(), String::new()));
+        // Each record's object as its section lists it, not looked up again by id.
+        let mut found: BTreeMap<RecordRef, ObjId> = BTreeMap::new();
         for section in [
             keys::ENTRIES,
             keys::FORMS,
@@ -147,17 +193,27 @@ impl Chart {
             keys::ROI_REQUESTS,
         ] {
             let map = r.section(section)?;
-            for (id, _) in r.map_entries(&map, section)? {
-                scopes.insert((section.to_string(), id));
+            for (id, obj) in r.map_entries(&map, section)? {
+                scopes.insert((section.to_string(), id.clone()));
+                found.insert((section.to_string(), id), obj);
             }
         }
-        self.deficiencies_in(&scopes)
+        self.deficiencies_found(&scopes, &found)
     }
 
     /// The deficiencies of the given records only. Records that do not exist have none.
     pub fn deficiencies_in(
         &self,
         records: &BTreeSet<RecordRef>,
+    ) -> Result<Vec<Deficiency>, ChartError> {
+        self.deficiencies_found(records, &BTreeMap::new())
+    }
+
+    /// [`Chart::deficiencies_in`], with the objects of records already `found`.
+    fn deficiencies_found(
+        &self,
+        records: &BTreeSet<RecordRef>,
+        found: &BTreeMap<RecordRef, ObjId>,
     ) -> Result<Vec<Deficiency>, ChartError> {
         let entry_ids: BTreeSet<&str> = records
             .iter()
@@ -169,7 +225,7 @@ impl Chart {
         } else {
             self.signing_records_of(&entry_ids)?
         };
-        self.deficiencies_with(records, &signing)
+        self.deficiencies_with(records, &signing, found)
     }
 
     /// What the index must refresh after some changes (see [`Chart::touched_since`]): the
@@ -226,7 +282,7 @@ impl Chart {
                         .push(a);
                 }
             }
-            self.deficiencies_with(&scope, &signing)?
+            self.deficiencies_with(&scope, &signing, &BTreeMap::new())?
         };
         Ok(Refresh {
             scope: RefreshScope::Records(scope),
@@ -267,35 +323,54 @@ impl Chart {
         &self,
         records: &BTreeSet<RecordRef>,
         signing: &Signing,
+        found: &BTreeMap<RecordRef, ObjId>,
     ) -> Result<Vec<Deficiency>, ChartError> {
         let r = Reader::new(&self.doc);
         let (signatures, amendments) = (&signing.signatures, &signing.amendments);
         let due = Due::of(r.encounter()?);
         let mut out = Vec::new();
         let chart_wide = std::cell::OnceCell::new();
-        // The entries in scope, read whole once: the chart rules (the encounter's record,
-        // sorted before them) look at every entry's kind, and take it from these.
-        let mut entries: BTreeMap<&str, EntryView> = BTreeMap::new();
-        for (_, id) in records.iter().filter(|(s, _)| s == keys::ENTRIES) {
-            match self.record(keys::ENTRIES, "record", id) {
-                Ok(obj) => {
-                    entries.insert(id, r.entry(id, &obj)?);
-                }
-                Err(ChartError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
+        // A record's object: as found, else looked up (`None`: it does not exist).
+        let object = |record: &RecordRef| -> Result<Option<ObjId>, ChartError> {
+            let (section, id) = record;
+            if let Some(obj) = found.get(record) {
+                return Ok(Some(obj.clone()));
+            }
+            if id.is_empty() {
+                return Ok(match self.doc.get(ROOT, section.as_str())? {
+                    Some((automerge::Value::Object(_), obj)) => Some(obj),
+                    _ => None,
+                });
+            }
+            match self.record(section, "record", id) {
+                Ok(obj) => Ok(Some(obj)),
+                Err(ChartError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        // The entries in scope, read once: the chart rules (the encounter's record, sorted
+        // before them) look at every entry's kind, and take it from these.
+        let mut entries: BTreeMap<&str, (ObjId, EntryFacts)> = BTreeMap::new();
+        for record in records.iter().filter(|(s, _)| s == keys::ENTRIES) {
+            if let Some(obj) = object(record)? {
+                let id = record.1.as_str();
+                let sigs = signatures.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                let amends = amendments.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                let facts = EntryFacts::read(&r, id, &obj, sigs, amends)?;
+                entries.insert(id, (obj, facts));
             }
         }
-        for (section, id) in records {
-            let obj = if id.is_empty() {
-                match self.doc.get(ROOT, section.as_str())? {
-                    Some((automerge::Value::Object(_), obj)) => obj,
-                    _ => continue,
+        for record in records {
+            let (section, id) = record;
+            let obj = if section == keys::ENTRIES {
+                match entries.get(id.as_str()) {
+                    Some((obj, _)) => obj.clone(),
+                    None => continue,
                 }
             } else {
-                match self.record(section, "record", id) {
-                    Ok(obj) => obj,
-                    Err(ChartError::NotFound { .. }) => continue,
-                    Err(e) => return Err(e),
+                match object(record)? {
+                    Some(obj) => obj,
+                    None => continue,
                 }
             };
             let deficiency =
@@ -309,25 +384,19 @@ impl Chart {
                 };
             match section.as_str() {
                 keys::ENTRIES => {
-                    let Some(mut entry) = entries.remove(id.as_str()) else {
+                    let Some((_, entry)) = entries.get(id.as_str()) else {
                         continue;
                     };
                     let sigs = signatures
                         .get(id.as_str())
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
-                    let amends = amendments
-                        .get(id.as_str())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
-                    signing::derive_entry_state(&mut entry, sigs, amends)?;
                     if entry.status != EntryStatus::EnteredInError {
-                        let author = Some(entry.content.author.clone());
+                        let author = Some(entry.author.clone());
                         let author_signed = sigs.iter().any(|s| {
-                            s.meaning == SignatureMeaning::Author
-                                && s.signer == entry.content.author
+                            s.meaning == SignatureMeaning::Author && s.signer == entry.author
                         });
-                        if !author_signed && entry.content.kind.requires_signature() {
+                        if !author_signed && entry.kind.requires_signature() {
                             out.push(deficiency(
                                 DeficiencyKind::UnsignedEntry,
                                 author.clone(),
@@ -447,7 +516,7 @@ impl Chart {
     fn chart_rules(
         &self,
         due: &Due,
-        read: &BTreeMap<&str, EntryView>,
+        read: &BTreeMap<&str, (ObjId, EntryFacts)>,
         out: &mut Vec<Deficiency>,
     ) -> Result<(), ChartError> {
         let r = Reader::new(&self.doc);
@@ -471,10 +540,9 @@ impl Chart {
             )
         };
         for (id, obj) in r.map_entries(&entries, keys::ENTRIES)? {
-            if let Some(e) = read.get(id.as_str()) {
-                if is_document(e.content.kind) && e.status != EntryStatus::EnteredInError {
-                    let (at, author) = (e.content.recorded_at, e.content.author.clone());
-                    documents.push((id, e.content.kind, at, author));
+            if let Some((_, e)) = read.get(id.as_str()) {
+                if is_document(e.kind) && e.status != EntryStatus::EnteredInError {
+                    documents.push((id, e.kind, e.recorded_at, e.author.clone()));
                 }
                 continue;
             }

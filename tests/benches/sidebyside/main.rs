@@ -171,20 +171,6 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
     row("reconnect: peak resident memory".into(), &|r| {
         peak(&r.reconnect)
     });
-    // The second view: the same three with automerge-repo's JavaScript client as the tablet.
-    let js = |r: &Results, step: usize| [r.js.upload, r.js.first_sync, r.js.reconnect][step];
-    for (step, name) in ["upload", "first sync", "shift reconnect"]
-        .iter()
-        .enumerate()
-    {
-        row(
-            format!("JS tablet, {name}: wall / server CPU / tablet CPU"),
-            &|r| used(&js(r, step)),
-        );
-        row(format!("JS tablet, {name}: peak resident memory"), &|r| {
-            peak(&js(r, step))
-        });
-    }
     row(
         "reconnect: bytes on the wire / raw bytes of the changes".into(),
         &|r| {
@@ -199,6 +185,20 @@ fn print_table(all: &[(Kind, Results)], sizes: Sizes) {
             )
         },
     );
+    // The second view: the same three with automerge-repo's JavaScript client as the tablet.
+    let js = |r: &Results, step: usize| [r.js.upload, r.js.first_sync, r.js.reconnect][step];
+    for (step, name) in ["upload", "first sync", "shift reconnect"]
+        .iter()
+        .enumerate()
+    {
+        row(
+            format!("JS tablet, {name}: wall / server CPU / tablet CPU"),
+            &|r| used(&js(r, step)),
+        );
+        row(format!("JS tablet, {name}: peak resident memory"), &|r| {
+            peak(&js(r, step))
+        });
+    }
     let spread = |l: &[f64]| {
         format!(
             "{:.0} / {:.0} / {:.0} ms",
