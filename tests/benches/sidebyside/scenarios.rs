@@ -768,11 +768,14 @@ impl Relay {
                 tokio::spawn(async move {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
-                    if let Ok((up, down)) =
-                        tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
-                    {
-                        b.fetch_add(up + down, Ordering::SeqCst);
-                    }
+                    // Counted as they pass: a connection that ends in a reset (as the
+                    // reference's may when the tablet stops) still counts what it carried.
+                    let (from_tablet, to_tablet) = inbound.into_split();
+                    let (from_server, to_server) = outbound.into_split();
+                    tokio::join!(
+                        pump(from_tablet, to_server, &b),
+                        pump(from_server, to_tablet, &b)
+                    );
                     o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -799,6 +802,27 @@ impl Relay {
         );
         self.bytes.load(Ordering::SeqCst)
     }
+}
+
+/// Copies `from` to `to` until either ends, adding each read to `bytes`; then closes `to`.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    bytes: &AtomicU64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        bytes.fetch_add(n as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 /// Fan-out: `tablets` tablets hold the same charts; edits at `rate` a second, round the
