@@ -107,7 +107,8 @@ async function connect(repo, url) {
   }
 }
 
-const same = (a, b) => a.length === b.length && [...a].sort().every((h, i) => h === [...b].sort()[i])
+const sorted = (heads) => [...heads].sort()
+const same = (a, b) => a.length === b.length && sorted(a).join() === sorted(b).join()
 
 // Until the server has told us it holds every change of ours (its heads as sync state gives them).
 async function untilServerHas(handles, server, what) {

@@ -18,7 +18,15 @@ async fn every_server_converges_in_every_scenario_and_is_measured() {
     let ids = scenarios::upload_template(&template, sizes.charts, sizes.entries);
     let js_template = scenarios::js_template(sizes.charts, sizes.entries);
     for kind in Kind::ALL {
-        let r = scenarios::run(kind, &bins, &template, &ids, js_template.path(), sizes).await;
+        let r = scenarios::run(
+            kind,
+            &bins,
+            &template,
+            &ids,
+            Some(js_template.path()),
+            sizes,
+        )
+        .await;
         eprintln!("{}: {}", kind.name(), r.summary());
         // Every edit reached every other tablet, once.
         assert_eq!(

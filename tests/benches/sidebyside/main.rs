@@ -32,7 +32,6 @@ fn main() {
             eprintln!("building the JavaScript tablet's charts");
             scenarios::js_template(sizes.charts, sizes.entries)
         });
-        let js_template = js_template.as_ref().map_or(template.path(), |t| t.path());
         let mut all: Vec<(Kind, Results)> = Vec::new();
         // `SIDEBYSIDE_SERVERS=chartsync,samod` runs only those (for profiling one server).
         let only = std::env::var("SIDEBYSIDE_SERVERS").ok();
@@ -43,7 +42,15 @@ fn main() {
                 }
             }
             eprintln!("{}: running", kind.name());
-            let results = scenarios::run(kind, &bins, &template, &ids, js_template, sizes).await;
+            let results = scenarios::run(
+                kind,
+                &bins,
+                &template,
+                &ids,
+                js_template.as_ref().map(|t| t.path()),
+                sizes,
+            )
+            .await;
             eprintln!("{}: {}", kind.name(), results.summary());
             all.push((kind, results));
         }

@@ -759,8 +759,8 @@ impl Relay {
         let to = to.to_string();
         let (b, o) = (bytes.clone(), open.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
                     continue;
                 };
                 let (b, o) = (b.clone(), o.clone());
@@ -1140,14 +1140,15 @@ pub async fn run(
     bins: &Bins,
     template: &tempfile::TempDir,
     ids: &[ChartId],
-    js_template: &Path,
+    js_template: Option<&Path>,
     sizes: Sizes,
 ) -> Results {
     let mut results = Results::default();
     if runs("tablets") {
         tablet_scenarios(kind, bins, template, ids, sizes, &mut results).await;
     }
-    if runs("js") {
+    // The JavaScript tablet's charts are written once per run, when it runs `js`.
+    if let Some(js_template) = js_template.filter(|_| runs("js")) {
         results.js =
             tokio::task::block_in_place(|| js_tablet_scenarios(kind, bins, js_template, sizes));
     }
