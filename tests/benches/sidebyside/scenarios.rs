@@ -240,11 +240,11 @@ impl Running {
         let dir = tempfile::tempdir().unwrap();
         match kind {
             Kind::Chartsync => {
-                let server = common::Server::start_with(
-                    dir.path(),
-                    "127.0.0.1:0",
-                    &["--max-connections-per-user", "10000"],
-                );
+                // `SIDEBYSIDE_CHARTSYNC_ARGS="--chart-cache-mib 8"` adds options (for A/B runs).
+                let extra = std::env::var("SIDEBYSIDE_CHARTSYNC_ARGS").unwrap_or_default();
+                let mut options = vec!["--max-connections-per-user", "10000"];
+                options.extend(extra.split_whitespace());
+                let server = common::Server::start_with(dir.path(), "127.0.0.1:0", &options);
                 Running {
                     kind,
                     addr: server.addr.clone(),
