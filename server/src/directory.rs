@@ -112,7 +112,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| format!("could not hash the password: {e}"))
 }
 
-fn password_matches(password: &str, phc: Option<&str>) -> bool {
+pub(crate) fn password_matches(password: &str, phc: Option<&str>) -> bool {
     // Someone unknown, or without a password, costs the same as a wrong password: a hash of
     // a random password nobody knows, made once.
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();

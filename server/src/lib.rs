@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod break_glass;
 mod census;
+mod console;
 pub mod cli;
 mod directory;
 mod holds;
@@ -146,6 +147,10 @@ struct ServeArgs {
     /// A sync connection that sends nothing (not even a ping) for this long is closed.
     #[arg(long, default_value = "10m", value_parser = auth::parse_ttl)]
     idle_timeout: std::time::Duration,
+    /// A records console session with no request for this long is signed out (45 CFR
+    /// 164.312(a)(2)(iii)); the page warns two minutes before.
+    #[arg(long, default_value = "15m", value_parser = auth::parse_ttl)]
+    console_idle: std::time::Duration,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -405,11 +410,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             get(directory::list_revocations).post(directory::revoke),
         )
         .route("/metrics", get(api::metrics))
+        .merge(console::routes())
         .with_state(AppState {
             store,
             keys,
             hub,
             trust,
+            console: Arc::new(console::session::Sessions::new(args.console_idle)),
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -492,6 +499,7 @@ struct AppState {
     keys: Arc<Keys>,
     hub: Arc<Hub>,
     trust: Arc<directory::Trust>,
+    console: Arc<console::session::Sessions>,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

@@ -21,7 +21,7 @@ use crate::AppState;
 
 /// The wards a listing covers: the one asked for with `?ward=` (which the token must cover),
 /// else every ward the token covers; `None` is every ward.
-fn listing_wards(
+pub(crate) fn listing_wards(
     access: &Access,
     query: &HashMap<String, String>,
 ) -> Result<Option<Vec<String>>, Refusal> {
@@ -48,7 +48,7 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<bool, Refusal> {
 }
 
 /// A request refused before it reaches the store: the status and why.
-struct Refusal(StatusCode, String);
+pub(crate) struct Refusal(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -56,7 +56,7 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
+pub(crate) fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
     match wards {
         None => format!("{what}: every ward"),
         Some(w) => format!("{what}: ward {}", w.join(" ")),

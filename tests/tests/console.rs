@@ -1,0 +1,250 @@
+//! The records console over HTTP, as a browser meets it (docs/adr/0010-records-console.md):
+//! sign-in with the staff directory, the session cookie's flags, the worklist with its aging,
+//! a nurse kept out, CSRF, automatic logoff, revocation, and the security headers. The same
+//! screens in a real browser, with axe-core: tests/console/ (run by `console_browser` below).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
+
+/// A records store with three admissions to 4west and one to icu, none with an H&P: admitted
+/// 3, 12 and 40 days before now, so their missing H&Ps are 2, 11 and 39 days overdue.
+fn imported_store() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let now = chartsync_core::chart::Timestamp::now();
+    let admission = |mrn: &str, ward: &str, days_ago: i64| {
+        serde_json::json!({
+            "patient": {"mrn": mrn, "family_name": "Rivera", "given_names": "Ana",
+                        "birth_date": "1957-03-14", "sex": "female"},
+            "encounter": {"ward": ward, "bed": "12A", "class": "inpatient", "attending": "dr.okafor"},
+            "admitted_at": now.plus_seconds(-days_ago * 86_400).to_string(),
+        })
+        .to_string()
+    };
+    let file = data.path().join("admissions.ndjson");
+    let lines = [
+        admission("MRN-0001", "4west", 3),
+        admission("MRN-0002", "4west", 12),
+        admission("MRN-0003", "4west", 40),
+        admission("MRN-0900", "icu", 3),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = Command::new(RECORDS)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--user", "him.jones", "import"])
+        .arg(&file)
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    data
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+struct Page {
+    status: u16,
+    location: String,
+    set_cookie: String,
+    csp: String,
+    body: String,
+}
+
+fn page(mut r: ureq::http::Response<ureq::Body>) -> Page {
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (location, set_cookie, csp) = (
+        header("location"),
+        header("set-cookie"),
+        header("content-security-policy"),
+    );
+    Page {
+        status: r.status().as_u16(),
+        location,
+        set_cookie,
+        csp,
+        body: r.body_mut().read_to_string().unwrap(),
+    }
+}
+
+fn get(addr: &str, path: &str, cookie: Option<&str>) -> Page {
+    let mut req = agent().get(format!("http://{addr}{path}"));
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    page(req.call().unwrap())
+}
+
+fn post(addr: &str, path: &str, cookie: Option<&str>, origin: Option<&str>, form: &[(&str, &str)]) -> Page {
+    let mut req = agent().post(format!("http://{addr}{path}"));
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    if let Some(o) = origin {
+        req = req.header("Origin", o);
+    }
+    page(req.send_form(form.iter().copied()).unwrap())
+}
+
+/// Signs in; the cookie to send back (`name=value`).
+fn sign_in(addr: &str, user: &str) -> String {
+    let p = post(addr, "/console/sign-in", None, Some(&format!("http://{addr}")), &[("user", user), ("password", PASSWORD)]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location, "/console/worklist");
+    p.set_cookie.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    body[at..at + 64].to_string()
+}
+
+fn audit_rows(data: &Path) -> Vec<(String, String, String)> {
+    let db = open_server_db(&data.join("charts.db"));
+    let mut stmt = db
+        .prepare("SELECT user, action, COALESCE(detail, '') FROM audit_events WHERE device = 'console' ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_technician_signs_in_and_works_the_worklist_of_their_ward_with_its_aging() {
+    let data = imported_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+
+    // Before signing in: the sign-in page, and nothing else.
+    let p = get(addr, "/console/worklist", None);
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"));
+    assert!(!p.body.contains("MRN-"));
+
+    let p = post(addr, "/console/sign-in", None, Some(&format!("http://{addr}")), &[("user", "him.jones"), ("password", PASSWORD)]);
+    assert_eq!(p.status, 303);
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(p.set_cookie.contains(flag), "{flag} missing from {}", p.set_cookie);
+    }
+    assert!(!p.set_cookie.contains("Secure"), "plain HTTP here: a Secure cookie would never come back");
+    let cookie = p.set_cookie.split(';').next().unwrap().to_string();
+
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert_eq!(p.status, 200);
+    assert!(p.csp.contains("default-src 'none'") && p.csp.contains("frame-ancestors 'none'"), "{}", p.csp);
+    assert!(!p.csp.contains("unsafe-inline"));
+    // Their ward's three charts, not the icu's; each missing H&P in its aging bucket.
+    for mrn in ["MRN-0001", "MRN-0002", "MRN-0003"] {
+        assert!(p.body.contains(mrn), "{mrn} missing");
+    }
+    assert!(!p.body.contains("MRN-0900"), "another ward's chart shown");
+    assert!(p.body.contains("<td>2 days</td>") && p.body.contains("<td>11 days</td>") && p.body.contains("<td>39 days</td>"));
+    for (bucket, n) in [("1–7 days overdue", 1), ("8–14 days overdue", 1), ("Over 30 days overdue", 1), ("Not yet due", 0)] {
+        assert!(p.body.contains(&format!("<td data-bucket=\"{bucket}\">{n}</td>")), "{bucket}");
+    }
+
+    // Filtered: overdue only, and a kind none of these charts has.
+    let p = get(addr, "/console/worklist?kind=open_query&overdue=true", Some(&cookie));
+    assert_eq!(p.status, 200);
+    assert!(!p.body.contains("MRN-0001"));
+    assert!(p.body.contains("Nothing is missing"));
+    // A ward not theirs is refused, not shown empty.
+    let p = get(addr, "/console/worklist?ward=icu", Some(&cookie));
+    assert_eq!(p.status, 403);
+    assert!(!p.body.contains("MRN-0900"));
+
+    // Sign-out needs the page's token; without it nothing happens.
+    let token = csrf(&get(addr, "/console/worklist", Some(&cookie)).body);
+    let p = post(addr, "/console/sign-out", Some(&cookie), None, &[("csrf", &"0".repeat(64))]);
+    assert_eq!(p.status, 403);
+    assert_eq!(get(addr, "/console/worklist", Some(&cookie)).status, 200, "a forged sign-out ended the session");
+    let p = post(addr, "/console/sign-out", Some(&cookie), None, &[("csrf", &token)]);
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=out"));
+    assert!(p.set_cookie.contains("Max-Age=0"));
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"), "the old cookie still works");
+
+    // Audited: the sign-in and each list read, by whom and which ward.
+    let rows = audit_rows(data.path());
+    assert_eq!(rows[0].0, "him.jones");
+    assert_eq!(rows[0].1, "sign_in");
+    let lists: Vec<_> = rows.iter().filter(|r| r.1 == "list").collect();
+    assert_eq!(lists.len(), 4, "{rows:?}");
+    assert!(lists.iter().all(|r| r.2 == "console worklist: ward 4west"), "{rows:?}");
+}
+
+#[test]
+fn a_nurse_a_wrong_password_and_a_form_from_another_site_get_no_session() {
+    let data = imported_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+    let here = format!("http://{addr}");
+
+    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "rn.park"), ("password", PASSWORD)]);
+    assert_eq!(p.status, 403);
+    assert!(p.set_cookie.is_empty(), "a nurse got a session");
+    assert!(p.body.contains("for records staff"));
+
+    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "him.jones"), ("password", "not the password")]);
+    assert_eq!(p.status, 401);
+    assert!(p.set_cookie.is_empty());
+    assert!(p.body.contains("not right"));
+    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "nobody"), ("password", PASSWORD)]);
+    assert_eq!(p.status, 401, "an unknown user is told the same as a wrong password");
+
+    let p = post(addr, "/console/sign-in", None, Some("https://elsewhere.example"), &[("user", "him.jones"), ("password", PASSWORD)]);
+    assert_eq!(p.status, 403);
+    assert!(p.set_cookie.is_empty());
+    // A cookie the server never gave opens nothing.
+    let p = get(addr, "/console/worklist", Some("chartsync_console=0123456789abcdef"));
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"));
+}
+
+#[test]
+fn an_idle_session_is_signed_out_and_a_revoked_person_is_signed_out_at_their_next_step() {
+    let data = imported_store();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--console-idle", "2s"]);
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "him.lee", "technician", &["4west"]);
+    let addr = &server.addr;
+
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert!(p.body.contains("data-idle-seconds=\"2\""), "the page's timer is the server's");
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=idle"));
+    assert!(!p.body.contains("MRN-"));
+    let p = get(addr, "/console/sign-in?ended=idle", None);
+    assert!(p.body.contains("signed out after 2 seconds without activity"), "{}", p.body);
+    // Ended for good: the cookie does not come back after another request.
+    assert_eq!(get(addr, "/console/worklist", Some(&cookie)).location, "/console/sign-in");
+
+    let cookie = sign_in(addr, "him.lee");
+    assert_eq!(get(addr, "/console/worklist", Some(&cookie)).status, 200);
+    server.admin(&["revoke", "person", "him.lee", "--reason", "left the hospital"], "");
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=revoked"));
+    assert!(!p.body.contains("MRN-"));
+}
