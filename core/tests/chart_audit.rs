@@ -438,3 +438,173 @@ fn a_request_for_records_is_on_the_worklist_until_answered_and_overdue_past_its_
     });
     assert!(releases(t(32 * DAY)).is_empty(), "answered");
 }
+
+fn records_office() -> Actor {
+    Actor {
+        user: "him.jones".into(),
+        role: "technician".into(),
+        device: "console".into(),
+    }
+}
+
+fn reference(item: &WorklistItem) -> DeficiencyRef {
+    DeficiencyRef {
+        chart: item.chart,
+        kind: item.deficiency.kind,
+        section: item.deficiency.section.clone(),
+        record_id: item.deficiency.record_id.clone(),
+        detail: item.deficiency.detail.clone(),
+    }
+}
+
+#[test]
+fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_history_and_physical()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let wards = ["4west".to_string()];
+    for user in ["dr.okafor", "dr.adeyemi"] {
+        store
+            .put_staff(
+                &records_office(),
+                &NewStaff {
+                    user,
+                    role: Role::Physician,
+                    wards: &wards,
+                    password: None,
+                    source: "test",
+                },
+            )
+            .unwrap();
+    }
+    let late = store.create(admitted_to("4west", 1)).unwrap();
+    let missing = store.create(admitted_to("4west", 2)).unwrap();
+    signed(&store, late, t(30 * 60), EntryKind::HistoryPhysical);
+    let now = t(3 * DAY);
+    let worklist = |responsible: Option<&str>| {
+        store
+            .worklist(
+                &DeficiencyFilter {
+                    responsible: responsible.map(str::to_string),
+                    ..DeficiencyFilter::default()
+                },
+                now,
+            )
+            .unwrap()
+    };
+    let items = worklist(None);
+    assert_eq!(items.len(), 2);
+    assert!(items
+        .iter()
+        .all(|i| i.assignee.is_none() && i.acknowledged.is_none()));
+    assert!(
+        items.iter().any(|i| i.family_name == "Patient2"),
+        "the worklist names the patient"
+    );
+
+    // Routed to a person: the filter by responsible finds them under that person, not under
+    // the attending the rules named.
+    let assigned = store
+        .assign_deficiencies(
+            &records_office(),
+            &items.iter().map(reference).collect::<Vec<_>>(),
+            Some("dr.adeyemi"),
+            now,
+        )
+        .unwrap();
+    assert_eq!((assigned.deficiencies, assigned.charts), (2, 2));
+    assert_eq!(worklist(Some("dr.adeyemi")).len(), 2);
+    assert!(worklist(Some("dr.okafor")).is_empty());
+    assert!(worklist(None)
+        .iter()
+        .all(|i| i.assignee.as_deref() == Some("dr.adeyemi")));
+
+    // A person not in the directory, or a deficiency put right since the list was read:
+    // refused, and nothing changes.
+    let refs: Vec<_> = items.iter().map(reference).collect();
+    assert!(matches!(
+        store.assign_deficiencies(&records_office(), &refs, Some("dr.nobody"), now),
+        Err(StoreError::NoSuchStaff(_))
+    ));
+    signed(&store, missing, t(3 * DAY), EntryKind::HistoryPhysical);
+    assert!(matches!(
+        store.assign_deficiencies(&records_office(), &refs, Some("dr.okafor"), now),
+        Err(StoreError::NoSuchDeficiency(id)) if id == missing
+    ));
+    assert!(
+        worklist(Some("dr.okafor")).iter().all(|i| i.chart != late),
+        "nothing was reassigned"
+    );
+    // Signed late, the second chart's H&P is no longer missing but late: a new deficiency,
+    // routed to no one yet.
+    let now_late = worklist(None)
+        .into_iter()
+        .find(|i| i.chart == missing)
+        .unwrap();
+    assert_eq!(
+        now_late.deficiency.kind,
+        DeficiencyKind::HistoryPhysicalLate
+    );
+    assert_eq!(now_late.assignee, None);
+
+    // The late H&P: overdue until acknowledged with a reason, then shown as acknowledged and
+    // no longer overdue. Only a late H&P is acknowledged; the rest are put right in the chart.
+    let late_hp = worklist(None)
+        .into_iter()
+        .find(|i| i.chart == late && i.deficiency.kind == DeficiencyKind::HistoryPhysicalLate)
+        .unwrap();
+    assert!(late_hp.overdue);
+    assert!(matches!(
+        store.acknowledge_deficiency(&records_office(), &reference(&late_hp), "  ", now),
+        Err(StoreError::Invalid(_))
+    ));
+    let mut not_late = reference(&late_hp);
+    not_late.kind = DeficiencyKind::UnsignedEntry;
+    assert!(matches!(
+        store.acknowledge_deficiency(&records_office(), &not_late, "seen", now),
+        Err(StoreError::NotAcknowledgeable("unsigned_entry"))
+    ));
+    store
+        .acknowledge_deficiency(
+            &records_office(),
+            &reference(&late_hp),
+            "admitted overnight; reviewed with the chief of staff",
+            now,
+        )
+        .unwrap();
+    let after = worklist(None)
+        .into_iter()
+        .find(|i| i.chart == late)
+        .unwrap();
+    let ack = after.acknowledged.expect("acknowledged");
+    assert_eq!((ack.by.as_str(), ack.at), ("him.jones", now));
+    assert!(!after.overdue);
+    assert_eq!(
+        after.assignee.as_deref(),
+        Some("dr.adeyemi"),
+        "the routing stays"
+    );
+    let overdue: Vec<_> = overdue_on_4west(&store, now)
+        .into_iter()
+        .map(|i| i.chart)
+        .collect();
+    assert!(
+        !overdue.contains(&late),
+        "an acknowledged deficiency is not overdue"
+    );
+
+    // Audited per chart, ids and tokens only: the reason stays in the store.
+    let trail = store.audit_trail(late).unwrap();
+    let actions: Vec<_> = trail.iter().map(|r| r.action).collect();
+    assert!(actions.contains(&AuditAction::Assign) && actions.contains(&AuditAction::Acknowledge));
+    let ack_row = trail
+        .iter()
+        .find(|r| r.action == AuditAction::Acknowledge)
+        .unwrap();
+    assert_eq!(ack_row.actor.user, "him.jones");
+    assert!(!ack_row
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("chief of staff"));
+}

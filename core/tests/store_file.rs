@@ -369,6 +369,7 @@ fn released_migrations_are_unchanged() {
         "9fb33ff8d45e3d64b4b5658c2738a36f026c0381f6248e589e62c5079ab96ea5",
         "924d63aa494b6819f805ee3b092cc55ce42e77956e56df619601e1a79593f4b8",
         "c2f2e814c9b6f82251a2878a5880c5635fcbfba7113d1a0396fc660809d575d3",
+        "8831403d19d4b63a7bdd85ac1ef68f6ec244e18af46d3e1d3843610a2fbb1406",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

@@ -11,8 +11,8 @@ mod api;
 mod auth;
 mod break_glass;
 mod census;
-mod console;
 pub mod cli;
+mod console;
 mod directory;
 mod holds;
 mod in_process;
@@ -381,6 +381,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/holds/{id}/accept", post(holds::accept))
         .route("/api/holds/{id}/reject", post(holds::reject))
         .route("/api/deficiencies", get(records::deficiencies))
+        .route("/api/deficiencies/assign", post(records::assign))
+        .route("/api/deficiencies/acknowledge", post(records::acknowledge))
         .route("/api/coding-queue", get(records::coding_queue))
         .route("/api/disclosures", get(records::disclosures))
         .route("/api/staff", get(directory::list_staff))

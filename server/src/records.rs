@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
 use chartsync_core::store::{
-    Accounting, Actor, AuditAction, ChartStore, CodingQueueItem, DeficiencyFilter, StoreError,
-    WorklistItem,
+    Accounting, Actor, Assigned, AuditAction, ChartStore, CodingQueueItem, DeficiencyFilter,
+    DeficiencyRef, StoreError, WorklistItem,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{actor, blocking, error, internal};
 use crate::auth::{Access, ALL_WARDS};
@@ -119,6 +119,192 @@ pub async fn deficiencies(
         .into_response(),
         Ok(Err(e)) => internal(e),
         Err(r) => r,
+    }
+}
+
+/// Who works the worklist: records technicians, supervisors and administrators. (Coders
+/// work the coding queue; physicians put deficiencies right in the chart.)
+pub(crate) fn works_deficiencies(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Technician | Role::RecordsSupervisor | Role::Admin
+    )
+}
+
+/// What the records office does to deficiencies on the worklist, from REST or the console.
+pub(crate) enum DeficiencyWork {
+    /// Route them to a person (`None`: back to whoever the rules name).
+    Assign(Option<String>),
+    /// Acknowledge one late H&P, with the reason.
+    Acknowledge(String),
+}
+
+/// Checks the role and that every chart is on the person's wards, then does the work in one
+/// transaction with its audit rows. A refusal is audited and changes nothing.
+pub(crate) async fn work_deficiencies(
+    store: std::sync::Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    refs: Vec<DeficiencyRef>,
+    work: DeficiencyWork,
+) -> Result<Assigned, Refusal> {
+    if !works_deficiencies(access.role) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "deficiencies are assigned and acknowledged by records technicians and supervisors"
+                .into(),
+        ));
+    }
+    if refs.is_empty() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "choose at least one deficiency".into(),
+        ));
+    }
+    if matches!(work, DeficiencyWork::Acknowledge(_)) && refs.len() != 1 {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "a late H&P is acknowledged one at a time, each with its reason".into(),
+        ));
+    }
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut charts: Vec<ChartId> = refs.iter().map(|r| r.chart).collect();
+        charts.sort();
+        charts.dedup();
+        for &id in &charts {
+            let ward = store.summary(id)?.map(|s| s.ward);
+            match ward {
+                Some(w) if access.may_see_ward(&w) => {}
+                found => {
+                    store.record_audit(
+                        &who,
+                        AuditAction::Deny,
+                        Some(id),
+                        Some("deficiency work: not on the person's wards"),
+                    )?;
+                    return Ok(Err(match found {
+                        None => Refusal(StatusCode::NOT_FOUND, format!("no chart {id}")),
+                        Some(_) => Refusal(
+                            StatusCode::FORBIDDEN,
+                            format!("chart {id} is not on your wards"),
+                        ),
+                    }));
+                }
+            }
+        }
+        let now = Timestamp::now();
+        let done = match &work {
+            DeficiencyWork::Assign(person) => {
+                store.assign_deficiencies(&who, &refs, person.as_deref(), now)
+            }
+            DeficiencyWork::Acknowledge(reason) => store
+                .acknowledge_deficiency(&who, &refs[0], reason, now)
+                .map(|()| Assigned {
+                    deficiencies: 1,
+                    charts: 1,
+                }),
+        };
+        Ok::<_, StoreError>(match done {
+            Ok(done) => Ok(done),
+            Err(e @ (StoreError::NoSuchDeficiency(_) | StoreError::NoSuchStaff(_))) => {
+                Err(Refusal(StatusCode::CONFLICT, e.to_string()))
+            }
+            Err(e @ (StoreError::NotAcknowledgeable(_) | StoreError::Invalid(_))) => {
+                Err(Refusal(StatusCode::BAD_REQUEST, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        })
+    })
+    .await;
+    match result {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "deficiency work");
+            Err(Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server could not write its store".into(),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deficiency work");
+            Err(Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server could not write its store".into(),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignBody {
+    /// A user id from the staff directory; `null` routes them back to the rules' responsible.
+    assignee: Option<String>,
+    deficiencies: Vec<DeficiencyRef>,
+}
+
+/// `POST /api/deficiencies/assign` with `{"assignee": "dr.adeyemi", "deficiencies": [{"chart",
+/// "kind", "section", "record_id", "detail"}, ...]}` (each as the worklist lists it): routes
+/// them to a person, all or none. 409 when one was put right since the list was read, or the
+/// person is not in the directory.
+pub async fn assign(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    body: Result<Json<AssignBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let who = actor(&access, &headers);
+    match work_deficiencies(
+        app.store.clone(),
+        &access,
+        who,
+        body.deficiencies,
+        DeficiencyWork::Assign(body.assignee),
+    )
+    .await
+    {
+        Ok(done) => Json(done).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeBody {
+    reason: String,
+    deficiency: DeficiencyRef,
+}
+
+/// `POST /api/deficiencies/acknowledge` with `{"reason": "...", "deficiency": {...}}`: the
+/// records office accepts a late H&P as it stands (it cannot be put right); it stays on the
+/// worklist, marked, and is no longer overdue.
+pub async fn acknowledge(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    body: Result<Json<AcknowledgeBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    let who = actor(&access, &headers);
+    match work_deficiencies(
+        app.store.clone(),
+        &access,
+        who,
+        vec![body.deficiency],
+        DeficiencyWork::Acknowledge(body.reason),
+    )
+    .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r.into_response(),
     }
 }
 

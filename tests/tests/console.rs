@@ -12,8 +12,52 @@ use common::*;
 
 const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
 
-/// A records store with three admissions to 4west and one to icu, none with an H&P: admitted
-/// 3, 12 and 40 days before now, so their missing H&Ps are 2, 11 and 39 days overdue.
+/// A chart admitted to 4west 10 days ago whose H&P was written and signed 30 hours in: late,
+/// 9 days past its due time, as a saved chart for the import.
+fn late_history_physical() -> String {
+    use chartsync_core::chart::*;
+    let admitted = Timestamp::now().plus_seconds(-10 * 86_400 + 43_200);
+    let patient = NewPatient {
+        mrn: "MRN-0004".into(),
+        family_name: "Okoye".into(),
+        given_names: "Ben".into(),
+        birth_date: Some("1961-07-02".into()),
+        sex: Some(Sex::Male),
+        address: None,
+        phone: None,
+    };
+    let encounter = NewEncounter {
+        ward: "4west".into(),
+        bed: Some("14B".into()),
+        class: EncounterClass::Inpatient,
+        admit_source: None,
+        attending: Some("dr.okafor".into()),
+    };
+    let physician = Staff::new("dr.okafor", Role::Physician, "tablet-4west-01");
+    let technician = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let mut chart = Chart::create(patient, encounter, &technician, admitted).unwrap();
+    let written = admitted.plus_seconds(30 * 3_600);
+    let hp = chart
+        .add_entry(
+            &physician,
+            written,
+            NewEntry::note(EntryKind::HistoryPhysical, "History and physical."),
+        )
+        .unwrap();
+    chart
+        .sign_entry(&physician, written, &hp, SignatureMeaning::Author)
+        .unwrap();
+    use base64::Engine;
+    serde_json::json!({
+        "id": ChartId::random().to_string(),
+        "automerge": base64::engine::general_purpose::STANDARD.encode(chart.save()),
+    })
+    .to_string()
+}
+
+/// A records store with four admissions to 4west and one to icu: three with no H&P, admitted
+/// 3, 12 and 40 days before now, so their missing H&Ps are 2, 11 and 39 days overdue; and
+/// MRN-0004, whose H&P came late (9 days overdue until acknowledged).
 fn imported_store() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     let now = chartsync_core::chart::Timestamp::now();
@@ -22,7 +66,9 @@ fn imported_store() -> tempfile::TempDir {
             "patient": {"mrn": mrn, "family_name": "Rivera", "given_names": "Ana",
                         "birth_date": "1957-03-14", "sex": "female"},
             "encounter": {"ward": ward, "bed": "12A", "class": "inpatient", "attending": "dr.okafor"},
-            "admitted_at": now.plus_seconds(-days_ago * 86_400).to_string(),
+            // Half a day later than whole days ago, so the days overdue do not tick over
+            // while the test runs.
+            "admitted_at": now.plus_seconds(-days_ago * 86_400 + 43_200).to_string(),
         })
         .to_string()
     };
@@ -32,6 +78,7 @@ fn imported_store() -> tempfile::TempDir {
         admission("MRN-0002", "4west", 12),
         admission("MRN-0003", "4west", 40),
         admission("MRN-0900", "icu", 3),
+        late_history_physical(),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
     let out = Command::new(RECORDS)
@@ -42,7 +89,11 @@ fn imported_store() -> tempfile::TempDir {
         .env("CHARTSYNC_STORE_KEY", STORE_KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     data
 }
 
@@ -92,7 +143,13 @@ fn get(addr: &str, path: &str, cookie: Option<&str>) -> Page {
     page(req.call().unwrap())
 }
 
-fn post(addr: &str, path: &str, cookie: Option<&str>, origin: Option<&str>, form: &[(&str, &str)]) -> Page {
+fn post(
+    addr: &str,
+    path: &str,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> Page {
     let mut req = agent().post(format!("http://{addr}{path}"));
     if let Some(c) = cookie {
         req = req.header("Cookie", c);
@@ -105,7 +162,13 @@ fn post(addr: &str, path: &str, cookie: Option<&str>, origin: Option<&str>, form
 
 /// Signs in; the cookie to send back (`name=value`).
 fn sign_in(addr: &str, user: &str) -> String {
-    let p = post(addr, "/console/sign-in", None, Some(&format!("http://{addr}")), &[("user", user), ("password", PASSWORD)]);
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some(&format!("http://{addr}")),
+        &[("user", user), ("password", PASSWORD)],
+    );
     assert_eq!(p.status, 303, "{}", p.body);
     assert_eq!(p.location, "/console/worklist");
     p.set_cookie.split(';').next().unwrap().to_string()
@@ -113,7 +176,10 @@ fn sign_in(addr: &str, user: &str) -> String {
 
 /// The CSRF token in a page's forms.
 fn csrf(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
     body[at..at + 64].to_string()
 }
 
@@ -133,6 +199,7 @@ fn a_technician_signs_in_and_works_the_worklist_of_their_ward_with_its_aging() {
     let data = imported_store();
     let server = Server::start(data.path());
     add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "dr.adeyemi", "physician", &["4west"]);
     let addr = &server.addr;
 
     // Before signing in: the sign-in page, and nothing else.
@@ -140,30 +207,188 @@ fn a_technician_signs_in_and_works_the_worklist_of_their_ward_with_its_aging() {
     assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"));
     assert!(!p.body.contains("MRN-"));
 
-    let p = post(addr, "/console/sign-in", None, Some(&format!("http://{addr}")), &[("user", "him.jones"), ("password", PASSWORD)]);
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some(&format!("http://{addr}")),
+        &[("user", "him.jones"), ("password", PASSWORD)],
+    );
     assert_eq!(p.status, 303);
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
-        assert!(p.set_cookie.contains(flag), "{flag} missing from {}", p.set_cookie);
+        assert!(
+            p.set_cookie.contains(flag),
+            "{flag} missing from {}",
+            p.set_cookie
+        );
     }
-    assert!(!p.set_cookie.contains("Secure"), "plain HTTP here: a Secure cookie would never come back");
+    assert!(
+        !p.set_cookie.contains("Secure"),
+        "plain HTTP here: a Secure cookie would never come back"
+    );
     let cookie = p.set_cookie.split(';').next().unwrap().to_string();
 
     let p = get(addr, "/console/worklist", Some(&cookie));
     assert_eq!(p.status, 200);
-    assert!(p.csp.contains("default-src 'none'") && p.csp.contains("frame-ancestors 'none'"), "{}", p.csp);
+    assert!(
+        p.csp.contains("default-src 'none'") && p.csp.contains("frame-ancestors 'none'"),
+        "{}",
+        p.csp
+    );
     assert!(!p.csp.contains("unsafe-inline"));
     // Their ward's three charts, not the icu's; each missing H&P in its aging bucket.
     for mrn in ["MRN-0001", "MRN-0002", "MRN-0003"] {
         assert!(p.body.contains(mrn), "{mrn} missing");
     }
     assert!(!p.body.contains("MRN-0900"), "another ward's chart shown");
-    assert!(p.body.contains("<td>2 days</td>") && p.body.contains("<td>11 days</td>") && p.body.contains("<td>39 days</td>"));
-    for (bucket, n) in [("1–7 days overdue", 1), ("8–14 days overdue", 1), ("Over 30 days overdue", 1), ("Not yet due", 0)] {
-        assert!(p.body.contains(&format!("<td data-bucket=\"{bucket}\">{n}</td>")), "{bucket}");
+    assert!(
+        p.body.contains("<td>2 days</td>")
+            && p.body.contains("<td>11 days</td>")
+            && p.body.contains("<td>39 days</td>")
+    );
+    assert!(
+        p.body.contains("<td>Rivera, Ana</td>"),
+        "the patient's name"
+    );
+    for (bucket, n) in [
+        ("1–7 days overdue", 1),
+        ("8–14 days overdue", 2),
+        ("Over 30 days overdue", 1),
+        ("Not yet due", 0),
+        ("Acknowledged", 0),
+    ] {
+        assert!(
+            p.body
+                .contains(&format!("<td data-bucket=\"{bucket}\">{n}</td>")),
+            "{bucket}"
+        );
     }
 
+    // Two rows checked and routed to a physician, in one form with the page's token. The
+    // filter by responsible then finds them under that physician.
+    let token = csrf(&p.body);
+    let checked = checkbox_values(&p.body, &["MRN-0001", "MRN-0002"]);
+    let forged = post(
+        addr,
+        "/console/worklist/assign",
+        Some(&cookie),
+        None,
+        &[
+            ("csrf", &"0".repeat(64)),
+            ("assignee", "dr.adeyemi"),
+            ("d", &checked[0]),
+        ],
+    );
+    assert_eq!(forged.status, 403, "assigned without the page's token");
+    let mut form = vec![
+        ("csrf", token.as_str()),
+        ("back", "/console/worklist?ward=4west"),
+        ("assignee", "dr.adeyemi"),
+    ];
+    form.extend(checked.iter().map(|v| ("d", v.as_str())));
+    let p = post(
+        addr,
+        "/console/worklist/assign",
+        Some(&cookie),
+        Some(&format!("http://{addr}")),
+        &form,
+    );
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/worklist?ward=4west"),
+        "{}",
+        p.body
+    );
+    let p = get(addr, "/console/worklist?ward=4west", Some(&cookie));
+    assert!(
+        p.body.contains("2 deficiencies assigned to dr.adeyemi."),
+        "the form's outcome is said"
+    );
+    let p = get(
+        addr,
+        "/console/worklist?responsible=dr.adeyemi",
+        Some(&cookie),
+    );
+    assert!(
+        p.body.contains("MRN-0001") && p.body.contains("MRN-0002") && !p.body.contains("MRN-0003")
+    );
+    assert!(
+        !p.body.contains("assigned to dr.adeyemi."),
+        "said once, not on every page"
+    );
+    // Someone not in the directory: refused, nothing changed.
+    let token = csrf(&p.body);
+    let p = post(
+        addr,
+        "/console/worklist/assign",
+        Some(&cookie),
+        None,
+        &[
+            ("csrf", &token),
+            ("assignee", "dr.nobody"),
+            ("d", &checked[0]),
+        ],
+    );
+    assert_eq!(p.status, 409);
+    assert!(p.body.contains("no staff member dr.nobody"), "{}", p.body);
+
+    // The late H&P: its link opens a form for the reason (the URL names the chart by id only);
+    // acknowledged, it leaves the overdue buckets and the overdue filter.
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    let link = acknowledge_link(&p.body);
+    assert!(
+        !link.contains("MRN") && !link.contains("Okoye"),
+        "patient data in a URL: {link}"
+    );
+    let form_page = get(addr, &link, Some(&cookie));
+    assert_eq!(form_page.status, 200, "{link}: {}", form_page.body);
+    assert!(form_page.body.contains("MRN-0004") && form_page.body.contains("Okoye, Ben"));
+    let mut fields = hidden_fields(&form_page.body);
+    fields.push((
+        "reason".into(),
+        "Admitted at 02:00; the H&P followed the morning round.".into(),
+    ));
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let p = post(
+        addr,
+        "/console/worklist/acknowledge",
+        Some(&cookie),
+        None,
+        &fields,
+    );
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/worklist"),
+        "{}",
+        p.body
+    );
+    let p = get(addr, "/console/worklist", Some(&cookie));
+    assert!(p
+        .body
+        .contains("The late history and physical is acknowledged."));
+    assert!(p.body.contains("Acknowledged by him.jones on "));
+    for (bucket, n) in [("8–14 days overdue", 1), ("Acknowledged", 1)] {
+        assert!(
+            p.body
+                .contains(&format!("<td data-bucket=\"{bucket}\">{n}</td>")),
+            "{bucket}"
+        );
+    }
+    let p = get(addr, "/console/worklist?overdue=true", Some(&cookie));
+    assert!(
+        !p.body.contains("MRN-0004"),
+        "an acknowledged H&P is not overdue"
+    );
+
     // Filtered: overdue only, and a kind none of these charts has.
-    let p = get(addr, "/console/worklist?kind=open_query&overdue=true", Some(&cookie));
+    let p = get(
+        addr,
+        "/console/worklist?kind=open_query&overdue=true",
+        Some(&cookie),
+    );
     assert_eq!(p.status, 200);
     assert!(!p.body.contains("MRN-0001"));
     assert!(p.body.contains("Nothing is missing"));
@@ -174,22 +399,114 @@ fn a_technician_signs_in_and_works_the_worklist_of_their_ward_with_its_aging() {
 
     // Sign-out needs the page's token; without it nothing happens.
     let token = csrf(&get(addr, "/console/worklist", Some(&cookie)).body);
-    let p = post(addr, "/console/sign-out", Some(&cookie), None, &[("csrf", &"0".repeat(64))]);
+    let p = post(
+        addr,
+        "/console/sign-out",
+        Some(&cookie),
+        None,
+        &[("csrf", &"0".repeat(64))],
+    );
     assert_eq!(p.status, 403);
-    assert_eq!(get(addr, "/console/worklist", Some(&cookie)).status, 200, "a forged sign-out ended the session");
-    let p = post(addr, "/console/sign-out", Some(&cookie), None, &[("csrf", &token)]);
-    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=out"));
+    assert_eq!(
+        get(addr, "/console/worklist", Some(&cookie)).status,
+        200,
+        "a forged sign-out ended the session"
+    );
+    let p = post(
+        addr,
+        "/console/sign-out",
+        Some(&cookie),
+        None,
+        &[("csrf", &token)],
+    );
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/sign-in?ended=out")
+    );
     assert!(p.set_cookie.contains("Max-Age=0"));
     let p = get(addr, "/console/worklist", Some(&cookie));
-    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"), "the old cookie still works");
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/sign-in"),
+        "the old cookie still works"
+    );
 
     // Audited: the sign-in and each list read, by whom and which ward.
     let rows = audit_rows(data.path());
     assert_eq!(rows[0].0, "him.jones");
     assert_eq!(rows[0].1, "sign_in");
     let lists: Vec<_> = rows.iter().filter(|r| r.1 == "list").collect();
-    assert_eq!(lists.len(), 4, "{rows:?}");
-    assert!(lists.iter().all(|r| r.2 == "console worklist: ward 4west"), "{rows:?}");
+    assert_eq!(lists.len(), 9, "each worklist shown: {rows:?}");
+    assert!(
+        lists.iter().all(|r| r.2 == "console worklist: ward 4west"),
+        "{rows:?}"
+    );
+    let assigns: Vec<_> = rows.iter().filter(|r| r.1 == "assign").collect();
+    assert_eq!(assigns.len(), 2, "one row per chart: {rows:?}");
+    assert!(
+        assigns.iter().all(|r| r
+            .2
+            .starts_with("assigned to dr.adeyemi: history_physical_missing")),
+        "{rows:?}"
+    );
+    let acks: Vec<_> = rows.iter().filter(|r| r.1 == "acknowledge").collect();
+    assert_eq!(acks.len(), 1);
+    assert!(
+        !acks[0].2.contains("morning round"),
+        "the reason stays out of the audit detail"
+    );
+}
+
+/// The values of the worklist's checkboxes on the rows of these MRNs.
+fn checkbox_values(body: &str, mrns: &[&str]) -> Vec<String> {
+    mrns.iter()
+        .map(|mrn| {
+            let row = body
+                .split("<tr ")
+                .find(|r| r.contains(&format!("<td>{mrn}</td>")))
+                .expect(mrn);
+            let at = row.find("name=\"d\"").expect("a checkbox");
+            let v = &row[at..];
+            let v = &v[v.find("value=\"").unwrap() + 7..];
+            unescape(&v[..v.find('"').unwrap()])
+        })
+        .collect()
+}
+
+fn acknowledge_link(body: &str) -> String {
+    let at = body
+        .find("href=\"/console/worklist/acknowledge?")
+        .expect("an acknowledge link")
+        + 6;
+    unescape(&body[at..at + body[at..].find('"').unwrap()])
+}
+
+/// The hidden fields of the acknowledge form.
+fn hidden_fields(body: &str) -> Vec<(String, String)> {
+    let form = &body[body
+        .find("action=\"/console/worklist/acknowledge\"")
+        .expect("the form")..];
+    form.split("<input type=\"hidden\" ")
+        .skip(1)
+        .filter_map(|tag| {
+            let name = tag.split("name=\"").nth(1)?.split('"').next()?;
+            let value = tag.split("value=\"").nth(1)?.split('"').next()?;
+            Some((name.to_string(), unescape(value)))
+        })
+        .collect()
+}
+
+/// HTML's escapes as askama writes them.
+fn unescape(s: &str) -> String {
+    s.replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&lt;", "<")
+        .replace("&#62;", ">")
+        .replace("&gt;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
 }
 
 #[test]
@@ -201,23 +518,54 @@ fn a_nurse_a_wrong_password_and_a_form_from_another_site_get_no_session() {
     let addr = &server.addr;
     let here = format!("http://{addr}");
 
-    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "rn.park"), ("password", PASSWORD)]);
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some(&here),
+        &[("user", "rn.park"), ("password", PASSWORD)],
+    );
     assert_eq!(p.status, 403);
     assert!(p.set_cookie.is_empty(), "a nurse got a session");
     assert!(p.body.contains("for records staff"));
 
-    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "him.jones"), ("password", "not the password")]);
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some(&here),
+        &[("user", "him.jones"), ("password", "not the password")],
+    );
     assert_eq!(p.status, 401);
     assert!(p.set_cookie.is_empty());
     assert!(p.body.contains("not right"));
-    let p = post(addr, "/console/sign-in", None, Some(&here), &[("user", "nobody"), ("password", PASSWORD)]);
-    assert_eq!(p.status, 401, "an unknown user is told the same as a wrong password");
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some(&here),
+        &[("user", "nobody"), ("password", PASSWORD)],
+    );
+    assert_eq!(
+        p.status, 401,
+        "an unknown user is told the same as a wrong password"
+    );
 
-    let p = post(addr, "/console/sign-in", None, Some("https://elsewhere.example"), &[("user", "him.jones"), ("password", PASSWORD)]);
+    let p = post(
+        addr,
+        "/console/sign-in",
+        None,
+        Some("https://elsewhere.example"),
+        &[("user", "him.jones"), ("password", PASSWORD)],
+    );
     assert_eq!(p.status, 403);
     assert!(p.set_cookie.is_empty());
     // A cookie the server never gave opens nothing.
-    let p = get(addr, "/console/worklist", Some("chartsync_console=0123456789abcdef"));
+    let p = get(
+        addr,
+        "/console/worklist",
+        Some("chartsync_console=0123456789abcdef"),
+    );
     assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in"));
 }
 
@@ -231,20 +579,46 @@ fn an_idle_session_is_signed_out_and_a_revoked_person_is_signed_out_at_their_nex
 
     let cookie = sign_in(addr, "him.jones");
     let p = get(addr, "/console/worklist", Some(&cookie));
-    assert!(p.body.contains("data-idle-seconds=\"2\""), "the page's timer is the server's");
+    assert!(
+        p.body.contains("data-idle-seconds=\"2\""),
+        "the page's timer is the server's"
+    );
     std::thread::sleep(std::time::Duration::from_millis(2_500));
     let p = get(addr, "/console/worklist", Some(&cookie));
-    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=idle"));
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/sign-in?ended=idle")
+    );
     assert!(!p.body.contains("MRN-"));
     let p = get(addr, "/console/sign-in?ended=idle", None);
-    assert!(p.body.contains("signed out after 2 seconds without activity"), "{}", p.body);
+    assert!(
+        p.body
+            .contains("signed out after 2 seconds without activity"),
+        "{}",
+        p.body
+    );
     // Ended for good: the cookie does not come back after another request.
-    assert_eq!(get(addr, "/console/worklist", Some(&cookie)).location, "/console/sign-in");
+    assert_eq!(
+        get(addr, "/console/worklist", Some(&cookie)).location,
+        "/console/sign-in"
+    );
 
     let cookie = sign_in(addr, "him.lee");
     assert_eq!(get(addr, "/console/worklist", Some(&cookie)).status, 200);
-    server.admin(&["revoke", "person", "him.lee", "--reason", "left the hospital"], "");
+    server.admin(
+        &[
+            "revoke",
+            "person",
+            "him.lee",
+            "--reason",
+            "left the hospital",
+        ],
+        "",
+    );
     let p = get(addr, "/console/worklist", Some(&cookie));
-    assert_eq!((p.status, p.location.as_str()), (303, "/console/sign-in?ended=revoked"));
+    assert_eq!(
+        (p.status, p.location.as_str()),
+        (303, "/console/sign-in?ended=revoked")
+    );
     assert!(!p.body.contains("MRN-"));
 }

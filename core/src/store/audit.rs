@@ -42,6 +42,10 @@ pub enum AuditAction {
     SignIn,
     /// Break-glass access to a chart outside the person's wards began or ended.
     BreakGlass,
+    /// The records office routed deficiencies to a person.
+    Assign,
+    /// The records office acknowledged a deficiency that cannot be put right (a late H&P).
+    Acknowledge,
 }
 
 impl AuditAction {
@@ -58,6 +62,8 @@ impl AuditAction {
             AuditAction::Admin => "admin",
             AuditAction::SignIn => "sign_in",
             AuditAction::BreakGlass => "break_glass",
+            AuditAction::Assign => "assign",
+            AuditAction::Acknowledge => "acknowledge",
         }
     }
 
@@ -74,6 +80,8 @@ impl AuditAction {
             AuditAction::Admin,
             AuditAction::SignIn,
             AuditAction::BreakGlass,
+            AuditAction::Assign,
+            AuditAction::Acknowledge,
         ]
         .into_iter()
         .find(|a| a.token() == s)

@@ -91,6 +91,12 @@ pub enum StoreError {
     #[error("the audit trail could not be written (with the rows committed beside it): {0}")]
     AuditNotWritten(String),
 
+    #[error("chart {0} has no such open deficiency (it may have been put right since): nothing was changed")]
+    NoSuchDeficiency(ChartId),
+
+    #[error("a {0} deficiency is put right in the chart, not acknowledged: only a late H&P is acknowledged")]
+    NotAcknowledgeable(&'static str),
+
     #[error("no break-glass grant {0}")]
     NoSuchGrant(i64),
 

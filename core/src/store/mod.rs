@@ -12,6 +12,7 @@ pub mod backup;
 mod break_glass;
 mod cache;
 mod credentials;
+mod deficiency_work;
 mod directory;
 mod error;
 mod feed;
@@ -38,6 +39,7 @@ pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
+pub use deficiency_work::{Assigned, DeficiencyRef};
 pub use directory::{
     CredentialStatus, Device, IssuedCertificate, NewStaff, Revocation, Revoked, Severity,
     StaffMember,
@@ -48,7 +50,8 @@ pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
 pub use receipts::Receipts;
 pub use records::{
-    AccountedDisclosure, Accounting, CodingQueueItem, DeficiencyFilter, WorklistItem,
+    AccountedDisclosure, Accounting, Acknowledgement, CodingQueueItem, DeficiencyFilter,
+    WorklistItem,
 };
 
 use cache::{Cache, Cached, Slot};

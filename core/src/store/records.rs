@@ -20,12 +20,28 @@ use crate::chart::{
 pub struct WorklistItem {
     pub chart: ChartId,
     pub mrn: String,
+    pub family_name: String,
+    pub given_names: String,
     pub ward: String,
     pub status: EncounterStatus,
     pub discharged_at: Option<Timestamp>,
     pub deficiency: Deficiency,
-    /// Its due date has passed.
+    /// The person the records office routed it to, if any (the rule's `responsible` names
+    /// who must act by the rules: often a role).
+    pub assignee: Option<String>,
+    /// The records office accepted it as it stands (a late H&P): it is no longer overdue.
+    pub acknowledged: Option<Acknowledgement>,
+    /// Its due date has passed and it is not acknowledged.
     pub overdue: bool,
+}
+
+/// Who acknowledged a deficiency, when and why.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub at: Timestamp,
+    pub reason: String,
 }
 
 /// Which deficiencies a worklist holds; empty fields do not filter.
@@ -34,7 +50,8 @@ pub struct DeficiencyFilter {
     /// The wards to list (`None`: every ward; an empty list: none).
     pub wards: Option<Vec<String>>,
     pub kind: Option<DeficiencyKind>,
-    /// A user id or role token.
+    /// A user id or role token: the person it is assigned to, or, when it is assigned to no
+    /// one, who the rules say must act.
     pub responsible: Option<String>,
     /// Only the overdue ones.
     pub overdue_only: bool,
@@ -133,8 +150,13 @@ impl ChartStore {
     ) -> Result<Vec<WorklistItem>, StoreError> {
         let mut sql = String::from(
             "SELECT d.kind, d.section, d.record_id, d.responsible, d.detail, d.due_at,
-                    c.id, c.mrn, c.ward, c.status, c.discharged_at
-             FROM deficiencies d JOIN charts c ON c.key = d.chart WHERE 1 = 1",
+                    c.id, c.mrn, c.ward, c.status, c.discharged_at, c.family_name, c.given_names,
+                    w.assignee, w.acknowledged_by, w.acknowledged_at, w.acknowledgement
+             FROM deficiencies d JOIN charts c ON c.key = d.chart
+             LEFT JOIN deficiency_work w ON w.chart = d.chart AND w.kind = d.kind
+                 AND w.section = d.section AND w.record_id = d.record_id
+                 AND w.detail = COALESCE(d.detail, '')
+             WHERE 1 = 1",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         let mut arg = |sql: &mut String, clause: &str, v: String| {
@@ -153,11 +175,15 @@ impl ChartStore {
             arg(&mut sql, "d.kind =", k.token().to_string());
         }
         if let Some(r) = &filter.responsible {
-            arg(&mut sql, "d.responsible =", r.clone());
+            arg(&mut sql, "COALESCE(w.assignee, d.responsible) =", r.clone());
         }
         if filter.overdue_only {
             // Stored times are UTC RFC 3339 and compare as strings.
-            arg(&mut sql, "d.due_at <", now.to_rfc3339());
+            arg(
+                &mut sql,
+                "w.acknowledged_at IS NULL AND d.due_at <",
+                now.to_rfc3339(),
+            );
         }
         sql.push_str(" ORDER BY d.due_at IS NULL, d.due_at, c.id");
         if let Some(n) = filter.limit {
@@ -170,19 +196,53 @@ impl ChartStore {
                 let chart: String = r.get(6)?;
                 let status: String = r.get(9)?;
                 let discharged: Option<String> = r.get(10)?;
-                Ok((deficiency, chart, r.get(7)?, r.get(8)?, status, discharged))
+                let acknowledged: Option<(String, String, String)> = match r.get(14)? {
+                    Some(by) => Some((by, r.get(15)?, r.get(16)?)),
+                    None => None,
+                };
+                Ok((
+                    deficiency,
+                    chart,
+                    (r.get(7)?, r.get(11)?, r.get(12)?),
+                    r.get(8)?,
+                    status,
+                    discharged,
+                    r.get(13)?,
+                    acknowledged,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (deficiency, chart, mrn, ward, status, discharged) = row?;
+                let (
+                    deficiency,
+                    chart,
+                    (mrn, family_name, given_names),
+                    ward,
+                    status,
+                    discharged,
+                    assignee,
+                    acknowledged,
+                ) = row?;
                 let deficiency = deficiency?;
+                let acknowledged = match acknowledged {
+                    Some((by, at, reason)) => Some(Acknowledgement {
+                        by,
+                        at: Timestamp::parse(&at).map_err(|_| bad("time"))?,
+                        reason,
+                    }),
+                    None => None,
+                };
                 out.push(WorklistItem {
                     chart: parse_id(&chart)?,
                     mrn,
+                    family_name,
+                    given_names,
                     ward,
                     status: EncounterStatus::from_token(&status).map_err(|_| bad("status"))?,
                     discharged_at: parse_time(discharged.as_deref())?,
-                    overdue: deficiency.overdue_at(now),
+                    overdue: acknowledged.is_none() && deficiency.overdue_at(now),
+                    assignee,
+                    acknowledged,
                     deficiency,
                 });
             }

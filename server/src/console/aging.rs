@@ -12,16 +12,19 @@ pub enum Aging {
     Days8To14,
     Days15To30,
     Over30,
+    /// Accepted as it stands by the records office (a late H&P): no longer aging.
+    Acknowledged,
 }
 
 impl Aging {
-    pub const ALL: [Aging; 6] = [
+    pub const ALL: [Aging; 7] = [
         Aging::NoDueDate,
         Aging::NotDue,
         Aging::Days1To7,
         Aging::Days8To14,
         Aging::Days15To30,
         Aging::Over30,
+        Aging::Acknowledged,
     ];
 
     /// The bucket, and the days overdue: any part of a day past the due time counts as a day.
@@ -51,13 +54,14 @@ impl Aging {
             Aging::Days8To14 => "8–14 days overdue",
             Aging::Days15To30 => "15–30 days overdue",
             Aging::Over30 => "Over 30 days overdue",
+            Aging::Acknowledged => "Acknowledged",
         }
     }
 }
 
 /// Each bucket with how many of `agings` fall in it, in the order of [`Aging::ALL`].
 pub fn counts(agings: impl Iterator<Item = Aging>) -> Vec<(&'static str, usize)> {
-    let mut n = [0usize; 6];
+    let mut n = [0usize; Aging::ALL.len()];
     for a in agings {
         n[Aging::ALL.iter().position(|b| *b == a).unwrap_or(0)] += 1;
     }
@@ -79,20 +83,44 @@ mod tests {
     #[test]
     fn days_overdue_count_any_part_of_a_day_and_fall_in_their_bucket() {
         let due = Some(at("2026-11-01T12:00:00Z"));
-        assert_eq!(Aging::of(None, at("2026-11-01T12:00:00Z")), (Aging::NoDueDate, None));
-        assert_eq!(Aging::of(due, at("2026-11-01T12:00:00Z")), (Aging::NotDue, None));
-        assert_eq!(Aging::of(due, at("2026-11-01T12:00:01Z")), (Aging::Days1To7, Some(1)));
-        assert_eq!(Aging::of(due, at("2026-11-08T12:00:00Z")), (Aging::Days1To7, Some(7)));
-        assert_eq!(Aging::of(due, at("2026-11-08T12:00:01Z")), (Aging::Days8To14, Some(8)));
-        assert_eq!(Aging::of(due, at("2026-11-15T12:00:00Z")), (Aging::Days8To14, Some(14)));
-        assert_eq!(Aging::of(due, at("2026-12-01T12:00:00Z")), (Aging::Days15To30, Some(30)));
-        assert_eq!(Aging::of(due, at("2026-12-01T12:00:01Z")), (Aging::Over30, Some(31)));
+        assert_eq!(
+            Aging::of(None, at("2026-11-01T12:00:00Z")),
+            (Aging::NoDueDate, None)
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-11-01T12:00:00Z")),
+            (Aging::NotDue, None)
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-11-01T12:00:01Z")),
+            (Aging::Days1To7, Some(1))
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-11-08T12:00:00Z")),
+            (Aging::Days1To7, Some(7))
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-11-08T12:00:01Z")),
+            (Aging::Days8To14, Some(8))
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-11-15T12:00:00Z")),
+            (Aging::Days8To14, Some(14))
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-12-01T12:00:00Z")),
+            (Aging::Days15To30, Some(30))
+        );
+        assert_eq!(
+            Aging::of(due, at("2026-12-01T12:00:01Z")),
+            (Aging::Over30, Some(31))
+        );
     }
 
     #[test]
     fn the_counts_cover_every_bucket_in_order() {
         let c = counts([Aging::Over30, Aging::NotDue, Aging::Over30].into_iter());
-        assert_eq!(c.len(), 6);
+        assert_eq!(c.len(), 7);
         assert_eq!(c[1], ("Not yet due", 1));
         assert_eq!(c[5], ("Over 30 days overdue", 2));
         assert_eq!(c.iter().map(|(_, n)| n).sum::<usize>(), 3);

@@ -7,8 +7,7 @@
 mod aging;
 mod pages;
 pub mod session;
-
-use std::collections::HashMap;
+mod worklist;
 
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, Query, State};
@@ -16,11 +15,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use chartsync_core::chart::{DeficiencyKind, Role, Timestamp};
-use chartsync_core::store::{Actor, AuditAction, CredentialStatus, DeficiencyFilter, StoreError};
+use chartsync_core::chart::Role;
+use chartsync_core::store::{Actor, AuditAction, CredentialStatus, StoreError};
 use serde::Deserialize;
 
-use crate::auth::{Access, ALL_WARDS};
+use crate::auth::Access;
 use crate::AppState;
 use session::{Found, Session};
 
@@ -40,7 +39,12 @@ pub fn routes() -> Router<AppState> {
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/sign-out", post(sign_out))
-        .route("/console/worklist", get(worklist))
+        .route("/console/worklist", get(worklist::show))
+        .route("/console/worklist/assign", post(worklist::assign))
+        .route(
+            "/console/worklist/acknowledge",
+            get(worklist::acknowledge_page).post(worklist::acknowledge),
+        )
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/assets/console.js", get(script))
         .layer(axum::middleware::map_response(secure_headers))
@@ -48,12 +52,18 @@ pub fn routes() -> Router<AppState> {
 
 async fn secure_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Pages hold patient data: not kept by the browser or anything between.
     if !h.contains_key(header::CACHE_CONTROL) {
@@ -171,9 +181,10 @@ impl Signed {
         }
     }
 
-    /// The form's CSRF token is this session's.
-    fn check(&self, csrf: &str) -> Result<(), Response> {
-        if same_token(csrf, &self.session.csrf) {
+    /// The form came from the console's own page: this session's CSRF token, and no other
+    /// site's Origin.
+    fn check(&self, headers: &HeaderMap, csrf: &str) -> Result<(), Response> {
+        if same_origin(headers) && same_token(csrf, &self.session.csrf) {
             Ok(())
         } else {
             Err(refused_page(
@@ -197,7 +208,11 @@ impl FromRequestParts<AppState> for Signed {
         let session = match app.console.touch(&id) {
             Found::Active(s) => s,
             Found::Idle => {
-                return Err(([(header::SET_COOKIE, cleared_cookie())], Redirect::to("/console/sign-in?ended=idle")).into_response())
+                return Err((
+                    [(header::SET_COOKIE, cleared_cookie())],
+                    Redirect::to("/console/sign-in?ended=idle"),
+                )
+                    .into_response())
             }
             Found::None => return Err(Redirect::to("/console/sign-in").into_response()),
         };
@@ -209,11 +224,17 @@ impl FromRequestParts<AppState> for Signed {
             .map_err(crate::api::internal)?
             .map_err(crate::api::internal)?;
         let stands = member.is_some_and(|(m, _)| {
-            m.status == CredentialStatus::Active && m.role == session.role && m.wards == session.wards
+            m.status == CredentialStatus::Active
+                && m.role == session.role
+                && m.wards == session.wards
         });
         if !stands {
             app.console.close(&id);
-            return Err(([(header::SET_COOKIE, cleared_cookie())], Redirect::to("/console/sign-in?ended=revoked")).into_response());
+            return Err((
+                [(header::SET_COOKIE, cleared_cookie())],
+                Redirect::to("/console/sign-in?ended=revoked"),
+            )
+                .into_response());
         }
         Ok(Signed { id, session })
     }
@@ -240,7 +261,11 @@ async fn home(signed: Result<Signed, Response>) -> Response {
 /// "15 minutes", "1 minute", "90 seconds": the idle limit as the sign-in page says it.
 fn spoken_duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();
-    let (n, unit) = if secs >= 60 && secs % 60 == 0 { (secs / 60, "minute") } else { (secs, "second") };
+    let (n, unit) = if secs >= 60 && secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
@@ -256,9 +281,9 @@ async fn sign_in_page(Query(q): Query<SignInQuery>, State(app): State<AppState>)
             spoken_duration(app.console.idle())
         )),
         Some("out") => Some("You are signed out.".to_string()),
-        Some("revoked") => Some(
-            "You were signed out: your access to the records office changed.".to_string(),
-        ),
+        Some("revoked") => {
+            Some("You were signed out: your access to the records office changed.".to_string())
+        }
         _ => None,
     };
     render(pages::SignIn {
@@ -274,9 +299,16 @@ struct SignInForm {
     password: String,
 }
 
-async fn sign_in(State(app): State<AppState>, headers: HeaderMap, Form(form): Form<SignInForm>) -> Response {
+async fn sign_in(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
     if !same_origin(&headers) {
-        return refused_page(StatusCode::FORBIDDEN, "This sign-in did not come from the console.");
+        return refused_page(
+            StatusCode::FORBIDDEN,
+            "This sign-in did not come from the console.",
+        );
     }
     let user = form.user.trim().to_string();
     let store = app.store.clone();
@@ -312,7 +344,10 @@ async fn sign_in(State(app): State<AppState>, headers: HeaderMap, Form(form): Fo
             "The records console is for records staff. Ward staff work on the ward tablets.",
         );
     }
-    let Some((id, _)) = app.console.open(&member.user, member.role, member.wards.clone()) else {
+    let Some((id, _)) = app
+        .console
+        .open(&member.user, member.role, member.wards.clone())
+    else {
         return refused_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "The console has as many people signed in as it takes. Try again in a few minutes.",
@@ -344,10 +379,7 @@ async fn sign_in(State(app): State<AppState>, headers: HeaderMap, Form(form): Fo
 
 /// A user name as typed, fit to show back: identifiers are short and plain.
 fn printable(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 #[derive(Deserialize)]
@@ -358,8 +390,13 @@ struct SignOutForm {
     reason: String,
 }
 
-async fn sign_out(State(app): State<AppState>, signed: Signed, Form(form): Form<SignOutForm>) -> Response {
-    if let Err(refused) = signed.check(&form.csrf) {
+async fn sign_out(
+    State(app): State<AppState>,
+    signed: Signed,
+    headers: HeaderMap,
+    Form(form): Form<SignOutForm>,
+) -> Response {
+    if let Err(refused) = signed.check(&headers, &form.csrf) {
         return refused;
     }
     app.console.close(&signed.id);
@@ -381,81 +418,6 @@ async fn sign_out(State(app): State<AppState>, signed: Signed, Form(form): Form<
         .into_response()
 }
 
-async fn worklist(
-    State(app): State<AppState>,
-    signed: Signed,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    // An empty field in the filter form is no filter.
-    let query: HashMap<String, String> = query.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    let access = signed.access();
-    let wards = match crate::records::listing_wards(&access, &query) {
-        Ok(w) => w,
-        Err(refusal) => return refused_page(refusal.0, &refusal.1),
-    };
-    let kind = match query.get("kind").map(|k| DeficiencyKind::from_token(k)) {
-        None => None,
-        Some(Ok(k)) => Some(k),
-        Some(Err(_)) => return refused_page(StatusCode::BAD_REQUEST, "That kind of deficiency is not one the console knows."),
-    };
-    let overdue_only = query.get("overdue").is_some_and(|v| v == "true");
-    let responsible = query.get("responsible").cloned();
-    let store = app.store.clone();
-    let actor = signed.actor();
-    let now = Timestamp::now();
-    let filter = DeficiencyFilter {
-        wards: wards.clone(),
-        kind,
-        responsible: responsible.clone(),
-        overdue_only,
-        limit: None,
-    };
-    let detail = crate::records::audit_detail("console worklist", &wards);
-    let listed = tokio::task::spawn_blocking(move || {
-        let items = store.worklist(&filter, now)?;
-        store.record_audit(&actor, AuditAction::List, None, Some(&detail))?;
-        Ok::<_, StoreError>(items)
-    })
-    .await;
-    let items = match listed {
-        Ok(Ok(items)) => items,
-        Ok(Err(e)) => return crate::api::internal(e),
-        Err(e) => return crate::api::internal(e),
-    };
-    let rows: Vec<pages::WorklistRow> = items
-        .iter()
-        .map(|item| pages::WorklistRow::of(item, now))
-        .collect();
-    let buckets = aging::counts(rows.iter().map(|r| r.aging));
-    let shown_ward = query.get("ward").map(String::as_str).unwrap_or("");
-    let ward_choices: Vec<(String, bool)> = if access.wards.iter().any(|w| w == ALL_WARDS) {
-        Vec::new()
-    } else {
-        access
-            .wards
-            .iter()
-            .map(|w| (w.clone(), w == shown_ward))
-            .collect()
-    };
-    render(pages::Worklist {
-        person: &signed.session.user,
-        role: signed.session.role.token(),
-        csrf: &signed.session.csrf,
-        idle_seconds: app.console.idle().as_secs(),
-        as_of: &now.to_string(),
-        ward: shown_ward,
-        ward_choices: &ward_choices,
-        kinds: DeficiencyKind::ALL
-            .iter()
-            .map(|k| (k.token(), pages::words(k.token()), Some(*k) == kind))
-            .collect(),
-        responsible: responsible.as_deref().unwrap_or(""),
-        overdue_only,
-        buckets: &buckets,
-        rows: &rows,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,11 +425,20 @@ mod tests {
     #[test]
     fn a_form_from_another_site_is_refused() {
         let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("records.example:8080"));
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("records.example:8080"),
+        );
         assert!(same_origin(&h), "no Origin: a same-origin navigation");
-        h.insert(header::ORIGIN, HeaderValue::from_static("http://records.example:8080"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://records.example:8080"),
+        );
         assert!(same_origin(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!same_origin(&h), "a sandboxed or file page");
@@ -476,7 +447,10 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others_and_tokens_compare_whole() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; chartsync_console=abc; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; chartsync_console=abc; b=2"),
+        );
         assert_eq!(cookie_value(&h), Some("abc"));
         assert!(same_token("abcd", "abcd"));
         assert!(!same_token("abcd", "abce"));

@@ -2,8 +2,8 @@
 //! default) and the rows they show.
 
 use askama::Template;
-use chartsync_core::chart::Timestamp;
-use chartsync_core::store::WorklistItem;
+use chartsync_core::chart::{DeficiencyKind, Timestamp};
+use chartsync_core::store::{DeficiencyRef, WorklistItem};
 
 use super::aging::Aging;
 
@@ -36,8 +36,35 @@ pub struct Worklist<'a> {
     pub kinds: Vec<(&'static str, String, bool)>,
     pub responsible: &'a str,
     pub overdue_only: bool,
+    /// This page's URL with its filters: where a form on it comes back to.
+    pub back: &'a str,
+    /// What the last form did.
+    pub flash: Option<&'a str>,
+    /// The person may assign and acknowledge (a coder reads the worklist only).
+    pub may_work: bool,
+    /// Who a deficiency may be assigned to: user id, and as shown.
+    pub people: &'a [(String, String)],
     pub buckets: &'a [(&'static str, usize)],
     pub rows: &'a [WorklistRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/acknowledge.html")]
+pub struct Acknowledge<'a> {
+    pub person: &'a str,
+    pub role: &'a str,
+    pub csrf: &'a str,
+    pub idle_seconds: u64,
+    pub mrn: &'a str,
+    pub patient: &'a str,
+    pub ward: &'a str,
+    pub kind_words: &'a str,
+    pub chart: &'a str,
+    pub kind: &'a str,
+    pub section: &'a str,
+    pub record_id: &'a str,
+    pub detail: &'a str,
+    pub back: &'a str,
 }
 
 /// A token as words: `unsigned_entry` → "Unsigned entry".
@@ -56,8 +83,12 @@ fn day(t: Timestamp) -> String {
 }
 
 pub struct WorklistRow {
+    /// Its place on the page, for the ids its controls need.
+    pub n: usize,
     pub chart: String,
     pub mrn: String,
+    /// "Rivera, Ana".
+    pub patient: String,
     pub ward: String,
     pub status: String,
     pub discharged: String,
@@ -69,21 +100,59 @@ pub struct WorklistRow {
     pub overdue: String,
     pub aging: Aging,
     pub aging_label: &'static str,
+    /// The person it is assigned to, if any.
+    pub assigned: bool,
+    /// "Acknowledged by him.jones on 2026-12-03", or empty.
+    pub acknowledged: String,
+    /// The deficiency as the assign form sends it back (JSON).
+    pub reference: String,
+    /// The acknowledge form's query, for a late H&P not yet acknowledged; else empty.
+    pub acknowledge_query: String,
 }
 
 impl WorklistRow {
-    pub fn of(item: &WorklistItem, now: Timestamp) -> WorklistRow {
+    pub fn of(n: usize, item: &WorklistItem, now: Timestamp, back: &str) -> WorklistRow {
         let d = &item.deficiency;
-        let (aging, days) = Aging::of(d.due_at, now);
+        let (aging, days) = match item.acknowledged {
+            Some(_) => (Aging::Acknowledged, None),
+            None => Aging::of(d.due_at, now),
+        };
+        let reference = DeficiencyRef {
+            chart: item.chart,
+            kind: d.kind,
+            section: d.section.clone(),
+            record_id: d.record_id.clone(),
+            detail: d.detail.clone(),
+        };
+        let acknowledge_query =
+            if d.kind == DeficiencyKind::HistoryPhysicalLate && item.acknowledged.is_none() {
+                serde_urlencoded::to_string([
+                    ("chart", item.chart.to_string().as_str()),
+                    ("kind", d.kind.token()),
+                    ("section", &d.section),
+                    ("record_id", &d.record_id),
+                    ("detail", d.detail.as_deref().unwrap_or("")),
+                    ("back", back),
+                ])
+                .unwrap_or_default()
+            } else {
+                String::new()
+            };
         WorklistRow {
+            n,
             chart: item.chart.to_string(),
             mrn: item.mrn.clone(),
+            patient: format!("{}, {}", item.family_name, item.given_names),
             ward: item.ward.clone(),
             status: words(item.status.token()),
             discharged: item.discharged_at.map(day).unwrap_or_default(),
             kind: words(d.kind.token()),
             detail: d.detail.clone().unwrap_or_default(),
-            responsible: d.responsible.clone().unwrap_or_default(),
+            responsible: item
+                .assignee
+                .clone()
+                .or_else(|| d.responsible.clone())
+                .unwrap_or_default(),
             due: d.due_at.map(day).unwrap_or_default(),
             overdue: match days {
                 Some(1) => "1 day".into(),
@@ -92,6 +161,14 @@ impl WorklistRow {
             },
             aging,
             aging_label: aging.label(),
+            assigned: item.assignee.is_some(),
+            acknowledged: item
+                .acknowledged
+                .as_ref()
+                .map(|a| format!("Acknowledged by {} on {}", a.by, day(a.at)))
+                .unwrap_or_default(),
+            reference: serde_json::to_string(&reference).unwrap_or_default(),
+            acknowledge_query,
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Session {
     pub wards: Vec<String>,
     /// The token every form of this session carries back (a cross-site form has not got it).
     pub csrf: String,
+    /// What the last form did, shown once on the next page ("3 deficiencies assigned").
+    pub flash: Option<String>,
     last_seen: Instant,
 }
 
@@ -80,6 +82,7 @@ impl Sessions {
             role,
             wards,
             csrf: random_token(),
+            flash: None,
             last_seen: Instant::now(),
         };
         open.insert(key(&id), session.clone());
@@ -93,13 +96,23 @@ impl Sessions {
         match open.get_mut(&k) {
             Some(s) if s.last_seen.elapsed() < self.idle => {
                 s.last_seen = Instant::now();
-                Found::Active(s.clone())
+                let found = s.clone();
+                // Shown once: the page this request renders carries it.
+                s.flash = None;
+                Found::Active(found)
             }
             Some(_) => {
                 open.remove(&k);
                 Found::Idle
             }
             None => Found::None,
+        }
+    }
+
+    /// Leaves a message for the session's next page.
+    pub fn flash(&self, id: &str, message: String) {
+        if let Some(s) = self.open.lock().unwrap().get_mut(&key(id)) {
+            s.flash = Some(message);
         }
     }
 
@@ -142,7 +155,9 @@ mod tests {
     #[test]
     fn a_session_unused_for_the_idle_time_is_ended_and_said_to_be() {
         let sessions = Sessions::new(Duration::from_millis(50));
-        let (id, _) = sessions.open("him.jones", Role::Technician, vec![]).unwrap();
+        let (id, _) = sessions
+            .open("him.jones", Role::Technician, vec![])
+            .unwrap();
         std::thread::sleep(Duration::from_millis(80));
         assert!(matches!(sessions.touch(&id), Found::Idle));
         // Ended, not just reported: the same cookie does not come back to life.
