@@ -15,19 +15,34 @@ if ! echo '#include <openssl/evp.h>' | cc -E - >/dev/null 2>&1; then
     fi
 fi
 
-# The interoperability test's automerge-repo client (Node.js), pinned by its package-lock.json.
+# The console's browser test drives Debian's Chromium (no browser download at test time).
+if ! command -v chromium >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "installing chromium (the records console's browser test)" >&2
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    else
+        echo "the console's browser test needs Chromium: install chromium (Debian, Ubuntu), or set CHROMIUM to its path" >&2
+        exit 1
+    fi
+fi
+
+# Node.js packages, each pinned by its package-lock.json: the interoperability test's
+# automerge-repo client, and the console's browser test (playwright-core, axe-core).
 if ! command -v npm >/dev/null; then
-    echo "the interoperability test needs Node.js and npm (Debian: apt-get install nodejs npm)" >&2
+    echo "the interoperability and browser tests need Node.js and npm (Debian: apt-get install nodejs npm)" >&2
     exit 1
 fi
-stamp=tests/interop/node_modules/.installed-from-lock
-if ! cmp -s tests/interop/package-lock.json "$stamp" 2>/dev/null; then
-    # `npm install` (which follows the lock) rather than `npm ci`: npm ci also demands lock
-    # entries for cbor-extract's optional per-platform builds, which the registry this project
-    # installs from does not serve; they are optional, and cbor-x falls back to JavaScript.
-    npm install --prefix tests/interop --no-audit --no-fund --no-save --loglevel=error
-    cp tests/interop/package-lock.json "$stamp"
-fi
+for dir in tests/interop tests/console; do
+    stamp=$dir/node_modules/.installed-from-lock
+    if ! cmp -s "$dir/package-lock.json" "$stamp" 2>/dev/null; then
+        # `npm install` (which follows the lock) rather than `npm ci`: npm ci also demands lock
+        # entries for cbor-extract's optional per-platform builds, which the registry this
+        # project installs from does not serve; they are optional, and cbor-x falls back to
+        # JavaScript.
+        npm install --prefix "$dir" --no-audit --no-fund --no-save --loglevel=error
+        cp "$dir/package-lock.json" "$stamp"
+    fi
+done
 
 # The FHIR export tests write their bundles here for the validators below; none are stale.
 rm -rf target/tmp/fhir-bundles

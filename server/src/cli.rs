@@ -15,7 +15,8 @@ use std::process::ExitCode;
 
 use base64::Engine;
 use chartsync_core::chart::{
-    check_identifier, Chart, ChartId, NewEncounter, NewPatient, Role, Staff, Timestamp,
+    check_identifier, Chart, ChartId, DeficiencyKind, NewEncounter, NewPatient, Role, Staff,
+    Timestamp,
 };
 use chartsync_core::store::{
     Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, EncryptionKey, RebuildListener,
@@ -77,6 +78,13 @@ enum Command {
         /// Only those past their due date.
         #[arg(long)]
         overdue: bool,
+        /// Only this kind (unsigned_entry, history_physical_missing, ...: docs/records-office.md).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only those for this person or role: the person they are assigned to, else who the
+        /// rules name.
+        #[arg(long)]
+        responsible: Option<String>,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -132,6 +140,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader went away (`deficiencies | head`): what it wanted it has.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -221,14 +231,22 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Deficiencies {
             ward,
             overdue,
+            kind,
+            responsible,
             json,
         } => {
+            let kind = kind.as_deref().map(deficiency_kind).transpose()?;
             let store = open_store(&store_path, &keyed)?;
+            if let Some(w) = &ward {
+                known_ward(&store, w)?;
+            }
             let now = Timestamp::now();
             let items = store.worklist(
                 &DeficiencyFilter {
                     wards: ward.clone().map(|w| vec![w]),
                     overdue_only: overdue,
+                    kind,
+                    responsible,
                     ..DeficiencyFilter::default()
                 },
                 now,
@@ -250,6 +268,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let store = open_store(&store_path, &keyed)?;
             let accounting =
                 crate::records::audited_accounting(&store, &actor, &mrn, Timestamp::now())?;
+            if accounting.charts.is_empty() {
+                return Err(CliError::Usage(crate::records::no_such_patient(&mrn)));
+            }
             let body = if csv {
                 crate::records::accounting_csv(&accounting)
                     .map_err(|e| CliError::Usage(e.to_string()))?
@@ -538,7 +559,9 @@ fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError
         path: file.display().to_string(),
         reason: e.to_string(),
     })?;
-    let items = items(&text)?;
+    // A file saved by a Windows editor starts with a byte-order mark; it is not part of the
+    // JSON.
+    let items = items(text.strip_prefix('\u{feff}').unwrap_or(&text))?;
     if items.is_empty() {
         return Err(CliError::File {
             path: file.display().to_string(),
@@ -679,6 +702,27 @@ fn verify(store: &ChartStore) -> Result<bool, CliError> {
     Ok(problems.is_empty())
 }
 
+/// A deficiency kind by its token; a wrong one is told the kinds there are.
+fn deficiency_kind(token: &str) -> Result<DeficiencyKind, CliError> {
+    DeficiencyKind::from_token(token).map_err(|_| {
+        let kinds: Vec<&str> = DeficiencyKind::ALL.iter().map(|k| k.token()).collect();
+        CliError::Usage(format!(
+            "no deficiency kind {token:?}; the kinds are {}",
+            kinds.join(", ")
+        ))
+    })
+}
+
+/// A ward no chart in the store is on is a mistyped name, not an empty worklist.
+fn known_ward(store: &ChartStore, ward: &str) -> Result<(), CliError> {
+    let wards = store.wards()?;
+    if wards.iter().any(|w| w == ward) {
+        Ok(())
+    } else {
+        Err(CliError::Usage(crate::records::no_such_ward(ward, &wards)))
+    }
+}
+
 /// A table of deficiencies, or the JSON as the API gives it.
 fn print_deficiencies(value: &serde_json::Value, json: bool) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
@@ -753,6 +797,8 @@ impl Remote {
             Command::Deficiencies {
                 ward,
                 overdue,
+                kind,
+                responsible,
                 json,
             } => {
                 let mut query = Vec::new();
@@ -761,6 +807,12 @@ impl Remote {
                 }
                 if overdue {
                     query.push("overdue=true".into());
+                }
+                if let Some(k) = &kind {
+                    query.push(format!("kind={}", deficiency_kind(k)?.token()));
+                }
+                if let Some(r) = &responsible {
+                    query.push(format!("responsible={}", encode(r)));
                 }
                 let body = self.get(&format!("/api/deficiencies?{}", query.join("&")))?;
                 let value: serde_json::Value = serde_json::from_slice(&body)

@@ -56,6 +56,25 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// What a ward no chart is on is told, with the wards there are (ward names are not patient
+/// data).
+pub(crate) fn no_such_ward(ward: &str, wards: &[String]) -> String {
+    format!(
+        "no chart in this store is on ward {ward:?} (the wards are: {}); check the ward's name",
+        if wards.is_empty() {
+            "none yet".to_string()
+        } else {
+            wards.join(", ")
+        }
+    )
+}
+
+/// What an MRN with no chart is told: an empty accounting of a mistyped MRN would read as
+/// "no disclosures".
+pub(crate) fn no_such_patient(mrn: &str) -> String {
+    format!("no chart in this store has MRN {mrn}; check the MRN")
+}
+
 pub(crate) fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
     match wards {
         None => format!("{what}: every ward"),
@@ -94,6 +113,8 @@ pub async fn deficiencies(
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let responsible = query.get("responsible").cloned();
+    let asked = query.get("ward").cloned();
+    let seen = access.clone();
     let store = app.store.clone();
     let who = actor(&access, &headers);
     let now = Timestamp::now();
@@ -108,11 +129,23 @@ pub async fn deficiencies(
         };
         let items = store.worklist(&filter, now)?;
         store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
-        Ok::<_, StoreError>(items)
+        // An empty list for a ward asked by name: is it a ward at all?
+        let unknown = match (&asked, items.is_empty()) {
+            (Some(w), true) => {
+                let mut wards = store.wards()?;
+                let unknown = !wards.contains(w);
+                // Named to the caller: only the wards their token covers.
+                wards.retain(|known| seen.may_see_ward(known));
+                unknown.then(|| no_such_ward(w, &wards))
+            }
+            _ => None,
+        };
+        Ok::<_, StoreError>((items, unknown))
     })
     .await;
     match result {
-        Ok(Ok(deficiencies)) => Json(Worklist {
+        Ok(Ok((_, Some(unknown)))) => error(StatusCode::NOT_FOUND, &unknown),
+        Ok(Ok((deficiencies, None))) => Json(Worklist {
             as_of: now,
             deficiencies,
         })
@@ -416,6 +449,9 @@ pub async fn disclosures(
     let now = Timestamp::now();
     let result = blocking(move || audited_accounting(&store, &who, &mrn, now)).await;
     match result {
+        Ok(Ok(accounting)) if accounting.charts.is_empty() => {
+            error(StatusCode::NOT_FOUND, &no_such_patient(&accounting.mrn))
+        }
         Ok(Ok(accounting)) if csv => match accounting_csv(&accounting) {
             Ok(body) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response(),
             Err(e) => internal(e),

@@ -622,3 +622,253 @@ fn an_idle_session_is_signed_out_and_a_revoked_person_is_signed_out_at_their_nex
     );
     assert!(!p.body.contains("MRN-"));
 }
+
+/// The console in headless Chromium (tests/console/technician.mjs, playwright-core driving
+/// Debian's chromium): a technician signs in, filters, assigns and acknowledges with the
+/// keyboard alone; axe-core finds no serious or critical violation on any screen; a nurse is
+/// refused; a page left alone signs itself out. Then what the server stored is checked here.
+#[test]
+fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
+    let data = imported_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "dr.adeyemi", "physician", &["4west"]);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let idle_data = imported_store();
+    let idle_server =
+        Server::start_with(idle_data.path(), "127.0.0.1:0", &["--console-idle", "4s"]);
+    add_staff(&idle_server, "him.jones", "technician", &["4west"]);
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "the browser test's packages are missing: run scripts/test.sh (npm install --prefix tests/console)"
+    );
+    // Debian's chromium on the PATH, or the one CHROMIUM names.
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "chromium (not found on the PATH)".into())
+    });
+    let screenshots = std::env::var("CONSOLE_SCREENSHOTS").unwrap_or_default();
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .arg("technician.mjs")
+        .arg(format!("http://{}", server.addr))
+        .arg(format!("http://{}", idle_server.addr))
+        .env("CHROMIUM", &chromium)
+        .env("PASSWORD", PASSWORD)
+        .env("SCREENSHOTS", &screenshots)
+        .output()
+        .expect("node is needed for the browser test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser run failed (Chromium at {chromium:?}; scripts/test.sh installs Debian's chromium):\n{stderr}\n{stdout}"
+    );
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("the run's findings");
+    let screens: serde_json::Value = serde_json::from_str(result).unwrap();
+    let screens = screens.as_object().unwrap();
+    let audited: Vec<&str> = screens.keys().map(String::as_str).collect();
+    assert_eq!(
+        audited,
+        [
+            "acknowledge",
+            "nurse refused",
+            "refused",
+            "sign-in",
+            "signed out for idleness",
+            "worklist",
+            "worklist after the work"
+        ],
+        "every screen audited"
+    );
+    for (name, found) in screens {
+        assert!(
+            found["passes"].as_u64().unwrap() > 10,
+            "{name}: axe checked little: {found}"
+        );
+        let serious: Vec<_> = found["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(serious.is_empty(), "{name}: {serious:?}");
+    }
+    eprintln!("axe-core, by screen: {result}");
+
+    // What the server stored: two deficiencies routed to the physician, the late H&P
+    // acknowledged with the reason typed, each audited as the technician's.
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let assigned: Vec<String> = db
+        .prepare("SELECT c.mrn FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.assignee = 'dr.adeyemi' AND w.assigned_by = 'him.jones' ORDER BY c.mrn")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(assigned, ["MRN-0002", "MRN-0003"]);
+    let (mrn, by, reason): (String, String, String) = db
+        .query_row(
+            "SELECT c.mrn, w.acknowledged_by, w.acknowledgement FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.acknowledged_at IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((mrn.as_str(), by.as_str()), ("MRN-0004", "him.jones"));
+    assert!(reason.contains("morning round"));
+    let actions: Vec<String> = db
+        .prepare("SELECT action FROM audit_events WHERE device = 'console' AND user = 'him.jones' AND action IN ('assign', 'acknowledge', 'sign_in') ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(actions, ["sign_in", "assign", "assign", "acknowledge"]);
+}
+
+/// The REST behind the worklist's forms: the same rules for a client that is not the console.
+#[test]
+fn the_worklist_s_work_over_rest_keeps_the_role_and_ward_rules_and_is_all_or_nothing() {
+    let data = imported_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "dr.adeyemi", "physician", &["4west"]);
+    let addr = &server.addr;
+    let technician = server.token("him.jones", "technician", &["4west"]);
+    let everywhere = server.token("him.sup", "records_supervisor", &["*"]);
+    let list = |token: &str, query: &str| -> Vec<serde_json::Value> {
+        let (status, body) = http_get(addr, &format!("/api/deficiencies{query}"), Some(token));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("Rivera") && !body.contains("Okoye"),
+            "ids, not names: {body}"
+        );
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["deficiencies"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let reference = |item: &serde_json::Value| {
+        let d = &item["deficiency"];
+        serde_json::json!({"chart": item["chart"], "kind": d["kind"], "section": d["section"],
+                           "record_id": d["record_id"], "detail": d["detail"]})
+    };
+    let all = list(&everywhere, "");
+    let by_mrn = |mrn: &str| all.iter().find(|i| i["mrn"] == mrn).unwrap();
+    let ward_item = by_mrn("MRN-0001");
+    let icu_item = by_mrn("MRN-0900");
+    let late_item = by_mrn("MRN-0004");
+    let assign = |token: &str, body: serde_json::Value| {
+        http_post(
+            addr,
+            "/api/deficiencies/assign",
+            Some(token),
+            &body.to_string(),
+        )
+    };
+
+    for role in ["nurse", "physician", "coder"] {
+        let token = server.token("someone", role, &["4west"]);
+        let (status, _) = assign(
+            &token,
+            serde_json::json!({"assignee": "dr.adeyemi", "deficiencies": [reference(ward_item)]}),
+        );
+        assert_eq!(status, 403, "{role}");
+    }
+    let (status, body) = http_post(
+        addr,
+        "/api/deficiencies/assign",
+        Some(&technician),
+        "{\"assignee\": ",
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = assign(
+        &technician,
+        serde_json::json!({"assignee": "dr.adeyemi", "deficiencies": [], "urgent": true}),
+    );
+    assert_eq!(status, 400, "an unknown field is refused: {body}");
+    // A chart of another ward, beside one of theirs: refused, and neither is assigned.
+    let (status, body) = assign(
+        &technician,
+        serde_json::json!({"assignee": "dr.adeyemi", "deficiencies": [reference(ward_item), reference(icu_item)]}),
+    );
+    assert_eq!(status, 403, "{body}");
+    // A deficiency that is not open (say, put right since the list was read): 409, none assigned.
+    let mut stale = reference(ward_item);
+    stale["kind"] = "discharge_summary_missing".into();
+    let (status, body) = assign(
+        &technician,
+        serde_json::json!({"assignee": "dr.adeyemi", "deficiencies": [reference(late_item), stale]}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        list(&technician, "?responsible=dr.adeyemi").is_empty(),
+        "nothing was assigned"
+    );
+
+    let (status, body) = assign(
+        &technician,
+        serde_json::json!({"assignee": "dr.adeyemi", "deficiencies": [reference(ward_item)]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let done: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (done["deficiencies"].as_u64(), done["charts"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let theirs = list(&technician, "?responsible=dr.adeyemi");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(
+        (theirs[0]["mrn"].as_str(), theirs[0]["assignee"].as_str()),
+        (Some("MRN-0001"), Some("dr.adeyemi"))
+    );
+
+    // Acknowledged: only the late H&P, only with a reason.
+    let acknowledge = |d: serde_json::Value, reason: &str| {
+        http_post(
+            addr,
+            "/api/deficiencies/acknowledge",
+            Some(&technician),
+            &serde_json::json!({"reason": reason, "deficiency": d}).to_string(),
+        )
+    };
+    let (status, body) = acknowledge(reference(ward_item), "seen");
+    assert_eq!(status, 400);
+    assert!(body.contains("only a late H&P is acknowledged"), "{body}");
+    assert_eq!(acknowledge(reference(late_item), " ").0, 400);
+    assert_eq!(
+        acknowledge(reference(late_item), "admitted overnight").0,
+        204
+    );
+    let late = list(&technician, "")
+        .into_iter()
+        .find(|i| i["mrn"] == "MRN-0004")
+        .unwrap();
+    assert_eq!(late["acknowledged"]["by"], "him.jones");
+    assert_eq!(late["acknowledged"]["reason"], "admitted overnight");
+    assert_eq!(late["overdue"], false);
+
+    // The refusal of another ward's chart is audited; the work is, per chart.
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT action, COALESCE(detail, '') FROM audit_events WHERE user = 'him.jones' AND action IN ('deny', 'assign', 'acknowledge') ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["deny", "assign", "acknowledge"],
+        "{rows:?}"
+    );
+}

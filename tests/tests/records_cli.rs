@@ -477,3 +477,99 @@ fn a_restore_from_a_damaged_or_foreign_file_is_refused_and_changes_nothing() {
     assert!(!out.status.success());
     assert!(!to.exists() && !elsewhere.path().join("backup.db.partial").exists());
 }
+
+/// What a records technician types at the command line: an export saved with a byte-order
+/// mark imports; filters by kind and responsible as the REST API has them; a mistyped kind,
+/// ward or MRN is an error that says so, not an empty answer; and `deficiencies | head` stops
+/// quietly.
+#[test]
+fn the_worklist_filters_and_a_mistyped_ward_kind_or_mrn_is_told_not_answered_empty() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("admissions.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "\u{feff}{}",
+            [
+                admission("MRN-0001", "12A", "2026-11-01T08:00:00Z"),
+                admission("MRN-0002", "12B", "2026-11-02T08:00:00Z"),
+            ]
+            .join("\r\n")
+        ),
+    )
+    .unwrap();
+    let out = records(data.path(), &["import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = records(
+        data.path(),
+        &[
+            "deficiencies",
+            "--kind",
+            "history_physical_missing",
+            "--responsible",
+            "dr.okafor",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        list["deficiencies"].as_array().unwrap().len(),
+        2,
+        "the attending's two missing H&Ps"
+    );
+    let out = records(
+        data.path(),
+        &["deficiencies", "--responsible", "dr.adeyemi", "--json"],
+    );
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(list["deficiencies"].as_array().unwrap().is_empty());
+
+    let out = records(data.path(), &["deficiencies", "--kind", "missing_hp"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no deficiency kind \"missing_hp\"")
+            && stderr(&out).contains("history_physical_missing"),
+        "{}",
+        stderr(&out)
+    );
+    let out = records(data.path(), &["deficiencies", "--ward", "4wset"]);
+    assert!(
+        !out.status.success(),
+        "a mistyped ward gave an answer: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("no chart in this store is on ward \"4wset\" (the wards are: 4west)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = records(data.path(), &["accounting", "--mrn", "MRN-0009"]);
+    assert!(
+        !out.status.success(),
+        "an accounting of a mistyped MRN: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("no chart in this store has MRN MRN-0009"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The reader goes away before the table is written: no error, no "Broken pipe".
+    let mut child = Command::new(RECORDS)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--user", "him.jones", "deficiencies"])
+        .env_remove("CHARTSYNC_TOKEN")
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+}

@@ -21,9 +21,9 @@
 //!   due by the request's own due date (45 CFR 164.524(b)(2) gives a patient's request 30 days).
 //!
 //! Due dates: the record must be complete within 30 days of discharge (42 CFR
-//! 482.24(c)(4)(viii)), so every deficiency of a discharged chart is due then; the H&P is due 24
-//! hours after admission, whether or not the patient is still in; a request for records by its
-//! own due date. While the patient is in, the other deficiencies have no due date. A deficiency
+//! 482.24(c)(4)(viii)), so every deficiency of a discharged chart is due then, with two
+//! exceptions: the H&P (missing or late) is due 24 hours after admission, whether or not the
+//! patient is still in, and a request for records by its own due date. While the patient is in, the other deficiencies have no due date. A deficiency
 //! is overdue once its due date passes.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,7 +20,11 @@ use crate::chart::{
 pub struct WorklistItem {
     pub chart: ChartId,
     pub mrn: String,
+    /// The patient's name, for the records console's screens. Not in the REST or CLI JSON,
+    /// which name charts by id and MRN only.
+    #[serde(skip)]
     pub family_name: String,
+    #[serde(skip)]
     pub given_names: String,
     pub ward: String,
     pub status: EncounterStatus,

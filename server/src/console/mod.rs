@@ -60,9 +60,12 @@ async fn secure_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`: nothing of a console URL reaches another site, and the browser still
+    // sends the console's own Origin with its forms (under `no-referrer` it sends "null",
+    // which the Origin check must refuse).
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Pages hold patient data: not kept by the browser or anything between.

@@ -77,6 +77,29 @@ pub fn words(token: &str) -> String {
     }
 }
 
+/// A deficiency's kind as the records office says it.
+pub fn kind_label(kind: DeficiencyKind) -> &'static str {
+    match kind {
+        DeficiencyKind::UnsignedEntry => "Unsigned entry",
+        DeficiencyKind::FormMissingSignature => "Form missing a signature",
+        DeficiencyKind::OpenQuery => "Open physician query",
+        DeficiencyKind::UnresolvedConflict => "Conflicting values",
+        DeficiencyKind::EditedAfterSigning => "Edited after signing",
+        DeficiencyKind::HistoryPhysicalMissing => "H&P missing",
+        DeficiencyKind::HistoryPhysicalLate => "H&P late",
+        DeficiencyKind::DischargeSummaryMissing => "Discharge summary missing",
+        DeficiencyKind::CodingNotFinal => "Coding not final",
+        DeficiencyKind::PoaMissing => "POA indicator missing",
+        DeficiencyKind::ReleaseDue => "Release of information due",
+    }
+}
+
+/// A time to the minute, as the pages show it: `2026-12-03 23:28 UTC`.
+pub fn minute(t: Timestamp) -> String {
+    let s = t.to_rfc3339();
+    format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
 /// The date of a timestamp, as the worklist shows it.
 fn day(t: Timestamp) -> String {
     t.date().to_string()
@@ -146,7 +169,7 @@ impl WorklistRow {
             ward: item.ward.clone(),
             status: words(item.status.token()),
             discharged: item.discharged_at.map(day).unwrap_or_default(),
-            kind: words(d.kind.token()),
+            kind: kind_label(d.kind).to_string(),
             detail: d.detail.clone().unwrap_or_default(),
             responsible: item
                 .assignee

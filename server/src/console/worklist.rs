@@ -98,15 +98,28 @@ pub(super) async fn show(
         limit: None,
     };
     let detail = crate::records::audit_detail("console worklist", &wards);
+    let asked = Some(filters.ward.clone()).filter(|w| !w.is_empty());
+    let seen = access.clone();
     let listed = tokio::task::spawn_blocking(move || {
         let items = store.worklist(&filter, now)?;
         let staff = store.staff()?;
         store.record_audit(&actor, AuditAction::List, None, Some(&detail))?;
-        Ok::<_, StoreError>((items, staff))
+        // A ward typed by name that no chart is on is a mistake, not an empty worklist.
+        let unknown = match (&asked, items.is_empty()) {
+            (Some(w), true) => {
+                let mut wards = store.wards()?;
+                let unknown = !wards.contains(w);
+                wards.retain(|known| seen.may_see_ward(known));
+                unknown.then(|| crate::records::no_such_ward(w, &wards))
+            }
+            _ => None,
+        };
+        Ok::<_, StoreError>((items, staff, unknown))
     })
     .await;
     let (items, staff) = match listed {
-        Ok(Ok(found)) => found,
+        Ok(Ok((_, _, Some(unknown)))) => return refused_page(StatusCode::NOT_FOUND, &unknown),
+        Ok(Ok((items, staff, None))) => (items, staff),
         Ok(Err(e)) => return crate::api::internal(e),
         Err(e) => return crate::api::internal(e),
     };
@@ -144,12 +157,18 @@ pub(super) async fn show(
         csrf: &signed.session.csrf,
         idle_seconds: app.console.idle().as_secs(),
         flash: flash.as_deref(),
-        as_of: &now.to_string(),
+        as_of: &pages::minute(now),
         ward: &filters.ward,
         ward_choices: &ward_choices,
         kinds: DeficiencyKind::ALL
             .iter()
-            .map(|k| (k.token(), pages::words(k.token()), Some(*k) == kind))
+            .map(|k| {
+                (
+                    k.token(),
+                    pages::kind_label(*k).to_string(),
+                    Some(*k) == kind,
+                )
+            })
             .collect(),
         responsible: &filters.responsible,
         overdue_only,
@@ -316,7 +335,7 @@ pub(super) async fn acknowledge_page(
         mrn: &summary.mrn,
         patient: &format!("{}, {}", summary.family_name, summary.given_names),
         ward: &summary.ward,
-        kind_words: &pages::words(r.kind.token()),
+        kind_words: pages::kind_label(r.kind),
         chart: &named.chart,
         kind: &named.kind,
         section: &named.section,

@@ -1,0 +1,185 @@
+// The records console in headless Chromium, as a records technician works it with the
+// keyboard alone. Run by tests/tests/console.rs, which starts the server, checks what it
+// stored afterwards, and reads the last line printed here:
+//   node technician.mjs <console-url> <idle-console-url>
+// Environment: CHROMIUM (the browser's path, default `chromium`), SCREENSHOTS (a directory for
+// the main screens, default none), PASSWORD (the staff password).
+// Prints: one line `RESULT <json>` with every screen's axe-core findings; exits non-zero at the
+// first step that does not go as a person would expect, saying which.
+import { readFileSync, mkdirSync } from "node:fs"
+import { createRequire } from "node:module"
+import { chromium } from "playwright-core"
+
+const require = createRequire(import.meta.url)
+const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8")
+const [base, idleBase] = process.argv.slice(2)
+const password = process.env.PASSWORD
+const screenshots = process.env.SCREENSHOTS || ""
+if (screenshots) mkdirSync(screenshots, { recursive: true })
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "chromium",
+  headless: true,
+  // Root in a container has no user namespaces for Chromium's sandbox.
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+})
+const screens = {}
+const cspViolations = []
+
+function fail(step, detail) {
+  console.error(`FAILED at: ${step}${detail ? `: ${detail}` : ""}`)
+  process.exitCode = 1
+  throw new Error(step)
+}
+
+function expect(ok, step, detail) {
+  if (!ok) fail(step, detail)
+}
+
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } })
+  const page = await context.newPage()
+  page.on("console", (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text())
+  })
+  page.on("pageerror", (e) => fail("a script error on the page", e.message))
+  return page
+}
+
+// axe-core on the screen as it stands, WCAG 2.1 A and AA. CDP's evaluation is not subject to
+// the page's CSP, which stays in force for everything the page itself loads.
+async function audit(page, name, shot) {
+  await page.evaluate(axeSource)
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"] } }),
+  )
+  screens[name] = {
+    passes: result.passes.length,
+    violations: result.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length })),
+  }
+  if (shot && screenshots) await page.screenshot({ path: `${screenshots}/${shot}.png`, fullPage: true })
+}
+
+// Tabs forward until focus is on `selector`: the action is reachable by keyboard.
+async function tabTo(page, selector, step) {
+  for (let i = 0; i < 200; i++) {
+    await page.keyboard.press("Tab")
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return
+  }
+  fail(step, `${selector} is not reachable with Tab`)
+}
+
+async function signIn(page, url, user) {
+  await page.goto(`${url}/console`)
+  expect(page.url().endsWith("/console/sign-in"), "the console sends a stranger to sign in", page.url())
+  await tabTo(page, "#user", "sign-in: the user name")
+  await page.keyboard.type(user)
+  await tabTo(page, "#password", "sign-in: the password")
+  await page.keyboard.type(password)
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+}
+
+const text = (page, selector) => page.locator(selector).innerText()
+
+try {
+  // Sign in with the keyboard.
+  const page = await newPage()
+  await page.goto(`${base}/console/sign-in`)
+  await audit(page, "sign-in", "sign-in")
+  await signIn(page, base, "him.jones")
+  expect(page.url().endsWith("/console/worklist"), "signed in, the worklist opens", `${page.url()}: ${await text(page, "main")}`)
+  await audit(page, "worklist", "worklist")
+  const rows = await page.locator("table.worklist tbody tr").count()
+  expect(rows === 4, "the ward's four deficiencies are listed", `${rows} rows`)
+
+  // Filter: overdue only, with the checkbox and the Show button.
+  await tabTo(page, "#overdue", "the overdue filter")
+  await page.keyboard.press("Space")
+  await tabTo(page, ".filters button[type=submit]", "the Show button")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  expect(page.url().includes("overdue=true"), "the filter is in the URL", page.url())
+  expect(!/MRN-/.test(new URL(page.url()).search), "no patient data in the URL", page.url())
+  const overdue = await page.locator("table.worklist tbody tr").count()
+  expect(overdue === 4, "all four are overdue", `${overdue} rows`)
+
+  // Assign the two oldest missing H&Ps to a physician: check them, choose, submit.
+  for (const mrn of ["MRN-0002", "MRN-0003"]) {
+    const id = await page.locator(`tr:has(td:text-is("${mrn}")) input[name=d]`).getAttribute("id")
+    await tabTo(page, `#${id}`, `the checkbox of ${mrn}`)
+    await page.keyboard.press("Space")
+  }
+  await tabTo(page, "#assignee", "the assign-to list")
+  // A closed <select> takes typed letters and arrow keys as a person uses them.
+  await page.keyboard.type("dr.adeyemi")
+  const chosen = await page.locator("#assignee").inputValue()
+  expect(chosen === "dr.adeyemi", "the physician is chosen by typing", chosen)
+  await tabTo(page, ".bulk button[type=submit]", "the Assign button")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  const said = await text(page, "p.notice")
+  expect(said.includes("2 deficiencies assigned to dr.adeyemi"), "the assignment is confirmed", said)
+  expect(page.url().includes("overdue=true"), "back on the same filtered worklist", page.url())
+  for (const mrn of ["MRN-0002", "MRN-0003"]) {
+    const cell = await text(page, `tr:has(td:text-is("${mrn}")) td:nth-child(9)`)
+    expect(cell.startsWith("dr.adeyemi"), `${mrn} shows its assignee`, cell)
+  }
+
+  // Acknowledge the late H&P: its link, the reason, the button.
+  await tabTo(page, "a[href^='/console/worklist/acknowledge']", "the acknowledge link")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  await audit(page, "acknowledge", "acknowledge")
+  await tabTo(page, "#reason", "the reason")
+  await page.keyboard.type("Admitted at 02:00; the H&P followed the morning round.")
+  await tabTo(page, "main form button[type=submit]", "the Acknowledge button")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  const acknowledged = await text(page, "p.notice")
+  expect(acknowledged.includes("acknowledged"), "the acknowledgement is confirmed", acknowledged)
+  const late = await page.locator(`tr:has(td:text-is("MRN-0004"))`).count()
+  expect(late === 0, "an acknowledged H&P leaves the overdue list")
+  await page.goto(`${base}/console/worklist`)
+  await audit(page, "worklist after the work", "worklist-worked")
+
+  // A refusal is a page of its own, readable too: another ward.
+  await page.goto(`${base}/console/worklist?ward=icu`)
+  await audit(page, "refused", null)
+
+  // Sign out with the keyboard.
+  await page.goto(`${base}/console/worklist`)
+  await tabTo(page, ".sign-out button", "the Sign out button")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  expect(page.url().endsWith("/console/sign-in?ended=out"), "signed out", page.url())
+  await page.goto(`${base}/console/worklist`)
+  expect(page.url().endsWith("/console/sign-in"), "the worklist is closed after signing out", page.url())
+  await page.context().close()
+
+  // A nurse is told the console is for records staff, and gets no session.
+  const nurse = await newPage()
+  await signIn(nurse, base, "rn.park")
+  const refused = await text(nurse, "main")
+  expect(refused.includes("for records staff"), "a nurse is refused", refused)
+  await audit(nurse, "nurse refused", null)
+  const cookies = await nurse.context().cookies()
+  expect(!cookies.some((c) => c.name === "chartsync_console"), "the nurse holds no session cookie")
+  await nurse.context().close()
+
+  // Left alone, the page warns and then signs itself out, clearing the screen.
+  const idle = await newPage()
+  await signIn(idle, idleBase, "him.jones")
+  expect(idle.url().endsWith("/console/worklist"), "signed in on the idle server", idle.url())
+  await idle.waitForSelector("#idle-warning:not([hidden])", { timeout: 10_000 })
+  await idle.waitForURL("**/console/sign-in?ended=idle", { timeout: 15_000 })
+  const gone = await text(idle, "main")
+  expect(!gone.includes("MRN-"), "nothing of the worklist stays on the screen")
+  expect(gone.includes("without activity"), "the person is told why", gone)
+  await audit(idle, "signed out for idleness", null)
+  await idle.context().close()
+
+  expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))
+  console.log(`RESULT ${JSON.stringify(screens)}`)
+} catch (e) {
+  if (!process.exitCode) {
+    console.error(`FAILED: ${e.stack}`)
+    process.exitCode = 1
+  }
+} finally {
+  await browser.close()
+}
