@@ -787,6 +787,67 @@ public func FfiConverterTypeAccounting_lower(_ value: Accounting) -> RustBuffer 
 }
 
 
+/**
+ * Who acknowledged a deficiency, when and why.
+ */
+public struct Acknowledgement: Equatable, Hashable {
+    public var by: String
+    public var at: Timestamp
+    public var reason: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(by: String, at: Timestamp, reason: String) {
+        self.by = by
+        self.at = at
+        self.reason = reason
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Acknowledgement: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAcknowledgement: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Acknowledgement {
+        return
+            try Acknowledgement(
+                by: FfiConverterString.read(from: &buf), 
+                at: FfiConverterTypeTimestamp.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Acknowledgement, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.by, into: &buf)
+        FfiConverterTypeTimestamp.write(value.at, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAcknowledgement_lift(_ buf: RustBuffer) throws -> Acknowledgement {
+    return try FfiConverterTypeAcknowledgement.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAcknowledgement_lower(_ value: Acknowledgement) -> RustBuffer {
+    return FfiConverterTypeAcknowledgement.lower(value)
+}
+
+
 public struct AmendmentView: Equatable, Hashable {
     public var id: String
     public var targetEntryId: String
@@ -3647,27 +3708,57 @@ public func FfiConverterTypeStaff_lower(_ value: Staff) -> RustBuffer {
 public struct WorklistItem: Equatable, Hashable {
     public var chart: ChartId
     public var mrn: String
+    /**
+     * The patient's name, for the records console's screens. Not in the REST or CLI JSON,
+     * which name charts by id and MRN only.
+     */
+    public var familyName: String
+    public var givenNames: String
     public var ward: String
     public var status: EncounterStatus
     public var dischargedAt: Timestamp?
     public var deficiency: Deficiency
     /**
-     * Its due date has passed.
+     * The person the records office routed it to, if any (the rule's `responsible` names
+     * who must act by the rules: often a role).
+     */
+    public var assignee: String?
+    /**
+     * The records office accepted it as it stands (a late H&P): it is no longer overdue.
+     */
+    public var acknowledged: Acknowledgement?
+    /**
+     * Its due date has passed and it is not acknowledged.
      */
     public var overdue: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(chart: ChartId, mrn: String, ward: String, status: EncounterStatus, dischargedAt: Timestamp?, deficiency: Deficiency, 
+    public init(chart: ChartId, mrn: String, 
         /**
-         * Its due date has passed.
+         * The patient's name, for the records console's screens. Not in the REST or CLI JSON,
+         * which name charts by id and MRN only.
+         */familyName: String, givenNames: String, ward: String, status: EncounterStatus, dischargedAt: Timestamp?, deficiency: Deficiency, 
+        /**
+         * The person the records office routed it to, if any (the rule's `responsible` names
+         * who must act by the rules: often a role).
+         */assignee: String?, 
+        /**
+         * The records office accepted it as it stands (a late H&P): it is no longer overdue.
+         */acknowledged: Acknowledgement?, 
+        /**
+         * Its due date has passed and it is not acknowledged.
          */overdue: Bool) {
         self.chart = chart
         self.mrn = mrn
+        self.familyName = familyName
+        self.givenNames = givenNames
         self.ward = ward
         self.status = status
         self.dischargedAt = dischargedAt
         self.deficiency = deficiency
+        self.assignee = assignee
+        self.acknowledged = acknowledged
         self.overdue = overdue
     }
 
@@ -3689,10 +3780,14 @@ public struct FfiConverterTypeWorklistItem: FfiConverterRustBuffer {
             try WorklistItem(
                 chart: FfiConverterTypeChartId.read(from: &buf), 
                 mrn: FfiConverterString.read(from: &buf), 
+                familyName: FfiConverterString.read(from: &buf), 
+                givenNames: FfiConverterString.read(from: &buf), 
                 ward: FfiConverterString.read(from: &buf), 
                 status: FfiConverterTypeEncounterStatus.read(from: &buf), 
                 dischargedAt: FfiConverterOptionTypeTimestamp.read(from: &buf), 
                 deficiency: FfiConverterTypeDeficiency.read(from: &buf), 
+                assignee: FfiConverterOptionString.read(from: &buf), 
+                acknowledged: FfiConverterOptionTypeAcknowledgement.read(from: &buf), 
                 overdue: FfiConverterBool.read(from: &buf)
         )
     }
@@ -3700,10 +3795,14 @@ public struct FfiConverterTypeWorklistItem: FfiConverterRustBuffer {
     public static func write(_ value: WorklistItem, into buf: inout [UInt8]) {
         FfiConverterTypeChartId.write(value.chart, into: &buf)
         FfiConverterString.write(value.mrn, into: &buf)
+        FfiConverterString.write(value.familyName, into: &buf)
+        FfiConverterString.write(value.givenNames, into: &buf)
         FfiConverterString.write(value.ward, into: &buf)
         FfiConverterTypeEncounterStatus.write(value.status, into: &buf)
         FfiConverterOptionTypeTimestamp.write(value.dischargedAt, into: &buf)
         FfiConverterTypeDeficiency.write(value.deficiency, into: &buf)
+        FfiConverterOptionString.write(value.assignee, into: &buf)
+        FfiConverterOptionTypeAcknowledgement.write(value.acknowledged, into: &buf)
         FfiConverterBool.write(value.overdue, into: &buf)
     }
 }
@@ -6102,6 +6201,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAcknowledgement: FfiConverterRustBuffer {
+    typealias SwiftType = Acknowledgement?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAcknowledgement.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAcknowledgement.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

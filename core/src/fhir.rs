@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::chart::{
     AmendmentKind, AmendmentView, Chart, ChartError, ChartId, ChartView, CodeRef, CodingSequence,
     CodingStatus, CodingView, DisclosurePurpose, DisclosureView, EncounterClass, EncounterStatus,
-    EntryKind, EntryStatus, EntryView, FormType, FormView, RoiRequestView, RoiStatus,
+    EntryKind, EntryStatus, EntryView, EventKind, FormType, FormView, RoiRequestView, RoiStatus,
     SignatureMeaning, SignatureView, Timestamp,
 };
 use crate::codes::CodeSystem;
@@ -166,13 +166,72 @@ fn observation_status(s: EntryStatus) -> &'static str {
     }
 }
 
-fn event_status(s: EntryStatus) -> &'static str {
+/// An administration's or intervention's status. A draft is still going on while the patient
+/// is in; once the stay is finished nothing is, and what was recorded happened.
+fn event_status(s: EntryStatus, stay_finished: bool) -> &'static str {
     match s {
-        EntryStatus::Draft => "in-progress",
+        EntryStatus::Draft if !stay_finished => "in-progress",
         EntryStatus::EnteredInError => "entered-in-error",
-        EntryStatus::Final | EntryStatus::Amended => "completed",
+        EntryStatus::Draft | EntryStatus::Final | EntryStatus::Amended => "completed",
     }
 }
+
+/// The UCUM code of a unit as charts write it: UCUM's own codes, and the spellings nurses
+/// type for the common ones (`bpm`, `mmHg`, `°C`). `None` for a unit not known here, which the
+/// export keeps as text only (a Quantity's `unit` without a `system`).
+fn ucum(unit: &str) -> Option<&'static str> {
+    const UCUM: &[&str] = &[
+        "/min", "mm[Hg]", "Cel", "[degF]", "%", "kg", "g", "mg", "ug", "cm", "m", "mm", "L", "mL",
+        "dL", "mg/dL", "g/dL", "g/L", "mmol/L", "umol/L", "mEq/L", "10*3/uL", "10*6/uL", "10*9/L",
+        "10*12/L", "U/L", "[iU]/L", "kg/m2", "[in_i]", "[lb_av]", "h", "min", "s", "d", "L/min",
+        "mL/h", "fL", "pg", "ng/mL", "[pH]", "1",
+    ];
+    const SPELLED: &[(&str, &str)] = &[
+        ("bpm", "/min"),
+        ("beats/min", "/min"),
+        ("breaths/min", "/min"),
+        ("/min", "/min"),
+        ("mmhg", "mm[Hg]"),
+        ("°c", "Cel"),
+        ("degc", "Cel"),
+        ("°f", "[degF]"),
+        ("degf", "[degF]"),
+        ("kg/m²", "kg/m2"),
+        ("in", "[in_i]"),
+        ("lb", "[lb_av]"),
+        ("lbs", "[lb_av]"),
+        ("l/min", "L/min"),
+        ("ml/h", "mL/h"),
+        ("ml/hr", "mL/h"),
+    ];
+    let unit = unit.trim();
+    UCUM.iter().find(|u| **u == unit).copied().or_else(|| {
+        let lower = unit.to_lowercase();
+        SPELLED
+            .iter()
+            .find(|(spelled, _)| *spelled == lower)
+            .map(|(_, code)| *code)
+    })
+}
+
+/// LOINC codes of the vital signs (FHIR R4's vital signs profile, and US Core's): an
+/// Observation with one of them is in the `vital-signs` category.
+const VITAL_SIGNS: &[&str] = &[
+    "85353-1", // vital signs panel
+    "9279-1",  // respiratory rate
+    "8867-4",  // heart rate
+    "2708-6",  // oxygen saturation in arterial blood
+    "59408-5", // oxygen saturation by pulse oximetry
+    "8310-5",  // body temperature
+    "8302-2",  // body height
+    "9843-4",  // head circumference
+    "29463-7", // body weight
+    "39156-5", // body mass index
+    "85354-9", // blood pressure panel
+    "8480-6",  // systolic blood pressure
+    "8462-4",  // diastolic blood pressure
+    "8478-0",  // mean blood pressure
+];
 
 /// The value as a Quantity when it is a number, else as a string.
 fn observation_value(obs: &mut Value, value: Option<&str>, unit: Option<&str>) {
@@ -187,8 +246,12 @@ fn observation_value(obs: &mut Value, value: Option<&str>, unit: Option<&str>) {
     {
         Some(n) => {
             let mut q = json!({ "value": n });
-            if let Some(u) = unit.filter(|u| !u.is_empty()) {
+            if let Some(u) = unit.filter(|u| !u.trim().is_empty()) {
                 q["unit"] = u.into();
+                if let Some(code) = ucum(u) {
+                    q["system"] = "http://unitsofmeasure.org".into();
+                    q["code"] = code.into();
+                }
             }
             obs["valueQuantity"] = q;
         }
@@ -307,10 +370,7 @@ impl Builder {
             "end",
             e.discharged_at.map(|t| t.to_rfc3339().into()),
         );
-        let location = match &e.bed {
-            Some(bed) => format!("{} bed {bed}", e.ward),
-            None => e.ward.clone(),
-        };
+        let locations = self.locations(v);
         let mut r = json!({
             "resourceType": "Encounter",
             "status": if discharged { "finished" } else { "in-progress" },
@@ -321,7 +381,7 @@ impl Builder {
             },
             "subject": self.patient_ref(),
             "period": period,
-            "location": [{ "location": named(&location) }],
+            "location": locations,
         });
         put(
             &mut r,
@@ -369,16 +429,81 @@ impl Builder {
         self.add(&uuid, r);
     }
 
+    /// Where the patient was during the stay, oldest first: the admitting ward and each
+    /// transfer's, each with its period; the last is `active` while the patient is in.
+    fn locations(&self, v: &ChartView) -> Value {
+        let e = &v.encounter;
+        let place = |ward: &str, bed: Option<&str>| match bed {
+            Some(bed) => format!("{ward} bed {bed}"),
+            None => ward.to_string(),
+        };
+        let mut transfers: Vec<_> = v
+            .events
+            .iter()
+            .filter(|ev| ev.kind == EventKind::Transfer && ev.ward.is_some())
+            .collect();
+        transfers.sort_by_key(|ev| ev.at);
+        // The first place: the admission's, else where the first transfer came from, else
+        // where the patient is now.
+        let admit = v.events.iter().find(|ev| ev.kind == EventKind::Admit);
+        let first = match (admit, transfers.first()) {
+            (Some(a), _) if a.ward.is_some() => {
+                place(a.ward.as_deref().unwrap_or(""), a.bed.as_deref())
+            }
+            (_, Some(t)) if t.from_ward.is_some() => {
+                place(t.from_ward.as_deref().unwrap_or(""), t.from_bed.as_deref())
+            }
+            _ if transfers.is_empty() => place(&e.ward, e.bed.as_deref()),
+            _ => place(&e.ward, None),
+        };
+        let mut stays: Vec<(String, Timestamp)> = vec![(first, e.admitted_at)];
+        for t in &transfers {
+            stays.push((
+                place(t.ward.as_deref().unwrap_or(""), t.bed.as_deref()),
+                t.at,
+            ));
+        }
+        let finished = e.status == EncounterStatus::Discharged;
+        let n = stays.len();
+        stays
+            .iter()
+            .enumerate()
+            .map(|(i, (name, start))| {
+                let end = match stays.get(i + 1) {
+                    Some((_, next)) => Some(*next),
+                    None => e.discharged_at.filter(|_| finished),
+                };
+                let mut period = json!({ "start": start.to_rfc3339() });
+                put(&mut period, "end", end.map(|t| t.to_rfc3339().into()));
+                json!({
+                    "location": named(name),
+                    "status": if i + 1 < n || finished { "completed" } else { "active" },
+                    "period": period,
+                })
+            })
+            .collect()
+    }
+
     fn coding(&mut self, v: &ChartView, c: &CodingView) {
         let Ok(system) = CodeSystem::from_token(&c.system) else {
             return;
         };
-        let code = coded(system.fhir_uri(), &c.code, c.display.as_deref());
+        // The coder's display, else the code's description from the ICD-10-CM table.
+        let display = c.display.clone().or_else(|| match system {
+            CodeSystem::Icd10Cm => {
+                crate::codes::icd10cm_lookup(&c.code).map(|e| e.description.to_string())
+            }
+            _ => None,
+        });
+        let code = coded(system.fhir_uri(), &c.code, display.as_deref());
         // The entries the code rests on, as the resources they became.
-        let evidence: Vec<Value> = c
+        let supporting: Vec<&EntryView> = c
             .supporting_entries
             .iter()
             .filter_map(|id| v.entries.iter().find(|e| &e.id == id))
+            .collect();
+        let evidence: Vec<Value> = supporting
+            .iter()
             .map(|e| reference(&self.entry_uuid(e)))
             .collect();
         match system {
@@ -416,7 +541,7 @@ impl Builder {
                 self.add(&uuid, r);
             }
             CodeSystem::Icd10Pcs | CodeSystem::Cpt | CodeSystem::Hcpcs => {
-                let r = json!({
+                let mut r = json!({
                     "resourceType": "Procedure",
                     "status": "completed",
                     "code": code,
@@ -424,6 +549,33 @@ impl Builder {
                     "encounter": self.encounter_ref(),
                     "recorder": named(&c.coded_by),
                 });
+                // When and by whom: the entries the code rests on (the operative or procedure
+                // note, the imaging result), earliest first; their authors performed it.
+                let mut documented: Vec<(Timestamp, &str)> = supporting
+                    .iter()
+                    .filter(|e| e.status != EntryStatus::EnteredInError)
+                    .map(|e| {
+                        let c = &e.content;
+                        (c.effective_at.unwrap_or(c.recorded_at), c.author.as_str())
+                    })
+                    .collect();
+                documented.sort();
+                if let Some((at, _)) = documented.first() {
+                    r["performedDateTime"] = at.to_rfc3339().into();
+                    let mut performers: Vec<&str> = Vec::new();
+                    for (_, author) in &documented {
+                        if !performers.contains(author) {
+                            performers.push(author);
+                        }
+                    }
+                    r["performer"] = performers
+                        .iter()
+                        .map(|a| json!({ "actor": named(a) }))
+                        .collect();
+                }
+                if !evidence.is_empty() {
+                    r["report"] = Value::Array(evidence);
+                }
                 let uuid = self.uuid("Procedure", &c.id);
                 self.add(&uuid, r);
             }
@@ -433,6 +585,7 @@ impl Builder {
 
     fn entry(&mut self, v: &ChartView, e: &EntryView) {
         let c = &e.content;
+        let finished = v.encounter.status == EncounterStatus::Discharged;
         let when = c.effective_at.unwrap_or(c.recorded_at).to_rfc3339();
         let code = concept(&c.codes, &c.body);
         let uuid = self.entry_uuid(e);
@@ -448,11 +601,21 @@ impl Builder {
                     "issued": c.recorded_at.to_rfc3339(),
                     "performer": [named(&c.author)],
                 });
+                let vital = c.codes.iter().any(|code| {
+                    code.system == CodeSystem::Loinc.token()
+                        && VITAL_SIGNS.contains(&code.code.as_str())
+                });
                 if c.kind == EntryKind::LabResult {
                     r["category"] = json!([coded(
                         "http://terminology.hl7.org/CodeSystem/observation-category",
                         "laboratory",
                         Some("Laboratory")
+                    )]);
+                } else if vital {
+                    r["category"] = json!([coded(
+                        "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "vital-signs",
+                        Some("Vital Signs")
                     )]);
                 }
                 observation_value(&mut r, c.value.as_deref(), c.unit.as_deref());
@@ -473,7 +636,7 @@ impl Builder {
             }
             EntryKind::Medication => json!({
                 "resourceType": "MedicationAdministration",
-                "status": event_status(e.status),
+                "status": event_status(e.status, finished),
                 "medicationCodeableConcept": code,
                 "subject": self.patient_ref(),
                 "context": self.encounter_ref(),
@@ -482,7 +645,7 @@ impl Builder {
             }),
             EntryKind::Intervention | EntryKind::Treatment => json!({
                 "resourceType": "Procedure",
-                "status": event_status(e.status),
+                "status": event_status(e.status, finished),
                 "code": code,
                 "subject": self.patient_ref(),
                 "encounter": self.encounter_ref(),

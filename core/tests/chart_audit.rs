@@ -608,3 +608,114 @@ fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_hi
         .unwrap()
         .contains("chief of staff"));
 }
+
+#[test]
+fn delinquent_records_are_counted_against_monthly_discharges_with_the_coding_backlog_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let discharge = |id: ChartId, at: Timestamp| {
+        write(&store, id, |c| c.discharge(&technician(), at, "home"));
+    };
+    // A: discharged on 3 November without a discharge summary: delinquent since 3 December.
+    let a = store.create(admitted_to("4west", 1)).unwrap();
+    signed(&store, a, t(60), EntryKind::HistoryPhysical);
+    discharge(a, t(DAY));
+    // B: its H&P came 30 hours in; otherwise complete; discharged on 5 December.
+    let b = store.create(admitted_to("4west", 2)).unwrap();
+    signed(&store, b, t(30 * 60), EntryKind::HistoryPhysical);
+    signed(&store, b, t(33 * DAY), EntryKind::DischargeSummary);
+    discharge(b, t(33 * DAY));
+    // C: on icu, complete, discharged on 11 January: only its coding is open.
+    let c = store.create(admitted_to("icu", 3)).unwrap();
+    signed(&store, c, t(60), EntryKind::HistoryPhysical);
+    signed(&store, c, t(70 * DAY), EntryKind::DischargeSummary);
+    discharge(c, t(70 * DAY));
+    let now = t(74 * DAY); // 15 January 2027
+
+    let all = store.delinquency(None, now, 30).unwrap();
+    assert_eq!(all.delinquent_records, 2);
+    let kinds: Vec<(DeficiencyKind, u32)> =
+        all.by_kind.iter().map(|k| (k.kind, k.records)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (DeficiencyKind::DischargeSummaryMissing, 1),
+            (DeficiencyKind::HistoryPhysicalLate, 1)
+        ]
+    );
+    // Every discharged chart's coding is open: the backlog, not delinquency.
+    assert_eq!((all.coding_backlog, all.coding_backlog_overdue), (3, 2));
+    // Whole months since the first discharge, the current one left out.
+    let months: Vec<(&str, u32)> = all
+        .monthly_discharges
+        .iter()
+        .map(|m| (m.month.as_str(), m.discharges))
+        .collect();
+    assert_eq!(months, [("2026-11", 1), ("2026-12", 1)]);
+    assert_eq!(all.average_monthly_discharges, Some(1.0));
+    assert_eq!(all.percent_of_discharges, Some(200.0));
+
+    // The late H&P acknowledged: B is no longer delinquent.
+    let late = store
+        .worklist(
+            &DeficiencyFilter {
+                kind: Some(DeficiencyKind::HistoryPhysicalLate),
+                ..DeficiencyFilter::default()
+            },
+            now,
+        )
+        .unwrap();
+    store
+        .acknowledge_deficiency(&records_office(), &reference(&late[0]), "reviewed", now)
+        .unwrap();
+    let all = store.delinquency(None, now, 30).unwrap();
+    assert_eq!(all.delinquent_records, 1);
+    assert_eq!(all.percent_of_discharges, Some(100.0));
+
+    // By ward: icu has no delinquency, and no whole month of discharges yet.
+    let icu = store
+        .delinquency(Some(&["icu".to_string()]), now, 30)
+        .unwrap();
+    assert_eq!(
+        (
+            icu.delinquent_records,
+            icu.coding_backlog,
+            icu.coding_backlog_overdue
+        ),
+        (0, 1, 0)
+    );
+    assert!(icu.monthly_discharges.is_empty());
+    assert_eq!(
+        (icu.average_monthly_discharges, icu.percent_of_discharges),
+        (None, None)
+    );
+
+    // The trend: one count a day, the day's last count kept, per ward.
+    assert!(all.trend.is_empty(), "nothing counted yet");
+    store
+        .count_delinquency_day(now.plus_seconds(-DAY * 60))
+        .unwrap();
+    store.count_delinquency_day(now).unwrap();
+    store.count_delinquency_day(now).unwrap();
+    let trend = store.delinquency(None, now, 30).unwrap().trend;
+    let days: Vec<(&str, u32, u32)> = trend
+        .iter()
+        .map(|d| (d.day.as_str(), d.delinquent_records, d.coding_backlog))
+        .collect();
+    assert_eq!(days, [("2027-01-14", 1, 3), ("2027-01-15", 1, 3)]);
+    let icu_trend = store
+        .delinquency(Some(&["icu".to_string()]), now, 30)
+        .unwrap()
+        .trend;
+    assert_eq!(
+        icu_trend
+            .last()
+            .map(|d| (d.delinquent_records, d.coding_backlog)),
+        Some((0, 1))
+    );
+    assert_eq!(
+        store.delinquency(None, now, 0).unwrap().trend.len(),
+        1,
+        "the window"
+    );
+}

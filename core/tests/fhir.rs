@@ -213,7 +213,7 @@ fn whole_stay() -> Chart {
             "BW03ZZZ",
             CodingSequence::Secondary,
             None,
-            vec![],
+            vec![xray.clone()],
         ),
         (
             CodeSystem::Cpt,
@@ -270,6 +270,9 @@ fn whole_stay() -> Chart {
         },
     )
     .unwrap();
+    // Moved to a step-down bed on day 2; discharged from there.
+    c.transfer(&tech, t(2 * 24 * 60), "5east", Some("3B"))
+        .unwrap();
     c.discharge(&tech, t(3 * 24 * 60 + 10), "home").unwrap();
 
     let request = c
@@ -551,6 +554,58 @@ fn a_whole_stay_exports_as_one_bundle_with_every_record_in_its_resource() {
     );
     assert_eq!(heart_rate["valueQuantity"]["value"], 88.0);
     assert_eq!(heart_rate["valueQuantity"]["unit"], "/min");
+    assert_eq!(
+        heart_rate["valueQuantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
+    assert_eq!(heart_rate["valueQuantity"]["code"], "/min");
+    assert_eq!(
+        heart_rate["category"][0]["coding"][0]["code"],
+        "vital-signs"
+    );
+    let wbc = of_type(&bundle, "Observation")
+        .into_iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "6690-2")
+        .unwrap();
+    assert_eq!(wbc["valueQuantity"]["code"], "10*3/uL");
+    assert_eq!(wbc["category"][0]["coding"][0]["code"], "laboratory");
+    let mental = of_type(&bundle, "Observation")
+        .into_iter()
+        .find(|o| o["code"]["text"] == "Mental status")
+        .unwrap();
+    assert!(mental.get("category").is_none(), "not a vital sign");
+
+    // Diagnoses carry the table's words when the coder gave none.
+    assert_eq!(
+        exempt["code"]["coding"][0]["display"],
+        "Type 2 diabetes mellitus without complications"
+    );
+    // A coded procedure: when and by whom, from the imaging result it rests on.
+    let xray_procedure = of_type(&bundle, "Procedure")
+        .into_iter()
+        .find(|p| p["code"]["coding"][0]["code"] == "BW03ZZZ")
+        .unwrap();
+    assert_eq!(xray_procedure["performedDateTime"], t(130).to_rfc3339());
+    assert_eq!(
+        xray_procedure["performer"][0]["actor"]["display"],
+        "dr.okafor"
+    );
+    assert_eq!(xray_procedure["report"].as_array().unwrap().len(), 1);
+    // The stay is over: what was given was given.
+    let given = &of_type(&bundle, "MedicationAdministration")[0];
+    assert_eq!(given["status"], "completed");
+    // Both places, each with its period.
+    let locations = encounter["location"].as_array().unwrap();
+    assert_eq!(locations.len(), 2, "{locations:?}");
+    assert_eq!(locations[0]["location"]["display"], "4west bed 12A");
+    assert_eq!(locations[0]["period"]["end"], t(2 * 24 * 60).to_rfc3339());
+    assert_eq!(locations[1]["location"]["display"], "5east bed 3B");
+    assert_eq!(locations[1]["period"]["start"], t(2 * 24 * 60).to_rfc3339());
+    assert_eq!(
+        locations[1]["period"]["end"],
+        t(3 * 24 * 60 + 10).to_rfc3339()
+    );
+    assert!(locations.iter().all(|l| l["status"] == "completed"));
 
     // The addendum appends to the progress note; the consult entered in error says so.
     let docs = of_type(&bundle, "DocumentReference");
@@ -626,5 +681,7 @@ fn a_chart_just_opened_in_the_emergency_department_exports_with_nothing_empty() 
     let encounter = &of_type(&bundle, "Encounter")[0];
     assert_eq!(encounter["status"], "in-progress");
     assert_eq!(encounter["class"]["code"], "EMER");
+    assert_eq!(encounter["location"][0]["status"], "active");
+    assert!(encounter["location"][0]["period"].get("end").is_none());
     assert!(encounter.get("period").unwrap().get("end").is_none());
 }

@@ -370,6 +370,7 @@ fn released_migrations_are_unchanged() {
         "924d63aa494b6819f805ee3b092cc55ce42e77956e56df619601e1a79593f4b8",
         "c2f2e814c9b6f82251a2878a5880c5635fcbfba7113d1a0396fc660809d575d3",
         "8831403d19d4b63a7bdd85ac1ef68f6ec244e18af46d3e1d3843610a2fbb1406",
+        "3ed803b2f3d47e50880a776b8c6774b0043f5b762a945f58abafdd5cbc7cbe24",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

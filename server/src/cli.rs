@@ -537,7 +537,23 @@ fn chart_of(item: &str, by: &Staff) -> Result<Item, String> {
             &automerge::Automerge::new(),
             chart.doc(),
         )
-        .map_err(|rejection| format!("the chart breaks its rules: {}", rejection.summary()))?;
+        .map_err(|rejection| {
+            // Each problem once, whole: the field or record, and the code and why it is
+            // refused. This is the operator's own file, shown on their terminal, not a log.
+            let mut problems: Vec<String> = Vec::new();
+            for v in &rejection.violations {
+                let said = v.to_string();
+                if !problems.contains(&said) {
+                    problems.push(said);
+                }
+            }
+            format!(
+                "the chart breaks its rules ({} problem{}): {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("; ")
+            )
+        })?;
         Ok((id, chart, None))
     } else {
         let a: Admission = from_value(value)?;

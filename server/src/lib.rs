@@ -151,6 +151,10 @@ struct ServeArgs {
     /// 164.312(a)(2)(iii)); the page warns two minutes before.
     #[arg(long, default_value = "15m", value_parser = auth::parse_ttl)]
     console_idle: std::time::Duration,
+    /// Delinquent records, as a percentage of the average monthly discharges, above which the
+    /// records office is over its limit (the Joint Commission's old rule was 50).
+    #[arg(long, default_value_t = chartsync_core::store::DEFAULT_THRESHOLD_PERCENT, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    delinquency_threshold: u32,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -368,6 +372,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let stopping = hub.clone();
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
+    count_delinquency(store.clone());
     let mut sessions = hub.sessions.subscribe();
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -384,6 +389,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/deficiencies/assign", post(records::assign))
         .route("/api/deficiencies/acknowledge", post(records::acknowledge))
         .route("/api/coding-queue", get(records::coding_queue))
+        .route("/api/delinquency", get(records::delinquency))
         .route("/api/disclosures", get(records::disclosures))
         .route("/api/staff", get(directory::list_staff))
         .route(
@@ -419,6 +425,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             hub,
             trust,
             console: Arc::new(console::session::Sessions::new(args.console_idle)),
+            delinquency_threshold: args.delinquency_threshold,
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -479,6 +486,23 @@ fn forget_sync_states(store: Arc<ChartStore>, age: std::time::Duration) {
     });
 }
 
+/// Counts the day's delinquency at start and every hour, so that each day keeps its last
+/// count for the records office's trend.
+fn count_delinquency(store: Arc<ChartStore>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let store = store.clone();
+            let now = chartsync_core::chart::Timestamp::now();
+            match tokio::task::spawn_blocking(move || store.count_delinquency_day(now)).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "could not count the day's delinquency"),
+            }
+        }
+    });
+}
+
 /// Logs the audit index's rebuild (after an upgrade of the audit's rules) at every tenth of
 /// the way: on a large store it takes minutes, before the server listens.
 fn log_rebuild() -> chartsync_core::store::RebuildListener {
@@ -502,6 +526,8 @@ struct AppState {
     hub: Arc<Hub>,
     trust: Arc<directory::Trust>,
     console: Arc<console::session::Sessions>,
+    /// Percent of the average monthly discharges (`--delinquency-threshold`).
+    delinquency_threshold: u32,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

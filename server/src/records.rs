@@ -11,7 +11,7 @@ use axum::Json;
 use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
 use chartsync_core::store::{
     Accounting, Actor, Assigned, AuditAction, ChartStore, CodingQueueItem, DeficiencyFilter,
-    DeficiencyRef, StoreError, WorklistItem,
+    DeficiencyRef, Delinquency, StoreError, WorklistItem,
 };
 use serde::{Deserialize, Serialize};
 
@@ -341,6 +341,81 @@ pub async fn acknowledge(
     }
 }
 
+/// Days of the delinquency trend the dashboard and `GET /api/delinquency` show.
+pub(crate) const TREND_DAYS: u32 = 90;
+
+/// The delinquency report with the hospital's threshold, as REST and the console give it.
+#[derive(Serialize)]
+pub(crate) struct DelinquencyReport {
+    /// `--delinquency-threshold`: percent of the average monthly discharges.
+    pub(crate) threshold_percent: u32,
+    /// Whether delinquent records are above it (false while there is no whole month of
+    /// discharges to compare with).
+    pub(crate) over_threshold: bool,
+    #[serde(flatten)]
+    pub(crate) delinquency: Delinquency,
+}
+
+impl DelinquencyReport {
+    pub(crate) fn of(delinquency: Delinquency, threshold_percent: u32) -> DelinquencyReport {
+        DelinquencyReport {
+            threshold_percent,
+            over_threshold: delinquency
+                .percent_of_discharges
+                .is_some_and(|p| p > f64::from(threshold_percent)),
+            delinquency,
+        }
+    }
+}
+
+/// Who reads the records office's statistics and queues: coders and records staff.
+pub(crate) fn reads_records_statistics(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Coder | Role::Technician | Role::RecordsSupervisor | Role::Admin
+    )
+}
+
+/// `GET /api/delinquency[?ward=W]`: delinquent records against the average monthly
+/// discharges and the hospital's threshold, the coding backlog apart, and the daily trend of
+/// the last 90 days. Coders and records staff, for their token's wards; audited as a listing.
+pub async fn delinquency(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if !reads_records_statistics(access.role) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "delinquency statistics are for coders and records staff",
+        );
+    }
+    let wards = match listing_wards(&access, &query) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let store = app.store.clone();
+    let who = actor(&access, &headers);
+    let now = Timestamp::now();
+    let result = blocking(move || {
+        let found = store.delinquency(wards.as_deref(), now, TREND_DAYS)?;
+        store.record_audit(
+            &who,
+            AuditAction::List,
+            None,
+            Some(&audit_detail("delinquency", &wards)),
+        )?;
+        Ok::<_, StoreError>(found)
+    })
+    .await;
+    match result {
+        Ok(Ok(d)) => Json(DelinquencyReport::of(d, app.delinquency_threshold)).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(r) => r,
+    }
+}
+
 #[derive(Serialize)]
 struct CodingQueue {
     as_of: Timestamp,
@@ -355,10 +430,7 @@ pub async fn coding_queue(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !matches!(
-        access.role,
-        Role::Coder | Role::Technician | Role::RecordsSupervisor | Role::Admin
-    ) {
+    if !reads_records_statistics(access.role) {
         return error(
             StatusCode::FORBIDDEN,
             "the coding queue is for coders and records staff",

@@ -1,7 +1,7 @@
 // The records console in headless Chromium, as a records technician works it with the
 // keyboard alone. Run by tests/tests/console.rs, which starts the server, checks what it
 // stored afterwards, and reads the last line printed here:
-//   node technician.mjs <console-url> <idle-console-url>
+//   node technician.mjs <console-url> <idle-console-url> <discharged-console-url>
 // Environment: CHROMIUM (the browser's path, default `chromium`), SCREENSHOTS (a directory for
 // the main screens, default none), PASSWORD (the staff password).
 // Prints: one line `RESULT <json>` with every screen's axe-core findings; exits non-zero at the
@@ -12,7 +12,7 @@ import { chromium } from "playwright-core"
 
 const require = createRequire(import.meta.url)
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8")
-const [base, idleBase] = process.argv.slice(2)
+const [base, idleBase, dischargedBase] = process.argv.slice(2)
 const password = process.env.PASSWORD
 const screenshots = process.env.SCREENSHOTS || ""
 if (screenshots) mkdirSync(screenshots, { recursive: true })
@@ -172,6 +172,21 @@ try {
   expect(gone.includes("without activity"), "the person is told why", gone)
   await audit(idle, "signed out for idleness", null)
   await idle.context().close()
+
+  // The delinquency dashboard, reached from the navigation with the keyboard.
+  const dash = await newPage()
+  await signIn(dash, dischargedBase, "him.jones")
+  await tabTo(dash, "nav a[href='/console/delinquency']", "the Delinquency link")
+  await Promise.all([dash.waitForNavigation(), dash.keyboard.press("Enter")])
+  const delinquent = await text(dash, "#delinquent")
+  expect(delinquent === "1", "the ward's one delinquent record", delinquent)
+  expect((await text(dash, "#verdict")).startsWith("Over the limit"), "the limit's verdict")
+  // The trend's table opens from the keyboard too.
+  await tabTo(dash, "details summary", "the trend's table")
+  await dash.keyboard.press("Enter")
+  expect(await dash.locator("table.trend-table").isVisible(), "the trend as a table")
+  await audit(dash, "delinquency", "delinquency")
+  await dash.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))
   console.log(`RESULT ${JSON.stringify(screens)}`)

@@ -55,6 +55,80 @@ fn late_history_physical() -> String {
     .to_string()
 }
 
+/// A chart on `ward`, with its H&P written on time and signed, discharged `days_ago`; with its
+/// discharge summary signed, or none (then it is delinquent 30 days after discharge).
+fn discharged(mrn: &str, ward: &str, days_ago: i64, summary: bool) -> String {
+    use chartsync_core::chart::*;
+    let discharged_at = Timestamp::now().plus_seconds(-days_ago * 86_400);
+    let admitted = discharged_at.plus_seconds(-3 * 86_400);
+    let patient = NewPatient {
+        mrn: mrn.into(),
+        family_name: "Lindqvist".into(),
+        given_names: "Eva".into(),
+        birth_date: Some("1949-01-30".into()),
+        sex: Some(Sex::Female),
+        address: None,
+        phone: None,
+    };
+    let encounter = NewEncounter {
+        ward: ward.into(),
+        bed: Some("2A".into()),
+        class: EncounterClass::Inpatient,
+        admit_source: None,
+        attending: Some("dr.okafor".into()),
+    };
+    let physician = Staff::new("dr.okafor", Role::Physician, "tablet-4west-01");
+    let technician = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let mut chart = Chart::create(patient, encounter, &technician, admitted).unwrap();
+    let mut note = |kind: EntryKind, at: Timestamp| {
+        let id = chart
+            .add_entry(&physician, at, NewEntry::note(kind, "Documented."))
+            .unwrap();
+        chart
+            .sign_entry(&physician, at, &id, SignatureMeaning::Author)
+            .unwrap();
+    };
+    note(EntryKind::HistoryPhysical, admitted.plus_seconds(3_600));
+    if summary {
+        note(EntryKind::DischargeSummary, discharged_at);
+    }
+    chart.discharge(&technician, discharged_at, "home").unwrap();
+    use base64::Engine;
+    serde_json::json!({
+        "id": ChartId::random().to_string(),
+        "automerge": base64::engine::general_purpose::STANDARD.encode(chart.save()),
+    })
+    .to_string()
+}
+
+/// A store for the delinquency dashboard: on 4west, one record discharged 35 days ago with no
+/// discharge summary (delinquent), one 45 days ago complete but for its coding; on icu, one
+/// delinquent record the technician's wards do not cover.
+fn discharged_store() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("discharged.ndjson");
+    let lines = [
+        discharged("MRN-0101", "4west", 35, false),
+        discharged("MRN-0102", "4west", 45, true),
+        discharged("MRN-0901", "icu", 40, false),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = Command::new(RECORDS)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--user", "him.jones", "import"])
+        .arg(&file)
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
 /// A records store with four admissions to 4west and one to icu: three with no H&P, admitted
 /// 3, 12 and 40 days before now, so their missing H&Ps are 2, 11 and 39 days overdue; and
 /// MRN-0004, whose H&P came late (9 days overdue until acknowledged).
@@ -638,6 +712,13 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     let idle_server =
         Server::start_with(idle_data.path(), "127.0.0.1:0", &["--console-idle", "4s"]);
     add_staff(&idle_server, "him.jones", "technician", &["4west"]);
+    let discharged_data = discharged_store();
+    let discharged_server = Server::start_with(
+        discharged_data.path(),
+        "127.0.0.1:0",
+        &["--delinquency-threshold", "10"],
+    );
+    add_staff(&discharged_server, "him.jones", "technician", &["4west"]);
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
     assert!(
@@ -658,6 +739,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         .arg("technician.mjs")
         .arg(format!("http://{}", server.addr))
         .arg(format!("http://{}", idle_server.addr))
+        .arg(format!("http://{}", discharged_server.addr))
         .env("CHROMIUM", &chromium)
         .env("PASSWORD", PASSWORD)
         .env("SCREENSHOTS", &screenshots)
@@ -680,6 +762,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         audited,
         [
             "acknowledge",
+            "delinquency",
             "nurse refused",
             "refused",
             "sign-in",
@@ -870,5 +953,88 @@ fn the_worklist_s_work_over_rest_keeps_the_role_and_ward_rules_and_is_all_or_not
         rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         ["deny", "assign", "acknowledge"],
         "{rows:?}"
+    );
+}
+
+/// The delinquency dashboard over HTTP and REST: the ward's delinquent records against its
+/// discharges and the hospital's threshold, the coding backlog apart, the day counted for the
+/// trend; another ward's records not counted; a nurse refused; audited.
+#[test]
+fn the_delinquency_dashboard_counts_the_ward_s_delinquent_records_against_its_discharges() {
+    let data = discharged_store();
+    // A low limit: whatever months the two discharges fall in, one delinquent record is over it.
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--delinquency-threshold", "10"],
+    );
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let addr = &server.addr;
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/delinquency", Some(&cookie));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(
+        p.body.contains("<dd id=\"delinquent\">1</dd>"),
+        "the icu record is not theirs: {}",
+        p.body
+    );
+    assert!(p.body.contains("Over the limit"), "{}", p.body);
+    assert!(p
+        .body
+        .contains("<td>Discharge summary missing</td><td class=\"n\">1</td>"));
+    let text = p.body.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("2 discharged records wait for final coding; 2 of them past"),
+        "{text}"
+    );
+    // Counted when the server started: the trend has today.
+    let today = chartsync_core::chart::Timestamp::now().date().to_string();
+    assert!(
+        p.body.contains(&format!(
+            "<td>{today}</td><td class=\"n\">1</td><td class=\"n\">2</td>"
+        )),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("<svg") && p.body.contains("role=\"img\""));
+    let p = get(addr, "/console/delinquency?ward=icu", Some(&cookie));
+    assert_eq!(p.status, 403);
+
+    // REST: the same numbers, for a supervisor of every ward; a nurse is refused.
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let (status, body) = http_get(addr, "/api/delinquency", Some(&supervisor));
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["delinquent_records"], 2);
+    assert_eq!(report["coding_backlog"], 3);
+    assert_eq!(report["threshold_percent"], 10);
+    assert_eq!(report["over_threshold"], true);
+    let average = report["average_monthly_discharges"].as_f64().unwrap();
+    let percent = report["percent_of_discharges"].as_f64().unwrap();
+    assert!((percent - 200.0 / average).abs() < 1e-9, "{report}");
+    let (status, body) = http_get(addr, "/api/delinquency?ward=icu", Some(&supervisor));
+    assert_eq!(status, 200);
+    let icu: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            icu["delinquent_records"].as_u64(),
+            icu["coding_backlog"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    assert_eq!(http_get(addr, "/api/delinquency", Some(&nurse)).0, 403);
+
+    drop(server);
+    let lists: Vec<String> = audit_rows(data.path())
+        .into_iter()
+        .filter(|r| r.1 == "list")
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(
+        lists,
+        ["console delinquency: ward 4west"],
+        "the console's read, audited"
     );
 }

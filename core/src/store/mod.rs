@@ -13,6 +13,7 @@ mod break_glass;
 mod cache;
 mod credentials;
 mod deficiency_work;
+mod delinquency;
 mod directory;
 mod error;
 mod feed;
@@ -40,6 +41,9 @@ pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter,
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
 pub use deficiency_work::{Assigned, DeficiencyRef};
+pub use delinquency::{
+    DayCount, Delinquency, KindCount, MonthCount, DEFAULT_THRESHOLD_PERCENT, DISCHARGE_MONTHS,
+};
 pub use directory::{
     CredentialStatus, Device, IssuedCertificate, NewStaff, Revocation, Revoked, Severity,
     StaffMember,

@@ -5,6 +5,7 @@
 //! read is audited as the REST API's are.
 
 mod aging;
+mod delinquency;
 mod pages;
 pub mod session;
 mod worklist;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
         .route("/console/sign-out", post(sign_out))
         .route("/console/worklist", get(worklist::show))
+        .route("/console/delinquency", get(delinquency::show))
         .route("/console/worklist/assign", post(worklist::assign))
         .route(
             "/console/worklist/acknowledge",
@@ -240,6 +242,20 @@ impl FromRequestParts<AppState> for Signed {
                 .into_response());
         }
         Ok(Signed { id, session })
+    }
+}
+
+/// The wards a page's ward filter offers, each with whether it is the one shown; none for a
+/// person of every ward (the filter is then a text field).
+fn ward_choices(access: &Access, shown: &str) -> Vec<(String, bool)> {
+    if access.wards.iter().any(|w| w == crate::auth::ALL_WARDS) {
+        Vec::new()
+    } else {
+        access
+            .wards
+            .iter()
+            .map(|w| (w.clone(), w == shown))
+            .collect()
     }
 }
 

@@ -49,6 +49,32 @@ pub struct Worklist<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "console/delinquency.html")]
+pub struct Delinquency<'a> {
+    pub person: &'a str,
+    pub role: &'a str,
+    pub csrf: &'a str,
+    pub idle_seconds: u64,
+    pub as_of: &'a str,
+    pub ward: &'a str,
+    pub ward_choices: &'a [(String, bool)],
+    pub delinquent: u32,
+    /// The average monthly discharges, to one decimal; none without a whole month.
+    pub average: Option<String>,
+    pub months_counted: usize,
+    pub percent: Option<String>,
+    pub threshold: u32,
+    pub over: bool,
+    /// What delinquent records lack, with how many.
+    pub kinds: &'a [(String, u32)],
+    pub coding_backlog: u32,
+    pub coding_backlog_overdue: u32,
+    pub months: &'a [(String, u32)],
+    pub trend: &'a [chartsync_core::store::DayCount],
+    pub chart: super::delinquency::TrendChart,
+}
+
+#[derive(Template)]
 #[template(path = "console/acknowledge.html")]
 pub struct Acknowledge<'a> {
     pub person: &'a str,

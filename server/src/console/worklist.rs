@@ -13,7 +13,6 @@ use chartsync_core::store::{AuditAction, DeficiencyFilter, DeficiencyRef, StoreE
 use serde::{Deserialize, Serialize};
 
 use super::{aging, pages, refused_page, render, Signed};
-use crate::auth::ALL_WARDS;
 use crate::records::{works_deficiencies, DeficiencyWork};
 use crate::AppState;
 
@@ -21,7 +20,7 @@ use crate::AppState;
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct Filters {
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    ward: String,
+    pub(super) ward: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     kind: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -52,6 +51,11 @@ impl Filters {
             Ok(q) if !q.is_empty() => format!("/console/worklist?{q}"),
             _ => "/console/worklist".to_string(),
         }
+    }
+
+    /// The ward alone, as [`crate::records::listing_wards`] reads it.
+    pub(super) fn ward_query(&self) -> HashMap<String, String> {
+        self.query()
     }
 
     fn query(&self) -> HashMap<String, String> {
@@ -130,15 +134,7 @@ pub(super) async fn show(
         .map(|(n, item)| pages::WorklistRow::of(n, item, now, &back))
         .collect();
     let buckets = aging::counts(rows.iter().map(|r| r.aging));
-    let ward_choices: Vec<(String, bool)> = if access.wards.iter().any(|w| w == ALL_WARDS) {
-        Vec::new()
-    } else {
-        access
-            .wards
-            .iter()
-            .map(|w| (w.clone(), *w == filters.ward))
-            .collect()
-    };
+    let ward_choices = super::ward_choices(&access, &filters.ward);
     let mut people: Vec<(String, String)> = staff
         .into_iter()
         .filter(|m| m.status == chartsync_core::store::CredentialStatus::Active)
