@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::console::{get, post, sign_in};
 use common::*;
 
 const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
@@ -104,6 +105,23 @@ fn discharged(mrn: &str, ward: &str, days_ago: i64, summary: bool) -> String {
 /// A store for the delinquency dashboard: on 4west, one record discharged 35 days ago with no
 /// discharge summary (delinquent), one 45 days ago complete but for its coding; on icu, one
 /// delinquent record the technician's wards do not cover.
+/// Imports an NDJSON file of charts into the records store in `data` as him.jones.
+fn import(data: &Path, file: &Path) {
+    let out = Command::new(RECORDS)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--user", "him.jones", "import"])
+        .arg(file)
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn discharged_store() -> tempfile::TempDir {
     let data = tempfile::tempdir().unwrap();
     let file = data.path().join("discharged.ndjson");
@@ -113,19 +131,7 @@ fn discharged_store() -> tempfile::TempDir {
         discharged("MRN-0901", "icu", 40, false),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = Command::new(RECORDS)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--user", "him.jones", "import"])
-        .arg(&file)
-        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import(data.path(), &file);
     data
 }
 
@@ -155,97 +161,8 @@ fn imported_store() -> tempfile::TempDir {
         late_history_physical(),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let out = Command::new(RECORDS)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--user", "him.jones", "import"])
-        .arg(&file)
-        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    import(data.path(), &file);
     data
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-struct Page {
-    status: u16,
-    location: String,
-    set_cookie: String,
-    csp: String,
-    body: String,
-}
-
-fn page(mut r: ureq::http::Response<ureq::Body>) -> Page {
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (location, set_cookie, csp) = (
-        header("location"),
-        header("set-cookie"),
-        header("content-security-policy"),
-    );
-    Page {
-        status: r.status().as_u16(),
-        location,
-        set_cookie,
-        csp,
-        body: r.body_mut().read_to_string().unwrap(),
-    }
-}
-
-fn get(addr: &str, path: &str, cookie: Option<&str>) -> Page {
-    let mut req = agent().get(format!("http://{addr}{path}"));
-    if let Some(c) = cookie {
-        req = req.header("Cookie", c);
-    }
-    page(req.call().unwrap())
-}
-
-fn post(
-    addr: &str,
-    path: &str,
-    cookie: Option<&str>,
-    origin: Option<&str>,
-    form: &[(&str, &str)],
-) -> Page {
-    let mut req = agent().post(format!("http://{addr}{path}"));
-    if let Some(c) = cookie {
-        req = req.header("Cookie", c);
-    }
-    if let Some(o) = origin {
-        req = req.header("Origin", o);
-    }
-    page(req.send_form(form.iter().copied()).unwrap())
-}
-
-/// Signs in; the cookie to send back (`name=value`).
-fn sign_in(addr: &str, user: &str) -> String {
-    let p = post(
-        addr,
-        "/console/sign-in",
-        None,
-        Some(&format!("http://{addr}")),
-        &[("user", user), ("password", PASSWORD)],
-    );
-    assert_eq!(p.status, 303, "{}", p.body);
-    assert_eq!(p.location, "/console/worklist");
-    p.set_cookie.split(';').next().unwrap().to_string()
 }
 
 /// The CSRF token in a page's forms.
@@ -1036,5 +953,84 @@ fn the_delinquency_dashboard_counts_the_ward_s_delinquent_records_against_its_di
         lists,
         ["console delinquency: ward 4west"],
         "the console's read, audited"
+    );
+}
+
+/// A ward's long worklist comes a page at a time, with every deficiency in the aging counts;
+/// the pages' links keep the filters, and a page past the end shows the last.
+#[test]
+fn a_long_worklist_comes_a_page_at_a_time_with_the_aging_of_all_of_it() {
+    let data = tempfile::tempdir().unwrap();
+    let now = chartsync_core::chart::Timestamp::now();
+    let lines: Vec<String> = (0..150)
+        .map(|n| {
+            serde_json::json!({
+                "patient": {"mrn": format!("MRN-{n:04}"), "family_name": "Rivera", "given_names": "Ana"},
+                "encounter": {"ward": "4west", "class": "inpatient", "attending": "dr.okafor"},
+                // Half a day apart, the last 5 days ago: soonest due first is MRN-0000.
+                "admitted_at": now.plus_seconds(-5 * 86_400 - (149 - n) * 43_200).to_string(),
+            })
+            .to_string()
+        })
+        .collect();
+    let file = data.path().join("admissions.ndjson");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    import(data.path(), &file);
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+    let cookie = sign_in(addr, "him.jones");
+    let rows = |body: &str| body.matches("<tr data-chart=").count();
+
+    let p = get(
+        addr,
+        "/console/worklist?kind=history_physical_missing",
+        Some(&cookie),
+    );
+    assert!(p.body.contains("150 deficiencies, soonest due first"));
+    assert!(p.body.contains("Showing 1–100 of 150."));
+    assert_eq!(rows(&p.body), 100);
+    let total: usize = [
+        "1–7 days overdue",
+        "8–14 days overdue",
+        "15–30 days overdue",
+        "Over 30 days overdue",
+    ]
+    .iter()
+    .map(|b| {
+        let at = p.body.find(&format!("data-bucket=\"{b}\">")).unwrap() + b.len() + 15;
+        p.body[at..at + p.body[at..].find('<').unwrap()]
+            .parse::<usize>()
+            .unwrap()
+    })
+    .sum();
+    assert_eq!(total, 150, "the aging counts every page");
+    assert!(p.body.contains("MRN-0099") && !p.body.contains("MRN-0100"));
+    let next = "/console/worklist?kind=history_physical_missing&#38;page=2";
+    assert!(
+        p.body.contains(&format!("href=\"{next}\" rel=\"next\"")),
+        "the filters travel with the page"
+    );
+    assert!(!p.body.contains("rel=\"prev\""));
+
+    let p = get(addr, &unescape(next), Some(&cookie));
+    assert!(p.body.contains("Showing 101–150 of 150."));
+    assert_eq!(rows(&p.body), 50);
+    assert!(
+        p.body.contains("MRN-0100") && p.body.contains("MRN-0149") && !p.body.contains("MRN-0099")
+    );
+    assert!(p.body.contains("rel=\"prev\"") && !p.body.contains("rel=\"next\""));
+    // A form on page 2 comes back to page 2.
+    assert!(
+        p.body.contains(
+            "name=\"back\" value=\"/console/worklist?kind=history_physical_missing&#38;page=2\""
+        ),
+        "{}",
+        &p.body[..2000]
+    );
+    let p = get(addr, "/console/worklist?page=99", Some(&cookie));
+    assert!(
+        p.body.contains("Showing 101–150 of 150."),
+        "past the end: the last page"
     );
 }

@@ -46,6 +46,25 @@ pub struct Worklist<'a> {
     pub people: &'a [(String, String)],
     pub buckets: &'a [(&'static str, usize)],
     pub rows: &'a [WorklistRow],
+    pub pager: &'a Pager,
+}
+
+/// Where a page of a long list is, and the links to its neighbours.
+pub struct Pager {
+    /// 1-based positions of the first and last row shown.
+    pub first: usize,
+    pub last: usize,
+    pub total: usize,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+/// A worklist item's aging bucket and days overdue (none when acknowledged).
+pub fn aging_of(item: &WorklistItem, now: Timestamp) -> (Aging, Option<i64>) {
+    match item.acknowledged {
+        Some(_) => (Aging::Acknowledged, None),
+        None => Aging::of(item.deficiency.due_at, now),
+    }
 }
 
 #[derive(Template)]
@@ -147,7 +166,6 @@ pub struct WorklistRow {
     pub due: String,
     /// "12 days", or empty when not overdue.
     pub overdue: String,
-    pub aging: Aging,
     pub aging_label: &'static str,
     /// The person it is assigned to, if any.
     pub assigned: bool,
@@ -162,10 +180,7 @@ pub struct WorklistRow {
 impl WorklistRow {
     pub fn of(n: usize, item: &WorklistItem, now: Timestamp, back: &str) -> WorklistRow {
         let d = &item.deficiency;
-        let (aging, days) = match item.acknowledged {
-            Some(_) => (Aging::Acknowledged, None),
-            None => Aging::of(d.due_at, now),
-        };
+        let (aging, days) = aging_of(item, now);
         let reference = DeficiencyRef {
             chart: item.chart,
             kind: d.kind,
@@ -208,7 +223,6 @@ impl WorklistRow {
                 Some(n) => format!("{n} days"),
                 None => String::new(),
             },
-            aging,
             aging_label: aging.label(),
             assigned: item.assignee.is_some(),
             acknowledged: item

@@ -27,7 +27,13 @@ pub(super) struct Filters {
     responsible: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     overdue: String,
+    /// 1-based; empty is the first.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    page: String,
 }
+
+/// Deficiencies on one page of the worklist.
+pub(super) const PAGE_SIZE: usize = 100;
 
 impl Filters {
     fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Filters {
@@ -39,6 +45,7 @@ impl Filters {
                 "kind" => f.kind = v,
                 "responsible" => f.responsible = v,
                 "overdue" => f.overdue = v,
+                "page" => f.page = v,
                 _ => {}
             }
         }
@@ -50,6 +57,18 @@ impl Filters {
         match serde_urlencoded::to_string(self) {
             Ok(q) if !q.is_empty() => format!("/console/worklist?{q}"),
             _ => "/console/worklist".to_string(),
+        }
+    }
+
+    /// The same filters on another page.
+    fn on_page(&self, page: usize) -> Filters {
+        Filters {
+            page: if page <= 1 {
+                String::new()
+            } else {
+                page.to_string()
+            },
+            ..self.clone()
         }
     }
 
@@ -127,13 +146,30 @@ pub(super) async fn show(
         Ok(Err(e)) => return crate::api::internal(e),
         Err(e) => return crate::api::internal(e),
     };
-    let back = filters.url();
+    // The aging counts cover every deficiency shown by the filters; the table, one page.
+    let buckets = aging::counts(items.iter().map(|i| pages::aging_of(i, now).0));
+    let pages_total = items.len().div_ceil(PAGE_SIZE).max(1);
+    let page = filters
+        .page
+        .parse::<usize>()
+        .unwrap_or(1)
+        .clamp(1, pages_total);
+    let first = (page - 1) * PAGE_SIZE;
+    let back = filters.on_page(page).url();
     let rows: Vec<pages::WorklistRow> = items
         .iter()
         .enumerate()
+        .skip(first)
+        .take(PAGE_SIZE)
         .map(|(n, item)| pages::WorklistRow::of(n, item, now, &back))
         .collect();
-    let buckets = aging::counts(rows.iter().map(|r| r.aging));
+    let pager = pages::Pager {
+        first: first + 1,
+        last: first + rows.len(),
+        total: items.len(),
+        previous: (page > 1).then(|| filters.on_page(page - 1).url()),
+        next: (page < pages_total).then(|| filters.on_page(page + 1).url()),
+    };
     let ward_choices = super::ward_choices(&access, &filters.ward);
     let mut people: Vec<(String, String)> = staff
         .into_iter()
@@ -173,6 +209,7 @@ pub(super) async fn show(
         people: &people,
         buckets: &buckets,
         rows: &rows,
+        pager: &pager,
     })
 }
 

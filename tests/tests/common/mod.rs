@@ -22,6 +22,8 @@ use chartsync_core::trust::KdfParams;
 pub use chartsync_tests::*;
 use serde_json::Value;
 
+pub mod console;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
 
 /// The key of every test server's store, given to the server and its command lines as
