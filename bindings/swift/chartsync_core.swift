@@ -1335,8 +1335,28 @@ public func FfiConverterTypeCodeRef_lower(_ value: CodeRef) -> RustBuffer {
 public struct CodingQueueItem: Equatable, Hashable {
     public var chart: ChartId
     public var mrn: String
+    /**
+     * The patient's name, for the records console's screens. Not in the REST JSON, which
+     * names charts by id and MRN only.
+     */
+    public var familyName: String
+    public var givenNames: String
     public var ward: String
+    /**
+     * The attending physician's staff id, if the encounter names one.
+     */
+    public var attending: String?
+    /**
+     * The encounter's class (inpatient, emergency, ...); none only in an index row not yet
+     * rebuilt.
+     */
+    public var `class`: EncounterClass?
+    public var admittedAt: Timestamp
     public var dischargedAt: Timestamp?
+    /**
+     * Where the patient went, as the discharge recorded it.
+     */
+    public var disposition: String?
     /**
      * The principal ICD-10-CM diagnosis coded so far, if any.
      */
@@ -1358,14 +1378,28 @@ public struct CodingQueueItem: Equatable, Hashable {
      */
     public var openQueries: UInt32
     /**
-     * 30 days after discharge, when the record must be complete.
+     * When the billing hold after discharge ends: the claim waits for the coding.
      */
     public var dueAt: Timestamp?
     public var overdue: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(chart: ChartId, mrn: String, ward: String, dischargedAt: Timestamp?, 
+    public init(chart: ChartId, mrn: String, 
+        /**
+         * The patient's name, for the records console's screens. Not in the REST JSON, which
+         * names charts by id and MRN only.
+         */familyName: String, givenNames: String, ward: String, 
+        /**
+         * The attending physician's staff id, if the encounter names one.
+         */attending: String?, 
+        /**
+         * The encounter's class (inpatient, emergency, ...); none only in an index row not yet
+         * rebuilt.
+         */`class`: EncounterClass?, admittedAt: Timestamp, dischargedAt: Timestamp?, 
+        /**
+         * Where the patient went, as the discharge recorded it.
+         */disposition: String?, 
         /**
          * The principal ICD-10-CM diagnosis coded so far, if any.
          */principalDiagnosis: String?, 
@@ -1382,12 +1416,18 @@ public struct CodingQueueItem: Equatable, Hashable {
          * Physician queries still open.
          */openQueries: UInt32, 
         /**
-         * 30 days after discharge, when the record must be complete.
+         * When the billing hold after discharge ends: the claim waits for the coding.
          */dueAt: Timestamp?, overdue: Bool) {
         self.chart = chart
         self.mrn = mrn
+        self.familyName = familyName
+        self.givenNames = givenNames
         self.ward = ward
+        self.attending = attending
+        self.`class` = `class`
+        self.admittedAt = admittedAt
         self.dischargedAt = dischargedAt
+        self.disposition = disposition
         self.principalDiagnosis = principalDiagnosis
         self.principalFinal = principalFinal
         self.notFinal = notFinal
@@ -1415,8 +1455,14 @@ public struct FfiConverterTypeCodingQueueItem: FfiConverterRustBuffer {
             try CodingQueueItem(
                 chart: FfiConverterTypeChartId.read(from: &buf), 
                 mrn: FfiConverterString.read(from: &buf), 
+                familyName: FfiConverterString.read(from: &buf), 
+                givenNames: FfiConverterString.read(from: &buf), 
                 ward: FfiConverterString.read(from: &buf), 
+                attending: FfiConverterOptionString.read(from: &buf), 
+                class: FfiConverterOptionTypeEncounterClass.read(from: &buf), 
+                admittedAt: FfiConverterTypeTimestamp.read(from: &buf), 
                 dischargedAt: FfiConverterOptionTypeTimestamp.read(from: &buf), 
+                disposition: FfiConverterOptionString.read(from: &buf), 
                 principalDiagnosis: FfiConverterOptionString.read(from: &buf), 
                 principalFinal: FfiConverterBool.read(from: &buf), 
                 notFinal: FfiConverterUInt32.read(from: &buf), 
@@ -1430,8 +1476,14 @@ public struct FfiConverterTypeCodingQueueItem: FfiConverterRustBuffer {
     public static func write(_ value: CodingQueueItem, into buf: inout [UInt8]) {
         FfiConverterTypeChartId.write(value.chart, into: &buf)
         FfiConverterString.write(value.mrn, into: &buf)
+        FfiConverterString.write(value.familyName, into: &buf)
+        FfiConverterString.write(value.givenNames, into: &buf)
         FfiConverterString.write(value.ward, into: &buf)
+        FfiConverterOptionString.write(value.attending, into: &buf)
+        FfiConverterOptionTypeEncounterClass.write(value.`class`, into: &buf)
+        FfiConverterTypeTimestamp.write(value.admittedAt, into: &buf)
         FfiConverterOptionTypeTimestamp.write(value.dischargedAt, into: &buf)
+        FfiConverterOptionString.write(value.disposition, into: &buf)
         FfiConverterOptionString.write(value.principalDiagnosis, into: &buf)
         FfiConverterBool.write(value.principalFinal, into: &buf)
         FfiConverterUInt32.write(value.notFinal, into: &buf)
@@ -6225,6 +6277,30 @@ fileprivate struct FfiConverterOptionTypeAcknowledgement: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeAcknowledgement.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeEncounterClass: FfiConverterRustBuffer {
+    typealias SwiftType = EncounterClass?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeEncounterClass.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeEncounterClass.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

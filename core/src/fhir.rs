@@ -549,25 +549,9 @@ impl Builder {
                     "encounter": self.encounter_ref(),
                     "recorder": named(&c.coded_by),
                 });
-                // When and by whom: the entries the code rests on (the operative or procedure
-                // note, the imaging result), earliest first; their authors performed it.
-                let mut documented: Vec<(Timestamp, &str)> = supporting
-                    .iter()
-                    .filter(|e| e.status != EntryStatus::EnteredInError)
-                    .map(|e| {
-                        let c = &e.content;
-                        (c.effective_at.unwrap_or(c.recorded_at), c.author.as_str())
-                    })
-                    .collect();
-                documented.sort();
-                if let Some((at, _)) = documented.first() {
+                // When and by whom: the entries the code rests on; their authors performed it.
+                if let Some((at, performers)) = v.performed(c) {
                     r["performedDateTime"] = at.to_rfc3339().into();
-                    let mut performers: Vec<&str> = Vec::new();
-                    for (_, author) in &documented {
-                        if !performers.contains(author) {
-                            performers.push(author);
-                        }
-                    }
                     r["performer"] = performers
                         .iter()
                         .map(|a| json!({ "actor": named(a) }))

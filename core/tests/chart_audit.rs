@@ -10,17 +10,6 @@ use common::*;
 
 const DAY: i64 = 24 * 60;
 
-fn open(dir: &tempfile::TempDir) -> ChartStore {
-    ChartStore::open(
-        dir.path().join("charts.db"),
-        StoreOptions {
-            durability: Durability::Normal,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
-}
-
 fn write(store: &ChartStore, id: ChartId, f: impl FnOnce(&mut Chart) -> Result<(), ChartError>) {
     store.update(id, f).unwrap();
 }
@@ -84,7 +73,7 @@ fn code(store: &ChartStore, id: ChartId, code: &str, sequence: CodingSequence) -
 #[test]
 fn a_discharged_chart_with_an_unsigned_progress_note_shows_as_overdue_on_day_31() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
     let note = add(&store, id, t(DAY + 60), EntryKind::ProgressNote);
@@ -137,7 +126,7 @@ fn a_discharged_chart_with_an_unsigned_progress_note_shows_as_overdue_on_day_31(
 #[test]
 fn a_history_and_physical_is_due_within_24_hours_of_admission() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     let missing = store.deficiencies(id).unwrap();
     assert_eq!(missing.len(), 1);
@@ -181,7 +170,7 @@ fn a_history_and_physical_is_due_within_24_hours_of_admission() {
 #[test]
 fn an_emergency_visit_needs_no_history_and_physical() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let (p, mut e) = admission();
     e.class = EncounterClass::Emergency;
     let id = store
@@ -193,7 +182,7 @@ fn an_emergency_visit_needs_no_history_and_physical() {
 #[test]
 fn a_discharged_inpatient_needs_a_discharge_summary_and_final_coding() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
     assert!(store.deficiencies(id).unwrap().is_empty());
@@ -216,7 +205,7 @@ fn a_discharged_inpatient_needs_a_discharge_summary_and_final_coding() {
 #[test]
 fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     let still_in = store.create(admitted_to("4west", 7)).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
@@ -226,7 +215,7 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
     code(&store, still_in, "J18.9", CodingSequence::Principal);
     let now = t(5 * DAY);
     assert!(
-        store.coding_queue(None, now).unwrap().is_empty(),
+        store.coding_queue(None, now, 3).unwrap().is_empty(),
         "nothing is queued before discharge"
     );
 
@@ -247,7 +236,7 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
         })
         .unwrap();
     let queue = store
-        .coding_queue(Some(&["4west".to_string()]), now)
+        .coding_queue(Some(&["4west".to_string()]), now, 3)
         .unwrap();
     assert_eq!(queue.len(), 1);
     let item = &queue[0];
@@ -258,10 +247,27 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
         (item.not_final, item.poa_missing, item.open_queries),
         (2, 2, 1)
     );
-    assert_eq!(item.due_at, Some(t(32 * DAY)));
+    // Due when the 3-day billing hold after discharge ends: now, and not yet past.
+    assert_eq!(item.due_at, Some(t(5 * DAY)));
     assert!(!item.overdue);
     assert!(store
-        .coding_queue(Some(&["icu".to_string()]), now)
+        .coding_queue(None, t(5 * DAY + 1), 3)
+        .unwrap()
+        .iter()
+        .all(|i| i.overdue));
+    assert_eq!(
+        store.coding_queue(None, now, 10).unwrap()[0].due_at,
+        Some(t(12 * DAY)),
+        "a hospital's own hold"
+    );
+    // What the coder reads of the stay, from the index.
+    assert_eq!(
+        (item.attending.as_deref(), item.class, item.admitted_at),
+        (Some("dr.okafor"), Some(EncounterClass::Inpatient), t(0))
+    );
+    assert_eq!(item.disposition.as_deref(), Some("home"));
+    assert!(store
+        .coding_queue(Some(&["icu".to_string()]), now, 3)
         .unwrap()
         .is_empty());
 
@@ -277,7 +283,7 @@ fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
             c.set_coding_status(&coder(), now, coding, CodingStatus::Final)
         });
     }
-    assert!(store.coding_queue(None, now).unwrap().is_empty());
+    assert!(store.coding_queue(None, now, 3).unwrap().is_empty());
     assert!(store.deficiencies(id).unwrap().is_empty(), "complete");
 }
 
@@ -314,7 +320,7 @@ fn a_nurse_cannot_set_present_on_admission_and_a_procedure_code_has_none() {
 #[test]
 fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let early = store.create(admitted_to("4west", 1)).unwrap();
     let later = store
         .create({
@@ -386,7 +392,7 @@ fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
 #[test]
 fn a_request_for_records_is_on_the_worklist_until_answered_and_overdue_past_its_due_date() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
     // The patient asks for a copy of her record: 30 days to answer (45 CFR 164.524(b)(2)).
@@ -461,7 +467,7 @@ fn reference(item: &WorklistItem) -> DeficiencyRef {
 fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_history_and_physical()
 {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let wards = ["4west".to_string()];
     for user in ["dr.okafor", "dr.adeyemi"] {
         store
@@ -612,7 +618,7 @@ fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_hi
 #[test]
 fn delinquent_records_are_counted_against_monthly_discharges_with_the_coding_backlog_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
+    let store = open_store(&dir);
     let discharge = |id: ChartId, at: Timestamp| {
         write(&store, id, |c| c.discharge(&technician(), at, "home"));
     };

@@ -371,6 +371,7 @@ fn released_migrations_are_unchanged() {
         "c2f2e814c9b6f82251a2878a5880c5635fcbfba7113d1a0396fc660809d575d3",
         "8831403d19d4b63a7bdd85ac1ef68f6ec244e18af46d3e1d3843610a2fbb1406",
         "3ed803b2f3d47e50880a776b8c6774b0043f5b762a945f58abafdd5cbc7cbe24",
+        "7ce42da13b9ef7f269003223708ba4063c0e7a4198582ab86f2006c96ced3c66",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -476,6 +477,9 @@ fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
             assert_eq!(found[0].kind, DeficiencyKind::HistoryPhysicalMissing);
             assert!(found[0].due_at.is_some(), "from version {v}");
             assert_eq!(store.census("4west").unwrap()[0].open_deficiencies, 1);
+            // Its index row holds what this version lists (attending, class, birth date:
+            // version 10), filled by the rebuild.
+            store.check_chart(old).unwrap();
         }
         // And the upgraded store takes new charts and writes.
         let id = store.create(admitted()).unwrap();
@@ -491,6 +495,7 @@ fn a_store_of_every_earlier_version_upgrades_and_keeps_its_charts() {
         drop(conn);
         let store = ChartStore::open(&path, opts(None)).unwrap();
         assert!(store.contains(id).unwrap());
+        store.check_chart(id).unwrap();
     }
 }
 

@@ -646,6 +646,22 @@ fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError
         self::charts(imported.len()),
         file.display()
     );
+    // What the patient index now says about them: to look into, not refused (ids only).
+    let warnings = store.patient_index_warnings(None, Timestamp::now(), Some(&imported))?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if !warnings.is_empty() {
+        eprintln!(
+            "{} patient-index {} to look into (the console's Patient index lists them)",
+            warnings.len(),
+            if warnings.len() == 1 {
+                "warning"
+            } else {
+                "warnings"
+            }
+        );
+    }
     Ok(())
 }
 

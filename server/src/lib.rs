@@ -12,6 +12,7 @@ mod auth;
 mod break_glass;
 mod census;
 pub mod cli;
+mod coding;
 mod console;
 mod directory;
 mod holds;
@@ -155,6 +156,10 @@ struct ServeArgs {
     /// records office is over its limit (the Joint Commission's old rule was 50).
     #[arg(long, default_value_t = chartsync_core::store::DEFAULT_THRESHOLD_PERCENT, value_parser = clap::value_parser!(u32).range(1..=1000))]
     delinquency_threshold: u32,
+    /// Days after discharge the claim is held for the coding: when a chart in the coding
+    /// queue is due.
+    #[arg(long, default_value_t = chartsync_core::store::DEFAULT_BILL_HOLD_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
+    bill_hold_days: u32,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -378,6 +383,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/healthz", get(healthz))
         .route("/sync", get(sync_endpoint))
         .route("/api/charts", get(api::charts))
+        .route("/api/charts/search", post(records::search_charts))
         .route("/api/charts/{id}", get(api::chart))
         .route("/api/charts/{id}/fhir", get(records::fhir_export))
         .route("/api/audit", get(api::audit))
@@ -389,6 +395,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/deficiencies/assign", post(records::assign))
         .route("/api/deficiencies/acknowledge", post(records::acknowledge))
         .route("/api/coding-queue", get(records::coding_queue))
+        .route("/api/codes", get(coding::search_codes))
+        .route("/api/patient-index", get(records::patient_index))
+        .route(
+            "/api/charts/{id}/coding",
+            get(coding::show).post(coding::propose),
+        )
+        .route("/api/charts/{id}/coding/{coding}", post(coding::change))
         .route("/api/delinquency", get(records::delinquency))
         .route("/api/disclosures", get(records::disclosures))
         .route("/api/staff", get(directory::list_staff))
@@ -426,6 +439,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             trust,
             console: Arc::new(console::session::Sessions::new(args.console_idle)),
             delinquency_threshold: args.delinquency_threshold,
+            bill_hold_days: args.bill_hold_days,
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -528,6 +542,8 @@ struct AppState {
     console: Arc<console::session::Sessions>,
     /// Percent of the average monthly discharges (`--delinquency-threshold`).
     delinquency_threshold: u32,
+    /// `--bill-hold-days`.
+    bill_hold_days: u32,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

@@ -10,8 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
 use chartsync_core::store::{
-    Accounting, Actor, Assigned, AuditAction, ChartStore, CodingQueueItem, DeficiencyFilter,
-    DeficiencyRef, Delinquency, StoreError, WorklistItem,
+    Accounting, Actor, Assigned, AuditAction, ChartSearch, ChartSearchResult, ChartStore,
+    CodingQueueItem, DeficiencyFilter, DeficiencyRef, Delinquency, IndexWarning, StoreError,
+    WorklistItem,
 };
 use serde::{Deserialize, Serialize};
 
@@ -443,8 +444,9 @@ pub async fn coding_queue(
     let store = app.store.clone();
     let who = actor(&access, &headers);
     let now = Timestamp::now();
+    let bill_hold = app.bill_hold_days;
     let result = blocking(move || {
-        let charts = store.coding_queue(wards.as_deref(), now)?;
+        let charts = store.coding_queue(wards.as_deref(), now, bill_hold)?;
         let detail = audit_detail("coding queue", &wards);
         store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
         Ok::<_, StoreError>(charts)
@@ -691,5 +693,134 @@ mod tests {
             line.contains("\"'=HYPERLINK(\"\"http://x\"\")\",'-1 Main St,Case report"),
             "{line}"
         );
+    }
+}
+
+/// Charts one search returns at most; the total says how many matched.
+pub(crate) const SEARCH_LIMIT: u32 = 100;
+
+/// Finds charts on the person's wards (records staff only), audited as a listing that names
+/// the fields searched, never their values.
+pub(crate) async fn find_charts(
+    store: std::sync::Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    search: ChartSearch,
+) -> Result<ChartSearchResult, Refusal> {
+    if !reads_records_statistics(access.role) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "chart search is for records staff".into(),
+        ));
+    }
+    let wards = listing_wards(access, &HashMap::new())?;
+    let result = tokio::task::spawn_blocking(move || {
+        let found = match store.search_charts(&search, wards.as_deref(), SEARCH_LIMIT) {
+            Ok(found) => found,
+            Err(StoreError::Invalid(why)) => return Ok(Err(Refusal(StatusCode::BAD_REQUEST, why))),
+            Err(e) => return Err(e),
+        };
+        let detail = format!(
+            "{} by {}: {} found",
+            audit_detail("chart search", &wards),
+            search.fields().join(", "),
+            found.total
+        );
+        store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+        Ok(Ok(found))
+    })
+    .await;
+    settled(result)
+}
+
+/// A store error, logged, as the refusal a caller sees: no detail of the store's.
+pub(crate) fn internal_refusal(e: impl std::fmt::Display) -> Refusal {
+    tracing::error!(error = %e, "store error");
+    Refusal(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "the server could not read its store".into(),
+    )
+}
+
+/// What store work run off the async threads came to: its answer, its refusal, or (a store
+/// error, a panic) an internal error.
+pub(crate) fn settled<T>(
+    outcome: Result<Result<Result<T, Refusal>, StoreError>, tokio::task::JoinError>,
+) -> Result<T, Refusal> {
+    match outcome {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(internal_refusal(e)),
+        Err(e) => Err(internal_refusal(e)),
+    }
+}
+
+/// `POST /api/charts/search` `{mrn?, name?, birth_date?, visit_date?}`: charts on the
+/// person's wards, by name then newest admission first, at most 100, with the total. A POST
+/// so that names and dates of birth stay out of URLs and the logs that keep them.
+pub async fn search_charts(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Json(search): Json<ChartSearch>,
+) -> Response {
+    let who = actor(&access, &headers);
+    match find_charts(app.store.clone(), &access, who, search).await {
+        Ok(found) => Json(found).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct PatientIndex {
+    as_of: Timestamp,
+    warnings: Vec<IndexWarning>,
+}
+
+/// The patient-index warnings on the person's wards (records staff only), audited as a listing.
+pub(crate) async fn index_warnings(
+    store: std::sync::Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    query: &HashMap<String, String>,
+    now: Timestamp,
+) -> Result<Vec<IndexWarning>, Refusal> {
+    if !reads_records_statistics(access.role) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "the patient-index checks are for records staff".into(),
+        ));
+    }
+    let wards = listing_wards(access, query)?;
+    let result = tokio::task::spawn_blocking(move || {
+        let found = store.patient_index_warnings(wards.as_deref(), now, None)?;
+        let detail = format!(
+            "{}: {} found",
+            audit_detail("patient index", &wards),
+            found.len()
+        );
+        store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+        Ok::<_, StoreError>(Ok(found))
+    })
+    .await;
+    settled(result)
+}
+
+/// `GET /api/patient-index[?ward=W]`: one MRN on charts that disagree about the patient, and
+/// dates no stay can have; `{as_of, warnings: [{kind, mrn, charts}]}` (ids only).
+pub async fn patient_index(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let who = actor(&access, &headers);
+    let now = Timestamp::now();
+    match index_warnings(app.store.clone(), &access, who, &query, now).await {
+        Ok(warnings) => Json(PatientIndex {
+            as_of: now,
+            warnings,
+        })
+        .into_response(),
+        Err(r) => r.into_response(),
     }
 }

@@ -1,6 +1,7 @@
-//! The records console on a 10,000-chart store: how long the deficiency worklist and the
-//! delinquency dashboard take to answer (render and audit included), p50 and p99 over 100
-//! requests each, against a real server binary on loopback, signed in as a browser is.
+//! The records console on a 10,000-chart store: how long the deficiency worklist, the
+//! delinquency dashboard, the coding queue and a code search take to answer (render and audit
+//! included), p50 and p99 over 100 requests each, against a real server binary on loopback,
+//! signed in as a browser is.
 //!
 //! The store: 10,000 charts on 20 wards, admitted over the last 120 days; a third of them
 //! discharged three days in, half of those without a discharge summary; none with an H&P, so
@@ -78,14 +79,14 @@ fn build(dir: &std::path::Path) {
 }
 
 /// (p50, p99, bytes of the last page) of `ROUNDS` requests.
-fn timed(addr: &str, cookie: &str, path: &str) -> (Duration, Duration, usize) {
+fn timed(addr: &str, header: (&str, &str), path: &str) -> (Duration, Duration, usize) {
     let mut times = Vec::with_capacity(ROUNDS);
     let mut bytes = 0;
     for _ in 0..ROUNDS {
         let started = Instant::now();
         let mut response = agent()
             .get(format!("http://{addr}{path}"))
-            .header("Cookie", cookie)
+            .header(header.0, header.1)
             .call()
             .unwrap();
         let body = response.body_mut().read_to_string().unwrap();
@@ -105,6 +106,7 @@ fn main() {
     common::add_staff(&server, "him.jones", "technician", &["ward07"]);
     let all = sign_in(&server.addr, "him.all");
     let one = sign_in(&server.addr, "him.jones");
+    let bearer = format!("Bearer {}", server.token("cod.kim", "coder", &["*"]));
     println!("records console, {CHARTS} charts on {WARDS} wards, {ROUNDS} requests each");
     println!(
         "{:<58} {:>9} {:>9} {:>10}",
@@ -141,8 +143,23 @@ fn main() {
             &all,
             "/console/delinquency",
         ),
+        ("coding queue, one ward", &one, "/console/coding"),
+        (
+            "coding queue, every ward (first 100)",
+            &all,
+            "/console/coding",
+        ),
+        (
+            "code search by words (REST, 25 codes)",
+            &bearer,
+            "/api/codes?q=fracture%20femur%20initial",
+        ),
     ] {
-        let (p50, p99, bytes) = timed(&server.addr, cookie, path);
+        let header = match cookie.strip_prefix("Bearer ") {
+            Some(_) => ("Authorization", cookie.as_str()),
+            None => ("Cookie", cookie.as_str()),
+        };
+        let (p50, p99, bytes) = timed(&server.addr, header, path);
         println!(
             "{what:<58} {:>9.1} {:>9.1} {:>10.1}",
             p50.as_secs_f64() * 1e3,

@@ -1,5 +1,5 @@
-// The records console in headless Chromium, as a records technician works it with the
-// keyboard alone. Run by tests/tests/console.rs, which starts the server, checks what it
+// The records console in headless Chromium, as a records technician and a coder work it with
+// the keyboard alone. Run by tests/tests/console.rs, which starts the server, checks what it
 // stored afterwards, and reads the last line printed here:
 //   node technician.mjs <console-url> <idle-console-url> <discharged-console-url>
 // Environment: CHROMIUM (the browser's path, default `chromium`), SCREENSHOTS (a directory for
@@ -187,6 +187,74 @@ try {
   expect(await dash.locator("table.trend-table").isVisible(), "the trend as a table")
   await audit(dash, "delinquency", "delinquency")
   await dash.context().close()
+
+  // Find a chart by name, with nothing of it in the URL, and read it.
+  const finder = await newPage()
+  await signIn(finder, dischargedBase, "him.jones")
+  await tabTo(finder, "nav a[href='/console/charts']", "the Find a chart link")
+  await Promise.all([finder.waitForNavigation(), finder.keyboard.press("Enter")])
+  await tabTo(finder, "#name", "the name field")
+  await finder.keyboard.type("lindqvist, e")
+  await Promise.all([finder.waitForNavigation(), finder.keyboard.press("Enter")])
+  expect(!/lindqvist/i.test(finder.url()), "no name in the URL", finder.url())
+  const hits = await finder.locator("table.worklist tbody tr").count()
+  expect(hits === 2, "the two charts of the ward's patient (not another ward's)", `${hits} rows`)
+  await audit(finder, "chart search", "find-chart")
+  await tabTo(finder, "a[href^='/console/chart?id=']", "the first chart's link")
+  await Promise.all([finder.waitForNavigation(), finder.keyboard.press("Enter")])
+  const title = await text(finder, "h1")
+  expect(title.startsWith("Lindqvist, Eva"), "the chart opens", title)
+  const entries = await finder.locator("article.entry").count()
+  expect(entries >= 1, "its entries are shown", `${entries}`)
+  await audit(finder, "chart viewer", "chart")
+  await tabTo(finder, "nav a[href='/console/patient-index']", "the Patient index link")
+  await Promise.all([finder.waitForNavigation(), finder.keyboard.press("Enter")])
+  expect((await text(finder, "#warnings-heading")) === "0 warnings", "nothing wrong in this index")
+  await audit(finder, "patient index", null)
+  await finder.context().close()
+
+  // A coder codes a discharged chart with the keyboard: the queue from the navigation, a code
+  // found by words, proposed as the principal diagnosis present on admission, made final.
+  const coder = await newPage()
+  await signIn(coder, dischargedBase, "cod.kim")
+  await tabTo(coder, "nav a[href='/console/coding']", "the Coding queue link")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  const queued = await coder.locator("table.worklist tbody tr").count()
+  expect(queued === 2, "the ward's two discharged charts wait for coding", `${queued} rows`)
+  await audit(coder, "coding queue", "coding-queue")
+  // Earliest discharge first: MRN-0102, discharged 45 days ago.
+  await tabTo(coder, "a[href^='/console/coding/chart']", "the first chart's link")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  expect((await text(coder, "h1")).includes("MRN-0102"), "the chart opens", await text(coder, "h1"))
+  await tabTo(coder, "#q", "the code search")
+  await coder.keyboard.type("pneumonia unspecified organism")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  expect(!/pneumonia/i.test(coder.url()), "the words stay out of the URL", coder.url())
+  const picked = await coder.locator("input[name=pick]:checked").getAttribute("value")
+  expect(picked === "J18.9", "the most general code is offered first", picked)
+  await tabTo(coder, "#found-sequence", "the sequence")
+  await coder.keyboard.type("Principal")
+  const sequence = await coder.locator("#found-sequence").inputValue()
+  expect(sequence === "principal", "principal chosen by typing", sequence)
+  await tabTo(coder, "#found-poa", "present on admission")
+  await coder.keyboard.type("Y")
+  const poa = await coder.locator("#found-poa").inputValue()
+  expect(poa === "Y", "POA chosen by typing", poa)
+  await audit(coder, "code search", "coding-search")
+  await tabTo(coder, "fieldset.bulk button[type=submit]", "the Propose button")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  const proposed = await text(coder, "#flash")
+  expect(proposed.includes("J18.9 proposed as the principal diagnosis"), "the proposal is confirmed", proposed)
+  await tabTo(coder, "tr[data-code='J18.9'] button[value=final]", "the Make final button")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  const status = await text(coder, "tr[data-code='J18.9'] td:nth-child(6)")
+  expect(status === "Final", "the code is final", status)
+  await audit(coder, "chart coded", "coding-chart")
+  await tabTo(coder, "nav a[href='/console/coding']", "back to the queue")
+  await Promise.all([coder.waitForNavigation(), coder.keyboard.press("Enter")])
+  const left = await coder.locator("table.worklist tbody tr").count()
+  expect(left === 1, "the coded chart leaves the queue", `${left} rows`)
+  await coder.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))
   console.log(`RESULT ${JSON.stringify(screens)}`)

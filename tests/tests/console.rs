@@ -636,6 +636,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         &["--delinquency-threshold", "10"],
     );
     add_staff(&discharged_server, "him.jones", "technician", &["4west"]);
+    add_staff(&discharged_server, "cod.kim", "coder", &["4west"]);
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
     assert!(
@@ -679,8 +680,14 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         audited,
         [
             "acknowledge",
+            "chart coded",
+            "chart search",
+            "chart viewer",
+            "code search",
+            "coding queue",
             "delinquency",
             "nurse refused",
+            "patient index",
             "refused",
             "sign-in",
             "signed out for idleness",
@@ -733,6 +740,25 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(actions, ["sign_in", "assign", "assign", "acknowledge"]);
+    // And the coder's work: MRN-0102's principal diagnosis, final, written from the console.
+    drop(discharged_server);
+    let db = open_server_db(&discharged_data.path().join("charts.db"));
+    let (principal, open): (Option<String>, i64) = db
+        .query_row(
+            "SELECT principal_diagnosis, open_deficiencies FROM charts WHERE mrn = 'MRN-0102'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((principal.as_deref(), open), (Some("J18.9"), 0));
+    let writes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE user = 'cod.kim' AND device = 'console' AND action = 'write'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(writes, 2, "proposed, then made final");
 }
 
 /// The REST behind the worklist's forms: the same rules for a client that is not the console.
@@ -1033,4 +1059,874 @@ fn a_long_worklist_comes_a_page_at_a_time_with_the_aging_of_all_of_it() {
         p.body.contains("Showing 101–150 of 150."),
         "past the end: the last page"
     );
+}
+
+/// A chart admitted to 4west 6 days ago and discharged home 2 days ago: its H&P, an
+/// appendectomy's operative note by dr.lee (signed), its discharge summary; no code yet.
+fn operated() -> (chartsync_core::chart::ChartId, String) {
+    use chartsync_core::chart::*;
+    let discharged_at = Timestamp::now().plus_seconds(-2 * 86_400);
+    let admitted = discharged_at.plus_seconds(-4 * 86_400);
+    let patient = NewPatient {
+        mrn: "MRN-0201".into(),
+        family_name: "Haddad".into(),
+        given_names: "Omar".into(),
+        birth_date: Some("1988-05-11".into()),
+        sex: Some(Sex::Male),
+        address: None,
+        phone: None,
+    };
+    let encounter = NewEncounter {
+        ward: "4west".into(),
+        bed: Some("7A".into()),
+        class: EncounterClass::Inpatient,
+        admit_source: None,
+        attending: Some("dr.okafor".into()),
+    };
+    let physician = Staff::new("dr.okafor", Role::Physician, "tablet-4west-01");
+    let surgeon = Staff::new("dr.lee", Role::Physician, "tablet-or-01");
+    let technician = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let mut chart = Chart::create(patient, encounter, &technician, admitted).unwrap();
+    let mut note = |by: &Staff, kind: EntryKind, at: Timestamp, body: &str| {
+        let id = chart.add_entry(by, at, NewEntry::note(kind, body)).unwrap();
+        chart
+            .sign_entry(by, at, &id, SignatureMeaning::Author)
+            .unwrap();
+        id
+    };
+    note(
+        &physician,
+        EntryKind::HistoryPhysical,
+        admitted.plus_seconds(3_600),
+        "Right lower quadrant pain.",
+    );
+    let operated_at = admitted.plus_seconds(8 * 3_600);
+    let operative = note(
+        &surgeon,
+        EntryKind::OperativeNote,
+        operated_at,
+        "Laparoscopic appendectomy.",
+    );
+    note(
+        &physician,
+        EntryKind::DischargeSummary,
+        discharged_at,
+        "Home, well.",
+    );
+    chart.discharge(&technician, discharged_at, "home").unwrap();
+    let id = ChartId::random();
+    use base64::Engine;
+    let line = serde_json::json!({
+        "id": id.to_string(),
+        "automerge": base64::engine::general_purpose::STANDARD.encode(chart.save()),
+        "operative_note": operative,
+    });
+    (id, line.to_string())
+}
+
+/// The coding queue with the stay each chart describes, a chart's codes found by words and by
+/// number, a procedure's date and surgeon from its operative note, POA set and codes made
+/// final by a coder (a technician may propose but not finalize); what the coder did is in the
+/// chart the server holds, audited, and reaches a physician's PC that holds the chart.
+#[test]
+fn a_coder_finds_codes_by_words_and_finalizes_them_and_the_chart_carries_them_to_devices() {
+    let data = tempfile::tempdir().unwrap();
+    let (chart, line) = operated();
+    let mut fixture: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let operative = fixture["operative_note"].as_str().unwrap().to_string();
+    fixture.as_object_mut().unwrap().remove("operative_note");
+    let file = data.path().join("charts.ndjson");
+    std::fs::write(
+        &file,
+        [fixture.to_string(), discharged("MRN-0901", "icu", 3, true)].join("\n"),
+    )
+    .unwrap();
+    import(data.path(), &file);
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--bill-hold-days", "4"]);
+    add_staff(&server, "cod.kim", "coder", &["4west"]);
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+
+    // A physician's PC holds the chart from before the discharge (physicians complete
+    // records after it).
+    let devices = tempfile::tempdir().unwrap();
+    let pc = tablet_store(&devices, "physician-pc");
+    let saved = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(fixture["automerge"].as_str().unwrap())
+            .unwrap()
+    };
+    pc.insert(chart, chartsync_core::chart::Chart::load(&saved).unwrap())
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let physician = server.token("dr.okafor", "physician", &["4west"]);
+    let sync = runtime.block_on(async {
+        let c = client(format!("ws://{addr}/sync"), &physician, "physician-pc", &pc);
+        assert!(c.wait_until_up_to_date(WAIT).await);
+        c
+    });
+
+    let cookie = sign_in(addr, "cod.kim");
+    let p = get(addr, "/console/coding", Some(&cookie));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(
+        p.body
+            .contains("1 discharged chart waiting for final coding"),
+        "{}",
+        p.body
+    );
+    assert!(
+        !p.body.contains("MRN-0901"),
+        "another ward's chart is not listed"
+    );
+    let row = &p.body[p.body.find(&format!("data-chart=\"{chart}\"")).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    for shown in [
+        "MRN-0201",
+        "Haddad, Omar",
+        "dr.okafor",
+        "Inpatient",
+        ">4<",
+        "Home",
+        "no principal diagnosis",
+    ] {
+        assert!(row.contains(shown), "{shown} in {row}");
+    }
+    assert!(p.body.contains("billing hold of 4 days"));
+    let due = pages_day(chartsync_core::chart::Timestamp::now().plus_seconds(2 * 86_400));
+    assert!(
+        row.contains(&due),
+        "due when the 4-day hold ends ({due}): {row}"
+    );
+
+    let page = format!("/console/coding/chart?id={chart}");
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("No code is on this chart yet."));
+    assert!(p.body.contains("Operative note") && p.body.contains("dr.lee"));
+    let token = csrf(&p.body);
+    let origin = format!("http://{addr}");
+    let chart_id = chart.to_string();
+    let form = |path: &str, fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str()), ("chart", chart_id.as_str())];
+        all.extend_from_slice(fields);
+        post(addr, path, Some(&cookie), Some(&origin), &all)
+    };
+
+    // Found by words: the search is a POST, so the words stay out of the URL.
+    let found = form(
+        "/console/coding/search",
+        &[("q", "pneumonia unspecified organism")],
+    );
+    assert_eq!(found.status, 200);
+    assert!(
+        found.body.contains("value=\"J18.9\" checked"),
+        "the most general first"
+    );
+    assert!(found.body.contains("Pneumonia, unspecified organism"));
+    let none = form("/console/coding/search", &[("q", "zzqx")]);
+    assert!(none
+        .body
+        .contains("No billable ICD-10-CM code has those words"));
+    let forged = post(
+        addr,
+        "/console/coding/search",
+        Some(&cookie),
+        Some(&origin),
+        &[("csrf", "x"), ("chart", &chart.to_string()), ("q", "a")],
+    );
+    assert_eq!(forged.status, 403, "no CSRF token, no search");
+
+    let done = form(
+        "/console/coding/assign",
+        &[("pick", "J18.9"), ("sequence", "principal"), ("poa", "")],
+    );
+    assert_eq!(
+        (done.status, done.location.as_str()),
+        (303, page.as_str()),
+        "{}",
+        done.body
+    );
+    let p = get(addr, &page, Some(&cookie));
+    assert!(
+        p.body
+            .contains("J18.9 proposed as the principal diagnosis."),
+        "{}",
+        p.body
+    );
+    // An appendectomy by its number, documented in the operative note.
+    let done = form(
+        "/console/coding/assign",
+        &[
+            ("system", "icd10pcs"),
+            ("code", "0DTJ4ZZ"),
+            ("sequence", "secondary"),
+            ("supporting", &operative),
+        ],
+    );
+    assert_eq!(done.status, 303, "{}", done.body);
+    // A code that does not exist: refused with why, nothing written.
+    let bad = form(
+        "/console/coding/assign",
+        &[
+            ("system", "icd10cm"),
+            ("code", "J18.99"),
+            ("sequence", "secondary"),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.body);
+
+    let rest = |token: &str| {
+        let (status, body) = http_get(addr, &format!("/api/charts/{chart}/coding"), Some(token));
+        assert_eq!(status, 200, "{body}");
+        assert!(!body.contains("Haddad"), "ids, not names: {body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let coder = server.token("cod.kim", "coder", &["4west"]);
+    let coding = rest(&coder);
+    let codes = coding["codes"].as_array().unwrap();
+    assert_eq!(codes.len(), 2, "{coding}");
+    let by_code = |c: &str| codes.iter().find(|k| k["code"] == c).unwrap().clone();
+    let (pneumonia, appendectomy) = (by_code("J18.9"), by_code("0DTJ4ZZ"));
+    assert_eq!(pneumonia["description"], "Pneumonia, unspecified organism");
+    assert_eq!(pneumonia["coded_by"], "cod.kim");
+    assert_eq!(appendectomy["performed_by"], serde_json::json!(["dr.lee"]));
+    assert!(appendectomy["performed_at"].is_string(), "{appendectomy}");
+    let p = get(addr, &page, Some(&cookie));
+    assert!(
+        p.body.contains(" by dr.lee"),
+        "the procedure's surgeon on the page"
+    );
+
+    // A technician proposes, but only a coder makes a code final.
+    let technician = sign_in(addr, "him.jones");
+    let t = get(addr, &page, Some(&technician));
+    assert!(
+        !t.body.contains("Make final"),
+        "no button the technician may not press"
+    );
+    let refused = post(
+        addr,
+        "/console/coding/change",
+        Some(&technician),
+        Some(&origin),
+        &[
+            ("csrf", &csrf(&t.body)),
+            ("chart", &chart.to_string()),
+            ("coding", pneumonia["id"].as_str().unwrap()),
+            ("status", "final"),
+        ],
+    );
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(rest(&coder)["codes"][0]["status"], "proposed");
+
+    for (code, poa) in [(&pneumonia, "Y"), (&appendectomy, "")] {
+        let done = form(
+            "/console/coding/change",
+            &[
+                ("coding", code["id"].as_str().unwrap()),
+                ("poa", poa),
+                ("status", "final"),
+            ],
+        );
+        assert_eq!(done.status, 303, "{}", done.body);
+    }
+    let coding = rest(&coder);
+    assert!(
+        coding["codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "final"),
+        "{coding}"
+    );
+    assert_eq!(by_code_in(&coding, "J18.9")["poa"], "Y");
+    let p = get(addr, "/console/coding", Some(&cookie));
+    assert!(
+        p.body.contains("0 discharged charts waiting"),
+        "the chart leaves the queue"
+    );
+    let (_, queue) = http_get(addr, "/api/coding-queue", Some(&coder));
+    assert!(!queue.contains(&chart.to_string()), "{queue}");
+
+    // The physician's PC hears of the coder's work like any other change.
+    runtime.block_on(eventually("the codes reach the physician's PC", || {
+        pc.read(chart, |c| c.view().unwrap().coding)
+            .unwrap()
+            .iter()
+            .filter(|k| {
+                k.status == chartsync_core::chart::CodingStatus::Final && k.coded_by == "cod.kim"
+            })
+            .count()
+            == 2
+    }));
+    runtime.block_on(sync.stop());
+
+    // Audited: reads of the chart's coding, and the writes as the coder's, from the console.
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let rows: Vec<(String, String, String)> = db
+        .prepare("SELECT user, device, action FROM audit_events WHERE chart_id = ?1 AND action IN ('read', 'write', 'deny') ORDER BY seq")
+        .unwrap()
+        .query_map([chart.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|(u, _, _)| u != "dr.okafor")
+        .collect();
+    let writes = rows
+        .iter()
+        .filter(|(u, d, a)| u == "cod.kim" && d == "console" && a == "write")
+        .count();
+    assert_eq!(writes, 4, "two proposals and two finals: {rows:?}");
+    assert!(rows
+        .iter()
+        .any(|(u, d, a)| u == "cod.kim" && d == "console" && a == "read"));
+}
+
+fn by_code_in(coding: &serde_json::Value, code: &str) -> serde_json::Value {
+    coding["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["code"] == code)
+        .unwrap()
+        .clone()
+}
+
+/// A date as the console's tables show it.
+fn pages_day(t: chartsync_core::chart::Timestamp) -> String {
+    t.to_rfc3339()[..10].to_string()
+}
+
+/// The REST behind the coding screens keeps the same rules for a client that is not the
+/// console: who may look codes up, read a chart's coding, propose and finalize; bad input
+/// refused with why and nothing written.
+#[test]
+fn coding_over_rest_keeps_the_role_and_ward_rules_and_refuses_bad_input() {
+    let data = discharged_store();
+    let server = Server::start(data.path());
+    let addr = &server.addr;
+    let coder = server.token("cod.kim", "coder", &["4west"]);
+    let icu_coder = server.token("cod.ray", "coder", &["icu"]);
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+
+    let (status, _) = http_get(addr, "/api/codes?q=pneumonia", Some(&nurse));
+    assert_eq!(status, 403, "a nurse does not look codes up here");
+    let (status, body) = http_get(
+        addr,
+        "/api/codes?q=type%202%20diabetes%20without%20complications&limit=5",
+        Some(&coder),
+    );
+    assert_eq!(status, 200, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found["codes"][0]["code"], "E11.9", "{found}");
+    assert!(found["code_set"].as_str().unwrap().starts_with("ICD-10-CM"));
+    assert!(found["codes"].as_array().unwrap().len() <= 5);
+    for bad in [
+        "/api/codes",
+        "/api/codes?q=%20",
+        "/api/codes?q=flu&limit=0",
+        "/api/codes?q=flu&limit=x",
+    ] {
+        let (status, body) = http_get(addr, bad, Some(&coder));
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    let (_, queue) = http_get(addr, "/api/coding-queue", Some(&supervisor));
+    let queue: serde_json::Value = serde_json::from_str(&queue).unwrap();
+    let chart = queue["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["mrn"] == "MRN-0101")
+        .unwrap()["chart"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let coding = format!("/api/charts/{chart}/coding");
+    let (status, _) = http_get(addr, &coding, Some(&icu_coder));
+    assert_eq!(status, 403, "another ward's chart");
+    let (status, _) = http_get(addr, &coding, Some(&nurse));
+    assert_eq!(status, 403, "a nurse");
+    let (status, _) = http_get(
+        addr,
+        &format!(
+            "/api/charts/{}/coding",
+            chartsync_core::chart::ChartId::random()
+        ),
+        Some(&coder),
+    );
+    assert_eq!(status, 404);
+    let (status, body) = http_get(addr, &coding, Some(&supervisor));
+    assert_eq!(status, 200, "a supervisor reads: {body}");
+
+    let propose = |token: &str, body: serde_json::Value| {
+        http_post(addr, &coding, Some(token), &body.to_string())
+    };
+    let principal =
+        serde_json::json!({"system": "icd10cm", "code": "J18.9", "sequence": "principal"});
+    let (status, _) = propose(&supervisor, principal.clone());
+    assert_eq!(status, 403, "a supervisor does not code");
+    let (status, _) = propose(&icu_coder, principal.clone());
+    assert_eq!(status, 403, "nor a coder of another ward");
+    for (bad, why) in [
+        (
+            serde_json::json!({"system": "icd10cm", "code": "J18", "sequence": "principal"}),
+            "not a billable code",
+        ),
+        (
+            serde_json::json!({"system": "icd10cm", "code": "j18.9", "sequence": "principal"}),
+            "J18.9",
+        ),
+        (
+            serde_json::json!({"system": "icd9", "code": "486", "sequence": "principal"}),
+            "code system",
+        ),
+        (
+            serde_json::json!({"system": "icd10cm", "code": "J18.9", "sequence": "first"}),
+            "sequence",
+        ),
+        (
+            serde_json::json!({"system": "icd10pcs", "code": "0DTJ4ZZ", "sequence": "secondary", "poa": "Y"}),
+            "present-on-admission",
+        ),
+    ] {
+        let (status, body) = propose(&coder, bad.clone());
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert!(body.contains(why), "{bad}: {body} should say {why}");
+    }
+    let (status, body) = propose(
+        &coder,
+        serde_json::json!({"system": "icd10cm", "code": "J18.9", "sequence": "principal", "urgent": true}),
+    );
+    assert!(
+        matches!(status, 400 | 422),
+        "an unknown field: {status} {body}"
+    );
+    let (_, body) = http_get(addr, &coding, Some(&coder));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["codes"],
+        serde_json::json!([]),
+        "nothing written"
+    );
+
+    let (status, body) = propose(&coder, principal.clone());
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = propose(
+        &coder,
+        serde_json::json!({"system": "icd10cm", "code": "E11.9", "sequence": "principal"}),
+    );
+    assert_eq!(status, 409, "a second principal diagnosis: {body}");
+
+    let change =
+        |token: &str, body: &str| http_post(addr, &format!("{coding}/{id}"), Some(token), body);
+    assert_eq!(change(&coder, "{}").0, 400, "nothing to change");
+    assert_eq!(change(&coder, r#"{"poa": "maybe"}"#).0, 422);
+    let technician = server.token("him.jones", "technician", &["4west"]);
+    // A technician's POA with a final status: refused whole, the POA not kept either.
+    assert_eq!(
+        change(&technician, r#"{"poa": "Y", "status": "final"}"#).0,
+        403
+    );
+    let (_, body) = http_get(addr, &coding, Some(&coder));
+    let now: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            now["codes"][0]["poa"].clone(),
+            now["codes"][0]["status"].clone()
+        ),
+        (serde_json::Value::Null, "proposed".into())
+    );
+    let (status, body) = change(&coder, r#"{"poa": "Y", "status": "final"}"#);
+    assert_eq!(status, 204, "{body}");
+    let (_, body) = http_get(addr, &coding, Some(&coder));
+    let now: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            now["codes"][0]["poa"].clone(),
+            now["codes"][0]["status"].clone()
+        ),
+        ("Y".into(), "final".into())
+    );
+    let (status, _) = http_post(
+        addr,
+        &format!("{coding}/nope"),
+        Some(&coder),
+        r#"{"status": "final"}"#,
+    );
+    assert_eq!(status, 404, "a code the chart does not have");
+}
+
+/// A chart with something for every part of the viewer: MRN-0301, in 4west, an operative
+/// note amended by the surgeon, and two phone numbers written offline on two devices.
+fn amended_and_conflicted() -> String {
+    use chartsync_core::chart::*;
+    let admitted = Timestamp::now().plus_seconds(-3 * 86_400);
+    let patient = NewPatient {
+        mrn: "MRN-0301".into(),
+        family_name: "Nakamura".into(),
+        given_names: "Yui".into(),
+        birth_date: Some("1975-09-21".into()),
+        sex: Some(Sex::Female),
+        address: None,
+        phone: Some("555-0100".into()),
+    };
+    let encounter = NewEncounter {
+        ward: "4west".into(),
+        bed: Some("3B".into()),
+        class: EncounterClass::Inpatient,
+        admit_source: None,
+        attending: Some("dr.okafor".into()),
+    };
+    let surgeon = Staff::new("dr.lee", Role::Physician, "tablet-or-01");
+    let desk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let nurse = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
+    let mut chart = Chart::create(patient, encounter, &desk, admitted).unwrap();
+    let at = admitted.plus_seconds(3_600);
+    let note = chart
+        .add_entry(
+            &surgeon,
+            at,
+            NewEntry::note(EntryKind::OperativeNote, "Appendix removed."),
+        )
+        .unwrap();
+    chart
+        .sign_entry(&surgeon, at, &note, SignatureMeaning::Author)
+        .unwrap();
+    chart
+        .amend(
+            &surgeon,
+            at.plus_seconds(600),
+            NewAmendment {
+                target_entry_id: note,
+                kind: AmendmentKind::Addendum,
+                reason: "drain placed".into(),
+                body: "A drain was left in place.".into(),
+            },
+        )
+        .unwrap();
+    let mut ward = Chart::load(&chart.save()).unwrap();
+    let phone = |p: &str| PatientUpdate {
+        phone: Some(p.into()),
+        ..PatientUpdate::default()
+    };
+    chart
+        .change_information(&desk, at.plus_seconds(900), phone("555-0111"))
+        .unwrap();
+    ward.change_information(&nurse, at.plus_seconds(960), phone("555-0199"))
+        .unwrap();
+    chart.merge(&ward).unwrap();
+    use base64::Engine;
+    serde_json::json!({
+        "id": ChartId::random().to_string(),
+        "automerge": base64::engine::general_purpose::STANDARD.encode(chart.save()),
+    })
+    .to_string()
+}
+
+/// Records staff find a chart by MRN, name, date of birth or a day in, within their wards,
+/// with nothing of it in a URL, and read it: signed entries, what amended them, conflicting
+/// values with who wrote each. Each search and read is audited, without the words searched.
+#[test]
+fn a_chart_is_found_by_what_the_clerk_knows_and_read_with_its_amendments_and_conflicts() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("charts.ndjson");
+    std::fs::write(
+        &file,
+        [
+            amended_and_conflicted(),
+            discharged("MRN-0101", "4west", 35, false),
+            discharged("MRN-0901", "icu", 40, false),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    import(data.path(), &file);
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+    let origin = format!("http://{addr}");
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/charts", Some(&cookie));
+    assert_eq!(p.status, 200);
+    let token = csrf(&p.body);
+    let find = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str())];
+        all.extend_from_slice(fields);
+        post(addr, "/console/charts", Some(&cookie), Some(&origin), &all)
+    };
+    let mrns = |body: &str| -> Vec<String> {
+        body.split("<tr data-chart=")
+            .skip(1)
+            .map(|row| {
+                let cell = &row[row.find("<td class=\"nowrap\">").unwrap() + 19..];
+                cell[..cell.find('<').unwrap()].to_string()
+            })
+            .collect()
+    };
+
+    assert_eq!(mrns(&find(&[("name", "nakam")]).body), ["MRN-0301"]);
+    assert_eq!(mrns(&find(&[("mrn", "mrn-0101")]).body), ["MRN-0101"]);
+    assert_eq!(
+        mrns(&find(&[("birth_date", "1949-01-30")]).body),
+        ["MRN-0101"],
+        "MRN-0901 is on icu"
+    );
+    let today = pages_day(chartsync_core::chart::Timestamp::now());
+    assert_eq!(mrns(&find(&[("visit_date", &today)]).body), ["MRN-0301"]);
+    let none = find(&[("name", "Lindqvist, Z")]);
+    assert!(
+        none.body.contains("0 charts found")
+            && none.body.contains("No chart on your wards matches")
+    );
+    let empty = find(&[("name", " ")]);
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("give an MRN, a name"), "{}", empty.body);
+    let bad = find(&[("birth_date", "21/09/1975")]);
+    assert_eq!(bad.status, 400);
+    assert!(bad
+        .body
+        .contains("date of birth is a date written YYYY-MM-DD"));
+    assert!(
+        bad.body.contains("value=\"21/09/1975\""),
+        "what was typed stays in the form"
+    );
+    let forged = post(
+        addr,
+        "/console/charts",
+        Some(&cookie),
+        Some("http://evil.example"),
+        &[("csrf", &token), ("name", "n")],
+    );
+    assert_eq!(forged.status, 403);
+
+    // The viewer, from the result's link.
+    let found = find(&[("name", "Nakamura, Y")]);
+    let at = found.body.find("href=\"/console/chart?id=").unwrap() + 6;
+    let link = &found.body[at..at + found.body[at..].find('"').unwrap()];
+    let chart = link.trim_start_matches("/console/chart?id=").to_string();
+    let v = get(addr, link, Some(&cookie));
+    assert_eq!(v.status, 200, "{}", v.body);
+    for shown in [
+        "Nakamura, Yui, MRN-0301",
+        "1975-09-21",
+        "Operative note",
+        "Appendix removed.",
+        "dr.lee (author,",
+        "<strong>Addendum</strong> by dr.lee (physician)",
+        "Reason: drain placed",
+        "A drain was left in place.",
+        "patient › phone",
+        "&#34;555-0111&#34;",
+        "him.jones (technician) on records-pc-1",
+        "&#34;555-0199&#34;",
+        "rn.silva (nurse) on tablet-4west-01",
+    ] {
+        assert!(v.body.contains(shown), "{shown} on the viewer");
+    }
+    // Another ward's chart is refused, and so is a nurse.
+    let (_, icu) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&server.token("him.sup", "records_supervisor", &["*"])),
+        r#"{"mrn": "MRN-0901"}"#,
+    );
+    let icu: serde_json::Value = serde_json::from_str(&icu).unwrap();
+    assert_eq!(icu["total"], 1);
+    let icu_chart = icu["hits"][0]["chart"].as_str().unwrap();
+    assert_eq!(
+        get(
+            addr,
+            &format!("/console/chart?id={icu_chart}"),
+            Some(&cookie)
+        )
+        .status,
+        403
+    );
+    let (status, _) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&server.token("rn.park", "nurse", &["4west"])),
+        r#"{"mrn": "MRN-0301"}"#,
+    );
+    assert_eq!(status, 403, "chart search is for records staff");
+    let (status, body) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&server.token("him.jones", "technician", &["4west"])),
+        r#"{"name": "Nakamura", "ssn": "x"}"#,
+    );
+    assert!(
+        matches!(status, 400 | 422),
+        "an unknown field: {status} {body}"
+    );
+
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let details: Vec<String> = db
+        .prepare("SELECT detail FROM audit_events WHERE user = 'him.jones' AND device = 'console' AND action = 'list' AND detail LIKE 'chart search%' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(details.len(), 6, "each search that ran: {details:?}");
+    assert!(
+        details
+            .iter()
+            .all(|d| !d.contains("Nakamura") && !d.contains("1949") && !d.contains("nakam")),
+        "fields, not values: {details:?}"
+    );
+    assert!(
+        details.contains(&"chart search: ward 4west by name: 1 found".to_string()),
+        "{details:?}"
+    );
+    let read: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.jones' AND action = 'read' AND detail = 'chart viewer'",
+            [&chart],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(read, 1);
+}
+
+/// The patient-index checks: an import says what it brought in that looks wrong (ids only, the
+/// charts still imported), and the console lists it with the charts side by side.
+#[test]
+fn an_mrn_on_two_patients_and_an_admission_in_2031_are_warned_of_at_import_and_listed() {
+    let data = tempfile::tempdir().unwrap();
+    let now = chartsync_core::chart::Timestamp::now();
+    let admission = |mrn: &str, family: &str, born: &str, sex: &str, admitted: String| {
+        serde_json::json!({
+            "patient": {"mrn": mrn, "family_name": family, "given_names": "Sam",
+                        "birth_date": born, "sex": sex},
+            "encounter": {"ward": "4west", "class": "inpatient"},
+            "admitted_at": admitted,
+        })
+        .to_string()
+    };
+    let file = data.path().join("admissions.ndjson");
+    std::fs::write(
+        &file,
+        [
+            admission(
+                "MRN-0002",
+                "Okoye",
+                "1961-07-02",
+                "male",
+                now.plus_seconds(-20 * 86_400).to_string(),
+            ),
+            admission(
+                "MRN-0002",
+                "Okafor",
+                "1961-02-07",
+                "male",
+                now.plus_seconds(-2 * 86_400).to_string(),
+            ),
+            admission(
+                "MRN-0003",
+                "Park",
+                "1990-01-01",
+                "female",
+                now.plus_seconds(-86_400).to_string(),
+            ),
+            admission(
+                "MRN-0500",
+                "Kim",
+                "1980-01-01",
+                "female",
+                "2031-06-01T08:00:00Z".into(),
+            ),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = Command::new(RECORDS)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--user", "him.jones", "import"])
+        .arg(&file)
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "warnings do not stop an import: {said}"
+    );
+    assert!(said.contains("imported 4 charts"), "{said}");
+    assert!(
+        said.contains("warning: MRN-0002: the same MRN with another name (charts "),
+        "{said}"
+    );
+    assert!(
+        said.contains("warning: MRN-0002: the same MRN with another date of birth"),
+        "{said}"
+    );
+    assert!(
+        said.contains("warning: MRN-0500: an admission in the future (chart "),
+        "{said}"
+    );
+    assert!(
+        said.contains("3 patient-index warnings to look into"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("Okoye") && !said.contains("1961"),
+        "ids only: {said}"
+    );
+
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/patient-index", Some(&cookie));
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("3 warnings"), "{}", p.body);
+    let table = |caption: &str| {
+        let at = p.body.find(caption).unwrap_or_else(|| panic!("{caption}"));
+        let end = at + p.body[at..].find("</table>").unwrap();
+        p.body[at..end].to_string()
+    };
+    let names = table("MRN-0002: The same MRN with another name");
+    assert!(
+        names.contains("Okoye, Sam") && names.contains("Okafor, Sam"),
+        "{names}"
+    );
+    assert!(names.contains("1961-07-02") && names.contains("1961-02-07"));
+    assert!(table("MRN-0500: An admission in the future").contains("2031-06-01"));
+    assert!(
+        !p.body.contains("MRN-0003"),
+        "a patient with nothing wrong is not listed"
+    );
+
+    let (status, body) = http_get(
+        addr,
+        "/api/patient-index",
+        Some(&server.token("him.jones", "technician", &["4west"])),
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["warnings"].as_array().unwrap().len(), 3);
+    assert_eq!(listed["warnings"][0]["kind"], "name_differs");
+    assert_eq!(listed["warnings"][0]["charts"].as_array().unwrap().len(), 2);
+    assert!(!body.contains("Okoye"), "ids only: {body}");
+    let (status, _) = http_get(
+        addr,
+        "/api/patient-index",
+        Some(&server.token("rn.park", "nurse", &["4west"])),
+    );
+    assert_eq!(status, 403);
+    let (status, _) = http_get(
+        addr,
+        "/api/patient-index?ward=icu",
+        Some(&server.token("him.jones", "technician", &["4west"])),
+    );
+    assert_eq!(status, 403, "another ward");
 }

@@ -29,6 +29,33 @@ pub struct ChartView {
     pub conflicts: Vec<super::Conflict>,
 }
 
+impl ChartView {
+    /// When and by whom a coded procedure was done, as the entries it rests on document it
+    /// (the operative or procedure note, the imaging result): the earliest one's clinical
+    /// time and their authors, earliest first. `None` when no supporting entry is in force.
+    pub fn performed(&self, coding: &CodingView) -> Option<(Timestamp, Vec<String>)> {
+        let mut documented: Vec<(Timestamp, &str)> = coding
+            .supporting_entries
+            .iter()
+            .filter_map(|id| self.entries.iter().find(|e| &e.id == id))
+            .filter(|e| e.status != EntryStatus::EnteredInError)
+            .map(|e| {
+                let c = &e.content;
+                (c.effective_at.unwrap_or(c.recorded_at), c.author.as_str())
+            })
+            .collect();
+        documented.sort();
+        let (at, _) = *documented.first()?;
+        let mut by: Vec<String> = Vec::new();
+        for (_, author) in documented {
+            if !by.iter().any(|b| b == author) {
+                by.push(author.to_string());
+            }
+        }
+        Some((at, by))
+    }
+}
+
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientView {

@@ -42,6 +42,76 @@ pub fn icd10cm_lookup(code: &str) -> Option<Icd10CmEntry> {
     table.find(code).and_then(|i| table.entry(i).ok())
 }
 
+/// Billable ICD-10-CM codes found by words, as a coder looks one up: every word of `words`
+/// begins a word of the code's description (case aside: `diab mell typ 2` finds E11.9), or,
+/// for one word shaped like a code, the code begins with it (`e11`, `E11.6`). The most general
+/// first (the shortest descriptions), then by code; at most `limit`. Nothing for no words.
+/// Searches the newest year's table (the first search reads its descriptions, about 7 MB).
+pub fn icd10cm_search(words: &str, limit: usize) -> Result<Vec<Icd10CmEntry>, CodeError> {
+    let terms: Vec<String> = words
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+        .map(|w| w.trim_matches('.').to_ascii_lowercase())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if terms.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let table = table()?;
+    let code_prefix = match terms.as_slice() {
+        [one] if looks_like_code(one) => Some(prefix_form(one)),
+        _ => None,
+    };
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for (i, row) in table.rows.iter().enumerate() {
+        if !row.billable {
+            continue;
+        }
+        let description = table.description(i)?;
+        if let Some(prefix) = &code_prefix {
+            if table.code(*row).starts_with(prefix.as_str()) {
+                found.push((0, i));
+                continue;
+            }
+        }
+        let desc_words = description
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty());
+        let all = terms.iter().all(|t| {
+            desc_words.clone().any(|w| {
+                w.len() >= t.len() && w.as_bytes()[..t.len()].eq_ignore_ascii_case(t.as_bytes())
+            })
+        });
+        if all {
+            found.push((1 + description.len(), i));
+        }
+    }
+    found.sort_unstable();
+    found
+        .into_iter()
+        .take(limit)
+        .map(|(_, i)| table.entry(i))
+        .collect()
+}
+
+/// A letter then a digit or letter: a code, or the start of one, rather than a word.
+fn looks_like_code(term: &str) -> bool {
+    let b = term.as_bytes();
+    b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1].is_ascii_digit()
+}
+
+/// A code's beginning as the table writes it: capitals, the dot after the third character.
+fn prefix_form(term: &str) -> String {
+    let bare: String = term
+        .chars()
+        .filter(|&c| c != '.')
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    match bare.len() {
+        0..=3 => bare,
+        _ => format!("{}.{}", &bare[..3], &bare[3..]),
+    }
+}
+
 /// How many entries (categories, subcategories and codes, billable or not) the embedded
 /// table holds; 0 if it cannot be read.
 pub fn icd10cm_table_len() -> usize {

@@ -32,7 +32,9 @@ pub mod years;
 
 use std::fmt;
 
-pub use icd10cm::{icd10cm_lookup, icd10cm_table_len, Icd10CmEntry, ICD10CM_CODE_SET};
+pub use icd10cm::{
+    icd10cm_lookup, icd10cm_search, icd10cm_table_len, Icd10CmEntry, ICD10CM_CODE_SET,
+};
 
 /// The code systems a chart may carry. Chart documents store the short token
 /// ([`CodeSystem::token`]).

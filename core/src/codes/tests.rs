@@ -671,3 +671,51 @@ fn thousands_of_generated_inputs_never_make_validation_panic() {
         }
     }
 }
+
+#[test]
+fn a_coder_finds_billable_diagnoses_by_the_words_of_their_description() {
+    let found = super::icd10cm_search("type 2 diabetes without complications", 10).unwrap();
+    assert_eq!(found.first().map(|e| e.code), Some("E11.9"), "{found:?}");
+    // Word beginnings, any case, any order.
+    let found = super::icd10cm_search("PNEUMON unspec organism", 10).unwrap();
+    assert!(found.iter().any(|e| e.code == "J18.9"), "{found:?}");
+    assert!(
+        found.iter().all(|e| e.billable),
+        "only codes a claim may carry"
+    );
+    for e in &found {
+        let words = e.description.to_ascii_lowercase();
+        assert!(
+            words.contains("pneumon") && words.contains("organism"),
+            "{e:?}"
+        );
+    }
+    // The most general first: shorter descriptions before longer.
+    let chest = super::icd10cm_search("chest pain", 50).unwrap();
+    let codes: Vec<&str> = chest.iter().map(|e| e.code).collect();
+    assert_eq!(codes, ["R07.89", "R07.1", "R07.9"]);
+    assert!(chest
+        .windows(2)
+        .all(|w| w[0].description.len() <= w[1].description.len()));
+    // A limit is kept; no words, no answer; words nothing has, nothing.
+    assert_eq!(super::icd10cm_search("fracture", 5).unwrap().len(), 5);
+    assert!(super::icd10cm_search("  ,; ", 10).unwrap().is_empty());
+    assert!(super::icd10cm_search("zzqx", 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_code_s_beginning_finds_the_codes_under_it() {
+    let found = super::icd10cm_search("e11.6", 100).unwrap();
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|e| e.code.starts_with("E11.6")),
+        "{found:?}"
+    );
+    let bare = super::icd10cm_search("E116", 100).unwrap();
+    assert_eq!(bare, found, "with or without the dot");
+    let category = super::icd10cm_search("j18", 100).unwrap();
+    assert!(category.iter().any(|e| e.code == "J18.9"));
+    assert!(category
+        .iter()
+        .all(|e| e.billable && e.code.starts_with("J18")));
+}

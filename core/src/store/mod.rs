@@ -19,9 +19,11 @@ mod error;
 mod feed;
 mod held;
 mod options;
+mod patient_index;
 mod receipts;
 mod records;
 pub mod schema;
+mod search;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -52,11 +54,13 @@ pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
+pub use patient_index::{IndexWarning, IndexWarningKind};
 pub use receipts::Receipts;
 pub use records::{
     AccountedDisclosure, Accounting, Acknowledgement, CodingQueueItem, DeficiencyFilter,
-    WorklistItem,
+    WorklistItem, DEFAULT_BILL_HOLD_DAYS,
 };
+pub use search::{ChartHit, ChartSearch, ChartSearchResult};
 
 use cache::{Cache, Cached, Slot};
 
@@ -1292,8 +1296,10 @@ impl NewChartRow {
             .prepare_cached(
                 "INSERT INTO charts (id, mrn, family_name, given_names, ward, bed, status,
                      admitted_at, discharged_at, open_deficiencies, heads, modified_at,
-                     snapshot_bytes, principal_diagnosis, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     snapshot_bytes, principal_diagnosis, origin, attending, encounter_class,
+                     disposition, birth_date, sex)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                     ?16, ?17, ?18, ?19, ?20)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING key",
             )?
@@ -1314,6 +1320,11 @@ impl NewChartRow {
                     self.snapshot.len() as i64,
                     self.principal_diagnosis,
                     self.origin.map(|o| o.0.to_vec()),
+                    f.attending,
+                    f.class,
+                    f.disposition,
+                    f.birth_date,
+                    f.sex,
                 ],
                 |r| r.get(0),
             )
@@ -1329,7 +1340,7 @@ impl NewChartRow {
 }
 
 /// The census fields of a chart's index row.
-struct IndexFields {
+pub(super) struct IndexFields {
     mrn: String,
     family_name: String,
     given_names: String,
@@ -1338,10 +1349,16 @@ struct IndexFields {
     status: &'static str,
     admitted_at: String,
     discharged_at: Option<String>,
+    /// What the records office lists (migration 10).
+    attending: Option<String>,
+    class: &'static str,
+    disposition: Option<String>,
+    birth_date: Option<String>,
+    sex: Option<&'static str>,
 }
 
 impl IndexFields {
-    fn of(chart: &Chart) -> Result<IndexFields, ChartError> {
+    pub(super) fn of(chart: &Chart) -> Result<IndexFields, ChartError> {
         let p = chart.patient()?;
         let e = chart.encounter()?;
         Ok(IndexFields {
@@ -1353,6 +1370,11 @@ impl IndexFields {
             status: e.status.token(),
             admitted_at: e.admitted_at.to_rfc3339(),
             discharged_at: e.discharged_at.map(Timestamp::to_rfc3339),
+            attending: e.attending,
+            class: e.class.token(),
+            disposition: e.discharge_disposition,
+            birth_date: p.birth_date,
+            sex: p.sex.map(|s| s.token()),
         })
     }
 }
@@ -1604,7 +1626,9 @@ impl Inner {
                      modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
                      open_deficiencies =
                          (SELECT count(*) FROM deficiencies WHERE chart = ?1),
-                     principal_diagnosis = CASE WHEN ?15 THEN ?14 ELSE principal_diagnosis END
+                     principal_diagnosis = CASE WHEN ?15 THEN ?14 ELSE principal_diagnosis END,
+                     attending = ?16, encounter_class = ?17, disposition = ?18, birth_date = ?19,
+                     sex = ?20
                  WHERE key = ?1 AND heads = ?13
                  RETURNING snapshot_bytes, incremental_bytes",
             )?
@@ -1625,6 +1649,11 @@ impl Inner {
                     heads_blob(before),
                     principal.clone().flatten(),
                     principal.is_some(),
+                    index.attending,
+                    index.class,
+                    index.disposition,
+                    index.birth_date,
+                    index.sex,
                 ],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )

@@ -10,9 +10,13 @@ use super::{
     StoreError,
 };
 use crate::chart::{
-    Chart, ChartId, Deficiency, DeficiencyKind, DisclosureView, EncounterStatus, Timestamp,
-    ACCOUNTING_YEARS, COMPLETE_WITHIN_DAYS, RULES_VERSION,
+    Chart, ChartId, Deficiency, DeficiencyKind, DisclosureView, EncounterClass, EncounterStatus,
+    Timestamp, ACCOUNTING_YEARS, RULES_VERSION,
 };
+
+/// Days after discharge the claim is held for the coding, unless the hospital sets its own
+/// (`chartsync-server --bill-hold-days`): the coding queue's due date.
+pub const DEFAULT_BILL_HOLD_DAYS: u32 = 3;
 
 /// One deficiency on a worklist, with the chart it is on.
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
@@ -68,8 +72,22 @@ pub struct DeficiencyFilter {
 pub struct CodingQueueItem {
     pub chart: ChartId,
     pub mrn: String,
+    /// The patient's name, for the records console's screens. Not in the REST JSON, which
+    /// names charts by id and MRN only.
+    #[serde(skip)]
+    pub family_name: String,
+    #[serde(skip)]
+    pub given_names: String,
     pub ward: String,
+    /// The attending physician's staff id, if the encounter names one.
+    pub attending: Option<String>,
+    /// The encounter's class (inpatient, emergency, ...); none only in an index row not yet
+    /// rebuilt.
+    pub class: Option<EncounterClass>,
+    pub admitted_at: Timestamp,
     pub discharged_at: Option<Timestamp>,
+    /// Where the patient went, as the discharge recorded it.
+    pub disposition: Option<String>,
     /// The principal ICD-10-CM diagnosis coded so far, if any.
     pub principal_diagnosis: Option<String>,
     /// Whether that principal diagnosis is final.
@@ -80,7 +98,7 @@ pub struct CodingQueueItem {
     pub poa_missing: u32,
     /// Physician queries still open.
     pub open_queries: u32,
-    /// 30 days after discharge, when the record must be complete.
+    /// When the billing hold after discharge ends: the claim waits for the coding.
     pub due_at: Option<Timestamp>,
     pub overdue: bool,
 }
@@ -256,17 +274,21 @@ impl ChartStore {
 
     /// Discharged charts whose coding is not final (no final principal diagnosis, an
     /// assignment still proposed or queried, a diagnosis without its POA indicator), earliest
-    /// discharge first, on the given wards (`None`: every ward).
+    /// discharge first, on the given wards (`None`: every ward); each due when the billing
+    /// hold of `bill_hold_days` after discharge ends.
     pub fn coding_queue(
         &self,
         wards: Option<&[String]>,
         now: Timestamp,
+        bill_hold_days: u32,
     ) -> Result<Vec<CodingQueueItem>, StoreError> {
         let sql = "SELECT c.id, c.mrn, c.ward, c.discharged_at, c.principal_diagnosis,
                     sum(d.kind = 'coding_not_final' AND d.record_id = ''),
                     sum(d.kind = 'coding_not_final' AND d.record_id <> ''),
                     sum(d.kind = 'poa_missing'),
-                    sum(d.kind = 'open_query')
+                    sum(d.kind = 'open_query'),
+                    c.family_name, c.given_names, c.attending, c.encounter_class, c.admitted_at,
+                    c.disposition
              FROM charts c JOIN deficiencies d ON d.chart = c.key
              WHERE c.status = 'discharged'
                AND d.kind IN ('coding_not_final', 'poa_missing', 'open_query')
@@ -289,19 +311,38 @@ impl ChartStore {
                         r.get::<_, u32>(7)?,
                         r.get::<_, u32>(8)?,
                     ],
+                    (
+                        r.get::<_, String>(9)?,
+                        r.get::<_, String>(10)?,
+                        r.get::<_, Option<String>>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                        r.get::<_, String>(13)?,
+                        r.get::<_, Option<String>>(14)?,
+                    ),
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (chart, mrn, ward, discharged, principal, counts) = row?;
+                let (chart, mrn, ward, discharged, principal, counts, more) = row?;
                 let [no_final_principal, not_final, poa_missing, open_queries] = counts;
+                let (family_name, given_names, attending, class, admitted, disposition) = more;
                 let discharged_at = parse_time(discharged.as_deref())?;
-                let due_at = discharged_at.map(|d| d.plus_seconds(COMPLETE_WITHIN_DAYS * 86_400));
+                let due_at =
+                    discharged_at.map(|d| d.plus_seconds(i64::from(bill_hold_days) * 86_400));
                 out.push(CodingQueueItem {
                     chart: parse_id(&chart)?,
                     mrn,
+                    family_name,
+                    given_names,
                     ward,
+                    attending,
+                    class: class
+                        .map(|c| EncounterClass::from_token(&c))
+                        .transpose()
+                        .map_err(|_| bad("encounter class"))?,
+                    admitted_at: parse_time(Some(&admitted))?.ok_or_else(|| bad("time"))?,
                     discharged_at,
+                    disposition,
                     principal_final: principal.is_some() && no_final_principal == 0,
                     principal_diagnosis: principal,
                     not_final,
@@ -354,6 +395,31 @@ impl ChartStore {
             && summary.admitted_at.to_rfc3339() == index.admitted_at
             && summary.discharged_at.map(Timestamp::to_rfc3339) == index.discharged_at
             && summary.open_deficiencies as usize == audit.len();
+        let records_fields = self.inner.with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT attending, encounter_class, disposition, birth_date, sex
+                 FROM charts WHERE id = ?1",
+                [id.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )?)
+        })?;
+        let row_agrees = row_agrees
+            && records_fields
+                == (
+                    index.attending,
+                    Some(index.class.to_string()),
+                    index.disposition,
+                    index.birth_date,
+                    index.sex.map(str::to_string),
+                );
         if !row_agrees {
             return Err(StoreError::Corrupt(format!(
                 "chart {id}: its index row does not match the document"
@@ -390,7 +456,7 @@ pub(super) fn deficiency_row(
 }
 
 /// A list of wards as the JSON array SQLite's `json_each` reads.
-fn wards_json(wards: &[String]) -> String {
+pub(super) fn wards_json(wards: &[String]) -> String {
     serde_json::Value::from(wards.to_vec()).to_string()
 }
 
@@ -398,16 +464,22 @@ fn bad(what: &str) -> StoreError {
     StoreError::Corrupt(format!("an index row with an invalid {what}"))
 }
 
-fn parse_id(s: &str) -> Result<ChartId, StoreError> {
+pub(super) fn parse_id(s: &str) -> Result<ChartId, StoreError> {
     s.parse().map_err(|_| bad("chart id"))
 }
 
-fn parse_time(s: Option<&str>) -> Result<Option<Timestamp>, StoreError> {
+pub(super) fn parse_time(s: Option<&str>) -> Result<Option<Timestamp>, StoreError> {
     s.map(Timestamp::parse).transpose().map_err(|_| bad("time"))
 }
 
+/// The version of the index row's fields for the records office (attending, class,
+/// disposition, birth date, sex: migration 10); a store whose `store_meta.index_fields` differs
+/// fills them in the rebuild below.
+const INDEX_FIELDS_VERSION: &str = "1";
+
 /// Rebuilds every chart's deficiency rows and audit fields when the store's index was built
-/// by another version of the audit's rules (`store_meta.deficiency_rules`). Runs as the store
+/// by another version of the audit's rules (`store_meta.deficiency_rules`) or lacks the
+/// records office's fields (`store_meta.index_fields`). Runs as the store
 /// opens, before anything else uses it; charts are read one at a time and the rows replaced in
 /// one transaction, so a crash part-way leaves the old index and the next open starts again.
 /// A chart that does not load keeps its old rows (opening it reports the damage), and the
@@ -416,14 +488,18 @@ pub(super) fn rebuild_if_rules_changed(
     conn: &mut Connection,
     progress: Option<&RebuildListener>,
 ) -> Result<(), StoreError> {
-    let built: Option<String> = conn
-        .query_row(
-            "SELECT value FROM store_meta WHERE key = 'deficiency_rules'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if built.as_deref() == Some(RULES_VERSION.to_string().as_str()) {
+    let meta = |conn: &Connection, key: &str| -> Result<Option<String>, StoreError> {
+        Ok(conn
+            .query_row("SELECT value FROM store_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    };
+    let built = meta(conn, "deficiency_rules")?;
+    let fields = meta(conn, "index_fields")?;
+    if built.as_deref() == Some(RULES_VERSION.to_string().as_str())
+        && fields.as_deref() == Some(INDEX_FIELDS_VERSION)
+    {
         return Ok(());
     }
     let charts: Vec<String> = {
@@ -447,6 +523,7 @@ pub(super) fn rebuild_if_rules_changed(
                 stored.key,
                 chart.deficiencies().ok()?,
                 principal_code(&chart).ok()?,
+                IndexFields::of(&chart).ok()?,
             ))
         });
         match rows {
@@ -456,12 +533,23 @@ pub(super) fn rebuild_if_rules_changed(
         tell(n + 1);
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (key, deficiencies, principal) in &rebuilt {
+    for (key, deficiencies, principal, f) in &rebuilt {
         tx.execute("DELETE FROM deficiencies WHERE chart = ?1", [key])?;
         insert_deficiencies(&tx, *key, deficiencies)?;
         tx.execute(
-            "UPDATE charts SET open_deficiencies = ?2, principal_diagnosis = ?3 WHERE key = ?1",
-            params![key, deficiencies.len() as i64, principal],
+            "UPDATE charts SET open_deficiencies = ?2, principal_diagnosis = ?3, attending = ?4,
+                 encounter_class = ?5, disposition = ?6, birth_date = ?7, sex = ?8
+             WHERE key = ?1",
+            params![
+                key,
+                deficiencies.len() as i64,
+                principal,
+                f.attending,
+                f.class,
+                f.disposition,
+                f.birth_date,
+                f.sex
+            ],
         )?;
     }
     // While a chart does not load its rows stay as the old rules left them, and every open
@@ -471,6 +559,11 @@ pub(super) fn rebuild_if_rules_changed(
             "INSERT INTO store_meta (key, value) VALUES ('deficiency_rules', ?1)
              ON CONFLICT (key) DO UPDATE SET value = ?1",
             [RULES_VERSION.to_string()],
+        )?;
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('index_fields', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = ?1",
+            [INDEX_FIELDS_VERSION],
         )?;
     }
     tx.commit()?;

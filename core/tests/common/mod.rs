@@ -26,6 +26,19 @@ pub fn supervisor() -> Staff {
     Staff::new("him.sup", Role::RecordsSupervisor, "records-pc-3")
 }
 
+/// A store in `dir`, committing without a sync per commit (tests are not about power loss).
+pub fn open_store(dir: &tempfile::TempDir) -> chartsync_core::store::ChartStore {
+    use chartsync_core::store::{ChartStore, Durability, StoreOptions};
+    ChartStore::open(
+        dir.path().join("charts.db"),
+        StoreOptions {
+            durability: Durability::Normal,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 /// 2026-11-02T08:00:00Z plus `minutes`.
 pub fn t(minutes: i64) -> Timestamp {
     Timestamp::parse("2026-11-02T08:00:00Z")

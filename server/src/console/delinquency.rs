@@ -57,10 +57,7 @@ pub(super) async fn show(
         .map(|m| (m.month.clone(), m.discharges))
         .collect();
     render(pages::Delinquency {
-        person: &signed.session.user,
-        role: signed.session.role.token(),
-        csrf: &signed.session.csrf,
-        idle_seconds: app.console.idle().as_secs(),
+        frame: signed.frame(&app),
         as_of: &pages::minute(now),
         ward: &filters.ward,
         ward_choices: &ward_choices,

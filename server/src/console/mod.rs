@@ -5,6 +5,8 @@
 //! read is audited as the REST API's are.
 
 mod aging;
+mod charts;
+mod coding;
 mod delinquency;
 mod pages;
 pub mod session;
@@ -42,6 +44,17 @@ pub fn routes() -> Router<AppState> {
         .route("/console/sign-out", post(sign_out))
         .route("/console/worklist", get(worklist::show))
         .route("/console/delinquency", get(delinquency::show))
+        .route(
+            "/console/charts",
+            get(charts::search_page).post(charts::search),
+        )
+        .route("/console/chart", get(charts::view))
+        .route("/console/patient-index", get(charts::patient_index))
+        .route("/console/coding", get(coding::queue))
+        .route("/console/coding/chart", get(coding::chart))
+        .route("/console/coding/search", post(coding::search))
+        .route("/console/coding/assign", post(coding::assign))
+        .route("/console/coding/change", post(coding::change))
         .route("/console/worklist/assign", post(worklist::assign))
         .route(
             "/console/worklist/acknowledge",
@@ -183,6 +196,16 @@ impl Signed {
             expires_at: 0,
             device: None,
             quarantined: false,
+        }
+    }
+
+    /// The frame of a page shown to this person.
+    fn frame(&self, app: &AppState) -> pages::Frame<'_> {
+        pages::Frame {
+            person: &self.session.user,
+            role: self.session.role.token(),
+            csrf: &self.session.csrf,
+            idle_seconds: app.console.idle().as_secs(),
         }
     }
 

@@ -21,13 +21,19 @@ pub struct Refused<'a> {
     pub message: &'a str,
 }
 
-#[derive(Template)]
-#[template(path = "console/worklist.html")]
-pub struct Worklist<'a> {
+/// What every signed-in page's frame shows: who is signed in, the CSRF token its forms carry,
+/// and the idle limit its script counts down.
+pub struct Frame<'a> {
     pub person: &'a str,
     pub role: &'a str,
     pub csrf: &'a str,
     pub idle_seconds: u64,
+}
+
+#[derive(Template)]
+#[template(path = "console/worklist.html")]
+pub struct Worklist<'a> {
+    pub frame: Frame<'a>,
     pub as_of: &'a str,
     pub ward: &'a str,
     /// The person's wards, each with whether it is the one shown.
@@ -59,6 +65,33 @@ pub struct Pager {
     pub next: Option<String>,
 }
 
+/// Rows on one page of a long list.
+pub const PAGE_SIZE: usize = 100;
+
+impl Pager {
+    /// The page `asked` (1-based; anything else is the first, past the end the last) of a
+    /// list of `total` rows: the page's number, the rows it shows, and the links to its
+    /// neighbours (`url` of a page number).
+    pub fn of(
+        total: usize,
+        asked: &str,
+        url: impl Fn(usize) -> String,
+    ) -> (usize, std::ops::Range<usize>, Pager) {
+        let pages = total.div_ceil(PAGE_SIZE).max(1);
+        let page = asked.parse::<usize>().unwrap_or(1).clamp(1, pages);
+        let first = (page - 1) * PAGE_SIZE;
+        let shown = first..total.min(first + PAGE_SIZE);
+        let pager = Pager {
+            first: first + 1,
+            last: shown.end,
+            total,
+            previous: (page > 1).then(|| url(page - 1)),
+            next: (page < pages).then(|| url(page + 1)),
+        };
+        (page, shown, pager)
+    }
+}
+
 /// A worklist item's aging bucket and days overdue (none when acknowledged).
 pub fn aging_of(item: &WorklistItem, now: Timestamp) -> (Aging, Option<i64>) {
     match item.acknowledged {
@@ -70,10 +103,7 @@ pub fn aging_of(item: &WorklistItem, now: Timestamp) -> (Aging, Option<i64>) {
 #[derive(Template)]
 #[template(path = "console/delinquency.html")]
 pub struct Delinquency<'a> {
-    pub person: &'a str,
-    pub role: &'a str,
-    pub csrf: &'a str,
-    pub idle_seconds: u64,
+    pub frame: Frame<'a>,
     pub as_of: &'a str,
     pub ward: &'a str,
     pub ward_choices: &'a [(String, bool)],
@@ -94,12 +124,85 @@ pub struct Delinquency<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "console/coding_queue.html")]
+pub struct CodingQueue<'a> {
+    pub frame: Frame<'a>,
+    pub as_of: &'a str,
+    pub ward: &'a str,
+    pub ward_choices: &'a [(String, bool)],
+    pub bill_hold_days: u32,
+    /// Charts past the billing hold, of all the queue (not the page).
+    pub overdue: usize,
+    pub rows: &'a [super::coding::QueueRow],
+    pub pager: &'a Pager,
+}
+
+#[derive(Template)]
+#[template(path = "console/coding_chart.html")]
+pub struct ChartCoding<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub chart: &'a str,
+    pub mrn: &'a str,
+    pub patient: &'a str,
+    pub ward: &'a str,
+    pub attending: &'a str,
+    pub class: &'a str,
+    pub admitted: &'a str,
+    pub discharged: &'a str,
+    pub stay_days: &'a str,
+    pub disposition: &'a str,
+    pub open_queries: usize,
+    pub codes: &'a [super::coding::CodeRow],
+    pub documents: &'a [super::coding::Document],
+    /// Coders and technicians propose codes and set POA; only a coder makes one final.
+    pub may_code: bool,
+    pub may_finalize: bool,
+    /// The words searched for, and what they found (`None`: no search yet).
+    pub words: &'a str,
+    pub found: Option<&'a [super::coding::Found]>,
+    pub poa_choices: &'a [(&'static str, &'static str)],
+}
+
+#[derive(Template)]
+#[template(path = "console/find_chart.html")]
+pub struct FindChart<'a> {
+    pub frame: Frame<'a>,
+    pub mrn: &'a str,
+    pub name: &'a str,
+    pub birth_date: &'a str,
+    pub visit_date: &'a str,
+    /// What was wrong with the form, said beside it.
+    pub error: Option<&'a str>,
+    /// `None` before a search.
+    pub hits: Option<&'a [super::charts::HitRow]>,
+    pub total: u32,
+    pub limit: u32,
+}
+
+#[derive(Template)]
+#[template(path = "console/chart.html")]
+pub struct Chart<'a> {
+    pub frame: Frame<'a>,
+    pub id: &'a str,
+    pub as_of: &'a str,
+    pub chart: &'a super::charts::ChartPage,
+}
+
+#[derive(Template)]
+#[template(path = "console/patient_index.html")]
+pub struct PatientIndex<'a> {
+    pub frame: Frame<'a>,
+    pub as_of: &'a str,
+    pub ward: &'a str,
+    pub ward_choices: &'a [(String, bool)],
+    pub rows: &'a [super::charts::WarningRow],
+}
+
+#[derive(Template)]
 #[template(path = "console/acknowledge.html")]
 pub struct Acknowledge<'a> {
-    pub person: &'a str,
-    pub role: &'a str,
-    pub csrf: &'a str,
-    pub idle_seconds: u64,
+    pub frame: Frame<'a>,
     pub mrn: &'a str,
     pub patient: &'a str,
     pub ward: &'a str,
@@ -119,6 +222,14 @@ pub fn words(token: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// An entry's kind as a record's reader says it: "Operative note", "History and physical".
+pub fn entry_label(kind: chartsync_core::chart::EntryKind) -> String {
+    match kind {
+        chartsync_core::chart::EntryKind::HistoryPhysical => "History and physical".into(),
+        k => words(k.token()),
     }
 }
 
@@ -146,7 +257,7 @@ pub fn minute(t: Timestamp) -> String {
 }
 
 /// The date of a timestamp, as the worklist shows it.
-fn day(t: Timestamp) -> String {
+pub fn day(t: Timestamp) -> String {
     t.date().to_string()
 }
 

@@ -32,9 +32,6 @@ pub(super) struct Filters {
     page: String,
 }
 
-/// Deficiencies on one page of the worklist.
-pub(super) const PAGE_SIZE: usize = 100;
-
 impl Filters {
     fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Filters {
         let mut f = Filters::default();
@@ -148,28 +145,14 @@ pub(super) async fn show(
     };
     // The aging counts cover every deficiency shown by the filters; the table, one page.
     let buckets = aging::counts(items.iter().map(|i| pages::aging_of(i, now).0));
-    let pages_total = items.len().div_ceil(PAGE_SIZE).max(1);
-    let page = filters
-        .page
-        .parse::<usize>()
-        .unwrap_or(1)
-        .clamp(1, pages_total);
-    let first = (page - 1) * PAGE_SIZE;
+    let (page, shown, pager) =
+        pages::Pager::of(items.len(), &filters.page, |p| filters.on_page(p).url());
     let back = filters.on_page(page).url();
-    let rows: Vec<pages::WorklistRow> = items
+    let rows: Vec<pages::WorklistRow> = items[shown.clone()]
         .iter()
-        .enumerate()
-        .skip(first)
-        .take(PAGE_SIZE)
-        .map(|(n, item)| pages::WorklistRow::of(n, item, now, &back))
+        .zip(shown)
+        .map(|(item, n)| pages::WorklistRow::of(n, item, now, &back))
         .collect();
-    let pager = pages::Pager {
-        first: first + 1,
-        last: first + rows.len(),
-        total: items.len(),
-        previous: (page > 1).then(|| filters.on_page(page - 1).url()),
-        next: (page < pages_total).then(|| filters.on_page(page + 1).url()),
-    };
     let ward_choices = super::ward_choices(&access, &filters.ward);
     let mut people: Vec<(String, String)> = staff
         .into_iter()
@@ -184,10 +167,7 @@ pub(super) async fn show(
     people.sort();
     let flash = signed.session.flash.clone();
     render(pages::Worklist {
-        person: &signed.session.user,
-        role: signed.session.role.token(),
-        csrf: &signed.session.csrf,
-        idle_seconds: app.console.idle().as_secs(),
+        frame: signed.frame(&app),
         flash: flash.as_deref(),
         as_of: &pages::minute(now),
         ward: &filters.ward,
@@ -361,10 +341,7 @@ pub(super) async fn acknowledge_page(
         Err(e) => return crate::api::internal(e),
     };
     render(pages::Acknowledge {
-        person: &signed.session.user,
-        role: signed.session.role.token(),
-        csrf: &signed.session.csrf,
-        idle_seconds: app.console.idle().as_secs(),
+        frame: signed.frame(&app),
         mrn: &summary.mrn,
         patient: &format!("{}, {}", summary.family_name, summary.given_names),
         ward: &summary.ward,
