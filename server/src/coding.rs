@@ -135,7 +135,7 @@ pub(crate) struct CodeLine {
 }
 
 /// The chart's ward, if it is on the person's wards: else the refusal, audited.
-fn on_wards(
+pub(crate) fn on_wards(
     store: &ChartStore,
     access: &Access,
     who: &Actor,
@@ -301,7 +301,7 @@ pub(crate) async fn work(
 }
 
 /// What the chart's rules said, as the answer's status and words.
-fn refused(e: ChartError) -> Refusal {
+pub(crate) fn refused(e: ChartError) -> Refusal {
     let status = match &e {
         ChartError::NotPermitted(_) => StatusCode::FORBIDDEN,
         ChartError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -339,7 +339,7 @@ pub(crate) fn new_coding(
     })
 }
 
-fn chart_id(id: &str) -> Result<ChartId, Refusal> {
+pub(crate) fn chart_id(id: &str) -> Result<ChartId, Refusal> {
     id.parse()
         .map_err(|_| Refusal(StatusCode::BAD_REQUEST, "not a chart id".into()))
 }

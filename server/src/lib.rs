@@ -20,6 +20,7 @@ mod in_process;
 mod metrics;
 mod proofs;
 mod records;
+mod roi;
 mod store_key;
 mod sync;
 
@@ -397,6 +398,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/coding-queue", get(records::coding_queue))
         .route("/api/codes", get(coding::search_codes))
         .route("/api/patient-index", get(records::patient_index))
+        .route("/api/roi-requests", get(roi::log))
+        .route("/api/charts/{id}/roi-requests", post(roi::receive))
+        .route(
+            "/api/charts/{id}/roi-requests/{request}",
+            post(roi::move_request),
+        )
         .route(
             "/api/charts/{id}/coding",
             get(coding::show).post(coding::propose),

@@ -1,7 +1,7 @@
 // The records console in headless Chromium, as a records technician and a coder work it with
 // the keyboard alone. Run by tests/tests/console.rs, which starts the server, checks what it
 // stored afterwards, and reads the last line printed here:
-//   node technician.mjs <console-url> <idle-console-url> <discharged-console-url>
+//   node technician.mjs <console-url> <idle-console-url> <discharged-console-url> <release-console-url>
 // Environment: CHROMIUM (the browser's path, default `chromium`), SCREENSHOTS (a directory for
 // the main screens, default none), PASSWORD (the staff password).
 // Prints: one line `RESULT <json>` with every screen's axe-core findings; exits non-zero at the
@@ -12,7 +12,7 @@ import { chromium } from "playwright-core"
 
 const require = createRequire(import.meta.url)
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8")
-const [base, idleBase, dischargedBase] = process.argv.slice(2)
+const [base, idleBase, dischargedBase, releaseBase] = process.argv.slice(2)
 const password = process.env.PASSWORD
 const screenshots = process.env.SCREENSHOTS || ""
 if (screenshots) mkdirSync(screenshots, { recursive: true })
@@ -255,6 +255,46 @@ try {
   const left = await coder.locator("table.worklist tbody tr").count()
   expect(left === 1, "the coded chart leaves the queue", `${left} rows`)
   await coder.context().close()
+
+  // A records supervisor logs a release request for MRN-0101 and works it through to the
+  // release, all by keyboard: find the chart, its release page, the request form.
+  const sup = await newPage()
+  await signIn(sup, releaseBase, "him.sup")
+  await tabTo(sup, "nav a[href='/console/charts']", "the Find a chart link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await tabTo(sup, "#mrn", "the MRN field")
+  await sup.keyboard.type("MRN-0101")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await tabTo(sup, "a[href^='/console/chart?id=']", "the chart's link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await tabTo(sup, "a[href^='/console/roi/chart']", "the chart's release of information")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  for (const [field, value] of [["#requester", "Acme Life"], ["#recipient", "Acme Life"], ["#recipient_address", "PO Box 9"]]) {
+    await tabTo(sup, field, `the ${field} field`)
+    await sup.keyboard.type(value)
+  }
+  await tabTo(sup, "#purpose", "the purpose")
+  await sup.keyboard.type("Research")
+  expect((await sup.locator("#purpose").inputValue()) === "research", "the purpose chosen by typing")
+  await tabTo(sup, "#scope", "what is asked for")
+  await sup.keyboard.type("discharge summary")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  const logged = await text(sup, "#flash")
+  expect(logged.includes("Request logged"), "the request is logged", logged)
+  await tabTo(sup, "button.verify", "the Verify button")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#flash")).includes("verified"), "the authorization is verified")
+  await tabTo(sup, "input[name=description]", "what was released")
+  await sup.keyboard.type("discharge summary, 2 pages")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#flash")).includes("Released"), "the release is recorded")
+  expect((await text(sup, "main")).includes("discharge summary, 2 pages"), "the disclosure is listed")
+  await audit(sup, "release of information", "release")
+  await tabTo(sup, "nav a[href='/console/roi']", "the release log link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#log-heading")).startsWith("0 open requests"), "nothing left open")
+  await audit(sup, "release log", null)
+  await sup.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))
   console.log(`RESULT ${JSON.stringify(screens)}`)

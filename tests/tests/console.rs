@@ -637,6 +637,12 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     );
     add_staff(&discharged_server, "him.jones", "technician", &["4west"]);
     add_staff(&discharged_server, "cod.kim", "coder", &["4west"]);
+    let release_data = tempfile::tempdir().unwrap();
+    let release_file = release_data.path().join("charts.ndjson");
+    std::fs::write(&release_file, with_authorization()).unwrap();
+    import(release_data.path(), &release_file);
+    let release_server = Server::start(release_data.path());
+    add_staff(&release_server, "him.sup", "records_supervisor", &["*"]);
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
     assert!(
@@ -658,6 +664,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         .arg(format!("http://{}", server.addr))
         .arg(format!("http://{}", idle_server.addr))
         .arg(format!("http://{}", discharged_server.addr))
+        .arg(format!("http://{}", release_server.addr))
         .env("CHROMIUM", &chromium)
         .env("PASSWORD", PASSWORD)
         .env("SCREENSHOTS", &screenshots)
@@ -689,6 +696,8 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "nurse refused",
             "patient index",
             "refused",
+            "release log",
+            "release of information",
             "sign-in",
             "signed out for idleness",
             "worklist",
@@ -759,6 +768,17 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         )
         .unwrap();
     assert_eq!(writes, 2, "proposed, then made final");
+    // And the supervisor's release: logged, verified, released, each a write of theirs.
+    drop(release_server);
+    let db = open_server_db(&release_data.path().join("charts.db"));
+    let writes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE user = 'him.sup' AND device = 'console' AND action = 'write'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(writes, 3, "logged, verified, released");
 }
 
 /// The REST behind the worklist's forms: the same rules for a client that is not the console.
@@ -1929,4 +1949,258 @@ fn an_mrn_on_two_patients_and_an_admission_in_2031_are_warned_of_at_import_and_l
         Some(&server.token("him.jones", "technician", &["4west"])),
     );
     assert_eq!(status, 403, "another ward");
+}
+
+/// MRN-0101's discharged chart (as `discharged` makes it) with the patient's release
+/// authorization signed: what a request for its records is verified against.
+fn with_authorization() -> String {
+    use base64::Engine;
+    use chartsync_core::chart::*;
+    let line: serde_json::Value =
+        serde_json::from_str(&discharged("MRN-0101", "4west", 5, true)).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut chart = Chart::load(&b64.decode(line["automerge"].as_str().unwrap()).unwrap()).unwrap();
+    let desk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    let at = Timestamp::now().plus_seconds(-3_600);
+    let form = chart
+        .add_form(
+            &desk,
+            at,
+            NewForm {
+                form_type: FormType::RoiAuthorization,
+                fields: Default::default(),
+                required_signers: vec!["patient".into()],
+            },
+        )
+        .unwrap();
+    chart
+        .sign_form(&desk, at, &form, "E. Lindqvist", "patient")
+        .unwrap();
+    serde_json::json!({"id": line["id"], "automerge": b64.encode(chart.save())}).to_string()
+}
+
+/// A supervisor logs a release request from the console (no automerge written by hand), sees
+/// it on the log with its days left, cannot release before the authorization is verified,
+/// verifies it, releases the records with the disclosure recorded, and denies another request
+/// with a reason; what the server holds says so, and the accounting leaves the authorized
+/// release out (45 CFR 164.528(a)(1)(iv)).
+#[test]
+fn a_release_request_is_logged_verified_and_released_from_the_console() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("charts.ndjson");
+    std::fs::write(&file, with_authorization()).unwrap();
+    import(data.path(), &file);
+    let server = Server::start(data.path());
+    add_staff(&server, "him.sup", "records_supervisor", &["*"]);
+    add_staff(&server, "cod.kim", "coder", &["4west"]);
+    let addr = &server.addr;
+    let origin = format!("http://{addr}");
+    let cookie = sign_in(addr, "him.sup");
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, found) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&supervisor),
+        r#"{"mrn": "MRN-0101"}"#,
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let chart = found["hits"][0]["chart"].as_str().unwrap().to_string();
+    let page = format!("/console/roi/chart?id={chart}");
+
+    let log = get(addr, "/console/roi", Some(&cookie));
+    assert!(log.body.contains("0 open requests"), "{}", log.body);
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("No request has been logged on this chart."));
+    let token = csrf(&p.body);
+    let send = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str()), ("chart", chart.as_str())];
+        all.extend_from_slice(fields);
+        post(
+            addr,
+            "/console/roi/chart",
+            Some(&cookie),
+            Some(&origin),
+            &all,
+        )
+    };
+    let logged = send(&[
+        ("requester", "Acme Life"),
+        ("recipient", "Acme Life"),
+        ("recipient_address", "PO Box 9"),
+        ("purpose", "research"),
+        ("scope", "discharge summary"),
+    ]);
+    assert_eq!(
+        (logged.status, logged.location.as_str()),
+        (303, page.as_str()),
+        "{}",
+        logged.body
+    );
+    assert!(get(addr, &page, Some(&cookie))
+        .body
+        .contains("Request logged, due in 30 days."));
+    let empty = send(&[
+        ("requester", " "),
+        ("recipient", "x"),
+        ("recipient_address", "y"),
+        ("purpose", "research"),
+        ("scope", "z"),
+    ]);
+    assert_eq!(
+        empty.status, 422,
+        "a request names its requester: {}",
+        empty.body
+    );
+
+    let log = get(addr, "/console/roi", Some(&cookie));
+    assert!(log.body.contains("1 open request,"), "{}", log.body);
+    for shown in [
+        "MRN-0101",
+        "Lindqvist, Eva",
+        "Acme Life",
+        "Research",
+        "30 days left",
+        "Received",
+    ] {
+        assert!(log.body.contains(shown), "{shown} on the log");
+    }
+    let p = get(addr, &page, Some(&cookie));
+    let request = {
+        let at = p.body.find("data-request=\"").unwrap() + 14;
+        p.body[at..at + p.body[at..].find('"').unwrap()].to_string()
+    };
+    // Not released before the authorization is verified: refused, nothing recorded.
+    let early = send(&[
+        ("request", &request),
+        ("status", "fulfilled"),
+        ("description", "discharge summary"),
+    ]);
+    assert_eq!(early.status, 409, "{}", early.body);
+    assert!(early.body.contains("verify the authorization first"));
+    let form = {
+        let at = p.body.find("name=\"authorization_form\">").unwrap();
+        let at = at + p.body[at..].find("value=\"").unwrap() + 7;
+        p.body[at..at + p.body[at..].find('"').unwrap()].to_string()
+    };
+    assert_eq!(
+        send(&[
+            ("request", &request),
+            ("status", "authorization_verified"),
+            ("authorization_form", &form)
+        ])
+        .status,
+        303
+    );
+    let released = send(&[
+        ("request", &request),
+        ("status", "fulfilled"),
+        ("description", "discharge summary, 2 pages"),
+    ]);
+    assert_eq!(released.status, 303, "{}", released.body);
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("Released; the disclosure is recorded."));
+    assert!(
+        p.body.contains("discharge summary, 2 pages"),
+        "the disclosure is listed"
+    );
+
+    // A second request, denied with its reason.
+    send(&[
+        ("requester", "J. Doe"),
+        ("recipient", "J. Doe"),
+        ("recipient_address", "1 Main St"),
+        ("purpose", "judicial_proceeding"),
+        ("scope", "all records"),
+    ]);
+    let p = get(addr, &page, Some(&cookie));
+    let second = p
+        .body
+        .split("data-request=\"")
+        .nth(2)
+        .map(|r| r[..r.find('"').unwrap()].to_string())
+        .unwrap();
+    assert_eq!(
+        send(&[("request", &second), ("status", "denied"), ("reason", " ")]).status,
+        422,
+        "a denial needs a reason"
+    );
+    assert_eq!(
+        send(&[
+            ("request", &second),
+            ("status", "denied"),
+            ("reason", "no subpoena attached")
+        ])
+        .status,
+        303
+    );
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("Denied,") && p.body.contains("no subpoena attached"));
+
+    // The server holds it: no open request, one disclosure, left out of the accounting.
+    let (_, open) = http_get(addr, "/api/roi-requests", Some(&supervisor));
+    let open: serde_json::Value = serde_json::from_str(&open).unwrap();
+    assert_eq!(open["requests"], serde_json::json!([]), "{open}");
+    let view = on_server(&server, &supervisor, chart.parse().unwrap());
+    assert_eq!(view["disclosures"].as_array().unwrap().len(), 1);
+    assert_eq!(view["disclosures"][0]["by"], "him.sup");
+    assert_eq!(view["disclosures"][0]["authorization"], form.as_str());
+    let (_, accounting) = http_get(addr, "/api/disclosures?mrn=MRN-0101", Some(&supervisor));
+    let accounting: serde_json::Value = serde_json::from_str(&accounting).unwrap();
+    assert_eq!(
+        accounting["disclosures"],
+        serde_json::json!([]),
+        "released under the patient's authorization: {accounting}"
+    );
+
+    // A coder does not work releases; REST keeps the same rules.
+    let coder = sign_in(addr, "cod.kim");
+    assert_eq!(get(addr, "/console/roi", Some(&coder)).status, 403);
+    let (status, _) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/roi-requests"),
+        Some(&server.token("cod.kim", "coder", &["4west"])),
+        r#"{"requester": "a", "recipient": "b", "recipient_address": "c", "purpose": "research", "scope": "d"}"#,
+    );
+    assert_eq!(status, 403);
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/roi-requests"),
+        Some(&supervisor),
+        r#"{"requester": "a", "recipient": "b", "recipient_address": "c", "purpose": "curiosity", "scope": "d"}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/roi-requests"),
+        Some(&supervisor),
+        r#"{"requester": "Dr. Ames", "recipient": "Dr. Ames", "recipient_address": "Clinic", "purpose": "treatment", "scope": "labs"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/roi-requests/{id}"),
+        Some(&supervisor),
+        r#"{"status": "received"}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    let (_, open) = http_get(addr, "/api/roi-requests", Some(&supervisor));
+    assert!(
+        open.contains(&id) && !open.contains("Lindqvist"),
+        "ids, not names: {open}"
+    );
+
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let writes: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.sup' AND device = 'console' AND action = 'write'",
+            [&chart],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(writes, 5, "logged, verified, released, logged, denied");
 }

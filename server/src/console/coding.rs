@@ -516,7 +516,7 @@ pub(super) async fn change(
 }
 
 /// A form from the console's own page (its CSRF token, its Origin), naming a chart by id.
-fn checked(
+pub(super) fn checked(
     signed: &Signed,
     headers: &HeaderMap,
     csrf: &str,

@@ -9,6 +9,7 @@ mod charts;
 mod coding;
 mod delinquency;
 mod pages;
+mod roi;
 pub mod session;
 mod worklist;
 
@@ -50,6 +51,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/chart", get(charts::view))
         .route("/console/patient-index", get(charts::patient_index))
+        .route("/console/roi", get(roi::log))
+        .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/coding", get(coding::queue))
         .route("/console/coding/chart", get(coding::chart))
         .route("/console/coding/search", post(coding::search))

@@ -200,6 +200,32 @@ pub struct PatientIndex<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "console/roi_log.html")]
+pub struct RoiLog<'a> {
+    pub frame: Frame<'a>,
+    pub as_of: &'a str,
+    pub ward: &'a str,
+    pub ward_choices: &'a [(String, bool)],
+    pub rows: &'a [super::roi::LogRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/roi_chart.html")]
+pub struct RoiChart<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub chart: &'a str,
+    pub mrn: &'a str,
+    pub patient: &'a str,
+    pub requests: &'a [super::roi::RequestRow],
+    /// The chart's completed roi_authorization forms: id, and as the choice shows it.
+    pub authorizations: &'a [(String, String)],
+    /// When, to whom, what, why.
+    pub disclosures: &'a [(String, String, String, String)],
+    pub purposes: &'a [(&'static str, String)],
+}
+
+#[derive(Template)]
 #[template(path = "console/acknowledge.html")]
 pub struct Acknowledge<'a> {
     pub frame: Frame<'a>,

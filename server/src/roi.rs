@@ -1,0 +1,390 @@
+//! Release of information on the server: the log of open requests across charts, a request
+//! logged without writing automerge, moved along (authorization verified, denied, fulfilled
+//! with its disclosure recorded). The REST endpoints and the console share these functions;
+//! every write is a change to the chart by the signed-in person, committed with its audit row
+//! and sent to the devices that hold the chart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chartsync_core::chart::{
+    ChartError, ChartId, DeficiencyKind, DisclosurePurpose, NewDisclosure, NewRoiRequest,
+    RoiRequestView, RoiStatus, Role, Staff, Timestamp,
+};
+use chartsync_core::store::{Actor, AuditAction, ChartStore, DeficiencyFilter, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::api::actor;
+use crate::auth::Access;
+use crate::coding::{chart_id, on_wards};
+use crate::records::{audit_detail, listing_wards, settled, Refusal};
+use crate::AppState;
+
+/// Days a covered entity has to act on a request for access (45 CFR 164.524(b)(2)).
+pub(crate) const DUE_WITHIN_DAYS: i64 = 30;
+
+/// Who works release of information: records technicians and supervisors, administrators
+/// (the chart's own rule).
+pub(crate) fn works_roi(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Technician | Role::RecordsSupervisor | Role::Admin
+    )
+}
+
+fn refused_role() -> Refusal {
+    Refusal(
+        StatusCode::FORBIDDEN,
+        "release of information is worked by records technicians and supervisors".into(),
+    )
+}
+
+/// One open request on the log, with its chart. `patient` is for the console only.
+#[derive(Serialize)]
+pub(crate) struct RoiLine {
+    pub chart: ChartId,
+    pub mrn: String,
+    #[serde(skip)]
+    pub patient: String,
+    pub ward: String,
+    #[serde(flatten)]
+    pub request: RoiRequestView,
+}
+
+#[derive(Serialize)]
+struct RoiLog {
+    as_of: Timestamp,
+    requests: Vec<RoiLine>,
+}
+
+/// The open requests (received, or authorization verified) on the person's wards, soonest
+/// due first; audited as a listing.
+pub(crate) async fn open_requests(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    query: &HashMap<String, String>,
+    now: Timestamp,
+) -> Result<Vec<RoiLine>, Refusal> {
+    if !works_roi(access.role) {
+        return Err(refused_role());
+    }
+    let wards = listing_wards(access, query)?;
+    let result = tokio::task::spawn_blocking(move || {
+        // Every open request is a `release_due` row of the index: the charts to read.
+        let filter = DeficiencyFilter {
+            wards: wards.clone(),
+            kind: Some(DeficiencyKind::ReleaseDue),
+            ..DeficiencyFilter::default()
+        };
+        let items = store.worklist(&filter, now)?;
+        let mut lines = Vec::with_capacity(items.len());
+        for item in items {
+            let request = store
+                .read(item.chart, |c| {
+                    c.view().map(|v| {
+                        v.roi_requests
+                            .into_iter()
+                            .find(|r| r.id == item.deficiency.record_id)
+                    })
+                })?
+                .map_err(|error| StoreError::Chart {
+                    id: item.chart,
+                    error,
+                })?;
+            if let Some(request) = request {
+                lines.push(RoiLine {
+                    chart: item.chart,
+                    mrn: item.mrn,
+                    patient: format!("{}, {}", item.family_name, item.given_names),
+                    ward: item.ward,
+                    request,
+                });
+            }
+        }
+        lines.sort_by_key(|a| (a.request.due_at, a.chart));
+        let detail = format!(
+            "{}: {} open",
+            audit_detail("release log", &wards),
+            lines.len()
+        );
+        store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+        Ok::<_, StoreError>(Ok(lines))
+    })
+    .await;
+    settled(result)
+}
+
+/// The work on a chart's release of information.
+pub(crate) enum RoiWork {
+    /// Log a request: due [`DUE_WITHIN_DAYS`] after it was received.
+    Receive {
+        requester: String,
+        recipient: String,
+        recipient_address: String,
+        purpose: DisclosurePurpose,
+        scope: String,
+    },
+    /// Verify the patient's authorization, naming their completed `roi_authorization` form.
+    Verify {
+        request: String,
+        form: String,
+    },
+    Deny {
+        request: String,
+        reason: String,
+    },
+    /// Release the records: the disclosure is recorded and the request fulfilled, in one
+    /// commit.
+    Fulfil {
+        request: String,
+        description: String,
+    },
+}
+
+/// Does `work` on chart `id` as the signed-in person from `device`; the request's id.
+pub(crate) async fn work(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    device: &'static str,
+    id: ChartId,
+    work: RoiWork,
+) -> Result<String, Refusal> {
+    if !works_roi(access.role) {
+        return Err(refused_role());
+    }
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if let Err(r) = on_wards(&store, &access, &who, id, "release of information")? {
+            return Ok(Err(r));
+        }
+        let by = Staff::new(access.user.clone(), access.role, device);
+        let now = Timestamp::now();
+        let done = store.update_as(&who, id, |chart| match work {
+            RoiWork::Receive {
+                requester,
+                recipient,
+                recipient_address,
+                purpose,
+                scope,
+            } => chart.receive_roi_request(
+                &by,
+                now,
+                NewRoiRequest {
+                    requester,
+                    recipient,
+                    recipient_address,
+                    purpose,
+                    scope,
+                    due_at: now.plus_seconds(DUE_WITHIN_DAYS * 86_400),
+                },
+            ),
+            RoiWork::Verify { request, form } => chart
+                .set_roi_status(
+                    &by,
+                    now,
+                    &request,
+                    RoiStatus::AuthorizationVerified,
+                    Some(&form),
+                    None,
+                )
+                .map(|()| request),
+            RoiWork::Deny { request, reason } => chart
+                .set_roi_status(&by, now, &request, RoiStatus::Denied, None, Some(&reason))
+                .map(|()| request),
+            RoiWork::Fulfil {
+                request,
+                description,
+            } => {
+                let view = chart.view()?;
+                let r = view
+                    .roi_requests
+                    .iter()
+                    .find(|r| r.id == request)
+                    .ok_or_else(|| ChartError::NotFound {
+                        what: "release-of-information request",
+                        id: request.clone(),
+                    })?;
+                if r.status != RoiStatus::AuthorizationVerified {
+                    return Err(ChartError::InvalidTransition(format!(
+                        "a {} request is not released: verify the authorization first",
+                        r.status
+                    )));
+                }
+                chart.record_disclosure(
+                    &by,
+                    now,
+                    NewDisclosure {
+                        request_id: Some(request.clone()),
+                        recipient: r.recipient.clone(),
+                        recipient_address: r.recipient_address.clone(),
+                        description,
+                        purpose: r.purpose,
+                    },
+                )?;
+                chart
+                    .set_roi_status(&by, now, &request, RoiStatus::Fulfilled, None, None)
+                    .map(|()| request)
+            }
+        });
+        Ok::<_, StoreError>(match done {
+            Ok(request) => Ok(request),
+            Err(StoreError::Chart { error, .. }) => Err(crate::coding::refused(error)),
+            Err(e) => return Err(e),
+        })
+    })
+    .await;
+    settled(result)
+}
+
+/// `GET /api/roi-requests[?ward=W]`: the open release-of-information requests, soonest due
+/// first; `{as_of, requests: [{chart, mrn, ward, id, requester, recipient, ..., due_at,
+/// status}]}`.
+pub async fn log(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let who = actor(&access, &headers);
+    let now = Timestamp::now();
+    match open_requests(app.store.clone(), &access, who, &query, now).await {
+        Ok(requests) => Json(RoiLog {
+            as_of: now,
+            requests,
+        })
+        .into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receive {
+    requester: String,
+    recipient: String,
+    recipient_address: String,
+    purpose: String,
+    scope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Move {
+    /// `authorization_verified`, `denied` or `fulfilled`.
+    status: String,
+    #[serde(default)]
+    authorization_form: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    /// For `fulfilled`: what was released.
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub(crate) fn purpose(token: &str) -> Result<DisclosurePurpose, Refusal> {
+    DisclosurePurpose::from_token(token)
+        .map_err(|e| Refusal(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+/// What a status move asks for, as [`RoiWork`]; a missing field is refused by name.
+pub(crate) fn moved(
+    request: String,
+    status: &str,
+    form: Option<String>,
+    reason: Option<String>,
+    description: Option<String>,
+) -> Result<RoiWork, Refusal> {
+    let given = |v: Option<String>, field: &str| {
+        v.map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Refusal(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{field} is required"),
+                )
+            })
+    };
+    match RoiStatus::from_token(status) {
+        Ok(RoiStatus::AuthorizationVerified) => Ok(RoiWork::Verify {
+            request,
+            form: given(form, "authorization_form")?,
+        }),
+        Ok(RoiStatus::Denied) => Ok(RoiWork::Deny {
+            request,
+            reason: given(reason, "reason")?,
+        }),
+        Ok(RoiStatus::Fulfilled) => Ok(RoiWork::Fulfil {
+            request,
+            description: given(description, "description")?,
+        }),
+        Ok(RoiStatus::Received) | Err(_) => Err(Refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "status is authorization_verified, denied or fulfilled".into(),
+        )),
+    }
+}
+
+/// `POST /api/charts/{id}/roi-requests` `{requester, recipient, recipient_address, purpose,
+/// scope}`: logs a request received now, due in 30 days; 201 `{id}`.
+pub async fn receive(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Receive>,
+) -> Response {
+    let (id, purpose) = match (chart_id(&id), purpose(&body.purpose)) {
+        (Ok(id), Ok(p)) => (id, p),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
+    };
+    let w = RoiWork::Receive {
+        requester: body.requester,
+        recipient: body.recipient,
+        recipient_address: body.recipient_address,
+        purpose,
+        scope: body.scope,
+    };
+    let who = actor(&access, &headers);
+    match work(app.store.clone(), &access, who, "api", id, w).await {
+        Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /api/charts/{id}/roi-requests/{request}` `{status, authorization_form?, reason?,
+/// description?}`: verifies the authorization (naming the patient's completed
+/// `roi_authorization` form), denies with a reason, or releases the records (`fulfilled`,
+/// with what was released: the disclosure is recorded in the same commit).
+pub async fn move_request(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path((id, request)): Path<(String, String)>,
+    Json(body): Json<Move>,
+) -> Response {
+    let id = match chart_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let w = match moved(
+        request,
+        &body.status,
+        body.authorization_form,
+        body.reason,
+        body.description,
+    ) {
+        Ok(w) => w,
+        Err(r) => return r.into_response(),
+    };
+    let who = actor(&access, &headers);
+    match work(app.store.clone(), &access, who, "api", id, w).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r.into_response(),
+    }
+}
