@@ -2154,7 +2154,10 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
 
     // A coder does not work releases; REST keeps the same rules.
     let coder = sign_in(addr, "cod.kim");
-    assert_eq!(get(addr, "/console/roi", Some(&coder)).status, 403);
+    let p = get(addr, "/console/roi", Some(&coder));
+    assert_eq!(p.status, 403);
+    let p = get(addr, "/console/coding", Some(&coder));
+    assert!(!p.body.contains("href=\"/console/roi\""), "no link a coder would be refused at");
     let (status, _) = http_post(
         addr,
         &format!("/api/charts/{chart}/roi-requests"),
