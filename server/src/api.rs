@@ -185,18 +185,33 @@ pub async fn audit(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the audit trail is for records supervisors and admins",
-        );
-    }
     let Some(Ok(id)) = query.get("chart").map(|c| c.parse::<ChartId>()) else {
         return error(StatusCode::BAD_REQUEST, "name a chart: ?chart=");
     };
-    let store = app.store.clone();
     let who = actor(&access, &headers);
-    let result = blocking(move || {
+    match chart_audit_trail(app.store.clone(), &access, who, id).await {
+        Ok(trail) => Json(trail).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// A chart's audit trail, oldest first, for records supervisors and admins whose wards cover
+/// the chart; the read (or the refusal) is audited too.
+pub(crate) async fn chart_audit_trail(
+    store: std::sync::Arc<chartsync_core::store::ChartStore>,
+    access: &Access,
+    who: chartsync_core::store::Actor,
+    id: ChartId,
+) -> Result<Vec<chartsync_core::store::AuditRecord>, crate::records::Refusal> {
+    use crate::records::Refusal;
+    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "the audit trail is for records supervisors and admins".into(),
+        ));
+    }
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
         // A supervisor's wards bound the trails they read, as they bound the charts. A trail
         // with no chart in the store (a refused new chart, a denied guess) is the records
         // office's (`*`) to read.
@@ -207,19 +222,14 @@ pub async fn audit(
         if !visible {
             let detail = Some("audit trail of a chart outside the token's wards");
             store.record_audit(&who, AuditAction::Deny, Some(id), detail)?;
-            return Ok(None);
+            return Ok(Err(Refusal(StatusCode::NOT_FOUND, "no such chart".into())));
         }
         let trail = store.audit_trail(id)?;
         store.record_audit(&who, AuditAction::Read, Some(id), Some("audit trail"))?;
-        Ok::<_, chartsync_core::store::StoreError>(Some(trail))
+        Ok::<_, chartsync_core::store::StoreError>(Ok(trail))
     })
     .await;
-    match result {
-        Ok(Ok(Some(trail))) => Json(trail).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such chart"),
-        Ok(Err(e)) => internal(e),
-        Err(r) => r,
-    }
+    crate::records::settled(result)
 }
 
 /// `GET /metrics`

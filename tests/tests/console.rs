@@ -2157,7 +2157,10 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
     let p = get(addr, "/console/roi", Some(&coder));
     assert_eq!(p.status, 403);
     let p = get(addr, "/console/coding", Some(&coder));
-    assert!(!p.body.contains("href=\"/console/roi\""), "no link a coder would be refused at");
+    assert!(
+        !p.body.contains("href=\"/console/roi\""),
+        "no link a coder would be refused at"
+    );
     let (status, _) = http_post(
         addr,
         &format!("/api/charts/{chart}/roi-requests"),
@@ -2194,6 +2197,30 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
     assert!(
         open.contains(&id) && !open.contains("Lindqvist"),
         "ids, not names: {open}"
+    );
+
+    // The chart's audit trail, from the viewer's link: the supervisor's console writes in it.
+    let viewer = get(addr, &format!("/console/chart?id={chart}"), Some(&cookie));
+    let link = format!("/console/chart/audit?id={chart}");
+    assert!(
+        viewer.body.contains(&format!("href=\"{link}\"")),
+        "a supervisor's link to the trail"
+    );
+    let trail = get(addr, &link, Some(&cookie));
+    assert_eq!(trail.status, 200);
+    let writes = trail
+        .body
+        .matches("<td>him.sup (records_supervisor) on console</td><td>Write</td>")
+        .count();
+    assert_eq!(writes, 5, "logged, verified, released, logged, denied");
+    assert!(
+        trail.body.contains("chart viewer"),
+        "the reads are in it too"
+    );
+    assert_eq!(
+        get(addr, &link, Some(&coder)).status,
+        403,
+        "the trail is for supervisors"
     );
 
     drop(server);

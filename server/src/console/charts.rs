@@ -434,3 +434,56 @@ pub(super) async fn patient_index(
         rows: &rows,
     })
 }
+
+/// One row of a chart's audit trail as the console shows it.
+pub struct AuditRow {
+    pub at: String,
+    pub who: String,
+    pub action: String,
+    pub changes: usize,
+    pub detail: String,
+}
+
+/// `GET /console/chart/audit?id=…`: who did what to the chart, oldest first (records
+/// supervisors and admins); reading it is audited too.
+pub(super) async fn audit_trail(
+    State(app): State<AppState>,
+    signed: Signed,
+    Query(q): Query<ChartQuery>,
+) -> Response {
+    let Ok(id) = q.id.parse() else {
+        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    };
+    let trail = match crate::api::chart_audit_trail(
+        app.store.clone(),
+        &signed.access(),
+        signed.actor(),
+        id,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(r) => return refused_page(r.0, &r.1),
+    };
+    let rows: Vec<AuditRow> = trail
+        .iter()
+        .map(|a| AuditRow {
+            at: pages::minute(a.at),
+            who: format!("{} ({}) on {}", a.actor.user, a.actor.role, a.actor.device),
+            action: pages::words(
+                &serde_json::to_value(a.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+            ),
+            changes: a.changes.len(),
+            detail: a.detail.clone().unwrap_or_default(),
+        })
+        .collect();
+    render(pages::AuditTrail {
+        frame: signed.frame(&app),
+        id: &q.id,
+        as_of: &pages::minute(Timestamp::now()),
+        rows: &rows,
+    })
+}

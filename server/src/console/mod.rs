@@ -50,6 +50,7 @@ pub fn routes() -> Router<AppState> {
             get(charts::search_page).post(charts::search),
         )
         .route("/console/chart", get(charts::view))
+        .route("/console/chart/audit", get(charts::audit_trail))
         .route("/console/patient-index", get(charts::patient_index))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))

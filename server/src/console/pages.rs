@@ -226,6 +226,15 @@ pub struct RoiChart<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "console/audit_trail.html")]
+pub struct AuditTrail<'a> {
+    pub frame: Frame<'a>,
+    pub id: &'a str,
+    pub as_of: &'a str,
+    pub rows: &'a [super::charts::AuditRow],
+}
+
+#[derive(Template)]
 #[template(path = "console/acknowledge.html")]
 pub struct Acknowledge<'a> {
     pub frame: Frame<'a>,
