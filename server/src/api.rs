@@ -178,21 +178,100 @@ pub async fn chart(
     }
 }
 
-/// `GET /api/audit?chart=ID`: records supervisors and admins only; reading it is audited too.
+/// `GET /api/audit?chart=ID | ?user=U | ?mrn=M`: a chart's, a person's or a patient's audit
+/// trail; records supervisors and admins only (of every ward for a person or a patient);
+/// reading it is audited too.
 pub async fn audit(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(Ok(id)) = query.get("chart").map(|c| c.parse::<ChartId>()) else {
-        return error(StatusCode::BAD_REQUEST, "name a chart: ?chart=");
-    };
     let who = actor(&access, &headers);
-    match chart_audit_trail(app.store.clone(), &access, who, id).await {
+    let whose = match (query.get("chart"), query.get("user"), query.get("mrn")) {
+        (Some(c), None, None) => match c.parse::<ChartId>() {
+            Ok(id) => {
+                return match chart_audit_trail(app.store.clone(), &access, who, id).await {
+                    Ok(trail) => Json(trail).into_response(),
+                    Err(r) => r.into_response(),
+                }
+            }
+            Err(_) => return error(StatusCode::BAD_REQUEST, "not a chart id"),
+        },
+        (None, Some(u), None) => Whose::User(u.clone()),
+        (None, None, Some(m)) => Whose::Patient(m.clone()),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name one chart (?chart=), person (?user=) or patient (?mrn=)",
+            )
+        }
+    };
+    match audit_trail_of(app.store.clone(), &access, who, whose).await {
         Ok(trail) => Json(trail).into_response(),
         Err(r) => r.into_response(),
     }
+}
+
+/// Whose audit trail, beyond one chart's.
+pub(crate) enum Whose {
+    /// What one person did, newest first (the last 1,000 rows).
+    User(String),
+    /// Every chart of an MRN, oldest first.
+    Patient(String),
+}
+
+/// Rows of a person's trail one answer holds.
+const USER_TRAIL_ROWS: u32 = 1_000;
+
+/// A person's or a patient's audit trail, for records supervisors and admins of every ward
+/// (either spans wards). Reading a patient's trail is audited on each of their charts; a
+/// person's, as a listing naming them.
+pub(crate) async fn audit_trail_of(
+    store: std::sync::Arc<chartsync_core::store::ChartStore>,
+    access: &Access,
+    who: chartsync_core::store::Actor,
+    whose: Whose,
+) -> Result<Vec<chartsync_core::store::AuditRecord>, crate::records::Refusal> {
+    use crate::records::Refusal;
+    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin)
+        || !access.may_see_ward(crate::auth::ALL_WARDS)
+    {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "a person's or a patient's audit trail is for records supervisors and admins of every ward"
+                .into(),
+        ));
+    }
+    let result = tokio::task::spawn_blocking(move || match whose {
+        Whose::User(user) => {
+            let trail = store.audit_of_user(&user, USER_TRAIL_ROWS)?;
+            let detail = format!("audit trail of user {user}");
+            store.record_audit(&who, AuditAction::List, None, Some(&detail))?;
+            Ok(Ok(trail))
+        }
+        Whose::Patient(mrn) => {
+            let charts = store.charts_of_patient(&mrn)?;
+            if charts.is_empty() {
+                return Ok(Err(Refusal(
+                    StatusCode::NOT_FOUND,
+                    crate::records::no_such_patient(&mrn),
+                )));
+            }
+            let trail = store.audit_of_patient(&mrn)?;
+            for c in &charts {
+                store.record_audit(
+                    &who,
+                    AuditAction::Read,
+                    Some(c.id),
+                    Some("patient's audit trail"),
+                )?;
+            }
+            Ok::<_, chartsync_core::store::StoreError>(Ok(trail))
+        }
+    })
+    .await;
+    crate::records::settled(result)
 }
 
 /// A chart's audit trail, oldest first, for records supervisors and admins whose wards cover

@@ -2223,6 +2223,58 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
         "the trail is for supervisors"
     );
 
+    // A person's trail (by staff id, in the URL) and a patient's (by MRN, posted).
+    let mine = get(addr, "/console/audit?user=him.sup", Some(&cookie));
+    assert!(
+        mine.body.contains("What him.sup did, newest first"),
+        "{}",
+        mine.body
+    );
+    assert!(mine.body.contains("<td>Write</td>") && mine.body.contains("<td>Sign in</td>"));
+    let theirs = post(
+        addr,
+        "/console/audit",
+        Some(&cookie),
+        Some(&origin),
+        &[("csrf", &token), ("mrn", "MRN-0101")],
+    );
+    assert_eq!(theirs.status, 200);
+    assert!(theirs
+        .body
+        .contains("Every chart of MRN-0101, oldest first"));
+    assert!(theirs
+        .body
+        .contains(&format!("href=\"/console/chart?id={chart}\"")));
+    let (status, body) = http_get(addr, "/api/audit?user=him.sup", Some(&supervisor));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+            > 5
+    );
+    assert_eq!(
+        http_get(addr, "/api/audit?mrn=MRN-9999", Some(&supervisor)).0,
+        404
+    );
+    assert_eq!(
+        http_get(addr, "/api/audit?mrn=MRN-0101&user=x", Some(&supervisor)).0,
+        400
+    );
+    let one_ward = server.token("him.ward", "records_supervisor", &["4west"]);
+    assert_eq!(
+        http_get(addr, "/api/audit?mrn=MRN-0101", Some(&one_ward)).0,
+        403,
+        "a patient's trail spans wards"
+    );
+    let technician = server.token("him.jones", "technician", &["*"]);
+    assert_eq!(
+        http_get(addr, "/api/audit?user=him.sup", Some(&technician)).0,
+        403
+    );
+
     drop(server);
     let db = open_server_db(&data.path().join("charts.db"));
     let writes: i64 = db
@@ -2233,4 +2285,15 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
         )
         .unwrap();
     assert_eq!(writes, 5, "logged, verified, released, logged, denied");
+    let read: i64 = db
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.sup' AND detail = 'patient''s audit trail'",
+            [&chart],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        read, 1,
+        "reading a patient's trail is on their chart's trail"
+    );
 }

@@ -981,12 +981,39 @@ impl ChartStore {
 
     /// A chart's audit trail, oldest first.
     pub fn audit_trail(&self, chart: ChartId) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where("chart_id = ?1 ORDER BY seq", &[&chart.to_string()])
+    }
+
+    /// What one person did, newest first, at most `limit` rows: every read, list, write and
+    /// refusal under their user id, on any chart or none.
+    pub fn audit_of_user(&self, user: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where(
+            &format!("user = ?1 ORDER BY seq DESC LIMIT {limit}"),
+            &[&user],
+        )
+    }
+
+    /// The audit trails of every chart of a patient (by MRN) in this store, in one list,
+    /// oldest first.
+    pub fn audit_of_patient(&self, mrn: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where(
+            "chart_id IN (SELECT id FROM charts WHERE mrn = ?1) ORDER BY seq",
+            &[&mrn],
+        )
+    }
+
+    fn audit_where(
+        &self,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT seq, at, user, role, device, action, chart_id, changes, detail
+             FROM audit_events WHERE {clause}"
+        );
         self.inner.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, at, user, role, device, action, chart_id, changes, detail
-                 FROM audit_events WHERE chart_id = ?1 ORDER BY seq",
-            )?;
-            let rows = stmt.query_map([chart.to_string()], |r| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(args, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,

@@ -435,8 +435,10 @@ pub(super) async fn patient_index(
     })
 }
 
-/// One row of a chart's audit trail as the console shows it.
+/// One row of an audit trail as the console shows it.
 pub struct AuditRow {
+    /// The chart it names, if any (shown on a person's or a patient's trail).
+    pub chart: String,
     pub at: String,
     pub who: String,
     pub action: String,
@@ -465,25 +467,114 @@ pub(super) async fn audit_trail(
         Ok(t) => t,
         Err(r) => return refused_page(r.0, &r.1),
     };
-    let rows: Vec<AuditRow> = trail
-        .iter()
-        .map(|a| AuditRow {
-            at: pages::minute(a.at),
-            who: format!("{} ({}) on {}", a.actor.user, a.actor.role, a.actor.device),
-            action: pages::words(
-                &serde_json::to_value(a.action)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-            ),
-            changes: a.changes.len(),
-            detail: a.detail.clone().unwrap_or_default(),
-        })
-        .collect();
+    let rows = audit_rows(&trail);
     render(pages::AuditTrail {
         frame: signed.frame(&app),
         id: &q.id,
         as_of: &pages::minute(Timestamp::now()),
         rows: &rows,
     })
+}
+
+fn audit_rows(trail: &[chartsync_core::store::AuditRecord]) -> Vec<AuditRow> {
+    trail
+        .iter()
+        .map(|a| AuditRow {
+            chart: a.chart.map(|c| c.to_string()).unwrap_or_default(),
+            at: pages::minute(a.at),
+            who: format!("{} ({}) on {}", a.actor.user, a.actor.role, a.actor.device),
+            action: pages::words(
+                serde_json::to_value(a.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+                    .as_str(),
+            ),
+            changes: a.changes.len(),
+            detail: a.detail.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+#[derive(Default, Deserialize)]
+pub(super) struct TrailForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    mrn: String,
+}
+
+/// `GET /console/audit[?user=U]`: the form for a person's or a patient's trail, and a
+/// person's trail when one is named (a staff id is not patient data).
+pub(super) async fn trails(
+    State(app): State<AppState>,
+    signed: Signed,
+    Query(q): Query<TrailForm>,
+) -> Response {
+    let user = q.user.trim().to_string();
+    if user.is_empty() {
+        return render(pages::Trails {
+            frame: signed.frame(&app),
+            user: "",
+            mrn: "",
+            heading: None,
+            rows: &[],
+        });
+    }
+    trail_page(
+        &app,
+        &signed,
+        crate::api::Whose::User(user.clone()),
+        &user,
+        "",
+    )
+    .await
+}
+
+/// `POST /console/audit`: a patient's trail, by MRN (in the body, not the URL).
+pub(super) async fn patient_trail(
+    State(app): State<AppState>,
+    signed: Signed,
+    headers: HeaderMap,
+    Form(form): Form<TrailForm>,
+) -> Response {
+    if let Err(refused) = signed.check(&headers, &form.csrf) {
+        return refused;
+    }
+    let mrn = form.mrn.trim().to_string();
+    trail_page(
+        &app,
+        &signed,
+        crate::api::Whose::Patient(mrn.clone()),
+        "",
+        &mrn,
+    )
+    .await
+}
+
+async fn trail_page(
+    app: &AppState,
+    signed: &Signed,
+    whose: crate::api::Whose,
+    user: &str,
+    mrn: &str,
+) -> Response {
+    let heading = match &whose {
+        crate::api::Whose::User(u) => format!("What {u} did, newest first"),
+        crate::api::Whose::Patient(m) => format!("Every chart of {m}, oldest first"),
+    };
+    match crate::api::audit_trail_of(app.store.clone(), &signed.access(), signed.actor(), whose)
+        .await
+    {
+        Ok(trail) => render(pages::Trails {
+            frame: signed.frame(app),
+            user,
+            mrn,
+            heading: Some(&heading),
+            rows: &audit_rows(&trail),
+        }),
+        Err(r) => refused_page(r.0, &r.1),
+    }
 }

@@ -51,6 +51,10 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/chart", get(charts::view))
         .route("/console/chart/audit", get(charts::audit_trail))
+        .route(
+            "/console/audit",
+            get(charts::trails).post(charts::patient_trail),
+        )
         .route("/console/patient-index", get(charts::patient_index))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))

@@ -235,6 +235,17 @@ pub struct AuditTrail<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "console/trails.html")]
+pub struct Trails<'a> {
+    pub frame: Frame<'a>,
+    pub user: &'a str,
+    pub mrn: &'a str,
+    /// Whose trail is shown; none before one is asked for.
+    pub heading: Option<&'a str>,
+    pub rows: &'a [super::charts::AuditRow],
+}
+
+#[derive(Template)]
 #[template(path = "console/acknowledge.html")]
 pub struct Acknowledge<'a> {
     pub frame: Frame<'a>,
