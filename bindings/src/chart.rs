@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chartsync_core::chart::{
     self as core_chart, ChartError, ChartId, ChartView, CodeInput, CodingStatus, Conflict,
     Deficiency, NewAmendment, NewCoding, NewDisclosure, NewEntry, NewForm, NewQuery, NewRoiRequest,
-    PatientUpdate, PresentOnAdmission, Resolution, RoiStatus, Shift, SignatureMeaning, Staff,
-    Timestamp,
+    PatientUpdate, PresentOnAdmission, Resolution, RoiDelivery, RoiFee, RoiStatus,
+    SensitiveCategory, Shift, SignatureMeaning, Staff, Timestamp,
 };
 use chartsync_core::store::ChartStore;
 
@@ -236,6 +236,29 @@ impl Chart {
                 authorization_form.as_deref(),
                 reason.as_deref(),
             )
+        })
+    }
+
+    /// Takes a request's one 30-day extension, with the reason its notice gives; returns the
+    /// new due date.
+    pub fn extend_roi_request(
+        &self,
+        request_id: String,
+        reason: String,
+    ) -> Result<Timestamp, ChartsyncError> {
+        self.write(|c, by, at| c.extend_roi_request(by, at, &request_id, &reason))
+    }
+
+    /// Prepares a request's release: delivery, the sensitive information found, the fee.
+    pub fn prepare_roi_release(
+        &self,
+        request_id: String,
+        delivery: RoiDelivery,
+        sensitive: Vec<SensitiveCategory>,
+        fee: RoiFee,
+    ) -> Result<(), ChartsyncError> {
+        self.write(|c, by, at| {
+            c.prepare_roi_release(by, at, &request_id, delivery, &sensitive, fee)
         })
     }
 

@@ -481,6 +481,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
+    typealias FfiType = UInt64
+    typealias SwiftType = UInt64
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> UInt64 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
     typealias FfiType = Int64
     typealias SwiftType = Int64
@@ -3499,6 +3515,170 @@ public func FfiConverterTypeQueryView_lower(_ value: QueryView) -> RustBuffer {
 }
 
 
+/**
+ * A request's extension: the notice given to the requester within the first 30 days, with
+ * the reason for the delay and the date it will be answered by (the request's `due_at`).
+ */
+public struct RoiExtension: Equatable, Hashable {
+    public var by: String
+    public var at: Timestamp
+    public var reason: String
+    /**
+     * The due date before the extension.
+     */
+    public var originalDueAt: Timestamp
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(by: String, at: Timestamp, reason: String, 
+        /**
+         * The due date before the extension.
+         */originalDueAt: Timestamp) {
+        self.by = by
+        self.at = at
+        self.reason = reason
+        self.originalDueAt = originalDueAt
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoiExtension: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoiExtension: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoiExtension {
+        return
+            try RoiExtension(
+                by: FfiConverterString.read(from: &buf), 
+                at: FfiConverterTypeTimestamp.read(from: &buf), 
+                reason: FfiConverterString.read(from: &buf), 
+                originalDueAt: FfiConverterTypeTimestamp.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoiExtension, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.by, into: &buf)
+        FfiConverterTypeTimestamp.write(value.at, into: &buf)
+        FfiConverterString.write(value.reason, into: &buf)
+        FfiConverterTypeTimestamp.write(value.originalDueAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiExtension_lift(_ buf: RustBuffer) throws -> RoiExtension {
+    return try FfiConverterTypeRoiExtension.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiExtension_lower(_ value: RoiExtension) -> RustBuffer {
+    return FfiConverterTypeRoiExtension.lower(value)
+}
+
+
+/**
+ * A release's fee, in cents. For the cost bases the total is the sum of its parts (only
+ * these may be charged under 45 CFR 164.524(c)(4)); a flat fee has no parts.
+ */
+public struct RoiFee: Equatable, Hashable {
+    public var basis: FeeBasis
+    /**
+     * Labor for copying, whatever the medium.
+     */
+    public var laborCents: UInt64
+    /**
+     * Paper, or the disc or drive for an electronic copy.
+     */
+    public var suppliesCents: UInt64
+    public var postageCents: UInt64
+    /**
+     * Preparing a summary or explanation the patient agreed to.
+     */
+    public var summaryCents: UInt64
+    public var totalCents: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(basis: FeeBasis, 
+        /**
+         * Labor for copying, whatever the medium.
+         */laborCents: UInt64, 
+        /**
+         * Paper, or the disc or drive for an electronic copy.
+         */suppliesCents: UInt64, postageCents: UInt64, 
+        /**
+         * Preparing a summary or explanation the patient agreed to.
+         */summaryCents: UInt64, totalCents: UInt64) {
+        self.basis = basis
+        self.laborCents = laborCents
+        self.suppliesCents = suppliesCents
+        self.postageCents = postageCents
+        self.summaryCents = summaryCents
+        self.totalCents = totalCents
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension RoiFee: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoiFee: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoiFee {
+        return
+            try RoiFee(
+                basis: FfiConverterTypeFeeBasis.read(from: &buf), 
+                laborCents: FfiConverterUInt64.read(from: &buf), 
+                suppliesCents: FfiConverterUInt64.read(from: &buf), 
+                postageCents: FfiConverterUInt64.read(from: &buf), 
+                summaryCents: FfiConverterUInt64.read(from: &buf), 
+                totalCents: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RoiFee, into buf: inout [UInt8]) {
+        FfiConverterTypeFeeBasis.write(value.basis, into: &buf)
+        FfiConverterUInt64.write(value.laborCents, into: &buf)
+        FfiConverterUInt64.write(value.suppliesCents, into: &buf)
+        FfiConverterUInt64.write(value.postageCents, into: &buf)
+        FfiConverterUInt64.write(value.summaryCents, into: &buf)
+        FfiConverterUInt64.write(value.totalCents, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiFee_lift(_ buf: RustBuffer) throws -> RoiFee {
+    return try FfiConverterTypeRoiFee.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiFee_lower(_ value: RoiFee) -> RustBuffer {
+    return FfiConverterTypeRoiFee.lower(value)
+}
+
+
 public struct RoiRequestView: Equatable, Hashable {
     public var id: String
     public var requester: String
@@ -3516,13 +3696,41 @@ public struct RoiRequestView: Equatable, Hashable {
     public var statusReason: String?
     public var statusBy: String
     public var statusAt: Timestamp
+    /**
+     * How the records go out; set when the release is prepared.
+     */
+    public var delivery: RoiDelivery?
+    /**
+     * The one 30-day extension (45 CFR 164.524(b)(2)(ii)), once taken.
+     */
+    public var `extension`: RoiExtension?
+    /**
+     * The review for information that needs an authorization naming it, once done.
+     */
+    public var sensitiveReview: SensitiveReview?
+    /**
+     * The fee charged, once set.
+     */
+    public var fee: RoiFee?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(id: String, requester: String, recipient: String, recipientAddress: String, purpose: DisclosurePurpose, scope: String, receivedAt: Timestamp, dueAt: Timestamp, 
         /**
          * The roi_authorization form that authorizes the release.
-         */authorization: String?, status: RoiStatus, statusReason: String?, statusBy: String, statusAt: Timestamp) {
+         */authorization: String?, status: RoiStatus, statusReason: String?, statusBy: String, statusAt: Timestamp, 
+        /**
+         * How the records go out; set when the release is prepared.
+         */delivery: RoiDelivery?, 
+        /**
+         * The one 30-day extension (45 CFR 164.524(b)(2)(ii)), once taken.
+         */`extension`: RoiExtension?, 
+        /**
+         * The review for information that needs an authorization naming it, once done.
+         */sensitiveReview: SensitiveReview?, 
+        /**
+         * The fee charged, once set.
+         */fee: RoiFee?) {
         self.id = id
         self.requester = requester
         self.recipient = recipient
@@ -3536,6 +3744,10 @@ public struct RoiRequestView: Equatable, Hashable {
         self.statusReason = statusReason
         self.statusBy = statusBy
         self.statusAt = statusAt
+        self.delivery = delivery
+        self.`extension` = `extension`
+        self.sensitiveReview = sensitiveReview
+        self.fee = fee
     }
 
     
@@ -3566,7 +3778,11 @@ public struct FfiConverterTypeRoiRequestView: FfiConverterRustBuffer {
                 status: FfiConverterTypeRoiStatus.read(from: &buf), 
                 statusReason: FfiConverterOptionString.read(from: &buf), 
                 statusBy: FfiConverterString.read(from: &buf), 
-                statusAt: FfiConverterTypeTimestamp.read(from: &buf)
+                statusAt: FfiConverterTypeTimestamp.read(from: &buf), 
+                delivery: FfiConverterOptionTypeRoiDelivery.read(from: &buf), 
+                extension: FfiConverterOptionTypeRoiExtension.read(from: &buf), 
+                sensitiveReview: FfiConverterOptionTypeSensitiveReview.read(from: &buf), 
+                fee: FfiConverterOptionTypeRoiFee.read(from: &buf)
         )
     }
 
@@ -3584,6 +3800,10 @@ public struct FfiConverterTypeRoiRequestView: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.statusReason, into: &buf)
         FfiConverterString.write(value.statusBy, into: &buf)
         FfiConverterTypeTimestamp.write(value.statusAt, into: &buf)
+        FfiConverterOptionTypeRoiDelivery.write(value.delivery, into: &buf)
+        FfiConverterOptionTypeRoiExtension.write(value.`extension`, into: &buf)
+        FfiConverterOptionTypeSensitiveReview.write(value.sensitiveReview, into: &buf)
+        FfiConverterOptionTypeRoiFee.write(value.fee, into: &buf)
     }
 }
 
@@ -3600,6 +3820,73 @@ public func FfiConverterTypeRoiRequestView_lift(_ buf: RustBuffer) throws -> Roi
 #endif
 public func FfiConverterTypeRoiRequestView_lower(_ value: RoiRequestView) -> RustBuffer {
     return FfiConverterTypeRoiRequestView.lower(value)
+}
+
+
+/**
+ * The records office's review of what a release would carry.
+ */
+public struct SensitiveReview: Equatable, Hashable {
+    public var by: String
+    public var at: Timestamp
+    /**
+     * What was found; empty when nothing needs an authorization of its own.
+     */
+    public var categories: [SensitiveCategory]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(by: String, at: Timestamp, 
+        /**
+         * What was found; empty when nothing needs an authorization of its own.
+         */categories: [SensitiveCategory]) {
+        self.by = by
+        self.at = at
+        self.categories = categories
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SensitiveReview: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSensitiveReview: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SensitiveReview {
+        return
+            try SensitiveReview(
+                by: FfiConverterString.read(from: &buf), 
+                at: FfiConverterTypeTimestamp.read(from: &buf), 
+                categories: FfiConverterSequenceTypeSensitiveCategory.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SensitiveReview, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.by, into: &buf)
+        FfiConverterTypeTimestamp.write(value.at, into: &buf)
+        FfiConverterSequenceTypeSensitiveCategory.write(value.categories, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSensitiveReview_lift(_ buf: RustBuffer) throws -> SensitiveReview {
+    return try FfiConverterTypeSensitiveReview.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSensitiveReview_lower(_ value: SensitiveReview) -> RustBuffer {
+    return FfiConverterTypeSensitiveReview.lower(value)
 }
 
 
@@ -5109,6 +5396,91 @@ public func FfiConverterTypeEventKind_lower(_ value: EventKind) -> RustBuffer {
 
 
 /**
+ * How a release's fee was set (45 CFR 164.524(c)(4), and HHS's guidance on it): no fee,
+ * the actual cost of labor, supplies and postage, an average-cost schedule of the same,
+ * or a flat fee for an electronic copy of records kept electronically.
+ */
+
+public enum FeeBasis: Equatable, Hashable {
+    
+    case noFee
+    case actualCost
+    case averageCost
+    case flatElectronic
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension FeeBasis: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFeeBasis: FfiConverterRustBuffer {
+    typealias SwiftType = FeeBasis
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FeeBasis {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .noFee
+        
+        case 2: return .actualCost
+        
+        case 3: return .averageCost
+        
+        case 4: return .flatElectronic
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: FeeBasis, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .noFee:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .actualCost:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .averageCost:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .flatElectronic:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFeeBasis_lift(_ buf: RustBuffer) throws -> FeeBasis {
+    return try FfiConverterTypeFeeBasis.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFeeBasis_lower(_ value: FeeBasis) -> RustBuffer {
+    return FfiConverterTypeFeeBasis.lower(value)
+}
+
+
+
+/**
  * The forms a records office processes.
  */
 
@@ -5672,6 +6044,103 @@ public func FfiConverterTypeQueryStatus_lower(_ value: QueryStatus) -> RustBuffe
 
 
 /**
+ * How released records go out to their recipient.
+ */
+
+public enum RoiDelivery: Equatable, Hashable {
+    
+    case mail
+    case pickup
+    case fax
+    case email
+    case portal
+    case electronicMedia
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension RoiDelivery: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoiDelivery: FfiConverterRustBuffer {
+    typealias SwiftType = RoiDelivery
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RoiDelivery {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .mail
+        
+        case 2: return .pickup
+        
+        case 3: return .fax
+        
+        case 4: return .email
+        
+        case 5: return .portal
+        
+        case 6: return .electronicMedia
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RoiDelivery, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .mail:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .pickup:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .fax:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .email:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .portal:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .electronicMedia:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiDelivery_lift(_ buf: RustBuffer) throws -> RoiDelivery {
+    return try FfiConverterTypeRoiDelivery.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoiDelivery_lower(_ value: RoiDelivery) -> RustBuffer {
+    return FfiConverterTypeRoiDelivery.lower(value)
+}
+
+
+
+/**
  * Release-of-information request lifecycle.
  */
 
@@ -5847,6 +6316,105 @@ public func FfiConverterTypeRole_lift(_ buf: RustBuffer) throws -> Role {
 #endif
 public func FfiConverterTypeRole_lower(_ value: Role) -> RustBuffer {
     return FfiConverterTypeRole.lower(value)
+}
+
+
+
+/**
+ * Information a release may carry only under an authorization that names it: psychotherapy
+ * notes (45 CFR 164.508(a)(2)), substance use disorder records (42 CFR part 2), and what
+ * state law protects apart (HIV/AIDS, genetic tests, mental health, reproductive health).
+ */
+
+public enum SensitiveCategory: Equatable, Hashable {
+    
+    case psychotherapyNotes
+    case substanceUseDisorder
+    case hivAids
+    case genetic
+    case mentalHealth
+    case reproductiveHealth
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension SensitiveCategory: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSensitiveCategory: FfiConverterRustBuffer {
+    typealias SwiftType = SensitiveCategory
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SensitiveCategory {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .psychotherapyNotes
+        
+        case 2: return .substanceUseDisorder
+        
+        case 3: return .hivAids
+        
+        case 4: return .genetic
+        
+        case 5: return .mentalHealth
+        
+        case 6: return .reproductiveHealth
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SensitiveCategory, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .psychotherapyNotes:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .substanceUseDisorder:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .hivAids:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .genetic:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .mentalHealth:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .reproductiveHealth:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSensitiveCategory_lift(_ buf: RustBuffer) throws -> SensitiveCategory {
+    return try FfiConverterTypeSensitiveCategory.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSensitiveCategory_lower(_ value: SensitiveCategory) -> RustBuffer {
+    return FfiConverterTypeSensitiveCategory.lower(value)
 }
 
 
@@ -6285,6 +6853,78 @@ fileprivate struct FfiConverterOptionTypeAcknowledgement: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeRoiExtension: FfiConverterRustBuffer {
+    typealias SwiftType = RoiExtension?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoiExtension.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoiExtension.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRoiFee: FfiConverterRustBuffer {
+    typealias SwiftType = RoiFee?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoiFee.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoiFee.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSensitiveReview: FfiConverterRustBuffer {
+    typealias SwiftType = SensitiveReview?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSensitiveReview.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSensitiveReview.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeEncounterClass: FfiConverterRustBuffer {
     typealias SwiftType = EncounterClass?
 
@@ -6325,6 +6965,30 @@ fileprivate struct FfiConverterOptionTypePresentOnAdmission: FfiConverterRustBuf
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypePresentOnAdmission.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRoiDelivery: FfiConverterRustBuffer {
+    typealias SwiftType = RoiDelivery?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRoiDelivery.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRoiDelivery.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -6896,6 +7560,31 @@ fileprivate struct FfiConverterSequenceTypeSignatureView: FfiConverterRustBuffer
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeSignatureView.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeSensitiveCategory: FfiConverterRustBuffer {
+    typealias SwiftType = [SensitiveCategory]
+
+    public static func write(_ value: [SensitiveCategory], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSensitiveCategory.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SensitiveCategory] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SensitiveCategory]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSensitiveCategory.read(from: &buf))
         }
         return seq
     }

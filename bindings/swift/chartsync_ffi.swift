@@ -678,6 +678,12 @@ public protocol ChartProtocol: AnyObject, Sendable {
     func editEntryBody(entryId: String, body: String) throws 
     
     /**
+     * Takes a request's one 30-day extension, with the reason its notice gives; returns the
+     * new due date.
+     */
+    func extendRoiRequest(requestId: String, reason: String) throws  -> Timestamp
+    
+    /**
      * Hands the chart over to the next shift's nurse or physician.
      */
     func handOver(to: String, shift: Shift, summary: String) throws 
@@ -685,6 +691,11 @@ public protocol ChartProtocol: AnyObject, Sendable {
     func id()  -> ChartId
     
     func logCase(text: String) throws 
+    
+    /**
+     * Prepares a request's release: delivery, the sensitive information found, the fee.
+     */
+    func prepareRoiRelease(requestId: String, delivery: RoiDelivery, sensitive: [SensitiveCategory], fee: RoiFee) throws 
     
     /**
      * Logs a request for release of information; returns its id.
@@ -913,6 +924,21 @@ open func editEntryBody(entryId: String, body: String)throws   {try rustCallWith
 }
     
     /**
+     * Takes a request's one 30-day extension, with the reason its notice gives; returns the
+     * new due date.
+     */
+open func extendRoiRequest(requestId: String, reason: String)throws  -> Timestamp  {
+    return try  FfiConverterTypeTimestamp_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chart_extend_roi_request(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(requestId),
+        FfiConverterString.lower(reason),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Hands the chart over to the next shift's nurse or physician.
      */
 open func handOver(to: String, shift: Shift, summary: String)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
@@ -940,6 +966,21 @@ open func logCase(text: String)throws   {try rustCallWithError(FfiConverterTypeC
     uniffi_chartsync_ffi_fn_method_chart_log_case(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(text),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Prepares a request's release: delivery, the sensitive information found, the fee.
+     */
+open func prepareRoiRelease(requestId: String, delivery: RoiDelivery, sensitive: [SensitiveCategory], fee: RoiFee)throws   {try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chart_prepare_roi_release(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(requestId),
+        FfiConverterTypeRoiDelivery_lower(delivery),
+        FfiConverterSequenceTypeSensitiveCategory.lower(sensitive),
+        FfiConverterTypeRoiFee_lower(fee),uniffiCallStatus
     )
 }
 }
@@ -4166,6 +4207,31 @@ fileprivate struct FfiConverterSequenceTypeTabletPerson: FfiConverterRustBuffer 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeSensitiveCategory: FfiConverterRustBuffer {
+    typealias SwiftType = [SensitiveCategory]
+
+    public static func write(_ value: [SensitiveCategory], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeSensitiveCategory.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SensitiveCategory] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [SensitiveCategory]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeSensitiveCategory.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChartId: FfiConverterRustBuffer {
     typealias SwiftType = [ChartId]
 
@@ -4310,6 +4376,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chart_edit_entry_body() != 61144) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chart_extend_roi_request() != 11955) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_chart_hand_over() != 50512) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4317,6 +4386,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chart_log_case() != 9239) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chart_prepare_roi_release() != 56548) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chart_receive_roi_request() != 44037) {

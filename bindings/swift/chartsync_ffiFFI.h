@@ -367,6 +367,11 @@ void uniffi_chartsync_ffi_fn_method_chart_discharge(uint64_t ptr, RustBuffer dis
 void uniffi_chartsync_ffi_fn_method_chart_edit_entry_body(uint64_t ptr, RustBuffer entry_id, RustBuffer body, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_EXTEND_ROI_REQUEST
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_EXTEND_ROI_REQUEST
+RustBuffer uniffi_chartsync_ffi_fn_method_chart_extend_roi_request(uint64_t ptr, RustBuffer request_id, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_HAND_OVER
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_HAND_OVER
 void uniffi_chartsync_ffi_fn_method_chart_hand_over(uint64_t ptr, RustBuffer to, RustBuffer shift, RustBuffer summary, RustCallStatus *_Nonnull out_status
@@ -380,6 +385,11 @@ RustBuffer uniffi_chartsync_ffi_fn_method_chart_id(uint64_t ptr, RustCallStatus 
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_LOG_CASE
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_LOG_CASE
 void uniffi_chartsync_ffi_fn_method_chart_log_case(uint64_t ptr, RustBuffer text, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_PREPARE_ROI_RELEASE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_PREPARE_ROI_RELEASE
+void uniffi_chartsync_ffi_fn_method_chart_prepare_roi_release(uint64_t ptr, RustBuffer request_id, RustBuffer delivery, RustBuffer sensitive, RustBuffer fee, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHART_RECEIVE_ROI_REQUEST
@@ -1095,6 +1105,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chart_edit_entry_body(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_EXTEND_ROI_REQUEST
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_EXTEND_ROI_REQUEST
+uint16_t uniffi_chartsync_ffi_checksum_method_chart_extend_roi_request(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_HAND_OVER
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_HAND_OVER
 uint16_t uniffi_chartsync_ffi_checksum_method_chart_hand_over(void
@@ -1110,6 +1126,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chart_id(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_LOG_CASE
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_LOG_CASE
 uint16_t uniffi_chartsync_ffi_checksum_method_chart_log_case(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_PREPARE_ROI_RELEASE
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHART_PREPARE_ROI_RELEASE
+uint16_t uniffi_chartsync_ffi_checksum_method_chart_prepare_roi_release(void
     
 );
 #endif

@@ -909,6 +909,14 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
             ..
         })
     ));
+    // Nothing leaves before the release is prepared: delivery, the sensitive review, the fee.
+    assert!(matches!(
+        chart.set_roi_status(&tech, t(5), &r, RoiStatus::Fulfilled, None, None),
+        Err(ChartError::InvalidTransition(_))
+    ));
+    chart
+        .prepare_roi_release(&tech, t(5), &r, RoiDelivery::Mail, &[], no_fee())
+        .unwrap();
     chart
         .set_roi_status(&tech, t(5), &r, RoiStatus::Fulfilled, None, None)
         .unwrap();
@@ -951,6 +959,223 @@ fn a_records_request_is_verified_against_a_signed_authorization_then_fulfilled_a
             }
         ),
         Err(ChartError::NotPermitted(_))
+    ));
+}
+
+fn no_fee() -> RoiFee {
+    fee(FeeBasis::NoFee, [0, 0, 0, 0], 0)
+}
+
+fn fee(basis: FeeBasis, [labor, supplies, postage, summary]: [u64; 4], total: u64) -> RoiFee {
+    RoiFee {
+        basis,
+        labor_cents: labor,
+        supplies_cents: supplies,
+        postage_cents: postage,
+        summary_cents: summary,
+        total_cents: total,
+    }
+}
+
+/// A chart with a request logged at t(0), due 30 days later, and a signed authorization whose
+/// `sensitive_consent` field is `consent` (none when empty), verified.
+fn verified_request(consent: &str) -> (Chart, String) {
+    let tech = technician();
+    let mut chart = admitted();
+    let r = chart
+        .receive_roi_request(
+            &tech,
+            t(0),
+            NewRoiRequest {
+                requester: "the patient".into(),
+                recipient: "the patient".into(),
+                recipient_address: "1 Main St".into(),
+                purpose: DisclosurePurpose::ToPatient,
+                scope: "the whole stay".into(),
+                due_at: t(60 * 24 * 30),
+            },
+        )
+        .unwrap();
+    let mut fields = std::collections::BTreeMap::new();
+    if !consent.is_empty() {
+        fields.insert(SENSITIVE_CONSENT_FIELD.to_string(), consent.to_string());
+    }
+    let auth = chart
+        .add_form(
+            &tech,
+            t(1),
+            NewForm {
+                form_type: FormType::RoiAuthorization,
+                fields: FormFields(fields),
+                required_signers: vec!["patient".into()],
+            },
+        )
+        .unwrap();
+    chart
+        .sign_form(&tech, t(1), &auth, "patient", "patient")
+        .unwrap();
+    chart
+        .set_roi_status(
+            &tech,
+            t(2),
+            &r,
+            RoiStatus::AuthorizationVerified,
+            Some(&auth),
+            None,
+        )
+        .unwrap();
+    (chart, r)
+}
+
+#[test]
+fn a_request_is_extended_once_within_its_first_thirty_days() {
+    let tech = technician();
+    let (mut chart, r) = verified_request("");
+    let day = 60 * 24;
+    // An extension gives its reason; the notice goes out within the 30 days.
+    assert!(matches!(
+        chart.extend_roi_request(&tech, t(day), &r, "  "),
+        Err(ChartError::Missing { field: "reason" })
+    ));
+    let due = chart
+        .extend_roi_request(&tech, t(10 * day), &r, "records are in off-site storage")
+        .unwrap();
+    assert_eq!(due, t(60 * day));
+    let v = chart.view().unwrap().roi_requests[0].clone();
+    assert_eq!(v.due_at, t(60 * day));
+    let ext = v.extension.unwrap();
+    assert_eq!(ext.original_due_at, t(30 * day));
+    assert_eq!((ext.by.as_str(), ext.at), ("him.jones", t(10 * day)));
+    // One extension only, and the due date stays where the first put it.
+    assert!(matches!(
+        chart.extend_roi_request(&tech, t(11 * day), &r, "still waiting"),
+        Err(ChartError::InvalidTransition(_))
+    ));
+    assert_eq!(chart.view().unwrap().roi_requests[0].due_at, t(60 * day));
+    // The deficiency that puts the request on the release log follows the new date.
+    let due_row = chart
+        .deficiencies()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.kind == DeficiencyKind::ReleaseDue)
+        .unwrap();
+    assert_eq!(due_row.due_at, Some(t(60 * day)));
+
+    // A request past its 30 days can no longer be extended: the notice would be late.
+    let (mut late, r) = verified_request("");
+    assert!(matches!(
+        late.extend_roi_request(&tech, t(31 * day), &r, "backlog"),
+        Err(ChartError::InvalidTransition(_))
+    ));
+    // Nurses do not extend requests.
+    assert!(matches!(
+        late.extend_roi_request(&day_nurse(), t(day), &r, "backlog"),
+        Err(ChartError::NotPermitted(_))
+    ));
+}
+
+#[test]
+fn a_fee_is_cost_based_or_a_flat_fee_for_an_electronic_copy() {
+    let tech = technician();
+    let (mut chart, r) = verified_request("");
+    let mut prepare = |delivery, f| chart.prepare_roi_release(&tech, t(3), &r, delivery, &[], f);
+    // A cost-based fee is its parts' sum: labor, supplies, postage, a summary.
+    let cost = fee(FeeBasis::ActualCost, [1500, 120, 68, 0], 1688);
+    prepare(RoiDelivery::Mail, cost).unwrap();
+    for refused in [
+        (
+            RoiDelivery::Mail,
+            fee(FeeBasis::ActualCost, [1500, 120, 68, 0], 2500),
+        ),
+        (
+            RoiDelivery::Mail,
+            fee(FeeBasis::FlatElectronic, [0, 0, 0, 0], 650),
+        ),
+        (
+            RoiDelivery::Portal,
+            fee(FeeBasis::FlatElectronic, [0, 0, 0, 0], 651),
+        ),
+        (
+            RoiDelivery::Email,
+            fee(FeeBasis::FlatElectronic, [100, 0, 0, 0], 100),
+        ),
+        (RoiDelivery::Pickup, fee(FeeBasis::NoFee, [0, 0, 0, 0], 1)),
+    ] {
+        assert!(
+            matches!(
+                prepare(refused.0, refused.1),
+                Err(ChartError::InvalidValue { field: "fee", .. })
+            ),
+            "{refused:?}"
+        );
+    }
+    // What was refused changed nothing.
+    let v = chart.view().unwrap().roi_requests[0].clone();
+    assert_eq!((v.delivery, v.fee), (Some(RoiDelivery::Mail), Some(cost)));
+    // The flat fee, for an electronic copy, at most $6.50.
+    let flat = fee(FeeBasis::FlatElectronic, [0, 0, 0, 0], 650);
+    chart
+        .prepare_roi_release(&tech, t(4), &r, RoiDelivery::Portal, &[], flat)
+        .unwrap();
+    let v = chart.view().unwrap().roi_requests[0].clone();
+    assert_eq!((v.delivery, v.fee), (Some(RoiDelivery::Portal), Some(flat)));
+    let review = v.sensitive_review.unwrap();
+    assert_eq!((review.by.as_str(), review.at), ("him.jones", t(4)));
+    assert!(review.categories.is_empty());
+    // It survives saving and loading on another machine.
+    let again = Chart::load(&chart.save()).unwrap();
+    assert_eq!(again.view().unwrap().roi_requests[0].fee, Some(flat));
+}
+
+#[test]
+fn sensitive_information_leaves_only_by_a_supervisor_under_an_authorization_naming_it() {
+    let tech = technician();
+    let sup = supervisor();
+    let found = [
+        SensitiveCategory::SubstanceUseDisorder,
+        SensitiveCategory::HivAids,
+    ];
+    // The patient's authorization names substance use records only.
+    let (mut chart, r) = verified_request("substance_use_disorder");
+    chart
+        .prepare_roi_release(&tech, t(3), &r, RoiDelivery::Mail, &found, no_fee())
+        .unwrap();
+    // A technician does not release sensitive information.
+    assert!(matches!(
+        chart.set_roi_status(&tech, t(4), &r, RoiStatus::Fulfilled, None, None),
+        Err(ChartError::NotPermitted(_))
+    ));
+    // A supervisor is stopped by what the authorization does not name, and told which.
+    match chart.set_roi_status(&sup, t(4), &r, RoiStatus::Fulfilled, None, None) {
+        Err(ChartError::InvalidTransition(why)) => {
+            assert!(why.contains("hiv_aids"), "{why}");
+            assert!(!why.contains("substance_use_disorder"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        chart.view().unwrap().roi_requests[0].status,
+        RoiStatus::AuthorizationVerified
+    );
+    // Under an authorization that names both, the supervisor releases.
+    let (mut chart, r) = verified_request("substance_use_disorder, hiv_aids");
+    chart
+        .prepare_roi_release(&tech, t(3), &r, RoiDelivery::Mail, &found, no_fee())
+        .unwrap();
+    chart
+        .set_roi_status(&sup, t(4), &r, RoiStatus::Fulfilled, None, None)
+        .unwrap();
+    let v = chart.view().unwrap().roi_requests[0].clone();
+    assert_eq!(v.status, RoiStatus::Fulfilled);
+    assert_eq!(v.sensitive_review.unwrap().categories, found.to_vec());
+    // A closed request is neither prepared nor extended again.
+    assert!(matches!(
+        chart.prepare_roi_release(&tech, t(5), &r, RoiDelivery::Mail, &[], no_fee()),
+        Err(ChartError::InvalidTransition(_))
+    ));
+    assert!(matches!(
+        chart.extend_roi_request(&tech, t(5), &r, "late"),
+        Err(ChartError::InvalidTransition(_))
     ));
 }
 

@@ -317,6 +317,22 @@ fn whole_stay() -> Chart {
         None,
     )
     .unwrap();
+    c.prepare_roi_release(
+        &tech,
+        t(11 * 24 * 60),
+        &request,
+        RoiDelivery::Mail,
+        &[],
+        RoiFee {
+            basis: FeeBasis::NoFee,
+            labor_cents: 0,
+            supplies_cents: 0,
+            postage_cents: 0,
+            summary_cents: 0,
+            total_cents: 0,
+        },
+    )
+    .unwrap();
     c.set_roi_status(
         &tech,
         t(11 * 24 * 60),

@@ -405,6 +405,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             post(roi::move_request),
         )
         .route(
+            "/api/charts/{id}/roi-requests/{request}/extension",
+            post(roi::extend),
+        )
+        .route(
+            "/api/charts/{id}/roi-requests/{request}/preparation",
+            post(roi::prepare),
+        )
+        .route(
             "/api/charts/{id}/coding",
             get(coding::show).post(coding::propose),
         )

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{
-    ChartError, ChartId, DeficiencyKind, DisclosurePurpose, NewDisclosure, NewRoiRequest,
-    RoiRequestView, RoiStatus, Role, Staff, Timestamp,
+    ChartError, ChartId, DeficiencyKind, DisclosurePurpose, FeeBasis, NewDisclosure, NewRoiRequest,
+    RoiDelivery, RoiFee, RoiRequestView, RoiStatus, Role, SensitiveCategory, Staff, Timestamp,
 };
 use chartsync_core::store::{Actor, AuditAction, ChartStore, DeficiencyFilter, StoreError};
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,18 @@ pub(crate) enum RoiWork {
         request: String,
         description: String,
     },
+    /// Take the request's one 30-day extension, with the reason its notice gives.
+    Extend {
+        request: String,
+        reason: String,
+    },
+    /// Prepare the release: delivery, the review for sensitive information, the fee.
+    Prepare {
+        request: String,
+        delivery: RoiDelivery,
+        sensitive: Vec<SensitiveCategory>,
+        fee: RoiFee,
+    },
 }
 
 /// Does `work` on chart `id` as the signed-in person from `device`; the request's id.
@@ -231,6 +243,17 @@ pub(crate) async fn work(
                     .set_roi_status(&by, now, &request, RoiStatus::Fulfilled, None, None)
                     .map(|()| request)
             }
+            RoiWork::Extend { request, reason } => chart
+                .extend_roi_request(&by, now, &request, &reason)
+                .map(|_| request),
+            RoiWork::Prepare {
+                request,
+                delivery,
+                sensitive,
+                fee,
+            } => chart
+                .prepare_roi_release(&by, now, &request, delivery, &sensitive, fee)
+                .map(|()| request),
         });
         Ok::<_, StoreError>(match done {
             Ok(request) => Ok(request),
@@ -368,23 +391,139 @@ pub async fn move_request(
     Path((id, request)): Path<(String, String)>,
     Json(body): Json<Move>,
 ) -> Response {
-    let id = match chart_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r.into_response(),
-    };
-    let w = match moved(
+    let w = moved(
         request,
         &body.status,
         body.authorization_form,
         body.reason,
         body.description,
-    ) {
-        Ok(w) => w,
-        Err(r) => return r.into_response(),
+    );
+    work_over_rest(&app, &access, &headers, &id, w).await
+}
+
+/// Does `w` on chart `id` for a REST caller: 204, or why not.
+async fn work_over_rest(
+    app: &AppState,
+    access: &Access,
+    headers: &HeaderMap,
+    id: &str,
+    w: Result<RoiWork, Refusal>,
+) -> Response {
+    let (id, w) = match (chart_id(id), w) {
+        (Ok(id), Ok(w)) => (id, w),
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let who = actor(&access, &headers);
-    match work(app.store.clone(), &access, who, "api", id, w).await {
+    let who = actor(access, headers);
+    match work(app.store.clone(), access, who, "api", id, w).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(r) => r.into_response(),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extend {
+    /// Why the request needs more time: the notice to the requester gives it.
+    reason: String,
+}
+
+/// `POST /api/charts/{id}/roi-requests/{request}/extension` `{reason}`: the request's one
+/// 30-day extension, taken within its first 30 days (45 CFR 164.524(b)(2)(ii)); 204.
+pub async fn extend(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path((id, request)): Path<(String, String)>,
+    Json(body): Json<Extend>,
+) -> Response {
+    let w = RoiWork::Extend {
+        request,
+        reason: body.reason.trim().to_string(),
+    };
+    work_over_rest(&app, &access, &headers, &id, Ok(w)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fee {
+    basis: String,
+    #[serde(default)]
+    labor_cents: u64,
+    #[serde(default)]
+    supplies_cents: u64,
+    #[serde(default)]
+    postage_cents: u64,
+    #[serde(default)]
+    summary_cents: u64,
+    total_cents: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prepare {
+    delivery: String,
+    /// Sensitive information found in what would be released; empty when none.
+    sensitive: Vec<String>,
+    fee: Fee,
+}
+
+fn unprocessable(e: ChartError) -> Refusal {
+    Refusal(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+}
+
+/// A release's preparation from its tokens, each refused by name.
+pub(crate) fn preparation(
+    request: String,
+    delivery: &str,
+    sensitive: &[String],
+    basis: &str,
+    parts: [u64; 4],
+    total_cents: u64,
+) -> Result<RoiWork, Refusal> {
+    let [labor_cents, supplies_cents, postage_cents, summary_cents] = parts;
+    Ok(RoiWork::Prepare {
+        request,
+        delivery: RoiDelivery::from_token(delivery).map_err(unprocessable)?,
+        sensitive: sensitive
+            .iter()
+            .map(|t| SensitiveCategory::from_token(t).map_err(unprocessable))
+            .collect::<Result<_, _>>()?,
+        fee: RoiFee {
+            basis: FeeBasis::from_token(basis).map_err(unprocessable)?,
+            labor_cents,
+            supplies_cents,
+            postage_cents,
+            summary_cents,
+            total_cents,
+        },
+    })
+}
+
+/// `POST /api/charts/{id}/roi-requests/{request}/preparation` `{delivery, sensitive: [..],
+/// fee: {basis, labor_cents?, supplies_cents?, postage_cents?, summary_cents?, total_cents}}`:
+/// how the records go out, what sensitive information the release carries (checked against
+/// the authorization when it is released), and the fee (a cost-based one is the sum of its
+/// parts; a flat one is for an electronic copy, at most $6.50); 204.
+pub async fn prepare(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path((id, request)): Path<(String, String)>,
+    Json(body): Json<Prepare>,
+) -> Response {
+    let f = &body.fee;
+    let w = preparation(
+        request,
+        &body.delivery,
+        &body.sensitive,
+        &f.basis,
+        [
+            f.labor_cents,
+            f.supplies_cents,
+            f.postage_cents,
+            f.summary_cents,
+        ],
+        f.total_cents,
+    );
+    work_over_rest(&app, &access, &headers, &id, w).await
 }

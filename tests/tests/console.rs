@@ -693,6 +693,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "code search",
             "coding queue",
             "delinquency",
+            "extension notice",
             "nurse refused",
             "patient index",
             "refused",
@@ -768,7 +769,31 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         )
         .unwrap();
     assert_eq!(writes, 2, "proposed, then made final");
-    // And the supervisor's release: logged, verified, released, each a write of theirs.
+    // And the supervisor's release: extended, prepared with its fee, released.
+    let supervisor = release_server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, found) = http_post(
+        &release_server.addr,
+        "/api/charts/search",
+        Some(&supervisor),
+        r#"{"mrn": "MRN-0101"}"#,
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let chart = found["hits"][0]["chart"].as_str().unwrap().parse().unwrap();
+    let request = on_server(&release_server, &supervisor, chart)["roi_requests"][0].clone();
+    assert_eq!(request["status"], "fulfilled");
+    assert_eq!(
+        request["extension"]["reason"],
+        "the records are in off-site storage"
+    );
+    assert_eq!(request["delivery"], "mail");
+    assert_eq!(
+        request["sensitive_review"]["categories"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        (&request["fee"]["basis"], &request["fee"]["total_cents"]),
+        (&serde_json::json!("actual_cost"), &serde_json::json!(1688))
+    );
     drop(release_server);
     let db = open_server_db(&release_data.path().join("charts.db"));
     let writes: i64 = db
@@ -778,7 +803,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(writes, 3, "logged, verified, released");
+    assert_eq!(writes, 5, "logged, extended, verified, prepared, released");
 }
 
 /// The REST behind the worklist's forms: the same rules for a client that is not the console.
@@ -1954,6 +1979,12 @@ fn an_mrn_on_two_patients_and_an_admission_in_2031_are_warned_of_at_import_and_l
 /// MRN-0101's discharged chart (as `discharged` makes it) with the patient's release
 /// authorization signed: what a request for its records is verified against.
 fn with_authorization() -> String {
+    with_authorization_naming("")
+}
+
+/// The same, the authorization naming the sensitive information it covers (`consent`, the
+/// form's `sensitive_consent` field) when not empty.
+fn with_authorization_naming(consent: &str) -> String {
     use base64::Engine;
     use chartsync_core::chart::*;
     let line: serde_json::Value =
@@ -1968,7 +1999,12 @@ fn with_authorization() -> String {
             at,
             NewForm {
                 form_type: FormType::RoiAuthorization,
-                fields: Default::default(),
+                fields: FormFields(
+                    Some((SENSITIVE_CONSENT_FIELD.to_string(), consent.to_string()))
+                        .filter(|_| !consent.is_empty())
+                        .into_iter()
+                        .collect(),
+                ),
                 required_signers: vec!["patient".into()],
             },
         )
@@ -2091,6 +2127,28 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
         .status,
         303
     );
+    // Nor before it is prepared: delivery, the review for sensitive information, the fee.
+    let unprepared = send(&[
+        ("request", &request),
+        ("status", "fulfilled"),
+        ("description", "discharge summary"),
+    ]);
+    assert_eq!(unprepared.status, 409, "{}", unprepared.body);
+    assert!(unprepared.body.contains("prepare the release first"));
+    let prepared = post(
+        addr,
+        "/console/roi/prepare",
+        Some(&cookie),
+        Some(&origin),
+        &[
+            ("csrf", &token),
+            ("chart", &chart),
+            ("request", &request),
+            ("delivery", "mail"),
+            ("basis", "no_fee"),
+        ],
+    );
+    assert_eq!(prepared.status, 303, "{}", prepared.body);
     let released = send(&[
         ("request", &request),
         ("status", "fulfilled"),
@@ -2212,7 +2270,10 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
         .body
         .matches("<td>him.sup (records_supervisor) on console</td><td>Write</td>")
         .count();
-    assert_eq!(writes, 5, "logged, verified, released, logged, denied");
+    assert_eq!(
+        writes, 6,
+        "logged, verified, prepared, released, logged, denied"
+    );
     assert!(
         trail.body.contains("chart viewer"),
         "the reads are in it too"
@@ -2284,7 +2345,10 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(writes, 5, "logged, verified, released, logged, denied");
+    assert_eq!(
+        writes, 6,
+        "logged, verified, prepared, released, logged, denied"
+    );
     let read: i64 = db
         .query_row(
             "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.sup' AND detail = 'patient''s audit trail'",
@@ -2295,5 +2359,262 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
     assert_eq!(
         read, 1,
         "reading a patient's trail is on their chart's trail"
+    );
+}
+
+/// A request's one extension with the notice the requester is sent, a fee as 45 CFR
+/// 164.524(c)(4) allows it, and the sensitive-information gate: a technician prepares, a
+/// supervisor releases what the patient's authorization names and nothing it does not.
+#[test]
+fn a_release_is_extended_once_charged_by_its_costs_and_gated_on_sensitive_information() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("charts.ndjson");
+    std::fs::write(&file, with_authorization_naming("mental_health")).unwrap();
+    import(data.path(), &file);
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let addr = &server.addr;
+    let origin = format!("http://{addr}");
+    let tech = server.token("him.jones", "technician", &["4west"]);
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+    let (_, found) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&tech),
+        r#"{"mrn": "MRN-0101"}"#,
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let chart = found["hits"][0]["chart"].as_str().unwrap().to_string();
+    let requests = format!("/api/charts/{chart}/roi-requests");
+    let (status, body) = http_post(
+        addr,
+        &requests,
+        Some(&tech),
+        r#"{"requester": "E. Lindqvist", "recipient": "E. Lindqvist", "recipient_address": "1 Main St", "purpose": "to_patient", "scope": "the whole stay"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request = format!("{requests}/{id}");
+    let open = |token: &str| {
+        let (_, log) = http_get(addr, "/api/roi-requests", Some(token));
+        serde_json::from_str::<serde_json::Value>(&log).unwrap()["requests"][0].clone()
+    };
+    let due = open(&tech)["due_at"].as_str().unwrap().to_string();
+
+    // The extension: a reason, once, 30 days more; the log and its deficiency follow.
+    let extension = format!("{request}/extension");
+    let (status, body) = http_post(addr, &extension, Some(&tech), r#"{"reason": " "}"#);
+    assert_eq!(status, 422, "a notice gives its reason: {body}");
+    let (status, body) = http_post(
+        addr,
+        &extension,
+        Some(&tech),
+        r#"{"reason": "the records are in off-site storage"}"#,
+    );
+    assert_eq!(status, 204, "{body}");
+    let extended = open(&tech);
+    assert_eq!(extended["extension"]["original_due_at"], due.as_str());
+    let new_due =
+        chartsync_core::chart::Timestamp::parse(extended["due_at"].as_str().unwrap()).unwrap();
+    let old_due = chartsync_core::chart::Timestamp::parse(&due).unwrap();
+    assert_eq!(new_due.unix() - old_due.unix(), 30 * 86_400);
+    let (status, body) = http_post(addr, &extension, Some(&tech), r#"{"reason": "again"}"#);
+    assert_eq!(status, 409, "one extension only: {body}");
+    assert!(body.contains("one extension"), "{body}");
+    // The notice to print says why and by when, to the requester.
+    let cookie = sign_in(addr, "him.jones");
+    let notice = get(
+        addr,
+        &format!("/console/roi/notice?id={chart}&request={id}"),
+        Some(&cookie),
+    );
+    assert_eq!(notice.status, 200, "{}", notice.body);
+    for said in [
+        "To: E. Lindqvist",
+        "because the records are in off-site storage",
+        &format!("We will act on your request by {}", pages_day(new_due)),
+        "164.524(b)(2)(ii)",
+    ] {
+        assert!(notice.body.contains(said), "{said} in the notice");
+    }
+    let log = get(addr, "/console/roi", Some(&cookie));
+    assert!(log.body.contains("(extended)"), "{}", log.body);
+
+    // The fee: a flat fee is for an electronic copy and at most $6.50; a cost-based one is
+    // its parts' sum, typed in dollars; what is refused changes nothing.
+    let p = get(
+        addr,
+        &format!("/console/roi/chart?id={chart}"),
+        Some(&cookie),
+    );
+    let token = csrf(&p.body);
+    let prepare = |fields: &[(&str, &str)]| {
+        let mut all = vec![
+            ("csrf", token.as_str()),
+            ("chart", chart.as_str()),
+            ("request", id.as_str()),
+        ];
+        all.extend_from_slice(fields);
+        post(
+            addr,
+            "/console/roi/prepare",
+            Some(&cookie),
+            Some(&origin),
+            &all,
+        )
+    };
+    for (fields, why) in [
+        (
+            vec![
+                ("delivery", "mail"),
+                ("basis", "flat_electronic"),
+                ("flat", "6.50"),
+            ],
+            "a flat fee is for an electronic copy",
+        ),
+        (
+            vec![
+                ("delivery", "portal"),
+                ("basis", "flat_electronic"),
+                ("flat", "6.51"),
+            ],
+            "at most 650 cents",
+        ),
+        (
+            vec![
+                ("delivery", "mail"),
+                ("basis", "actual_cost"),
+                ("labor", "12.x"),
+            ],
+            "Labor is an amount in dollars and cents",
+        ),
+        (
+            vec![("delivery", "pigeon"), ("basis", "no_fee")],
+            "not a known delivery method",
+        ),
+        (
+            vec![
+                ("delivery", "mail"),
+                ("basis", "no_fee"),
+                ("sensitive", "gossip"),
+            ],
+            "not a known sensitive information category",
+        ),
+    ] {
+        let refused = prepare(&fields);
+        assert_eq!(refused.status, 422, "{fields:?}: {}", refused.body);
+        assert!(refused.body.contains(why), "{why}: {}", refused.body);
+    }
+    assert_eq!(
+        open(&tech)["fee"],
+        serde_json::Value::Null,
+        "nothing was set"
+    );
+    let prepared = prepare(&[
+        ("delivery", "mail"),
+        ("basis", "actual_cost"),
+        ("labor", "15"),
+        ("supplies", "$1.2"),
+        ("postage", "0.68"),
+    ]);
+    assert_eq!(prepared.status, 303, "{}", prepared.body);
+    let p = get(
+        addr,
+        &format!("/console/roi/chart?id={chart}"),
+        Some(&cookie),
+    );
+    assert!(p.body.contains("Release prepared: $16.88 to pay."));
+    assert!(p
+        .body
+        .contains("$16.88, actual cost (labor $15.00, supplies $1.20, postage $0.68)"));
+    assert!(p.body.contains("none found"), "reviewed, nothing sensitive");
+    let log = get(addr, "/console/roi", Some(&cookie));
+    assert!(log.body.contains("$16.88") && log.body.contains("Mail"));
+
+    // Found on review: mental health and substance use records. The patient's authorization
+    // names mental health only.
+    let preparation = format!("{request}/preparation");
+    let (status, body) = http_post(
+        addr,
+        &preparation,
+        Some(&tech),
+        r#"{"delivery": "portal", "sensitive": ["mental_health", "substance_use_disorder"], "fee": {"basis": "flat_electronic", "total_cents": 650}}"#,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = http_post(
+        addr,
+        &preparation,
+        Some(&tech),
+        r#"{"delivery": "portal", "sensitive": [], "fee": {"basis": "actual_cost", "labor_cents": 100, "total_cents": 900}}"#,
+    );
+    assert_eq!(status, 422, "a cost-based total is its parts' sum: {body}");
+    let (status, body) = http_post(
+        addr,
+        &preparation,
+        Some(&tech),
+        r#"{"delivery": "portal", "sensitive": [], "fee": {"basis": "no_fee", "total_cents": 0}, "note": "x"}"#,
+    );
+    assert_eq!(status, 422, "unknown fields are refused: {body}");
+    let form = on_server(&server, &tech, chart.parse().unwrap())["forms"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = http_post(
+        addr,
+        &request,
+        Some(&tech),
+        &format!(r#"{{"status": "authorization_verified", "authorization_form": "{form}"}}"#),
+    );
+    assert_eq!(status, 204, "{body}");
+    let release = r#"{"status": "fulfilled", "description": "the whole stay, on the portal"}"#;
+    let (status, body) = http_post(addr, &request, Some(&tech), release);
+    assert_eq!(
+        status, 403,
+        "a technician does not release sensitive information: {body}"
+    );
+    assert!(body.contains("records supervisor"), "{body}");
+    let (status, body) = http_post(addr, &request, Some(&supervisor), release);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("does not name substance_use_disorder"),
+        "the refusal names what is missing: {body}"
+    );
+    assert!(!body.contains("Lindqvist"), "ids and tokens only: {body}");
+    let view = on_server(&server, &tech, chart.parse().unwrap());
+    assert_eq!(view["roi_requests"][0]["status"], "authorization_verified");
+    assert_eq!(view["disclosures"], serde_json::json!([]), "nothing left");
+    // Released without the substance use records: the supervisor's release goes through.
+    let (status, body) = http_post(
+        addr,
+        &preparation,
+        Some(&tech),
+        r#"{"delivery": "portal", "sensitive": ["mental_health"], "fee": {"basis": "flat_electronic", "total_cents": 650}}"#,
+    );
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = http_post(addr, &request, Some(&supervisor), release);
+    assert_eq!(status, 204, "{body}");
+    let view = on_server(&server, &tech, chart.parse().unwrap());
+    let r = &view["roi_requests"][0];
+    assert_eq!(r["status"], "fulfilled");
+    assert_eq!(
+        r["sensitive_review"]["categories"],
+        serde_json::json!(["mental_health"])
+    );
+    assert_eq!(r["sensitive_review"]["by"], "him.jones");
+    assert_eq!(view["disclosures"][0]["by"], "him.sup");
+    // Closed, it is neither prepared nor extended.
+    let (status, _) = http_post(addr, &extension, Some(&tech), r#"{"reason": "late"}"#);
+    assert_eq!(status, 409);
+    assert_eq!(
+        get(
+            addr,
+            &format!("/console/roi/notice?id={chart}&request=00000000-0000-4000-8000-000000000000"),
+            Some(&cookie)
+        )
+        .status,
+        404
     );
 }

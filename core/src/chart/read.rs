@@ -234,6 +234,25 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
             .collect()
     }
 
+    /// An optional list of strings: absent and null both read as None.
+    pub fn opt_str_list(
+        &self,
+        obj: &ObjId,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<Vec<String>>, ChartError> {
+        match self.get(obj, key)? {
+            None => Ok(None),
+            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => Ok(None),
+            Some(_) => self.str_list(obj, key, path).map(Some),
+        }
+    }
+
+    /// A number of cents, stored as a string of decimal digits.
+    pub fn opt_cents(&self, obj: &ObjId, key: &str, path: &str) -> Result<Option<u64>, ChartError> {
+        self.opt_token(obj, key, path, parse_cents)
+    }
+
     /// A list of strings.
     pub fn str_list(&self, obj: &ObjId, key: &str, path: &str) -> Result<Vec<String>, ChartError> {
         let list = self.list(obj, key, path)?;
@@ -569,6 +588,49 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
                 status_reason: r.opt_str(obj, "status_reason", &path)?,
                 status_by: r.nonempty(obj, "status_by", &path)?,
                 status_at: r.time(obj, "status_at", &path)?,
+                delivery: r.opt_token(obj, "delivery", &path, RoiDelivery::from_token)?,
+                extension: match r.opt_time(obj, "extended_at", &path)? {
+                    None => None,
+                    Some(at) => Some(RoiExtension {
+                        by: r.nonempty(obj, "extended_by", &path)?,
+                        at,
+                        reason: r.nonempty(obj, "extension_reason", &path)?,
+                        original_due_at: r.time(obj, "original_due_at", &path)?,
+                    }),
+                },
+                sensitive_review: match r.opt_time(obj, "reviewed_at", &path)? {
+                    None => None,
+                    Some(at) => Some(SensitiveReview {
+                        by: r.nonempty(obj, "reviewed_by", &path)?,
+                        at,
+                        categories: r
+                            .opt_str_list(obj, "sensitive", &path)?
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|t| {
+                                SensitiveCategory::from_token(t)
+                                    .map_err(|e| schema_err(&path, format!("sensitive: {e}")))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    }),
+                },
+                fee: match r.opt_token(obj, "fee_basis", &path, FeeBasis::from_token)? {
+                    None => None,
+                    Some(basis) => {
+                        let part =
+                            |key| r.opt_cents(obj, key, &path).map(Option::unwrap_or_default);
+                        Some(RoiFee {
+                            basis,
+                            labor_cents: part("fee_labor")?,
+                            supplies_cents: part("fee_supplies")?,
+                            postage_cents: part("fee_postage")?,
+                            summary_cents: part("fee_summary")?,
+                            total_cents: r.opt_cents(obj, "fee_total", &path)?.ok_or_else(
+                                || schema_err(&path, "fee_total is missing".to_string()),
+                            )?,
+                        })
+                    }
+                },
             })
         })
     }

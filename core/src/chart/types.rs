@@ -214,6 +214,77 @@ token_enum!(
 );
 
 token_enum!(
+    /// How released records go out to their recipient.
+    RoiDelivery, "delivery method" {
+        Mail => "mail",
+        Pickup => "pickup",
+        Fax => "fax",
+        Email => "email",
+        Portal => "portal",
+        ElectronicMedia => "electronic_media",
+    }
+);
+
+impl RoiDelivery {
+    /// An electronic copy (email, the patient portal, a disc or drive): the only deliveries a
+    /// flat fee may be charged for.
+    pub fn is_electronic(self) -> bool {
+        matches!(
+            self,
+            RoiDelivery::Email | RoiDelivery::Portal | RoiDelivery::ElectronicMedia
+        )
+    }
+}
+
+token_enum!(
+    /// Information a release may carry only under an authorization that names it: psychotherapy
+    /// notes (45 CFR 164.508(a)(2)), substance use disorder records (42 CFR part 2), and what
+    /// state law protects apart (HIV/AIDS, genetic tests, mental health, reproductive health).
+    SensitiveCategory, "sensitive information category" {
+        PsychotherapyNotes => "psychotherapy_notes",
+        SubstanceUseDisorder => "substance_use_disorder",
+        HivAids => "hiv_aids",
+        Genetic => "genetic",
+        MentalHealth => "mental_health",
+        ReproductiveHealth => "reproductive_health",
+    }
+);
+
+token_enum!(
+    /// How a release's fee was set (45 CFR 164.524(c)(4), and HHS's guidance on it): no fee,
+    /// the actual cost of labor, supplies and postage, an average-cost schedule of the same,
+    /// or a flat fee for an electronic copy of records kept electronically.
+    FeeBasis, "fee basis" {
+        NoFee => "no_fee",
+        ActualCost => "actual_cost",
+        AverageCost => "average_cost",
+        FlatElectronic => "flat_electronic",
+    }
+);
+
+/// The most a flat fee for an electronic copy may be, in cents: HHS's $6.50, inclusive of
+/// labor, supplies and postage.
+pub const FLAT_ELECTRONIC_FEE_MAX_CENTS: u64 = 650;
+
+/// Parses an amount of cents stored as decimal digits (`"1240"` is $12.40); a sign, a point,
+/// spaces or more than 12 digits are refused.
+pub fn parse_cents(s: &str) -> Result<u64, ChartError> {
+    if s.is_empty() || s.len() > 12 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ChartError::InvalidValue {
+            field: "cents",
+            reason: format!(
+                "an amount is up to 12 digits of cents (got {} characters)",
+                s.chars().count()
+            ),
+        });
+    }
+    s.parse().map_err(|_| ChartError::InvalidValue {
+        field: "cents",
+        reason: "not a whole number of cents".into(),
+    })
+}
+
+token_enum!(
     /// Why records were disclosed, in the terms of 45 CFR 164.506-164.514. The accounting of
     /// disclosures (164.528) leaves out the purposes [`DisclosurePurpose::exempt_under`] names.
     DisclosurePurpose, "disclosure purpose" {
@@ -273,6 +344,11 @@ impl DisclosurePurpose {
 }
 
 impl RoiStatus {
+    /// Still to be answered: received, or its authorization verified.
+    pub fn is_open(self) -> bool {
+        matches!(self, RoiStatus::Received | RoiStatus::AuthorizationVerified)
+    }
+
     /// The lifecycle allows received → authorization_verified → fulfilled, and denial from
     /// either open state; fulfilled and denied are final.
     pub fn may_become(self, next: RoiStatus) -> bool {

@@ -245,6 +245,52 @@ pub struct RoiRequestView {
     pub status_reason: Option<String>,
     pub status_by: String,
     pub status_at: Timestamp,
+    /// How the records go out; set when the release is prepared.
+    pub delivery: Option<RoiDelivery>,
+    /// The one 30-day extension (45 CFR 164.524(b)(2)(ii)), once taken.
+    pub extension: Option<RoiExtension>,
+    /// The review for information that needs an authorization naming it, once done.
+    pub sensitive_review: Option<SensitiveReview>,
+    /// The fee charged, once set.
+    pub fee: Option<RoiFee>,
+}
+
+/// A request's extension: the notice given to the requester within the first 30 days, with
+/// the reason for the delay and the date it will be answered by (the request's `due_at`).
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoiExtension {
+    pub by: String,
+    pub at: Timestamp,
+    pub reason: String,
+    /// The due date before the extension.
+    pub original_due_at: Timestamp,
+}
+
+/// The records office's review of what a release would carry.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensitiveReview {
+    pub by: String,
+    pub at: Timestamp,
+    /// What was found; empty when nothing needs an authorization of its own.
+    pub categories: Vec<SensitiveCategory>,
+}
+
+/// A release's fee, in cents. For the cost bases the total is the sum of its parts (only
+/// these may be charged under 45 CFR 164.524(c)(4)); a flat fee has no parts.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoiFee {
+    pub basis: FeeBasis,
+    /// Labor for copying, whatever the medium.
+    pub labor_cents: u64,
+    /// Paper, or the disc or drive for an electronic copy.
+    pub supplies_cents: u64,
+    pub postage_cents: u64,
+    /// Preparing a summary or explanation the patient agreed to.
+    pub summary_cents: u64,
+    pub total_cents: u64,
 }
 
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]

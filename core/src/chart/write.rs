@@ -11,7 +11,7 @@ use super::keys;
 use super::read::Reader;
 use super::signing;
 use super::types::*;
-use super::view::CodeRef;
+use super::view::{CodeRef, RoiFee, RoiRequestView};
 use super::Chart;
 use crate::codes::{self, CodeSystem};
 
@@ -207,6 +207,54 @@ pub struct NewRoiRequest {
     pub purpose: DisclosurePurpose,
     pub scope: String,
     pub due_at: Timestamp,
+}
+
+/// Days one extension of a release-of-information request adds (45 CFR 164.524(b)(2)(ii)).
+pub const ROI_EXTENSION_DAYS: i64 = 30;
+
+/// The field of a `roi_authorization` form that names the sensitive information the patient
+/// authorizes releasing: category tokens, separated by commas or spaces.
+pub const SENSITIVE_CONSENT_FIELD: &str = "sensitive_consent";
+
+/// A fee as 45 CFR 164.524(c)(4) and HHS's guidance allow it.
+fn check_fee(fee: &RoiFee, delivery: RoiDelivery) -> Result<(), ChartError> {
+    let parts = [
+        fee.labor_cents,
+        fee.supplies_cents,
+        fee.postage_cents,
+        fee.summary_cents,
+    ];
+    let invalid = |reason: String| {
+        Err(ChartError::InvalidValue {
+            field: "fee",
+            reason,
+        })
+    };
+    match fee.basis {
+        FeeBasis::NoFee if fee.total_cents != 0 || parts.iter().any(|&p| p != 0) => {
+            invalid("no fee is a total of 0".into())
+        }
+        FeeBasis::FlatElectronic if !delivery.is_electronic() => invalid(format!(
+            "a flat fee is for an electronic copy, not one sent by {delivery}"
+        )),
+        FeeBasis::FlatElectronic if parts.iter().any(|&p| p != 0) => {
+            invalid("a flat fee has no parts: it includes labor, supplies and postage".into())
+        }
+        FeeBasis::FlatElectronic if fee.total_cents > FLAT_ELECTRONIC_FEE_MAX_CENTS => {
+            invalid(format!(
+                "a flat fee for an electronic copy is at most {FLAT_ELECTRONIC_FEE_MAX_CENTS} cents"
+            ))
+        }
+        FeeBasis::ActualCost | FeeBasis::AverageCost => {
+            let sum = parts.iter().try_fold(0u64, |a, &p| a.checked_add(p));
+            if sum == Some(fee.total_cents) {
+                Ok(())
+            } else {
+                invalid("a cost-based fee's total is the sum of its labor, supplies, postage and summary".into())
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
@@ -1043,8 +1091,86 @@ impl Chart {
         Ok(id)
     }
 
+    /// Takes a request's one extension (45 CFR 164.524(b)(2)(ii)): within the first 30 days,
+    /// with the reason for the delay that the requester's written notice gives; the request is
+    /// then due [`ROI_EXTENSION_DAYS`] later. Returns the new due date.
+    pub fn extend_roi_request(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        request_id: &str,
+        reason: &str,
+    ) -> Result<Timestamp, ChartError> {
+        require(by, RECORDS, "extend release-of-information requests")?;
+        nonempty("reason", reason)?;
+        let (obj, current) = self.open_roi_request(request_id, "it cannot be extended")?;
+        if current.extension.is_some() {
+            return Err(ChartError::InvalidTransition(
+                "this request has had its one extension".into(),
+            ));
+        }
+        if at > current.due_at {
+            return Err(ChartError::InvalidTransition(
+                "an extension is noticed within the first 30 days: this request is already past due"
+                    .into(),
+            ));
+        }
+        let due = current.due_at.plus_seconds(ROI_EXTENSION_DAYS * 86_400);
+        self.commit(by, at, "roi extension", |tx| {
+            put_str(tx, &obj, "original_due_at", &current.due_at.to_rfc3339())?;
+            put_str(tx, &obj, "due_at", &due.to_rfc3339())?;
+            put_str(tx, &obj, "extended_by", &by.user)?;
+            put_str(tx, &obj, "extended_at", &at.to_rfc3339())?;
+            put_str(tx, &obj, "extension_reason", reason)?;
+            Ok(())
+        })?;
+        Ok(due)
+    }
+
+    /// Prepares an open request's release: how it goes out, the review for sensitive
+    /// information (empty when none was found) and the fee. Done again, it replaces the last.
+    /// A flat fee is for an electronic delivery and at most
+    /// [`FLAT_ELECTRONIC_FEE_MAX_CENTS`]; a cost-based fee is the sum of its parts.
+    pub fn prepare_roi_release(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        request_id: &str,
+        delivery: RoiDelivery,
+        sensitive: &[SensitiveCategory],
+        fee: RoiFee,
+    ) -> Result<(), ChartError> {
+        require(by, RECORDS, "prepare releases of information")?;
+        let (obj, _) = self.open_roi_request(request_id, "nothing is left to prepare")?;
+        check_fee(&fee, delivery)?;
+        let mut sensitive = sensitive.to_vec();
+        sensitive.sort();
+        sensitive.dedup();
+        let tokens: Vec<String> = sensitive.iter().map(|c| c.token().to_string()).collect();
+        self.commit(by, at, "roi preparation", |tx| {
+            put_str(tx, &obj, "delivery", delivery.token())?;
+            put_list(tx, &obj, "sensitive", &tokens)?;
+            put_str(tx, &obj, "reviewed_by", &by.user)?;
+            put_str(tx, &obj, "reviewed_at", &at.to_rfc3339())?;
+            put_str(tx, &obj, "fee_basis", fee.basis.token())?;
+            for (key, cents) in [
+                ("fee_labor", fee.labor_cents),
+                ("fee_supplies", fee.supplies_cents),
+                ("fee_postage", fee.postage_cents),
+                ("fee_summary", fee.summary_cents),
+                ("fee_total", fee.total_cents),
+            ] {
+                put_str(tx, &obj, key, &cents.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
     /// Moves a request along its lifecycle. Verifying the authorization names a completed
-    /// roi_authorization form; a denial needs a reason.
+    /// roi_authorization form; a denial needs a reason. A release needs the request prepared
+    /// ([`Chart::prepare_roi_release`]); one that carries sensitive information is made by a
+    /// records supervisor or an administrator, under an authorization whose
+    /// `sensitive_consent` field names every category found.
     pub fn set_roi_status(
         &mut self,
         by: &Staff,
@@ -1090,6 +1216,9 @@ impl Chart {
         if status == RoiStatus::Denied {
             nonempty("reason", reason.unwrap_or(""))?;
         }
+        if status == RoiStatus::Fulfilled {
+            self.check_release(by, &current)?;
+        }
         self.commit(by, at, "roi status", |tx| {
             put_str(tx, &obj, "status", status.token())?;
             put_str(tx, &obj, "status_by", &by.user)?;
@@ -1098,6 +1227,76 @@ impl Chart {
             put_opt(tx, &obj, "status_reason", reason)?;
             Ok(())
         })
+    }
+
+    /// A request still to be answered, with its object; a closed one is refused, saying
+    /// `closed`.
+    fn open_roi_request(
+        &self,
+        request_id: &str,
+        closed: &str,
+    ) -> Result<(ObjId, RoiRequestView), ChartError> {
+        let obj = self.record(
+            keys::ROI_REQUESTS,
+            "release-of-information request",
+            request_id,
+        )?;
+        let current = self.reader().roi_request(request_id, &obj)?;
+        if !current.status.is_open() {
+            return Err(ChartError::InvalidTransition(format!(
+                "a {} request is closed: {closed}",
+                current.status
+            )));
+        }
+        Ok((obj, current))
+    }
+
+    /// The gate before records leave: the request prepared, and sensitive information released
+    /// only by a supervisor under an authorization that names it.
+    fn check_release(&self, by: &Staff, request: &RoiRequestView) -> Result<(), ChartError> {
+        let (Some(_), Some(review), Some(_)) =
+            (request.delivery, &request.sensitive_review, request.fee)
+        else {
+            return Err(ChartError::InvalidTransition(
+                "prepare the release first: its delivery, the review for sensitive information and the fee"
+                    .into(),
+            ));
+        };
+        if review.categories.is_empty() {
+            return Ok(());
+        }
+        if !matches!(by.role, Role::RecordsSupervisor | Role::Admin) {
+            return Err(ChartError::NotPermitted(
+                "a release with sensitive information is made by a records supervisor".into(),
+            ));
+        }
+        let form_id = request
+            .authorization
+            .as_deref()
+            .ok_or(ChartError::Missing {
+                field: "authorization form",
+            })?;
+        let fobj = self.record(keys::FORMS, "form", form_id)?;
+        let form = self.reader().form(form_id, &fobj)?;
+        let named = form.fields.0.get(SENSITIVE_CONSENT_FIELD).map_or("", |v| v);
+        let named: Vec<&str> = named
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let missing: Vec<&str> = review
+            .categories
+            .iter()
+            .map(|c| c.token())
+            .filter(|t| !named.contains(t))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ChartError::InvalidTransition(format!(
+                "the authorization does not name {}: the patient signs one that does",
+                missing.join(", ")
+            )))
+        }
     }
 
     /// Appends a disclosure to the accounting (45 CFR 164.528): never edited afterwards.

@@ -58,6 +58,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/patient-index", get(charts::patient_index))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
+        .route("/console/roi/prepare", post(roi::prepare))
+        .route("/console/roi/notice", get(roi::notice))
         .route("/console/coding", get(coding::queue))
         .route("/console/coding/chart", get(coding::chart))
         .route("/console/coding/search", post(coding::search))

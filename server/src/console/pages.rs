@@ -209,6 +209,23 @@ pub struct RoiLog<'a> {
     pub rows: &'a [super::roi::LogRow],
 }
 
+/// The written notice of a release request's extension.
+#[derive(Template)]
+#[template(path = "console/extension_notice.html")]
+pub struct ExtensionNotice<'a> {
+    pub frame: Frame<'a>,
+    pub chart: &'a str,
+    pub dated: &'a str,
+    pub requester: &'a str,
+    pub received: &'a str,
+    pub scope: &'a str,
+    pub patient: &'a str,
+    pub mrn: &'a str,
+    pub reason: &'a str,
+    pub due: &'a str,
+    pub by: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "console/roi_chart.html")]
 pub struct RoiChart<'a> {
@@ -223,6 +240,9 @@ pub struct RoiChart<'a> {
     /// When, to whom, what, why.
     pub disclosures: &'a [(String, String, String, String)],
     pub purposes: &'a [(&'static str, String)],
+    /// Delivery tokens, as shown.
+    pub deliveries: &'a [(&'static str, String)],
+    pub categories: &'a [(chartsync_core::chart::SensitiveCategory, &'static str)],
 }
 
 #[derive(Template)]
