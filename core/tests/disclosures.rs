@@ -269,3 +269,213 @@ fn a_release_counts_as_authorized_only_if_the_authorization_was_verified_before_
     assert_eq!(listed, vec![early, fast_clock]);
     assert!(!listed.contains(&under_authorization));
 }
+
+fn records_supervisor() -> Actor {
+    Actor {
+        user: "him.sup".into(),
+        role: "records_supervisor".into(),
+        device: "console".into(),
+    }
+}
+
+fn asked(mrn: &str, since: Option<Timestamp>, fee_cents: u64) -> NewAccountingRequest {
+    NewAccountingRequest {
+        mrn: mrn.into(),
+        requester: "A. Rivera".into(),
+        address: "12 Elm St".into(),
+        since,
+        fee_cents,
+    }
+}
+
+#[test]
+fn an_accounting_request_is_due_in_sixty_days_extended_once_and_kept_as_it_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let sup = records_supervisor();
+    let day = 24 * 60;
+    let first = stay(&store, t(0));
+    let second = stay(&store, t(YEAR));
+    disclose(&store, first, t(10), DisclosurePurpose::PublicHealth, None);
+    disclose(
+        &store,
+        second,
+        t(YEAR + 10),
+        DisclosurePurpose::LawEnforcement,
+        None,
+    );
+    disclose(
+        &store,
+        second,
+        t(YEAR + 20),
+        DisclosurePurpose::Treatment,
+        None,
+    );
+    let now = t(2 * YEAR);
+
+    // Bad requests are refused by what is wrong, and nothing is logged.
+    for (bad, why) in [
+        (
+            NewAccountingRequest {
+                requester: " ".into(),
+                ..asked("MRN-0042", None, 0)
+            },
+            "requester is required",
+        ),
+        (
+            asked("MRN-0042", None, 500),
+            "first accounting in twelve months is free",
+        ),
+        (
+            asked("MRN-0042", Some(now.plus_seconds(60)), 0),
+            "must start before today",
+        ),
+    ] {
+        match store.log_accounting_request(&sup, &bad, now) {
+            Err(StoreError::Invalid(msg)) => assert!(msg.contains(why), "{msg}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.log_accounting_request(&sup, &asked("MRN-9999", None, 0), now),
+        Err(StoreError::NoSuchPatient(m)) if m == "MRN-9999"
+    ));
+    assert!(store.accounting_requests(None).unwrap().is_empty());
+
+    let r = store
+        .log_accounting_request(&sup, &asked("MRN-0042", None, 0), now)
+        .unwrap();
+    assert_eq!(r.due_at, now.plus_seconds(ACCOUNTING_DUE_DAYS * 86_400));
+    assert!(r.first_in_twelve_months);
+    assert_eq!(r.status, AccountingRequestStatus::Open);
+    assert_eq!(store.accounting_requests(None).unwrap(), vec![r.clone()]);
+
+    // One extension, with its reason, within the 60 days.
+    assert!(matches!(
+        store.extend_accounting_request(&sup, &r.id, " ", t(2 * YEAR + day)),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.extend_accounting_request(&sup, &r.id, "waiting on a business associate", t(2 * YEAR + 61 * day)),
+        Err(StoreError::OutOfTurn(m)) if m.contains("past due")
+    ));
+    let extended = store
+        .extend_accounting_request(
+            &sup,
+            &r.id,
+            "waiting on a business associate",
+            t(2 * YEAR + 10 * day),
+        )
+        .unwrap();
+    assert_eq!(extended.due_at, now.plus_seconds(90 * 86_400));
+    let ext = extended.extension.clone().unwrap();
+    assert_eq!(
+        (ext.original_due_at, ext.by.as_str()),
+        (r.due_at, "him.sup")
+    );
+    assert!(matches!(
+        store.extend_accounting_request(&sup, &r.id, "again", t(2 * YEAR + 11 * day)),
+        Err(StoreError::OutOfTurn(m)) if m.contains("one extension")
+    ));
+
+    // Answered: both stays' accountable disclosures, not the treatment one; kept as given.
+    let given_at = t(2 * YEAR + 20 * day);
+    let (provided, accounting) = store.provide_accounting(&sup, &r.id, given_at).unwrap();
+    assert_eq!(provided.status, AccountingRequestStatus::Provided);
+    assert_eq!(
+        (provided.provided_at, provided.provided_by.as_deref()),
+        (Some(given_at), Some("him.sup"))
+    );
+    let purposes: Vec<DisclosurePurpose> = accounting
+        .disclosures
+        .iter()
+        .map(|d| d.disclosure.purpose)
+        .collect();
+    assert_eq!(
+        purposes,
+        [
+            DisclosurePurpose::PublicHealth,
+            DisclosurePurpose::LawEnforcement
+        ]
+    );
+    assert!(matches!(
+        store.provide_accounting(&sup, &r.id, given_at),
+        Err(StoreError::OutOfTurn(m)) if m.contains("already answered")
+    ));
+    disclose(
+        &store,
+        second,
+        t(2 * YEAR + 21 * day),
+        DisclosurePurpose::Research,
+        None,
+    );
+    let (again, kept) = store.accounting_request(&r.id).unwrap().unwrap();
+    assert_eq!(again, provided);
+    assert_eq!(
+        kept,
+        Some(accounting),
+        "the accounting as it was given, not as it would be now"
+    );
+    assert!(
+        store.accounting_requests(None).unwrap().is_empty(),
+        "nothing open"
+    );
+    // Each step is on both of the patient's charts' trails.
+    for chart in [first, second] {
+        let trail: Vec<String> = store
+            .audit_trail(chart)
+            .unwrap()
+            .into_iter()
+            .filter_map(|a| a.detail)
+            .filter(|d| d.contains(&r.id))
+            .collect();
+        assert_eq!(
+            trail,
+            [
+                format!("accounting request {} logged", r.id),
+                format!("accounting request {} extended", r.id),
+                format!(
+                    "accounting of disclosures given, request {}: 2 listed",
+                    r.id
+                ),
+            ]
+        );
+    }
+
+    // A second accounting within twelve months may carry the fee the patient was told of,
+    // and cover the shorter period they asked for.
+    let later = t(2 * YEAR + 100 * day);
+    let paid = store
+        .log_accounting_request(&sup, &asked("MRN-0042", Some(t(YEAR)), 1500), later)
+        .unwrap();
+    assert!(!paid.first_in_twelve_months);
+    assert_eq!(paid.fee_cents, 1500);
+    let (_, shorter) = store.provide_accounting(&sup, &paid.id, later).unwrap();
+    assert_eq!(shorter.from, t(YEAR));
+    let purposes: Vec<DisclosurePurpose> = shorter
+        .disclosures
+        .iter()
+        .map(|d| d.disclosure.purpose)
+        .collect();
+    assert_eq!(
+        purposes,
+        [
+            DisclosurePurpose::LawEnforcement,
+            DisclosurePurpose::Research
+        ]
+    );
+    // A year after the last one given, the next is free again.
+    assert!(store
+        .log_accounting_request(
+            &sup,
+            &asked("MRN-0042", None, 1500),
+            t(3 * YEAR + 101 * day)
+        )
+        .is_err());
+    let all = store.accounting_requests(Some("MRN-0042")).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [paid.id.as_str(), r.id.as_str()],
+        "the patient's requests, newest first"
+    );
+}

@@ -372,6 +372,7 @@ fn released_migrations_are_unchanged() {
         "8831403d19d4b63a7bdd85ac1ef68f6ec244e18af46d3e1d3843610a2fbb1406",
         "3ed803b2f3d47e50880a776b8c6774b0043f5b762a945f58abafdd5cbc7cbe24",
         "33657de42e05a65d70071e5f5e611e15d7f45ed5e0e16885e34d687384b9c4c1",
+        "6aa1b5f47f96daf90f2b414fb1c931525fabaa71b4e6385ec65292c49fc8c386",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));

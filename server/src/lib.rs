@@ -6,6 +6,7 @@
 //! `tests/` crate) build the same entry point into a binary of their own, so they run the
 //! real server as a separate process that they can kill.
 
+mod accounting;
 mod admin;
 mod api;
 mod auth;
@@ -419,6 +420,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/charts/{id}/coding/{coding}", post(coding::change))
         .route("/api/delinquency", get(records::delinquency))
         .route("/api/disclosures", get(records::disclosures))
+        .route(
+            "/api/accounting-requests",
+            get(accounting::list).post(accounting::log),
+        )
+        .route("/api/accounting-requests/{id}", get(accounting::show))
+        .route(
+            "/api/accounting-requests/{id}/extension",
+            post(accounting::extend),
+        )
+        .route(
+            "/api/accounting-requests/{id}/provide",
+            post(accounting::provide),
+        )
         .route("/api/staff", get(directory::list_staff))
         .route(
             "/api/staff/{user}",

@@ -322,6 +322,30 @@ try {
   await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
   expect((await text(sup, "#log-heading")).startsWith("0 open requests"), "nothing left open")
   await audit(sup, "release log", null)
+
+  // The patient asks which disclosures were made: the supervisor logs the request, gives the
+  // accounting and prints the letter, by keyboard.
+  await tabTo(sup, "nav a[href='/console/accounting']", "the Accountings link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await audit(sup, "accountings", "accountings")
+  for (const [field, value] of [["#log-mrn", "MRN-0101"], ["#requester", "Eva Lindqvist"], ["#address", "1 Main St"]]) {
+    await tabTo(sup, field, `the ${field} field`)
+    await sup.keyboard.type(value)
+  }
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect(!/MRN-0101/.test(sup.url()), "no MRN in the URL", sup.url())
+  expect((await text(sup, "#flash")).includes("due in 60 days"), "the accounting request is logged")
+  await tabTo(sup, "button.provide", "the Give the accounting button")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#flash")).includes("kept as it was given"), "the accounting is given")
+  await audit(sup, "accounting given", null)
+  await tabTo(sup, "a.letter-link", "the letter's link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  const letter = await text(sup, "article.letter")
+  expect(letter.includes("County Health Department"), "the letter lists the public health report", letter)
+  expect(!letter.includes("Acme Life"), "not the release the patient authorized", letter)
+  await tabTo(sup, "button[data-print]", "the Print button")
+  await audit(sup, "accounting letter", "accounting-letter")
   await sup.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))

@@ -639,7 +639,11 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     add_staff(&discharged_server, "cod.kim", "coder", &["4west"]);
     let release_data = tempfile::tempdir().unwrap();
     let release_file = release_data.path().join("charts.ndjson");
-    std::fs::write(&release_file, with_authorization()).unwrap();
+    std::fs::write(
+        &release_file,
+        reported_to_public_health(&with_authorization()),
+    )
+    .unwrap();
     import(release_data.path(), &release_file);
     let release_server = Server::start(release_data.path());
     add_staff(&release_server, "him.sup", "records_supervisor", &["*"]);
@@ -686,6 +690,9 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     assert_eq!(
         audited,
         [
+            "accounting given",
+            "accounting letter",
+            "accountings",
             "acknowledge",
             "chart coded",
             "chart search",
@@ -794,6 +801,34 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         (&request["fee"]["basis"], &request["fee"]["total_cents"]),
         (&serde_json::json!("actual_cost"), &serde_json::json!(1688))
     );
+    // And the accounting the supervisor gave: the public health report, kept as given.
+    let (_, body) = http_get(
+        &release_server.addr,
+        "/api/accounting-requests?mrn=MRN-0101",
+        Some(&supervisor),
+    );
+    let requests: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let given = &requests["requests"][0];
+    assert_eq!(
+        (&given["status"], &given["provided_by"]),
+        (
+            &serde_json::json!("provided"),
+            &serde_json::json!("him.sup")
+        )
+    );
+    let (_, body) = http_get(
+        &release_server.addr,
+        &format!("/api/accounting-requests/{}", given["id"].as_str().unwrap()),
+        Some(&supervisor),
+    );
+    let kept: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let purposes: Vec<&str> = kept["accounting"]["disclosures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["purpose"].as_str().unwrap())
+        .collect();
+    assert_eq!(purposes, ["public_health"]);
     drop(release_server);
     let db = open_server_db(&release_data.path().join("charts.db"));
     let writes: i64 = db
@@ -803,7 +838,10 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(writes, 5, "logged, extended, verified, prepared, released");
+    assert_eq!(
+        writes, 6,
+        "logged, extended, verified, prepared, released; the accounting request logged"
+    );
 }
 
 /// The REST behind the worklist's forms: the same rules for a client that is not the console.
@@ -2015,6 +2053,31 @@ fn with_authorization_naming(consent: &str) -> String {
     serde_json::json!({"id": line["id"], "automerge": b64.encode(chart.save())}).to_string()
 }
 
+/// The chart of `line` (an import line) with a disclosure to the county health department
+/// ten days ago: one an accounting of disclosures lists.
+fn reported_to_public_health(line: &str) -> String {
+    use base64::Engine;
+    use chartsync_core::chart::*;
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut chart = Chart::load(&b64.decode(line["automerge"].as_str().unwrap()).unwrap()).unwrap();
+    let desk = Staff::new("him.jones", Role::Technician, "records-pc-1");
+    chart
+        .record_disclosure(
+            &desk,
+            Timestamp::now().plus_seconds(-10 * 86_400),
+            NewDisclosure {
+                request_id: None,
+                recipient: "County Health Department".into(),
+                recipient_address: "200 Civic Plaza".into(),
+                description: "Tuberculosis case report".into(),
+                purpose: DisclosurePurpose::PublicHealth,
+            },
+        )
+        .unwrap();
+    serde_json::json!({"id": line["id"], "automerge": b64.encode(chart.save())}).to_string()
+}
+
 /// A supervisor logs a release request from the console (no automerge written by hand), sees
 /// it on the log with its days left, cannot release before the authorization is verified,
 /// verifies it, releases the records with the disclosure recorded, and denies another request
@@ -2435,6 +2498,7 @@ fn a_release_is_extended_once_charged_by_its_costs_and_gated_on_sensitive_inform
     for said in [
         "To: E. Lindqvist",
         "because the records are in off-site storage",
+        "the records of Eva Lindqvist (medical record number MRN-0101): the whole stay.",
         &format!("We will act on your request by {}", pages_day(new_due)),
         "164.524(b)(2)(ii)",
     ] {
@@ -2617,4 +2681,296 @@ fn a_release_is_extended_once_charged_by_its_costs_and_gated_on_sensitive_inform
         .status,
         404
     );
+}
+
+/// A patient's request for an accounting of disclosures, worked from the console: logged with
+/// its 60-day deadline (free, the first in twelve months), extended once with its notice,
+/// answered with the accounting kept as given, and the letter the patient reads; REST keeps
+/// the same rules, and every step is on the patient's chart's audit trail.
+#[test]
+fn an_accounting_request_is_logged_extended_answered_and_its_letter_printed() {
+    let data = tempfile::tempdir().unwrap();
+    let file = data.path().join("charts.ndjson");
+    std::fs::write(&file, reported_to_public_health(&with_authorization())).unwrap();
+    import(data.path(), &file);
+    let server = Server::start(data.path());
+    add_staff(&server, "him.sup", "records_supervisor", &["*"]);
+    add_staff(&server, "him.jones", "technician", &["*"]);
+    let addr = &server.addr;
+    let origin = format!("http://{addr}");
+    let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
+
+    // Who may: supervisors and admins of every ward, as for the accounting itself.
+    for (token, who) in [
+        (
+            server.token("him.jones", "technician", &["*"]),
+            "a technician",
+        ),
+        (
+            server.token("him.ward", "records_supervisor", &["4west"]),
+            "a supervisor of one ward",
+        ),
+    ] {
+        let (status, body) = http_get(addr, "/api/accounting-requests", Some(&token));
+        assert_eq!(status, 403, "{who}: {body}");
+    }
+    let tech = sign_in(addr, "him.jones");
+    assert_eq!(get(addr, "/console/accounting", Some(&tech)).status, 403);
+    assert!(!get(addr, "/console/worklist", Some(&tech))
+        .body
+        .contains("href=\"/console/accounting\""));
+
+    // Logged from the console: the MRN posted, due in 60 days, free.
+    let cookie = sign_in(addr, "him.sup");
+    let list = get(addr, "/console/accounting", Some(&cookie));
+    assert!(list.body.contains("0 open requests"), "{}", list.body);
+    let token = csrf(&list.body);
+    let log = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str())];
+        all.extend_from_slice(fields);
+        post(
+            addr,
+            "/console/accounting",
+            Some(&cookie),
+            Some(&origin),
+            &all,
+        )
+    };
+    for (fields, status, why) in [
+        (
+            vec![
+                ("mrn", "MRN-0999"),
+                ("requester", "E. Lindqvist"),
+                ("address", "1 Main St"),
+            ],
+            404,
+            "no chart has MRN MRN-0999",
+        ),
+        (
+            vec![
+                ("mrn", "MRN-0101"),
+                ("requester", "E. Lindqvist"),
+                ("address", "1 Main St"),
+                ("fee", "15.00"),
+            ],
+            422,
+            "first accounting in twelve months is free",
+        ),
+        (
+            vec![
+                ("mrn", "MRN-0101"),
+                ("requester", "E. Lindqvist"),
+                ("address", "1 Main St"),
+                ("since", "last year"),
+            ],
+            422,
+            "a date",
+        ),
+        (
+            vec![
+                ("mrn", "MRN-0101"),
+                ("requester", " "),
+                ("address", "1 Main St"),
+            ],
+            422,
+            "requester is required",
+        ),
+    ] {
+        let refused = log(&fields);
+        assert_eq!(refused.status, status, "{fields:?}: {}", refused.body);
+        assert!(refused.body.contains(why), "{why}: {}", refused.body);
+    }
+    let logged = log(&[
+        ("mrn", "MRN-0101"),
+        ("requester", "Eva Lindqvist"),
+        ("address", "1 Main St"),
+    ]);
+    assert_eq!(logged.status, 303, "{}", logged.body);
+    assert!(logged
+        .location
+        .starts_with("/console/accounting/request?id="));
+    assert!(!logged.location.contains("MRN"), "no MRN in the URL");
+    let id = logged.location.rsplit('=').next().unwrap().to_string();
+    let page = get(addr, &logged.location, Some(&cookie));
+    for said in [
+        "Request logged, due in 60 days.",
+        "Accounting request: Eva Lindqvist, MRN-0101",
+        "60 days left",
+        "Free (first in 12 months)",
+    ] {
+        assert!(page.body.contains(said), "{said}: {}", page.body);
+    }
+    let list = get(addr, "/console/accounting", Some(&cookie));
+    assert!(list.body.contains("1 open request,") && list.body.contains(&id));
+
+    // Extended once, with the notice to print; REST refuses a second.
+    let step = |fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", token.as_str()), ("id", id.as_str())];
+        all.extend_from_slice(fields);
+        post(
+            addr,
+            "/console/accounting/request",
+            Some(&cookie),
+            Some(&origin),
+            &all,
+        )
+    };
+    assert_eq!(step(&[("step", "extend"), ("reason", " ")]).status, 422);
+    let extended = step(&[
+        ("step", "extend"),
+        (
+            "reason",
+            "a business associate's disclosures are still to come",
+        ),
+    ]);
+    assert_eq!(extended.status, 303, "{}", extended.body);
+    let notice = get(
+        addr,
+        &format!("/console/accounting/notice?id={id}"),
+        Some(&cookie),
+    );
+    for said in [
+        "To: Eva Lindqvist",
+        "an accounting of the disclosures of the health information of Eva Lindqvist",
+        "within 60 days, because a business associate",
+        "164.528(c)(1)(ii)",
+    ] {
+        assert!(notice.body.contains(said), "{said}: {}", notice.body);
+    }
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/accounting-requests/{id}/extension"),
+        Some(&supervisor),
+        r#"{"reason": "again"}"#,
+    );
+    assert_eq!(status, 409, "one extension: {body}");
+    let (_, body) = http_get(
+        addr,
+        &format!("/api/accounting-requests/{id}"),
+        Some(&supervisor),
+    );
+    let shown: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let request = &shown["request"];
+    let received =
+        chartsync_core::chart::Timestamp::parse(request["received_at"].as_str().unwrap()).unwrap();
+    let due = chartsync_core::chart::Timestamp::parse(request["due_at"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        due.unix() - received.unix(),
+        90 * 86_400,
+        "60 days and the extension's 30"
+    );
+    assert_eq!(
+        shown["accounting"],
+        serde_json::Value::Null,
+        "not given yet"
+    );
+    assert!(
+        !body.contains("\"patient\""),
+        "the REST answer names the patient by MRN only"
+    );
+
+    // Given: the public health report, not the release the patient authorized; kept as given.
+    let given = step(&[("step", "provide")]);
+    assert_eq!(given.status, 303, "{}", given.body);
+    let page = get(
+        addr,
+        &format!("/console/accounting/request?id={id}"),
+        Some(&cookie),
+    );
+    assert!(
+        page.body.contains("What was given: 1 disclosure"),
+        "{}",
+        page.body
+    );
+    let letter = get(
+        addr,
+        &format!("/console/accounting/letter?id={id}"),
+        Some(&cookie),
+    );
+    assert_eq!(letter.status, 200);
+    for said in [
+        "Accounting of disclosures of your health information",
+        "County Health Department",
+        "200 Civic Plaza",
+        "Tuberculosis case report",
+        "Public health activities",
+        "There is no charge for this accounting.",
+    ] {
+        assert!(letter.body.contains(said), "{said}: {}", letter.body);
+    }
+    let (status, _) = http_post(
+        addr,
+        &format!("/api/accounting-requests/{id}/provide"),
+        Some(&supervisor),
+        "",
+    );
+    assert_eq!(status, 409, "answered once");
+    let (_, body) = http_get(addr, "/api/accounting-requests", Some(&supervisor));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["requests"],
+        serde_json::json!([]),
+        "nothing open"
+    );
+    // The patient's requests, the MRN posted.
+    let theirs = post(
+        addr,
+        "/console/accounting/patient",
+        Some(&cookie),
+        Some(&origin),
+        &[("csrf", &token), ("mrn", "MRN-0101")],
+    );
+    assert!(
+        theirs.body.contains("Every request of MRN-0101"),
+        "{}",
+        theirs.body
+    );
+    assert!(theirs.body.contains("Given "));
+    // A second accounting within twelve months may carry the fee the patient was told of.
+    let (status, body) = http_post(
+        addr,
+        "/api/accounting-requests",
+        Some(&supervisor),
+        r#"{"mrn": "MRN-0101", "requester": "Eva Lindqvist", "address": "1 Main St", "fee_cents": 1500}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let second: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&second["fee_cents"], &second["first_in_twelve_months"]),
+        (&serde_json::json!(1500), &serde_json::json!(false))
+    );
+    assert_eq!(
+        http_get(
+            addr,
+            "/api/accounting-requests/00000000-0000-4000-8000-000000000000",
+            Some(&supervisor)
+        )
+        .0,
+        404
+    );
+    let (status, _) = http_post(
+        addr,
+        "/api/accounting-requests",
+        Some(&supervisor),
+        r#"{"mrn": "MRN-0101", "requester": "x", "address": "y", "note": "z"}"#,
+    );
+    assert_eq!(status, 422, "unknown fields are refused");
+
+    // Each step is on the chart's trail, by the supervisor.
+    drop(server);
+    let db = open_server_db(&data.path().join("charts.db"));
+    let details: Vec<String> = db
+        .prepare("SELECT detail FROM audit_events WHERE user = 'him.sup' AND detail LIKE ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([format!("%{id}%")], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        details.contains(&format!("accounting request {id} logged")),
+        "{details:?}"
+    );
+    assert!(details.contains(&format!("accounting request {id} extended")));
+    assert!(details.contains(&format!(
+        "accounting of disclosures given, request {id}: 1 listed"
+    )));
 }

@@ -88,6 +88,17 @@ pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error("no chart has MRN {0}: check the number")]
+    NoSuchPatient(String),
+
+    #[error("no accounting request {0}")]
+    NoSuchAccountingRequest(String),
+
+    /// What was asked is right in itself but not at this step (a request already answered,
+    /// or extended once already).
+    #[error("{0}")]
+    OutOfTurn(String),
+
     #[error("the audit trail could not be written (with the rows committed beside it): {0}")]
     AuditNotWritten(String),
 

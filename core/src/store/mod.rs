@@ -7,6 +7,7 @@
 //! on demand into a cache bounded by memory; a background thread folds a chart's changes into
 //! a new snapshot once they outgrow the old one. docs/store.md has the file format and why.
 
+mod accounting_requests;
 mod audit;
 pub mod backup;
 mod break_glass;
@@ -38,6 +39,10 @@ use crate::chart::{
     Chart, ChartError, ChartId, Deficiency, EncounterStatus, RefreshScope, Timestamp,
 };
 
+pub use accounting_requests::{
+    AccountingExtension, AccountingRequest, AccountingRequestStatus, NewAccountingRequest,
+    ACCOUNTING_DUE_DAYS, ACCOUNTING_EXTENSION_DAYS,
+};
 pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/008_deficiency_work.sql"),
     include_str!("migrations/009_delinquency_days.sql"),
     include_str!("migrations/010_index_for_records.sql"),
+    include_str!("migrations/011_accounting_requests.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole

@@ -4,6 +4,7 @@
 //! form. Records staff only (technicians, coders, records supervisors, administrators); every
 //! read is audited as the REST API's are.
 
+mod accounting;
 mod aging;
 mod charts;
 mod coding;
@@ -56,6 +57,17 @@ pub fn routes() -> Router<AppState> {
             get(charts::trails).post(charts::patient_trail),
         )
         .route("/console/patient-index", get(charts::patient_index))
+        .route(
+            "/console/accounting",
+            get(accounting::list).post(accounting::log),
+        )
+        .route("/console/accounting/patient", post(accounting::patient))
+        .route(
+            "/console/accounting/request",
+            get(accounting::request).post(accounting::step),
+        )
+        .route("/console/accounting/letter", get(accounting::letter))
+        .route("/console/accounting/notice", get(accounting::notice))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/roi/prepare", post(roi::prepare))

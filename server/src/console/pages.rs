@@ -214,15 +214,67 @@ pub struct RoiLog<'a> {
 #[template(path = "console/extension_notice.html")]
 pub struct ExtensionNotice<'a> {
     pub frame: Frame<'a>,
-    pub chart: &'a str,
+    /// The request's page, and its link's words.
+    pub back: &'a str,
+    pub back_label: &'a str,
     pub dated: &'a str,
     pub requester: &'a str,
-    pub received: &'a str,
-    pub scope: &'a str,
-    pub patient: &'a str,
-    pub mrn: &'a str,
+    /// What was asked for and when, as a sentence.
+    pub asked: &'a str,
+    /// The days the rule gives before the extension (30 for records, 60 for an accounting).
+    pub days: u32,
+    /// The rule that allows the one extension.
+    pub rule: &'a str,
     pub reason: &'a str,
     pub due: &'a str,
+    pub by: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "console/accounting_list.html")]
+pub struct AccountingList<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub as_of: &'a str,
+    pub heading: &'a str,
+    pub rows: &'a [super::accounting::RequestRow],
+    /// The patient whose requests are shown, or empty for the open ones.
+    pub mrn: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "console/accounting_request.html")]
+pub struct AccountingRequestPage<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub row: &'a super::accounting::RequestRow,
+    pub patient: &'a str,
+    pub address: &'a str,
+    pub period: &'a str,
+    pub received_by: &'a str,
+    pub extension: &'a str,
+    pub may_extend: bool,
+    pub open: bool,
+    /// When and by whom it was given, once it was.
+    pub given: &'a str,
+    pub lines: &'a [super::accounting::LineRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/accounting_letter.html")]
+pub struct AccountingLetter<'a> {
+    pub frame: Frame<'a>,
+    pub id: &'a str,
+    pub dated: &'a str,
+    pub requester: &'a str,
+    pub address: &'a str,
+    pub patient: &'a str,
+    pub mrn: &'a str,
+    pub received: &'a str,
+    pub period: &'a str,
+    /// The fee charged, or empty.
+    pub fee: &'a str,
+    pub lines: &'a [super::accounting::LineRow],
     pub by: &'a str,
 }
 
@@ -320,6 +372,15 @@ pub fn kind_label(kind: DeficiencyKind) -> &'static str {
 pub fn minute(t: Timestamp) -> String {
     let s = t.to_rfc3339();
     format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
+/// A request's one extension as its page shows it: when, by whom, from which due date, why.
+pub fn extension_said(at: Timestamp, by: &str, original_due: Timestamp, reason: &str) -> String {
+    format!(
+        "{} by {by}, from {}: {reason}",
+        minute(at),
+        day(original_due)
+    )
 }
 
 /// The date of a timestamp, as the worklist shows it.

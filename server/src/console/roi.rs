@@ -36,7 +36,7 @@ pub struct LogRow {
 }
 
 /// Days left to the due date, or days past it.
-fn days_left(due: Timestamp, now: Timestamp) -> (String, bool) {
+pub(super) fn days_left(due: Timestamp, now: Timestamp) -> (String, bool) {
     // Any part of a day counts as a day, either side of the due time.
     let secs = due.unix() - now.unix();
     let plural = |n: i64| if n == 1 { "" } else { "s" };
@@ -112,12 +112,12 @@ pub(super) struct ChartQuery {
 }
 
 /// An amount of cents as dollars: "$16.88".
-pub fn dollars(cents: u64) -> String {
+pub(super) fn dollars(cents: u64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)
 }
 
 /// Dollars as typed ("16.88", "$16.8", "16", or nothing for none) as cents.
-fn cents_of(typed: &str, field: &str) -> Result<u64, String> {
+pub(super) fn cents_of(typed: &str, field: &str) -> Result<u64, String> {
     let t = typed.trim();
     let t = t.strip_prefix('$').unwrap_or(t).trim();
     if t.is_empty() {
@@ -307,15 +307,7 @@ pub(super) async fn chart(
                 extension: r
                     .extension
                     .as_ref()
-                    .map(|e| {
-                        format!(
-                            "{} by {}, from {}: {}",
-                            pages::minute(e.at),
-                            e.by,
-                            pages::day(e.original_due_at),
-                            e.reason
-                        )
-                    })
+                    .map(|e| pages::extension_said(e.at, &e.by, e.original_due_at, &e.reason))
                     .unwrap_or_default(),
                 may_extend: open && r.extension.is_none() && now <= r.due_at,
                 prepared: r.delivery.is_some() && r.sensitive_review.is_some() && r.fee.is_some(),
@@ -620,13 +612,20 @@ pub(super) async fn notice(
     };
     render(pages::ExtensionNotice {
         frame: signed.frame(&app),
-        chart: &q.id,
+        back: &format!("/console/roi/chart?id={}", q.id),
+        back_label: "Back to the chart's release of information",
         dated: &pages::day(e.at),
         requester: &r.requester,
-        received: &pages::day(r.received_at),
-        scope: &r.scope,
-        patient: &format!("{} {}", view.patient.given_names, view.patient.family_name),
-        mrn: &view.patient.mrn,
+        asked: &format!(
+            "On {} we received your request for the records of {} {} (medical record number {}): {}.",
+            pages::day(r.received_at),
+            view.patient.given_names,
+            view.patient.family_name,
+            view.patient.mrn,
+            r.scope
+        ),
+        days: 30,
+        rule: "45 CFR 164.524(b)(2)(ii)",
         reason: &e.reason,
         due: &pages::day(r.due_at),
         by: &e.by,
