@@ -8,6 +8,8 @@
 //! - `GET /api/break-glass[?status=unreviewed|reviewed|all]` and
 //!   `POST /api/break-glass/{id}/review`: the review queue (records supervisors and admins).
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use chartsync_core::chart::{ChartId, Role, Timestamp};
 use chartsync_core::store::{
-    Actor, BreakGlassReason, ChartStore, CredentialStatus, NewBreakGlass, ReviewFilter, StoreError,
+    Actor, AuditAction, BreakGlass, BreakGlassReason, ChartStore, CredentialStatus, NewBreakGlass,
+    ReviewFilter, StoreError,
 };
 use chartsync_core::tablet::BreakGlassRequest;
 use chartsync_core::trust::{self, DeviceId, Serial, SignedCertificate};
@@ -24,6 +27,7 @@ use serde::Deserialize;
 
 use crate::api::{actor, error, internal};
 use crate::auth::Access;
+use crate::records::{settled, Refusal};
 use crate::AppState;
 
 /// How far ahead of the server's clock a tablet's signing time may be, and how old a request
@@ -245,13 +249,66 @@ pub async fn end(
     .unwrap_or_else(|r| r)
 }
 
-fn reviewers_only(access: &Access) -> Option<Response> {
-    (!matches!(access.role, Role::RecordsSupervisor | Role::Admin)).then(|| {
-        error(
+fn reviewers_only(access: &Access) -> Result<(), Refusal> {
+    if matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        Ok(())
+    } else {
+        Err(Refusal(
             StatusCode::FORBIDDEN,
-            "the break-glass review queue is for records supervisors and admins",
-        )
+            "the break-glass review queue is for records supervisors and admins".into(),
+        ))
+    }
+}
+
+/// A store refusal as the reviewer is told it; anything else is the server's own failure.
+fn refusal(e: StoreError) -> Result<Refusal, StoreError> {
+    let status = match &e {
+        StoreError::NoSuchGrant(_) | StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::ReasonRequired | StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        StoreError::AlreadyDecided { .. } => StatusCode::CONFLICT,
+        _ => return Err(e),
+    };
+    Ok(Refusal(status, e.to_string()))
+}
+
+/// The grants `filter` picks, oldest first, for a reviewer; audited as a listing.
+pub(crate) async fn review_queue(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    filter: ReviewFilter,
+) -> Result<Vec<BreakGlass>, Refusal> {
+    reviewers_only(access)?;
+    let result = tokio::task::spawn_blocking(move || {
+        let grants = store.break_glass_queue(filter)?;
+        store.record_audit(
+            &who,
+            AuditAction::List,
+            None,
+            Some("break-glass review queue"),
+        )?;
+        Ok(Ok(grants))
     })
+    .await;
+    settled(result)
+}
+
+/// Marks grant `id` reviewed by `who`, with a note.
+pub(crate) async fn reviewed(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    id: i64,
+    note: String,
+) -> Result<BreakGlass, Refusal> {
+    reviewers_only(access)?;
+    let result =
+        tokio::task::spawn_blocking(move || match store.review_break_glass(id, &who, &note) {
+            Ok(grant) => Ok(Ok(grant)),
+            Err(e) => refusal(e).map(Err),
+        })
+        .await;
+    settled(result)
 }
 
 #[derive(Deserialize)]
@@ -263,11 +320,9 @@ pub struct QueueQuery {
 pub async fn queue(
     State(app): State<AppState>,
     access: Access,
+    headers: HeaderMap,
     Query(q): Query<QueueQuery>,
 ) -> Response {
-    if let Some(r) = reviewers_only(&access) {
-        return r;
-    }
     let filter = match q.status.as_deref().unwrap_or("unreviewed") {
         "unreviewed" => ReviewFilter::Unreviewed,
         "reviewed" => ReviewFilter::Reviewed,
@@ -279,12 +334,11 @@ pub async fn queue(
             )
         }
     };
-    let store = app.store.clone();
-    blocking(
-        move || Ok(Json(store.break_glass_queue(filter).map_err(store_error)?).into_response()),
-    )
-    .await
-    .unwrap_or_else(|r| r)
+    let who = actor(&access, &headers);
+    match review_queue(app.store.clone(), &access, who, filter).await {
+        Ok(grants) => Json(grants).into_response(),
+        Err(r) => r.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -301,19 +355,11 @@ pub async fn review(
     Path(id): Path<i64>,
     Json(req): Json<Review>,
 ) -> Response {
-    if let Some(r) = reviewers_only(&access) {
-        return r;
-    }
     let by = actor(&access, &headers);
-    let store = app.store.clone();
-    blocking(move || {
-        let reviewed = store
-            .review_break_glass(id, &by, &req.note)
-            .map_err(store_error)?;
-        Ok(Json(reviewed).into_response())
-    })
-    .await
-    .unwrap_or_else(|r| r)
+    match reviewed(app.store.clone(), &access, by, id, req.note).await {
+        Ok(grant) => Json(grant).into_response(),
+        Err(r) => r.into_response(),
+    }
 }
 
 /// Audits the end of grants whose time ran out, every 30 seconds.

@@ -8,6 +8,7 @@
 //! (a refused new chart, a ward census) are the records office's (`*`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,11 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{Chart, ChartId, Role};
 use chartsync_core::protocol::ChartNotice;
-use chartsync_core::store::{AuditAction, ChartStore, HeldBatch, HoldStatus, StoreError};
+use chartsync_core::store::{Actor, AuditAction, ChartStore, HeldBatch, HoldStatus, StoreError};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{actor, blocking, error, internal};
+use crate::api::{actor, error};
 use crate::auth::{Access, ALL_WARDS};
+use crate::records::{settled, Refusal};
 use crate::AppState;
 
 /// Whether `access` may see the holds of `chart`.
@@ -37,6 +39,51 @@ fn supervisors_only(access: &Access) -> Option<Response> {
             "the holding area is for records supervisors and admins",
         )
     })
+}
+
+fn supervisors_only_refusal(access: &Access) -> Result<(), Refusal> {
+    if matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        Ok(())
+    } else {
+        Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "the holding area is for records supervisors and admins".into(),
+        ))
+    }
+}
+
+/// The held batches with `status` (`None`: all), of `chart` or every chart, that `access` may
+/// review, newest first; audited as a listing.
+pub(crate) async fn held(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    status: Option<HoldStatus>,
+    chart: Option<ChartId>,
+) -> Result<Vec<HeldBatch>, Refusal> {
+    supervisors_only_refusal(access)?;
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut visible = Vec::new();
+        let mut seen: HashMap<ChartId, bool> = HashMap::new();
+        for batch in store.held_batches(chart, status)? {
+            let ok = match seen.get(&batch.chart) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = may_review(&store, &access, batch.chart)?;
+                    seen.insert(batch.chart, ok);
+                    ok
+                }
+            };
+            if ok {
+                visible.push(batch);
+            }
+        }
+        store.record_audit(&who, AuditAction::List, chart, Some("holding area"))?;
+        Ok::<_, StoreError>(Ok(visible))
+    })
+    .await;
+    settled(result)
 }
 
 /// `GET /api/holds[?status=pending|accepted|rejected|all][&chart=ID]`, newest first.
@@ -66,32 +113,10 @@ pub async fn list(
         Some(Ok(c)) => Some(c),
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "not a chart id"),
     };
-    let store = app.store.clone();
     let who = actor(&access, &headers);
-    let result = blocking(move || {
-        let mut visible = Vec::new();
-        let mut seen: HashMap<ChartId, bool> = HashMap::new();
-        for batch in store.held_batches(chart, status)? {
-            let ok = match seen.get(&batch.chart) {
-                Some(ok) => *ok,
-                None => {
-                    let ok = may_review(&store, &access, batch.chart)?;
-                    seen.insert(batch.chart, ok);
-                    ok
-                }
-            };
-            if ok {
-                visible.push(batch);
-            }
-        }
-        store.record_audit(&who, AuditAction::List, chart, Some("holding area"))?;
-        Ok::<_, StoreError>(visible)
-    })
-    .await;
-    match result {
-        Ok(Ok(list)) => Json(list).into_response(),
-        Ok(Err(e)) => internal(e),
-        Err(r) => r,
+    match held(app.store.clone(), &access, who, status, chart).await {
+        Ok(list) => Json(list).into_response(),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -167,27 +192,42 @@ fn effect(before: Option<&Chart>, bytes: &[u8]) -> Result<Effect, String> {
     })
 }
 
-/// `GET /api/holds/{id}`: one hold, and what it would do.
-pub async fn show(
-    State(app): State<AppState>,
-    access: Access,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Response {
-    if let Some(r) = supervisors_only(&access) {
-        return r;
+fn no_such() -> Refusal {
+    Refusal(StatusCode::NOT_FOUND, "no such held changes".into())
+}
+
+/// Held changes `id` with their bytes, if `access` may review them; one outside its wards is
+/// refused as if it did not exist, and the refusal audited.
+fn reviewable(
+    store: &ChartStore,
+    access: &Access,
+    who: &Actor,
+    id: i64,
+) -> Result<Option<(HeldBatch, Vec<u8>)>, StoreError> {
+    let Some((batch, bytes)) = store.held_batch(id)? else {
+        return Ok(None);
+    };
+    if !may_review(store, access, batch.chart)? {
+        let detail = Some("held changes of a chart outside the token's wards");
+        store.record_audit(who, AuditAction::Deny, Some(batch.chart), detail)?;
+        return Ok(None);
     }
-    let store = app.store.clone();
-    let who = actor(&access, &headers);
-    let result = blocking(move || -> Result<Option<HoldDetail>, StoreError> {
-        let Some((batch, bytes)) = store.held_batch(id)? else {
-            return Ok(None);
+    Ok(Some((batch, bytes)))
+}
+
+/// One hold and what it would do, if `access` may review it; its reading audited.
+pub(crate) async fn detail(
+    store: Arc<ChartStore>,
+    access: &Access,
+    who: Actor,
+    id: i64,
+) -> Result<HoldDetail, Refusal> {
+    supervisors_only_refusal(access)?;
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let Some((batch, bytes)) = reviewable(&store, &access, &who, id)? else {
+            return Ok(Err(no_such()));
         };
-        if !may_review(&store, &access, batch.chart)? {
-            let detail = Some("held changes of a chart outside the token's wards");
-            store.record_audit(&who, AuditAction::Deny, Some(batch.chart), detail)?;
-            return Ok(None);
-        }
         let chart = if store.contains(batch.chart)? {
             Some(store.chart(batch.chart)?)
         } else {
@@ -208,7 +248,7 @@ pub async fn show(
             Some(batch.chart),
             Some(&format!("held changes {id}")),
         )?;
-        Ok(Some(HoldDetail {
+        Ok::<_, StoreError>(Ok(HoldDetail {
             reason_text: batch.reason.describe(),
             acceptable: batch.reason.acceptable(),
             batch,
@@ -216,11 +256,20 @@ pub async fn show(
         }))
     })
     .await;
-    match result {
-        Ok(Ok(Some(detail))) => Json(detail).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such held changes"),
-        Ok(Err(e)) => internal(e),
-        Err(r) => r,
+    settled(result)
+}
+
+/// `GET /api/holds/{id}`: one hold, and what it would do.
+pub async fn show(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    let who = actor(&access, &headers);
+    match detail(app.store.clone(), &access, who, id).await {
+        Ok(detail) => Json(detail).into_response(),
+        Err(r) => r.into_response(),
     }
 }
 
@@ -260,42 +309,49 @@ async fn decide(
     id: i64,
     reject: Option<String>,
 ) -> Response {
-    if let Some(r) = supervisors_only(&access) {
-        return r;
-    }
-    let store = app.store.clone();
     let who = actor(&access, &headers);
-    let result = blocking(move || -> Result<Option<HeldBatch>, StoreError> {
-        let Some((batch, _)) = store.held_batch(id)? else {
-            return Ok(None);
-        };
-        if !may_review(&store, &access, batch.chart)? {
-            let detail = Some("held changes of a chart outside the token's wards");
-            store.record_audit(&who, AuditAction::Deny, Some(batch.chart), detail)?;
-            return Ok(None);
+    match decided(&app, &access, who, id, reject).await {
+        Ok(batch) => Json(batch).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Accepts (`reject: None`) or rejects held changes as `who`, and tells the device that sent
+/// them if it is connected (otherwise it hears when it next syncs the chart).
+pub(crate) async fn decided(
+    app: &AppState,
+    access: &Access,
+    who: Actor,
+    id: i64,
+    reject: Option<String>,
+) -> Result<HeldBatch, Refusal> {
+    supervisors_only_refusal(access)?;
+    let store = app.store.clone();
+    let access = access.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        if reviewable(&store, &access, &who, id)?.is_none() {
+            return Ok(Err(no_such()));
         }
-        match &reject {
-            None => store.accept_hold(id, &who).map(Some),
-            Some(reason) => store.reject_hold(id, &who, reason).map(Some),
+        let done = match &reject {
+            None => store.accept_hold(id, &who),
+            Some(reason) => store.reject_hold(id, &who, reason),
+        };
+        match done {
+            Ok(batch) => Ok(Ok(batch)),
+            Err(StoreError::NoSuchHold(_)) => Ok(Err(no_such())),
+            Err(e @ StoreError::ReasonRequired) => {
+                Ok(Err(Refusal(StatusCode::BAD_REQUEST, e.to_string())))
+            }
+            Err(
+                e @ (StoreError::AlreadyDecided { .. }
+                | StoreError::NotAcceptable { .. }
+                | StoreError::DecideFirst { .. }),
+            ) => Ok(Err(Refusal(StatusCode::CONFLICT, e.to_string()))),
+            Err(e) => Err(e),
         }
     })
     .await;
-    let batch = match result {
-        Ok(Ok(Some(batch))) => batch,
-        Ok(Ok(None)) | Ok(Err(StoreError::NoSuchHold(_))) => {
-            return error(StatusCode::NOT_FOUND, "no such held changes")
-        }
-        Ok(Err(e @ StoreError::ReasonRequired)) => {
-            return error(StatusCode::BAD_REQUEST, &e.to_string())
-        }
-        Ok(Err(
-            e @ (StoreError::AlreadyDecided { .. }
-            | StoreError::NotAcceptable { .. }
-            | StoreError::DecideFirst { .. }),
-        )) => return error(StatusCode::CONFLICT, &e.to_string()),
-        Ok(Err(e)) => return internal(e),
-        Err(r) => return r,
-    };
+    let batch = settled(result)?;
     tracing::info!(hold = id, chart = %batch.chart, status = batch.status.token(), reviewer = batch.decided_by.as_deref().unwrap_or(""), "held changes decided");
     let notice = notice_of(&batch);
     // No connection listening is fine: the device hears it when it next syncs the chart.
@@ -303,7 +359,7 @@ async fn decide(
         .hub
         .decisions
         .send((batch.chart, batch.device.clone(), notice));
-    Json(batch).into_response()
+    Ok(batch)
 }
 
 /// What the device that sent a decided batch is told.

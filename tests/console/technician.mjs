@@ -346,6 +346,11 @@ try {
   expect(!letter.includes("Acme Life"), "not the release the patient authorized", letter)
   await tabTo(sup, "button[data-print]", "the Print button")
   await audit(sup, "accounting letter", "accounting-letter")
+  // The review queues, from the navigation: nothing held, nothing to review here.
+  await tabTo(sup, "nav a[href='/console/review']", "the Review link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#holds-heading")).startsWith("0 held changes"), "nothing held")
+  await audit(sup, "review queues", null)
   await sup.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))

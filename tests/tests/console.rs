@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::console::{get, post, sign_in};
+use common::console::{csrf, get, post, sign_in};
 use common::*;
 
 const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
@@ -163,15 +163,6 @@ fn imported_store() -> tempfile::TempDir {
     std::fs::write(&file, lines.join("\n")).unwrap();
     import(data.path(), &file);
     data
-}
-
-/// The CSRF token in a page's forms.
-fn csrf(body: &str) -> String {
-    let at = body
-        .find("name=\"csrf\" value=\"")
-        .expect("a form with a CSRF token")
-        + 19;
-    body[at..at + 64].to_string()
 }
 
 fn audit_rows(data: &Path) -> Vec<(String, String, String)> {
@@ -706,6 +697,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "refused",
             "release log",
             "release of information",
+            "review queues",
             "sign-in",
             "signed out for idleness",
             "worklist",

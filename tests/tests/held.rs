@@ -323,16 +323,20 @@ async fn an_expired_sign_in_asks_for_a_new_one_and_stops_retrying_until_given() 
     c.stop().await;
 }
 
-/// Two of rn.silva's observations wait on a shared tablet where rn.park is signed in. The
-/// records supervisor reads what each would do, accepts one (it reaches the record under
-/// rn.silva's name) and rejects the other with a reason; the tablet hears both decisions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet_hears_both() {
-    let data = tempfile::tempdir().unwrap();
-    let devices = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
-    let url = format!("ws://{}/sync", server.addr);
-    let tablet = tablet_store(&devices, "tablet");
+/// A ward tablet signed in as rn.park, where rn.silva charted a heart rate on MRN-0001's and
+/// MRN-0002's charts (4west): the server holds both. The tablet's store, its client, the two
+/// charts and rn.park's token.
+async fn two_held_charts(
+    server: &Server,
+    devices: &tempfile::TempDir,
+) -> (
+    std::sync::Arc<chartsync_core::store::ChartStore>,
+    chartsync_core::client::SyncClient,
+    ChartId,
+    ChartId,
+    String,
+) {
+    let tablet = tablet_store(devices, "tablet");
     let nurse_token = server.token("rn.park", "nurse", &["4west"]);
     let park = Staff::new("rn.park", Role::Nurse, "tablet-4west-01");
     let silva = Staff::new("rn.silva", Role::Nurse, "tablet-4west-01");
@@ -344,6 +348,7 @@ async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet
             .create(admit_at("MRN-0002", "4west", at(1), &park))
             .unwrap(),
     );
+    let url = format!("ws://{}/sync", server.addr);
     let c = client(url, &nurse_token, "tablet-4west-01", &tablet);
     assert!(
         c.wait_until_up_to_date(WAIT).await,
@@ -356,6 +361,18 @@ async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet
             .unwrap();
     }
     until(&c, "both charts held", |s| s.held.len() == 2).await;
+    (tablet, c, kept, refused, nurse_token)
+}
+
+/// Two of rn.silva's observations wait on a shared tablet where rn.park is signed in. The
+/// records supervisor reads what each would do, accepts one (it reaches the record under
+/// rn.silva's name) and rejects the other with a reason; the tablet hears both decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet_hears_both() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let (tablet, c, kept, refused, nurse_token) = two_held_charts(&server, &devices).await;
 
     let supervisor = server.token("sup.adams", "records_supervisor", &["4west"]);
     let (code, body) = http_get(&server.addr, "/api/holds", Some(&supervisor));
@@ -465,6 +482,169 @@ async fn a_supervisor_accepts_one_held_change_and_rejects_another_and_the_tablet
     assert!(trail
         .iter()
         .any(|r| r["action"] == "review" && r["user"] == "sup.adams"));
+    c.stop().await;
+}
+
+/// The same decisions from the records console: a supervisor opens the review queues, reads
+/// what each held change would do, accepts one and rejects the other with a reason, and the
+/// tablet hears both; a break-glass access from another ward's nurse is reviewed with a note.
+/// A technician is kept out, and a form without its CSRF token changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_works_the_review_queues_in_the_console_and_the_tablet_hears_each_decision() {
+    use common::console::{csrf, get, post, sign_in};
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    add_staff(&server, "sup.adams", "records_supervisor", &["4west"]);
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    let (tablet, c, kept, refused, nurse_token) = two_held_charts(&server, &devices).await;
+    // A float nurse from 5east opens MRN-0002's chart in an emergency.
+    let float = server.token("rn.float", "nurse", &["5east"]);
+    let (status, body) = http_post(
+        &server.addr,
+        "/api/break-glass",
+        Some(&float),
+        &serde_json::json!({"chart": refused.to_string(), "reason": "ETREAT", "text": "code blue on 4west"})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let addr = server.addr.clone();
+    let origin = format!("http://{addr}");
+    let tech = sign_in(&addr, "him.jones");
+    assert_eq!(get(&addr, "/console/review", Some(&tech)).status, 403);
+    let cookie = sign_in(&addr, "sup.adams");
+    let queues = get(&addr, "/console/review", Some(&cookie));
+    assert_eq!(queues.status, 200, "{}", queues.body);
+    for said in [
+        "2 held changes waiting",
+        "MRN-0001",
+        "MRN-0002",
+        "written by someone other than the person signed in",
+        "1 break-glass access to review",
+        "rn.float (nurse): MRN-0002 on 4west",
+        "code blue on 4west",
+    ] {
+        assert!(queues.body.contains(said), "{said}: {}", queues.body);
+    }
+    let token = csrf(&queues.body);
+    let hold_of = |chart: ChartId| {
+        let at = queues
+            .body
+            .find(&format!("data-chart=\"{chart}\""))
+            .unwrap();
+        let row = &queues.body[..at];
+        let id = &row[row.rfind("data-hold=\"").unwrap() + 11..];
+        id[..id.find('"').unwrap()].parse::<i64>().unwrap()
+    };
+    let (accept, reject) = (hold_of(kept), hold_of(refused));
+    let page = get(
+        &addr,
+        &format!("/console/review/hold?id={accept}"),
+        Some(&cookie),
+    );
+    assert!(page.body.contains("<code>adds entries/"), "{}", page.body);
+    assert!(page.body.contains("class=\"accept\""), "it may be accepted");
+    let decide = |fields: &[(&str, &str)], with_token: bool| {
+        let mut all = vec![("csrf", if with_token { token.as_str() } else { "" })];
+        all.extend_from_slice(fields);
+        post(
+            &addr,
+            "/console/review/hold",
+            Some(&cookie),
+            Some(&origin),
+            &all,
+        )
+    };
+    let (accept_id, reject_id) = (accept.to_string(), reject.to_string());
+    let forged = decide(&[("id", &accept_id), ("decision", "accept")], false);
+    assert_eq!(forged.status, 403, "no CSRF token, nothing decided");
+    let accepted = decide(&[("id", &accept_id), ("decision", "accept")], true);
+    assert_eq!(accepted.status, 303, "{}", accepted.body);
+    let no_reason = decide(
+        &[("id", &reject_id), ("decision", "reject"), ("reason", " ")],
+        true,
+    );
+    assert_eq!(
+        no_reason.status, 400,
+        "a rejection gives the tablet its reason"
+    );
+    let rejected = decide(
+        &[
+            ("id", &reject_id),
+            ("decision", "reject"),
+            ("reason", "charted on the wrong patient"),
+        ],
+        true,
+    );
+    assert_eq!(rejected.status, 303, "{}", rejected.body);
+    let page = get(
+        &addr,
+        &format!("/console/review/hold?id={reject}"),
+        Some(&cookie),
+    );
+    assert!(page.body.contains("Rejected by sup.adams"), "{}", page.body);
+    assert!(page.body.contains("charted on the wrong patient"));
+    let again = decide(
+        &[("id", &accept_id), ("decision", "reject"), ("reason", "x")],
+        true,
+    );
+    assert_eq!(again.status, 409, "a decided hold stays decided");
+
+    // The break-glass access, reviewed with a note.
+    let grant = {
+        let at = queues.body.find("data-grant=\"").unwrap() + 12;
+        queues.body[at..at + queues.body[at..].find('"').unwrap()].to_string()
+    };
+    let reviewed = post(
+        &addr,
+        "/console/review/break-glass",
+        Some(&cookie),
+        Some(&origin),
+        &[
+            ("csrf", &token),
+            ("id", &grant),
+            ("note", "confirmed with the rapid response log"),
+        ],
+    );
+    assert_eq!(reviewed.status, 303, "{}", reviewed.body);
+    let queues = get(&addr, "/console/review", Some(&cookie));
+    assert!(
+        queues.body.contains("0 held changes waiting"),
+        "{}",
+        queues.body
+    );
+    assert!(queues.body.contains("0 break-glass accesses to review"));
+    let (_, body) = http_get(
+        &server.addr,
+        "/api/break-glass?status=reviewed",
+        Some(&server.token("sup.adams", "records_supervisor", &["4west"])),
+    );
+    let grants: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (&grants[0]["reviewed_by"], &grants[0]["review_note"]),
+        (
+            &serde_json::json!("sup.adams"),
+            &serde_json::json!("confirmed with the rapid response log")
+        )
+    );
+
+    // The tablet hears both decisions: one chart in the record, the other set aside whole.
+    until(&c, "the decisions reach the tablet", |s| {
+        s.held.is_empty() && s.unacknowledged == 0 && s.state == SyncState::UpToDate
+    })
+    .await;
+    assert_eq!(
+        tablet
+            .set_aside_charts()
+            .unwrap()
+            .iter()
+            .map(|(id, r, _)| (*id, r.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(refused, "charted on the wrong patient")]
+    );
+    let view = on_server(&server, &nurse_token, kept);
+    assert_eq!(view["entries"][0]["author"], "rn.silva");
     c.stop().await;
 }
 

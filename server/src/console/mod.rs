@@ -10,6 +10,7 @@ mod charts;
 mod coding;
 mod delinquency;
 mod pages;
+mod review;
 mod roi;
 pub mod session;
 mod worklist;
@@ -68,6 +69,12 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/accounting/letter", get(accounting::letter))
         .route("/console/accounting/notice", get(accounting::notice))
+        .route("/console/review", get(review::queues))
+        .route(
+            "/console/review/hold",
+            get(review::hold).post(review::decide),
+        )
+        .route("/console/review/break-glass", post(review::review_grant))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/roi/prepare", post(roi::prepare))

@@ -473,3 +473,37 @@ impl WorklistRow {
         }
     }
 }
+
+#[derive(Template)]
+#[template(path = "console/review.html")]
+pub struct ReviewQueues<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub as_of: &'a str,
+    pub holds: &'a [super::review::HoldRow],
+    pub grants: &'a [super::review::GrantRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/review_hold.html")]
+pub struct ReviewHold<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub id: i64,
+    pub chart: &'a str,
+    pub mrn: &'a str,
+    pub ward: &'a str,
+    pub who: &'a str,
+    /// Whose key signed the changes, when it verified.
+    pub signed_by: &'a str,
+    pub held: &'a str,
+    pub reason: &'a str,
+    pub summary: &'a str,
+    /// What the changes would do to the chart, one line each.
+    pub effect: &'a [String],
+    pub waits: bool,
+    pub acceptable: bool,
+    pub pending: bool,
+    /// The decision, once made.
+    pub decision: &'a str,
+}

@@ -79,3 +79,12 @@ pub fn sign_in(addr: &str, user: &str) -> String {
     assert_eq!(p.location, "/console/worklist");
     p.set_cookie.split(';').next().unwrap().to_string()
 }
+
+/// The CSRF token in a page's forms.
+pub fn csrf(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    body[at..at + 64].to_string()
+}
