@@ -3433,6 +3433,10 @@ public func FfiConverterTypeQueryResponseView_lower(_ value: QueryResponseView) 
 
 public struct QueryView: Equatable, Hashable {
     public var id: String
+    /**
+     * A query, or a deficiency added by hand.
+     */
+    public var kind: QueryKind
     public var question: String
     public var to: String
     public var askedBy: String
@@ -3446,11 +3450,15 @@ public struct QueryView: Equatable, Hashable {
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(id: String, question: String, to: String, askedBy: String, askedAt: Timestamp, 
+    public init(id: String, 
+        /**
+         * A query, or a deficiency added by hand.
+         */kind: QueryKind, question: String, to: String, askedBy: String, askedAt: Timestamp, 
         /**
          * The coding assignment or entry the query is about, if any.
          */about: String?, status: QueryStatus, responses: [QueryResponseView]) {
         self.id = id
+        self.kind = kind
         self.question = question
         self.to = to
         self.askedBy = askedBy
@@ -3477,6 +3485,7 @@ public struct FfiConverterTypeQueryView: FfiConverterRustBuffer {
         return
             try QueryView(
                 id: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeQueryKind.read(from: &buf), 
                 question: FfiConverterString.read(from: &buf), 
                 to: FfiConverterString.read(from: &buf), 
                 askedBy: FfiConverterString.read(from: &buf), 
@@ -3489,6 +3498,7 @@ public struct FfiConverterTypeQueryView: FfiConverterRustBuffer {
 
     public static func write(_ value: QueryView, into buf: inout [UInt8]) {
         FfiConverterString.write(value.id, into: &buf)
+        FfiConverterTypeQueryKind.write(value.kind, into: &buf)
         FfiConverterString.write(value.question, into: &buf)
         FfiConverterString.write(value.to, into: &buf)
         FfiConverterString.write(value.askedBy, into: &buf)
@@ -4612,6 +4622,7 @@ public enum DeficiencyKind: Equatable, Hashable {
     case codingNotFinal
     case poaMissing
     case releaseDue
+    case addedByHand
 
 
 
@@ -4654,6 +4665,8 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         case 10: return .poaMissing
         
         case 11: return .releaseDue
+        
+        case 12: return .addedByHand
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4705,6 +4718,10 @@ public struct FfiConverterTypeDeficiencyKind: FfiConverterRustBuffer {
         
         case .releaseDue:
             writeInt(&buf, Int32(11))
+        
+        
+        case .addedByHand:
+            writeInt(&buf, Int32(12))
         
         }
     }
@@ -5963,6 +5980,77 @@ public func FfiConverterTypePresentOnAdmission_lift(_ buf: RustBuffer) throws ->
 #endif
 public func FfiConverterTypePresentOnAdmission_lower(_ value: PresentOnAdmission) -> RustBuffer {
     return FfiConverterTypePresentOnAdmission.lower(value)
+}
+
+
+
+/**
+ * What a record of the `queries` section is: a physician query (a coder's or the records
+ * office's question), or a deficiency a records technician added by hand (a paper form
+ * left unsigned, a dictation missing) for the physician to put right.
+ */
+
+public enum QueryKind: Equatable, Hashable {
+    
+    case query
+    case deficiency
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension QueryKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQueryKind: FfiConverterRustBuffer {
+    typealias SwiftType = QueryKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QueryKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .query
+        
+        case 2: return .deficiency
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: QueryKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .query:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .deficiency:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueryKind_lift(_ buf: RustBuffer) throws -> QueryKind {
+    return try FfiConverterTypeQueryKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueryKind_lower(_ value: QueryKind) -> RustBuffer {
+    return FfiConverterTypeQueryKind.lower(value)
 }
 
 

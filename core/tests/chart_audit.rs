@@ -725,3 +725,90 @@ fn delinquent_records_are_counted_against_monthly_discharges_with_the_coding_bac
         "the window"
     );
 }
+
+#[test]
+fn a_deficiency_added_by_hand_waits_on_the_physician_until_answered_or_withdrawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let id = store.create(admitted()).unwrap();
+    signed(&store, id, t(60), EntryKind::HistoryPhysical);
+    let paper = |c: &mut Chart, by: &Staff| {
+        c.add_deficiency(
+            by,
+            t(2 * DAY),
+            NewQuery {
+                question: "The transfusion consent on paper is not signed".into(),
+                to: "dr.okafor".into(),
+                about: None,
+            },
+        )
+    };
+    // Nurses and physicians do not add deficiencies; a technician does.
+    for by in [day_nurse(), physician()] {
+        assert!(matches!(
+            store.update(id, |c| paper(c, &by)),
+            Err(StoreError::Chart {
+                error: ChartError::NotPermitted(_),
+                ..
+            })
+        ));
+    }
+    let first = store.update(id, |c| paper(c, &technician())).unwrap();
+    let second = store.update(id, |c| paper(c, &technician())).unwrap();
+    let by_hand = |now| -> Vec<WorklistItem> {
+        store
+            .worklist(
+                &DeficiencyFilter {
+                    kind: Some(DeficiencyKind::AddedByHand),
+                    ..DeficiencyFilter::default()
+                },
+                now,
+            )
+            .unwrap()
+    };
+    let open = by_hand(t(3 * DAY));
+    assert_eq!(open.len(), 2);
+    assert_eq!(
+        open[0].deficiency.responsible.as_deref(),
+        Some("dr.okafor"),
+        "routed to the physician named"
+    );
+    // The physician's tablet reads it as a query, and the view says what it is.
+    let view = store.read(id, |c| c.view().unwrap()).unwrap();
+    assert!(view
+        .queries
+        .iter()
+        .all(|q| q.kind == QueryKind::Deficiency && q.status == QueryStatus::Open));
+    assert!(!kinds(&store, id).contains(&DeficiencyKind::OpenQuery));
+    // Discharged, the chart is due 30 days on; past that the deficiency is overdue.
+    write(&store, id, |c| {
+        c.discharge(&technician(), t(4 * DAY), "home")
+    });
+    assert!(by_hand(t(35 * DAY)).iter().all(|d| d.overdue));
+    // The physician answers one; the office withdraws the other once it sees it put right.
+    write(&store, id, |c| {
+        c.respond_to_query(&physician(), t(5 * DAY), &first, "Signed today")
+    });
+    write(&store, id, |c| {
+        c.withdraw_query(&technician(), t(5 * DAY), &second)
+    });
+    assert!(by_hand(t(35 * DAY)).is_empty());
+    // A coder's query stays a query.
+    let asked = store
+        .update(id, |c| {
+            c.ask_query(
+                &coder(),
+                t(6 * DAY),
+                NewQuery {
+                    question: "Which organism?".into(),
+                    to: "dr.okafor".into(),
+                    about: None,
+                },
+            )
+        })
+        .unwrap();
+    assert!(kinds(&store, id).contains(&DeficiencyKind::OpenQuery));
+    let view = store.read(id, |c| c.view().unwrap()).unwrap();
+    let q = view.queries.iter().find(|q| q.id == asked).unwrap();
+    assert_eq!(q.kind, QueryKind::Query);
+}

@@ -14,6 +14,7 @@ mod break_glass;
 mod census;
 pub mod cli;
 mod coding;
+mod completion;
 mod console;
 mod directory;
 mod holds;
@@ -419,6 +420,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         )
         .route("/api/charts/{id}/coding/{coding}", post(coding::change))
         .route("/api/delinquency", get(records::delinquency))
+        .route("/api/charts/{id}/completion", get(completion::show))
+        .route("/api/charts/{id}/deficiencies", post(completion::add))
+        .route(
+            "/api/charts/{id}/deficiencies/{deficiency}/withdraw",
+            post(completion::withdraw),
+        )
         .route("/api/disclosures", get(records::disclosures))
         .route(
             "/api/accounting-requests",

@@ -126,7 +126,7 @@ pub async fn deficiencies(
             kind,
             responsible,
             overdue_only,
-            limit: None,
+            ..DeficiencyFilter::default()
         };
         let items = store.worklist(&filter, now)?;
         store.record_audit(&who, AuditAction::List, None, Some(&detail))?;

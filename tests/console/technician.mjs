@@ -104,7 +104,7 @@ try {
 
   // Assign the two oldest missing H&Ps to a physician: check them, choose, submit.
   for (const mrn of ["MRN-0002", "MRN-0003"]) {
-    const id = await page.locator(`tr:has(td:text-is("${mrn}")) input[name=d]`).getAttribute("id")
+    const id = await page.locator(`tr:has(td > a:text-is("${mrn}")) input[name=d]`).getAttribute("id")
     await tabTo(page, `#${id}`, `the checkbox of ${mrn}`)
     await page.keyboard.press("Space")
   }
@@ -119,7 +119,7 @@ try {
   expect(said.includes("2 deficiencies assigned to dr.adeyemi"), "the assignment is confirmed", said)
   expect(page.url().includes("overdue=true"), "back on the same filtered worklist", page.url())
   for (const mrn of ["MRN-0002", "MRN-0003"]) {
-    const cell = await text(page, `tr:has(td:text-is("${mrn}")) td:nth-child(9)`)
+    const cell = await text(page, `tr:has(td > a:text-is("${mrn}")) td:nth-child(9)`)
     expect(cell.startsWith("dr.adeyemi"), `${mrn} shows its assignee`, cell)
   }
 
@@ -133,8 +133,26 @@ try {
   await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
   const acknowledged = await text(page, "p.notice")
   expect(acknowledged.includes("acknowledged"), "the acknowledgement is confirmed", acknowledged)
-  const late = await page.locator(`tr:has(td:text-is("MRN-0004"))`).count()
+  const late = await page.locator(`tr:has(td > a:text-is("MRN-0004"))`).count()
   expect(late === 0, "an acknowledged H&P leaves the overdue list")
+
+  // One chart's completion, from its MRN on the worklist: a deficiency the rules cannot see,
+  // added by hand for the physician.
+  await page.goto(`${base}/console/worklist`)
+  const completion = await page.locator(`td > a:text-is("MRN-0002")`).getAttribute("href")
+  await tabTo(page, `a[href='${completion}']`, "MRN-0002's completion")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  expect((await text(page, "h1")).includes("MRN-0002"), "the chart's completion opens", await text(page, "h1"))
+  await tabTo(page, "#what", "what is missing")
+  await page.keyboard.type("The transfusion consent on paper is unsigned")
+  await tabTo(page, "#to", "the physician")
+  await page.keyboard.type("dr.adeyemi")
+  await tabTo(page, "#about", "the entry it is about")
+  await tabTo(page, "form[action='/console/completion/add'] button[type=submit]", "the Add deficiency button")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  expect((await text(page, "#flash")).includes("Deficiency added"), "the deficiency is added")
+  expect((await text(page, "ul.by-hand")).includes("for dr.adeyemi"), "it is listed for the physician")
+  await audit(page, "chart completion", "completion")
   await page.goto(`${base}/console/worklist`)
   await audit(page, "worklist after the work", "worklist-worked")
 

@@ -445,7 +445,7 @@ fn checkbox_values(body: &str, mrns: &[&str]) -> Vec<String> {
         .map(|mrn| {
             let row = body
                 .split("<tr ")
-                .find(|r| r.contains(&format!("<td>{mrn}</td>")))
+                .find(|r| r.contains(&format!(">{mrn}</a></td>")))
                 .expect(mrn);
             let at = row.find("name=\"d\"").expect("a checkbox");
             let v = &row[at..];
@@ -686,6 +686,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "accountings",
             "acknowledge",
             "chart coded",
+            "chart completion",
             "chart search",
             "chart viewer",
             "code search",
@@ -741,6 +742,18 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         .unwrap();
     assert_eq!((mrn.as_str(), by.as_str()), ("MRN-0004", "him.jones"));
     assert!(reason.contains("morning round"));
+    // And the deficiency added by hand: on MRN-0002's chart, for the physician.
+    let (responsible, kind): (String, String) = db
+        .query_row(
+            "SELECT d.responsible, d.kind FROM deficiencies d JOIN charts c ON c.key = d.chart WHERE c.mrn = 'MRN-0002' AND d.kind = 'added_by_hand'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (responsible.as_str(), kind.as_str()),
+        ("dr.adeyemi", "added_by_hand")
+    );
     let actions: Vec<String> = db
         .prepare("SELECT action FROM audit_events WHERE device = 'console' AND user = 'him.jones' AND action IN ('assign', 'acknowledge', 'sign_in') ORDER BY seq")
         .unwrap()
@@ -2965,4 +2978,191 @@ fn an_accounting_request_is_logged_extended_answered_and_its_letter_printed() {
     assert!(details.contains(&format!(
         "accounting of disclosures given, request {id}: 1 listed"
     )));
+}
+
+/// One chart's completion: what its record lacks, routed from its own page, and a deficiency
+/// the rules cannot see added by hand for the physician (it reaches the chart, and so the
+/// physician's tablet) and withdrawn once put right; REST keeps the same rules.
+#[test]
+fn a_chart_s_completion_lists_what_it_lacks_and_takes_deficiencies_added_by_hand() {
+    let data = discharged_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "dr.adeyemi", "physician", &["4west"]);
+    add_staff(&server, "rn.park", "nurse", &["4west"]);
+    let addr = &server.addr;
+    let origin = format!("http://{addr}");
+    let tech = server.token("him.jones", "technician", &["4west"]);
+    let chart_of = |mrn: &str| {
+        let (_, found) = http_post(
+            addr,
+            "/api/charts/search",
+            Some(&server.token("him.sup", "records_supervisor", &["*"])),
+            &format!(r#"{{"mrn": "{mrn}"}}"#),
+        );
+        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+        found["hits"][0]["chart"].as_str().unwrap().to_string()
+    };
+    let chart = chart_of("MRN-0101");
+    let page = format!("/console/completion?id={chart}");
+    let cookie = sign_in(addr, "him.jones");
+    let worklist = get(addr, "/console/worklist", Some(&cookie));
+    assert!(
+        worklist.body.contains(&format!("href=\"{page}\"")),
+        "each row leads to its chart's completion"
+    );
+    let p = get(addr, &page, Some(&cookie));
+    assert_eq!(p.status, 200, "{}", p.body);
+    for said in [
+        "Chart completion: Lindqvist, Eva, MRN-0101",
+        "Discharge summary missing",
+        "No deficiency added by hand is open.",
+    ] {
+        assert!(p.body.contains(said), "{said}: {}", p.body);
+    }
+    let token = csrf(&p.body);
+    let add = |what: &str, to: &str, about: &str| {
+        post(
+            addr,
+            "/console/completion/add",
+            Some(&cookie),
+            Some(&origin),
+            &[
+                ("csrf", &token),
+                ("chart", &chart),
+                ("what", what),
+                ("to", to),
+                ("about", about),
+            ],
+        )
+    };
+    for (what, to, about, status, why) in [
+        ("Consent unsigned", "rn.park", "", 422, "not a physician"),
+        (" ", "dr.adeyemi", "", 422, "question"),
+        (
+            "Consent unsigned",
+            "dr.adeyemi",
+            "00000000-0000-4000-8000-000000000000",
+            404,
+            "no entry",
+        ),
+    ] {
+        let refused = add(what, to, about);
+        assert_eq!(refused.status, status, "{why}: {}", refused.body);
+    }
+    let added = add(
+        "The transfusion consent on paper is unsigned",
+        "dr.adeyemi",
+        "",
+    );
+    assert_eq!(
+        (added.status, added.location.as_str()),
+        (303, page.as_str())
+    );
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("Deficiency added"), "{}", p.body);
+    assert!(p.body.contains("<td>Added by hand</td>"));
+    assert!(p
+        .body
+        .contains("<td>The transfusion consent on paper is unsigned</td>"));
+    // On the worklist, by its kind, for the physician.
+    let (_, body) = http_get(
+        addr,
+        &format!("/api/charts/{chart}/completion"),
+        Some(&tech),
+    );
+    let completion: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let by_hand = completion["added_by_hand"][0].clone();
+    assert_eq!(by_hand["to"], "dr.adeyemi");
+    assert_eq!(by_hand["kind"], "deficiency");
+    let id = by_hand["id"].as_str().unwrap().to_string();
+    let row = completion["deficiencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["deficiency"]["kind"] == "added_by_hand")
+        .unwrap()["deficiency"]
+        .clone();
+    assert_eq!(row["responsible"], "dr.adeyemi");
+    assert_eq!(row["record_id"], id.as_str());
+    let (_, body) = http_get(
+        addr,
+        "/api/deficiencies?kind=added_by_hand&responsible=dr.adeyemi",
+        Some(&tech),
+    );
+    assert!(body.contains(&id), "{body}");
+
+    // Routed from the chart's own page, and back to it.
+    let reference = serde_json::json!({
+        "chart": chart, "kind": "added_by_hand", "section": "queries", "record_id": id,
+    })
+    .to_string();
+    let assigned = post(
+        addr,
+        "/console/worklist/assign",
+        Some(&cookie),
+        Some(&origin),
+        &[
+            ("csrf", &token),
+            ("back", &page),
+            ("d", &reference),
+            ("assignee", "dr.adeyemi"),
+        ],
+    );
+    assert_eq!(
+        (assigned.status, assigned.location.as_str()),
+        (303, page.as_str())
+    );
+
+    // Put right: withdrawn, off the worklist; the chart keeps it as withdrawn.
+    let (status, _) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/deficiencies"),
+        Some(&server.token("cod.kim", "coder", &["4west"])),
+        r#"{"what": "x", "to": "dr.adeyemi"}"#,
+    );
+    assert_eq!(status, 403, "coders do not add deficiencies");
+    let withdrawn = post(
+        addr,
+        "/console/completion/withdraw",
+        Some(&cookie),
+        Some(&origin),
+        &[("csrf", &token), ("chart", &chart), ("deficiency", &id)],
+    );
+    assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
+    let p = get(addr, &page, Some(&cookie));
+    assert!(p.body.contains("No deficiency added by hand is open."));
+    assert!(!p.body.contains("<td>Added by hand</td>"));
+    let view = on_server(&server, &tech, chart.parse().unwrap());
+    assert_eq!(view["queries"][0]["status"], "withdrawn");
+    assert_eq!(view["queries"][0]["asked_by"], "him.jones");
+    let (status, _) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/deficiencies/{id}/withdraw"),
+        Some(&tech),
+        "",
+    );
+    assert_eq!(status, 409, "withdrawn once");
+    // REST adds one too; another ward's chart is refused.
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/deficiencies"),
+        Some(&tech),
+        r#"{"what": "Dictated operative note not transcribed", "to": "dr.adeyemi"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let icu = chart_of("MRN-0901");
+    assert_eq!(
+        get(
+            addr,
+            &format!("/console/completion?id={icu}"),
+            Some(&cookie)
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        http_get(addr, &format!("/api/charts/{icu}/completion"), Some(&tech)).0,
+        403
+    );
 }

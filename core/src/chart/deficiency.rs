@@ -38,7 +38,7 @@ use super::signing;
 use super::touched::{RecordRef, Touched};
 use super::types::{
     AmendmentKind, CodingSequence, CodingStatus, DeficiencyKind, EncounterClass, EncounterStatus,
-    EntryKind, EntryStatus, QueryStatus, RoiStatus, SignatureMeaning, Timestamp,
+    EntryKind, EntryStatus, QueryKind, QueryStatus, RoiStatus, SignatureMeaning, Timestamp,
 };
 use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
 use super::Chart;
@@ -77,7 +77,7 @@ pub const HISTORY_PHYSICAL_WITHIN_HOURS: i64 = 24;
 
 /// The version of these rules. A store whose index an older version built rebuilds it when it
 /// opens; bump it whenever a rule changes what it finds.
-pub const RULES_VERSION: i64 = 3;
+pub const RULES_VERSION: i64 = 4;
 
 /// What a commit's refresh of the index covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,7 +420,11 @@ impl Chart {
                 keys::QUERIES => {
                     let query = r.query(id, &obj)?;
                     if query.status == QueryStatus::Open {
-                        out.push(deficiency(DeficiencyKind::OpenQuery, Some(query.to), None));
+                        let kind = match query.kind {
+                            QueryKind::Query => DeficiencyKind::OpenQuery,
+                            QueryKind::Deficiency => DeficiencyKind::AddedByHand,
+                        };
+                        out.push(deficiency(kind, Some(query.to), None));
                     }
                 }
                 keys::ROI_REQUESTS => {

@@ -525,6 +525,9 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
             }
             Ok(QueryView {
                 id: id.to_string(),
+                kind: r
+                    .opt_token(obj, "kind", &path, QueryKind::from_token)?
+                    .unwrap_or(QueryKind::Query),
                 question: r.nonempty(obj, "question", &path)?,
                 to: r.nonempty(obj, "to", &path)?,
                 asked_by: r.nonempty(obj, "asked_by", &path)?,

@@ -74,6 +74,7 @@ token_enum!(
         CodingNotFinal => "coding_not_final",
         PoaMissing => "poa_missing",
         ReleaseDue => "release_due",
+        AddedByHand => "added_by_hand",
     }
 );
 
@@ -185,6 +186,13 @@ token_enum!(
 token_enum!(
     /// Where a code assignment is in the coding workflow.
     CodingStatus, "coding status" { Proposed => "proposed", Queried => "queried", Final => "final" }
+);
+
+token_enum!(
+    /// What a record of the `queries` section is: a physician query (a coder's or the records
+    /// office's question), or a deficiency a records technician added by hand (a paper form
+    /// left unsigned, a dictation missing) for the physician to put right.
+    QueryKind, "query kind" { Query => "query", Deficiency => "deficiency" }
 );
 
 token_enum!(

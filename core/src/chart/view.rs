@@ -193,6 +193,8 @@ pub struct QueryResponseView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryView {
     pub id: String,
+    /// A query, or a deficiency added by hand.
+    pub kind: QueryKind,
     pub question: String,
     pub to: String,
     pub asked_by: String,

@@ -900,12 +900,29 @@ impl Chart {
         q: NewQuery,
     ) -> Result<String, ChartError> {
         require(by, QUERYING, "query a physician")?;
+        self.ask(by, at, q, QueryKind::Query)
+    }
+
+    fn ask(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        q: NewQuery,
+        kind: QueryKind,
+    ) -> Result<String, ChartError> {
         nonempty("question", &q.question)?;
         check_identifier("user", &q.to)?;
         let id = new_id();
-        self.commit(by, at, "ask query", |tx| {
+        let message = match kind {
+            QueryKind::Query => "ask query",
+            QueryKind::Deficiency => "add deficiency",
+        };
+        self.commit(by, at, message, |tx| {
             let queries = section(tx, keys::QUERIES)?;
             let m = tx.put_object(&queries, id.as_str(), ObjType::Map)?;
+            if kind == QueryKind::Deficiency {
+                put_str(tx, &m, "kind", kind.token())?;
+            }
             put_str(tx, &m, "question", &q.question)?;
             put_str(tx, &m, "to", &q.to)?;
             put_str(tx, &m, "asked_by", &by.user)?;
@@ -916,6 +933,21 @@ impl Chart {
             Ok(())
         })?;
         Ok(id)
+    }
+
+    /// Adds a deficiency by hand: what a records technician found missing or wrong that the
+    /// rules cannot see (a paper consent unsigned, a dictation never transcribed), for the
+    /// physician `to` to put right. It is a record of `queries` with kind `deficiency`: on the
+    /// physician's tablet as a query, on the worklist as `added_by_hand` until the physician
+    /// answers it or the office withdraws it.
+    pub fn add_deficiency(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        d: NewQuery,
+    ) -> Result<String, ChartError> {
+        require(by, QUERYING, "add deficiencies")?;
+        self.ask(by, at, d, QueryKind::Deficiency)
     }
 
     /// The physician's answer; responses are appended, never edited.

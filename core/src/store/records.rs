@@ -64,6 +64,8 @@ pub struct DeficiencyFilter {
     /// Only the overdue ones.
     pub overdue_only: bool,
     pub limit: Option<u32>,
+    /// One chart's only (its completion, record by record).
+    pub chart: Option<ChartId>,
 }
 
 /// A discharged chart waiting for final coding.
@@ -195,6 +197,9 @@ impl ChartStore {
         }
         if let Some(k) = filter.kind {
             arg(&mut sql, "d.kind =", k.token().to_string());
+        }
+        if let Some(c) = filter.chart {
+            arg(&mut sql, "c.id =", c.to_string());
         }
         if let Some(r) = &filter.responsible {
             arg(&mut sql, "COALESCE(w.assignee, d.responsible) =", r.clone());

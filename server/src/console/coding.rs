@@ -523,8 +523,12 @@ pub(super) fn checked(
     chart: &str,
 ) -> Result<chartsync_core::chart::ChartId, Response> {
     signed.check(headers, csrf)?;
-    chart
-        .parse()
+    chart_of(chart)
+}
+
+/// The chart a page or form names, or the page saying it is not a chart id.
+pub(super) fn chart_of(text: &str) -> Result<chartsync_core::chart::ChartId, Response> {
+    text.parse()
         .map_err(|_| refused_page(StatusCode::BAD_REQUEST, "That is not a chart id."))
 }
 

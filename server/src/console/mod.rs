@@ -8,6 +8,7 @@ mod accounting;
 mod aging;
 mod charts;
 mod coding;
+mod completion;
 mod delinquency;
 mod pages;
 mod review;
@@ -75,6 +76,9 @@ pub fn routes() -> Router<AppState> {
             get(review::hold).post(review::decide),
         )
         .route("/console/review/break-glass", post(review::review_grant))
+        .route("/console/completion", get(completion::show))
+        .route("/console/completion/add", post(completion::add))
+        .route("/console/completion/withdraw", post(completion::withdraw))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/roi/prepare", post(roi::prepare))

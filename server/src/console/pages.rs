@@ -365,6 +365,7 @@ pub fn kind_label(kind: DeficiencyKind) -> &'static str {
         DeficiencyKind::CodingNotFinal => "Coding not final",
         DeficiencyKind::PoaMissing => "POA indicator missing",
         DeficiencyKind::ReleaseDue => "Release of information due",
+        DeficiencyKind::AddedByHand => "Added by hand",
     }
 }
 
@@ -506,4 +507,28 @@ pub struct ReviewHold<'a> {
     pub pending: bool,
     /// The decision, once made.
     pub decision: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "console/completion.html")]
+pub struct Completion<'a> {
+    pub frame: Frame<'a>,
+    pub flash: Option<&'a str>,
+    pub chart: &'a str,
+    pub patient: &'a str,
+    pub mrn: &'a str,
+    /// "Discharged on 4west, admitted …, discharged …".
+    pub stay: &'a str,
+    pub as_of: &'a str,
+    /// This page, where the worklist's forms come back to.
+    pub back: &'a str,
+    pub rows: &'a [WorklistRow],
+    /// Who a deficiency may be assigned to: user id, and as shown.
+    pub people: &'a [(String, String)],
+    /// Who a deficiency may be added for.
+    pub physicians: &'a [String],
+    /// The open hand-added deficiencies: id, what, for whom, added when and by whom.
+    pub by_hand: &'a [(String, String, String, String)],
+    /// The chart's entries a deficiency may be about: id, as shown.
+    pub entries: &'a [(String, String)],
 }

@@ -115,7 +115,7 @@ pub(super) async fn show(
         kind,
         responsible,
         overdue_only,
-        limit: None,
+        ..DeficiencyFilter::default()
     };
     let detail = crate::records::audit_detail("console worklist", &wards);
     let asked = Some(filters.ward.clone()).filter(|w| !w.is_empty());
@@ -193,8 +193,13 @@ pub(super) async fn show(
     })
 }
 
-/// The worklist a form came from, or the plain worklist.
+/// The worklist a form came from (or a chart's completion page), else the plain worklist.
 fn back_to(back: &str) -> String {
+    if let Some(chart) = back.strip_prefix("/console/completion?id=") {
+        if let Ok(id) = chart.parse() {
+            return super::completion::page_of(id);
+        }
+    }
     match back.strip_prefix("/console/worklist?") {
         Some(q) => Filters::from_pairs(
             serde_urlencoded::from_str::<Vec<(String, String)>>(q)
