@@ -20,6 +20,7 @@ mod directory;
 mod holds;
 mod in_process;
 mod metrics;
+mod physicians;
 mod proofs;
 mod records;
 mod roi;
@@ -163,6 +164,10 @@ struct ServeArgs {
     /// queue is due.
     #[arg(long, default_value_t = chartsync_core::store::DEFAULT_BILL_HOLD_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
     bill_hold_days: u32,
+    /// Days a delinquent record may stay incomplete past its due date before its physician
+    /// is on the console's suspension list (the medical staff bylaws' grace after notice).
+    #[arg(long, default_value_t = physicians::DEFAULT_SUSPENSION_GRACE_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
+    suspension_grace_days: u32,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -426,6 +431,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             "/api/charts/{id}/deficiencies/{deficiency}/withdraw",
             post(completion::withdraw),
         )
+        .route("/api/physicians/incomplete", get(physicians::list))
+        .route("/api/physicians/{user}/incomplete", get(physicians::one))
         .route("/api/disclosures", get(records::disclosures))
         .route(
             "/api/accounting-requests",
@@ -476,6 +483,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             console: Arc::new(console::session::Sessions::new(args.console_idle)),
             delinquency_threshold: args.delinquency_threshold,
             bill_hold_days: args.bill_hold_days,
+            suspension_grace_days: args.suspension_grace_days,
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -580,6 +588,8 @@ struct AppState {
     delinquency_threshold: u32,
     /// `--bill-hold-days`.
     bill_hold_days: u32,
+    /// `--suspension-grace-days`.
+    suspension_grace_days: u32,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

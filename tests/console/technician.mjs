@@ -153,6 +153,17 @@ try {
   expect((await text(page, "#flash")).includes("Deficiency added"), "the deficiency is added")
   expect((await text(page, "ul.by-hand")).includes("for dr.adeyemi"), "it is listed for the physician")
   await audit(page, "chart completion", "completion")
+
+  // The physicians' incomplete records, and the notice to dr.adeyemi, who now has three.
+  await tabTo(page, "nav a[href='/console/physicians']", "the Physicians link")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  const open = await text(page, "tr[data-physician='dr.adeyemi'] td:nth-child(2)")
+  expect(open === "3", "dr.adeyemi's two assigned H&Ps and the deficiency added by hand", open)
+  await audit(page, "physicians", "physicians")
+  await tabTo(page, "a[href^='/console/physicians/notice?user=dr.adeyemi']", "dr.adeyemi's notice")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  expect((await text(page, "article.letter")).includes("MRN-0003"), "the notice lists the records")
+  await audit(page, "physician notice", "physician-notice")
   await page.goto(`${base}/console/worklist`)
   await audit(page, "worklist after the work", "worklist-worked")
 

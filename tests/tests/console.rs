@@ -695,6 +695,8 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "extension notice",
             "nurse refused",
             "patient index",
+            "physician notice",
+            "physicians",
             "refused",
             "release log",
             "release of information",
@@ -783,14 +785,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     assert_eq!(writes, 2, "proposed, then made final");
     // And the supervisor's release: extended, prepared with its fee, released.
     let supervisor = release_server.token("him.sup", "records_supervisor", &["*"]);
-    let (_, found) = http_post(
-        &release_server.addr,
-        "/api/charts/search",
-        Some(&supervisor),
-        r#"{"mrn": "MRN-0101"}"#,
-    );
-    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
-    let chart = found["hits"][0]["chart"].as_str().unwrap().parse().unwrap();
+    let chart = chart_by_mrn(&release_server, "MRN-0101").parse().unwrap();
     let request = on_server(&release_server, &supervisor, chart)["roi_requests"][0].clone();
     assert_eq!(request["status"], "fulfilled");
     assert_eq!(
@@ -2019,6 +2014,19 @@ fn an_mrn_on_two_patients_and_an_admission_in_2031_are_warned_of_at_import_and_l
     assert_eq!(status, 403, "another ward");
 }
 
+/// The chart of `mrn` on `server`, found as a supervisor of every ward finds it.
+fn chart_by_mrn(server: &Server, mrn: &str) -> String {
+    let (status, found) = http_post(
+        &server.addr,
+        "/api/charts/search",
+        Some(&server.token("him.sup", "records_supervisor", &["*"])),
+        &format!(r#"{{"mrn": "{mrn}"}}"#),
+    );
+    assert_eq!(status, 200, "{found}");
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    found["hits"][0]["chart"].as_str().unwrap().to_string()
+}
+
 /// MRN-0101's discharged chart (as `discharged` makes it) with the patient's release
 /// authorization signed: what a request for its records is verified against.
 fn with_authorization() -> String {
@@ -2101,14 +2109,7 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
     let origin = format!("http://{addr}");
     let cookie = sign_in(addr, "him.sup");
     let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
-    let (_, found) = http_post(
-        addr,
-        "/api/charts/search",
-        Some(&supervisor),
-        r#"{"mrn": "MRN-0101"}"#,
-    );
-    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
-    let chart = found["hits"][0]["chart"].as_str().unwrap().to_string();
+    let chart = chart_by_mrn(&server, "MRN-0101");
     let page = format!("/console/roi/chart?id={chart}");
 
     let log = get(addr, "/console/roi", Some(&cookie));
@@ -2445,14 +2446,7 @@ fn a_release_is_extended_once_charged_by_its_costs_and_gated_on_sensitive_inform
     let origin = format!("http://{addr}");
     let tech = server.token("him.jones", "technician", &["4west"]);
     let supervisor = server.token("him.sup", "records_supervisor", &["*"]);
-    let (_, found) = http_post(
-        addr,
-        "/api/charts/search",
-        Some(&tech),
-        r#"{"mrn": "MRN-0101"}"#,
-    );
-    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
-    let chart = found["hits"][0]["chart"].as_str().unwrap().to_string();
+    let chart = chart_by_mrn(&server, "MRN-0101");
     let requests = format!("/api/charts/{chart}/roi-requests");
     let (status, body) = http_post(
         addr,
@@ -2993,16 +2987,7 @@ fn a_chart_s_completion_lists_what_it_lacks_and_takes_deficiencies_added_by_hand
     let addr = &server.addr;
     let origin = format!("http://{addr}");
     let tech = server.token("him.jones", "technician", &["4west"]);
-    let chart_of = |mrn: &str| {
-        let (_, found) = http_post(
-            addr,
-            "/api/charts/search",
-            Some(&server.token("him.sup", "records_supervisor", &["*"])),
-            &format!(r#"{{"mrn": "{mrn}"}}"#),
-        );
-        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
-        found["hits"][0]["chart"].as_str().unwrap().to_string()
-    };
+    let chart_of = |mrn: &str| chart_by_mrn(&server, mrn);
     let chart = chart_of("MRN-0101");
     let page = format!("/console/completion?id={chart}");
     let cookie = sign_in(addr, "him.jones");
@@ -3165,4 +3150,125 @@ fn a_chart_s_completion_lists_what_it_lacks_and_takes_deficiencies_added_by_hand
         http_get(addr, &format!("/api/charts/{icu}/completion"), Some(&tech)).0,
         403
     );
+}
+
+/// Physicians' incomplete records: dr.okafor's missing discharge summaries, one 5 and one 10
+/// days past due, put him on the suspension list with the default 7 days' grace but not within
+/// 4west alone, nor with 14 days' grace; his notice lists what is missing; a deficiency added
+/// by hand counts for the physician it names.
+#[test]
+fn physicians_incomplete_records_give_their_notices_and_the_suspension_list() {
+    let data = discharged_store();
+    let server = Server::start(data.path());
+    add_staff(&server, "him.jones", "technician", &["*"]);
+    add_staff(&server, "dr.okafor", "physician", &["4west", "icu"]);
+    add_staff(&server, "dr.adeyemi", "physician", &["4west"]);
+    let addr = &server.addr;
+    let tech = server.token("him.jones", "technician", &["*"]);
+    let chart = chart_by_mrn(&server, "MRN-0101");
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/charts/{chart}/deficiencies"),
+        Some(&tech),
+        r#"{"what": "Consent for transfusion unsigned", "to": "dr.adeyemi"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+
+    let listed = |path: &str| {
+        let (status, body) = http_get(addr, path, Some(&tech));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["physicians"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["physician"].as_str().unwrap().to_string(),
+                    p["delinquent_charts"].as_u64().unwrap(),
+                    p["oldest_overdue_days"].as_i64().unwrap_or(-1),
+                    p["suspend"].as_bool().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed("/api/physicians/incomplete"),
+        [
+            ("dr.okafor".to_string(), 2, 10, true),
+            ("dr.adeyemi".to_string(), 1, 5, false)
+        ],
+        "most overdue first"
+    );
+    assert_eq!(
+        listed("/api/physicians/incomplete?ward=4west"),
+        [
+            ("dr.adeyemi".to_string(), 1, 5, false),
+            ("dr.okafor".to_string(), 1, 5, false)
+        ]
+    );
+    assert_eq!(
+        http_get(addr, "/api/physicians/dr.nobody/incomplete", Some(&tech)).0,
+        404
+    );
+    let (status, _) = http_get(
+        addr,
+        "/api/physicians/incomplete",
+        Some(&server.token("cod.kim", "coder", &["*"])),
+    );
+    assert_eq!(status, 403);
+
+    // The console: the suspension list, and dr.okafor's notice.
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/physicians", Some(&cookie));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p
+        .body
+        .contains("dr.okafor: 2 delinquent records, the oldest 10 days past due"));
+    let notice = get(
+        addr,
+        "/console/physicians/notice?user=dr.okafor",
+        Some(&cookie),
+    );
+    assert_eq!(notice.status, 200);
+    for said in [
+        "To: dr.okafor",
+        "2 of your records are already delinquent",
+        "MRN-0101",
+        "MRN-0901",
+        "Discharge summary missing",
+        "Please complete them by",
+    ] {
+        assert!(notice.body.contains(said), "{said}: {}", notice.body);
+    }
+    assert!(
+        !notice.body.contains("Consent for transfusion"),
+        "dr.adeyemi's"
+    );
+    assert_eq!(
+        get(
+            addr,
+            "/console/physicians/notice?user=dr.nobody",
+            Some(&cookie)
+        )
+        .status,
+        404
+    );
+    drop(server);
+
+    // With the bylaws' 14 days of grace, no one is on the list.
+    let server = Server::start_with(
+        data.path(),
+        "127.0.0.1:0",
+        &["--suspension-grace-days", "14"],
+    );
+    let tech = server.token("him.jones", "technician", &["*"]);
+    let (_, body) = http_get(&server.addr, "/api/physicians/incomplete", Some(&tech));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["suspension_grace_days"], 14);
+    assert!(v["physicians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["suspend"] == false));
 }

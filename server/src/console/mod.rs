@@ -11,6 +11,7 @@ mod coding;
 mod completion;
 mod delinquency;
 mod pages;
+mod physicians;
 mod review;
 mod roi;
 pub mod session;
@@ -79,6 +80,8 @@ pub fn routes() -> Router<AppState> {
         .route("/console/completion", get(completion::show))
         .route("/console/completion/add", post(completion::add))
         .route("/console/completion/withdraw", post(completion::withdraw))
+        .route("/console/physicians", get(physicians::list))
+        .route("/console/physicians/notice", get(physicians::notice))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/roi/prepare", post(roi::prepare))

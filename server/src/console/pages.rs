@@ -532,3 +532,30 @@ pub struct Completion<'a> {
     /// The chart's entries a deficiency may be about: id, as shown.
     pub entries: &'a [(String, String)],
 }
+
+#[derive(Template)]
+#[template(path = "console/physicians.html")]
+pub struct Physicians<'a> {
+    pub frame: Frame<'a>,
+    pub as_of: &'a str,
+    pub ward: &'a str,
+    pub ward_choices: &'a [(String, bool)],
+    pub grace_days: u32,
+    pub rows: &'a [super::physicians::PhysicianRow],
+    /// How many are on the suspension list.
+    pub suspended: usize,
+}
+
+#[derive(Template)]
+#[template(path = "console/physician_notice.html")]
+pub struct PhysicianNotice<'a> {
+    pub frame: Frame<'a>,
+    pub dated: &'a str,
+    pub physician: &'a str,
+    pub rows: &'a [WorklistRow],
+    pub delinquent: usize,
+    /// The notice's deadline: today and the grace days.
+    pub complete_by: &'a str,
+    /// Who sends it.
+    pub from: &'a str,
+}
