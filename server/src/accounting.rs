@@ -4,10 +4,11 @@
 //! an accounting that left out a ward's charts would be wrong. Every read and write is
 //! audited on the patient's charts.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{check_identifier, Role, Timestamp};
@@ -195,28 +196,29 @@ struct Listed {
     requests: Vec<AccountingRequest>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[serde(default)]
-    mrn: Option<String>,
-}
-
 /// `GET /api/accounting-requests[?mrn=M]`: the open requests for an accounting of
 /// disclosures, soonest due first; with `mrn`, every request of that patient, newest first.
 pub async fn list(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let who = actor(&access, &headers);
-    match requests(app.store.clone(), &access, who, q.mrn).await {
-        Ok(requests) => Json(Listed {
-            as_of: Timestamp::now(),
-            requests,
-        })
-        .into_response(),
+    let mrn = query.get("mrn").cloned();
+    match requests(app.store.clone(), &access, who, mrn).await {
+        Ok(requests) => paging.respond(&uri, requests, |requests| {
+            Json(Listed {
+                as_of: Timestamp::now(),
+                requests,
+            })
+            .into_response()
+        }),
         Err(r) => r.into_response(),
     }
 }

@@ -185,14 +185,19 @@ pub async fn audit(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let who = actor(&access, &headers);
     let whose = match (query.get("chart"), query.get("user"), query.get("mrn")) {
         (Some(c), None, None) => match c.parse::<ChartId>() {
             Ok(id) => {
                 return match chart_audit_trail(app.store.clone(), &access, who, id).await {
-                    Ok(trail) => Json(trail).into_response(),
+                    Ok(trail) => paging.respond(&uri, trail, |t| Json(t).into_response()),
                     Err(r) => r.into_response(),
                 }
             }
@@ -208,7 +213,7 @@ pub async fn audit(
         }
     };
     match audit_trail_of(app.store.clone(), &access, who, whose).await {
-        Ok(trail) => Json(trail).into_response(),
+        Ok(trail) => paging.respond(&uri, trail, |t| Json(t).into_response()),
         Err(r) => r.into_response(),
     }
 }

@@ -314,6 +314,8 @@ pub(crate) async fn reviewed(
 #[derive(Deserialize)]
 pub struct QueueQuery {
     status: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
 }
 
 /// `GET /api/break-glass[?status=unreviewed|reviewed|all]`, oldest first.
@@ -321,8 +323,18 @@ pub async fn queue(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(q): Query<QueueQuery>,
 ) -> Response {
+    let query: std::collections::HashMap<String, String> =
+        [("limit", &q.limit), ("offset", &q.offset)]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+            .collect();
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let filter = match q.status.as_deref().unwrap_or("unreviewed") {
         "unreviewed" => ReviewFilter::Unreviewed,
         "reviewed" => ReviewFilter::Reviewed,
@@ -336,7 +348,7 @@ pub async fn queue(
     };
     let who = actor(&access, &headers);
     match review_queue(app.store.clone(), &access, who, filter).await {
-        Ok(grants) => Json(grants).into_response(),
+        Ok(grants) => paging.respond(&uri, grants, |grants| Json(grants).into_response()),
         Err(r) => r.into_response(),
     }
 }

@@ -91,8 +91,13 @@ pub async fn list(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     if let Some(r) = supervisors_only(&access) {
         return r;
     }
@@ -115,7 +120,7 @@ pub async fn list(
     };
     let who = actor(&access, &headers);
     match held(app.store.clone(), &access, who, status, chart).await {
-        Ok(list) => Json(list).into_response(),
+        Ok(list) => paging.respond(&uri, list, |list| Json(list).into_response()),
         Err(r) => r.into_response(),
     }
 }

@@ -20,6 +20,7 @@ mod directory;
 mod holds;
 mod in_process;
 mod metrics;
+mod paging;
 mod physicians;
 mod proofs;
 mod records;

@@ -143,18 +143,25 @@ pub async fn list(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let who = actor(&access, &headers);
     let now = Timestamp::now();
     let grace = app.suspension_grace_days;
     match incomplete(app.store.clone(), &access, who, &query, grace, now).await {
-        Ok(physicians) => Json(Listed {
-            as_of: now,
-            suspension_grace_days: grace,
-            physicians: &physicians,
-        })
-        .into_response(),
+        Ok(physicians) => paging.respond(&uri, physicians, |physicians| {
+            Json(Listed {
+                as_of: now,
+                suspension_grace_days: grace,
+                physicians: &physicians,
+            })
+            .into_response()
+        }),
         Err(r) => r.into_response(),
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
@@ -98,8 +98,13 @@ pub async fn deficiencies(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let wards = match listing_wards(&access, &query) {
         Ok(w) => w,
         Err(r) => return r.into_response(),
@@ -146,11 +151,13 @@ pub async fn deficiencies(
     .await;
     match result {
         Ok(Ok((_, Some(unknown)))) => error(StatusCode::NOT_FOUND, &unknown),
-        Ok(Ok((deficiencies, None))) => Json(Worklist {
-            as_of: now,
-            deficiencies,
-        })
-        .into_response(),
+        Ok(Ok((deficiencies, None))) => paging.respond(&uri, deficiencies, |deficiencies| {
+            Json(Worklist {
+                as_of: now,
+                deficiencies,
+            })
+            .into_response()
+        }),
         Ok(Err(e)) => internal(e),
         Err(r) => r,
     }
@@ -429,8 +436,13 @@ pub async fn coding_queue(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     if !reads_records_statistics(access.role) {
         return error(
             StatusCode::FORBIDDEN,
@@ -453,7 +465,9 @@ pub async fn coding_queue(
     })
     .await;
     match result {
-        Ok(Ok(charts)) => Json(CodingQueue { as_of: now, charts }).into_response(),
+        Ok(Ok(charts)) => paging.respond(&uri, charts, |charts| {
+            Json(CodingQueue { as_of: now, charts }).into_response()
+        }),
         Ok(Err(e)) => internal(e),
         Err(r) => r,
     }
@@ -811,16 +825,23 @@ pub async fn patient_index(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let who = actor(&access, &headers);
     let now = Timestamp::now();
     match index_warnings(app.store.clone(), &access, who, &query, now).await {
-        Ok(warnings) => Json(PatientIndex {
-            as_of: now,
-            warnings,
-        })
-        .into_response(),
+        Ok(warnings) => paging.respond(&uri, warnings, |warnings| {
+            Json(PatientIndex {
+                as_of: now,
+                warnings,
+            })
+            .into_response()
+        }),
         Err(r) => r.into_response(),
     }
 }

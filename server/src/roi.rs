@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{
@@ -272,16 +272,23 @@ pub async fn log(
     State(app): State<AppState>,
     access: Access,
     headers: HeaderMap,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    let paging = match crate::paging::Paging::of(&query) {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
     let who = actor(&access, &headers);
     let now = Timestamp::now();
     match open_requests(app.store.clone(), &access, who, &query, now).await {
-        Ok(requests) => Json(RoiLog {
-            as_of: now,
-            requests,
-        })
-        .into_response(),
+        Ok(requests) => paging.respond(&uri, requests, |requests| {
+            Json(RoiLog {
+                as_of: now,
+                requests,
+            })
+            .into_response()
+        }),
         Err(r) => r.into_response(),
     }
 }
