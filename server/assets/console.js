@@ -1,5 +1,5 @@
-// The records console's one script: the idle logoff (docs/adr/0010-records-console.md), and
-// the print button on letters.
+// The records console's one script: the idle logoff (docs/adr/0010-records-console.md), the
+// print button on letters, and an import's progress.
 // The server ends a session after the same idle time whatever this script does; this only
 // warns two minutes before, and clears the screen when it happens, so that patient data does
 // not stay on an unattended screen. Any key or click here counts as use only once the page is
@@ -12,6 +12,41 @@
     printers[i].addEventListener("click", function () {
       window.print();
     });
+  }
+  // An import's page: its progress asked for every second until it is finished, then the
+  // page shown again with what it came to. These requests do not count as use.
+  var job = document.getElementById("job");
+  if (job && job.dataset.jobStatus && !job.dataset.finished) {
+    var bar = document.getElementById("job-progress");
+    var state = document.getElementById("job-state");
+    var poll = function () {
+      fetch(job.dataset.jobStatus, { credentials: "same-origin" })
+        .then(function (r) {
+          return r.ok ? r.json() : null;
+        })
+        .then(function (p) {
+          if (!p) {
+            return;
+          }
+          if (p.phase === "done" || p.phase === "failed") {
+            window.location.reload();
+            return;
+          }
+          if (bar) {
+            bar.max = Math.max(p.total, 1);
+            bar.value = p.done;
+          }
+          if (state) {
+            state.textContent =
+              (p.phase === "checking" ? "Checking " : "Writing ") + p.done + " of " + p.total;
+          }
+          setTimeout(poll, 1000);
+        })
+        .catch(function () {
+          setTimeout(poll, 5000);
+        });
+    };
+    setTimeout(poll, 1000);
   }
   var idle = Number(document.body.dataset.idleSeconds || 0);
   if (!idle) {

@@ -13,18 +13,13 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use base64::Engine;
-use chartsync_core::chart::{
-    check_identifier, Chart, ChartId, DeficiencyKind, NewEncounter, NewPatient, Role, Staff,
-    Timestamp,
-};
+use chartsync_core::chart::{check_identifier, ChartId, DeficiencyKind, Role, Timestamp};
 use chartsync_core::store::{
     Actor, AuditAction, ChartFilter, ChartStore, DeficiencyFilter, EncryptionKey, RebuildListener,
     StoreError, StoreOptions,
 };
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(
@@ -432,230 +427,53 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
-/// One item of an import file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Admission {
-    id: Option<String>,
-    patient: NewPatient,
-    encounter: NewEncounter,
-    admitted_at: Timestamp,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SavedChart {
-    id: String,
-    automerge: String,
-}
-
-/// The items of a JSON array or NDJSON file, each with the line it starts on.
-fn items(text: &str) -> Result<Vec<(usize, &str)>, CliError> {
-    let line_of = |offset: usize| text[..offset].bytes().filter(|b| *b == b'\n').count() + 1;
-    if text.trim_start().starts_with('[') {
-        let raw: Vec<&serde_json::value::RawValue> =
-            serde_json::from_str(text).map_err(|e| CliError::Line {
-                line: e.line(),
-                reason: format!("not a JSON array of charts ({})", serde_reason(&e)),
-            })?;
-        Ok(raw
-            .into_iter()
-            .map(|r| {
-                let offset = r.get().as_ptr() as usize - text.as_ptr() as usize;
-                (line_of(offset), r.get())
-            })
-            .collect())
-    } else {
-        Ok(text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(n, l)| (n + 1, l))
-            .collect())
-    }
-}
-
-/// serde_json's message, without its position (the caller gives the file's line) and without
-/// any value from the input. serde's own words name fields and types, and what was expected;
-/// where they would quote the value found ("invalid type: string \"...\"", "unknown variant
-/// `...`"), only what was expected is kept. Custom messages (a timestamp's) are chartsync's
-/// own and quote nothing.
-fn serde_reason(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let text = text.split(" at line ").next().unwrap_or(&text);
-    let expected = || {
-        text.rsplit_once(", expected ")
-            .map(|(_, exp)| format!(", expected {exp}"))
-            .unwrap_or_default()
-    };
-    if text.starts_with("invalid type") {
-        format!("wrong type{}", expected())
-    } else if text.starts_with("invalid value") || text.starts_with("invalid length") {
-        format!("invalid value{}", expected())
-    } else if text.starts_with("unknown variant") {
-        format!("unknown value{}", expected())
-    } else {
-        text.to_string()
-    }
-}
-
-/// The chart id of an admission given without one: derived from the MRN and the admission
-/// time, so importing the same file twice is refused rather than admitting everyone twice.
-/// An item as `T`; an error names the field it is about (`patient.sex: unknown value, ...`).
-fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let reason = serde_reason(e.inner());
-        if path == "." {
-            reason
-        } else {
-            format!("{path}: {reason}")
-        }
-    })
-}
-
-/// An item as the chart it describes.
-/// An item's chart and id, and for an admission its patient's MRN and admission time (the
-/// same pair twice is the same admission).
-type Item = (ChartId, Chart, Option<(String, Timestamp)>);
-
-fn chart_of(item: &str, by: &Staff) -> Result<Item, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(item).map_err(|e| format!("not JSON ({})", serde_reason(&e)))?;
-    if value.get("automerge").is_some() {
-        let saved: SavedChart = from_value(value)?;
-        let id = saved
-            .id
-            .parse()
-            .map_err(|_| "id is not a chart id".to_string())?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(saved.automerge.trim())
-            .map_err(|_| "automerge is not base64".to_string())?;
-        let chart = Chart::load(&bytes).map_err(|e| e.to_string())?;
-        // Every rule the server applies to a chart a device sends it.
-        chartsync_core::chart::validate::validate_changes(
-            &automerge::Automerge::new(),
-            chart.doc(),
-        )
-        .map_err(|rejection| {
-            // Each problem once, whole: the field or record, and the code and why it is
-            // refused. This is the operator's own file, shown on their terminal, not a log.
-            let mut problems: Vec<String> = Vec::new();
-            for v in &rejection.violations {
-                let said = v.to_string();
-                if !problems.contains(&said) {
-                    problems.push(said);
-                }
-            }
-            format!(
-                "the chart breaks its rules ({} problem{}): {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                problems.join("; ")
-            )
-        })?;
-        Ok((id, chart, None))
-    } else {
-        let a: Admission = from_value(value)?;
-        // A random id, as a tablet makes them: an id derived from the MRN and the admission
-        // time could be guessed by anyone who knows both.
-        let id = match &a.id {
-            Some(id) => id.parse().map_err(|_| "id is not a chart id".to_string())?,
-            None => ChartId::random(),
-        };
-        let admission = (a.patient.mrn.clone(), a.admitted_at);
-        let chart =
-            Chart::create(a.patient, a.encounter, by, a.admitted_at).map_err(|e| e.to_string())?;
-        Ok((id, chart, Some(admission)))
-    }
-}
-
 fn import(store: &ChartStore, actor: &Actor, file: &Path) -> Result<(), CliError> {
     let text = std::fs::read_to_string(file).map_err(|e| CliError::File {
         path: file.display().to_string(),
         reason: e.to_string(),
     })?;
-    // A file saved by a Windows editor starts with a byte-order mark; it is not part of the
-    // JSON.
-    let items = items(text.strip_prefix('\u{feff}').unwrap_or(&text))?;
-    if items.is_empty() {
-        return Err(CliError::File {
+    let checking = bar(0, "checking ");
+    let writing = bar(0, "importing");
+    let imported = crate::import::import(
+        store,
+        actor,
+        &text,
+        |_| true,
+        |phase, done, total| {
+            let bar = match phase {
+                crate::import::Phase::Checking => &checking,
+                crate::import::Phase::Importing => {
+                    checking.finish_and_clear();
+                    &writing
+                }
+            };
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+    )
+    .map_err(|e| match e {
+        crate::import::Failure::Empty => CliError::File {
             path: file.display().to_string(),
             reason: "no charts in it".into(),
-        });
-    }
-    let by = Staff::new(actor.user.clone(), Role::Technician, actor.device.clone());
-    let reading = bar(items.len(), "checking ");
-    let mut charts = Vec::with_capacity(items.len());
-    let mut seen = std::collections::HashMap::new();
-    let mut admissions = std::collections::HashMap::new();
-    for (line, item) in &items {
-        let (id, chart, admission) = chart_of(item, &by).map_err(|reason| CliError::Line {
-            line: *line,
-            reason,
-        })?;
-        if let Some(first) = seen.insert(id, *line) {
-            return Err(CliError::Line {
-                line: *line,
-                reason: format!("chart {id} is also on line {first}"),
-            });
-        }
-        // The same admission twice (this file again, say) is refused, not admitted twice.
-        if let Some((mrn, at)) = admission {
-            let filter = ChartFilter {
-                mrn: Some(mrn.clone()),
-                ..ChartFilter::default()
-            };
-            if let Some(existing) = store.list(&filter)?.iter().find(|c| c.admitted_at == at) {
-                return Err(CliError::Line {
-                    line: *line,
-                    reason: format!(
-                        "this admission is already in this store, as chart {}",
-                        existing.id
-                    ),
-                });
-            }
-            if let Some(first) = admissions.insert((mrn, at), *line) {
-                return Err(CliError::Line {
-                    line: *line,
-                    reason: format!("the same admission is also on line {first}"),
-                });
-            }
-        }
-        charts.push((id, chart));
-        reading.inc(1);
-    }
-    reading.finish_and_clear();
-    let lines: Vec<usize> = items.iter().map(|(l, _)| *l).collect();
-    let writing = bar(charts.len(), "importing");
-    let total = charts.len();
-    let imported = store
-        .import_as(actor, charts, Some(total), |p| {
-            writing.set_position(p.done as u64)
-        })
-        .map_err(|e| match e {
-            StoreError::Import { index, error } => CliError::Line {
-                line: lines.get(index).copied().unwrap_or(0),
-                reason: error.to_string(),
-            },
-            other => other.into(),
-        })?;
+        },
+        crate::import::Failure::Line { line, reason } => CliError::Line { line, reason },
+        crate::import::Failure::Store(e) => e.into(),
+    })?;
     writing.finish_and_clear();
     eprintln!(
         "imported {} from {}",
-        self::charts(imported.len()),
+        self::charts(imported.charts.len()),
         file.display()
     );
     // What the patient index now says about them: to look into, not refused (ids only).
-    let warnings = store.patient_index_warnings(None, Timestamp::now(), Some(&imported))?;
-    for w in &warnings {
+    for w in &imported.warnings {
         eprintln!("warning: {w}");
     }
-    if !warnings.is_empty() {
+    if !imported.warnings.is_empty() {
         eprintln!(
             "{} patient-index {} to look into (the console's Patient index lists them)",
-            warnings.len(),
-            if warnings.len() == 1 {
+            imported.warnings.len(),
+            if imported.warnings.len() == 1 {
                 "warning"
             } else {
                 "warnings"

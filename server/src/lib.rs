@@ -18,6 +18,7 @@ mod completion;
 mod console;
 mod directory;
 mod holds;
+mod import;
 mod in_process;
 mod metrics;
 mod paging;
@@ -485,6 +486,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             delinquency_threshold: args.delinquency_threshold,
             bill_hold_days: args.bill_hold_days,
             suspension_grace_days: args.suspension_grace_days,
+            imports: Arc::default(),
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -591,6 +593,8 @@ struct AppState {
     bill_hold_days: u32,
     /// `--suspension-grace-days`.
     suspension_grace_days: u32,
+    /// The console's chart imports since the server started.
+    imports: Arc<console::import::Imports>,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

@@ -6,7 +6,9 @@
 // the main screens, default none), PASSWORD (the staff password).
 // Prints: one line `RESULT <json>` with every screen's axe-core findings; exits non-zero at the
 // first step that does not go as a person would expect, saying which.
-import { readFileSync, mkdirSync } from "node:fs"
+import { readFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { createRequire } from "node:module"
 import { chromium } from "playwright-core"
 
@@ -164,6 +166,34 @@ try {
   await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
   expect((await text(page, "article.letter")).includes("MRN-0003"), "the notice lists the records")
   await audit(page, "physician notice", "physician-notice")
+
+  // Two admissions imported from a file: the page follows the import until it is done.
+  await tabTo(page, "nav a[href='/console/import']", "the Import link")
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  await audit(page, "import", null)
+  const admitted = new Date(Date.now() - 3600_000).toISOString().replace(/\.\d+Z$/, "Z")
+  // Enough of them that the page meets the import under way and follows it.
+  const mrns = Array.from({ length: 3000 }, (_, n) => `MRN-8${String(n).padStart(4, "0")}`)
+  const admissions = mrns.map((mrn) => JSON.stringify({
+    patient: { mrn, family_name: "Okoye", given_names: "Chidi" },
+    encounter: { ward: "4west", class: "inpatient", attending: "dr.adeyemi" },
+    admitted_at: admitted,
+  })).join("\n")
+  const upload = join(mkdtempSync(join(tmpdir(), "chartsync-import-")), "admissions.ndjson")
+  writeFileSync(upload, admissions)
+  await tabTo(page, "#file", "the file to import")
+  // The system's file chooser is not the page's: the file is given to the input directly.
+  await page.locator("#file").setInputFiles(upload)
+  await tabTo(page, "form[action='/console/import'] button[type=submit]", "the Import button")
+  const importStarted = Date.now()
+  await Promise.all([page.waitForNavigation(), page.keyboard.press("Enter")])
+  const underWay = await page.locator("#job-progress").count()
+  await page.waitForFunction(() => document.getElementById("job")?.dataset.finished === "true", null, { timeout: 120_000 })
+  const imported = await text(page, "#job-state")
+  expect(imported.includes("Imported 3000 charts"), "the import is done", imported)
+  console.error(`import of 3000 admissions: ${Date.now() - importStarted} ms, page met it under way: ${underWay === 1}`)
+  expect(underWay === 1, "the page met the import under way, and followed it to the end")
+  await audit(page, "import done", "import")
   await page.goto(`${base}/console/worklist`)
   await audit(page, "worklist after the work", "worklist-worked")
 

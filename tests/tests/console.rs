@@ -693,6 +693,8 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "coding queue",
             "delinquency",
             "extension notice",
+            "import",
+            "import done",
             "nurse refused",
             "patient index",
             "physician notice",
@@ -3328,4 +3330,153 @@ fn physicians_incomplete_records_give_their_notices_and_the_suspension_list() {
         .unwrap()
         .iter()
         .all(|p| p["suspend"] == false));
+}
+
+/// A multipart upload of `file` to the console's import, as a browser sends it.
+fn upload(addr: &str, cookie: &str, csrf: &str, file: &[u8]) -> common::console::Page {
+    let boundary = "chartsync-test-boundary";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"admissions.ndjson\"\r\nContent-Type: application/x-ndjson\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    common::console::page(
+        common::console::agent()
+            .post(format!("http://{addr}/console/import"))
+            .header("Cookie", cookie)
+            .header("Origin", &format!("http://{addr}"))
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send(&body[..])
+            .unwrap(),
+    )
+}
+
+/// A technician imports the admissions system's file from the console: the import runs on the
+/// server while its page follows it, and says what it came to; a file with a chart on another
+/// ward, a broken line or bytes that are not text imports nothing and says why. Following an
+/// import's progress does not keep an unattended console signed in.
+#[test]
+fn charts_are_imported_from_the_console_with_the_import_s_progress() {
+    let data = imported_store();
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--console-idle", "3s"]);
+    add_staff(&server, "him.jones", "technician", &["4west"]);
+    add_staff(&server, "him.lee", "technician", &["4west"]);
+    add_staff(&server, "cod.kim", "coder", &["4west"]);
+    let addr = &server.addr;
+    let now = chartsync_core::chart::Timestamp::now();
+    let admission = |mrn: &str, ward: &str| {
+        serde_json::json!({
+            "patient": {"mrn": mrn, "family_name": "Okoye", "given_names": "Chidi"},
+            "encounter": {"ward": ward, "class": "inpatient", "attending": "dr.okafor"},
+            "admitted_at": now.plus_seconds(-3_600).to_string(),
+        })
+        .to_string()
+    };
+    let cookie = sign_in(addr, "him.jones");
+    let p = get(addr, "/console/import", Some(&cookie));
+    assert_eq!(p.status, 200, "{}", p.body);
+    let token = csrf(&p.body);
+    let follow = |started: &common::console::Page| -> (String, common::console::Page) {
+        assert_eq!(started.status, 303, "{}", started.body);
+        let id = started.location.rsplit('=').next().unwrap().to_string();
+        for _ in 0..100 {
+            let status = get(
+                addr,
+                &format!("/console/import/status?id={id}"),
+                Some(&cookie),
+            );
+            assert_eq!(status.status, 200, "{}", status.body);
+            let s: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+            if s["phase"] == "done" || s["phase"] == "failed" {
+                return (id.clone(), get(addr, &started.location, Some(&cookie)));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the import never finished");
+    };
+
+    // Three admissions to 4west: imported, and the page says so.
+    let file = [
+        admission("MRN-0701", "4west"),
+        admission("MRN-0702", "4west"),
+        admission("MRN-0703", "4west"),
+    ]
+    .join("\n");
+    let (id, done) = follow(&upload(addr, &cookie, &token, file.as_bytes()));
+    assert!(done.body.contains("Imported 3 charts."), "{}", done.body);
+    let tech = server.token("him.jones", "technician", &["4west"]);
+    let (_, found) = http_post(
+        addr,
+        "/api/charts/search",
+        Some(&tech),
+        r#"{"mrn": "MRN-0702"}"#,
+    );
+    assert!(found.contains("\"total\":1"), "{found}");
+    // Another person does not see it.
+    let lee = sign_in(addr, "him.lee");
+    assert_eq!(
+        get(addr, &format!("/console/import/job?id={id}"), Some(&lee)).status,
+        404
+    );
+
+    // Refused whole, with the line and why: another ward, a broken line.
+    for (file, why) in [
+        (
+            [admission("MRN-0704", "4west"), admission("MRN-0705", "icu")].join("\n"),
+            "Line 2: the chart is on ward icu, which is not one of yours; nothing was imported.",
+        ),
+        (
+            [
+                admission("MRN-0706", "4west"),
+                "{\"patient\": 3}".to_string(),
+            ]
+            .join("\n"),
+            "Line 2:",
+        ),
+    ] {
+        let (_, failed) = follow(&upload(addr, &cookie, &token, file.as_bytes()));
+        assert!(failed.body.contains(why), "{why}: {}", failed.body);
+    }
+    for mrn in ["MRN-0704", "MRN-0706"] {
+        let (_, found) = http_post(
+            addr,
+            "/api/charts/search",
+            Some(&tech),
+            &format!(r#"{{"mrn": "{mrn}"}}"#),
+        );
+        assert!(
+            found.contains("\"total\":0"),
+            "nothing of a refused file: {found}"
+        );
+    }
+    let binary = upload(addr, &cookie, &token, &[0xff, 0xfe, 0x00, 0x41]);
+    assert_eq!(binary.status, 422, "{}", binary.body);
+    assert!(binary.body.contains("not UTF-8 text"));
+    let forged = upload(addr, &cookie, "not-the-token", file.as_bytes());
+    assert_eq!(forged.status, 403, "no CSRF token, nothing imported");
+    let coder = sign_in(addr, "cod.kim");
+    assert_eq!(get(addr, "/console/import", Some(&coder)).status, 403);
+
+    // A page left following an import does not keep the console signed in.
+    let cookie = sign_in(addr, "him.lee");
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let s = get(
+            addr,
+            &format!("/console/import/status?id={id}"),
+            Some(&cookie),
+        );
+        assert!(matches!(s.status, 401 | 404), "{}", s.status);
+    }
+    assert_eq!(
+        get(addr, "/console/import", Some(&cookie)).location,
+        "/console/sign-in?ended=idle"
+    );
 }

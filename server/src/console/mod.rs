@@ -10,6 +10,7 @@ mod charts;
 mod coding;
 mod completion;
 mod delinquency;
+pub mod import;
 mod pages;
 mod physicians;
 mod review;
@@ -35,9 +36,11 @@ use session::{Found, Session};
 const COOKIE: &str = "chartsync_console";
 
 /// The policy every console response carries: nothing but the server's own stylesheet, its
-/// own one script, and forms posted back to it; no frames, no inline script or style.
+/// own one script (which may ask the server, and only it, how an import is going), and forms
+/// posted back to it; no frames, no inline script or style.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("../../assets/console.css");
 const SCRIPT: &str = include_str!("../../assets/console.js");
@@ -82,6 +85,16 @@ pub fn routes() -> Router<AppState> {
         .route("/console/completion/withdraw", post(completion::withdraw))
         .route("/console/physicians", get(physicians::list))
         .route("/console/physicians/notice", get(physicians::notice))
+        .route(
+            "/console/import",
+            get(import::page)
+                .post(import::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    import::MAX_UPLOAD_BYTES + 64 * 1024,
+                )),
+        )
+        .route("/console/import/job", get(import::job))
+        .route("/console/import/status", get(import::status))
         .route("/console/roi", get(roi::log))
         .route("/console/roi/chart", get(roi::chart).post(roi::work))
         .route("/console/roi/prepare", post(roi::prepare))
@@ -156,7 +169,7 @@ pub fn records_staff(role: Role) -> bool {
     )
 }
 
-fn cookie_value<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+pub(super) fn cookie_value<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -559,3 +559,56 @@ pub struct PhysicianNotice<'a> {
     /// Who sends it.
     pub from: &'a str,
 }
+
+/// An import as a row and a heading: its file, when, and where it stands.
+pub struct ImportRow {
+    pub id: String,
+    pub file: String,
+    pub started: String,
+    /// "Checking 120 of 300", "Imported 300 charts", "Failed".
+    pub state: String,
+    pub finished: bool,
+}
+
+impl ImportRow {
+    pub fn of(id: &str, p: &super::import::Progress) -> ImportRow {
+        let state = match p.phase {
+            "checking" => format!("Checking {} of {}", p.done, p.total),
+            "importing" => format!("Writing {} of {}", p.done, p.total),
+            "done" => format!(
+                "Imported {} {}",
+                p.charts,
+                if p.charts == 1 { "chart" } else { "charts" }
+            ),
+            _ => "Failed: nothing was imported".into(),
+        };
+        ImportRow {
+            id: id.to_string(),
+            file: if p.file.is_empty() {
+                "(no name)".into()
+            } else {
+                p.file.clone()
+            },
+            started: minute(p.started),
+            state,
+            finished: p.finished(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/import.html")]
+pub struct ImportPage<'a> {
+    pub frame: Frame<'a>,
+    pub max_mib: usize,
+    pub jobs: &'a [ImportRow],
+}
+
+#[derive(Template)]
+#[template(path = "console/import_job.html")]
+pub struct ImportJob<'a> {
+    pub frame: Frame<'a>,
+    pub id: &'a str,
+    pub row: &'a ImportRow,
+    pub progress: &'a super::import::Progress,
+}

@@ -109,6 +109,15 @@ impl Sessions {
         }
     }
 
+    /// The session `id` names if it is active, without counting this as use (a page's own
+    /// polling must not keep an unattended screen signed in).
+    pub fn peek(&self, id: &str) -> Option<Session> {
+        let open = self.open.lock().unwrap();
+        open.get(&key(id))
+            .filter(|s| s.last_seen.elapsed() < self.idle)
+            .cloned()
+    }
+
     /// Leaves a message for the session's next page.
     pub fn flash(&self, id: &str, message: String) {
         if let Some(s) = self.open.lock().unwrap().get_mut(&key(id)) {
