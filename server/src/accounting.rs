@@ -83,7 +83,7 @@ pub(crate) enum AccountingWork {
 }
 
 /// A request and, once answered, the accounting given.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct Answered {
     pub request: AccountingRequest,
     pub accounting: Option<Accounting>,
@@ -190,7 +190,7 @@ pub(crate) async fn one(
     .await
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct Listed {
     as_of: Timestamp,
     requests: Vec<AccountingRequest>,
@@ -198,6 +198,15 @@ struct Listed {
 
 /// `GET /api/accounting-requests[?mrn=M]`: the open requests for an accounting of
 /// disclosures, soonest due first; with `mrn`, every request of that patient, newest first.
+#[utoipa::path(
+    get,
+    operation_id = "accounting_list",
+    path = "/api/accounting-requests",
+    tag = "release of information",
+    summary = "Requests for an accounting: the open ones, soonest due, or a patient's",
+    params(("mrn" = Option<String>, Query, description = "one patient's requests, newest first"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of requests", body = Listed), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn list(
     State(app): State<AppState>,
     access: Access,
@@ -226,6 +235,15 @@ pub async fn list(
 /// `POST /api/accounting-requests` `{mrn, requester, address, since?, fee_cents?}`: logs a
 /// request received now, due in 60 days; 201 with the request. A fee is refused on the
 /// first accounting in twelve months (45 CFR 164.528(c)(2)).
+#[utoipa::path(
+    post,
+    operation_id = "accounting_log",
+    path = "/api/accounting-requests",
+    tag = "release of information",
+    summary = "Logs a request for an accounting, due in 60 days",
+    request_body = chartsync_core::store::NewAccountingRequest,
+    responses((status = 201, description = "the request", body = chartsync_core::store::AccountingRequest), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn log(
     State(app): State<AppState>,
     access: Access,
@@ -240,6 +258,15 @@ pub async fn log(
 }
 
 /// `GET /api/accounting-requests/{id}`: the request, and the accounting given for it.
+#[utoipa::path(
+    get,
+    operation_id = "accounting_show",
+    path = "/api/accounting-requests/{id}",
+    tag = "release of information",
+    summary = "A request and the accounting given for it",
+    params(("id" = String, Path, description = "the request's id")),
+    responses((status = 200, description = "the request", body = Answered), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn show(
     State(app): State<AppState>,
     access: Access,
@@ -253,7 +280,7 @@ pub async fn show(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extend {
     reason: String,
@@ -261,6 +288,16 @@ pub struct Extend {
 
 /// `POST /api/accounting-requests/{id}/extension` `{reason}`: the one 30-day extension,
 /// within the 60 days (45 CFR 164.528(c)(1)(ii)); the request as it now stands.
+#[utoipa::path(
+    post,
+    operation_id = "accounting_extend",
+    path = "/api/accounting-requests/{id}/extension",
+    tag = "release of information",
+    summary = "The one 30-day extension, within the 60 days",
+    params(("id" = String, Path, description = "the request's id")),
+    request_body = Extend,
+    responses((status = 200, description = "the request", body = chartsync_core::store::AccountingRequest), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn extend(
     State(app): State<AppState>,
     access: Access,
@@ -281,6 +318,15 @@ pub async fn extend(
 
 /// `POST /api/accounting-requests/{id}/provide`: answers the request with the patient's
 /// accounting as of now, kept with it; `{request, accounting}`.
+#[utoipa::path(
+    post,
+    operation_id = "accounting_provide",
+    path = "/api/accounting-requests/{id}/provide",
+    tag = "release of information",
+    summary = "Answers the request with the accounting as of now, kept as given",
+    params(("id" = String, Path, description = "the request's id")),
+    responses((status = 200, description = "the request and the accounting", body = Answered), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn provide(
     State(app): State<AppState>,
     access: Access,

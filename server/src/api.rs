@@ -181,6 +181,15 @@ pub async fn chart(
 /// `GET /api/audit?chart=ID | ?user=U | ?mrn=M`: a chart's, a person's or a patient's audit
 /// trail; records supervisors and admins only (of every ward for a person or a patient);
 /// reading it is audited too.
+#[utoipa::path(
+    get,
+    operation_id = "api_audit",
+    path = "/api/audit",
+    tag = "audit",
+    summary = "The audit trail of a chart, a person or a patient",
+    params(("chart" = Option<String>, Query, description = "a chart's id"), ("user" = Option<String>, Query, description = "a person's user id: newest first"), ("mrn" = Option<String>, Query, description = "a patient's MRN: every chart of theirs"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of the trail", body = Vec<chartsync_core::store::AuditRecord>), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn audit(
     State(app): State<AppState>,
     access: Access,

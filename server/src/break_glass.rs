@@ -55,7 +55,7 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(internal(e)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
     chart: String,
@@ -117,6 +117,22 @@ fn grant(
 }
 
 /// `POST /api/break-glass`: under a person's token.
+#[utoipa::path(
+    post,
+    operation_id = "break_glass_ask",
+    path = "/api/break-glass",
+    tag = "review",
+    summary = "Opens a chart outside the person's wards in an emergency (ETREAT or BTG), for the time the server allows",
+    request_body = Ask,
+    responses(
+        (status = 201, description = "the grant", body = chartsync_core::store::BreakGlass),
+        (status = 200, description = "the same signed request again: the grant it made", body = chartsync_core::store::BreakGlass),
+        (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError),
+        (status = 404, description = "no such chart", body = crate::openapi::ApiError),
+        (status = 409, description = "the chart is on the person's wards", body = crate::openapi::ApiError),
+        (status = 422, description = "the reason is not ETREAT or BTG", body = crate::openapi::ApiError)
+    )
+)]
 pub async fn ask(
     State(app): State<AppState>,
     access: Access,
@@ -319,6 +335,15 @@ pub struct QueueQuery {
 }
 
 /// `GET /api/break-glass[?status=unreviewed|reviewed|all]`, oldest first.
+#[utoipa::path(
+    get,
+    operation_id = "break_glass_queue",
+    path = "/api/break-glass",
+    tag = "review",
+    summary = "Break-glass grants to review, oldest first",
+    params(("status" = Option<String>, Query, description = "unreviewed (default), reviewed or all"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of grants", body = Vec<chartsync_core::store::BreakGlass>), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn queue(
     State(app): State<AppState>,
     access: Access,
@@ -353,13 +378,23 @@ pub async fn queue(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     note: String,
 }
 
 /// `POST /api/break-glass/{id}/review`: reviewed, with a note.
+#[utoipa::path(
+    post,
+    operation_id = "break_glass_review",
+    path = "/api/break-glass/{id}/review",
+    tag = "review",
+    summary = "A grant reviewed, with a note",
+    params(("id" = i64, Path, description = "the grant's id")),
+    request_body = Review,
+    responses((status = 200, description = "the grant", body = chartsync_core::store::BreakGlass), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn review(
     State(app): State<AppState>,
     access: Access,

@@ -34,13 +34,13 @@ pub(crate) fn codes_charts(role: Role) -> bool {
     matches!(role, Role::Coder | Role::Technician)
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct CodeMatch {
     pub code: &'static str,
     pub description: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct CodeSearch {
     code_set: &'static str,
     codes: Vec<CodeMatch>,
@@ -78,6 +78,15 @@ pub(crate) fn search(
 
 /// `GET /api/codes?q=WORDS[&limit=N]`: billable ICD-10-CM codes whose description has every
 /// word (as a word's beginning), the most general first; or, for `q=E11`, the codes under it.
+#[utoipa::path(
+    get,
+    operation_id = "coding_search_codes",
+    path = "/api/codes",
+    tag = "coding",
+    summary = "Billable ICD-10-CM codes found by the words of their description, or a code's beginning",
+    params(("q" = String, Query, description = "words, or a code's beginning"), ("limit" = Option<usize>, Query, description = "at most this many")),
+    responses((status = 200, description = "the codes, the most general first", body = CodeSearch), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn search_codes(
     access: Access,
     Query(query): Query<HashMap<String, String>>,
@@ -105,7 +114,7 @@ pub async fn search_codes(
 }
 
 /// A chart's codes as a coder works them, with the stay they describe.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct ChartCoding {
     pub chart: ChartId,
     pub mrn: String,
@@ -124,7 +133,7 @@ pub(crate) struct ChartCoding {
 
 /// One code on the chart, with its description and, for a procedure, when it was done and
 /// by whom (from the entries it rests on).
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct CodeLine {
     #[serde(flatten)]
     pub coding: CodingView,
@@ -346,6 +355,15 @@ pub(crate) fn chart_id(id: &str) -> Result<ChartId, Refusal> {
 
 /// `GET /api/charts/{id}/coding`: the chart's codes with their descriptions and, for
 /// procedures, when and by whom; coders and records staff on the chart's ward.
+#[utoipa::path(
+    get,
+    operation_id = "coding_show",
+    path = "/api/charts/{id}/coding",
+    tag = "coding",
+    summary = "A chart's codes with their descriptions, and a procedure's date and performers",
+    params(("id" = String, Path, description = "the chart's id")),
+    responses((status = 200, description = "the chart's coding", body = ChartCoding), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn show(
     State(app): State<AppState>,
     access: Access,
@@ -363,7 +381,7 @@ pub async fn show(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Propose {
     system: String,
@@ -375,7 +393,7 @@ pub struct Propose {
     supporting_entries: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct Proposed {
     id: String,
 }
@@ -383,6 +401,16 @@ struct Proposed {
 /// `POST /api/charts/{id}/coding` `{system, code, sequence, poa?, supporting_entries?}`:
 /// proposes a code (checked against the code set in force on the chart's date); 201 with
 /// its id.
+#[utoipa::path(
+    post,
+    operation_id = "coding_propose",
+    path = "/api/charts/{id}/coding",
+    tag = "coding",
+    summary = "Proposes a code, checked against the code set in force on the chart's date",
+    params(("id" = String, Path, description = "the chart's id")),
+    request_body = Propose,
+    responses((status = 201, description = "the code's id", body = Proposed), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn propose(
     State(app): State<AppState>,
     access: Access,
@@ -420,7 +448,7 @@ pub async fn propose(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
     #[serde(default)]
@@ -432,6 +460,16 @@ pub struct Change {
 /// `POST /api/charts/{id}/coding/{coding}` `{poa?, status?}`: sets a diagnosis's POA
 /// indicator and moves the code's status (`final` by a coder only), in one commit: both or
 /// neither.
+#[utoipa::path(
+    post,
+    operation_id = "coding_change",
+    path = "/api/charts/{id}/coding/{coding}",
+    tag = "coding",
+    summary = "Sets a diagnosis's POA indicator and moves the code's status, in one commit",
+    params(("id" = String, Path, description = "the chart's id"), ("coding" = String, Path, description = "the code's id")),
+    request_body = Change,
+    responses((status = 204, description = "changed"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn change(
     State(app): State<AppState>,
     access: Access,

@@ -171,7 +171,7 @@ pub(crate) async fn by_hand(
 
 /// A chart's completion over REST: its open deficiencies, and those added by hand with what
 /// they say (the only free text here, as the office wrote it).
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct CompletionBody<'a> {
     chart: ChartId,
     mrn: &'a str,
@@ -180,6 +180,15 @@ struct CompletionBody<'a> {
 }
 
 /// `GET /api/charts/{id}/completion`: what chart `id` still lacks, soonest due first.
+#[utoipa::path(
+    get,
+    operation_id = "completion_show",
+    path = "/api/charts/{id}/completion",
+    tag = "worklist",
+    summary = "What one chart still lacks, and its deficiencies added by hand",
+    params(("id" = String, Path, description = "the chart's id")),
+    responses((status = 200, description = "the chart's completion", body = CompletionBody), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn show(
     State(app): State<AppState>,
     access: Access,
@@ -203,7 +212,7 @@ pub async fn show(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Add {
     what: String,
@@ -215,6 +224,16 @@ pub struct Add {
 
 /// `POST /api/charts/{id}/deficiencies` `{what, to, about?}`: a deficiency added by hand, for
 /// the physician `to`; 201 `{id}`.
+#[utoipa::path(
+    post,
+    operation_id = "completion_add",
+    path = "/api/charts/{id}/deficiencies",
+    tag = "worklist",
+    summary = "A deficiency added by hand, for a physician",
+    params(("id" = String, Path, description = "the chart's id")),
+    request_body = Add,
+    responses((status = 201, description = "its id", body = crate::openapi::Created), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn add(
     State(app): State<AppState>,
     access: Access,
@@ -240,6 +259,15 @@ pub async fn add(
 
 /// `POST /api/charts/{id}/deficiencies/{deficiency}/withdraw`: a hand-added deficiency put
 /// right; 204.
+#[utoipa::path(
+    post,
+    operation_id = "completion_withdraw",
+    path = "/api/charts/{id}/deficiencies/{deficiency}/withdraw",
+    tag = "worklist",
+    summary = "A hand-added deficiency put right",
+    params(("id" = String, Path, description = "the chart's id"), ("deficiency" = String, Path, description = "its id")),
+    responses((status = 204, description = "withdrawn"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn withdraw(
     State(app): State<AppState>,
     access: Access,

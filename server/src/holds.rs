@@ -87,6 +87,15 @@ pub(crate) async fn held(
 }
 
 /// `GET /api/holds[?status=pending|accepted|rejected|all][&chart=ID]`, newest first.
+#[utoipa::path(
+    get,
+    operation_id = "holds_list",
+    path = "/api/holds",
+    tag = "review",
+    summary = "Held changes the person may review, newest first",
+    params(("status" = Option<String>, Query, description = "pending (default), accepted, rejected or all"), ("chart" = Option<String>, Query, description = "one chart's"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of held batches", body = Vec<chartsync_core::store::HeldBatch>), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn list(
     State(app): State<AppState>,
     access: Access,
@@ -126,18 +135,19 @@ pub async fn list(
 }
 
 /// What held changes would do to the chart.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct Effect {
     /// One line per change to the chart's view: "adds entries/…", "changes patient/phone".
     pub words: Vec<String>,
     /// The same as an RFC 6902 JSON Patch from the chart's view now to the view with them.
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub patch: json_patch::Patch,
     /// Set when the changes build on others the record has not got: nothing can be shown
     /// until those are decided.
     pub waits_on_other_changes: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub struct HoldDetail {
     #[serde(flatten)]
     pub batch: HeldBatch,
@@ -265,6 +275,15 @@ pub(crate) async fn detail(
 }
 
 /// `GET /api/holds/{id}`: one hold, and what it would do.
+#[utoipa::path(
+    get,
+    operation_id = "holds_show",
+    path = "/api/holds/{id}",
+    tag = "review",
+    summary = "Held changes, and what accepting them would do",
+    params(("id" = i64, Path, description = "the hold's id")),
+    responses((status = 200, description = "the hold", body = HoldDetail), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn show(
     State(app): State<AppState>,
     access: Access,
@@ -278,13 +297,22 @@ pub async fn show(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(utoipa::ToSchema, Debug, Default, Deserialize)]
 pub struct Decision {
     #[serde(default)]
     pub reason: String,
 }
 
 /// `POST /api/holds/{id}/accept`
+#[utoipa::path(
+    post,
+    operation_id = "holds_accept",
+    path = "/api/holds/{id}/accept",
+    tag = "review",
+    summary = "Merges held changes into the chart, as their author's; the tablet is told",
+    params(("id" = i64, Path, description = "the hold's id")),
+    responses((status = 200, description = "the decided batch", body = chartsync_core::store::HeldBatch), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn accept(
     State(app): State<AppState>,
     access: Access,
@@ -295,6 +323,16 @@ pub async fn accept(
 }
 
 /// `POST /api/holds/{id}/reject` with `{"reason": "…"}`
+#[utoipa::path(
+    post,
+    operation_id = "holds_reject",
+    path = "/api/holds/{id}/reject",
+    tag = "review",
+    summary = "Rejects held changes with a reason; the tablet is told",
+    params(("id" = i64, Path, description = "the hold's id")),
+    request_body = Decision,
+    responses((status = 200, description = "the decided batch", body = chartsync_core::store::HeldBatch), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn reject(
     State(app): State<AppState>,
     access: Access,

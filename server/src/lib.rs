@@ -21,6 +21,7 @@ mod holds;
 mod import;
 mod in_process;
 mod metrics;
+mod openapi;
 mod paging;
 mod physicians;
 mod proofs;
@@ -48,6 +49,9 @@ use chartsync_core::store::{ChartStore, StoreOptions};
 use auth::Keys;
 use clap::{Parser, Subcommand};
 use sync::Hub;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::Access;
 pub use in_process::InProcessServer;
@@ -389,66 +393,56 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     forget_sync_states(store.clone(), args.sync_state_ttl);
     count_delinquency(store.clone());
     let mut sessions = hub.sessions.subscribe();
+    // The records office's REST, documented as it is routed (server/src/openapi.rs).
+    let (documented, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(records::deficiencies))
+        .routes(routes!(records::assign))
+        .routes(routes!(records::acknowledge))
+        .routes(routes!(records::delinquency))
+        .routes(routes!(records::coding_queue))
+        .routes(routes!(records::patient_index))
+        .routes(routes!(records::search_charts))
+        .routes(routes!(records::disclosures))
+        .routes(routes!(coding::search_codes))
+        .routes(routes!(coding::show, coding::propose))
+        .routes(routes!(coding::change))
+        .routes(routes!(roi::log))
+        .routes(routes!(roi::receive))
+        .routes(routes!(roi::move_request))
+        .routes(routes!(roi::extend))
+        .routes(routes!(roi::prepare))
+        .routes(routes!(accounting::list, accounting::log))
+        .routes(routes!(accounting::show))
+        .routes(routes!(accounting::extend))
+        .routes(routes!(accounting::provide))
+        .routes(routes!(completion::show))
+        .routes(routes!(completion::add))
+        .routes(routes!(completion::withdraw))
+        .routes(routes!(physicians::list))
+        .routes(routes!(physicians::one))
+        .routes(routes!(api::audit))
+        .routes(routes!(holds::list))
+        .routes(routes!(holds::show))
+        .routes(routes!(holds::accept))
+        .routes(routes!(holds::reject))
+        .routes(routes!(break_glass::queue, break_glass::ask))
+        .routes(routes!(break_glass::review))
+        .split_for_parts();
+    let doc = Arc::new(doc);
     let app = Router::new()
+        .merge(documented)
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .route("/healthz", get(healthz))
         .route("/sync", get(sync_endpoint))
         .route("/api/charts", get(api::charts))
-        .route("/api/charts/search", post(records::search_charts))
         .route("/api/charts/{id}", get(api::chart))
         .route("/api/charts/{id}/fhir", get(records::fhir_export))
-        .route("/api/audit", get(api::audit))
-        .route("/api/holds", get(holds::list))
-        .route("/api/holds/{id}", get(holds::show))
-        .route("/api/holds/{id}/accept", post(holds::accept))
-        .route("/api/holds/{id}/reject", post(holds::reject))
-        .route("/api/deficiencies", get(records::deficiencies))
-        .route("/api/deficiencies/assign", post(records::assign))
-        .route("/api/deficiencies/acknowledge", post(records::acknowledge))
-        .route("/api/coding-queue", get(records::coding_queue))
-        .route("/api/codes", get(coding::search_codes))
-        .route("/api/patient-index", get(records::patient_index))
-        .route("/api/roi-requests", get(roi::log))
-        .route("/api/charts/{id}/roi-requests", post(roi::receive))
-        .route(
-            "/api/charts/{id}/roi-requests/{request}",
-            post(roi::move_request),
-        )
-        .route(
-            "/api/charts/{id}/roi-requests/{request}/extension",
-            post(roi::extend),
-        )
-        .route(
-            "/api/charts/{id}/roi-requests/{request}/preparation",
-            post(roi::prepare),
-        )
-        .route(
-            "/api/charts/{id}/coding",
-            get(coding::show).post(coding::propose),
-        )
-        .route("/api/charts/{id}/coding/{coding}", post(coding::change))
-        .route("/api/delinquency", get(records::delinquency))
-        .route("/api/charts/{id}/completion", get(completion::show))
-        .route("/api/charts/{id}/deficiencies", post(completion::add))
-        .route(
-            "/api/charts/{id}/deficiencies/{deficiency}/withdraw",
-            post(completion::withdraw),
-        )
-        .route("/api/physicians/incomplete", get(physicians::list))
-        .route("/api/physicians/{user}/incomplete", get(physicians::one))
-        .route("/api/disclosures", get(records::disclosures))
-        .route(
-            "/api/accounting-requests",
-            get(accounting::list).post(accounting::log),
-        )
-        .route("/api/accounting-requests/{id}", get(accounting::show))
-        .route(
-            "/api/accounting-requests/{id}/extension",
-            post(accounting::extend),
-        )
-        .route(
-            "/api/accounting-requests/{id}/provide",
-            post(accounting::provide),
-        )
         .route("/api/staff", get(directory::list_staff))
         .route(
             "/api/staff/{user}",
@@ -461,12 +455,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/devices/{id}/sign-in", post(directory::sign_in))
         .route("/api/devices/{id}/session", post(directory::session))
         .route("/api/certificates", get(directory::list_certificates))
-        .route(
-            "/api/break-glass",
-            get(break_glass::queue).post(break_glass::ask),
-        )
         .route("/api/break-glass/{id}/end", post(break_glass::end))
-        .route("/api/break-glass/{id}/review", post(break_glass::review))
         .route(
             "/api/devices/{id}/break-glass",
             post(break_glass::ask_from_tablet),

@@ -28,7 +28,7 @@ use crate::AppState;
 pub const DEFAULT_SUSPENSION_GRACE_DAYS: u32 = 7;
 
 /// One physician's incomplete records.
-#[derive(Debug, Serialize)]
+#[derive(utoipa::ToSchema, Debug, Serialize)]
 pub(crate) struct Incomplete {
     pub physician: String,
     /// Open deficiencies routed to them.
@@ -130,7 +130,15 @@ pub(crate) async fn incomplete(
     settled(result)
 }
 
-#[derive(Serialize)]
+/// One physician's deficiencies, soonest due first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct OneBody {
+    physician: String,
+    suspend: bool,
+    deficiencies: Vec<WorklistItem>,
+}
+
+#[derive(utoipa::ToSchema, Serialize)]
 struct Listed<'a> {
     as_of: Timestamp,
     suspension_grace_days: u32,
@@ -139,6 +147,15 @@ struct Listed<'a> {
 
 /// `GET /api/physicians/incomplete[?ward=W]`: each physician's open, overdue and delinquent
 /// records, most overdue first, and whether they are on the suspension list.
+#[utoipa::path(
+    get,
+    operation_id = "physicians_list",
+    path = "/api/physicians/incomplete",
+    tag = "worklist",
+    summary = "Each physician's open, overdue and delinquent records, and the suspension list",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of physicians, most overdue first", body = Listed), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn list(
     State(app): State<AppState>,
     access: Access,
@@ -168,6 +185,15 @@ pub async fn list(
 
 /// `GET /api/physicians/{user}/incomplete[?ward=W]`: one physician's deficiencies, soonest
 /// due first (ids and MRNs), as their notice lists them.
+#[utoipa::path(
+    get,
+    operation_id = "physicians_one",
+    path = "/api/physicians/{user}/incomplete",
+    tag = "worklist",
+    summary = "One physician's deficiencies, as their notice lists them",
+    params(("user" = String, Path, description = "the physician's user id"), ("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)")),
+    responses((status = 200, description = "the physician's deficiencies", body = OneBody), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn one(
     State(app): State<AppState>,
     access: Access,
@@ -180,11 +206,11 @@ pub async fn one(
     let grace = app.suspension_grace_days;
     match incomplete(app.store.clone(), &access, who, &query, grace, now).await {
         Ok(all) => match all.into_iter().find(|p| p.physician == user) {
-            Some(p) => Json(serde_json::json!({
-                "physician": p.physician,
-                "suspend": p.suspend,
-                "deficiencies": p.items,
-            }))
+            Some(p) => Json(OneBody {
+                physician: p.physician,
+                suspend: p.suspend,
+                deficiencies: p.items,
+            })
             .into_response(),
             None => {
                 let store = app.store.clone();
@@ -196,11 +222,11 @@ pub async fn one(
                     .flatten()
                     .is_some_and(|(m, _)| m.role == Role::Physician);
                 if known {
-                    Json(serde_json::json!({
-                        "physician": user,
-                        "suspend": false,
-                        "deficiencies": [],
-                    }))
+                    Json(OneBody {
+                        physician: user,
+                        suspend: false,
+                        deficiencies: Vec::new(),
+                    })
                     .into_response()
                 } else {
                     Refusal(

@@ -84,7 +84,7 @@ pub(crate) fn audit_detail(what: &str, wards: &Option<Vec<String>>) -> String {
 }
 
 /// A worklist as the REST API and `chartsync-records deficiencies --json` give it.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct Worklist {
     /// The time "overdue" was judged at.
     pub(crate) as_of: Timestamp,
@@ -94,6 +94,15 @@ pub(crate) struct Worklist {
 /// `GET /api/deficiencies[?ward=W][&overdue=true][&kind=K][&responsible=U]`: what is missing
 /// from the charts of the token's wards, soonest due first. Anyone signed in may read their
 /// wards' worklist: the physicians whose signatures are missing read it too.
+#[utoipa::path(
+    get,
+    operation_id = "records_deficiencies",
+    path = "/api/deficiencies",
+    tag = "worklist",
+    summary = "What is missing from the charts of the token's wards, soonest due first",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)"), ("overdue" = Option<bool>, Query, description = "only the overdue"), ("kind" = Option<String>, Query, description = "a deficiency kind token"), ("responsible" = Option<String>, Query, description = "a user id or role: the assignee, else who the rules name"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of the worklist", body = Worklist), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn deficiencies(
     State(app): State<AppState>,
     access: Access,
@@ -277,7 +286,7 @@ pub(crate) async fn work_deficiencies(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     /// A user id from the staff directory; `null` routes them back to the rules' responsible.
@@ -289,6 +298,15 @@ pub struct AssignBody {
 /// "kind", "section", "record_id", "detail"}, ...]}` (each as the worklist lists it): routes
 /// them to a person, all or none. 409 when one was put right since the list was read, or the
 /// person is not in the directory.
+#[utoipa::path(
+    post,
+    operation_id = "records_assign",
+    path = "/api/deficiencies/assign",
+    tag = "worklist",
+    summary = "Routes deficiencies to a person, all or none",
+    request_body = AssignBody,
+    responses((status = 200, description = "what was routed", body = chartsync_core::store::Assigned), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn assign(
     State(app): State<AppState>,
     access: Access,
@@ -314,7 +332,7 @@ pub async fn assign(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcknowledgeBody {
     reason: String,
@@ -324,6 +342,15 @@ pub struct AcknowledgeBody {
 /// `POST /api/deficiencies/acknowledge` with `{"reason": "...", "deficiency": {...}}`: the
 /// records office accepts a late H&P as it stands (it cannot be put right); it stays on the
 /// worklist, marked, and is no longer overdue.
+#[utoipa::path(
+    post,
+    operation_id = "records_acknowledge",
+    path = "/api/deficiencies/acknowledge",
+    tag = "worklist",
+    summary = "Accepts a late H&P as it stands, with a reason",
+    request_body = AcknowledgeBody,
+    responses((status = 204, description = "acknowledged"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError))
+)]
 pub async fn acknowledge(
     State(app): State<AppState>,
     access: Access,
@@ -353,7 +380,7 @@ pub async fn acknowledge(
 pub(crate) const TREND_DAYS: u32 = 90;
 
 /// The delinquency report with the hospital's threshold, as REST and the console give it.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct DelinquencyReport {
     /// `--delinquency-threshold`: percent of the average monthly discharges.
     pub(crate) threshold_percent: u32,
@@ -387,6 +414,15 @@ pub(crate) fn reads_records_statistics(role: Role) -> bool {
 /// `GET /api/delinquency[?ward=W]`: delinquent records against the average monthly
 /// discharges and the hospital's threshold, the coding backlog apart, and the daily trend of
 /// the last 90 days. Coders and records staff, for their token's wards; audited as a listing.
+#[utoipa::path(
+    get,
+    operation_id = "records_delinquency",
+    path = "/api/delinquency",
+    tag = "worklist",
+    summary = "Delinquent records against the average monthly discharges",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)")),
+    responses((status = 200, description = "the delinquency report", body = DelinquencyReport), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn delinquency(
     State(app): State<AppState>,
     access: Access,
@@ -424,7 +460,7 @@ pub async fn delinquency(
     }
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct CodingQueue {
     as_of: Timestamp,
     charts: Vec<CodingQueueItem>,
@@ -432,6 +468,15 @@ struct CodingQueue {
 
 /// `GET /api/coding-queue[?ward=W]`: discharged charts waiting for final coding, earliest
 /// discharge first. Coders and records staff only.
+#[utoipa::path(
+    get,
+    operation_id = "records_coding_queue",
+    path = "/api/coding-queue",
+    tag = "coding",
+    summary = "Discharged charts waiting for final coding, due when the billing hold ends",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of the queue", body = CodingQueue), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn coding_queue(
     State(app): State<AppState>,
     access: Access,
@@ -477,6 +522,15 @@ pub async fn coding_queue(
 /// accounting of disclosures across all their charts, six years back (45 CFR 164.528).
 /// Records supervisors and admins only, with a token for every ward: an accounting that left
 /// out a ward's charts would be wrong. Each chart read is audited; a refusal is audited too.
+#[utoipa::path(
+    get,
+    operation_id = "records_disclosures",
+    path = "/api/disclosures",
+    tag = "release of information",
+    summary = "A patient's accounting of disclosures, six years back (45 CFR 164.528)",
+    params(("mrn" = String, Query, description = "the patient's MRN"), ("format" = Option<String>, Query, description = "json (default) or csv")),
+    responses((status = 200, description = "the accounting", body = chartsync_core::store::Accounting), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError))
+)]
 pub async fn disclosures(
     State(app): State<AppState>,
     access: Access,
@@ -771,6 +825,15 @@ pub(crate) fn settled<T>(
 /// `POST /api/charts/search` `{mrn?, name?, birth_date?, visit_date?}`: charts on the
 /// person's wards, by name then newest admission first, at most 100, with the total. A POST
 /// so that names and dates of birth stay out of URLs and the logs that keep them.
+#[utoipa::path(
+    post,
+    operation_id = "records_search_charts",
+    path = "/api/charts/search",
+    tag = "charts",
+    summary = "Charts on the person's wards by MRN, name, date of birth or a day in",
+    request_body = chartsync_core::store::ChartSearch,
+    responses((status = 200, description = "at most 100 charts and the total", body = chartsync_core::store::ChartSearchResult), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn search_charts(
     State(app): State<AppState>,
     access: Access,
@@ -784,7 +847,7 @@ pub async fn search_charts(
     }
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct PatientIndex {
     as_of: Timestamp,
     warnings: Vec<IndexWarning>,
@@ -821,6 +884,15 @@ pub(crate) async fn index_warnings(
 
 /// `GET /api/patient-index[?ward=W]`: one MRN on charts that disagree about the patient, and
 /// dates no stay can have; `{as_of, warnings: [{kind, mrn, charts}]}` (ids only).
+#[utoipa::path(
+    get,
+    operation_id = "records_patient_index",
+    path = "/api/patient-index",
+    tag = "charts",
+    summary = "Patient-index warnings: one MRN on charts that disagree, implausible dates",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "the warnings (ids only)", body = PatientIndex), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn patient_index(
     State(app): State<AppState>,
     access: Access,

@@ -44,7 +44,7 @@ fn refused_role() -> Refusal {
 }
 
 /// One open request on the log, with its chart. `patient` is for the console only.
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 pub(crate) struct RoiLine {
     pub chart: ChartId,
     pub mrn: String,
@@ -55,7 +55,7 @@ pub(crate) struct RoiLine {
     pub request: RoiRequestView,
 }
 
-#[derive(Serialize)]
+#[derive(utoipa::ToSchema, Serialize)]
 struct RoiLog {
     as_of: Timestamp,
     requests: Vec<RoiLine>,
@@ -268,6 +268,15 @@ pub(crate) async fn work(
 /// `GET /api/roi-requests[?ward=W]`: the open release-of-information requests, soonest due
 /// first; `{as_of, requests: [{chart, mrn, ward, id, requester, recipient, ..., due_at,
 /// status}]}`.
+#[utoipa::path(
+    get,
+    operation_id = "roi_log",
+    path = "/api/roi-requests",
+    tag = "release of information",
+    summary = "The open release-of-information requests, soonest due first",
+    params(("ward" = Option<String>, Query, description = "one ward of the token's (default: all of them)"), ("limit" = Option<usize>, Query, description = "rows a page (1 to 10,000; default 1,000)"), ("offset" = Option<usize>, Query, description = "rows to skip")),
+    responses((status = 200, description = "a page of the log", body = RoiLog), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError))
+)]
 pub async fn log(
     State(app): State<AppState>,
     access: Access,
@@ -293,7 +302,7 @@ pub async fn log(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receive {
     requester: String,
@@ -303,7 +312,7 @@ pub struct Receive {
     scope: String,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Move {
     /// `authorization_verified`, `denied` or `fulfilled`.
@@ -362,6 +371,16 @@ pub(crate) fn moved(
 
 /// `POST /api/charts/{id}/roi-requests` `{requester, recipient, recipient_address, purpose,
 /// scope}`: logs a request received now, due in 30 days; 201 `{id}`.
+#[utoipa::path(
+    post,
+    operation_id = "roi_receive",
+    path = "/api/charts/{id}/roi-requests",
+    tag = "release of information",
+    summary = "Logs a request received now, due in 30 days",
+    params(("id" = String, Path, description = "the chart's id")),
+    request_body = Receive,
+    responses((status = 201, description = "the request's id", body = crate::openapi::Created), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn receive(
     State(app): State<AppState>,
     access: Access,
@@ -391,6 +410,16 @@ pub async fn receive(
 /// description?}`: verifies the authorization (naming the patient's completed
 /// `roi_authorization` form), denies with a reason, or releases the records (`fulfilled`,
 /// with what was released: the disclosure is recorded in the same commit).
+#[utoipa::path(
+    post,
+    operation_id = "roi_move_request",
+    path = "/api/charts/{id}/roi-requests/{request}",
+    tag = "release of information",
+    summary = "Verifies the authorization, denies, or releases with the disclosure recorded",
+    params(("id" = String, Path, description = "the chart's id"), ("request" = String, Path, description = "the request's id")),
+    request_body = Move,
+    responses((status = 204, description = "moved"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn move_request(
     State(app): State<AppState>,
     access: Access,
@@ -427,7 +456,7 @@ async fn work_over_rest(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Extend {
     /// Why the request needs more time: the notice to the requester gives it.
@@ -436,6 +465,16 @@ pub struct Extend {
 
 /// `POST /api/charts/{id}/roi-requests/{request}/extension` `{reason}`: the request's one
 /// 30-day extension, taken within its first 30 days (45 CFR 164.524(b)(2)(ii)); 204.
+#[utoipa::path(
+    post,
+    operation_id = "roi_extend",
+    path = "/api/charts/{id}/roi-requests/{request}/extension",
+    tag = "release of information",
+    summary = "The request's one 30-day extension, within its first 30 days",
+    params(("id" = String, Path, description = "the chart's id"), ("request" = String, Path, description = "the request's id")),
+    request_body = Extend,
+    responses((status = 204, description = "extended"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn extend(
     State(app): State<AppState>,
     access: Access,
@@ -450,7 +489,7 @@ pub async fn extend(
     work_over_rest(&app, &access, &headers, &id, Ok(w)).await
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fee {
     basis: String,
@@ -465,7 +504,7 @@ pub struct Fee {
     total_cents: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(utoipa::ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prepare {
     delivery: String,
@@ -511,6 +550,16 @@ pub(crate) fn preparation(
 /// how the records go out, what sensitive information the release carries (checked against
 /// the authorization when it is released), and the fee (a cost-based one is the sum of its
 /// parts; a flat one is for an electronic copy, at most $6.50); 204.
+#[utoipa::path(
+    post,
+    operation_id = "roi_prepare",
+    path = "/api/charts/{id}/roi-requests/{request}/preparation",
+    tag = "release of information",
+    summary = "The release's delivery, sensitive-information review and fee",
+    params(("id" = String, Path, description = "the chart's id"), ("request" = String, Path, description = "the request's id")),
+    request_body = Prepare,
+    responses((status = 204, description = "prepared"), (status = 400, description = "a malformed request", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such record, or not on the person's wards", body = crate::openapi::ApiError), (status = 409, description = "not at this step (already answered, extended once, …)", body = crate::openapi::ApiError), (status = 422, description = "a field is missing or wrong", body = crate::openapi::ApiError))
+)]
 pub async fn prepare(
     State(app): State<AppState>,
     access: Access,

@@ -3480,3 +3480,88 @@ fn charts_are_imported_from_the_console_with_the_import_s_progress() {
         "/console/sign-in?ended=idle"
     );
 }
+
+/// The records office's REST has an OpenAPI document generated from the handlers: valid
+/// OpenAPI 3.1 to a validator nobody on the team wrote, and every operation in it served by
+/// the server (asked without a token, each answers 401, not 404 or 405).
+#[test]
+fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_serves() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
+    let out = Command::new("node")
+        .current_dir(&dir)
+        .arg("openapi.mjs")
+        .arg(format!("http://{}", server.addr))
+        .output()
+        .expect("node is needed for the OpenAPI check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .expect("the validator's result"),
+    )
+    .unwrap();
+    assert!(
+        result["version"].as_str().unwrap().starts_with("3.1"),
+        "{result}"
+    );
+    eprintln!("OpenAPI document: {result}");
+
+    let (status, body) = http_get(&server.addr, "/api/openapi.json", None);
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in [
+        "/api/deficiencies",
+        "/api/charts/{id}/completion",
+        "/api/charts/{id}/roi-requests/{request}/preparation",
+        "/api/accounting-requests/{id}/provide",
+        "/api/physicians/incomplete",
+        "/api/holds/{id}/accept",
+        "/api/audit",
+    ] {
+        assert!(paths.contains_key(expected), "{expected} is documented");
+    }
+    let chart = chartsync_core::chart::ChartId::random().to_string();
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace(
+                "{id}",
+                if path.starts_with("/api/charts") {
+                    &chart
+                } else {
+                    "1"
+                },
+            )
+            .replace("{request}", "00000000-0000-4000-8000-000000000000")
+            .replace("{coding}", "00000000-0000-4000-8000-000000000000")
+            .replace("{deficiency}", "00000000-0000-4000-8000-000000000000")
+            .replace("{user}", "dr.okafor");
+        for method in ["get", "post"] {
+            let Some(op) = item.get(method) else { continue };
+            assert!(
+                op["responses"].get("401").is_some() && op.get("summary").is_some(),
+                "{method} {path} says what it does and that it needs a token"
+            );
+            let status = match method {
+                "get" => http_get(&server.addr, &concrete, None).0,
+                _ => http_post(&server.addr, &concrete, None, "{}").0,
+            };
+            assert_eq!(
+                status, 401,
+                "{method} {path} is served, and asks for a token"
+            );
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, result["operations"].as_u64().unwrap() as usize);
+    assert!(operations >= 30, "{operations}");
+}

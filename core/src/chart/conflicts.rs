@@ -14,6 +14,7 @@ use super::write::section_writers;
 use super::Chart;
 
 /// A register with more than one current value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conflict {
@@ -25,6 +26,7 @@ pub struct Conflict {
 }
 
 /// One of the values of a conflicted register.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConflictingValue {
@@ -38,6 +40,7 @@ pub struct ConflictingValue {
 
 /// A value as JSON. The bindings carry it as JSON text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = serde_json::Value))]
 #[serde(transparent)]
 pub struct JsonValue(pub serde_json::Value);
 

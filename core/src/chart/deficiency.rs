@@ -44,6 +44,7 @@ use super::view::{AmendmentView, CodingView, EncounterView, SignatureView};
 use super::Chart;
 
 /// One thing a chart is missing or has wrong. Ids, roles and paths only.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Deficiency {

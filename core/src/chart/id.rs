@@ -11,6 +11,20 @@ use super::error::ChartError;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChartId([u8; 16]);
 
+/// In an OpenAPI document: the id as text (the automerge-repo document id, base58check).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ChartId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("a chart's id: its automerge-repo document id"))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ChartId {}
+
 impl ChartId {
     /// A new random id (the bytes of a UUID v4, as automerge-repo makes them).
     pub fn random() -> ChartId {

@@ -140,6 +140,7 @@ pub struct NewQuery {
 
 /// A form's fields by name, kept in name order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct FormFields(pub BTreeMap<String, String>);
 

@@ -12,6 +12,7 @@ use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 
 /// Why the server holds a chart's changes for review instead of merging them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]

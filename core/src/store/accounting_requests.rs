@@ -21,6 +21,7 @@ pub const ACCOUNTING_EXTENSION_DAYS: i64 = 30;
 const FREE_ONCE_IN_DAYS: i64 = 365;
 
 /// A request as the records office logs it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccountingRequest {
@@ -37,6 +38,7 @@ pub struct NewAccountingRequest {
     pub fee_cents: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountingRequestStatus {
@@ -45,6 +47,7 @@ pub enum AccountingRequestStatus {
 }
 
 /// The one extension, with the reason the requester's notice gives.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountingExtension {
     pub by: String,
@@ -54,6 +57,7 @@ pub struct AccountingExtension {
 }
 
 /// A request for an accounting and where it stands.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountingRequest {
     pub id: String,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::chart::{ChartId, Timestamp};
 
 /// Who is acting, as the server knows them (from the bearer token and the connection).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
     pub user: String,
@@ -17,6 +18,7 @@ pub struct Actor {
     pub device: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
@@ -89,6 +91,7 @@ impl AuditAction {
 }
 
 /// One row of the trail.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub seq: i64,

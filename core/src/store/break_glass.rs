@@ -11,6 +11,7 @@ use super::{insert_audit, lock, now_millis, Actor, AuditAction, ChartStore, Stor
 use crate::chart::{ChartId, Timestamp};
 
 /// Why, from HL7's purpose-of-use codes (v3 ActReason).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
 pub enum BreakGlassReason {
@@ -48,6 +49,7 @@ impl BreakGlassReason {
 }
 
 /// One grant.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakGlass {
     pub id: i64,

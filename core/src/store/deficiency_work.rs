@@ -10,6 +10,7 @@ use super::{insert_audit, lock, Actor, AuditAction, ChartStore, StoreError};
 use crate::chart::{ChartId, DeficiencyKind, Timestamp};
 
 /// A deficiency as the worklist names it: the chart, and what the audit found where.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DeficiencyRef {
     pub chart: ChartId,
@@ -22,6 +23,7 @@ pub struct DeficiencyRef {
 }
 
 /// What an assignment changed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assigned {
     /// Deficiencies now routed to the assignee (or back to the rules' responsible).

@@ -36,6 +36,7 @@ const DELINQUENT: &str = "FROM deficiencies d JOIN charts c ON c.key = d.chart
      WHERE c.status = 'discharged' AND d.due_at < ?1 AND w.acknowledged_at IS NULL
          AND (?2 IS NULL OR c.ward IN (SELECT value FROM json_each(?2)))";
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delinquency {
     pub as_of: Timestamp,
@@ -57,12 +58,14 @@ pub struct Delinquency {
     pub trend: Vec<DayCount>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCount {
     pub kind: DeficiencyKind,
     pub records: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MonthCount {
     /// `2026-11`.
@@ -70,6 +73,7 @@ pub struct MonthCount {
     pub discharges: u32,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DayCount {
     /// `2026-12-03` (UTC).

@@ -72,6 +72,7 @@ pub enum Held {
     QuotaExceeded,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldStatus {
@@ -101,6 +102,7 @@ impl HoldStatus {
 }
 
 /// One held batch, as a records supervisor lists it (without the change bytes).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldBatch {
     pub id: i64,

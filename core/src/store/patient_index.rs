@@ -18,6 +18,7 @@ const FUTURE_SLACK_SECS: i64 = 86_400;
 const MAX_AGE_YEARS: i64 = 120;
 
 /// What looks wrong.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexWarningKind {
@@ -52,6 +53,7 @@ impl IndexWarningKind {
 }
 
 /// One warning: what looks wrong, the MRN, and the charts it is about (ids only).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexWarning {
     pub kind: IndexWarningKind,

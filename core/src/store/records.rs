@@ -19,6 +19,7 @@ use crate::chart::{
 pub const DEFAULT_BILL_HOLD_DAYS: u32 = 3;
 
 /// One deficiency on a worklist, with the chart it is on.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorklistItem {
@@ -44,6 +45,7 @@ pub struct WorklistItem {
 }
 
 /// Who acknowledged a deficiency, when and why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Acknowledgement {
@@ -69,6 +71,7 @@ pub struct DeficiencyFilter {
 }
 
 /// A discharged chart waiting for final coding.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CodingQueueItem {
@@ -107,6 +110,7 @@ pub struct CodingQueueItem {
 
 /// A patient's accounting of disclosures (45 CFR 164.528): every disclosure from any of their
 /// charts in the six years up to the request, less those 164.528(a)(1) exempts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accounting {
@@ -122,6 +126,7 @@ pub struct Accounting {
 }
 
 /// One line of an accounting: a disclosure and the chart it was made from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountedDisclosure {

@@ -37,6 +37,7 @@ fn hit_row(r: &rusqlite::Row<'_>) -> Result<ChartHit, StoreError> {
 
 /// What a records clerk knows about the chart they want; each field given narrows, and at
 /// least one must be.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChartSearch {
@@ -57,6 +58,7 @@ pub struct ChartSearch {
 }
 
 /// A chart found, as the list of results shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChartHit {
     pub chart: ChartId,
@@ -72,6 +74,7 @@ pub struct ChartHit {
 }
 
 /// The charts found (at most the limit asked for) and how many there were in all.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChartSearchResult {
     pub hits: Vec<ChartHit>,
