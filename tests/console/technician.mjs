@@ -405,11 +405,27 @@ try {
   expect(!letter.includes("Acme Life"), "not the release the patient authorized", letter)
   await tabTo(sup, "button[data-print]", "the Print button")
   await audit(sup, "accounting letter", "accounting-letter")
-  // The review queues, from the navigation: nothing held, nothing to review here.
+  // The review queues, from the navigation: a chart a tablet made for another ward, held
+  // whole; the supervisor reads what it would do and accepts it.
   await tabTo(sup, "nav a[href='/console/review']", "the Review link")
   await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
-  expect((await text(sup, "#holds-heading")).startsWith("0 held changes"), "nothing held")
+  expect((await text(sup, "#holds-heading")).startsWith("1 held change"), "one held change", await text(sup, "#holds-heading"))
   await audit(sup, "review queues", null)
+  await tabTo(sup, "a[href^='/console/review/hold']", "the held change")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "dd.reason")).includes("outside your access"), "why it was held", await text(sup, "dd.reason"))
+  await audit(sup, "held changes", "review-hold")
+  await tabTo(sup, "button.accept", "the Accept button")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "#flash")).includes("accepted"), "accepted, and the tablet is told")
+  // The supervisor's own trail, by staff id.
+  await tabTo(sup, "nav a[href='/console/audit']", "the Audit trails link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await tabTo(sup, "#user", "the staff id")
+  await sup.keyboard.type("him.sup")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "main")).includes("What him.sup did"), "the person's trail")
+  await audit(sup, "person's audit trail", null)
   await sup.context().close()
 
   expect(cspViolations.length === 0, "no Content-Security-Policy violations", cspViolations.join("; "))

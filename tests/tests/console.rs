@@ -638,6 +638,24 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     import(release_data.path(), &release_file);
     let release_server = Server::start(release_data.path());
     add_staff(&release_server, "him.sup", "records_supervisor", &["*"]);
+    // A chart a 4west tablet made for 5east: held whole, for the supervisor to decide.
+    let devices = tempfile::tempdir().unwrap();
+    let tablet = tablet_store(&devices, "tablet");
+    let park = chartsync_core::chart::Staff::new(
+        "rn.park",
+        chartsync_core::chart::Role::Nurse,
+        "tablet-4west-01",
+    );
+    let held_chart = tablet
+        .create(admit_at("MRN-0099", "5east", at(0), &park))
+        .unwrap();
+    let nurse = release_server.token("rn.park", "nurse", &["4west"]);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = format!("ws://{}/sync", release_server.addr);
+        let c = client(url, &nurse, "tablet-4west-01", &tablet);
+        until(&c, "the new chart held", |s| s.held.len() == 1).await;
+        c.stop().await;
+    });
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("console");
     assert!(
@@ -693,10 +711,12 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "coding queue",
             "delinquency",
             "extension notice",
+            "held changes",
             "import",
             "import done",
             "nurse refused",
             "patient index",
+            "person's audit trail",
             "physician notice",
             "physicians",
             "refused",
@@ -831,6 +851,12 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         .map(|d| d["purpose"].as_str().unwrap())
         .collect();
     assert_eq!(purposes, ["public_health"]);
+    // And the held chart the supervisor accepted: in the record now, on 5east.
+    let view = on_server(&release_server, &supervisor, held_chart);
+    assert_eq!(
+        (&view["patient"]["mrn"], &view["encounter"]["ward"]),
+        (&serde_json::json!("MRN-0099"), &serde_json::json!("5east"))
+    );
     drop(release_server);
     let db = open_server_db(&release_data.path().join("charts.db"));
     let writes: i64 = db

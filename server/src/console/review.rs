@@ -52,7 +52,7 @@ async fn placed(app: &AppState, charts: Vec<ChartId>) -> HashMap<ChartId, (Strin
             .map(|c| {
                 let at = match store.summary(c) {
                     Ok(Some(s)) => (s.mrn, s.ward),
-                    _ => ("(not in the store)".into(), String::new()),
+                    _ => ("a new chart, not yet in the record".into(), String::new()),
                 };
                 (c, at)
             })
