@@ -104,9 +104,26 @@ fn main() {
     let server = common::Server::start(data.path());
     common::add_staff(&server, "him.all", "records_supervisor", &["*"]);
     common::add_staff(&server, "him.jones", "technician", &["ward07"]);
+    // Every chart's attending: the physicians page's one physician, with all their records.
+    common::add_staff(&server, "dr.okafor", "physician", &["*"]);
     let all = sign_in(&server.addr, "him.all");
     let one = sign_in(&server.addr, "him.jones");
     let bearer = format!("Bearer {}", server.token("cod.kim", "coder", &["*"]));
+    let office = format!(
+        "Bearer {}",
+        server.token("him.all", "records_supervisor", &["*"])
+    );
+    // One chart of ward07, for its completion page.
+    let (_, found) = common::http_get(
+        &server.addr,
+        "/api/deficiencies?ward=ward07&limit=1",
+        Some(office.strip_prefix("Bearer ").unwrap()),
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    let completion = format!(
+        "/console/completion?id={}",
+        found["deficiencies"][0]["chart"].as_str().unwrap()
+    );
     println!("records console, {CHARTS} charts on {WARDS} wards, {ROUNDS} requests each");
     println!(
         "{:<58} {:>9} {:>9} {:>10}",
@@ -153,6 +170,22 @@ fn main() {
             "code search by words (REST, 25 codes)",
             &bearer,
             "/api/codes?q=fracture%20femur%20initial",
+        ),
+        ("one chart's completion", &one, completion.as_str()),
+        (
+            "physicians' incomplete records, one ward",
+            &one,
+            "/console/physicians",
+        ),
+        (
+            "physicians' incomplete records, every ward",
+            &all,
+            "/console/physicians",
+        ),
+        (
+            "worklist over REST, every ward (first 1,000)",
+            &office,
+            "/api/deficiencies",
         ),
     ] {
         let header = match cookie.strip_prefix("Bearer ") {

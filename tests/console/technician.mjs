@@ -377,6 +377,13 @@ try {
   expect((await text(sup, "#flash")).includes("Released"), "the release is recorded")
   expect((await text(sup, "main")).includes("discharge summary, 2 pages"), "the disclosure is listed")
   await audit(sup, "release of information", "release")
+  // The chart's audit trail, from the chart: the release is in it, as the supervisor's.
+  await tabTo(sup, "main a[href^='/console/chart?id=']", "the chart's link")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  await tabTo(sup, "a[href^='/console/chart/audit']", "the chart's audit trail")
+  await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
+  expect((await text(sup, "main")).includes("him.sup (records_supervisor) on console"), "the supervisor's writes are in it")
+  await audit(sup, "chart's audit trail", null)
   await tabTo(sup, "nav a[href='/console/roi']", "the release log link")
   await Promise.all([sup.waitForNavigation(), sup.keyboard.press("Enter")])
   expect((await text(sup, "#log-heading")).startsWith("0 open requests"), "nothing left open")

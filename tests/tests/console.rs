@@ -707,6 +707,7 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
             "chart completion",
             "chart search",
             "chart viewer",
+            "chart's audit trail",
             "code search",
             "coding queue",
             "delinquency",
