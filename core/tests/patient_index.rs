@@ -216,3 +216,35 @@ fn a_discharge_before_the_admission_or_ahead_of_now_is_listed() {
     );
     assert_eq!(early[0].charts, [id]);
 }
+
+/// A discharge dated before the admission cannot be written through the chart API, but
+/// another client's change can carry one: the index lists it.
+#[test]
+fn a_discharge_dated_before_the_admission_by_another_client_is_listed() {
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let (p, e) = admission();
+    let mut chart = Chart::create(p, e, &technician(), t(DAY)).unwrap();
+    chart.discharge(&technician(), t(3 * DAY), "home").unwrap();
+    let mut doc = chart.doc().clone();
+    doc.set_actor(automerge::ActorId::random());
+    let mut tx = doc.transaction();
+    let encounter = tx.get(automerge::ROOT, "encounter").unwrap().unwrap().1;
+    tx.put(&encounter, "discharged_at", t(0).to_rfc3339())
+        .unwrap();
+    tx.commit();
+    let id = store.create(Chart::from_automerge(doc).unwrap()).unwrap();
+    let found = store
+        .patient_index_warnings(None, t(5 * DAY), None)
+        .unwrap();
+    assert_eq!(
+        kinds(&found),
+        [(
+            "MRN-0042".to_string(),
+            IndexWarningKind::DischargedBeforeAdmission
+        )]
+    );
+    assert_eq!(found[0].charts, [id]);
+}
