@@ -32,16 +32,7 @@ fn may_review(store: &ChartStore, access: &Access, chart: ChartId) -> Result<boo
     })
 }
 
-fn supervisors_only(access: &Access) -> Option<Response> {
-    (!matches!(access.role, Role::RecordsSupervisor | Role::Admin)).then(|| {
-        error(
-            StatusCode::FORBIDDEN,
-            "the holding area is for records supervisors and admins",
-        )
-    })
-}
-
-fn supervisors_only_refusal(access: &Access) -> Result<(), Refusal> {
+fn supervisors_only(access: &Access) -> Result<(), Refusal> {
     if matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
         Ok(())
     } else {
@@ -61,7 +52,7 @@ pub(crate) async fn held(
     status: Option<HoldStatus>,
     chart: Option<ChartId>,
 ) -> Result<Vec<HeldBatch>, Refusal> {
-    supervisors_only_refusal(access)?;
+    supervisors_only(access)?;
     let access = access.clone();
     let result = tokio::task::spawn_blocking(move || {
         let mut visible = Vec::new();
@@ -103,13 +94,14 @@ pub async fn list(
     uri: axum::http::Uri,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    // A nurse is told the holding area is not hers before anything about her query.
+    if let Err(r) = supervisors_only(&access) {
+        return r.into_response();
+    }
     let paging = match crate::paging::Paging::of(&query) {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    if let Some(r) = supervisors_only(&access) {
-        return r;
-    }
     let status = match query.get("status").map(String::as_str) {
         None | Some("pending") => Some(HoldStatus::Pending),
         Some("accepted") => Some(HoldStatus::Accepted),
@@ -237,7 +229,7 @@ pub(crate) async fn detail(
     who: Actor,
     id: i64,
 ) -> Result<HoldDetail, Refusal> {
-    supervisors_only_refusal(access)?;
+    supervisors_only(access)?;
     let access = access.clone();
     let result = tokio::task::spawn_blocking(move || {
         let Some((batch, bytes)) = reviewable(&store, &access, &who, id)? else {
@@ -368,7 +360,7 @@ pub(crate) async fn decided(
     id: i64,
     reject: Option<String>,
 ) -> Result<HeldBatch, Refusal> {
-    supervisors_only_refusal(access)?;
+    supervisors_only(access)?;
     let store = app.store.clone();
     let access = access.clone();
     let result = tokio::task::spawn_blocking(move || {
