@@ -2,7 +2,12 @@
 //! and never changed; a write's row is inserted in the same transaction as the write, with the
 //! hashes of the changes it committed, so the trail and the charts cannot disagree.
 
-use super::StoreError;
+use std::sync::Arc;
+
+use automerge::ChangeHash;
+use rusqlite::{params, Transaction, TransactionBehavior};
+
+use super::{lock, now_millis, ChartStore, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::chart::{ChartId, Timestamp};
@@ -259,5 +264,224 @@ pub(crate) fn verify_chain(conn: &rusqlite::Connection) -> Result<AuditChain, St
     match broken {
         Some(seq) => Err(StoreError::AuditTampered { seq }),
         None => Ok(AuditChain { rows, tip }),
+    }
+}
+
+/// An audit row waiting to be committed with the others queued beside it, and where its
+/// outcome is told.
+pub(super) struct QueuedAudit {
+    actor: Actor,
+    action: AuditAction,
+    chart: Option<ChartId>,
+    detail: Option<String>,
+    outcome: Arc<std::sync::OnceLock<Result<(), String>>>,
+}
+
+impl ChartStore {
+    /// Appends a row to the audit trail: a read, a listing, a denial or a refusal. (Writes and
+    /// creations are recorded by [`ChartStore::update_as`] and [`ChartStore::insert_as`].)
+    /// `detail`: ids and reasons only, never chart content.
+    pub fn record_audit(
+        &self,
+        actor: &Actor,
+        action: AuditAction,
+        chart: Option<ChartId>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // Group commit: the row is queued, and whoever next holds the writer commits every
+        // queued row in one durable transaction. Each caller still returns only once its own
+        // row is on disk, but a server opening thousands of charts at once (a reconnect storm
+        // audits each read) waits for the disk once per batch, not once per row.
+        let outcome = Arc::new(std::sync::OnceLock::new());
+        lock(&self.inner.audit_queue).push(QueuedAudit {
+            actor: actor.clone(),
+            action,
+            chart,
+            detail: detail.map(str::to_string),
+            outcome: outcome.clone(),
+        });
+        let mut conn = lock(&self.inner.writer);
+        if outcome.get().is_none() {
+            // Ours is still queued: no one committed it while we waited for the writer.
+            let rows = std::mem::take(&mut *lock(&self.inner.audit_queue));
+            let committed = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                for r in &rows {
+                    insert_audit(&tx, &r.actor, r.action, r.chart, &[], r.detail.as_deref())?;
+                }
+                tx.commit()?;
+                Ok::<(), StoreError>(())
+            })();
+            let told = committed.as_ref().map(|_| ()).map_err(|e| e.to_string());
+            for r in &rows {
+                let _ = r.outcome.set(told.clone());
+            }
+            committed?;
+        }
+        drop(conn);
+        match outcome.get() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(StoreError::AuditNotWritten(e.clone())),
+            // Taken by a writer that panicked before it committed.
+            None => Err(StoreError::AuditNotWritten(
+                "the commit that carried it did not finish".into(),
+            )),
+        }
+    }
+
+    /// A chart's audit trail, oldest first.
+    pub fn audit_trail(&self, chart: ChartId) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where("chart_id = ?1 ORDER BY seq", &[&chart.to_string()])
+    }
+
+    /// What one person did, newest first, at most `limit` rows: every read, list, write and
+    /// refusal under their user id, on any chart or none.
+    pub fn audit_of_user(&self, user: &str, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where(
+            &format!("user = ?1 ORDER BY seq DESC LIMIT {limit}"),
+            &[&user],
+        )
+    }
+
+    /// The audit trails of every chart of a patient (by MRN) in this store, in one list,
+    /// oldest first.
+    pub fn audit_of_patient(&self, mrn: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_where(
+            "chart_id IN (SELECT id FROM charts WHERE mrn = ?1) ORDER BY seq",
+            &[&mrn],
+        )
+    }
+
+    fn audit_where(
+        &self,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT seq, at, user, role, device, action, chart_id, changes, detail
+             FROM audit_events WHERE {clause}"
+        );
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(args, |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    Actor {
+                        user: r.get(2)?,
+                        role: r.get(3)?,
+                        device: r.get(4)?,
+                    },
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })?;
+            let bad = |what: &str| StoreError::Corrupt(format!("audit row with an invalid {what}"));
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at, actor, action, chart, changes, detail) = row?;
+                out.push(AuditRecord {
+                    seq,
+                    at: Timestamp::from_unix_millis(at).map_err(|_| bad("time"))?,
+                    actor,
+                    action: AuditAction::from_token(&action).ok_or_else(|| bad("action"))?,
+                    chart: chart
+                        .map(|c| c.parse())
+                        .transpose()
+                        .map_err(|_| bad("chart id"))?,
+                    changes: changes
+                        .map(|c| c.split_whitespace().map(String::from).collect())
+                        .unwrap_or_default(),
+                    detail,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+pub(super) fn insert_audit(
+    tx: &Transaction<'_>,
+    actor: &Actor,
+    action: AuditAction,
+    chart: Option<ChartId>,
+    changes: &[ChangeHash],
+    detail: Option<&str>,
+) -> Result<(), StoreError> {
+    let changes = (!changes.is_empty()).then(|| {
+        changes
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let at = now_millis();
+    let chart = chart.map(|c| c.to_string());
+    let chain = chain_hash(
+        &last_link(tx)?,
+        &Linked {
+            at,
+            user: &actor.user,
+            role: &actor.role,
+            device: &actor.device,
+            action: action.token(),
+            chart: chart.as_deref(),
+            changes: changes.as_deref(),
+            detail,
+        },
+    );
+    tx.prepare_cached(
+        "INSERT INTO audit_events (at, user, role, device, action, chart_id, changes, detail, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        at,
+        actor.user,
+        actor.role,
+        actor.device,
+        action.token(),
+        chart,
+        changes,
+        detail,
+        &chain[..]
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::*;
+
+    /// A batch of audit rows that cannot be committed fails every caller whose row was in it
+    /// (the one committing it with the database's error, the others told so), and none of
+    /// them is told its row is on disk.
+    #[test]
+    fn a_failed_audit_batch_fails_every_row_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChartStore::open(dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        let nurse = Actor {
+            user: "rn.park".into(),
+            role: "nurse".into(),
+            device: "tablet-4west-01".into(),
+        };
+        lock(&store.inner.writer)
+            .execute_batch("DROP TABLE audit_events")
+            .unwrap();
+        // Another caller's row, queued while this one waits for the writer.
+        let other = Arc::new(std::sync::OnceLock::new());
+        lock(&store.inner.audit_queue).push(QueuedAudit {
+            actor: nurse.clone(),
+            action: AuditAction::Read,
+            chart: None,
+            detail: None,
+            outcome: other.clone(),
+        });
+        let mine = store.record_audit(&nurse, AuditAction::Read, None, None);
+        assert!(mine.is_err(), "{mine:?}");
+        assert!(matches!(other.get(), Some(Err(_))), "{other:?}");
+        assert!(lock(&store.inner.audit_queue).is_empty());
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use automerge::ChangeHash;
 
+use super::ChartStore;
 use crate::chart::ChartId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,5 +59,26 @@ impl Feed {
 
     pub fn position(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
+    }
+}
+
+impl ChartStore {
+    /// Every commit from now on, in commit order, as a channel: receive on any thread, at
+    /// any pace (events wait in the channel), and drop the receiver to unsubscribe. Each event
+    /// is sent before the commit's `update` returns.
+    pub fn subscribe(&self) -> std::sync::mpsc::Receiver<ChartChanged> {
+        self.inner.feed.subscribe().0
+    }
+
+    /// [`subscribe`](Self::subscribe), with the feed position the subscription starts after
+    /// (see [`feed_position`](Self::feed_position)).
+    pub fn subscribe_at(&self) -> (std::sync::mpsc::Receiver<ChartChanged>, u64) {
+        self.inner.feed.subscribe()
+    }
+
+    /// How many change events the feed has published since the store opened. A subscriber
+    /// that has handled events up to this position has seen every commit made so far.
+    pub fn feed_position(&self) -> u64 {
+        self.inner.feed.position()
     }
 }
