@@ -5,11 +5,11 @@
 //! answered with the accounting kept exactly as it was given (164.528(d)(2)). Every step is
 //! audited on each of the patient's charts, in the same transaction.
 
-use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension, Row, Sql};
 use serde::{Deserialize, Serialize};
 
 use super::records::{parse_id, Accounting};
-use super::{insert_audit, lock, Actor, AuditAction, ChartStore, StoreError};
+use super::{insert_audit, Actor, AuditAction, ChartStore, StoreError};
 use crate::chart::{ChartId, Timestamp};
 
 /// Days a covered entity has to provide an accounting (45 CFR 164.528(c)(1)).
@@ -101,7 +101,7 @@ type Columns = (
     [Option<String>; 2],
 );
 
-fn columns(r: &Row<'_>) -> rusqlite::Result<Columns> {
+fn columns(r: &Row<'_>) -> Result<Columns, StoreError> {
     Ok((
         [r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?],
         r.get(4)?,
@@ -168,7 +168,7 @@ fn request(c: Columns) -> Result<AccountingRequest, StoreError> {
 }
 
 /// The keys of the patient's charts, for the audit rows; none is refused.
-fn patient_charts(tx: &Transaction<'_>, mrn: &str) -> Result<Vec<ChartId>, StoreError> {
+fn patient_charts(tx: &Sql<'_>, mrn: &str) -> Result<Vec<ChartId>, StoreError> {
     let ids = tx
         .prepare_cached("SELECT id FROM charts WHERE mrn = ?1 ORDER BY id")?
         .query_map([mrn], |r| r.get::<_, String>(0))?
@@ -181,7 +181,7 @@ fn patient_charts(tx: &Transaction<'_>, mrn: &str) -> Result<Vec<ChartId>, Store
 
 /// One audit row on each of the patient's charts.
 fn audit_on_charts(
-    tx: &Transaction<'_>,
+    tx: &Sql<'_>,
     by: &Actor,
     action: AuditAction,
     charts: &[ChartId],
@@ -193,7 +193,7 @@ fn audit_on_charts(
     Ok(())
 }
 
-fn load(tx: &Transaction<'_>, id: &str) -> Result<AccountingRequest, StoreError> {
+fn load(tx: &Sql<'_>, id: &str) -> Result<AccountingRequest, StoreError> {
     let c = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM accounting_requests WHERE id = ?1"
@@ -204,7 +204,7 @@ fn load(tx: &Transaction<'_>, id: &str) -> Result<AccountingRequest, StoreError>
     request(c)
 }
 
-fn open(tx: &Transaction<'_>, id: &str) -> Result<AccountingRequest, StoreError> {
+fn open(tx: &Sql<'_>, id: &str) -> Result<AccountingRequest, StoreError> {
     let r = load(tx, id)?;
     if r.status != AccountingRequestStatus::Open {
         return Err(StoreError::OutOfTurn(format!(
@@ -236,8 +236,8 @@ impl ChartStore {
         }
         let fee = i64::try_from(new.fee_cents)
             .map_err(|_| StoreError::Invalid("the fee is too large".into()))?;
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let charts = patient_charts(&tx, &new.mrn)?;
         let year_ago = now.plus_seconds(-FREE_ONCE_IN_DAYS * 86_400).to_rfc3339();
         let given: i64 = tx
@@ -292,8 +292,8 @@ impl ChartStore {
                 "an extension gives the reason for the delay".into(),
             ));
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let r = open(&tx, id)?;
         if r.extension.is_some() {
             return Err(StoreError::OutOfTurn(format!(
@@ -347,8 +347,8 @@ impl ChartStore {
         }
         let kept = serde_json::to_string(&accounting)
             .map_err(|e| StoreError::Invalid(format!("the accounting: {e}")))?;
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         open(&tx, id)?;
         tx.prepare_cached(
             "UPDATE accounting_requests SET status = 'provided', provided_at = ?2,
@@ -411,7 +411,7 @@ impl ChartStore {
             };
             let rows = match mrn {
                 None => stmt
-                    .query_map([], columns)?
+                    .query_map(params![], columns)?
                     .collect::<Result<Vec<_>, _>>()?,
                 Some(m) => stmt
                     .query_map([m], columns)?

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use super::sql::{params, Arg, Begin, Sql};
 use automerge::ChangeHash;
-use rusqlite::{params, Transaction, TransactionBehavior};
 
 use super::{lock, now_millis, ChartStore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -160,11 +160,11 @@ pub(crate) fn chain_hash(previous: &[u8; 32], row: &Linked<'_>) -> [u8; 32] {
 }
 
 /// The last row's link (zeros for an empty trail).
-pub(crate) fn last_link(conn: &rusqlite::Connection) -> Result<[u8; 32], StoreError> {
-    use rusqlite::OptionalExtension;
+pub(crate) fn last_link(conn: &Sql<'_>) -> Result<[u8; 32], StoreError> {
+    use super::sql::OptionalExtension;
     let last: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT chain FROM audit_events ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| r.get(0))
+        .query_row(params![], |r| r.get(0))
         .optional()?;
     match last {
         None => Ok([0; 32]),
@@ -181,14 +181,14 @@ const CHAIN_COLUMNS: &str = "seq, at, user, role, device, action, chart_id, chan
 
 /// Walks the trail in order with `f(seq, link it should have, link it has)`.
 fn walk(
-    conn: &rusqlite::Connection,
+    conn: &Sql<'_>,
     condition: &str,
     mut f: impl FnMut(i64, [u8; 32], Option<Vec<u8>>) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {CHAIN_COLUMNS} FROM audit_events {condition} ORDER BY seq"
     ))?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query(params![])?;
     let mut previous = [0u8; 32];
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
@@ -220,16 +220,16 @@ fn walk(
 
 /// Gives links to rows written before the chain existed (a store from before version 6), in
 /// order, once.
-pub(crate) fn link_unchained(conn: &mut rusqlite::Connection) -> Result<(), StoreError> {
+pub(crate) fn link_unchained(conn: &mut Sql<'_>) -> Result<(), StoreError> {
     let unlinked: bool = conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM audit_events WHERE chain IS NULL)",
-        [],
+        params![],
         |r| r.get(0),
     )?;
     if !unlinked {
         return Ok(());
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction(Begin::Immediate)?;
     let mut links = Vec::new();
     walk(&tx, "", |seq, expected, has| {
         if has.is_none() {
@@ -240,7 +240,7 @@ pub(crate) fn link_unchained(conn: &mut rusqlite::Connection) -> Result<(), Stor
     {
         let mut set = tx.prepare("UPDATE audit_events SET chain = ?2 WHERE seq = ?1")?;
         for (seq, link) in links {
-            set.execute(rusqlite::params![seq, &link[..]])?;
+            set.execute(params![seq, &link[..]])?;
         }
     }
     tx.commit()?;
@@ -248,7 +248,7 @@ pub(crate) fn link_unchained(conn: &mut rusqlite::Connection) -> Result<(), Stor
 }
 
 /// Checks every link, from the first row.
-pub(crate) fn verify_chain(conn: &rusqlite::Connection) -> Result<AuditChain, StoreError> {
+pub(crate) fn verify_chain(conn: &Sql<'_>) -> Result<AuditChain, StoreError> {
     let mut rows = 0u64;
     let mut tip = None;
     let mut broken = None;
@@ -300,12 +300,12 @@ impl ChartStore {
             detail: detail.map(str::to_string),
             outcome: outcome.clone(),
         });
-        let mut conn = lock(&self.inner.writer);
+        let mut conn = self.inner.writer()?;
         if outcome.get().is_none() {
             // Ours is still queued: no one committed it while we waited for the writer.
             let rows = std::mem::take(&mut *lock(&self.inner.audit_queue));
             let committed = (|| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let tx = conn.transaction(Begin::Immediate)?;
                 for r in &rows {
                     insert_audit(&tx, &r.actor, r.action, r.chart, &[], r.detail.as_deref())?;
                 }
@@ -352,11 +352,7 @@ impl ChartStore {
         )
     }
 
-    fn audit_where(
-        &self,
-        clause: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<AuditRecord>, StoreError> {
+    fn audit_where(&self, clause: &str, args: &[&dyn Arg]) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
             "SELECT seq, at, user, role, device, action, chart_id, changes, detail
              FROM audit_events WHERE {clause}"
@@ -403,7 +399,7 @@ impl ChartStore {
 }
 
 pub(super) fn insert_audit(
-    tx: &Transaction<'_>,
+    tx: &Sql<'_>,
     actor: &Actor,
     action: AuditAction,
     chart: Option<ChartId>,

@@ -4,10 +4,10 @@
 //! privacy review queue until someone reviews it with a note, and the chart's FHIR export
 //! carries each as an AuditEvent with its purpose of use.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension, Row, Sql};
 use serde::{Deserialize, Serialize};
 
-use super::{insert_audit, lock, now_millis, Actor, AuditAction, ChartStore, StoreError};
+use super::{insert_audit, now_millis, Actor, AuditAction, ChartStore, StoreError};
 use crate::chart::{ChartId, Timestamp};
 
 /// Why, from HL7's purpose-of-use codes (v3 ActReason).
@@ -118,7 +118,7 @@ fn at(ms: i64) -> Timestamp {
     Timestamp::from_unix_millis(ms).unwrap_or_else(|_| Timestamp::now())
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(BreakGlass, String, String)> {
+fn row(r: &Row<'_>) -> Result<(BreakGlass, String, String), StoreError> {
     let chart: String = r.get(3)?;
     let reason: String = r.get(4)?;
     let device: Option<String> = r.get(9)?;
@@ -167,8 +167,8 @@ impl ChartStore {
                 "a break-glass grant ends after it starts".into(),
             ));
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         if let Some((_, signature)) = new.signed {
             let filed: Option<i64> = tx
                 .prepare_cached("SELECT id FROM break_glass WHERE signature = ?1")?
@@ -181,12 +181,13 @@ impl ChartStore {
                 return Ok((parse(grant)?, false));
             }
         }
-        tx.prepare_cached(
+        let id: i64 = tx.prepare_cached(
             "INSERT INTO break_glass (user, role, chart_id, reason_code, reason_text, starts_at,
                  ends_at, granted, device, filed_at, serial, signature)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             RETURNING id",
         )?
-        .execute(params![
+        .query_row(params![
             new.by.user,
             new.by.role,
             new.chart.to_string(),
@@ -199,8 +200,7 @@ impl ChartStore {
             new.filed.then(now_millis),
             new.signed.map(|(s, _)| s),
             new.signed.map(|(_, s)| s)
-        ])?;
-        let id = tx.last_insert_rowid();
+        ], |r| r.get(0))?;
         let detail = format!(
             "break-glass {id} start ({}, {}), until {}",
             new.reason.code(),
@@ -305,7 +305,8 @@ impl ChartStore {
 
     /// The server filed the grant with this signature (a tablet).
     pub fn break_glass_filed(&self, signature: &[u8]) -> Result<(), StoreError> {
-        lock(&self.inner.writer)
+        self.inner
+            .writer()?
             .prepare_cached(
                 "UPDATE break_glass SET filed_at = ?2 WHERE signature = ?1 AND filed_at IS NULL",
             )?
@@ -336,7 +337,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM break_glass WHERE {condition} ORDER BY starts_at, id"
             ))?;
-            let rows = stmt.query_map([], row)?;
+            let rows = stmt.query_map(params![], row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter().map(parse).collect()
@@ -348,8 +349,8 @@ impl ChartStore {
         if grant.ended_at.is_some() || grant.ends_at.unix_millis() <= now_millis() {
             return Ok(grant);
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.prepare_cached("UPDATE break_glass SET ended_at = ?2 WHERE id = ?1")?
             .execute(params![id, now_millis()])?;
         end(&tx, id, by, grant.chart, "ended")?;
@@ -372,8 +373,8 @@ impl ChartStore {
         if !any {
             return Ok(0);
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let due: Vec<(i64, String, String, String)> = tx
             .prepare_cached(
                 "SELECT id, user, role, chart_id FROM break_glass
@@ -413,8 +414,8 @@ impl ChartStore {
                 status: "reviewed",
             });
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.prepare_cached(
             "UPDATE break_glass SET reviewed_by = ?2, reviewed_at = ?3, review_note = ?4
              WHERE id = ?1",
@@ -436,13 +437,7 @@ impl ChartStore {
 }
 
 /// The end of a grant, in the audit trail; `ended_at` set if it is not yet.
-fn end(
-    tx: &rusqlite::Transaction<'_>,
-    id: i64,
-    by: &Actor,
-    chart: ChartId,
-    how: &str,
-) -> Result<(), StoreError> {
+fn end(tx: &Sql<'_>, id: i64, by: &Actor, chart: ChartId, how: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE break_glass SET ended_at = coalesce(ended_at, min(ends_at, ?2)) WHERE id = ?1",
     )?

@@ -1,8 +1,8 @@
 //! Ward census documents as the store keeps them (see `crate::census`).
 
-use rusqlite::{params, OptionalExtension};
+use super::sql::{params, OptionalExtension};
 
-use super::{lock, ChartStore, StoreError};
+use super::{ChartStore, StoreError};
 
 impl ChartStore {
     /// A ward's census document, if this store keeps one.
@@ -30,7 +30,7 @@ impl ChartStore {
         let Some(ward) = census.ward() else {
             return Err(StoreError::Corrupt("a census without a ward".into()));
         };
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO census_docs (ward, id, data) VALUES (?1, ?2, ?3)
              ON CONFLICT (ward) DO UPDATE SET data = ?3",

@@ -1,7 +1,7 @@
 //! The index: what listings read without loading a document. One row per chart (its
 //! census fields, refreshed by each commit) and its open deficiencies.
 
-use rusqlite::OptionalExtension;
+use super::sql::{params, OptionalExtension, Row, Value};
 
 use super::{lock, records, ChartStore, StoreError};
 use crate::chart::{ChartId, Deficiency, EncounterStatus, Timestamp};
@@ -122,8 +122,8 @@ impl ChartStore {
                     discharged_at, open_deficiencies, modified_at
              FROM charts WHERE 1 = 1",
         );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+        let mut args: Vec<Value<'static>> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: Value<'static>| {
             args.push(v);
             sql.push_str(&format!(" AND {clause} ?{}", args.len()));
         };
@@ -152,7 +152,7 @@ impl ChartStore {
         }
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), summary_row)?;
+            let rows = stmt.query_map(&args, summary_row)?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(row??);
@@ -185,13 +185,13 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT ward FROM charts UNION SELECT ward FROM census_docs ORDER BY 1",
             )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 }
 
-fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ChartSummary, StoreError>> {
+fn summary_row(r: &Row<'_>) -> Result<Result<ChartSummary, StoreError>, StoreError> {
     let id: String = r.get(0)?;
     let status: String = r.get(6)?;
     let admitted: String = r.get(7)?;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use super::sql::{params, Begin, OptionalExtension, Sql};
 use automerge::ChangeHash;
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::audit::insert_audit;
 use super::cache::Cached;
@@ -60,7 +60,7 @@ enum Inserted<'a> {
 }
 
 /// Rows written in the same transaction as a chart's commit.
-type AlsoInCommit<'a> = dyn Fn(&Transaction<'_>) -> Result<(), StoreError> + 'a;
+type AlsoInCommit<'a> = dyn Fn(&Sql<'_>) -> Result<(), StoreError> + 'a;
 
 impl ChartStore {
     /// Adds a chart made on this device, under a new id.
@@ -118,8 +118,8 @@ impl ChartStore {
         let row = NewChartRow::of(id, &mut chart)?;
         let heads = chart.heads();
         let inserted = {
-            let mut conn = lock(&self.inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
             row.insert(&tx).and_then(|key| {
                 match how {
                     Inserted::Plain => {}
@@ -221,8 +221,8 @@ impl ChartStore {
     {
         let mut events = Vec::new();
         let mut receipts = Vec::new();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let mut bytes = 0u64;
         for (index, (id, mut chart)) in charts.into_iter().enumerate() {
             if self.inner.options.receipts.is_some() {
@@ -306,8 +306,7 @@ impl ChartStore {
                 .active_break_glass(Some(signer.user()), None, id, Timestamp::now())?
                 .is_some();
         let proofs = std::cell::RefCell::new(Vec::new());
-        let also =
-            |tx: &Transaction<'_>| credentials::insert_proofs(tx, id, &proofs.borrow(), None);
+        let also = |tx: &Sql<'_>| credentials::insert_proofs(tx, id, &proofs.borrow(), None);
         self.update_inner(
             id,
             None,
@@ -333,7 +332,7 @@ impl ChartStore {
         proven: &std::cell::RefCell<Proven>,
         write: impl FnOnce(&mut Chart) -> Result<T, ChartError>,
     ) -> Result<T, StoreError> {
-        let also = |tx: &Transaction<'_>| {
+        let also = |tx: &Sql<'_>| {
             let p = proven.borrow();
             for (actor, hashes) in &p.writers {
                 let detail = p.detail(&actor.user);
@@ -475,8 +474,8 @@ impl Inner {
         let heads = chart.heads();
         let key = cached.key;
 
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.prepare_cached("INSERT INTO chart_changes (chart, data) VALUES (?1, ?2)")?
             .execute(params![key, changes])?;
         match &refresh.scope {
@@ -598,7 +597,7 @@ impl NewChartRow {
     }
 
     /// Inserts the rows; returns the chart's key.
-    fn insert(&self, tx: &Transaction<'_>) -> Result<i64, StoreError> {
+    fn insert(&self, tx: &Sql<'_>) -> Result<i64, StoreError> {
         let key = self.id.to_string();
         if let Some(origin) = &self.origin {
             let existing: Option<String> = tx
@@ -719,7 +718,7 @@ pub(super) fn principal_code(chart: &Chart) -> Result<Option<String>, ChartError
 }
 
 pub(super) fn insert_deficiencies(
-    tx: &Transaction<'_>,
+    tx: &Sql<'_>,
     chart: i64,
     deficiencies: &[Deficiency],
 ) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Compaction: a chart's changes folded into a new snapshot, checked before the old rows go.
 
+use super::sql::{params, Begin};
 use automerge::ChangeHash;
-use rusqlite::{params, TransactionBehavior};
 
 use super::documents::read_document;
 use super::{lock, ChartStore, Inner, StoreError};
@@ -47,8 +47,8 @@ impl Inner {
                 reason: "the new snapshot lost changes; kept the old one".into(),
             });
         }
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.execute(
             "UPDATE chart_snapshots SET data = ?2 WHERE chart = ?1",
             params![plan.key, plan.snapshot],

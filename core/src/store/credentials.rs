@@ -3,10 +3,10 @@
 //! count of wrong PINs, and the proofs of authorship of the changes made on it, kept in the
 //! same transaction as the changes.
 
+use super::sql::{params, Begin, OptionalExtension, Row, Sql};
 use automerge::ChangeHash;
-use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{lock, now_millis, ChartStore, StoreError};
+use super::{now_millis, ChartStore, StoreError};
 use crate::chart::{ChartId, Timestamp};
 use crate::trust::{ChangeProof, DeviceId, Policy, SealedKey, Serial, UnlockedKey};
 
@@ -57,7 +57,7 @@ pub(crate) fn prove(
 
 /// Keeps proofs: made here (`received_at` `None`), or received from a tablet.
 pub(crate) fn insert_proofs(
-    tx: &Transaction<'_>,
+    tx: &Sql<'_>,
     chart: ChartId,
     proofs: &[ChangeProof],
     received_at: Option<i64>,
@@ -85,7 +85,7 @@ impl ChartStore {
     /// Keeps the tablet's enrolment (replacing an earlier one: a tablet enrolled again).
     pub fn save_enrolment(&self, e: &Enrolment) -> Result<(), StoreError> {
         let keys: Vec<u8> = e.issuer_keys.iter().flatten().copied().collect();
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO device_identity
                  (singleton, device, server, label, wards, issuer_keys, policy, enrolled_at)
@@ -113,7 +113,7 @@ impl ChartStore {
                     "SELECT device, server, label, wards, issuer_keys, policy, enrolled_at
                      FROM device_identity WHERE singleton = 1",
                 )?
-                .query_row([], |r| {
+                .query_row(params![], |r| {
                     let device: Vec<u8> = r.get(0)?;
                     let keys: Vec<u8> = r.get(4)?;
                     Ok(Enrolment {
@@ -142,8 +142,8 @@ impl ChartStore {
         sealed: &SealedKey,
     ) -> Result<(), StoreError> {
         let c = cert.certificate();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction()?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         super::directory::insert_certificate(&tx, cert)?;
         tx.prepare_cached(
             "INSERT INTO local_credentials (user, serial, sealed, failed_attempts, last_unlock)
@@ -167,7 +167,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {CREDENTIAL_COLUMNS} FROM local_credentials ORDER BY user"
             ))?;
-            let rows = stmt.query_map([], credential_row)?;
+            let rows = stmt.query_map(params![], credential_row)?;
             rows.collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .map(|r| r.parse())
@@ -195,8 +195,8 @@ impl ChartStore {
         user: &str,
         limit: u32,
     ) -> Result<UnlockAttempt, StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction()?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let row: Option<(u32, bool)> = tx
             .prepare_cached(
                 "SELECT failed_attempts, sealed IS NOT NULL FROM local_credentials WHERE user = ?1",
@@ -223,7 +223,7 @@ impl ChartStore {
 
     /// The PIN was right: the count starts again.
     pub fn unlock_succeeded(&self, user: &str) -> Result<(), StoreError> {
-        lock(&self.inner.writer)
+        self.inner.writer()?
             .prepare_cached(
                 "UPDATE local_credentials SET failed_attempts = 0, last_unlock = ?2 WHERE user = ?1",
             )?
@@ -235,8 +235,8 @@ impl ChartStore {
     /// need an online sign-in to write on this tablet again. Their certificate and the
     /// proofs they made stay.
     pub fn erase_credential(&self, user: &str, why: &str) -> Result<(), StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction()?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         erase(&tx, user, why)?;
         tx.commit()?;
         Ok(())
@@ -316,8 +316,8 @@ impl ChartStore {
             }
             let proofs = prove(signer, id, &mine);
             {
-                let mut conn = lock(&self.inner.writer);
-                let tx = conn.transaction()?;
+                let mut conn = self.inner.writer()?;
+                let tx = conn.transaction(Begin::Immediate)?;
                 insert_proofs(&tx, id, &proofs, None)?;
                 tx.commit()?;
             }
@@ -376,7 +376,7 @@ impl ChartStore {
     }
 }
 
-fn erase(tx: &Transaction<'_>, user: &str, why: &str) -> Result<(), StoreError> {
+fn erase(tx: &Sql<'_>, user: &str, why: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
         "UPDATE local_credentials SET sealed = NULL, erased_at = ?2, erased_why = ?3
          WHERE user = ?1 AND sealed IS NOT NULL",
@@ -396,7 +396,7 @@ struct RawCredential {
     erased_why: Option<String>,
 }
 
-fn credential_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawCredential> {
+fn credential_row(r: &Row<'_>) -> Result<RawCredential, StoreError> {
     Ok(RawCredential {
         user: r.get(0)?,
         serial: r.get(1)?,

@@ -3,10 +3,10 @@
 //! tablet has no business with the office's routing); the store keeps it beside the index,
 //! keyed by what identifies a deficiency, and the worklist shows it.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension, Sql};
 use serde::{Deserialize, Serialize};
 
-use super::{insert_audit, lock, Actor, AuditAction, ChartStore, StoreError};
+use super::{insert_audit, Actor, AuditAction, ChartStore, StoreError};
 use crate::chart::{ChartId, DeficiencyKind, Timestamp};
 
 /// A deficiency as the worklist names it: the chart, and what the audit found where.
@@ -54,8 +54,8 @@ impl ChartStore {
         let mut refs = refs.to_vec();
         refs.sort();
         refs.dedup();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let at = now.to_rfc3339();
         for r in &refs {
             let key = open_deficiency(&tx, r)?;
@@ -123,8 +123,8 @@ impl ChartStore {
                 "an acknowledgement needs a reason".into(),
             ));
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let key = open_deficiency(&tx, r)?;
         tx.prepare_cached(
             "INSERT INTO deficiency_work (chart, kind, section, record_id, detail,
@@ -160,7 +160,7 @@ impl ChartStore {
 }
 
 /// The chart's key, if the deficiency is open in the index.
-fn open_deficiency(tx: &rusqlite::Transaction<'_>, r: &DeficiencyRef) -> Result<i64, StoreError> {
+fn open_deficiency(tx: &Sql<'_>, r: &DeficiencyRef) -> Result<i64, StoreError> {
     tx.prepare_cached(
         "SELECT d.chart FROM deficiencies d JOIN charts c ON c.key = d.chart
          WHERE c.id = ?1 AND d.kind = ?2 AND d.section = ?3 AND d.record_id = ?4

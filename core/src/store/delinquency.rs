@@ -10,10 +10,10 @@
 //! trace in the index), so the store counts each day as it passes (`delinquency_days`), and the
 //! trend starts on the first day counted.
 
-use rusqlite::params;
+use super::sql::{params, Begin};
 use serde::{Deserialize, Serialize};
 
-use super::{lock, ChartStore, StoreError};
+use super::{ChartStore, StoreError};
 use crate::chart::{DeficiencyKind, Timestamp};
 
 /// Delinquent records, as a percentage of the average monthly discharges, above which the
@@ -231,8 +231,8 @@ impl ChartStore {
     pub fn count_delinquency_day(&self, now: Timestamp) -> Result<(), StoreError> {
         let at = now.to_rfc3339();
         let day = now.date().to_string();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction()?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.execute("DELETE FROM delinquency_days WHERE day = ?1", [&day])?;
         tx.prepare_cached(&format!(
             "INSERT INTO delinquency_days (day, ward, delinquent, coding_backlog)

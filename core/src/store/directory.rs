@@ -3,10 +3,10 @@
 //! here is audited (`admin`, `sign_in`) in the same transaction. Passwords arrive already
 //! hashed (Argon2id PHC strings); the store never sees one in the clear.
 
-use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension, Row, Sql};
 use serde::{Deserialize, Serialize};
 
-use super::{insert_audit, lock, now_millis, Actor, AuditAction, ChartStore, StoreError};
+use super::{insert_audit, now_millis, Actor, AuditAction, ChartStore, StoreError};
 use crate::chart::{check_identifier, Role, Timestamp};
 use crate::trust::{DeviceId, Serial, SignedCertificate};
 
@@ -196,7 +196,7 @@ fn at_secs(s: i64) -> Timestamp {
     Timestamp::from_unix(s).unwrap_or_else(|_| Timestamp::now())
 }
 
-fn staff_row(r: &Row<'_>) -> rusqlite::Result<(StaffMember, Option<String>)> {
+fn staff_row(r: &Row<'_>) -> Result<(StaffMember, Option<String>), StoreError> {
     let role: String = r.get(1)?;
     let password: Option<String> = r.get(3)?;
     Ok((
@@ -216,7 +216,7 @@ fn staff_row(r: &Row<'_>) -> rusqlite::Result<(StaffMember, Option<String>)> {
 
 const STAFF_COLUMNS: &str = "user, role, wards, password, status, source, updated_at, updated_by";
 
-fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+fn device_row(r: &Row<'_>) -> Result<Device, StoreError> {
     let id: Vec<u8> = r.get(0)?;
     let key: Vec<u8> = r.get(1)?;
     Ok(Device {
@@ -232,7 +232,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 
 const DEVICE_COLUMNS: &str = "id, public_key, label, wards, status, enrolled_at, enrolled_by";
 
-fn revocation_row(r: &Row<'_>) -> rusqlite::Result<Revocation> {
+fn revocation_row(r: &Row<'_>) -> Result<Revocation, StoreError> {
     let kind: String = r.get(1)?;
     let subject: String = r.get(2)?;
     Ok(Revocation {
@@ -265,8 +265,8 @@ impl ChartStore {
     /// [`ChartStore::put_staff`] for many people in one transaction: all or none. Returns
     /// how many were new.
     pub fn put_staff_all(&self, by: &Actor, members: &[NewStaff<'_>]) -> Result<usize, StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let now = now_millis();
         let mut added = 0;
         for m in members {
@@ -344,7 +344,7 @@ impl ChartStore {
         self.inner.with_reader(|conn| {
             let mut stmt =
                 conn.prepare_cached(&format!("SELECT {STAFF_COLUMNS} FROM staff ORDER BY user"))?;
-            let rows = stmt.query_map([], |r| staff_row(r).map(|(m, _)| m))?;
+            let rows = stmt.query_map(params![], |r| staff_row(r).map(|(m, _)| m))?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -360,8 +360,8 @@ impl ChartStore {
     ) -> Result<(), StoreError> {
         check_identifier("label", label).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let wards = wards_json(wards)?;
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         tx.prepare_cached(
             "INSERT INTO enrolment_codes (code_hash, label, wards, created_by, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -381,8 +381,8 @@ impl ChartStore {
     ) -> Result<Device, StoreError> {
         let id = DeviceId::of(public_key);
         let now = now_millis();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let code: Option<(String, String, String)> = tx
             .prepare_cached(
                 "SELECT label, wards, created_by FROM enrolment_codes
@@ -453,7 +453,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY label, id"
             ))?;
-            let rows = stmt.query_map([], device_row)?;
+            let rows = stmt.query_map(params![], device_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -465,8 +465,8 @@ impl ChartStore {
         cert: &SignedCertificate,
     ) -> Result<(), StoreError> {
         let c = cert.certificate();
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         insert_certificate(&tx, cert)?;
         if let Some(by) = by {
             let detail = format!("certificate {} issued on device {}", c.serial, c.device);
@@ -528,8 +528,8 @@ impl ChartStore {
         if reason.trim().is_empty() {
             return Err(StoreError::ReasonRequired);
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let known = match what {
             Revoked::Person(user) => {
                 tx.prepare_cached("UPDATE staff SET status = 'revoked' WHERE user = ?1")?
@@ -587,7 +587,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {REVOCATION_COLUMNS} FROM revocations ORDER BY id"
             ))?;
-            let rows = stmt.query_map([], revocation_row)?;
+            let rows = stmt.query_map(params![], revocation_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -617,7 +617,7 @@ impl ChartStore {
 }
 
 fn insert_revocation(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Sql<'_>,
     what: &Revoked,
     severity: Severity,
     effective_at: i64,
@@ -627,17 +627,17 @@ fn insert_revocation(
     let (kind, subject) = what.parts();
     tx.prepare_cached(
         "INSERT INTO revocations (kind, subject, severity, effective_at, reason, revoked_by, entered_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         RETURNING id",
     )?
-    .execute(params![kind, subject, severity.token(), effective_at, reason, by, now_millis()])?;
-    Ok(tx.last_insert_rowid())
+    .query_row(
+        params![kind, subject, severity.token(), effective_at, reason, by, now_millis()],
+        |r| r.get(0),
+    )
 }
 
 /// Keeps a certificate (once).
-pub(crate) fn insert_certificate(
-    tx: &rusqlite::Transaction<'_>,
-    cert: &SignedCertificate,
-) -> Result<(), StoreError> {
+pub(crate) fn insert_certificate(tx: &Sql<'_>, cert: &SignedCertificate) -> Result<(), StoreError> {
     let c = cert.certificate();
     tx.prepare_cached(
         "INSERT OR IGNORE INTO certificates

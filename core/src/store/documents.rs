@@ -3,8 +3,8 @@
 
 use std::sync::MutexGuard;
 
+use super::sql::{Begin, OptionalExtension, Sql};
 use automerge::{Automerge, ChangeHash, ReadDoc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::cache::{Cached, Slot};
 use super::{lock, ChartStore, Inner, StoreError};
@@ -131,12 +131,9 @@ impl StoredDocument {
     }
 }
 
-pub(super) fn read_document(
-    conn: &mut Connection,
-    id: ChartId,
-) -> Result<StoredDocument, StoreError> {
+pub(super) fn read_document(conn: &mut Sql<'_>, id: ChartId) -> Result<StoredDocument, StoreError> {
     // One read transaction: the row, the snapshot and the changes are of the same moment.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let tx = conn.transaction(Begin::Deferred)?;
     let row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = tx
         .prepare_cached(
             "SELECT c.key, c.heads, s.data FROM charts c
@@ -160,11 +157,7 @@ pub(super) fn read_document(
         let mut rows = stmt.query([key])?;
         while let Some(row) = rows.next()? {
             last_seq = row.get(0)?;
-            let data = row
-                .get_ref(1)?
-                .as_blob()
-                .map_err(|_| StoreError::Corrupt("a stored change is not a blob".into()))?;
-            bytes.extend_from_slice(data);
+            bytes.extend_from_slice(&row.get::<_, Vec<u8>>(1)?);
         }
     }
     tx.finish()?;

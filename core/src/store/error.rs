@@ -117,6 +117,14 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 
+    /// PostgreSQL's words: the message and its SQLSTATE, never the values of a row.
+    #[error("PostgreSQL: {0}")]
+    Database(String),
+
+    /// A query that must find a row found none: the store's rows disagree with each other.
+    #[error("a row the store expected is missing")]
+    NoRow,
+
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -124,6 +132,9 @@ pub enum StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
+        if matches!(e, rusqlite::Error::QueryReturnedNoRows) {
+            return StoreError::NoRow;
+        }
         match e.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) => StoreError::NotADatabase,
             Some(ErrorCode::DatabaseCorrupt) => StoreError::Corrupt(e.to_string()),

@@ -11,8 +11,8 @@
 //! server has acknowledged (`acknowledged_heads`), so that what is held and what is still to
 //! send are known while offline and across restarts.
 
+use super::sql::{params, Begin, OptionalExtension, Row, Sql};
 use automerge::ChangeHash;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::{heads_blob, insert_audit, lock, now_millis, parse_heads_blob, Actor, AuditAction};
@@ -143,7 +143,7 @@ pub struct DeviceHold {
 const BATCH_COLUMNS: &str = "id, chart_id, device, user, role, reason, summary, hashes, bytes,
      held_at, status, decided_by, decided_at, decision_reason, signer";
 
-fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawBatch> {
+fn batch_row(r: &Row<'_>) -> Result<RawBatch, StoreError> {
     Ok(RawBatch {
         id: r.get(0)?,
         chart: r.get(1)?,
@@ -208,7 +208,7 @@ impl RawBatch {
 }
 
 fn decide(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Sql<'_>,
     id: i64,
     status: HoldStatus,
     reviewer: &Actor,
@@ -234,8 +234,8 @@ impl ChartStore {
     /// Keeps a batch of changes the server will not merge on its own, durably, with an audit
     /// row in the same transaction. Changes already held are not held twice.
     pub fn hold(&self, new: NewHold<'_>, quota: &HoldQuota) -> Result<Held, StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         // Which of these changes are held already, and where.
         let mut known: Vec<i64> = Vec::new();
         let mut fresh: Vec<&(ChangeHash, Vec<u8>)> = Vec::new();
@@ -279,7 +279,7 @@ impl ChartStore {
         )?;
         let total_bytes: i64 = tx.query_row(
             "SELECT coalesce(sum(bytes), 0) FROM held_changes WHERE status = 'pending'",
-            [],
+            params![],
             |r| r.get(0),
         )?;
         if user_holds >= i64::from(quota.per_user_holds)
@@ -295,27 +295,31 @@ impl ChartStore {
             .collect::<Vec<_>>()
             .join(" ");
         let blob: Vec<u8> = fresh.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-        tx.prepare_cached(
-            "INSERT INTO held_changes (chart_id, device, storage, user, role, reason, summary,
+        let id: i64 = tx
+            .prepare_cached(
+                "INSERT INTO held_changes (chart_id, device, storage, user, role, reason, summary,
                  changes, hashes, bytes, held_at, proofs, signer)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?
-        .execute(params![
-            new.chart.to_string(),
-            new.actor.device,
-            new.storage,
-            new.actor.user,
-            new.actor.role,
-            new.reason.token(),
-            new.summary,
-            blob,
-            hex,
-            bytes,
-            now_millis(),
-            new.proofs,
-            new.signer
-        ])?;
-        let id = tx.last_insert_rowid();
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             RETURNING id",
+            )?
+            .query_row(
+                params![
+                    new.chart.to_string(),
+                    new.actor.device,
+                    new.storage,
+                    new.actor.user,
+                    new.actor.role,
+                    new.reason.token(),
+                    new.summary,
+                    blob,
+                    hex,
+                    bytes,
+                    now_millis(),
+                    new.proofs,
+                    new.signer
+                ],
+                |r| r.get(0),
+            )?;
         {
             let mut add =
                 tx.prepare_cached("INSERT INTO held_change_hashes (hash, held) VALUES (?1, ?2)")?;
@@ -483,7 +487,7 @@ impl ChartStore {
             .and_then(|b| crate::trust::ProofBundle::decode(&mut minicbor::Decoder::new(&b)).ok())
             .map(|b| b.proofs)
             .unwrap_or_default();
-        let mark = |tx: &rusqlite::Transaction<'_>| -> Result<(), StoreError> {
+        let mark = |tx: &Sql<'_>| -> Result<(), StoreError> {
             super::credentials::insert_proofs(tx, chart, &proofs, Some(now_millis()))?;
             decide(tx, id, HoldStatus::Accepted, reviewer, None)?;
             insert_audit(
@@ -543,8 +547,8 @@ impl ChartStore {
             )
         })?;
         if status == HoldStatus::Pending.token() {
-            let mut conn = lock(&self.inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
             mark(&tx)?;
             tx.commit()?;
         }
@@ -557,8 +561,8 @@ impl ChartStore {
     /// write them, and merged (the author signed in on the tablet, the chart came back to the
     /// device's wards, the server's code table learnt the code): no supervisor needed.
     pub fn settle_holds(&self, ids: &[i64], by: &Actor) -> Result<(), StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         for &id in ids {
             let chart: Option<String> = tx
                 .query_row(
@@ -602,8 +606,8 @@ impl ChartStore {
         if reason.is_empty() {
             return Err(StoreError::ReasonRequired);
         }
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let found: Option<(String, String)> = tx
             .query_row(
                 "SELECT chart_id, status FROM held_changes WHERE id = ?1",
@@ -643,7 +647,7 @@ impl ChartStore {
         chart: ChartId,
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO departures_told (storage, chart_id, heads, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (storage, chart_id) DO UPDATE SET heads = ?3, at = ?4",
@@ -686,7 +690,7 @@ impl ChartStore {
         hold: &DeviceHold,
         heads: &[ChangeHash],
     ) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO device_holds (chart_id, hold, reason, summary, since, heads, rejected)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -712,7 +716,7 @@ impl ChartStore {
 
     /// The server no longer holds the chart's changes (device).
     pub fn clear_device_hold(&self, chart: ChartId) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached("DELETE FROM device_holds WHERE chart_id = ?1")?
             .execute([chart.to_string()])?;
         Ok(())
@@ -726,7 +730,7 @@ impl ChartStore {
                 "SELECT chart_id, hold, reason, summary, since, rejected FROM device_holds
                      ORDER BY since, chart_id",
             )?;
-            let rows = stmt.query_map([], |r| {
+            let rows = stmt.query_map(params![], |r| {
                 Ok((
                     r.get(0)?,
                     r.get(1)?,
@@ -757,7 +761,7 @@ impl ChartStore {
     /// Only while the server has acknowledged everything the chart holds: false (and nothing
     /// recorded) if a commit came in meanwhile, which must be sent first.
     pub fn set_departed(&self, chart: ChartId, reason: LeftReason) -> Result<bool, StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         let recorded = conn
             .prepare_cached(
                 "INSERT INTO device_departures (chart_id, reason, at)
@@ -776,7 +780,7 @@ impl ChartStore {
 
     /// The chart is back on this device's wards (device): writable again.
     pub fn clear_departed(&self, chart: ChartId) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached("DELETE FROM device_departures WHERE chart_id = ?1")?
             .execute([chart.to_string()])?;
         Ok(())
@@ -834,8 +838,8 @@ impl ChartStore {
         let key = cached.key;
         let id = chart.to_string();
         {
-            let mut conn = lock(&self.inner.writer);
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
             tx.execute(
                 "INSERT INTO set_aside_charts (chart_id, reason, at, data) VALUES (?1, ?2, ?3, ?4)",
                 params![id, reason, now_millis(), data],
@@ -867,7 +871,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT chart_id, reason, at FROM set_aside_charts ORDER BY seq DESC",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         let bad =
@@ -886,7 +890,7 @@ impl ChartStore {
     /// Records the heads the server has acknowledged for a chart (device): heads this device
     /// holds, so everything before them is on the server.
     pub fn acknowledge(&self, chart: ChartId, heads: &[ChangeHash]) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO acknowledged_heads (chart_id, heads) VALUES (?1, ?2)
              ON CONFLICT (chart_id) DO UPDATE SET heads = ?2",
@@ -919,7 +923,7 @@ impl ChartStore {
                 "SELECT c.id FROM charts c LEFT JOIN acknowledged_heads a ON a.chart_id = c.id
                  WHERE a.heads IS NULL OR a.heads != c.heads ORDER BY c.id",
             )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
+            let rows = stmt.query_map(params![], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         ids.into_iter()

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
+
+use super::sql::{params, OptionalExtension};
 
 use super::{audit, lock, schema, AuditChain, ChartStore, Inner, StoreError};
 use crate::chart::ChartId;
@@ -93,8 +95,8 @@ impl ChartStore {
         if let Some(r) = &self.inner.options.receipts {
             r.sync()?;
         }
-        let conn = lock(&self.inner.writer);
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let conn = self.inner.writer()?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", params![], |_| Ok(()))?;
         Ok(())
     }
 
@@ -108,7 +110,7 @@ impl ChartStore {
     pub fn verify(&self) -> Result<(), StoreError> {
         let problems: Vec<String> = self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         if problems.len() == 1 && problems[0] == "ok" {
@@ -120,7 +122,11 @@ impl ChartStore {
 
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let charts = self.inner.with_reader(|conn| {
-            Ok(conn.query_row("SELECT count(*) FROM charts", [], |r| r.get::<_, i64>(0))?)
+            Ok(
+                conn.query_row("SELECT count(*) FROM charts", params![], |r| {
+                    r.get::<_, i64>(0)
+                })?,
+            )
         })? as u64;
         let cache = lock(&self.inner.cache);
         Ok(StoreStats {

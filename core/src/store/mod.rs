@@ -38,6 +38,7 @@ mod receipts;
 mod records;
 pub mod schema;
 mod search;
+pub(crate) mod sql;
 mod sync_state;
 
 use std::path::{Path, PathBuf};
@@ -141,8 +142,11 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
-        audit::link_unchained(&mut writer)?;
-        records::rebuild_if_rules_changed(&mut writer, options.on_rebuild.as_ref())?;
+        audit::link_unchained(&mut sql::Sql::Sqlite(&writer))?;
+        records::rebuild_if_rules_changed(
+            &mut sql::Sql::Sqlite(&writer),
+            options.on_rebuild.as_ref(),
+        )?;
         let read_only_somewhere: bool = writer.query_row(
             "SELECT EXISTS (SELECT 1 FROM device_departures)
                  OR EXISTS (SELECT 1 FROM device_holds WHERE rejected IS NOT NULL)",
@@ -191,13 +195,19 @@ fn now_millis() -> i64 {
 }
 
 impl Inner {
+    /// The right to write, held until dropped (one writer at a time on SQLite): statements
+    /// each committed on their own, or a transaction begun on it.
+    pub(crate) fn writer(&self) -> Result<sql::Sql<'_>, StoreError> {
+        Ok(sql::Sql::SqliteWriter(lock(&self.writer)))
+    }
+
     /// Runs `f` on a read-only connection from the pool.
     fn with_reader<T>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut sql::Sql<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pooled = lock(&self.readers).pop();
-        let mut conn = match pooled {
+        let conn = match pooled {
             Some(c) => c,
             None => {
                 let c = schema::connect(&self.path, &self.options, false)?;
@@ -211,7 +221,7 @@ impl Inner {
                 c
             }
         };
-        let result = f(&mut conn);
+        let result = f(&mut sql::Sql::Sqlite(&conn));
         // A burst of readers leaves at most a few behind: the pool does not keep every
         // connection a busy moment opened.
         let mut idle = lock(&self.readers);

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::records::{parse_id, wards_json};
+use super::sql::params;
 use super::{ChartStore, StoreError};
 use crate::chart::{ChartId, Timestamp};
 
@@ -139,7 +140,7 @@ impl ChartStore {
                  ORDER BY mrn, admitted_at, id",
             )?;
             let years = format!("-{MAX_AGE_YEARS} years");
-            let mut rows = stmt.query(rusqlite::params![&wards, &future, &years])?;
+            let mut rows = stmt.query(params![&wards, &future, &years])?;
             while let Some(r) = rows.next()? {
                 let chart = parse_id(&r.get::<_, String>(0)?)?;
                 let mrn: String = r.get(1)?;

@@ -2,7 +2,7 @@
 //! coding queue of discharged charts (from the index alone), and a patient's accounting of
 //! disclosures. And the rebuild of the index when the audit's rules change.
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension, Row, Sql, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -187,7 +187,7 @@ impl ChartStore {
                  AND w.detail = COALESCE(d.detail, '')
              WHERE 1 = 1",
         );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut args: Vec<Value<'static>> = Vec::new();
         let mut arg = |sql: &mut String, clause: &str, v: String| {
             args.push(v.into());
             sql.push_str(&format!(" AND {clause} ?{}", args.len()));
@@ -223,7 +223,7 @@ impl ChartStore {
         }
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            let rows = stmt.query_map(&args, |r| {
                 let deficiency = deficiency_row(r, 0)?;
                 let chart: String = r.get(6)?;
                 let status: String = r.get(9)?;
@@ -442,9 +442,9 @@ impl ChartStore {
 /// A deficiency from the columns kind, section, record_id, responsible, detail, due_at,
 /// starting at column `from`.
 pub(super) fn deficiency_row(
-    r: &rusqlite::Row<'_>,
+    r: &Row<'_>,
     from: usize,
-) -> rusqlite::Result<Result<Deficiency, StoreError>> {
+) -> Result<Result<Deficiency, StoreError>, StoreError> {
     let kind: String = r.get(from)?;
     let due: Option<String> = r.get(from + 5)?;
     let (section, record_id, responsible, detail) = (
@@ -495,10 +495,10 @@ const INDEX_FIELDS_VERSION: &str = "1";
 /// A chart that does not load keeps its old rows (opening it reports the damage), and the
 /// rebuild runs again at the next open.
 pub(super) fn rebuild_if_rules_changed(
-    conn: &mut Connection,
+    conn: &mut Sql<'_>,
     progress: Option<&RebuildListener>,
 ) -> Result<(), StoreError> {
-    let meta = |conn: &Connection, key: &str| -> Result<Option<String>, StoreError> {
+    let meta = |conn: &Sql<'_>, key: &str| -> Result<Option<String>, StoreError> {
         Ok(conn
             .query_row("SELECT value FROM store_meta WHERE key = ?1", [key], |r| {
                 r.get(0)
@@ -514,7 +514,7 @@ pub(super) fn rebuild_if_rules_changed(
     }
     let charts: Vec<String> = {
         let mut stmt = conn.prepare("SELECT id FROM charts ORDER BY key")?;
-        let ids = stmt.query_map([], |r| r.get(0))?;
+        let ids = stmt.query_map(params![], |r| r.get(0))?;
         ids.collect::<Result<_, _>>()?
     };
     let mut rebuilt = Vec::with_capacity(charts.len());
@@ -542,7 +542,7 @@ pub(super) fn rebuild_if_rules_changed(
         }
         tell(n + 1);
     }
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let tx = conn.transaction(Begin::Immediate)?;
     for (key, deficiencies, principal, f) in &rebuilt {
         tx.execute("DELETE FROM deficiencies WHERE chart = ?1", [key])?;
         insert_deficiencies(&tx, *key, deficiencies)?;

@@ -2,7 +2,7 @@
 //! of birth, by a day the patient was in. From the index alone (the date of birth is kept there
 //! since migration 10).
 
-use rusqlite::types::Value;
+use super::sql::{Row, Value};
 use serde::{Deserialize, Serialize};
 
 use super::records::{parse_id, parse_time, wards_json};
@@ -13,7 +13,7 @@ use crate::chart::{ChartId, EncounterStatus, Sex, Timestamp};
 const HIT_COLUMNS: &str = "id, mrn, family_name, given_names, birth_date, sex, ward, status,
     admitted_at, discharged_at";
 
-fn hit_row(r: &rusqlite::Row<'_>) -> Result<ChartHit, StoreError> {
+fn hit_row(r: &Row<'_>) -> Result<ChartHit, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("a chart row's {what}"));
     Ok(ChartHit {
         chart: parse_id(&r.get::<_, String>(0)?)?,
@@ -193,12 +193,12 @@ impl ChartStore {
         ));
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            let mut rows = stmt.query(&args)?;
             let mut hits = Vec::new();
             let mut total = 0;
             while let Some(r) = rows.next()? {
                 total = r.get::<_, u32>(10)?;
-                hits.push(hit_row(r)?);
+                hits.push(hit_row(&r)?);
             }
             Ok(ChartSearchResult { hits, total })
         })
@@ -214,7 +214,7 @@ impl ChartStore {
             for id in ids {
                 let mut rows = stmt.query([id.to_string()])?;
                 if let Some(r) = rows.next()? {
-                    out.push(hit_row(r)?);
+                    out.push(hit_row(&r)?);
                 }
             }
             Ok(out)

@@ -1,20 +1,20 @@
 //! What each sync peer was last known to have of each chart, and this store's own storage id.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::sql::{params, Begin, OptionalExtension};
 
-use super::{lock, now_millis, ChartStore, Durability, StoreError};
+use super::{now_millis, ChartStore, Durability, StoreError};
 use crate::chart::ChartId;
 
 impl ChartStore {
     /// This store's storage id: a UUID made on first use and kept in the store, which sync
     /// peers key what they know of this store by.
     pub fn storage_id(&self) -> Result<String, StoreError> {
-        let mut conn = lock(&self.inner.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
         let existing: Option<String> = tx
             .query_row(
                 "SELECT value FROM store_meta WHERE key = 'storage_id'",
-                [],
+                params![],
                 |r| r.get(0),
             )
             .optional()?;
@@ -59,7 +59,7 @@ impl ChartStore {
         id: ChartId,
         state: &automerge::sync::State,
     ) -> Result<(), StoreError> {
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         // A sync state only shortens the next exchange: one lost in a crash means the peer
         // syncs from an older one (more bytes, never less data). So it is not waited onto the
         // disk; the store's next durable commit takes it there. A server saves one each time
@@ -87,7 +87,7 @@ impl ChartStore {
     /// state only saves messages). How many were forgotten.
     pub fn forget_sync_states(&self, age: std::time::Duration) -> Result<usize, StoreError> {
         let before = now_millis() - age.as_millis() as i64;
-        let conn = lock(&self.inner.writer);
+        let conn = self.inner.writer()?;
         let forgotten = conn
             .prepare_cached("DELETE FROM sync_states WHERE updated_at < ?1")?
             .execute([before])?;
