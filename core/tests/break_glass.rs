@@ -32,8 +32,8 @@ fn break_glass_rows(store: &ChartStore, chart: ChartId) -> Vec<String> {
 
 #[test]
 fn a_grant_is_audited_at_its_start_and_at_its_end_however_it_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ChartStore::open(dir.path().join("charts.db"), StoreOptions::default()).unwrap();
+    let dir = place();
+    let store = dir.open(StoreOptions::default()).unwrap();
     let chart = store.create(admitted()).unwrap();
     let by = nurse();
     let ask = |starts_at, ends_at| NewBreakGlass {

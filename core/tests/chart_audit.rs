@@ -72,7 +72,7 @@ fn code(store: &ChartStore, id: ChartId, code: &str, sequence: CodingSequence) -
 
 #[test]
 fn a_discharged_chart_with_an_unsigned_progress_note_shows_as_overdue_on_day_31() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
@@ -125,7 +125,7 @@ fn a_discharged_chart_with_an_unsigned_progress_note_shows_as_overdue_on_day_31(
 
 #[test]
 fn a_history_and_physical_is_due_within_24_hours_of_admission() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     let missing = store.deficiencies(id).unwrap();
@@ -169,7 +169,7 @@ fn a_history_and_physical_is_due_within_24_hours_of_admission() {
 
 #[test]
 fn an_emergency_visit_needs_no_history_and_physical() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let (p, mut e) = admission();
     e.class = EncounterClass::Emergency;
@@ -181,7 +181,7 @@ fn an_emergency_visit_needs_no_history_and_physical() {
 
 #[test]
 fn a_discharged_inpatient_needs_a_discharge_summary_and_final_coding() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
@@ -204,7 +204,7 @@ fn a_discharged_inpatient_needs_a_discharge_summary_and_final_coding() {
 
 #[test]
 fn the_coding_queue_holds_discharged_charts_until_coding_is_final() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     let still_in = store.create(admitted_to("4west", 7)).unwrap();
@@ -319,7 +319,7 @@ fn a_nurse_cannot_set_present_on_admission_and_a_procedure_code_has_none() {
 
 #[test]
 fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let early = store.create(admitted_to("4west", 1)).unwrap();
     let later = store
@@ -391,7 +391,7 @@ fn the_worklist_keeps_to_its_ward_and_lists_the_soonest_due_first() {
 
 #[test]
 fn a_request_for_records_is_on_the_worklist_until_answered_and_overdue_past_its_due_date() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);
@@ -466,7 +466,7 @@ fn reference(item: &WorklistItem) -> DeficiencyRef {
 #[test]
 fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_history_and_physical()
 {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let wards = ["4west".to_string()];
     for user in ["dr.okafor", "dr.adeyemi"] {
@@ -617,7 +617,7 @@ fn the_records_office_routes_deficiencies_to_a_person_and_acknowledges_a_late_hi
 
 #[test]
 fn delinquent_records_are_counted_against_monthly_discharges_with_the_coding_backlog_apart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let discharge = |id: ChartId, at: Timestamp| {
         write(&store, id, |c| c.discharge(&technician(), at, "home"));
@@ -728,7 +728,7 @@ fn delinquent_records_are_counted_against_monthly_discharges_with_the_coding_bac
 
 #[test]
 fn a_deficiency_added_by_hand_waits_on_the_physician_until_answered_or_withdrawn() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let id = store.create(admitted()).unwrap();
     signed(&store, id, t(60), EntryKind::HistoryPhysical);

@@ -44,7 +44,7 @@ fn found(store: &ChartStore, search: ChartSearch) -> Vec<String> {
 
 #[test]
 fn a_chart_is_found_by_mrn_name_birth_date_or_a_day_the_patient_was_in() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     // t(0) is 2026-11-02 08:00 UTC.
     admit(
@@ -183,7 +183,7 @@ fn a_chart_is_found_by_mrn_name_birth_date_or_a_day_the_patient_was_in() {
 
 #[test]
 fn an_empty_search_or_a_malformed_date_is_refused_without_its_value() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     for empty in [
         ChartSearch::default(),

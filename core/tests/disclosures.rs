@@ -92,8 +92,8 @@ fn verify_authorization(store: &ChartStore, id: ChartId, at: Timestamp, request:
 
 #[test]
 fn the_accounting_covers_every_stay_of_the_patient_for_six_years_and_leaves_out_the_exempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ChartStore::open(dir.path().join("charts.db"), StoreOptions::default()).unwrap();
+    let dir = place();
+    let store = dir.open(StoreOptions::default()).unwrap();
     let old_stay = stay(&store, t(-7 * YEAR));
     let last_year = stay(&store, t(-YEAR));
     let now_stay = stay(&store, t(0));
@@ -233,8 +233,8 @@ fn six_years_before_a_leap_day_is_the_28th() {
 
 #[test]
 fn a_release_counts_as_authorized_only_if_the_authorization_was_verified_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ChartStore::open(dir.path().join("charts.db"), StoreOptions::default()).unwrap();
+    let dir = place();
+    let store = dir.open(StoreOptions::default()).unwrap();
     let id = stay(&store, t(0));
     let (request, form) = insurer_request(&store, id, t(1));
     // Released before anyone verified an authorization: accounted for, and it stays so.
@@ -290,7 +290,7 @@ fn asked(mrn: &str, since: Option<Timestamp>, fee_cents: u64) -> NewAccountingRe
 
 #[test]
 fn an_accounting_request_is_due_in_sixty_days_extended_once_and_kept_as_it_was_given() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let sup = records_supervisor();
     let day = 24 * 60;

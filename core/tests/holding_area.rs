@@ -9,8 +9,8 @@ use chartsync_core::protocol::HoldReason;
 use chartsync_core::store::*;
 use common::*;
 
-fn open(dir: &tempfile::TempDir) -> ChartStore {
-    ChartStore::open(dir.path().join("charts.db"), StoreOptions::default()).unwrap()
+fn open(place: &Place) -> ChartStore {
+    place.open(StoreOptions::default()).unwrap()
 }
 
 /// Who was signed in on the tablet the changes came from.
@@ -72,7 +72,7 @@ fn hold(
 
 #[test]
 fn a_colleagues_observation_held_on_a_shared_tablet_is_accepted_under_her_name_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let changes = made_on_a_copy(&store, id, |c| {
@@ -126,7 +126,7 @@ fn a_held_edit_to_a_signed_note_is_never_accepted_and_is_rejected_with_a_reason(
     use automerge::transaction::Transactable;
     use automerge::ReadDoc;
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let entry = store
@@ -188,7 +188,7 @@ fn a_held_edit_to_a_signed_note_is_never_accepted_and_is_rejected_with_a_reason(
 
 #[test]
 fn one_persons_holds_are_bounded_and_nothing_already_held_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let quota = HoldQuota {

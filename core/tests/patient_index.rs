@@ -38,7 +38,7 @@ fn kinds(warnings: &[IndexWarning]) -> Vec<(String, IndexWarningKind)> {
 #[test]
 fn one_mrn_on_charts_that_disagree_and_impossible_dates_are_listed_by_mrn() {
     use IndexWarningKind::*;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let now = t(30 * DAY);
     let ana = |mrn, name, born, sex, ward, at| Admit {
@@ -197,7 +197,7 @@ fn one_mrn_on_charts_that_disagree_and_impossible_dates_are_listed_by_mrn() {
 
 #[test]
 fn a_discharge_before_the_admission_or_ahead_of_now_is_listed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let (p, e) = admission();
     let mut chart = Chart::create(p, e, &technician(), t(0)).unwrap();
@@ -223,7 +223,7 @@ fn a_discharge_before_the_admission_or_ahead_of_now_is_listed() {
 fn a_discharge_dated_before_the_admission_by_another_client_is_listed() {
     use automerge::transaction::Transactable;
     use automerge::ReadDoc;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open_store(&dir);
     let (p, e) = admission();
     let mut chart = Chart::create(p, e, &technician(), t(DAY)).unwrap();

@@ -18,8 +18,8 @@ fn options() -> StoreOptions {
     }
 }
 
-fn open(dir: &tempfile::TempDir) -> ChartStore {
-    ChartStore::open(dir.path().join("charts.db"), options()).unwrap()
+fn open(place: &Place) -> ChartStore {
+    place.open(options()).unwrap()
 }
 
 fn note(store: &ChartStore, id: ChartId, body: &str) -> String {
@@ -36,7 +36,7 @@ fn note(store: &ChartStore, id: ChartId, body: &str) -> String {
 
 #[test]
 fn a_chart_written_on_the_tablet_is_there_after_the_app_restarts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let (id, view) = {
         let store = open(&dir);
         let id = store.create(admitted()).unwrap();
@@ -60,53 +60,8 @@ fn a_chart_written_on_the_tablet_is_there_after_the_app_restarts() {
 }
 
 #[test]
-fn once_the_app_closes_the_store_file_alone_holds_every_chart() {
-    // An IT backup that copies only `charts.db` after the app has closed must get everything.
-    let dir = tempfile::tempdir().unwrap();
-    let id = {
-        let store = open(&dir);
-        let id = store.create(admitted()).unwrap();
-        store
-            .update(id, |c| c.add_entry(&night_nurse(), t(5), heart_rate(64)))
-            .unwrap();
-        store.census("4west").unwrap(); // a reader connection, closed after the writer
-        id
-    };
-    let copy = tempfile::tempdir().unwrap();
-    std::fs::copy(dir.path().join("charts.db"), copy.path().join("charts.db")).unwrap();
-    let store = open(&copy);
-    assert_eq!(
-        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
-        1
-    );
-}
-
-#[test]
-fn the_log_is_folded_into_the_file_in_the_background_while_the_app_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    let id = store.create(admitted()).unwrap();
-    let file = dir.path().join("charts.db");
-    let size = || std::fs::metadata(&file).unwrap().len();
-    let initial = size();
-    for n in 0..250 {
-        store
-            .update(id, |c| c.add_entry(&night_nurse(), t(n), heart_rate(70)))
-            .unwrap();
-    }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while size() <= initial {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log was never checkpointed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-#[test]
 fn the_census_lists_a_ward_by_bed_without_loading_any_chart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     {
         let store = open(&dir);
         let charts = (0..2000).map(|n| {
@@ -135,7 +90,7 @@ fn the_census_lists_a_ward_by_bed_without_loading_any_chart() {
 
 #[test]
 fn a_transfer_moves_the_chart_to_the_other_wards_census_and_discharge_takes_it_off() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     assert_eq!(store.census("4west").unwrap().len(), 1);
@@ -165,7 +120,7 @@ fn a_transfer_moves_the_chart_to_the_other_wards_census_and_discharge_takes_it_o
 
 #[test]
 fn deficiency_counts_follow_signatures_queries_and_forms() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let count = || store.census("4west").unwrap()[0].open_deficiencies;
@@ -242,7 +197,7 @@ fn deficiency_counts_follow_signatures_queries_and_forms() {
 
 #[test]
 fn a_conflict_merged_in_from_another_tablet_is_counted_until_resolved() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let mut day = store.chart(id).unwrap();
@@ -285,7 +240,7 @@ fn a_conflict_merged_in_from_another_tablet_is_counted_until_resolved() {
 
 #[test]
 fn subscribers_hear_each_commit_with_the_sections_it_touched() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = Arc::new(open(&dir));
     let feed = store.subscribe();
 
@@ -333,7 +288,7 @@ fn subscribers_hear_each_commit_with_the_sections_it_touched() {
 
 #[test]
 fn a_failed_write_leaves_the_chart_as_it_was_in_memory_and_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let id;
     let before;
     {
@@ -363,7 +318,7 @@ fn a_failed_write_leaves_the_chart_as_it_was_in_memory_and_on_disk() {
 
 #[test]
 fn changes_from_another_replica_are_received_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let mut tablet = store.chart(id).unwrap();
@@ -403,7 +358,7 @@ fn changes_from_another_replica_are_received_and_kept() {
 
 #[test]
 fn changes_that_depend_on_changes_the_store_lacks_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let mut tablet = store.chart(id).unwrap();
@@ -435,7 +390,7 @@ fn changes_that_depend_on_changes_the_store_lacks_are_refused() {
 
 #[test]
 fn a_write_that_panics_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let before = store.read(id, |c| c.heads()).unwrap();
@@ -459,7 +414,7 @@ fn a_write_that_panics_leaves_nothing_behind() {
 
 #[test]
 fn compaction_folds_the_changes_into_a_snapshot_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let id;
     let view;
     {
@@ -514,16 +469,14 @@ fn compaction_folds_the_changes_into_a_snapshot_and_loses_nothing() {
 
 #[test]
 fn background_compaction_runs_once_changes_outgrow_the_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ChartStore::open(
-        dir.path().join("charts.db"),
-        StoreOptions {
+    let dir = place();
+    let store = dir
+        .open(StoreOptions {
             compaction: Compaction::Background,
             compact_min_bytes: 0,
             ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let id = store.create(admitted()).unwrap();
     let (first_snapshot, _) = store.chart_bytes(id).unwrap();
     for n in 0..60 {
@@ -552,7 +505,7 @@ fn background_compaction_runs_once_changes_outgrow_the_snapshot() {
 
 #[test]
 fn a_bulk_import_is_all_or_nothing_and_reports_progress() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let existing = store.create(admitted()).unwrap();
     let mut seen = Vec::new();
@@ -585,7 +538,7 @@ fn a_bulk_import_is_all_or_nothing_and_reports_progress() {
 
 #[test]
 fn a_reader_lists_and_reads_while_a_writer_commits() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = Arc::new(open(&dir));
     let id = store.create(admitted()).unwrap();
     let writer = {
@@ -623,15 +576,13 @@ fn a_reader_lists_and_reads_while_a_writer_commits() {
 
 #[test]
 fn open_charts_are_bounded_by_the_cache_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ChartStore::open(
-        dir.path().join("charts.db"),
-        StoreOptions {
+    let dir = place();
+    let store = dir
+        .open(StoreOptions {
             cache_bytes: 10_000,
             ..options()
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     let ids = store
         .import(
             (0..50).map(|n| (ChartId::random(), admitted_to("4west", n))),
@@ -693,7 +644,7 @@ fn sync_with_server(
 
 #[test]
 fn sync_state_persists_so_a_reconnect_sends_only_what_changed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let tablet = open(&dir);
     let id = tablet.create(admitted()).unwrap();
     for n in 0..200 {
@@ -737,7 +688,7 @@ fn sync_state_persists_so_a_reconnect_sends_only_what_changed() {
 
 #[test]
 fn the_audit_trail_names_who_did_what_to_which_chart_with_the_change_hashes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let clerk = Actor {
         user: "him.jones".into(),
@@ -808,7 +759,7 @@ fn the_audit_trail_names_who_did_what_to_which_chart_with_the_change_hashes() {
 /// rather than becoming a second chart of the same stay.
 #[test]
 fn a_chart_imported_again_under_another_id_is_refused_and_names_its_own() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let copy = store.chart(id).unwrap();
@@ -837,23 +788,19 @@ fn a_chart_imported_again_under_another_id_is_refused_and_names_its_own() {
 /// the rest kept.
 #[test]
 fn stale_sync_states_are_forgotten_and_fresh_ones_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("charts.db");
-    let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+    let dir = place();
+    let store = dir.open(StoreOptions::default()).unwrap();
     let id = store.create(admitted()).unwrap();
     let state = automerge::sync::State::new();
     for peer in ["stale-a", "stale-b", "fresh"] {
         store.save_sync_state(peer, id, &state).unwrap();
     }
     drop(store);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(
-        "UPDATE sync_states SET updated_at = updated_at - 40 * 86400000 WHERE peer LIKE 'stale-%'",
-        [],
-    )
-    .unwrap();
-    drop(conn);
-    let store = ChartStore::open(&path, StoreOptions::default()).unwrap();
+    dir.execute(
+        // 40 days, in milliseconds.
+        "UPDATE sync_states SET updated_at = updated_at - 3456000000 WHERE peer LIKE 'stale-%'",
+    );
+    let store = dir.open(StoreOptions::default()).unwrap();
     let month = std::time::Duration::from_secs(30 * 86_400);
     assert_eq!(store.forget_sync_states(month).unwrap(), 2);
     assert!(store.sync_state("stale-a", id).unwrap().is_none());
@@ -866,7 +813,7 @@ fn stale_sync_states_are_forgotten_and_fresh_ones_kept() {
 /// row is on disk, no row is lost or written twice, and the chain still verifies.
 #[test]
 fn audit_rows_from_many_threads_at_once_are_each_written_once_and_chained() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = Arc::new(open(&dir));
     let id = store.create(admitted()).unwrap();
     let before = store.audit_trail(id).unwrap().len();
@@ -920,7 +867,7 @@ fn audit_rows_from_many_threads_at_once_are_each_written_once_and_chained() {
 /// whether the chart is in memory or not, after a transfer and after a discharge.
 #[test]
 fn a_charts_placement_follows_its_transfers_and_discharge() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = place();
     let store = open(&dir);
     let id = store.create(admitted()).unwrap();
     let placed = |store: &ChartStore| {

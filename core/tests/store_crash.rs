@@ -1,7 +1,7 @@
-//! A tablet's battery dies mid-commit: a child process commits observations (and compacts, and
-//! admits new patients) in a loop and is killed with SIGKILL at random moments. After every
-//! kill the store must open, pass SQLite's integrity check, and hold every commit the child
-//! was told had returned.
+//! A tablet's battery dies mid-commit (or a server node is killed mid-commit): a child process
+//! commits observations (and compacts, and admits new patients) in a loop and is killed with
+//! SIGKILL at random moments. After every kill the store must open, pass its integrity check,
+//! and hold every commit the child was told had returned. On SQLite and on PostgreSQL.
 
 mod common;
 
@@ -29,8 +29,8 @@ fn options() -> StoreOptions {
 #[test]
 #[ignore = "run by a_battery_pull_mid_commit_loses_nothing_that_was_acknowledged"]
 fn crash_child() {
-    let path = std::env::var(DIR_VAR).expect("started by the crash test");
-    let store = ChartStore::open(&path, options()).unwrap();
+    let place = place_at(&std::env::var(DIR_VAR).expect("started by the crash test"));
+    let store = place.open(options()).unwrap();
     let mut out = std::io::stdout().lock();
     let mut ids: Vec<ChartId> = store
         .census("4west")
@@ -76,8 +76,7 @@ impl Rng {
 
 #[test]
 fn a_battery_pull_mid_commit_loses_nothing_that_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("charts.db");
+    let place = place();
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -101,7 +100,7 @@ fn a_battery_pull_mid_commit_loses_nothing_that_was_acknowledged() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(DIR_VAR, &path)
+            .env(DIR_VAR, place.location())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -135,14 +134,14 @@ fn a_battery_pull_mid_commit_loses_nothing_that_was_acknowledged() {
         );
         acknowledged.extend(new);
 
-        let store = ChartStore::open(
-            &path,
-            StoreOptions {
+        let store = place
+            .open(StoreOptions {
                 compaction: Compaction::Manual,
                 ..options()
-            },
-        )
-        .unwrap_or_else(|e| panic!("round {round} (seed {seed}): the store does not open: {e}"));
+            })
+            .unwrap_or_else(|e| {
+                panic!("round {round} (seed {seed}): the store does not open: {e}")
+            });
         store
             .verify()
             .unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));

@@ -658,3 +658,53 @@ fn a_bundle_that_would_expand_without_limit_is_refused_before_automerge_reads_it
     ));
     assert_eq!(chart.doc().get_heads(), before);
 }
+
+/// The store in a folder's `charts.db`, as a tablet opens it.
+fn open_file(dir: &tempfile::TempDir) -> ChartStore {
+    ChartStore::open(dir.path().join("charts.db"), opts(None)).unwrap()
+}
+
+#[test]
+fn once_the_app_closes_the_store_file_alone_holds_every_chart() {
+    // An IT backup that copies only `charts.db` after the app has closed must get everything.
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open_file(&dir);
+        let id = store.create(admitted()).unwrap();
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(5), heart_rate(64)))
+            .unwrap();
+        store.census("4west").unwrap(); // a reader connection, closed after the writer
+        id
+    };
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("charts.db"), copy.path().join("charts.db")).unwrap();
+    let store = open_file(&copy);
+    assert_eq!(
+        store.read(id, |c| c.view().unwrap().entries.len()).unwrap(),
+        1
+    );
+}
+
+#[test]
+fn the_log_is_folded_into_the_file_in_the_background_while_the_app_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_file(&dir);
+    let id = store.create(admitted()).unwrap();
+    let file = dir.path().join("charts.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let initial = size();
+    for n in 0..250 {
+        store
+            .update(id, |c| c.add_entry(&night_nurse(), t(n), heart_rate(70)))
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while size() <= initial {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never checkpointed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

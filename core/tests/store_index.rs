@@ -152,14 +152,13 @@ proptest! {
 
     #[test]
     fn the_deficiency_index_always_matches_a_full_audit(ops in proptest::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("charts.db");
+        let place = place();
         let options = StoreOptions {
             durability: Durability::Normal,
             compaction: Compaction::Manual,
             ..StoreOptions::default()
         };
-        let store = ChartStore::open(&path, options.clone()).unwrap();
+        let store = place.open(options.clone()).unwrap();
         let id = store.create(admitted()).unwrap();
         let mut tablets = vec![store.chart(id).unwrap(), store.chart(id).unwrap()];
         for (n, op) in ops.into_iter().enumerate() {
@@ -311,7 +310,7 @@ proptest! {
             check(&store, id)?;
         }
         drop(store);
-        let store = ChartStore::open(&path, options).unwrap();
+        let store = place.open(options).unwrap();
         check(&store, id)?;
     }
 }

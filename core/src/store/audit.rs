@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::sql::{params, Arg, Begin, Sql};
+use super::sql::{params, Arg, Begin, Dialect, Sql};
 use automerge::ChangeHash;
 
 use super::{lock, now_millis, ChartStore, StoreError};
@@ -300,6 +300,10 @@ impl ChartStore {
             detail: detail.map(str::to_string),
             outcome: outcome.clone(),
         });
+        // One batch at a time: on SQLite the writer is one already, on PostgreSQL each writer
+        // is a connection of its own, and a caller must not find its row taken by a batch
+        // still committing.
+        let _turn = lock(&self.inner.audit_batch);
         let mut conn = self.inner.writer()?;
         if outcome.get().is_none() {
             // Ours is still queued: no one committed it while we waited for the writer.
@@ -398,6 +402,9 @@ impl ChartStore {
     }
 }
 
+/// PostgreSQL's advisory lock on the end of the audit chain.
+const AUDIT_CHAIN_LOCK: i64 = 0x4348_5359_0002;
+
 pub(super) fn insert_audit(
     tx: &Sql<'_>,
     actor: &Actor,
@@ -413,6 +420,14 @@ pub(super) fn insert_audit(
             .collect::<Vec<_>>()
             .join(" ")
     });
+    if tx.dialect() == Dialect::Postgres {
+        // One chain, whichever node writes: the next link is made by one transaction at a
+        // time, which holds the lock until it commits (or rolls back).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(?1)",
+            params![AUDIT_CHAIN_LOCK],
+        )?;
+    }
     let at = now_millis();
     let chart = chart.map(|c| c.to_string());
     let chain = chain_hash(
@@ -463,7 +478,7 @@ mod tests {
             role: "nurse".into(),
             device: "tablet-4west-01".into(),
         };
-        lock(&store.inner.writer)
+        store.inner.sqlite_writer()
             .execute_batch("DROP TABLE audit_events")
             .unwrap();
         // Another caller's row, queued while this one waits for the writer.

@@ -253,7 +253,7 @@ impl ChartStore {
                     "SELECT {COLUMNS} FROM break_glass
                      WHERE chart_id = ?1 AND starts_at <= ?2 AND ?2 < ends_at
                        AND (ended_at IS NULL OR ?2 < ended_at)
-                       AND ((?3 IS NOT NULL AND user = ?3) OR (?4 IS NOT NULL AND device = ?4))
+                       AND ((user = ?3 AND ?3 IS NOT NULL) OR (device = ?4 AND ?4 IS NOT NULL))
                      ORDER BY ends_at DESC LIMIT 1"
                 ))?
                 .query_row(params![chart.to_string(), ms, user, device], row)
@@ -439,7 +439,9 @@ impl ChartStore {
 /// The end of a grant, in the audit trail; `ended_at` set if it is not yet.
 fn end(tx: &Sql<'_>, id: i64, by: &Actor, chart: ChartId, how: &str) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "UPDATE break_glass SET ended_at = coalesce(ended_at, min(ends_at, ?2)) WHERE id = ?1",
+        "UPDATE break_glass
+         SET ended_at = coalesce(ended_at, CASE WHEN ends_at < ?2 THEN ends_at ELSE ?2 END)
+         WHERE id = ?1",
     )?
     .execute(params![id, now_millis()])?;
     let detail = format!("break-glass {id} end ({how})");

@@ -74,7 +74,10 @@ impl ChartStore {
     /// commit on every connection that holds the chart: a read of the index each time was a
     /// tenth of its work in a reconnect storm), else from the index.
     pub fn placement(&self, id: ChartId) -> Result<Option<Placement>, StoreError> {
-        let slot = lock(&self.inner.cache).existing(&id);
+        // In a database other nodes write to, the index row is the truth.
+        let slot = (!self.inner.shared())
+            .then(|| lock(&self.inner.cache).existing(&id))
+            .flatten();
         if let Some(slot) = slot {
             let mut cached = lock(&slot);
             let c = &mut *cached;

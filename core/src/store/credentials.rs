@@ -63,9 +63,10 @@ pub(crate) fn insert_proofs(
     received_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO change_proofs
+        "INSERT INTO change_proofs
              (hash, serial, chart_id, signed_at, signature, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO NOTHING",
     )?;
     let chart = chart.to_string();
     for p in proofs {

@@ -34,7 +34,7 @@ const DELINQUENT: &str = "FROM deficiencies d JOIN charts c ON c.key = d.chart
          AND w.section = d.section AND w.record_id = d.record_id
          AND w.detail = COALESCE(d.detail, '')
      WHERE c.status = 'discharged' AND d.due_at < ?1 AND w.acknowledged_at IS NULL
-         AND (?2 IS NULL OR c.ward IN (SELECT value FROM json_each(?2)))";
+         AND (c.ward IN (SELECT value FROM json_each(?2)) OR ?2 IS NULL)";
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,14 +144,14 @@ impl ChartStore {
                      FROM charts c JOIN deficiencies d ON d.chart = c.key
                      WHERE c.status = 'discharged'
                        AND d.kind IN ('coding_not_final', 'poa_missing')
-                       AND (?2 IS NULL OR c.ward IN (SELECT value FROM json_each(?2)))",
+                       AND (c.ward IN (SELECT value FROM json_each(?2)) OR ?2 IS NULL)",
                 )?
                 .query_row(params![at, wards], |r| Ok((r.get(0)?, r.get(1)?)))?;
             // Whole months only, and none before the first discharge the store holds.
             let first: Option<String> = conn
                 .prepare_cached(
                     "SELECT min(discharged_at) FROM charts WHERE status = 'discharged'
-                       AND (?1 IS NULL OR ward IN (SELECT value FROM json_each(?1)))",
+                       AND (ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL)",
                 )?
                 .query_row(params![wards], |r| r.get(0))?;
             let mut monthly_discharges = Vec::new();
@@ -160,7 +160,7 @@ impl ChartStore {
                 let mut stmt = conn.prepare_cached(
                     "SELECT substr(discharged_at, 1, 7), COUNT(*) FROM charts
                      WHERE status = 'discharged' AND discharged_at >= ?1 AND discharged_at < ?2
-                       AND (?3 IS NULL OR ward IN (SELECT value FROM json_each(?3)))
+                       AND (ward IN (SELECT value FROM json_each(?3)) OR ?3 IS NULL)
                      GROUP BY 1",
                 )?;
                 let rows = stmt.query_map(params![window_start, this_month, wards], |r| {
@@ -196,9 +196,9 @@ impl ChartStore {
             let mut trend = Vec::new();
             {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT day, SUM(delinquent), SUM(coding_backlog) FROM delinquency_days
+                    "SELECT day, CAST(SUM(delinquent) AS BIGINT), CAST(SUM(coding_backlog) AS BIGINT) FROM delinquency_days
                      WHERE day >= ?1
-                       AND (?2 IS NULL OR ward IN (SELECT value FROM json_each(?2)))
+                       AND (ward IN (SELECT value FROM json_each(?2)) OR ?2 IS NULL)
                      GROUP BY day ORDER BY day",
                 )?;
                 let rows = stmt.query_map(params![trend_from, wards], |r| {
@@ -236,7 +236,7 @@ impl ChartStore {
         tx.execute("DELETE FROM delinquency_days WHERE day = ?1", [&day])?;
         tx.prepare_cached(&format!(
             "INSERT INTO delinquency_days (day, ward, delinquent, coding_backlog)
-             SELECT ?3, ward, SUM(delinquent), SUM(backlog) FROM (
+             SELECT ?3, ward, CAST(SUM(delinquent) AS BIGINT), CAST(SUM(backlog) AS BIGINT) FROM (
                  SELECT c.ward AS ward, COUNT(DISTINCT d.chart) AS delinquent, 0 AS backlog
                      {DELINQUENT} AND d.kind NOT IN {NOT_COMPLETION} GROUP BY c.ward
                  UNION ALL
@@ -244,11 +244,11 @@ impl ChartStore {
                      JOIN deficiencies d ON d.chart = c.key
                      WHERE c.status = 'discharged'
                        AND d.kind IN ('coding_not_final', 'poa_missing')
-                       AND (?2 IS NULL OR c.ward IN (SELECT value FROM json_each(?2)))
+                       AND (c.ward IN (SELECT value FROM json_each(?2)) OR ?2 IS NULL)
                      GROUP BY c.ward
                  UNION ALL
                  SELECT ward, 0, 0 FROM charts GROUP BY ward
-             ) GROUP BY ward"
+             ) AS counts GROUP BY ward"
         ))?
         .execute(params![at, Option::<String>::None, day])?;
         tx.commit()?;

@@ -280,7 +280,7 @@ impl ChartStore {
                 "INSERT INTO staff (user, role, wards, password, source, updated_at, updated_by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (user) DO UPDATE SET role = ?2, wards = ?3,
-                     password = coalesce(?4, password), source = ?5, updated_at = ?6,
+                     password = coalesce(?4, staff.password), source = ?5, updated_at = ?6,
                      updated_by = ?7",
             )?
             .execute(params![
@@ -496,7 +496,7 @@ impl ChartStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT serial, user, role, device, not_before, not_after, issued_at
                  FROM certificates
-                 WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR device = ?2)
+                 WHERE (user = ?1 OR ?1 IS NULL) AND (device = ?2 OR ?2 IS NULL)
                  ORDER BY issued_at DESC, serial",
             )?;
             let rows = stmt.query_map(params![user, device.map(|d| d.0.to_vec())], |r| {
@@ -640,9 +640,10 @@ fn insert_revocation(
 pub(crate) fn insert_certificate(tx: &Sql<'_>, cert: &SignedCertificate) -> Result<(), StoreError> {
     let c = cert.certificate();
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO certificates
+        "INSERT INTO certificates
              (serial, user, role, device, not_before, not_after, issued_at, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT DO NOTHING",
     )?
     .execute(params![
         &c.serial.0[..],

@@ -3,7 +3,7 @@
 
 use std::sync::MutexGuard;
 
-use super::sql::{Begin, OptionalExtension, Sql};
+use super::sql::{params, Begin, OptionalExtension, Sql};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 
 use super::cache::{Cached, Slot};
@@ -30,14 +30,17 @@ impl ChartStore {
 
 impl Inner {
     /// Locks a chart's slot, loading the chart from disk if it is not in memory (or its last
-    /// writer failed or panicked part-way).
+    /// writer failed or panicked part-way, or another server node has committed to it since).
     pub(super) fn ready<'a>(
         &self,
         id: ChartId,
         slot: &'a Slot,
     ) -> Result<MutexGuard<'a, Cached>, StoreError> {
         let mut cached = lock(slot);
-        if cached.chart.is_some() && !cached.dirty {
+        if cached.chart.is_some()
+            && !cached.dirty
+            && (!self.shared() || self.still_current(cached.key, &cached.stored_heads)?)
+        {
             return Ok(cached);
         }
         match self.load(id) {
@@ -59,6 +62,20 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Whether the chart's index row still records `heads`: in a database other server nodes
+    /// write to, a copy in memory is used only once this says so.
+    fn still_current(&self, key: i64, heads: &[ChangeHash]) -> Result<bool, StoreError> {
+        let stored: Option<Vec<u8>> = self.with_reader(|conn| {
+            conn.query_row(
+                "SELECT heads FROM charts WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(stored.as_deref() == Some(&heads_blob(heads)[..]))
     }
 
     /// Reads a chart's snapshot and changes in one read transaction and loads them; the

@@ -117,6 +117,9 @@ pub enum StoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
 
+    #[error("the database's schema holds tables that are not a chartsync store's; it was left untouched")]
+    ForeignSchema,
+
     /// PostgreSQL's words: the message and its SQLSTATE, never the values of a row.
     #[error("PostgreSQL: {0}")]
     Database(String),

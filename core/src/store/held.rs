@@ -272,13 +272,13 @@ impl ChartStore {
         }
         let bytes: i64 = fresh.iter().map(|(_, b)| b.len() as i64).sum();
         let (user_holds, user_bytes): (i64, i64) = tx.query_row(
-            "SELECT count(*), coalesce(sum(bytes), 0) FROM held_changes
+            "SELECT count(*), CAST(coalesce(sum(bytes), 0) AS BIGINT) FROM held_changes
              WHERE user = ?1 AND status = 'pending'",
             [&new.actor.user],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let total_bytes: i64 = tx.query_row(
-            "SELECT coalesce(sum(bytes), 0) FROM held_changes WHERE status = 'pending'",
+            "SELECT CAST(coalesce(sum(bytes), 0) AS BIGINT) FROM held_changes WHERE status = 'pending'",
             params![],
             |r| r.get(0),
         )?;
@@ -366,7 +366,7 @@ impl ChartStore {
         let raw: Vec<RawBatch> = self.inner.with_reader(|conn| {
             let sql = format!(
                 "SELECT {BATCH_COLUMNS} FROM held_changes
-                 WHERE (?1 IS NULL OR chart_id = ?1) AND (?2 IS NULL OR status = ?2)
+                 WHERE (chart_id = ?1 OR ?1 IS NULL) AND (status = ?2 OR ?2 IS NULL)
                  ORDER BY id DESC"
             );
             let mut stmt = conn.prepare_cached(&sql)?;

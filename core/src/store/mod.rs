@@ -97,11 +97,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where the store's rows are.
+enum Engine {
+    /// One file: one writer connection behind a mutex, and a pool of readers.
+    Sqlite {
+        path: PathBuf,
+        writer: Mutex<Connection>,
+        readers: Mutex<Vec<Connection>>,
+    },
+    /// A PostgreSQL database, shared by every server node: a pool of connections, each
+    /// writing in its own transactions.
+    #[cfg(feature = "postgres")]
+    Postgres(r2d2::Pool<sql::pg::Manager>),
+}
+
 struct Inner {
-    path: PathBuf,
+    engine: Engine,
     options: StoreOptions,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
     cache: Mutex<Cache>,
     feed: feed::Feed,
     loads: std::sync::atomic::AtomicU64,
@@ -118,6 +130,8 @@ struct Inner {
     receipts_failed: std::sync::atomic::AtomicU64,
     /// Audit rows waiting for the writer: see [`ChartStore::record_audit`].
     audit_queue: Mutex<Vec<QueuedAudit>>,
+    /// Held by whoever commits a batch of queued audit rows.
+    audit_batch: Mutex<()>,
 }
 
 pub struct ChartStore {
@@ -142,33 +156,74 @@ impl ChartStore {
         }
         let mut writer = schema::connect(&path, &options, true)?;
         schema::prepare(&mut writer)?;
-        audit::link_unchained(&mut sql::Sql::Sqlite(&writer))?;
-        records::rebuild_if_rules_changed(
-            &mut sql::Sql::Sqlite(&writer),
-            options.on_rebuild.as_ref(),
-        )?;
-        let read_only_somewhere: bool = writer.query_row(
-            "SELECT EXISTS (SELECT 1 FROM device_departures)
-                 OR EXISTS (SELECT 1 FROM device_holds WHERE rejected IS NOT NULL)",
-            [],
-            |r| r.get(0),
-        )?;
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let inner = Arc::new(Inner {
+        let engine = Engine::Sqlite {
             path,
-            cache: Mutex::new(Cache::new(options.cache_bytes)),
-            options,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+        };
+        Self::start(engine, options)
+    }
+
+    /// Opens the store in a PostgreSQL database (`postgres://user@host/db`), shared by every
+    /// server node: its current schema must be empty (the store is made there) or a chartsync
+    /// store, at this version or an older one (migrated, by one node at a time). A schema
+    /// newer than this build is refused, so a node left on an older version does not start.
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(url: &str, options: StoreOptions) -> Result<ChartStore, StoreError> {
+        let config: ::postgres::Config = url.parse().map_err(|_| {
+            StoreError::Invalid(
+                "the database URL is not one PostgreSQL takes (postgres://user@host/database)"
+                    .into(),
+            )
+        })?;
+        let pool = r2d2::Pool::builder()
+            .max_size(options.connections)
+            .min_idle(Some(1))
+            .connection_timeout(std::time::Duration::from_secs(30))
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(sql::pg::Manager { config })
+            .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
+        {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
+            schema::postgres::prepare(conn.client())?;
+        }
+        Self::start(Engine::Postgres(pool), options)
+    }
+
+    /// Brings a store whose schema is current into use: chains audit rows written before
+    /// the chain, re-indexes if the record rules changed, and starts the maintenance thread.
+    fn start(engine: Engine, options: StoreOptions) -> Result<ChartStore, StoreError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let inner = Arc::new(Inner {
+            engine,
+            cache: Mutex::new(Cache::new(options.cache_bytes)),
+            options,
             feed: feed::Feed::default(),
             loads: Default::default(),
             compacting: Mutex::new(()),
             jobs: Mutex::new(jobs),
             commits_since_checkpoint: Default::default(),
-            read_only_somewhere: read_only_somewhere.into(),
+            read_only_somewhere: false.into(),
             receipts_failed: Default::default(),
             audit_queue: Default::default(),
+            audit_batch: Default::default(),
         });
+        {
+            let mut conn = inner.writer()?;
+            audit::link_unchained(&mut conn)?;
+            records::rebuild_if_rules_changed(&mut conn, inner.options.on_rebuild.as_ref())?;
+            let read_only_somewhere: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM device_departures)
+                     OR EXISTS (SELECT 1 FROM device_holds WHERE rejected IS NOT NULL)",
+                sql::params![],
+                |r| r.get(0),
+            )?;
+            inner
+                .read_only_somewhere
+                .store(read_only_somewhere, std::sync::atomic::Ordering::Release);
+        }
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {
             inner,
@@ -176,8 +231,9 @@ impl ChartStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// The store's file, on SQLite; `None` in a PostgreSQL database.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.sqlite_path()
     }
 }
 
@@ -195,10 +251,51 @@ fn now_millis() -> i64 {
 }
 
 impl Inner {
+    /// The store's file, on SQLite.
+    fn sqlite_path(&self) -> Option<&Path> {
+        match &self.engine {
+            Engine::Sqlite { path, .. } => Some(path),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => None,
+        }
+    }
+
+    /// Whether other processes (server nodes) write to the store's rows too: then what is in
+    /// memory is checked against the database before it is used.
+    fn shared(&self) -> bool {
+        self.dialect() == sql::Dialect::Postgres
+    }
+
+    /// The SQLite writer's connection itself, for tests that break the file under it.
+    #[cfg(test)]
+    fn sqlite_writer(&self) -> MutexGuard<'_, Connection> {
+        match &self.engine {
+            Engine::Sqlite { writer, .. } => lock(writer),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => panic!("not a SQLite store"),
+        }
+    }
+
+    /// Which SQL the store's engine speaks.
+    fn dialect(&self) -> sql::Dialect {
+        match &self.engine {
+            Engine::Sqlite { .. } => sql::Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(_) => sql::Dialect::Postgres,
+        }
+    }
+
     /// The right to write, held until dropped (one writer at a time on SQLite): statements
     /// each committed on their own, or a transaction begun on it.
+    ///
+    /// On PostgreSQL each writer is a connection of its own, and commits run side by side:
+    /// what must not interleave takes a lock in its transaction (see `audit::insert_audit`).
     pub(crate) fn writer(&self) -> Result<sql::Sql<'_>, StoreError> {
-        Ok(sql::Sql::SqliteWriter(lock(&self.writer)))
+        match &self.engine {
+            Engine::Sqlite { writer, .. } => Ok(sql::Sql::SqliteWriter(lock(writer))),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(pool) => sql::pg::pooled(pool),
+        }
     }
 
     /// Runs `f` on a read-only connection from the pool.
@@ -206,11 +303,16 @@ impl Inner {
         &self,
         f: impl FnOnce(&mut sql::Sql<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = lock(&self.readers).pop();
+        let (path, readers) = match &self.engine {
+            Engine::Sqlite { path, readers, .. } => (path, readers),
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(pool) => return f(&mut sql::pg::pooled(pool)?),
+        };
+        let pooled = lock(readers).pop();
         let conn = match pooled {
             Some(c) => c,
             None => {
-                let c = schema::connect(&self.path, &self.options, false)?;
+                let c = schema::connect(path, &self.options, false)?;
                 c.execute_batch("PRAGMA query_only = ON;")?;
                 // The file is known to be ours by now; whichever connection closes last
                 // folds the log into the file, so the file alone is the store once closed.
@@ -224,7 +326,7 @@ impl Inner {
         let result = f(&mut sql::Sql::Sqlite(&conn));
         // A burst of readers leaves at most a few behind: the pool does not keep every
         // connection a busy moment opened.
-        let mut idle = lock(&self.readers);
+        let mut idle = lock(readers);
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }

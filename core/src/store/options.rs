@@ -72,6 +72,8 @@ pub struct StoreOptions {
     /// Where the hash of every committed change is appended (a server's data directory): how
     /// a server restored from a backup recognises changes it accepted before (`receipts`).
     pub receipts: Option<Arc<super::Receipts>>,
+    /// On PostgreSQL: the most connections the store keeps open to the database.
+    pub connections: u32,
 }
 
 /// See [`StoreOptions::on_rebuild`].
@@ -94,6 +96,7 @@ impl Default for StoreOptions {
             compact_min_bytes: 16 * 1024,
             on_rebuild: None,
             receipts: None,
+            connections: 16,
         }
     }
 }

@@ -98,8 +98,8 @@ impl ChartStore {
                         count(DISTINCT birth_date), count(DISTINCT sex),
                         json_group_array(id)
                  FROM (SELECT * FROM charts
-                       WHERE ?1 IS NULL OR ward IN (SELECT value FROM json_each(?1))
-                       ORDER BY admitted_at, id)
+                       WHERE ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL
+                       ORDER BY admitted_at, id) AS on_wards
                  GROUP BY mrn
                  HAVING count(*) > 1",
             )?;
@@ -127,18 +127,20 @@ impl ChartStore {
                 }
             }
             // Dates no stay can have.
-            let mut stmt = conn.prepare_cached(
+            let sql = format!(
                 "SELECT id, mrn,
                         admitted_at > ?2,
                         discharged_at IS NOT NULL AND discharged_at > ?2,
                         discharged_at IS NOT NULL AND discharged_at < admitted_at,
                         birth_date IS NOT NULL AND birth_date > substr(admitted_at, 1, 10),
-                        birth_date IS NOT NULL
-                            AND birth_date < date(substr(admitted_at, 1, 10), ?3)
+                        birth_date IS NOT NULL AND birth_date < {}
                  FROM charts
-                 WHERE (?1 IS NULL OR ward IN (SELECT value FROM json_each(?1)))
+                 WHERE (ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL)
                  ORDER BY mrn, admitted_at, id",
-            )?;
+                conn.dialect()
+                    .shift_date("substr(admitted_at, 1, 10)", "?3")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
             let years = format!("-{MAX_AGE_YEARS} years");
             let mut rows = stmt.query(params![&wards, &future, &years])?;
             while let Some(r) = rows.next()? {

@@ -293,18 +293,18 @@ impl ChartStore {
         bill_hold_days: u32,
     ) -> Result<Vec<CodingQueueItem>, StoreError> {
         let sql = "SELECT c.id, c.mrn, c.ward, c.discharged_at, c.principal_diagnosis,
-                    sum(d.kind = 'coding_not_final' AND d.record_id = ''),
-                    sum(d.kind = 'coding_not_final' AND d.record_id <> ''),
-                    sum(d.kind = 'poa_missing'),
-                    sum(d.kind = 'open_query'),
+                    count(*) FILTER (WHERE d.kind = 'coding_not_final' AND d.record_id = ''),
+                    count(*) FILTER (WHERE d.kind = 'coding_not_final' AND d.record_id <> ''),
+                    count(*) FILTER (WHERE d.kind = 'poa_missing'),
+                    count(*) FILTER (WHERE d.kind = 'open_query'),
                     c.family_name, c.given_names, c.attending, c.encounter_class, c.admitted_at,
                     c.disposition
              FROM charts c JOIN deficiencies d ON d.chart = c.key
              WHERE c.status = 'discharged'
                AND d.kind IN ('coding_not_final', 'poa_missing', 'open_query')
-               AND (?1 IS NULL OR c.ward IN (SELECT value FROM json_each(?1)))
+               AND (c.ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL)
              GROUP BY c.key
-             HAVING sum(d.kind <> 'open_query') > 0
+             HAVING count(*) FILTER (WHERE d.kind <> 'open_query') > 0
              ORDER BY c.discharged_at, c.id";
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(sql)?;

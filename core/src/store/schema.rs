@@ -149,3 +149,78 @@ pub(crate) fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<(), S
     tx.commit()?;
     Ok(())
 }
+
+/// The store on PostgreSQL: its migrations, and how a database is recognised as ours.
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres {
+    use super::{StoreError, VERSION};
+    use crate::store::sql::pg::error;
+
+    /// PostgreSQL's migrations, each under the version it brings the store to: the same
+    /// numbers as SQLite's. The first is the whole schema of version 11, when PostgreSQL came.
+    pub(crate) const MIGRATIONS: &[(i64, &str)] =
+        &[(11, include_str!("migrations/postgres/011_schema.sql"))];
+
+    /// The advisory lock under which one node at a time migrates.
+    const MIGRATING: i64 = 0x4348_5359_0001;
+
+    /// Recognises the database (its current schema empty, or ours), runs the migrations it
+    /// lacks in one transaction, and refuses a schema newer than this build's: a node of an
+    /// older version does not start against it.
+    pub(crate) fn prepare(client: &mut ::postgres::Client) -> Result<(), StoreError> {
+        debug_assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(VERSION));
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATING])
+            .map_err(error)?;
+        let prepared = migrate(client);
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATING])
+            .map_err(error);
+        prepared.and(unlocked.map(|_| ()))
+    }
+
+    fn migrate(client: &mut ::postgres::Client) -> Result<(), StoreError> {
+        let mut tx = client.transaction().map_err(error)?;
+        let ours: bool = tx
+            .query_one("SELECT to_regclass('chartsync_schema') IS NOT NULL", &[])
+            .map_err(error)?
+            .get(0);
+        let version: i64 = if ours {
+            tx.query_one("SELECT version FROM chartsync_schema", &[])
+                .map_err(error)?
+                .get(0)
+        } else {
+            let tables: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM information_schema.tables
+                     WHERE table_schema = current_schema()",
+                    &[],
+                )
+                .map_err(error)?
+                .get(0);
+            if tables > 0 {
+                return Err(StoreError::ForeignSchema);
+            }
+            tx.batch_execute("CREATE TABLE chartsync_schema (version BIGINT NOT NULL)")
+                .map_err(error)?;
+            tx.execute("INSERT INTO chartsync_schema (version) VALUES (0)", &[])
+                .map_err(error)?;
+            0
+        };
+        if version > VERSION {
+            return Err(StoreError::NewerVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if version == VERSION {
+            return Ok(());
+        }
+        for (to, sql) in MIGRATIONS.iter().filter(|(to, _)| *to > version) {
+            tx.batch_execute(sql).map_err(error)?;
+            tx.execute("UPDATE chartsync_schema SET version = $1", &[to])
+                .map_err(error)?;
+        }
+        tx.commit().map_err(error)
+    }
+}

@@ -139,9 +139,11 @@ impl ChartStore {
                 "give an MRN, a name, a date of birth or a visit date".into(),
             ));
         }
+        let d = self.inner.dialect();
+        let like = d.like();
         let mut sql = format!(
             "SELECT {HIT_COLUMNS}, count(*) OVER ()
-             FROM charts WHERE (?1 IS NULL OR ward IN (SELECT value FROM json_each(?1)))",
+             FROM charts WHERE (ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL)",
         );
         let mut args: Vec<Value> = vec![wards.map(wards_json).into()];
         let mut arg = |sql: &mut String, clause: &str, v: String| {
@@ -149,7 +151,8 @@ impl ChartStore {
             sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         };
         if let Some(mrn) = given(&search.mrn) {
-            arg(&mut sql, " AND mrn = ? COLLATE NOCASE", mrn);
+            let clause = format!(" AND {} = {}", d.nocase("mrn"), d.nocase("?"));
+            arg(&mut sql, &clause, mrn);
         }
         if let Some(name) = given(&search.name) {
             let (family, given_names) = match name.split_once(',') {
@@ -159,14 +162,14 @@ impl ChartStore {
             if !family.is_empty() {
                 arg(
                     &mut sql,
-                    " AND family_name LIKE ? ESCAPE '\\'",
+                    &format!(" AND family_name {like} ? ESCAPE '\\'"),
                     like_prefix(&family),
                 );
             }
             if let Some(g) = given_names.filter(|g| !g.is_empty()) {
                 arg(
                     &mut sql,
-                    " AND given_names LIKE ? ESCAPE '\\'",
+                    &format!(" AND given_names {like} ? ESCAPE '\\'"),
                     like_prefix(&g),
                 );
             }
@@ -188,8 +191,9 @@ impl ChartStore {
             );
         }
         sql.push_str(&format!(
-            " ORDER BY family_name COLLATE NOCASE, given_names COLLATE NOCASE, admitted_at DESC, id
-              LIMIT {limit}"
+            " ORDER BY {}, {}, admitted_at DESC, id LIMIT {limit}",
+            d.nocase("family_name"),
+            d.nocase("given_names"),
         ));
         self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;

@@ -26,19 +26,6 @@ pub(crate) enum Value<'a> {
     Blob(Cow<'a, [u8]>),
 }
 
-impl Value<'_> {
-    pub(crate) fn into_owned(self) -> Value<'static> {
-        match self {
-            Value::Null => Value::Null,
-            Value::Int(i) => Value::Int(i),
-            Value::Real(r) => Value::Real(r),
-            Value::Bool(b) => Value::Bool(b),
-            Value::Text(t) => Value::Text(Cow::Owned(t.into_owned())),
-            Value::Blob(b) => Value::Blob(Cow::Owned(b.into_owned())),
-        }
-    }
-}
-
 /// What can be a statement's parameter.
 pub(crate) trait Arg {
     fn value(&self) -> Value<'_>;
@@ -461,12 +448,30 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
-    /// The rows of a JSON array of text given as parameter `n`, as a one-column table whose
-    /// column is `value`: `ward IN (SELECT value FROM {})`.
-    pub(crate) fn json_texts(self, n: usize) -> String {
+    /// `expr`, compared and sorted without regard to (ASCII) case.
+    pub(crate) fn nocase(self, expr: &str) -> String {
         match self {
-            Dialect::Sqlite => format!("json_each(?{n})"),
-            Dialect::Postgres => format!("json_array_elements_text(CAST(?{n} AS json)) AS value"),
+            Dialect::Sqlite => format!("{expr} COLLATE NOCASE"),
+            Dialect::Postgres => format!("lower({expr})"),
+        }
+    }
+
+    /// The pattern match that ignores (ASCII) case: SQLite's `LIKE` does.
+    pub(crate) fn like(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        }
+    }
+
+    /// The `YYYY-MM-DD` date `date` (an expression) moved by `shift` (an expression giving
+    /// text such as `-150 years`).
+    pub(crate) fn shift_date(self, date: &str, shift: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("date({date}, {shift})"),
+            Dialect::Postgres => {
+                format!("to_char(CAST({date} AS date) + CAST(CAST({shift} AS text) AS interval), 'YYYY-MM-DD')")
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What each sync peer was last known to have of each chart, and this store's own storage id.
 
-use super::sql::{params, Begin, OptionalExtension};
+use super::sql::{params, Begin, Dialect, OptionalExtension};
 
 use super::{now_millis, ChartStore, Durability, StoreError};
 use crate::chart::ChartId;
@@ -59,22 +59,29 @@ impl ChartStore {
         id: ChartId,
         state: &automerge::sync::State,
     ) -> Result<(), StoreError> {
-        let conn = self.inner.writer()?;
+        let mut conn = self.inner.writer()?;
         // A sync state only shortens the next exchange: one lost in a crash means the peer
         // syncs from an older one (more bytes, never less data). So it is not waited onto the
         // disk; the store's next durable commit takes it there. A server saves one each time
         // a device has caught up on a chart, and waiting for the disk each time was most of
         // a busy ward's server time (BENCHMARKS.md, "Side by side").
+        let upsert =
+            "INSERT INTO sync_states (peer, chart_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
+                      ON CONFLICT (peer, chart_id) DO UPDATE SET state = ?3, updated_at = ?4";
+        let args = params![peer, id.to_string(), state.encode(), now_millis()];
+        if conn.dialect() == Dialect::Postgres {
+            let tx = conn.transaction(Begin::Immediate)?;
+            tx.execute_batch("SET LOCAL synchronous_commit = off")?;
+            tx.execute(upsert, args)?;
+            return tx.commit();
+        }
         let durable = matches!(self.inner.options.durability, Durability::Full);
         if durable {
             conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         }
         let saved = conn
-            .prepare_cached(
-                "INSERT INTO sync_states (peer, chart_id, state, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (peer, chart_id) DO UPDATE SET state = ?3, updated_at = ?4",
-            )
-            .and_then(|mut s| s.execute(params![peer, id.to_string(), state.encode(), now_millis()]));
+            .prepare_cached(upsert)
+            .and_then(|mut s| s.execute(args));
         if durable {
             conn.execute_batch("PRAGMA synchronous = FULL")?;
         }
@@ -101,7 +108,7 @@ mod tests {
     use crate::store::*;
 
     fn synchronous(store: &ChartStore) -> i64 {
-        lock(&store.inner.writer)
+        store.inner.sqlite_writer()
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap()
     }
@@ -117,7 +124,7 @@ mod tests {
         let state = automerge::sync::State::new();
         store.save_sync_state("peer", id, &state).unwrap();
         assert_eq!(synchronous(&store), 2);
-        lock(&store.inner.writer)
+        store.inner.sqlite_writer()
             .execute_batch("DROP TABLE sync_states")
             .unwrap();
         assert!(store.save_sync_state("peer", id, &state).is_err());

@@ -48,9 +48,18 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// A connection from the pool, to run statements on (each committed on its own) or to begin
+/// a transaction on.
+pub(crate) fn pooled<'c>(pool: &r2d2::Pool<Manager>) -> Result<super::Sql<'c>> {
+    let conn = pool
+        .get()
+        .map_err(|e| StoreError::Database(format!("no connection to PostgreSQL: {e}")))?;
+    Ok(super::Sql::Pg(RefCell::new(Target::Pooled(conn))))
+}
+
 /// What statements run on: a connection, or a transaction on one.
 pub(crate) enum Target<'c> {
-    Client(&'c mut PgConn),
+    Pooled(r2d2::PooledConnection<Manager>),
     Tx {
         tx: postgres::Transaction<'c>,
         statements: &'c mut HashMap<String, postgres::Statement>,
@@ -59,32 +68,40 @@ pub(crate) enum Target<'c> {
 
 impl<'c> Target<'c> {
     pub(crate) fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
-        let (statements, client): (_, &mut dyn postgres::GenericClient) = match self {
-            Target::Client(c) => (&mut c.statements, &mut c.client),
-            Target::Tx { tx, statements } => (&mut **statements, tx),
+        let cached = match self {
+            Target::Pooled(c) => c.statements.get(sql),
+            Target::Tx { statements, .. } => statements.get(sql),
         };
-        if let Some(s) = statements.get(sql) {
+        if let Some(s) = cached {
             return Ok(s.clone());
         }
-        let statement = client.prepare(&numbered(sql)).map_err(error)?;
-        statements.insert(sql.to_string(), statement.clone());
+        let translated = translate(sql);
+        let statement = match self {
+            Target::Pooled(c) => c.client.prepare(&translated),
+            Target::Tx { tx, .. } => tx.prepare(&translated),
+        }
+        .map_err(error)?;
+        match self {
+            Target::Pooled(c) => c.statements.insert(sql.to_string(), statement.clone()),
+            Target::Tx { statements, .. } => statements.insert(sql.to_string(), statement.clone()),
+        };
         Ok(statement)
     }
 
-    fn client(&mut self) -> &mut dyn postgres::GenericClient {
-        match self {
-            Target::Client(c) => &mut c.client,
-            Target::Tx { tx, .. } => tx,
-        }
-    }
-
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
-        self.client().batch_execute(sql).map_err(error)
+        match self {
+            Target::Pooled(c) => c.client.batch_execute(sql),
+            Target::Tx { tx, .. } => tx.batch_execute(sql),
+        }
+        .map_err(error)
     }
 
     pub(crate) fn begin(&mut self, begin: Begin) -> Result<Target<'_>> {
         let (client, statements) = match self {
-            Target::Client(c) => (&mut c.client, &mut c.statements),
+            Target::Pooled(c) => {
+                let c = &mut **c;
+                (&mut c.client, &mut c.statements)
+            }
             Target::Tx { .. } => {
                 return Err(StoreError::Invalid(
                     "a transaction inside a transaction".into(),
@@ -106,7 +123,7 @@ impl<'c> Target<'c> {
 
     pub(crate) fn commit(self) -> Result<()> {
         match self {
-            Target::Client(_) => Ok(()),
+            Target::Pooled(_) => Ok(()),
             Target::Tx { tx, .. } => tx.commit().map_err(error),
         }
     }
@@ -125,11 +142,11 @@ pub(crate) trait Exec {
 impl Exec for RefCell<Target<'_>> {
     fn execute(&self, statement: &postgres::Statement, values: &[Value<'_>]) -> Result<usize> {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let n = self
-            .borrow_mut()
-            .client()
-            .execute(statement, &params)
-            .map_err(error)?;
+        let n = match &mut *self.borrow_mut() {
+            Target::Pooled(c) => c.client.execute(statement, &params),
+            Target::Tx { tx, .. } => tx.execute(statement, &params),
+        }
+        .map_err(error)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -139,10 +156,11 @@ impl Exec for RefCell<Target<'_>> {
         values: &[Value<'_>],
     ) -> Result<Vec<postgres::Row>> {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        self.borrow_mut()
-            .client()
-            .query(statement, &params)
-            .map_err(error)
+        match &mut *self.borrow_mut() {
+            Target::Pooled(c) => c.client.query(statement, &params),
+            Target::Tx { tx, .. } => tx.query(statement, &params),
+        }
+        .map_err(error)
     }
 }
 
@@ -152,8 +170,58 @@ pub(crate) fn error(e: postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => StoreError::Database(format!("{} ({})", db.message(), db.code().code())),
         None if e.is_closed() => StoreError::Database("the connection to PostgreSQL closed".into()),
-        None => StoreError::Database(e.to_string()),
+        None => match std::error::Error::source(&e) {
+            // Ours (a value of the wrong kind for its column), naming kinds, never values.
+            Some(why) => StoreError::Database(format!("{e}: {why}")),
+            None => StoreError::Database(e.to_string()),
+        },
     }
+}
+
+/// The store's statement as PostgreSQL takes it: parameters numbered its way, the column
+/// `user` (a reserved word there) quoted, and SQLite's JSON functions named as PostgreSQL
+/// names them. Everything else the store writes is SQL both engines read alike; what is not
+/// goes through [`Dialect`](super::Dialect).
+pub(crate) fn translate(sql: &str) -> String {
+    let numbered = numbered(sql);
+    let mut out = String::with_capacity(numbered.len() + 16);
+    let mut rest = numbered.as_str();
+    // Outside quotes only: the statements' string literals never hold these words.
+    while let Some(i) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '\'' || c == '"') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if rest.starts_with('\'') || rest.starts_with('"') {
+            let q = rest.as_bytes()[0] as char;
+            let end = rest[1..].find(q).map_or(rest.len(), |e| e + 2);
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+            continue;
+        }
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        match word {
+            "user" => out.push_str("\"user\""),
+            "json_group_array" => out.push_str("json_agg"),
+            "json_each" => {
+                // json_each($n) -> json_array_elements_text(CAST($n AS json))
+                let args = rest[end..].trim_start();
+                if let Some(inner) = args.strip_prefix('(') {
+                    let close = inner.find(')').unwrap_or(inner.len());
+                    let arg = inner[..close].trim();
+                    out.push_str(&format!("json_array_elements_text(CAST({arg} AS json))"));
+                    rest = &inner[(close + 1).min(inner.len())..];
+                    continue;
+                }
+                out.push_str(word);
+            }
+            _ => out.push_str(word),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The statement with PostgreSQL's parameters: `?3` becomes `$3` (a bare `?` the next
@@ -357,5 +425,19 @@ mod tests {
         );
         assert_eq!(numbered("VALUES (?, ?)"), "VALUES ($1, $2)");
         assert_eq!(numbered("?10 = ?1"), "$10 = $1");
+    }
+
+    #[test]
+    fn sqlite_words_become_postgresql_words() {
+        assert_eq!(
+            super::translate(
+                "SELECT user, s.user, users FROM t WHERE ward IN (SELECT value FROM json_each( ?2)) AND x = 'user'"
+            ),
+            "SELECT \"user\", s.\"user\", users FROM t WHERE ward IN (SELECT value FROM json_array_elements_text(CAST($2 AS json))) AND x = 'user'"
+        );
+        assert_eq!(
+            super::translate("SELECT json_group_array(id) FROM charts"),
+            "SELECT json_agg(id) FROM charts"
+        );
     }
 }

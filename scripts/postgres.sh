@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# A private PostgreSQL cluster for the tests: made in a directory of its own, run as an
+# unprivileged user, listening on loopback only; no system service is touched.
+#
+#   scripts/postgres.sh start DIR   makes and starts the cluster in DIR, prints its URL
+#   scripts/postgres.sh stop DIR    stops it (DIR is left for the caller to remove)
+#
+# Installs Debian's postgresql when no server is found and this is a Debian machine we may
+# install on (without the package's default cluster).
+set -euo pipefail
+
+command=${1:?start or stop}
+dir=${2:?a directory for the cluster}
+
+bindir() {
+    local found
+    found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$found" ] && [ -x "$found/initdb" ]; then
+        echo "$found"
+    elif command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
+        pg_config --bindir
+    fi
+}
+
+# Runs a command as the cluster's owner: PostgreSQL refuses to run as root.
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u "$owner" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+bin=$(bindir)
+if [ -z "$bin" ] && [ "$command" = start ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "installing postgresql (the PostgreSQL store's tests)" >&2
+        # The package's own cluster is not wanted: the tests make theirs.
+        mkdir -p /etc/postgresql-common
+        echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            -o Dpkg::Options::=--force-confold postgresql >/dev/null
+        bin=$(bindir)
+    fi
+    if [ -z "$bin" ]; then
+        echo "the PostgreSQL tests need a PostgreSQL server: install postgresql (Debian, Ubuntu)" >&2
+        exit 1
+    fi
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    owner=postgres
+    id "$owner" >/dev/null 2>&1 || owner=nobody
+fi
+
+case "$command" in
+start)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown "$owner" "$dir"
+    as_owner "$bin/initdb" -D "$dir/data" -U chartsync -A trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 || {
+        cat "$dir/initdb.log" >&2
+        exit 1
+    }
+    # A free port on loopback, chosen by the kernel.
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c max_connections=400" \
+        >/dev/null || {
+        cat "$dir/server.log" >&2
+        exit 1
+    }
+    echo "postgres://chartsync@127.0.0.1:$port/postgres"
+    ;;
+stop)
+    if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
+        as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    fi
+    ;;
+*)
+    echo "usage: scripts/postgres.sh start|stop DIR" >&2
+    exit 2
+    ;;
+esac
