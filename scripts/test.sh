@@ -48,6 +48,31 @@ done
 rm -rf target/tmp/fhir-bundles
 cargo test --workspace --locked "$@"
 
+# The same store and end-to-end suites again, with the store in PostgreSQL (docs/adr/0011):
+# a private cluster in a temporary directory, started here and stopped on the way out.
+pg_dir=$(mktemp -d)
+trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+CHARTSYNC_TEST_POSTGRES=$(bash scripts/postgres.sh start "$pg_dir")
+export CHARTSYNC_TEST_POSTGRES
+# The store's behaviour suite (the crash test and the index's property test among it), and
+# what only a database has: schema versions across nodes, one audit chain for several.
+cargo test --locked -p chartsync-core --features postgres \
+    --test store --test store_index --test store_crash \
+    --test holding_area --test break_glass --test disclosures --test chart_audit \
+    --test chart_search --test patient_index "$@"
+cargo test --locked -p chartsync-core --features postgres --test store_postgres "$@" -- --ignored
+# Every end-to-end suite whose servers keep a store (serve.rs is the README's SQLite default,
+# and the two skipped are the data directory's file backup and restore, which a database
+# does with its own tools).
+cargo test --locked -p chartsync-tests \
+    --test api --test bounds --test busy --test console --test devices --test held \
+    --test interop --test records --test records_cli --test simulation --test sync \
+    --test tablets "$@" -- \
+    --skip after_a_restore_from_backup_the_tablets_bring_back_everything_and_converge \
+    --skip a_restore_from_a_damaged_or_foreign_file_is_refused_and_changes_nothing
+unset CHARTSYNC_TEST_POSTGRES
+bash scripts/postgres.sh stop "$pg_dir"
+
 # The exported FHIR bundles, checked by two independent R4 validators (Node.js and Python).
 bash tests/fhir/run.sh
 

@@ -2,8 +2,9 @@
 //! recognised as a store (or refused, untouched), schema versions across server nodes of
 //! different ages, and several stores (server nodes) writing to one database at once.
 //!
-//! Runs when `CHARTSYNC_TEST_POSTGRES` names a server (scripts/test.sh starts one); the
-//! behaviour the two engines share is tested by the rest of the suite, on both.
+//! Ignored unless asked for: scripts/test.sh runs them with `--ignored` once
+//! `CHARTSYNC_TEST_POSTGRES` names the PostgreSQL cluster it starts. The behaviour the two
+//! engines share is tested by the rest of the suite, on both.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -42,6 +43,7 @@ fn schema_version(place: &Place) -> i64 {
 }
 
 #[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn an_empty_database_becomes_a_store_at_this_version_and_reopens_with_its_charts() {
     let place = database();
     let id = {
@@ -59,6 +61,7 @@ fn an_empty_database_becomes_a_store_at_this_version_and_reopens_with_its_charts
 /// A rolling upgrade: the new version's node migrated the database; a node still on this
 /// version must not start against it (it would write rows the new schema does not expect).
 #[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn a_schema_newer_than_this_build_is_refused_and_left_as_it_was() {
     let place = database();
     let id = {
@@ -87,6 +90,7 @@ fn a_schema_newer_than_this_build_is_refused_and_left_as_it_was() {
 }
 
 #[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn a_database_holding_another_applications_tables_is_refused_untouched() {
     let place = database();
     place.execute("CREATE TABLE invoices (id BIGINT PRIMARY KEY); INSERT INTO invoices VALUES (1)");
@@ -107,6 +111,7 @@ fn a_database_holding_another_applications_tables_is_refused_untouched() {
 /// Server nodes open the store at the same moment: one migrates, the others wait for it and
 /// find the schema made.
 #[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn nodes_starting_together_make_the_schema_once() {
     let place = Arc::new(database());
     let opened: Vec<_> = (0..4)
@@ -124,6 +129,7 @@ fn nodes_starting_together_make_the_schema_once() {
 /// Two nodes on one database, each auditing reads and writes at once: the audit trail is one
 /// chain, every row in it once, whichever node wrote it.
 #[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn two_nodes_writing_at_once_keep_one_audit_chain() {
     let place = database();
     let a = Arc::new(place.open(StoreOptions::default()).unwrap());

@@ -21,6 +21,9 @@ pub struct AdminArgs {
     by: String,
     #[command(flatten)]
     store_key: crate::store_key::StoreKeyArgs,
+    /// The servers' PostgreSQL database, when the store is there (as `serve --database-url`).
+    #[arg(long, global = true, env = "CHARTSYNC_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +86,9 @@ pub struct RevokeArgs {
 }
 
 fn open(args: &AdminArgs) -> Result<ChartStore, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.database_url {
+        return Ok(ChartStore::open_postgres(url, StoreOptions::default())?);
+    }
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("charts.db");

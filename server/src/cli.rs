@@ -42,6 +42,9 @@ struct Cli {
     user: String,
     #[command(flatten)]
     store_key: crate::store_key::StoreKeyArgs,
+    /// The servers' PostgreSQL database, when the store is there (as `serve --database-url`).
+    #[arg(long, global = true, env = "CHARTSYNC_DATABASE_URL")]
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,6 +165,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         role: Role::Admin.token().to_string(),
         device: "chartsync-records".into(),
     };
+    if let Some(url) = &cli.database_url {
+        return in_database(url, cli.command, &actor);
+    }
     // Only an import or a restore makes a store; anything else on a directory without one is
     // a mistyped path, and leaves nothing behind.
     let store_path = cli.data_dir.join("charts.db");
@@ -202,22 +208,47 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Backup { .. } => {}
         Command::Encrypt => encrypt(&store_path, key)?,
         Command::Restore { from } => restore(&cli.data_dir, &from, &keyed)?,
+        command => {
+            return on_store(command, &actor, || {
+                Ok(Opened {
+                    store: open_store(&store_path, &keyed)?,
+                    _lock: None,
+                })
+            })
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The commands that work on an open store, wherever it is.
+fn on_store(
+    command: Command,
+    actor: &Actor,
+    open: impl Fn() -> Result<Opened, CliError>,
+) -> Result<ExitCode, CliError> {
+    match command {
+        // The file's own tools work on the file, not on an open store.
+        Command::Encrypt | Command::Backup { .. } | Command::Restore { .. } => {
+            return Err(CliError::Usage(
+                "encrypt, backup and restore work on the store's file, not on an open store".into(),
+            ))
+        }
         Command::Import { file } => {
-            import(&open_store(&store_path, &keyed)?, &actor, &file)?;
+            import(&*open()?, actor, &file)?;
         }
         Command::Compact => {
-            compact(&open_store(&store_path, &keyed)?)?;
+            compact(&*open()?)?;
         }
         Command::Verify => {
-            let store = open_store(&store_path, &keyed)?;
+            let store = open()?;
             if !verify(&store)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::ExportFhir { chart, output } => {
             let id = parse_chart(&chart)?;
-            let store = open_store(&store_path, &keyed)?;
-            let bundle = crate::records::audited_fhir_bundle(&store, &actor, id)?;
+            let store = open()?;
+            let bundle = crate::records::audited_fhir_bundle(&store, actor, id)?;
             write_out(
                 output.as_deref(),
                 &serde_json::to_vec_pretty(&bundle).unwrap_or_default(),
@@ -231,7 +262,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             json,
         } => {
             let kind = kind.as_deref().map(deficiency_kind).transpose()?;
-            let store = open_store(&store_path, &keyed)?;
+            let store = open()?;
             if let Some(w) = &ward {
                 known_ward(&store, w)?;
             }
@@ -250,7 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Some(w) => format!("deficiencies: ward {w}"),
                 None => "deficiencies: every ward".into(),
             };
-            store.record_audit(&actor, AuditAction::List, None, Some(&detail))?;
+            store.record_audit(actor, AuditAction::List, None, Some(&detail))?;
             let worklist = crate::records::Worklist {
                 as_of: now,
                 deficiencies: items,
@@ -260,9 +291,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Accounting { mrn, csv } => {
             check_identifier("mrn", &mrn).map_err(|e| CliError::Usage(e.to_string()))?;
-            let store = open_store(&store_path, &keyed)?;
+            let store = open()?;
             let accounting =
-                crate::records::audited_accounting(&store, &actor, &mrn, Timestamp::now())?;
+                crate::records::audited_accounting(&store, actor, &mrn, Timestamp::now())?;
             if accounting.charts.is_empty() {
                 return Err(CliError::Usage(crate::records::no_such_patient(&mrn)));
             }
@@ -276,6 +307,47 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The commands on a store in PostgreSQL. The file's own tools (encrypt, backup, restore)
+/// are the database's there.
+fn in_database(url: &str, command: Command, actor: &Actor) -> Result<ExitCode, CliError> {
+    if matches!(
+        command,
+        Command::Encrypt | Command::Backup { .. } | Command::Restore { .. }
+    ) {
+        return Err(CliError::Usage(
+            "the store is in PostgreSQL: back it up, restore it and encrypt it with the database's own tools (docs/deploy.md)".into(),
+        ));
+    }
+    let writes = matches!(command, Command::Import { .. } | Command::Compact);
+    on_store(command, actor, || {
+        let store = ChartStore::open_postgres(url, StoreOptions::default())?;
+        // As the data directory's lock does for a file: writes wait for every server node to
+        // stop (each holds this lock shared), and no node starts until they are done.
+        let lock = match writes {
+            true => Some(store.serving_lock(true)?.ok_or_else(|| {
+                CliError::Usage(
+                    "the database is in use by a running chartsync-server; stop every node first, or read through a server with --server and a token".into(),
+                )
+            })?),
+            false => None,
+        };
+        Ok(Opened { store, _lock: lock })
+    })
+}
+
+/// The store a command works on, and the database's lock while it writes there.
+struct Opened {
+    store: ChartStore,
+    _lock: Option<chartsync_core::store::DatabaseLock>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = ChartStore;
+    fn deref(&self) -> &ChartStore {
+        &self.store
+    }
 }
 
 /// Puts a backup in place, and marks the data directory as restored: the server then takes

@@ -128,11 +128,20 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Where the server keeps its store.
+    /// Where the server keeps its store (and its keys, and the receipts of what it accepted).
     #[arg(long, default_value = "./chartsync-data")]
     data_dir: PathBuf,
     #[command(flatten)]
     store_key: store_key::StoreKeyArgs,
+    /// Keep the charts in this PostgreSQL database instead of the data directory's SQLite
+    /// file: postgres://user@host:5432/database (a password is best given in PGPASSWORD's
+    /// place, the URL's `password=` or a .pgpass, not on the command line). For several
+    /// server nodes on one database: docs/deploy.md.
+    #[arg(long, env = "CHARTSYNC_DATABASE_URL")]
+    database_url: Option<String>,
+    /// On PostgreSQL: the most connections this node keeps open to the database.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    database_connections: u32,
     /// How long a certificate for a person on a tablet lasts: 90s, 30m, 12h, 7d.
     #[arg(long, default_value = "7d", value_parser = auth::parse_ttl)]
     certificate_validity: std::time::Duration,
@@ -244,6 +253,28 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         .block_on(run(cli))
 }
 
+/// A PostgreSQL URL as a log may show it: `postgresql://host:port/database`, without the
+/// user's password (or anything else the URL carries).
+fn database_name(url: &str) -> String {
+    let Ok(config) = url.parse::<postgres::Config>() else {
+        return "a PostgreSQL database (its URL does not parse)".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+            postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+        })
+        .collect();
+    format!(
+        "postgresql://{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
 /// glibc gives busy threads allocator arenas of their own (up to eight per core), and each
 /// keeps what was freed in it: measured in the soak bench, resident memory kept growing
 /// with two arenas per core and levelled off with two in all (RELIABILITY.md, "Memory that
@@ -322,12 +353,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let encryption_key = match args.store_key.resolve(&args.data_dir, &path, false) {
-        Ok(key) => key,
-        Err(e) => {
-            tracing::error!("{e}");
-            return Err(e.into());
-        }
+    // A database's encryption at rest is its host's (docs/deploy.md); the key is the file's.
+    let encryption_key = match &args.database_url {
+        Some(_) => None,
+        None => match args.store_key.resolve(&args.data_dir, &path, false) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::error!("{e}");
+                return Err(e.into());
+            }
+        },
     };
     match &encryption_key {
         Some((_, store_key::KeySource::Default { path, made: true })) => tracing::warn!(
@@ -335,6 +370,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             "made a new key for the store: back it up apart from the data directory; without it the store cannot be opened"
         ),
         Some((_, source)) => tracing::info!(key = %source, "the store is encrypted"),
+        None if args.database_url.is_some() => {}
         None => tracing::warn!("the store is not encrypted (--unencrypted-store)"),
     }
     let options = StoreOptions {
@@ -344,16 +380,38 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             &receipts_path,
         )?)),
         cache_bytes: args.chart_cache_mib * 1024 * 1024,
+        connections: args.database_connections,
         ..StoreOptions::default()
     };
-    let store = match ChartStore::open(&path, options) {
+    // Where the store is, as the log may say it: a file's path, or a database's host and
+    // name (never its URL, which may carry a password).
+    let place = match &args.database_url {
+        Some(url) => database_name(url),
+        None => path.display().to_string(),
+    };
+    let opened = match &args.database_url {
+        Some(url) => ChartStore::open_postgres(url, options),
+        None => ChartStore::open(&path, options),
+    };
+    let store = match opened {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            tracing::error!(store = %path.display(), error = %e, "cannot open the chart store");
+            tracing::error!(store = %place, error = %e, "cannot open the chart store");
             return Err(e.into());
         }
     };
-    tracing::info!(store = %path.display(), charts = store.stats()?.charts, "chart store open");
+    tracing::info!(store = %place, charts = store.stats()?.charts, "chart store open");
+    // In a database, every node holds the serving lock, shared, for its whole life: the
+    // records office's offline writes wait for every node to stop (the data directory's lock
+    // does this for a file).
+    let _serving = match &args.database_url {
+        Some(_) => Some(
+            store
+                .serving_lock(false)?
+                .ok_or("the database is locked by a chartsync-records import or compaction; wait for it to finish")?,
+        ),
+        None => None,
+    };
     let checkpoint_store = store.clone();
     let keys = Arc::new(Keys::load_or_create(&args.data_dir)?);
     let trust = Arc::new(directory::Trust::load_or_create(

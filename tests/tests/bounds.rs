@@ -187,14 +187,17 @@ async fn a_flood_of_requests_for_a_chart_on_another_ward_is_audited_once_and_clo
 
     // One row with the chart, one for the rest of the burst.
     server.stop();
-    let conn = open_server_db(&data.path().join("charts.db"));
-    let rows: Vec<(Option<String>, String)> = conn
-        .prepare("SELECT chart_id, detail FROM audit_events WHERE action = 'deny' ORDER BY seq")
+    let mut denied: Vec<_> = open_server_store(data.path())
+        .audit_of_user("rn.park", 10_000)
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .into_iter()
+        .filter(|r| r.action == chartsync_core::store::AuditAction::Deny)
+        .collect();
+    denied.sort_by_key(|r| r.seq);
+    let rows: Vec<(Option<String>, String)> = denied
+        .into_iter()
+        .map(|r| (r.chart.map(|c| c.to_string()), r.detail.unwrap_or_default()))
+        .collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0.as_deref(), Some(icu.to_string().as_str()));
     assert!(rows[1].1.starts_with("50 more requests"), "{rows:?}");

@@ -110,6 +110,7 @@ fn import(data: &Path, file: &Path) {
     let out = Command::new(RECORDS)
         .arg("--data-dir")
         .arg(data)
+        .args(test_database(data).map(|url| format!("--database-url={url}")))
         .args(["--user", "him.jones", "import"])
         .arg(file)
         .env("CHARTSYNC_STORE_KEY", STORE_KEY)
@@ -166,14 +167,14 @@ fn imported_store() -> tempfile::TempDir {
 }
 
 fn audit_rows(data: &Path) -> Vec<(String, String, String)> {
-    let db = open_server_db(&data.join("charts.db"));
-    let mut stmt = db
-        .prepare("SELECT user, action, COALESCE(detail, '') FROM audit_events WHERE device = 'console' ORDER BY seq")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    server_rows(
+        data,
+        "SELECT \"user\", action, COALESCE(detail, '') FROM audit_events WHERE device = 'console' ORDER BY seq",
+        &[],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .collect()
 }
 
 #[test]
@@ -749,62 +750,41 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
     // What the server stored: two deficiencies routed to the physician, the late H&P
     // acknowledged with the reason typed, each audited as the technician's.
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let assigned: Vec<String> = db
-        .prepare("SELECT c.mrn FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.assignee = 'dr.adeyemi' AND w.assigned_by = 'him.jones' ORDER BY c.mrn")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let assigned: Vec<String> = server_rows(
+        data.path(),
+        "SELECT c.mrn FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.assignee = 'dr.adeyemi' AND w.assigned_by = 'him.jones' ORDER BY c.mrn",
+        &[],
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
     assert_eq!(assigned, ["MRN-0002", "MRN-0003"]);
-    let (mrn, by, reason): (String, String, String) = db
-        .query_row(
-            "SELECT c.mrn, w.acknowledged_by, w.acknowledgement FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.acknowledged_at IS NOT NULL",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let (mrn, by, reason): (String, String, String) = {
+        let row = &server_rows(data.path(), "SELECT c.mrn, w.acknowledged_by, w.acknowledgement FROM deficiency_work w JOIN charts c ON c.key = w.chart WHERE w.acknowledged_at IS NOT NULL", &[])[0];
+        (row[0].clone(), row[1].clone(), row[2].clone())
+    };
     assert_eq!((mrn.as_str(), by.as_str()), ("MRN-0004", "him.jones"));
     assert!(reason.contains("morning round"));
     // And the deficiency added by hand: on MRN-0002's chart, for the physician.
-    let (responsible, kind): (String, String) = db
-        .query_row(
-            "SELECT d.responsible, d.kind FROM deficiencies d JOIN charts c ON c.key = d.chart WHERE c.mrn = 'MRN-0002' AND d.kind = 'added_by_hand'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let (responsible, kind): (String, String) = {
+        let row = &server_rows(data.path(), "SELECT d.responsible, d.kind FROM deficiencies d JOIN charts c ON c.key = d.chart WHERE c.mrn = 'MRN-0002' AND d.kind = 'added_by_hand'", &[])[0];
+        (row[0].clone(), row[1].clone())
+    };
     assert_eq!(
         (responsible.as_str(), kind.as_str()),
         ("dr.adeyemi", "added_by_hand")
     );
-    let actions: Vec<String> = db
-        .prepare("SELECT action FROM audit_events WHERE device = 'console' AND user = 'him.jones' AND action IN ('assign', 'acknowledge', 'sign_in') ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let actions: Vec<String> = server_rows(data.path(), "SELECT action FROM audit_events WHERE device = 'console' AND \"user\" = 'him.jones' AND action IN ('assign', 'acknowledge', 'sign_in') ORDER BY seq", &[]).into_iter().map(|r| r[0].clone()).collect();
     assert_eq!(actions, ["sign_in", "assign", "assign", "acknowledge"]);
     // And the coder's work: MRN-0102's principal diagnosis, final, written from the console.
     drop(discharged_server);
-    let db = open_server_db(&discharged_data.path().join("charts.db"));
-    let (principal, open): (Option<String>, i64) = db
-        .query_row(
-            "SELECT principal_diagnosis, open_deficiencies FROM charts WHERE mrn = 'MRN-0102'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((principal.as_deref(), open), (Some("J18.9"), 0));
-    let writes: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE user = 'cod.kim' AND device = 'console' AND action = 'write'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let row = server_rows(
+        discharged_data.path(),
+        "SELECT principal_diagnosis, open_deficiencies FROM charts WHERE mrn = 'MRN-0102'",
+        &[],
+    );
+    assert_eq!((row[0][0].as_str(), row[0][1].as_str()), ("J18.9", "0"));
+    let writes: i64 = server_rows(discharged_data.path(), "SELECT count(*) FROM audit_events WHERE \"user\" = 'cod.kim' AND device = 'console' AND action = 'write'", &[])[0][0].parse().unwrap();
     assert_eq!(writes, 2, "proposed, then made final");
     // And the supervisor's release: extended, prepared with its fee, released.
     let supervisor = release_server.token("him.sup", "records_supervisor", &["*"]);
@@ -859,13 +839,12 @@ fn the_console_in_a_browser_is_worked_by_keyboard_and_passes_axe() {
         (&serde_json::json!("MRN-0099"), &serde_json::json!("5east"))
     );
     drop(release_server);
-    let db = open_server_db(&release_data.path().join("charts.db"));
-    let writes: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE user = 'him.sup' AND device = 'console' AND action = 'write'",
-            [],
-            |r| r.get(0),
-        )
+    let writes: i64 = server_rows(
+        release_data.path(),
+        "SELECT count(*) FROM audit_events WHERE \"user\" = 'him.sup' AND device = 'console' AND action = 'write'",
+        &[],
+    )[0][0]
+        .parse()
         .unwrap();
     assert_eq!(
         writes, 6,
@@ -996,14 +975,14 @@ fn the_worklist_s_work_over_rest_keeps_the_role_and_ward_rules_and_is_all_or_not
 
     // The refusal of another ward's chart is audited; the work is, per chart.
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let rows: Vec<(String, String)> = db
-        .prepare("SELECT action, COALESCE(detail, '') FROM audit_events WHERE user = 'him.jones' AND action IN ('deny', 'assign', 'acknowledge') ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows: Vec<(String, String)> = server_rows(
+        data.path(),
+        "SELECT action, COALESCE(detail, '') FROM audit_events WHERE \"user\" = 'him.jones' AND action IN ('deny', 'assign', 'acknowledge') ORDER BY seq",
+        &[],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone()))
+    .collect();
     assert_eq!(
         rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         ["deny", "assign", "acknowledge"],
@@ -1533,15 +1512,15 @@ fn a_coder_finds_codes_by_words_and_finalizes_them_and_the_chart_carries_them_to
 
     // Audited: reads of the chart's coding, and the writes as the coder's, from the console.
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let rows: Vec<(String, String, String)> = db
-        .prepare("SELECT user, device, action FROM audit_events WHERE chart_id = ?1 AND action IN ('read', 'write', 'deny') ORDER BY seq")
-        .unwrap()
-        .query_map([chart.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .filter(|(u, _, _)| u != "dr.okafor")
-        .collect();
+    let rows: Vec<(String, String, String)> = server_rows(
+        data.path(),
+        "SELECT \"user\", device, action FROM audit_events WHERE chart_id = ?1 AND action IN ('read', 'write', 'deny') ORDER BY seq",
+        &[&chart.to_string()],
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .filter(|(u, _, _)| u != "dr.okafor")
+    .collect();
     let writes = rows
         .iter()
         .filter(|(u, d, a)| u == "cod.kim" && d == "console" && a == "write")
@@ -1936,14 +1915,14 @@ fn a_chart_is_found_by_what_the_clerk_knows_and_read_with_its_amendments_and_con
     );
 
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let details: Vec<String> = db
-        .prepare("SELECT detail FROM audit_events WHERE user = 'him.jones' AND device = 'console' AND action = 'list' AND detail LIKE 'chart search%' ORDER BY seq")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let details: Vec<String> = server_rows(
+        data.path(),
+        "SELECT detail FROM audit_events WHERE \"user\" = 'him.jones' AND device = 'console' AND action = 'list' AND detail LIKE 'chart search%' ORDER BY seq",
+        &[],
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
     assert_eq!(details.len(), 6, "each search that ran: {details:?}");
     assert!(
         details
@@ -1955,13 +1934,7 @@ fn a_chart_is_found_by_what_the_clerk_knows_and_read_with_its_amendments_and_con
         details.contains(&"chart search: ward 4west by name: 1 found".to_string()),
         "{details:?}"
     );
-    let read: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.jones' AND action = 'read' AND detail = 'chart viewer'",
-            [&chart],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let read: i64 = server_rows(data.path(), "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND \"user\" = 'him.jones' AND action = 'read' AND detail = 'chart viewer'", &[&chart])[0][0].parse().unwrap();
     assert_eq!(read, 1);
 }
 
@@ -2019,6 +1992,7 @@ fn an_mrn_on_two_patients_and_an_admission_in_2031_are_warned_of_at_import_and_l
     let out = Command::new(RECORDS)
         .arg("--data-dir")
         .arg(data.path())
+        .args(test_database(data.path()).map(|url| format!("--database-url={url}")))
         .args(["--user", "him.jones", "import"])
         .arg(&file)
         .env("CHARTSYNC_STORE_KEY", STORE_KEY)
@@ -2492,25 +2466,18 @@ fn a_release_request_is_logged_verified_and_released_from_the_console() {
     );
 
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let writes: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.sup' AND device = 'console' AND action = 'write'",
-            [&chart],
-            |r| r.get(0),
-        )
+    let writes: i64 = server_rows(
+        data.path(),
+        "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND \"user\" = 'him.sup' AND device = 'console' AND action = 'write'",
+        &[&chart],
+    )[0][0]
+        .parse()
         .unwrap();
     assert_eq!(
         writes, 6,
         "logged, verified, prepared, released, logged, denied"
     );
-    let read: i64 = db
-        .query_row(
-            "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND user = 'him.sup' AND detail = 'patient''s audit trail'",
-            [&chart],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let read: i64 = server_rows(data.path(), "SELECT count(*) FROM audit_events WHERE chart_id = ?1 AND \"user\" = 'him.sup' AND detail = 'patient''s audit trail'", &[&chart])[0][0].parse().unwrap();
     assert_eq!(
         read, 1,
         "reading a patient's trail is on their chart's trail"
@@ -3042,14 +3009,14 @@ fn an_accounting_request_is_logged_extended_answered_and_its_letter_printed() {
 
     // Each step is on the chart's trail, by the supervisor.
     drop(server);
-    let db = open_server_db(&data.path().join("charts.db"));
-    let details: Vec<String> = db
-        .prepare("SELECT detail FROM audit_events WHERE user = 'him.sup' AND detail LIKE ?1 ORDER BY seq")
-        .unwrap()
-        .query_map([format!("%{id}%")], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let details: Vec<String> = server_rows(
+        data.path(),
+        "SELECT detail FROM audit_events WHERE \"user\" = 'him.sup' AND detail LIKE ?1 ORDER BY seq",
+        &[&format!("%{id}%")],
+    )
+    .into_iter()
+    .map(|r| r[0].clone())
+    .collect();
     assert!(
         details.contains(&format!("accounting request {id} logged")),
         "{details:?}"

@@ -14,10 +14,14 @@ use common::*;
 
 const RECORDS: &str = env!("CARGO_BIN_EXE_e2e-records");
 
+/// `chartsync-records` on the store of the data directory `data`: its database, when the
+/// suite runs on PostgreSQL and the directory is a server's (a mistyped one has none).
 fn records(data: &Path, args: &[&str]) -> Output {
+    let database = data.exists().then(|| test_database(data)).flatten();
     Command::new(RECORDS)
         .arg("--data-dir")
         .arg(data)
+        .args(database.map(|url| format!("--database-url={url}")))
         .args(["--user", "him.jones"])
         .args(args)
         .env_remove("CHARTSYNC_TOKEN")
@@ -108,7 +112,7 @@ fn two_admissions(first: (&str, &str), second: (&str, &str)) -> tempfile::TempDi
 }
 
 fn open(data: &Path) -> ChartStore {
-    ChartStore::open(data.join("charts.db"), server_store_options()).unwrap()
+    open_server_store(data)
 }
 
 #[test]
@@ -390,13 +394,11 @@ fn compact_and_verify_report_what_they_did_and_a_damaged_index_is_found() {
     assert_eq!(readings, 20, "compaction kept every observation");
 
     // Someone deletes the chart's deficiency rows by hand: verify names the chart.
-    let conn = open_server_db(&data.path().join("charts.db"));
-    conn.execute(
+    server_execute(
+        data.path(),
         "DELETE FROM deficiencies WHERE chart = (SELECT key FROM charts WHERE id = ?1)",
-        [id.to_string()],
-    )
-    .unwrap();
-    drop(conn);
+        &[&id.to_string()],
+    );
     let out = records(data.path(), &["verify"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -419,16 +421,14 @@ fn verify_finds_an_audit_row_edited_in_place() {
         "{}",
         stderr(&out)
     );
-    let conn = open_server_db(&data.path().join("charts.db"));
-    let seq: i64 = conn
-        .query_row("SELECT min(seq) FROM audit_events", [], |r| r.get(0))
+    let seq: i64 = server_rows(data.path(), "SELECT min(seq) FROM audit_events", &[])[0][0]
+        .parse()
         .unwrap();
-    conn.execute(
-        "UPDATE audit_events SET user = 'nobody' WHERE seq = ?1",
-        [seq],
-    )
-    .unwrap();
-    drop(conn);
+    server_execute(
+        data.path(),
+        &format!("UPDATE audit_events SET \"user\" = 'nobody' WHERE seq = {seq}"),
+        &[],
+    );
     let out = records(data.path(), &["verify"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -567,6 +567,7 @@ fn the_worklist_filters_and_a_mistyped_ward_kind_or_mrn_is_told_not_answered_emp
     let mut child = Command::new(RECORDS)
         .arg("--data-dir")
         .arg(data.path())
+        .args(test_database(data.path()).map(|url| format!("--database-url={url}")))
         .args(["--user", "him.jones", "deficiencies"])
         .env_remove("CHARTSYNC_TOKEN")
         .env("CHARTSYNC_STORE_KEY", STORE_KEY)

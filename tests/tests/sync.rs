@@ -357,14 +357,12 @@ async fn a_restarted_server_keeps_every_change_it_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_chart_does_not_hold_up_the_others_on_the_same_connection() {
     use chartsync_core::protocol::{Incoming, Message};
-    use chartsync_core::store::ChartStore;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
     let data = tempfile::tempdir().unwrap();
     let (huge, small) = {
-        let store =
-            ChartStore::open(data.path().join("charts.db"), server_store_options()).unwrap();
+        let store = open_server_store(data.path());
         let huge = store.create(admit()).unwrap();
         let small = store.create(admit()).unwrap();
         // A long stay: 5,000 observations on the huge chart. The server takes about twenty
@@ -668,12 +666,9 @@ async fn a_device_that_ignores_being_told_the_chart_left_gets_its_later_writes_h
 /// past the limit by more than one change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chart_larger_than_a_message_reaches_a_new_tablet_whole() {
-    use chartsync_core::store::ChartStore;
-
     let data = tempfile::tempdir().unwrap();
     let (id, largest_change) = {
-        let store =
-            ChartStore::open(data.path().join("charts.db"), server_store_options()).unwrap();
+        let store = open_server_store(data.path());
         let id = store.create(admit()).unwrap();
         let nurse = night_nurse();
         for n in 0..6 {

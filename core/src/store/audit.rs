@@ -478,7 +478,9 @@ mod tests {
             role: "nurse".into(),
             device: "tablet-4west-01".into(),
         };
-        store.inner.sqlite_writer()
+        store
+            .inner
+            .sqlite_writer()
             .execute_batch("DROP TABLE audit_events")
             .unwrap();
         // Another caller's row, queued while this one waits for the writer.

@@ -88,6 +88,13 @@ use commit::{insert_deficiencies, principal_code, IndexFields};
 use documents::{heads_blob, parse_heads_blob, read_document};
 use maintenance::{spawn_maintenance, Job};
 
+/// The advisory lock of [`ChartStore::serving_lock`].
+#[cfg(feature = "postgres")]
+const SERVING_LOCK: i64 = 0x4348_5359_0003;
+
+#[cfg(feature = "postgres")]
+pub use sql::pg::DatabaseLock;
+
 /// Reader connections kept open between uses.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -179,6 +186,10 @@ impl ChartStore {
         let pool = r2d2::Pool::builder()
             .max_size(options.connections)
             .min_idle(Some(1))
+            // A connection that broke (the database restarted) fails its next statement and is
+            // dropped when returned; testing each one at every checkout would double the round
+            // trips of every small read.
+            .test_on_check_out(false)
             .connection_timeout(std::time::Duration::from_secs(30))
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(sql::pg::Manager { config })
@@ -190,6 +201,20 @@ impl ChartStore {
             schema::postgres::prepare(conn.client())?;
         }
         Self::start(Engine::Postgres(pool), options)
+    }
+
+    /// On PostgreSQL, the database's counterpart of the data directory's lock file: every
+    /// running server node holds it shared (`exclusive: false`) for its whole life, and the
+    /// records office's offline writes (an import, a compaction) take it alone. `None` when
+    /// someone holds it against us; an error on a SQLite store, whose lock is its folder's.
+    #[cfg(feature = "postgres")]
+    pub fn serving_lock(&self, exclusive: bool) -> Result<Option<DatabaseLock>, StoreError> {
+        match &self.inner.engine {
+            Engine::Postgres(pool) => DatabaseLock::try_take(pool, SERVING_LOCK, !exclusive),
+            Engine::Sqlite { .. } => Err(StoreError::Invalid(
+                "a SQLite store is locked by its data directory's lock file".into(),
+            )),
+        }
     }
 
     /// Brings a store whose schema is current into use: chains audit rows written before

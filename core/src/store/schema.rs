@@ -168,6 +168,10 @@ pub(crate) mod postgres {
     /// lacks in one transaction, and refuses a schema newer than this build's: a node of an
     /// older version does not start against it.
     pub(crate) fn prepare(client: &mut ::postgres::Client) -> Result<(), StoreError> {
+        crate::store::sql::pg::blocking(|| prepare_here(client))
+    }
+
+    fn prepare_here(client: &mut ::postgres::Client) -> Result<(), StoreError> {
         debug_assert_eq!(MIGRATIONS.last().map(|m| m.0), Some(VERSION));
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATING])

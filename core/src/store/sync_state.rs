@@ -108,7 +108,9 @@ mod tests {
     use crate::store::*;
 
     fn synchronous(store: &ChartStore) -> i64 {
-        store.inner.sqlite_writer()
+        store
+            .inner
+            .sqlite_writer()
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap()
     }
@@ -124,7 +126,9 @@ mod tests {
         let state = automerge::sync::State::new();
         store.save_sync_state("peer", id, &state).unwrap();
         assert_eq!(synchronous(&store), 2);
-        store.inner.sqlite_writer()
+        store
+            .inner
+            .sqlite_writer()
             .execute_batch("DROP TABLE sync_states")
             .unwrap();
         assert!(store.save_sync_state("peer", id, &state).is_err());

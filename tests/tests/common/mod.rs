@@ -40,6 +40,108 @@ pub fn server_store_options() -> chartsync_core::store::StoreOptions {
     }
 }
 
+/// The store a server started on `data_dir` uses, opened by the test itself (to put charts
+/// there before the server starts, or look after it stops): the data directory's file, or
+/// its database when the suite runs on PostgreSQL.
+#[allow(dead_code)]
+pub fn open_server_store(data_dir: &Path) -> ChartStore {
+    match test_database(data_dir) {
+        Some(url) => std::thread::scope(|s| {
+            s.spawn(|| {
+                ChartStore::open_postgres(&url, chartsync_core::store::StoreOptions::default())
+                    .unwrap()
+            })
+            .join()
+            .unwrap()
+        }),
+        None => ChartStore::open(data_dir.join("charts.db"), server_store_options()).unwrap(),
+    }
+}
+
+/// Rows of `sql` on the store of the server whose data directory is `data_dir`, read behind
+/// its back as an auditor would, every column as text (NULL as ""), whichever engine holds
+/// the store. Parameters are `?1`, `?2`, ...; write the column `user` as `"user"` (a reserved
+/// word in PostgreSQL).
+#[allow(dead_code)]
+pub fn server_rows(data_dir: &Path, sql: &str, args: &[&str]) -> Vec<Vec<String>> {
+    match test_database(data_dir) {
+        Some(url) => on_database(&url, |client| {
+            let rows = client
+                .query(&postgres_parameters(sql), &text_parameters(args))
+                .unwrap();
+            rows.iter()
+                .map(|r| {
+                    (0..r.len())
+                        .map(|i| match *r.columns()[i].type_() {
+                            postgres::types::Type::INT8 => r
+                                .get::<_, Option<i64>>(i)
+                                .map(|v| v.to_string())
+                                .unwrap_or_default(),
+                            _ => r.get::<_, Option<String>>(i).unwrap_or_default(),
+                        })
+                        .collect()
+                })
+                .collect()
+        }),
+        None => {
+            let db = open_server_db(&data_dir.join("charts.db"));
+            let mut stmt = db.prepare(sql).unwrap();
+            stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                (0..r.as_ref().column_count())
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => String::new(),
+                            rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                String::from_utf8_lossy(t).into_owned()
+                            }
+                            other => format!("{other:?}"),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+        }
+    }
+}
+
+/// Runs `sql` on a stopped server's store (someone editing it by hand); how many rows it
+/// changed. As [`server_rows`] for parameters and `"user"`.
+#[allow(dead_code)]
+pub fn server_execute(data_dir: &Path, sql: &str, args: &[&str]) -> u64 {
+    match test_database(data_dir) {
+        Some(url) => on_database(&url, |client| {
+            client
+                .execute(&postgres_parameters(sql), &text_parameters(args))
+                .unwrap()
+        }),
+        None => open_server_db(&data_dir.join("charts.db"))
+            .execute(sql, rusqlite::params_from_iter(args.iter()))
+            .unwrap() as u64,
+    }
+}
+
+/// Runs `f` on a connection to the database `url`, on a thread of its own: the blocking
+/// client must not start inside a test's runtime.
+fn on_database<T: Send>(url: &str, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| f(&mut postgres::Client::connect(url, postgres::NoTls).unwrap()))
+            .join()
+            .unwrap()
+    })
+}
+
+fn text_parameters<'a>(args: &'a [&'a str]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    args.iter().map(|a| a as _).collect()
+}
+
+/// `?1` as PostgreSQL writes it, `$1`.
+fn postgres_parameters(sql: &str) -> String {
+    sql.replace('?', "$")
+}
+
 /// A server's store as raw SQLite, keyed: for tests that damage it by hand.
 #[allow(dead_code)]
 pub fn open_server_db(path: &Path) -> rusqlite::Connection {
@@ -50,6 +152,39 @@ pub fn open_server_db(path: &Path) -> rusqlite::Connection {
     ))
     .unwrap();
     conn
+}
+
+/// The variable naming a PostgreSQL server (a URL whose database may create databases):
+/// when set, every test server keeps its charts in a database of its own there
+/// (`serve --database-url`), and the end-to-end suite runs on PostgreSQL. scripts/test.sh
+/// sets it for a second run, on a private cluster it starts.
+pub const POSTGRES: &str = "CHARTSYNC_TEST_POSTGRES";
+
+/// The database of the server whose data directory is `data_dir`, made on its first start
+/// (a restart finds the same one), when the suite runs on PostgreSQL.
+pub fn test_database(data_dir: &Path) -> Option<String> {
+    let admin = std::env::var(POSTGRES).ok().filter(|u| !u.is_empty())?;
+    let file = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "e2e{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    on_database(&admin, |client| {
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap()
+    });
+    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /database");
+    let url = format!("{base}/{name}");
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&file, &url).unwrap();
+    Some(url)
 }
 
 pub struct Server {
@@ -90,6 +225,7 @@ impl Server {
             .args(options)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(test_database(data_dir).map(|url| format!("--database-url={url}")))
             .env_remove("CHARTSYNC_STORE_KEY")
             .env_remove("CHARTSYNC_STORE_KEY_FILE")
             .env_remove("CREDENTIALS_DIRECTORY")
@@ -163,6 +299,7 @@ impl Server {
             .args(args)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(test_database(&self.data_dir).map(|url| format!("--database-url={url}")))
             .args(["--by", "admin.kim"])
             .env("CHARTSYNC_STORE_KEY", STORE_KEY)
             .stdin(Stdio::piped())

@@ -10,15 +10,44 @@ use postgres::types::{FromSql, IsNull, ToSql, Type};
 use super::{Begin, Result, Value};
 use crate::store::StoreError;
 
+/// Runs `f`, which blocks on PostgreSQL, where blocking is allowed. The client runs its own
+/// small runtime, which must not start inside another's: a server's async worker moves its
+/// other tasks away first (`block_in_place`); on a single-threaded runtime the work goes to
+/// a thread of its own for the moment.
+pub(crate) fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(f)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
+}
+
 /// A pooled connection and the statements prepared on it.
 pub(crate) struct PgConn {
-    client: postgres::Client,
+    /// `None` only while it closes.
+    client: Option<postgres::Client>,
     statements: HashMap<String, postgres::Statement>,
 }
 
 impl PgConn {
     pub(crate) fn client(&mut self) -> &mut postgres::Client {
-        &mut self.client
+        self.client
+            .as_mut()
+            .expect("a connection is used only until it closes")
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Closing tells the server goodbye: a blocking call too.
+        if let Some(client) = self.client.take() {
+            blocking(move || drop(client));
+        }
     }
 }
 
@@ -33,26 +62,27 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
+        let client = blocking(|| self.config.connect(postgres::NoTls))?;
         Ok(PgConn {
-            client: self.config.connect(postgres::NoTls)?,
+            client: Some(client),
             statements: HashMap::new(),
         })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+        let client = conn.client();
+        blocking(|| client.simple_query("").map(|_| ()))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.client.is_closed()
+        conn.client.as_ref().is_none_or(|c| c.is_closed())
     }
 }
 
 /// A connection from the pool, to run statements on (each committed on its own) or to begin
 /// a transaction on.
 pub(crate) fn pooled<'c>(pool: &r2d2::Pool<Manager>) -> Result<super::Sql<'c>> {
-    let conn = pool
-        .get()
+    let conn = blocking(|| pool.get())
         .map_err(|e| StoreError::Database(format!("no connection to PostgreSQL: {e}")))?;
     Ok(super::Sql::Pg(RefCell::new(Target::Pooled(conn))))
 }
@@ -61,12 +91,40 @@ pub(crate) fn pooled<'c>(pool: &r2d2::Pool<Manager>) -> Result<super::Sql<'c>> {
 pub(crate) enum Target<'c> {
     Pooled(r2d2::PooledConnection<Manager>),
     Tx {
-        tx: postgres::Transaction<'c>,
+        /// `None` once committed.
+        tx: Option<postgres::Transaction<'c>>,
         statements: &'c mut HashMap<String, postgres::Statement>,
     },
 }
 
+impl Drop for Target<'_> {
+    fn drop(&mut self) {
+        // A transaction dropped uncommitted rolls back: a blocking call.
+        if let Target::Tx { tx, .. } = self {
+            if let Some(tx) = tx.take() {
+                blocking(move || drop(tx));
+            }
+        }
+    }
+}
+
+/// The connection or transaction statements go to.
+enum On<'a, 'c> {
+    Client(&'a mut postgres::Client),
+    Tx(&'a mut postgres::Transaction<'c>),
+}
+
 impl<'c> Target<'c> {
+    fn on(&mut self) -> Result<On<'_, 'c>> {
+        match self {
+            Target::Pooled(c) => Ok(On::Client(c.client())),
+            Target::Tx { tx: Some(tx), .. } => Ok(On::Tx(tx)),
+            Target::Tx { tx: None, .. } => Err(StoreError::Invalid(
+                "a statement after its transaction ended".into(),
+            )),
+        }
+    }
+
     pub(crate) fn prepare(&mut self, sql: &str) -> Result<postgres::Statement> {
         let cached = match self {
             Target::Pooled(c) => c.statements.get(sql),
@@ -76,9 +134,9 @@ impl<'c> Target<'c> {
             return Ok(s.clone());
         }
         let translated = translate(sql);
-        let statement = match self {
-            Target::Pooled(c) => c.client.prepare(&translated),
-            Target::Tx { tx, .. } => tx.prepare(&translated),
+        let statement = match self.on()? {
+            On::Client(c) => blocking(|| c.prepare(&translated)),
+            On::Tx(tx) => blocking(|| tx.prepare(&translated)),
         }
         .map_err(error)?;
         match self {
@@ -89,42 +147,116 @@ impl<'c> Target<'c> {
     }
 
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
-        match self {
-            Target::Pooled(c) => c.client.batch_execute(sql),
-            Target::Tx { tx, .. } => tx.batch_execute(sql),
+        match self.on()? {
+            On::Client(c) => blocking(|| c.batch_execute(sql)),
+            On::Tx(tx) => blocking(|| tx.batch_execute(sql)),
         }
         .map_err(error)
     }
 
     pub(crate) fn begin(&mut self, begin: Begin) -> Result<Target<'_>> {
-        let (client, statements) = match self {
-            Target::Pooled(c) => {
-                let c = &mut **c;
-                (&mut c.client, &mut c.statements)
-            }
+        let c = match self {
+            Target::Pooled(c) => &mut **c,
             Target::Tx { .. } => {
                 return Err(StoreError::Invalid(
                     "a transaction inside a transaction".into(),
                 ))
             }
         };
-        let mut builder = client.build_transaction();
-        if begin == Begin::Deferred {
-            // A consistent view across the statements, as SQLite's read transaction gives.
-            builder = builder
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true);
-        }
+        let client = c
+            .client
+            .as_mut()
+            .expect("a connection is used only until it closes");
+        let tx = blocking(|| {
+            let mut builder = client.build_transaction();
+            if begin == Begin::Deferred {
+                // A consistent view across the statements, as SQLite's read transaction gives.
+                builder = builder
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true);
+            }
+            builder.start()
+        })
+        .map_err(error)?;
         Ok(Target::Tx {
-            tx: builder.start().map_err(error)?,
-            statements,
+            tx: Some(tx),
+            statements: &mut c.statements,
         })
     }
 
-    pub(crate) fn commit(self) -> Result<()> {
-        match self {
+    pub(crate) fn commit(mut self) -> Result<()> {
+        match &mut self {
             Target::Pooled(_) => Ok(()),
-            Target::Tx { tx, .. } => tx.commit().map_err(error),
+            Target::Tx { tx, .. } => match tx.take() {
+                Some(tx) => blocking(move || tx.commit()).map_err(error),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// A session-level advisory lock, held on a connection of its own for as long as this lives:
+/// released when dropped, or by the database when the process holding it dies (its connection
+/// goes with it).
+pub struct DatabaseLock {
+    conn: Option<r2d2::PooledConnection<Manager>>,
+    key: i64,
+    shared: bool,
+}
+
+impl std::fmt::Debug for DatabaseLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseLock")
+            .field("key", &self.key)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl DatabaseLock {
+    /// Takes the lock `key` if no one holds it against us now; `None` if someone does.
+    pub(crate) fn try_take(
+        pool: &r2d2::Pool<Manager>,
+        key: i64,
+        shared: bool,
+    ) -> Result<Option<DatabaseLock>> {
+        let mut conn = blocking(|| pool.get())
+            .map_err(|e| StoreError::Database(format!("no connection to PostgreSQL: {e}")))?;
+        let sql = if shared {
+            "SELECT pg_try_advisory_lock_shared($1)"
+        } else {
+            "SELECT pg_try_advisory_lock($1)"
+        };
+        let client = conn.client();
+        let taken: bool = blocking(|| client.query_one(sql, &[&key]))
+            .map_err(error)?
+            .get(0);
+        Ok(taken.then_some(DatabaseLock {
+            conn: Some(conn),
+            key,
+            shared,
+        }))
+    }
+}
+
+impl Drop for DatabaseLock {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let sql = if self.shared {
+            "SELECT pg_advisory_unlock_shared($1)"
+        } else {
+            "SELECT pg_advisory_unlock($1)"
+        };
+        let key = self.key;
+        let client = conn.client();
+        // Should the unlock fail, the connection is not given back to hold the lock for
+        // someone else's statements: it is closed, and the lock goes with it.
+        if blocking(|| client.query_one(sql, &[&key])).is_err() {
+            if let Some(client) = conn.client.take() {
+                blocking(move || drop(client));
+            }
         }
     }
 }
@@ -142,9 +274,10 @@ pub(crate) trait Exec {
 impl Exec for RefCell<Target<'_>> {
     fn execute(&self, statement: &postgres::Statement, values: &[Value<'_>]) -> Result<usize> {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let n = match &mut *self.borrow_mut() {
-            Target::Pooled(c) => c.client.execute(statement, &params),
-            Target::Tx { tx, .. } => tx.execute(statement, &params),
+        let mut target = self.borrow_mut();
+        let n = match target.on()? {
+            On::Client(c) => blocking(|| c.execute(statement, &params)),
+            On::Tx(tx) => blocking(|| tx.execute(statement, &params)),
         }
         .map_err(error)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -156,9 +289,10 @@ impl Exec for RefCell<Target<'_>> {
         values: &[Value<'_>],
     ) -> Result<Vec<postgres::Row>> {
         let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        match &mut *self.borrow_mut() {
-            Target::Pooled(c) => c.client.query(statement, &params),
-            Target::Tx { tx, .. } => tx.query(statement, &params),
+        let mut target = self.borrow_mut();
+        match target.on()? {
+            On::Client(c) => blocking(|| c.query(statement, &params)),
+            On::Tx(tx) => blocking(|| tx.query(statement, &params)),
         }
         .map_err(error)
     }
