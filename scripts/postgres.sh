@@ -35,12 +35,21 @@ bin=$(bindir)
 if [ -z "$bin" ] && [ "$command" = start ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         echo "installing postgresql (the PostgreSQL store's tests)" >&2
-        # The package's own cluster is not wanted: the tests make theirs.
+        # The package's own cluster is not wanted (the tests make theirs), nor its service
+        # started: policy-rc.d is Debian's way of saying so while a package installs.
         mkdir -p /etc/postgresql-common
         echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+        policy=/usr/sbin/policy-rc.d
+        made_policy=
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy"
+            chmod +x "$policy"
+            made_policy=1
+        fi
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             -o Dpkg::Options::=--force-confold postgresql >/dev/null
+        [ -n "$made_policy" ] && rm -f "$policy"
         bin=$(bindir)
     fi
     if [ -z "$bin" ]; then
