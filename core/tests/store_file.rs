@@ -373,6 +373,7 @@ fn released_migrations_are_unchanged() {
         "3ed803b2f3d47e50880a776b8c6774b0043f5b762a945f58abafdd5cbc7cbe24",
         "33657de42e05a65d70071e5f5e611e15d7f45ed5e0e16885e34d687384b9c4c1",
         "6aa1b5f47f96daf90f2b414fb1c931525fabaa71b4e6385ec65292c49fc8c386",
+        "cd85fdb199e44852bfe2a7b55c7bfa6c2f19d0d5ef1600441d8f75d36337bd2d",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -707,4 +708,42 @@ fn the_log_is_folded_into_the_file_in_the_background_while_the_app_runs() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// PostgreSQL's migrations, pinned as SQLite's are: a database migrated by a released version
+/// is never edited again, only added to.
+#[cfg(feature = "postgres")]
+#[test]
+fn released_postgresql_migrations_are_unchanged() {
+    use chartsync_core::store::schema::postgres::MIGRATIONS;
+    const RELEASED: &[(i64, &str)] = &[
+        (
+            11,
+            "1dc8de9bd4b425022ff93f917bec2c7a9e8c89806703efc5abe2ca3c6dd0e571",
+        ),
+        (
+            12,
+            "79ce322b3d0b6d9f7431ed289478eb6119825729d530940e84ebb5fe1788fa13",
+        ),
+    ];
+    for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {
+        let hash = hex::encode(Sha256::digest(sql.as_bytes()));
+        if let Some((pinned_version, pinned)) = RELEASED.get(n) {
+            assert_eq!(version, pinned_version);
+            assert_eq!(
+                &hash, pinned,
+                "PostgreSQL's migration {version} was edited after release"
+            );
+        }
+    }
+    assert_eq!(
+        RELEASED.len(),
+        MIGRATIONS.len(),
+        "pin the new migration's hash here"
+    );
+    assert_eq!(
+        MIGRATIONS.last().map(|m| m.0),
+        Some(VERSION),
+        "both engines at one version"
+    );
 }

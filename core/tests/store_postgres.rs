@@ -177,3 +177,39 @@ fn two_nodes_writing_at_once_keep_one_audit_chain() {
         assert_eq!(on_b, per_thread as usize);
     }
 }
+
+/// Two nodes writing one chart in the same instants (a nurse's tablet on one, the physician's
+/// on the other): each write waits for the other's commit and builds on it; none fails, none
+/// is lost, and each node reads the chart with every entry.
+#[test]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
+fn two_nodes_writing_one_chart_at_once_lose_nothing() {
+    let place = database();
+    let a = Arc::new(place.open(StoreOptions::default()).unwrap());
+    let b = Arc::new(place.open(StoreOptions::default()).unwrap());
+    let id = a.create(admitted()).unwrap();
+    b.read(id, |_| ()).unwrap();
+    let per_node = 30;
+    let writers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, store)| {
+            std::thread::spawn(move || {
+                for k in 0..per_node {
+                    store
+                        .update(id, |c| {
+                            c.add_entry(&night_nurse(), t(k + 100 * n as i64), heart_rate(70))
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    for store in [&a, &b] {
+        let entries = store.read(id, |c| c.view().unwrap().entries.len()).unwrap();
+        assert_eq!(entries, 2 * per_node as usize);
+    }
+}

@@ -134,9 +134,10 @@ struct ServeArgs {
     #[command(flatten)]
     store_key: store_key::StoreKeyArgs,
     /// Keep the charts in this PostgreSQL database instead of the data directory's SQLite
-    /// file: postgres://user@host:5432/database (a password is best given in PGPASSWORD's
-    /// place, the URL's `password=` or a .pgpass, not on the command line). For several
-    /// server nodes on one database: docs/deploy.md.
+    /// file: postgres://user:password@host:5432/database. Give it in the environment
+    /// (CHARTSYNC_DATABASE_URL, from a file only the server's user reads) rather than on the
+    /// command line, where other users see it. Several server nodes on one database:
+    /// docs/deploy.md.
     #[arg(long, env = "CHARTSYNC_DATABASE_URL")]
     database_url: Option<String>,
     /// On PostgreSQL: the most connections this node keeps open to the database.
@@ -425,7 +426,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let hub = Arc::new(Hub::new(
         store.clone(),
-        storage_id(&args.data_dir)?,
+        // Devices key what they know of the server by this id: in a database, every node
+        // answers as one server, so it is the database's own (a node that dies loses no
+        // device its sync state).
+        match &args.database_url {
+            Some(_) => store.storage_id()?,
+            None => storage_id(&args.data_dir)?,
+        },
         trust.clone(),
         (changes, censuses),
         shutdown,
@@ -738,6 +745,7 @@ async fn sync_endpoint(
 async fn healthz(
     State(AppState { store, .. }): State<AppState>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
+    let engine = store.engine();
     let stats = tokio::task::spawn_blocking(move || store.stats())
         .await
         .map_err(|e| e.to_string())
@@ -753,6 +761,9 @@ async fn healthz(
                 .map(|(fy, icd10cm)| serde_json::json!({ "fiscal_year": fy, "icd10cm": icd10cm }))
                 .collect::<Vec<_>>(),
             "store": {
+                // Answered only when the database does: a node whose database is away is
+                // unavailable (503), and a load balancer sends its devices elsewhere.
+                "engine": engine,
                 "version": chartsync_core::store::schema::VERSION,
                 "charts": stats.charts,
                 "charts_open": stats.charts_cached,

@@ -11,8 +11,8 @@ use super::cache::Cached;
 use super::documents::heads_blob;
 use super::maintenance::{Job, CHECKPOINT_EVERY};
 use super::{
-    credentials, lock, now_millis, Actor, AuditAction, ChartChanged, ChartStore, Compaction, Inner,
-    StoreError,
+    credentials, lock, now_millis, outbox, Actor, AuditAction, ChartChanged, ChartStore,
+    Compaction, Inner, StoreError,
 };
 use crate::chart::{Chart, ChartError, ChartId, Deficiency, RefreshScope, Timestamp};
 
@@ -120,7 +120,7 @@ impl ChartStore {
         let inserted = {
             let mut conn = self.inner.writer()?;
             let tx = conn.transaction(Begin::Immediate)?;
-            row.insert(&tx).and_then(|key| {
+            let inserted = row.insert(&tx).and_then(|key| {
                 match how {
                     Inserted::Plain => {}
                     Inserted::By(actor) => {
@@ -146,17 +146,23 @@ impl ChartStore {
                         credentials::insert_proofs(&tx, id, &proven.proofs, Some(now_millis()))?;
                     }
                 }
-                tx.commit()?;
-                self.inner.receipt(|| change_hashes(&chart, &[]));
-                // Announced before the writer is free: before any change to the chart.
-                self.inner.feed.publish(&ChartChanged {
+                let event = ChartChanged {
                     id,
                     heads: heads.clone(),
                     sections: all_sections(),
                     created: true,
-                });
+                };
+                outbox::record(&tx, &self.inner.node, &event)?;
+                tx.commit()?;
+                self.inner.receipt(|| change_hashes(&chart, &[]));
+                // Announced before the writer is free: before any change to the chart.
+                self.inner.feed.publish(&event);
                 Ok(key)
-            })
+            });
+            if inserted.is_ok() {
+                outbox::wake(&conn);
+            }
+            inserted
         };
         let key = match inserted {
             Ok(key) => {
@@ -242,12 +248,17 @@ impl ChartStore {
                     error: Box::new(error),
                 })?;
             bytes += row.snapshot.len() as u64;
-            events.push(ChartChanged {
+            let event = ChartChanged {
                 id,
                 heads: chart.heads(),
                 sections: all_sections(),
                 created: true,
-            });
+            };
+            outbox::record(&tx, &self.inner.node, &event).map_err(|error| StoreError::Import {
+                index,
+                error: Box::new(error),
+            })?;
+            events.push(event);
             progress(ImportProgress {
                 done: index + 1,
                 total,
@@ -260,6 +271,7 @@ impl ChartStore {
         for e in &events {
             self.inner.feed.publish(e);
         }
+        outbox::wake(&conn);
         drop(conn);
         self.inner.committed(CHECKPOINT_EVERY);
         Ok(events.into_iter().map(|e| e.id).collect())
@@ -372,8 +384,16 @@ impl ChartStore {
                 });
             }
         }
+        // In a database other nodes write to, one writer of a chart at a time, from before it
+        // is read to its commit: without it, two nodes writing one chart at once would each
+        // build on heads the other is replacing, and one would fail (`ChangedElsewhere`).
+        let mut locker = self.inner.chart_lock_connection()?;
+        let locked = match &mut locker {
+            Some(conn) => Some(chart_locked(conn, id)?),
+            None => None,
+        };
         let slot = lock(&self.inner.cache).slot(id);
-        let mut cached = self.inner.ready(id, &slot)?;
+        let mut cached = self.inner.ready_via(id, &slot, locked.as_ref())?;
         let c = &mut *cached;
         let Some(chart) = c.chart.as_mut() else {
             return Err(StoreError::NotFound(id));
@@ -391,10 +411,13 @@ impl ChartStore {
                 cached.dirty = false;
                 return Ok(v);
             }
-            Ok(v) => self
-                .inner
-                .persist(id, &mut cached, actor, also)
-                .map(|due| (v, due)),
+            Ok(v) => {
+                let persisted = self.inner.persist(id, &mut cached, actor, also, locked);
+                if let (Ok(_), Some(conn)) = (&persisted, &locker) {
+                    outbox::wake(conn);
+                }
+                persisted.map(|due| (v, due))
+            }
         };
         if let Some(chart) = &cached.chart {
             chart.forget_new_changes();
@@ -449,12 +472,16 @@ impl Inner {
     /// Appends the chart's changes since the heads on disk and refreshes its index rows, in
     /// one durable transaction, and announces the commit before the writer is free (so the
     /// feed is in commit order). Returns whether the chart is due for compaction.
+    ///
+    /// `locked`: the transaction that holds the chart's lock (a shared database), to commit
+    /// in; otherwise the writer's.
     fn persist(
         &self,
         id: ChartId,
         cached: &mut Cached,
         actor: Option<&Actor>,
         also: Option<&AlsoInCommit<'_>>,
+        locked: Option<Sql<'_>>,
     ) -> Result<bool, StoreError> {
         let chart_err = |error| StoreError::Chart { id, error };
         let Some(chart) = cached.chart.as_ref() else {
@@ -474,85 +501,111 @@ impl Inner {
         let heads = chart.heads();
         let key = cached.key;
 
-        let mut conn = self.writer()?;
-        let tx = conn.transaction(Begin::Immediate)?;
-        tx.prepare_cached("INSERT INTO chart_changes (chart, data) VALUES (?1, ?2)")?
-            .execute(params![key, changes])?;
-        match &refresh.scope {
-            RefreshScope::Chart => {
-                tx.prepare_cached("DELETE FROM deficiencies WHERE chart = ?1")?
-                    .execute([key])?;
-            }
-            RefreshScope::Records(records) => {
-                let mut delete = tx.prepare_cached(
-                    "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
-                )?;
-                for (section, record) in records {
-                    delete.execute(params![key, section, record])?;
+        // The commit's rows, in the transaction `tx`.
+        let write = |tx: &Sql<'_>| -> Result<(i64, i64, ChartChanged), StoreError> {
+            tx.prepare_cached("INSERT INTO chart_changes (chart, data) VALUES (?1, ?2)")?
+                .execute(params![key, changes])?;
+            match &refresh.scope {
+                RefreshScope::Chart => {
+                    tx.prepare_cached("DELETE FROM deficiencies WHERE chart = ?1")?
+                        .execute([key])?;
+                }
+                RefreshScope::Records(records) => {
+                    let mut delete = tx.prepare_cached(
+                        "DELETE FROM deficiencies WHERE chart = ?1 AND section = ?2 AND record_id = ?3",
+                    )?;
+                    for (section, record) in records {
+                        delete.execute(params![key, section, record])?;
+                    }
                 }
             }
-        }
-        insert_deficiencies(&tx, key, &refresh.deficiencies)?;
-        // Only on top of the heads this copy was loaded with: anything else means the file
-        // changed under it, and writing would index a chart that is not the one on disk.
-        let updated = tx
-            .prepare_cached(
-                "UPDATE charts SET mrn = ?2, family_name = ?3, given_names = ?4, ward = ?5,
-                     bed = ?6, status = ?7, admitted_at = ?8, discharged_at = ?9, heads = ?10,
-                     modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
-                     open_deficiencies =
-                         (SELECT count(*) FROM deficiencies WHERE chart = ?1),
-                     principal_diagnosis = CASE WHEN ?15 THEN ?14 ELSE principal_diagnosis END,
-                     attending = ?16, encounter_class = ?17, disposition = ?18, birth_date = ?19,
-                     sex = ?20
-                 WHERE key = ?1 AND heads = ?13
-                 RETURNING snapshot_bytes, incremental_bytes",
-            )?
-            .query_row(
-                params![
-                    key,
-                    index.mrn,
-                    index.family_name,
-                    index.given_names,
-                    index.ward,
-                    index.bed,
-                    index.status,
-                    index.admitted_at,
-                    index.discharged_at,
-                    heads_blob(&heads),
-                    now_millis(),
-                    changes.len() as i64,
-                    heads_blob(before),
-                    principal.clone().flatten(),
-                    principal.is_some(),
-                    index.attending,
-                    index.class,
-                    index.disposition,
-                    index.birth_date,
-                    index.sex,
-                ],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .optional()?;
-        let Some((snapshot, incremental)) = updated else {
-            return Err(StoreError::ChangedElsewhere(id));
+            insert_deficiencies(tx, key, &refresh.deficiencies)?;
+            // Only on top of the heads this copy was loaded with: anything else means the file
+            // changed under it, and writing would index a chart that is not the one on disk.
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE charts SET mrn = ?2, family_name = ?3, given_names = ?4, ward = ?5,
+                         bed = ?6, status = ?7, admitted_at = ?8, discharged_at = ?9, heads = ?10,
+                         modified_at = ?11, incremental_bytes = incremental_bytes + ?12,
+                         open_deficiencies =
+                             (SELECT count(*) FROM deficiencies WHERE chart = ?1),
+                         principal_diagnosis = CASE WHEN ?15 THEN ?14 ELSE principal_diagnosis END,
+                         attending = ?16, encounter_class = ?17, disposition = ?18,
+                         birth_date = ?19, sex = ?20
+                     WHERE key = ?1 AND heads = ?13
+                     RETURNING snapshot_bytes, incremental_bytes",
+                )?
+                .query_row(
+                    params![
+                        key,
+                        index.mrn,
+                        index.family_name,
+                        index.given_names,
+                        index.ward,
+                        index.bed,
+                        index.status,
+                        index.admitted_at,
+                        index.discharged_at,
+                        heads_blob(&heads),
+                        now_millis(),
+                        changes.len() as i64,
+                        heads_blob(before),
+                        principal.clone().flatten(),
+                        principal.is_some(),
+                        index.attending,
+                        index.class,
+                        index.disposition,
+                        index.birth_date,
+                        index.sex,
+                    ],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()?;
+            let Some((snapshot, incremental)) = updated else {
+                return Err(StoreError::ChangedElsewhere(id));
+            };
+            if let Some(actor) = actor {
+                let hashes = change_hashes(chart, before);
+                insert_audit(tx, actor, AuditAction::Write, Some(id), &hashes, None)?;
+            }
+            if let Some(also) = also {
+                also(tx)?;
+            }
+            let event = ChartChanged {
+                id,
+                heads: heads.clone(),
+                sections: touched.sections.clone(),
+                created: false,
+            };
+            outbox::record(tx, &self.node, &event)?;
+            Ok((snapshot, incremental, event))
         };
-        if let Some(actor) = actor {
-            let hashes = change_hashes(chart, before);
-            insert_audit(&tx, actor, AuditAction::Write, Some(id), &hashes, None)?;
-        }
-        if let Some(also) = also {
-            also(&tx)?;
-        }
-        tx.commit()?;
-        self.receipt(|| change_hashes(chart, before));
-        self.feed.publish(&ChartChanged {
-            id,
-            heads: heads.clone(),
-            sections: touched.sections,
-            created: false,
-        });
-        drop(conn);
+        // Once committed: the receipt, and the feed told before the writer is free (so that
+        // on SQLite the feed is in commit order).
+        let told = |event: &ChartChanged| {
+            self.receipt(|| change_hashes(chart, before));
+            self.feed.publish(event);
+        };
+        let (snapshot, incremental) = match locked {
+            Some(tx) => {
+                // The hint goes out on the lock's connection, by the caller, once this
+                // transaction is over: taking another here could wait on a pool its writers
+                // have emptied.
+                let (snapshot, incremental, event) = write(&tx)?;
+                tx.commit()?;
+                told(&event);
+                (snapshot, incremental)
+            }
+            None => {
+                let mut conn = self.writer()?;
+                let tx = conn.transaction(Begin::Immediate)?;
+                let (snapshot, incremental, event) = write(&tx)?;
+                tx.commit()?;
+                told(&event);
+                outbox::wake(&conn);
+                (snapshot, incremental)
+            }
+        };
         self.committed(1);
         cached.stored_heads = heads;
         Ok(incremental as u64 > (snapshot as u64).max(self.options.compact_min_bytes))
@@ -699,6 +752,33 @@ impl IndexFields {
             sex: p.sex.map(|s| s.token()),
         })
     }
+}
+
+/// Begins a transaction on `conn` holding chart `id`'s lock until it ends (PostgreSQL: an
+/// advisory lock keyed by the chart, released at commit or rollback).
+fn chart_locked<'c>(conn: &'c mut Sql<'_>, id: ChartId) -> Result<Sql<'c>, StoreError> {
+    let tx = conn.transaction(Begin::Immediate)?;
+    lock_chart(&tx, id)?;
+    Ok(tx)
+}
+
+/// Takes chart `id`'s lock in transaction `tx` (PostgreSQL), until it ends.
+pub(super) fn lock_chart(tx: &Sql<'_>, id: ChartId) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(?1)",
+        params![chart_lock_key(id)],
+    )?;
+    Ok(())
+}
+
+/// A chart's advisory lock: the first eight bytes of its id's hash, with the top bit of the
+/// store's own locks (`schema::postgres`, the audit chain, the serving lock) kept apart.
+fn chart_lock_key(id: ChartId) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(id.to_string().as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes) | i64::MIN
 }
 
 /// The hashes of the chart's changes after `heads`, for the audit trail.

@@ -49,6 +49,22 @@ impl Inner {
         }
         let mut conn = self.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
+        if self.shared() {
+            // Readers of a chart under its lock (a writer on any node) must not see the new
+            // snapshot with the old changes, or the old with the new.
+            super::commit::lock_chart(&tx, id)?;
+            // And the snapshot must be of the chart as the database has it: a copy in this
+            // node's memory lacks what another node committed since, whose rows the fold
+            // would delete. Left for the next commit to ask again.
+            let stored: Vec<u8> = tx.query_row(
+                "SELECT heads FROM charts WHERE key = ?1",
+                params![plan.key],
+                |r| r.get(0),
+            )?;
+            if stored != super::heads_blob(&plan.heads) {
+                return Err(StoreError::ChangedElsewhere(id));
+            }
+        }
         tx.execute(
             "UPDATE chart_snapshots SET data = ?2 WHERE chart = ?1",
             params![plan.key, plan.snapshot],

@@ -36,14 +36,25 @@ impl Inner {
         id: ChartId,
         slot: &'a Slot,
     ) -> Result<MutexGuard<'a, Cached>, StoreError> {
+        self.ready_via(id, slot, None)
+    }
+
+    /// [`ready`](Self::ready), reading through `via` if given: the transaction that holds the
+    /// chart's lock for a write.
+    pub(super) fn ready_via<'a>(
+        &self,
+        id: ChartId,
+        slot: &'a Slot,
+        via: Option<&Sql<'_>>,
+    ) -> Result<MutexGuard<'a, Cached>, StoreError> {
         let mut cached = lock(slot);
         if cached.chart.is_some()
             && !cached.dirty
-            && (!self.shared() || self.still_current(cached.key, &cached.stored_heads)?)
+            && (!self.shared() || self.still_current(cached.key, &cached.stored_heads, via)?)
         {
             return Ok(cached);
         }
-        match self.load(id) {
+        match self.load(id, via) {
             Ok(stored) => {
                 *cached = Cached {
                     chart: Some(stored.chart),
@@ -66,22 +77,34 @@ impl Inner {
 
     /// Whether the chart's index row still records `heads`: in a database other server nodes
     /// write to, a copy in memory is used only once this says so.
-    fn still_current(&self, key: i64, heads: &[ChangeHash]) -> Result<bool, StoreError> {
-        let stored: Option<Vec<u8>> = self.with_reader(|conn| {
+    fn still_current(
+        &self,
+        key: i64,
+        heads: &[ChangeHash],
+        via: Option<&Sql<'_>>,
+    ) -> Result<bool, StoreError> {
+        let read = |conn: &Sql<'_>| {
             conn.query_row(
                 "SELECT heads FROM charts WHERE key = ?1",
                 params![key],
-                |r| r.get(0),
+                |r| r.get::<_, Vec<u8>>(0),
             )
             .optional()
-        })?;
+        };
+        let stored = match via {
+            Some(conn) => read(conn)?,
+            None => self.with_reader(|conn| read(conn))?,
+        };
         Ok(stored.as_deref() == Some(&heads_blob(heads)[..]))
     }
 
     /// Reads a chart's snapshot and changes in one read transaction and loads them; the
     /// result must have exactly the heads the index row records.
-    fn load(&self, id: ChartId) -> Result<LoadedChart, StoreError> {
-        let stored = self.with_reader(|conn| read_document(conn, id))?;
+    fn load(&self, id: ChartId, via: Option<&Sql<'_>>) -> Result<LoadedChart, StoreError> {
+        let stored = match via {
+            Some(tx) => read_rows(tx, id)?,
+            None => self.with_reader(|conn| read_document(conn, id))?,
+        };
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let doc = stored.load(id)?;
@@ -151,6 +174,14 @@ impl StoredDocument {
 pub(super) fn read_document(conn: &mut Sql<'_>, id: ChartId) -> Result<StoredDocument, StoreError> {
     // One read transaction: the row, the snapshot and the changes are of the same moment.
     let tx = conn.transaction(Begin::Deferred)?;
+    let stored = read_rows(&tx, id)?;
+    tx.finish()?;
+    Ok(stored)
+}
+
+/// [`read_document`] inside a transaction the caller holds (one that holds the chart's lock,
+/// which every writer of the chart and its compaction take).
+fn read_rows(tx: &Sql<'_>, id: ChartId) -> Result<StoredDocument, StoreError> {
     let row: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = tx
         .prepare_cached(
             "SELECT c.key, c.heads, s.data FROM charts c
@@ -177,7 +208,6 @@ pub(super) fn read_document(conn: &mut Sql<'_>, id: ChartId) -> Result<StoredDoc
             bytes.extend_from_slice(&row.get::<_, Vec<u8>>(1)?);
         }
     }
-    tx.finish()?;
     Ok(StoredDocument {
         key,
         heads,

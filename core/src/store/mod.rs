@@ -33,6 +33,7 @@ mod feed;
 mod held;
 mod maintenance;
 mod options;
+mod outbox;
 mod patient_index;
 mod receipts;
 mod records;
@@ -115,7 +116,7 @@ enum Engine {
     /// A PostgreSQL database, shared by every server node: a pool of connections, each
     /// writing in its own transactions.
     #[cfg(feature = "postgres")]
-    Postgres(r2d2::Pool<sql::pg::Manager>),
+    Postgres(r2d2::Pool<sql::pg::Manager>, ::postgres::Config),
 }
 
 struct Inner {
@@ -139,6 +140,9 @@ struct Inner {
     audit_queue: Mutex<Vec<QueuedAudit>>,
     /// Held by whoever commits a batch of queued audit rows.
     audit_batch: Mutex<()>,
+    /// This store's name in the outbox of a database shared by several nodes: a new one at
+    /// each opening.
+    node: String,
 }
 
 pub struct ChartStore {
@@ -192,7 +196,9 @@ impl ChartStore {
             .test_on_check_out(false)
             .connection_timeout(std::time::Duration::from_secs(30))
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(sql::pg::Manager { config })
+            .build(sql::pg::Manager {
+                config: config.clone(),
+            })
             .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
         {
             let mut conn = pool
@@ -200,7 +206,7 @@ impl ChartStore {
                 .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
             schema::postgres::prepare(conn.client())?;
         }
-        Self::start(Engine::Postgres(pool), options)
+        Self::start(Engine::Postgres(pool, config), options)
     }
 
     /// On PostgreSQL, the database's counterpart of the data directory's lock file: every
@@ -210,7 +216,7 @@ impl ChartStore {
     #[cfg(feature = "postgres")]
     pub fn serving_lock(&self, exclusive: bool) -> Result<Option<DatabaseLock>, StoreError> {
         match &self.inner.engine {
-            Engine::Postgres(pool) => DatabaseLock::try_take(pool, SERVING_LOCK, !exclusive),
+            Engine::Postgres(pool, _) => DatabaseLock::try_take(pool, SERVING_LOCK, !exclusive),
             Engine::Sqlite { .. } => Err(StoreError::Invalid(
                 "a SQLite store is locked by its data directory's lock file".into(),
             )),
@@ -234,6 +240,7 @@ impl ChartStore {
             receipts_failed: Default::default(),
             audit_queue: Default::default(),
             audit_batch: Default::default(),
+            node: crate::seeded::uuid_v4().to_string(),
         });
         {
             let mut conn = inner.writer()?;
@@ -249,11 +256,34 @@ impl ChartStore {
                 .read_only_somewhere
                 .store(read_only_somewhere, std::sync::atomic::Ordering::Release);
         }
+        #[cfg(feature = "postgres")]
+        if let Engine::Postgres(_, config) = &inner.engine {
+            // Other nodes' commits from now on; earlier ones the devices' sync states cover.
+            let from: i64 = inner.writer()?.query_row(
+                "SELECT CAST(coalesce(max(seq), 0) AS BIGINT) FROM chart_outbox",
+                sql::params![],
+                |r| r.get(0),
+            )?;
+            outbox::follow(
+                Arc::downgrade(&inner),
+                config.clone(),
+                inner.node.clone(),
+                from,
+            )?;
+        }
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {
             inner,
             maintenance: Some(maintenance),
         })
+    }
+
+    /// Which engine holds the store: `"sqlite"` or `"postgresql"`.
+    pub fn engine(&self) -> &'static str {
+        match self.inner.dialect() {
+            sql::Dialect::Sqlite => "sqlite",
+            sql::Dialect::Postgres => "postgresql",
+        }
     }
 
     /// The store's file, on SQLite; `None` in a PostgreSQL database.
@@ -281,7 +311,7 @@ impl Inner {
         match &self.engine {
             Engine::Sqlite { path, .. } => Some(path),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(_) => None,
+            Engine::Postgres(..) => None,
         }
     }
 
@@ -297,7 +327,16 @@ impl Inner {
         match &self.engine {
             Engine::Sqlite { writer, .. } => lock(writer),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(_) => panic!("not a SQLite store"),
+            Engine::Postgres(..) => panic!("not a SQLite store"),
+        }
+    }
+
+    /// A connection to hold a chart's lock on while it is written, in a database other nodes
+    /// write to; `None` on SQLite, whose one writer is the lock.
+    fn chart_lock_connection(&self) -> Result<Option<sql::Sql<'_>>, StoreError> {
+        match self.shared() {
+            true => self.writer().map(Some),
+            false => Ok(None),
         }
     }
 
@@ -306,7 +345,7 @@ impl Inner {
         match &self.engine {
             Engine::Sqlite { .. } => sql::Dialect::Sqlite,
             #[cfg(feature = "postgres")]
-            Engine::Postgres(_) => sql::Dialect::Postgres,
+            Engine::Postgres(..) => sql::Dialect::Postgres,
         }
     }
 
@@ -319,7 +358,7 @@ impl Inner {
         match &self.engine {
             Engine::Sqlite { writer, .. } => Ok(sql::Sql::SqliteWriter(lock(writer))),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(pool) => sql::pg::pooled(pool),
+            Engine::Postgres(pool, _) => sql::pg::pooled(pool),
         }
     }
 
@@ -331,7 +370,7 @@ impl Inner {
         let (path, readers) = match &self.engine {
             Engine::Sqlite { path, readers, .. } => (path, readers),
             #[cfg(feature = "postgres")]
-            Engine::Postgres(pool) => return f(&mut sql::pg::pooled(pool)?),
+            Engine::Postgres(pool, _) => return f(&mut sql::pg::pooled(pool)?),
         };
         let pooled = lock(readers).pop();
         let conn = match pooled {

@@ -92,17 +92,19 @@ impl ChartStore {
         let mut out: Vec<IndexWarning> = Vec::new();
         self.inner.with_reader(|conn| {
             // One MRN, several patients.
-            let mut stmt = conn.prepare_cached(
+            let sql = format!(
                 "SELECT mrn,
                         count(DISTINCT lower(family_name) || '|' || lower(given_names)),
                         count(DISTINCT birth_date), count(DISTINCT sex),
-                        json_group_array(id)
+                        {}
                  FROM (SELECT * FROM charts
                        WHERE ward IN (SELECT value FROM json_each(?1)) OR ?1 IS NULL
                        ORDER BY admitted_at, id) AS on_wards
                  GROUP BY mrn
                  HAVING count(*) > 1",
-            )?;
+                conn.dialect().json_array("id", "admitted_at, id")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
             let mut rows = stmt.query([&wards])?;
             while let Some(r) = rows.next()? {
                 let mrn: String = r.get(0)?;

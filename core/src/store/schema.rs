@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/009_delinquency_days.sql"),
     include_str!("migrations/010_index_for_records.sql"),
     include_str!("migrations/011_accounting_requests.sql"),
+    include_str!("migrations/012_outbox.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -152,14 +153,16 @@ pub(crate) fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<(), S
 
 /// The store on PostgreSQL: its migrations, and how a database is recognised as ours.
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres {
+pub mod postgres {
     use super::{StoreError, VERSION};
     use crate::store::sql::pg::error;
 
     /// PostgreSQL's migrations, each under the version it brings the store to: the same
     /// numbers as SQLite's. The first is the whole schema of version 11, when PostgreSQL came.
-    pub(crate) const MIGRATIONS: &[(i64, &str)] =
-        &[(11, include_str!("migrations/postgres/011_schema.sql"))];
+    pub const MIGRATIONS: &[(i64, &str)] = &[
+        (11, include_str!("migrations/postgres/011_schema.sql")),
+        (12, include_str!("migrations/postgres/012_outbox.sql")),
+    ];
 
     /// The advisory lock under which one node at a time migrates.
     const MIGRATING: i64 = 0x4348_5359_0001;

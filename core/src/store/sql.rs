@@ -456,6 +456,16 @@ impl Dialect {
         }
     }
 
+    /// The JSON array of `expr` over a group's rows, in the order `order` (columns of the
+    /// rows). SQLite aggregates in the order its subquery gives (the caller orders it the
+    /// same way); PostgreSQL is told.
+    pub(crate) fn json_array(self, expr: &str, order: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_group_array({expr})"),
+            Dialect::Postgres => format!("json_agg({expr} ORDER BY {order})"),
+        }
+    }
+
     /// The pattern match that ignores (ASCII) case: SQLite's `LIKE` does.
     pub(crate) fn like(self) -> &'static str {
         match self {
