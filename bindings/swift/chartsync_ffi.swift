@@ -4439,10 +4439,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chart_withdraw_query() != 5563) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_census() != 39912) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_census() != 11450) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_charts_of_patient() != 8039) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_charts_of_patient() != 13167) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_create_chart() != 59697) {
@@ -4469,7 +4469,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts() != 15751) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 7642) {
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_summary() != 59980) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_worklist() != 51700) {

@@ -483,6 +483,152 @@ fn commit_breakdown() {
     }
 }
 
+/// SQLite and PostgreSQL side by side (`STORE_BENCH=engines`, with `CHARTSYNC_BENCH_POSTGRES`
+/// naming a server whose database may create databases): one writer's commit latency,
+/// interleaved on both; commits per second from eight writers on one store, and on PostgreSQL
+/// from three stores (server nodes) on one database; and how long another node takes to hear
+/// of a commit against the committing node's own feed.
+#[cfg(feature = "postgres")]
+fn engines() {
+    let admin = std::env::var("CHARTSYNC_BENCH_POSTGRES")
+        .expect("CHARTSYNC_BENCH_POSTGRES: a PostgreSQL URL whose database may create databases");
+    let new_database = || {
+        let name = format!("bench_{}", uuid_like());
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let options = || StoreOptions {
+        compaction: Compaction::Manual,
+        ..StoreOptions::default()
+    };
+    let sqlite = ChartStore::open(dir.path().join("bench.db"), options()).unwrap();
+    let url = new_database();
+    let pg = ChartStore::open_postgres(&url, options()).unwrap();
+
+    // One writer, one chart, interleaved.
+    let a = sqlite.create(small_chart("4west", 0)).unwrap();
+    pg.insert(a, sqlite.chart(a).unwrap()).unwrap();
+    let (mut t_sqlite, mut t_pg) = (vec![], vec![]);
+    for n in 0..300 {
+        for (store, times) in [(&sqlite, &mut t_sqlite), (&pg, &mut t_pg)] {
+            let start = Instant::now();
+            store
+                .update(a, |c| c.add_entry(&nurse(), at(n), observation(n)))
+                .unwrap();
+            times.push(start.elapsed());
+        }
+    }
+    println!(
+        "\n## One writer's durable commit, SQLite and PostgreSQL interleaved (300 each; ms)\n"
+    );
+    println!("{HEADER}");
+    let (s50, s99) = row("SQLite (file, synchronous = FULL)", t_sqlite);
+    let (p50, p99) = row("PostgreSQL (loopback, synchronous_commit on)", t_pg);
+    println!(
+        "\nratios: PostgreSQL/SQLite p50 {:.2}x, p99 {:.2}x",
+        p50 / s50,
+        p99 / s99
+    );
+
+    // Eight writers, each on its own chart.
+    let throughput = |stores: &[&ChartStore], label: &str| {
+        let ids: Vec<ChartId> = (0..8)
+            .map(|n| stores[0].create(small_chart("4west", n)).unwrap())
+            .collect();
+        for s in stores {
+            for id in &ids {
+                s.read(*id, |_| ()).unwrap();
+            }
+        }
+        let per = 100;
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for (n, id) in ids.iter().enumerate() {
+                let store = stores[n % stores.len()];
+                scope.spawn(move || {
+                    for k in 0..per {
+                        store
+                            .update(*id, |c| c.add_entry(&nurse(), at(k), observation(k)))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let rate = (8 * per) as f64 / secs;
+        println!("| {label} | {rate:.0} |");
+        rate
+    };
+    println!("\n## Durable commits per second, eight writers on eight charts (800 commits)\n");
+    println!("| store | commits/s |\n|---|---|");
+    let one_sqlite = throughput(&[&sqlite], "SQLite, one server");
+    let one_pg = throughput(&[&pg], "PostgreSQL, one node");
+    let nodes: Vec<ChartStore> = (0..3)
+        .map(|_| ChartStore::open_postgres(&url, options()).unwrap())
+        .collect();
+    let three_pg = throughput(&nodes.iter().collect::<Vec<_>>(), "PostgreSQL, three nodes");
+    println!(
+        "\nratios: PostgreSQL one node / SQLite {:.2}x; three nodes / one node {:.2}x",
+        one_pg / one_sqlite,
+        three_pg / one_pg
+    );
+
+    // Fan-out: a commit on node 0, heard on node 0's feed and on node 1's.
+    let own = nodes[0].subscribe();
+    let other = nodes[1].subscribe();
+    let id = nodes[0].create(small_chart("4west", 99)).unwrap();
+    let wait_for = |rx: &std::sync::mpsc::Receiver<ChartChanged>,
+                    heads: &[automerge::ChangeHash]| {
+        let mut want = heads.to_vec();
+        want.sort();
+        loop {
+            let mut e = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the commit is heard")
+                .heads;
+            e.sort();
+            if e == want {
+                return;
+            }
+        }
+    };
+    let (mut t_own, mut t_other) = (vec![], vec![]);
+    for n in 0..200 {
+        let start = Instant::now();
+        nodes[0]
+            .update(id, |c| c.add_entry(&nurse(), at(n), observation(n)))
+            .unwrap();
+        let heads = nodes[0].read(id, |c| c.heads()).unwrap();
+        wait_for(&own, &heads);
+        t_own.push(start.elapsed());
+        wait_for(&other, &heads);
+        t_other.push(start.elapsed());
+    }
+    println!("\n## From a commit's start to its event on the feed (200 commits; ms)\n");
+    println!("{HEADER}");
+    let (o50, o99) = row("the committing node's own feed", t_own);
+    let (f50, f99) = row("another node's feed (outbox, NOTIFY, follower)", t_other);
+    println!(
+        "\nratios: other/own p50 {:.2}x, p99 {:.2}x",
+        f50 / o50,
+        f99 / o99
+    );
+}
+
+#[cfg(feature = "postgres")]
+fn uuid_like() -> String {
+    format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
+
 fn main() {
     // `cargo test --benches` runs this with --bench absent; do the work only for `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -495,6 +641,8 @@ fn main() {
             "breakdown" => commit_breakdown(),
             "commit" => commit_latency(),
             "census" => census_and_size(),
+            #[cfg(feature = "postgres")]
+            "engines" => engines(),
             _ => busy_chart_size_and_memory(),
         }
         return;
