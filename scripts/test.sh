@@ -54,25 +54,30 @@ pg_dir=$(mktemp -d)
 trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 CHARTSYNC_TEST_POSTGRES=$(bash scripts/postgres.sh start "$pg_dir")
 export CHARTSYNC_TEST_POSTGRES
+# `--workspace` throughout: the first pass's build, with the features the workspace unifies
+# (the server turns on the store's `postgres`), serves again as it is; selecting one package
+# would unify features anew and rebuild much of the tree.
 # The store's behaviour suite (the crash test and the index's property test among it), and
-# what only a database has: schema versions across nodes, one audit chain for several.
-cargo test --locked -p chartsync-core --features postgres \
+# what only a database has: schema versions across nodes, one audit chain for several, the
+# single-writer lease.
+cargo test --workspace --locked \
     --test store --test store_index --test store_crash \
     --test holding_area --test break_glass --test disclosures --test chart_audit \
     --test chart_search --test patient_index "$@"
-cargo test --locked -p chartsync-core --features postgres --test store_postgres "$@" -- --ignored
+cargo test --workspace --locked --test store_postgres "$@" -- --ignored
 # Every end-to-end suite whose servers keep a store (serve.rs is the README's SQLite default,
 # and the two skipped are the data directory's file backup and restore, which a database
 # does with its own tools).
-cargo test --locked -p chartsync-tests \
+cargo test --workspace --locked \
     --test api --test bounds --test busy --test console --test devices --test held \
     --test interop --test records --test records_cli --test simulation --test sync \
     --test tablets "$@" -- \
     --skip after_a_restore_from_backup_the_tablets_bring_back_everything_and_converge \
     --skip a_restore_from_a_damaged_or_foreign_file_is_refused_and_changes_nothing
-# Two server nodes on one database: a commit through one reaches a tablet on the other, and
-# a node killed mid-sync leaves its tablets to another, losing nothing.
-cargo test --locked -p chartsync-tests --test nodes "$@" -- --ignored
+# Three server nodes on one database: a commit through one reaches tablets on the others; a
+# node killed mid-sync leaves its tablets to another, losing nothing; the lease's holder
+# killed, the ward censuses and compaction move to another node.
+cargo test --workspace --locked --test nodes "$@" -- --ignored
 unset CHARTSYNC_TEST_POSTGRES
 bash scripts/postgres.sh stop "$pg_dir"
 

@@ -374,6 +374,7 @@ fn released_migrations_are_unchanged() {
         "33657de42e05a65d70071e5f5e611e15d7f45ed5e0e16885e34d687384b9c4c1",
         "6aa1b5f47f96daf90f2b414fb1c931525fabaa71b4e6385ec65292c49fc8c386",
         "cd85fdb199e44852bfe2a7b55c7bfa6c2f19d0d5ef1600441d8f75d36337bd2d",
+        "a517ebd52acdd791f8cb1c1fdfecef847e6604a2a96d293784ebb244ce0764b6",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -724,6 +725,10 @@ fn released_postgresql_migrations_are_unchanged() {
         (
             12,
             "79ce322b3d0b6d9f7431ed289478eb6119825729d530940e84ebb5fe1788fa13",
+        ),
+        (
+            13,
+            "f5942e89adc133a93f82cc6b25b53fd17f7ce30e6e0e605b1071bdb580ef32ae",
         ),
     ];
     for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {

@@ -87,7 +87,12 @@ pub struct RevokeArgs {
 
 fn open(args: &AdminArgs) -> Result<ChartStore, Box<dyn std::error::Error>> {
     if let Some(url) = &args.database_url {
-        return Ok(ChartStore::open_postgres(url, StoreOptions::default())?);
+        // A command does its own work and leaves the nodes' (the lease's) to them.
+        let options = StoreOptions {
+            lease: false,
+            ..StoreOptions::default()
+        };
+        return Ok(ChartStore::open_postgres(url, options)?);
     }
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)?;

@@ -336,6 +336,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             .set(stats.charts_cached as i64);
         app.hub.metrics.charts_stored.set(stats.charts as i64);
     }
+    let m = &app.hub.metrics;
+    m.lease_held.set(i64::from(app.store.holds_lease()));
+    if let Some(lag) = app.store.outbox_lag() {
+        m.outbox_lag.set(lag.behind_ms as f64 / 1000.0);
+        m.outbox_delay.set(lag.last_delay_ms as f64 / 1000.0);
+    }
     (
         [(
             header::CONTENT_TYPE,

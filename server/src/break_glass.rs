@@ -409,19 +409,18 @@ pub async fn review(
     }
 }
 
-/// Audits the end of grants whose time ran out, every 30 seconds.
+/// Audits the end of grants whose time ran out, every 30 seconds (on a database shared by
+/// several nodes, the lease's holder: another node's sweep at the same moment would audit no
+/// end twice, but would do the work twice).
 pub fn sweep(store: std::sync::Arc<ChartStore>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
-        loop {
-            every.tick().await;
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.sweep_break_glass()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(grants = n, "break-glass grants ended"),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not end break-glass grants"),
-                Err(_) => {}
-            }
-        }
-    });
+    crate::while_holding_lease(
+        store,
+        std::time::Duration::from_secs(30),
+        |store| store.sweep_break_glass(),
+        |outcome| match outcome {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(grants = n, "break-glass grants ended"),
+            Err(e) => tracing::error!(error = %e, "could not end break-glass grants"),
+        },
+    );
 }

@@ -322,7 +322,14 @@ fn in_database(url: &str, command: Command, actor: &Actor) -> Result<ExitCode, C
     }
     let writes = matches!(command, Command::Import { .. } | Command::Compact);
     on_store(command, actor, || {
-        let store = ChartStore::open_postgres(url, StoreOptions::default())?;
+        let store = ChartStore::open_postgres(
+            url,
+            StoreOptions {
+                // A command does its own work and leaves the nodes' to them.
+                lease: false,
+                ..StoreOptions::default()
+            },
+        )?;
         // As the data directory's lock does for a file: writes wait for every server node to
         // stop (each holds this lock shared), and no node starts until they are done.
         let lock = match writes {

@@ -401,7 +401,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             return Err(e.into());
         }
     };
-    tracing::info!(store = %place, charts = store.stats()?.charts, "chart store open");
+    tracing::info!(
+        store = %place,
+        charts = store.stats()?.charts,
+        // On a database, how this node appears in the outbox and as the lease's holder.
+        node = store.node(),
+        "chart store open"
+    );
     // In a database, every node holds the serving lock, shared, for its whole life: the
     // records office's offline writes wait for every node to stop (the data directory's lock
     // does this for a file).
@@ -585,37 +591,64 @@ fn private_directory(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Forgets stale sync states at start and then daily.
-fn forget_sync_states(store: Arc<ChartStore>, age: std::time::Duration) {
+/// Runs `job` on a blocking thread when the lease comes to this store (at start, on SQLite)
+/// and then every `period` while it holds it: on a database shared by several nodes, once for
+/// all of them, by the lease's holder, and by the next holder should it die.
+pub(crate) fn while_holding_lease<T: Send + 'static>(
+    store: Arc<ChartStore>,
+    period: std::time::Duration,
+    job: impl Fn(&ChartStore) -> T + Send + Sync + 'static,
+    done: impl Fn(T) + Send + 'static,
+) {
+    let job = Arc::new(job);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut last: Option<(i64, tokio::time::Instant)> = None;
         loop {
             every.tick().await;
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.forget_sync_states(age)).await {
-                Ok(Ok(0)) | Err(_) => {}
-                Ok(Ok(n)) => tracing::info!(states = n, "stale sync states forgotten"),
-                Ok(Err(e)) => tracing::error!(error = %e, "could not forget stale sync states"),
+            let Some(epoch) = store.lease_epoch() else {
+                continue;
+            };
+            // A new epoch is the lease come afresh: its work is due at once.
+            if last.is_some_and(|(e, at)| e == epoch && at.elapsed() < period) {
+                continue;
+            }
+            last = Some((epoch, tokio::time::Instant::now()));
+            let (store, job) = (store.clone(), job.clone());
+            if let Ok(outcome) = tokio::task::spawn_blocking(move || job(&store)).await {
+                done(outcome);
             }
         }
     });
 }
 
-/// Counts the day's delinquency at start and every hour, so that each day keeps its last
-/// count for the records office's trend.
+/// Forgets stale sync states daily.
+fn forget_sync_states(store: Arc<ChartStore>, age: std::time::Duration) {
+    while_holding_lease(
+        store,
+        std::time::Duration::from_secs(24 * 3600),
+        move |store| store.forget_sync_states(age),
+        |outcome| match outcome {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(states = n, "stale sync states forgotten"),
+            Err(e) => tracing::error!(error = %e, "could not forget stale sync states"),
+        },
+    );
+}
+
+/// Counts the day's delinquency every hour, so that each day keeps its last count for the
+/// records office's trend.
 fn count_delinquency(store: Arc<ChartStore>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            every.tick().await;
-            let store = store.clone();
-            let now = chartsync_core::chart::Timestamp::now();
-            match tokio::task::spawn_blocking(move || store.count_delinquency_day(now)).await {
-                Ok(Ok(())) | Err(_) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "could not count the day's delinquency"),
+    while_holding_lease(
+        store,
+        std::time::Duration::from_secs(3600),
+        |store| store.count_delinquency_day(chartsync_core::chart::Timestamp::now()),
+        |outcome| {
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "could not count the day's delinquency");
             }
-        }
-    });
+        },
+    );
 }
 
 /// Logs the audit index's rebuild (after an upgrade of the audit's rules) at every tenth of
@@ -652,7 +685,9 @@ struct AppState {
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses
-/// follow each commit, and their own changes go out on the same channel.
+/// follow each commit, and their own changes go out on the same channel. Between commits (at
+/// least each second) the keeper looks at the lease: on a database shared by several nodes
+/// the censuses are kept by whichever node holds it.
 fn forward_commits(
     store: &ChartStore,
     mut keeper: census::Keeper,
@@ -661,14 +696,21 @@ fn forward_commits(
     let feed = store.subscribe();
     std::thread::Builder::new()
         .name("chartsync-feed".into())
-        .spawn(move || {
-            // Ends when the store closes.
-            for event in feed {
-                let census_events = keeper.on_change(&event);
-                let _ = changes.send(event);
-                for e in census_events {
-                    let _ = changes.send(e);
+        .spawn(move || loop {
+            let mut out = Vec::new();
+            match feed.recv_timeout(std::time::Duration::from_secs(1)) {
+                Ok(event) => {
+                    let census_events = keeper.on_change(&event);
+                    out.push(event);
+                    out.extend(census_events);
                 }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // The store closed.
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            out.extend(keeper.tick());
+            for e in out {
+                let _ = changes.send(e);
             }
         })
         .ok();
@@ -746,12 +788,15 @@ async fn healthz(
     State(AppState { store, .. }): State<AppState>,
 ) -> Result<Json<serde_json::Value>, (StatusCode, Json<serde_json::Value>)> {
     let engine = store.engine();
-    let stats = tokio::task::spawn_blocking(move || store.stats())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (node, held) = (store.node().to_string(), store.holds_lease());
+    let stats = tokio::task::spawn_blocking(move || {
+        Ok::<_, chartsync_core::store::StoreError>((store.stats()?, store.lease_holder()?))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
     match stats {
-        Ok(stats) => Ok(Json(serde_json::json!({
+        Ok((stats, holder)) => Ok(Json(serde_json::json!({
             "status": "ok",
             "schema": chartsync_core::chart::SCHEMA_V1,
             "icd10cm": chartsync_core::codes::ICD10CM_CODE_SET,
@@ -767,6 +812,18 @@ async fn healthz(
                 "version": chartsync_core::store::schema::VERSION,
                 "charts": stats.charts,
                 "charts_open": stats.charts_cached,
+            },
+            // Who does the single-writer work (ward censuses, compaction, sweeps): on SQLite
+            // the one server; on a database, the node the lease's row names.
+            "node": node,
+            "lease": {
+                "held": held,
+                "holder": holder.as_ref().map(|h| h.node.as_str()),
+                "epoch": holder.as_ref().map(|h| h.epoch),
+                "since": holder
+                    .as_ref()
+                    .and_then(|h| chartsync_core::chart::Timestamp::from_unix_millis(h.since).ok())
+                    .map(|t| t.to_rfc3339()),
             },
         }))),
         Err(error) => {

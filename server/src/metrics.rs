@@ -34,6 +34,12 @@ pub struct Metrics {
     /// The most bytes one connection has had waiting in one direction since the start.
     pub queued_bytes_peak: Gauge,
     peak: std::sync::Mutex<i64>,
+    /// 1 on the node holding the single-writer lease (census, compaction, sweeps), else 0.
+    pub lease_held: Gauge,
+    /// Since this node last read every other node's commits from the outbox.
+    pub outbox_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// From the last commit heard through the outbox, on its node, to its publication here.
+    pub outbox_delay: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -58,8 +64,26 @@ impl Metrics {
             queued_bytes: Gauge::default(),
             queued_bytes_peak: Gauge::default(),
             peak: std::sync::Mutex::new(0),
+            lease_held: Gauge::default(),
+            outbox_lag: Gauge::default(),
+            outbox_delay: Gauge::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "lease_held",
+            "1 on the node holding the single-writer lease (ward censuses, compaction, sweeps), 0 on the others",
+            m.lease_held.clone(),
+        );
+        registry.register(
+            "outbox_lag_seconds",
+            "Since this node last read every other node's commits (PostgreSQL, several nodes)",
+            m.outbox_lag.clone(),
+        );
+        registry.register(
+            "outbox_delay_seconds",
+            "From the last commit heard from another node to its publication on this one",
+            m.outbox_delay.clone(),
+        );
         registry.register(
             "queued_bytes",
             "Bytes of sync frames waiting, received and not yet handled or made and not yet sent",

@@ -351,8 +351,6 @@ impl ChartStore {
         }
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
-        tx.prepare_cached("UPDATE break_glass SET ended_at = ?2 WHERE id = ?1")?
-            .execute(params![id, now_millis()])?;
         end(&tx, id, by, grant.chart, "ended")?;
         tx.commit()?;
         drop(conn);
@@ -382,6 +380,7 @@ impl ChartStore {
             )?
             .query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
+        let mut ended = 0;
         for (id, user, role, chart) in &due {
             let by = Actor {
                 user: user.clone(),
@@ -391,10 +390,10 @@ impl ChartStore {
             let chart: ChartId = chart
                 .parse()
                 .map_err(|_| StoreError::Corrupt(format!("break-glass grant {id}: chart id")))?;
-            end(&tx, *id, &by, chart, "time ran out")?;
+            ended += usize::from(end(&tx, *id, &by, chart, "time ran out")?);
         }
         tx.commit()?;
-        Ok(due.len())
+        Ok(ended)
     }
 
     /// Marks a grant reviewed, with the reviewer's note (required).
@@ -436,14 +435,20 @@ impl ChartStore {
     }
 }
 
-/// The end of a grant, in the audit trail; `ended_at` set if it is not yet.
-fn end(tx: &Sql<'_>, id: i64, by: &Actor, chart: ChartId, how: &str) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "UPDATE break_glass
-         SET ended_at = coalesce(ended_at, CASE WHEN ends_at < ?2 THEN ends_at ELSE ?2 END)
-         WHERE id = ?1",
-    )?
-    .execute(params![id, now_millis()])?;
+/// Ends grant `id` and audits its end, unless it has ended already: whoever ends it first (a
+/// person, the sweep, or the sweep on another server node at the same moment) writes the one
+/// audit row. (PostgreSQL re-reads the row after a concurrent update before applying this one.)
+fn end(tx: &Sql<'_>, id: i64, by: &Actor, chart: ChartId, how: &str) -> Result<bool, StoreError> {
+    let ended = tx
+        .prepare_cached(
+            "UPDATE break_glass
+             SET ended_at = CASE WHEN ends_at < ?2 THEN ends_at ELSE ?2 END
+             WHERE id = ?1 AND ended_at IS NULL",
+        )?
+        .execute(params![id, now_millis()])?;
+    if ended == 0 {
+        return Ok(false);
+    }
     let detail = format!("break-glass {id} end ({how})");
     insert_audit(
         tx,
@@ -452,5 +457,6 @@ fn end(tx: &Sql<'_>, id: i64, by: &Actor, chart: ChartId, how: &str) -> Result<(
         Some(chart),
         &[],
         Some(&detail),
-    )
+    )?;
+    Ok(true)
 }

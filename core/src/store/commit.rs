@@ -9,7 +9,7 @@ use automerge::ChangeHash;
 use super::audit::insert_audit;
 use super::cache::Cached;
 use super::documents::heads_blob;
-use super::maintenance::{Job, CHECKPOINT_EVERY};
+use super::maintenance::CHECKPOINT_EVERY;
 use super::{
     credentials, lock, now_millis, outbox, Actor, AuditAction, ChartChanged, ChartStore,
     Compaction, Inner, StoreError,
@@ -427,7 +427,7 @@ impl ChartStore {
                 cached.dirty = false;
                 lock(&self.inner.cache).reweigh(&id, cached.chart.as_ref());
                 if due && self.inner.options.compaction == Compaction::Background {
-                    self.inner.schedule(Job::Compact(id));
+                    self.inner.compaction_due(id);
                 }
                 Ok(v)
             }

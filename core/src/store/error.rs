@@ -124,6 +124,13 @@ pub enum StoreError {
     #[error("PostgreSQL: {0}")]
     Database(String),
 
+    /// Work for the single-writer lease's holder (a ward census, a sweep) refused: on a
+    /// database shared by several server nodes, another node holds the lease now.
+    #[error(
+        "this server node does not hold the single-writer lease; the node that does will do this"
+    )]
+    NotLeaseHolder,
+
     /// A query that must find a row found none: the store's rows disagree with each other.
     #[error("a row the store expected is missing")]
     NoRow,

@@ -31,6 +31,7 @@ mod documents;
 mod error;
 mod feed;
 mod held;
+mod lease;
 mod maintenance;
 mod options;
 mod outbox;
@@ -73,8 +74,10 @@ pub use directory::{
 pub use error::StoreError;
 pub use feed::ChartChanged;
 pub use held::{DeviceHold, Held, HeldBatch, HoldQuota, HoldStatus, NewHold};
+pub use lease::LeaseHolder;
 pub use maintenance::StoreStats;
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
+pub use outbox::OutboxLag;
 pub use patient_index::{IndexWarning, IndexWarningKind};
 pub use receipts::Receipts;
 pub use records::{
@@ -143,6 +146,10 @@ struct Inner {
     /// This store's name in the outbox of a database shared by several nodes: a new one at
     /// each opening.
     node: String,
+    /// Whether this store does the single-writer work (see `lease`).
+    lease: lease::Lease,
+    /// How far the outbox's follower has got (PostgreSQL).
+    outbox: outbox::Progress,
 }
 
 pub struct ChartStore {
@@ -227,6 +234,11 @@ impl ChartStore {
     /// the chain, re-indexes if the record rules changed, and starts the maintenance thread.
     fn start(engine: Engine, options: StoreOptions) -> Result<ChartStore, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let engine_kind = match &engine {
+            Engine::Sqlite { .. } => sql::Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(..) => sql::Dialect::Postgres,
+        };
         let inner = Arc::new(Inner {
             engine,
             cache: Mutex::new(Cache::new(options.cache_bytes)),
@@ -241,6 +253,8 @@ impl ChartStore {
             audit_queue: Default::default(),
             audit_batch: Default::default(),
             node: crate::seeded::uuid_v4().to_string(),
+            lease: lease::Lease::new(matches!(engine_kind, sql::Dialect::Sqlite)),
+            outbox: Default::default(),
         });
         {
             let mut conn = inner.writer()?;
@@ -270,6 +284,9 @@ impl ChartStore {
                 inner.node.clone(),
                 from,
             )?;
+            if inner.options.lease {
+                lease::compete(Arc::downgrade(&inner), config.clone(), inner.node.clone())?;
+            }
         }
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;
         Ok(ChartStore {

@@ -74,6 +74,10 @@ pub struct StoreOptions {
     pub receipts: Option<Arc<super::Receipts>>,
     /// On PostgreSQL: the most connections the store keeps open to the database.
     pub connections: u32,
+    /// On PostgreSQL: whether this store competes for the single-writer lease (see
+    /// [`ChartStore::holds_lease`](super::ChartStore::holds_lease)). A server node does; a
+    /// records office's command, or a look at the database from outside, does not.
+    pub lease: bool,
 }
 
 /// See [`StoreOptions::on_rebuild`].
@@ -97,6 +101,7 @@ impl Default for StoreOptions {
             on_rebuild: None,
             receipts: None,
             connections: 16,
+            lease: true,
         }
     }
 }

@@ -14,14 +14,52 @@
 //! A SQLite store has one writer in one process, whose feed is the whole story: it writes no
 //! outbox.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use super::sql::{params, Dialect, Sql};
-use super::{now_millis, ChartChanged, StoreError};
+use super::{now_millis, ChartChanged, ChartStore, StoreError};
 
 #[cfg(feature = "postgres")]
 pub(super) use follower::follow;
 
 /// The channel of the wake-up hint.
 const CHANNEL: &str = "chartsync_outbox";
+
+/// How far a node's follower has got: what `/metrics` reports as the outbox's lag.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    /// When the follower last read the outbox to its end (milliseconds since the epoch).
+    caught_up_at: AtomicI64,
+    /// From the commit of the last row it published, on the node that made it, to its
+    /// publication here (milliseconds; the two nodes' clocks count).
+    last_delay_ms: AtomicI64,
+}
+
+/// See [`ChartStore::outbox_lag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLag {
+    /// Since this node last read every other node's commits (the follower reads each second,
+    /// or on a commit's hint): what a device here may not have heard of yet.
+    pub behind_ms: u64,
+    /// From the last commit heard, on the node that made it, to its publication here.
+    pub last_delay_ms: u64,
+}
+
+impl ChartStore {
+    /// On a database shared by several nodes, how far behind the other nodes' commits this
+    /// node's feed is; `None` on SQLite (one node), or before the follower first read.
+    pub fn outbox_lag(&self) -> Option<OutboxLag> {
+        if self.inner.dialect() != Dialect::Postgres {
+            return None;
+        }
+        let progress = &self.inner.outbox;
+        let caught_up = progress.caught_up_at.load(Ordering::Acquire);
+        (caught_up > 0).then(|| OutboxLag {
+            behind_ms: (now_millis() - caught_up).max(0) as u64,
+            last_delay_ms: progress.last_delay_ms.load(Ordering::Acquire).max(0) as u64,
+        })
+    }
+}
 
 /// Writes the commit's row, in its transaction, on a database shared by several nodes.
 pub(super) fn record(tx: &Sql<'_>, node: &str, event: &ChartChanged) -> Result<(), StoreError> {
@@ -55,6 +93,7 @@ pub(super) fn wake(conn: &Sql<'_>) {
 #[cfg(feature = "postgres")]
 mod follower {
     use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::Ordering;
     use std::sync::Weak;
     use std::time::{Duration, Instant};
 
@@ -143,13 +182,19 @@ mod follower {
                 notifications.iter().count()?;
             }
             let rows = c.query(
-                "SELECT seq, chart_id, heads, sections, created, node FROM chart_outbox
+                "SELECT seq, chart_id, heads, sections, created, node, at FROM chart_outbox
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&self.watermark, &BATCH],
             )?;
             let Some(store) = inner.upgrade() else {
                 return Ok(());
             };
+            if (rows.len() as i64) < BATCH {
+                store
+                    .outbox
+                    .caught_up_at
+                    .store(now_millis(), Ordering::Release);
+            }
             for row in &rows {
                 let seq: i64 = row.get(0);
                 if !self.seen.insert(seq) {
@@ -162,6 +207,11 @@ mod follower {
                 }
                 if let Some(event) = event_of(row) {
                     store.heard(&event);
+                    let at: i64 = row.get(6);
+                    store
+                        .outbox
+                        .last_delay_ms
+                        .store(now_millis() - at, Ordering::Release);
                 }
             }
             drop(store);

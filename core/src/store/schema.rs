@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/010_index_for_records.sql"),
     include_str!("migrations/011_accounting_requests.sql"),
     include_str!("migrations/012_outbox.sql"),
+    include_str!("migrations/013_lease.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -162,6 +163,7 @@ pub mod postgres {
     pub const MIGRATIONS: &[(i64, &str)] = &[
         (11, include_str!("migrations/postgres/011_schema.sql")),
         (12, include_str!("migrations/postgres/012_outbox.sql")),
+        (13, include_str!("migrations/postgres/013_lease.sql")),
     ];
 
     /// The advisory lock under which one node at a time migrates.

@@ -48,8 +48,12 @@ pub fn open_server_store(data_dir: &Path) -> ChartStore {
     match test_database(data_dir) {
         Some(url) => std::thread::scope(|s| {
             s.spawn(|| {
-                ChartStore::open_postgres(&url, chartsync_core::store::StoreOptions::default())
-                    .unwrap()
+                // A look from outside: the server nodes keep the lease.
+                let options = chartsync_core::store::StoreOptions {
+                    lease: false,
+                    ..Default::default()
+                };
+                ChartStore::open_postgres(&url, options).unwrap()
             })
             .join()
             .unwrap()
