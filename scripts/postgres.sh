@@ -3,6 +3,9 @@
 # unprivileged user, listening on loopback only; no system service is touched.
 #
 #   scripts/postgres.sh start DIR   makes and starts the cluster in DIR, prints its URL
+#                                   (without TLS; DIR/tls/ca.pem is the CA of the TLS the
+#                                   server offers too, for the tests of TLS)
+#   scripts/postgres.sh restart DIR restarts it (a test of the servers meanwhile)
 #   scripts/postgres.sh stop DIR    stops it (DIR is left for the caller to remove)
 #
 # Installs Debian's postgresql when no server is found and this is a Debian machine we may
@@ -71,15 +74,39 @@ start)
         cat "$dir/initdb.log" >&2
         exit 1
     }
+    # TLS, as a hospital's database offers it: a CA of the test's own, and a certificate for
+    # the loopback address it signs.
+    tls="$dir/tls"
+    mkdir -p "$tls"
+    (
+        cd "$tls"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3 -subj "/CN=chartsync test CA" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 \
+            -extfile san.ext -out server.crt
+    ) >"$dir/tls.log" 2>&1 || {
+        cat "$dir/tls.log" >&2
+        exit 1
+    }
+    chmod 600 "$tls/server.key" "$tls/ca.key"
+    chmod 644 "$tls/ca.pem"
+    [ "$(id -u)" = 0 ] && chown -R "$owner" "$tls"
     # A free port on loopback, chosen by the kernel.
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c max_connections=400" \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' -c max_connections=400 -c ssl=on -c ssl_cert_file='$tls/server.crt' -c ssl_key_file='$tls/server.key'" \
         >/dev/null || {
         cat "$dir/server.log" >&2
         exit 1
     }
-    echo "postgres://chartsync@127.0.0.1:$port/postgres"
+    # The tests connect without TLS (their own clients are plain), but for those of TLS.
+    echo "postgres://chartsync@127.0.0.1:$port/postgres?sslmode=disable"
+    ;;
+restart)
+    # Fast: the sessions are ended, as when a database fails over; same options, same port.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
     ;;
 stop)
     if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
@@ -87,7 +114,7 @@ stop)
     fi
     ;;
 *)
-    echo "usage: scripts/postgres.sh start|stop DIR" >&2
+    echo "usage: scripts/postgres.sh start|restart|stop DIR" >&2
     exit 2
     ;;
 esac

@@ -496,7 +496,13 @@ fn engines() {
         let name = format!("bench_{}", uuid_like());
         let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
         c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+        // The server's URL with this database in place of its own; its parameters kept.
+        let (url, query) = admin.split_once('?').unwrap_or((&admin, ""));
+        let base = url.rsplit_once('/').unwrap().0;
+        match query {
+            "" => format!("{base}/{name}"),
+            q => format!("{base}/{name}?{q}"),
+        }
     };
     let dir = tempfile::tempdir().unwrap();
     let options = || StoreOptions {

@@ -25,7 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[command(
     name = "chartsync-records",
     version,
-    about = "The records office's tools: import, FHIR export, deficiencies, accounting of disclosures, compact, verify, backup, restore"
+    about = "The records office's tools: import, FHIR export, deficiencies, accounting of disclosures, compact, verify, backup, restore, copy to PostgreSQL"
 )]
 struct Cli {
     /// The server's data directory, to work on its store directly.
@@ -110,6 +110,16 @@ enum Command {
         /// A file `backup` wrote.
         from: PathBuf,
     },
+    /// Copy the store into a new, empty PostgreSQL database, with the server stopped: every
+    /// chart, the audit trail, the devices' sync states and the server's storage id, so the
+    /// tablets carry on without starting over; then check the copy (docs/deploy.md, "Moving
+    /// a hospital"). The file is left as it was.
+    Copy {
+        /// The database (postgres://user@host/database); better given in the environment,
+        /// where other users do not see it.
+        #[arg(long, env = "CHARTSYNC_COPY_TO", hide_env_values = true)]
+        to: String,
+    },
 }
 
 /// What went wrong, for the person at the keyboard.
@@ -166,6 +176,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         device: "chartsync-records".into(),
     };
     if let Some(url) = &cli.database_url {
+        if matches!(cli.command, Command::Copy { .. }) {
+            return Err(CliError::Usage(
+                "copy reads a server's data directory (--data-dir) into the database named by --to; --database-url names a store already in a database".into(),
+            ));
+        }
         return in_database(url, cli.command, &actor);
     }
     // Only an import or a restore makes a store; anything else on a directory without one is
@@ -208,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Backup { .. } => {}
         Command::Encrypt => encrypt(&store_path, key)?,
         Command::Restore { from } => restore(&cli.data_dir, &from, &keyed)?,
+        Command::Copy { to } => copy(&cli.data_dir, &open_store(&store_path, &keyed)?, &to)?,
         command => {
             return on_store(command, &actor, || {
                 Ok(Opened {
@@ -228,9 +244,13 @@ fn on_store(
 ) -> Result<ExitCode, CliError> {
     match command {
         // The file's own tools work on the file, not on an open store.
-        Command::Encrypt | Command::Backup { .. } | Command::Restore { .. } => {
+        Command::Encrypt
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Copy { .. } => {
             return Err(CliError::Usage(
-                "encrypt, backup and restore work on the store's file, not on an open store".into(),
+                "encrypt, backup, restore and copy work on the store's file, not on an open store"
+                    .into(),
             ))
         }
         Command::Import { file } => {
@@ -583,6 +603,48 @@ fn compact(store: &ChartStore) -> Result<(), CliError> {
 }
 
 /// Reports every problem found; true when there were none.
+/// `copy --to URL`: the data directory's store into PostgreSQL, with the server's storage id.
+fn copy(data_dir: &Path, store: &ChartStore, url: &str) -> Result<(), CliError> {
+    let storage_id = crate::storage_id(data_dir)?;
+    let rows = bar(0, "copying rows");
+    let checked = bar(0, "checking the copy's charts");
+    let report = store.copy_to_postgres(url, &storage_id, |p| match p {
+        chartsync_core::store::CopyProgress::Rows { done, total, .. } => {
+            rows.set_length(total);
+            rows.set_position(done);
+        }
+        chartsync_core::store::CopyProgress::Checked { done, total } => {
+            rows.finish_and_clear();
+            checked.set_length(total);
+            checked.set_position(done);
+        }
+    })?;
+    rows.finish_and_clear();
+    checked.finish_and_clear();
+    let total: u64 = report.tables.values().sum();
+    println!(
+        "copied {} charts ({} rows in {} tables) to {}; every chart loads from the copy as the file has it",
+        report.charts,
+        total,
+        report.tables.len(),
+        crate::database_name(url)
+    );
+    println!(
+        "audit trail: {} rows, the same chain on both sides, ending in {}",
+        report.audit.rows,
+        report
+            .audit
+            .tip
+            .map(hex::encode)
+            .unwrap_or_else(|| "nothing (empty)".into())
+    );
+    println!(
+        "storage id {}: the tablets know the database as this server; start the servers with --database-url (docs/deploy.md)",
+        report.storage_id
+    );
+    Ok(())
+}
+
 fn verify(store: &ChartStore) -> Result<bool, CliError> {
     let mut problems = Vec::new();
     if let Err(e) = store.verify() {
@@ -759,8 +821,9 @@ impl Remote {
             | Command::Verify
             | Command::Backup { .. }
             | Command::Restore { .. }
+            | Command::Copy { .. }
             | Command::Encrypt => Err(CliError::Usage(
-                "import, compact, verify, backup, restore and encrypt work on the store itself: give --data-dir, not --server".into(),
+                "import, compact, verify, backup, restore, encrypt and copy work on the store itself: give --data-dir, not --server".into(),
             )),
         }
     }

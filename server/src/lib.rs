@@ -256,7 +256,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// A PostgreSQL URL as a log may show it: `postgresql://host:port/database`, without the
 /// user's password (or anything else the URL carries).
-fn database_name(url: &str) -> String {
+pub(crate) fn database_name(url: &str) -> String {
     let Ok(config) = url.parse::<postgres::Config>() else {
         return "a PostgreSQL database (its URL does not parse)".into();
     };
@@ -731,7 +731,7 @@ fn mark_restored(data_dir: &Path) -> std::io::Result<()> {
 }
 
 /// The server's storage id: what devices key their sync state for this server by.
-fn storage_id(data_dir: &Path) -> std::io::Result<String> {
+pub(crate) fn storage_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("storage-id");
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),

@@ -525,7 +525,20 @@ struct Worker {
     asked: bool,
     /// When its sync state was last saved (or the worker started): see [`SAVE_STATE_EVERY`].
     state_saved: std::time::Instant,
+    /// A change could not be pushed: the store did not answer (a database restarting, failing
+    /// over). Tried again shortly, so that a device waiting on the server hears of it.
+    push_failed: bool,
 }
+
+/// Whether a store error is the database being away for a while (restarting, failing over),
+/// rather than something about the chart that trying again would not change.
+fn store_unavailable(e: &chartsync_core::store::StoreError) -> bool {
+    use chartsync_core::store::StoreError;
+    matches!(e, StoreError::Database(_) | StoreError::Io(_))
+}
+
+/// How long after a failed push it is tried again.
+const PUSH_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often, at most, a document's sync state is saved when an exchange completes; it is
 /// always saved when the connection ends. A sync state only shortens the device's next
@@ -733,6 +746,7 @@ pub async fn serve_socket(
                 doc: None,
                 asked: false,
                 state_saved: std::time::Instant::now(),
+                push_failed: false,
             };
             running.spawn(worker.run(rx, out.clone(), outgoing.clone()));
             tx
@@ -907,6 +921,7 @@ impl ServerConnection {
             doc: None,
             asked: false,
             state_saved: std::time::Instant::now(),
+            push_failed: false,
         });
         match worker.take(event) {
             None => Effects::closing(Vec::new()),
@@ -1168,9 +1183,19 @@ impl Worker {
         out: mpsc::Sender<Out>,
         outgoing: QueueBudget,
     ) {
-        // `_received` counts against the incoming budget until the event is handled.
-        'events: while let Some(queued) = events.recv().await {
-            let (event, _received) = *queued;
+        let mut retry: Option<tokio::time::Instant> = None;
+        'events: loop {
+            // `_received` counts against the incoming budget until the event is handled.
+            let (event, _received) = tokio::select! {
+                queued = events.recv() => match queued {
+                    Some(queued) => *queued,
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {
+                    (Event::Changed, None)
+                }
+            };
+            retry = None;
             let timed = matches!(event, Event::Sync { .. });
             let started = std::time::Instant::now();
             let Some(output) = tokio::task::block_in_place(|| self.take(event)) else {
@@ -1179,6 +1204,9 @@ impl Worker {
             if timed {
                 let seconds = started.elapsed().as_secs_f64();
                 self.peer.hub.metrics.sync_seconds.observe(seconds);
+            }
+            if std::mem::take(&mut self.push_failed) {
+                retry = Some(tokio::time::Instant::now() + PUSH_RETRY);
             }
             for m in output.send {
                 let queued = outgoing.take(wire_size(&m)).await;
@@ -2531,20 +2559,19 @@ impl Worker {
             return Output::default();
         };
         let (local, remote) = (&peer.hub.local.peer_id, &peer.remote.peer_id);
-        let reply = peer
-            .hub
-            .store
-            .read(self.id, |c| {
-                let permitted = c.encounter().is_ok_and(|e| {
-                    left_reason(&peer.access, &e.ward, e.status).is_none()
-                        || break_glass_open(&peer, id)
-                });
-                permitted
-                    .then(|| sync.generate(c.doc(), local, remote))
-                    .flatten()
-            })
-            .ok()
-            .flatten();
+        let read = peer.hub.store.read(self.id, |c| {
+            let permitted = c.encounter().is_ok_and(|e| {
+                left_reason(&peer.access, &e.ward, e.status).is_none()
+                    || break_glass_open(&peer, id)
+            });
+            permitted
+                .then(|| sync.generate(c.doc(), local, remote))
+                .flatten()
+        });
+        // The chart could not be read (the store did not answer): nothing is lost, the
+        // device's next message or the retry answers it.
+        self.push_failed |= read.as_ref().is_err_and(store_unavailable);
+        let reply = read.ok().flatten();
         if reply.is_none() && self.state_saved.elapsed() >= SAVE_STATE_EVERY {
             if let Some(storage) = peer.remote.storage_id() {
                 let _ = peer
@@ -2569,7 +2596,12 @@ impl Worker {
                 // A transfer (or, for a ward nurse, a discharge) can take the chart away.
                 let left = match self.hub().store.placement(self.id) {
                     Ok(Some(s)) => self.left_reason(&s.ward, s.status),
-                    _ => Some(LeftReason::Transferred),
+                    // The store did not answer: that is not the chart leaving. Tried again.
+                    Err(e) if store_unavailable(&e) => {
+                        self.push_failed = true;
+                        return Output::default();
+                    }
+                    Ok(None) | Err(_) => Some(LeftReason::Transferred),
                 };
                 let Some(reason) = left else {
                     return self.reply();

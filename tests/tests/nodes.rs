@@ -190,22 +190,10 @@ async fn a_commit_through_one_node_reaches_tablets_connected_to_the_others() {
 
     // Each node's metrics: one of the three holds the lease, and each has read the others'
     // commits within moments.
-    let metric = |node: &Server, name: &str| -> f64 {
-        let (status, body) = http_get(&node.addr, "/metrics", None);
-        assert_eq!(status, 200);
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no {name} in {body}"))
-            .parse()
-            .unwrap()
-    };
-    let held: Vec<f64> = [a, b, c]
-        .iter()
-        .map(|n| metric(n, "chartsync_lease_held"))
-        .collect();
+    let held: Vec<f64> = [a, b, c].iter().map(|n| n.metric("lease_held")).collect();
     assert_eq!(held, [1.0, 0.0, 0.0], "the first node holds the lease");
     for node in [a, b, c] {
-        let lag = metric(node, "chartsync_outbox_lag_seconds");
+        let lag = node.metric("outbox_lag_seconds");
         assert!(lag < 5.0, "a node {lag} s behind the outbox");
     }
 }
@@ -408,4 +396,214 @@ async fn the_lease_holder_killed_the_censuses_and_compaction_move_to_another_nod
     until_entries(&pc_store, second, 300, "the PC on node B").await;
     pc.stop().await;
     on_c.stop().await;
+}
+
+/// Moving a hospital from its one SQLite server to PostgreSQL: the server stops, a tablet
+/// charts on offline, `chartsync-records copy` moves the store and checks it, and the server
+/// starts on the database with the same data directory. The tablet reconnects to it as to
+/// the server it knew (its sync states are kept under the one storage id, none made anew),
+/// its offline work reaches the record, and the census goes on as one history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
+async fn a_hospital_moved_to_the_database_carries_on_without_starting_over() {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join(ON_FILE), "").unwrap();
+    let on_file = Server::start(data.path());
+    let devices = tempfile::tempdir().unwrap();
+    let (pc_store, id, pc) = admitted_through(&on_file, &devices).await;
+    let tablet = tablet_store(&devices, "tablet");
+    let token = on_file.token("rn.park", "nurse", &["4west"]);
+    let nurse = Staff::new("rn.park", Role::Nurse, "tablet-4west-02");
+    let first = through(&on_file, &token, "tablet-4west-02", &tablet);
+    until_census(&tablet, "the census on the file's server", |l| l == [id]).await;
+    for k in 0..5 {
+        tablet
+            .update(id, |ch| ch.add_entry(&nurse, at(k), heart_rate(70)))
+            .unwrap();
+    }
+    assert!(first.wait_until_up_to_date(WAIT).await);
+    first.stop().await;
+    pc.stop().await;
+    assert!(on_file.stop().success());
+
+    // Offline through the move, the nurse charts on.
+    for k in 5..15 {
+        tablet
+            .update(id, |ch| ch.add_entry(&nurse, at(k), heart_rate(70)))
+            .unwrap();
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let url = test_database(elsewhere.path()).unwrap_or_else(|| {
+        panic!("set {POSTGRES} to a PostgreSQL server (scripts/test.sh does) to run this test")
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--user", "him.jones", "copy"])
+        .env("CHARTSYNC_COPY_TO", &url)
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .env_remove("CHARTSYNC_DATABASE_URL")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("copied 1 charts"), "{said}");
+    let storage = std::fs::read_to_string(data.path().join("storage-id")).unwrap();
+    assert!(said.contains(storage.trim()), "{said}");
+    assert!(!said.contains("Rivera"), "no patient data in what it says");
+
+    // The server starts on the database, from the same data directory (its keys).
+    std::fs::remove_file(data.path().join(ON_FILE)).unwrap();
+    std::fs::write(data.path().join("test-database-url"), &url).unwrap();
+    let on_database = Server::start(data.path());
+    assert_eq!(health(&on_database)["store"]["engine"], "postgresql");
+    let back = through(&on_database, &token, "tablet-4west-02", &tablet);
+    assert!(
+        back.wait_until_up_to_date(WAIT).await,
+        "{:?}",
+        back.status().borrow()
+    );
+    let status = back.status().borrow().clone();
+    assert_eq!(
+        (status.unacknowledged_commits, status.held.len()),
+        (0, 0),
+        "{status:?}"
+    );
+    let supervisor = on_database.token("him.sup", "records_supervisor", &["*"]);
+    let (code, body) = http_get(
+        &on_database.addr,
+        &format!("/api/charts/{id}"),
+        Some(&supervisor),
+    );
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["entries"].as_array().unwrap().len(),
+        15,
+        "the offline work too"
+    );
+    until_census(&tablet, "the census after the move", |l| l == [id]).await;
+    back.stop().await;
+    // One server to the tablet: its sync states are under the old storage id only.
+    drop(pc_store);
+    let peers: Vec<String> = {
+        let db = rusqlite::Connection::open(devices.path().join("tablet.db")).unwrap();
+        let mut stmt = db
+            .prepare("SELECT DISTINCT peer FROM sync_states ORDER BY peer")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(peers, [storage.trim().to_string()]);
+}
+
+/// PostgreSQL restarted (fast: every session ended, as in a failover) while two nurses chart
+/// through two nodes: requests in flight fail and the tablets send again; the nodes' pools,
+/// followers and lease come back by themselves; every entry reaches the record, each once,
+/// and each tablet ends with nothing unacknowledged. Run alone: it restarts the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CHARTSYNC_TEST_POSTGRES_DIR: scripts/test.sh runs it, alone, on its PostgreSQL cluster"]
+async fn the_database_restarted_under_load_loses_nothing() {
+    let cluster_dir = std::env::var("CHARTSYNC_TEST_POSTGRES_DIR").unwrap_or_else(|_| {
+        panic!("set CHARTSYNC_TEST_POSTGRES_DIR to the cluster scripts/postgres.sh made")
+    });
+    let (mut nodes, _data) = cluster(2);
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let (pc_store, id, pc) = admitted_through(&a, &devices).await;
+    let mut tablets = Vec::new();
+    for (n, node) in [&a, &b].into_iter().enumerate() {
+        let user = format!("rn.nurse{n}");
+        let device = format!("tablet-4west-0{n}");
+        let store = tablet_store(&devices, &device);
+        let client = through(
+            node,
+            &node.token(&user, "nurse", &["4west"]),
+            &device,
+            &store,
+        );
+        client.fetch(id);
+        assert!(client.wait_until_up_to_date(WAIT).await);
+        tablets.push((Staff::new(&user, Role::Nurse, &device), store, client));
+    }
+    async fn chart(
+        tablets: &[(Staff, Arc<ChartStore>, SyncClient)],
+        id: ChartId,
+        round: std::ops::Range<i64>,
+    ) {
+        for k in round {
+            for (n, (nurse, store, _)) in tablets.iter().enumerate() {
+                store
+                    .update(id, |ch| {
+                        ch.add_entry(nurse, at(1000 * n as i64 + k), heart_rate(70))
+                    })
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    chart(&tablets, id, 0..20).await;
+    let restart = std::thread::spawn(move || {
+        let status = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../scripts/postgres.sh"
+            ))
+            .args(["restart", &cluster_dir])
+            .status()
+            .unwrap();
+        assert!(status.success(), "the cluster restarts");
+    });
+    // Charting on while the database goes down and comes back, and a little after.
+    let mut k = 20;
+    while !restart.is_finished() {
+        chart(&tablets, id, k..k + 1).await;
+        k += 1;
+    }
+    restart.join().unwrap();
+    chart(&tablets, id, k..k + 10).await;
+    let entries = 2 * (k + 10) as usize;
+
+    let patience = Duration::from_secs(90);
+    for (_, store, client) in &tablets {
+        assert!(
+            client.wait_until_up_to_date(patience).await,
+            "{:?}",
+            client.status().borrow()
+        );
+        let status = client.status().borrow().clone();
+        assert_eq!(
+            (status.unacknowledged_commits, status.held.len()),
+            (0, 0),
+            "{status:?}"
+        );
+        until_entries(store, id, entries, "every entry on each tablet").await;
+    }
+    until_entries(&pc_store, id, entries, "every entry on the PC").await;
+    for node in [&a, &b] {
+        let supervisor = node.token("him.sup", "records_supervisor", &["*"]);
+        let (code, body) = http_get(&node.addr, &format!("/api/charts/{id}"), Some(&supervisor));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["entries"].as_array().unwrap().len(),
+            entries,
+            "each entry once"
+        );
+    }
+    wait_for("one node to hold the lease again", || {
+        [&a, &b].iter().filter(|n| holds_lease(n)).count() == 1
+    });
+    pc.stop().await;
+    for (_, _, client) in tablets {
+        client.stop().await;
+    }
 }

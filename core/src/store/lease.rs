@@ -163,6 +163,7 @@ mod holder {
 
     use super::{Inner, LEASE_LOCK, NAME};
     use crate::chart::ChartId;
+    use crate::store::sql::pg::Database;
     use crate::store::{now_millis, Job, StoreError};
 
     /// How often a node without the lease tries to take it: at most this long passes between a
@@ -176,16 +177,16 @@ mod holder {
     /// holds the store weakly and ends, letting the lease go, when the store closes.
     pub(in crate::store) fn compete(
         inner: Weak<Inner>,
-        config: postgres::Config,
+        database: Database,
         node: String,
     ) -> Result<(), StoreError> {
         std::thread::Builder::new()
             .name("chartsync-lease".into())
-            .spawn(move || run(&inner, &config, &node))?;
+            .spawn(move || run(&inner, &database, &node))?;
         Ok(())
     }
 
-    fn run(inner: &Weak<Inner>, config: &postgres::Config, node: &str) {
+    fn run(inner: &Weak<Inner>, database: &Database, node: &str) {
         let mut client: Option<postgres::Client> = None;
         let mut next_try = Instant::now();
         loop {
@@ -214,7 +215,7 @@ mod holder {
             } else if Instant::now() >= next_try {
                 next_try = Instant::now() + RETRY;
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = config.connect(postgres::NoTls).ok();
+                    client = database.connect().ok();
                 }
                 if let Some(c) = client.as_mut() {
                     match take(c, node) {

@@ -23,6 +23,8 @@ mod census_docs;
 mod charts;
 mod commit;
 mod compaction;
+#[cfg(feature = "postgres")]
+mod copy;
 mod credentials;
 mod deficiency_work;
 mod delinquency;
@@ -61,6 +63,8 @@ pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter,
 pub use charts::{ChartFilter, ChartSummary, Placement};
 pub use commit::{ImportProgress, Proven};
 pub use compaction::CompactionReport;
+#[cfg(feature = "postgres")]
+pub use copy::{CopyProgress, CopyReport};
 pub use credentials::{Enrolment, LocalCredential, UnlockAttempt};
 
 pub use deficiency_work::{Assigned, DeficiencyRef};
@@ -119,7 +123,7 @@ enum Engine {
     /// A PostgreSQL database, shared by every server node: a pool of connections, each
     /// writing in its own transactions.
     #[cfg(feature = "postgres")]
-    Postgres(r2d2::Pool<sql::pg::Manager>, ::postgres::Config),
+    Postgres(r2d2::Pool<sql::pg::Manager>, sql::pg::Database),
 }
 
 struct Inner {
@@ -188,12 +192,10 @@ impl ChartStore {
     /// newer than this build is refused, so a node left on an older version does not start.
     #[cfg(feature = "postgres")]
     pub fn open_postgres(url: &str, options: StoreOptions) -> Result<ChartStore, StoreError> {
-        let config: ::postgres::Config = url.parse().map_err(|_| {
-            StoreError::Invalid(
-                "the database URL is not one PostgreSQL takes (postgres://user@host/database)"
-                    .into(),
-            )
-        })?;
+        let database = sql::pg::Database::from_url(url)?;
+        // One connection first, for its error as PostgreSQL gives it (a refused password, an
+        // unverified certificate, no server there): the pool would only say it timed out.
+        sql::pg::blocking(|| database.connect().map(drop)).map_err(sql::pg::error)?;
         let pool = r2d2::Pool::builder()
             .max_size(options.connections)
             .min_idle(Some(1))
@@ -204,7 +206,7 @@ impl ChartStore {
             .connection_timeout(std::time::Duration::from_secs(30))
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build(sql::pg::Manager {
-                config: config.clone(),
+                database: database.clone(),
             })
             .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
         {
@@ -213,7 +215,7 @@ impl ChartStore {
                 .map_err(|e| StoreError::Database(format!("could not connect: {e}")))?;
             schema::postgres::prepare(conn.client())?;
         }
-        Self::start(Engine::Postgres(pool, config), options)
+        Self::start(Engine::Postgres(pool, database), options)
     }
 
     /// On PostgreSQL, the database's counterpart of the data directory's lock file: every
@@ -271,7 +273,7 @@ impl ChartStore {
                 .store(read_only_somewhere, std::sync::atomic::Ordering::Release);
         }
         #[cfg(feature = "postgres")]
-        if let Engine::Postgres(_, config) = &inner.engine {
+        if let Engine::Postgres(_, database) = &inner.engine {
             // Other nodes' commits from now on; earlier ones the devices' sync states cover.
             let from: i64 = inner.writer()?.query_row(
                 "SELECT CAST(coalesce(max(seq), 0) AS BIGINT) FROM chart_outbox",
@@ -280,12 +282,12 @@ impl ChartStore {
             )?;
             outbox::follow(
                 Arc::downgrade(&inner),
-                config.clone(),
+                database.clone(),
                 inner.node.clone(),
                 from,
             )?;
             if inner.options.lease {
-                lease::compete(Arc::downgrade(&inner), config.clone(), inner.node.clone())?;
+                lease::compete(Arc::downgrade(&inner), database.clone(), inner.node.clone())?;
             }
         }
         let maintenance = spawn_maintenance(Arc::downgrade(&inner), queue)?;

@@ -102,6 +102,7 @@ mod follower {
 
     use super::CHANNEL;
     use crate::chart::ChartId;
+    use crate::store::sql::pg::Database;
     use crate::store::{lock, now_millis, parse_heads_blob, ChartChanged, Inner, StoreError};
 
     /// How often a follower reads the outbox with no hint.
@@ -118,13 +119,13 @@ mod follower {
     /// weakly and ends when the store closes.
     pub(in crate::store) fn follow(
         inner: Weak<Inner>,
-        config: postgres::Config,
+        database: Database,
         node: String,
         from: i64,
     ) -> Result<(), StoreError> {
         std::thread::Builder::new()
             .name("chartsync-outbox".into())
-            .spawn(move || Follower::new(node, from).run(&inner, &config))?;
+            .spawn(move || Follower::new(node, from).run(&inner, &database))?;
         Ok(())
     }
 
@@ -151,11 +152,11 @@ mod follower {
             }
         }
 
-        fn run(mut self, inner: &Weak<Inner>, config: &postgres::Config) {
+        fn run(mut self, inner: &Weak<Inner>, database: &Database) {
             let mut client: Option<postgres::Client> = None;
             while inner.strong_count() > 0 {
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = listen(config).ok();
+                    client = listen(database).ok();
                 }
                 let Some(c) = client.as_mut() else {
                     // The database is away (restarting, failing over): try again shortly.
@@ -252,8 +253,8 @@ mod follower {
     }
 
     /// The dedicated connection, listening.
-    fn listen(config: &postgres::Config) -> Result<postgres::Client, postgres::Error> {
-        let mut client = config.connect(postgres::NoTls)?;
+    fn listen(database: &Database) -> Result<postgres::Client, postgres::Error> {
+        let mut client = database.connect()?;
         client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
         Ok(client)
     }

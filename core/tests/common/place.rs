@@ -130,6 +130,11 @@ fn new_database(admin: &str) -> String {
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap();
-    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /database");
-    format!("{base}/{name}")
+    // The server's URL with this database in place of its own; its parameters kept.
+    let (url, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (base, _) = url.rsplit_once('/').expect("a URL ending in /database");
+    match query {
+        "" => format!("{base}/{name}"),
+        q => format!("{base}/{name}?{q}"),
+    }
 }

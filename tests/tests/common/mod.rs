@@ -164,10 +164,19 @@ pub fn open_server_db(path: &Path) -> rusqlite::Connection {
 /// sets it for a second run, on a private cluster it starts.
 pub const POSTGRES: &str = "CHARTSYNC_TEST_POSTGRES";
 
+/// In a data directory: the server there keeps its store in its file, on the PostgreSQL pass
+/// too (see [`test_database`]).
+#[allow(dead_code)]
+pub const ON_FILE: &str = "test-on-file";
+
 /// The database of the server whose data directory is `data_dir`, made on its first start
 /// (a restart finds the same one), when the suite runs on PostgreSQL.
 pub fn test_database(data_dir: &Path) -> Option<String> {
     let admin = std::env::var(POSTGRES).ok().filter(|u| !u.is_empty())?;
+    // A server kept on its file whatever the pass (one whose store is then moved).
+    if data_dir.join(ON_FILE).exists() {
+        return None;
+    }
     let file = data_dir.join("test-database-url");
     if let Ok(url) = std::fs::read_to_string(&file) {
         return Some(url);
@@ -184,8 +193,15 @@ pub fn test_database(data_dir: &Path) -> Option<String> {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap()
     });
-    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /database");
-    let url = format!("{base}/{name}");
+    // The server's URL with this database in place of its own; its parameters kept.
+    let (admin_url, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a URL ending in /database");
+    let url = match query {
+        "" => format!("{base}/{name}"),
+        q => format!("{base}/{name}?{q}"),
+    };
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&file, &url).unwrap();
     Some(url)

@@ -51,10 +51,110 @@ impl Drop for PgConn {
     }
 }
 
+/// How the store reaches its database: the connection's settings, and TLS.
+#[derive(Clone)]
+pub(crate) struct Database {
+    config: postgres::Config,
+    /// `None` when the URL says `sslmode=disable`.
+    tls: Option<postgres_openssl::MakeTlsConnector>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// From a URL as libpq takes it (`postgres://user:password@host:port/database?...`).
+    ///
+    /// The connection is encrypted whenever the server offers TLS (`sslmode=prefer`, the
+    /// default), or must be (`sslmode=require`, `verify-ca`, `verify-full`), and the server's
+    /// certificate is always verified, name included: against the system's trusted roots, and
+    /// the CA in `sslrootcert=PATH` if the URL names one (a hospital's own). libpq's `prefer`
+    /// and `require` encrypt without verifying; here an unverified server is refused instead,
+    /// as patient data goes over this connection. `sslmode=disable` connects without TLS (a
+    /// Unix socket, or a network only the servers reach).
+    pub(crate) fn from_url(url: &str) -> Result<Database> {
+        let invalid = || {
+            StoreError::Invalid(
+                "the database URL is not one PostgreSQL takes (postgres://user@host/database)"
+                    .into(),
+            )
+        };
+        let mut ca: Option<std::path::PathBuf> = None;
+        let mut mode: Option<String> = None;
+        // A key=value connection string (not a URL) is PostgreSQL's own to read, as it is.
+        let config_text = match url::Url::parse(url) {
+            Ok(mut parsed) => {
+                let kept: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .filter_map(|(k, v)| match &*k {
+                        "sslrootcert" => {
+                            ca = Some(v.into_owned().into());
+                            None
+                        }
+                        "sslmode" => {
+                            mode = Some(v.into_owned());
+                            None
+                        }
+                        _ => Some((k.into_owned(), v.into_owned())),
+                    })
+                    .collect();
+                let mapped = match mode.as_deref() {
+                    None | Some("prefer") | Some("allow") => "prefer",
+                    Some("disable") => "disable",
+                    Some("require") | Some("verify-ca") | Some("verify-full") => "require",
+                    Some(_) => return Err(invalid()),
+                };
+                parsed
+                    .query_pairs_mut()
+                    .clear()
+                    .extend_pairs(kept)
+                    .append_pair("sslmode", mapped);
+                parsed.to_string()
+            }
+            Err(_) => url.to_string(),
+        };
+        let config: postgres::Config = config_text.parse().map_err(|_| invalid())?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+            return Ok(Database { config, tls: None });
+        }
+        let tls_error = |e: openssl::error::ErrorStack| {
+            StoreError::Invalid(format!("TLS to the database could not be set up: {e}"))
+        };
+        let mut builder =
+            openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+                .map_err(tls_error)?;
+        if let Some(ca) = &ca {
+            builder.set_ca_file(ca).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "the database's CA certificate (sslrootcert={}) could not be read: {e}",
+                    ca.display()
+                ))
+            })?;
+        }
+        Ok(Database {
+            config,
+            tls: Some(postgres_openssl::MakeTlsConnector::new(builder.build())),
+        })
+    }
+
+    /// A new connection (blocking).
+    pub(crate) fn connect(&self) -> std::result::Result<postgres::Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+    }
+}
+
 /// Opens connections for the pool, and tells it which have broken.
 #[derive(Debug)]
 pub(crate) struct Manager {
-    pub(crate) config: postgres::Config,
+    pub(crate) database: Database,
 }
 
 impl r2d2::ManageConnection for Manager {
@@ -62,7 +162,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<PgConn, postgres::Error> {
-        let client = blocking(|| self.config.connect(postgres::NoTls))?;
+        let client = blocking(|| self.database.connect())?;
         Ok(PgConn {
             client: Some(client),
             statements: HashMap::new(),
