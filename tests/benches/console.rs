@@ -35,15 +35,7 @@ fn build(dir: &std::path::Path) {
     let started = Instant::now();
     let charts = (0..CHARTS).map(|n| {
         let admitted = now.plus_seconds(-((n % 120) as i64 + 1) * 86_400 - (n as i64 % 86_400));
-        let patient = NewPatient {
-            mrn: format!("MRN-{n:06}"),
-            family_name: format!("Family{n}"),
-            given_names: "Sam".into(),
-            birth_date: None,
-            sex: None,
-            address: None,
-            phone: None,
-        };
+        let patient = chartsync_tests::bench_patient(format!("MRN-{n:06}"), n);
         let encounter = NewEncounter {
             ward: ward(n),
             bed: Some(format!("{:03}", n / WARDS)),

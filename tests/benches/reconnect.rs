@@ -5,6 +5,9 @@
 //! - an enrolled shared tablet on which three nurses made the edits, each change signed by its
 //!   author and checked by the server (docs/adr/0008-shared-tablets.md).
 //!
+//! With `CHARTSYNC_TEST_POSTGRES` naming a PostgreSQL server (a URL whose role may create
+//! databases), the first again with the server on PostgreSQL, side by side.
+//!
 //! Run: `cargo bench -p chartsync-tests --bench reconnect`
 
 #[path = "../tests/common/mod.rs"]
@@ -36,15 +39,7 @@ fn metric(addr: &str, name: &str) -> f64 {
 
 fn patient(n: usize) -> (NewPatient, NewEncounter) {
     (
-        NewPatient {
-            mrn: format!("MRN-{n:05}"),
-            family_name: format!("Family{n}"),
-            given_names: "Sam".into(),
-            birth_date: None,
-            sex: None,
-            address: None,
-            phone: None,
-        },
+        chartsync_tests::bench_patient(format!("MRN-{n:05}"), n),
         NewEncounter {
             ward: "4west".into(),
             bed: Some(format!("{n:03}")),
@@ -112,9 +107,13 @@ async fn reconnect(
     }
 }
 
-/// One nurse's token: the tablet of one person.
-async fn one_person() -> Measured {
+/// One nurse's token: the tablet of one person; the server on its SQLite file, or (`database`)
+/// on PostgreSQL.
+async fn one_person(database: bool) -> Measured {
     let data = tempfile::tempdir().unwrap();
+    if !database {
+        std::fs::write(data.path().join(common::ON_FILE), "").unwrap();
+    }
     let devices = tempfile::tempdir().unwrap();
     let server = common::Server::start(data.path());
     let clerk = server.token("him.jones", "technician", &["4west"]);
@@ -146,6 +145,7 @@ async fn one_person() -> Measured {
 /// An enrolled shared tablet: three nurses, each change signed by its author.
 async fn three_people() -> Measured {
     let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join(common::ON_FILE), "").unwrap();
     let devices = tempfile::tempdir().unwrap();
     let server = common::Server::start(data.path());
     common::add_staff(&server, "him.jones", "technician", &["4west"]);
@@ -193,8 +193,33 @@ async fn three_people() -> Measured {
 
 fn main() {
     chartsync_tests::bench_main(|| async {
-        let one = one_person().await;
+        let one = one_person(false).await;
         let three = three_people().await;
+        // With CHARTSYNC_TEST_POSTGRES set, the first scenario again on PostgreSQL.
+        let database = match std::env::var(common::POSTGRES) {
+            Ok(_) => Some(one_person(true).await),
+            Err(_) => None,
+        };
+        if let Some(pg) = &database {
+            println!(
+                "\n## Reconnect, the server on SQLite and on PostgreSQL (one nurse's token)\n"
+            );
+            println!("| measure | SQLite | PostgreSQL |\n|---|---|---|");
+            println!(
+                "| time until tablet and server agree | {:.2} s | {:.2} s |",
+                one.took.as_secs_f64(),
+                pg.took.as_secs_f64()
+            );
+            println!("| bytes tablet → server | {:.0} | {:.0} |", one.up, pg.up);
+            println!(
+                "| bytes server → tablet | {:.0} | {:.0} |",
+                one.down, pg.down
+            );
+            println!(
+                "| messages tablet → server / server → tablet | {:.0} / {:.0} | {:.0} / {:.0} |",
+                one.msgs_up, one.msgs_down, pg.msgs_up, pg.msgs_down
+            );
+        }
         println!("\n## Reconnect after a shift offline: {CHARTS} charts, {EDITS} offline edits on each\n");
         println!(
             "| measure | one nurse's token | shared tablet, 3 nurses, signed |\n|---|---|---|"

@@ -270,6 +270,19 @@ pub fn at(minutes: i64) -> chartsync_core::chart::Timestamp {
         .plus_seconds(minutes * 60)
 }
 
+/// Patient `n` of a bench, no one real: the MRN given, family name `Family{n}`.
+pub fn bench_patient(mrn: String, n: usize) -> chartsync_core::chart::NewPatient {
+    chartsync_core::chart::NewPatient {
+        mrn,
+        family_name: format!("Family{n}"),
+        given_names: "Sam".into(),
+        birth_date: None,
+        sex: None,
+        address: None,
+        phone: None,
+    }
+}
+
 /// Ana Rivera, admitted to 4west bed 12A by the registration clerk him.jones.
 pub fn admit() -> chartsync_core::chart::Chart {
     use chartsync_core::chart::*;

@@ -234,30 +234,28 @@ impl ChartStore {
             if self.inner.options.receipts.is_some() {
                 receipts.extend(change_hashes(&chart, &[]));
             }
-            let row = NewChartRow::of(id, &mut chart)
-                .and_then(|row| row.insert(&tx).map(|_| row))
-                .and_then(|row| {
-                    if let Some(actor) = actor {
-                        let hashes = change_hashes(&chart, &[]);
-                        insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
-                    }
-                    Ok(row)
-                })
-                .map_err(|error| StoreError::Import {
-                    index,
-                    error: Box::new(error),
-                })?;
-            bytes += row.snapshot.len() as u64;
-            let event = ChartChanged {
-                id,
-                heads: chart.heads(),
-                sections: all_sections(),
-                created: true,
-            };
-            outbox::record(&tx, &self.inner.node, &event).map_err(|error| StoreError::Import {
+            // Anything that goes wrong with this chart names it by its place in the batch.
+            let (row, event) = (|| -> Result<_, StoreError> {
+                let row = NewChartRow::of(id, &mut chart)?;
+                row.insert(&tx)?;
+                if let Some(actor) = actor {
+                    let hashes = change_hashes(&chart, &[]);
+                    insert_audit(&tx, actor, AuditAction::Create, Some(id), &hashes, None)?;
+                }
+                let event = ChartChanged {
+                    id,
+                    heads: chart.heads(),
+                    sections: all_sections(),
+                    created: true,
+                };
+                outbox::record(&tx, &self.inner.node, &event)?;
+                Ok((row, event))
+            })()
+            .map_err(|error| StoreError::Import {
                 index,
                 error: Box::new(error),
             })?;
+            bytes += row.snapshot.len() as u64;
             events.push(event);
             progress(ImportProgress {
                 done: index + 1,
@@ -387,7 +385,7 @@ impl ChartStore {
         // In a database other nodes write to, one writer of a chart at a time, from before it
         // is read to its commit: without it, two nodes writing one chart at once would each
         // build on heads the other is replacing, and one would fail (`ChangedElsewhere`).
-        let mut locker = self.inner.chart_lock_connection()?;
+        let (mut locker, _slot) = self.inner.chart_lock_connection()?;
         let locked = match &mut locker {
             Some(conn) => Some(chart_locked(conn, id)?),
             None => None,

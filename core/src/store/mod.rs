@@ -154,6 +154,42 @@ struct Inner {
     lease: lease::Lease,
     /// How far the outbox's follower has got (PostgreSQL).
     outbox: outbox::Progress,
+    /// Commits holding a connection at once (PostgreSQL): see `chart_lock_connection`.
+    commit_slots: Slots,
+}
+
+/// A bound on how many may do something at once; each waits (blocking) for a free place.
+struct Slots {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+/// A place taken in [`Slots`], given back when dropped.
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(places: usize) -> Slots {
+        Slots {
+            free: Mutex::new(places.max(1)),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn enter(&self) -> Slot<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 pub struct ChartStore {
@@ -241,6 +277,7 @@ impl ChartStore {
             #[cfg(feature = "postgres")]
             Engine::Postgres(..) => sql::Dialect::Postgres,
         };
+        let commit_slots = Slots::new(options.connections as usize / 2);
         let inner = Arc::new(Inner {
             engine,
             cache: Mutex::new(Cache::new(options.cache_bytes)),
@@ -257,6 +294,7 @@ impl ChartStore {
             node: crate::seeded::uuid_v4().to_string(),
             lease: lease::Lease::new(matches!(engine_kind, sql::Dialect::Sqlite)),
             outbox: Default::default(),
+            commit_slots,
         });
         {
             let mut conn = inner.writer()?;
@@ -352,10 +390,22 @@ impl Inner {
 
     /// A connection to hold a chart's lock on while it is written, in a database other nodes
     /// write to; `None` on SQLite, whose one writer is the lock.
-    fn chart_lock_connection(&self) -> Result<Option<sql::Sql<'_>>, StoreError> {
+    ///
+    /// A commit holds this connection from reading the chart to committing it, and what it
+    /// checks meanwhile (the server's rules read the store) takes another from the pool for a
+    /// moment. So at most half the pool's connections are held by commits at once (the
+    /// `Slot` returned beside it): the other half is always there for those reads. Without
+    /// the bound, a tablet sending 200 charts at once had every connection held by a commit
+    /// waiting for one more, until the pool gave up after 30 seconds.
+    fn chart_lock_connection(
+        &self,
+    ) -> Result<(Option<sql::Sql<'_>>, Option<Slot<'_>>), StoreError> {
         match self.shared() {
-            true => self.writer().map(Some),
-            false => Ok(None),
+            true => {
+                let slot = self.commit_slots.enter();
+                Ok((Some(self.writer()?), Some(slot)))
+            }
+            false => Ok((None, None)),
         }
     }
 
