@@ -102,7 +102,8 @@ async fn until_entries(store: &ChartStore, id: ChartId, n: usize, what: &str) {
 
 /// Three nodes: the patient admitted through B, one nurse's tablet on A and another's on C.
 /// What either charts reaches the other and the PC without asking, work done on both at once
-/// converges, and the record read through any node is the same chart.
+/// converges, so does work done on both offline (each coming back through the other's node),
+/// and the record read through any node is the same chart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 async fn a_commit_through_one_node_reaches_tablets_connected_to_the_others() {
@@ -178,6 +179,49 @@ async fn a_commit_through_one_node_reaches_tablets_connected_to_the_others() {
     };
     assert_eq!(heads(&on_a), heads(&on_c), "the two copies are one chart");
 
+    // Both go offline and chart on the same chart; each comes back through the other's node
+    // (the load balancer decides): one chart again, everything on it.
+    tablet_a.stop().await;
+    tablet_c.stop().await;
+    for k in 0..3 {
+        on_a.update(id, |ch| ch.add_entry(&day, at(50 + k), heart_rate(71)))
+            .unwrap();
+        on_c.update(id, |ch| ch.add_entry(&night, at(60 + k), heart_rate(81)))
+            .unwrap();
+    }
+    let back_a = through(
+        c,
+        &c.token("rn.silva", "nurse", &["4west"]),
+        "tablet-4west-01",
+        &on_a,
+    );
+    let back_c = through(
+        a,
+        &a.token("rn.park", "nurse", &["4west"]),
+        "tablet-4west-02",
+        &on_c,
+    );
+    until_entries(&on_a, id, 18, "the day nurse's tablet, back through C").await;
+    until_entries(&on_c, id, 18, "the night nurse's tablet, back through A").await;
+    for t in [&back_a, &back_c] {
+        assert!(
+            t.wait_until_up_to_date(WAIT).await,
+            "{:?}",
+            t.status().borrow()
+        );
+        let status = t.status().borrow().clone();
+        assert_eq!(
+            (status.unacknowledged_commits, status.held.len()),
+            (0, 0),
+            "{status:?}"
+        );
+    }
+    assert_eq!(
+        heads(&on_a),
+        heads(&on_c),
+        "one chart after the offline spell"
+    );
+
     // What the record holds, read through any node, is the same chart.
     let entries = |node: &Server| {
         let token = node.token("him.sup", "records_supervisor", &["*"]);
@@ -186,7 +230,7 @@ async fn a_commit_through_one_node_reaches_tablets_connected_to_the_others() {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["entries"].as_array().unwrap().len()
     };
-    assert_eq!((entries(a), entries(b), entries(c)), (12, 12, 12));
+    assert_eq!((entries(a), entries(b), entries(c)), (18, 18, 18));
 
     // Each node's metrics: one of the three holds the lease, and each has read the others'
     // commits within moments.
