@@ -26,7 +26,9 @@ mod tablet;
 
 pub use chart::{Chart, ConflictChoice};
 pub use error::ChartsyncError;
-pub use store::{ChartDocument, ChartStore, ImportListener, ImportStatus, SetAsideChart};
+pub use store::{
+    ChartDocument, ChartStore, ImportListener, ImportStatus, PurgedChart, SetAsideChart,
+};
 pub use sync::{ChartsyncListener, SyncClient, SyncConfig, SyncStatus};
 pub use tablet::{open_tablet, PinCost, Session, Tablet, TabletPerson};
 

@@ -9,6 +9,8 @@ use chartsync_core::store::{
     self as core_store, ChartSummary, DeficiencyFilter, EncryptionKey, StoreOptions, WorklistItem,
 };
 
+use chartsync_core::protocol::LeftReason;
+
 use crate::chart::Chart;
 use crate::error::{chart_id, ChartsyncError};
 use crate::tablet::Session;
@@ -34,6 +36,17 @@ pub struct SetAsideChart {
     /// The records supervisor's reason.
     pub reason: String,
     pub at: Timestamp,
+}
+
+/// A chart removed from this device's store: it left the device's wards, or the tablet was
+/// revoked. Nothing of the chart is kept, only this.
+#[derive(uniffi::Record)]
+pub struct PurgedChart {
+    pub chart: ChartId,
+    pub reason: LeftReason,
+    pub at: Timestamp,
+    /// The server recorded the removal.
+    pub reported: bool,
 }
 
 /// How far a bulk import has got.
@@ -115,6 +128,22 @@ impl ChartStore {
             .set_aside_charts()?
             .into_iter()
             .map(|(chart, reason, at)| SetAsideChart { chart, reason, at })
+            .collect())
+    }
+
+    /// Charts removed from this device's store, newest first (`ChartsyncListener`'s
+    /// `chart_removed`).
+    pub fn purged_charts(&self) -> Result<Vec<PurgedChart>, ChartsyncError> {
+        Ok(self
+            .inner
+            .purged_charts()?
+            .into_iter()
+            .map(|p| PurgedChart {
+                chart: p.chart,
+                reason: p.reason,
+                at: p.at,
+                reported: p.reported,
+            })
             .collect())
     }
 

@@ -68,6 +68,11 @@ pub trait ChartsyncListener: Send + Sync {
     /// `reason`: this device's copy was set aside whole (`ChartStore.setAsideCharts`) and the
     /// record's copy is fetched afresh. Show the nurse what to re-enter.
     fn chart_set_aside(&self, id: ChartId, reason: String);
+    /// The chart was removed from this device's store: it left the device's wards and the
+    /// time to keep it passed (a day, by default), or the tablet was revoked. The server had
+    /// everything written on it here. Close any screen showing it; `ChartStore.purgedCharts`
+    /// lists what was removed (ids only).
+    fn chart_removed(&self, id: ChartId, reason: LeftReason);
     /// An administrator revoked `user`'s access on this tablet (or the tablet itself): their
     /// key here is erased. Lock any session of theirs and show the sign-in screen; what they
     /// wrote stays and is sent.
@@ -219,6 +224,9 @@ impl SyncClient {
                                 .tell("chart_set_aside", |x| {
                                     x.chart_set_aside(chart, reason.clone())
                                 }),
+                            core_client::ChartEvent::Removed { chart, reason } => {
+                                l.tell("chart_removed", |x| x.chart_removed(chart, reason))
+                            }
                             core_client::ChartEvent::SignedOut { user } => {
                                 l.tell("signed_out", |x| x.signed_out(user.clone()))
                             }

@@ -5833,6 +5833,11 @@ public enum LeftReason: Equatable, Hashable {
      * The patient was discharged; ward staff no longer chart on it.
      */
     case discharged
+    /**
+     * The tablet was revoked (lost, stolen, retired, or wiped by an administrator): every
+     * chart leaves it, as soon as the server has or holds what was written on it there.
+     */
+    case revoked
 
 
 
@@ -5858,6 +5863,8 @@ public struct FfiConverterTypeLeftReason: FfiConverterRustBuffer {
         
         case 2: return .discharged
         
+        case 3: return .revoked
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -5872,6 +5879,10 @@ public struct FfiConverterTypeLeftReason: FfiConverterRustBuffer {
         
         case .discharged:
             writeInt(&buf, Int32(2))
+        
+        
+        case .revoked:
+            writeInt(&buf, Int32(3))
         
         }
     }

@@ -1277,6 +1277,12 @@ public protocol ChartStoreProtocol: AnyObject, Sendable {
     func openChartSigned(id: String, session: Session) throws  -> Chart
     
     /**
+     * Charts removed from this device's store, newest first (`ChartsyncListener`'s
+     * `chart_removed`).
+     */
+    func purgedCharts() throws  -> [PurgedChart]
+    
+    /**
      * Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
      * `chart_set_aside`).
      */
@@ -1497,6 +1503,19 @@ open func openChartSigned(id: String, session: Session)throws  -> Chart  {
 }
     
     /**
+     * Charts removed from this device's store, newest first (`ChartsyncListener`'s
+     * `chart_removed`).
+     */
+open func purgedCharts()throws  -> [PurgedChart]  {
+    return try  FfiConverterSequenceTypePurgedChart.lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartstore_purged_charts(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Copies of charts set aside after a rejection, newest first (`ChartsyncListener`'s
      * `chart_set_aside`).
      */
@@ -1623,6 +1642,14 @@ public protocol ChartsyncListener: AnyObject, Sendable {
     func chartSetAside(id: ChartId, reason: String) 
     
     /**
+     * The chart was removed from this device's store: it left the device's wards and the
+     * time to keep it passed (a day, by default), or the tablet was revoked. The server had
+     * everything written on it here. Close any screen showing it; `ChartStore.purgedCharts`
+     * lists what was removed (ids only).
+     */
+    func chartRemoved(id: ChartId, reason: LeftReason) 
+    
+    /**
      * An administrator revoked `user`'s access on this tablet (or the tablet itself): their
      * key here is erased. Lock any session of theirs and show the sign-in screen; what they
      * wrote stays and is sent.
@@ -1741,6 +1768,22 @@ open func chartSetAside(id: ChartId, reason: String)  {try! rustCall() {
             self.uniffiCloneHandle(),
         FfiConverterTypeChartId_lower(id),
         FfiConverterString.lower(reason),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The chart was removed from this device's store: it left the device's wards and the
+     * time to keep it passed (a day, by default), or the tablet was revoked. The server had
+     * everything written on it here. Close any screen showing it; `ChartStore.purgedCharts`
+     * lists what was removed (ids only).
+     */
+open func chartRemoved(id: ChartId, reason: LeftReason)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_removed(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartId_lower(id),
+        FfiConverterTypeLeftReason_lower(reason),uniffiCallStatus
     )
 }
 }
@@ -1878,6 +1921,32 @@ fileprivate struct UniffiCallbackInterfaceChartsyncListener {
                 return uniffiObj.chartSetAside(
                      id: try FfiConverterTypeChartId_lift(id),
                      reason: try FfiConverterString.lift(reason)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        chartRemoved: { (
+            uniffiHandle: UInt64,
+            id: RustBuffer,
+            reason: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.chartRemoved(
+                     id: try FfiConverterTypeChartId_lift(id),
+                     reason: try FfiConverterTypeLeftReason_lift(reason)
                 )
             }
 
@@ -3113,6 +3182,78 @@ public func FfiConverterTypeImportStatus_lower(_ value: ImportStatus) -> RustBuf
 
 
 /**
+ * A chart removed from this device's store: it left the device's wards, or the tablet was
+ * revoked. Nothing of the chart is kept, only this.
+ */
+public struct PurgedChart: Equatable, Hashable {
+    public var chart: ChartId
+    public var reason: LeftReason
+    public var at: Timestamp
+    /**
+     * The server recorded the removal.
+     */
+    public var reported: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(chart: ChartId, reason: LeftReason, at: Timestamp, 
+        /**
+         * The server recorded the removal.
+         */reported: Bool) {
+        self.chart = chart
+        self.reason = reason
+        self.at = at
+        self.reported = reported
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PurgedChart: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePurgedChart: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PurgedChart {
+        return
+            try PurgedChart(
+                chart: FfiConverterTypeChartId.read(from: &buf), 
+                reason: FfiConverterTypeLeftReason.read(from: &buf), 
+                at: FfiConverterTypeTimestamp.read(from: &buf), 
+                reported: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PurgedChart, into buf: inout [UInt8]) {
+        FfiConverterTypeChartId.write(value.chart, into: &buf)
+        FfiConverterTypeLeftReason.write(value.reason, into: &buf)
+        FfiConverterTypeTimestamp.write(value.at, into: &buf)
+        FfiConverterBool.write(value.reported, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePurgedChart_lift(_ buf: RustBuffer) throws -> PurgedChart {
+    return try FfiConverterTypePurgedChart.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePurgedChart_lower(_ value: PurgedChart) -> RustBuffer {
+    return FfiConverterTypePurgedChart.lower(value)
+}
+
+
+/**
  * A copy of a chart this device set aside after a records supervisor rejected changes made
  * to it here: kept whole, for the staff to re-enter what is still needed.
  */
@@ -4157,6 +4298,31 @@ fileprivate struct FfiConverterSequenceTypeChartDocument: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypePurgedChart: FfiConverterRustBuffer {
+    typealias SwiftType = [PurgedChart]
+
+    public static func write(_ value: [PurgedChart], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePurgedChart.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PurgedChart] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PurgedChart]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePurgedChart.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeSetAsideChart: FfiConverterRustBuffer {
     typealias SwiftType = [SetAsideChart]
 
@@ -4466,6 +4632,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartstore_open_chart_signed() != 1681) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chartstore_purged_charts() != 30659) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts() != 15751) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4490,7 +4659,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside() != 11808) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out() != 62327) {
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_removed() != 54360) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out() != 8495) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {

@@ -280,7 +280,14 @@ typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod3)(uint64_t, RustBu
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD4
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD4
-typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod4)(uint64_t, RustBuffer, void* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod4)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD5
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD5
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod5)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -303,7 +310,8 @@ typedef struct UniffiVTableCallbackInterfaceChartsyncListener {
     UniffiCallbackInterfaceChartsyncListenerMethod1 _Nonnull syncStatusChanged;
     UniffiCallbackInterfaceChartsyncListenerMethod2 _Nonnull chartLeft;
     UniffiCallbackInterfaceChartsyncListenerMethod3 _Nonnull chartSetAside;
-    UniffiCallbackInterfaceChartsyncListenerMethod4 _Nonnull signedOut;
+    UniffiCallbackInterfaceChartsyncListenerMethod4 _Nonnull chartRemoved;
+    UniffiCallbackInterfaceChartsyncListenerMethod5 _Nonnull signedOut;
 } UniffiVTableCallbackInterfaceChartsyncListener;
 
 #endif
@@ -532,6 +540,11 @@ uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart(uint64_t ptr, Rust
 uint64_t uniffi_chartsync_ffi_fn_method_chartstore_open_chart_signed(uint64_t ptr, RustBuffer id, uint64_t session, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_PURGED_CHARTS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_PURGED_CHARTS
+RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_purged_charts(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
 RustBuffer uniffi_chartsync_ffi_fn_method_chartstore_set_aside_charts(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -600,6 +613,11 @@ void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_left(uint64_t ptr, R
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
 void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_set_aside(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_REMOVED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_CHART_REMOVED
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_removed(uint64_t ptr, RustBuffer id, RustBuffer reason, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_SIGNED_OUT
@@ -1285,6 +1303,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_open_chart_signed(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_PURGED_CHARTS
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_PURGED_CHARTS
+uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_purged_charts(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSTORE_SET_ASIDE_CHARTS
 uint16_t uniffi_chartsync_ffi_checksum_method_chartstore_set_aside_charts(void
@@ -1330,6 +1354,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_left(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_SET_ASIDE
 uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_set_aside(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_REMOVED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_CHART_REMOVED
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_chart_removed(void
     
 );
 #endif

@@ -375,6 +375,7 @@ fn released_migrations_are_unchanged() {
         "6aa1b5f47f96daf90f2b414fb1c931525fabaa71b4e6385ec65292c49fc8c386",
         "cd85fdb199e44852bfe2a7b55c7bfa6c2f19d0d5ef1600441d8f75d36337bd2d",
         "a517ebd52acdd791f8cb1c1fdfecef847e6604a2a96d293784ebb244ce0764b6",
+        "7a4f5acd1bbf81433805c4c619a8f80851a9216e2edb30023245b24c94eba999",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -729,6 +730,10 @@ fn released_postgresql_migrations_are_unchanged() {
         (
             13,
             "f5942e89adc133a93f82cc6b25b53fd17f7ce30e6e0e605b1071bdb580ef32ae",
+        ),
+        (
+            14,
+            "09771a599737df77f595361eec13949da0dc1bfaa4f9b63d74c0fda889d1808c",
         ),
     ];
     for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {

@@ -268,6 +268,26 @@ pub(crate) fn now_secs() -> u64 {
 
 /// `90s`, `30m`, `12h`, `7d`: at most 30 days.
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d.as_secs() > 30 * 86_400 {
+        return Err("a token lasts between 1 second and 30 days".into());
+    }
+    Ok(d)
+}
+
+/// How long a tablet keeps a chart that left its wards: 0s (removed as soon as the server
+/// has it all) to 365d.
+pub fn parse_purge_after(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.as_secs() > 365 * 86_400 {
+        return Err("a chart is kept on a tablet at most 365 days after it left".into());
+    }
+    Ok(d)
+}
+
+/// A duration as people write it on a command line: 90s, 30m, 12h, 7d (a bare number is
+/// hours).
+fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = number
@@ -280,9 +300,6 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
         "d" => n.saturating_mul(86_400),
         _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
     };
-    if secs == 0 || secs > 30 * 86_400 {
-        return Err("a token lasts between 1 second and 30 days".into());
-    }
     Ok(Duration::from_secs(secs))
 }
 

@@ -660,6 +660,71 @@ pub async fn revoke(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wipe {
+    reason: String,
+}
+
+/// `POST /api/devices/{id}/wipe`: takes every chart off a tablet (retired, sent for repair,
+/// moved to another service). The tablet is revoked (administratively, from now): when it
+/// next connects it hands over what it holds, which is held for review, erases its people's
+/// keys, and removes each chart once the server has or holds what was written on it there,
+/// reporting each removal (`GET /api/devices/{id}/purges`).
+pub async fn wipe(
+    State(app): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    UrlPath(device): UrlPath<String>,
+    Json(req): Json<Wipe>,
+) -> Response {
+    if let Some(r) = admins_only(&access) {
+        return r;
+    }
+    let Ok(device) = DeviceId::parse(&device) else {
+        return error(StatusCode::NOT_FOUND, "no such device");
+    };
+    let reason = req.reason.trim();
+    if reason.is_empty() {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a wipe needs a reason (retired, sent for repair, ...)",
+        );
+    }
+    let by = actor(&access, &headers);
+    match app.store.revoke(
+        &by,
+        &Revoked::Device(device.to_string()),
+        Severity::Administrative,
+        Timestamp::now(),
+        &format!("wipe: {reason}"),
+    ) {
+        Ok(r) => {
+            let _ = app.hub.revocations.send(());
+            (StatusCode::CREATED, Json(r)).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// `GET /api/devices/{id}/purges`: the charts a tablet reported removing, newest first.
+pub async fn device_purges(
+    State(app): State<AppState>,
+    access: Access,
+    UrlPath(device): UrlPath<String>,
+) -> Response {
+    if let Some(r) = admins_only(&access) {
+        return r;
+    }
+    let Ok(device) = DeviceId::parse(&device) else {
+        return error(StatusCode::NOT_FOUND, "no such device");
+    };
+    match app.store.device_purges(Some(&device.to_string())) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

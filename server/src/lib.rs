@@ -184,6 +184,17 @@ struct ServeArgs {
     /// is on the console's suspension list (the medical staff bylaws' grace after notice).
     #[arg(long, default_value_t = physicians::DEFAULT_SUSPENSION_GRACE_DAYS, value_parser = clap::value_parser!(u32).range(0..=365))]
     suspension_grace_days: u32,
+    /// How long a tablet keeps a chart read-only after it left the tablet's wards (from the
+    /// transfer or discharge as charted) before removing it from its store, once the server
+    /// has everything written on it there: 0s to 365d.
+    #[arg(long, env = "CHARTSYNC_PURGE_AFTER", default_value = "24h", value_parser = auth::parse_purge_after)]
+    purge_after: std::time::Duration,
+    /// Let charts leave tablets before a backup (`chartsync-records backup`) holds what was
+    /// written on them there: for a hospital that backs the data directory up by other means.
+    /// Without it, a tablet removes a chart only once the latest backup has it, so a restore
+    /// loses nothing a tablet removed. (On PostgreSQL, backups are the database's own: no wait.)
+    #[arg(long, env = "CHARTSYNC_PURGE_WITHOUT_BACKUP")]
+    purge_without_backup: bool,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -430,7 +441,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let censuses = keeper.censuses();
     forward_commits(&store, keeper, changes.clone());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let hub = Arc::new(Hub::new(
+    let mut hub = Hub::new(
         store.clone(),
         // Devices key what they know of the server by this id: in a database, every node
         // answers as one server, so it is the database's own (a node that dies loses no
@@ -458,7 +469,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             outgoing_message_bytes: (args.max_outgoing_message_kib << 10) as usize,
             ..sync::Limits::default()
         },
-    )?);
+    )?;
+    hub.purge_after = args.purge_after;
+    hub.purge_needs_backup &= !args.purge_without_backup;
+    let hub = Arc::new(hub);
     let stopping = hub.clone();
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
@@ -525,6 +539,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/devices/enrol", post(directory::enrol))
         .route("/api/devices/{id}/sign-in", post(directory::sign_in))
         .route("/api/devices/{id}/session", post(directory::session))
+        .route("/api/devices/{id}/wipe", post(directory::wipe))
+        .route("/api/devices/{id}/purges", get(directory::device_purges))
         .route("/api/certificates", get(directory::list_certificates))
         .route("/api/break-glass/{id}/end", post(break_glass::end))
         .route(

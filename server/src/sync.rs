@@ -77,6 +77,13 @@ pub struct Hub {
     pub revocations: broadcast::Sender<()>,
     /// How long after a transfer or discharge changes written before it are still taken.
     pub move_window: std::time::Duration,
+    /// How long a tablet keeps a chart read-only after it left the tablet's wards (from the
+    /// transfer or discharge as charted), before removing it (`--purge-after`).
+    pub purge_after: std::time::Duration,
+    /// Whether a chart leaves a tablet only once a backup of the store holds what the tablet
+    /// wrote on it (`ChartStore::last_backup`): off with `--purge-without-backup`, and on
+    /// PostgreSQL, whose backups are the database's own.
+    pub purge_needs_backup: bool,
     /// After a restore from a backup: the changes the server had accepted before, which the
     /// tablets send again and are taken back without the checks (they passed them once).
     pub recovery: Option<Arc<std::collections::HashSet<ChangeHash>>>,
@@ -118,6 +125,8 @@ impl Hub {
             hold_quota: HoldQuota::default(),
             decisions: broadcast::channel(256).0,
             move_window: chartsync_core::chart::MOVE_WINDOW,
+            purge_after: DEFAULT_PURGE_AFTER,
+            purge_needs_backup: store.path().is_some(),
             recovery,
             sessions: watch::Sender::new(0),
             trust,
@@ -129,6 +138,10 @@ impl Hub {
         })
     }
 }
+
+/// How long a tablet keeps a chart that left its wards, read-only, before removing it: a shift
+/// and a handover after the move, for a nurse to look back at what she charted.
+pub const DEFAULT_PURGE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// How long a denial's audit row waits before it is written, with any that came meanwhile.
 const DENIAL_AUDIT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
@@ -443,6 +456,8 @@ enum Event {
     Changed,
     /// A records supervisor decided on held changes of this chart.
     Decided(ChartNotice),
+    /// The device removed the chart from its store, and says so (`ChartNotice::Purged`).
+    Purged(chartsync_core::store::PurgedChart),
 }
 
 /// A connection after its handshake: who is at the other end.
@@ -998,6 +1013,23 @@ fn route_frame(
                 Message::DocUnavailable { document_id, .. } => {
                     (document_id, Event::Unavailable, None)
                 }
+                // A device's report that it removed a chart; any other ephemeral message
+                // (an app's presence) is not for the server.
+                Message::Ephemeral {
+                    document_id, data, ..
+                } => match ChartNotice::decode(&data) {
+                    Some(ChartNotice::Purged { reason, heads, at }) => {
+                        let purged = chartsync_core::store::PurgedChart {
+                            chart: document_id,
+                            reason,
+                            heads,
+                            at,
+                            reported: false,
+                        };
+                        (document_id, Event::Purged(purged), None)
+                    }
+                    _ => return Routed::Reply(Vec::new()),
+                },
                 // Presence and remote-heads gossip are not used by chartsync's devices.
                 _ => return Routed::Reply(Vec::new()),
             };
@@ -1252,7 +1284,68 @@ impl Worker {
             }
             Event::Changed => self.on_chart_changed(),
             Event::Decided(notice) => self.on_decision(notice),
+            Event::Purged(purged) => self.on_purged(&purged),
         }
+    }
+
+    /// The device removed the chart from its store: recorded and audited (once, however
+    /// often it says so), its sync state and departure forgotten, and the device answered so
+    /// that it stops saying it. Nothing of the chart is sent to it after this unless it asks
+    /// again, which it does only when one of its wards lists the chart again.
+    fn on_purged(&mut self, purged: &chartsync_core::store::PurgedChart) -> Output {
+        let storage = self.device_storage();
+        let device = self.access().device.map(|d| d.to_string());
+        match self.hub().store.record_device_purge(
+            &self.actor(),
+            &storage,
+            device.as_deref(),
+            purged,
+        ) {
+            Ok(new) => {
+                if new {
+                    tracing::info!(chart = %self.id, reason = %purged.reason.token(), "a device removed a chart");
+                }
+                self.doc = None;
+                Output::send(self.notice(&ChartNotice::PurgeRecorded))
+            }
+            // Not answered: the device reports it again on its next connection.
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "could not record a device's removal");
+                Output::default()
+            }
+        }
+    }
+
+    /// When the device is to remove a chart that left its wards for `reason`: `purge_after`
+    /// from the transfer or discharge as charted (now, if the chart says no time), and at once
+    /// for a revoked tablet. Not yet (`None`: kept read-only) while no backup holds the heads
+    /// the device was told the server has: a server restored from its latest backup then
+    /// still has everything a tablet removed, or the tablet still has it to send back.
+    fn purge_at(&self, reason: LeftReason) -> Option<Timestamp> {
+        let now = Timestamp::now();
+        if reason == LeftReason::Revoked {
+            return Some(now);
+        }
+        if self.hub().purge_needs_backup {
+            let store = &self.hub().store;
+            let told = store
+                .departure_told_at(&self.device_storage(), self.id)
+                .ok()
+                .flatten()?;
+            if store.last_backup().is_none_or(|backup| backup <= told) {
+                return None;
+            }
+        }
+        let moved = self
+            .hub()
+            .store
+            .read(self.id, |c| departed_at(c, reason))
+            .ok()
+            .flatten()
+            .unwrap_or(now)
+            .min(now);
+        let delay = i64::try_from(self.hub().purge_after.as_secs()).unwrap_or(i64::MAX / 2);
+        Some(moved.plus_seconds(delay))
     }
 
     /// Tells the device of a decision on its held changes, and syncs the chart afresh: after
@@ -2013,6 +2106,7 @@ impl Worker {
                 Output::send(self.notice(&ChartNotice::Left {
                     reason,
                     acknowledged: device_heads.to_vec(),
+                    purge_at: self.purge_at(reason),
                 }))
             }
             // Never "you are done" on a failed read: the device would stop sending.
@@ -2631,9 +2725,15 @@ impl Worker {
                     .unwrap_or_default();
                 self.doc = Some(Doc::Departed(sync));
                 self.told_left(&acknowledged);
+                // A device with some of it unacknowledged sends the rest first, and is told
+                // again, with the time to remove it, once the server has it all.
+                let purge_at = (!acknowledged.is_empty())
+                    .then(|| self.purge_at(reason))
+                    .flatten();
                 Output::send(self.notice(&ChartNotice::Left {
                     reason,
                     acknowledged,
+                    purge_at,
                 }))
             }
             _ => Output::default(),
@@ -2942,12 +3042,30 @@ fn had_chart(chart: &Chart, message: &automerge::sync::Message) -> bool {
 /// discharged for a ward nurse (physicians and records staff complete the record after
 /// discharge).
 fn left_reason(access: &Access, ward: &str, status: EncounterStatus) -> Option<LeftReason> {
-    if !access.may_see_ward(ward) {
+    if access.quarantined {
+        Some(LeftReason::Revoked)
+    } else if !access.may_see_ward(ward) {
         Some(LeftReason::Transferred)
     } else if status == EncounterStatus::Discharged && access.role == Role::Nurse {
         Some(LeftReason::Discharged)
     } else {
         None
+    }
+}
+
+/// When a chart left a device's wards for `reason`, as charted: the latest transfer, or the
+/// discharge.
+fn departed_at(chart: &chartsync_core::chart::Chart, reason: LeftReason) -> Option<Timestamp> {
+    let view = chart.view().ok()?;
+    match reason {
+        LeftReason::Discharged => view.encounter.discharged_at,
+        LeftReason::Transferred => view
+            .events
+            .iter()
+            .filter(|e| e.kind == chartsync_core::chart::EventKind::Transfer)
+            .map(|e| e.at)
+            .max(),
+        LeftReason::Revoked => None,
     }
 }
 

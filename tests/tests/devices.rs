@@ -528,10 +528,12 @@ fn administrators_manage_the_directory_and_revocations_take_certificates_away() 
     assert_eq!(status, 404);
 }
 
-/// A tablet is stolen with a nurse's session open. Revoked as compromised, it hears so at
-/// once and erases the sealed key; whatever the thief writes with the key still in memory is
-/// held, never merged; another tablet on the same chart carries on; and the stolen tablet's
-/// next session is a quarantine in which it can sign no one in.
+/// A tablet is stolen with a nurse's session open, and the thief writes on it offline with
+/// the key still in memory. Revoked as compromised, the tablet hears so as soon as it is back
+/// on the network and erases the sealed key; what the thief wrote is held, never merged; the
+/// chart leaves the tablet, so the key in memory has nothing left to write on; another tablet
+/// on the same chart carries on; and the stolen tablet's next session is a quarantine in
+/// which it can sign no one in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_tablets_carry_on() {
     let data = tempfile::tempdir().unwrap();
@@ -565,9 +567,18 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
         assert!(c.wait_until_up_to_date(WAIT).await);
         tablets.push((tablet, store, session, c));
     }
-    let (stolen, stolen_store, park, c_stolen) = &tablets[0];
-    let (_, other_store, lee, c_other) = &tablets[1];
-    let mut events = c_stolen.chart_events();
+    let (stolen, stolen_store, park, c_stolen) = tablets.remove(0);
+    let (_, other_store, lee, c_other) = &tablets[0];
+    // The thief takes the tablet off the network, and writes with the key still in memory.
+    c_stolen.stop().await;
+    let now = Timestamp::now();
+    park.with_key(|k| {
+        stolen_store.update_signed(k, chart, |ch| {
+            ch.add_entry(park.staff(), now, heart_rate(40))
+        })
+    })
+    .unwrap()
+    .unwrap();
 
     // Reported stolen: the administrator revokes the tablet as compromised.
     let admin = server.token("admin.kim", "admin", &["*"]);
@@ -580,12 +591,34 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
         .to_string(),
     );
     assert_eq!(status, 201, "{body}");
-    let heard = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    lee.with_key(|k| {
+        other_store.update_signed(k, chart, |ch| {
+            ch.add_entry(lee.staff(), now, heart_rate(72))
+        })
+    })
+    .unwrap()
+    .unwrap();
+
+    // The stolen tablet comes back on the network: it hears of the revocation at once and
+    // erases the sealed key; what the thief wrote is held, never merged; and the chart
+    // leaves the tablet (docs/records-office.md, "Charts leave tablets").
+    let token = device_token(&stolen, &server);
+    let c_stolen = client(url.clone(), &token, "T-07", &stolen_store);
+    let mut events = c_stolen.chart_events();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        let e = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("the stolen tablet never heard")
+            .unwrap();
+        heard.push(e);
+    }
     assert!(
-        matches!(&heard, chartsync_core::client::ChartEvent::SignedOut { user } if user == "rn.park"),
+        heard.iter().any(|e| matches!(e, chartsync_core::client::ChartEvent::SignedOut { user } if user == "rn.park")),
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().any(|e| matches!(e, chartsync_core::client::ChartEvent::Removed { chart: c, .. } if *c == chart)),
         "{heard:?}"
     );
     let credential = stolen_store.credential("rn.park").unwrap().unwrap();
@@ -594,29 +627,25 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
         stolen.unlock("rn.park", "135790"),
         Err(TabletError::NoKey { .. })
     ));
-
-    // The thief writes with the key still in memory; rn.lee charts on the other tablet.
-    let now = Timestamp::now();
-    park.with_key(|k| {
+    assert!(!stolen_store.contains(chart).unwrap());
+    // With the key still in memory, there is nothing left to write on.
+    let wrote = park.with_key(|k| {
         stolen_store.update_signed(k, chart, |ch| {
-            ch.add_entry(park.staff(), now, heart_rate(40))
+            ch.add_entry(park.staff(), now, heart_rate(41))
         })
-    })
-    .unwrap()
-    .unwrap();
-    lee.with_key(|k| {
-        other_store.update_signed(k, chart, |ch| {
-            ch.add_entry(lee.staff(), now, heart_rate(72))
-        })
-    })
-    .unwrap()
-    .unwrap();
-    let held = until(c_stolen, "the stolen tablet's change is held", |s| {
-        !s.held.is_empty()
-    })
-    .await;
-    assert_eq!(held.held[0].reason, HoldReason::Revoked);
+    });
+    assert!(!matches!(wrote, Ok(Ok(_))), "wrote on a removed chart");
+
     let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let (status, body) = http_get(
+        &server.addr,
+        &format!("/api/holds?chart={chart}"),
+        Some(&sup),
+    );
+    assert_eq!(status, 200, "{body}");
+    let holds: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    assert_eq!(holds[0]["reason"], HoldReason::Revoked.token());
     assert!(c_other.wait_until_up_to_date(WAIT).await);
     assert_eq!(c_other.status().borrow().unacknowledged, 0);
     let entries = on_server(&server, &sup, chart)["entries"].clone();
@@ -624,9 +653,10 @@ async fn a_stolen_tablet_once_revoked_has_its_later_changes_held_and_other_table
     assert_eq!(entries[0]["author"], "rn.lee");
 
     // Its next session is a quarantine: no one signs in on it again.
-    let (status, _, _) = sign_in(stolen, &server, "rn.park", PASSWORD);
+    let (status, _, _) = sign_in(&stolen, &server, "rn.park", PASSWORD);
     assert_eq!(status, 403);
-    let _quarantined = device_token(stolen, &server);
+    let _quarantined = device_token(&stolen, &server);
+    c_stolen.stop().await;
     for (_, _, _, c) in tablets {
         c.stop().await;
     }

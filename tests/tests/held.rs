@@ -748,18 +748,6 @@ async fn vitals_charted_offline_during_a_transfer_reach_the_record_then_the_char
     pc.stop().await;
 }
 
-fn records(data: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--user", "sys.admin"])
-        .args(args)
-        .env_remove("CHARTSYNC_TOKEN")
-        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
-        .output()
-        .unwrap()
-}
-
 /// The server's disk is lost and it is restored from last night's backup. The tablets still
 /// hold everything since — their own observations, a colleague's they received through the
 /// server, a chart admitted after the backup — and send it back. The restored server takes
@@ -811,13 +799,13 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
 
     // Last night's backup, taken while the server runs.
     let backup = backups.path().join("charts-backup.db");
-    let out = records(data.path(), &["backup", backup.to_str().unwrap()]);
+    let out = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = records(data.path(), &["backup", backup.to_str().unwrap()]);
+    let again = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
     assert!(!again.status.success(), "a backup never overwrites a file");
 
     // The morning's work after it: both nurses chart on both patients, a new admission.
@@ -849,7 +837,7 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
         .await
         .unwrap();
     assert!(stopped.success());
-    let out = records(data.path(), &["restore", backup.to_str().unwrap()]);
+    let out = records_on_file(data.path(), &["restore", backup.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",

@@ -44,10 +44,12 @@ class Listener : ChartsyncListener {
     val states = CopyOnWriteArrayList<SyncState>()
     val left = CopyOnWriteArrayList<String>()
     val setAside = CopyOnWriteArrayList<String>()
+    val removed = CopyOnWriteArrayList<String>()
     override fun chartChanged(id: String, sections: List<String>) { changed.add(id) }
     override fun syncStatusChanged(status: SyncStatus) { states.add(status.state) }
     override fun chartLeft(id: String, reason: LeftReason) { left.add(id) }
     override fun chartSetAside(id: String, reason: String) { setAside.add(id) }
+    override fun chartRemoved(id: String, reason: LeftReason) { removed.add(id) }
     override fun signedOut(user: String) {}
 }
 
@@ -140,6 +142,7 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
         override fun syncStatusChanged(status: SyncStatus) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartLeft(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartSetAside(id: String, reason: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun chartRemoved(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun signedOut(user: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
     }
     val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))

@@ -12,7 +12,7 @@ import pytest
 
 from chartsync import chartsync_core as core
 from chartsync import chartsync_ffi as ffi
-from conftest import CLERK, NIGHT_NURSE, admit, heart_rate, key, nursing_note
+from conftest import CLERK, NIGHT_NURSE, Server, admit, heart_rate, key, nursing_note
 
 
 class Listener(ffi.ChartsyncListener):
@@ -23,6 +23,7 @@ class Listener(ffi.ChartsyncListener):
         self.states = []
         self.left = []
         self.set_aside = []
+        self.removed = []
         self.signed_out_users = []
         self.lock = threading.Lock()
 
@@ -41,6 +42,10 @@ class Listener(ffi.ChartsyncListener):
     def chart_set_aside(self, id, reason):
         with self.lock:
             self.set_aside.append((id, reason))
+
+    def chart_removed(self, id, reason):
+        with self.lock:
+            self.removed.append((id, reason))
 
     def signed_out(self, user):
         with self.lock:
@@ -318,6 +323,10 @@ class Thrower(ffi.ChartsyncListener):
         self.calls += 1
         raise RuntimeError("app bug")
 
+    def chart_removed(self, id, reason):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
     def signed_out(self, user):
         self.calls += 1
         raise RuntimeError("app bug")
@@ -406,3 +415,37 @@ def test_a_chart_transferred_while_the_tablet_was_offline_leaves_it_after_its_vi
     with pytest.raises(ffi.ChartsyncError.NotPermitted):
         chart.add_entry(heart_rate(78))
     assert len(chart.view().entries) == 1, "still there to read"
+
+
+def test_a_chart_that_left_is_removed_from_the_tablet_and_the_app_hears_it(tmp_path, clients):
+    # A server that removes charts from tablets as soon as it has everything written there
+    # (backed up by other means than chartsync-records).
+    server = Server(tmp_path / "server", "--purge-after", "0s", "--purge-without-backup")
+    try:
+        office = ffi.ChartStore.open(str(tmp_path / "office.db"), None)
+        chart_id = admit(office).id()
+        pc = clients(office, server, "him.jones", "technician", device="records-pc-1")
+        settle(pc)
+
+        night = ffi.ChartStore.open(str(tmp_path / "night.db"), key(4))
+        listener = Listener()
+        client = clients(night, server, "rn.park", "nurse", listener, device="tablet-4west-07")
+        settle(client)
+        chart = night.open_chart(chart_id, NIGHT_NURSE)
+        chart.add_entry(heart_rate(81))
+        settle(client)
+
+        office.open_chart(chart_id, CLERK).transfer("5east", "2")
+        settle(pc)
+        eventually("the app to hear the chart was removed", lambda: listener.removed)
+        assert listener.left == [(chart_id, core.LeftReason.TRANSFERRED)]
+        assert listener.removed == [(chart_id, core.LeftReason.TRANSFERRED)]
+        assert night.summary(chart_id) is None
+        with pytest.raises(ffi.ChartsyncError.NotFound):
+            chart.view()
+        eventually("the server to record the removal",
+                   lambda: [p.reported for p in night.purged_charts()] == [True])
+        removed = night.purged_charts()[0]
+        assert (removed.chart, removed.reason) == (chart_id, core.LeftReason.TRANSFERRED)
+    finally:
+        server.stop()

@@ -50,6 +50,9 @@ pub struct ClientConfig {
     /// A chart whose next message is past it is held here as behind the record, named in
     /// the status, and the connection stays up for the others.
     pub content_bounds: crate::protocol::ContentBounds,
+    /// How often charts due to leave the device are looked for, online and offline (they are
+    /// also looked for on each connection, and as the server's word on a chart comes in).
+    pub purge_check: Duration,
 }
 
 impl ClientConfig {
@@ -66,6 +69,7 @@ impl ClientConfig {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             content_bounds: crate::protocol::ContentBounds::default(),
+            purge_check: Duration::from_secs(60),
         }
     }
 }
@@ -116,6 +120,11 @@ pub enum ChartEvent {
     /// device's copy was set aside whole (`ChartStore::set_aside_charts`) and the record's
     /// copy is being fetched afresh. Staff re-enter what is still needed.
     SetAside { chart: ChartId, reason: String },
+    /// The chart was removed from this device's store: it left the device's wards and the
+    /// time to keep it read-only passed, or the tablet was revoked. The server had, or held,
+    /// everything written on it here. It is listed in `ChartStore::purged_charts` (ids only),
+    /// and comes back only if a ward this device follows lists it again.
+    Removed { chart: ChartId, reason: LeftReason },
     /// An administrator revoked `user`'s certificate on this tablet (or the tablet itself):
     /// their sealed key is erased and they are signed out; what they wrote stays and is sent
     /// (the server holds what was proven after the revocation). They need an online sign-in.
@@ -398,9 +407,27 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
         ledger.publish(&status, state.clone());
         let sleep = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(sleep);
+        let mut purge_check = purge_timer(config.purge_check);
         loop {
             tokio::select! {
                 _ = &mut sleep, if wait.is_some() => break,
+                // Offline, charts due to leave go all the same; their removals are reported
+                // on the next connection.
+                _ = purge_check.tick() => {
+                    let purged = tokio::task::block_in_place(|| store.purge_due(Timestamp::now()));
+                    match purged {
+                        Ok(purged) if !purged.is_empty() => {
+                            for p in purged {
+                                ledger.pending.remove(&p.chart);
+                                let _ = departures.send(ChartEvent::Removed { chart: p.chart, reason: p.reason });
+                            }
+                            tokio::task::block_in_place(|| ledger.reload_held(&store));
+                            ledger.publish(&status, state.clone());
+                        }
+                        // A store that did not answer keeps the charts: asked again next tick.
+                        Ok(_) | Err(_) => {}
+                    }
+                }
                 command = commands.recv() => match command {
                     Some(Command::Fetch(id)) => {
                         wanted.insert(id);
@@ -429,6 +456,14 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
         }
     }
     ledger.publish(&status, SyncState::Stopped);
+}
+
+/// Ticks every `period`, the first a period from now; a tick missed while busy is not made up.
+fn purge_timer(period: Duration) -> tokio::time::Interval {
+    let period = period.max(Duration::from_millis(10));
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 /// Between half and all of `base`, so that a ward's tablets do not reconnect in step.
@@ -512,6 +547,11 @@ struct Session {
     /// Charts the server said were too large on this connection, and which were sent again
     /// within its bounds: a second refusal holds the chart here.
     too_large: HashSet<ChartId>,
+    /// The tablet was revoked: every chart leaves it once the server has or holds its changes.
+    wiping: bool,
+    /// This device's notices to the server (removals) carry a session id and a rising count.
+    session_id: String,
+    notices: u64,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -645,6 +685,7 @@ async fn drive(
         n: 0,
     };
     let mut out = tokio::task::block_in_place(|| s.open_all(wanted.iter().copied(), &config.wards));
+    let mut purge_check = purge_timer(config.purge_check);
     loop {
         let frames = tokio::task::block_in_place(|| s.seal(std::mem::take(&mut out)));
         for m in frames {
@@ -677,6 +718,9 @@ async fn drive(
                 }
                 Some(Ok(_)) => {}
             },
+            _ = purge_check.tick() => {
+                out.extend(tokio::task::block_in_place(|| s.purge_due()));
+            }
             Some(event) = feed.recv() => {
                 out.extend(tokio::task::block_in_place(|| s.on_local_commit(event.id)));
                 // Counted once the next status, which includes it, is out.
@@ -795,6 +839,18 @@ impl DeviceSession {
         }
     }
 
+    /// The client's timer: removes the charts due to leave the device by the clock now
+    /// (`ClientConfig::purge_check`), and what to send of it (their removals, reported).
+    pub fn tick(&mut self) -> Vec<Message> {
+        match self.session.as_mut() {
+            Some(s) => s.purge_due(),
+            None => {
+                let _ = self.store.purge_due(Timestamp::now());
+                Vec::new()
+            }
+        }
+    }
+
     /// Asks for a chart this device has not got ([`SyncClient::fetch`]).
     pub fn fetch(&mut self, id: ChartId) -> Vec<Message> {
         self.wanted.push(id);
@@ -838,6 +894,7 @@ impl Session {
         takes: crate::protocol::ContentBounds,
     ) -> Session {
         let prover = matches!(store.enrolment(), Ok(Some(_))).then(Prover::default);
+        let store_wiping = store.wiping();
         Session {
             store,
             server: remote.peer_id.clone(),
@@ -850,6 +907,9 @@ impl Session {
             bounds: crate::protocol::ContentBounds::default(),
             takes,
             too_large: HashSet::new(),
+            wiping: matches!(store_wiping, Ok(Some(_))),
+            session_id: crate::seeded::uuid_v4().simple().to_string(),
+            notices: 0,
             prover,
         }
     }
@@ -860,12 +920,15 @@ impl Session {
         wanted: impl IntoIterator<Item = ChartId>,
         wards: &[String],
     ) -> Vec<Message> {
+        // Charts due to leave go before anything is opened; every removal the server has not
+        // recorded is reported again.
+        let mut out = self.purge_due();
+        out.extend(self.report_purges(None));
         let local: Vec<ChartId> = self
             .store
             .list(&ChartFilter::default())
             .map(|l| l.into_iter().map(|c| c.id).collect())
             .unwrap_or_default();
-        let mut out = Vec::new();
         for id in local.into_iter().chain(wanted) {
             out.extend(self.open(id));
         }
@@ -980,9 +1043,22 @@ impl Session {
                 self.docs.remove(&id);
                 self.open(id).into_iter().collect()
             }
-            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_) | Doc::Departed(_)) => {
-                Vec::new()
+            // Written under break-glass after the chart left: sent at once (asking for
+            // nothing), so the server has it before the chart's time to leave comes.
+            Some(Doc::Departed(_)) => {
+                let me = self.conn.local().peer_id.clone();
+                let server = self.server.clone();
+                let Some(Doc::Departed(sync)) = self.docs.get_mut(&id) else {
+                    return Vec::new();
+                };
+                self.store
+                    .read(id, |c| sync.generate_push(c.doc(), &me, &server))
+                    .ok()
+                    .flatten()
+                    .into_iter()
+                    .collect()
             }
+            Some(Doc::Wanted { .. } | Doc::Census { .. } | Doc::Held(_)) => Vec::new(),
             // A chart made on this device.
             None => self.open(id).into_iter().collect(),
         }
@@ -1050,7 +1126,15 @@ impl Session {
     /// What the server says of a chart's changes beside the sync.
     fn on_notice(&mut self, id: ChartId, notice: ChartNotice) -> Vec<Message> {
         if let ChartNotice::Revoked { serials, device } = notice {
-            self.on_revoked(id, &serials, device);
+            return self.on_revoked(id, &serials, device);
+        }
+        if let ChartNotice::PurgeRecorded = notice {
+            let _ = self.store.purge_reported(id);
+            return Vec::new();
+        }
+        // A chart removed here meanwhile (the server answered what was sent before): nothing
+        // to act on, and nothing to count as unsent.
+        if !self.docs.contains_key(&id) && matches!(self.store.purged(id), Ok(Some(_))) {
             return Vec::new();
         }
         if let ChartNotice::BreakGlassFiled { signatures } = notice {
@@ -1148,9 +1232,13 @@ impl Session {
             ChartNotice::Left {
                 reason,
                 acknowledged,
-            } => return self.on_left(id, reason, acknowledged),
+                purge_at,
+            } => return self.on_left(id, reason, acknowledged, purge_at),
             ChartNotice::TooLarge { bound, limit } => return self.on_too_large(id, bound, limit),
-            ChartNotice::Revoked { .. } | ChartNotice::BreakGlassFiled { .. } => return Vec::new(),
+            ChartNotice::Revoked { .. }
+            | ChartNotice::BreakGlassFiled { .. }
+            | ChartNotice::Purged { .. }
+            | ChartNotice::PurgeRecorded => return Vec::new(),
         };
         self.ledger.reload_held(&self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -1168,7 +1256,8 @@ impl Session {
                 _ => None,
             };
             self.docs.insert(id, Doc::Held(sync));
-            Vec::new()
+            // On a revoked tablet, a chart whose changes the server now holds leaves.
+            self.purge_if_wiping(id)
         }
     }
 
@@ -1272,12 +1361,14 @@ impl Session {
 
     /// Revocations that reach this tablet (`id` is its own device id): the people whose
     /// certificates were revoked lose their sealed keys here, and are signed out.
-    fn on_revoked(&mut self, id: ChartId, serials: &[String], device: bool) {
+    /// A revoked tablet also loses every chart, each as soon as the server has (or holds)
+    /// what was written on it here: those it has go now, the others once sent.
+    fn on_revoked(&mut self, id: ChartId, serials: &[String], device: bool) -> Vec<Message> {
         let Ok(Some(enrolment)) = self.store.enrolment() else {
-            return;
+            return Vec::new();
         };
         if id.as_bytes() != &enrolment.device.0 {
-            return;
+            return Vec::new();
         }
         for credential in self.store.credentials().unwrap_or_default() {
             let revoked = device || serials.contains(&credential.serial.to_string());
@@ -1288,16 +1379,86 @@ impl Session {
                 });
             }
         }
+        if !device {
+            return Vec::new();
+        }
+        // Not kept across a restart if the store did not answer: the server says it again on
+        // the next connection.
+        let _ = self.store.set_wiping();
+        self.wiping = true;
+        self.purge_due()
+    }
+
+    /// Removes the charts due to leave this device (`ChartStore::purge_due`), tells the app,
+    /// and reports each removal to the server.
+    fn purge_due(&mut self) -> Vec<Message> {
+        // A store that did not answer keeps the charts: asked again at the next check.
+        let purged = self.store.purge_due(Timestamp::now()).unwrap_or_default();
+        purged.into_iter().flat_map(|p| self.removed(p)).collect()
+    }
+
+    /// On a revoked tablet: removes the chart if the server has, or holds, all of it.
+    fn purge_if_wiping(&mut self, id: ChartId) -> Vec<Message> {
+        if !self.wiping {
+            return Vec::new();
+        }
+        match self.store.purge(id, LeftReason::Revoked) {
+            Ok(Some(p)) => self.removed(p),
+            // Not all of it on the server yet, or the store did not answer: kept for now.
+            Ok(None) | Err(_) => Vec::new(),
+        }
+    }
+
+    /// A chart was removed from the store: forgotten on this connection, the app told, and
+    /// the removal reported.
+    fn removed(&mut self, p: crate::store::PurgedChart) -> Vec<Message> {
+        self.docs.remove(&p.chart);
+        self.acknowledged.remove(&p.chart);
+        self.ledger.pending.remove(&p.chart);
+        self.ledger.reload_held(&self.store);
+        let _ = self.departures.send(ChartEvent::Removed {
+            chart: p.chart,
+            reason: p.reason,
+        });
+        self.report_purges(Some(p.chart))
+    }
+
+    /// The removals the server has not recorded (one chart's, or all), as notices to it.
+    fn report_purges(&mut self, only: Option<ChartId>) -> Vec<Message> {
+        let me = self.conn.local().peer_id.clone();
+        let unreported = self.store.unreported_purges().unwrap_or_default();
+        unreported
+            .into_iter()
+            .filter(|p| only.is_none_or(|c| c == p.chart))
+            .map(|p| {
+                self.notices += 1;
+                Message::Ephemeral {
+                    document_id: p.chart,
+                    sender_id: me.clone(),
+                    target_id: self.server.clone(),
+                    count: self.notices,
+                    session_id: self.session_id.clone(),
+                    data: ChartNotice::Purged {
+                        reason: p.reason,
+                        heads: p.heads,
+                        at: p.at,
+                    }
+                    .encode(),
+                }
+            })
+            .collect()
     }
 
     /// The chart left this device's wards. With nothing left to send it becomes read-only
     /// here; otherwise its sync starts afresh, so the rest is sent first (the server takes
     /// what was written before the move, `chart::access`), and the server says so again.
+    /// From `purge_at` on, it is removed from the store (at once if that has passed).
     fn on_left(
         &mut self,
         id: ChartId,
         reason: LeftReason,
         acknowledged: Vec<ChangeHash>,
+        purge_at: Option<Timestamp>,
     ) -> Vec<Message> {
         // Asked for and never had: nothing to keep read-only, and nothing more to ask for on
         // this connection (what the server still says of it is answered `doc-unavailable`).
@@ -1311,16 +1472,18 @@ impl Session {
             self.docs.remove(&id);
             return self.open(id).into_iter().collect();
         }
-        // Offered again on a new connection, and the server has it all: nothing new.
+        // Offered again on a new connection, and the server has it all: only the time it
+        // leaves may have changed (the server's delay did, or the tablet was revoked).
         if matches!(self.docs.get(&id), Some(Doc::Departed(_))) {
-            return Vec::new();
+            let _ = self.store.set_departed(id, reason, purge_at);
+            return self.purge_due();
         }
-        match self.store.set_departed(id, reason) {
+        match self.store.set_departed(id, reason, purge_at) {
             Ok(true) => {
                 let sync = self.doc_sync(id, self.stored_state(id));
                 self.docs.insert(id, Doc::Departed(sync));
                 let _ = self.departures.send(ChartEvent::Left { chart: id, reason });
-                Vec::new()
+                self.purge_due()
             }
             // A commit came in meanwhile: send it first.
             _ => {
@@ -1346,6 +1509,19 @@ impl Session {
         }
     }
 
+    /// [`acknowledge`](Self::acknowledge); on a revoked tablet, a chart the server now has
+    /// whole leaves.
+    fn acknowledge_and_purge(&mut self, id: ChartId) -> Vec<Message> {
+        self.acknowledge(id);
+        let done = matches!(self.docs.get(&id), Some(Doc::Chart(_)))
+            && self.ledger.pending.get(&id).is_none();
+        if done {
+            self.purge_if_wiping(id)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Records `heads` as what the server has of a chart, once this device knows them all (the
     /// server stores changes before it says it has them); true if that is news.
     fn record_acknowledged(&mut self, id: ChartId, heads: Vec<ChangeHash>) -> bool {
@@ -1368,8 +1544,8 @@ impl Session {
     }
 
     fn on_sync(&mut self, id: ChartId, data: &[u8]) -> Result<Vec<Message>, String> {
-        let out = self.on_sync_inner(id, data)?;
-        self.acknowledge(id);
+        let mut out = self.on_sync_inner(id, data)?;
+        out.extend(self.acknowledge_and_purge(id));
         Ok(out)
     }
 

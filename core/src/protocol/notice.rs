@@ -11,6 +11,8 @@
 use minicbor::data::Type;
 use minicbor::{Decoder, Encoder};
 
+use crate::chart::Timestamp;
+
 /// Why the server holds a chart's changes for review instead of merging them.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -162,6 +164,7 @@ impl std::fmt::Display for HoldReason {
 }
 
 /// Why a chart left a device's wards.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "uniffi", derive(uniffi::Enum))]
@@ -170,6 +173,9 @@ pub enum LeftReason {
     Transferred,
     /// The patient was discharged; ward staff no longer chart on it.
     Discharged,
+    /// The tablet was revoked (lost, stolen, retired, or wiped by an administrator): every
+    /// chart leaves it, as soon as the server has or holds what was written on it there.
+    Revoked,
 }
 
 impl LeftReason {
@@ -177,13 +183,18 @@ impl LeftReason {
         match self {
             LeftReason::Transferred => "transferred",
             LeftReason::Discharged => "discharged",
+            LeftReason::Revoked => "revoked",
         }
     }
 
     pub fn from_token(s: &str) -> Option<LeftReason> {
-        [LeftReason::Transferred, LeftReason::Discharged]
-            .into_iter()
-            .find(|r| r.token() == s)
+        [
+            LeftReason::Transferred,
+            LeftReason::Discharged,
+            LeftReason::Revoked,
+        ]
+        .into_iter()
+        .find(|r| r.token() == s)
     }
 }
 
@@ -208,11 +219,24 @@ pub enum ChartNotice {
     /// The chart left the device's wards. The server has `acknowledged`, the device's heads
     /// it holds: a device whose own heads are all among them has nothing left to send, and
     /// keeps the chart read-only; otherwise it sends what it has first. Nothing of the chart
-    /// after it left, not even its new ward, is sent.
+    /// after it left, not even its new ward, is sent. From `purge_at` on, the device removes
+    /// the chart from its store (once nothing written on it there is unacknowledged) and
+    /// reports the removal with [`ChartNotice::Purged`]; without it, the chart stays read-only.
     Left {
         reason: LeftReason,
         acknowledged: Vec<automerge::ChangeHash>,
+        purge_at: Option<Timestamp>,
     },
+    /// From a device: it removed the chart from its store at `at`, holding `heads` (all of
+    /// which the server had acknowledged or held), because it left for `reason`.
+    Purged {
+        reason: LeftReason,
+        heads: Vec<automerge::ChangeHash>,
+        at: Timestamp,
+    },
+    /// The server recorded (and audited) the device's report that it removed the chart: the
+    /// device stops reporting it.
+    PurgeRecorded,
     /// To an enrolled tablet, about itself (the document id is its device id): certificates
     /// issued on it that were revoked (serials, hex), and whether the tablet itself was. The
     /// tablet erases those people's sealed keys and signs them out; nothing they wrote is lost.
@@ -295,6 +319,8 @@ const LEFT: &str = "chartsync/left";
 const REVOKED: &str = "chartsync/revoked";
 const FILED: &str = "chartsync/break-glass-filed";
 const TOO_LARGE: &str = "chartsync/too-large";
+const PURGED: &str = "chartsync/purged";
+const PURGE_RECORDED: &str = "chartsync/purge-recorded";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -332,14 +358,32 @@ impl ChartNotice {
                 ChartNotice::Left {
                     reason,
                     acknowledged,
+                    purge_at,
                 } => {
-                    e.map(3)?;
+                    e.map(3 + u64::from(purge_at.is_some()))?;
                     e.str("type")?.str(LEFT)?;
                     e.str("reason")?.str(reason.token())?;
                     e.str("acknowledged")?.array(acknowledged.len() as u64)?;
                     for h in acknowledged {
                         e.str(&h.to_string())?;
                     }
+                    if let Some(t) = purge_at {
+                        e.str("purge_at")?.i64(t.unix_millis())?;
+                    }
+                }
+                ChartNotice::Purged { reason, heads, at } => {
+                    e.map(4)?;
+                    e.str("type")?.str(PURGED)?;
+                    e.str("reason")?.str(reason.token())?;
+                    e.str("heads")?.array(heads.len() as u64)?;
+                    for h in heads {
+                        e.str(&h.to_string())?;
+                    }
+                    e.str("at")?.i64(at.unix_millis())?;
+                }
+                ChartNotice::PurgeRecorded => {
+                    e.map(1)?;
+                    e.str("type")?.str(PURGE_RECORDED)?;
                 }
                 ChartNotice::Revoked { serials, device } => {
                     e.map(3)?;
@@ -378,7 +422,8 @@ impl ChartNotice {
         let mut d = Decoder::new(data);
         let n = d.map().ok()??;
         let (mut kind, mut hold, mut reason, mut summary) = (None, None, None, None);
-        let mut acknowledged = Vec::new();
+        let (mut acknowledged, mut heads) = (Vec::new(), Vec::new());
+        let (mut purge_at, mut at) = (None, None);
         let (mut serials, mut device) = (Vec::new(), false);
         let (mut bound, mut limit) = (None, None);
         for _ in 0..n {
@@ -403,12 +448,19 @@ impl ChartNotice {
                         serials.push(d.str().ok()?.to_string());
                     }
                 }
-                "acknowledged" => {
+                "acknowledged" | "heads" => {
+                    let list = if key == "heads" {
+                        &mut heads
+                    } else {
+                        &mut acknowledged
+                    };
                     let n = d.array().ok()??;
                     for _ in 0..n {
-                        acknowledged.push(d.str().ok()?.parse().ok()?);
+                        list.push(d.str().ok()?.parse().ok()?);
                     }
                 }
+                "purge_at" => purge_at = Some(Timestamp::from_unix_millis(d.i64().ok()?).ok()?),
+                "at" => at = Some(Timestamp::from_unix_millis(d.i64().ok()?).ok()?),
                 _ => {
                     if d.datatype().ok()? == Type::Break {
                         return None;
@@ -437,7 +489,14 @@ impl ChartNotice {
             LEFT => ChartNotice::Left {
                 reason: LeftReason::from_token(&reason?)?,
                 acknowledged,
+                purge_at,
             },
+            PURGED => ChartNotice::Purged {
+                reason: LeftReason::from_token(&reason?)?,
+                heads,
+                at: at?,
+            },
+            PURGE_RECORDED => ChartNotice::PurgeRecorded,
             REVOKED => ChartNotice::Revoked { serials, device },
             FILED => ChartNotice::BreakGlassFiled {
                 signatures: serials,
@@ -477,7 +536,19 @@ mod tests {
                     automerge::ChangeHash([7; 32]),
                     automerge::ChangeHash([9; 32]),
                 ],
+                purge_at: None,
             },
+            ChartNotice::Left {
+                reason: LeftReason::Revoked,
+                acknowledged: vec![automerge::ChangeHash([7; 32])],
+                purge_at: Some(Timestamp::from_unix_millis(1_796_000_000_123).unwrap()),
+            },
+            ChartNotice::Purged {
+                reason: LeftReason::Discharged,
+                heads: vec![automerge::ChangeHash([3; 32])],
+                at: Timestamp::from_unix_millis(1_796_000_000_000).unwrap(),
+            },
+            ChartNotice::PurgeRecorded,
             ChartNotice::Revoked {
                 serials: vec!["00112233445566778899aabbccddeeff".into()],
                 device: true,

@@ -53,6 +53,9 @@ pub enum AuditAction {
     Assign,
     /// The records office acknowledged a deficiency that cannot be put right (a late H&P).
     Acknowledge,
+    /// A device removed a chart from its store (it left the device's wards, or the device
+    /// was revoked), as it reported.
+    Purge,
 }
 
 impl AuditAction {
@@ -71,6 +74,7 @@ impl AuditAction {
             AuditAction::BreakGlass => "break_glass",
             AuditAction::Assign => "assign",
             AuditAction::Acknowledge => "acknowledge",
+            AuditAction::Purge => "purge",
         }
     }
 
@@ -89,6 +93,7 @@ impl AuditAction {
             AuditAction::BreakGlass,
             AuditAction::Assign,
             AuditAction::Acknowledge,
+            AuditAction::Purge,
         ]
         .into_iter()
         .find(|a| a.token() == s)

@@ -40,6 +40,8 @@ pub fn backup(from: &Path, to: &Path, options: &StoreOptions) -> Result<BackupRe
     }
     let partial = partial_path(to);
     let _ = std::fs::remove_file(&partial);
+    // Before the copy's read transaction: every commit finished by now is in the copy.
+    let started = crate::chart::Timestamp::now();
     let copied = (|| -> Result<u64, StoreError> {
         let mut target = schema::connect(&partial, options, true)?;
         {
@@ -90,7 +92,34 @@ pub fn backup(from: &Path, to: &Path, options: &StoreOptions) -> Result<BackupRe
     }
     std::fs::rename(&partial, to)?;
     let bytes = std::fs::metadata(to)?.len();
+    record_backup(from, started)?;
     Ok(BackupReport { charts, bytes })
+}
+
+/// The file beside a store that says when its latest backup was taken.
+const LAST_BACKUP: &str = "last-backup";
+
+/// Records, beside the store `of`, that a backup holds everything committed to it before
+/// `started` (the latest such time is kept). A tablet removes a chart that left its wards only
+/// once a backup holds what it wrote there (`ChartStore::last_backup`): a server restored from
+/// the backup then still has it.
+fn record_backup(of: &Path, started: crate::chart::Timestamp) -> Result<(), StoreError> {
+    let marker = of.with_file_name(LAST_BACKUP);
+    if last_backup_beside(of).is_some_and(|t| t >= started) {
+        return Ok(());
+    }
+    let partial = marker.with_extension("partial");
+    std::fs::write(&partial, started.unix_millis().to_string())?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, &marker)?;
+    Ok(())
+}
+
+/// When the latest backup of the store `of` was taken, as [`backup`] recorded it.
+pub fn last_backup_beside(of: &Path) -> Option<crate::chart::Timestamp> {
+    let text = std::fs::read_to_string(of.with_file_name(LAST_BACKUP)).ok()?;
+    let ms: i64 = text.trim().parse().ok()?;
+    crate::chart::Timestamp::from_unix_millis(ms).ok()
 }
 
 /// What a restore did.

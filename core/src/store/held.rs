@@ -650,7 +650,8 @@ impl ChartStore {
         let conn = self.inner.writer()?;
         conn.prepare_cached(
             "INSERT INTO departures_told (storage, chart_id, heads, at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (storage, chart_id) DO UPDATE SET heads = ?3, at = ?4",
+             ON CONFLICT (storage, chart_id) DO UPDATE SET heads = ?3, at = ?4
+                 WHERE departures_told.heads != ?3",
         )?
         .execute(params![
             storage,
@@ -659,6 +660,28 @@ impl ChartStore {
             now_millis()
         ])?;
         Ok(())
+    }
+
+    /// When a device was first told a chart left its wards with the heads it has now
+    /// (server): the server had those heads from then on.
+    pub fn departure_told_at(
+        &self,
+        storage: &str,
+        chart: ChartId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let at: Option<i64> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT at FROM departures_told WHERE storage = ?1 AND chart_id = ?2",
+                )?
+                .query_row(params![storage, chart.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
+        at.map(|ms| {
+            Timestamp::from_unix_millis(ms)
+                .map_err(|_| StoreError::Corrupt("a departure's time is out of range".into()))
+        })
+        .transpose()
     }
 
     /// The heads a device had when it was told a chart left its wards, if it was (server).
@@ -757,19 +780,30 @@ impl ChartStore {
             .collect()
     }
 
-    /// Records that a chart left this device's wards (device): read-only here from now on.
-    /// Only while the server has acknowledged everything the chart holds: false (and nothing
-    /// recorded) if a commit came in meanwhile, which must be sent first.
-    pub fn set_departed(&self, chart: ChartId, reason: LeftReason) -> Result<bool, StoreError> {
+    /// Records that a chart left this device's wards (device): read-only here from now on,
+    /// and removed from the store from `purge_at` on (`ChartStore::purge_due`). Only while
+    /// the server has acknowledged everything the chart holds: false (and nothing recorded)
+    /// if a commit came in meanwhile, which must be sent first.
+    pub fn set_departed(
+        &self,
+        chart: ChartId,
+        reason: LeftReason,
+        purge_at: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
         let conn = self.inner.writer()?;
         let recorded = conn
             .prepare_cached(
-                "INSERT INTO device_departures (chart_id, reason, at)
-                 SELECT ?1, ?2, ?3 WHERE (SELECT heads FROM charts WHERE id = ?1)
+                "INSERT INTO device_departures (chart_id, reason, at, purge_at)
+                 SELECT ?1, ?2, ?3, ?4 WHERE (SELECT heads FROM charts WHERE id = ?1)
                      = (SELECT heads FROM acknowledged_heads WHERE chart_id = ?1)
-                 ON CONFLICT (chart_id) DO UPDATE SET reason = ?2, at = ?3",
+                 ON CONFLICT (chart_id) DO UPDATE SET reason = ?2, at = ?3, purge_at = ?4",
             )?
-            .execute(params![chart.to_string(), reason.token(), now_millis()])?;
+            .execute(params![
+                chart.to_string(),
+                reason.token(),
+                now_millis(),
+                purge_at.map(Timestamp::unix_millis)
+            ])?;
         if recorded == 1 {
             self.inner
                 .read_only_somewhere

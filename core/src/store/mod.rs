@@ -38,6 +38,7 @@ mod maintenance;
 mod options;
 mod outbox;
 mod patient_index;
+mod purge;
 mod receipts;
 mod records;
 pub mod schema;
@@ -83,6 +84,7 @@ pub use maintenance::StoreStats;
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
 pub use outbox::OutboxLag;
 pub use patient_index::{IndexWarning, IndexWarningKind};
+pub use purge::{DevicePurge, PurgedChart};
 pub use receipts::Receipts;
 pub use records::{
     AccountedDisclosure, Accounting, Acknowledgement, CodingQueueItem, DeficiencyFilter,

@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/011_accounting_requests.sql"),
     include_str!("migrations/012_outbox.sql"),
     include_str!("migrations/013_lease.sql"),
+    include_str!("migrations/014_charts_leave_tablets.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -164,6 +165,10 @@ pub mod postgres {
         (11, include_str!("migrations/postgres/011_schema.sql")),
         (12, include_str!("migrations/postgres/012_outbox.sql")),
         (13, include_str!("migrations/postgres/013_lease.sql")),
+        (
+            14,
+            include_str!("migrations/postgres/014_charts_leave_tablets.sql"),
+        ),
     ];
 
     /// The advisory lock under which one node at a time migrates.

@@ -26,6 +26,20 @@ pub mod console;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_e2e-server");
 
+/// `chartsync-records` as sys.admin on the SQLite store of the data directory `data` (backup
+/// and restore are of the file).
+pub fn records_on_file(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_e2e-records"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--user", "sys.admin"])
+        .args(args)
+        .env_remove("CHARTSYNC_TOKEN")
+        .env("CHARTSYNC_STORE_KEY", STORE_KEY)
+        .output()
+        .unwrap()
+}
+
 /// The key of every test server's store, given to the server and its command lines as
 /// `CHARTSYNC_STORE_KEY`: the stores are encrypted, as a hospital's are.
 pub const STORE_KEY: &str = "5e11f0e5c0ffee00d15ea5edba5eba11b1e55edca5ca0ef1edc0deba5eba1100";
