@@ -309,8 +309,9 @@ async fn vitals_charted_offline_through_the_whole_window_reach_the_record_before
 
 /// Late edits race the removal: on five charts, a nurse records vitals on the tablet at the
 /// moment the registration PC discharges the patient, with no delay before removal. Whichever
-/// comes first, no chart leaves the tablet with her entry unsent: every entry is in the
-/// record, then every chart is removed, each removal audited once.
+/// comes first, no chart leaves the tablet with her entry unsent: each entry is in the record
+/// or held for review (the chart then stays, shown held, until a supervisor accepts it), and
+/// in the end every chart is removed with its entry in the record, each removal audited once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vitals_recorded_as_the_patient_is_discharged_reach_the_record_before_the_chart_goes() {
     let mrns = ["MRN-0101", "MRN-0102", "MRN-0103", "MRN-0104", "MRN-0105"];
@@ -362,6 +363,41 @@ async fn vitals_recorded_as_the_patient_is_discharged_reach_the_record_before_th
         });
         edit.join().unwrap();
         discharge.join().unwrap();
+    }
+    // Each chart is removed with her entry in the record, or stays on the tablet, shown held,
+    // with her entry in the holding area: the server cannot tell an entry made as the notice
+    // was on its way from one made after the tablet heard it, and holds it for a person.
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let held_here = |id: &ChartId| c.status().borrow().held.iter().any(|h| h.chart == *id);
+    eventually("a chart neither removed nor shown held", || {
+        charts
+            .iter()
+            .all(|id| !tablet.contains(*id).unwrap() || held_here(id))
+    })
+    .await;
+    let held = charts
+        .iter()
+        .filter(|id| tablet.contains(**id).unwrap())
+        .count();
+    eprintln!("entries held for review as their chart left: {held} of 5");
+    for id in &charts {
+        if !tablet.contains(*id).unwrap() {
+            assert_eq!(entries(&server, &clerk_token, *id), 1, "the entry on {id}");
+            continue;
+        }
+        // The records supervisor accepts it; then the chart goes too.
+        let (status, body) = http_get(&server.addr, &format!("/api/holds?chart={id}"), Some(&sup));
+        assert_eq!(status, 200, "{body}");
+        let holds: Vec<Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(holds.len(), 1, "{holds:?}");
+        let hold = holds[0]["id"].as_i64().unwrap();
+        let (status, body) = http_post(
+            &server.addr,
+            &format!("/api/holds/{hold}/accept"),
+            Some(&sup),
+            "{}",
+        );
+        assert_eq!(status, 200, "{body}");
     }
     eventually("a chart stayed on the tablet", || {
         charts.iter().all(|id| !tablet.contains(*id).unwrap())
