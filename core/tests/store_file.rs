@@ -376,6 +376,7 @@ fn released_migrations_are_unchanged() {
         "cd85fdb199e44852bfe2a7b55c7bfa6c2f19d0d5ef1600441d8f75d36337bd2d",
         "a517ebd52acdd791f8cb1c1fdfecef847e6604a2a96d293784ebb244ce0764b6",
         "7a4f5acd1bbf81433805c4c619a8f80851a9216e2edb30023245b24c94eba999",
+        "00737e31df89f59316683f1e4c9ae18587c1e12c8058e04c82ef176c63633b36",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -734,6 +735,10 @@ fn released_postgresql_migrations_are_unchanged() {
         (
             14,
             "09771a599737df77f595361eec13949da0dc1bfaa4f9b63d74c0fda889d1808c",
+        ),
+        (
+            15,
+            "70b7994fd0125113c47a67ae029b074c7530c1fdfa8df9a1d82b51442ff09823",
         ),
     ];
     for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {

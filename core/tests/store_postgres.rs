@@ -640,9 +640,19 @@ fn the_store_talks_to_its_database_over_verified_tls_and_refuses_an_unknown_serv
 #[test]
 #[ignore = "needs CHARTSYNC_TEST_POSTGRES: scripts/test.sh runs it on its PostgreSQL cluster"]
 fn a_database_of_every_earlier_version_migrates_keeping_its_charts() {
-    // What each version after the first added, undone newest first: tables only, so an
-    // older database is this one without them.
+    // What each version after the first added, undone newest first: tables and columns, so
+    // an older database is this one without them.
     let added: &[(i64, &str)] = &[
+        (
+            15,
+            "DROP TABLE destroyed_charts; DROP TABLE destruction_items;
+             DROP TABLE destruction_batches; DROP TABLE legal_holds; DROP TABLE retention_rules;",
+        ),
+        (
+            14,
+            "DROP TABLE device_purges; DROP TABLE purged_charts;
+             ALTER TABLE device_departures DROP COLUMN purge_at;",
+        ),
         (13, "DROP TABLE chartsync_lease; DROP TABLE compaction_due;"),
         (12, "DROP TABLE chart_outbox;"),
     ];

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::actor;
 use crate::auth::{Access, ALL_WARDS};
-use crate::records::{settled, Refusal};
+use crate::records::{run_allowed, Refusal};
 use crate::AppState;
 
 /// Who answers requests for an accounting: records supervisors and admins of every ward.
@@ -61,18 +61,7 @@ async fn run<T: Send + 'static>(
     f: impl FnOnce(&ChartStore, &Actor) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
     let allowed = gives_accountings(access);
-    let result = tokio::task::spawn_blocking(move || {
-        if let Err(r) = allowed {
-            store.record_audit(&who, AuditAction::Deny, None, Some("accounting requests"))?;
-            return Ok(Err(r));
-        }
-        match f(&store, &who) {
-            Ok(v) => Ok(Ok(v)),
-            Err(e) => refusal(e).map(Err),
-        }
-    })
-    .await;
-    settled(result)
+    run_allowed(store, allowed, who, "accounting requests", refusal, f).await
 }
 
 /// What is done to a request.

@@ -26,6 +26,7 @@ mod paging;
 mod physicians;
 mod proofs;
 mod records;
+mod retention;
 mod roi;
 mod store_key;
 mod sync;
@@ -512,6 +513,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .routes(routes!(holds::reject))
         .routes(routes!(break_glass::queue, break_glass::ask))
         .routes(routes!(break_glass::review))
+        .routes(routes!(retention::rules))
+        .routes(routes!(retention::set_rule))
+        .routes(routes!(retention::list))
+        .routes(routes!(retention::holds, retention::place))
+        .routes(routes!(retention::lift))
+        .routes(routes!(retention::batches, retention::propose))
+        .routes(routes!(retention::show))
+        .routes(routes!(retention::approve))
+        .routes(routes!(retention::cancel))
         .split_for_parts();
     let doc = Arc::new(doc);
     let app = Router::new()

@@ -55,6 +55,7 @@ impl Modify for BearerToken {
         (name = "charts", description = "finding charts, the patient index"),
         (name = "audit", description = "who read and wrote what"),
         (name = "review", description = "held changes and break-glass access"),
+        (name = "retention", description = "retention rules, legal holds, destruction and its certificates"),
     )
 )]
 pub struct ApiDoc;

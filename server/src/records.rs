@@ -812,6 +812,31 @@ pub(crate) fn internal_refusal(e: impl std::fmt::Display) -> Refusal {
 
 /// What store work run off the async threads came to: its answer, its refusal, or (a store
 /// error, a panic) an internal error.
+/// Runs `f` off the async threads as `who` if `allowed` (a refusal is audited as a denial of
+/// `what`), sorting its store errors with `refusal` into what the caller is told and the
+/// server's own failures.
+pub(crate) async fn run_allowed<T: Send + 'static>(
+    store: std::sync::Arc<ChartStore>,
+    allowed: Result<(), Refusal>,
+    who: Actor,
+    what: &'static str,
+    refusal: fn(StoreError) -> Result<Refusal, StoreError>,
+    f: impl FnOnce(&ChartStore, &Actor) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    let result = tokio::task::spawn_blocking(move || {
+        if let Err(r) = allowed {
+            store.record_audit(&who, AuditAction::Deny, None, Some(what))?;
+            return Ok(Err(r));
+        }
+        match f(&store, &who) {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => refusal(e).map(Err),
+        }
+    })
+    .await;
+    settled(result)
+}
+
 pub(crate) fn settled<T>(
     outcome: Result<Result<Result<T, Refusal>, StoreError>, tokio::task::JoinError>,
 ) -> Result<T, Refusal> {

@@ -2396,6 +2396,13 @@ impl Worker {
             }
             // Taken between the check above and the insert.
             Err(StoreError::AlreadyExists(_)) => return self.taken_id(),
+            // Destroyed past its retention: never stored again, and answered as a chart the
+            // server has not got.
+            Err(StoreError::Destroyed(_)) => {
+                tracing::warn!(chart = %id, "a device sent a chart destroyed past its retention; refused");
+                self.doc = None;
+                return self.unavailable();
+            }
             Err(e) => {
                 self.doc = None;
                 return self.refuse(e);

@@ -3520,6 +3520,8 @@ fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_se
         "/api/physicians/incomplete",
         "/api/holds/{id}/accept",
         "/api/audit",
+        "/api/legal-holds",
+        "/api/destruction/{id}/approve",
     ] {
         assert!(paths.contains_key(expected), "{expected} is documented");
     }
@@ -3538,8 +3540,9 @@ fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_se
             .replace("{request}", "00000000-0000-4000-8000-000000000000")
             .replace("{coding}", "00000000-0000-4000-8000-000000000000")
             .replace("{deficiency}", "00000000-0000-4000-8000-000000000000")
-            .replace("{user}", "dr.okafor");
-        for method in ["get", "post"] {
+            .replace("{user}", "dr.okafor")
+            .replace("{class}", "inpatient");
+        for method in ["get", "post", "put"] {
             let Some(op) = item.get(method) else { continue };
             assert!(
                 op["responses"].get("401").is_some() && op.get("summary").is_some(),
@@ -3547,6 +3550,7 @@ fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_se
             );
             let status = match method {
                 "get" => http_get(&server.addr, &concrete, None).0,
+                "put" => http_put(&server.addr, &concrete, None, "{}").0,
                 _ => http_post(&server.addr, &concrete, None, "{}").0,
             };
             assert_eq!(

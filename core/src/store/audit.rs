@@ -56,6 +56,11 @@ pub enum AuditAction {
     /// A device removed a chart from its store (it left the device's wards, or the device
     /// was revoked), as it reported.
     Purge,
+    /// Retention: a rule set, a legal hold placed or lifted, a destruction proposed, approved
+    /// or cancelled.
+    Retention,
+    /// A chart was destroyed, past retention and under no hold, in an approved batch.
+    Destroy,
 }
 
 impl AuditAction {
@@ -75,6 +80,8 @@ impl AuditAction {
             AuditAction::Assign => "assign",
             AuditAction::Acknowledge => "acknowledge",
             AuditAction::Purge => "purge",
+            AuditAction::Retention => "retention",
+            AuditAction::Destroy => "destroy",
         }
     }
 
@@ -94,6 +101,8 @@ impl AuditAction {
             AuditAction::Assign,
             AuditAction::Acknowledge,
             AuditAction::Purge,
+            AuditAction::Retention,
+            AuditAction::Destroy,
         ]
         .into_iter()
         .find(|a| a.token() == s)

@@ -649,6 +649,7 @@ impl NewChartRow {
 
     /// Inserts the rows; returns the chart's key.
     fn insert(&self, tx: &Sql<'_>) -> Result<i64, StoreError> {
+        super::retention::refuse_destroyed(tx, self.id, self.origin.as_ref().map(|o| &o.0[..]))?;
         let key = self.id.to_string();
         if let Some(origin) = &self.origin {
             let existing: Option<String> = tx

@@ -31,6 +31,9 @@ pub enum StoreError {
     #[error("chart {0} is already in this store")]
     AlreadyExists(ChartId),
 
+    #[error("chart {0} was destroyed past its retention (its certificate of destruction says when); it is never stored again")]
+    Destroyed(ChartId),
+
     #[error("chart {id} is chart {existing}, already in this store under that id: a chart keeps the id it was made with")]
     SameChart { id: ChartId, existing: ChartId },
 

@@ -41,6 +41,7 @@ mod patient_index;
 mod purge;
 mod receipts;
 mod records;
+mod retention;
 pub mod schema;
 mod search;
 pub(crate) mod sql;
@@ -89,6 +90,10 @@ pub use receipts::Receipts;
 pub use records::{
     AccountedDisclosure, Accounting, Acknowledgement, CodingQueueItem, DeficiencyFilter,
     WorklistItem, DEFAULT_BILL_HOLD_DAYS,
+};
+pub use retention::{
+    DestructionBatch, DestructionItem, HoldScope, LegalHold, NewRetentionRule, RetentionItem,
+    RetentionRule, RETENTION_FLOOR_YEARS,
 };
 pub use search::{ChartHit, ChartSearch, ChartSearchResult};
 

@@ -68,7 +68,7 @@ const BY_ID: &[&str] = &[
 ];
 
 /// The tables that refer to a chart by its key, children first.
-const BY_KEY: &[(&str, &str)] = &[
+pub(super) const BY_KEY: &[(&str, &str)] = &[
     ("deficiency_work", "chart"),
     ("deficiencies", "chart"),
     ("chart_changes", "chart"),
@@ -161,7 +161,7 @@ impl ChartStore {
         let id = chart.to_string();
         // The chart's lock: no commit to it runs while it is checked and removed.
         let slot = lock(&self.inner.cache).slot(chart);
-        let mut cached = lock(&slot);
+        let cached = lock(&slot);
         let at = Timestamp::now();
         let removed = {
             let mut conn = self.inner.writer()?;
@@ -220,13 +220,7 @@ impl ChartStore {
             lock(&self.inner.cache).forget_unloaded(&chart, &slot);
             return Ok(None);
         };
-        *cached = super::cache::Cached::default();
-        drop(cached);
-        {
-            let mut cache = lock(&self.inner.cache);
-            cache.reweigh(&chart, None);
-            cache.forget_unloaded(&chart, &slot);
-        }
+        self.forget_removed(chart, &slot, cached);
         // The log holds the deleted pages until a checkpoint: fold it in now.
         self.checkpoint_after_purge();
         Ok(Some(PurgedChart {
@@ -237,6 +231,20 @@ impl ChartStore {
             at,
             reported: false,
         }))
+    }
+
+    /// Forgets, in memory, a chart whose rows were just deleted under its slot's lock.
+    pub(super) fn forget_removed(
+        &self,
+        chart: ChartId,
+        slot: &super::cache::Slot,
+        mut cached: std::sync::MutexGuard<'_, super::cache::Cached>,
+    ) {
+        *cached = super::cache::Cached::default();
+        drop(cached);
+        let mut cache = lock(&self.inner.cache);
+        cache.reweigh(&chart, None);
+        cache.forget_unloaded(&chart, slot);
     }
 
     fn checkpoint_after_purge(&self) {

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/012_outbox.sql"),
     include_str!("migrations/013_lease.sql"),
     include_str!("migrations/014_charts_leave_tablets.sql"),
+    include_str!("migrations/015_retention.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -169,6 +170,7 @@ pub mod postgres {
             14,
             include_str!("migrations/postgres/014_charts_leave_tablets.sql"),
         ),
+        (15, include_str!("migrations/postgres/015_retention.sql")),
     ];
 
     /// The advisory lock under which one node at a time migrates.
