@@ -11,32 +11,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chartsync_core::chart::{check_identifier, Role, Timestamp};
+use chartsync_core::chart::{check_identifier, Timestamp};
 use chartsync_core::store::{
     Accounting, AccountingRequest, Actor, AuditAction, ChartStore, NewAccountingRequest, StoreError,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::api::actor;
-use crate::auth::{Access, ALL_WARDS};
-use crate::records::{run_allowed, Refusal};
+use crate::auth::Access;
+use crate::records::{run_allowed, supervisors_of_every_ward, Refusal};
 use crate::AppState;
 
-/// Who answers requests for an accounting: records supervisors and admins of every ward.
+/// Who answers requests for an accounting: records supervisors and admins of every ward (an
+/// accounting that left out a ward's charts would be wrong).
 pub(crate) fn gives_accountings(access: &Access) -> Result<(), Refusal> {
-    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
-        Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "accountings of disclosures are for records supervisors and admins".into(),
-        ))
-    } else if !access.may_see_ward(ALL_WARDS) {
-        Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "an accounting covers every ward's charts: it needs a token for every ward (*)".into(),
-        ))
-    } else {
-        Ok(())
-    }
+    supervisors_of_every_ward(access, "accountings of disclosures")
 }
 
 /// A store refusal as the caller is told it; anything else is the server's own failure.

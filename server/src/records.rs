@@ -812,6 +812,24 @@ pub(crate) fn internal_refusal(e: impl std::fmt::Display) -> Refusal {
 
 /// What store work run off the async threads came to: its answer, its refusal, or (a store
 /// error, a panic) an internal error.
+/// Work for records supervisors and admins whose token covers every ward (`*`): `what` names
+/// the work in the refusal.
+pub(crate) fn supervisors_of_every_ward(access: &Access, what: &str) -> Result<(), Refusal> {
+    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
+        Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("{what} are for records supervisors and admins"),
+        ))
+    } else if !access.may_see_ward(crate::auth::ALL_WARDS) {
+        Err(Refusal(
+            StatusCode::FORBIDDEN,
+            format!("{what} cover every ward's charts: they need a token for every ward (*)"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Runs `f` off the async threads as `who` if `allowed` (a refusal is audited as a denial of
 /// `what`), sorting its store errors with `refusal` into what the caller is told and the
 /// server's own failures.

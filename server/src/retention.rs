@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chartsync_core::chart::{Role, Timestamp};
+use chartsync_core::chart::Timestamp;
 use chartsync_core::store::{
     Actor, ChartStore, DestructionBatch, HoldScope, LegalHold, NewRetentionRule, RetentionItem,
     RetentionRule, StoreError,
@@ -18,25 +18,13 @@ use chartsync_core::store::{
 use serde::{Deserialize, Serialize};
 
 use crate::api::actor;
-use crate::auth::{Access, ALL_WARDS};
-use crate::records::{run_allowed, Refusal};
+use crate::auth::Access;
+use crate::records::{run_allowed, supervisors_of_every_ward, Refusal};
 use crate::AppState;
 
 /// Who keeps and destroys records: records supervisors and admins, over every ward.
 fn keeps_records(access: &Access) -> Result<(), Refusal> {
-    if !matches!(access.role, Role::RecordsSupervisor | Role::Admin) {
-        Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "retention, legal holds and destruction are for records supervisors and admins".into(),
-        ))
-    } else if !access.may_see_ward(ALL_WARDS) {
-        Err(Refusal(
-            StatusCode::FORBIDDEN,
-            "retention covers every ward's charts: it needs a token for every ward (*)".into(),
-        ))
-    } else {
-        Ok(())
-    }
+    supervisors_of_every_ward(access, "retention, legal holds and destruction")
 }
 
 /// A store refusal as the caller is told it; anything else is the server's own failure.
