@@ -44,8 +44,9 @@ for dir in tests/interop tests/console; do
     fi
 done
 
-# The FHIR export tests write their bundles here for the validators below; none are stale.
-rm -rf target/tmp/fhir-bundles
+# The FHIR export tests write their bundles (and the Bulk Data export its NDJSON) here for the
+# validators below; none are stale.
+rm -rf target/tmp/fhir-bundles target/tmp/fhir-bulk
 cargo test --workspace --locked "$@"
 
 # The same store and end-to-end suites again, with the store in PostgreSQL (docs/adr/0011):
@@ -74,7 +75,7 @@ cargo test --workspace --locked --test store_postgres "$@" -- --ignored
 # and the two skipped are the data directory's file backup and restore, which a database
 # does with its own tools).
 cargo test --workspace --locked \
-    --test api --test bounds --test busy --test console --test devices --test held \
+    --test api --test bounds --test bulk --test busy --test console --test devices --test held \
     --test interop --test records --test records_cli --test simulation --test sync \
     --test tablets "$@" -- \
     --skip after_a_restore_from_backup_the_tablets_bring_back_everything_and_converge \

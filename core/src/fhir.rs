@@ -67,6 +67,58 @@ pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Val
     Ok(Value::Object(bundle))
 }
 
+/// A chart's bundle as Bulk Data's NDJSON wants it: each resource on its own, with its type,
+/// and the references between them (`urn:uuid:` full URLs inside a bundle) written
+/// `Type/id`, as a resource outside a bundle names another.
+pub fn bulk_resources(bundle: Value) -> Vec<(String, Value)> {
+    let Value::Object(mut b) = bundle else {
+        return Vec::new();
+    };
+    let Some(Value::Array(entries)) = b.remove("entry") else {
+        return Vec::new();
+    };
+    let resources: Vec<Value> = entries
+        .into_iter()
+        .filter_map(|mut e| e.get_mut("resource").map(Value::take))
+        .collect();
+    let types: std::collections::HashMap<String, String> = resources
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["id"].as_str()?.to_string(),
+                r["resourceType"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    fn rewrite(v: &mut Value, types: &std::collections::HashMap<String, String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if k == "reference" {
+                        if let Some(uuid) = v.as_str().and_then(|s| s.strip_prefix("urn:uuid:")) {
+                            if let Some(t) = types.get(uuid) {
+                                *v = Value::String(format!("{t}/{uuid}"));
+                            }
+                        }
+                    } else {
+                        rewrite(v, types);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|v| rewrite(v, types)),
+            _ => {}
+        }
+    }
+    resources
+        .into_iter()
+        .map(|mut r| {
+            rewrite(&mut r, &types);
+            let t = r["resourceType"].as_str().unwrap_or_default().to_string();
+            (t, r)
+        })
+        .collect()
+}
+
 struct Builder {
     chart: ChartId,
     entries: Vec<Value>,

@@ -377,6 +377,7 @@ fn released_migrations_are_unchanged() {
         "a517ebd52acdd791f8cb1c1fdfecef847e6604a2a96d293784ebb244ce0764b6",
         "7a4f5acd1bbf81433805c4c619a8f80851a9216e2edb30023245b24c94eba999",
         "00737e31df89f59316683f1e4c9ae18587c1e12c8058e04c82ef176c63633b36",
+        "b1328e4efce72bc4e63edbe5bf96b01a0b93b2b91989f01ea8fe8d6f38485a6e",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -739,6 +740,10 @@ fn released_postgresql_migrations_are_unchanged() {
         (
             15,
             "70b7994fd0125113c47a67ae029b074c7530c1fdfa8df9a1d82b51442ff09823",
+        ),
+        (
+            16,
+            "46e09716ffa8e906412f5032501d17fbcec33d5063a045da1d0325d0d2bd1aa2",
         ),
     ];
     for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {

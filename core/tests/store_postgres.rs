@@ -644,6 +644,11 @@ fn a_database_of_every_earlier_version_migrates_keeping_its_charts() {
     // an older database is this one without them.
     let added: &[(i64, &str)] = &[
         (
+            16,
+            "DROP TABLE bulk_files; DROP TABLE bulk_jobs; DROP TABLE bulk_assertions;
+             DROP TABLE bulk_clients; DROP TABLE bulk_disclosures;",
+        ),
+        (
             15,
             "DROP TABLE destroyed_charts; DROP TABLE destruction_items;
              DROP TABLE destruction_batches; DROP TABLE legal_holds; DROP TABLE retention_rules;",

@@ -175,7 +175,54 @@ impl Keys {
         self.sign(&claims)
     }
 
+    /// An access token for a Bulk Data client (SMART Backend Services), valid for `ttl`: it
+    /// opens the Bulk Data endpoints only (its role is no person's, so nothing else takes it).
+    pub fn issue_bulk(&self, client: &str, ttl: Duration) -> String {
+        let now = now_secs();
+        self.sign(&Claims {
+            sub: client.to_string(),
+            role: BULK_ROLE.to_string(),
+            wards: vec![ALL_WARDS.to_string()],
+            iat: now,
+            exp: now + ttl.as_secs(),
+            dev: None,
+            q: false,
+        })
+    }
+
+    /// The client a Bulk Data access token was issued to.
+    pub fn verify_bulk(&self, token: &str) -> Result<String, AuthError> {
+        let c = self.claims(token)?;
+        if c.role != BULK_ROLE || c.sub.trim().is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        Ok(c.sub)
+    }
+
     pub fn verify(&self, token: &str) -> Result<Access, AuthError> {
+        let c = self.claims(token)?;
+        let role = Role::from_token(&c.role).map_err(|_| AuthError::Invalid)?;
+        if c.sub.trim().is_empty() || c.wards.is_empty() {
+            return Err(AuthError::Invalid);
+        }
+        let device = match c.dev.as_deref() {
+            Some(d) => {
+                Some(chartsync_core::trust::DeviceId::parse(d).map_err(|_| AuthError::Invalid)?)
+            }
+            None => None,
+        };
+        Ok(Access {
+            user: c.sub,
+            role,
+            wards: c.wards,
+            expires_at: c.exp,
+            device,
+            quarantined: c.q,
+        })
+    }
+
+    /// A token's claims, once its signature (by one of this server's keys) and time check.
+    fn claims(&self, token: &str) -> Result<Claims, AuthError> {
         let mut validation = Validation::new(Algorithm::HS256);
         // This server issued the token by its own clock: no skew to allow for. A leeway would
         // let a device whose token has just expired connect again, only for the session to end
@@ -204,28 +251,11 @@ impl Keys {
             _ => AuthError::Invalid,
         })?;
         let c = data.claims;
-        let role = Role::from_token(&c.role).map_err(|_| AuthError::Invalid)?;
-        if c.sub.trim().is_empty() || c.wards.is_empty() {
-            return Err(AuthError::Invalid);
-        }
         // A token in its last second would open a session that ends at once.
         if c.exp <= now_secs() {
             return Err(AuthError::Expired);
         }
-        let device = match c.dev.as_deref() {
-            Some(d) => {
-                Some(chartsync_core::trust::DeviceId::parse(d).map_err(|_| AuthError::Invalid)?)
-            }
-            None => None,
-        };
-        Ok(Access {
-            user: c.sub,
-            role,
-            wards: c.wards,
-            expires_at: c.exp,
-            device,
-            quarantined: c.q,
-        })
+        Ok(c)
     }
 }
 
@@ -267,6 +297,9 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 /// `90s`, `30m`, `12h`, `7d`: at most 30 days.
+/// The role in a Bulk Data client's access token: no person's.
+pub const BULK_ROLE: &str = "system/bulk-export";
+
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() || d.as_secs() > 30 * 86_400 {

@@ -11,6 +11,7 @@ mod admin;
 mod api;
 mod auth;
 mod break_glass;
+mod bulk;
 mod census;
 pub mod cli;
 mod coding;
@@ -562,6 +563,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             get(directory::list_revocations).post(directory::revoke),
         )
         .route("/metrics", get(api::metrics))
+        .route("/api/bulk-clients", get(bulk::clients).post(bulk::register))
+        .route("/api/bulk-clients/{id}/revoke", post(bulk::revoke))
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(bulk::smart_configuration),
+        )
+        .route("/fhir/auth/token", post(bulk::token))
+        .route("/fhir/Patient/$export", get(bulk::export_patients))
+        .route("/fhir/Group/{ward}/$export", get(bulk::export_group))
+        .route(
+            "/fhir/bulkstatus/{job}",
+            get(bulk::status).delete(bulk::delete),
+        )
+        .route("/fhir/bulkfiles/{job}/{file}", get(bulk::file))
         .merge(console::routes())
         .with_state(AppState {
             store,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the FHIR R4 bundles the Rust tests exported (target/tmp/fhir-bundles/, written by
-# `cargo test`) with two validators nobody on the team wrote: the npm package `fhir` and the
-# PyPI package `fhir.resources`, each pinned. Every bundle must pass both with no errors.
+# `cargo test`), and a Bulk Data export's NDJSON files (target/tmp/fhir-bulk/) line by line,
+# with two validators nobody on the team wrote: the npm package `fhir` and the PyPI package
+# `fhir.resources`, each pinned. Every bundle and every line must pass both with no errors.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -10,6 +11,13 @@ if [ ! -e "${bundles[0]}" ] || [ "${#bundles[@]}" -lt 3 ]; then
     echo "expected the bundles of core/tests/fhir.rs and tests/tests/records.rs in target/tmp/fhir-bundles; run cargo test first" >&2
     exit 1
 fi
+# A Bulk Data export of 2,000 charts (tests/tests/bulk.rs), its NDJSON checked line by line.
+ndjson=(target/tmp/fhir-bulk/*.ndjson)
+if [ ! -e "${ndjson[0]}" ]; then
+    echo "expected the Bulk Data export of tests/tests/bulk.rs in target/tmp/fhir-bulk; run cargo test first" >&2
+    exit 1
+fi
+bundles+=("${ndjson[@]}")
 
 stamp=tests/fhir/node_modules/.installed-from-lock
 if ! cmp -s tests/fhir/package-lock.json "$stamp" 2>/dev/null; then

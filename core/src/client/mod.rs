@@ -1514,7 +1514,7 @@ impl Session {
     fn acknowledge_and_purge(&mut self, id: ChartId) -> Vec<Message> {
         self.acknowledge(id);
         let done = matches!(self.docs.get(&id), Some(Doc::Chart(_)))
-            && self.ledger.pending.get(&id).is_none();
+            && !self.ledger.pending.contains_key(&id);
         if done {
             self.purge_if_wiping(id)
         } else {

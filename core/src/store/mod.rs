@@ -18,6 +18,7 @@ mod accounting_requests;
 mod audit;
 pub mod backup;
 mod break_glass;
+mod bulk;
 mod cache;
 mod census_docs;
 mod charts;
@@ -62,6 +63,7 @@ pub use accounting_requests::{
 };
 pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};
+pub use bulk::{BulkClient, BulkJob, NewBulkClient};
 pub use charts::{ChartFilter, ChartSummary, Placement};
 pub use commit::{ImportProgress, Proven};
 pub use compaction::CompactionReport;

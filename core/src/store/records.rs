@@ -150,9 +150,16 @@ impl ChartStore {
             .collect();
         let mut disclosures = Vec::new();
         for &id in &charts {
-            let found = self
+            let mut found = self
                 .read(id, |c| c.accountable_disclosures(now))?
                 .map_err(|error| StoreError::Chart { id, error })?;
+            // What Bulk Data exports disclosed of it, under the same rules.
+            let from = now.years_before(crate::chart::ACCOUNTING_YEARS);
+            found.extend(
+                self.bulk_disclosures_of(id)?
+                    .into_iter()
+                    .filter(|d| d.at >= from && d.purpose.exempt_under().is_none()),
+            );
             disclosures.extend(found.into_iter().map(|disclosure| AccountedDisclosure {
                 chart: id,
                 disclosure,

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/013_lease.sql"),
     include_str!("migrations/014_charts_leave_tablets.sql"),
     include_str!("migrations/015_retention.sql"),
+    include_str!("migrations/016_bulk_export.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -171,6 +172,7 @@ pub mod postgres {
             include_str!("migrations/postgres/014_charts_leave_tablets.sql"),
         ),
         (15, include_str!("migrations/postgres/015_retention.sql")),
+        (16, include_str!("migrations/postgres/016_bulk_export.sql")),
     ];
 
     /// The advisory lock under which one node at a time migrates.
