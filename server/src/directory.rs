@@ -669,7 +669,8 @@ pub struct Wipe {
 /// `POST /api/devices/{id}/wipe`: takes every chart off a tablet (retired, sent for repair,
 /// moved to another service). The tablet is revoked (administratively, from now): when it
 /// next connects it hands over what it holds, which is held for review, erases its people's
-/// keys, and removes each chart once the server has or holds what was written on it there,
+/// keys, and removes each chart once the server has what was written on it there (a chart
+/// whose changes are held for review stays until a records supervisor decides),
 /// reporting each removal (`GET /api/devices/{id}/purges`).
 pub async fn wipe(
     State(app): State<AppState>,

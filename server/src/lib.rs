@@ -191,6 +191,11 @@ struct ServeArgs {
     /// has everything written on it there: 0s to 365d.
     #[arg(long, env = "CHARTSYNC_PURGE_AFTER", default_value = "24h", value_parser = auth::parse_purge_after)]
     purge_after: std::time::Duration,
+    /// The URL this server is reached at by outside systems (`https://charts.example:8443`):
+    /// what a Bulk Data client's signed assertion must name as its audience, and the base of
+    /// the URLs it is given. Without it, the request's Host header stands for it.
+    #[arg(long, env = "CHARTSYNC_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Let charts leave tablets before a backup (`chartsync-records backup`) holds what was
     /// written on them there: for a hospital that backs the data directory up by other means.
     /// Without it, a tablet removes a chart only once the latest backup has it, so a restore
@@ -476,6 +481,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     hub.purge_needs_backup &= !args.purge_without_backup;
     let hub = Arc::new(hub);
     let stopping = hub.clone();
+    // Exports this server was running when it stopped will never finish: their clients are
+    // told so. (On PostgreSQL another node may be running its own: only those a day old.)
+    let abandoned = match &args.database_url {
+        Some(_) => std::time::Duration::from_secs(24 * 3600),
+        None => std::time::Duration::ZERO,
+    };
+    match store.fail_abandoned_bulk_jobs(abandoned) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            jobs = n,
+            "bulk exports left running by the last run: failed"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not look for abandoned bulk exports"),
+    }
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
     count_delinquency(store.clone());
@@ -588,6 +607,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             bill_hold_days: args.bill_hold_days,
             suspension_grace_days: args.suspension_grace_days,
             imports: Arc::default(),
+            public_url: args
+                .public_url
+                .as_deref()
+                .map(|u| Arc::from(u.trim_end_matches('/'))),
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -723,6 +746,8 @@ struct AppState {
     suspension_grace_days: u32,
     /// The console's chart imports since the server started.
     imports: Arc<console::import::Imports>,
+    /// `--public-url`, without a trailing slash.
+    public_url: Option<Arc<str>>,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

@@ -38,7 +38,7 @@ use chartsync_core::protocol::{
 };
 use chartsync_core::store::{
     Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, Proven,
-    StoreError,
+    PurgeRecord, StoreError,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -1301,12 +1301,18 @@ impl Worker {
             device.as_deref(),
             purged,
         ) {
-            Ok(new) => {
-                if new {
-                    tracing::info!(chart = %self.id, reason = %purged.reason.token(), "a device removed a chart");
+            Ok(record) => {
+                match record {
+                    PurgeRecord::New => {
+                        tracing::info!(chart = %self.id, reason = %purged.reason.token(), "a device removed a chart")
+                    }
+                    PurgeRecord::Again => {}
+                    PurgeRecord::NeverTold => {
+                        tracing::warn!(chart = %self.id, "a device reported removing a chart it was never told left; not recorded")
+                    }
                 }
                 self.doc = None;
-                Output::send(self.notice(&ChartNotice::PurgeRecorded))
+                Output::send(self.notice(&ChartNotice::PurgeRecorded { at: purged.at }))
             }
             // Not answered: the device reports it again on its next connection.
             Err(e) => {
@@ -2358,6 +2364,12 @@ impl Worker {
                 return self.sync_afresh();
             }
             return self.taken_id();
+        }
+        // Destroyed past its retention: not stored again, not even in the holding area.
+        if self.hub().store.destroyed(id).unwrap_or(true) {
+            tracing::warn!(chart = %id, "a device sent a chart destroyed past its retention; refused");
+            self.doc = None;
+            return self.unavailable();
         }
         let (chart, proven, changes) = match self.check_new_chart(candidate) {
             Ok(checked) => checked,

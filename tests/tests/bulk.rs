@@ -74,11 +74,15 @@ fn agent() -> ureq::Agent {
 
 /// `POST /fhir/auth/token` with `assertion`: the status and the answer.
 fn token(addr: &str, assertion: &str) -> (u16, Value) {
+    token_for(addr, assertion, "system/*.read")
+}
+
+fn token_for(addr: &str, assertion: &str, scope: &str) -> (u16, Value) {
     let mut r = agent()
         .post(format!("http://{addr}/fhir/auth/token"))
         .send_form([
             ("grant_type", "client_credentials"),
-            ("scope", "system/*.read"),
+            ("scope", scope),
             (
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
@@ -358,6 +362,34 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
     );
     assert_eq!(disclosures[0]["purpose"], "research");
 
+    // Another registered system (the hospital's analytics, its own key) cannot see the
+    // partner's job; a scope narrower than what an export gives is refused, not widened.
+    let analytics_key = Jwk::from_encoding_key(&ec_key(IMPOSTOR_KEY), Algorithm::ES384).unwrap();
+    let mut analytics_jwk = serde_json::to_value(&analytics_key).unwrap();
+    analytics_jwk["kid"] = "warehouse-1".into();
+    let (status, body) = http_post(
+        &addr,
+        "/api/bulk-clients",
+        Some(&admin),
+        &json!({"client_id": "analytics", "name": "Data warehouse", "jwks": {"keys": [analytics_jwk]}})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{body}");
+    let narrow = assertion(IMPOSTOR_KEY, "warehouse-1", "analytics", &aud, "w-1");
+    let (status, body) = token_for(&addr, &narrow, "system/Patient.read");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_scope");
+    let (status, body) = token(
+        &addr,
+        &assertion(IMPOSTOR_KEY, "warehouse-1", "analytics", &aud, "w-2"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let analytics = body["access_token"].as_str().unwrap().to_string();
+    let (status, _, _) = get(&status_url, &analytics, &[]);
+    assert_eq!(status, 404, "another client's job");
+    let (status, _, _) = get(output[0]["url"].as_str().unwrap(), &analytics, &[]);
+    assert_eq!(status, 404, "another client's file");
+
     // Cleared by the client: gone.
     let mut r = agent()
         .delete(&status_url)
@@ -383,4 +415,15 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
     assert_eq!(status, 204);
     let again = assertion(PARTNER_KEY, "partner-2026", "hie-partner", &aud, "jti-3");
     assert_eq!(token(&addr, &again).0, 401);
+    // The token it already holds opens nothing more.
+    let (status, _, _) = get(&format!("http://{addr}/fhir/Patient/$export"), &access, &[]);
+    assert_eq!(status, 403);
+    // Its id is never given to another registration.
+    let (status, body) = http_post(
+        &addr,
+        "/api/bulk-clients",
+        Some(&admin),
+        &registration.to_string(),
+    );
+    assert_eq!(status, 422, "{body}");
 }

@@ -102,6 +102,27 @@ fn audited(server: &Server, id: ChartId, action: &str) -> Vec<Value> {
     rows.into_iter().filter(|r| r["action"] == action).collect()
 }
 
+/// The one pending hold of a chart, as the records office lists it.
+fn pending_hold(server: &Server, sup: &str, id: ChartId) -> Value {
+    let (status, body) = http_get(&server.addr, &format!("/api/holds?chart={id}"), Some(sup));
+    assert_eq!(status, 200, "{body}");
+    let holds: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(holds.len(), 1, "{holds:?}");
+    holds[0].clone()
+}
+
+/// A records supervisor accepts a hold into the record.
+fn accept(server: &Server, sup: &str, hold: &Value) {
+    let id = hold["id"].as_i64().unwrap();
+    let (status, body) = http_post(
+        &server.addr,
+        &format!("/api/holds/{id}/accept"),
+        Some(sup),
+        "{}",
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
 fn entries(server: &Server, token: &str, id: ChartId) -> usize {
     on_server(server, token, id)["entries"]
         .as_array()
@@ -386,18 +407,7 @@ async fn vitals_recorded_as_the_patient_is_discharged_reach_the_record_before_th
             continue;
         }
         // The records supervisor accepts it; then the chart goes too.
-        let (status, body) = http_get(&server.addr, &format!("/api/holds?chart={id}"), Some(&sup));
-        assert_eq!(status, 200, "{body}");
-        let holds: Vec<Value> = serde_json::from_str(&body).unwrap();
-        assert_eq!(holds.len(), 1, "{holds:?}");
-        let hold = holds[0]["id"].as_i64().unwrap();
-        let (status, body) = http_post(
-            &server.addr,
-            &format!("/api/holds/{hold}/accept"),
-            Some(&sup),
-            "{}",
-        );
-        assert_eq!(status, 200, "{body}");
+        accept(&server, &sup, &pending_hold(&server, &sup, *id));
     }
     eventually("a chart stayed on the tablet", || {
         charts.iter().all(|id| !tablet.contains(*id).unwrap())
@@ -567,7 +577,9 @@ async fn a_removed_chart_returns_to_a_tablet_only_when_its_ward_lists_it_again()
 
 /// A tablet is retired and wiped by an administrator while it holds a nurse's unsent vitals.
 /// When it next connects it hands them over (held for review, since the tablet is revoked),
-/// signs everyone out, and removes every chart; the administrator sees each removal.
+/// signs everyone out, and removes every chart the server has; the one with her vitals stays,
+/// shown held, until a records supervisor accepts them, then goes too. The administrator
+/// sees each removal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
     let data = tempfile::tempdir().unwrap();
@@ -621,7 +633,39 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
 
     let quarantined = device_token(&tablet, &server);
     let c = tablet_client(&url, &quarantined, "T-07", &store);
-    eventually("the tablet kept charts", || {
+    // The two charts the server has go; the one with her vitals stays, shown held, while
+    // the vitals wait for a records supervisor (the tablet keeps what only a hold covers).
+    eventually("the charts the server has stayed", || {
+        store
+            .list(&chartsync_core::store::ChartFilter::default())
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+            == vec![charts[0]]
+    })
+    .await;
+    until(&c, "the vitals shown held", |s| {
+        s.held.iter().any(|h| h.chart == charts[0])
+    })
+    .await;
+    assert!(store
+        .credential("rn.park")
+        .unwrap()
+        .unwrap()
+        .sealed
+        .is_none());
+
+    // Her vitals are held for review, not lost; the record is as it was.
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let hold = pending_hold(&server, &sup, charts[0]);
+    assert_eq!(hold["reason"], HoldReason::Revoked.token());
+    assert_eq!(entries(&server, &clerk_token, charts[0]), 0);
+    // The supervisor accepts them (she charted them before the tablet was retired): in the
+    // record, and the last chart leaves the tablet.
+    accept(&server, &sup, &hold);
+    assert_eq!(entries(&server, &clerk_token, charts[0]), 1);
+    eventually("the tablet kept a chart", || {
         store
             .list(&chartsync_core::store::ChartFilter::default())
             .unwrap()
@@ -638,25 +682,6 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
         .unwrap()
         .iter()
         .all(|p| p.reason == LeftReason::Revoked));
-    assert!(store
-        .credential("rn.park")
-        .unwrap()
-        .unwrap()
-        .sealed
-        .is_none());
-
-    // Her vitals are held for review, not lost; the record is as it was.
-    let sup = server.token("him.sup", "records_supervisor", &["*"]);
-    let (status, body) = http_get(
-        &server.addr,
-        &format!("/api/holds?chart={}", charts[0]),
-        Some(&sup),
-    );
-    assert_eq!(status, 200, "{body}");
-    let holds: Vec<Value> = serde_json::from_str(&body).unwrap();
-    assert_eq!(holds.len(), 1, "{holds:?}");
-    assert_eq!(holds[0]["reason"], HoldReason::Revoked.token());
-    assert_eq!(entries(&server, &clerk_token, charts[0]), 0);
 
     // The administrator sees every removal.
     let (status, body) = http_get(

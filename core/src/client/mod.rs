@@ -121,7 +121,7 @@ pub enum ChartEvent {
     /// copy is being fetched afresh. Staff re-enter what is still needed.
     SetAside { chart: ChartId, reason: String },
     /// The chart was removed from this device's store: it left the device's wards and the
-    /// time to keep it read-only passed, or the tablet was revoked. The server had, or held,
+    /// time to keep it read-only passed, or the tablet was revoked. The server had
     /// everything written on it here. It is listed in `ChartStore::purged_charts` (ids only),
     /// and comes back only if a ward this device follows lists it again.
     Removed { chart: ChartId, reason: LeftReason },
@@ -547,7 +547,7 @@ struct Session {
     /// Charts the server said were too large on this connection, and which were sent again
     /// within its bounds: a second refusal holds the chart here.
     too_large: HashSet<ChartId>,
-    /// The tablet was revoked: every chart leaves it once the server has or holds its changes.
+    /// The tablet was revoked: every chart leaves it once the server has its changes.
     wiping: bool,
     /// This device's notices to the server (removals) carry a session id and a rising count.
     session_id: String,
@@ -1128,8 +1128,8 @@ impl Session {
         if let ChartNotice::Revoked { serials, device } = notice {
             return self.on_revoked(id, &serials, device);
         }
-        if let ChartNotice::PurgeRecorded = notice {
-            let _ = self.store.purge_reported(id);
+        if let ChartNotice::PurgeRecorded { at } = notice {
+            let _ = self.store.purge_reported(id, at);
             return Vec::new();
         }
         // A chart removed here meanwhile (the server answered what was sent before): nothing
@@ -1238,7 +1238,7 @@ impl Session {
             ChartNotice::Revoked { .. }
             | ChartNotice::BreakGlassFiled { .. }
             | ChartNotice::Purged { .. }
-            | ChartNotice::PurgeRecorded => return Vec::new(),
+            | ChartNotice::PurgeRecorded { .. } => return Vec::new(),
         };
         self.ledger.reload_held(&self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -1361,7 +1361,7 @@ impl Session {
 
     /// Revocations that reach this tablet (`id` is its own device id): the people whose
     /// certificates were revoked lose their sealed keys here, and are signed out.
-    /// A revoked tablet also loses every chart, each as soon as the server has (or holds)
+    /// A revoked tablet also loses every chart, each as soon as the server has
     /// what was written on it here: those it has go now, the others once sent.
     fn on_revoked(&mut self, id: ChartId, serials: &[String], device: bool) -> Vec<Message> {
         let Ok(Some(enrolment)) = self.store.enrolment() else {
@@ -1397,7 +1397,7 @@ impl Session {
         purged.into_iter().flat_map(|p| self.removed(p)).collect()
     }
 
-    /// On a revoked tablet: removes the chart if the server has, or holds, all of it.
+    /// On a revoked tablet: removes the chart if the server has all of it.
     fn purge_if_wiping(&mut self, id: ChartId) -> Vec<Message> {
         if !self.wiping {
             return Vec::new();

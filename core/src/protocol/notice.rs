@@ -234,9 +234,9 @@ pub enum ChartNotice {
         heads: Vec<automerge::ChangeHash>,
         at: Timestamp,
     },
-    /// The server recorded (and audited) the device's report that it removed the chart: the
-    /// device stops reporting it.
-    PurgeRecorded,
+    /// The server recorded (and audited) the device's report that it removed the chart at
+    /// `at`: the device stops reporting that removal.
+    PurgeRecorded { at: Timestamp },
     /// To an enrolled tablet, about itself (the document id is its device id): certificates
     /// issued on it that were revoked (serials, hex), and whether the tablet itself was. The
     /// tablet erases those people's sealed keys and signs them out; nothing they wrote is lost.
@@ -381,9 +381,10 @@ impl ChartNotice {
                     }
                     e.str("at")?.i64(at.unix_millis())?;
                 }
-                ChartNotice::PurgeRecorded => {
-                    e.map(1)?;
+                ChartNotice::PurgeRecorded { at } => {
+                    e.map(2)?;
                     e.str("type")?.str(PURGE_RECORDED)?;
+                    e.str("at")?.i64(at.unix_millis())?;
                 }
                 ChartNotice::Revoked { serials, device } => {
                     e.map(3)?;
@@ -496,7 +497,7 @@ impl ChartNotice {
                 heads,
                 at: at?,
             },
-            PURGE_RECORDED => ChartNotice::PurgeRecorded,
+            PURGE_RECORDED => ChartNotice::PurgeRecorded { at: at? },
             REVOKED => ChartNotice::Revoked { serials, device },
             FILED => ChartNotice::BreakGlassFiled {
                 signatures: serials,
@@ -548,7 +549,9 @@ mod tests {
                 heads: vec![automerge::ChangeHash([3; 32])],
                 at: Timestamp::from_unix_millis(1_796_000_000_000).unwrap(),
             },
-            ChartNotice::PurgeRecorded,
+            ChartNotice::PurgeRecorded {
+                at: Timestamp::from_unix_millis(1_796_000_000_000).unwrap(),
+            },
             ChartNotice::Revoked {
                 serials: vec!["00112233445566778899aabbccddeeff".into()],
                 device: true,

@@ -90,13 +90,24 @@ impl ChartStore {
         }
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
+        // A revoked client's id is never given again: its jobs and tokens stay its own.
+        let revoked = tx
+            .prepare_cached(
+                "SELECT 1 FROM bulk_clients WHERE client_id = ?1 AND revoked_at IS NOT NULL",
+            )?
+            .exists(params![id])?;
+        if revoked {
+            return Err(StoreError::Invalid(format!(
+                "client {id} was revoked; register the system under a new client_id"
+            )));
+        }
         tx.prepare_cached(
             "INSERT INTO bulk_clients (client_id, name, jwks, purpose, recipient,
                  recipient_address, registered_by, registered_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (client_id) DO UPDATE SET name = ?2, jwks = ?3, purpose = ?4,
                  recipient = ?5, recipient_address = ?6, registered_by = ?7,
-                 registered_at = ?8, revoked_at = NULL",
+                 registered_at = ?8",
         )?
         .execute(params![
             id,
@@ -293,6 +304,35 @@ impl ChartStore {
                 now_millis()
             ])?;
         Ok(())
+    }
+
+    /// Jobs left running by a server that stopped: failed, so their clients stop polling and
+    /// kick off again. Run as the server starts (one node: its own jobs are the only ones
+    /// it could have left; on PostgreSQL, jobs older than `stale` only).
+    pub fn fail_abandoned_bulk_jobs(&self, stale: std::time::Duration) -> Result<u64, StoreError> {
+        let before = now_millis() - stale.as_millis() as i64;
+        let n = self
+            .inner
+            .writer()?
+            .prepare_cached(
+                "UPDATE bulk_jobs SET status = 'failed', finished_at = ?2,
+                     error = 'the server stopped during the export; kick it off again'
+                 WHERE status = 'running' AND created_at < ?1",
+            )?
+            .execute(params![before, now_millis()])?;
+        Ok(n as u64)
+    }
+
+    /// How many of a client's jobs are running.
+    pub fn running_bulk_jobs(&self, client: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.inner.with_reader(|conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM bulk_jobs WHERE client_id = ?1 AND status = 'running'",
+                params![client],
+                |r| r.get(0),
+            )?)
+        })?;
+        Ok(n.max(0) as u64)
     }
 
     /// A running job's progress; false once it is no longer running (cancelled).

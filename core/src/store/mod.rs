@@ -87,7 +87,7 @@ pub use maintenance::StoreStats;
 pub use options::{Compaction, Durability, EncryptionKey, RebuildListener, StoreOptions};
 pub use outbox::OutboxLag;
 pub use patient_index::{IndexWarning, IndexWarningKind};
-pub use purge::{DevicePurge, PurgedChart};
+pub use purge::{DevicePurge, PurgeRecord, PurgedChart};
 pub use receipts::Receipts;
 pub use records::{
     AccountedDisclosure, Accounting, Acknowledgement, CodingQueueItem, DeficiencyFilter,

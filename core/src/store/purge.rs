@@ -2,8 +2,10 @@
 //! server records the removal (docs/records-office.md, "Charts leave tablets").
 //!
 //! A chart is removed from a device's store only while nothing written on it there is
-//! unacknowledged: its heads are the heads the server acknowledged, or (for a revoked tablet)
-//! the heads of changes the server holds for review, with nothing committed since. The check
+//! unacknowledged: its heads are the heads the server acknowledged. A chart with changes the
+//! server holds for review stays (shown held) until a records supervisor decides: the tablet
+//! cannot tell exactly which of its changes a hold covers (one committed as the hold's notice
+//! was on its way is in neither), and what it cannot tell it keeps. The check
 //! and the removal are one transaction under the chart's lock, so a commit racing the removal
 //! either lands first (and the chart stays, to send it) or finds the chart gone.
 //!
@@ -31,6 +33,17 @@ pub struct PurgedChart {
     pub at: Timestamp,
     /// The server recorded the removal.
     pub reported: bool,
+}
+
+/// What became of a device's report of a removal (server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeRecord {
+    /// Recorded and audited.
+    New,
+    /// Recorded before (the device did not hear the answer).
+    Again,
+    /// Not recorded: the device was never told the chart left, and is no enrolled tablet.
+    NeverTold,
 }
 
 /// A removal a device reported (server).
@@ -78,7 +91,7 @@ pub(super) const BY_KEY: &[(&str, &str)] = &[
 
 impl ChartStore {
     /// Records that this tablet was revoked (device): from now on every chart leaves it as
-    /// soon as the server has, or holds, what was written on it here. Kept across restarts.
+    /// soon as the server has what was written on it here. Kept across restarts.
     pub fn set_wiping(&self) -> Result<(), StoreError> {
         self.inner
             .writer()?
@@ -109,7 +122,7 @@ impl ChartStore {
 
     /// Removes every chart due to leave this device at `now` (device): those that left its
     /// wards with a removal time at or before `now`, and every chart of a revoked tablet. A
-    /// chart with something written here that the server has not acknowledged (or holds)
+    /// chart with something written here that the server has not acknowledged
     /// stays, for its changes to be sent first; it is removed when asked again after that.
     pub fn purge_due(&self, now: Timestamp) -> Result<Vec<PurgedChart>, StoreError> {
         let wiping = self.wiping()?.is_some();
@@ -170,19 +183,17 @@ impl ChartStore {
                 conn.execute_batch("PRAGMA secure_delete = ON")?;
             }
             let tx = conn.transaction(Begin::Immediate)?;
-            type Found = (i64, Vec<u8>, bool, bool, bool);
+            type Found = (i64, Vec<u8>, bool, bool);
             let found: Option<Found> = tx
                 .query_row(
                     "SELECT c.key, c.heads,
                          coalesce(c.heads = (SELECT heads FROM acknowledged_heads
                                              WHERE chart_id = c.id), false),
-                         EXISTS (SELECT 1 FROM device_holds h WHERE h.chart_id = c.id
-                                 AND h.heads = c.heads AND h.since >= c.modified_at),
                          EXISTS (SELECT 1 FROM break_glass b WHERE b.chart_id = c.id
                                  AND b.filed_at IS NULL AND b.signature IS NOT NULL)
                      FROM charts c WHERE c.id = ?1",
                     [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
             let removed = match found {
@@ -191,8 +202,8 @@ impl ChartStore {
                     tx.execute("DELETE FROM device_departures WHERE chart_id = ?1", [&id])?;
                     None
                 }
-                Some((key, heads, acknowledged, held, unfiled)) => {
-                    if !(acknowledged || held) || unfiled {
+                Some((key, heads, acknowledged, unfiled)) => {
+                    if !acknowledged || unfiled {
                         None
                     } else {
                         for (table, column) in BY_KEY {
@@ -319,31 +330,48 @@ impl ChartStore {
             .collect()
     }
 
-    /// The server recorded this device's removal of a chart (device).
-    pub fn purge_reported(&self, chart: ChartId) -> Result<(), StoreError> {
+    /// The server recorded this device's removal of a chart at `at` (device). An answer about
+    /// an earlier removal of the same chart changes nothing.
+    pub fn purge_reported(&self, chart: ChartId, at: Timestamp) -> Result<(), StoreError> {
         self.inner
             .writer()?
             .prepare_cached(
-                "UPDATE purged_charts SET reported_at = ?2
-                 WHERE chart_id = ?1 AND reported_at IS NULL",
+                "UPDATE purged_charts SET reported_at = ?3
+                 WHERE chart_id = ?1 AND purged_at = ?2 AND reported_at IS NULL",
             )?
-            .execute(params![chart.to_string(), now_millis()])?;
+            .execute(params![chart.to_string(), at.unix_millis(), now_millis()])?;
         Ok(())
     }
 
     /// Records a device's report that it removed a chart (server), audited as `by`'s, and
     /// forgets the device's sync state and departure for the chart. A report sent again
-    /// (the device did not hear the answer) changes nothing. True if it was new.
+    /// (the device did not hear the answer) changes nothing. Unless `device` is an enrolled
+    /// tablet's, the device must have been told the chart left: a report of any other chart
+    /// is not recorded (and the caller answers it all the same, so it is not sent again).
     pub fn record_device_purge(
         &self,
         by: &Actor,
         storage: &str,
         device: Option<&str>,
         purged: &PurgedChart,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<PurgeRecord, StoreError> {
         let id = purged.chart.to_string();
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
+        let known = tx
+            .prepare_cached(
+                "SELECT 1 FROM device_purges WHERE storage = ?1 AND chart_id = ?2 AND purged_at = ?3",
+            )?
+            .exists(params![storage, id, purged.at.unix_millis()])?;
+        if known {
+            return Ok(PurgeRecord::Again);
+        }
+        let told = tx
+            .prepare_cached("SELECT 1 FROM departures_told WHERE storage = ?1 AND chart_id = ?2")?
+            .exists(params![storage, id])?;
+        if device.is_none() && !told {
+            return Ok(PurgeRecord::NeverTold);
+        }
         let new =
             tx.prepare_cached(
                 "INSERT INTO device_purges
@@ -382,7 +410,11 @@ impl ChartStore {
             )?;
         }
         tx.commit()?;
-        Ok(new)
+        Ok(if new {
+            PurgeRecord::New
+        } else {
+            PurgeRecord::Again
+        })
     }
 
     /// The removals devices reported (server), newest first: one tablet's (its id, hex), or

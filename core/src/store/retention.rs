@@ -657,15 +657,24 @@ impl ChartStore {
         id: i64,
         now: Timestamp,
     ) -> Result<DestructionBatch, StoreError> {
+        // Claimed once: a second approval, or a cancel, meanwhile finds it taken.
+        {
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
+            let n = tx
+                .prepare_cached(
+                    "UPDATE destruction_batches SET status = 'approving', decided_by = ?2,
+                         decided_at = ?3 WHERE id = ?1 AND status = 'proposed'",
+                )?
+                .execute(params![id, by.user, now_millis()])?;
+            if n == 0 {
+                return Err(batch_not_open(&tx, id)?);
+            }
+            tx.commit()?;
+        }
         let batch = self
             .destruction_batch(id)?
             .ok_or_else(|| StoreError::Invalid(format!("no destruction batch {id}")))?;
-        if batch.status != "proposed" {
-            return Err(StoreError::OutOfTurn(format!(
-                "destruction batch {id} is {} already",
-                batch.status
-            )));
-        }
         let now_items: std::collections::HashMap<ChartId, RetentionItem> = self
             .retention()?
             .into_iter()
@@ -689,7 +698,7 @@ impl ChartStore {
         let tx = conn.transaction(Begin::Immediate)?;
         tx.prepare_cached(
             "UPDATE destruction_batches SET status = 'destroyed', decided_by = ?2,
-                 decided_at = ?3 WHERE id = ?1",
+                 decided_at = ?3 WHERE id = ?1 AND status = 'approving'",
         )?
         .execute(params![id, by.user, now_millis()])?;
         let destroyed: i64 = tx.query_row(
@@ -717,7 +726,7 @@ impl ChartStore {
             .writer()?
             .prepare_cached(
                 "UPDATE destruction_items SET outcome = 'kept', note = ?3
-                 WHERE batch = ?1 AND chart_id = ?2",
+                 WHERE batch = ?1 AND chart_id = ?2 AND outcome = 'proposed'",
             )?
             .execute(params![batch, chart.to_string(), note])?;
         Ok(())
@@ -747,12 +756,24 @@ impl ChartStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let Some((key, heads, origin)) = found else {
+            // Checked again where it is destroyed: a legal hold placed a moment ago wins.
+            let held = tx
+                .prepare_cached(
+                    "SELECT 1 FROM legal_holds WHERE lifted_at IS NULL
+                         AND (chart_id = ?1 OR mrn = (SELECT mrn FROM charts WHERE id = ?1))",
+                )?
+                .exists(params![id])?;
+            let kept = match (&found, held) {
+                (None, _) => Some("no longer in the store"),
+                (Some(_), true) => Some("under a legal hold placed since"),
+                _ => None,
+            };
+            let (Some((key, heads, origin)), None) = (found, kept) else {
                 tx.prepare_cached(
                     "UPDATE destruction_items SET outcome = 'kept', note = ?3
-                     WHERE batch = ?1 AND chart_id = ?2",
+                     WHERE batch = ?1 AND chart_id = ?2 AND outcome = 'proposed'",
                 )?
-                .execute(params![batch, id, "no longer in the store"])?;
+                .execute(params![batch, id, kept.unwrap_or_default()])?;
                 tx.commit()?;
                 return Ok(());
             };
@@ -775,7 +796,7 @@ impl ChartStore {
             )?;
             tx.prepare_cached(
                 "UPDATE destruction_items SET outcome = 'destroyed', heads = ?3, destroyed_at = ?4
-                 WHERE batch = ?1 AND chart_id = ?2",
+                 WHERE batch = ?1 AND chart_id = ?2 AND outcome = 'proposed'",
             )?
             .execute(params![batch, id, heads, at])?;
             let hashes = super::parse_heads_blob(&heads).unwrap_or_default();

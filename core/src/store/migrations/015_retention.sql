@@ -41,7 +41,7 @@ CREATE TABLE destruction_batches (
     proposed_at INTEGER NOT NULL,
     decided_by  TEXT,
     decided_at  INTEGER,
-    status      TEXT NOT NULL                     -- proposed, destroyed, cancelled
+    status      TEXT NOT NULL                     -- proposed, approving, destroyed, cancelled
 ) STRICT;
 
 -- The certificate of destruction, one row per chart of a batch, kept for good: what (the
