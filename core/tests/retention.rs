@@ -73,6 +73,30 @@ fn charts_are_destroyed_only_past_retention_under_no_hold_and_in_an_approved_bat
     assert_eq!(item(held).holds, vec![hold.id]);
     assert!(retention.iter().all(|i| i.chart != active));
 
+    // A Bulk Data export made before, holding every chart.
+    let export = BulkJob {
+        id: "job-1".into(),
+        client_id: "warehouse".into(),
+        request: "https://charts.example/fhir/Patient/$export".into(),
+        ward: None,
+        since: None,
+        types: Vec::new(),
+        status: "running".into(),
+        done: 0,
+        total: 6,
+        transaction_time: Timestamp::now(),
+        error: None,
+        files: Vec::new(),
+    };
+    store.start_bulk_job(&export).unwrap();
+    let file = (
+        "Patient.ndjson".to_string(),
+        "Patient".to_string(),
+        6,
+        b"{}\n".to_vec(),
+    );
+    assert!(store.finish_bulk_job("job-1", &[file]).unwrap());
+
     let batch = store.propose_destruction(&sup, Timestamp::now()).unwrap();
     let proposed: Vec<ChartId> = batch.items.iter().map(|i| i.chart).collect();
     assert_eq!(proposed.len(), 2, "{proposed:?}");
@@ -120,6 +144,11 @@ fn charts_are_destroyed_only_past_retention_under_no_hold_and_in_an_approved_bat
     }
     let trail = store.audit_trail(adult_old).unwrap();
     assert!(trail.iter().any(|a| a.action == AuditAction::Destroy));
+    // The export's files held it: gone, and the job says to export again.
+    assert_eq!(store.bulk_file("job-1", "Patient.ndjson").unwrap(), None);
+    let job = store.bulk_job("job-1").unwrap().unwrap();
+    assert_eq!(job.status, "failed");
+    assert!(job.error.unwrap().contains("destroyed"));
     store.verify_audit().unwrap();
     let again = Chart::create(admission().0, admission().1, &technician(), t(0)).unwrap();
     assert!(matches!(

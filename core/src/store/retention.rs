@@ -706,6 +706,20 @@ impl ChartStore {
             params![id],
             |r| r.get(0),
         )?;
+        if destroyed > 0 {
+            // Bulk Data files made before may hold the charts destroyed: they go too, and
+            // their clients are told to export again.
+            tx.execute(
+                "DELETE FROM bulk_files WHERE job IN (SELECT id FROM bulk_jobs WHERE status = 'done')",
+                params![],
+            )?;
+            tx.execute(
+                "UPDATE bulk_jobs SET status = 'failed',
+                     error = 'its files held charts destroyed since; kick off a new export'
+                 WHERE status = 'done'",
+                params![],
+            )?;
+        }
         insert_audit(
             &tx,
             by,
