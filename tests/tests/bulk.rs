@@ -320,7 +320,7 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
         output.len(),
         progress_seen.first()
     );
-    // Another client's token cannot read this job (there is none); the files need a token.
+    // The files need a token.
     let (status, _, _) = get(output[0]["url"].as_str().unwrap(), "nothing", &[]);
     assert_eq!(status, 401);
 

@@ -1256,8 +1256,7 @@ impl Session {
                 _ => None,
             };
             self.docs.insert(id, Doc::Held(sync));
-            // On a revoked tablet, a chart whose changes the server now holds leaves.
-            self.purge_if_wiping(id)
+            Vec::new()
         }
     }
 

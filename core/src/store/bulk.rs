@@ -191,19 +191,7 @@ impl ChartStore {
                         registered_by, registered_at, revoked_at
                  FROM bulk_clients WHERE {filter} ORDER BY client_id"
             ))?;
-            let row = |r: &super::sql::Row<'_>| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            };
+            let row = |r: &super::sql::Row<'_>| r.columns();
             let rows = match id {
                 Some(id) => stmt.query_map(params![id], row)?,
                 None => stmt.query_map(params![], row)?,
@@ -413,20 +401,7 @@ impl ChartStore {
                     "SELECT client_id, request, ward, since, types, status, done, total,
                             transaction_time, error FROM bulk_jobs WHERE id = ?1",
                 )?
-                .query_row(params![id], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
-                })
+                .query_row(params![id], |r| r.columns())
                 .optional()?;
             let Some(row) = row else {
                 return Ok(None);
@@ -435,7 +410,7 @@ impl ChartStore {
                 "SELECT name, type, count FROM bulk_files WHERE job = ?1 ORDER BY name",
             )?;
             let files = stmt
-                .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![id], |r| r.columns())?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((row, files)))
         })?;
@@ -512,17 +487,7 @@ impl ChartStore {
                 "SELECT job, at, recipient, recipient_address, description, purpose, by_client
                  FROM bulk_disclosures WHERE chart_id = ?1 ORDER BY at, job",
             )?;
-            let rows = stmt.query_map(params![chart.to_string()], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?;
+            let rows = stmt.query_map(params![chart.to_string()], |r| r.columns())?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         rows.into_iter()

@@ -17,7 +17,7 @@
 use automerge::ChangeHash;
 use serde::Serialize;
 
-use super::sql::{params, Begin, Dialect, OptionalExtension};
+use super::sql::{params, Begin, Dialect, OptionalExtension, Sql};
 use super::{heads_blob, insert_audit, lock, now_millis, parse_heads_blob, Actor, AuditAction};
 use super::{ChartStore, StoreError};
 use crate::chart::{ChartId, Timestamp};
@@ -136,10 +136,10 @@ impl ChartStore {
             };
             let mut stmt = conn.prepare_cached(sql)?;
             let rows = if wiping {
-                stmt.query_map(params![], |r| Ok((r.get(0)?, r.get(1)?)))?
+                stmt.query_map(params![], |r| r.columns())?
                     .collect::<Result<Vec<_>, _>>()?
             } else {
-                stmt.query_map(params![now.unix_millis()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                stmt.query_map(params![now.unix_millis()], |r| r.columns())?
                     .collect::<Result<Vec<_>, _>>()?
             };
             Ok(rows)
@@ -176,12 +176,7 @@ impl ChartStore {
         let slot = lock(&self.inner.cache).slot(chart);
         let cached = lock(&slot);
         let at = Timestamp::now();
-        let removed = {
-            let mut conn = self.inner.writer()?;
-            if conn.dialect() == Dialect::Sqlite {
-                // Freed pages are overwritten: the chart's bytes do not linger in the file.
-                conn.execute_batch("PRAGMA secure_delete = ON")?;
-            }
+        let removed = self.securely(|conn| {
             let tx = conn.transaction(Begin::Immediate)?;
             type Found = (i64, Vec<u8>, bool, bool);
             let found: Option<Found> = tx
@@ -193,7 +188,7 @@ impl ChartStore {
                                  AND b.filed_at IS NULL AND b.signature IS NOT NULL)
                      FROM charts c WHERE c.id = ?1",
                     [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| r.columns(),
                 )
                 .optional()?;
             let removed = match found {
@@ -224,8 +219,8 @@ impl ChartStore {
                 }
             };
             tx.commit()?;
-            removed
-        };
+            Ok(removed)
+        })?;
         let Some(heads) = removed else {
             drop(cached);
             lock(&self.inner.cache).forget_unloaded(&chart, &slot);
@@ -242,6 +237,24 @@ impl ChartStore {
             at,
             reported: false,
         }))
+    }
+
+    /// Runs `f` on the writer with SQLite's secure delete on, so that freed pages are
+    /// overwritten and a removed chart's bytes do not linger in the file; then as it was, so
+    /// that other deletes (compaction's) do not pay for it.
+    pub(super) fn securely<T>(
+        &self,
+        f: impl FnOnce(&mut Sql<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.inner.writer()?;
+        if conn.dialect() != Dialect::Sqlite {
+            return f(&mut conn);
+        }
+        let before: i64 = conn.query_row("PRAGMA secure_delete", params![], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA secure_delete = ON")?;
+        let out = f(&mut conn);
+        conn.execute_batch(&format!("PRAGMA secure_delete = {before}"))?;
+        out
     }
 
     /// Forgets, in memory, a chart whose rows were just deleted under its slot's lock.
@@ -306,9 +319,7 @@ impl ChartStore {
                 "SELECT chart_id, reason, heads, purged_at, reported_at FROM purged_charts
                  WHERE {filter} ORDER BY purged_at DESC, chart_id"
             ))?;
-            let row = |r: &super::sql::Row<'_>| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            };
+            let row = |r: &super::sql::Row<'_>| r.columns();
             let rows = match chart {
                 Some(c) => stmt.query_map(params![c.to_string()], row)?,
                 None => stmt.query_map(params![], row)?,
@@ -429,16 +440,7 @@ impl ChartStore {
                 Some(_) => conn.prepare_cached(&format!("{columns} WHERE device = ?1 {order}"))?,
                 None => conn.prepare_cached(&format!("{columns} {order}"))?,
             };
-            let row = |r: &super::sql::Row<'_>| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            };
+            let row = |r: &super::sql::Row<'_>| r.columns();
             let rows = match device {
                 Some(d) => stmt.query_map(params![d], row)?,
                 None => stmt.query_map(params![], row)?,

@@ -215,16 +215,7 @@ impl ChartStore {
                 "SELECT class, years_after_discharge, until_age, citation, set_by, set_at
                  FROM retention_rules ORDER BY class",
             )?;
-            let rows = stmt.query_map(params![], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?;
+            let rows = stmt.query_map(params![], |r| r.columns())?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         let mut rules = rows
@@ -435,19 +426,7 @@ impl ChartStore {
                         lift_reason
                  FROM legal_holds WHERE {filter} ORDER BY id DESC"
             ))?;
-            let row = |r: &super::sql::Row<'_>| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            };
+            let row = |r: &super::sql::Row<'_>| r.columns();
             let rows = match id {
                 Some(id) => stmt.query_map(params![id], row)?,
                 None => stmt.query_map(params![], row)?,
@@ -512,16 +491,7 @@ impl ChartStore {
                  FROM charts WHERE status = 'discharged' AND discharged_at IS NOT NULL
                  ORDER BY discharged_at, id",
             )?;
-            let rows = stmt.query_map(params![], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?;
+            let rows = stmt.query_map(params![], |r| r.columns())?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         let holds = self.legal_holds(true)?;
@@ -757,17 +727,13 @@ impl ChartStore {
         let id = chart.to_string();
         let slot = lock(&self.inner.cache).slot(chart);
         let cached = lock(&slot);
-        {
-            let mut conn = self.inner.writer()?;
-            if conn.dialect() == super::sql::Dialect::Sqlite {
-                conn.execute_batch("PRAGMA secure_delete = ON")?;
-            }
+        let destroyed = self.securely(|conn| {
             let tx = conn.transaction(Begin::Immediate)?;
             let found: Option<(i64, Vec<u8>, Option<Vec<u8>>)> = tx
                 .query_row(
                     "SELECT key, heads, origin FROM charts WHERE id = ?1",
                     [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| r.columns(),
                 )
                 .optional()?;
             // Checked again where it is destroyed: a legal hold placed a moment ago wins.
@@ -789,7 +755,7 @@ impl ChartStore {
                 )?
                 .execute(params![batch, id, kept.unwrap_or_default()])?;
                 tx.commit()?;
-                return Ok(());
+                return Ok(false);
             };
             for (table, column) in super::purge::BY_KEY {
                 tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [key])?;
@@ -823,8 +789,11 @@ impl ChartStore {
                 Some(&format!("destroyed in batch {batch} under {rule}")),
             )?;
             tx.commit()?;
+            Ok(true)
+        })?;
+        if destroyed {
+            self.forget_removed(chart, &slot, cached);
         }
-        self.forget_removed(chart, &slot, cached);
         Ok(())
     }
 
@@ -878,16 +847,7 @@ impl ChartStore {
                     "SELECT as_of, proposed_by, proposed_at, decided_by, decided_at, status
                      FROM destruction_batches WHERE id = ?1",
                 )?
-                .query_row(params![id], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
+                .query_row(params![id], |r| r.columns())
                 .optional()?;
             let Some(head) = head else {
                 return Ok(None);
@@ -898,21 +858,7 @@ impl ChartStore {
                  FROM destruction_items WHERE batch = ?1 ORDER BY discharged_at, chart_id",
             )?;
             let items = stmt
-                .query_map(params![id], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                    ))
-                })?
+                .query_map(params![id], |r| r.columns())?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((head, items)))
         })?;

@@ -252,6 +252,31 @@ impl<T: Column> Column for Option<T> {
 }
 
 /// A column index, as rusqlite's `get::<_, T>(i)` takes it.
+/// A whole row read as a tuple of columns, in order: `row.columns::<(String, i64)>()`.
+pub(crate) trait FromRow: Sized {
+    fn from_row(row: &Row<'_>) -> Result<Self>;
+}
+
+macro_rules! tuple_from_row {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Column),+> FromRow for ($($t,)+) {
+            fn from_row(row: &Row<'_>) -> Result<Self> {
+                Ok(($(row.get::<usize, $t>($i)?,)+))
+            }
+        }
+    };
+}
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+
 pub(crate) trait ColumnIndex {
     fn index(self) -> usize;
 }
@@ -269,6 +294,11 @@ pub(crate) enum Row<'a> {
 }
 
 impl Row<'_> {
+    /// The row's first columns as a tuple (see [`FromRow`]).
+    pub(crate) fn columns<T: FromRow>(&self) -> Result<T> {
+        T::from_row(self)
+    }
+
     /// Column `i` as a `T`: a NULL only as an `Option`, and a value of another kind than
     /// asked (text where a number belongs) is a damaged store, said with the column's number.
     pub(crate) fn get<I: ColumnIndex, T: Column>(&self, i: I) -> Result<T> {
