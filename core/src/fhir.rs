@@ -21,9 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::chart::{
     AmendmentKind, AmendmentView, Chart, ChartError, ChartId, ChartView, CodeRef, CodingSequence,
-    CodingStatus, CodingView, DisclosurePurpose, DisclosureView, EncounterClass, EncounterStatus,
-    EntryKind, EntryStatus, EntryView, EventKind, FormType, FormView, RoiRequestView, RoiStatus,
-    SignatureMeaning, SignatureView, Timestamp,
+    CodingStatus, CodingView, DisclosurePurpose, DisclosureView, DocumentType, EncounterClass,
+    EncounterStatus, EntryKind, EntryStatus, EntryView, EventKind, FormType, FormView,
+    RoiRequestView, RoiStatus, SignatureMeaning, SignatureView, Timestamp,
 };
 use crate::codes::CodeSystem;
 
@@ -36,6 +36,10 @@ pub const POA_EXTENSION: &str = "urn:chartsync:fhir:StructureDefinition:present-
 
 /// The identifier system of the content hash a signature attests (hex SHA-256).
 pub const CONTENT_HASH_SYSTEM: &str = "urn:chartsync:content-sha256";
+
+/// The page count of an attachment: FHIR R5's `Attachment.pages`, as R4 carries it.
+pub const PAGES_EXTENSION: &str =
+    "http://hl7.org/fhir/5.0/StructureDefinition/extension-Attachment.pages";
 
 /// The identifier system of medical record numbers.
 pub const MRN_SYSTEM: &str = "urn:chartsync:mrn";
@@ -94,7 +98,8 @@ pub fn bulk_resources(bundle: Value) -> Vec<(String, Value)> {
         match v {
             Value::Object(m) => {
                 for (k, v) in m.iter_mut() {
-                    if k == "reference" {
+                    // References, and an attachment's URL naming a Binary of the bundle.
+                    if k == "reference" || k == "url" {
                         if let Some(uuid) = v.as_str().and_then(|s| s.strip_prefix("urn:uuid:")) {
                             if let Some(t) = types.get(uuid) {
                                 *v = Value::String(format!("{t}/{uuid}"));
@@ -205,6 +210,30 @@ fn document_type(kind: EntryKind) -> Option<(&'static str, &'static str)> {
         EntryKind::OperativeNote => ("11504-8", "Surgical operation note"),
         EntryKind::ProcedureNote => ("28570-0", "Procedure note"),
         EntryKind::DischargeSummary => ("18842-5", "Discharge summary"),
+        _ => return None,
+    })
+}
+
+/// A document's status: a corrected one is superseded by its correction; one entered in
+/// error says so.
+fn document_status(v: &ChartView, e: &EntryView) -> &'static str {
+    let corrected = v
+        .amendments
+        .iter()
+        .any(|a| a.target_entry_id == e.id && a.kind == AmendmentKind::Correction);
+    match e.status {
+        EntryStatus::EnteredInError => "entered-in-error",
+        _ if corrected => "superseded",
+        _ => "current",
+    }
+}
+
+/// The LOINC document type of a scanned document, where one fits; the others are said in
+/// words.
+fn scanned_type(t: DocumentType) -> Option<(&'static str, &'static str)> {
+    Some(match t {
+        DocumentType::Consent => ("59284-0", "Patient Consent"),
+        DocumentType::AdvanceDirective => ("42348-3", "Advance directives"),
         _ => return None,
     })
 }
@@ -688,18 +717,10 @@ impl Builder {
                 "performedDateTime": when,
                 "performer": [{ "actor": named(&c.author) }],
             }),
+            EntryKind::ScannedDocument => self.scanned_document(v, e),
             kind => {
                 let (loinc, name) = document_type(kind).unwrap_or(("11506-3", "Progress note"));
-                // A corrected note is superseded by its correction; one entered in error says so.
-                let corrected = v
-                    .amendments
-                    .iter()
-                    .any(|a| a.target_entry_id == e.id && a.kind == AmendmentKind::Correction);
-                let status = match e.status {
-                    EntryStatus::EnteredInError => "entered-in-error",
-                    _ if corrected => "superseded",
-                    _ => "current",
-                };
+                let status = document_status(v, e);
                 let mut r = json!({
                     "resourceType": "DocumentReference",
                     "status": status,
@@ -717,6 +738,44 @@ impl Builder {
             }
         };
         self.add(&uuid, resource);
+    }
+
+    /// A scanned document: a DocumentReference whose attachment is the file, in a Binary of
+    /// the same bundle ([`add_attachments`] adds it) named by the file's hash.
+    fn scanned_document(&self, v: &ChartView, e: &EntryView) -> Value {
+        let c = &e.content;
+        let status = document_status(v, e);
+        let Some(a) = &c.attachment else {
+            // The reader refuses a scanned document without its file.
+            return json!({ "resourceType": "DocumentReference", "status": status, "content": [] });
+        };
+        let kind = match scanned_type(a.document_type) {
+            Some((loinc, name)) => coded("http://loinc.org", loinc, Some(name)),
+            None => text(&a.document_type.token().replace('_', " ")),
+        };
+        let mut r = json!({
+            "resourceType": "DocumentReference",
+            "status": status,
+            "type": kind,
+            "category": [text("scanned document")],
+            "subject": self.patient_ref(),
+            "date": c.recorded_at.to_rfc3339(),
+            "author": [named(&c.author)],
+            "description": a.title,
+            "content": [{ "attachment": {
+                "contentType": a.media_type.token(),
+                "url": format!("urn:uuid:{}", self.uuid("Binary", &a.hash)),
+                "size": a.size,
+                "title": a.title,
+                "creation": a.document_date.clone().unwrap_or_else(|| c.recorded_at.to_rfc3339()),
+                "extension": [{ "url": PAGES_EXTENSION, "valuePositiveInt": a.pages }],
+            }}],
+            "context": { "encounter": [self.encounter_ref()] },
+        });
+        if e.status != EntryStatus::EnteredInError {
+            r["docStatus"] = observation_status(e.status).into();
+        }
+        r
     }
 
     /// A DiagnosticReport of an entry, in a v2-0074 service section.
@@ -913,6 +972,39 @@ impl Builder {
         });
         let uuid = self.uuid("AuditEvent", &format!("{n}/{}", d.id));
         self.add(&uuid, r);
+    }
+}
+
+/// Adds the file of each scanned document in a chart's bundle as a Binary, named as its
+/// DocumentReference's attachment names it: `file` gives a file's bytes by its hash (a file
+/// it has not got is left out, and the attachment's URL names nothing in the bundle).
+pub fn add_attachments(
+    bundle: &mut Value,
+    chart: ChartId,
+    files: &[crate::chart::AttachmentRef],
+    mut file: impl FnMut(&str) -> Option<Vec<u8>>,
+) {
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let mut seen = HashSet::new();
+    for a in files {
+        if !seen.insert(a.hash.as_str()) {
+            continue;
+        }
+        let Some(bytes) = file(&a.hash) else {
+            continue;
+        };
+        let uuid = uuid_for(chart, "Binary", &a.hash);
+        entries.push(json!({
+            "fullUrl": format!("urn:uuid:{uuid}"),
+            "resource": {
+                "resourceType": "Binary",
+                "id": uuid,
+                "contentType": a.media_type.token(),
+                "data": base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
+        }));
     }
 }
 

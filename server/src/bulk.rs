@@ -50,6 +50,7 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "Condition",
     "Procedure",
     "DocumentReference",
+    "Binary",
     "Composition",
     "Provenance",
     "AuditEvent",
@@ -639,7 +640,7 @@ fn run_export(
             tracing::info!(job = %job.id, "bulk export cancelled");
             return Ok(());
         }
-        let bundle = match store.read(id, |c| {
+        let mut bundle = match store.read(id, |c| {
             chartsync_core::fhir::bundle(id, c, job.transaction_time)
         }) {
             Ok(Ok(b)) => b,
@@ -648,6 +649,13 @@ fn run_export(
             Ok(Err(e)) => return Err(StoreError::Chart { id, error: e }),
             Err(e) => return Err(e),
         };
+        // Scanned documents' files, as Binary resources their DocumentReferences name.
+        if wanted.is_empty() || wanted.contains("Binary") {
+            match store.add_attachments(&mut bundle, id) {
+                Ok(()) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         for (ty, resource) in chartsync_core::fhir::bulk_resources(bundle) {
             if !wanted.is_empty() && !wanted.contains(ty.as_str()) {
                 continue;

@@ -95,6 +95,28 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// File a scanned document (a PDF, JPEG or PNG) on a chart, through a running server
+    /// (--server, --token): it checks the file and counts its pages; prints the new entry's
+    /// id and the file's hash.
+    Attach {
+        /// The chart's id.
+        chart: String,
+        /// The file.
+        file: PathBuf,
+        /// What it is called on the chart ("Consent to surgery").
+        #[arg(long)]
+        title: String,
+        /// consent, advance_directive, outside_record, correspondence, identification,
+        /// insurance or other.
+        #[arg(long = "type")]
+        document_type: String,
+        /// The date the document bears, YYYY-MM-DD.
+        #[arg(long)]
+        date: Option<String>,
+        /// A description.
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// Fold every chart's changes into a snapshot, and the write-ahead log into the file.
     Compact,
     /// Check the file's integrity, that every chart loads, and that the index agrees with it.
@@ -264,6 +286,12 @@ fn on_store(
             if !verify(&store)? {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Attach { .. } => {
+            return Err(CliError::Usage(
+                "attach files a document through the running server: give --server and --token"
+                    .into(),
+            ))
         }
         Command::ExportFhir { chart, output } => {
             let id = parse_chart(&chart)?;
@@ -780,6 +808,42 @@ struct Remote {
 impl Remote {
     fn run(&self, command: Command) -> Result<(), CliError> {
         match command {
+            Command::Attach {
+                chart,
+                file,
+                title,
+                document_type,
+                date,
+                description,
+            } => {
+                let id = parse_chart(&chart)?;
+                let bytes = std::fs::read(&file).map_err(|e| CliError::File {
+                    path: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                use ureq::unversioned::multipart::{Form, Part};
+                let mut form = Form::new()
+                    .text("title", &title)
+                    .text("document_type", &document_type)
+                    .part("file", Part::bytes(&bytes).file_name("document"));
+                if let Some(d) = &date {
+                    form = form.text("document_date", d);
+                }
+                if let Some(d) = &description {
+                    form = form.text("description", d);
+                }
+                let body = self.send(&format!("/api/charts/{id}/attachments"), form)?;
+                let filed: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| CliError::Http(format!("the server's answer did not read: {e}")))?;
+                println!(
+                    "filed as entry {} ({} bytes, {} page(s), sha256 {})",
+                    filed["entry_id"].as_str().unwrap_or_default(),
+                    filed["attachment"]["size"],
+                    filed["attachment"]["pages"],
+                    filed["attachment"]["hash"].as_str().unwrap_or_default(),
+                );
+                Ok(())
+            }
             Command::ExportFhir { chart, output } => {
                 let id = parse_chart(&chart)?;
                 let body = self.get(&format!("/api/charts/{id}/fhir"))?;
@@ -828,23 +892,47 @@ impl Remote {
         }
     }
 
-    fn get(&self, path: &str) -> Result<Vec<u8>, CliError> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
-            .into();
-        let mut response = agent
+            .into()
+    }
+
+    fn get(&self, path: &str) -> Result<Vec<u8>, CliError> {
+        let response = Self::agent()
             .get(format!("{}{path}", self.base))
             .header("Authorization", format!("Bearer {}", self.token))
             .header("User-Agent", "chartsync-records")
-            .call()
-            .map_err(|e| CliError::Http(e.to_string()))?;
+            .call();
+        Self::answer(response)
+    }
+
+    /// Posts a multipart form.
+    fn send(
+        &self,
+        path: &str,
+        form: ureq::unversioned::multipart::Form<'_>,
+    ) -> Result<Vec<u8>, CliError> {
+        let response = Self::agent()
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("User-Agent", "chartsync-records")
+            .send(form);
+        Self::answer(response)
+    }
+
+    /// A 2xx answer's body, or what the server said was wrong.
+    fn answer(
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Vec<u8>, CliError> {
+        let mut response = response.map_err(|e| CliError::Http(e.to_string()))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .read_to_vec()
             .map_err(|e| CliError::Http(e.to_string()))?;
-        if status != 200 {
+        if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))

@@ -9,6 +9,7 @@
 mod accounting;
 mod admin;
 mod api;
+mod attachments;
 mod auth;
 mod break_glass;
 mod bulk;
@@ -202,6 +203,9 @@ struct ServeArgs {
     /// loses nothing a tablet removed. (On PostgreSQL, backups are the database's own: no wait.)
     #[arg(long, env = "CHARTSYNC_PURGE_WITHOUT_BACKUP")]
     purge_without_backup: bool,
+    /// MiB a scanned document's file may be (a PDF, JPEG or PNG filed on a chart).
+    #[arg(long, default_value_t = attachments::DEFAULT_MAX_ATTACHMENT_MIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
+    max_attachment_mib: usize,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -558,6 +562,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/charts", get(api::charts))
         .route("/api/charts/{id}", get(api::chart))
         .route("/api/charts/{id}/fhir", get(records::fhir_export))
+        .route(
+            "/api/charts/{id}/attachments",
+            post(attachments::upload).layer(axum::extract::DefaultBodyLimit::max(
+                (args.max_attachment_mib << 20) + 64 * 1024,
+            )),
+        )
+        .route(
+            "/api/charts/{id}/attachments/{hash}",
+            get(attachments::download),
+        )
         .route("/api/staff", get(directory::list_staff))
         .route(
             "/api/staff/{user}",
@@ -611,6 +625,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .public_url
                 .as_deref()
                 .map(|u| Arc::from(u.trim_end_matches('/'))),
+            max_attachment_bytes: args.max_attachment_mib << 20,
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -748,6 +763,8 @@ struct AppState {
     imports: Arc<console::import::Imports>,
     /// `--public-url`, without a trailing slash.
     public_url: Option<Arc<str>>,
+    /// `--max-attachment-mib`, in bytes.
+    max_attachment_bytes: usize,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

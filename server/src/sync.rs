@@ -458,6 +458,8 @@ enum Event {
     Decided(ChartNotice),
     /// The device removed the chart from its store, and says so (`ChartNotice::Purged`).
     Purged(chartsync_core::store::PurgedChart),
+    /// The device asks for a part of a file the chart names (`ChartNotice::AttachmentWanted`).
+    AttachmentWanted { hash: String, part: u32 },
 }
 
 /// A connection after its handshake: who is at the other end.
@@ -1028,6 +1030,9 @@ fn route_frame(
                         };
                         (document_id, Event::Purged(purged), None)
                     }
+                    Some(ChartNotice::AttachmentWanted { hash, part }) => {
+                        (document_id, Event::AttachmentWanted { hash, part }, None)
+                    }
                     _ => return Routed::Reply(Vec::new()),
                 },
                 // Presence and remote-heads gossip are not used by chartsync's devices.
@@ -1285,6 +1290,55 @@ impl Worker {
             Event::Changed => self.on_chart_changed(),
             Event::Decided(notice) => self.on_decision(notice),
             Event::Purged(purged) => self.on_purged(&purged),
+            Event::AttachmentWanted { hash, part } => self.on_attachment_wanted(hash, part),
+        }
+    }
+
+    /// The device asks for part `part` of a scanned document's file: sent if the chart is
+    /// on its wards (or open to it by break-glass) and names the file. The first part sent
+    /// is audited as a read of the chart. Refusals count as denials.
+    fn on_attachment_wanted(&mut self, hash: String, part: u32) -> Output {
+        let store = self.hub().store.clone();
+        let allowed = match store.placement(self.id) {
+            Ok(Some(placed)) => self.left_reason(&placed.ward, placed.status).is_none(),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "store error");
+                return Output::default();
+            }
+        };
+        let unavailable = |this: &Self, reason: &str| {
+            Output::send(this.notice(&ChartNotice::AttachmentUnavailable {
+                hash: hash.clone(),
+                reason: reason.into(),
+            }))
+        };
+        if !allowed {
+            if self.note_denial("scanned document of a chart outside the token", true) {
+                return self.violation("too many requests for documents this token may not see");
+            }
+            return unavailable(self, "not_permitted");
+        }
+        let found = store
+            .chart_names_attachment(self.id, &hash)
+            .and_then(|named| match named {
+                true => store.attachment_part(&hash, part),
+                false => Ok(None),
+            });
+        match found {
+            Ok(Some(data)) => {
+                if part == 0 {
+                    let detail = format!("scanned document {} sent to the device", &hash[..12]);
+                    self.audit(AuditAction::Read, Some(&detail));
+                }
+                Output::send(self.notice(&ChartNotice::AttachmentPart { hash, part, data }))
+            }
+            Ok(None) => unavailable(self, "not_found"),
+            // Not answered: the device asks again on its next connection.
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "could not read a scanned document");
+                Output::default()
+            }
         }
     }
 

@@ -34,6 +34,7 @@ pub use deficiency::{
 pub use error::ChartError;
 pub use id::ChartId;
 pub use keys::SCHEMA_V1;
+pub use read::is_sha256_hex;
 pub use touched::{RecordRef, Touched};
 pub use types::*;
 pub use view::*;
@@ -309,6 +310,23 @@ impl Chart {
         let amendments = r.log(keys::AMENDMENTS, |r, o, p| r.amendment(o, p))?;
         signing::derive_entry_state(&mut entry, &signatures, &amendments)?;
         Ok(entry)
+    }
+
+    /// The files the chart's scanned documents name, in entry order.
+    pub fn attachments(&self) -> Result<Vec<AttachmentRef>, ChartError> {
+        let r = Reader::new(&self.doc);
+        let entries = r.section(keys::ENTRIES)?;
+        let mut out = Vec::new();
+        for (id, obj) in r.map_entries(&entries, keys::ENTRIES)? {
+            let content = r.entry_content(&obj, &format!("{}/{id}", keys::ENTRIES))?;
+            out.extend(content.attachment);
+        }
+        Ok(out)
+    }
+
+    /// The file of the scanned document that names `hash`, if one does.
+    pub fn attachment_ref(&self, hash: &str) -> Result<Option<AttachmentRef>, ChartError> {
+        Ok(self.attachments()?.into_iter().find(|a| a.hash == hash))
     }
 
     /// The entry's content as its most recent signer saw it: the authoritative version of a

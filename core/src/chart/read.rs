@@ -26,6 +26,11 @@ pub(crate) struct Fields {
     items: Vec<(String, Value<'static>, ObjId)>,
 }
 
+/// 64 lowercase hex digits: how a SHA-256 is written in a chart.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn schema_err(path: &str, reason: impl Into<String>) -> ChartError {
     ChartError::Schema {
         path: path.to_string(),
@@ -419,8 +424,66 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
                 value: r.opt_str(obj, "value", path)?,
                 unit: r.opt_str(obj, "unit", path)?,
                 body: r.text(obj, "body", path)?,
+                attachment: r.attachment(obj, path)?,
             })
         })
+    }
+
+    /// A scanned document's file (`attachment`, a Map): required on a `scanned_document`,
+    /// refused on any other kind.
+    fn attachment(&self, entry: &ObjId, path: &str) -> Result<Option<AttachmentRef>, ChartError> {
+        let kind = self.token(entry, "kind", path, EntryKind::from_token)?;
+        let obj = match self.get(entry, "attachment")? {
+            None if kind != EntryKind::ScannedDocument => return Ok(None),
+            Some((Value::Scalar(s), _)) if kind != EntryKind::ScannedDocument && s.is_null() => {
+                return Ok(None)
+            }
+            Some(_) if kind != EntryKind::ScannedDocument => {
+                return Err(schema_err(
+                    path,
+                    "only a scanned_document has an attachment",
+                ))
+            }
+            _ => self.map(entry, "attachment", path)?,
+        };
+        let path = format!("{path}/attachment");
+        let path = path.as_str();
+        self.on(&obj, |r| {
+            let hash = r.str(&obj, "hash", path)?;
+            if !is_sha256_hex(&hash) {
+                return Err(schema_err(path, "hash must be 64 lowercase hex digits"));
+            }
+            let document_date = r.opt_str(&obj, "document_date", path)?;
+            if let Some(d) = &document_date {
+                check_date(d).map_err(|e| schema_err(path, e.to_string()))?;
+            }
+            Ok(Some(AttachmentRef {
+                hash,
+                media_type: r.token(&obj, "media_type", path, MediaType::from_token)?,
+                size: r.count(&obj, "size", path)?,
+                pages: u32::try_from(r.count(&obj, "pages", path)?)
+                    .map_err(|_| schema_err(path, "pages is out of range"))?,
+                title: r.nonempty(&obj, "title", path)?,
+                document_type: r.token(&obj, "document_type", path, DocumentType::from_token)?,
+                document_date,
+            }))
+        })
+    }
+
+    /// A count of one or more, stored as a str of decimal digits without a leading zero.
+    fn count(&self, obj: &ObjId, key: &str, path: &str) -> Result<u64, ChartError> {
+        let s = self.str(obj, key, path)?;
+        let canonical = !s.is_empty()
+            && s.len() <= 15
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && !s.starts_with('0');
+        match s.parse::<u64>() {
+            Ok(n) if canonical => Ok(n),
+            _ => Err(schema_err(
+                path,
+                format!("{key} must be a count written in decimal digits, as a string"),
+            )),
+        }
     }
 
     /// An entry without the parts derived from signatures and amendments.
@@ -448,11 +511,7 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
                     .map_err(|_| schema_err(path, "heads must be hex change hashes"))?;
             }
             let content_hash = r.str(obj, "content_hash", path)?;
-            if content_hash.len() != 64
-                || !content_hash
-                    .bytes()
-                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-            {
+            if !is_sha256_hex(&content_hash) {
                 return Err(schema_err(
                     path,
                     "content_hash must be 64 lowercase hex digits",

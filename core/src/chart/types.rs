@@ -130,6 +130,30 @@ token_enum!(
         OperativeNote => "operative_note",
         ProcedureNote => "procedure_note",
         DischargeSummary => "discharge_summary",
+        ScannedDocument => "scanned_document",
+    }
+);
+
+token_enum!(
+    /// What a scanned document or other attached file is (docs/chart-schema.md,
+    /// "Scanned documents").
+    DocumentType, "document type" {
+        Consent => "consent",
+        AdvanceDirective => "advance_directive",
+        OutsideRecord => "outside_record",
+        Correspondence => "correspondence",
+        Identification => "identification",
+        Insurance => "insurance",
+        Other => "other",
+    }
+);
+
+token_enum!(
+    /// The kinds of file a scanned document may be: what its first bytes say, never a name.
+    MediaType, "media type" {
+        Pdf => "application/pdf",
+        Jpeg => "image/jpeg",
+        Png => "image/png",
     }
 );
 

@@ -126,6 +126,29 @@ pub struct EntryContent {
     pub value: Option<String>,
     pub unit: Option<String>,
     pub body: String,
+    /// The file of a `scanned_document` (and of no other kind). Absent from the signed JSON
+    /// of every other entry, so their hashes are what they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<AttachmentRef>,
+}
+
+/// The file a scanned document holds: named by the SHA-256 of its bytes, which are kept
+/// outside the chart's history (the server's store, and a tablet's once it has opened it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    /// SHA-256 of the file, 64 lowercase hex digits.
+    pub hash: String,
+    pub media_type: MediaType,
+    /// Bytes.
+    pub size: u64,
+    pub pages: u32,
+    pub title: String,
+    pub document_type: DocumentType,
+    /// The date the document itself bears (a consent's signing, an outside report's), when
+    /// known: `YYYY-MM-DD`.
+    pub document_date: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -11,7 +11,7 @@ use super::keys;
 use super::read::Reader;
 use super::signing;
 use super::types::*;
-use super::view::{CodeRef, RoiFee, RoiRequestView};
+use super::view::{AttachmentRef, CodeRef, RoiFee, RoiRequestView};
 use super::Chart;
 use crate::codes::{self, CodeSystem};
 
@@ -79,6 +79,15 @@ impl CodeInput {
             display: valid.display.map(str::to_string),
         })
     }
+}
+
+/// A scanned document to file: the file is already stored by its hash (the server's records
+/// API stores it in the same transaction). `body` is an optional description.
+#[cfg_attr(feature = "uniffi", derive(uniffi::Record))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewScannedDocument {
+    pub attachment: AttachmentRef,
+    pub body: String,
 }
 
 /// A new observation, result, note... The author, role, device and time come from the
@@ -281,6 +290,29 @@ const CODING: &[Role] = &[Role::Coder, Role::Technician];
 const RECORDS: &[Role] = &[Role::Technician, Role::RecordsSupervisor, Role::Admin];
 const QUERYING: &[Role] = &[Role::Coder, Role::Technician, Role::RecordsSupervisor];
 const ANYONE: &[Role] = Role::ALL;
+/// Who files a scanned document, and signs, edits and amends it: records staff, who receive
+/// the paper, and clinicians, who may be handed it on the ward.
+const SCANNING: &[Role] = &[
+    Role::Technician,
+    Role::RecordsSupervisor,
+    Role::Nurse,
+    Role::Physician,
+];
+
+/// Whether `role` files scanned documents without writing clinical entries: records staff,
+/// whose writes in entries, signatures and amendments must be about scanned documents only.
+pub(crate) fn files_scanned_documents(role: Role) -> bool {
+    SCANNING.contains(&role)
+}
+
+/// Who may sign, edit or amend an entry of `kind`.
+fn entry_writers(kind: EntryKind) -> &'static [Role] {
+    if kind == EntryKind::ScannedDocument {
+        SCANNING
+    } else {
+        CLINICAL
+    }
+}
 
 fn require(by: &Staff, roles: &[Role], action: &str) -> Result<(), ChartError> {
     if roles.contains(&by.role) {
@@ -584,6 +616,12 @@ impl Chart {
         entry: NewEntry,
     ) -> Result<String, ChartError> {
         require(by, CLINICAL, "write clinical entries")?;
+        if entry.kind == EntryKind::ScannedDocument {
+            return Err(ChartError::InvalidValue {
+                field: "entry kind",
+                reason: "a scanned document is filed with its file (add_scanned_document)".into(),
+            });
+        }
         let codes = validate_codes(&entry.codes, self.code_date(at)?)?;
         let id = new_id();
         self.commit(by, at, "add entry", |tx| {
@@ -612,9 +650,63 @@ impl Chart {
         Ok(id)
     }
 
+    /// Files a scanned document (a consent, an outside record, an advance directive...) as a
+    /// draft entry by `by`: its file's hash, type, size and pages, its title and type, and the
+    /// date it bears. The file itself is not in the chart.
+    pub fn add_scanned_document(
+        &mut self,
+        by: &Staff,
+        at: Timestamp,
+        doc: NewScannedDocument,
+    ) -> Result<String, ChartError> {
+        require(by, SCANNING, "file scanned documents")?;
+        let a = &doc.attachment;
+        if !super::read::is_sha256_hex(&a.hash) {
+            return Err(ChartError::InvalidValue {
+                field: "attachment hash",
+                reason: "must be the file's SHA-256 as 64 lowercase hex digits".into(),
+            });
+        }
+        nonempty("title", &a.title)?;
+        if a.size == 0 || a.pages == 0 {
+            return Err(ChartError::InvalidValue {
+                field: "attachment",
+                reason: "a file has at least one byte and one page".into(),
+            });
+        }
+        if let Some(d) = &a.document_date {
+            check_date(d)?;
+        }
+        let id = new_id();
+        self.commit(by, at, "add scanned document", |tx| {
+            let entries = section(tx, keys::ENTRIES)?;
+            let e = tx.put_object(&entries, id.as_str(), ObjType::Map)?;
+            put_str(tx, &e, "kind", EntryKind::ScannedDocument.token())?;
+            put_str(tx, &e, "author", &by.user)?;
+            put_str(tx, &e, "role", by.role.token())?;
+            put_str(tx, &e, "device", &by.device)?;
+            put_str(tx, &e, "recorded_at", &at.to_rfc3339())?;
+            put_codes(tx, &e, "codes", &[])?;
+            let body = tx.put_object(&e, "body", ObjType::Text)?;
+            tx.splice_text(&body, 0, 0, &doc.body)?;
+            put_str(tx, &e, "status", EntryStatus::Draft.token())?;
+            let m = tx.put_object(&e, "attachment", ObjType::Map)?;
+            put_str(tx, &m, "hash", &a.hash)?;
+            put_str(tx, &m, "media_type", a.media_type.token())?;
+            put_str(tx, &m, "size", &a.size.to_string())?;
+            put_str(tx, &m, "pages", &a.pages.to_string())?;
+            put_str(tx, &m, "title", &a.title)?;
+            put_str(tx, &m, "document_type", a.document_type.token())?;
+            put_opt(tx, &m, "document_date", a.document_date.as_deref())?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
     /// The entry's object, if it may still be edited.
     fn editable_entry(&self, by: &Staff, entry_id: &str) -> Result<ObjId, ChartError> {
-        require(by, CLINICAL, "edit clinical entries")?;
+        let kind = self.entry(entry_id)?.content.kind;
+        require(by, entry_writers(kind), "edit clinical entries")?;
         let obj = self.record(keys::ENTRIES, "entry", entry_id)?;
         if self.is_signed(entry_id)? {
             return Err(ChartError::EntrySigned {
@@ -698,8 +790,12 @@ impl Chart {
         entry_id: &str,
         meaning: SignatureMeaning,
     ) -> Result<(), ChartError> {
-        require(by, CLINICAL, "sign clinical entries")?;
         let entry = self.entry(entry_id)?;
+        require(
+            by,
+            entry_writers(entry.content.kind),
+            "sign clinical entries",
+        )?;
         match meaning {
             SignatureMeaning::Author if entry.content.author != by.user => {
                 return Err(ChartError::NotPermitted(
@@ -756,6 +852,7 @@ impl Chart {
         at: Timestamp,
         a: NewAmendment,
     ) -> Result<String, ChartError> {
+        let target = self.entry(&a.target_entry_id)?;
         if a.kind == AmendmentKind::PatientRequested {
             require(
                 by,
@@ -763,13 +860,16 @@ impl Chart {
                 "record a patient-requested amendment",
             )?;
         } else {
-            require(by, CLINICAL, "amend clinical entries")?;
+            require(
+                by,
+                entry_writers(target.content.kind),
+                "amend clinical entries",
+            )?;
         }
         nonempty("reason", &a.reason)?;
         if a.kind != AmendmentKind::EnteredInError {
             nonempty("body", &a.body)?;
         }
-        let target = self.entry(&a.target_entry_id)?;
         let target_hash = signing::content_hash(&target.content);
         let id = new_id();
         self.commit(by, at, "amend entry", |tx| {

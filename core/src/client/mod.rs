@@ -31,7 +31,7 @@ use crate::protocol::{
     ChartNotice, Connection, DocSync, Incoming, LeftReason, LocalPeer, Message, PeerMetadata,
     SizeBound,
 };
-use crate::store::{ChartChanged, ChartFilter, ChartStore, DeviceHold};
+use crate::store::{ChartChanged, ChartFilter, ChartStore, DeviceHold, PartStored};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -129,10 +129,32 @@ pub enum ChartEvent {
     /// their sealed key is erased and they are signed out; what they wrote stays and is sent
     /// (the server holds what was proven after the revocation). They need an online sign-in.
     SignedOut { user: String },
+    /// A scanned document's file someone opened ([`SyncClient::open_attachment`]) is here,
+    /// whole and checked against its name: open it again to read it.
+    AttachmentReady { chart: ChartId, hash: String },
+    /// A file asked for did not come: the server would not send it (`reason`), or what came
+    /// did not hash to its name. It is no longer asked for; opening it again asks again.
+    AttachmentFailed {
+        chart: ChartId,
+        hash: String,
+        reason: String,
+    },
+}
+
+/// What opening a scanned document's file on a device gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentOpened {
+    /// The file, whole and checked: it was here already.
+    Here(Vec<u8>),
+    /// Asked for: it comes from the server one part at a time, now if connected, else on
+    /// the next connection (the ask is kept across restarts). [`ChartEvent::AttachmentReady`]
+    /// says when it is here.
+    Fetching,
 }
 
 enum Command {
     Fetch(ChartId),
+    FetchAttachment(String),
     SetToken(String),
     Stop,
 }
@@ -204,6 +226,25 @@ impl SyncClient {
         if self.commands.send(Command::Fetch(id)).is_err() {
             self.pending
                 .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Opens the file of a scanned document chart `chart` names (`hash`, from its entry's
+    /// attachment): here already, or asked for ([`AttachmentOpened`]). Files come only when
+    /// opened, never with the chart; once here, a file stays until its chart leaves the device.
+    pub fn open_attachment(
+        &self,
+        chart: ChartId,
+        hash: &str,
+    ) -> Result<AttachmentOpened, crate::store::StoreError> {
+        match want_attachment(&self.store, chart, hash)? {
+            Some(bytes) => Ok(AttachmentOpened::Here(bytes)),
+            None => {
+                let _ = self
+                    .commands
+                    .send(Command::FetchAttachment(hash.to_string()));
+                Ok(AttachmentOpened::Fetching)
+            }
         }
     }
 
@@ -433,6 +474,8 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
                         wanted.insert(id);
                         pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     }
+                    // Kept in the store: asked for on the next connection.
+                    Some(Command::FetchAttachment(_)) => {}
                     Some(Command::SetToken(token)) => {
                         config.token = token;
                         backoff = config.backoff_min;
@@ -640,6 +683,28 @@ async fn session(
     ended
 }
 
+/// The file `hash` chart `chart` names: its bytes if here and whole, else asked for in the
+/// store (`None`). A chart that names no such file is an error.
+fn want_attachment(
+    store: &ChartStore,
+    chart: ChartId,
+    hash: &str,
+) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+    let named = store
+        .read(chart, |c| c.attachment_ref(hash))?
+        .map_err(|error| crate::store::StoreError::Chart { id: chart, error })?;
+    let Some(a) = named else {
+        return Err(crate::store::StoreError::Invalid(format!(
+            "chart {chart} has no scanned document with that file"
+        )));
+    };
+    if let Some(bytes) = store.attachment_bytes(hash)? {
+        return Ok(Some(bytes));
+    }
+    store.want_attachment(chart, &a)?;
+    Ok(None)
+}
+
 /// Who this device is to the server.
 fn local_peer(store: &ChartStore, config: &ClientConfig) -> LocalPeer {
     LocalPeer {
@@ -731,6 +796,9 @@ async fn drive(
                     wanted.insert(id);
                     out.extend(tokio::task::block_in_place(|| s.open(id)));
                     taken_up.n += 1;
+                }
+                Some(Command::FetchAttachment(hash)) => {
+                    out.extend(tokio::task::block_in_place(|| s.ask_attachments(Some(&hash))));
                 }
                 Some(Command::SetToken(token)) => {
                     config.token = token;
@@ -863,6 +931,23 @@ impl DeviceSession {
         }
     }
 
+    /// Opens a scanned document's file ([`SyncClient::open_attachment`]): here already, or
+    /// asked for (and the messages that ask).
+    pub fn open_attachment(
+        &mut self,
+        chart: ChartId,
+        hash: &str,
+    ) -> Result<(AttachmentOpened, Vec<Message>), crate::store::StoreError> {
+        if let Some(bytes) = want_attachment(&self.store, chart, hash)? {
+            return Ok((AttachmentOpened::Here(bytes), Vec::new()));
+        }
+        let out = match self.session.as_mut() {
+            Some(s) => s.ask_attachments(Some(hash)),
+            None => Vec::new(),
+        };
+        Ok((AttachmentOpened::Fetching, out))
+    }
+
     /// The status [`SyncClient::status`] would publish now.
     pub fn status(&mut self) -> SyncStatus {
         match self.session.as_mut() {
@@ -935,7 +1020,66 @@ impl Session {
         for ward in wards {
             out.extend(self.open_census(ward));
         }
+        out.extend(self.ask_attachments(None));
         out
+    }
+
+    /// Asks the server for the next part of each file wanted and not complete (one file's,
+    /// or all).
+    fn ask_attachments(&mut self, only: Option<&str>) -> Vec<Message> {
+        let wanted = self.store.wanted_attachments().unwrap_or_default();
+        wanted
+            .into_iter()
+            .filter(|(_, hash, _)| only.is_none_or(|h| h == hash))
+            .map(|(chart, hash, part)| {
+                self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part })
+            })
+            .collect()
+    }
+
+    /// A part of a file came: kept, and the next one asked for, until the file is whole.
+    fn on_attachment_part(
+        &mut self,
+        chart: ChartId,
+        hash: String,
+        part: u32,
+        data: &[u8],
+    ) -> Vec<Message> {
+        match self.store.store_attachment_part(&hash, part, data) {
+            Ok(PartStored::More(next)) => {
+                vec![self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part: next })]
+            }
+            Ok(PartStored::Complete) => {
+                let _ = self
+                    .departures
+                    .send(ChartEvent::AttachmentReady { chart, hash });
+                Vec::new()
+            }
+            Ok(PartStored::Corrupt) => {
+                let _ = self.store.drop_wanted_attachment(&hash);
+                let _ = self.departures.send(ChartEvent::AttachmentFailed {
+                    chart,
+                    hash,
+                    reason: "what came did not match the file's hash".into(),
+                });
+                Vec::new()
+            }
+            // Not asked for, or the store did not answer: asked again on the next connection.
+            Ok(PartStored::Unwanted) | Err(_) => Vec::new(),
+        }
+    }
+
+    /// A notice from this device to the server about `chart`.
+    fn to_server(&mut self, chart: ChartId, notice: &ChartNotice) -> Message {
+        self.notices += 1;
+        Message::Ephemeral {
+            document_id: chart,
+            sender_id: self.conn.local().peer_id.clone(),
+            target_id: self.server.clone(),
+            count: self.notices,
+            session_id: self.session_id.clone(),
+            data: notice.encode(),
+        }
     }
 
     /// What is to be sent of `out`: on an enrolled tablet each with its proofs; a message
@@ -1132,6 +1276,22 @@ impl Session {
             let _ = self.store.purge_reported(id, at);
             return Vec::new();
         }
+        match notice {
+            ChartNotice::AttachmentPart { hash, part, data } => {
+                return self.on_attachment_part(id, hash, part, &data)
+            }
+            ChartNotice::AttachmentUnavailable { hash, reason } => {
+                let _ = self.store.drop_wanted_attachment(&hash);
+                let _ = self.departures.send(ChartEvent::AttachmentFailed {
+                    chart: id,
+                    hash,
+                    reason,
+                });
+                return Vec::new();
+            }
+            ChartNotice::AttachmentWanted { .. } => return Vec::new(),
+            _ => {}
+        }
         // A chart removed here meanwhile (the server answered what was sent before): nothing
         // to act on, and nothing to count as unsent.
         if !self.docs.contains_key(&id) && matches!(self.store.purged(id), Ok(Some(_))) {
@@ -1238,7 +1398,10 @@ impl Session {
             ChartNotice::Revoked { .. }
             | ChartNotice::BreakGlassFiled { .. }
             | ChartNotice::Purged { .. }
-            | ChartNotice::PurgeRecorded { .. } => return Vec::new(),
+            | ChartNotice::PurgeRecorded { .. }
+            | ChartNotice::AttachmentWanted { .. }
+            | ChartNotice::AttachmentPart { .. }
+            | ChartNotice::AttachmentUnavailable { .. } => return Vec::new(),
         };
         self.ledger.reload_held(&self.store);
         // Whatever state the chart's sync was in is of no use now: start it afresh.
@@ -1424,26 +1587,17 @@ impl Session {
 
     /// The removals the server has not recorded (one chart's, or all), as notices to it.
     fn report_purges(&mut self, only: Option<ChartId>) -> Vec<Message> {
-        let me = self.conn.local().peer_id.clone();
         let unreported = self.store.unreported_purges().unwrap_or_default();
         unreported
             .into_iter()
             .filter(|p| only.is_none_or(|c| c == p.chart))
             .map(|p| {
-                self.notices += 1;
-                Message::Ephemeral {
-                    document_id: p.chart,
-                    sender_id: me.clone(),
-                    target_id: self.server.clone(),
-                    count: self.notices,
-                    session_id: self.session_id.clone(),
-                    data: ChartNotice::Purged {
-                        reason: p.reason,
-                        heads: p.heads,
-                        at: p.at,
-                    }
-                    .encode(),
-                }
+                let notice = ChartNotice::Purged {
+                    reason: p.reason,
+                    heads: p.heads,
+                    at: p.at,
+                };
+                self.to_server(p.chart, &notice)
             })
             .collect()
     }

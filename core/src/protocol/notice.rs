@@ -249,6 +249,19 @@ pub enum ChartNotice {
     /// stays up. The device sends it again within the bound (split into more messages);
     /// a single change past it cannot be split, and is held on the device.
     TooLarge { bound: SizeBound, limit: u64 },
+    /// From a device: send part `part` of the file `hash` (hex SHA-256) that this chart
+    /// names (a scanned document someone opened). Asked one part at a time, so a dropped
+    /// connection resumes where it stopped.
+    AttachmentWanted { hash: String, part: u32 },
+    /// Part `part` of the file `hash`: at most 256 KiB of its bytes.
+    AttachmentPart {
+        hash: String,
+        part: u32,
+        data: Vec<u8>,
+    },
+    /// The file `hash` is not sent: `reason` says why (`not_permitted`: the chart is not on
+    /// the device's wards now; `not_found`: the chart names no such file the server has).
+    AttachmentUnavailable { hash: String, reason: String },
 }
 
 /// Which of the server's bounds on one sync message was passed (RELIABILITY.md).
@@ -321,6 +334,9 @@ const FILED: &str = "chartsync/break-glass-filed";
 const TOO_LARGE: &str = "chartsync/too-large";
 const PURGED: &str = "chartsync/purged";
 const PURGE_RECORDED: &str = "chartsync/purge-recorded";
+const ATTACHMENT_WANTED: &str = "chartsync/attachment-wanted";
+const ATTACHMENT_PART: &str = "chartsync/attachment-part";
+const ATTACHMENT_UNAVAILABLE: &str = "chartsync/attachment-unavailable";
 
 impl ChartNotice {
     /// The `data` of the ephemeral message: a CBOR map with text keys.
@@ -401,6 +417,25 @@ impl ChartNotice {
                     e.str("bound")?.str(bound.token())?;
                     e.str("limit")?.u64(*limit)?;
                 }
+                ChartNotice::AttachmentWanted { hash, part } => {
+                    e.map(3)?;
+                    e.str("type")?.str(ATTACHMENT_WANTED)?;
+                    e.str("hash")?.str(hash)?;
+                    e.str("part")?.u32(*part)?;
+                }
+                ChartNotice::AttachmentPart { hash, part, data } => {
+                    e.map(4)?;
+                    e.str("type")?.str(ATTACHMENT_PART)?;
+                    e.str("hash")?.str(hash)?;
+                    e.str("part")?.u32(*part)?;
+                    e.str("data")?.bytes(data)?;
+                }
+                ChartNotice::AttachmentUnavailable { hash, reason } => {
+                    e.map(3)?;
+                    e.str("type")?.str(ATTACHMENT_UNAVAILABLE)?;
+                    e.str("hash")?.str(hash)?;
+                    e.str("reason")?.str(reason)?;
+                }
                 ChartNotice::BreakGlassFiled { signatures } => {
                     e.map(2)?;
                     e.str("type")?.str(FILED)?;
@@ -427,6 +462,7 @@ impl ChartNotice {
         let (mut purge_at, mut at) = (None, None);
         let (mut serials, mut device) = (Vec::new(), false);
         let (mut bound, mut limit) = (None, None);
+        let (mut hash, mut part, mut bytes) = (None, None, None);
         for _ in 0..n {
             let key = d.str().ok()?;
             match key {
@@ -443,6 +479,9 @@ impl ChartNotice {
                 "device" => device = d.bool().ok()?,
                 "bound" => bound = Some(d.str().ok()?.to_string()),
                 "limit" => limit = Some(d.u64().ok()?),
+                "hash" => hash = Some(d.str().ok()?.to_string()),
+                "part" => part = Some(d.u32().ok()?),
+                "data" => bytes = Some(d.bytes().ok()?.to_vec()),
                 "signatures" => {
                     let n = d.array().ok()??;
                     for _ in 0..n {
@@ -506,9 +545,27 @@ impl ChartNotice {
                 bound: SizeBound::from_token(&bound?)?,
                 limit: limit?,
             },
+            ATTACHMENT_WANTED => ChartNotice::AttachmentWanted {
+                hash: file_name(hash?)?,
+                part: part?,
+            },
+            ATTACHMENT_PART => ChartNotice::AttachmentPart {
+                hash: file_name(hash?)?,
+                part: part?,
+                data: bytes?,
+            },
+            ATTACHMENT_UNAVAILABLE => ChartNotice::AttachmentUnavailable {
+                hash: file_name(hash?)?,
+                reason: reason.unwrap_or_default(),
+            },
             _ => return None,
         })
     }
+}
+
+/// A file's name as a chart writes it, or nothing to act on.
+fn file_name(hash: String) -> Option<String> {
+    crate::chart::is_sha256_hex(&hash).then_some(hash)
 }
 
 #[cfg(test)]
@@ -555,6 +612,19 @@ mod tests {
             ChartNotice::Revoked {
                 serials: vec!["00112233445566778899aabbccddeeff".into()],
                 device: true,
+            },
+            ChartNotice::AttachmentWanted {
+                hash: "ab".repeat(32),
+                part: 3,
+            },
+            ChartNotice::AttachmentPart {
+                hash: "cd".repeat(32),
+                part: 0,
+                data: vec![0x25, 0x50, 0x44, 0x46],
+            },
+            ChartNotice::AttachmentUnavailable {
+                hash: "ef".repeat(32),
+                reason: "not_permitted".into(),
             },
             ChartNotice::BreakGlassFiled {
                 signatures: vec!["ab".repeat(64)],

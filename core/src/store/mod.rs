@@ -15,6 +15,7 @@
 //! holds what they share: the writer, the readers and the cache.
 
 mod accounting_requests;
+mod attachments;
 mod audit;
 pub mod backup;
 mod break_glass;
@@ -60,6 +61,9 @@ use crate::chart::Timestamp;
 pub use accounting_requests::{
     AccountingExtension, AccountingRequest, AccountingRequestStatus, NewAccountingRequest,
     ACCOUNTING_DUE_DAYS, ACCOUNTING_EXTENSION_DAYS,
+};
+pub use attachments::{
+    attachment_hash, parts_of, PartStored, ScannedDocument, StoredAttachment, ATTACHMENT_PART_BYTES,
 };
 pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};

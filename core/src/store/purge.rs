@@ -207,6 +207,7 @@ impl ChartStore {
                         for table in BY_ID {
                             tx.execute(&format!("DELETE FROM {table} WHERE chart_id = ?1"), [&id])?;
                         }
+                        super::attachments::release_chart(&tx, &id)?;
                         tx.execute(
                             "INSERT INTO purged_charts (chart_id, reason, heads, purged_at)
                              VALUES (?1, ?2, ?3, ?4)

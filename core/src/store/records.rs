@@ -385,7 +385,27 @@ impl ChartStore {
             .read(id, |c| crate::fhir::bundle(id, c, now))?
             .map_err(|error| StoreError::Chart { id, error })?;
         crate::fhir::add_break_glass(&mut bundle, id, &self.break_glass_of_chart(id)?);
+        self.add_attachments(&mut bundle, id)?;
         Ok(bundle)
+    }
+
+    /// Adds the files of a chart's scanned documents to its FHIR bundle, as Binary resources.
+    pub fn add_attachments(
+        &self,
+        bundle: &mut serde_json::Value,
+        id: ChartId,
+    ) -> Result<(), StoreError> {
+        let files = self
+            .read(id, |c| c.attachments())?
+            .map_err(|error| StoreError::Chart { id, error })?;
+        let mut bytes = std::collections::HashMap::new();
+        for a in &files {
+            if let Some(b) = self.attachment_bytes(&a.hash)? {
+                bytes.insert(a.hash.clone(), b);
+            }
+        }
+        crate::fhir::add_attachments(bundle, id, &files, |h| bytes.remove(h));
+        Ok(())
     }
 
     /// Loads a chart and checks that its index row and deficiency rows say what the document

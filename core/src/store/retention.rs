@@ -768,6 +768,7 @@ impl ChartStore {
             for table in SERVER_BY_ID {
                 tx.execute(&format!("DELETE FROM {table} WHERE chart_id = ?1"), [&id])?;
             }
+            super::attachments::release_chart(&tx, &id)?;
             let at = now_millis();
             tx.execute(
                 "INSERT INTO destroyed_charts (chart_id, origin, batch, destroyed_at)

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/014_charts_leave_tablets.sql"),
     include_str!("migrations/015_retention.sql"),
     include_str!("migrations/016_bulk_export.sql"),
+    include_str!("migrations/017_attachments.sql"),
 ];
 
 /// Bytes per database page. A chart's snapshot is a few kilobytes and SQLite keeps a row whole
@@ -173,6 +174,7 @@ pub mod postgres {
         ),
         (15, include_str!("migrations/postgres/015_retention.sql")),
         (16, include_str!("migrations/postgres/016_bulk_export.sql")),
+        (17, include_str!("migrations/postgres/017_attachments.sql")),
     ];
 
     /// The advisory lock under which one node at a time migrates.

@@ -1,0 +1,401 @@
+//! Scanned documents' files (docs/records-office.md, "Scanned documents"): kept outside the
+//! charts' automerge history, named by the SHA-256 of their bytes, in parts of
+//! [`ATTACHMENT_PART_BYTES`], in the store (so encrypted at rest with it).
+//!
+//! On the server a file arrives with the entry that names it, in the same transaction. On a
+//! tablet a file arrives only when someone opens it: the app asks ([`ChartStore::want_attachment`]),
+//! the sync client fetches the parts one at a time, each kept as it comes (a dropped
+//! connection or a restart resumes at the next missing part), and the file is complete only
+//! once the last part is in and the whole hashes to its name. `chart_attachments` says which
+//! charts name a file: a file goes when the last chart that names it is removed or destroyed.
+
+use sha2::{Digest, Sha256};
+
+use super::sql::{params, Begin, OptionalExtension, Sql};
+use super::{now_millis, Actor, ChartStore, StoreError};
+use crate::chart::{AttachmentRef, ChartId, MediaType, NewScannedDocument, Staff, Timestamp};
+
+/// The bytes of one part: one protocol message each on the way to a tablet.
+pub const ATTACHMENT_PART_BYTES: usize = 256 * 1024;
+
+/// How many parts a file of `size` bytes is kept in.
+pub fn parts_of(size: u64) -> u32 {
+    size.div_ceil(ATTACHMENT_PART_BYTES as u64) as u32
+}
+
+/// Hex SHA-256 of a file: its name.
+pub fn attachment_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A file the store knows of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAttachment {
+    pub hash: String,
+    pub media_type: MediaType,
+    pub size: u64,
+    pub parts: u32,
+    /// Every part is here and the whole hashes to `hash`. On a tablet, a file being fetched
+    /// is not complete.
+    pub complete: bool,
+}
+
+/// What a part received from the server did (device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartStored {
+    /// Kept; the next part to ask for.
+    More(u32),
+    /// The file is complete and hashes to its name.
+    Complete,
+    /// The parts do not hash to the file's name: all of them are dropped, and the file is
+    /// fetched again from the start if asked again.
+    Corrupt,
+    /// Not a file this device asked for, or a part out of its range: ignored.
+    Unwanted,
+}
+
+/// What `file_scanned_document` needs besides the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedDocument {
+    pub media_type: MediaType,
+    pub pages: u32,
+    pub title: String,
+    pub document_type: crate::chart::DocumentType,
+    pub document_date: Option<String>,
+    /// A description, or nothing.
+    pub body: String,
+}
+
+fn media(token: String) -> Result<MediaType, StoreError> {
+    MediaType::from_token(&token)
+        .map_err(|_| StoreError::Corrupt("an attachment's media type".into()))
+}
+
+/// Writes a file's row and parts, unless the store has it already (the same bytes filed on
+/// another chart are kept once).
+fn insert_file(
+    tx: &Sql<'_>,
+    hash: &str,
+    media_type: MediaType,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO attachments (hash, media_type, size, parts, complete, stored_at)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT (hash) DO NOTHING",
+        )?
+        .execute(params![
+            hash,
+            media_type.token(),
+            bytes.len() as i64,
+            parts_of(bytes.len() as u64) as i64,
+            now_millis()
+        ])?;
+    if inserted == 0 {
+        // Known already: complete on the server, where files arrive whole. A tablet never
+        // files documents.
+        return Ok(());
+    }
+    for (n, part) in bytes.chunks(ATTACHMENT_PART_BYTES).enumerate() {
+        tx.prepare_cached("INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)")?
+            .execute(params![hash, n as i64, part])?;
+    }
+    Ok(())
+}
+
+fn link(tx: &Sql<'_>, chart: ChartId, hash: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO chart_attachments (chart_id, hash) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![chart.to_string(), hash])?;
+    Ok(())
+}
+
+/// Forgets that `chart` names any file, and drops every file no chart names any more: part
+/// of removing a chart from a tablet and of destroying one.
+pub(super) fn release_chart(tx: &Sql<'_>, chart: &str) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM chart_attachments WHERE chart_id = ?1", [chart])?;
+    tx.execute(
+        "DELETE FROM attachment_parts WHERE hash NOT IN (SELECT hash FROM chart_attachments)",
+        params![],
+    )?;
+    tx.execute(
+        "DELETE FROM attachments WHERE hash NOT IN (SELECT hash FROM chart_attachments)",
+        params![],
+    )?;
+    Ok(())
+}
+
+impl ChartStore {
+    /// Files a scanned document on chart `id` (server): the file's parts and the entry that
+    /// names it are one commit, audited as `by`'s write. The entry's id and what it says of
+    /// the file. The chart's rules decide who may.
+    pub fn file_scanned_document(
+        &self,
+        actor: &Actor,
+        by: &Staff,
+        id: ChartId,
+        at: Timestamp,
+        doc: ScannedDocument,
+        bytes: &[u8],
+    ) -> Result<(String, AttachmentRef), StoreError> {
+        if bytes.is_empty() {
+            return Err(StoreError::Invalid("the file is empty".into()));
+        }
+        let attachment = AttachmentRef {
+            hash: attachment_hash(bytes),
+            media_type: doc.media_type,
+            size: bytes.len() as u64,
+            pages: doc.pages,
+            title: doc.title,
+            document_type: doc.document_type,
+            document_date: doc.document_date,
+        };
+        let hash = attachment.hash.clone();
+        let also = |tx: &Sql<'_>| {
+            insert_file(tx, &hash, doc.media_type, bytes)?;
+            link(tx, id, &hash)
+        };
+        let new = NewScannedDocument {
+            attachment: attachment.clone(),
+            body: doc.body,
+        };
+        let entry = self.update_inner(
+            id,
+            Some(actor),
+            |chart| chart.add_scanned_document(by, at, new),
+            Some(&also),
+            false,
+        )?;
+        Ok((entry, attachment))
+    }
+
+    /// What the store knows of a file.
+    pub fn attachment(&self, hash: &str) -> Result<Option<StoredAttachment>, StoreError> {
+        let row: Option<(String, String, i64, i64, bool)> = self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT hash, media_type, size, parts, complete = 1
+                     FROM attachments WHERE hash = ?1",
+                )?
+                .query_row(params![hash], |r| r.columns())
+                .optional()?)
+        })?;
+        row.map(|(hash, media_type, size, parts, complete)| {
+            Ok(StoredAttachment {
+                hash,
+                media_type: media(media_type)?,
+                size: size as u64,
+                parts: parts as u32,
+                complete,
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether chart `id` names the file `hash` (as far as this store knows: on the server,
+    /// every file filed through it; on a tablet, every file asked for).
+    pub fn chart_names_attachment(&self, id: ChartId, hash: &str) -> Result<bool, StoreError> {
+        self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM chart_attachments WHERE chart_id = ?1 AND hash = ?2",
+                )?
+                .exists(params![id.to_string(), hash])?)
+        })
+    }
+
+    /// Part `part` of a complete file.
+    pub fn attachment_part(&self, hash: &str, part: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT p.data FROM attachment_parts p JOIN attachments a ON a.hash = p.hash
+                     WHERE p.hash = ?1 AND p.part = ?2 AND a.complete = 1",
+                )?
+                .query_row(params![hash, part as i64], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    /// A complete file's bytes; `None` while it is not (not here, or still being fetched).
+    pub fn attachment_bytes(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(meta) = self.attachment(hash)? else {
+            return Ok(None);
+        };
+        if !meta.complete {
+            return Ok(None);
+        }
+        let parts: Vec<Vec<u8>> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT data FROM attachment_parts WHERE hash = ?1 ORDER BY part",
+            )?;
+            let rows = stmt.query_map(params![hash], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let bytes = parts.concat();
+        if bytes.len() as u64 != meta.size || attachment_hash(&bytes) != meta.hash {
+            return Err(StoreError::Corrupt(format!(
+                "attachment {} does not hash to its name",
+                &meta.hash[..12]
+            )));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Asks for a file a chart names (device): kept as wanted, across restarts, until every
+    /// part is here. The next part to fetch, or `None` when the file is complete already.
+    pub fn want_attachment(
+        &self,
+        chart: ChartId,
+        a: &AttachmentRef,
+    ) -> Result<Option<u32>, StoreError> {
+        if !crate::chart::is_sha256_hex(&a.hash) || a.size == 0 {
+            return Err(StoreError::Invalid("not a file a chart names".into()));
+        }
+        {
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO attachments (hash, media_type, size, parts, complete, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT (hash) DO NOTHING",
+            )?
+            .execute(params![
+                a.hash,
+                a.media_type.token(),
+                a.size as i64,
+                parts_of(a.size) as i64,
+                now_millis()
+            ])?;
+            link(&tx, chart, &a.hash)?;
+            tx.commit()?;
+        }
+        self.next_part(&a.hash)
+    }
+
+    /// The first part of a wanted file not here yet (device); `None` when complete or not
+    /// wanted.
+    pub fn next_part(&self, hash: &str) -> Result<Option<u32>, StoreError> {
+        self.inner.with_reader(|conn| {
+            let row: Option<(i64, bool)> = conn
+                .prepare_cached("SELECT parts, complete = 1 FROM attachments WHERE hash = ?1")?
+                .query_row(params![hash], |r| r.columns())
+                .optional()?;
+            let Some((parts, false)) = row else {
+                return Ok(None);
+            };
+            let have: Vec<i64> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT part FROM attachment_parts WHERE hash = ?1 ORDER BY part",
+                )?;
+                let rows = stmt.query_map(params![hash], |r| r.get(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            let next = (0..parts).find(|n| have.binary_search(n).is_err());
+            Ok(next.map(|n| n as u32))
+        })
+    }
+
+    /// Files asked for and not complete (device): (a chart that names it, hash, next part).
+    pub fn wanted_attachments(&self) -> Result<Vec<(ChartId, String, u32)>, StoreError> {
+        let rows: Vec<(String, String)> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT min(c.chart_id), a.hash FROM attachments a
+                 JOIN chart_attachments c ON c.hash = a.hash
+                 WHERE a.complete = 0 GROUP BY a.hash ORDER BY a.hash",
+            )?;
+            let rows = stmt.query_map(params![], |r| r.columns())?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (chart, hash) in rows {
+            let chart: ChartId = chart
+                .parse()
+                .map_err(|_| StoreError::Corrupt("a chart id of an attachment".into()))?;
+            if let Some(next) = self.next_part(&hash)? {
+                out.push((chart, hash, next));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps part `part` of a wanted file (device). On the last part the whole file is
+    /// checked against its name; a file whose parts do not hash to it is dropped whole.
+    pub fn store_attachment_part(
+        &self,
+        hash: &str,
+        part: u32,
+        data: &[u8],
+    ) -> Result<PartStored, StoreError> {
+        let Some(meta) = self.attachment(hash)? else {
+            return Ok(PartStored::Unwanted);
+        };
+        let expected = if part + 1 == meta.parts {
+            meta.size as usize - ATTACHMENT_PART_BYTES * part as usize
+        } else {
+            ATTACHMENT_PART_BYTES
+        };
+        if meta.complete || part >= meta.parts || data.len() != expected {
+            return Ok(PartStored::Unwanted);
+        }
+        {
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash, part) DO NOTHING",
+            )?
+            .execute(params![hash, part as i64, data])?;
+            tx.commit()?;
+        }
+        match self.next_part(hash)? {
+            Some(next) => Ok(PartStored::More(next)),
+            None => self.finish_attachment(hash),
+        }
+    }
+
+    /// Stops asking for a file not complete here (device): its parts so far and the ask go.
+    pub fn drop_wanted_attachment(&self, hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        let wanted = tx
+            .prepare_cached("SELECT 1 FROM attachments WHERE hash = ?1 AND complete = 0")?
+            .exists(params![hash])?;
+        if wanted {
+            tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
+            tx.execute("DELETE FROM chart_attachments WHERE hash = ?1", [hash])?;
+            tx.execute("DELETE FROM attachments WHERE hash = ?1", [hash])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Checks a wanted file whose parts are all here (device): complete if they hash to its
+    /// name, else every part dropped.
+    fn finish_attachment(&self, hash: &str) -> Result<PartStored, StoreError> {
+        let parts: Vec<Vec<u8>> = self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT data FROM attachment_parts WHERE hash = ?1 ORDER BY part",
+            )?;
+            let rows = stmt.query_map(params![hash], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let good = attachment_hash(&parts.concat()) == hash;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        if good {
+            tx.execute(
+                "UPDATE attachments SET complete = 1 WHERE hash = ?1",
+                [hash],
+            )?;
+        } else {
+            tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
+        }
+        tx.commit()?;
+        Ok(if good {
+            PartStored::Complete
+        } else {
+            PartStored::Corrupt
+        })
+    }
+}
