@@ -62,14 +62,15 @@ export CHARTSYNC_TEST_POSTGRES CHARTSYNC_TEST_POSTGRES_CA CHARTSYNC_TEST_POSTGRE
 # `--workspace` throughout: the first pass's build, with the features the workspace unifies
 # (the server turns on the store's `postgres`), serves again as it is; selecting one package
 # would unify features anew and rebuild much of the tree.
-# The store's behaviour suite (the crash test and the index's property test among it; `purge`
-# and `retention` name the store's and the end-to-end suites of charts leaving tablets and of
-# retention), and what only a database has: schema versions across nodes, one audit chain for several, the
+# The store's behaviour suite (the crash test and the index's property test among it; `purge`,
+# `retention` and `attachments` name the store's and the end-to-end suites of charts leaving
+# tablets, of retention and of scanned documents), and what only a database has: schema versions across nodes, one audit chain for several, the
 # single-writer lease.
 cargo test --workspace --locked \
     --test store --test store_index --test store_crash \
     --test holding_area --test break_glass --test disclosures --test chart_audit \
-    --test chart_search --test patient_index --test purge --test retention "$@"
+    --test chart_search --test patient_index --test purge --test retention \
+    --test attachments "$@"
 cargo test --workspace --locked --test store_postgres "$@" -- --ignored
 # Every end-to-end suite whose servers keep a store (serve.rs is the README's SQLite default,
 # and the two skipped are the data directory's file backup and restore, which a database

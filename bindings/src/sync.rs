@@ -77,6 +77,23 @@ pub trait ChartsyncListener: Send + Sync {
     /// key here is erased. Lock any session of theirs and show the sign-in screen; what they
     /// wrote stays and is sent.
     fn signed_out(&self, user: String);
+    /// A scanned document's file someone opened (`SyncClient.openAttachment`) came whole and
+    /// checked against its hash: open it again to show it.
+    fn attachment_ready(&self, id: ChartId, hash: String);
+    /// A file asked for did not come: the server would not send it (`reason`: `not_permitted`,
+    /// the chart is no longer on the tablet's wards; `not_found`), or what came did not match
+    /// its hash. Say so; opening it again asks again.
+    fn attachment_failed(&self, id: ChartId, hash: String, reason: String);
+}
+
+/// What opening a scanned document's file gives.
+#[derive(uniffi::Enum)]
+pub enum AttachmentOpened {
+    /// The file, whole and checked (PDF, JPEG or PNG, as the entry's attachment says).
+    Here { bytes: Vec<u8> },
+    /// Asked for: now if connected, else on the next connection (kept across restarts);
+    /// `attachment_ready` says when it is here.
+    Fetching,
 }
 
 /// The app's listeners, each under the handle `add_listener` gave it.
@@ -230,6 +247,17 @@ impl SyncClient {
                             core_client::ChartEvent::SignedOut { user } => {
                                 l.tell("signed_out", |x| x.signed_out(user.clone()))
                             }
+                            core_client::ChartEvent::AttachmentReady { chart, hash } => l
+                                .tell("attachment_ready", |x| {
+                                    x.attachment_ready(chart, hash.clone())
+                                }),
+                            core_client::ChartEvent::AttachmentFailed {
+                                chart,
+                                hash,
+                                reason,
+                            } => l.tell("attachment_failed", |x| {
+                                x.attachment_failed(chart, hash.clone(), reason.clone())
+                            }),
                         });
                         if told.await.is_err() {
                             break;
@@ -295,6 +323,21 @@ impl SyncClient {
     pub fn fetch(&self, id: String) -> Result<(), ChartsyncError> {
         self.client.fetch(crate::error::chart_id(&id)?);
         Ok(())
+    }
+
+    /// Opens the file of one of chart `id`'s scanned documents (`hash`, from its entry's
+    /// attachment): here already, or asked for. Files come only when opened, never with the
+    /// chart, and stay until the chart leaves the tablet.
+    pub fn open_attachment(
+        &self,
+        id: String,
+        hash: String,
+    ) -> Result<AttachmentOpened, ChartsyncError> {
+        let id = crate::error::chart_id(&id)?;
+        Ok(match self.client.open_attachment(id, &hash)? {
+            core_client::AttachmentOpened::Here(bytes) => AttachmentOpened::Here { bytes },
+            core_client::AttachmentOpened::Fetching => AttachmentOpened::Fetching,
+        })
     }
 
     /// Waits until the server and this device hold the same charts; false if `timeout_ms`

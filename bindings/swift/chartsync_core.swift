@@ -946,6 +946,104 @@ public func FfiConverterTypeAmendmentView_lower(_ value: AmendmentView) -> RustB
 }
 
 
+/**
+ * The file a scanned document holds: named by the SHA-256 of its bytes, which are kept
+ * outside the chart's history (the server's store, and a tablet's once it has opened it).
+ */
+public struct AttachmentRef: Equatable, Hashable {
+    /**
+     * SHA-256 of the file, 64 lowercase hex digits.
+     */
+    public var hash: String
+    public var mediaType: MediaType
+    /**
+     * Bytes.
+     */
+    public var size: UInt64
+    public var pages: UInt32
+    public var title: String
+    public var documentType: DocumentType
+    /**
+     * The date the document itself bears (a consent's signing, an outside report's), when
+     * known: `YYYY-MM-DD`.
+     */
+    public var documentDate: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * SHA-256 of the file, 64 lowercase hex digits.
+         */hash: String, mediaType: MediaType, 
+        /**
+         * Bytes.
+         */size: UInt64, pages: UInt32, title: String, documentType: DocumentType, 
+        /**
+         * The date the document itself bears (a consent's signing, an outside report's), when
+         * known: `YYYY-MM-DD`.
+         */documentDate: String?) {
+        self.hash = hash
+        self.mediaType = mediaType
+        self.size = size
+        self.pages = pages
+        self.title = title
+        self.documentType = documentType
+        self.documentDate = documentDate
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension AttachmentRef: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttachmentRef: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AttachmentRef {
+        return
+            try AttachmentRef(
+                hash: FfiConverterString.read(from: &buf), 
+                mediaType: FfiConverterTypeMediaType.read(from: &buf), 
+                size: FfiConverterUInt64.read(from: &buf), 
+                pages: FfiConverterUInt32.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                documentType: FfiConverterTypeDocumentType.read(from: &buf), 
+                documentDate: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AttachmentRef, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.hash, into: &buf)
+        FfiConverterTypeMediaType.write(value.mediaType, into: &buf)
+        FfiConverterUInt64.write(value.size, into: &buf)
+        FfiConverterUInt32.write(value.pages, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterTypeDocumentType.write(value.documentType, into: &buf)
+        FfiConverterOptionString.write(value.documentDate, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentRef_lift(_ buf: RustBuffer) throws -> AttachmentRef {
+    return try FfiConverterTypeAttachmentRef.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentRef_lower(_ value: AttachmentRef) -> RustBuffer {
+    return FfiConverterTypeAttachmentRef.lower(value)
+}
+
+
 public struct CaseLogView: Equatable, Hashable {
     public var at: Timestamp
     public var by: String
@@ -2137,10 +2235,19 @@ public struct EntryContent: Equatable, Hashable {
     public var value: String?
     public var unit: String?
     public var body: String
+    /**
+     * The file of a `scanned_document` (and of no other kind). Absent from the signed JSON
+     * of every other entry, so their hashes are what they always were.
+     */
+    public var attachment: AttachmentRef?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(kind: EntryKind, author: String, role: Role, recordedAt: Timestamp, effectiveAt: Timestamp?, codes: [CodeRef], value: String?, unit: String?, body: String) {
+    public init(kind: EntryKind, author: String, role: Role, recordedAt: Timestamp, effectiveAt: Timestamp?, codes: [CodeRef], value: String?, unit: String?, body: String, 
+        /**
+         * The file of a `scanned_document` (and of no other kind). Absent from the signed JSON
+         * of every other entry, so their hashes are what they always were.
+         */attachment: AttachmentRef?) {
         self.kind = kind
         self.author = author
         self.role = role
@@ -2150,6 +2257,7 @@ public struct EntryContent: Equatable, Hashable {
         self.value = value
         self.unit = unit
         self.body = body
+        self.attachment = attachment
     }
 
     
@@ -2176,7 +2284,8 @@ public struct FfiConverterTypeEntryContent: FfiConverterRustBuffer {
                 codes: FfiConverterSequenceTypeCodeRef.read(from: &buf), 
                 value: FfiConverterOptionString.read(from: &buf), 
                 unit: FfiConverterOptionString.read(from: &buf), 
-                body: FfiConverterString.read(from: &buf)
+                body: FfiConverterString.read(from: &buf), 
+                attachment: FfiConverterOptionTypeAttachmentRef.read(from: &buf)
         )
     }
 
@@ -2190,6 +2299,7 @@ public struct FfiConverterTypeEntryContent: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.value, into: &buf)
         FfiConverterOptionString.write(value.unit, into: &buf)
         FfiConverterString.write(value.body, into: &buf)
+        FfiConverterOptionTypeAttachmentRef.write(value.attachment, into: &buf)
     }
 }
 
@@ -3223,6 +3333,64 @@ public func FfiConverterTypeNewRoiRequest_lift(_ buf: RustBuffer) throws -> NewR
 #endif
 public func FfiConverterTypeNewRoiRequest_lower(_ value: NewRoiRequest) -> RustBuffer {
     return FfiConverterTypeNewRoiRequest.lower(value)
+}
+
+
+/**
+ * A scanned document to file: the file is already stored by its hash (the server's records
+ * API stores it in the same transaction). `body` is an optional description.
+ */
+public struct NewScannedDocument: Equatable, Hashable {
+    public var attachment: AttachmentRef
+    public var body: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(attachment: AttachmentRef, body: String) {
+        self.attachment = attachment
+        self.body = body
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension NewScannedDocument: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNewScannedDocument: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NewScannedDocument {
+        return
+            try NewScannedDocument(
+                attachment: FfiConverterTypeAttachmentRef.read(from: &buf), 
+                body: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: NewScannedDocument, into buf: inout [UInt8]) {
+        FfiConverterTypeAttachmentRef.write(value.attachment, into: &buf)
+        FfiConverterString.write(value.body, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewScannedDocument_lift(_ buf: RustBuffer) throws -> NewScannedDocument {
+    return try FfiConverterTypeNewScannedDocument.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewScannedDocument_lower(_ value: NewScannedDocument) -> RustBuffer {
+    return FfiConverterTypeNewScannedDocument.lower(value)
 }
 
 
@@ -4948,6 +5116,111 @@ public func FfiConverterTypeDisclosurePurpose_lower(_ value: DisclosurePurpose) 
 
 
 /**
+ * What a scanned document or other attached file is (docs/chart-schema.md,
+ * "Scanned documents").
+ */
+
+public enum DocumentType: Equatable, Hashable {
+    
+    case consent
+    case advanceDirective
+    case outsideRecord
+    case correspondence
+    case identification
+    case insurance
+    case other
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DocumentType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDocumentType: FfiConverterRustBuffer {
+    typealias SwiftType = DocumentType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DocumentType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .consent
+        
+        case 2: return .advanceDirective
+        
+        case 3: return .outsideRecord
+        
+        case 4: return .correspondence
+        
+        case 5: return .identification
+        
+        case 6: return .insurance
+        
+        case 7: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DocumentType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .consent:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .advanceDirective:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .outsideRecord:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .correspondence:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .identification:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .insurance:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(7))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentType_lift(_ buf: RustBuffer) throws -> DocumentType {
+    return try FfiConverterTypeDocumentType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDocumentType_lower(_ value: DocumentType) -> RustBuffer {
+    return FfiConverterTypeDocumentType.lower(value)
+}
+
+
+
+/**
  * What kind of stay this chart records.
  */
 
@@ -5118,6 +5391,7 @@ public enum EntryKind: Equatable, Hashable {
     case operativeNote
     case procedureNote
     case dischargeSummary
+    case scannedDocument
 
 
 
@@ -5164,6 +5438,8 @@ public struct FfiConverterTypeEntryKind: FfiConverterRustBuffer {
         case 12: return .procedureNote
         
         case 13: return .dischargeSummary
+        
+        case 14: return .scannedDocument
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5223,6 +5499,10 @@ public struct FfiConverterTypeEntryKind: FfiConverterRustBuffer {
         
         case .dischargeSummary:
             writeInt(&buf, Int32(13))
+        
+        
+        case .scannedDocument:
+            writeInt(&buf, Int32(14))
         
         }
     }
@@ -5901,6 +6181,82 @@ public func FfiConverterTypeLeftReason_lift(_ buf: RustBuffer) throws -> LeftRea
 #endif
 public func FfiConverterTypeLeftReason_lower(_ value: LeftReason) -> RustBuffer {
     return FfiConverterTypeLeftReason.lower(value)
+}
+
+
+
+/**
+ * The kinds of file a scanned document may be: what its first bytes say, never a name.
+ */
+
+public enum MediaType: Equatable, Hashable {
+    
+    case pdf
+    case jpeg
+    case png
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension MediaType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeMediaType: FfiConverterRustBuffer {
+    typealias SwiftType = MediaType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> MediaType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .pdf
+        
+        case 2: return .jpeg
+        
+        case 3: return .png
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: MediaType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .pdf:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .jpeg:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .png:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMediaType_lift(_ buf: RustBuffer) throws -> MediaType {
+    return try FfiConverterTypeMediaType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeMediaType_lower(_ value: MediaType) -> RustBuffer {
+    return FfiConverterTypeMediaType.lower(value)
 }
 
 
@@ -6944,6 +7300,30 @@ fileprivate struct FfiConverterOptionTypeAcknowledgement: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeAcknowledgement.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAttachmentRef: FfiConverterRustBuffer {
+    typealias SwiftType = AttachmentRef?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAttachmentRef.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAttachmentRef.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

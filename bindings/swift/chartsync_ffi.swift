@@ -1656,6 +1656,19 @@ public protocol ChartsyncListener: AnyObject, Sendable {
      */
     func signedOut(user: String) 
     
+    /**
+     * A scanned document's file someone opened (`SyncClient.openAttachment`) came whole and
+     * checked against its hash: open it again to show it.
+     */
+    func attachmentReady(id: ChartId, hash: String) 
+    
+    /**
+     * A file asked for did not come: the server would not send it (`reason`: `not_permitted`,
+     * the chart is no longer on the tablet's wards; `not_found`), or what came did not match
+     * its hash. Say so; opening it again asks again.
+     */
+    func attachmentFailed(id: ChartId, hash: String, reason: String) 
+    
 }
 /**
  * Implemented by the app. Called on a background thread: return quickly (post to the UI
@@ -1798,6 +1811,36 @@ open func signedOut(user: String)  {try! rustCall() {
     uniffi_chartsync_ffi_fn_method_chartsynclistener_signed_out(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(user),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * A scanned document's file someone opened (`SyncClient.openAttachment`) came whole and
+     * checked against its hash: open it again to show it.
+     */
+open func attachmentReady(id: ChartId, hash: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_attachment_ready(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartId_lower(id),
+        FfiConverterString.lower(hash),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * A file asked for did not come: the server would not send it (`reason`: `not_permitted`,
+     * the chart is no longer on the tablet's wards; `not_found`), or what came did not match
+     * its hash. Say so; opening it again asks again.
+     */
+open func attachmentFailed(id: ChartId, hash: String, reason: String)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_chartsynclistener_attachment_failed(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeChartId_lower(id),
+        FfiConverterString.lower(hash),
+        FfiConverterString.lower(reason),uniffiCallStatus
     )
 }
 }
@@ -1971,6 +2014,60 @@ fileprivate struct UniffiCallbackInterfaceChartsyncListener {
                 }
                 return uniffiObj.signedOut(
                      user: try FfiConverterString.lift(user)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        attachmentReady: { (
+            uniffiHandle: UInt64,
+            id: RustBuffer,
+            hash: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.attachmentReady(
+                     id: try FfiConverterTypeChartId_lift(id),
+                     hash: try FfiConverterString.lift(hash)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        },
+        attachmentFailed: { (
+            uniffiHandle: UInt64,
+            id: RustBuffer,
+            hash: RustBuffer,
+            reason: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChartsyncListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.attachmentFailed(
+                     id: try FfiConverterTypeChartId_lift(id),
+                     hash: try FfiConverterString.lift(hash),
+                     reason: try FfiConverterString.lift(reason)
                 )
             }
 
@@ -2471,6 +2568,13 @@ public protocol SyncClientProtocol: AnyObject, Sendable {
     func fetch(id: String) throws 
     
     /**
+     * Opens the file of one of chart `id`'s scanned documents (`hash`, from its entry's
+     * attachment): here already, or asked for. Files come only when opened, never with the
+     * chart, and stay until the chart leaves the tablet.
+     */
+    func openAttachment(id: String, hash: String) throws  -> AttachmentOpened
+    
+    /**
      * Removes a listener; false if the handle names none.
      */
     func removeListener(handle: UInt64)  -> Bool
@@ -2590,6 +2694,22 @@ open func fetch(id: String)throws   {try rustCallWithError(FfiConverterTypeChart
         FfiConverterString.lower(id),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Opens the file of one of chart `id`'s scanned documents (`hash`, from its entry's
+     * attachment): here already, or asked for. Files come only when opened, never with the
+     * chart, and stay until the chart leaves the tablet.
+     */
+open func openAttachment(id: String, hash: String)throws  -> AttachmentOpened  {
+    return try  FfiConverterTypeAttachmentOpened_lift(try rustCallWithError(FfiConverterTypeChartsyncError_lift) {
+        uniffiCallStatus in
+    uniffi_chartsync_ffi_fn_method_syncclient_open_attachment(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(id),
+        FfiConverterString.lower(hash),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -3564,6 +3684,85 @@ public func FfiConverterTypeTabletPerson_lift(_ buf: RustBuffer) throws -> Table
 public func FfiConverterTypeTabletPerson_lower(_ value: TabletPerson) -> RustBuffer {
     return FfiConverterTypeTabletPerson.lower(value)
 }
+
+
+/**
+ * What opening a scanned document's file gives.
+ */
+
+public enum AttachmentOpened: Equatable, Hashable {
+    
+    /**
+     * The file, whole and checked (PDF, JPEG or PNG, as the entry's attachment says).
+     */
+    case here(bytes: Data
+    )
+    /**
+     * Asked for: now if connected, else on the next connection (kept across restarts);
+     * `attachment_ready` says when it is here.
+     */
+    case fetching
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension AttachmentOpened: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAttachmentOpened: FfiConverterRustBuffer {
+    typealias SwiftType = AttachmentOpened
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AttachmentOpened {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .here(bytes: try FfiConverterData.read(from: &buf)
+        )
+        
+        case 2: return .fetching
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AttachmentOpened, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .here(bytes):
+            writeInt(&buf, Int32(1))
+            FfiConverterData.write(bytes, into: &buf)
+            
+        
+        case .fetching:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentOpened_lift(_ buf: RustBuffer) throws -> AttachmentOpened {
+    return try FfiConverterTypeAttachmentOpened.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAttachmentOpened_lower(_ value: AttachmentOpened) -> RustBuffer {
+    return FfiConverterTypeAttachmentOpened.lower(value)
+}
+
 
 
 public 
@@ -4665,10 +4864,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out() != 8495) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_attachment_ready() != 48926) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_chartsynclistener_attachment_failed() != 4431) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_add_listener() != 28569) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_fetch() != 14711) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chartsync_ffi_checksum_method_syncclient_open_attachment() != 54956) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chartsync_ffi_checksum_method_syncclient_remove_listener() != 3907) {

@@ -292,6 +292,20 @@ typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod5)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD6
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD6
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod6)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD7
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHARTSYNC_LISTENER_METHOD7
+typedef void (*UniffiCallbackInterfaceChartsyncListenerMethod7)(uint64_t, RustBuffer, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_IMPORT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceImportListener {
@@ -312,6 +326,8 @@ typedef struct UniffiVTableCallbackInterfaceChartsyncListener {
     UniffiCallbackInterfaceChartsyncListenerMethod3 _Nonnull chartSetAside;
     UniffiCallbackInterfaceChartsyncListenerMethod4 _Nonnull chartRemoved;
     UniffiCallbackInterfaceChartsyncListenerMethod5 _Nonnull signedOut;
+    UniffiCallbackInterfaceChartsyncListenerMethod6 _Nonnull attachmentReady;
+    UniffiCallbackInterfaceChartsyncListenerMethod7 _Nonnull attachmentFailed;
 } UniffiVTableCallbackInterfaceChartsyncListener;
 
 #endif
@@ -625,6 +641,16 @@ void uniffi_chartsync_ffi_fn_method_chartsynclistener_chart_removed(uint64_t ptr
 void uniffi_chartsync_ffi_fn_method_chartsynclistener_signed_out(uint64_t ptr, RustBuffer user, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_ATTACHMENT_READY
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_ATTACHMENT_READY
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_attachment_ready(uint64_t ptr, RustBuffer id, RustBuffer hash, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_ATTACHMENT_FAILED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_CHARTSYNCLISTENER_ATTACHMENT_FAILED
+void uniffi_chartsync_ffi_fn_method_chartsynclistener_attachment_failed(uint64_t ptr, RustBuffer id, RustBuffer hash, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_CLONE_SYNCCLIENT
 uint64_t uniffi_chartsync_ffi_fn_clone_syncclient(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -648,6 +674,11 @@ uint64_t uniffi_chartsync_ffi_fn_method_syncclient_add_listener(uint64_t ptr, ui
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_FETCH
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_FETCH
 void uniffi_chartsync_ffi_fn_method_syncclient_fetch(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_OPEN_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_OPEN_ATTACHMENT
+RustBuffer uniffi_chartsync_ffi_fn_method_syncclient_open_attachment(uint64_t ptr, RustBuffer id, RustBuffer hash, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_FN_METHOD_SYNCCLIENT_REMOVE_LISTENER
@@ -1369,6 +1400,18 @@ uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_signed_out(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_ATTACHMENT_READY
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_ATTACHMENT_READY
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_attachment_ready(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_ATTACHMENT_FAILED
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_CHARTSYNCLISTENER_ATTACHMENT_FAILED
+uint16_t uniffi_chartsync_ffi_checksum_method_chartsynclistener_attachment_failed(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_ADD_LISTENER
 uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_add_listener(void
@@ -1378,6 +1421,12 @@ uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_add_listener(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_FETCH
 #define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_FETCH
 uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_fetch(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_OPEN_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_CHARTSYNC_FFI_CHECKSUM_METHOD_SYNCCLIENT_OPEN_ATTACHMENT
+uint16_t uniffi_chartsync_ffi_checksum_method_syncclient_open_attachment(void
     
 );
 #endif

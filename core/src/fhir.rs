@@ -13,7 +13,7 @@
 //! `urn:uuid:` full URL of another entry. People are named by their user ids, as in the chart.
 //! Fields the chart leaves empty are left out, never written as `null`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -41,11 +41,26 @@ pub const CONTENT_HASH_SYSTEM: &str = "urn:chartsync:content-sha256";
 pub const PAGES_EXTENSION: &str =
     "http://hl7.org/fhir/5.0/StructureDefinition/extension-Attachment.pages";
 
+/// The identifier system of a scanned document's file: hex SHA-256 of its bytes.
+pub const FILE_HASH_SYSTEM: &str = "urn:chartsync:file-sha256";
+
 /// The identifier system of medical record numbers.
 pub const MRN_SYSTEM: &str = "urn:chartsync:mrn";
 
-/// The chart as a FHIR R4 Bundle, made at `generated_at`.
+/// The chart as a FHIR R4 Bundle, made at `generated_at`. Its scanned documents' files are
+/// not in it: see [`bundle_with_files`].
 pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Value, ChartError> {
+    bundle_with_files(id, chart, generated_at, HashMap::new())
+}
+
+/// [`bundle`], with the files of the chart's scanned documents (bytes by their SHA-256) in
+/// their DocumentReferences' attachments; a file not given is named but not there.
+pub fn bundle_with_files(
+    id: ChartId,
+    chart: &Chart,
+    generated_at: Timestamp,
+    files: HashMap<String, Vec<u8>>,
+) -> Result<Value, ChartError> {
     let view = chart.view()?;
     let heads: Vec<String> = {
         let mut h: Vec<String> = chart.heads().iter().map(|h| h.to_string()).collect();
@@ -56,6 +71,7 @@ pub fn bundle(id: ChartId, chart: &Chart, generated_at: Timestamp) -> Result<Val
         chart: id,
         entries: Vec::new(),
         ids: HashSet::new(),
+        files,
     };
     b.build(&view)?;
     let mut bundle = Map::new();
@@ -98,8 +114,7 @@ pub fn bulk_resources(bundle: Value) -> Vec<(String, Value)> {
         match v {
             Value::Object(m) => {
                 for (k, v) in m.iter_mut() {
-                    // References, and an attachment's URL naming a Binary of the bundle.
-                    if k == "reference" || k == "url" {
+                    if k == "reference" {
                         if let Some(uuid) = v.as_str().and_then(|s| s.strip_prefix("urn:uuid:")) {
                             if let Some(t) = types.get(uuid) {
                                 *v = Value::String(format!("{t}/{uuid}"));
@@ -129,6 +144,8 @@ struct Builder {
     entries: Vec<Value>,
     /// The ids of the resources added so far.
     ids: HashSet<String>,
+    /// Scanned documents' files by hash.
+    files: HashMap<String, Vec<u8>>,
 }
 
 /// A stable UUID for a record of a chart: SHA-256 of the chart id, the kind and the key, as a
@@ -740,8 +757,8 @@ impl Builder {
         self.add(&uuid, resource);
     }
 
-    /// A scanned document: a DocumentReference whose attachment is the file, in a Binary of
-    /// the same bundle ([`add_attachments`] adds it) named by the file's hash.
+    /// A scanned document: a DocumentReference whose attachment is the file (base64), named
+    /// by its SHA-256 as an identifier.
     fn scanned_document(&self, v: &ChartView, e: &EntryView) -> Value {
         let c = &e.content;
         let status = document_status(v, e);
@@ -761,10 +778,10 @@ impl Builder {
             "subject": self.patient_ref(),
             "date": c.recorded_at.to_rfc3339(),
             "author": [named(&c.author)],
+            "identifier": [{ "system": FILE_HASH_SYSTEM, "value": a.hash }],
             "description": a.title,
             "content": [{ "attachment": {
                 "contentType": a.media_type.token(),
-                "url": format!("urn:uuid:{}", self.uuid("Binary", &a.hash)),
                 "size": a.size,
                 "title": a.title,
                 "creation": a.document_date.clone().unwrap_or_else(|| c.recorded_at.to_rfc3339()),
@@ -772,6 +789,11 @@ impl Builder {
             }}],
             "context": { "encounter": [self.encounter_ref()] },
         });
+        if let Some(bytes) = self.files.get(&a.hash) {
+            r["content"][0]["attachment"]["data"] = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into();
+        }
         if e.status != EntryStatus::EnteredInError {
             r["docStatus"] = observation_status(e.status).into();
         }
@@ -972,39 +994,6 @@ impl Builder {
         });
         let uuid = self.uuid("AuditEvent", &format!("{n}/{}", d.id));
         self.add(&uuid, r);
-    }
-}
-
-/// Adds the file of each scanned document in a chart's bundle as a Binary, named as its
-/// DocumentReference's attachment names it: `file` gives a file's bytes by its hash (a file
-/// it has not got is left out, and the attachment's URL names nothing in the bundle).
-pub fn add_attachments(
-    bundle: &mut Value,
-    chart: ChartId,
-    files: &[crate::chart::AttachmentRef],
-    mut file: impl FnMut(&str) -> Option<Vec<u8>>,
-) {
-    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
-        return;
-    };
-    let mut seen = HashSet::new();
-    for a in files {
-        if !seen.insert(a.hash.as_str()) {
-            continue;
-        }
-        let Some(bytes) = file(&a.hash) else {
-            continue;
-        };
-        let uuid = uuid_for(chart, "Binary", &a.hash);
-        entries.push(json!({
-            "fullUrl": format!("urn:uuid:{uuid}"),
-            "resource": {
-                "resourceType": "Binary",
-                "id": uuid,
-                "contentType": a.media_type.token(),
-                "data": base64::engine::general_purpose::STANDARD.encode(bytes),
-            },
-        }));
     }
 }
 

@@ -378,6 +378,7 @@ fn released_migrations_are_unchanged() {
         "7a4f5acd1bbf81433805c4c619a8f80851a9216e2edb30023245b24c94eba999",
         "c667a04fe44701aeeb79d261c4f83e271a71b3a31de37ee76b58f05ba6e0b2f3",
         "b1328e4efce72bc4e63edbe5bf96b01a0b93b2b91989f01ea8fe8d6f38485a6e",
+        "3e8bfb6e0bcc25895eb12d600fa4bdc307958339e6f26a1820aa7b096b332b86",
     ];
     for (n, sql) in MIGRATIONS.iter().enumerate() {
         let hash = hex::encode(Sha256::digest(sql.as_bytes()));
@@ -744,6 +745,10 @@ fn released_postgresql_migrations_are_unchanged() {
         (
             16,
             "46e09716ffa8e906412f5032501d17fbcec33d5063a045da1d0325d0d2bd1aa2",
+        ),
+        (
+            17,
+            "c36bd97c405c397428b9863f67e6c74ab92219bd5a7d8cf7b7ea1fe09fa684c3",
         ),
     ];
     for (n, (version, sql)) in MIGRATIONS.iter().enumerate() {

@@ -644,6 +644,10 @@ fn a_database_of_every_earlier_version_migrates_keeping_its_charts() {
     // an older database is this one without them.
     let added: &[(i64, &str)] = &[
         (
+            17,
+            "DROP TABLE chart_attachments; DROP TABLE attachment_parts; DROP TABLE attachments;",
+        ),
+        (
             16,
             "DROP TABLE bulk_files; DROP TABLE bulk_jobs; DROP TABLE bulk_assertions;
              DROP TABLE bulk_clients; DROP TABLE bulk_disclosures;",

@@ -296,6 +296,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pdf_s_pages_are_counted() {
+        let consent = include_bytes!("../../tests/fixtures/consent-3-pages.pdf");
+        assert_eq!(inspect(consent).unwrap(), (MediaType::Pdf, 3));
+    }
+
+    #[test]
     fn a_file_is_what_its_bytes_say() {
         assert!(inspect(b"GIF89a....").unwrap_err().contains("not a PDF"));
         assert!(inspect(b"%PDF-1.4\nnot really")

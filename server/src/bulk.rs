@@ -50,7 +50,6 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "Condition",
     "Procedure",
     "DocumentReference",
-    "Binary",
     "Composition",
     "Provenance",
     "AuditEvent",
@@ -640,8 +639,18 @@ fn run_export(
             tracing::info!(job = %job.id, "bulk export cancelled");
             return Ok(());
         }
-        let mut bundle = match store.read(id, |c| {
-            chartsync_core::fhir::bundle(id, c, job.transaction_time)
+        // Scanned documents' files, in their DocumentReferences.
+        let scans = if wanted.is_empty() || wanted.contains("DocumentReference") {
+            match store.attachment_files(id) {
+                Ok(scans) => scans,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        } else {
+            Default::default()
+        };
+        let bundle = match store.read(id, |c| {
+            chartsync_core::fhir::bundle_with_files(id, c, job.transaction_time, scans)
         }) {
             Ok(Ok(b)) => b,
             // Destroyed or gone since the kick-off: not exported.
@@ -649,13 +658,6 @@ fn run_export(
             Ok(Err(e)) => return Err(StoreError::Chart { id, error: e }),
             Err(e) => return Err(e),
         };
-        // Scanned documents' files, as Binary resources their DocumentReferences name.
-        if wanted.is_empty() || wanted.contains("Binary") {
-            match store.add_attachments(&mut bundle, id) {
-                Ok(()) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
         for (ty, resource) in chartsync_core::fhir::bulk_resources(bundle) {
             if !wanted.is_empty() && !wanted.contains(ty.as_str()) {
                 continue;

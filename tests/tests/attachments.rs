@@ -4,7 +4,7 @@
 //! the person's to file, and changes nothing; the chart reaches the ward tablet without the
 //! files; the nurse opens one and it comes in parts, checked against its hash; the consent
 //! is signed and amended, the other entered in error; and the chart's FHIR export carries
-//! both as DocumentReferences with their files as Binaries (validated by tests/fhir/run.sh).
+//! both as DocumentReferences with their files (validated by tests/fhir/run.sh).
 
 mod common;
 
@@ -337,7 +337,7 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
         "{reads:?}"
     );
 
-    // The FHIR export: each document a DocumentReference, each file a Binary in the bundle.
+    // The FHIR export: each document a DocumentReference with its file.
     let (status, body) = http_get(
         &server.addr,
         &format!("/api/charts/{chart}/fhir"),
@@ -351,11 +351,6 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
         .iter()
         .map(|e| &e["resource"])
         .collect();
-    let binaries: Vec<&&Value> = resources
-        .iter()
-        .filter(|r| r["resourceType"] == "Binary")
-        .collect();
-    assert_eq!(binaries.len(), 2);
     let scans: Vec<&&Value> = resources
         .iter()
         .filter(|r| {
@@ -371,17 +366,17 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     assert_eq!(consent_ref["type"]["coding"][0]["code"], "59284-0");
     assert_eq!(consent_ref["status"], "current");
     assert_eq!(consent_ref["docStatus"], "amended");
+    assert_eq!(
+        consent_ref["identifier"][0]["value"],
+        consent_file.hash.as_str()
+    );
     let attachment = &consent_ref["content"][0]["attachment"];
     assert_eq!(attachment["contentType"], "application/pdf");
     assert_eq!(attachment["creation"], "2026-11-30");
+    assert_eq!(attachment["size"], CONSENT.len());
     assert_eq!(attachment["extension"][0]["valuePositiveInt"], 3);
-    let binary_url = attachment["url"].as_str().unwrap();
-    let binary = binaries
-        .iter()
-        .find(|b| format!("urn:uuid:{}", b["id"].as_str().unwrap()) == binary_url)
-        .expect("the attachment names a Binary of the bundle");
     let data = base64::engine::general_purpose::STANDARD
-        .decode(binary["data"].as_str().unwrap())
+        .decode(attachment["data"].as_str().unwrap())
         .unwrap();
     assert_eq!(data, CONSENT);
     let report_ref = scans

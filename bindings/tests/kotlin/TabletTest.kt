@@ -51,6 +51,8 @@ class Listener : ChartsyncListener {
     override fun chartSetAside(id: String, reason: String) { setAside.add(id) }
     override fun chartRemoved(id: String, reason: LeftReason) { removed.add(id) }
     override fun signedOut(user: String) {}
+    override fun attachmentReady(id: String, hash: String) {}
+    override fun attachmentFailed(id: String, hash: String, reason: String) {}
 }
 
 fun check(condition: Boolean, what: () -> String) {
@@ -144,6 +146,8 @@ fun aHeldChartIsShownAndAThrowingListenerKeepsHearing() {
         override fun chartSetAside(id: String, reason: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun chartRemoved(id: String, reason: LeftReason) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
         override fun signedOut(user: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun attachmentReady(id: String, hash: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
+        override fun attachmentFailed(id: String, hash: String, reason: String) { calls.incrementAndGet(); throw IllegalStateException("app bug") }
     }
     val config = SyncConfig(url = env("CHARTSYNC_URL"), deviceId = "tablet-4west-02", wards = listOf("4west"))
     val client = SyncClient.start(store, config, env("CHARTSYNC_TOKEN_NIGHT"), thrower)

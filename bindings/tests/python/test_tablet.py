@@ -51,6 +51,12 @@ class Listener(ffi.ChartsyncListener):
         with self.lock:
             self.signed_out_users.append(user)
 
+    def attachment_ready(self, id, hash):
+        pass
+
+    def attachment_failed(self, id, hash, reason):
+        pass
+
 
 @pytest.fixture
 def clients():
@@ -328,6 +334,14 @@ class Thrower(ffi.ChartsyncListener):
         raise RuntimeError("app bug")
 
     def signed_out(self, user):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+    def attachment_ready(self, id, hash):
+        self.calls += 1
+        raise RuntimeError("app bug")
+
+    def attachment_failed(self, id, hash, reason):
         self.calls += 1
         raise RuntimeError("app bug")
 

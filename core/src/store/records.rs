@@ -381,31 +381,30 @@ impl ChartStore {
         id: ChartId,
         now: Timestamp,
     ) -> Result<serde_json::Value, StoreError> {
+        let files = self.attachment_files(id)?;
         let mut bundle = self
-            .read(id, |c| crate::fhir::bundle(id, c, now))?
+            .read(id, |c| crate::fhir::bundle_with_files(id, c, now, files))?
             .map_err(|error| StoreError::Chart { id, error })?;
         crate::fhir::add_break_glass(&mut bundle, id, &self.break_glass_of_chart(id)?);
-        self.add_attachments(&mut bundle, id)?;
         Ok(bundle)
     }
 
-    /// Adds the files of a chart's scanned documents to its FHIR bundle, as Binary resources.
-    pub fn add_attachments(
+    /// The files of a chart's scanned documents that this store has, by hash: what its FHIR
+    /// export carries.
+    pub fn attachment_files(
         &self,
-        bundle: &mut serde_json::Value,
         id: ChartId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<std::collections::HashMap<String, Vec<u8>>, StoreError> {
         let files = self
             .read(id, |c| c.attachments())?
             .map_err(|error| StoreError::Chart { id, error })?;
         let mut bytes = std::collections::HashMap::new();
-        for a in &files {
+        for a in files {
             if let Some(b) = self.attachment_bytes(&a.hash)? {
-                bytes.insert(a.hash.clone(), b);
+                bytes.insert(a.hash, b);
             }
         }
-        crate::fhir::add_attachments(bundle, id, &files, |h| bytes.remove(h));
-        Ok(())
+        Ok(bytes)
     }
 
     /// Loads a chart and checks that its index row and deficiency rows say what the document
