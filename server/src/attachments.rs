@@ -24,6 +24,9 @@ use crate::AppState;
 
 /// `serve --max-attachment-mib`'s default: a 40-page scan at 300 dpi in greyscale.
 pub(crate) const DEFAULT_MAX_ATTACHMENT_MIB: usize = 20;
+/// The most `--max-attachment-mib` may be. The console's form takes bodies up to it, and
+/// refuses a file past the server's setting as it reads it.
+pub(crate) const MAX_ATTACHMENT_MIB_LIMIT: usize = 512;
 
 /// What a file is, by its first bytes, and how many pages it has. A PDF is read whole (its
 /// page tree counted); a JPEG or PNG is one page once its header reads.

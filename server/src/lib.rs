@@ -204,7 +204,7 @@ struct ServeArgs {
     #[arg(long, env = "CHARTSYNC_PURGE_WITHOUT_BACKUP")]
     purge_without_backup: bool,
     /// MiB a scanned document's file may be (a PDF, JPEG or PNG filed on a chart).
-    #[arg(long, default_value_t = attachments::DEFAULT_MAX_ATTACHMENT_MIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=512))]
+    #[arg(long, default_value_t = attachments::DEFAULT_MAX_ATTACHMENT_MIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=attachments::MAX_ATTACHMENT_MIB_LIMIT as u64))]
     max_attachment_mib: usize,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.

@@ -391,3 +391,80 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     client.stop().await;
     pc.client.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_records_technician_files_a_scan_on_the_console_and_opens_it_there() {
+    use common::console::{csrf, get, sign_in};
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let pc = registration_pc(&server, &devices, &["4west"], &["MRN-7002".into()]).await;
+    let chart = pc.charts[0];
+    add_staff(&server, "him.cole", "technician", &["4west"]);
+    let cookie = sign_in(&server.addr, "him.cole");
+    let page = get(
+        &server.addr,
+        &format!("/console/chart?id={chart}"),
+        Some(&cookie),
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("File a scanned document"));
+    let token = csrf(&page.body);
+
+    use ureq::unversioned::multipart::{Form, Part};
+    let send = |csrf: &str, origin: &str| {
+        let form = Form::new()
+            .text("csrf", csrf)
+            .text("title", "Advance directive")
+            .text("document_type", "advance_directive")
+            .text("document_date", "2025-02-14")
+            .part("file", Part::bytes(CONSENT).file_name("directive.pdf"));
+        common::console::page(
+            common::console::agent()
+                .post(format!(
+                    "http://{}/console/chart/attach?id={chart}",
+                    server.addr
+                ))
+                .header("Cookie", &cookie)
+                .header("Origin", origin)
+                .send(form)
+                .unwrap(),
+        )
+    };
+    // A form from another site, or without the page's token, files nothing.
+    let refused = send(&token, "http://elsewhere.example");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let refused = send(&"0".repeat(64), &format!("http://{}", server.addr));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let page = get(
+        &server.addr,
+        &format!("/console/chart?id={chart}"),
+        Some(&cookie),
+    );
+    assert!(!page.body.contains("Open the scanned document"));
+
+    let filed = send(&token, &format!("http://{}", server.addr));
+    assert_eq!(filed.status, 303, "{}", filed.body);
+    assert_eq!(filed.location, format!("/console/chart?id={chart}"));
+    let page = get(&server.addr, &filed.location, Some(&cookie));
+    assert!(page.body.contains("Advance directive"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("Open the scanned document</a> (PDF, 3 pages, 2 KB)"),
+        "{}",
+        page.body
+    );
+    let hash = chartsync_core::store::attachment_hash(CONSENT);
+    let mut response = common::console::agent()
+        .get(format!(
+            "http://{}/console/chart/file?id={chart}&hash={hash}",
+            server.addr
+        ))
+        .header("Cookie", &cookie)
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    assert_eq!(response.body_mut().read_to_vec().unwrap(), CONSENT);
+    pc.client.stop().await;
+}

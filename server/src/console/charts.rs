@@ -5,7 +5,9 @@
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use chartsync_core::chart::{ChartView, EntryStatus, EventKind, Timestamp};
+use chartsync_core::chart::{
+    ChartView, DocumentType, EntryStatus, EventKind, MediaType, Timestamp,
+};
 use chartsync_core::store::{ChartSearch, StoreError};
 use serde::Deserialize;
 
@@ -148,6 +150,8 @@ pub struct EntryRow {
     pub edited_after_signing: bool,
     pub amendments: Vec<AmendmentRow>,
     pub struck: bool,
+    /// A scanned document's file: (hash, "PDF, 3 pages, 47 KB").
+    pub file: Option<(String, String)>,
 }
 
 pub struct AmendmentRow {
@@ -238,6 +242,12 @@ impl ChartPage {
                     ),
                     (None, _) => c.body.clone(),
                 };
+                // A scanned document reads as its title, then its description.
+                let text = match &c.attachment {
+                    Some(a) if text.is_empty() => a.title.clone(),
+                    Some(a) => format!("{}: {text}", a.title),
+                    None => text,
+                };
                 EntryRow {
                     kind: pages::entry_label(c.kind),
                     when: pages::minute(c.effective_at.unwrap_or(c.recorded_at)),
@@ -271,6 +281,19 @@ impl ChartPage {
                         })
                         .collect(),
                     struck: en.status == EntryStatus::EnteredInError,
+                    file: c.attachment.as_ref().map(|a| {
+                        let kind = match a.media_type {
+                            MediaType::Pdf => "PDF",
+                            MediaType::Jpeg => "JPEG image",
+                            MediaType::Png => "PNG image",
+                        };
+                        let pages = if a.pages == 1 { "page" } else { "pages" };
+                        let size = a.size.div_ceil(1024);
+                        (
+                            a.hash.clone(),
+                            format!("{kind}, {} {pages}, {size} KB", a.pages),
+                        )
+                    }),
                 }
             })
             .collect();
@@ -366,6 +389,8 @@ pub(super) async fn view(
         id: &q.id,
         as_of: &pages::minute(Timestamp::now()),
         chart: &chart,
+        document_types: document_types(),
+        max_mib: app.max_attachment_bytes >> 20,
     })
 }
 
@@ -575,6 +600,88 @@ async fn trail_page(
             heading: Some(&heading),
             rows: &audit_rows(&trail),
         }),
+        Err(r) => refused_page(r.0, &r.1),
+    }
+}
+
+/// The document types a form offers, as (token, words).
+pub fn document_types() -> Vec<(&'static str, String)> {
+    DocumentType::ALL
+        .iter()
+        .map(|t| (t.token(), pages::words(t.token())))
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub(super) struct FileQuery {
+    id: String,
+    hash: String,
+}
+
+/// `GET /console/chart/file?id=…&hash=…`: a scanned document's file, shown by the browser;
+/// audited as an opening of it.
+pub(super) async fn file(
+    State(app): State<AppState>,
+    signed: Signed,
+    Query(q): Query<FileQuery>,
+) -> Response {
+    if !reads_records_statistics(signed.session.role) {
+        return refused_page(
+            StatusCode::FORBIDDEN,
+            "The chart viewer is for records staff.",
+        );
+    }
+    let Ok(id) = q.id.parse() else {
+        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    };
+    let read = crate::attachments::read(
+        app.store.clone(),
+        &signed.access(),
+        signed.actor(),
+        id,
+        q.hash.clone(),
+    )
+    .await;
+    match read {
+        Ok((media_type, bytes)) => {
+            crate::attachments::download_response(&q.hash, media_type, bytes)
+        }
+        Err(r) => refused_page(r.0, &r.1),
+    }
+}
+
+/// `POST /console/chart/attach?id=…` (multipart: `csrf`, `file`, `title`, `document_type`,
+/// `document_date`, `description`): files a scanned document, then back to the chart.
+pub(super) async fn attach(
+    State(app): State<AppState>,
+    signed: Signed,
+    headers: HeaderMap,
+    Query(q): Query<ChartQuery>,
+    form: axum::extract::Multipart,
+) -> Response {
+    let Ok(id) = q.id.parse() else {
+        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    };
+    let up = match crate::attachments::Upload::read(form, app.max_attachment_bytes).await {
+        Ok(up) => up,
+        Err(r) => return refused_page(r.0, &r.1),
+    };
+    if let Err(refused) = signed.check(&headers, &up.csrf) {
+        return refused;
+    }
+    let filed = crate::attachments::file(
+        app.store.clone(),
+        &signed.access(),
+        signed.actor(),
+        "records-console",
+        id,
+        up,
+    )
+    .await;
+    match filed {
+        Ok(_) => {
+            axum::response::Redirect::to(&format!("/console/chart?id={}", q.id)).into_response()
+        }
         Err(r) => refused_page(r.0, &r.1),
     }
 }

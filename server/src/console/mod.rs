@@ -58,6 +58,13 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/console/chart", get(charts::view))
         .route("/console/chart/audit", get(charts::audit_trail))
+        .route("/console/chart/file", get(charts::file))
+        .route(
+            "/console/chart/attach",
+            post(charts::attach).layer(axum::extract::DefaultBodyLimit::max(
+                crate::attachments::MAX_ATTACHMENT_MIB_LIMIT << 20,
+            )),
+        )
         .route(
             "/console/audit",
             get(charts::trails).post(charts::patient_trail),

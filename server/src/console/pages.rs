@@ -187,6 +187,9 @@ pub struct Chart<'a> {
     pub id: &'a str,
     pub as_of: &'a str,
     pub chart: &'a super::charts::ChartPage,
+    /// What the form to file a scanned document offers: (token, words).
+    pub document_types: Vec<(&'static str, String)>,
+    pub max_mib: usize,
 }
 
 #[derive(Template)]
