@@ -83,30 +83,21 @@ impl Upload {
                 ),
             )
         };
+        // A body past the route's limit, or a form cut short.
+        let broken = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "the form did not arrive whole: send it again".into(),
+                )
+            }
+        };
         let mut up = Upload::default();
-        loop {
-            let field = match form.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-                Err(_) => {
-                    return Err(Refusal(
-                        StatusCode::BAD_REQUEST,
-                        "the form did not arrive whole: send it again".into(),
-                    ))
-                }
-            };
+        while let Some(field) = form.next_field().await.map_err(broken)? {
             let name = field.name().unwrap_or("").to_string();
-            let bytes = match field.bytes().await {
-                Ok(b) => b,
-                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-                Err(_) => {
-                    return Err(Refusal(
-                        StatusCode::BAD_REQUEST,
-                        "the form did not arrive whole: send it again".into(),
-                    ))
-                }
-            };
+            let bytes = field.bytes().await.map_err(broken)?;
             let text = || String::from_utf8_lossy(&bytes).trim().to_string();
             match name.as_str() {
                 "file" => up.file = bytes.to_vec(),

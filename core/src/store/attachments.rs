@@ -226,14 +226,7 @@ impl ChartStore {
         if !meta.complete {
             return Ok(None);
         }
-        let parts: Vec<Vec<u8>> = self.inner.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT data FROM attachment_parts WHERE hash = ?1 ORDER BY part",
-            )?;
-            let rows = stmt.query_map(params![hash], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })?;
-        let bytes = parts.concat();
+        let bytes = self.parts_joined(hash)?;
         if bytes.len() as u64 != meta.size || attachment_hash(&bytes) != meta.hash {
             return Err(StoreError::Corrupt(format!(
                 "attachment {} does not hash to its name",
@@ -370,9 +363,8 @@ impl ChartStore {
         Ok(())
     }
 
-    /// Checks a wanted file whose parts are all here (device): complete if they hash to its
-    /// name, else every part dropped.
-    fn finish_attachment(&self, hash: &str) -> Result<PartStored, StoreError> {
+    /// The parts of a file here, in order, joined.
+    fn parts_joined(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
         let parts: Vec<Vec<u8>> = self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT data FROM attachment_parts WHERE hash = ?1 ORDER BY part",
@@ -380,7 +372,13 @@ impl ChartStore {
             let rows = stmt.query_map(params![hash], |r| r.get(0))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
-        let good = attachment_hash(&parts.concat()) == hash;
+        Ok(parts.concat())
+    }
+
+    /// Checks a wanted file whose parts are all here (device): complete if they hash to its
+    /// name, else every part dropped.
+    fn finish_attachment(&self, hash: &str) -> Result<PartStored, StoreError> {
+        let good = attachment_hash(&self.parts_joined(hash)?) == hash;
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
         if good {

@@ -356,20 +356,27 @@ impl ChartPage {
     }
 }
 
+/// The chart the viewer's page names, for records staff.
+fn viewed(signed: &Signed, id: &str) -> Result<chartsync_core::chart::ChartId, Response> {
+    if !reads_records_statistics(signed.session.role) {
+        return Err(refused_page(
+            StatusCode::FORBIDDEN,
+            "The chart viewer is for records staff.",
+        ));
+    }
+    id.parse()
+        .map_err(|_| refused_page(StatusCode::BAD_REQUEST, "That is not a chart id."))
+}
+
 /// `GET /console/chart?id=…`: one chart, read-only; audited as a read of it.
 pub(super) async fn view(
     State(app): State<AppState>,
     signed: Signed,
     Query(q): Query<ChartQuery>,
 ) -> Response {
-    if !reads_records_statistics(signed.session.role) {
-        return refused_page(
-            StatusCode::FORBIDDEN,
-            "The chart viewer is for records staff.",
-        );
-    }
-    let Ok(id) = q.id.parse() else {
-        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    let id = match viewed(&signed, &q.id) {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let read = crate::coding::read_view(
         app.store.clone(),
@@ -625,14 +632,9 @@ pub(super) async fn file(
     signed: Signed,
     Query(q): Query<FileQuery>,
 ) -> Response {
-    if !reads_records_statistics(signed.session.role) {
-        return refused_page(
-            StatusCode::FORBIDDEN,
-            "The chart viewer is for records staff.",
-        );
-    }
-    let Ok(id) = q.id.parse() else {
-        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    let id = match viewed(&signed, &q.id) {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let read = crate::attachments::read(
         app.store.clone(),
@@ -659,8 +661,9 @@ pub(super) async fn attach(
     Query(q): Query<ChartQuery>,
     form: axum::extract::Multipart,
 ) -> Response {
-    let Ok(id) = q.id.parse() else {
-        return refused_page(StatusCode::BAD_REQUEST, "That is not a chart id.");
+    let id = match viewed(&signed, &q.id) {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let up = match crate::attachments::Upload::read(form, app.max_attachment_bytes).await {
         Ok(up) => up,
