@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use chartsync_core::chart::*;
 use common::*;
 use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey, Header};
@@ -122,6 +123,8 @@ fn get(url: &str, bearer: &str, want: &[&str]) -> (u16, Vec<String>, String) {
     )
 }
 
+const CONSENT: &[u8] = include_bytes!("../fixtures/consent-3-pages.pdf");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_impostor_gets_nothing(
 ) {
@@ -150,7 +153,26 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
             if n % 3 == 0 {
                 chart.discharge(&clerk, at(n as i64 + 60), "home").unwrap();
             }
-            store.create(chart).unwrap();
+            let id = store.create(chart).unwrap();
+            // One patient's scanned consent: exported with its file.
+            if n == 1 {
+                let actor = chartsync_core::store::Actor {
+                    user: "him.jones".into(),
+                    role: "technician".into(),
+                    device: "records-pc-1".into(),
+                };
+                let consent = chartsync_core::store::ScannedDocument {
+                    media_type: MediaType::Pdf,
+                    pages: 3,
+                    title: "Consent to research use".into(),
+                    document_type: DocumentType::Consent,
+                    document_date: None,
+                    body: String::new(),
+                };
+                store
+                    .file_scanned_document(&actor, &clerk, id, at(n as i64 + 8), consent, CONSENT)
+                    .unwrap();
+            }
         }
     }
     let server = Server::start(data.path());
@@ -315,6 +337,23 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
         )
         .unwrap();
     }
+    // The scanned consent, with its file, among the DocumentReferences.
+    let documents = std::fs::read_to_string(dir.join("DocumentReference.ndjson")).unwrap();
+    let hash = chartsync_core::store::attachment_hash(CONSENT);
+    let consent: Value = documents
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["identifier"][0]["value"] == hash.as_str())
+        .expect("the scanned consent is exported");
+    let data = consent["content"][0]["attachment"]["data"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+        CONSENT
+    );
     eprintln!(
         "bulk export of {CHARTS} charts: {took:?} from kick-off to manifest; {} files, {bytes} bytes of NDJSON; progress seen: {:?}",
         output.len(),
