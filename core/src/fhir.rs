@@ -789,7 +789,10 @@ impl Builder {
             }}],
             "context": { "encounter": [self.encounter_ref()] },
         });
-        if let Some(bytes) = self.files.get(&a.hash) {
+        // One entered in error (filed on the wrong patient's chart, say) is not this
+        // patient's: it is listed, without the file.
+        let bytes = self.files.get(&a.hash);
+        if let Some(bytes) = bytes.filter(|_| e.status != EntryStatus::EnteredInError) {
             r["content"][0]["attachment"]["data"] = base64::engine::general_purpose::STANDARD
                 .encode(bytes)
                 .into();

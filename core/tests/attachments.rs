@@ -165,6 +165,27 @@ fn the_server_refuses_a_file_swapped_and_records_staff_writing_clinical_entries(
         "{err:?}"
     );
 
+    // A scanned document made anywhere but on the server (a tablet naming a file it never
+    // gave, another chart's say): refused.
+    let mut made_on_a_device = replica(&mut chart);
+    made_on_a_device
+        .add_scanned_document(
+            &technician(),
+            t(2),
+            NewScannedDocument {
+                attachment: attachment_of(b"another patient's consent"),
+                body: String::new(),
+            },
+        )
+        .unwrap();
+    let err = validate_changes(chart.doc(), made_on_a_device.doc()).unwrap_err();
+    assert!(
+        err.violations
+            .iter()
+            .any(|v| matches!(v, Violation::ScannedDocumentFromDevice { .. })),
+        "{err:?}"
+    );
+
     // A technician's signature of a scanned document passes the writer check; of a nurse's
     // note it does not.
     let nursing = chart
@@ -281,20 +302,26 @@ fn a_tablet_fetches_a_file_part_by_part_resumes_after_a_restart_and_drops_a_bad_
             store.wanted_attachments().unwrap(),
             vec![(id, a.hash.clone(), 0)]
         );
-        // A part of the wrong length, or past the end, is not kept.
+        // A part of the wrong length, or past the end, is not the file the chart describes:
+        // nothing is kept, and nothing more is asked for on its account.
         assert_eq!(
             store
                 .store_attachment_part(&a.hash, 0, &parts[0][1..])
                 .unwrap(),
-            PartStored::Unwanted
+            PartStored::Corrupt
         );
         assert_eq!(
             store.store_attachment_part(&a.hash, 3, parts[0]).unwrap(),
-            PartStored::Unwanted
+            PartStored::Corrupt
         );
         assert_eq!(
             store.store_attachment_part(&a.hash, 0, parts[0]).unwrap(),
             PartStored::More(1)
+        );
+        // The same part again (an ask answered twice): kept once, nothing more asked.
+        assert_eq!(
+            store.store_attachment_part(&a.hash, 0, parts[0]).unwrap(),
+            PartStored::Unwanted
         );
         // Not whole yet: not readable.
         assert!(store.attachment_bytes(&a.hash).unwrap().is_none());

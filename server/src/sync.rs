@@ -29,7 +29,7 @@ use chartsync_core::chart::validate::{
     check_new_writer, check_writer, validate_changes, validate_new_changes, NewChanges,
 };
 use chartsync_core::chart::{
-    write_access, Chart, ChartError, EncounterStatus, Role, Timestamp, WriteAccess,
+    write_access, Chart, ChartError, EncounterStatus, EntryStatus, Role, Timestamp, WriteAccess,
 };
 use chartsync_core::protocol::sync::{changes_of, unknown_changes};
 use chartsync_core::protocol::{
@@ -545,6 +545,8 @@ struct Worker {
     /// A change could not be pushed: the store did not answer (a database restarting, failing
     /// over). Tried again shortly, so that a device waiting on the server hears of it.
     push_failed: bool,
+    /// Scanned documents' files this connection was sent of this chart: each audited once.
+    files_sent: std::collections::HashSet<String>,
 }
 
 /// Whether a store error is the database being away for a while (restarting, failing over),
@@ -764,6 +766,7 @@ pub async fn serve_socket(
                 asked: false,
                 state_saved: std::time::Instant::now(),
                 push_failed: false,
+                files_sent: Default::default(),
             };
             running.spawn(worker.run(rx, out.clone(), outgoing.clone()));
             tx
@@ -939,6 +942,7 @@ impl ServerConnection {
             asked: false,
             state_saved: std::time::Instant::now(),
             push_failed: false,
+            files_sent: Default::default(),
         });
         match worker.take(event) {
             None => Effects::closing(Vec::new()),
@@ -1319,6 +1323,31 @@ impl Worker {
             }
             return unavailable(self, "not_permitted");
         }
+        // A document entered in error (filed on the wrong patient's chart) is not this
+        // patient's: not sent to the ward.
+        let in_error = store
+            .read(self.id, |c| {
+                c.view().map(|v| {
+                    let naming: Vec<_> = v
+                        .entries
+                        .iter()
+                        .filter(|e| {
+                            e.content
+                                .attachment
+                                .as_ref()
+                                .is_some_and(|a| a.hash == hash)
+                        })
+                        .collect();
+                    !naming.is_empty()
+                        && naming
+                            .iter()
+                            .all(|e| e.status == EntryStatus::EnteredInError)
+                })
+            })
+            .map(|r| r.unwrap_or(false));
+        if matches!(in_error, Ok(true)) {
+            return unavailable(self, "entered_in_error");
+        }
         let found = store
             .chart_names_attachment(self.id, &hash)
             .and_then(|named| match named {
@@ -1327,7 +1356,8 @@ impl Worker {
             });
         match found {
             Ok(Some(data)) => {
-                if part == 0 {
+                // Audited once a connection, whichever part it asks for first.
+                if self.files_sent.insert(hash.clone()) {
                     let detail = format!("scanned document {} sent to the device", &hash[..12]);
                     self.audit(AuditAction::Read, Some(&detail));
                 }

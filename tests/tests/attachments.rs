@@ -384,6 +384,8 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
         .find(|r| r["description"] == "Outside imaging report")
         .unwrap();
     assert_eq!(report_ref["status"], "entered-in-error");
+    // Filed on the wrong patient's chart: listed, without the file.
+    assert!(report_ref["content"][0]["attachment"]["data"].is_null());
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-bundles");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("scanned-documents.json"), &body).unwrap();

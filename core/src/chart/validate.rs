@@ -29,6 +29,8 @@ pub enum Violation {
     FormEditAfterSignature { change: String, form_id: String },
     #[error("change {change} changes {field}, which never changes after the chart is created")]
     ImmutableField { change: String, field: String },
+    #[error("change {change} files scanned document {entry_id}: scanned documents are filed through the records office's API, with their file")]
+    ScannedDocumentFromDevice { change: String, entry_id: String },
     #[error("change {change} alters {list}, which may only be appended to")]
     AppendOnly { change: String, list: String },
     #[error("change {change} replaces or deletes {path}")]
@@ -90,6 +92,7 @@ impl Rejection {
             | Violation::SignatureMismatch { .. } => (2, R::EditsSignedRecord),
             Violation::InvalidCode { .. } => (3, R::InvalidCode),
             Violation::ImmutableField { .. }
+            | Violation::ScannedDocumentFromDevice { .. }
             | Violation::AppendOnly { .. }
             | Violation::Replaced { .. }
             | Violation::UnknownSection { .. }
@@ -386,6 +389,18 @@ fn checked(before: &Automerge, new: &NewChanges<'_>) -> Result<(), Rejection> {
             // An entry's kind is set once: what it is decides which rules apply to it (the
             // chart audit finds a chart's H&P by it). So is a scanned document's file, with
             // everything said of it: the record names those bytes, signed or not.
+            // A scanned document is filed by the server, with its file, never by a change
+            // from elsewhere: a device cannot name a file it did not give the server.
+            if keys_path.len() == 3
+                && keys_path[0] == keys::ENTRIES
+                && keys_path[2] == "kind"
+                && matches!(&op.action, OpType::Put(automerge::ScalarValue::Str(k)) if k.as_str() == super::types::EntryKind::ScannedDocument.token())
+            {
+                violations.push(Violation::ScannedDocumentFromDevice {
+                    change: short.clone(),
+                    entry_id: keys_path[1].clone(),
+                });
+            }
             let kind_or_file = keys_path.len() == 3 && keys_path[2] == "kind"
                 || keys_path.len() >= 3 && keys_path[2] == "attachment";
             if kind_or_file && keys_path[0] == keys::ENTRIES {

@@ -154,7 +154,7 @@ pub enum AttachmentOpened {
 
 enum Command {
     Fetch(ChartId),
-    FetchAttachment(String),
+    FetchAttachment(ChartId, String),
     SetToken(String),
     Stop,
 }
@@ -242,7 +242,7 @@ impl SyncClient {
             None => {
                 let _ = self
                     .commands
-                    .send(Command::FetchAttachment(hash.to_string()));
+                    .send(Command::FetchAttachment(chart, hash.to_string()));
                 Ok(AttachmentOpened::Fetching)
             }
         }
@@ -475,7 +475,7 @@ async fn run(store: Arc<ChartStore>, mut config: ClientConfig, channels: Channel
                         pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     }
                     // Kept in the store: asked for on the next connection.
-                    Some(Command::FetchAttachment(_)) => {}
+                    Some(Command::FetchAttachment(..)) => {}
                     Some(Command::SetToken(token)) => {
                         config.token = token;
                         backoff = config.backoff_min;
@@ -595,6 +595,8 @@ struct Session {
     /// This device's notices to the server (removals) carry a session id and a rising count.
     session_id: String,
     notices: u64,
+    /// Files this connection is fetching: one ask at a time each, however often opened.
+    fetching: HashSet<String>,
 }
 
 /// The session's lines to the app: commands in, local commits in, status out.
@@ -797,8 +799,8 @@ async fn drive(
                     out.extend(tokio::task::block_in_place(|| s.open(id)));
                     taken_up.n += 1;
                 }
-                Some(Command::FetchAttachment(hash)) => {
-                    out.extend(tokio::task::block_in_place(|| s.ask_attachments(Some(&hash))));
+                Some(Command::FetchAttachment(chart, hash)) => {
+                    out.extend(tokio::task::block_in_place(|| s.ask_attachment(chart, &hash)));
                 }
                 Some(Command::SetToken(token)) => {
                     config.token = token;
@@ -942,7 +944,10 @@ impl DeviceSession {
             return Ok((AttachmentOpened::Here(bytes), Vec::new()));
         }
         let out = match self.session.as_mut() {
-            Some(s) => s.ask_attachments(Some(hash)),
+            Some(s) => {
+                let out = s.ask_attachment(chart, hash);
+                s.seal(out)
+            }
             None => Vec::new(),
         };
         Ok((AttachmentOpened::Fetching, out))
@@ -995,6 +1000,7 @@ impl Session {
             wiping: matches!(store_wiping, Ok(Some(_))),
             session_id: crate::seeded::uuid_v4().simple().to_string(),
             notices: 0,
+            fetching: HashSet::new(),
             prover,
         }
     }
@@ -1020,21 +1026,34 @@ impl Session {
         for ward in wards {
             out.extend(self.open_census(ward));
         }
-        out.extend(self.ask_attachments(None));
+        out.extend(self.ask_attachments());
         out
     }
 
-    /// Asks the server for the next part of each file wanted and not complete (one file's,
-    /// or all).
-    fn ask_attachments(&mut self, only: Option<&str>) -> Vec<Message> {
-        let wanted = self.store.wanted_attachments().unwrap_or_default();
+    /// Asks the server for the next part of each file wanted and not complete, unless this
+    /// connection is asking for it already.
+    fn ask_attachments(&mut self) -> Vec<Message> {
+        let mut wanted = self.store.wanted_attachments().unwrap_or_default();
+        wanted.retain(|(_, hash, _)| self.fetching.insert(hash.clone()));
         wanted
             .into_iter()
-            .filter(|(_, hash, _)| only.is_none_or(|h| h == hash))
             .map(|(chart, hash, part)| {
                 self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part })
             })
             .collect()
+    }
+
+    /// Asks the server for the next part of one file the app opened from `chart`, unless
+    /// this connection is asking for it already.
+    fn ask_attachment(&mut self, chart: ChartId, hash: &str) -> Vec<Message> {
+        let Ok(Some(part)) = self.store.next_part(hash) else {
+            return Vec::new();
+        };
+        if !self.fetching.insert(hash.to_string()) {
+            return Vec::new();
+        }
+        let hash = hash.to_string();
+        vec![self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part })]
     }
 
     /// A part of a file came: kept, and the next one asked for, until the file is whole.
@@ -1050,12 +1069,14 @@ impl Session {
                 vec![self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part: next })]
             }
             Ok(PartStored::Complete) => {
+                self.fetching.remove(&hash);
                 let _ = self
                     .departures
                     .send(ChartEvent::AttachmentReady { chart, hash });
                 Vec::new()
             }
             Ok(PartStored::Corrupt) => {
+                self.fetching.remove(&hash);
                 let _ = self.store.drop_wanted_attachment(&hash);
                 let _ = self.departures.send(ChartEvent::AttachmentFailed {
                     chart,
@@ -1281,6 +1302,7 @@ impl Session {
                 return self.on_attachment_part(id, hash, part, &data)
             }
             ChartNotice::AttachmentUnavailable { hash, reason } => {
+                self.fetching.remove(&hash);
                 let _ = self.store.drop_wanted_attachment(&hash);
                 let _ = self.departures.send(ChartEvent::AttachmentFailed {
                     chart: id,

@@ -47,10 +47,12 @@ pub enum PartStored {
     More(u32),
     /// The file is complete and hashes to its name.
     Complete,
-    /// The parts do not hash to the file's name: all of them are dropped, and the file is
-    /// fetched again from the start if asked again.
+    /// A part out of the file's range or of the wrong length, or parts that do not hash to
+    /// the file's name: all of them are dropped, and the file is fetched again from the start
+    /// if asked again.
     Corrupt,
-    /// Not a file this device asked for, or a part out of its range: ignored.
+    /// Not a file this device is fetching, or a part it has already: ignored, and nothing
+    /// more asked for on its account.
     Unwanted,
 }
 
@@ -114,15 +116,24 @@ fn link(tx: &Sql<'_>, chart: ChartId, hash: &str) -> Result<(), StoreError> {
 /// Forgets that `chart` names any file, and drops every file no chart names any more: part
 /// of removing a chart from a tablet and of destroying one.
 pub(super) fn release_chart(tx: &Sql<'_>, chart: &str) -> Result<(), StoreError> {
+    let named: Vec<String> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT hash FROM chart_attachments WHERE chart_id = ?1")?;
+        let rows = stmt.query_map(params![chart], |r| r.get(0))?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
     tx.execute("DELETE FROM chart_attachments WHERE chart_id = ?1", [chart])?;
-    tx.execute(
-        "DELETE FROM attachment_parts WHERE hash NOT IN (SELECT hash FROM chart_attachments)",
-        params![],
-    )?;
-    tx.execute(
-        "DELETE FROM attachments WHERE hash NOT IN (SELECT hash FROM chart_attachments)",
-        params![],
-    )?;
+    for hash in named {
+        for table in ["attachment_parts", "attachments"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE hash = ?1
+                     AND NOT EXISTS (SELECT 1 FROM chart_attachments WHERE hash = ?1)"
+                ),
+                [&hash],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -323,23 +334,33 @@ impl ChartStore {
         let Some(meta) = self.attachment(hash)? else {
             return Ok(PartStored::Unwanted);
         };
-        let expected = if part + 1 == meta.parts {
-            meta.size as usize - ATTACHMENT_PART_BYTES * part as usize
-        } else {
-            ATTACHMENT_PART_BYTES
-        };
-        if meta.complete || part >= meta.parts || data.len() != expected {
+        if meta.complete {
             return Ok(PartStored::Unwanted);
         }
-        {
+        let expected = (meta.size as usize)
+            .saturating_sub(ATTACHMENT_PART_BYTES * part as usize)
+            .min(ATTACHMENT_PART_BYTES);
+        if part >= meta.parts || data.len() != expected {
+            // Not the file the chart describes: what it says of its size is wrong, or the
+            // sender is. Asking on would never end.
+            self.drop_parts(hash)?;
+            return Ok(PartStored::Corrupt);
+        }
+        let inserted = {
             let mut conn = self.inner.writer()?;
             let tx = conn.transaction(Begin::Immediate)?;
-            tx.prepare_cached(
-                "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash, part) DO NOTHING",
-            )?
-            .execute(params![hash, part as i64, data])?;
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (hash, part) DO NOTHING",
+                )?
+                .execute(params![hash, part as i64, data])?;
             tx.commit()?;
+            n
+        };
+        if inserted == 0 {
+            // Had already: an answer to an ask made twice. The first answer asks on.
+            return Ok(PartStored::Unwanted);
         }
         match self.next_part(hash)? {
             Some(next) => Ok(PartStored::More(next)),
@@ -378,22 +399,26 @@ impl ChartStore {
     /// Checks a wanted file whose parts are all here (device): complete if they hash to its
     /// name, else every part dropped.
     fn finish_attachment(&self, hash: &str) -> Result<PartStored, StoreError> {
-        let good = attachment_hash(&self.parts_joined(hash)?) == hash;
+        if attachment_hash(&self.parts_joined(hash)?) != hash {
+            self.drop_parts(hash)?;
+            return Ok(PartStored::Corrupt);
+        }
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
-        if good {
-            tx.execute(
-                "UPDATE attachments SET complete = 1 WHERE hash = ?1",
-                [hash],
-            )?;
-        } else {
-            tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
-        }
+        tx.execute(
+            "UPDATE attachments SET complete = 1 WHERE hash = ?1",
+            [hash],
+        )?;
         tx.commit()?;
-        Ok(if good {
-            PartStored::Complete
-        } else {
-            PartStored::Corrupt
-        })
+        Ok(PartStored::Complete)
+    }
+
+    /// Drops the parts of a file being fetched.
+    fn drop_parts(&self, hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
+        tx.commit()?;
+        Ok(())
     }
 }

@@ -400,6 +400,11 @@ impl ChartStore {
             .map_err(|error| StoreError::Chart { id, error })?;
         let mut bytes = std::collections::HashMap::new();
         for a in files {
+            // Only a file filed on this chart: an entry naming another chart's file gets
+            // nothing of it.
+            if !self.chart_names_attachment(id, &a.hash)? {
+                continue;
+            }
             if let Some(b) = self.attachment_bytes(&a.hash)? {
                 bytes.insert(a.hash, b);
             }
