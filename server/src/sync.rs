@@ -518,6 +518,23 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// Everything a revoked tablet hands over (its session is a quarantine) is held for a
+    /// records supervisor, whenever it was written: filed under the first person whose
+    /// proof verified, as any tablet's hold is.
+    fn quarantined(
+        runs: &[(Writer, Vec<(ChangeHash, Vec<u8>)>)],
+        changes: Vec<(ChangeHash, Vec<u8>)>,
+    ) -> Refusal {
+        Refusal {
+            signer: runs
+                .first()
+                .map(|(w, _)| w)
+                .filter(|w| w.serial.is_some())
+                .cloned(),
+            ..Refusal::new(HoldReason::Revoked, "sent by a revoked tablet", changes)
+        }
+    }
+
     fn new(
         reason: HoldReason,
         summary: impl Into<String>,
@@ -2048,6 +2065,11 @@ impl Worker {
                     }
                 },
             };
+            if access.quarantined {
+                let all = runs.iter().flat_map(|(_, r)| r.clone()).collect();
+                refused = Some(Refusal::quarantined(&runs, all));
+                return refuse(sync, ChartError::NotPermitted("held".into()));
+            }
             let checks = Checks {
                 store,
                 move_window: peer.hub.move_window,
@@ -2658,6 +2680,9 @@ impl Worker {
             )],
             Some(v) => prove(&mut lock(v), &self.hub().store, id, &chart, &changes).map_err(Ok)?,
         };
+        if access.quarantined {
+            return Err(Ok(Refusal::quarantined(&runs, changes)));
+        }
         let whole = |who: &Writer, reason, summary: String| {
             Err(Ok(Refusal {
                 reason,

@@ -611,6 +611,9 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
 
     // Offline, rn.park charts vitals on the first chart.
     signed_heart_rate(&store, &park, charts[0], 77);
+    // In an earlier second than the wipe: the wipe's revocation (from now) does not cover
+    // them, and still they are held, as everything a wiped tablet hands over is.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     // The tablet is retired: wiped.
     let admin = server.token("admin.kim", "admin", &["*"]);
