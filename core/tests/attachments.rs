@@ -1,8 +1,9 @@
 //! Scanned documents, as the chart and the store keep them (docs/chart-schema.md, "Scanned
 //! documents"; docs/records-office.md): the entry that names a file, who may file, sign and
 //! amend it, what the server's checks refuse, and the file's bytes in the store: kept once
-//! by their hash, fetched by a tablet part by part (resuming after a restart, refusing parts
-//! that do not hash to the name), and gone with the last chart that names them.
+//! by their hash, fetched by a tablet part by part (resuming after a restart, under a chart
+//! still on its wards, refusing parts that do not hash to the name), and gone with the last
+//! chart that names them.
 
 mod common;
 
@@ -331,6 +332,29 @@ fn a_tablet_fetches_a_file_part_by_part_resumes_after_a_restart_and_drops_a_bad_
     assert_eq!(
         store.wanted_attachments().unwrap(),
         vec![(id, a.hash.clone(), 1)]
+    );
+    // Named by a second chart too (an outside record filed on both stays): asked for under
+    // one still on the tablet's wards, never under one that left them, which the server
+    // would refuse.
+    let second = store.create(admitted()).unwrap();
+    assert_eq!(store.want_attachment(second, &a).unwrap(), Some(1));
+    let (left, stays) = if id.to_string() < second.to_string() {
+        (id, second)
+    } else {
+        (second, id)
+    };
+    let heads = store.read(left, |c| c.heads()).unwrap();
+    store.acknowledge(left, &heads).unwrap();
+    assert!(store
+        .set_departed(
+            left,
+            chartsync_core::protocol::LeftReason::Transferred,
+            None
+        )
+        .unwrap());
+    assert_eq!(
+        store.wanted_attachments().unwrap(),
+        vec![(stays, a.hash.clone(), 1)]
     );
     assert_eq!(
         store.store_attachment_part(&a.hash, 1, parts[1]).unwrap(),

@@ -4,7 +4,9 @@
 //! the person's to file, and changes nothing; the chart reaches the ward tablet without the
 //! files; the nurse opens one and it comes in parts, checked against its hash; the consent
 //! is signed and amended, the other entered in error; and the chart's FHIR export carries
-//! both as DocumentReferences with their files (validated by tests/fhir/run.sh).
+//! both as DocumentReferences with their files (validated by tests/fhir/run.sh). On a slow
+//! ward network that drops, a fetch resumes where it stopped; a file whose patient left the
+//! ward while the tablet was offline is refused once, and not asked for again.
 
 mod common;
 
@@ -469,4 +471,269 @@ async fn a_records_technician_files_a_scan_on_the_console_and_opens_it_there() {
     assert_eq!(response.headers()["content-type"], "application/pdf");
     assert_eq!(response.body_mut().read_to_vec().unwrap(), CONSENT);
     pc.client.stop().await;
+}
+
+/// The network between a tablet and the server, as the test makes it: slow (each 32 KiB the
+/// server sends takes 25 ms, so a file's part takes a fifth of a second), and able to be cut
+/// (every connection through it dropped) or taken down (none let through) at any moment.
+struct Link {
+    addr: String,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes the server sent the tablet through the link since the last [`Link::count_afresh`].
+    to_tablet: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Link {
+    async fn start(server: &str) -> Link {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let link = Link {
+            addr: listener.local_addr().unwrap().to_string(),
+            up: Default::default(),
+            generation: Default::default(),
+            to_tablet: Default::default(),
+        };
+        link.up.store(true, SeqCst);
+        let (up, generation, to_tablet) = (
+            link.up.clone(),
+            link.generation.clone(),
+            link.to_tablet.clone(),
+        );
+        let server = server.to_string();
+        tokio::spawn(async move {
+            while let Ok((tablet, _)) = listener.accept().await {
+                if !up.load(SeqCst) {
+                    continue;
+                }
+                let Ok(upstream) = tokio::net::TcpStream::connect(&server).await else {
+                    continue;
+                };
+                let born = generation.load(SeqCst);
+                let (tablet_rx, tablet_tx) = tablet.into_split();
+                let (server_rx, server_tx) = upstream.into_split();
+                let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                            mut to: tokio::net::tcp::OwnedWriteHalf,
+                            counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>| {
+                    let generation = generation.clone();
+                    async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 32 * 1024];
+                        while generation.load(SeqCst) == born {
+                            let read = tokio::time::timeout(
+                                Duration::from_millis(20),
+                                from.read(&mut buf),
+                            )
+                            .await;
+                            let n = match read {
+                                Err(_) => continue,
+                                Ok(Ok(0) | Err(_)) => break,
+                                Ok(Ok(n)) => n,
+                            };
+                            if generation.load(SeqCst) != born || to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            if let Some(c) = &counted {
+                                c.fetch_add(n as u64, SeqCst);
+                                tokio::time::sleep(Duration::from_millis(25)).await;
+                            }
+                        }
+                    }
+                };
+                tokio::spawn(pump(tablet_rx, server_tx, None));
+                tokio::spawn(pump(server_rx, tablet_tx, Some(to_tablet.clone())));
+            }
+        });
+        link
+    }
+
+    /// Drops every connection through the link, and lets none through until [`Link::up`].
+    fn down(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.up.store(false, SeqCst);
+        self.generation.fetch_add(1, SeqCst);
+    }
+
+    fn up(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn count_afresh(&self) {
+        self.to_tablet.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn to_tablet(&self) -> u64 {
+        self.to_tablet.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The next attachment event about `hash`, within the test's wait.
+async fn attachment_event(
+    events: &mut tokio::sync::broadcast::Receiver<ChartEvent>,
+    hash: &str,
+) -> ChartEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(e)) => match &e {
+                ChartEvent::AttachmentReady { hash: h, .. }
+                | ChartEvent::AttachmentFailed { hash: h, .. }
+                    if h == hash =>
+                {
+                    return e
+                }
+                _ => {}
+            },
+            other => panic!("no word of the file: {other:?}"),
+        }
+    }
+}
+
+/// A nurse opens a long outside record on a slow ward network that drops mid-file; the
+/// tablet app is restarted; on the next connection the file resumes from the first part
+/// missing, not from the start, and opens whole. Another file is half fetched when the
+/// tablet goes offline and, meanwhile, its patient is transferred off the ward: back
+/// online, the tablet is told once that the file is not its to have, drops what it had of
+/// it, and asks no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is_refused_once() {
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let pc = registration_pc(
+        &server,
+        &devices,
+        &["4west"],
+        &["MRN-7101".into(), "MRN-7102".into()],
+    )
+    .await;
+    let (stays, moves) = (pc.charts[0], pc.charts[1]);
+    let tech = server.token("him.jones", "technician", &["4west"]);
+    let fields = [
+        ("title", "Outside cardiology records"),
+        ("document_type", "outside_record"),
+    ];
+    let long = scan_png(5 * ATTACHMENT_PART_BYTES + 1000);
+    let (status, filed) = post_document(&server, &tech, stays, &fields, &long);
+    assert_eq!(status, 201, "{filed}");
+    let long_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+    let other = scan_png(3 * ATTACHMENT_PART_BYTES + 10);
+    let (status, filed) = post_document(&server, &tech, moves, &fields, &other);
+    assert_eq!(status, 201, "{filed}");
+    let other_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+
+    let link = Link::start(&server.addr).await;
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let start = || {
+        let mut config = ClientConfig::new(
+            format!("ws://{}/sync", link.addr),
+            &nurse,
+            "tablet-4west-01",
+        );
+        config.wards = vec!["4west".into()];
+        config.backoff_min = Duration::from_millis(100);
+        config.backoff_max = Duration::from_millis(300);
+        SyncClient::start(tablet.clone(), config)
+    };
+    let client = start();
+    eventually("the scanned documents never reached the tablet", || {
+        [stays, moves].iter().all(|id| {
+            tablet.contains(*id).unwrap()
+                && tablet
+                    .read(*id, |c| scanned(&c.view().unwrap()).len())
+                    .unwrap()
+                    == 1
+        })
+    })
+    .await;
+
+    // The long record: the network drops after its first part, and the app is restarted.
+    assert_eq!(
+        client.open_attachment(stays, &long_hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    eventually("no part of the file came", || {
+        tablet
+            .next_part(&long_hash)
+            .unwrap()
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    link.down();
+    client.stop().await;
+    let had = tablet.next_part(&long_hash).unwrap().expect("cut mid-file");
+    assert!((1..6).contains(&had), "{had} parts of 6 before the cut");
+    assert!(tablet.attachment_bytes(&long_hash).unwrap().is_none());
+
+    // Restarted and back online: the rest of the file only, then it opens whole.
+    link.count_afresh();
+    link.up();
+    let client = start();
+    let mut events = client.chart_events();
+    match attachment_event(&mut events, &long_hash).await {
+        ChartEvent::AttachmentReady { chart, .. } => assert_eq!(chart, stays),
+        other => panic!("{other:?}"),
+    }
+    let rest = long.len() as u64 - had as u64 * ATTACHMENT_PART_BYTES as u64;
+    assert!(
+        link.to_tablet() < rest + ATTACHMENT_PART_BYTES as u64 / 2,
+        "{} bytes came for the {rest} left of the file",
+        link.to_tablet()
+    );
+    assert_eq!(
+        client.open_attachment(stays, &long_hash).unwrap(),
+        AttachmentOpened::Here(long.clone())
+    );
+
+    // The other file: half fetched when the tablet goes offline.
+    assert_eq!(
+        client.open_attachment(moves, &other_hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    eventually("no part of the other file came", || {
+        tablet
+            .next_part(&other_hash)
+            .unwrap()
+            .is_some_and(|n| n >= 1)
+    })
+    .await;
+    link.down();
+    assert!(tablet.attachment_bytes(&other_hash).unwrap().is_none());
+    // Meanwhile the patient is transferred to another ward.
+    pc.store
+        .update(moves, |c| {
+            c.transfer(&pc.clerk, Timestamp::now(), "5east", Some("12"))
+        })
+        .unwrap();
+    assert!(pc.client.wait_until_up_to_date(WAIT).await);
+    link.up();
+    match attachment_event(&mut events, &other_hash).await {
+        ChartEvent::AttachmentFailed { chart, reason, .. } => {
+            assert_eq!(chart, moves);
+            assert_eq!(reason, "not_permitted");
+        }
+        other => panic!("{other:?}"),
+    }
+    // What it had of the file is gone, and nothing is asked for again, on this connection or
+    // the next.
+    assert!(tablet.wanted_attachments().unwrap().is_empty());
+    assert!(tablet.attachment(&other_hash).unwrap().is_none());
+    assert!(client.wait_until_up_to_date(WAIT).await);
+    link.down();
+    link.up();
+    assert!(client.wait_until_up_to_date(WAIT).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(
+                e,
+                ChartEvent::AttachmentFailed { .. } | ChartEvent::AttachmentReady { .. }
+            ),
+            "{e:?}"
+        );
+    }
+    // The long record stays on the tablet with its chart.
+    assert_eq!(tablet.attachment_bytes(&long_hash).unwrap().unwrap(), long);
+    client.stop().await;
 }

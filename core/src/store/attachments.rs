@@ -301,12 +301,19 @@ impl ChartStore {
     }
 
     /// Files asked for and not complete (device): (a chart that names it, hash, next part).
+    /// A chart still on the device's wards is preferred to one that left them: the server
+    /// sends a file only under a chart the device may read.
     pub fn wanted_attachments(&self) -> Result<Vec<(ChartId, String, u32)>, StoreError> {
         let rows: Vec<(String, String)> = self.inner.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT min(c.chart_id), a.hash FROM attachments a
-                 JOIN chart_attachments c ON c.hash = a.hash
-                 WHERE a.complete = 0 GROUP BY a.hash ORDER BY a.hash",
+                "SELECT (SELECT c.chart_id FROM chart_attachments c WHERE c.hash = a.hash
+                         ORDER BY EXISTS (SELECT 1 FROM device_departures d
+                                          WHERE d.chart_id = c.chart_id), c.chart_id
+                         LIMIT 1) AS chart, a.hash
+                 FROM attachments a
+                 WHERE a.complete = 0
+                   AND EXISTS (SELECT 1 FROM chart_attachments c WHERE c.hash = a.hash)
+                 ORDER BY a.hash",
             )?;
             let rows = stmt.query_map(params![], |r| r.columns())?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
