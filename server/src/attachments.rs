@@ -57,6 +57,12 @@ pub(crate) fn inspect(bytes: &[u8]) -> Result<(MediaType, u32), String> {
     Ok((media_type, 1))
 }
 
+/// The largest body a form filing a file of up to `max_file` bytes may have: the file and
+/// the form's other fields.
+pub(crate) fn form_limit(max_file: usize) -> usize {
+    max_file + 64 * 1024
+}
+
 /// What a form (the REST API's or the console's) says of a document to file.
 #[derive(Default)]
 pub(crate) struct Upload {

@@ -565,7 +565,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route(
             "/api/charts/{id}/attachments",
             post(attachments::upload).layer(axum::extract::DefaultBodyLimit::max(
-                (args.max_attachment_mib << 20) + 64 * 1024,
+                attachments::form_limit(args.max_attachment_mib << 20),
             )),
         )
         .route(
@@ -610,7 +610,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             get(bulk::status).delete(bulk::delete),
         )
         .route("/fhir/bulkfiles/{job}/{file}", get(bulk::file))
-        .merge(console::routes())
+        .merge(console::routes(args.max_attachment_mib << 20))
         .with_state(AppState {
             store,
             keys,

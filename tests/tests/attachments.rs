@@ -401,7 +401,7 @@ async fn a_records_technician_files_a_scan_on_the_console_and_opens_it_there() {
     use common::console::{csrf, get, sign_in};
     let data = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
+    let server = Server::start_with(data.path(), "127.0.0.1:0", &["--max-attachment-mib", "1"]);
     let pc = registration_pc(&server, &devices, &["4west"], &["MRN-7002".into()]).await;
     let chart = pc.charts[0];
     add_staff(&server, "him.cole", "technician", &["4west"]);
@@ -416,13 +416,13 @@ async fn a_records_technician_files_a_scan_on_the_console_and_opens_it_there() {
     let token = csrf(&page.body);
 
     use ureq::unversioned::multipart::{Form, Part};
-    let send = |csrf: &str, origin: &str| {
+    let send_file = |csrf: &str, origin: &str, file: &[u8]| {
         let form = Form::new()
             .text("csrf", csrf)
             .text("title", "Advance directive")
             .text("document_type", "advance_directive")
             .text("document_date", "2025-02-14")
-            .part("file", Part::bytes(CONSENT).file_name("directive.pdf"));
+            .part("file", Part::bytes(file).file_name("directive.pdf"));
         common::console::page(
             common::console::agent()
                 .post(format!(
@@ -435,11 +435,31 @@ async fn a_records_technician_files_a_scan_on_the_console_and_opens_it_there() {
                 .unwrap(),
         )
     };
+    let send = |csrf: &str, origin: &str| send_file(csrf, origin, CONSENT);
     // A form from another site, or without the page's token, files nothing.
     let refused = send(&token, "http://elsewhere.example");
     assert_eq!(refused.status, 403, "{}", refused.body);
     let refused = send(&"0".repeat(64), &format!("http://{}", server.addr));
     assert_eq!(refused.status, 403, "{}", refused.body);
+    let page = get(
+        &server.addr,
+        &format!("/console/chart?id={chart}"),
+        Some(&cookie),
+    );
+    assert!(!page.body.contains("Open the scanned document"));
+
+    // A scan past the server's limit (1 MiB here): refused with the reason, nothing filed.
+    let refused = send_file(
+        &token,
+        &format!("http://{}", server.addr),
+        &scan_png(1536 * 1024),
+    );
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    assert!(
+        refused.body.contains("larger than the 1 MiB"),
+        "{}",
+        refused.body
+    );
     let page = get(
         &server.addr,
         &format!("/console/chart?id={chart}"),

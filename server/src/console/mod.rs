@@ -45,7 +45,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const STYLESHEET: &str = include_str!("../../assets/console.css");
 const SCRIPT: &str = include_str!("../../assets/console.js");
 
-pub fn routes() -> Router<AppState> {
+/// The console's pages. `max_attachment_bytes` (`serve --max-attachment-mib`) bounds the
+/// scanned-document form's body, as it does the REST API's: a larger one is refused as it
+/// arrives, not read whole first.
+pub fn routes(max_attachment_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/console", get(home))
         .route("/console/sign-in", get(sign_in_page).post(sign_in))
@@ -62,7 +65,7 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/console/chart/attach",
             post(charts::attach).layer(axum::extract::DefaultBodyLimit::max(
-                crate::attachments::MAX_ATTACHMENT_MIB_LIMIT << 20,
+                crate::attachments::form_limit(max_attachment_bytes),
             )),
         )
         .route(
