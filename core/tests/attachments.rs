@@ -389,3 +389,116 @@ fn a_tablet_fetches_a_file_part_by_part_resumes_after_a_restart_and_drops_a_bad_
     store.drop_wanted_attachment(&b.hash).unwrap();
     assert!(store.attachment(&b.hash).unwrap().is_none());
 }
+
+/// A server restored from a backup older than a filing has the chart's entry back (a tablet
+/// sent it) and not its file: the file is missing, until filed again or sent back by a
+/// tablet, part by part, with what a tablet sent so far replaced by a whole filing.
+#[test]
+fn a_file_a_restore_lost_is_missing_until_filed_again_or_sent_back() {
+    let before_place = place();
+    let filed = before_place.open(StoreOptions::default()).unwrap();
+    let id = filed.create(admitted()).unwrap();
+    let bytes = file_of(2 * ATTACHMENT_PART_BYTES + 3);
+    let (entry, a) = filed
+        .file_scanned_document(&clerk_actor(), &technician(), id, t(1), consent(), &bytes)
+        .unwrap();
+    let other = file_of(ATTACHMENT_PART_BYTES + 1);
+    let (_, b) = filed
+        .file_scanned_document(&clerk_actor(), &technician(), id, t(2), consent(), &other)
+        .unwrap();
+    assert_eq!(filed.named_file(id, &a.hash).unwrap(), NamedFile::Here);
+    let chart = filed.read(id, |c| c.fork()).unwrap();
+
+    // The restored server: the chart (as a tablet sent it back) without its files.
+    let place = place();
+    let store = place.open(StoreOptions::default()).unwrap();
+    store.insert(id, chart).unwrap();
+    assert_eq!(
+        store.named_file(id, &a.hash).unwrap(),
+        NamedFile::Missing(a.clone())
+    );
+    assert_eq!(
+        store.named_file(id, &"ab".repeat(32)).unwrap(),
+        NamedFile::NotNamed
+    );
+    let mut missing: Vec<String> = store
+        .missing_attachments(id)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.hash)
+        .collect();
+    missing.sort();
+    let mut both = vec![a.hash.clone(), b.hash.clone()];
+    both.sort();
+    assert_eq!(missing, both);
+    assert!(store.attachment_files(id).unwrap().is_empty());
+
+    // Bytes the chart does not name restore nothing.
+    assert_eq!(
+        store
+            .restore_attachment(&clerk_actor(), id, &file_of(10), "filed again")
+            .unwrap(),
+        None
+    );
+    // A tablet had sent back one part of the first when the office filed it again: the
+    // whole replaces the part, and the file is here, once.
+    assert_eq!(store.want_attachment(id, &a).unwrap(), Some(0));
+    assert_eq!(
+        store
+            .store_attachment_part(&a.hash, 0, &bytes[..ATTACHMENT_PART_BYTES])
+            .unwrap(),
+        PartStored::More(1)
+    );
+    assert_eq!(
+        store.named_file(id, &a.hash).unwrap(),
+        NamedFile::Missing(a.clone())
+    );
+    assert_eq!(
+        store
+            .restore_attachment(&clerk_actor(), id, &bytes, "filed again")
+            .unwrap(),
+        Some(a.clone())
+    );
+    assert_eq!(store.named_file(id, &a.hash).unwrap(), NamedFile::Here);
+    assert_eq!(store.attachment_bytes(&a.hash).unwrap().unwrap(), bytes);
+    assert_eq!(
+        store
+            .restore_attachment(&clerk_actor(), id, &bytes, "filed again")
+            .unwrap(),
+        None
+    );
+    let trail = store.audit_trail(id).unwrap();
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|r| r.detail.as_deref()
+                == Some(&format!("scanned document {} restored (filed again)", &a.hash[..12])[..]))
+            .count(),
+        1
+    );
+    // The second, sent back by a tablet part by part.
+    assert_eq!(store.want_attachment(id, &b).unwrap(), Some(0));
+    assert_eq!(
+        store
+            .store_attachment_part(&b.hash, 0, &other[..ATTACHMENT_PART_BYTES])
+            .unwrap(),
+        PartStored::More(1)
+    );
+    assert_eq!(
+        store
+            .store_attachment_part(&b.hash, 1, &other[ATTACHMENT_PART_BYTES..])
+            .unwrap(),
+        PartStored::Complete
+    );
+    assert!(store.missing_attachments(id).unwrap().is_empty());
+    assert_eq!(store.attachment_files(id).unwrap().len(), 2);
+    // The entry is the one filed before the restore: nothing new was written on the chart.
+    assert!(store
+        .read(id, |c| c.entry(&entry).unwrap().content.attachment)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store.read(id, |c| c.attachments().unwrap().len()).unwrap(),
+        2
+    );
+}

@@ -13,7 +13,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chartsync_core::chart::{AttachmentRef, ChartId, DocumentType, MediaType, Staff, Timestamp};
-use chartsync_core::store::{Actor, AuditAction, ChartStore, ScannedDocument, StoreError};
+use chartsync_core::store::{
+    Actor, AuditAction, ChartStore, NamedFile, ScannedDocument, StoreError,
+};
 use serde::Serialize;
 
 use crate::api::actor;
@@ -127,7 +129,16 @@ impl Upload {
 pub(crate) struct Filed {
     pub entry_id: String,
     pub attachment: AttachmentRef,
+    /// The chart already named this file and the server had lost it (restored from a backup
+    /// older than the filing): the file is back, under the entry that names it, and no new
+    /// entry was made.
+    pub restored: bool,
 }
+
+/// What the server answers for a file a chart names and it lacks.
+pub(crate) const MISSING_FILE: &str = "the server does not have this document's file: it was \
+     filed after the backup the server was restored from. File the same document again to \
+     restore it (a tablet that opened it sends it back on its own)";
 
 /// Files `up` on chart `id` as the signed-in person: the file checked, then the entry and
 /// the file committed together and audited.
@@ -158,6 +169,31 @@ pub(crate) async fn file(
         if let Err(r) = on_wards(&store, &access, &who, id, "scanned document")? {
             return Ok(Err(r));
         }
+        // The file of a document the chart names, lost in a restore: put back, no new entry.
+        if chartsync_core::chart::files_scanned_documents(access.role) {
+            if let Some(attachment) = store.restore_attachment(&who, id, &up.file, "filed again")?
+            {
+                let entry_id = store
+                    .read(id, |c| c.view())?
+                    .map_err(|error| StoreError::Chart { id, error })?
+                    .entries
+                    .into_iter()
+                    .find(|e| {
+                        e.content
+                            .attachment
+                            .as_ref()
+                            .is_some_and(|a| a.hash == attachment.hash)
+                    })
+                    .map(|e| e.id)
+                    .unwrap_or_default();
+                tracing::info!(chart = %id, entry = %entry_id, bytes = attachment.size, "a scanned document's file restored");
+                return Ok(Ok(Filed {
+                    entry_id,
+                    attachment,
+                    restored: true,
+                }));
+            }
+        }
         let by = Staff::new(access.user.clone(), access.role, device);
         let doc = ScannedDocument {
             media_type,
@@ -174,6 +210,7 @@ pub(crate) async fn file(
                     Ok(Filed {
                         entry_id,
                         attachment,
+                        restored: false,
                     })
                 }
                 Err(StoreError::Chart { error, .. }) => Err(refused(error)),
@@ -205,10 +242,15 @@ pub(crate) async fn read(
                 format!("chart {id} has no scanned document with that file"),
             )
         };
-        if !chartsync_core::chart::is_sha256_hex(&hash)
-            || !store.chart_names_attachment(id, &hash)?
-        {
+        if !chartsync_core::chart::is_sha256_hex(&hash) {
             return Ok(Err(not_found()));
+        }
+        match store.named_file(id, &hash)? {
+            NamedFile::Here => {}
+            NamedFile::NotNamed => return Ok(Err(not_found())),
+            NamedFile::Missing(_) => {
+                return Ok(Err(Refusal(StatusCode::NOT_FOUND, MISSING_FILE.into())))
+            }
         }
         let (Some(meta), Some(bytes)) = (store.attachment(&hash)?, store.attachment_bytes(&hash)?)
         else {
@@ -247,9 +289,43 @@ pub(crate) fn download_response(hash: &str, media_type: MediaType, bytes: Vec<u8
     response
 }
 
+/// The form `POST /api/charts/{id}/attachments` takes (multipart/form-data).
+#[allow(dead_code)] // Read by `Upload::read`, field by field; this is its schema.
+#[derive(utoipa::ToSchema)]
+pub(crate) struct UploadForm {
+    /// The scan: a PDF, JPEG or PNG, up to `serve --max-attachment-mib`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// What the document is called on the chart ("Consent to surgery").
+    title: String,
+    /// `consent`, `advance_directive`, `outside_record`, `correspondence`, `identification`,
+    /// `insurance` or `other`.
+    document_type: String,
+    /// The date the document bears, YYYY-MM-DD.
+    document_date: Option<String>,
+    /// A description, shown under the title.
+    description: Option<String>,
+}
+
+/// A scanned document's file, as it was filed.
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub(crate) struct FileBytes(Vec<u8>);
+
 /// `POST /api/charts/{id}/attachments` (multipart/form-data: `file`, `title`,
 /// `document_type`, optional `document_date` YYYY-MM-DD and `description`): files a scanned
 /// document on the chart; 201 with the entry's id and what the chart says of the file.
+#[utoipa::path(
+    post,
+    operation_id = "file_scanned_document",
+    path = "/api/charts/{id}/attachments",
+    tag = "charts",
+    summary = "Files a scanned document on the chart, or puts back a file a restore lost",
+    params(("id" = String, Path, description = "the chart's id")),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "filed: the entry and what the chart says of the file", body = Filed), (status = 200, description = "the chart names this file and the server had lost it (a restore): put back under its entry, no new entry (`restored`)", body = Filed), (status = 400, description = "the form did not arrive whole", body = crate::openapi::ApiError), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "no such chart", body = crate::openapi::ApiError), (status = 413, description = "the file is larger than `--max-attachment-mib`", body = crate::openapi::ApiError), (status = 422, description = "not a PDF, JPEG or PNG that reads, or a field missing or unknown", body = crate::openapi::ApiError))
+)]
 pub async fn upload(
     State(app): State<AppState>,
     access: Access,
@@ -267,6 +343,7 @@ pub async fn upload(
     };
     let who = actor(&access, &headers);
     match file(app.store.clone(), &access, who, "records-api", id, up).await {
+        Ok(filed) if filed.restored => (StatusCode::OK, Json(filed)).into_response(),
         Ok(filed) => (StatusCode::CREATED, Json(filed)).into_response(),
         Err(r) => r.into_response(),
     }
@@ -274,6 +351,15 @@ pub async fn upload(
 
 /// `GET /api/charts/{id}/attachments/{hash}`: the file of one of the chart's scanned
 /// documents.
+#[utoipa::path(
+    get,
+    operation_id = "scanned_document_file",
+    path = "/api/charts/{id}/attachments/{hash}",
+    tag = "charts",
+    summary = "The file of one of the chart's scanned documents (audited as opened)",
+    params(("id" = String, Path, description = "the chart's id"), ("hash" = String, Path, description = "the file's SHA-256, 64 hex digits, as the chart names it")),
+    responses((status = 200, description = "the file, as its own type, never cached", content((FileBytes = "application/pdf"), (FileBytes = "image/jpeg"), (FileBytes = "image/png"))), (status = 401, description = "no valid bearer token", body = crate::openapi::ApiError), (status = 403, description = "the role or wards do not allow it", body = crate::openapi::ApiError), (status = 404, description = "the chart names no such file, or the server lost it in a restore (the reason says; file it again)", body = crate::openapi::ApiError))
+)]
 pub async fn download(
     State(app): State<AppState>,
     access: Access,

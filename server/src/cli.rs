@@ -835,8 +835,13 @@ impl Remote {
                 let body = self.send(&format!("/api/charts/{id}/attachments"), form)?;
                 let filed: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|e| CliError::Http(format!("the server's answer did not read: {e}")))?;
+                let done = if filed["restored"] == true {
+                    "the file restored, of entry"
+                } else {
+                    "filed as entry"
+                };
                 println!(
-                    "filed as entry {} ({} bytes, {} page(s), sha256 {})",
+                    "{done} {} ({} bytes, {} page(s), sha256 {})",
                     filed["entry_id"].as_str().unwrap_or_default(),
                     filed["attachment"]["size"],
                     filed["attachment"]["pages"],

@@ -546,6 +546,17 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .routes(routes!(retention::show))
         .routes(routes!(retention::approve))
         .routes(routes!(retention::cancel))
+        .routes({
+            // The scan's own body limit (the rest of the API keeps axum's default).
+            let (schemas, paths, method) = routes!(attachments::upload);
+            let limit = attachments::form_limit(args.max_attachment_mib << 20);
+            (
+                schemas,
+                paths,
+                method.layer(axum::extract::DefaultBodyLimit::max(limit)),
+            )
+        })
+        .routes(routes!(attachments::download))
         .split_for_parts();
     let doc = Arc::new(doc);
     let app = Router::new()
@@ -562,16 +573,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         .route("/api/charts", get(api::charts))
         .route("/api/charts/{id}", get(api::chart))
         .route("/api/charts/{id}/fhir", get(records::fhir_export))
-        .route(
-            "/api/charts/{id}/attachments",
-            post(attachments::upload).layer(axum::extract::DefaultBodyLimit::max(
-                attachments::form_limit(args.max_attachment_mib << 20),
-            )),
-        )
-        .route(
-            "/api/charts/{id}/attachments/{hash}",
-            get(attachments::download),
-        )
         .route("/api/staff", get(directory::list_staff))
         .route(
             "/api/staff/{user}",

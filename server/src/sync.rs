@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use automerge::{Automerge, ChangeHash};
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use chartsync_core::chart::validate::{
-    check_new_writer, check_writer, validate_changes, validate_new_changes, NewChanges,
+    check_new_writer, check_writer, validate_changes, validate_new_changes, NewChanges, Violation,
 };
 use chartsync_core::chart::{
     write_access, Chart, ChartError, EncounterStatus, EntryStatus, Role, Timestamp, WriteAccess,
@@ -37,8 +37,8 @@ use chartsync_core::protocol::{
     Message, RemotePeer,
 };
 use chartsync_core::store::{
-    Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NewHold, Proven,
-    PurgeRecord, StoreError,
+    Actor, AuditAction, ChartChanged, ChartStore, Held, HoldQuota, HoldStatus, NamedFile, NewHold,
+    PartStored, Proven, PurgeRecord, StoreError,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -460,6 +460,14 @@ enum Event {
     Purged(chartsync_core::store::PurgedChart),
     /// The device asks for a part of a file the chart names (`ChartNotice::AttachmentWanted`).
     AttachmentWanted { hash: String, part: u32 },
+    /// After a restore: a part of a file the server asked the device to send back.
+    AttachmentPart {
+        hash: String,
+        part: u32,
+        data: Vec<u8>,
+    },
+    /// After a restore: the device has not got a file the server asked it for.
+    AttachmentUnavailable { hash: String },
 }
 
 /// A connection after its handshake: who is at the other end.
@@ -564,6 +572,10 @@ struct Worker {
     push_failed: bool,
     /// Scanned documents' files this connection was sent of this chart: each audited once.
     files_sent: std::collections::HashSet<String>,
+    /// After a restore: files of this chart the server lacks and asked the device to send
+    /// back, each once a connection; and the chart's heads when it last looked for them.
+    files_asked: std::collections::HashSet<String>,
+    files_checked: Option<Vec<ChangeHash>>,
 }
 
 /// Whether a store error is the database being away for a while (restarting, failing over),
@@ -784,6 +796,8 @@ pub async fn serve_socket(
                 state_saved: std::time::Instant::now(),
                 push_failed: false,
                 files_sent: Default::default(),
+                files_asked: Default::default(),
+                files_checked: None,
             };
             running.spawn(worker.run(rx, out.clone(), outgoing.clone()));
             tx
@@ -791,7 +805,9 @@ pub async fn serve_socket(
         // What the device sent counts against the incoming budget until it is handled: when
         // the budget is spent, the reader waits here and reads nothing more.
         let received = match &event {
-            Event::Sync { data, .. } => incoming.take(data.len()).await,
+            Event::Sync { data, .. } | Event::AttachmentPart { data, .. } => {
+                incoming.take(data.len()).await
+            }
             _ => None,
         };
         // A worker stops only to close the connection (or if it panicked): either way the
@@ -960,6 +976,8 @@ impl ServerConnection {
             state_saved: std::time::Instant::now(),
             push_failed: false,
             files_sent: Default::default(),
+            files_asked: Default::default(),
+            files_checked: None,
         });
         match worker.take(event) {
             None => Effects::closing(Vec::new()),
@@ -1053,6 +1071,14 @@ fn route_frame(
                     }
                     Some(ChartNotice::AttachmentWanted { hash, part }) => {
                         (document_id, Event::AttachmentWanted { hash, part }, None)
+                    }
+                    Some(ChartNotice::AttachmentPart { hash, part, data }) => (
+                        document_id,
+                        Event::AttachmentPart { hash, part, data },
+                        None,
+                    ),
+                    Some(ChartNotice::AttachmentUnavailable { hash, .. }) => {
+                        (document_id, Event::AttachmentUnavailable { hash }, None)
                     }
                     _ => return Routed::Reply(Vec::new()),
                 },
@@ -1300,6 +1326,9 @@ impl Worker {
                 let filed = self.file_grants();
                 let mut out = self.on_sync(&data, request);
                 out.send.splice(0..0, filed);
+                if !out.close {
+                    out.send.extend(self.ask_missing_files());
+                }
                 out
             }
             Event::Unavailable => {
@@ -1312,6 +1341,92 @@ impl Worker {
             Event::Decided(notice) => self.on_decision(notice),
             Event::Purged(purged) => self.on_purged(&purged),
             Event::AttachmentWanted { hash, part } => self.on_attachment_wanted(hash, part),
+            Event::AttachmentPart { hash, part, data } => {
+                self.on_attachment_returned(hash, part, &data)
+            }
+            // Not on this device: another may have it, on its next connection.
+            Event::AttachmentUnavailable { hash } => {
+                tracing::debug!(chart = %self.id, file = &hash[..hash.len().min(12)], "the device has not got a file the server lacks");
+                Output::default()
+            }
+        }
+    }
+
+    /// After a restore from a backup: the files this chart names that the server lacks
+    /// (filed after the backup; the entries came back from tablets, the files did not) are
+    /// asked of the device, which sends back those it has whole (someone opened them there).
+    /// Looked for when the chart's heads change (the entries come back in a sync), each file
+    /// asked for once a connection.
+    fn ask_missing_files(&mut self) -> Vec<Message> {
+        if self.hub().recovery.is_none()
+            || !matches!(self.doc, Some(Doc::Chart(_) | Doc::Departed(_)))
+        {
+            return Vec::new();
+        }
+        let store = self.hub().store.clone();
+        let Ok(heads) = store.read(self.id, |c| c.heads()) else {
+            return Vec::new();
+        };
+        if self.files_checked.as_ref() == Some(&heads) {
+            return Vec::new();
+        }
+        self.files_checked = Some(heads);
+        let missing = match store.missing_attachments(self.id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "could not look for missing files");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for a in missing {
+            if !self.files_asked.insert(a.hash.clone()) {
+                continue;
+            }
+            match store.want_attachment(self.id, &a) {
+                Ok(Some(part)) => {
+                    tracing::info!(chart = %self.id, file = &a.hash[..12], part, "asking the device for a file lost in the restore");
+                    out.push(self.notice(&ChartNotice::AttachmentWanted { hash: a.hash, part }));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(chart = %self.id, error = %e, "could not ask for a missing file")
+                }
+            }
+        }
+        out
+    }
+
+    /// A part of a file the server asked the device to send back: kept (checked against the
+    /// file's size, and the whole against its hash), and the next one asked for. A part not
+    /// asked for on this connection is ignored.
+    fn on_attachment_returned(&mut self, hash: String, part: u32, data: &[u8]) -> Output {
+        if !self.files_asked.contains(&hash) {
+            return Output::default();
+        }
+        let store = self.hub().store.clone();
+        let prefix = hash[..12].to_string();
+        match store.store_attachment_part(&hash, part, data) {
+            Ok(PartStored::More(next)) => {
+                Output::send(self.notice(&ChartNotice::AttachmentWanted { hash, part: next }))
+            }
+            Ok(PartStored::Complete) => {
+                tracing::info!(chart = %self.id, file = %prefix, "a file lost in the restore is back, from a device");
+                let detail =
+                    format!("scanned document {prefix} restored (sent back by the device)");
+                self.audit(AuditAction::Write, Some(&detail));
+                Output::default()
+            }
+            Ok(PartStored::Corrupt) => {
+                tracing::warn!(chart = %self.id, file = %prefix, "a device sent back parts that are not the file; not asked again on this connection");
+                Output::default()
+            }
+            // Another device finished it, or sent this part first.
+            Ok(PartStored::Unwanted) => Output::default(),
+            Err(e) => {
+                tracing::error!(chart = %self.id, error = %e, "could not keep a part of a file sent back");
+                Output::default()
+            }
         }
     }
 
@@ -1366,13 +1481,15 @@ impl Worker {
             return unavailable(self, "entered_in_error");
         }
         let found = store
-            .chart_names_attachment(self.id, &hash)
+            .named_file(self.id, &hash)
             .and_then(|named| match named {
-                true => store.attachment_part(&hash, part),
-                false => Ok(None),
+                NamedFile::Here => store.attachment_part(&hash, part).map(Ok),
+                NamedFile::Missing(_) => Ok(Err("missing")),
+                NamedFile::NotNamed => Ok(Err("not_found")),
             });
         match found {
-            Ok(Some(data)) => {
+            Ok(Err(reason)) => unavailable(self, reason),
+            Ok(Ok(Some(data))) => {
                 // Audited once a connection, whichever part it asks for first.
                 if self.files_sent.insert(hash.clone()) {
                     let detail = format!("scanned document {} sent to the device", &hash[..12]);
@@ -1380,7 +1497,7 @@ impl Worker {
                 }
                 Output::send(self.notice(&ChartNotice::AttachmentPart { hash, part, data }))
             }
-            Ok(None) => unavailable(self, "not_found"),
+            Ok(Ok(None)) => unavailable(self, "not_found"),
             // Not answered: the device asks again on its next connection.
             Err(e) => {
                 tracing::error!(chart = %self.id, error = %e, "could not read a scanned document");
@@ -2624,7 +2741,14 @@ impl Worker {
         };
         let changes = new.raw();
         if let Err(r) = validate_new_changes(&Automerge::new(), &new) {
-            return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), changes)));
+            let taken_back = self
+                .hub()
+                .recovery
+                .as_ref()
+                .is_some_and(|known| only_receipted_filings(&r, known));
+            if !taken_back {
+                return Err(Ok(Refusal::new(r.hold_reason(), r.summary(), changes)));
+            }
         }
         let connection = self.actor();
         // After a restore: a chart the server had accepted, sent back by a tablet, is taken
@@ -3201,6 +3325,21 @@ fn departed_at(chart: &chartsync_core::chart::Chart, reason: LeftReason) -> Opti
 /// before (its receipts), whoever wrote them — a tablet sends other people's changes it got
 /// through the server, which the writer check would hold. Their structure is still checked.
 /// What is not receipted goes through every check as usual.
+/// Whether all `r` refuses is scanned documents filed by changes the receipts name: the
+/// server filed those itself (only it files them), and a tablet sends them back after a
+/// restore.
+fn only_receipted_filings(
+    r: &chartsync_core::chart::validate::Rejection,
+    known: &std::collections::HashSet<ChangeHash>,
+) -> bool {
+    r.violations.iter().all(|v| match v {
+        Violation::ScannedDocumentFromDevice { change, .. } => change
+            .parse::<ChangeHash>()
+            .is_ok_and(|h| known.contains(&h)),
+        _ => false,
+    })
+}
+
 fn take_back(
     store: &ChartStore,
     actor: &Actor,
@@ -3229,8 +3368,11 @@ fn take_back(
         }
         let mut candidate = chart.fork();
         candidate.load_incremental(&bytes)?;
-        validate_changes(chart.doc(), candidate.doc())
-            .map_err(|r| ChartError::Rejected(Box::new(r)))?;
+        if let Err(r) = validate_changes(chart.doc(), candidate.doc()) {
+            if !only_receipted_filings(&r, known) {
+                return Err(ChartError::Rejected(Box::new(r)));
+            }
+        }
         chart.load_incremental(&bytes)?;
         Ok(fresh)
     });

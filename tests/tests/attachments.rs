@@ -757,3 +757,210 @@ async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is
     assert_eq!(tablet.attachment_bytes(&long_hash).unwrap().unwrap(), long);
     client.stop().await;
 }
+
+/// A file through the REST API: (status, bytes).
+fn download(server: &Server, token: &str, chart: ChartId, hash: &str) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!(
+            "http://{}/api/charts/{chart}/attachments/{hash}",
+            server.addr
+        ))
+        .header("Authorization", format!("Bearer {token}"))
+        .call()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_vec().unwrap())
+}
+
+/// The server is restored from last night's backup, taken before two documents were filed
+/// this morning. The tablets send the chart's entries back, as for any change, but files
+/// travel only on demand: the tablet where the nurse opened the outside report sends its
+/// file back on its own; the consent, opened nowhere, is shown on the console as missing,
+/// and a nurse opening it is told so, until the technician files the same PDF again — back
+/// under the same entry, with no new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_filed_again() {
+    use common::console::{get, sign_in};
+    let data = tempfile::tempdir().unwrap();
+    let devices = tempfile::tempdir().unwrap();
+    let backups = tempfile::tempdir().unwrap();
+    // A fixed port, so that the restarted server is where the tablets look for it.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let server = Server::start_on(data.path(), &addr);
+    let pc = registration_pc(&server, &devices, &["4west"], &["MRN-7201".into()]).await;
+    let chart = pc.charts[0];
+    let tablet = tablet_store(&devices, "tablet");
+    let nurse = server.token("rn.park", "nurse", &["4west"]);
+    let mut config = ClientConfig::new(format!("ws://{addr}/sync"), &nurse, "tablet-4west-01");
+    config.wards = vec!["4west".into()];
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(500);
+    let client = SyncClient::start(tablet.clone(), config);
+    let mut events = client.chart_events();
+    eventually("the chart never reached the tablet", || {
+        tablet.contains(chart).unwrap()
+    })
+    .await;
+
+    // Last night's backup.
+    let backup = backups.path().join("charts-backup.db");
+    let out = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // This morning: an outside report and a consent filed; the nurse opens the report.
+    let tech = server.token("him.jones", "technician", &["4west"]);
+    let report = scan_png(ATTACHMENT_PART_BYTES + 4000);
+    let (status, filed) = post_document(
+        &server,
+        &tech,
+        chart,
+        &[
+            ("title", "Outside report"),
+            ("document_type", "outside_record"),
+        ],
+        &report,
+    );
+    assert_eq!(status, 201, "{filed}");
+    let report_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+    let (status, filed) = post_document(
+        &server,
+        &tech,
+        chart,
+        &[
+            ("title", "Consent to transfusion"),
+            ("document_type", "consent"),
+        ],
+        CONSENT,
+    );
+    assert_eq!(status, 201, "{filed}");
+    let consent_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+    let consent_entry = filed["entry_id"].as_str().unwrap().to_string();
+    eventually("the documents never reached the tablet", || {
+        tablet
+            .read(chart, |c| scanned(&c.view().unwrap()).len())
+            .unwrap()
+            == 2
+    })
+    .await;
+    assert!(pc.client.wait_until_up_to_date(WAIT).await);
+    assert_eq!(
+        client.open_attachment(chart, &report_hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    assert!(matches!(
+        attachment_event(&mut events, &report_hash).await,
+        ChartEvent::AttachmentReady { .. }
+    ));
+
+    // The server's disk fails: restored from last night's backup.
+    let stopped = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(stopped.success());
+    let out = records_on_file(data.path(), &["restore", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_on(data.path(), &addr);
+
+    // The entries come back from the tablets; the report's file from the nurse's tablet.
+    eventually("the entries never came back", || {
+        let (status, body) = http_get(&addr, &format!("/api/charts/{chart}"), Some(&tech));
+        status == 200 && body.contains(&consent_entry)
+    })
+    .await;
+    eventually("the report's file never came back", || {
+        download(&server, &tech, chart, &report_hash) == (200, report.clone())
+    })
+    .await;
+    let sup = server.token("him.sup", "records_supervisor", &["*"]);
+    let (status, body) = http_get(&addr, &format!("/api/audit?chart={chart}"), Some(&sup));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!(
+            "scanned document {} restored (sent back by the device)",
+            &report_hash[..12]
+        )),
+        "{body}"
+    );
+
+    // The consent's file is nowhere: the office sees it, and a nurse is told.
+    let (status, body) = download(&server, &tech, chart, &consent_hash);
+    assert_eq!(status, 404);
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("filed after the backup"), "{body}");
+    add_staff(&server, "him.cole", "technician", &["4west"]);
+    let cookie = sign_in(&server.addr, "him.cole");
+    let page = get(&addr, &format!("/console/chart?id={chart}"), Some(&cookie));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(
+        page.body
+            .matches("The file of this document is not on the server")
+            .count(),
+        1,
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body.matches("Open the scanned document").count(), 1);
+    assert_eq!(
+        client.open_attachment(chart, &consent_hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    match attachment_event(&mut events, &consent_hash).await {
+        ChartEvent::AttachmentFailed { reason, .. } => assert_eq!(reason, "missing"),
+        other => panic!("{other:?}"),
+    }
+
+    // Filed again from the paper, with the command line: the file is back, under the same
+    // entry, and the chart has no new one.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("consent.pdf");
+    std::fs::write(&path, CONSENT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
+        .args(["--server", &format!("http://{addr}"), "--token", &tech])
+        .args(["attach", &chart.to_string()])
+        .arg(&path)
+        .args(["--title", "Consent to transfusion", "--type", "consent"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!("the file restored, of entry {consent_entry}")),
+        "{said}"
+    );
+    assert_eq!(
+        download(&server, &tech, chart, &consent_hash),
+        (200, CONSENT.to_vec())
+    );
+    let view: ChartView = serde_json::from_value(on_server(&server, &tech, chart)).unwrap();
+    assert_eq!(scanned(&view).len(), 2);
+    let page = get(&addr, &format!("/console/chart?id={chart}"), Some(&cookie));
+    assert!(!page.body.contains("not on the server"), "{}", page.body);
+    assert_eq!(
+        client.open_attachment(chart, &consent_hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    assert!(matches!(
+        attachment_event(&mut events, &consent_hash).await,
+        ChartEvent::AttachmentReady { .. }
+    ));
+    client.stop().await;
+}

@@ -3526,6 +3526,8 @@ fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_se
         "/api/audit",
         "/api/legal-holds",
         "/api/destruction/{id}/approve",
+        "/api/charts/{id}/attachments",
+        "/api/charts/{id}/attachments/{hash}",
     ] {
         assert!(paths.contains_key(expected), "{expected} is documented");
     }
@@ -3545,7 +3547,8 @@ fn the_records_office_api_is_described_by_a_valid_openapi_document_of_what_it_se
             .replace("{coding}", "00000000-0000-4000-8000-000000000000")
             .replace("{deficiency}", "00000000-0000-4000-8000-000000000000")
             .replace("{user}", "dr.okafor")
-            .replace("{class}", "inpatient");
+            .replace("{class}", "inpatient")
+            .replace("{hash}", &"ab".repeat(32));
         for method in ["get", "post", "put"] {
             let Some(op) = item.get(method) else { continue };
             assert!(

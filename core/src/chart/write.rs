@@ -299,9 +299,9 @@ const SCANNING: &[Role] = &[
     Role::Physician,
 ];
 
-/// Whether `role` files scanned documents without writing clinical entries: records staff,
-/// whose writes in entries, signatures and amendments must be about scanned documents only.
-pub(crate) fn files_scanned_documents(role: Role) -> bool {
+/// Whether `role` files scanned documents (and so may file one's file again). Records staff
+/// among them write, in entries, signatures and amendments, about scanned documents only.
+pub fn files_scanned_documents(role: Role) -> bool {
     SCANNING.contains(&role)
 }
 

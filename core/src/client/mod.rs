@@ -1056,6 +1056,32 @@ impl Session {
         vec![self.to_server(chart, &ChartNotice::AttachmentWanted { hash, part })]
     }
 
+    /// The server asks for a part of a file (after a restore from a backup older than the
+    /// filing, it lacks the file): sent if this device has the file whole and the chart names
+    /// it; otherwise the server hears it is not here.
+    fn give_attachment(&mut self, chart: ChartId, hash: String, part: u32) -> Vec<Message> {
+        let named = self
+            .store
+            .read(chart, |c| c.attachment_ref(&hash))
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .is_some();
+        let whole = named
+            && self
+                .store
+                .attachment(&hash)
+                .is_ok_and(|a| a.is_some_and(|a| a.complete));
+        let notice = match whole.then(|| self.store.attachment_part(&hash, part)) {
+            Some(Ok(Some(data))) => ChartNotice::AttachmentPart { hash, part, data },
+            _ => ChartNotice::AttachmentUnavailable {
+                hash,
+                reason: "not_found".into(),
+            },
+        };
+        vec![self.to_server(chart, &notice)]
+    }
+
     /// A part of a file came: kept, and the next one asked for, until the file is whole.
     fn on_attachment_part(
         &mut self,
@@ -1311,7 +1337,9 @@ impl Session {
                 });
                 return Vec::new();
             }
-            ChartNotice::AttachmentWanted { .. } => return Vec::new(),
+            ChartNotice::AttachmentWanted { hash, part } => {
+                return self.give_attachment(id, hash, part)
+            }
             _ => {}
         }
         // A chart removed here meanwhile (the server answered what was sent before): nothing

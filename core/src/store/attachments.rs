@@ -56,6 +56,19 @@ pub enum PartStored {
     Unwanted,
 }
 
+/// Where the file of a scanned document stands on the server ([`ChartStore::named_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedFile {
+    /// The chart names the file, and the store has it whole.
+    Here,
+    /// The chart names the file and the store lacks it: filed after the backup the store was
+    /// restored from (the entry came back from a tablet, the file did not). Filed again, or
+    /// sent back by a tablet that has it, it is here again ([`ChartStore::restore_attachment`]).
+    Missing(AttachmentRef),
+    /// The chart names no such file.
+    NotNamed,
+}
+
 /// What `file_scanned_document` needs besides the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedDocument {
@@ -74,29 +87,42 @@ fn media(token: String) -> Result<MediaType, StoreError> {
 }
 
 /// Writes a file's row and parts, unless the store has it already (the same bytes filed on
-/// another chart are kept once).
+/// another chart are kept once). What a tablet had sent back of it so far, after a restore,
+/// is replaced by the whole.
 fn insert_file(
     tx: &Sql<'_>,
     hash: &str,
     media_type: MediaType,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO attachments (hash, media_type, size, parts, complete, stored_at)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT (hash) DO NOTHING",
+    let partial = tx
+        .prepare_cached("SELECT 1 FROM attachments WHERE hash = ?1 AND complete = 0")?
+        .exists(params![hash])?;
+    let row = params![
+        hash,
+        media_type.token(),
+        bytes.len() as i64,
+        parts_of(bytes.len() as u64) as i64,
+        now_millis()
+    ];
+    if partial {
+        tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
+        tx.prepare_cached(
+            "UPDATE attachments SET media_type = ?2, size = ?3, parts = ?4, complete = 1,
+             stored_at = ?5 WHERE hash = ?1",
         )?
-        .execute(params![
-            hash,
-            media_type.token(),
-            bytes.len() as i64,
-            parts_of(bytes.len() as u64) as i64,
-            now_millis()
-        ])?;
-    if inserted == 0 {
-        // Known already: complete on the server, where files arrive whole. A tablet never
-        // files documents.
-        return Ok(());
+        .execute(row)?;
+    } else {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO attachments (hash, media_type, size, parts, complete, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT (hash) DO NOTHING",
+            )?
+            .execute(row)?;
+        if inserted == 0 {
+            // Known already, and whole.
+            return Ok(());
+        }
     }
     for (n, part) in bytes.chunks(ATTACHMENT_PART_BYTES).enumerate() {
         tx.prepare_cached("INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)")?
@@ -214,6 +240,83 @@ impl ChartStore {
                 )?
                 .exists(params![id.to_string(), hash])?)
         })
+    }
+
+    /// Where the file `hash` that chart `id` may name stands (server). A chart that came back
+    /// from a tablet after a restore names its files in its entries only: the link to a file
+    /// the store has is made again here.
+    pub fn named_file(&self, id: ChartId, hash: &str) -> Result<NamedFile, StoreError> {
+        let whole = |this: &Self| -> Result<bool, StoreError> {
+            Ok(this.attachment(hash)?.is_some_and(|a| a.complete))
+        };
+        if self.chart_names_attachment(id, hash)? && whole(self)? {
+            return Ok(NamedFile::Here);
+        }
+        let named = self
+            .read(id, |c| c.attachment_ref(hash))?
+            .map_err(|error| StoreError::Chart { id, error })?;
+        let Some(a) = named else {
+            return Ok(NamedFile::NotNamed);
+        };
+        if !whole(self)? {
+            return Ok(NamedFile::Missing(a));
+        }
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        link(&tx, id, hash)?;
+        tx.commit()?;
+        Ok(NamedFile::Here)
+    }
+
+    /// The files chart `id` names that the store lacks (server), each once: those filed after
+    /// the backup the store was restored from, until they are filed again or a tablet sends
+    /// them back.
+    pub fn missing_attachments(&self, id: ChartId) -> Result<Vec<AttachmentRef>, StoreError> {
+        let named = self
+            .read(id, |c| c.attachments())?
+            .map_err(|error| StoreError::Chart { id, error })?;
+        let mut missing: Vec<AttachmentRef> = Vec::new();
+        for a in named {
+            if missing.iter().any(|m| m.hash == a.hash) {
+                continue;
+            }
+            if let NamedFile::Missing(a) = self.named_file(id, &a.hash)? {
+                missing.push(a);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Puts back the file of a scanned document chart `id` names and the store lacks
+    /// (server): `bytes` filed again by the records office, or sent back whole by a tablet.
+    /// Kept and linked in one transaction, audited as `actor`'s write with `how`. What it
+    /// says of the file, or `None` when the chart names no such file or the store has it.
+    pub fn restore_attachment(
+        &self,
+        actor: &Actor,
+        id: ChartId,
+        bytes: &[u8],
+        how: &str,
+    ) -> Result<Option<AttachmentRef>, StoreError> {
+        let hash = attachment_hash(bytes);
+        let NamedFile::Missing(a) = self.named_file(id, &hash)? else {
+            return Ok(None);
+        };
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        insert_file(&tx, &hash, a.media_type, bytes)?;
+        link(&tx, id, &hash)?;
+        let detail = format!("scanned document {} restored ({how})", &hash[..12]);
+        super::audit::insert_audit(
+            &tx,
+            actor,
+            super::AuditAction::Write,
+            Some(id),
+            &[],
+            Some(&detail),
+        )?;
+        tx.commit()?;
+        Ok(Some(a))
     }
 
     /// Part `part` of a complete file.

@@ -63,7 +63,8 @@ pub use accounting_requests::{
     ACCOUNTING_DUE_DAYS, ACCOUNTING_EXTENSION_DAYS,
 };
 pub use attachments::{
-    attachment_hash, parts_of, PartStored, ScannedDocument, StoredAttachment, ATTACHMENT_PART_BYTES,
+    attachment_hash, parts_of, NamedFile, PartStored, ScannedDocument, StoredAttachment,
+    ATTACHMENT_PART_BYTES,
 };
 pub use audit::{Actor, AuditAction, AuditChain, AuditRecord};
 pub use break_glass::{BreakGlass, BreakGlassReason, NewBreakGlass, ReviewFilter, UnfiledGrant};

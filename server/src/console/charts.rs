@@ -152,6 +152,8 @@ pub struct EntryRow {
     pub struck: bool,
     /// A scanned document's file: (hash, "PDF, 3 pages, 47 KB").
     pub file: Option<(String, String)>,
+    /// The server lacks that file (lost in a restore): to be filed again.
+    pub file_missing: bool,
 }
 
 pub struct AmendmentRow {
@@ -294,6 +296,7 @@ impl ChartPage {
                             format!("{kind}, {} {pages}, {size} KB", a.pages),
                         )
                     }),
+                    file_missing: false,
                 }
             })
             .collect();
@@ -390,7 +393,19 @@ pub(super) async fn view(
         Ok(v) => v,
         Err(r) => return refused_page(r.0, &r.1),
     };
-    let chart = ChartPage::of(&view);
+    let mut chart = ChartPage::of(&view);
+    let store = app.store.clone();
+    let missing = tokio::task::spawn_blocking(move || store.missing_attachments(id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    for e in &mut chart.entries {
+        e.file_missing = e
+            .file
+            .as_ref()
+            .is_some_and(|(hash, _)| missing.iter().any(|m| &m.hash == hash));
+    }
     render(pages::Chart {
         frame: signed.frame(&app),
         id: &q.id,
