@@ -476,20 +476,35 @@ fn a_file_a_restore_lost_is_missing_until_filed_again_or_sent_back() {
             .count(),
         1
     );
-    // The second, sent back by a tablet part by part.
+    // The second, sent back by two tablets at once: the second's copy of a part is not
+    // kept twice, and its bad part costs the first's progress nothing.
     assert_eq!(store.want_attachment(id, &b).unwrap(), Some(0));
+    let first_part = &other[..ATTACHMENT_PART_BYTES];
     assert_eq!(
-        store
-            .store_attachment_part(&b.hash, 0, &other[..ATTACHMENT_PART_BYTES])
-            .unwrap(),
+        store.store_attachment_part(&b.hash, 0, first_part).unwrap(),
         PartStored::More(1)
     );
+    assert_eq!(
+        store.store_attachment_part(&b.hash, 0, first_part).unwrap(),
+        PartStored::Unwanted
+    );
+    assert_eq!(
+        store.store_attachment_part(&b.hash, 1, b"short").unwrap(),
+        PartStored::Corrupt
+    );
+    assert_eq!(store.next_part(&b.hash).unwrap(), Some(1));
     assert_eq!(
         store
             .store_attachment_part(&b.hash, 1, &other[ATTACHMENT_PART_BYTES..])
             .unwrap(),
         PartStored::Complete
     );
+    // Whole: a late or bad part changes nothing.
+    assert_eq!(
+        store.store_attachment_part(&b.hash, 1, b"short").unwrap(),
+        PartStored::Unwanted
+    );
+    assert_eq!(store.attachment_bytes(&b.hash).unwrap().unwrap(), other);
     assert!(store.missing_attachments(id).unwrap().is_empty());
     assert_eq!(store.attachment_files(id).unwrap().len(), 2);
     // The entry is the one filed before the restore: nothing new was written on the chart.

@@ -535,9 +535,9 @@ impl Refusal {
     ) -> Refusal {
         Refusal {
             signer: runs
-                .first()
+                .iter()
                 .map(|(w, _)| w)
-                .filter(|w| w.serial.is_some())
+                .find(|w| w.serial.is_some())
                 .cloned(),
             ..Refusal::new(HoldReason::Revoked, "sent by a revoked tablet", changes)
         }
@@ -3321,10 +3321,6 @@ fn departed_at(chart: &chartsync_core::chart::Chart, reason: LeftReason) -> Opti
     }
 }
 
-/// After a restore from a backup: takes back the changes in `message` the server had accepted
-/// before (its receipts), whoever wrote them — a tablet sends other people's changes it got
-/// through the server, which the writer check would hold. Their structure is still checked.
-/// What is not receipted goes through every check as usual.
 /// Whether all `r` refuses is scanned documents filed by changes the receipts name: the
 /// server filed those itself (only it files them), and a tablet sends them back after a
 /// restore.
@@ -3340,6 +3336,10 @@ fn only_receipted_filings(
     })
 }
 
+/// After a restore from a backup: takes back the changes in `message` the server had accepted
+/// before (its receipts), whoever wrote them — a tablet sends other people's changes it got
+/// through the server, which the writer check would hold. Their structure is still checked.
+/// What is not receipted goes through every check as usual.
 fn take_back(
     store: &ChartStore,
     actor: &Actor,

@@ -500,6 +500,8 @@ struct Link {
     addr: String,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections let through so far.
+    connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes the server sent the tablet through the link since the last [`Link::count_afresh`].
     to_tablet: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -512,13 +514,15 @@ impl Link {
             addr: listener.local_addr().unwrap().to_string(),
             up: Default::default(),
             generation: Default::default(),
+            connections: Default::default(),
             to_tablet: Default::default(),
         };
         link.up.store(true, SeqCst);
-        let (up, generation, to_tablet) = (
+        let (up, generation, to_tablet, connections) = (
             link.up.clone(),
             link.generation.clone(),
             link.to_tablet.clone(),
+            link.connections.clone(),
         );
         let server = server.to_string();
         tokio::spawn(async move {
@@ -529,6 +533,7 @@ impl Link {
                 let Ok(upstream) = tokio::net::TcpStream::connect(&server).await else {
                     continue;
                 };
+                connections.fetch_add(1, SeqCst);
                 let born = generation.load(SeqCst);
                 let (tablet_rx, tablet_tx) = tablet.into_split();
                 let (server_rx, server_tx) = upstream.into_split();
@@ -580,6 +585,10 @@ impl Link {
 
     fn count_afresh(&self) {
         self.to_tablet.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn to_tablet(&self) -> u64 {
@@ -740,8 +749,13 @@ async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is
     assert!(tablet.wanted_attachments().unwrap().is_empty());
     assert!(tablet.attachment(&other_hash).unwrap().is_none());
     assert!(client.wait_until_up_to_date(WAIT).await);
+    let before = link.connections();
     link.down();
     link.up();
+    eventually("the tablet never connected again", || {
+        link.connections() > before
+    })
+    .await;
     assert!(client.wait_until_up_to_date(WAIT).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     while let Ok(e) = events.try_recv() {
@@ -952,6 +966,14 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     );
     let view: ChartView = serde_json::from_value(on_server(&server, &tech, chart)).unwrap();
     assert_eq!(scanned(&view).len(), 2);
+    let (_, body) = http_get(&addr, &format!("/api/audit?chart={chart}"), Some(&sup));
+    assert!(
+        body.contains(&format!(
+            "scanned document {} restored (filed again)",
+            &consent_hash[..12]
+        )),
+        "{body}"
+    );
     let page = get(&addr, &format!("/console/chart?id={chart}"), Some(&cookie));
     assert!(!page.body.contains("not on the server"), "{}", page.body);
     assert_eq!(
@@ -962,5 +984,18 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
         attachment_event(&mut events, &consent_hash).await,
         ChartEvent::AttachmentReady { .. }
     ));
+    // Filed once more: the server has the file now, so this is a new filing, as any.
+    let (status, filed) = post_document(
+        &server,
+        &tech,
+        chart,
+        &[
+            ("title", "Consent to transfusion, copy"),
+            ("document_type", "consent"),
+        ],
+        CONSENT,
+    );
+    assert_eq!(status, 201, "{filed}");
+    assert_eq!(filed["restored"], false);
     client.stop().await;
 }

@@ -587,6 +587,7 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
     let server = Server::start(data.path());
     let url = format!("ws://{}/sync", server.addr);
     add_staff(&server, "rn.park", "nurse", &["4west"]);
+    add_staff(&server, "rn.lee", "nurse", &["4west"]);
     let mrns: Vec<String> = (1..=3).map(|n| format!("MRN-000{n}")).collect();
     let Pc {
         client: pc,
@@ -600,6 +601,7 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
     let code = enrolment_code(&server, "T-07", "4west");
     let tablet = enrolled(&server, store.clone(), &[7; 32], &code);
     let park = signed_in(&tablet, &server, "rn.park", "135790");
+    let lee = signed_in(&tablet, &server, "rn.lee", "246802");
     let token = device_token(&tablet, &server);
     let c = client(url.clone(), &token, "T-07", &store);
     eventually("the charts did not arrive", || {
@@ -609,8 +611,10 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
     assert!(c.wait_until_up_to_date(WAIT).await);
     c.stop().await;
 
-    // Offline, rn.park charts vitals on the first chart.
+    // Offline, rn.park charts vitals on the first chart, and rn.lee, picking the tablet up
+    // at the change of shift, on the same patient.
     signed_heart_rate(&store, &park, charts[0], 77);
+    signed_heart_rate(&store, &lee, charts[0], 81);
     // In an earlier second than the wipe: the wipe's revocation (from now) does not cover
     // them, and still they are held, as everything a wiped tablet hands over is.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -652,22 +656,19 @@ async fn a_wiped_tablet_hands_over_its_unsent_work_then_removes_every_chart() {
         s.held.iter().any(|h| h.chart == charts[0])
     })
     .await;
-    assert!(store
-        .credential("rn.park")
-        .unwrap()
-        .unwrap()
-        .sealed
-        .is_none());
+    for user in ["rn.park", "rn.lee"] {
+        assert!(store.credential(user).unwrap().unwrap().sealed.is_none());
+    }
 
-    // Her vitals are held for review, not lost; the record is as it was.
+    // Their vitals are held for review, not lost; the record is as it was.
     let sup = server.token("him.sup", "records_supervisor", &["*"]);
     let hold = pending_hold(&server, &sup, charts[0]);
     assert_eq!(hold["reason"], HoldReason::Revoked.token());
     assert_eq!(entries(&server, &clerk_token, charts[0]), 0);
-    // The supervisor accepts them (she charted them before the tablet was retired): in the
-    // record, and the last chart leaves the tablet.
+    // The supervisor accepts them (they charted them before the tablet was retired), each
+    // nurse's as hers: in the record, and the last chart leaves the tablet.
     accept(&server, &sup, &hold);
-    assert_eq!(entries(&server, &clerk_token, charts[0]), 1);
+    assert_eq!(entries(&server, &clerk_token, charts[0]), 2);
     eventually("the tablet kept a chart", || {
         store
             .list(&chartsync_core::store::ChartFilter::default())

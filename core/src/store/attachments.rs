@@ -8,10 +8,13 @@
 //! connection or a restart resumes at the next missing part), and the file is complete only
 //! once the last part is in and the whole hashes to its name. `chart_attachments` says which
 //! charts name a file: a file goes when the last chart that names it is removed or destroyed.
+//! A server restored from a backup older than a filing has the entry back (from a tablet) and
+//! not the file: it takes the file back the same way, part by part from a tablet that has it,
+//! or whole when the records office files it again ([`ChartStore::restore_attachment`]).
 
 use sha2::{Digest, Sha256};
 
-use super::sql::{params, Begin, OptionalExtension, Sql};
+use super::sql::{params, Begin, Dialect, OptionalExtension, Sql};
 use super::{now_millis, Actor, ChartStore, StoreError};
 use crate::chart::{AttachmentRef, ChartId, MediaType, NewScannedDocument, Staff, Timestamp};
 
@@ -96,7 +99,10 @@ fn insert_file(
     bytes: &[u8],
 ) -> Result<(), StoreError> {
     let partial = tx
-        .prepare_cached("SELECT 1 FROM attachments WHERE hash = ?1 AND complete = 0")?
+        .prepare_cached(&format!(
+            "SELECT 1 FROM attachments WHERE hash = ?1 AND complete = 0{}",
+            row_lock(tx)
+        ))?
         .exists(params![hash])?;
     let row = params![
         hash,
@@ -125,10 +131,30 @@ fn insert_file(
         }
     }
     for (n, part) in bytes.chunks(ATTACHMENT_PART_BYTES).enumerate() {
-        tx.prepare_cached("INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)")?
-            .execute(params![hash, n as i64, part])?;
+        tx.prepare_cached(
+            "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT (hash, part) DO NOTHING",
+        )?
+        .execute(params![hash, n as i64, part])?;
     }
     Ok(())
+}
+
+/// What locks a file's row for the rest of the transaction: PostgreSQL's `FOR UPDATE` (its
+/// transactions run side by side); SQLite's transaction holds the one writer already.
+fn row_lock(tx: &Sql<'_>) -> &'static str {
+    match tx.dialect() {
+        Dialect::Postgres => " FOR UPDATE",
+        _ => "",
+    }
+}
+
+/// Whether the store has chart `id` (as the transaction sees it): a file is kept, and linked,
+/// only for a chart still here, not one destroyed or removed meanwhile.
+fn chart_here(tx: &Sql<'_>, chart: ChartId) -> Result<bool, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM charts WHERE id = ?1")?
+        .exists(params![chart.to_string()])?)
 }
 
 fn link(tx: &Sql<'_>, chart: ChartId, hash: &str) -> Result<(), StoreError> {
@@ -304,6 +330,9 @@ impl ChartStore {
         };
         let mut conn = self.inner.writer()?;
         let tx = conn.transaction(Begin::Immediate)?;
+        if !chart_here(&tx, id)? {
+            return Ok(None);
+        }
         insert_file(&tx, &hash, a.media_type, bytes)?;
         link(&tx, id, &hash)?;
         let detail = format!("scanned document {} restored ({how})", &hash[..12]);
@@ -363,6 +392,9 @@ impl ChartStore {
         {
             let mut conn = self.inner.writer()?;
             let tx = conn.transaction(Begin::Immediate)?;
+            if !chart_here(&tx, chart)? {
+                return Err(StoreError::NotFound(chart));
+            }
             tx.prepare_cached(
                 "INSERT INTO attachments (hash, media_type, size, parts, complete, stored_at)
                  VALUES (?1, ?2, ?3, ?4, 0, ?5) ON CONFLICT (hash) DO NOTHING",
@@ -433,49 +465,78 @@ impl ChartStore {
         Ok(out)
     }
 
-    /// Keeps part `part` of a wanted file (device). On the last part the whole file is
-    /// checked against its name; a file whose parts do not hash to it is dropped whole.
+    /// Keeps part `part` of a wanted file: a tablet's fetch, or (on a server restored from a
+    /// backup) a file a tablet sends back. A part of the wrong length or out of range is not
+    /// kept; on the last part the whole file is checked against its name, and parts that do
+    /// not hash to it are all dropped. One transaction, the file's row locked: several
+    /// connections may be sending the same file, and the records office filing it whole.
     pub fn store_attachment_part(
         &self,
         hash: &str,
         part: u32,
         data: &[u8],
     ) -> Result<PartStored, StoreError> {
-        let Some(meta) = self.attachment(hash)? else {
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        let row: Option<(i64, i64, bool)> = tx
+            .prepare_cached(&format!(
+                "SELECT size, parts, complete = 1 FROM attachments WHERE hash = ?1{}",
+                row_lock(&tx)
+            ))?
+            .query_row(params![hash], |r| r.columns())
+            .optional()?;
+        let Some((size, parts, false)) = row else {
             return Ok(PartStored::Unwanted);
         };
-        if meta.complete {
-            return Ok(PartStored::Unwanted);
-        }
-        let expected = (meta.size as usize)
+        let expected = (size as usize)
             .saturating_sub(ATTACHMENT_PART_BYTES * part as usize)
             .min(ATTACHMENT_PART_BYTES);
-        if part >= meta.parts || data.len() != expected {
+        if i64::from(part) >= parts || data.len() != expected {
             // Not the file the chart describes: what it says of its size is wrong, or the
             // sender is. Asking on would never end.
-            self.drop_parts(hash)?;
             return Ok(PartStored::Corrupt);
         }
-        let inserted = {
-            let mut conn = self.inner.writer()?;
-            let tx = conn.transaction(Begin::Immediate)?;
-            let n = tx
-                .prepare_cached(
-                    "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (hash, part) DO NOTHING",
-                )?
-                .execute(params![hash, part as i64, data])?;
-            tx.commit()?;
-            n
-        };
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO attachment_parts (hash, part, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash, part) DO NOTHING",
+            )?
+            .execute(params![hash, part as i64, data])?;
         if inserted == 0 {
             // Had already: an answer to an ask made twice. The first answer asks on.
             return Ok(PartStored::Unwanted);
         }
-        match self.next_part(hash)? {
-            Some(next) => Ok(PartStored::More(next)),
-            None => self.finish_attachment(hash),
-        }
+        let have: Vec<i64> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT part FROM attachment_parts WHERE hash = ?1 ORDER BY part",
+            )?;
+            let rows = stmt.query_map(params![hash], |r| r.get(0))?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let outcome = match (0..parts).find(|n| have.binary_search(n).is_err()) {
+            Some(next) => PartStored::More(next as u32),
+            None => {
+                let whole: Vec<Vec<u8>> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT data FROM attachment_parts WHERE hash = ?1 ORDER BY part",
+                    )?;
+                    let rows = stmt.query_map(params![hash], |r| r.get(0))?;
+                    rows.collect::<Result<Vec<_>, _>>()?
+                };
+                if attachment_hash(&whole.concat()) == hash {
+                    tx.execute(
+                        "UPDATE attachments SET complete = 1 WHERE hash = ?1",
+                        [hash],
+                    )?;
+                    PartStored::Complete
+                } else {
+                    tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
+                    PartStored::Corrupt
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
     }
 
     /// Stops asking for a file not complete here (device): its parts so far and the ask go.
@@ -504,31 +565,5 @@ impl ChartStore {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })?;
         Ok(parts.concat())
-    }
-
-    /// Checks a wanted file whose parts are all here (device): complete if they hash to its
-    /// name, else every part dropped.
-    fn finish_attachment(&self, hash: &str) -> Result<PartStored, StoreError> {
-        if attachment_hash(&self.parts_joined(hash)?) != hash {
-            self.drop_parts(hash)?;
-            return Ok(PartStored::Corrupt);
-        }
-        let mut conn = self.inner.writer()?;
-        let tx = conn.transaction(Begin::Immediate)?;
-        tx.execute(
-            "UPDATE attachments SET complete = 1 WHERE hash = ?1",
-            [hash],
-        )?;
-        tx.commit()?;
-        Ok(PartStored::Complete)
-    }
-
-    /// Drops the parts of a file being fetched.
-    fn drop_parts(&self, hash: &str) -> Result<(), StoreError> {
-        let mut conn = self.inner.writer()?;
-        let tx = conn.transaction(Begin::Immediate)?;
-        tx.execute("DELETE FROM attachment_parts WHERE hash = ?1", [hash])?;
-        tx.commit()?;
-        Ok(())
     }
 }

@@ -452,6 +452,28 @@ impl ChartStore {
             let _ = scratch.load_incremental(&bytes);
             changes.iter().map(|ch| scratch.author_of(ch)).collect()
         })?;
+        // The runs of one author each, in the order held; a change naming no author is the
+        // batch's.
+        let batch_writer = || {
+            crate::chart::Role::from_token(&author.role)
+                .map(|role| {
+                    crate::chart::Staff::new(author.user.clone(), role, batch.device.clone())
+                })
+                .map_err(|error| StoreError::Chart { id: chart, error })
+        };
+        let mut runs: Vec<(crate::chart::Staff, Vec<u8>)> = Vec::new();
+        for (change, writer) in changes.iter().zip(&writers) {
+            let who = match writer {
+                Some(w) => w.clone(),
+                None => batch_writer()?,
+            };
+            match runs.last_mut() {
+                Some((w, run)) if w.user == who.user && w.role == who.role => {
+                    run.extend_from_slice(change.raw_bytes())
+                }
+                _ => runs.push((who, change.raw_bytes().to_vec())),
+            }
+        }
         let author = match writers.first() {
             Some(Some(first)) if writers.iter().all(|w| w.as_ref() == Some(first)) => Actor {
                 user: first.user.clone(),
@@ -513,11 +535,17 @@ impl ChartStore {
                         return Err(ChartError::Rejected(Box::new(r)));
                     }
                 }
-                // What the writer's own role may write still holds: a hold for one reason
+                // What each writer's own role may write still holds: a hold for one reason
                 // (another author, say) must not carry through what the role may not write.
-                let role = crate::chart::Role::from_token(&author.role)?;
-                crate::chart::validate::check_writer(&c.heads(), &candidate, &author.user, role)
-                    .map_err(|r| ChartError::Rejected(Box::new(r)))?;
+                // Several people's changes (a shared tablet's, held together) are checked as
+                // runs, each as its author's, on the chart as the runs before it left it.
+                let mut step = c.fork();
+                for (who, run) in &runs {
+                    let before = step.heads();
+                    step.load_incremental(run)?;
+                    crate::chart::validate::check_writer(&before, &step, &who.user, who.role)
+                        .map_err(|r| ChartError::Rejected(Box::new(r)))?;
+                }
                 c.load_incremental(&bytes)?;
                 Ok(c.heads())
             },

@@ -400,9 +400,10 @@ impl ChartStore {
             .map_err(|error| StoreError::Chart { id, error })?;
         let mut bytes = std::collections::HashMap::new();
         for a in files {
-            // Only a file filed on this chart: an entry naming another chart's file gets
-            // nothing of it.
-            if !self.chart_names_attachment(id, &a.hash)? {
+            // Only a file this chart names and the store has whole (the server files every
+            // scanned document: no device's change names a file; one lost in a restore is
+            // exported without its bytes until it is back).
+            if super::NamedFile::Here != self.named_file(id, &a.hash)? {
                 continue;
             }
             if let Some(b) = self.attachment_bytes(&a.hash)? {
