@@ -95,7 +95,35 @@ fn charts_are_destroyed_only_past_retention_under_no_hold_and_in_an_approved_bat
         6,
         b"{}\n".to_vec(),
     );
+    // A file written as it fills, then the last one with the job's end: both listed.
+    assert!(store
+        .add_bulk_file("job-1", "Patient.ndjson", "Patient", 6, b"{}\n")
+        .unwrap());
+    let file = ("Patient.2.ndjson".to_string(), file.1, 1, file.3);
     assert!(store.finish_bulk_job("job-1", &[file]).unwrap());
+    assert_eq!(store.bulk_job("job-1").unwrap().unwrap().files.len(), 2);
+    // A job that fails, or is cancelled, keeps none of the files it wrote.
+    for (job, cancel) in [("job-2", false), ("job-3", true)] {
+        store
+            .start_bulk_job(&chartsync_core::store::BulkJob {
+                id: job.into(),
+                ..export.clone()
+            })
+            .unwrap();
+        assert!(store
+            .add_bulk_file(job, "Patient.ndjson", "Patient", 1, b"{}\n")
+            .unwrap());
+        if cancel {
+            assert!(store.delete_bulk_job(job).unwrap());
+        } else {
+            store.fail_bulk_job(job, "the export failed").unwrap();
+            assert!(store.bulk_job(job).unwrap().unwrap().files.is_empty());
+        }
+        assert!(!store
+            .add_bulk_file(job, "Patient.2.ndjson", "Patient", 1, b"{}\n")
+            .unwrap());
+        assert!(store.bulk_file(job, "Patient.ndjson").unwrap().is_none());
+    }
 
     let batch = store.propose_destruction(&sup, Timestamp::now()).unwrap();
     let proposed: Vec<ChartId> = batch.items.iter().map(|i| i.chart).collect();

@@ -42,6 +42,11 @@ const TOKEN_TTL: Duration = Duration::from_secs(300);
 const ASSERTION_MAX_LIFE: u64 = 300;
 /// Charts between two progress reports.
 const PROGRESS_EVERY: usize = 100;
+/// The most one NDJSON file holds before the next file of its type starts (`Observation.ndjson`,
+/// `Observation.2.ndjson`, …). Each is written to the store as it fills, so an export of any
+/// size holds one file a resource type in memory, and no file nears a database row's limit
+/// (scanned documents' files travel inline in DocumentReferences).
+const BULK_FILE_BYTES: usize = 64 << 20;
 /// The resource types an export writes, in the order the manifest lists them.
 pub const RESOURCE_TYPES: &[&str] = &[
     "Patient",
@@ -540,7 +545,7 @@ async fn kick_off(
             .map(|w| format!("Group/{w}/"))
             .unwrap_or_else(|| "Patient/".into())
     );
-    // One export at a time per client: each holds its files in memory until it is done.
+    // One export at a time per client: each holds a file a resource type in memory.
     let store = app.store.clone();
     let client_id = client.client_id.clone();
     match off(move || store.running_bulk_jobs(&client_id)).await {
@@ -626,7 +631,7 @@ fn run_export(
     charts: &[chartsync_core::chart::ChartId],
 ) -> Result<(), StoreError> {
     let wanted: HashSet<&str> = job.types.iter().map(String::as_str).collect();
-    let mut files: BTreeMap<String, (Vec<u8>, u64)> = BTreeMap::new();
+    let mut files = Ndjson::new(BULK_FILE_BYTES);
     let actor = Actor {
         user: client.client_id.clone(),
         role: crate::auth::BULK_ROLE.into(),
@@ -662,11 +667,12 @@ fn run_export(
             if !wanted.is_empty() && !wanted.contains(ty.as_str()) {
                 continue;
             }
-            let (data, count) = files.entry(ty).or_default();
-            serde_json::to_writer(&mut *data, &resource)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            data.push(b'\n');
-            *count += 1;
+            if let Some((name, ty, count, data)) = files.push(ty, &resource)? {
+                if !store.add_bulk_file(&job.id, &name, &ty, count, &data)? {
+                    tracing::info!(job = %job.id, "bulk export cancelled");
+                    return Ok(());
+                }
+            }
         }
         store.record_audit(&actor, AuditAction::Read, Some(id), Some(&detail))?;
         exported.push(id);
@@ -678,14 +684,63 @@ fn run_export(
         job.transaction_time,
         &format!("FHIR Bulk Data export {}", job.id),
     )?;
-    let files: Vec<(String, String, u64, Vec<u8>)> = files
-        .into_iter()
-        .map(|(ty, (data, count))| (format!("{ty}.ndjson"), ty, count, data))
-        .collect();
-    if store.finish_bulk_job(&job.id, &files)? {
+    if store.finish_bulk_job(&job.id, &files.finish())? {
         tracing::info!(job = %job.id, charts = exported.len(), "bulk export done");
     }
     Ok(())
+}
+
+/// A file written: (name, resource type, resources, NDJSON).
+type NdjsonFile = (String, String, u64, Vec<u8>);
+
+/// An export's NDJSON, a file a resource type at a time: a file that reaches the bound is
+/// handed back to be written, and the next of its type begins.
+struct Ndjson {
+    bound: usize,
+    /// Per type: the file being filled, its resources, and its number (1 for the first).
+    open: BTreeMap<String, (Vec<u8>, u64, u32)>,
+}
+
+impl Ndjson {
+    fn new(bound: usize) -> Ndjson {
+        Ndjson {
+            bound,
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// The file's name: `Observation.ndjson`, then `Observation.2.ndjson`, …
+    fn name(ty: &str, n: u32) -> String {
+        match n {
+            1 => format!("{ty}.ndjson"),
+            n => format!("{ty}.{n}.ndjson"),
+        }
+    }
+
+    /// Adds a resource of type `ty`; the file it filled, if it did.
+    fn push(&mut self, ty: String, resource: &Value) -> Result<Option<NdjsonFile>, StoreError> {
+        let (data, count, n) = self.open.entry(ty.clone()).or_insert((Vec::new(), 0, 1));
+        serde_json::to_writer(&mut *data, resource)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        data.push(b'\n');
+        *count += 1;
+        if data.len() < self.bound {
+            return Ok(None);
+        }
+        let full = (Self::name(&ty, *n), ty, *count, std::mem::take(data));
+        *count = 0;
+        *n += 1;
+        Ok(Some(full))
+    }
+
+    /// The files still being filled, those with anything in them.
+    fn finish(self) -> Vec<NdjsonFile> {
+        self.open
+            .into_iter()
+            .filter(|(_, (_, count, _))| *count > 0)
+            .map(|(ty, (data, count, n))| (Self::name(&ty, n), ty, count, data))
+            .collect()
+    }
 }
 
 /// The client a request's token names, and the job it asks about if it is its own.
@@ -784,6 +839,10 @@ pub async fn file(
         Ok(j) => j,
         Err(r) => return r,
     };
+    if job.status != "done" {
+        // A running export's files are not whole yet.
+        return outcome(StatusCode::NOT_FOUND, "not-found", "no such file");
+    }
     let store = app.store.clone();
     match off(move || store.bulk_file(&job.id, &name)).await {
         Ok(Some(data)) => {
@@ -791,5 +850,34 @@ pub async fn file(
         }
         Ok(None) => outcome(StatusCode::NOT_FOUND, "not-found", "no such file"),
         Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ndjson_file_that_fills_is_handed_back_and_the_next_of_its_type_begins() {
+        let mut files = Ndjson::new(100);
+        let obs = json!({"resourceType": "Observation", "note": "x".repeat(40)});
+        let patient = json!({"resourceType": "Patient"});
+        assert!(files.push("Observation".into(), &obs).unwrap().is_none());
+        assert!(files.push("Patient".into(), &patient).unwrap().is_none());
+        // The second observation takes the first file past the bound: it is written.
+        let (name, ty, count, data) = files.push("Observation".into(), &obs).unwrap().unwrap();
+        assert_eq!(
+            (name.as_str(), ty.as_str(), count),
+            ("Observation.ndjson", "Observation", 2)
+        );
+        assert_eq!(data.iter().filter(|b| **b == b'\n').count(), 2);
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            assert_eq!(serde_json::from_slice::<Value>(line).unwrap(), obs);
+        }
+        assert!(files.push("Observation".into(), &obs).unwrap().is_none());
+        // What is left: the second observation file and the patients, each whole.
+        let rest = files.finish();
+        let names: Vec<(&str, u64)> = rest.iter().map(|(n, _, c, _)| (n.as_str(), *c)).collect();
+        assert_eq!(names, [("Observation.2.ndjson", 1), ("Patient.ndjson", 1)]);
     }
 }

@@ -297,17 +297,24 @@ impl ChartStore {
     /// Jobs left running by a server that stopped: failed, so their clients stop polling and
     /// kick off again. Run as the server starts (one node: its own jobs are the only ones
     /// it could have left; on PostgreSQL, jobs older than `stale` only).
+    /// The files they wrote so far go.
     pub fn fail_abandoned_bulk_jobs(&self, stale: std::time::Duration) -> Result<u64, StoreError> {
         let before = now_millis() - stale.as_millis() as i64;
-        let n = self
-            .inner
-            .writer()?
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        tx.prepare_cached(
+            "DELETE FROM bulk_files WHERE job IN
+                 (SELECT id FROM bulk_jobs WHERE status = 'running' AND created_at < ?1)",
+        )?
+        .execute(params![before])?;
+        let n = tx
             .prepare_cached(
                 "UPDATE bulk_jobs SET status = 'failed', finished_at = ?2,
                      error = 'the server stopped during the export; kick it off again'
                  WHERE status = 'running' AND created_at < ?1",
             )?
             .execute(params![before, now_millis()])?;
+        tx.commit()?;
         Ok(n as u64)
     }
 
@@ -333,7 +340,34 @@ impl ChartStore {
         Ok(n == 1)
     }
 
-    /// A job done: its files, in one transaction with its status.
+    /// One file of a running job, written as it fills (an export holds one file a resource
+    /// type in memory, whatever its size); false once the job is no longer running
+    /// (cancelled), when nothing is written. Listed and served only once the job is done.
+    pub fn add_bulk_file(
+        &self,
+        id: &str,
+        name: &str,
+        kind: &str,
+        count: u64,
+        data: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        let running = tx
+            .prepare_cached("SELECT 1 FROM bulk_jobs WHERE id = ?1 AND status = 'running'")?
+            .exists(params![id])?;
+        if !running {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "INSERT INTO bulk_files (job, name, type, count, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, name, kind, count as i64, data])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A job done: its last files, in one transaction with its status.
     pub fn finish_bulk_job(
         &self,
         id: &str,
@@ -360,15 +394,20 @@ impl ChartStore {
         Ok(true)
     }
 
-    /// A job failed, with an error that names no patient.
+    /// A job failed, with an error that names no patient; the files it wrote so far go.
     pub fn fail_bulk_job(&self, id: &str, error: &str) -> Result<(), StoreError> {
-        self.inner
-            .writer()?
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        let n = tx
             .prepare_cached(
                 "UPDATE bulk_jobs SET status = 'failed', error = ?2, finished_at = ?3
                  WHERE id = ?1 AND status = 'running'",
             )?
             .execute(params![id, error, now_millis()])?;
+        if n == 1 {
+            tx.execute("DELETE FROM bulk_files WHERE job = ?1", [id])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
