@@ -296,3 +296,75 @@ fn a_hold_needs_a_reason_and_a_cancelled_batch_destroys_nothing() {
     ));
     assert!(store.contains(id).unwrap());
 }
+
+/// The server stops just after a supervisor approved a destruction, before it carried it
+/// out. On the next start the approval is finished as approved (each chart checked again),
+/// the certificate is complete, and an export running when the charts went keeps none of
+/// its files.
+#[test]
+fn a_destruction_interrupted_by_a_restart_is_finished_as_approved() {
+    let place = place();
+    let sup = supervisor_actor();
+    let (first, second, batch) = {
+        let store = open(&place);
+        let first = stay(&store, "MRN-21", "1940-01-01", "2001-01-01", "2001-01-05");
+        let second = stay(&store, "MRN-22", "1941-01-01", "2002-01-01", "2002-01-05");
+        let batch = store.propose_destruction(&sup, Timestamp::now()).unwrap();
+        assert_eq!(batch.items.len(), 2);
+        (first, second, batch.id)
+    };
+    // As a server stopped after its claim would leave it: approving.
+    place.execute(&format!(
+        "UPDATE destruction_batches SET status = 'approving', decided_by = 'him.sup',
+             decided_at = 1 WHERE id = {batch}"
+    ));
+    let store = open(&place);
+    assert!(matches!(
+        store.approve_destruction(&sup, batch, Timestamp::now()),
+        Err(StoreError::OutOfTurn(_))
+    ));
+    store
+        .start_bulk_job(&BulkJob {
+            id: "job-9".into(),
+            client_id: "analytics".into(),
+            request: "https://charts.example/fhir/Patient/$export".into(),
+            ward: None,
+            since: None,
+            types: Vec::new(),
+            status: "running".into(),
+            done: 0,
+            total: 2,
+            transaction_time: Timestamp::now(),
+            error: None,
+            files: Vec::new(),
+        })
+        .unwrap();
+    assert!(store
+        .add_bulk_file("job-9", "Patient.ndjson", "Patient", 2, b"{}\n{}\n")
+        .unwrap());
+
+    let interrupted = store
+        .interrupted_destructions(std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(interrupted, vec![(batch, "him.sup".to_string())]);
+    let done = store
+        .resume_destruction(batch, "him.sup", "server-restart", Timestamp::now())
+        .unwrap();
+    assert_eq!(done.status, "destroyed");
+    assert!(
+        done.items.iter().all(|i| i.outcome == "destroyed"),
+        "{done:?}"
+    );
+    assert!(!store.contains(first).unwrap() && !store.contains(second).unwrap());
+    assert!(store
+        .interrupted_destructions(std::time::Duration::ZERO)
+        .unwrap()
+        .is_empty());
+    let job = store.bulk_job("job-9").unwrap().unwrap();
+    assert_eq!(job.status, "failed");
+    assert!(job.files.is_empty());
+    // The approver is named on the resumption, in the audit trail.
+    let audited = store.audit_of_user("him.sup", 10).unwrap();
+    assert!(audited.iter().any(|a| a.actor.device == "server-restart"
+        && a.detail.as_deref().is_some_and(|d| d.contains("resumed"))));
+}

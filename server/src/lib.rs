@@ -499,6 +499,29 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         ),
         Err(e) => tracing::error!(error = %e, "could not look for abandoned bulk exports"),
     }
+    // Destructions whose approval this server was carrying out when it stopped: finished,
+    // as approved (each chart is checked again).
+    match store.interrupted_destructions(abandoned) {
+        Ok(batches) => {
+            for (id, approver) in batches {
+                match store.resume_destruction(
+                    id,
+                    &approver,
+                    "server-restart",
+                    chartsync_core::chart::Timestamp::now(),
+                ) {
+                    Ok(_) => tracing::warn!(
+                        batch = id,
+                        "a destruction's approval, interrupted by the last run, finished"
+                    ),
+                    Err(e) => {
+                        tracing::error!(batch = id, error = %e, "could not finish an interrupted destruction")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not look for interrupted destructions"),
+    }
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
     count_delinquency(store.clone());

@@ -642,6 +642,76 @@ impl ChartStore {
             }
             tx.commit()?;
         }
+        self.carry_out_destruction(by, id, now)
+    }
+
+    /// Batches whose approval a stopped server left unfinished (`approving`), decided more
+    /// than `stale` ago, with their approvers: [`ChartStore::resume_destruction`] finishes
+    /// each. (One server: all of them; on PostgreSQL another node may be approving one now.)
+    pub fn interrupted_destructions(
+        &self,
+        stale: std::time::Duration,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let before = now_millis() - stale.as_millis() as i64;
+        self.inner.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, decided_by FROM destruction_batches
+                 WHERE status = 'approving' AND decided_at <= ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![before], |r| r.columns())?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Finishes an approval a stopped server left unfinished, as the approver decided it:
+    /// the charts not yet destroyed are checked again and destroyed or kept, and the
+    /// certificate completed. Audited under the approver, from `device`.
+    pub fn resume_destruction(
+        &self,
+        id: i64,
+        approver: &str,
+        device: &str,
+        now: Timestamp,
+    ) -> Result<DestructionBatch, StoreError> {
+        let by = Actor {
+            user: approver.to_string(),
+            role: crate::chart::Role::RecordsSupervisor.token().to_string(),
+            device: device.to_string(),
+        };
+        {
+            let mut conn = self.inner.writer()?;
+            let tx = conn.transaction(Begin::Immediate)?;
+            let approving = tx
+                .prepare_cached(
+                    "SELECT 1 FROM destruction_batches WHERE id = ?1 AND status = 'approving'",
+                )?
+                .exists(params![id])?;
+            if !approving {
+                return Err(batch_not_open(&tx, id)?);
+            }
+            insert_audit(
+                &tx,
+                &by,
+                AuditAction::Retention,
+                None,
+                &[],
+                Some(&format!(
+                    "destruction batch {id}: its approval, interrupted by a restart, resumed"
+                )),
+            )?;
+            tx.commit()?;
+        }
+        self.carry_out_destruction(&by, id, now)
+    }
+
+    /// Destroys an approved batch's charts still proposed, each checked again, and completes
+    /// its certificate.
+    fn carry_out_destruction(
+        &self,
+        by: &Actor,
+        id: i64,
+        now: Timestamp,
+    ) -> Result<DestructionBatch, StoreError> {
         let batch = self
             .destruction_batch(id)?
             .ok_or_else(|| StoreError::Invalid(format!("no destruction batch {id}")))?;
@@ -677,16 +747,18 @@ impl ChartStore {
             |r| r.get(0),
         )?;
         if destroyed > 0 {
-            // Bulk Data files made before may hold the charts destroyed: they go too, and
-            // their clients are told to export again.
+            // Bulk Data files made before, or being written, may hold the charts destroyed:
+            // they go too (a running export stops), and their clients are told to export
+            // again.
             tx.execute(
-                "DELETE FROM bulk_files WHERE job IN (SELECT id FROM bulk_jobs WHERE status = 'done')",
+                "DELETE FROM bulk_files WHERE job IN
+                     (SELECT id FROM bulk_jobs WHERE status IN ('done', 'running'))",
                 params![],
             )?;
             tx.execute(
                 "UPDATE bulk_jobs SET status = 'failed',
                      error = 'its files held charts destroyed since; kick off a new export'
-                 WHERE status = 'done'",
+                 WHERE status IN ('done', 'running')",
                 params![],
             )?;
         }
