@@ -87,6 +87,7 @@ fn charts_are_destroyed_only_past_retention_under_no_hold_and_in_an_approved_bat
         transaction_time: Timestamp::now(),
         error: None,
         files: Vec::new(),
+        finished_at: None,
     };
     store.start_bulk_job(&export).unwrap();
     let file = (
@@ -337,6 +338,7 @@ fn a_destruction_interrupted_by_a_restart_is_finished_as_approved() {
             transaction_time: Timestamp::now(),
             error: None,
             files: Vec::new(),
+            finished_at: None,
         })
         .unwrap();
     assert!(store
@@ -367,4 +369,68 @@ fn a_destruction_interrupted_by_a_restart_is_finished_as_approved() {
     let audited = store.audit_of_user("him.sup", 10).unwrap();
     assert!(audited.iter().any(|a| a.actor.device == "server-restart"
         && a.detail.as_deref().is_some_and(|d| d.contains("resumed"))));
+}
+
+/// An export's files are kept for its client a while (`--bulk-files-ttl`), then go with the
+/// export.
+#[test]
+fn an_exports_files_go_once_kept_their_time() {
+    let place = place();
+    {
+        let store = open(&place);
+        store
+            .start_bulk_job(&BulkJob {
+                id: "job-5".into(),
+                client_id: "analytics".into(),
+                request: "https://charts.example/fhir/Patient/$export".into(),
+                ward: None,
+                since: None,
+                types: Vec::new(),
+                status: "running".into(),
+                done: 0,
+                total: 1,
+                transaction_time: Timestamp::now(),
+                error: None,
+                files: Vec::new(),
+                finished_at: None,
+            })
+            .unwrap();
+        let one = (
+            "Patient.ndjson".to_string(),
+            "Patient".to_string(),
+            1,
+            b"{}\n".to_vec(),
+        );
+        assert!(store.finish_bulk_job("job-5", &[one]).unwrap());
+        let job = store.bulk_job("job-5").unwrap().unwrap();
+        assert!(job.finished_at.is_some());
+        // Kept a day: not yet.
+        assert_eq!(
+            store
+                .expire_bulk_jobs(std::time::Duration::from_secs(86_400))
+                .unwrap(),
+            0
+        );
+        assert!(store
+            .bulk_file("job-5", "Patient.ndjson")
+            .unwrap()
+            .is_some());
+    }
+    // Two days on.
+    place.execute(&format!(
+        "UPDATE bulk_jobs SET finished_at = {} WHERE id = 'job-5'",
+        Timestamp::now().unix_millis() - 2 * 86_400_000
+    ));
+    let store = open(&place);
+    assert_eq!(
+        store
+            .expire_bulk_jobs(std::time::Duration::from_secs(86_400))
+            .unwrap(),
+        1
+    );
+    assert!(store.bulk_job("job-5").unwrap().is_none());
+    assert!(store
+        .bulk_file("job-5", "Patient.ndjson")
+        .unwrap()
+        .is_none());
 }

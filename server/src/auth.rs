@@ -308,6 +308,15 @@ pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// How long a Bulk Data export's files are kept once it finishes: a minute to 30 days.
+pub fn parse_bulk_files_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.as_secs() < 60 || d.as_secs() > 30 * 86_400 {
+        return Err("an export's files are kept between 1 minute and 30 days".into());
+    }
+    Ok(d)
+}
+
 /// How long a tablet keeps a chart that left its wards: 0s (removed as soon as the server
 /// has it all) to 365d.
 pub fn parse_purge_after(s: &str) -> Result<Duration, String> {

@@ -594,6 +594,7 @@ async fn kick_off(
         transaction_time: Timestamp::now(),
         error: None,
         files: Vec::new(),
+        finished_at: None,
     };
     let store = app.store.clone();
     let started = job.clone();
@@ -688,6 +689,23 @@ fn run_export(
         tracing::info!(job = %job.id, charts = exported.len(), "bulk export done");
     }
     Ok(())
+}
+
+/// Deletes, every few minutes, exports finished more than `ttl` ago and their files.
+pub fn expire(store: std::sync::Arc<ChartStore>, ttl: Duration) {
+    crate::while_holding_lease(
+        store,
+        Duration::from_secs(300).min(ttl / 4),
+        move |store| store.expire_bulk_jobs(ttl),
+        |outcome| match outcome {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                exports = n,
+                "bulk exports past their time deleted with their files"
+            ),
+            Err(e) => tracing::error!(error = %e, "could not delete expired bulk exports"),
+        },
+    );
 }
 
 /// A file written: (name, resource type, resources, NDJSON).
@@ -790,7 +808,17 @@ pub async fn status(
                 .into_response()
         }
         "done" => (
-            [(header::EXPIRES, "0".to_string())],
+            // When the files go (`--bulk-files-ttl` after the export finished).
+            [(
+                header::EXPIRES,
+                httpdate::fmt_http_date(
+                    job.finished_at
+                        .and_then(|t| u64::try_from(t.unix_millis()).ok())
+                        .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+                        .unwrap_or_else(std::time::SystemTime::now)
+                        + app.bulk_files_ttl,
+                ),
+            )],
             Json(json!({
                 "transactionTime": job.transaction_time,
                 "request": job.request,

@@ -206,6 +206,10 @@ struct ServeArgs {
     /// MiB a scanned document's file may be (a PDF, JPEG or PNG filed on a chart).
     #[arg(long, default_value_t = attachments::DEFAULT_MAX_ATTACHMENT_MIB, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=attachments::MAX_ATTACHMENT_MIB_LIMIT as u64))]
     max_attachment_mib: usize,
+    /// How long a Bulk Data export's files are kept after it finishes, for its client to fetch
+    /// (the manifest's `Expires`); then the export and its files are deleted: 1m to 30d.
+    #[arg(long, default_value = "24h", value_parser = auth::parse_bulk_files_ttl)]
+    bulk_files_ttl: std::time::Duration,
     /// Sync states (kept per device and chart, to shorten reconnects) unused for this long are
     /// forgotten; such a device syncs from the start.
     #[arg(long, default_value = "30d", value_parser = auth::parse_ttl)]
@@ -524,6 +528,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     break_glass::sweep(store.clone());
     forget_sync_states(store.clone(), args.sync_state_ttl);
+    bulk::expire(store.clone(), args.bulk_files_ttl);
     count_delinquency(store.clone());
     let mut sessions = hub.sessions.subscribe();
     // The records office's REST, documented as it is routed (server/src/openapi.rs).
@@ -650,6 +655,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .as_deref()
                 .map(|u| Arc::from(u.trim_end_matches('/'))),
             max_attachment_bytes: args.max_attachment_mib << 20,
+            bulk_files_ttl: args.bulk_files_ttl,
         });
     // Before the server says it listens: a stop sent as soon as it does is a clean stop.
     let signalled = shutdown_signal()?;
@@ -789,6 +795,8 @@ struct AppState {
     public_url: Option<Arc<str>>,
     /// `--max-attachment-mib`, in bytes.
     max_attachment_bytes: usize,
+    /// `--bulk-files-ttl`.
+    bulk_files_ttl: std::time::Duration,
 }
 
 /// The store's change feed, onto a channel every connection listens to; the ward censuses

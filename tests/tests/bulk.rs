@@ -279,14 +279,14 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
     let status_url = headers[0].clone();
     assert!(status_url.contains("/fhir/bulkstatus/"), "{status_url}");
     let mut progress_seen = Vec::new();
-    let manifest: Value = loop {
-        let (status, headers, body) = get(&status_url, &access, &["x-progress"]);
+    let (manifest, expires): (Value, String) = loop {
+        let (status, headers, body) = get(&status_url, &access, &["x-progress", "expires"]);
         match status {
             202 => {
                 progress_seen.push(headers[0].clone());
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            200 => break serde_json::from_str(&body).unwrap(),
+            200 => break (serde_json::from_str(&body).unwrap(), headers[1].clone()),
             other => panic!("status {other}: {body}"),
         }
         assert!(
@@ -300,6 +300,15 @@ async fn an_exchange_partner_exports_2000_charts_with_a_signed_assertion_and_an_
         "{progress_seen:?}"
     );
     assert_eq!(manifest["requiresAccessToken"], true);
+    // The files are kept a day (`--bulk-files-ttl`), and the manifest says until when.
+    let expires = httpdate::parse_http_date(&expires).expect(&expires);
+    let kept = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        kept > Duration::from_secs(23 * 3600) && kept <= Duration::from_secs(24 * 3600),
+        "{kept:?}"
+    );
     let output = manifest["output"].as_array().unwrap();
     let count_of = |ty: &str| {
         output

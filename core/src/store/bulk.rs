@@ -58,6 +58,8 @@ pub struct BulkJob {
     pub error: Option<String>,
     /// (name, resource type, resources) of each file, once done.
     pub files: Vec<(String, String, u64)>,
+    /// When it finished (done, failed or cancelled); its files are kept a while after.
+    pub finished_at: Option<Timestamp>,
 }
 
 fn millis(ms: i64) -> Result<Timestamp, StoreError> {
@@ -411,6 +413,27 @@ impl ChartStore {
         Ok(())
     }
 
+    /// Forgets jobs finished (done or failed) more than `age` ago, and their files: an
+    /// export's files are a copy of patients' records, kept only while the client fetches
+    /// them. Their status then answers as for no such job. How many went.
+    pub fn expire_bulk_jobs(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        let before = now_millis() - age.as_millis() as i64;
+        let mut conn = self.inner.writer()?;
+        let tx = conn.transaction(Begin::Immediate)?;
+        tx.prepare_cached(
+            "DELETE FROM bulk_files WHERE job IN (SELECT id FROM bulk_jobs
+                 WHERE status IN ('done', 'failed') AND finished_at <= ?1)",
+        )?
+        .execute(params![before])?;
+        let n = tx
+            .prepare_cached(
+                "DELETE FROM bulk_jobs WHERE status IN ('done', 'failed') AND finished_at <= ?1",
+            )?
+            .execute(params![before])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
     /// Deletes a job and its files (the client's DELETE: cancelled, or done with).
     pub fn delete_bulk_job(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.inner.writer()?;
@@ -433,12 +456,13 @@ impl ChartStore {
             i64,
             i64,
             Option<String>,
+            Option<i64>,
         );
         let found: Option<(Row, Vec<(String, String, i64)>)> = self.inner.with_reader(|conn| {
             let row: Option<Row> = conn
                 .prepare_cached(
                     "SELECT client_id, request, ward, since, types, status, done, total,
-                            transaction_time, error FROM bulk_jobs WHERE id = ?1",
+                            transaction_time, error, finished_at FROM bulk_jobs WHERE id = ?1",
                 )?
                 .query_row(params![id], |r| r.columns())
                 .optional()?;
@@ -453,8 +477,10 @@ impl ChartStore {
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((row, files)))
         })?;
-        let Some(((client_id, request, ward, since, types, status, done, total, tt, error), files)) =
-            found
+        let Some((
+            (client_id, request, ward, since, types, status, done, total, tt, error, finished),
+            files,
+        )) = found
         else {
             return Ok(None);
         };
@@ -476,6 +502,7 @@ impl ChartStore {
                 .into_iter()
                 .map(|(n, t, c)| (n, t, c.max(0) as u64))
                 .collect(),
+            finished_at: finished.map(millis).transpose()?,
         }))
     }
 
