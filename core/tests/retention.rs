@@ -22,6 +22,25 @@ fn supervisor_actor() -> Actor {
     }
 }
 
+/// A Bulk Data export of every patient, running, of `total` charts.
+fn export_job(id: &str, total: u64) -> BulkJob {
+    BulkJob {
+        id: id.into(),
+        client_id: "analytics".into(),
+        request: "https://charts.example/fhir/Patient/$export".into(),
+        ward: None,
+        since: None,
+        types: Vec::new(),
+        status: "running".into(),
+        done: 0,
+        total,
+        transaction_time: Timestamp::now(),
+        error: None,
+        files: Vec::new(),
+        finished_at: None,
+    }
+}
+
 fn day(s: &str) -> Timestamp {
     Timestamp::parse(&format!("{s}T12:00:00Z")).unwrap()
 }
@@ -75,19 +94,8 @@ fn charts_are_destroyed_only_past_retention_under_no_hold_and_in_an_approved_bat
 
     // A Bulk Data export made before, holding every chart.
     let export = BulkJob {
-        id: "job-1".into(),
         client_id: "warehouse".into(),
-        request: "https://charts.example/fhir/Patient/$export".into(),
-        ward: None,
-        since: None,
-        types: Vec::new(),
-        status: "running".into(),
-        done: 0,
-        total: 6,
-        transaction_time: Timestamp::now(),
-        error: None,
-        files: Vec::new(),
-        finished_at: None,
+        ..export_job("job-1", 6)
     };
     store.start_bulk_job(&export).unwrap();
     let file = (
@@ -324,23 +332,7 @@ fn a_destruction_interrupted_by_a_restart_is_finished_as_approved() {
         store.approve_destruction(&sup, batch, Timestamp::now()),
         Err(StoreError::OutOfTurn(_))
     ));
-    store
-        .start_bulk_job(&BulkJob {
-            id: "job-9".into(),
-            client_id: "analytics".into(),
-            request: "https://charts.example/fhir/Patient/$export".into(),
-            ward: None,
-            since: None,
-            types: Vec::new(),
-            status: "running".into(),
-            done: 0,
-            total: 2,
-            transaction_time: Timestamp::now(),
-            error: None,
-            files: Vec::new(),
-            finished_at: None,
-        })
-        .unwrap();
+    store.start_bulk_job(&export_job("job-9", 2)).unwrap();
     assert!(store
         .add_bulk_file("job-9", "Patient.ndjson", "Patient", 2, b"{}\n{}\n")
         .unwrap());
@@ -378,23 +370,7 @@ fn an_exports_files_go_once_kept_their_time() {
     let place = place();
     {
         let store = open(&place);
-        store
-            .start_bulk_job(&BulkJob {
-                id: "job-5".into(),
-                client_id: "analytics".into(),
-                request: "https://charts.example/fhir/Patient/$export".into(),
-                ward: None,
-                since: None,
-                types: Vec::new(),
-                status: "running".into(),
-                done: 0,
-                total: 1,
-                transaction_time: Timestamp::now(),
-                error: None,
-                files: Vec::new(),
-                finished_at: None,
-            })
-            .unwrap();
+        store.start_bulk_job(&export_job("job-5", 1)).unwrap();
         let one = (
             "Patient.ndjson".to_string(),
             "Patient".to_string(),

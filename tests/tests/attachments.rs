@@ -35,6 +35,14 @@ fn scan_png(n: usize) -> Vec<u8> {
     png
 }
 
+/// An HTTP client that reads refusals as answers.
+fn api_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// Posts a document as the REST API takes it (multipart/form-data); (status, body).
 fn post_document(
     server: &Server,
@@ -48,11 +56,7 @@ fn post_document(
     for (k, v) in fields {
         form = form.text(k, v);
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = api_agent()
         .post(format!(
             "http://{}/api/charts/{chart}/attachments",
             server.addr
@@ -293,11 +297,7 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     assert_eq!(status_of(&report_entry), "entered_in_error");
 
     // The records office opens the consent; every opening is in the chart's audit trail.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = api_agent()
         .get(format!(
             "http://{}/api/charts/{chart}/attachments/{}",
             server.addr, consent_file.hash
@@ -774,11 +774,7 @@ async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is
 
 /// A file through the REST API: (status, bytes).
 fn download(server: &Server, token: &str, chart: ChartId, hash: &str) -> (u16, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent
+    let mut response = api_agent()
         .get(format!(
             "http://{}/api/charts/{chart}/attachments/{hash}",
             server.addr
@@ -803,10 +799,7 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     let devices = tempfile::tempdir().unwrap();
     let backups = tempfile::tempdir().unwrap();
     // A fixed port, so that the restarted server is where the tablets look for it.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = fixed_addr();
     let server = Server::start_on(data.path(), &addr);
     let pc = registration_pc(&server, &devices, &["4west"], &["MRN-7201".into()]).await;
     let chart = pc.charts[0];
@@ -825,12 +818,7 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
 
     // Last night's backup.
     let backup = backups.path().join("charts-backup.db");
-    let out = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    back_up(data.path(), &backup);
 
     // This morning: an outside report and a consent filed; the nurse opens the report.
     let tech = server.token("him.jones", "technician", &["4west"]);
@@ -878,17 +866,7 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     ));
 
     // The server's disk fails: restored from last night's backup.
-    let stopped = tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .unwrap();
-    assert!(stopped.success());
-    let out = records_on_file(data.path(), &["restore", backup.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let server = Server::start_on(data.path(), &addr);
+    let (_, server) = restored(server, data.path(), &backup).await;
 
     // The entries come back from the tablets; the report's file from the nurse's tablet.
     eventually("the entries never came back", || {

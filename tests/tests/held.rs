@@ -799,12 +799,7 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
 
     // Last night's backup, taken while the server runs.
     let backup = backups.path().join("charts-backup.db");
-    let out = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    back_up(data.path(), &backup);
     let again = records_on_file(data.path(), &["backup", backup.to_str().unwrap()]);
     assert!(!again.status.success(), "a backup never overwrites a file");
 
@@ -833,18 +828,8 @@ async fn after_a_restore_from_backup_the_tablets_bring_back_everything_and_conve
         .collect();
 
     // The server goes down; the store is restored from the backup.
-    let stopped = tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .unwrap();
-    assert!(stopped.success());
-    let out = records_on_file(data.path(), &["restore", backup.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("restored 2 charts"));
-    let server = Server::start_on(data.path(), &addr);
+    let (said, server) = restored(server, data.path(), &backup).await;
+    assert!(said.contains("restored 2 charts"), "{said}");
 
     // Every tablet and the PC converge with the server, which has every change it had
     // acknowledged, and holds nothing.

@@ -129,10 +129,7 @@ async fn a_server_killed_mid_sync_loses_nothing_it_acknowledged() {
     let data = tempfile::tempdir().unwrap();
     let devices = tempfile::tempdir().unwrap();
     // A fixed port, so that the restarted server is where the tablet looks for it.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = fixed_addr();
     let server = Server::start_on(data.path(), &addr);
     let clerk = server.token("him.jones", "technician", &["4west"]);
     let nurse = server.token("rn.park", "nurse", &["4west"]);

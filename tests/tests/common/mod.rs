@@ -422,6 +422,40 @@ pub async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// A free port's address, for a server restarted in a test to be where its tablets look.
+pub fn fixed_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// `chartsync-records backup` of the running server's data directory into `to`.
+pub fn back_up(data: &Path, to: &Path) {
+    let out = records_on_file(data, &["backup", to.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The server stopped, its store restored from `backup` (`chartsync-records restore`), and
+/// started again where it was: the restore's report, and the server.
+pub async fn restored(server: Server, data: &Path, backup: &Path) -> (String, Server) {
+    let addr = server.addr.clone();
+    let stopped = tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    assert!(stopped.success());
+    let out = records_on_file(data, &["restore", backup.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    (said, Server::start_on(data, &addr))
+}
+
 /// The registration PC: a patient admitted there (to 4west) for each MRN, synced to the
 /// server under the clerk's token for `wards`.
 pub struct Pc {
