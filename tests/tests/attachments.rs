@@ -15,7 +15,7 @@ use std::time::Duration;
 use base64::Engine;
 use chartsync_core::chart::*;
 use chartsync_core::client::{AttachmentOpened, ChartEvent, ClientConfig, SyncClient};
-use chartsync_core::store::ATTACHMENT_PART_BYTES;
+use chartsync_core::store::{ChartStore, ATTACHMENT_PART_BYTES};
 use common::*;
 use serde_json::Value;
 
@@ -33,6 +33,47 @@ fn scan_png(n: usize) -> Vec<u8> {
         png.push(x as u8);
     }
     png
+}
+
+/// `chartsync-records --server … attach CHART FILE ARGS`, which must succeed: what it said.
+fn attach_with_cli(
+    server: &Server,
+    token: &str,
+    chart: ChartId,
+    file: &[u8],
+    args: &[&str],
+) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("document.pdf");
+    std::fs::write(&path, file).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
+        .args([
+            "--server",
+            &format!("http://{}", server.addr),
+            "--token",
+            token,
+        ])
+        .args(["attach", &chart.to_string()])
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// The 4west nurse's tablet, syncing with the server at `url`.
+fn ward_tablet(url: &str, nurse: &str, store: &std::sync::Arc<ChartStore>) -> SyncClient {
+    let mut config = ClientConfig::new(url, nurse, "tablet-4west-01");
+    config.wards = vec!["4west".into()];
+    config.backoff_min = Duration::from_millis(100);
+    config.backoff_max = Duration::from_millis(300);
+    SyncClient::start(store.clone(), config)
 }
 
 /// An HTTP client that reads refusals as answers.
@@ -72,6 +113,35 @@ fn post_document(
     )
 }
 
+/// Files a document through the REST API, which must take it: (its entry, its file's hash).
+fn filed(
+    server: &Server,
+    token: &str,
+    chart: ChartId,
+    title: &str,
+    document_type: &str,
+    file: &[u8],
+) -> (String, String) {
+    let fields = [("title", title), ("document_type", document_type)];
+    let (status, filed) = post_document(server, token, chart, &fields, file);
+    assert_eq!(status, 201, "{filed}");
+    assert_eq!(filed["restored"], false);
+    let text = |v: &Value| v.as_str().unwrap().to_string();
+    (text(&filed["entry_id"]), text(&filed["attachment"]["hash"]))
+}
+
+/// Waits until `store` has `n` scanned documents on `chart`.
+async fn documents_reach(store: &ChartStore, chart: ChartId, n: usize, what: &str) {
+    eventually(what, || {
+        store.contains(chart).unwrap()
+            && store
+                .read(chart, |c| scanned(&c.view().unwrap()).len())
+                .unwrap()
+                == n
+    })
+    .await;
+}
+
 fn scanned(chart: &ChartView) -> Vec<&EntryView> {
     chart
         .entries
@@ -90,10 +160,7 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     let chart = pc.charts[0];
     let tablet = tablet_store(&devices, "tablet");
     let nurse = server.token("rn.park", "nurse", &["4west"]);
-    let mut config = ClientConfig::new(&url, &nurse, "tablet-4west-01");
-    config.wards = vec!["4west".into()];
-    config.backoff_min = Duration::from_millis(100);
-    let client = SyncClient::start(tablet.clone(), config);
+    let client = ward_tablet(&url, &nurse, &tablet);
     let mut events = client.chart_events();
     eventually("the chart never reached the tablet", || {
         tablet.contains(chart).unwrap()
@@ -102,33 +169,19 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     let tech = server.token("him.jones", "technician", &["4west"]);
 
     // The consent, with the records office's command line.
-    let dir = tempfile::tempdir().unwrap();
-    let consent_path = dir.path().join("consent.pdf");
-    std::fs::write(&consent_path, CONSENT).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
-        .args([
-            "--server",
-            &format!("http://{}", server.addr),
-            "--token",
-            &tech,
-        ])
-        .args(["attach", &chart.to_string()])
-        .arg(&consent_path)
-        .args([
+    let said = attach_with_cli(
+        &server,
+        &tech,
+        chart,
+        CONSENT,
+        &[
             "--title",
             "Consent to surgery",
             "--type",
             "consent",
             "--date",
             "2026-11-30",
-        ])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said} {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(said.contains("3 page(s)"), "{said}");
 
@@ -183,12 +236,12 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
     assert_eq!(on_server(&server, &tech, chart), before);
 
     // The chart reaches the tablet with both entries, and without their files.
-    eventually("the scanned documents never reached the tablet", || {
-        tablet
-            .read(chart, |c| scanned(&c.view().unwrap()).len())
-            .unwrap()
-            == 2
-    })
+    documents_reach(
+        &tablet,
+        chart,
+        2,
+        "the scanned documents never reached the tablet",
+    )
     .await;
     let view = tablet.read(chart, |c| c.view()).unwrap().unwrap();
     let docs = scanned(&view);
@@ -206,22 +259,7 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
 
     // The nurse opens the report: it comes in parts, then opens from the tablet's store.
     assert!(report.len() > 2 * ATTACHMENT_PART_BYTES);
-    assert_eq!(
-        client.open_attachment(chart, &report_hash).unwrap(),
-        AttachmentOpened::Fetching
-    );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(ChartEvent::AttachmentReady { chart: c, hash })) if c == chart => {
-                assert_eq!(hash, report_hash);
-                break;
-            }
-            Ok(Ok(ChartEvent::AttachmentFailed { reason, .. })) => panic!("failed: {reason}"),
-            Ok(Ok(_)) => {}
-            _ => panic!("the report never came"),
-        }
-    }
+    fetched(&client, &mut events, chart, &report_hash).await;
     assert_eq!(
         client.open_attachment(chart, &report_hash).unwrap(),
         AttachmentOpened::Here(report.clone())
@@ -240,13 +278,7 @@ async fn a_scanned_consent_is_filed_opened_on_the_ward_amended_and_exported() {
         .id
         .clone();
     let consent_entry = consent.id.clone();
-    eventually("the PC never had the documents", || {
-        pc.store
-            .read(chart, |c| scanned(&c.view().unwrap()).len())
-            .unwrap()
-            == 2
-    })
-    .await;
+    documents_reach(&pc.store, chart, 2, "the PC never had the documents").await;
     pc.store
         .update(chart, |c| {
             c.sign_entry(&pc.clerk, at(60), &consent_entry, SignatureMeaning::Author)?;
@@ -596,6 +628,42 @@ impl Link {
     }
 }
 
+/// The app opens a file not on the tablet, and it comes.
+async fn fetched(
+    client: &SyncClient,
+    events: &mut tokio::sync::broadcast::Receiver<ChartEvent>,
+    chart: ChartId,
+    hash: &str,
+) {
+    assert_eq!(
+        client.open_attachment(chart, hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    match attachment_event(events, hash).await {
+        ChartEvent::AttachmentReady { chart: c, .. } => assert_eq!(c, chart),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The app opens a file not on the tablet; the link goes down once a part of it is here.
+async fn opened_then_cut(
+    client: &SyncClient,
+    tablet: &chartsync_core::store::ChartStore,
+    link: &Link,
+    chart: ChartId,
+    hash: &str,
+) {
+    assert_eq!(
+        client.open_attachment(chart, hash).unwrap(),
+        AttachmentOpened::Fetching
+    );
+    eventually("no part of the file came", || {
+        tablet.next_part(hash).unwrap().is_some_and(|n| n >= 1)
+    })
+    .await;
+    link.down();
+}
+
 /// The next attachment event about `hash`, within the test's wait.
 async fn attachment_event(
     events: &mut tokio::sync::broadcast::Receiver<ChartEvent>,
@@ -643,53 +711,21 @@ async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is
         ("document_type", "outside_record"),
     ];
     let long = scan_png(5 * ATTACHMENT_PART_BYTES + 1000);
-    let (status, filed) = post_document(&server, &tech, stays, &fields, &long);
-    assert_eq!(status, 201, "{filed}");
-    let long_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+    let (_, long_hash) = filed(&server, &tech, stays, fields[0].1, fields[1].1, &long);
     let other = scan_png(3 * ATTACHMENT_PART_BYTES + 10);
-    let (status, filed) = post_document(&server, &tech, moves, &fields, &other);
-    assert_eq!(status, 201, "{filed}");
-    let other_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
+    let (_, other_hash) = filed(&server, &tech, moves, fields[0].1, fields[1].1, &other);
 
     let link = Link::start(&server.addr).await;
     let tablet = tablet_store(&devices, "tablet");
     let nurse = server.token("rn.park", "nurse", &["4west"]);
-    let start = || {
-        let mut config = ClientConfig::new(
-            format!("ws://{}/sync", link.addr),
-            &nurse,
-            "tablet-4west-01",
-        );
-        config.wards = vec!["4west".into()];
-        config.backoff_min = Duration::from_millis(100);
-        config.backoff_max = Duration::from_millis(300);
-        SyncClient::start(tablet.clone(), config)
-    };
+    let start = || ward_tablet(&format!("ws://{}/sync", link.addr), &nurse, &tablet);
     let client = start();
-    eventually("the scanned documents never reached the tablet", || {
-        [stays, moves].iter().all(|id| {
-            tablet.contains(*id).unwrap()
-                && tablet
-                    .read(*id, |c| scanned(&c.view().unwrap()).len())
-                    .unwrap()
-                    == 1
-        })
-    })
-    .await;
+    for id in [stays, moves] {
+        documents_reach(&tablet, id, 1, "the documents never reached the tablet").await;
+    }
 
     // The long record: the network drops after its first part, and the app is restarted.
-    assert_eq!(
-        client.open_attachment(stays, &long_hash).unwrap(),
-        AttachmentOpened::Fetching
-    );
-    eventually("no part of the file came", || {
-        tablet
-            .next_part(&long_hash)
-            .unwrap()
-            .is_some_and(|n| n >= 1)
-    })
-    .await;
-    link.down();
+    opened_then_cut(&client, &tablet, &link, stays, &long_hash).await;
     client.stop().await;
     let had = tablet.next_part(&long_hash).unwrap().expect("cut mid-file");
     assert!((1..6).contains(&had), "{had} parts of 6 before the cut");
@@ -716,18 +752,7 @@ async fn a_file_cut_off_mid_fetch_resumes_and_one_whose_patient_left_the_ward_is
     );
 
     // The other file: half fetched when the tablet goes offline.
-    assert_eq!(
-        client.open_attachment(moves, &other_hash).unwrap(),
-        AttachmentOpened::Fetching
-    );
-    eventually("no part of the other file came", || {
-        tablet
-            .next_part(&other_hash)
-            .unwrap()
-            .is_some_and(|n| n >= 1)
-    })
-    .await;
-    link.down();
+    opened_then_cut(&client, &tablet, &link, moves, &other_hash).await;
     assert!(tablet.attachment_bytes(&other_hash).unwrap().is_none());
     // Meanwhile the patient is transferred to another ward.
     pc.store
@@ -805,11 +830,7 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     let chart = pc.charts[0];
     let tablet = tablet_store(&devices, "tablet");
     let nurse = server.token("rn.park", "nurse", &["4west"]);
-    let mut config = ClientConfig::new(format!("ws://{addr}/sync"), &nurse, "tablet-4west-01");
-    config.wards = vec!["4west".into()];
-    config.backoff_min = Duration::from_millis(100);
-    config.backoff_max = Duration::from_millis(500);
-    let client = SyncClient::start(tablet.clone(), config);
+    let client = ward_tablet(&format!("ws://{addr}/sync"), &nurse, &tablet);
     let mut events = client.chart_events();
     eventually("the chart never reached the tablet", || {
         tablet.contains(chart).unwrap()
@@ -823,47 +844,25 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     // This morning: an outside report and a consent filed; the nurse opens the report.
     let tech = server.token("him.jones", "technician", &["4west"]);
     let report = scan_png(ATTACHMENT_PART_BYTES + 4000);
-    let (status, filed) = post_document(
+    let (_, report_hash) = filed(
         &server,
         &tech,
         chart,
-        &[
-            ("title", "Outside report"),
-            ("document_type", "outside_record"),
-        ],
+        "Outside report",
+        "outside_record",
         &report,
     );
-    assert_eq!(status, 201, "{filed}");
-    let report_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
-    let (status, filed) = post_document(
+    let (consent_entry, consent_hash) = filed(
         &server,
         &tech,
         chart,
-        &[
-            ("title", "Consent to transfusion"),
-            ("document_type", "consent"),
-        ],
+        "Consent to transfusion",
+        "consent",
         CONSENT,
     );
-    assert_eq!(status, 201, "{filed}");
-    let consent_hash = filed["attachment"]["hash"].as_str().unwrap().to_string();
-    let consent_entry = filed["entry_id"].as_str().unwrap().to_string();
-    eventually("the documents never reached the tablet", || {
-        tablet
-            .read(chart, |c| scanned(&c.view().unwrap()).len())
-            .unwrap()
-            == 2
-    })
-    .await;
+    documents_reach(&tablet, chart, 2, "the documents never reached the tablet").await;
     assert!(pc.client.wait_until_up_to_date(WAIT).await);
-    assert_eq!(
-        client.open_attachment(chart, &report_hash).unwrap(),
-        AttachmentOpened::Fetching
-    );
-    assert!(matches!(
-        attachment_event(&mut events, &report_hash).await,
-        ChartEvent::AttachmentReady { .. }
-    ));
+    fetched(&client, &mut events, chart, &report_hash).await;
 
     // The server's disk fails: restored from last night's backup.
     let (_, server) = restored(server, data.path(), &backup).await;
@@ -918,21 +917,12 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
 
     // Filed again from the paper, with the command line: the file is back, under the same
     // entry, and the chart has no new one.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("consent.pdf");
-    std::fs::write(&path, CONSENT).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-records"))
-        .args(["--server", &format!("http://{addr}"), "--token", &tech])
-        .args(["attach", &chart.to_string()])
-        .arg(&path)
-        .args(["--title", "Consent to transfusion", "--type", "consent"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said} {}",
-        String::from_utf8_lossy(&out.stderr)
+    let said = attach_with_cli(
+        &server,
+        &tech,
+        chart,
+        CONSENT,
+        &["--title", "Consent to transfusion", "--type", "consent"],
     );
     assert!(
         said.contains(&format!("the file restored, of entry {consent_entry}")),
@@ -954,26 +944,15 @@ async fn files_a_restore_lost_come_back_from_the_tablet_that_has_them_or_are_fil
     );
     let page = get(&addr, &format!("/console/chart?id={chart}"), Some(&cookie));
     assert!(!page.body.contains("not on the server"), "{}", page.body);
-    assert_eq!(
-        client.open_attachment(chart, &consent_hash).unwrap(),
-        AttachmentOpened::Fetching
-    );
-    assert!(matches!(
-        attachment_event(&mut events, &consent_hash).await,
-        ChartEvent::AttachmentReady { .. }
-    ));
+    fetched(&client, &mut events, chart, &consent_hash).await;
     // Filed once more: the server has the file now, so this is a new filing, as any.
-    let (status, filed) = post_document(
+    filed(
         &server,
         &tech,
         chart,
-        &[
-            ("title", "Consent to transfusion, copy"),
-            ("document_type", "consent"),
-        ],
+        "Consent to transfusion, copy",
+        "consent",
         CONSENT,
     );
-    assert_eq!(status, 201, "{filed}");
-    assert_eq!(filed["restored"], false);
     client.stop().await;
 }
